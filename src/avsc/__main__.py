@@ -1,0 +1,5 @@
+import sys
+
+from avsc.cli import main
+
+sys.exit(main())

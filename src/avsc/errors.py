@@ -1,0 +1,40 @@
+"""Errors that reach a user: each names the file and the problem, and says what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class AvscError(Exception):
+    """Base class for problems a user can act on; the CLI prints these without a traceback."""
+
+
+class ConfigError(AvscError):
+    """A configuration file or flag is invalid (unknown key, wrong type, bad value)."""
+
+
+class DataError(AvscError):
+    """A dataset, media or feature file is unusable.
+
+    Args:
+        path: the file (or folder) at fault.
+        problem: what is wrong with it, in a few words.
+        hint: what the user can do about it (optional).
+    """
+
+    def __init__(self, path: str | Path, problem: str, hint: str | None = None):
+        self.path = str(path)
+        self.problem = problem
+        self.hint = hint
+        message = f"{self.path}: {problem}"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+
+
+class MediaError(DataError):
+    """A video or audio file cannot be decoded as needed (corrupt, no audio track, too short)."""
+
+
+class StoreError(AvscError):
+    """The object store refused or could not be reached (credentials, bucket, network)."""

@@ -1,0 +1,91 @@
+"""Where avsc finds ffmpeg, and how it writes synthetic clips with it.
+
+The ffmpeg binary comes from the ``imageio-ffmpeg`` wheel, so ``pip install avsc`` is
+enough; ``AVSC_FFMPEG`` (read when called, not at import) points to another binary.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from avsc.errors import AvscError
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary to use."""
+    override = os.environ.get("AVSC_FFMPEG")
+    if override:
+        return override
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        found = shutil.which("ffmpeg")
+        if found:
+            return found
+        raise AvscError("no ffmpeg binary found: `pip install imageio-ffmpeg` or set AVSC_FFMPEG") from None
+
+
+def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, sample_width: int = 3) -> None:
+    """Write PCM WAV (24-bit by default, as TAU) from float audio [shape=(samples, channels)]."""
+    audio = np.clip(np.asarray(audio, dtype=np.float64), -1.0, 1.0)
+    if audio.ndim == 1:
+        audio = audio[:, None]
+    scale = float(2 ** (8 * sample_width - 1) - 1)
+    ints = np.round(audio * scale).astype("<i4")
+    raw = ints.view(np.uint8).reshape(-1, 4)[:, :sample_width].tobytes()
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(audio.shape[1])
+        handle.setsampwidth(sample_width)
+        handle.setframerate(sample_rate)
+        handle.writeframes(raw)
+
+
+def write_clip(
+    path: str | Path,
+    frames: np.ndarray,
+    fps: float,
+    audio: np.ndarray | None = None,
+    sample_rate: int = 48000,
+    *,
+    crf: int = 28,
+) -> Path:
+    """Encode frames (and optional audio) as an H.264 + AAC MP4, as the dataset's videos are.
+
+    Args:
+        frames: [shape=(n_frames, height, width, 3), uint8] RGB video frames.
+        fps: frame rate.
+        audio: [shape=(samples, channels), float in -1..1] or None for a video with no
+            audio track. Any channel count (1, 2, 6 for 5.1 ...).
+        sample_rate: audio sample rate.
+    """
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    n, height, width, _ = frames.shape
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps),
+               "-i", "pipe:0"]
+        if audio is not None:
+            wav = Path(tmp) / "audio.wav"
+            write_wav(wav, audio, sample_rate, sample_width=2)
+            cmd += ["-i", str(wav)]
+        cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p"]
+        if width % 2 or height % 2:
+            cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
+        if audio is not None:
+            cmd += ["-c:a", "aac", "-b:a", "128k", "-ar", str(sample_rate)]
+        cmd += ["-movflags", "+faststart", str(path)]
+        proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
+        if proc.returncode != 0:
+            raise AvscError(f"{path}: ffmpeg could not encode the clip: {proc.stderr.decode(errors='replace').strip()[-500:]}")
+    return path

@@ -1,0 +1,77 @@
+"""The clip manifest: one validated row per usable clip, written by ``avsc ingest``.
+
+A Parquet table with the columns of :data:`MANIFEST_SCHEMA`. Media paths are relative to
+the dataset root, which is kept in the schema metadata (``avsc.dataset_root``) and can be
+overridden when the dataset has moved (a pipeline step sees it at another path).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from avsc.errors import DataError
+from avsc.fileio import atomic_path
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("clip_id", pa.string(), nullable=False),  # file stem, e.g. airport-lisbon-1000-40000
+        pa.field("video", pa.string(), nullable=False),  # relative to the dataset root
+        pa.field("audio", pa.string()),  # separate WAV, relative; null when missing
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("city", pa.string(), nullable=False),
+        pa.field("location", pa.string(), nullable=False),  # <city>-<location_id>
+        pa.field("split", pa.string(), nullable=False),  # train | val | test
+        pa.field("duration_s", pa.float64()),
+        pa.field("fps", pa.float64()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("audio_channels", pa.int32()),  # of the video's audio stream
+        pa.field("audio_rate", pa.int32()),
+    ]
+)
+
+
+def write_manifest(rows: list[dict], path: str | Path, *, dataset_root: str | Path,
+                   extra_metadata: dict | None = None) -> Path:
+    """Write manifest rows (dicts with the schema's keys) atomically to ``path``."""
+    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    metadata = {"avsc.dataset_root": str(Path(dataset_root).resolve())}
+    for key, value in (extra_metadata or {}).items():
+        metadata[f"avsc.{key}"] = value if isinstance(value, str) else json.dumps(value)
+    table = table.replace_schema_metadata(metadata)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+def read_manifest(path: str | Path, *, dataset_root: str | Path | None = None):
+    """Read a manifest as a pandas DataFrame with absolute ``video_path``/``audio_path`` columns.
+
+    Args:
+        path: the manifest Parquet file.
+        dataset_root: where the dataset is now; defaults to the root recorded at ingest.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "manifest not found", "run `avsc ingest DATASET -o MANIFEST` first")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(path, f"not a readable Parquet manifest ({exc})") from None
+    missing = set(MANIFEST_SCHEMA.names) - set(table.column_names)
+    if missing:
+        raise DataError(path, f"manifest lacks column(s) {', '.join(sorted(missing))}")
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    root = Path(dataset_root) if dataset_root is not None else Path(meta.get("avsc.dataset_root", "."))
+    frame = table.to_pandas()
+    frame["video_path"] = [str(root / v) for v in frame["video"]]
+    frame["audio_path"] = [str(root / a) if a else None for a in frame["audio"]]
+    frame.attrs["dataset_root"] = str(root)
+    return frame
