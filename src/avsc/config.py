@@ -280,9 +280,7 @@ def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in data.items():
         if isinstance(value, dict):
-            inner = _drop_none(value)
-            if inner:
-                out[key] = inner
+            out[key] = _drop_none(value)  # kept even when empty, so unknown keys are still caught
         elif value is not None:
             out[key] = value
     return out
