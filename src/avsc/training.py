@@ -1,0 +1,267 @@
+"""Phase I: train one backbone on a feature store (paper, sections II-A and III-A).
+
+Loss (eq. 4): ``KL(y || y_hat) + (lambda / 2) * ||Theta||^2``. The KL term is
+``sum_k y_k log(y_k / y_hat_k)`` per example (0 log 0 taken as 0), averaged over the
+batch (the paper's sum over examples differs only by a constant factor, absorbed by the
+learning rate). The L2 term is a ``kernel_regularizer`` of coefficient ``lambda / 2`` on
+every kernel (conv, dense; biases and batch-norm parameters excluded), with
+``lambda = TrainConfig.l2``. Mixup (``TrainConfig.mixup_alpha``) makes the labels soft,
+which is why KL divergence and not cross-entropy with hard labels. Adam optimises.
+
+Preemption-safe: after every epoch the model, its optimizer state, the epoch, the history
+and the best-so-far are checkpointed under ``MODEL_DIR/checkpoints``; running again with
+the same settings (``epochs`` may grow) continues where it stopped.
+
+Model selection uses the VAL split only (best val accuracy, ties to the lower val log
+loss); the test split is never read here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from avsc.config import BACKBONE_FEATURE, TrainConfig, config_hash, to_dict
+from avsc.datasets import clip_predictions, eval_dataset, label_indices, mixup, train_dataset
+from avsc.errors import ConfigError, DataError
+from avsc.fileio import read_json, write_json
+from avsc.labels import LABELS
+
+__all__ = ["kl_divergence_loss", "mixup", "train_backbone", "TrainResult", "classification_metrics"]
+
+log = logging.getLogger(__name__)
+_EPS = 1e-7
+
+
+@keras.saving.register_keras_serializable(package="avsc")
+def kl_divergence_loss(y_true, y_pred):
+    """Per-example ``sum_k y_k * log(y_k / y_hat_k)``, computed in float32.
+
+    Both sides are clipped to ``[1e-7, 1]`` so that ``0 * log 0`` counts as 0 and a
+    zero prediction cannot give infinity.
+
+    Args:
+        y_true: [shape=(batch, n_classes)] target distribution (soft after mixup).
+        y_pred: [shape=(batch, n_classes)] softmax output.
+    Returns:
+        [shape=(batch,)] loss per example.
+    """
+    import tensorflow as tf
+
+    y_true = tf.clip_by_value(tf.cast(y_true, tf.float32), _EPS, 1.0)
+    y_pred = tf.clip_by_value(tf.cast(y_pred, tf.float32), _EPS, 1.0)
+    return tf.reduce_sum(y_true * tf.math.log(y_true / y_pred), axis=-1)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train_backbone` did.
+
+    Attributes:
+        model_dir: folder holding model.keras, history.json, val_metrics.json, config.json.
+        best_epoch: 1-based epoch of the selected model.
+        epochs_run: epochs trained by THIS call (0 when already complete).
+        history: one dict per epoch (epoch, loss, val_accuracy, val_log_loss, seconds).
+    """
+
+    model_dir: Path
+    backbone: str
+    best_epoch: int
+    epochs_run: int
+    val_accuracy: float
+    val_log_loss: float
+    history: list[dict[str, Any]]
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Accuracy, log loss and per-class accuracy of clip probabilities.
+
+    Args:
+        probs: [shape=(n_clips, 10)] class probabilities.
+        labels: [shape=(n_clips,)] true class indices.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels)
+    predicted = probs.argmax(axis=1)
+    clipped = np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1.0)
+    per_class = {}
+    for index, label in enumerate(LABELS):
+        mask = labels == index
+        if mask.any():
+            per_class[label] = float((predicted[mask] == index).mean())
+    return {
+        "accuracy": float((predicted == labels).mean()) if len(labels) else float("nan"),
+        "log_loss": float(-np.log(clipped).mean()) if len(labels) else float("nan"),
+        "per_class_accuracy": per_class,
+        "n_clips": int(len(labels)),
+    }
+
+
+def _use_mixed_precision(setting: str) -> bool:
+    if setting == "on":
+        return True
+    if setting == "off":
+        return False
+    if setting == "auto":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    raise ConfigError(f"train.mixed_precision must be auto, on or off, got {setting!r}")
+
+
+def _save_model(model, path: Path) -> None:
+    """Save a .keras file atomically (Keras insists on the suffix, so rename by hand)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial.keras")
+    try:
+        model.save(partial)
+        os.replace(partial, path)
+    finally:
+        if partial.exists():
+            partial.unlink()
+
+
+def _resume_key(backbone: str, config: TrainConfig, feature_hash: str) -> str:
+    # Everything but the epoch count must match to continue a run.
+    return f"{backbone}:{config_hash(replace(config, epochs=0))}:{feature_hash}"
+
+
+def _predict_clips(model, store, backbone: str, split: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    _, labels = label_indices(store, split)
+    outputs = model.predict(eval_dataset(store, backbone, split, batch_size=batch_size), verbose=0)
+    return clip_predictions(outputs, len(labels)), labels
+
+
+def train_backbone(
+    backbone: str,
+    feature_dirs: str | Path | Sequence[str | Path],
+    model_dir: str | Path,
+    *,
+    config: TrainConfig,
+    progress: bool = True,
+) -> TrainResult:
+    """Train one backbone, resuming from ``model_dir/checkpoints`` if a run was cut short.
+
+    Args:
+        backbone: one of ``aud-mel``, ``aud-gam``, ``aud-cqt``, ``vis-inc``, ``vis-conv``.
+        feature_dirs: the feature store directory (or its shards).
+        model_dir: output folder; afterwards holds ``model.keras`` (the model of the best
+            val-accuracy epoch, uncompiled), ``history.json``, ``val_metrics.json`` and
+            ``config.json``.
+        config: training settings.
+        progress: Keras progress bar and one summary line per epoch.
+
+    Raises:
+        ConfigError: unknown backbone or settings from another run in ``model_dir``.
+        DataError: the store lacks the needed feature, or its train or val split is empty.
+
+    Example:
+        >>> cfg = load_config(preset="quick").train
+        >>> result = train_backbone("aud-mel", ["features"], "models/aud-mel", config=cfg)
+        >>> result.val_accuracy
+    """
+    from avsc.models import build_backbone, check_backbone
+    from avsc.store import FeatureStore
+
+    check_backbone(backbone)
+    store = FeatureStore.open(feature_dirs)
+    model_dir = Path(model_dir)
+    feature = BACKBONE_FEATURE[backbone]
+    if feature not in store.shapes:
+        raise DataError(store.roots[0], f"feature store has no {feature!r} feature, needed by {backbone}",
+                        "re-run preprocess with that feature")
+    for split in ("train", "val"):
+        if not len(store.clips(split)):
+            raise DataError(store.roots[0], f"the {split} split of the feature store is empty",
+                            "training needs train clips and val clips (val selects the model)")
+    if config.epochs < 1:
+        raise ConfigError(f"train.epochs must be at least 1, got {config.epochs}")
+
+    ckpt_dir = model_dir / "checkpoints"
+    state_path = ckpt_dir / "state.json"
+    resume_key = _resume_key(backbone, config, store.config_hash)
+    mixed = _use_mixed_precision(config.mixed_precision)
+    previous_policy = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("mixed_float16" if mixed else "float32")
+    try:
+        keras.utils.set_random_seed(config.seed)
+        state = read_json(state_path) if state_path.is_file() else None
+        if state is not None and state.get("resume_key") != resume_key:
+            raise ConfigError(f"{model_dir}: holds checkpoints of another run ({state.get('resume_key')}); "
+                              "use a new output folder, or delete its checkpoints to start over")
+        if state is not None:
+            model = keras.models.load_model(ckpt_dir / state["last"])
+            history = state["history"]
+            log.info("%s: resuming after epoch %d of %d", backbone, state["epoch"], config.epochs)
+        else:
+            model = build_backbone(backbone, store.shapes, config)
+            model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=kl_divergence_loss)
+            history = []
+            state = {"resume_key": resume_key, "epoch": 0, "history": history, "best_epoch": 0,
+                     "best_val_accuracy": -1.0, "best_val_log_loss": math.inf, "best": None, "last": None}
+        start = int(state["epoch"])
+        epochs_run = 0
+        for epoch in range(start, config.epochs):
+            began = time.perf_counter()
+            train = train_dataset(store, backbone, batch_size=config.batch_size,
+                                  mixup_alpha=config.mixup_alpha, frames_per_clip=config.frames_per_clip,
+                                  seed=config.seed * 100003 + epoch)
+            fit = model.fit(train, epochs=1, shuffle=False, verbose=1 if progress else 0)
+            probs, labels = _predict_clips(model, store, backbone, "val", config.batch_size)
+            metrics = classification_metrics(probs, labels)
+            entry = {"epoch": epoch + 1, "loss": float(fit.history["loss"][-1]),
+                     "val_accuracy": metrics["accuracy"], "val_log_loss": metrics["log_loss"],
+                     "seconds": round(time.perf_counter() - began, 3)}
+            history.append(entry)
+            last_name = f"epoch-{epoch + 1:04d}.keras"
+            _save_model(model, ckpt_dir / last_name)
+            improved = (metrics["accuracy"], -metrics["log_loss"]) > (
+                state["best_val_accuracy"], -state["best_val_log_loss"])
+            if improved:
+                best_name = f"best-epoch-{epoch + 1:04d}.keras"
+                _save_model(model, ckpt_dir / best_name)
+                state.update(best=best_name, best_epoch=epoch + 1, best_val_accuracy=metrics["accuracy"],
+                             best_val_log_loss=metrics["log_loss"], best_val_metrics=metrics)
+            state.update(epoch=epoch + 1, history=history, last=last_name)
+            write_json(state_path, state)  # the checkpoint counts only once this is written
+            for stale in ckpt_dir.glob("*.keras"):
+                if stale.name not in (state["last"], state["best"]):
+                    stale.unlink()
+            epochs_run += 1
+            if progress:
+                print(f"{backbone} epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4f}, "
+                      f"val accuracy {entry['val_accuracy']:.3f}, val log loss {entry['val_log_loss']:.4f}"
+                      f"{' (best)' if improved else ''}, {entry['seconds']:.1f} s", file=sys.stderr)
+
+        best = keras.models.load_model(ckpt_dir / state["best"], compile=False)
+        _save_model(best, model_dir / "model.keras")
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous_policy)
+
+    val_metrics = dict(state["best_val_metrics"], epoch=state["best_epoch"])
+    write_json(model_dir / "history.json", history)
+    write_json(model_dir / "val_metrics.json", val_metrics)
+    write_json(model_dir / "config.json", {
+        "backbone": backbone,
+        "train": to_dict(config),
+        "config_hash": config_hash(config),
+        "features": to_dict(store.config),
+        "feature_config_hash": store.config_hash,
+        "feature_shapes": {k: list(v) for k, v in store.shapes.items()},
+        "labels": list(LABELS),
+        "best_epoch": state["best_epoch"],
+        "mixed_precision": mixed,
+    })
+    return TrainResult(model_dir=model_dir, backbone=backbone, best_epoch=state["best_epoch"],
+                       epochs_run=epochs_run, val_accuracy=state["best_val_accuracy"],
+                       val_log_loss=state["best_val_log_loss"], history=history)
