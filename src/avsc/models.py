@@ -283,5 +283,5 @@ def is_audio(backbone: str) -> bool:
 
 def embedding_model(model: keras.Model) -> keras.Model:
     """The same network with outputs ``[fc1024, fc10]`` (``fc10`` before softmax)."""
-    return keras.Model(model.inputs, [model.get_layer("fc1024").output, model.get_layer("fc10").output],
+    return keras.Model(model.input, [model.get_layer("fc1024").output, model.get_layer("fc10").output],
                        name=f"{model.name}_embeddings")

@@ -1,9 +1,65 @@
-"""CLI subcommands of this area (filled in by the stage that owns it)."""
+"""``avsc train`` (Phase I: one backbone) and ``avsc embed`` (its embeddings as Parquet)."""
 
 from __future__ import annotations
 
 import argparse
 
+from avsc.config import BACKBONES, PRESETS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this area's subcommands; each sets `handler` to a function(args) -> exit code."""
+    """Add ``train`` and ``embed``."""
+    train = subparsers.add_parser(
+        "train", help="train one backbone on a feature store (Phase I)",
+        description="Train one of the five backbones with mixup, KL-divergence + L2 loss and Adam. "
+                    "Checkpoints every epoch into MODEL_DIR/checkpoints and resumes from them when "
+                    "re-run; selects the epoch with the best val accuracy.")
+    train.add_argument("backbone", choices=BACKBONES)
+    train.add_argument("features", nargs="+", metavar="FEATURES", help="feature store folder(s)")
+    train.add_argument("-o", "--output", required=True, metavar="MODEL_DIR")
+    train.add_argument("--preset", choices=PRESETS, default="paper")
+    train.add_argument("--config", metavar="FILE", help="JSON or TOML settings file")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--mixup-alpha", type=float)
+    train.add_argument("--l2", type=float)
+    train.add_argument("--image-size", type=int)
+    train.add_argument("--weights", metavar="imagenet|none|PATH",
+                       help="visual backbones: ImageNet weights, random init, or a weights file")
+    train.add_argument("--quiet", action="store_true", help="no progress output")
+    train.set_defaults(handler=run_train)
+
+    embed = subparsers.add_parser(
+        "embed", help="write a trained backbone's fc1024/fc10 embeddings of every clip",
+        description="Embed every clip of every split with a trained backbone into one Parquet file.")
+    embed.add_argument("model_dir", metavar="MODEL_DIR")
+    embed.add_argument("features", nargs="+", metavar="FEATURES", help="feature store folder(s)")
+    embed.add_argument("-o", "--output", required=True, metavar="EMBEDDINGS.parquet")
+    embed.add_argument("--batch-size", type=int, default=32)
+    embed.add_argument("--quiet", action="store_true", help="no progress bar")
+    embed.set_defaults(handler=run_embed)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from avsc.config import load_config
+    from avsc.training import train_backbone
+
+    config = load_config(args.config, preset=args.preset, overrides={"train": {
+        "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+        "mixup_alpha": args.mixup_alpha, "l2": args.l2, "image_size": args.image_size,
+        "weights": args.weights}})
+    result = train_backbone(args.backbone, args.features, args.output, config=config.train,
+                            progress=not args.quiet)
+    print(f"{result.backbone}: best epoch {result.best_epoch}, val accuracy {result.val_accuracy:.4f}, "
+          f"val log loss {result.val_log_loss:.4f} -> {result.model_dir / 'model.keras'}")
+    return 0
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    from avsc.embeddings import embed_clips
+
+    result = embed_clips(args.model_dir, args.features, args.output, batch_size=args.batch_size,
+                         progress=not args.quiet)
+    print(f"{result.backbone}: {result.n_clips} clips -> {result.path}")
+    return 0

@@ -1,0 +1,111 @@
+"""The five backbones: output and embedding widths, the Deltas layer, weights handling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from avsc.config import TrainConfig  # noqa: E402
+from avsc.errors import ConfigError  # noqa: E402
+from avsc.models import (  # noqa: E402
+    Deltas,
+    build_audio_backbone,
+    build_backbone,
+    build_visual_backbone,
+    embedding_model,
+)
+
+SHAPES = {"mel": (16, 24, 2), "gam": (16, 24, 2), "cqt": (12, 20, 2), "frames": (2, 40, 40, 3)}
+SMALL = TrainConfig(audio_base_filters=8, audio_stages=2, dense_units=48, weights="none", image_size=75)
+
+# backbone -> (train config, one input example's shape)
+CASES = {
+    "aud-mel": (SMALL, (16, 24, 2)),
+    "aud-cqt": (SMALL, (12, 20, 2)),
+    "vis-inc": (SMALL, (40, 40, 3)),
+    "vis-conv": (TrainConfig(dense_units=48, weights="none", image_size=32), (40, 40, 3)),
+}
+
+
+@pytest.mark.parametrize("backbone", sorted(CASES))
+def test_backbone_widths(backbone, rng):
+    cfg, shape = CASES[backbone]
+    model = build_backbone(backbone, SHAPES, cfg)
+    x = rng.uniform(0, 255, size=(3, *shape)).astype(np.float32)
+    probs = np.asarray(model(x, training=False))
+    assert probs.shape == (3, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    fc1024, fc10 = embedding_model(model)(x, training=False)
+    assert fc1024.shape == (3, cfg.dense_units) and fc10.shape == (3, 10)
+    # fc10 is the pre-softmax layer: its softmax is the model's output.
+    fc10 = np.asarray(fc10, np.float64)
+    soft = np.exp(fc10 - fc10.max(1, keepdims=True))
+    np.testing.assert_allclose(soft / soft.sum(1, keepdims=True), probs, rtol=1e-4, atol=1e-6)
+
+
+def test_deltas_match_hand_computation():
+    x = np.zeros((1, 2, 7, 1), np.float32)
+    x[0, 0, :, 0] = [0, 1, 4, 9, 16, 25, 36]  # t^2: delta = 2t, delta-delta = 2
+    x[0, 1, :, 0] = [5, 5, 5, 5, 5, 5, 5]
+    out = np.asarray(Deltas()(x))
+    assert out.shape == (1, 2, 3, 3)
+    np.testing.assert_allclose(out[0, 0, :, 0], [4, 9, 16])
+    np.testing.assert_allclose(out[0, 0, :, 1], [4, 6, 8])
+    np.testing.assert_allclose(out[0, 0, :, 2], [2, 2, 2])
+    np.testing.assert_allclose(out[0, 1], [[5, 0, 0]] * 3)
+
+
+def test_deltas_match_numpy_reference(rng):
+    features = pytest.importorskip("avsc.features")
+    if not hasattr(features, "compute_deltas"):
+        pytest.skip("avsc.features.compute_deltas not available")
+    spec = rng.normal(size=(8, 30, 2)).astype(np.float32)
+    expected = np.asarray(features.compute_deltas(spec), np.float32)
+    np.testing.assert_allclose(np.asarray(Deltas()(spec[None]))[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_paper_audio_backbone_size():
+    model = build_audio_backbone((128, 715, 2), base_filters=64, stages=4)
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    assert 8_000_000 <= trainable <= 16_000_000
+    assert model.layers[-1].name == "probs" and model.layers[-1].dtype_policy.compute_dtype == "float32"
+    assert model.get_layer("fc1024").units == 1024
+
+
+def test_l2_is_half_lambda_times_squared_kernels(rng):
+    model = build_audio_backbone((8, 12, 2), base_filters=4, stages=1, dense_units=16, l2=0.01)
+    kernels = [layer.kernel for layer in model.layers if hasattr(layer, "kernel")]
+    expected = 0.005 * sum(float(np.sum(np.square(k.numpy()))) for k in kernels)
+    assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_weights_file_is_loaded(tmp_path):
+    base = keras.applications.ConvNeXtTiny(include_top=False, weights=None, input_shape=(32, 32, 3),
+                                           pooling="avg")
+    path = tmp_path / "convnext_notop.weights.h5"
+    base.save_weights(path)
+    model = build_visual_backbone("convnext", image_size=32, weights=str(path), dense_units=16)
+    inner = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    for saved, loaded in zip(base.weights, inner.weights):
+        np.testing.assert_array_equal(saved.numpy(), loaded.numpy())
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: build_visual_backbone("convnext", image_size=32, weights="/nonexistent/w.h5"), "not found"),
+    (lambda: build_visual_backbone("inception", image_size=40, weights="none"), "at least 75"),
+    (lambda: build_visual_backbone("resnet", weights="none"), "unknown visual backbone"),
+    (lambda: build_backbone("aud-xyz", SHAPES, SMALL), "unknown backbone"),
+])
+def test_bad_settings_raise_clear_errors(call, message):
+    with pytest.raises(ConfigError, match=message):
+        call()
+
+
+def test_saved_model_reloads_without_custom_objects(tmp_path, rng):
+    model = build_audio_backbone((8, 12, 2), base_filters=4, stages=2, dense_units=16)
+    x = rng.normal(size=(2, 8, 12, 2)).astype(np.float32)
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
