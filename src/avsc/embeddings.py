@@ -123,3 +123,111 @@ def read_embeddings(path: str | Path) -> Embeddings:
         fc1024=matrix("fc1024"),
         fc10=matrix("fc10"),
     )
+
+
+# --- Export: backbone model -> embeddings ------------------------------------------------
+
+
+def embed_arrays(backbone: str, emb_model, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of a batch of clips from an :func:`avsc.models.embedding_model`.
+
+    Args:
+        backbone: the backbone's name (decides how ``batch`` is read).
+        emb_model: a model with outputs ``[fc1024, fc10]``.
+        batch: [shape=(n, n_bins, frames, 2)] spectrograms for an audio backbone, or
+            [shape=(n, n_frames, H, W, 3)] frames (uint8 values) for a visual backbone.
+
+    Returns:
+        ``fc1024`` [shape=(n, width), float32] and ``fc10`` [shape=(n, 10), float32,
+        pre-softmax]. For a visual backbone a clip's embedding is the MEAN over its frames
+        of each layer's output (as the clip's prediction is the mean over its frames).
+    """
+    from avsc.config import VISUAL_BACKBONES
+
+    batch = np.asarray(batch, dtype=np.float32)
+    if backbone in VISUAL_BACKBONES:
+        if batch.ndim != 5:
+            raise ValueError(f"{backbone}: expected frames [n, n_frames, H, W, 3], got {batch.shape}")
+        n, n_frames = batch.shape[:2]
+        fc1024, fc10 = emb_model(batch.reshape(n * n_frames, *batch.shape[2:]), training=False)
+        fc1024 = np.asarray(fc1024, np.float32).reshape(n, n_frames, -1).mean(axis=1)
+        fc10 = np.asarray(fc10, np.float32).reshape(n, n_frames, -1).mean(axis=1)
+        return fc1024, fc10
+    if batch.ndim != 4:
+        raise ValueError(f"{backbone}: expected spectrograms [n, n_bins, frames, 2], got {batch.shape}")
+    fc1024, fc10 = emb_model(batch, training=False)
+    return np.asarray(fc1024, np.float32), np.asarray(fc10, np.float32)
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """What :func:`embed_clips` wrote: ``n_clips`` rows of ``backbone`` to ``path``."""
+
+    path: Path
+    backbone: str
+    n_clips: int
+    config_hash: str
+    model_sha256: str
+
+
+def embed_clips(
+    model_dir: str | Path,
+    feature_dirs,
+    out_path: str | Path,
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> EmbedResult:
+    """Embed every clip of every split of a feature store with a trained backbone.
+
+    Args:
+        model_dir: output of ``avsc train`` (``model.keras`` and ``config.json``).
+        feature_dirs: the feature store (or its shards); it must have the feature config
+            the model was trained on.
+        out_path: Parquet file to write (atomically), rows sorted by clip_id.
+
+    Raises:
+        DataError: missing model files, or a store made with another feature config.
+    """
+    import keras
+    from tqdm import tqdm
+
+    import avsc.models  # noqa: F401  (registers the custom layers)
+    from avsc.config import BACKBONE_FEATURE
+    from avsc.fileio import read_json, sha256_file
+    from avsc.store import FeatureStore, load_clip
+
+    model_dir = Path(model_dir)
+    model_path, config_path = model_dir / "model.keras", model_dir / "config.json"
+    for needed in (model_path, config_path):
+        if not needed.is_file():
+            raise DataError(needed, "not found", "give the output folder of `avsc train`")
+    meta = read_json(config_path)
+    backbone = meta["backbone"]
+    store = FeatureStore.open(feature_dirs)
+    if meta.get("feature_config_hash") != store.config_hash:
+        raise DataError(store.roots[0], f"feature config {store.config_hash} differs from "
+                        f"{meta.get('feature_config_hash')} the model was trained on",
+                        "embed the store the model was trained on")
+    feature = BACKBONE_FEATURE[backbone]
+    if feature not in store.shapes:
+        raise DataError(store.roots[0], f"feature store has no {feature!r} feature, needed by {backbone}")
+    emb_model = avsc.models.embedding_model(keras.models.load_model(model_path, compile=False))
+    rows = store.clips().sort_values("clip_id").reset_index(drop=True)
+    fc1024_parts, fc10_parts = [], []
+    paths = list(rows["path"])
+    with tqdm(total=len(paths), desc=f"embed {backbone}", unit="clip", disable=not progress) as bar:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            batch = np.stack([load_clip(p, [feature])[feature] for p in chunk])
+            fc1024, fc10 = embed_arrays(backbone, emb_model, batch)
+            fc1024_parts.append(fc1024)
+            fc10_parts.append(fc10)
+            bar.update(len(chunk))
+    digest = sha256_file(model_path)
+    path = write_embeddings(
+        out_path, clip_ids=list(rows["clip_id"]), splits=list(rows["split"]), labels=list(rows["label"]),
+        fc1024=np.concatenate(fc1024_parts), fc10=np.concatenate(fc10_parts), backbone=backbone,
+        config_hash=meta["config_hash"], model_sha256=digest)
+    return EmbedResult(path=path, backbone=backbone, n_clips=len(rows), config_hash=meta["config_hash"],
+                       model_sha256=digest)
