@@ -24,6 +24,7 @@ export AVSC_S3_REGION=us-east-1
 export AVSC_S3_SECURE=false
 export AVSC_E2E_BUCKET="${AVSC_E2E_BUCKET:-avsc}"
 export AVSC_E2E_NO_GPU=1
+export AVSC_E2E_PIPELINE_ROOT="${AVSC_E2E_PIPELINE_ROOT:-s3://avsc/pipeline-root}"
 
 log "Running the end-to-end test against $AVSC_KFP_HOST"
 cd "$ROOT"
