@@ -262,7 +262,9 @@ def test_secret_template_renders_with_placeholder_values_only(tmp_path):
 
 def test_no_credentials_are_committed_under_k8s():
     suspicious = [re.compile(r"AKIA[0-9A-Z]{16}"), re.compile(r"(?i)(password|secret_key)\s*[:=]\s*[A-Za-z0-9/+]{16,}")]
-    for path in sorted(p for p in K8S.rglob("*") if p.is_file()):
+    # The filled-in k8s/secret/avsc-s3.env is gitignored: it may hold real credentials locally.
+    ignored = {K8S / "secret" / "avsc-s3.env"}
+    for path in sorted(p for p in K8S.rglob("*") if p.is_file() and p not in ignored):
         text = path.read_text()
         for pattern in suspicious:
             assert not pattern.search(text), f"{path} looks like it holds a credential"
