@@ -38,7 +38,7 @@ if ! kc -n avsc get secret avsc-minio-root >/dev/null 2>&1; then
   # A random root password, kept only in the cluster.
   kc -n avsc create secret generic avsc-minio-root \
     --from-literal=user=avsc \
-    --from-literal=password="$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32)"
+    --from-literal=password="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 fi
 kc apply -k "$ROOT/k8s/overlays/kind"
 kc -n avsc wait --for condition=available --timeout=300s deployment/minio
