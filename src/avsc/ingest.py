@@ -1,0 +1,324 @@
+"""From a dataset folder to a validated clip manifest: ``avsc ingest``.
+
+Reads the TAU Urban Audio-Visual Scenes 2021 metadata wherever the archives put it,
+checks every clip (label, file name, video present and decodable, with sound), probes its
+media facts, and splits it three ways without leaking locations:
+
+- ``test``  = ``fold1_evaluate.csv`` (the paper reports accuracy on it);
+- ``val``   = about ``val_fraction`` of the *locations* of ``fold1_train.csv`` (at least one
+  per scene where a scene has two or more), for model selection;
+- ``train`` = the rest of ``fold1_train.csv``.
+
+A bad row never stops the run: it is left out of the manifest and reported with its file
+name and the reason, in the result, in the manifest's metadata and in
+``<manifest stem>.rejected.json`` beside it.
+
+Example:
+    >>> result = ingest_dataset("TAU-urban-audio-visual-scenes-2021-development", "manifest.parquet")
+    >>> result.counts
+    {'train': 7780, 'val': 866, 'test': 3645}
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from avsc.errors import DataError, MediaError
+from avsc.fileio import write_json
+from avsc.labels import LABEL_INDEX
+from avsc.manifest import MANIFEST_SCHEMA, SPLITS, write_manifest
+
+log = logging.getLogger(__name__)
+
+_FOLD_FILES = {"train": "fold1_train.csv", "evaluate": "fold1_evaluate.csv"}
+_STEM = re.compile(r"^(?P<scene>[a-z_]+)-(?P<city>[a-z]+)-(?P<location>\d+)-(?P<segment>\d+)$")
+_SEARCH_DEPTH = 3  # how far below the root the metadata may sit
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What :func:`ingest_dataset` wrote.
+
+    Attributes:
+        manifest_path: the Parquet manifest.
+        n_clips: clips in it.
+        counts: clips per split (``train``, ``val``, ``test``).
+        rejected: rows left out, each ``{"file": ..., "reason": ...}``.
+        notes: things worth knowing that did not exclude a clip (e.g. a missing WAV).
+        rejected_path: the JSON report beside the manifest.
+    """
+
+    manifest_path: Path
+    n_clips: int
+    counts: dict[str, int]
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    rejected_path: Path | None = None
+
+
+@dataclass
+class _Row:
+    source: str  # which list, and line, e.g. "fold1_train.csv:12"
+    fold: str  # train | evaluate
+    video: str  # as written in the list
+    audio: str
+    label: str
+
+
+def find_metadata(dataset_root: str | Path) -> dict[str, Path]:
+    """Where the split lists (and ``meta.csv``, if any) are below ``dataset_root``.
+
+    Returns a dict with keys ``train``, ``evaluate`` and, when found, ``meta``. The
+    shallowest match wins, so ``<root>/evaluation_setup/`` beats a copy deeper down.
+
+    Raises:
+        DataError: the root is missing, or no ``fold1_train.csv``/``fold1_evaluate.csv``.
+    """
+    root = Path(dataset_root)
+    if not root.is_dir():
+        raise DataError(root, "dataset folder not found",
+                        "give the folder that holds audio/, video/ and the metadata")
+    wanted = {"train": _FOLD_FILES["train"], "evaluate": _FOLD_FILES["evaluate"], "meta": "meta.csv"}
+    found: dict[str, Path] = {}
+    for depth in range(_SEARCH_DEPTH + 1):
+        pattern = "/".join(["*"] * depth + ["{name}"])
+        for key, name in wanted.items():
+            if key in found:
+                continue
+            matches = sorted(p for p in root.glob(pattern.format(name=name)) if p.is_file())
+            if matches:
+                found[key] = matches[0]
+    missing = [wanted[k] for k in ("train", "evaluate") if k not in found]
+    if missing:
+        raise DataError(root, f"no {' or '.join(missing)} found in it or up to "
+                              f"{_SEARCH_DEPTH} folders below",
+                        "extract the dataset's meta archive (evaluation_setup/) into this folder")
+    return found
+
+
+def _read_tsv(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a TAB-separated list with a header, as (line number, row)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle, delimiter="\t")
+            header = reader.fieldnames or []
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise DataError(path, f"lacks column(s) {', '.join(missing)} (has: "
+                                      f"{', '.join(header) or 'no header'})",
+                                "the lists must be TAB-separated with a header line")
+            return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k})
+                    for row in reader]
+    except UnicodeDecodeError:
+        raise DataError(path, "not a UTF-8 text file") from None
+
+
+def _media_root(root: Path, lists: dict[str, Path], rows: list[_Row]) -> Path:
+    """The folder the lists' paths are relative to: the root, or one holding the lists."""
+    candidates = [root]
+    for path in lists.values():
+        for parent in path.parents:
+            if parent == root or root not in parent.parents:
+                break
+            candidates.append(parent)
+    for candidate in candidates:
+        if any((candidate / r.video).is_file() for r in rows[:50] if r.video):
+            return candidate
+    return root
+
+
+def ingest_dataset(
+    dataset_root: str | Path,
+    manifest_path: str | Path,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    decode_check: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+) -> IngestResult:
+    """Validate a dataset's clips, split them by location and write the manifest.
+
+    Args:
+        dataset_root: the dataset folder (``audio/``, ``video/`` and the metadata,
+            possibly a folder or two deeper).
+        manifest_path: the Parquet manifest to write.
+        val_fraction: share of each scene's fold1_train locations held out for validation.
+        seed: chooses the validation locations.
+        decode_check: also decode the first second of every video (slower).
+        workers: videos probed at once (default: twice the CPU count, at most 16).
+        progress: show a progress bar.
+
+    Returns:
+        An :class:`IngestResult`; rejected rows are listed, not raised.
+
+    Raises:
+        DataError: metadata missing or unreadable, no usable clip, or a location in both
+            train and test.
+    """
+    from tqdm import tqdm
+
+    from avsc.probe import probe_media
+
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(str(val_fraction), "val_fraction must be in [0, 1)")
+    root = Path(dataset_root)
+    lists = find_metadata(root)
+    required = ("filename_audio", "filename_video", "scene_label")
+
+    identifiers: dict[str, str] = {}
+    if "meta" in lists:
+        try:
+            meta_rows = _read_tsv(lists["meta"], ("filename_video", "identifier"))
+        except DataError as exc:
+            log.warning("ignoring meta.csv: %s", exc)
+            meta_rows = []
+        for _, row in meta_rows:
+            if row.get("filename_video") and row.get("identifier"):
+                identifiers[Path(row["filename_video"]).stem] = row["identifier"]
+
+    rows: list[_Row] = []
+    for fold in ("train", "evaluate"):
+        for line, row in _read_tsv(lists[fold], required):
+            rows.append(_Row(source=f"{lists[fold].name}:{line}", fold=fold,
+                             video=row.get("filename_video", ""), audio=row.get("filename_audio", ""),
+                             label=row.get("scene_label", "")))
+    if not rows:
+        raise DataError(lists["train"].parent, "the split lists have no rows")
+    media_root = _media_root(root, lists, rows)
+
+    rejected: list[dict[str, str]] = []
+    notes: list[str] = []
+    seen: dict[str, str] = {}
+    pending: list[tuple[_Row, dict]] = []
+
+    def reject(row: _Row, reason: str) -> None:
+        rejected.append({"file": row.video or f"({row.source})", "reason": f"{reason} [{row.source}]"})
+
+    for row in rows:
+        if not row.video:
+            reject(row, "no video file name")
+            continue
+        stem = Path(row.video).stem
+        match = _STEM.match(stem)
+        if not match:
+            reject(row, "malformed file name (expected <scene>-<city>-<location>-<segment>)")
+            continue
+        if row.label not in LABEL_INDEX:
+            reject(row, f"unknown label '{row.label}' (expected one of {', '.join(LABEL_INDEX)})")
+            continue
+        if match["scene"] != row.label:
+            reject(row, f"label '{row.label}' does not match the file name's scene '{match['scene']}'")
+            continue
+        if stem in seen:
+            reject(row, f"duplicate clip id '{stem}' (first listed at {seen[stem]})")
+            continue
+        seen[stem] = row.source
+        video_path = media_root / row.video
+        if not video_path.is_file():
+            reject(row, "video file not found")
+            continue
+        audio_rel = None
+        if row.audio and (media_root / row.audio).is_file():
+            audio_rel = os.path.relpath(media_root / row.audio, root)
+        else:
+            notes.append(f"{row.audio or stem}: WAV not found; the video's own audio track will be used")
+        record = {
+            "clip_id": stem,
+            "video": os.path.relpath(video_path, root),
+            "audio": audio_rel,
+            "label": row.label,
+            "city": match["city"],
+            "location": identifiers.get(stem) or f"{match['city']}-{match['location']}",
+            "split": "test" if row.fold == "evaluate" else "train",
+        }
+        pending.append((row, record))
+
+    def probe(item: tuple[_Row, dict]):
+        row, _ = item
+        try:
+            return probe_media(media_root / row.video, decode_check=decode_check), None
+        except MediaError as exc:
+            return None, exc.problem
+
+    workers = workers or min(16, 2 * (os.cpu_count() or 1))
+    kept: list[dict] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(probe, pending)
+        for (row, record), (info, problem) in tqdm(zip(pending, results), total=len(pending),
+                                                   desc="probing videos", unit="clip",
+                                                   disable=not progress):
+            if info is None:
+                reject(row, problem)
+                continue
+            if not info.has_audio:
+                reject(row, "video has no audio track")
+                continue
+            record.update(duration_s=info.duration_s, fps=info.fps, width=info.width,
+                          height=info.height, audio_channels=info.audio_channels,
+                          audio_rate=info.audio_rate)
+            kept.append(record)
+
+    if not kept:
+        first = "; ".join(f"{r['file']}: {r['reason']}" for r in rejected[:3])
+        raise DataError(root, f"no usable clip ({len(rejected)} rejected; first: {first})",
+                        "check that the videos are extracted next to the metadata")
+    _assign_val(kept, val_fraction, seed)
+    train_locs = {r["location"] for r in kept if r["split"] in ("train", "val")}
+    test_locs = {r["location"] for r in kept if r["split"] == "test"}
+    shared = sorted(train_locs & test_locs)
+    if shared:
+        raise DataError(lists["evaluate"], f"location(s) {', '.join(shared[:10])}"
+                        f"{' ...' if len(shared) > 10 else ''} appear in both fold1_train and "
+                        "fold1_evaluate; test results would be inflated",
+                        "use the official split lists, or remove those clips from one list")
+
+    kept.sort(key=lambda r: r["clip_id"])
+    rows_out = [{name: r.get(name) for name in MANIFEST_SCHEMA.names} for r in kept]
+    manifest_path = Path(manifest_path)
+    write_manifest(rows_out, manifest_path, dataset_root=root,
+                   extra_metadata={"rejected": rejected, "val_fraction": val_fraction, "seed": seed})
+    counts = {split: sum(r["split"] == split for r in kept) for split in SPLITS}
+    rejected_path = manifest_path.with_name(f"{manifest_path.stem}.rejected.json")
+    write_json(rejected_path, {"dataset_root": str(root.resolve()), "counts": counts,
+                               "rejected": rejected, "notes": notes})
+    log.info("manifest %s: %s; %d rejected", manifest_path, counts, len(rejected))
+    return IngestResult(manifest_path=manifest_path, n_clips=len(kept), counts=counts,
+                        rejected=rejected, notes=notes, rejected_path=rejected_path)
+
+
+def _assign_val(records: list[dict], val_fraction: float, seed: int) -> None:
+    """Move about ``val_fraction`` of each scene's train locations (all their clips) to val.
+
+    A scene with a single train location keeps it for training. Locations are drawn in
+    sorted order with a seeded generator, so the split is the same for the same data.
+    """
+    if val_fraction <= 0:
+        return
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[str]] = {}
+    for r in records:
+        if r["split"] == "train":
+            locs = by_label.setdefault(r["label"], [])
+            if r["location"] not in locs:
+                locs.append(r["location"])
+    chosen: set[str] = set()
+    for label in sorted(by_label):
+        locations = sorted(set(by_label[label]) - chosen)
+        if len(by_label[label]) < 2 or not locations:
+            continue
+        n_val = max(1, int(round(val_fraction * len(by_label[label]))))
+        n_val = min(n_val, len(by_label[label]) - 1, len(locations))
+        order = rng.permutation(len(locations))[:n_val]
+        chosen.update(locations[i] for i in order)
+    for r in records:
+        if r["split"] == "train" and r["location"] in chosen:
+            r["split"] = "val"
