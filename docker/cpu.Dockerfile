@@ -35,7 +35,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # pipeline's lightweight components run here without installing anything at run time.
 # ffmpeg comes from the imageio-ffmpeg wheel.
 COPY --from=builder /wheels /wheels
-RUN pip install --no-cache-dir --find-links=/wheels "avsc[cpu]==${VERSION}" \
+RUN pip install --no-cache-dir "/wheels/avsc-${VERSION}-py3-none-any.whl[cpu]" \
     && rm -rf /wheels \
     && python -c "import avsc, kfp, imageio_ffmpeg; print('avsc', avsc.__version__, 'kfp', kfp.__version__, imageio_ffmpeg.get_ffmpeg_exe())"
 

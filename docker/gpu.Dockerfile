@@ -37,7 +37,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 COPY --from=builder /wheels /wheels
-RUN pip install --no-cache-dir --find-links=/wheels "avsc[gpu]==${VERSION}" \
+RUN pip install --no-cache-dir "/wheels/avsc-${VERSION}-py3-none-any.whl[gpu]" \
     && rm -rf /wheels \
     && python -c "import avsc, kfp, imageio_ffmpeg; print('avsc', avsc.__version__, 'kfp', kfp.__version__, imageio_ffmpeg.get_ffmpeg_exe())"
 
