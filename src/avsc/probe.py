@@ -197,25 +197,24 @@ def probe_media(path: str | Path, *, decode_check: bool = False, timeout_s: floa
         raise MediaError(path, "file is empty", _HINT)
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path),
            "-map", "0:v?", "-map", "0:a?", "-c", "copy", "-f", "null", "-"]
-    report = _run(path, cmd, timeout_s)
+    _, report = _run(path, cmd, timeout_s)
     info = parse_ffmpeg_report(path, report)
     if decode_check:
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-xerror", "-t", "1",
                "-i", str(path), "-map", "0:v:0", "-map", "0:a?", "-f", "null", "-"]
-        errors = _run(path, cmd, timeout_s, check=True)
-        bad = [line for line in errors.splitlines() if any(m in line for m in _DECODE_MARKERS)]
-        if bad:
-            raise MediaError(path, f"corrupt data in the first second ({bad[0].strip()[:120]})", _HINT)
+        returncode, errors = _run(path, cmd, timeout_s)
+        lines = [line.strip() for line in errors.splitlines() if line.strip()]
+        bad = [line for line in lines if any(m in line for m in _DECODE_MARKERS)]
+        if bad or returncode != 0:
+            detail = (bad or lines or ["ffmpeg failed"])[0 if bad else -1]
+            raise MediaError(path, f"corrupt data in the first second ({detail[:120]})", _HINT)
     return info
 
 
-def _run(path: Path, cmd: list[str], timeout_s: float, *, check: bool = False) -> str:
+def _run(path: Path, cmd: list[str], timeout_s: float) -> tuple[int, str]:
+    """Run ffmpeg; return its exit status and its report (stderr)."""
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise MediaError(path, f"ffmpeg did not finish reading it within {timeout_s:.0f} s", _HINT) from None
-    report = proc.stderr.decode("utf-8", errors="replace")
-    if check and proc.returncode != 0:
-        lines = [ln for ln in report.strip().splitlines() if ln.strip()]
-        raise MediaError(path, f"cannot be decoded ({(lines or ['ffmpeg failed'])[-1].strip()[:120]})", _HINT)
-    return report
+    return proc.returncode, proc.stderr.decode("utf-8", errors="replace")
