@@ -72,6 +72,6 @@ def read_manifest(path: str | Path, *, dataset_root: str | Path | None = None):
     root = Path(dataset_root) if dataset_root is not None else Path(meta.get("avsc.dataset_root", "."))
     frame = table.to_pandas()
     frame["video_path"] = [str(root / v) for v in frame["video"]]
-    frame["audio_path"] = [str(root / a) if a else None for a in frame["audio"]]
+    frame["audio_path"] = [str(root / a) if isinstance(a, str) and a else None for a in frame["audio"]]
     frame.attrs["dataset_root"] = str(root)
     return frame
