@@ -6,11 +6,11 @@ on a laptop and in tests, and so that learning is needed to do well:
 
 - each scene has a sound (noise band, tones, modulation, bursts) and a picture (colour
   layout, stripes, moving shapes) drawn from a table of signatures;
-- some scenes share their sound and differ only by a faint cue (bus/tram,
-  airport/shopping_mall, public_square/street_pedestrian) while their pictures differ;
-  others share their picture and differ only faintly in it (metro/metro_station,
-  airport/bus, park/public_square, street_traffic/tram) while their sounds differ. No
-  modality alone is perfect; fusing them helps;
+- some scenes share their sound and differ only by a cue that half their clips carry
+  (bus/tram, airport/shopping_mall, public_square/street_pedestrian) while their
+  pictures differ; others share their picture and differ only by a cue in half their
+  clips (metro/metro_station, airport/bus, park/public_square, street_traffic/tram)
+  while their sounds differ. No modality alone is perfect; fusing them helps;
 - each recording location adds its own nuisance (gain, mains hum, spectral tilt, stereo
   balance, colour cast, brightness, camera tilt) and each clip its own noise, so a model
   that memorises locations does not generalise: train and evaluate locations are disjoint,
@@ -86,6 +86,7 @@ _VISUAL_SIGNATURES: dict[str, dict] = {
 }
 # Faint per-scene cues that separate scenes sharing a signature: a tone (Hz) and a patch
 # (centre x, centre y as fractions, RGB).
+_CUE_RATE = 0.5  # share of clips that carry their scene's cue
 _AUDIO_CUE_HZ: dict[str, float] = {label: 1800.0 * 1.19 ** i for i, label in enumerate(LABELS)}
 _VISUAL_CUE: dict[str, tuple[float, float, tuple[int, int, int]]] = {
     label: ((0.15 + 0.7 * ((i * 3) % 10) / 9), (0.2 + 0.6 * ((i * 7) % 10) / 9),
@@ -347,8 +348,10 @@ def synth_audio(label: str, seconds: float, sample_rate: int, rng: np.random.Gen
         envelope = np.hanning(burst_len)[:, None] * rng.uniform(1.0, 2.5)
         signal[start:start + burst_len] += envelope * band[start:start + burst_len]
 
-    # The faint scene cue: present at a random strength, sometimes drowned out.
-    cue = rng.uniform(0.0, 0.22) * np.sin(2 * np.pi * _AUDIO_CUE_HZ[label] * t)
+    # The scene cue that separates sound-alike scenes: in about half the clips only, so
+    # sound alone cannot tell those scenes apart every time.
+    present, strength = rng.random() < _CUE_RATE, rng.uniform(0.08, 0.2)
+    cue = present * strength * np.sin(2 * np.pi * _AUDIO_CUE_HZ[label] * t)
     signal += cue[:, None]
 
     signal += hum_level * sum(np.sin(2 * np.pi * hum_hz * k * t) / k for k in (1, 2, 3))[:, None]
@@ -387,7 +390,8 @@ def synth_frames(label: str, seconds: float, width: int, height: int, fps: float
 
     cue_x, cue_y, cue_rgb = _VISUAL_CUE[label]
     cue_mask = ((np.abs(xn - cue_x) < 0.09) & (np.abs(yn - cue_y) < 0.12)).astype(np.float32)
-    strength = rng.uniform(0.0, 0.45)
+    present, strength = rng.random() < _CUE_RATE, rng.uniform(0.5, 0.8)
+    strength *= present  # as for sound: the look-alike scenes differ in about half the clips
     background = background * (1 - strength * cue_mask[..., None]) + \
         strength * cue_mask[..., None] * np.array(cue_rgb, np.float32)
     background = background * brightness + cast
