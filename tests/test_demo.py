@@ -94,7 +94,10 @@ def test_rerun_makes_only_missing_clips(tmp_path):
     kept_mtime = videos[1].stat().st_mtime_ns
     original = videos[0].read_bytes()
     videos[0].unlink()
+    stale = root / "video" / f".{videos[0].stem}.123.456.part.mp4"  # as a killed run leaves it
+    stale.write_bytes(b"half")
     make_demo_dataset(root, seed=0, **{**SMALL, "classes": 1})
+    assert not stale.exists()
     assert videos[0].read_bytes() == original
     assert videos[1].stat().st_mtime_ns == kept_mtime
 

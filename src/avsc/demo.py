@@ -203,8 +203,10 @@ def make_demo_dataset(
     resumable = stamp.is_file() and json.loads(stamp.read_text()).get("params") == params
     if stamp.exists() and not resumable:
         stamp.unlink()  # other settings: every clip is made again
-    (root / "audio").mkdir(parents=True, exist_ok=True)
-    (root / "video").mkdir(parents=True, exist_ok=True)
+    for folder, leftovers in (("audio", ".*.wav.*.tmp"), ("video", ".*.part.mp4")):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for stale in (root / folder).glob(leftovers):  # from a run that was killed
+            stale.unlink(missing_ok=True)
 
     def make_one(clip: _Clip) -> None:
         wav = root / "audio" / f"{clip.stem}.wav"
