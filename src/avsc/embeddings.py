@@ -149,14 +149,20 @@ def embed_arrays(backbone: str, emb_model, batch: np.ndarray) -> tuple[np.ndarra
         if batch.ndim != 5:
             raise ValueError(f"{backbone}: expected frames [n, n_frames, H, W, 3], got {batch.shape}")
         n, n_frames = batch.shape[:2]
-        fc1024, fc10 = emb_model(batch.reshape(n * n_frames, *batch.shape[2:]), training=False)
-        fc1024 = np.asarray(fc1024, np.float32).reshape(n, n_frames, -1).mean(axis=1)
-        fc10 = np.asarray(fc10, np.float32).reshape(n, n_frames, -1).mean(axis=1)
-        return fc1024, fc10
+        fc1024, fc10 = _run_in_chunks(emb_model, batch.reshape(n * n_frames, *batch.shape[2:]))
+        return (fc1024.reshape(n, n_frames, -1).mean(axis=1), fc10.reshape(n, n_frames, -1).mean(axis=1))
     if batch.ndim != 4:
         raise ValueError(f"{backbone}: expected spectrograms [n, n_bins, frames, 2], got {batch.shape}")
-    fc1024, fc10 = emb_model(batch, training=False)
-    return np.asarray(fc1024, np.float32), np.asarray(fc10, np.float32)
+    return _run_in_chunks(emb_model, batch)
+
+
+def _run_in_chunks(emb_model, inputs: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    # Bounded memory: a batch of clips can hold hundreds of full-size frames.
+    parts = [emb_model(inputs[i:i + chunk], training=False) for i in range(0, len(inputs), chunk)]
+    if not parts:
+        raise ValueError("no inputs to embed")
+    return (np.concatenate([np.asarray(p[0], np.float32) for p in parts]),
+            np.concatenate([np.asarray(p[1], np.float32) for p in parts]))
 
 
 @dataclass(frozen=True)

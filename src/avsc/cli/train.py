@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from avsc.config import BACKBONES, PRESETS
 
@@ -41,7 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     embed.set_defaults(handler=run_embed)
 
 
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+
+
 def run_train(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
     from avsc.config import load_config
     from avsc.training import train_backbone
 
@@ -57,6 +63,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
     from avsc.embeddings import embed_clips
 
     result = embed_clips(args.model_dir, args.features, args.output, batch_size=args.batch_size,
