@@ -170,3 +170,15 @@ def test_visual_backbone_trains_and_embeds(tmp_path):
                                atol=1e-5)
     fc1024, fc10 = embed_arrays("vis-conv", emb, frames[None])
     np.testing.assert_allclose(fc10[0], table.fc10[0], rtol=1e-4, atol=1e-5)
+
+
+def test_mixed_precision_keeps_float32_probabilities(store_dir, tmp_path):
+    config = TrainConfig(**{**QUICK.__dict__, "epochs": 1, "batch_size": 32, "audio_stages": 2,
+                            "mixed_precision": "on"})
+    result = train_backbone("aud-mel", [store_dir], tmp_path, config=config, progress=False)
+    assert np.isfinite(result.history[0]["loss"])
+    model = keras.models.load_model(tmp_path / "model.keras")
+    assert model.get_layer("fc10").dtype_policy.name == "mixed_float16"
+    assert model.output.dtype == "float32"
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
+    assert json.loads((tmp_path / "config.json").read_text())["mixed_precision"] is True
