@@ -1,0 +1,302 @@
+"""End-to-end prediction on any video file: demux, features, backbones, fusion, label.
+
+A :class:`Predictor` loads a bundle (:mod:`avsc.bundle`) once and then classifies videos
+of any length, resolution and channel layout:
+
+1. The video is cut into windows of the training clip length ``clip_seconds`` (the
+   feature config's ``audio.clip_seconds``): ``n = max(1, ceil(duration / clip_seconds))``
+   windows, the first ``n - 1`` back to back from the start and the last one ALIGNED TO
+   THE END of the video, so that no window holds padding when the video is longer than
+   one clip (the last window then overlaps the one before it). A video shorter than a clip
+   gives one window, padded as in training (audio with silence, video by repeating its
+   last frame). A video at most 2.5 % longer than a clip counts as one clip (containers
+   often report a few extra milliseconds of audio priming).
+2. Each window is decoded exactly as the training data was (:func:`avsc.media.demux_audio`,
+   :func:`avsc.media.sample_frames`) and turned into the stored features
+   (:func:`avsc.features.compute_clip_features`).
+3. The windows of a video go through each backbone together (in batches of at most
+   ``max_batch_windows``); each backbone gives its ``fc1024`` or ``fc10`` embedding (a
+   visual backbone's is the mean over the window's frames), the fusion model turns them
+   into class probabilities, and the video's probabilities are the mean over its windows.
+
+A video without an audio track raises :class:`avsc.errors.MediaError` naming the file,
+unless the predictor was loaded with ``allow_visual_only=True`` and the bundle holds a
+visual-only fusion model: then that model classifies the video from its pictures alone
+(``Prediction.modalities == "visual"``). Audio embeddings are never invented.
+
+Example:
+    >>> predictor = Predictor.load("bundle")
+    >>> prediction = predictor.predict_file("street.mp4")
+    >>> prediction.label, prediction.windows
+    ('street_traffic', 3)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avsc.bundle import Bundle, FusionEntry, load_bundle
+from avsc.config import AUDIO_BACKBONES, BACKBONE_FEATURE
+from avsc.errors import AvscError, DataError, MediaError
+
+log = logging.getLogger(__name__)
+
+# A video this much longer than a clip (as a fraction of the clip) is still one window.
+WINDOW_TOLERANCE = 0.025
+
+
+def window_offsets(duration_s: float | None, clip_seconds: float) -> list[float]:
+    """Start times (seconds) of the windows a video of ``duration_s`` is cut into.
+
+    ``n = max(1, ceil(duration_s / clip_seconds))`` windows (a tail of at most 2.5 % of a
+    clip is ignored); the first ``n - 1`` start at ``0, clip, 2 clip, ...`` and the last
+    one ends where the video ends. Unknown or non-positive durations give one window at 0.
+
+    Example:
+        >>> window_offsets(25.0, 10.0)
+        [0.0, 10.0, 15.0]
+    """
+    if clip_seconds <= 0:
+        raise ValueError(f"clip_seconds must be positive, got {clip_seconds}")
+    if duration_s is None or not math.isfinite(duration_s) or duration_s <= clip_seconds * (1 + WINDOW_TOLERANCE):
+        return [0.0]
+    n = max(1, math.ceil(duration_s / clip_seconds - WINDOW_TOLERANCE))
+    offsets = [i * clip_seconds for i in range(n - 1)]
+    offsets.append(max(0.0, duration_s - clip_seconds))
+    return [round(o, 6) for o in offsets]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The class of one video.
+
+    Attributes:
+        path: the video file.
+        label: the most probable scene.
+        probabilities: label -> probability (alphabetical labels, summing to 1): the mean
+            of the windows' probabilities.
+        windows: number of windows averaged.
+        modalities: what the fusion model used: ``audio+visual``, ``audio`` or ``visual``.
+        method: the fusion method (``f1`` .. ``f6``).
+        window_offsets: start of each window in seconds.
+        window_probabilities: [shape=(windows, 10)] each window's probabilities.
+    """
+
+    path: str
+    label: str
+    probabilities: dict[str, float]
+    windows: int
+    modalities: str
+    method: str = ""
+    window_offsets: tuple[float, ...] = ()
+    window_probabilities: tuple[tuple[float, ...], ...] = field(default=(), repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (what ``avsc predict --json`` prints, one object a line)."""
+        return {"path": self.path, "label": self.label, "probabilities": self.probabilities,
+                "windows": self.windows, "window_offsets": list(self.window_offsets),
+                "modalities": self.modalities, "method": self.method}
+
+
+class Predictor:
+    """The bundle's models, loaded once, applied to as many videos as needed.
+
+    Use :meth:`load`; the constructor takes already-loaded models.
+    """
+
+    def __init__(self, bundle: Bundle, embedding_models: dict[str, Any], fusion_models: dict[str, Any], *,
+                 allow_visual_only: bool = False, max_batch_windows: int = 8):
+        self.bundle = bundle
+        self.embedding_models = embedding_models
+        self.fusion_models = fusion_models  # "fusion" and, if bundled, "visual_fusion"
+        self.allow_visual_only = allow_visual_only
+        self.max_batch_windows = max(1, int(max_batch_windows))
+
+    @classmethod
+    def load(cls, bundle_dir: str | Path, *, allow_visual_only: bool = False, verify: bool = True,
+             max_batch_windows: int = 8) -> Predictor:
+        """Verify a bundle and load its models (once, for every later prediction).
+
+        Args:
+            bundle_dir: a folder written by :func:`avsc.bundle.make_bundle`.
+            allow_visual_only: classify videos without an audio track with the bundle's
+                visual-only fusion model (if it has one) instead of failing.
+            verify: check the bundle's checksums first.
+            max_batch_windows: most windows sent through a backbone at once (bounds memory
+                on long videos).
+
+        Raises:
+            DataError: not a bundle, a missing or modified file, or a model that will not load.
+        """
+        import keras
+
+        import avsc.models  # noqa: F401  (registers the backbones' custom layers)
+        _import_fusion_layers()
+
+        bundle = load_bundle(bundle_dir, verify=verify)
+
+        def load_model(path: Path):
+            try:
+                return keras.models.load_model(path, compile=False)
+            except Exception as exc:  # Keras raises many kinds for an unreadable file
+                raise DataError(path, f"cannot load the model ({type(exc).__name__}: {exc})",
+                                "copy the bundle again, or rebuild it with `avsc bundle`") from None
+
+        entries = {"fusion": bundle.fusion}
+        if bundle.visual_fusion is not None:
+            entries["visual_fusion"] = bundle.visual_fusion
+        needed = {b for entry in entries.values() for b in entry.backbones}
+        embedding_models = {b: avsc.models.embedding_model(load_model(p))
+                            for b, p in bundle.backbones.items() if b in needed}
+        fusion_models = {key: load_model(entry.path) for key, entry in entries.items()}
+        return cls(bundle, embedding_models, fusion_models, allow_visual_only=allow_visual_only,
+                   max_batch_windows=max_batch_windows)
+
+    # --- the steps, each usable on its own --------------------------------------------
+
+    def choose_fusion(self, path: str | Path, has_audio: bool) -> FusionEntry:
+        """The fusion model for a video with (or without) an audio track."""
+        main = self.bundle.fusion
+        needs_audio = any(b in AUDIO_BACKBONES for b in main.backbones)
+        if has_audio or not needs_audio:
+            return main
+        visual = self.bundle.visual_fusion
+        if self.allow_visual_only and visual is not None:
+            return visual
+        if self.allow_visual_only:
+            hint = ("this bundle has no visual-only fusion model; rebuild it with "
+                    "`avsc bundle ... --visual-fusion VISUAL_FUSION_DIR`")
+        elif visual is not None:
+            hint = "use --allow-visual-only to classify it from its pictures alone"
+        else:
+            hint = (f"the {main.modalities} fusion model needs sound; add a visual-only fusion model "
+                    "to the bundle (`avsc bundle --visual-fusion`) and use --allow-visual-only")
+        raise MediaError(path, "no audio track", hint)
+
+    def window_features(self, path: str | Path, offsets: Iterable[float], entry: FusionEntry
+                        ) -> dict[str, np.ndarray]:
+        """Features of each window, stacked: feature name -> [shape=(n_windows, ...)].
+
+        Only the features ``entry``'s backbones read are returned.
+        """
+        from avsc.media import demux_audio, sample_frames
+
+        config = self.bundle.feature_config
+        clip = self.bundle.clip_seconds
+        features = sorted({BACKBONE_FEATURE[b] for b in entry.backbones})
+        needs_audio = any(f != "frames" for f in features)
+        stacked: dict[str, list[np.ndarray]] = {f: [] for f in features}
+        for offset in offsets:
+            frames = sample_frames(path, config.frames, seconds=clip, offset_s=offset)
+            if needs_audio:
+                from avsc.features import compute_clip_features
+
+                audio = demux_audio(path, config.audio, offset_s=offset, duration_s=clip)
+                computed = compute_clip_features(audio, frames, config)
+            else:
+                computed = {"frames": frames}
+            for name in features:
+                stacked[name].append(np.asarray(computed[name]))
+        out = {name: np.stack(arrays) for name, arrays in stacked.items()}
+        for name, array in out.items():
+            expected = self.bundle.feature_shapes.get(name)
+            if expected is not None and tuple(array.shape[1:]) != tuple(expected):
+                raise DataError(self.bundle.root, f"{name} features of {path} have shape {array.shape[1:]}, "
+                                f"the bundled backbones expect {tuple(expected)}",
+                                "the feature code differs from the one the models were trained with")
+        return out
+
+    def predict_features(self, features: dict[str, np.ndarray], entry: FusionEntry | None = None
+                         ) -> np.ndarray:
+        """Class probabilities of a batch of windows.
+
+        Args:
+            features: feature name -> [shape=(n, ...)] as :meth:`window_features` gives.
+            entry: the fusion model to use (default: the bundle's main one).
+
+        Returns:
+            [shape=(n, 10), float64] rows summing to 1, labels in alphabetical order.
+        """
+        from avsc.embeddings import embed_arrays
+
+        entry = entry or self.bundle.fusion
+        key = "fusion" if entry is self.bundle.fusion else "visual_fusion"
+        inputs = []
+        for backbone in entry.backbones:
+            fc1024, fc10 = embed_arrays(backbone, self.embedding_models[backbone],
+                                        features[BACKBONE_FEATURE[backbone]])
+            inputs.append(fc1024 if entry.level == "fc1024" else fc10)
+        probs = np.asarray(self.fusion_models[key](inputs, training=False), dtype=np.float64)
+        return probs / probs.sum(axis=1, keepdims=True)
+
+    def predict_file(self, path: str | Path) -> Prediction:
+        """Classify one video.
+
+        Raises:
+            MediaError: the file is missing, not a readable video, or has no audio track
+                (unless visual-only prediction is allowed and possible); names the file.
+        """
+        from avsc.probe import probe_media
+
+        path = Path(path)
+        if not path.is_file():
+            raise MediaError(path, "not found" if not path.exists() else "not a file",
+                             "give the path of a video file")
+        info = probe_media(path)
+        entry = self.choose_fusion(path, info.has_audio)
+        offsets = window_offsets(info.duration_s, self.bundle.clip_seconds)
+        parts = []
+        for start in range(0, len(offsets), self.max_batch_windows):
+            chunk = offsets[start:start + self.max_batch_windows]
+            parts.append(self.predict_features(self.window_features(path, chunk, entry), entry))
+        window_probs = np.concatenate(parts)
+        mean = window_probs.mean(axis=0)
+        labels = self.bundle.labels
+        return Prediction(
+            path=str(path),
+            label=labels[int(mean.argmax())],
+            probabilities={label: float(p) for label, p in zip(labels, mean)},
+            windows=len(offsets),
+            modalities=entry.modalities,
+            method=entry.method,
+            window_offsets=tuple(offsets),
+            window_probabilities=tuple(tuple(float(p) for p in row) for row in window_probs),
+        )
+
+    def predict_files(self, paths: Iterable[str | Path], *, progress: bool = False
+                      ) -> Iterator[tuple[str, Prediction | str]]:
+        """Classify videos one after another, carrying on past bad files.
+
+        Yields:
+            ``(path, Prediction)`` or, for a file that cannot be classified,
+            ``(path, message)`` where the message names the file and the problem.
+        """
+        from tqdm import tqdm
+
+        paths = [str(p) for p in paths]
+        for path in tqdm(paths, desc="predict", unit="video", disable=not progress):
+            try:
+                yield path, self.predict_file(path)
+            except AvscError as exc:
+                yield path, str(exc)
+            except OSError as exc:
+                yield path, f"{path}: {exc.strerror or exc}"
+
+
+def _import_fusion_layers() -> None:
+    """Register the fusion layers with Keras before a fusion model is loaded."""
+    try:
+        import avsc.fusion  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "avsc.fusion":
+            raise
+
+
+__all__ = ["Prediction", "Predictor", "window_offsets", "WINDOW_TOLERANCE"]
