@@ -125,7 +125,7 @@ class S3Settings:
     secure: bool = True
     retries: int = 4
     backoff_s: float = 0.5
-    connect_timeout_s: float = 5.0
+    connect_timeout_s: float = 3.0
     read_timeout_s: float = 120.0
 
     @property
@@ -279,6 +279,9 @@ def _store_error(exc: BaseException, settings: S3Settings, bucket: str,
                 if tls else "check AVSC_S3_ENDPOINT, AVSC_S3_SECURE and the network")
         return StoreError(f"cannot reach the object store at {settings.url} after "
                           f"{settings.retries} attempts ({type(reason).__name__}); {hint}")
+    if isinstance(exc, ValueError) and "bucket name" in str(exc):
+        return StoreError(f"{where}: {exc} (bucket names are 3-63 lowercase letters, digits, "
+                          f"dots and hyphens)")
     return StoreError(f"{where}: {type(exc).__name__}: {exc}")
 
 

@@ -1,9 +1,112 @@
-"""CLI subcommands of this area (filled in by the stage that owns it)."""
+"""``avsc data push|pull|ls``: move datasets and outputs to and from an S3-compatible store.
+
+The endpoint and credentials come from ``AVSC_S3_ENDPOINT``, ``AVSC_S3_ACCESS_KEY``,
+``AVSC_S3_SECRET_KEY`` (and optionally ``AVSC_S3_REGION``, ``AVSC_S3_SECURE``).
+"""
 
 from __future__ import annotations
 
 import argparse
 
+_ENV_HELP = ("The store is named by AVSC_S3_ENDPOINT (host:port or http(s)://host:port), "
+             "AVSC_S3_ACCESS_KEY, AVSC_S3_SECRET_KEY, and optionally AVSC_S3_REGION and "
+             "AVSC_S3_SECURE (true|false).")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this area's subcommands; each sets `handler` to a function(args) -> exit code."""
+    """Add ``data`` with its ``push``, ``pull`` and ``ls`` subcommands."""
+    data = subparsers.add_parser(
+        "data", help="push, pull and list datasets and outputs in an S3-compatible store",
+        description="Move folders to and from an object store (MinIO, SeaweedFS, AWS S3). "
+                    + _ENV_HELP)
+    actions = data.add_subparsers(dest="action", metavar="ACTION")
+
+    push = actions.add_parser(
+        "push", help="upload a folder to s3://bucket/prefix",
+        description="Upload every file under DATASET, in parallel. Objects already holding the "
+                    "same bytes are skipped, so a re-run resumes; sizes and SHA-256 are "
+                    "verified. " + _ENV_HELP)
+    push.add_argument("source", metavar="DATASET", help="local folder to upload")
+    push.add_argument("uri", metavar="s3://BUCKET/PREFIX", help="destination (the bucket must exist)")
+    _transfer_options(push)
+    push.set_defaults(handler=run_push)
+
+    pull = actions.add_parser(
+        "pull", help="download s3://bucket/prefix into a folder",
+        description="Download every object under the prefix, in parallel, each to a temporary "
+                    "file renamed into place once verified. Files already present with the "
+                    "same size and hash are skipped. " + _ENV_HELP)
+    pull.add_argument("uri", metavar="s3://BUCKET/PREFIX", help="source prefix")
+    pull.add_argument("dest", metavar="DIR", help="local folder to write into")
+    pull.add_argument("--include", action="append", metavar="KEY",
+                      help="only this key, relative to the prefix (repeatable)")
+    _transfer_options(pull)
+    pull.set_defaults(handler=run_pull)
+
+    ls = actions.add_parser(
+        "ls", help="list the objects under s3://bucket/prefix",
+        description="List every object under the prefix (recursively) with its size. " + _ENV_HELP)
+    ls.add_argument("uri", metavar="s3://BUCKET[/PREFIX]")
+    ls.set_defaults(handler=run_ls)
+
+    data.set_defaults(handler=lambda args: _usage(data))
+
+
+def _transfer_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=8,
+                        help="files transferred at the same time (default 8)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _check_workers(workers: int) -> None:
+    from avsc.errors import ConfigError
+
+    if workers < 1:
+        raise ConfigError(f"--workers {workers}: must be at least 1")
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from avsc.objectstore import push_dir
+
+    _check_workers(args.workers)
+    result = push_dir(args.source, args.uri, workers=args.workers, progress=not args.quiet)
+    print(f"{args.uri}: {result.uploaded} uploaded ({_human(result.bytes)}), "
+          f"{result.skipped} already there")
+    return 0
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    from avsc.objectstore import pull_dir
+
+    _check_workers(args.workers)
+    result = pull_dir(args.uri, args.dest, include=args.include, workers=args.workers,
+                      progress=not args.quiet)
+    print(f"{args.dest}: {result.uploaded} downloaded ({_human(result.bytes)}), "
+          f"{result.skipped} already there")
+    return 0
+
+
+def run_ls(args: argparse.Namespace) -> int:
+    from avsc.objectstore import list_objects, parse_uri
+
+    bucket, prefix = parse_uri(args.uri)
+    base = f"s3://{bucket}/{prefix + '/' if prefix else ''}"
+    objects = list_objects(args.uri)
+    for obj in objects:
+        stamp = obj.last_modified.strftime("%Y-%m-%d %H:%M:%S") if obj.last_modified else "-"
+        print(f"{obj.size:>12}  {stamp}  {base}{obj.key}")
+    print(f"{len(objects)} objects, {_human(sum(obj.size for obj in objects))}")
+    return 0
