@@ -1,0 +1,29 @@
+"""Export one trained backbone's embeddings (fc1024 and fc10 logits) for every clip."""
+
+from typing import List
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.images import GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def embed_backbone(
+    model: Input[Model],
+    features: Input[List[Dataset]],
+    embeddings: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Write the embeddings of every clip of every split to ``embeddings`` (one Parquet file)."""
+    import time
+
+    import avsc.embeddings
+
+    began = time.perf_counter()
+    result = avsc.embeddings.embed_clips(model.path, [f.path for f in features], embeddings.path,
+                                         progress=False)
+    embeddings.metadata.update(backbone=result.backbone, clips=result.n_clips,
+                               model_sha256=result.model_sha256)
+    metrics.log_metric("clips", result.n_clips)
+    metrics.log_metric("seconds", round(time.perf_counter() - began, 3))

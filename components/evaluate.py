@@ -1,0 +1,70 @@
+"""Evaluation: every fusion result on the test split, the HTML report and the best model's bundle."""
+
+from typing import List
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def evaluate_fusions(
+    fusions: Input[List[Model]],
+    model_aud_mel: Input[Model],
+    model_aud_gam: Input[Model],
+    model_aud_cqt: Input[Model],
+    model_vis_inc: Input[Model],
+    model_vis_conv: Input[Model],
+    aud_mel: Input[Dataset],
+    aud_gam: Input[Dataset],
+    aud_cqt: Input[Dataset],
+    vis_inc: Input[Dataset],
+    vis_conv: Input[Dataset],
+    report: Output[Dataset],
+    report_html: Output[HTML],
+    metrics: Output[Metrics],
+    bundle: Output[Model],
+):
+    """Evaluate all fusion results; bundle the best audio+visual one with its five backbones.
+
+    ``report`` becomes a folder with metrics.json, report.html, report.md, confusion PNGs and
+    DCASE submission CSVs; ``metrics`` holds the best audio+visual result and each backbone's
+    own test accuracy.
+    """
+    import os
+    import shutil
+    import tempfile
+    import time
+
+    import avsc.bundle
+    import avsc.evaluation
+
+    began = time.perf_counter()
+    scratch = tempfile.mkdtemp(prefix="avsc-evaluate-")
+    models = {"aud-mel": model_aud_mel, "aud-gam": model_aud_gam, "aud-cqt": model_aud_cqt,
+              "vis-inc": model_vis_inc, "vis-conv": model_vis_conv}
+    embeddings = {"aud-mel": aud_mel, "aud-gam": aud_gam, "aud-cqt": aud_cqt, "vis-inc": vis_inc,
+                  "vis-conv": vis_conv}
+    for backbone in models:
+        os.makedirs(os.path.join(scratch, "embeddings"), exist_ok=True)
+        os.makedirs(os.path.join(scratch, "models"), exist_ok=True)
+        os.symlink(os.path.abspath(models[backbone].path), os.path.join(scratch, "models", backbone))
+        os.symlink(os.path.abspath(embeddings[backbone].path),
+                   os.path.join(scratch, "embeddings", f"{backbone}.parquet"))
+    fusion_roots = [f.path for f in fusions]
+    result = avsc.evaluation.evaluate(fusion_roots, report.path,
+                                      embeddings_dir=os.path.join(scratch, "embeddings"))
+    shutil.copyfile(os.path.join(report.path, "report.html"), report_html.path)
+
+    multimodal = [r for r in result["results"] if r["modalities"] == "audio+visual"]
+    best = max(multimodal, key=lambda r: (r["accuracy"], -r["log_loss"]))
+    fusion_dir = next(os.path.join(root, f"{best['method']}-audio+visual") for root in fusion_roots
+                      if os.path.isdir(os.path.join(root, f"{best['method']}-audio+visual")))
+    avsc.bundle.make_bundle(os.path.join(scratch, "models"), fusion_dir, bundle.path)
+    bundle.metadata.update(method=best["method"], modalities="audio+visual", accuracy=best["accuracy"])
+    metrics.log_metric("best_audio_visual_accuracy", best["accuracy"])
+    metrics.log_metric("best_audio_visual_log_loss", best["log_loss"])
+    for entry in result.get("backbones", []):
+        metrics.log_metric(f"{entry['backbone']}_accuracy", entry["accuracy"])
+    metrics.log_metric("seconds", round(time.perf_counter() - began, 3))
