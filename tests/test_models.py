@@ -109,3 +109,18 @@ def test_saved_model_reloads_without_custom_objects(tmp_path, rng):
     model.save(tmp_path / "m.keras")
     again = keras.models.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-6)
+
+
+def test_from_scratch_inception_uses_fast_batchnorm_statistics(tmp_path):
+    # Random-init InceptionV3 must forget its initial BN statistics within a short run,
+    # or a quick-preset model predicts one class at inference; the setting must survive saving.
+    model = build_visual_backbone("inception", image_size=75, weights="none", dense_units=16)
+    base = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    momenta = {layer.momentum for layer in base.layers
+               if isinstance(layer, keras.layers.BatchNormalization)}
+    assert momenta == {0.9}
+    model.save(tmp_path / "vis.keras")
+    again = keras.models.load_model(tmp_path / "vis.keras", compile=False)
+    base_again = next(layer for layer in again.layers if isinstance(layer, keras.Model))
+    assert {layer.momentum for layer in base_again.layers
+            if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}

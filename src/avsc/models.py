@@ -212,6 +212,13 @@ def build_visual_backbone(
     base = spec.application(include_top=False, weights=base_weights,
                             input_shape=(image_size, image_size, 3), pooling="avg",
                             **spec.application_kwargs)
+    if base_weights is None:
+        # From scratch (quick preset, tests), Keras' 0.99 leaves half of the initial
+        # batch-norm statistics in place after ~70 steps and inference collapses to one
+        # class; pretrained statistics are worth keeping, so only random init is changed.
+        for layer in base.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.momentum = _BN_MOMENTUM
     inputs = keras.Input(shape=(None, None, 3), name="frame")
     x = layers.Resizing(image_size, image_size, name="resize")(inputs)
     if spec.preprocess is not None:
