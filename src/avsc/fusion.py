@@ -1,0 +1,654 @@
+"""Phase II: the fusion layer and dense layer on frozen embeddings (paper, section II-B).
+
+Six fusion functions combine the embeddings of the five backbones — ``ae_g, ae_m, ae_c``
+(audio: aud-gam, aud-mel, aud-cqt) and ``ve_i, ve_c`` (visual: vis-inc, vis-conv) — into
+one audio-visual embedding, which ``FC(10)`` + softmax classifies. ``.`` below is the
+element-wise product; every ``w`` and ``b`` is a trainable vector of the embedding width.
+
+- eq. (1), f1 / f4 (:class:`WeightedSumFusion`)::
+
+      f = ae_g.w1 + ae_m.w2 + ae_c.w3 + ve_i.w4 + ve_c.w5 + b
+
+- eq. (2), f2 / f5 (:class:`ModalityWeightedFusion`)::
+
+      f = (ae_g.w1 + ae_m.w2 + ae_c.w3).wa + (ve_i.w4 + ve_c.w5).wv + b
+
+- eq. (3), f3 / f6 (:class:`ModalityConcatFusion`), no bias, twice the width::
+
+      f = concat[(ae_g.w1 + ae_m.w2 + ae_c.w3), (ve_i.w4 + ve_c.w5)]
+
+f1-f3 fuse the ``fc1024`` embeddings (width 1024), f4-f6 the ``fc10`` embeddings (width
+10, logits before softmax). Any subset of the backbones can be fused: with one modality
+(audio only: three embeddings; visual only: two) eq. (1) sums what is there, eq. (2) keeps
+its one group, ``(sum_i e_i.w_i).wg + b``, and eq. (3) is that group's sum alone (a
+concatenation of one part).
+
+Training (section III-A): mixup on the embeddings (one mixing weight per clip, shared by
+all its embeddings), KL-divergence loss + L2 (eq. 4; coefficient ``lambda / 2`` on the
+fusion vectors ``w`` and the dense kernel, biases excluded), Adam, seeded. The epoch with
+the best val accuracy (ties: lower val log loss) is kept; the test split is never read.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from avsc.config import (
+    AUDIO_BACKBONES,
+    BACKBONES,
+    FUSION_METHODS,
+    MODALITY_SETS,
+    FusionConfig,
+    config_hash,
+    to_dict,
+)
+from avsc.errors import ConfigError, DataError
+from avsc.evaluation import FUSION_FILE, PREDICTIONS_FILE, classification_metrics, write_predictions
+from avsc.fileio import read_json, write_json
+from avsc.labels import LABEL_INDEX, LABELS
+
+__all__ = [
+    "WeightedSumFusion",
+    "ModalityWeightedFusion",
+    "ModalityConcatFusion",
+    "FusionSpec",
+    "FUSIONS",
+    "fusion_layer",
+    "build_fusion_model",
+    "FusionData",
+    "load_fusion_data",
+    "FusionResult",
+    "train_fusion",
+    "train_all_fusions",
+]
+
+FUSION_FORMAT = "avsc-fusion/1"
+
+
+def _l2(l2: float):
+    return keras.regularizers.L2(l2 / 2.0) if l2 else None
+
+
+def _as_list(inputs) -> list:
+    if isinstance(inputs, dict):
+        raise TypeError("fusion layers take a list of embeddings, one per backbone")
+    return list(inputs)
+
+
+class _FusionBase(keras.layers.Layer):
+    """Shared parts: one weight vector ``w_i`` per input embedding (initialised to 1)."""
+
+    def __init__(self, l2: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.l2 = float(l2)
+
+    def _width(self, input_shape) -> int:
+        shapes = [tuple(s) for s in input_shape]
+        if not shapes:
+            raise ValueError(f"{self.name}: needs at least one embedding")
+        widths = {s[-1] for s in shapes}
+        if len(widths) != 1 or None in widths:
+            raise ValueError(f"{self.name}: every embedding must have the same known width, got {shapes}")
+        return int(shapes[0][-1])
+
+    def _input_weights(self, n: int, width: int) -> list:
+        return [self.add_weight(name=f"w{i + 1}", shape=(width,), initializer="ones",
+                                regularizer=_l2(self.l2)) for i in range(n)]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "l2": self.l2}
+
+
+@keras.saving.register_keras_serializable(package="avsc")
+class WeightedSumFusion(_FusionBase):
+    """Eq. (1) (f1 on fc1024, f4 on fc10): ``f = sum_i e_i . w_i + b``.
+
+    Input: a list of n embeddings, each [shape=(batch, d)]. Output: [shape=(batch, d)].
+    Weights: ``w1..wn`` [shape=(d,)] (initialised to 1), ``b`` [shape=(d,)] (to 0).
+    """
+
+    def build(self, input_shape) -> None:
+        width = self._width(input_shape)
+        self.input_weights = self._input_weights(len(input_shape), width)
+        self.bias = self.add_weight(name="b", shape=(width,), initializer="zeros")
+
+    def call(self, inputs):
+        inputs = _as_list(inputs)
+        total = inputs[0] * self.input_weights[0]
+        for x, w in zip(inputs[1:], self.input_weights[1:]):
+            total = total + x * w
+        return total + self.bias
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+
+class _GroupedFusion(_FusionBase):
+    """Inputs split into modality groups (``groups[i]`` names the group of input i)."""
+
+    def __init__(self, groups: Sequence[str], l2: float = 0.0, **kwargs):
+        super().__init__(l2=l2, **kwargs)
+        self.groups = tuple(groups)
+        if not self.groups:
+            raise ValueError("groups must name the modality of every input")
+        self.group_names = tuple(dict.fromkeys(self.groups))  # order of first appearance
+
+    def _check(self, input_shape) -> int:
+        if len(input_shape) != len(self.groups):
+            raise ValueError(f"{self.name}: {len(input_shape)} inputs but {len(self.groups)} groups")
+        return self._width(input_shape)
+
+    def _group_sums(self, inputs) -> list:
+        """``sum_{i in g} e_i . w_i`` for each group g, in :attr:`group_names` order."""
+        sums: dict[str, Any] = {}
+        for x, w, g in zip(_as_list(inputs), self.input_weights, self.groups):
+            sums[g] = x * w if g not in sums else sums[g] + x * w
+        return [sums[g] for g in self.group_names]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "groups": list(self.groups)}
+
+
+@keras.saving.register_keras_serializable(package="avsc")
+class ModalityWeightedFusion(_GroupedFusion):
+    """Eq. (2) (f2 on fc1024, f5 on fc10): ``f = sum_g (sum_{i in g} e_i . w_i) . w_g + b``.
+
+    With the paper's groups (audio: ae_g, ae_m, ae_c; visual: ve_i, ve_c) this is
+    ``(ae_g.w1 + ae_m.w2 + ae_c.w3).wa + (ve_i.w4 + ve_c.w5).wv + b``. One group only
+    (audio-only or visual-only fusion): ``(sum_i e_i . w_i) . w_g + b``.
+
+    Input: a list of n embeddings [shape=(batch, d)]. Output: [shape=(batch, d)].
+    Weights: ``w1..wn``, one ``w_<group>`` per group (``wa``/``wv`` in the paper) and
+    ``b``, each [shape=(d,)].
+    """
+
+    def build(self, input_shape) -> None:
+        width = self._check(input_shape)
+        self.input_weights = self._input_weights(len(input_shape), width)
+        self.group_weights = [self.add_weight(name=f"w_{g}", shape=(width,), initializer="ones",
+                                              regularizer=_l2(self.l2)) for g in self.group_names]
+        self.bias = self.add_weight(name="b", shape=(width,), initializer="zeros")
+
+    def call(self, inputs):
+        sums = self._group_sums(inputs)
+        total = sums[0] * self.group_weights[0]
+        for s, w in zip(sums[1:], self.group_weights[1:]):
+            total = total + s * w
+        return total + self.bias
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+
+@keras.saving.register_keras_serializable(package="avsc")
+class ModalityConcatFusion(_GroupedFusion):
+    """Eq. (3) (f3 on fc1024, f6 on fc10): ``f = concat_g [sum_{i in g} e_i . w_i]``, no bias.
+
+    With the paper's groups: ``concat[(ae_g.w1 + ae_m.w2 + ae_c.w3), (ve_i.w4 + ve_c.w5)]``.
+    One group only: that group's weighted sum.
+
+    Input: a list of n embeddings [shape=(batch, d)]. Output: [shape=(batch, d * n_groups)],
+    audio part first when both modalities are fused.
+    """
+
+    def build(self, input_shape) -> None:
+        width = self._check(input_shape)
+        self.input_weights = self._input_weights(len(input_shape), width)
+
+    def call(self, inputs):
+        sums = self._group_sums(inputs)
+        return sums[0] if len(sums) == 1 else keras.ops.concatenate(sums, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*tuple(input_shape[0])[:-1], input_shape[0][-1] * len(self.group_names))
+
+
+@dataclass(frozen=True)
+class FusionSpec:
+    """One row of the fusion table: which equation, on which embedding."""
+
+    equation: int  # 1, 2 or 3 (paper, section II-B)
+    level: str  # "fc1024" or "fc10"
+    layer: type
+
+
+FUSIONS: dict[str, FusionSpec] = {
+    "f1": FusionSpec(1, "fc1024", WeightedSumFusion),
+    "f2": FusionSpec(2, "fc1024", ModalityWeightedFusion),
+    "f3": FusionSpec(3, "fc1024", ModalityConcatFusion),
+    "f4": FusionSpec(1, "fc10", WeightedSumFusion),
+    "f5": FusionSpec(2, "fc10", ModalityWeightedFusion),
+    "f6": FusionSpec(3, "fc10", ModalityConcatFusion),
+}
+
+
+def _check_method(method: str) -> FusionSpec:
+    if method not in FUSIONS:
+        raise ConfigError(f"unknown fusion method {method!r}; choose one of {', '.join(FUSION_METHODS)}")
+    return FUSIONS[method]
+
+
+def _check_modalities(modalities: str) -> tuple[str, ...]:
+    if modalities not in MODALITY_SETS:
+        raise ConfigError(f"unknown modality set {modalities!r}; choose one of {', '.join(MODALITY_SETS)}")
+    return MODALITY_SETS[modalities]
+
+
+def modality_of(backbone: str) -> str:
+    return "audio" if backbone in AUDIO_BACKBONES else "visual"
+
+
+def fusion_layer(method: str, backbones: Sequence[str], *, l2: float = 0.0) -> keras.layers.Layer:
+    """The fusion layer of ``method`` for inputs from ``backbones`` (in that order)."""
+    spec = _check_method(method)
+    if spec.layer is WeightedSumFusion:
+        return WeightedSumFusion(l2=l2, name="fusion")
+    return spec.layer(groups=[modality_of(b) for b in backbones], l2=l2, name="fusion")
+
+
+def build_fusion_model(method: str, backbones: Sequence[str], width: int, *,
+                       n_classes: int = len(LABELS), l2: float = 0.0) -> keras.Model:
+    """Fusion layer + FC(10) + softmax, uncompiled.
+
+    Args:
+        method: ``f1`` .. ``f6``.
+        backbones: the fused backbones; one ``keras.Input`` per backbone, named after it,
+            in this order.
+        width: embedding width (1024 for f1-f3 at the paper's settings, 10 for f4-f6).
+
+    Returns:
+        A model mapping a list (or a dict by backbone name) of [shape=(batch, width)]
+        embeddings to [shape=(batch, n_classes)] probabilities. Layers: ``fusion``,
+        ``fc10`` (Dense), ``probs`` (softmax).
+    """
+    _check_method(method)
+    unknown = [b for b in backbones if b not in BACKBONES]
+    if unknown or not backbones or len(set(backbones)) != len(backbones):
+        raise ConfigError(f"fusion backbones must be distinct names among {', '.join(BACKBONES)}, "
+                          f"got {', '.join(backbones) or 'none'}")
+    inputs = [keras.Input(shape=(width,), name=b, dtype="float32") for b in backbones]
+    x = fusion_layer(method, backbones, l2=l2)(inputs)
+    x = keras.layers.Dense(n_classes, kernel_regularizer=_l2(l2), name="fc10", dtype="float32")(x)
+    outputs = keras.layers.Activation("softmax", name="probs", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=f"fusion_{method}")
+
+
+# --- Embeddings in -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FusionData:
+    """The embeddings of several backbones, aligned clip by clip (rows sorted by clip_id).
+
+    Attributes:
+        fc1024, fc10: backbone -> [shape=(n_clips, width)] float32.
+        model_sha256, config_hash: backbone -> what its Parquet metadata records.
+    """
+
+    backbones: tuple[str, ...]
+    clip_ids: np.ndarray
+    splits: np.ndarray
+    labels: np.ndarray
+    fc1024: dict[str, np.ndarray]
+    fc10: dict[str, np.ndarray]
+    model_sha256: dict[str, str]
+    config_hash: dict[str, str]
+
+    def inputs(self, level: str, mask: np.ndarray | None = None) -> list[np.ndarray]:
+        table = self.fc1024 if level == "fc1024" else self.fc10
+        return [table[b] if mask is None else table[b][mask] for b in self.backbones]
+
+
+def load_fusion_data(embeddings_dir: str | Path, backbones: Sequence[str]) -> FusionData:
+    """Read ``<backbone>.parquet`` for each backbone and check they describe the same clips.
+
+    Raises:
+        DataError: a missing file (named), a file of another backbone, duplicate clips, or
+            files that disagree on clip ids, splits, labels or recorded config hash.
+    """
+    from avsc.embeddings import read_embeddings
+
+    root = Path(embeddings_dir)
+    if not root.is_dir():
+        raise DataError(root, "embeddings folder not found", "give the folder holding `avsc embed` outputs")
+    loaded = {}
+    for backbone in backbones:
+        path = root / f"{backbone}.parquet"
+        if not path.is_file():
+            raise DataError(path, f"embedding file of {backbone} is missing",
+                            f"run `avsc embed` for {backbone} into this folder, or fuse a modality set without it")
+        emb = read_embeddings(path)
+        if emb.backbone != backbone:
+            raise DataError(path, f"holds embeddings of {emb.backbone}, not {backbone}",
+                            "name each file <backbone>.parquet after the backbone that wrote it")
+        order = np.argsort(emb.clip_ids, kind="stable")
+        ids = emb.clip_ids[order]
+        if len(ids) == 0:
+            raise DataError(path, "has no clips")
+        if len(ids) > 1 and (ids[1:] == ids[:-1]).any():
+            dup = ids[1:][ids[1:] == ids[:-1]][0]
+            raise DataError(path, f"clip {dup!r} appears more than once")
+        if emb.fc10.shape[1] != len(LABELS):
+            raise DataError(path, f"fc10 has width {emb.fc10.shape[1]}, expected {len(LABELS)}")
+        loaded[backbone] = (path, emb, order)
+
+    first_backbone = backbones[0]
+    first_path, first, first_order = loaded[first_backbone]
+    clip_ids, splits, labels = (first.clip_ids[first_order], first.splits[first_order],
+                                first.labels[first_order])
+    unknown = sorted(set(labels) - set(LABEL_INDEX))
+    if unknown:
+        raise DataError(first_path, f"unknown scene label(s) {', '.join(unknown)}",
+                        f"labels must be among {', '.join(LABELS)}")
+    for backbone, (path, emb, order) in loaded.items():
+        if backbone == first_backbone:
+            continue
+        ids = emb.clip_ids[order]
+        if len(ids) != len(clip_ids) or not np.array_equal(ids, clip_ids):
+            only_here = len(set(ids) - set(clip_ids))
+            only_there = len(set(clip_ids) - set(ids))
+            raise DataError(path, f"its clips differ from {first_path.name}'s ({only_here} only here, "
+                            f"{only_there} only there)", "embed every backbone from the same feature store")
+        for name, mine, theirs in (("split", emb.splits[order], splits), ("label", emb.labels[order], labels)):
+            bad = np.flatnonzero(mine != theirs)
+            if len(bad):
+                clip = clip_ids[bad[0]]
+                raise DataError(path, f"clip {clip!r} has {name} {mine[bad[0]]!r} but {theirs[bad[0]]!r} in "
+                                f"{first_path.name} ({len(bad)} clips differ)",
+                                "embed every backbone from the same feature store")
+    recorded = {b: e.config_hash for b, (_, e, _) in loaded.items() if e.config_hash}
+    if len(set(recorded.values())) > 1:
+        reference = next(iter(recorded.items()))
+        for backbone, value in recorded.items():
+            if value != reference[1]:
+                raise DataError(loaded[backbone][0], f"config hash {value} differs from {reference[1]} "
+                                f"of {reference[0]}.parquet", "fuse embeddings of backbones trained with one config")
+    return FusionData(
+        backbones=tuple(backbones), clip_ids=clip_ids, splits=splits, labels=labels,
+        fc1024={b: e.fc1024[o] for b, (_, e, o) in loaded.items()},
+        fc10={b: e.fc10[o] for b, (_, e, o) in loaded.items()},
+        model_sha256={b: e.model_sha256 for b, (_, e, _) in loaded.items()},
+        config_hash={b: e.config_hash for b, (_, e, _) in loaded.items()},
+    )
+
+
+# --- Training ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FusionResult:
+    """What :func:`train_fusion` did (or found, when resumed).
+
+    Attributes:
+        out_dir: holds model.keras, fusion.json, predictions.parquet, history.json.
+        best_epoch: 1-based epoch of the kept weights.
+        train_seconds: wall time of the training (0 when skipped as already complete).
+        skipped: True when :func:`train_all_fusions` found the folder complete.
+    """
+
+    out_dir: Path
+    method: str
+    modalities: str
+    val_accuracy: float
+    val_log_loss: float
+    best_epoch: int = 0
+    backbones: tuple[str, ...] = ()
+    level: str = ""
+    train_seconds: float = 0.0
+    skipped: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+
+def _save_model(model: keras.Model, path: Path) -> None:
+    """Save a .keras file atomically (Keras insists on the suffix, so rename by hand)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial.keras")
+    try:
+        model.save(partial)
+        os.replace(partial, path)
+    finally:
+        if partial.exists():
+            partial.unlink()
+
+
+def _compiled_steps(model: keras.Model, optimizer, loss_fn):
+    """A compiled training step (mean loss over the batch + L2 terms, one Adam update) and a
+    compiled forward pass. Small dense nets on arrays in memory: a plain loop over these is
+    several times faster than ``Model.fit`` once per epoch."""
+    import tensorflow as tf
+
+    n_inputs = len(model.inputs)
+    width = model.inputs[0].shape[-1]
+    x_spec = [tf.TensorSpec((None, width), tf.float32) for _ in range(n_inputs)]
+    y_spec = tf.TensorSpec((None, model.outputs[0].shape[-1]), tf.float32)
+    variables = model.trainable_variables
+    optimizer.build(variables)
+
+    @tf.function(input_signature=[x_spec, y_spec])
+    def train_step(xs, ys):
+        with tf.GradientTape() as tape:
+            probs = model(xs, training=True)
+            loss = tf.reduce_mean(loss_fn(ys, probs))
+            if model.losses:
+                loss = loss + tf.add_n(model.losses)
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables))
+        return loss
+
+    @tf.function(input_signature=[x_spec])
+    def predict(xs):
+        return model(xs, training=False)
+
+    return train_step, predict
+
+
+def _predict(predict, inputs: list[np.ndarray], chunk: int = 8192) -> np.ndarray:
+    n = len(inputs[0])
+    parts = [np.asarray(predict([x[i:i + chunk] for x in inputs]), dtype=np.float64)
+             for i in range(0, n, chunk)]
+    return np.concatenate(parts) if parts else np.zeros((0, len(LABELS)))
+
+
+def _fingerprint(data: FusionData, method: str, modalities: str, config: FusionConfig) -> dict[str, Any]:
+    return {"method": method, "modalities": modalities, "config_hash": config_hash(config),
+            "embeddings": {b: {"model_sha256": data.model_sha256[b], "config_hash": data.config_hash[b]}
+                           for b in data.backbones}}
+
+
+def train_fusion(
+    embeddings_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    method: str,
+    modalities: str = "audio+visual",
+    config: FusionConfig,
+    progress: bool = True,
+) -> FusionResult:
+    """Train one fusion model (Phase II) on frozen embeddings, select it on val, save it.
+
+    Args:
+        embeddings_dir: folder holding ``<backbone>.parquet`` for every backbone of
+            ``modalities`` (written by ``avsc embed``).
+        out_dir: output folder; afterwards holds ``model.keras`` (uncompiled; inputs one per
+            backbone in the order of ``fusion.json["backbones"]``, output probabilities),
+            ``predictions.parquet`` (every clip of every split), ``history.json`` and, written
+            last, ``fusion.json`` (method, modalities, backbones, level, labels, val metrics,
+            config and hash, per-backbone embedding model_sha256).
+        method: ``f1`` .. ``f6``.
+        modalities: ``audio+visual`` (five backbones), ``audio`` (three) or ``visual`` (two).
+        config: Phase II settings (epochs, batch size, learning rate, mixup alpha, L2, seed).
+        progress: a progress bar over epochs and a summary line.
+
+    Raises:
+        ConfigError: unknown method or modality set, epochs < 1.
+        DataError: missing or inconsistent embeddings, an empty train or val split.
+
+    Example:
+        >>> cfg = load_config(preset="quick").fusion
+        >>> result = train_fusion("embeddings", "fusion/f4", method="f4", config=cfg)
+        >>> result.val_accuracy
+    """
+    from tqdm import tqdm
+
+    from avsc.training import kl_divergence_loss
+
+    spec = _check_method(method)
+    backbones = _check_modalities(modalities)
+    if config.epochs < 1:
+        raise ConfigError(f"fusion.epochs must be at least 1, got {config.epochs}")
+    if config.batch_size < 1:
+        raise ConfigError(f"fusion.batch_size must be at least 1, got {config.batch_size}")
+    data = load_fusion_data(embeddings_dir, backbones)
+    out_dir = Path(out_dir)
+    masks = {s: data.splits == s for s in ("train", "val")}
+    for split, mask in masks.items():
+        if not mask.any():
+            raise DataError(Path(embeddings_dir) / f"{backbones[0]}.parquet", f"the {split} split has no clips",
+                            "fusion needs train clips and val clips (val selects the model)")
+    y_index = np.asarray([LABEL_INDEX[label] for label in data.labels])
+    x_train = data.inputs(spec.level, masks["train"])
+    x_val = data.inputs(spec.level, masks["val"])
+    y_train = np.eye(len(LABELS), dtype=np.float32)[y_index[masks["train"]]]
+    y_val = y_index[masks["val"]]
+    width = x_train[0].shape[1]
+
+    began = time.perf_counter()
+    keras.utils.set_random_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = build_fusion_model(method, backbones, width, l2=config.l2)
+    train_step, predict = _compiled_steps(model, keras.optimizers.Adam(config.learning_rate), kl_divergence_loss)
+    n_train = len(y_train)
+    history: list[dict[str, Any]] = []
+    best = {"accuracy": -1.0, "log_loss": math.inf, "epoch": 0, "weights": None, "metrics": None}
+    bar = tqdm(range(config.epochs), desc=f"fuse {method} {modalities}", unit="epoch", disable=not progress,
+               file=sys.stderr)
+    for epoch in bar:
+        order = rng.permutation(n_train)
+        if config.mixup_alpha > 0:
+            lam = rng.beta(config.mixup_alpha, config.mixup_alpha, size=n_train).astype(np.float32)[:, None]
+            partner = rng.permutation(n_train)
+            # One mixing weight per clip, shared by all of its embeddings and its label.
+            xs = [(lam * x + (1 - lam) * x[partner])[order] for x in x_train]
+            ys = (lam * y_train + (1 - lam) * y_train[partner])[order]
+        else:
+            xs, ys = [x[order] for x in x_train], y_train[order]
+        losses = [float(train_step([x[i:i + config.batch_size] for x in xs], ys[i:i + config.batch_size]))
+                  for i in range(0, n_train, config.batch_size)]
+        metrics = classification_metrics(y_val, _predict(predict, x_val))
+        entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
+                 "val_accuracy": metrics["accuracy"], "val_log_loss": metrics["log_loss"]}
+        history.append(entry)
+        if (metrics["accuracy"], -metrics["log_loss"]) > (best["accuracy"], -best["log_loss"]):
+            best.update(accuracy=metrics["accuracy"], log_loss=metrics["log_loss"], epoch=epoch + 1,
+                        weights=[w.copy() for w in model.get_weights()], metrics=metrics)
+        bar.set_postfix(val_acc=f"{metrics['accuracy']:.3f}", best=f"{best['accuracy']:.3f}@{best['epoch']}")
+    bar.close()
+    train_seconds = time.perf_counter() - began
+
+    # Save an uncompiled copy with the best weights: loading it needs no custom loss.
+    final = build_fusion_model(method, backbones, width, l2=config.l2)
+    final.set_weights(best["weights"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / FUSION_FILE).unlink(missing_ok=True)  # the folder counts as complete only once rewritten
+    _save_model(final, out_dir / "model.keras")
+    probs = _predict(lambda xs: final(xs, training=False), data.inputs(spec.level))
+    write_predictions(out_dir / PREDICTIONS_FILE, clip_ids=list(data.clip_ids), splits=list(data.splits),
+                      labels=list(data.labels), probs=probs)
+    write_json(out_dir / "history.json", history)
+    val_metrics = {k: v for k, v in best["metrics"].items() if k != "labels"}
+    meta = {
+        "format": FUSION_FORMAT,
+        **_fingerprint(data, method, modalities, config),
+        "equation": spec.equation,
+        "level": spec.level,
+        "width": int(width),
+        "backbones": list(backbones),
+        "labels": list(LABELS),
+        "val_metrics": val_metrics,
+        "best_epoch": best["epoch"],
+        "config": to_dict(config),
+        "clips_per_split": {s: int((data.splits == s).sum()) for s in sorted(set(data.splits))},
+        "train_seconds": round(train_seconds, 3),
+    }
+    write_json(out_dir / FUSION_FILE, meta)
+    if progress:
+        print(f"{method} {modalities}: best epoch {best['epoch']}/{config.epochs}, val accuracy "
+              f"{best['accuracy']:.4f}, val log loss {best['log_loss']:.4f}, {train_seconds:.1f} s -> {out_dir}",
+              file=sys.stderr)
+    return FusionResult(out_dir=out_dir, method=method, modalities=modalities, val_accuracy=best["accuracy"],
+                        val_log_loss=best["log_loss"], best_epoch=best["epoch"], backbones=tuple(backbones),
+                        level=spec.level, train_seconds=train_seconds, history=history)
+
+
+def _completed(out_dir: Path) -> dict[str, Any] | None:
+    path = out_dir / FUSION_FILE
+    if not (path.is_file() and (out_dir / "model.keras").is_file() and (out_dir / PREDICTIONS_FILE).is_file()):
+        return None
+    return read_json(path)
+
+
+def train_all_fusions(
+    embeddings_dir: str | Path,
+    out_root: str | Path,
+    *,
+    config: FusionConfig,
+    methods: Sequence[str] = FUSION_METHODS,
+    modality_sets: Sequence[str] = tuple(MODALITY_SETS),
+    progress: bool = True,
+) -> list[FusionResult]:
+    """Train every method for every modality set into ``out_root/<method>-<modalities>/``.
+
+    Resumes: a folder already complete (``fusion.json`` written last by
+    :func:`train_fusion`) for the same method, settings and embeddings is skipped.
+
+    Raises:
+        ConfigError: unknown method or modality set; a complete folder made with other
+            settings or other embeddings (use another ``out_root`` or delete that folder).
+        DataError: see :func:`train_fusion`.
+
+    Example:
+        >>> results = train_all_fusions("embeddings", "fusion", config=load_config().fusion)
+        >>> [(r.method, r.modalities, r.val_accuracy) for r in results]
+    """
+    for method in methods:
+        _check_method(method)
+    for modalities in modality_sets:
+        _check_modalities(modalities)
+    out_root = Path(out_root)
+    results = []
+    for modalities in modality_sets:
+        data = None
+        for method in methods:
+            out_dir = out_root / f"{method}-{modalities}"
+            meta = _completed(out_dir)
+            if meta is not None:
+                if data is None:
+                    data = load_fusion_data(embeddings_dir, MODALITY_SETS[modalities])
+                wanted = _fingerprint(data, method, modalities, config)
+                found = {k: meta.get(k) for k in wanted}
+                if found != wanted:
+                    raise ConfigError(f"{out_dir}: holds a fusion model made with other settings or embeddings "
+                                      f"(config {meta.get('config_hash')}, wanted {wanted['config_hash']}); "
+                                      "use a new output folder, or delete this one to train it again")
+                val = meta.get("val_metrics", {})
+                results.append(FusionResult(
+                    out_dir=out_dir, method=method, modalities=modalities,
+                    val_accuracy=float(val.get("accuracy", float("nan"))),
+                    val_log_loss=float(val.get("log_loss", float("nan"))), best_epoch=int(meta.get("best_epoch", 0)),
+                    backbones=tuple(meta.get("backbones", ())), level=meta.get("level", ""), skipped=True))
+                if progress:
+                    print(f"{method} {modalities}: already complete, skipped ({out_dir})", file=sys.stderr)
+                continue
+            results.append(train_fusion(embeddings_dir, out_dir, method=method, modalities=modalities,
+                                        config=config, progress=progress))
+    return results
