@@ -1,0 +1,136 @@
+"""Demux and frame sampling on real (tiny) H.264 + AAC files, including broken ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from media_cases import make_text_as_mp4, make_truncated, make_video
+
+from avsc.config import AudioConfig, FrameConfig
+from avsc.errors import MediaError
+from avsc.ffmpeg import write_clip
+from avsc.media import demux_audio, media_duration, sample_frames
+
+AUDIO = AudioConfig(clip_seconds=2.0)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("media")
+    return {
+        "mono": make_video(root / "mono.mp4", seconds=2.0, channels=1, tone_hz=1000.0),
+        "stereo": make_video(root / "stereo.mp4", seconds=2.0, channels=2, tone_hz=1000.0),
+        "surround": make_video(root / "surround.mp4", seconds=2.0, channels=6, tone_hz=1000.0),
+        "silent": make_video(root / "silent.mp4", seconds=2.0, channels=0),
+        "short": make_video(root / "short.mp4", seconds=1.0, fps=10.0),
+        "long": make_video(root / "long.mp4", seconds=3.0, fps=10.0),
+        "odd": make_video(root / "odd.mp4", seconds=1.0, width=161, height=97),
+        "truncated": make_truncated(root / "truncated.mp4", seconds=2.0),
+        "text": make_text_as_mp4(root / "text.mp4"),
+    }
+
+
+def rms(audio: np.ndarray) -> np.ndarray:
+    return np.sqrt((audio.astype(np.float64) ** 2).mean(axis=0))
+
+
+def test_mono_is_duplicated_to_two_equal_channels(videos):
+    audio = demux_audio(videos["mono"], AUDIO)
+    assert audio.shape == (AUDIO.n_samples, 2) and audio.dtype == np.float32
+    np.testing.assert_array_equal(audio[:, 0], audio[:, 1])
+    assert rms(audio)[0] > 0.1  # the 0.3-amplitude tone is there
+
+
+def test_stereo_keeps_distinct_channels_and_is_resampled(videos):
+    audio = demux_audio(videos["stereo"], AUDIO)
+    assert not np.array_equal(audio[:, 0], audio[:, 1])  # independent noise per channel
+    # 48 kHz in, 32 kHz out: the 1 kHz tone must still be at 1 kHz.
+    spectrum = np.abs(np.fft.rfft(audio[:, 0]))
+    freqs = np.fft.rfftfreq(len(audio), 1.0 / AUDIO.sample_rate)
+    assert abs(freqs[np.argmax(spectrum)] - 1000.0) < 2.0
+
+
+def test_surround_is_downmixed_to_two_sensible_channels(videos):
+    stereo = rms(demux_audio(videos["stereo"], AUDIO))
+    audio = demux_audio(videos["surround"], AUDIO)
+    assert audio.shape == (AUDIO.n_samples, 2)
+    level = rms(audio)
+    assert np.all(level > 0.5 * stereo) and np.all(level < 4.0 * stereo)
+    assert np.abs(audio).max() < 1.5
+
+
+def test_no_audio_stream_is_a_media_error_naming_the_file(videos):
+    with pytest.raises(MediaError, match="no audio stream") as info:
+        demux_audio(videos["silent"], AUDIO)
+    assert "silent.mp4" in str(info.value)
+
+
+def test_short_clip_is_padded(videos):
+    audio = demux_audio(videos["short"], AUDIO)
+    assert audio.shape == (AUDIO.n_samples, 2)
+    assert rms(audio[: AUDIO.sample_rate // 2]).min() > 0.001
+    assert np.all(audio[int(1.2 * AUDIO.sample_rate):] == 0.0)
+    frames = sample_frames(videos["short"], FrameConfig(fps=4.0, size=24), seconds=2.0)
+    assert frames.shape == (8, 24, 24, 3)
+    for later in frames[4:]:  # 1 s of video at 4 frames/s, then the last frame repeated
+        np.testing.assert_array_equal(later, frames[3])
+    assert not np.array_equal(frames[0], frames[3])  # the bars move
+
+
+def test_long_clip_is_cropped_and_offset_moves_the_window(videos):
+    audio = demux_audio(videos["long"], AUDIO)
+    assert audio.shape == (AUDIO.n_samples, 2)
+    assert rms(audio[-1000:]).min() > 0.001  # still sound at the end: cropped, not padded
+    later = demux_audio(videos["long"], AUDIO, offset_s=1.0, duration_s=1.0)
+    assert later.shape == (AUDIO.sample_rate, 2)
+    np.testing.assert_allclose(later[5000:6000], audio[AUDIO.sample_rate + 5000:AUDIO.sample_rate + 6000],
+                               atol=0.02)
+    frames = sample_frames(videos["long"], FrameConfig(fps=2.0, size=16), seconds=2.0)
+    assert frames.shape == (4, 16, 16, 3)
+
+
+def test_odd_resolution_gives_square_frames(videos):
+    frames = sample_frames(videos["odd"], FrameConfig(fps=2.0, size=50), seconds=1.0)
+    assert frames.shape == (2, 50, 50, 3) and frames.dtype == np.uint8
+    assert frames.std() > 5  # a picture, not a blank
+
+
+def test_frames_keep_proportions_by_centre_crop(tmp_path):
+    # A 2:1 picture: red left quarter, green middle half, blue right quarter.
+    picture = np.zeros((4, 96, 192, 3), np.uint8)
+    picture[:, :, :48, 0] = 255
+    picture[:, :, 48:144, 1] = 255
+    picture[:, :, 144:, 2] = 255
+    path = write_clip(tmp_path / "wide.mp4", picture, fps=4.0)
+    frames = sample_frames(path, FrameConfig(fps=2.0, size=32), seconds=1.0)
+    mean = frames.reshape(-1, 3).mean(axis=0)
+    assert mean[1] > 180 and mean[0] < 50 and mean[2] < 50  # only the centre (green) is kept
+
+
+def test_every_frame_mode_matches_shape(videos):
+    fast = sample_frames(videos["long"], FrameConfig(fps=2.0, size=16), seconds=3.0)
+    exact = sample_frames(videos["long"], FrameConfig(fps=2.0, size=16), seconds=3.0,
+                          reference_only=False, threads=1)
+    assert fast.shape == exact.shape == (6, 16, 16, 3)
+
+
+@pytest.mark.parametrize("name", ["truncated", "text"])
+def test_broken_files_are_media_errors(videos, name):
+    with pytest.raises(MediaError) as info:
+        demux_audio(videos[name], AUDIO)
+    assert f"{name}.mp4" in str(info.value)
+    with pytest.raises(MediaError):
+        sample_frames(videos[name], FrameConfig(size=16), seconds=2.0)
+
+
+def test_missing_file_and_bad_spans(tmp_path, videos):
+    with pytest.raises(MediaError, match="not found"):
+        demux_audio(tmp_path / "nowhere.mp4", AUDIO)
+    with pytest.raises(MediaError, match="duration"):
+        demux_audio(videos["stereo"], AUDIO, duration_s=0)
+    with pytest.raises(MediaError, match="offset"):
+        sample_frames(videos["stereo"], FrameConfig(), seconds=1.0, offset_s=-1.0)
+
+
+def test_media_duration(videos):
+    assert media_duration(videos["long"]) == pytest.approx(3.0, abs=0.15)
