@@ -434,7 +434,7 @@ def _compiled_steps(model: keras.Model, optimizer, loss_fn):
     variables = model.trainable_variables
     optimizer.build(variables)
 
-    @tf.function(input_signature=[x_spec, y_spec])
+    @tf.function(input_signature=[x_spec, y_spec], autograph=False)
     def train_step(xs, ys):
         with tf.GradientTape() as tape:
             probs = model(xs, training=True)
@@ -445,7 +445,7 @@ def _compiled_steps(model: keras.Model, optimizer, loss_fn):
         optimizer.apply_gradients(zip(grads, variables))
         return loss
 
-    @tf.function(input_signature=[x_spec])
+    @tf.function(input_signature=[x_spec], autograph=False)
     def predict(xs):
         return model(xs, training=False)
 
