@@ -120,6 +120,10 @@ def _read_fusion_dir(fusion_dir: Path) -> dict[str, Any]:
 
 def _embedding_shas(meta: dict[str, Any]) -> dict[str, str]:
     """Backbone -> SHA-256 of the model whose embeddings trained the fusion (if recorded)."""
+    embeddings = meta.get("embeddings")
+    if isinstance(embeddings, dict):  # {"aud-mel": {"model_sha256": ..., "config_hash": ...}, ...}
+        return {b: e["model_sha256"] for b, e in embeddings.items()
+                if isinstance(e, dict) and isinstance(e.get("model_sha256"), str) and e["model_sha256"]}
     for key in ("model_sha256", "embedding_model_sha256", "backbone_model_sha256"):
         value = meta.get(key)
         if isinstance(value, dict):

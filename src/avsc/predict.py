@@ -68,9 +68,9 @@ def window_offsets(duration_s: float | None, clip_seconds: float) -> list[float]
     if duration_s is None or not math.isfinite(duration_s) or duration_s <= clip_seconds * (1 + WINDOW_TOLERANCE):
         return [0.0]
     n = max(1, math.ceil(duration_s / clip_seconds - WINDOW_TOLERANCE))
-    offsets = [i * clip_seconds for i in range(n - 1)]
+    offsets = [float(i * clip_seconds) for i in range(n - 1)]
     offsets.append(max(0.0, duration_s - clip_seconds))
-    return [round(o, 6) for o in offsets]
+    return [round(float(o), 6) for o in offsets]
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,9 @@ class Predictor:
         needs_audio = any(f != "frames" for f in features)
         stacked: dict[str, list[np.ndarray]] = {f: [] for f in features}
         for offset in offsets:
-            frames = sample_frames(path, config.frames, seconds=clip, offset_s=offset)
+            frames = None
+            if "frames" in features:
+                frames = sample_frames(path, config.frames, seconds=clip, offset_s=offset)
             if needs_audio:
                 from avsc.features import compute_clip_features
 

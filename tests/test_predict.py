@@ -1,0 +1,355 @@
+"""Model bundle and end-to-end prediction: real ffmpeg, real features, real (untrained) models.
+
+One module-wide set of models keeps this fast: the five backbones built with random
+weights at a tiny feature config (1-s clips, 16 bins, 32x32 frames), saved as
+``avsc train`` saves them, and two fusion models trained for one epoch by
+:func:`avsc.fusion.train_fusion` on random embeddings: f4 (fc10, audio+visual), a
+visual-only f1 (fc1024) and an audio-only f2 (fc1024; the command-line tests use it, as
+its models load in a moment).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avsc.bundle import BUNDLE_FILE, load_bundle, make_bundle
+from avsc.config import BACKBONES, AudioConfig, FeatureConfig, FrameConfig, FusionConfig, TrainConfig
+from avsc.config import config_hash, to_dict
+from avsc.errors import ConfigError, DataError, MediaError
+from avsc.fileio import read_json, sha256_file, write_json
+from avsc.labels import LABELS
+from avsc.predict import Predictor, window_offsets
+
+from media_cases import make_text_as_mp4, make_video
+
+FEATURES = FeatureConfig(audio=AudioConfig(sample_rate=16000, clip_seconds=1.0, n_bins=16),
+                         frames=FrameConfig(fps=2.0, size=32))
+TRAIN = TrainConfig(weights="none", image_size=75, audio_base_filters=8, audio_stages=2)
+
+
+# --- models, fusion models, bundle: built once for the module ------------------------------
+
+
+@pytest.fixture(scope="module")
+def models_root(tmp_path_factory) -> Path:
+    """``<backbone>/model.keras`` + ``config.json`` as ``avsc train`` writes them."""
+    from avsc.features import feature_shapes
+    from avsc.models import build_backbone
+
+    root = tmp_path_factory.mktemp("models")
+    shapes = {k: tuple(v) for k, v in feature_shapes(FEATURES).items()}
+    for backbone in BACKBONES:
+        model = build_backbone(backbone, shapes, TRAIN)
+        (root / backbone).mkdir()
+        model.save(root / backbone / "model.keras")
+        write_json(root / backbone / "config.json", {
+            "backbone": backbone, "train": to_dict(TRAIN), "config_hash": config_hash(TRAIN),
+            "features": to_dict(FEATURES), "feature_config_hash": config_hash(FEATURES),
+            "feature_shapes": {k: list(v) for k, v in shapes.items()}, "labels": list(LABELS)})
+    return root
+
+
+@pytest.fixture(scope="module")
+def fusion_root(models_root, tmp_path_factory) -> Path:
+    """``f4-audio+visual``, ``f1-visual`` and ``f2-audio`` fusion folders, trained briefly on
+    random embeddings."""
+    from avsc.embeddings import write_embeddings
+    from avsc.fusion import train_fusion
+
+    root = tmp_path_factory.mktemp("fusion")
+    emb_dir = root / "embeddings"
+    rng = np.random.default_rng(7)
+    splits = ["train"] * 20 + ["val"] * 10 + ["test"] * 10
+    labels = [LABELS[i % len(LABELS)] for i in range(len(splits))]
+    for backbone in BACKBONES:
+        write_embeddings(emb_dir / f"{backbone}.parquet", clip_ids=[f"clip-{i:03d}" for i in range(len(splits))],
+                         splits=splits, labels=labels,
+                         fc1024=rng.random((len(splits), 1024), dtype=np.float32),
+                         fc10=rng.normal(size=(len(splits), 10)).astype(np.float32),
+                         backbone=backbone, config_hash=config_hash(TRAIN),
+                         model_sha256=sha256_file(models_root / backbone / "model.keras"))
+    config = FusionConfig(epochs=1, batch_size=8)
+    train_fusion(emb_dir, root / "f4-audio+visual", method="f4", modalities="audio+visual", config=config,
+                 progress=False)
+    train_fusion(emb_dir, root / "f1-visual", method="f1", modalities="visual", config=config, progress=False)
+    train_fusion(emb_dir, root / "f2-audio", method="f2", modalities="audio", config=config, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(models_root, fusion_root, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bundles") / "bundle"
+    return make_bundle(models_root, fusion_root / "f4-audio+visual", out,
+                       visual_fusion_dir=fusion_root / "f1-visual")
+
+
+@pytest.fixture(scope="module")
+def predictor(bundle_dir) -> Predictor:
+    return Predictor.load(bundle_dir)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> dict[str, Path]:
+    from avsc.demo import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("videos")
+    demo = make_demo_dataset(root / "demo", classes=1, clips_per_class=3, locations_per_class=3, seconds=2.0, width=160,
+                             height=120, fps=10.0, progress=False)
+    demo_video = sorted((demo.root / "video").glob("*.mp4"))[0]
+    return {
+        "demo": demo_video,
+        # Content changes over time (moving bars, a tone), so windows differ.
+        "long": make_video(root / "long.mp4", seconds=2.5, width=96, height=64, tone_hz=660.0),
+        "silent": make_video(root / "silent.mp4", seconds=1.0, width=96, height=64, channels=0),
+        "not_video": make_text_as_mp4(root / "notes.mp4"),
+    }
+
+
+# --- windows --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("duration, clip, expected", [
+    (4.0, 10.0, [0.0]),            # shorter than a clip: one padded window
+    (10.0, 10.0, [0.0]),
+    (10.2, 10.0, [0.0]),           # container slack within 2.5 %: still one clip
+    (20.0, 10.0, [0.0, 10.0]),
+    (25.0, 10.0, [0.0, 10.0, 15.0]),  # last window aligned to the end
+    (2.5, 1.0, [0.0, 1.0, 1.5]),
+    (None, 10.0, [0.0]),
+])
+def test_window_offsets(duration, clip, expected):
+    assert window_offsets(duration, clip) == expected
+
+
+# --- bundle -----------------------------------------------------------------------------------
+
+
+def test_bundle_round_trip_is_portable(bundle_dir, models_root, fusion_root, tmp_path):
+    meta = read_json(bundle_dir / BUNDLE_FILE)
+    assert meta["format"] == "avsc-bundle/1"
+    assert meta["labels"] == list(LABELS)
+    assert meta["clip_seconds"] == FEATURES.audio.clip_seconds
+    assert meta["feature_config_hash"] == config_hash(FEATURES)
+    assert set(meta["train_config_hashes"]) == set(BACKBONES)
+    # Every path is relative, and every file is the one it was copied from.
+    for rel, digest in meta["sha256"].items():
+        assert not Path(rel).is_absolute()
+        assert sha256_file(bundle_dir / rel) == digest
+    for backbone in BACKBONES:
+        assert meta["sha256"][meta["backbones"][backbone]] == sha256_file(models_root / backbone / "model.keras")
+    assert meta["sha256"]["fusion.keras"] == sha256_file(fusion_root / "f4-audio+visual" / "model.keras")
+
+    moved = shutil.copytree(bundle_dir, tmp_path / "elsewhere")
+    bundle = load_bundle(moved)
+    assert bundle.root == moved and all(p.is_relative_to(moved) for p in bundle.backbones.values())
+    assert bundle.feature_config == FEATURES
+    assert set(bundle.backbones) == set(BACKBONES)
+    assert (bundle.fusion.method, bundle.fusion.modalities, bundle.fusion.level) == ("f4", "audio+visual", "fc10")
+    assert bundle.fusion.backbones == tuple(read_json(fusion_root / "f4-audio+visual" / "fusion.json")["backbones"])
+    assert bundle.visual_fusion is not None
+    assert (bundle.visual_fusion.method, bundle.visual_fusion.level) == ("f1", "fc1024")
+    assert set(bundle.visual_fusion.backbones) == {"vis-inc", "vis-conv"}
+
+
+def _small_copy(bundle_dir: Path, dest: Path) -> Path:
+    """A copy of the bundle whose big visual models are links (tampering touches only small files)."""
+    dest.mkdir()
+    for path in bundle_dir.rglob("*"):
+        target = dest / path.relative_to(bundle_dir)
+        if path.is_dir():
+            target.mkdir(exist_ok=True)
+        elif path.name.startswith("vis-"):
+            target.parent.mkdir(exist_ok=True)
+            target.symlink_to(path)
+        else:
+            target.parent.mkdir(exist_ok=True)
+            shutil.copyfile(path, target)
+    return dest
+
+
+def test_bundle_detects_modified_and_missing_files(bundle_dir, tmp_path):
+    copy = _small_copy(bundle_dir, tmp_path / "copy")
+    load_bundle(copy)  # intact
+
+    model = copy / "backbones" / "aud-cqt.keras"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"aud-cqt\.keras.*checksum mismatch"):
+        load_bundle(copy)
+    assert load_bundle(copy, verify=False).backbones["aud-cqt"] == model
+
+    (copy / "fusion.keras").unlink()
+    shutil.copyfile(bundle_dir / "backbones" / "aud-cqt.keras", model)
+    with pytest.raises(DataError, match=r"fusion\.keras.*missing"):
+        load_bundle(copy)
+
+    with pytest.raises(DataError, match="not a model bundle"):
+        load_bundle(tmp_path)
+    meta = read_json(bundle_dir / BUNDLE_FILE)
+    write_json(copy / BUNDLE_FILE, dict(meta, format="avsc-bundle/99"))
+    with pytest.raises(DataError, match="unknown bundle format"):
+        load_bundle(copy)
+
+
+def _linked_models(models_root: Path, dest: Path) -> Path:
+    for backbone in BACKBONES:
+        (dest / backbone).mkdir(parents=True)
+        (dest / backbone / "model.keras").symlink_to(models_root / backbone / "model.keras")
+        shutil.copyfile(models_root / backbone / "config.json", dest / backbone / "config.json")
+    return dest
+
+
+def test_make_bundle_rejects_inconsistent_inputs(models_root, fusion_root, tmp_path):
+    fusion = fusion_root / "f4-audio+visual"
+    models = _linked_models(models_root, tmp_path / "models")
+
+    config = read_json(models / "aud-gam" / "config.json")
+    write_json(models / "aud-gam" / "config.json", dict(config, feature_config_hash="0123456789ab"))
+    with pytest.raises(DataError, match="different feature configs"):
+        make_bundle(models, fusion, tmp_path / "b1")
+    assert not (tmp_path / "b1").exists()
+    write_json(models / "aud-gam" / "config.json", config)
+
+    (models / "vis-conv" / "model.keras").unlink()
+    with pytest.raises(DataError, match=r"vis-conv/model\.keras: not found"):
+        make_bundle(models, fusion, tmp_path / "b2")
+
+    # A backbone other than the one whose embeddings trained the fusion model.
+    shutil.copyfile(models_root / "vis-inc" / "model.keras", models / "vis-conv" / "model.keras")
+    with pytest.raises(DataError, match="differs from the model whose embeddings trained"):
+        make_bundle(models, fusion, tmp_path / "b3")
+
+    with pytest.raises(ConfigError, match="not a visual-only fusion model"):
+        make_bundle(models_root, fusion, tmp_path / "b4", visual_fusion_dir=fusion)
+
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match="not a bundle; refusing"):
+        make_bundle(models_root, fusion_root / "f1-visual", occupied)
+    assert (occupied / "notes.txt").read_text() == "keep me"
+
+
+# --- prediction -------------------------------------------------------------------------------
+
+
+def test_predict_demo_video(predictor, videos):
+    prediction = predictor.predict_file(videos["demo"])
+    assert prediction.label in LABELS
+    assert list(prediction.probabilities) == list(LABELS)
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+    assert prediction.label == max(prediction.probabilities, key=prediction.probabilities.get)
+    assert prediction.windows == 2  # a 2-s video, 1-s clips
+    assert (prediction.modalities, prediction.method) == ("audio+visual", "f4")
+    assert json.loads(json.dumps(prediction.to_dict()))["label"] == prediction.label
+
+
+def test_long_video_averages_windows(predictor, videos):
+    from avsc.features import compute_clip_features
+    from avsc.media import demux_audio, sample_frames
+
+    path = videos["long"]
+    prediction = predictor.predict_file(path)
+    assert prediction.windows == 3
+    assert prediction.window_offsets == (0.0, 1.0, 1.5)
+    windows = np.array(prediction.window_probabilities)
+    assert windows.shape == (3, len(LABELS))
+    np.testing.assert_allclose(windows.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose([prediction.probabilities[label] for label in LABELS], windows.mean(axis=0),
+                               atol=1e-9)
+    assert np.ptp(windows, axis=0).max() > 0  # the windows saw different content
+
+    # The last window, end-aligned, recomputed from scratch and alone (batch of one).
+    audio = demux_audio(path, FEATURES.audio, offset_s=1.5, duration_s=1.0)
+    frames = sample_frames(path, FEATURES.frames, seconds=1.0, offset_s=1.5)
+    features = compute_clip_features(audio, frames, FEATURES)
+    alone = predictor.predict_features({k: v[None] for k, v in features.items()})
+    np.testing.assert_allclose(alone[0], windows[2], atol=1e-5)
+
+
+def test_video_without_audio(predictor, videos):
+    path = videos["silent"]
+    with pytest.raises(MediaError, match=rf"{path.name}: no audio track.*--allow-visual-only"):
+        predictor.predict_file(path)
+
+    visual = Predictor(predictor.bundle, predictor.embedding_models, predictor.fusion_models,
+                       allow_visual_only=True)
+    prediction = visual.predict_file(path)
+    assert (prediction.modalities, prediction.method, prediction.windows) == ("visual", "f1", 1)
+    assert prediction.label in LABELS
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+    # A video with sound still uses the audio-visual model.
+    assert visual.predict_file(videos["demo"]).modalities == "audio+visual"
+
+    without = Predictor(replace(predictor.bundle, visual_fusion=None), predictor.embedding_models,
+                        predictor.fusion_models, allow_visual_only=True)
+    with pytest.raises(MediaError, match=rf"{path.name}: no audio track.*no visual-only fusion model"):
+        without.predict_file(path)
+
+
+def test_predict_files_carries_on_past_bad_files(predictor, videos, tmp_path):
+    paths = [videos["not_video"], tmp_path / "missing.mp4", videos["demo"]]
+    results = dict(predictor.predict_files(paths))
+    assert isinstance(results[str(videos["demo"])], type(predictor.predict_file(videos["demo"])))
+    assert "notes.mp4" in results[str(videos["not_video"])]
+    assert "missing.mp4: not found" in results[str(tmp_path / "missing.mp4")]
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def test_cli_bundle_and_predict_json(models_root, fusion_root, videos, tmp_path, capsys):
+    from avsc.cli import main
+
+    # An audio-only bundle: its small models load in a moment, once per command.
+    out = tmp_path / "bundle"
+    assert main(["bundle", "--models", str(models_root), "--fusion", str(fusion_root / "f2-audio"),
+                 "-o", str(out)]) == 0
+    bundle = load_bundle(out)
+    assert (bundle.fusion.method, bundle.fusion.modalities) == ("f2", "audio")
+    assert set(bundle.backbones) == {"aud-mel", "aud-gam", "aud-cqt"}
+    assert str(out) in capsys.readouterr().out
+
+    code = main(["predict", str(videos["demo"]), str(videos["not_video"]), str(videos["long"]),
+                 "--bundle", str(out), "--json"])
+    captured = capsys.readouterr()
+    assert code == 1
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert [line["path"] for line in lines] == [str(videos["demo"]), str(videos["not_video"]),
+                                               str(videos["long"])]
+    good = lines[0]
+    assert good["label"] in LABELS and good["modalities"] == "audio" and good["windows"] == 2
+    assert sum(good["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert lines[2]["windows"] == 3 and lines[2]["window_offsets"] == [0.0, 1.0, 1.5]
+    assert "notes.mp4" in lines[1]["error"]
+    assert "notes.mp4" in captured.err and captured.err.count("\n") == 1
+
+
+def test_cli_predict_text_output_and_exit_codes(models_root, fusion_root, videos, tmp_path, capsys):
+    from avsc.cli import build_parser, main
+
+    out = make_bundle(models_root, fusion_root / "f2-audio", tmp_path / "bundle")
+    code = main(["predict", str(videos["demo"]), str(videos["silent"]), "--bundle", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 1
+    path, label, top = captured.out.strip().split("\t")
+    assert (path, label in LABELS) == (str(videos["demo"]), True)
+    assert 1.0 / len(LABELS) <= float(top) <= 1.0
+    assert "silent.mp4: no audio track" in captured.err
+
+    code = main(["predict", str(videos["not_video"]), str(tmp_path / "gone.mp4"), "--bundle", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert "notes.mp4" in captured.err and "gone.mp4" in captured.err
+
+    code = main(["predict", str(videos["demo"]), "--bundle", str(tmp_path / "nowhere")])
+    assert code == 2 and "not a model bundle" in capsys.readouterr().err
+    args = build_parser().parse_args(["predict", "v.mp4", "--bundle", "b", "--allow-visual-only"])
+    assert args.allow_visual_only
