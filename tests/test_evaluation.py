@@ -124,9 +124,10 @@ def _fusion_dir(root: Path, method: str, modalities: str, *, rng, strength: floa
     return out
 
 
-@pytest.fixture
-def fusion_root(tmp_path, rng):
-    root = tmp_path / "fusion"
+@pytest.fixture(scope="module")
+def fusion_root(tmp_path_factory):
+    rng = np.random.default_rng(7)
+    root = tmp_path_factory.mktemp("eval") / "fusion"
     val = {"f1": 0.80, "f2": 0.70, "f3": 0.75, "f4": 0.90, "f5": 0.85, "f6": 0.60}
     for method, v in val.items():
         # f1 is the best on test but f4 is the best on val: the report must follow val.
@@ -136,9 +137,15 @@ def fusion_root(tmp_path, rng):
     return root
 
 
-def test_evaluate_metrics_json_matches_predictions(fusion_root, tmp_path):
-    metrics = evaluate([fusion_root], tmp_path / "report")
-    saved = json.loads((tmp_path / "report" / "metrics.json").read_text())
+@pytest.fixture(scope="module")
+def evaluated(fusion_root):
+    report = fusion_root.parent / "report"
+    return evaluate([fusion_root], report), report
+
+
+def test_evaluate_metrics_json_matches_predictions(fusion_root, evaluated):
+    metrics, report = evaluated
+    saved = json.loads((report / "metrics.json").read_text())
     assert saved["results"] == json.loads(json.dumps(metrics["results"]))
     assert [(r["method"], r["modalities"]) for r in metrics["results"]][:6] == [
         (m, "audio+visual") for m in ("f1", "f2", "f3", "f4", "f5", "f6")]
@@ -158,9 +165,8 @@ def test_evaluate_metrics_json_matches_predictions(fusion_root, tmp_path):
     assert set(f2["per_class_accuracy"]) == set(LABELS)
 
 
-def test_evaluate_writes_report_files(fusion_root, tmp_path):
-    report = tmp_path / "report"
-    metrics = evaluate([fusion_root], report)
+def test_evaluate_writes_report_files(evaluated):
+    metrics, report = evaluated
     for r in metrics["results"]:
         name = f"{r['method']}-{r['modalities']}"
         png = report / f"confusion-{name}.png"
@@ -180,8 +186,8 @@ def test_evaluate_writes_report_files(fusion_root, tmp_path):
     assert "Table I" in md and "Table II" in md and "confusion-f4-audio+visual.png" in md
 
 
-def test_results_table_marks_best(fusion_root, tmp_path):
-    metrics = evaluate([fusion_root], tmp_path / "report")
+def test_results_table_marks_best(evaluated):
+    metrics, _ = evaluated
     table = results_table(metrics)
     lines = table.splitlines()
     assert lines[0].split()[:2] == ["method", "modalities"]

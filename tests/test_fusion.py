@@ -264,30 +264,44 @@ def test_training_is_seeded(embeddings, tmp_path):
     assert a.backbones == MODALITY_SETS["audio"] and a.level == "fc10"
 
 
-def test_train_all_fusions_writes_18_folders_and_resumes(embeddings, tmp_path):
+def test_train_all_fusions_resumes(embeddings, tmp_path):
     config = FusionConfig(epochs=1, batch_size=64, learning_rate=1e-2)
     root = tmp_path / "fusion"
-    results = train_all_fusions(embeddings, root, config=config, progress=False)
+    kwargs = {"config": config, "methods": ("f4", "f6"), "modality_sets": ("visual", "audio"), "progress": False}
+    results = train_all_fusions(embeddings, root, **kwargs)
+    assert sorted(p.name for p in root.iterdir()) == ["f4-audio", "f4-visual", "f6-audio", "f6-visual"]
+    assert not any(r.skipped for r in results)
+
+    # A killed run: one folder without its fusion.json is trained again, the others skipped.
+    (root / "f6-audio" / "fusion.json").unlink()
+    stamp = (root / "f4-audio" / "model.keras").stat().st_mtime_ns
+    again = train_all_fusions(embeddings, root, **kwargs)
+    assert [(r.out_dir.name, r.skipped) for r in again] == [
+        ("f4-visual", True), ("f6-visual", True), ("f4-audio", True), ("f6-audio", False)]
+    assert again[0].val_accuracy == pytest.approx(results[0].val_accuracy)
+    assert (root / "f6-audio" / "fusion.json").is_file()
+    assert (root / "f4-audio" / "model.keras").stat().st_mtime_ns == stamp
+
+    with pytest.raises(ConfigError, match="other settings"):
+        train_all_fusions(embeddings, root, **{**kwargs, "config": replace(config, seed=5)})
+
+
+@pytest.mark.slow
+def test_train_all_fusions_writes_18_folders(embeddings, tmp_path):
+    root = tmp_path / "fusion"
+    results = train_all_fusions(embeddings, root, config=FusionConfig(epochs=1), progress=False)
     names = sorted(p.name for p in root.iterdir())
     assert names == sorted(f"{m}-{s}" for m in FUSION_METHODS for s in MODALITY_SETS)
     assert len(results) == 18 and not any(r.skipped for r in results)
     for r in results:
-        assert (r.out_dir / "fusion.json").is_file() and (r.out_dir / "model.keras").is_file()
-    f6_visual = keras.models.load_model(root / "f6-visual" / "model.keras", compile=False)
-    assert [t.name for t in f6_visual.inputs] == list(MODALITY_SETS["visual"])
-
-    # A killed run: one folder without its fusion.json is trained again, the others skipped.
-    (root / "f2-audio" / "fusion.json").unlink()
-    stamp = (root / "f1-audio" / "model.keras").stat().st_mtime_ns
-    again = train_all_fusions(embeddings, root, config=config, progress=False)
-    assert [r.skipped for r in again].count(False) == 1
-    assert next(r for r in again if not r.skipped).out_dir.name == "f2-audio"
-    assert (root / "f2-audio" / "fusion.json").is_file()
-    assert (root / "f1-audio" / "model.keras").stat().st_mtime_ns == stamp
-
-    with pytest.raises(ConfigError, match="other settings"):
-        train_all_fusions(embeddings, root, config=replace(config, seed=5), methods=("f1",),
-                          modality_sets=("audio",), progress=False)
+        meta = json.loads((r.out_dir / "fusion.json").read_text())
+        assert (meta["method"], meta["modalities"]) == (r.method, r.modalities)
+        assert meta["backbones"] == list(MODALITY_SETS[r.modalities])
+        model = keras.models.load_model(r.out_dir / "model.keras", compile=False)
+        assert [t.name for t in model.inputs] == list(MODALITY_SETS[r.modalities])
+        assert model.inputs[0].shape[-1] == (WIDTH if FUSIONS[r.method].level == "fc1024" else 10)
+    assert all(r.skipped for r in train_all_fusions(embeddings, root, config=FusionConfig(epochs=1),
+                                                    progress=False))
 
 
 def test_empty_val_split_is_an_error(tmp_path):
