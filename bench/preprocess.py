@@ -91,23 +91,96 @@ def write_bench_manifest(paths: list[Path], out: Path) -> Path:
     return write_manifest(rows, out, dataset_root=paths[0].parent)
 
 
+class ProcessWatcher:
+    """Polls /proc for the descendants of this process: peak RSS (VmHWM) and CPU of each.
+
+    The preprocess workers are children of multiprocessing's fork server, not of this
+    process, so ``getrusage(RUSAGE_CHILDREN)`` cannot see them; /proc can.
+    """
+
+    def __init__(self, interval_s: float = 0.1):
+        import threading
+
+        self.interval_s = interval_s
+        self.peak_kib: dict[int, int] = {}
+        self.cpu_ticks: dict[int, int] = {}
+        self.names: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _descendants(self) -> list[int]:
+        parents: dict[int, int] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+        found, frontier = [], [os.getpid()]
+        while frontier:
+            pid = frontier.pop()
+            children = [child for child, parent in parents.items() if parent == pid]
+            found += children
+            frontier += children
+        return found
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid in self._descendants():
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak_kib[pid] = max(self.peak_kib.get(pid, 0), int(line.split()[1]))
+                    elif line.startswith("Name:"):
+                        self.names[pid] = line.split(None, 1)[1]
+                self.cpu_ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime
+            self._stop.wait(self.interval_s)
+
+    def peak_mib(self, python: bool) -> float:
+        peaks = [kib for pid, kib in self.peak_kib.items()
+                 if self.names.get(pid, "").startswith("python") == python]
+        return max(peaks, default=0) / 1024.0
+
+    def cpu_s(self) -> float:
+        return sum(self.cpu_ticks.values()) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_full(manifest: Path, out_dir: Path, workers: int) -> dict:
+    """Run the full preprocess here (called in a fresh interpreter by :func:`run_full`)."""
+    from avsc.config import load_config
+    from avsc.preprocess import preprocess
+
+    start = time.perf_counter()
+    cpu = cpu_seconds()
+    with ProcessWatcher() as watcher:
+        result = preprocess(manifest, out_dir, config=load_config(preset="paper").features,
+                            workers=workers, progress=False)
+    return {"wall_s": time.perf_counter() - start, "processed": result.processed,
+            "rejected": len(result.rejected),
+            "worker_peak_rss_mib": watcher.peak_mib(python=True),
+            "ffmpeg_peak_rss_mib": watcher.peak_mib(python=False),
+            "parent_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+            # Workers' own CPU (sampled every 0.1 s) + this process and its waited children.
+            "cpu_s": watcher.cpu_s() + cpu_seconds() - cpu}
+
+
 def run_full(manifest: Path, out_dir: Path, workers: int) -> dict:
-    """Time the full preprocess in a fresh interpreter; its RUSAGE_CHILDREN is the workers'."""
-    code = (
-        "import json, resource, sys, time\n"
-        "from avsc.config import load_config\n"
-        "from avsc.preprocess import preprocess\n"
-        "start = time.perf_counter()\n"
-        f"r = preprocess({str(manifest)!r}, {str(out_dir)!r}, config=load_config(preset='paper').features,"
-        f" workers={workers}, progress=False)\n"
-        "wall = time.perf_counter() - start\n"
-        "kids = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
-        "print(json.dumps({'wall_s': wall, 'processed': r.processed, 'rejected': len(r.rejected),"
-        " 'worker_peak_rss_mib': kids.ru_maxrss / 1024.0,"
-        " 'parent_peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,"
-        " 'children_cpu_s': kids.ru_utime + kids.ru_stime}))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    """Time the full preprocess in a fresh interpreter (imports and worker start-up included)."""
+    proc = subprocess.run([sys.executable, __file__, "--measure-full", str(manifest), str(out_dir),
+                           str(workers)], capture_output=True, text=True, check=True)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     # Steady state, without worker start-up: completion times of the clip files after each
     # worker's first clip.
@@ -190,6 +263,11 @@ def stage_breakdown(paths: list[Path], out_dir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--measure-full"]:
+        manifest, out_dir, workers = argv[1:4]
+        print(json.dumps(measure_full(Path(manifest), Path(out_dir), int(workers))))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=8, help="clips to generate and preprocess (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
@@ -203,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         clip_dir = Path(args.keep) if args.keep else tmp / "clips"
+        print("load average before: " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
         start = time.perf_counter()
         paths = make_clips(clip_dir, args.clips, args.bitrate)
         size_mb = sum(p.stat().st_size for p in paths) / len(paths) / 1e6
@@ -215,9 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         full["clips_per_s"] = full["processed"] / full["wall_s"]
         print(f"full preprocess: {full['processed']} clips in {full['wall_s']:.1f} s = "
               f"{full['clips_per_s']:.2f} clips/s, {full.get('steady_clips_per_s', float('nan')):.2f} clips/s "
-              f"after start-up ({full['rejected']} rejected; worker CPU "
-              f"{full['children_cpu_s'] / max(full['processed'], 1):.2f} s/clip); peak RSS: largest "
-              f"worker/ffmpeg {full['worker_peak_rss_mib']:.0f} MiB, parent {full['parent_peak_rss_mib']:.0f} MiB")
+              f"after start-up ({full['rejected']} rejected; CPU {full['cpu_s'] / max(full['processed'], 1):.2f}"
+              f" s/clip incl. start-up); peak RSS: worker {full['worker_peak_rss_mib']:.0f} MiB, "
+              f"ffmpeg {full['ffmpeg_peak_rss_mib']:.0f} MiB, parent {full['parent_peak_rss_mib']:.0f} MiB")
 
         naive_paths = paths[:max(1, min(args.naive_clips, len(paths)))]
         naive = run_naive(naive_paths)
@@ -251,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{key.replace('_', '-')}: speed-up over naive {r['speedup_vs_naive']:.1f}x; "
                       f"time vs decode floor {r['time_vs_floor']:.2f}x (every frame), "
                       f"{r['time_vs_reference_floor']:.2f}x (reference frames only)")
-        print(f"peak RSS per worker: {full['worker_peak_rss_mib']:.0f} MiB")
+        print(f"peak RSS per worker: {full['worker_peak_rss_mib']:.0f} MiB "
+              f"(+ its ffmpeg: {full['ffmpeg_peak_rss_mib']:.0f} MiB); load average after: "
+              + " ".join(f"{x:.1f}" for x in os.getloadavg()))
         if args.json:
             print(json.dumps({"full": full, "naive": naive, **floors, "stages": stages, "ratios": ratios},
                              indent=2))
