@@ -18,6 +18,7 @@ one DCASE-style submission CSV per result, ``report.html`` and ``report.md``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -238,8 +239,12 @@ def _best(results: list[dict[str, Any]]) -> dict[str, str] | None:
     if not results:
         return None
     pool = [r for r in results if r["modalities"] == "audio+visual"] or results
-    chosen = max(pool, key=lambda r: (r["val_accuracy"], -r["val_log_loss"], -FUSION_METHODS.index(r["method"])
-                                      if r["method"] in FUSION_METHODS else 0))
+    def key(r: dict[str, Any]) -> tuple[float, float, int]:
+        acc, loss = r["val_accuracy"], r["val_log_loss"]
+        order = FUSION_METHODS.index(r["method"]) if r["method"] in FUSION_METHODS else len(FUSION_METHODS)
+        return (-1.0 if math.isnan(acc) else acc, -math.inf if math.isnan(loss) else -loss, -order)
+
+    chosen = max(pool, key=key)
     return {"method": chosen["method"], "modalities": chosen["modalities"]}
 
 
