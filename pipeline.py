@@ -53,7 +53,8 @@ SECRET_ENV = {
     "secure": "AVSC_S3_SECURE",
 }
 # What `run --local` publishes into its output folder (cleared before a run).
-PUBLISHED = ("metrics.json", "report.html", "report.md", "bundle", "embeddings")
+PUBLISHED = ("metrics.json", "report.html", "report.md", "bundle", "embeddings", "confusion-*.png",
+             "submission-*.csv")
 
 
 @dataclass(frozen=True)
@@ -363,9 +364,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     elif not is_remote(dataset):
         dataset = str(Path(dataset).resolve())
     arguments = pipeline_arguments(args, dataset, str(output))
-    for name in PUBLISHED:  # results of an earlier run must not pass for this one's
-        stale = output / name
-        shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+    for pattern in PUBLISHED:  # results of an earlier run must not pass for this one's
+        for stale in output.glob(pattern):
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(output / "pipeline-root"),

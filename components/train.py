@@ -25,6 +25,8 @@ def train_backbone(
     epoch inside ``model``; a retried task resumes from them only where that folder
     survives the retry (locally it does; a new pod on a cluster starts over).
     """
+    import os
+    import shutil
     import time
 
     import avsc.training
@@ -35,6 +37,8 @@ def train_backbone(
     config = load_config(preset=preset, overrides=overrides).train
     result = avsc.training.train_backbone(backbone, [f.path for f in features], model.path,
                                           config=config, progress=False)
+    # Checkpoints only serve a retry of this task; the artifact keeps the selected model.
+    shutil.rmtree(os.path.join(model.path, "checkpoints"), ignore_errors=True)
     model.metadata.update(backbone=backbone, best_epoch=result.best_epoch)
     metrics.log_metric("val_accuracy", result.val_accuracy)
     metrics.log_metric("val_log_loss", result.val_log_loss)
