@@ -194,9 +194,14 @@ def test_inconsistent_embeddings_are_rejected(embeddings, tmp_path):
     with pytest.raises(DataError, match=r"aud-cqt\.parquet.*clips differ"):
         load_fusion_data(bad, BACKBONES)
 
-    bad = _copy_embeddings(embeddings, tmp_path / "hash", **{"vis-conv": {"config_hash": "otherhash999"}})
-    with pytest.raises(DataError, match=r"vis-conv\.parquet.*config hash"):
-        load_fusion_data(bad, BACKBONES)
+
+
+def test_backbones_trained_with_different_settings_fuse_with_a_warning(embeddings, tmp_path, caplog):
+    mixed = _copy_embeddings(embeddings, tmp_path / "hash", **{"vis-conv": {"config_hash": "otherhash999"}})
+    with caplog.at_level("WARNING", logger="avsc.fusion"):
+        data = load_fusion_data(mixed, BACKBONES)
+    assert data.config_hash["vis-conv"] == "otherhash999"
+    assert "different settings" in caplog.text and "vis-conv otherhash999" in caplog.text
 
 
 def test_rows_are_aligned_by_clip_id(embeddings, tmp_path):
