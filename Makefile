@@ -48,6 +48,7 @@ compile: $(STAMP) ## Compile the Kubeflow pipeline to avsc_pipeline.yaml
 bench: $(STAMP) ## Run every benchmark (prints figures; slow)
 	$(PY) bench/preprocess.py
 	$(PY) bench/train.py
+	$(PY) bench/fusion.py
 	$(PY) bench/predict.py
 	$(PY) bench/pipeline.py
 
