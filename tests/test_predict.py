@@ -91,7 +91,7 @@ def bundle_dir(models_root, fusion_root, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def predictor(bundle_dir) -> Predictor:
-    return Predictor.load(bundle_dir)
+    return Predictor.load(bundle_dir, graph=False)  # no tracing: each test runs new shapes
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +280,7 @@ def test_video_without_audio(predictor, videos):
         predictor.predict_file(path)
 
     visual = Predictor(predictor.bundle, predictor.embedding_models, predictor.fusion_models,
-                       allow_visual_only=True)
+                       allow_visual_only=True, graph=False)
     prediction = visual.predict_file(path)
     assert (prediction.modalities, prediction.method, prediction.windows) == ("visual", "f1", 1)
     assert prediction.label in LABELS
@@ -289,7 +289,7 @@ def test_video_without_audio(predictor, videos):
     assert visual.predict_file(videos["demo"]).modalities == "audio+visual"
 
     without = Predictor(replace(predictor.bundle, visual_fusion=None), predictor.embedding_models,
-                        predictor.fusion_models, allow_visual_only=True)
+                        predictor.fusion_models, allow_visual_only=True, graph=False)
     with pytest.raises(MediaError, match=rf"{path.name}: no audio track.*no visual-only fusion model"):
         without.predict_file(path)
 
@@ -300,6 +300,42 @@ def test_predict_files_carries_on_past_bad_files(predictor, videos, tmp_path):
     assert isinstance(results[str(videos["demo"])], type(predictor.predict_file(videos["demo"])))
     assert "notes.mp4" in results[str(videos["not_video"])]
     assert "missing.mp4: not found" in results[str(tmp_path / "missing.mp4")]
+
+
+def test_depthwise_rewrite_keeps_outputs(predictor, bundle_dir, rng):
+    import keras
+
+    from avsc.models import embedding_model
+
+    original = embedding_model(keras.models.load_model(bundle_dir / "backbones" / "vis-conv.keras", compile=False))
+    fast = predictor.embedding_models["vis-conv"]
+
+    def grouped(model):
+        return sum(isinstance(layer, keras.layers.Conv2D) and layer.groups > 1 for layer in _layers(model))
+
+    assert grouped(original) > 0 and grouped(fast) == 0
+    assert sum(isinstance(layer, keras.layers.DepthwiseConv2D) for layer in _layers(fast)) == grouped(original)
+    frames = rng.integers(0, 256, size=(2, 40, 48, 3)).astype(np.float32)
+    for a, b in zip(original(frames, training=False), fast(frames, training=False)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-4)
+    assert predictor.embedding_models["aud-mel"].count_params() > 0  # other backbones load as they are
+
+
+def _layers(model):
+    import keras
+
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
+
+
+def test_graph_and_eager_runs_agree(models_root, fusion_root, videos, tmp_path):
+    out = make_bundle(models_root, fusion_root / "f2-audio", tmp_path / "bundle")
+    eager = Predictor.load(out, graph=False)
+    graph = Predictor(eager.bundle, eager.embedding_models, eager.fusion_models, graph=True)
+    features = eager.window_features(videos["long"], [0.0, 1.0, 1.5], eager.bundle.fusion)
+    np.testing.assert_allclose(graph.predict_features(features), eager.predict_features(features), atol=1e-5)
 
 
 # --- command line -----------------------------------------------------------------------------
