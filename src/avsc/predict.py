@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,19 +200,22 @@ class Predictor:
         features = sorted({BACKBONE_FEATURE[b] for b in entry.backbones})
         needs_audio = any(f != "frames" for f in features)
         stacked: dict[str, list[np.ndarray]] = {f: [] for f in features}
-        for offset in offsets:
-            frames = None
-            if "frames" in features:
-                frames = sample_frames(path, config.frames, seconds=clip, offset_s=offset)
-            if needs_audio:
-                from avsc.features import compute_clip_features
+        # The video decode (an ffmpeg process) runs while this thread computes spectrograms.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            for offset in offsets:
+                frames = None
+                if "frames" in features:
+                    frames = pool.submit(sample_frames, path, config.frames, seconds=clip, offset_s=offset)
+                computed: dict[str, np.ndarray] = {}
+                if needs_audio:
+                    from avsc.features import compute_clip_features
 
-                audio = demux_audio(path, config.audio, offset_s=offset, duration_s=clip)
-                computed = compute_clip_features(audio, frames, config)
-            else:
-                computed = {"frames": frames}
-            for name in features:
-                stacked[name].append(np.asarray(computed[name]))
+                    audio = demux_audio(path, config.audio, offset_s=offset, duration_s=clip)
+                    computed = compute_clip_features(audio, None, config)
+                if frames is not None:
+                    computed["frames"] = frames.result()
+                for name in features:
+                    stacked[name].append(np.asarray(computed[name]))
         out = {name: np.stack(arrays) for name, arrays in stacked.items()}
         for name, array in out.items():
             expected = self.bundle.feature_shapes.get(name)
