@@ -1,7 +1,12 @@
-"""The whole pipeline through kfp.local (``pipeline.py run --local``) on a tiny demo dataset.
+"""The pipeline run for real on this machine.
 
-Ten scenes, six clips each at three locations (two clips each for train, val and test per
-scene), quick preset with two epochs, two preprocessing shards: every step runs for real.
+Slow: the whole DAG through kfp.local (``pipeline.py run --local``) on a tiny demo dataset:
+ten scenes, six clips each at three locations (two clips each for train, val and test per
+scene), quick preset with two epochs, two preprocessing shards.
+
+Fast: the steps that touch the object store (ingest and preprocessing from ``s3://``,
+publishing to it), each component's own function called with artifacts on local paths,
+against a real S3 server on localhost (moto).
 """
 
 from __future__ import annotations
@@ -14,11 +19,16 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from kfp.dsl import Dataset, Metrics, Model
+from s3_server import s3_server, s3_store  # noqa: F401  (fixtures)
+
 from avsc.config import BACKBONES, FUSION_METHODS, MODALITY_SETS
 from avsc.demo import make_demo_dataset
 from avsc.labels import LABELS
-
-pytestmark = pytest.mark.slow
+from avsc.manifest import read_manifest
+from avsc.objectstore import pull_dir, push_dir
+from avsc.preprocess import shard_rows
+from components import ingest_dataset, preprocess_shard, publish_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANCE = 1.0 / len(LABELS)
@@ -41,6 +51,7 @@ def local_run(tmp_path_factory):
     return output, done
 
 
+@pytest.mark.slow
 def test_metrics_hold_every_fusion_result_and_the_best_beats_chance(local_run):
     output, _ = local_run
     metrics = json.loads((output / "metrics.json").read_text())
@@ -54,6 +65,7 @@ def test_metrics_hold_every_fusion_result_and_the_best_beats_chance(local_run):
     assert {b["backbone"] for b in metrics["backbones"]} == set(BACKBONES)
 
 
+@pytest.mark.slow
 def test_report_bundle_and_embeddings_are_published(local_run):
     output, _ = local_run
     assert "<html" in (output / "report.html").read_text().lower()
@@ -69,6 +81,7 @@ def test_report_bundle_and_embeddings_are_published(local_run):
         assert table.num_rows == 60
 
 
+@pytest.mark.slow
 def test_the_run_ends_with_the_results_table_and_output_paths(local_run):
     output, done = local_run
     tail = done.stdout[-4000:]
@@ -78,6 +91,7 @@ def test_the_run_ends_with_the_results_table_and_output_paths(local_run):
         assert str(output / name) in tail
 
 
+@pytest.mark.slow
 def test_the_kubeflow_ui_artifacts_are_written(local_run):
     output, _ = local_run
     runs = sorted((output / "pipeline-root").iterdir())
@@ -92,6 +106,7 @@ def test_the_kubeflow_ui_artifacts_are_written(local_run):
         assert sum(sum(row["row"]) for row in matrix["rows"]) == 20
 
 
+@pytest.mark.slow
 def test_a_failing_step_fails_the_run_with_a_message(tmp_path):
     empty = tmp_path / "not-a-dataset"
     empty.mkdir()
@@ -100,3 +115,68 @@ def test_a_failing_step_fails_the_run_with_a_message(tmp_path):
     assert "ingest-dataset" in done.stderr
     assert "fold1_train.csv" in done.stdout + done.stderr  # the library's own message is shown
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+@pytest.fixture
+def s3_env(s3_store, monkeypatch):
+    """The store's endpoint and keys as the Secret puts them into a task's environment."""
+    monkeypatch.setenv("AVSC_S3_ENDPOINT", s3_store.server.url)
+    monkeypatch.setenv("AVSC_S3_ACCESS_KEY", s3_store.settings.access_key)
+    monkeypatch.setenv("AVSC_S3_SECRET_KEY", s3_store.settings.secret_key)
+    monkeypatch.setenv("AVSC_S3_REGION", "us-east-1")
+    monkeypatch.delenv("AVSC_S3_SECURE", raising=False)
+    return s3_store
+
+
+def test_ingest_and_preprocess_read_a_remote_dataset_shard_by_shard(s3_env, tmp_path, monkeypatch):
+    dataset = make_demo_dataset(tmp_path / "dataset", classes=2, clips_per_class=3, locations_per_class=3,
+                                seconds=1.0, width=64, height=48, progress=False).root
+    push_dir(dataset, s3_env.uri("tau"), progress=False)
+    scratch = tmp_path / "scratch"  # where the steps pull to
+    scratch.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+
+    manifest = Dataset(uri=str(tmp_path / "manifest"))
+    ingest_dataset.python_func(dataset=s3_env.uri("tau"), manifest=manifest,
+                               metrics=Metrics(uri=str(tmp_path / "ingest-metrics")))
+    rows = read_manifest(Path(manifest.path) / "manifest.parquet")
+    assert len(rows) == 6 and not rows["video"].str.startswith("/").any()  # paths relative to the root
+
+    pulled_by_ingest = set(scratch.iterdir())
+    features = Dataset(uri=str(tmp_path / "features"))
+    shard_metrics = Metrics(uri=str(tmp_path / "shard-metrics"))
+    preprocess_shard.python_func(manifest=manifest, dataset=s3_env.uri("tau"), shard_index=1, shard_count=2,
+                                 preset="quick", workers=1, features=features, metrics=shard_metrics)
+    (shard_dir,) = set(scratch.iterdir()) - pulled_by_ingest
+    mine = shard_rows(rows, (1, 2))
+    pulled = sorted(str(p.relative_to(shard_dir)) for p in shard_dir.rglob("*") if p.is_file())
+    assert pulled == sorted(list(mine["video"]) + [a for a in mine["audio"] if a])  # its own media only
+    stored = sorted(p.stem for p in (Path(features.path) / "clips").glob("*.npz"))
+    assert stored == sorted(mine["clip_id"])
+    assert shard_metrics.metadata["processed_clips"] == len(mine) == 3
+
+
+def test_publish_pushes_report_bundle_and_embeddings(s3_env, tmp_path):
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "metrics.json").write_text("{}")
+    (report / "report.html").write_text("<html></html>")
+    bundle = tmp_path / "bundle"
+    (bundle / "backbones").mkdir(parents=True)
+    (bundle / "bundle.json").write_text("{}")
+    (bundle / "backbones" / "aud-mel.keras").write_bytes(b"model")
+    embeddings = {}
+    for backbone in BACKBONES:
+        path = tmp_path / "embed" / backbone.replace("-", "_")
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(backbone.encode())
+        embeddings[backbone.replace("-", "_")] = Dataset(uri=str(path))
+    publish_outputs.python_func(output_uri=s3_env.uri("runs/one"), report=Dataset(uri=str(report)),
+                                bundle=Model(uri=str(bundle)), **embeddings)
+    expected = {"runs/one/metrics.json", "runs/one/report.html", "runs/one/bundle/bundle.json",
+                "runs/one/bundle/backbones/aud-mel.keras"}
+    expected |= {f"runs/one/embeddings/{b}.parquet" for b in BACKBONES}
+    assert set(s3_env.keys("runs/")) == expected
+    back = tmp_path / "back"
+    pull_dir(s3_env.uri("runs/one/embeddings"), back, progress=False)
+    assert (back / "vis-conv.parquet").read_bytes() == b"vis-conv"
