@@ -10,7 +10,8 @@ For each preset (in its own subprocess, so its peak RSS is its own):
    footage);
 3. times ``Predictor.load`` (checksums + model loading), one warm-up prediction, then
    ``--clips`` predictions of the video with the models loaded once, and splits one
-   prediction into decoding + features and networks (backbones + fusion). Besides wall
+   prediction into decoding + features and networks (backbones + fusion); then the same
+   with the models run op by op (``graph=False``, no tracing). Besides wall
    time it reports CPU seconds per clip (this process's threads + ffmpeg), which does not
    depend on what else the machine is doing: on an idle machine with C cores the wall
    time is at least CPU seconds / C.
@@ -120,6 +121,17 @@ def bench_one(preset: str, clips: int, threads: int | None) -> dict:
             times.append(time.perf_counter() - began)
             cpu.append(cpu_seconds() - cpu_began)
 
+        # The same models run op by op (no tracing): what a single-video `avsc predict` uses.
+        eager = Predictor(predictor.bundle, predictor.embedding_models, predictor.fusion_models, graph=False)
+        began = time.perf_counter()
+        eager.predict_file(video)
+        eager_first_s = time.perf_counter() - began
+        eager_times = []
+        for _ in range(clips):
+            began = time.perf_counter()
+            eager.predict_file(video)
+            eager_times.append(time.perf_counter() - began)
+
         entry = predictor.bundle.fusion
         began = time.perf_counter()
         features = predictor.window_features(video, list(prediction.window_offsets), entry)
@@ -147,6 +159,8 @@ def bench_one(preset: str, clips: int, threads: int | None) -> dict:
         "networks_s": round(networks_s, 3),
         "real_time_factor": round(statistics.mean(times) / 10.0, 3),
         "cpu_s": round(statistics.mean(cpu), 3),
+        "eager_first_s": round(eager_first_s, 3),
+        "eager_mean_s": round(statistics.mean(eager_times), 3),
         "peak_rss_mib": round(peak_rss_mib()),
         "label": first.label,
     }
@@ -184,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
               f"= decode+features "
               f"{row['features_s']:.2f} s + networks {row['networks_s']:.2f} s; model load {row['load_s']:.2f} s "
               f"(bundle {row['bundle_mib']:.0f} MiB), warm-up {row['warmup_s']:.2f} s; peak RSS "
-              f"{row['peak_rss_mib']} MiB", flush=True)
+              f"{row['peak_rss_mib']} MiB; op by op (no tracing): first clip {row['eager_first_s']:.2f} s, "
+              f"then {row['eager_mean_s']:.2f} s per clip", flush=True)
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0

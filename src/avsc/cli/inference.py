@@ -57,7 +57,10 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from avsc.predict import Predictor
 
-    predictor = Predictor.load(args.bundle, allow_visual_only=args.allow_visual_only)
+    # Tracing the backbones into graph functions costs about what it saves over four
+    # videos, so only longer batches use them.
+    predictor = Predictor.load(args.bundle, allow_visual_only=args.allow_visual_only,
+                               graph=len(args.videos) > 4)
     progress = len(args.videos) > 1 and not args.json and not args.quiet
     failed = 0
     for path, result in predictor.predict_files(args.videos, progress=progress):
