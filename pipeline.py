@@ -19,7 +19,7 @@ this module only wires them together and sets the cluster settings (GPUs, CPU an
 node selector, toleration, retries, caching, the object-store secret).
 """
 
-
+# No `from __future__ import annotations`: kfp reads the pipeline function's annotations as types.
 import argparse
 import os
 import shutil
