@@ -121,6 +121,7 @@ def bench_one(preset: str, clips: int, threads: int | None) -> dict:
             times.append(time.perf_counter() - began)
             cpu.append(cpu_seconds() - cpu_began)
 
+        peak_graph = peak_rss_mib()
         # The same models run op by op (no tracing): what a single-video `avsc predict` uses.
         eager = Predictor(predictor.bundle, predictor.embedding_models, predictor.fusion_models, graph=False)
         began = time.perf_counter()
@@ -161,7 +162,8 @@ def bench_one(preset: str, clips: int, threads: int | None) -> dict:
         "cpu_s": round(statistics.mean(cpu), 3),
         "eager_first_s": round(eager_first_s, 3),
         "eager_mean_s": round(statistics.mean(eager_times), 3),
-        "peak_rss_mib": round(peak_rss_mib()),
+        "peak_rss_mib": round(peak_graph),
+        "peak_rss_eager_mib": round(peak_rss_mib()),
         "label": first.label,
     }
 
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['features_s']:.2f} s + networks {row['networks_s']:.2f} s; model load {row['load_s']:.2f} s "
               f"(bundle {row['bundle_mib']:.0f} MiB), warm-up {row['warmup_s']:.2f} s; peak RSS "
               f"{row['peak_rss_mib']} MiB; op by op (no tracing): first clip {row['eager_first_s']:.2f} s, "
-              f"then {row['eager_mean_s']:.2f} s per clip", flush=True)
+              f"then {row['eager_mean_s']:.2f} s per clip, peak RSS {row['peak_rss_eager_mib']} MiB", flush=True)
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0
