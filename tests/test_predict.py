@@ -107,6 +107,8 @@ def videos(tmp_path_factory) -> dict[str, Path]:
         # Content changes over time (moving bars, a tone), so windows differ.
         "long": make_video(root / "long.mp4", seconds=2.5, width=96, height=64, tone_hz=660.0),
         "silent": make_video(root / "silent.mp4", seconds=1.0, width=96, height=64, channels=0),
+        "surround": make_video(root / "surround.mp4", seconds=1.5, width=70, height=100, fps=25.0, channels=6,
+                               sample_rate=44100),
         "not_video": make_text_as_mp4(root / "notes.mp4"),
     }
 
@@ -249,6 +251,19 @@ def test_predict_demo_video(predictor, videos):
     assert prediction.windows == 2  # a 2-s video, 1-s clips
     assert (prediction.modalities, prediction.method) == ("audio+visual", "f4")
     assert json.loads(json.dumps(prediction.to_dict()))["label"] == prediction.label
+
+
+def test_predict_any_layout(predictor, videos):
+    """5.1 sound at 44.1 kHz, a portrait 70x100 picture at 25 frames/s, 1.5 clips long."""
+    from avsc.probe import probe_media
+
+    prediction = predictor.predict_file(videos["surround"])
+    assert prediction.label in LABELS
+    duration = probe_media(videos["surround"]).duration_s  # 1.5 s plus the audio encoder's priming
+    assert duration == pytest.approx(1.5, abs=0.1)
+    assert prediction.windows == 2
+    assert prediction.window_offsets == pytest.approx((0.0, duration - 1.0))  # last window ends at the end
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_long_video_averages_windows(predictor, videos):
