@@ -32,6 +32,7 @@ from pathlib import Path
 from kfp import compiler, dsl, kubernetes
 
 from avsc.config import BACKBONES, FUSION_METHODS, PRESETS
+from components.images import CPU_IMAGE, GPU_IMAGE
 from components import (
     embed_backbone,
     evaluate_fusions,
@@ -72,6 +73,8 @@ class ClusterOptions:
         preprocess_workers: clips each preprocessing shard decodes at once (= its CPU request).
         resources: CPU/memory profile of :data:`RESOURCES`: ``standard`` (GPU nodes, the paper
             preset) or ``small`` (a CPU-only test cluster such as kind, the quick preset).
+        registry: where the avsc images were pushed (``make push REGISTRY=...``); the
+            components' ``ghcr.io/avsc/avsc-{cpu,gpu}:VERSION`` become ``REGISTRY/avsc-...``.
     """
 
     gpu: bool = True
@@ -82,6 +85,7 @@ class ClusterOptions:
     retries: bool = True
     preprocess_workers: int = 2
     resources: str = "standard"
+    registry: str | None = None
 
 
 # CPU request, memory request, CPU limit, memory limit per step and profile.
@@ -244,7 +248,23 @@ def compile_pipeline(path: str | Path, options: ClusterOptions = ClusterOptions(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(options), str(path))
+    if options.registry:
+        path.write_text(retarget_images(path.read_text(), options.registry))
     return path
+
+
+def retarget_images(package: str, registry: str) -> str:
+    """The compiled package with every avsc image taken from ``registry`` (same name and tag)."""
+    import re
+
+    registry = registry.rstrip("/")
+    if not re.fullmatch(r"[a-z0-9.\-]+(:[0-9]+)?(/[a-z0-9._\-]+)*", registry):
+        raise SystemExit(f"--registry must look like host[:port][/path], got {registry!r}")
+    images = (CPU_IMAGE, GPU_IMAGE)
+    for image in images:
+        name = image.rsplit("/", 1)[1]
+        package = package.replace(f"image: {image}", f"image: {registry}/{name}")
+    return package
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +280,8 @@ def _options(args: argparse.Namespace) -> ClusterOptions:
         selector = (key, value)
     resources = args.resources or ("small" if args.no_gpu else "standard")
     return ClusterOptions(gpu=not args.no_gpu, accelerator=args.accelerator, node_selector=selector,
-                          toleration=args.toleration or None, secret=args.secret, resources=resources)
+                          toleration=args.toleration or None, secret=args.secret, resources=resources,
+                          registry=args.registry)
 
 
 def _cluster_flags(parser: argparse.ArgumentParser) -> None:
@@ -276,6 +297,9 @@ def _cluster_flags(parser: argparse.ArgumentParser) -> None:
                        help="taint key GPU tasks tolerate (default %(default)s; empty for none)")
     group.add_argument("--resources", choices=sorted(RESOURCES),
                        help="CPU/memory requests and limits (default: small with --no-gpu, else standard)")
+    group.add_argument("--registry", metavar="HOST[/PATH]",
+                       help="take the avsc images from this registry (as pushed by `make push REGISTRY=...`; "
+                            "default: the names in components/images.py)")
     group.add_argument("--secret", default=defaults.secret,
                        help="Kubernetes Secret with the object-store endpoint and keys (default %(default)s)")
 

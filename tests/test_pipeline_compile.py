@@ -237,6 +237,15 @@ def test_cluster_flags_reach_the_package(tmp_path):
     assert secrets == {"my-store"}
 
 
+def test_registry_flag_retargets_every_image(tmp_path):
+    path = tmp_path / "mine.yaml"
+    assert pipeline.main(["compile", "-o", str(path), "--registry", "registry.example.com:5000/ml"]) == 0
+    images = {e["container"]["image"] for e in Compiled(path).executors.values()}
+    assert images == {"registry.example.com:5000/ml/" + image.rsplit("/", 1)[1] for image in (CPU_IMAGE, GPU_IMAGE)}
+    with pytest.raises(SystemExit, match="--registry"):
+        pipeline.main(["compile", "-o", str(tmp_path / "bad.yaml"), "--registry", "Bad Registry!"])
+
+
 def test_submit_arguments_parse_into_pipeline_parameters():
     args = pipeline.build_parser().parse_args([
         "submit", "--host", "http://localhost:8080", "--dataset", "s3://avsc/data", "--output-uri",
