@@ -88,8 +88,11 @@ def test_weights_file_is_loaded(tmp_path):
     base.save_weights(path)
     model = build_visual_backbone("convnext", image_size=32, weights=str(path), dense_units=16)
     inner = next(layer for layer in model.layers if isinstance(layer, keras.Model))
-    for saved, loaded in zip(base.weights, inner.weights):
-        np.testing.assert_array_equal(saved.numpy(), loaded.numpy())
+    # Same weights (the depthwise kernels held with two axes swapped): same outputs.
+    x = np.random.default_rng(0).uniform(0, 255, size=(2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(inner(x, training=False)), np.asarray(base(x, training=False)),
+                               rtol=1e-4, atol=1e-4)
+    assert len(inner.weights) == len(base.weights)
 
 
 @pytest.mark.parametrize("call, message", [
@@ -124,3 +127,29 @@ def test_from_scratch_inception_uses_fast_batchnorm_statistics(tmp_path):
     base_again = next(layer for layer in again.layers if isinstance(layer, keras.Model))
     assert {layer.momentum for layer in base_again.layers
             if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def test_grouped_convolutions_become_depthwise_with_the_same_outputs(rng):
+    from avsc.models import depthwise_for_grouped
+
+    convnext = keras.applications.ConvNeXtTiny(include_top=False, weights=None, input_shape=(32, 32, 3),
+                                               pooling="avg")
+    grouped = sum(isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.DepthwiseConv2D)
+                  and layer.groups > 1 for layer in _all_layers(convnext))
+    fast = depthwise_for_grouped(convnext)
+    assert grouped == 18  # one 7x7 depthwise convolution per ConvNeXt block (3 + 3 + 9 + 3)
+    assert sum(isinstance(layer, keras.layers.DepthwiseConv2D) for layer in _all_layers(fast)) == grouped
+    assert not any(isinstance(layer, keras.layers.Conv2D) and layer.groups > 1 for layer in _all_layers(fast))
+    x = rng.uniform(0, 255, size=(2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(fast(x, training=False)), np.asarray(convnext(x, training=False)),
+                               rtol=1e-4, atol=1e-4)
+    # The backbone is built with the fast layers (the grouped form is ~30x slower on CPU).
+    model = build_visual_backbone("convnext", image_size=32, weights="none", dense_units=16)
+    assert not any(isinstance(layer, keras.layers.Conv2D) and layer.groups > 1 for layer in _all_layers(model))

@@ -160,7 +160,7 @@ class Predictor:
         if bundle.visual_fusion is not None:
             entries["visual_fusion"] = bundle.visual_fusion
         needed = {b for entry in entries.values() for b in entry.backbones}
-        embedding_models = {b: depthwise_for_grouped(avsc.models.embedding_model(load_model(p)))
+        embedding_models = {b: avsc.models.depthwise_for_grouped(avsc.models.embedding_model(load_model(p)))
                             for b, p in bundle.backbones.items() if b in needed}
         fusion_models = {key: load_model(entry.path) for key, entry in entries.items()}
         return cls(bundle, embedding_models, fusion_models, allow_visual_only=allow_visual_only,
@@ -314,45 +314,6 @@ class _GraphRunner:
         return self._call(inputs)
 
 
-def depthwise_for_grouped(model):
-    """The same network with each depthwise-as-grouped ``Conv2D`` as a ``DepthwiseConv2D``.
-
-    Keras' ConvNeXt writes its 7x7 depthwise convolutions as ``Conv2D(groups=channels)``,
-    which TensorFlow runs on the CPU about 30 times slower than the equivalent
-    ``DepthwiseConv2D`` (same kernel, axes 2 and 3 swapped; same outputs to float
-    rounding). On a 2-core CPU this cuts ConvNeXtTiny on 20 frames of 224x224 from about
-    21 to 5 CPU seconds (8 when run op by op). Models without such layers come back
-    unchanged; other layers are shared with ``model``, not copied.
-    """
-    import keras
-
-    def grouped_is_depthwise(layer) -> bool:
-        return (isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.DepthwiseConv2D)
-                and layer.groups > 1 and layer.groups == layer.filters
-                and layer.input.shape[-1] == layer.groups)
-
-    def walk(m):
-        for layer in m.layers:
-            yield layer
-            if isinstance(layer, keras.Model):
-                yield from walk(layer)
-
-    if not any(grouped_is_depthwise(layer) for layer in walk(model)):
-        return model
-
-    def clone(layer):
-        if not grouped_is_depthwise(layer):
-            return layer
-        depthwise = keras.layers.DepthwiseConv2D(
-            layer.kernel_size, strides=layer.strides, padding=layer.padding, depth_multiplier=1,
-            data_format=layer.data_format, dilation_rate=layer.dilation_rate, activation=layer.activation,
-            use_bias=layer.use_bias, name=layer.name, dtype=layer.dtype_policy)
-        depthwise.build(layer.input.shape)
-        kernel, *rest = layer.get_weights()  # [kh, kw, 1, channels] -> [kh, kw, channels, 1]
-        depthwise.set_weights([np.transpose(kernel, (0, 1, 3, 2)), *rest])
-        return depthwise
-
-    return keras.models.clone_model(model, clone_function=clone, recursive=True)
 
 
 def _import_fusion_layers() -> None:
@@ -364,4 +325,4 @@ def _import_fusion_layers() -> None:
             raise
 
 
-__all__ = ["Prediction", "Predictor", "depthwise_for_grouped", "window_offsets", "WINDOW_TOLERANCE"]
+__all__ = ["Prediction", "Predictor", "window_offsets", "WINDOW_TOLERANCE"]

@@ -206,6 +206,9 @@ def train_backbone(
         else:
             model = build_backbone(backbone, store.shapes, config)
             model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=kl_divergence_loss)
+            # Optimizer slots made now, not inside the first step: otherwise TensorFlow traces
+            # the training step twice, which is most of the first epoch on a CPU.
+            model.optimizer.build(model.trainable_variables)
             history = []
             state = {"resume_key": resume_key, "epoch": 0, "history": history, "best_epoch": 0,
                      "best_val_accuracy": -1.0, "best_val_log_loss": math.inf, "best": None, "last": None}
