@@ -108,6 +108,17 @@ class IamKeys:
 
 
 @pytest.fixture
+def s3_env(s3_store, monkeypatch):
+    """The store's endpoint and keys as the Secret puts them into a task's environment."""
+    monkeypatch.setenv("AVSC_S3_ENDPOINT", s3_store.server.url)
+    monkeypatch.setenv("AVSC_S3_ACCESS_KEY", s3_store.settings.access_key)
+    monkeypatch.setenv("AVSC_S3_SECRET_KEY", s3_store.settings.secret_key)
+    monkeypatch.setenv("AVSC_S3_REGION", "us-east-1")
+    monkeypatch.delenv("AVSC_S3_SECURE", raising=False)
+    return s3_store
+
+
+@pytest.fixture
 def iam_auth(s3_server) -> Iterator[IamKeys]:
     """Make the server check signatures and IAM permissions for one test.
 

@@ -18,7 +18,7 @@ from avsc.objectstore import (
     S3Settings, TransferResult, is_remote, list_objects, parse_uri, pull_dir, pull_file,
     push_dir, push_file,
 )
-from s3_server import FlakyProxy, iam_auth, s3_server, s3_store  # noqa: F401  (fixtures)
+from s3_server import FlakyProxy, iam_auth, s3_env, s3_server, s3_store  # noqa: F401  (fixtures)
 
 MULTIPART = 6 * 1024 * 1024  # above minio's 5 MiB part size: sent as a two-part upload
 
@@ -356,16 +356,6 @@ def test_persistent_slow_down_gives_up_after_the_configured_attempts(s3_store, s
 
 
 # ---------------------------------------------------------------- command line
-
-@pytest.fixture
-def s3_env(s3_store, monkeypatch):
-    monkeypatch.setenv("AVSC_S3_ENDPOINT", s3_store.server.url)
-    monkeypatch.setenv("AVSC_S3_ACCESS_KEY", s3_store.settings.access_key)
-    monkeypatch.setenv("AVSC_S3_SECRET_KEY", s3_store.settings.secret_key)
-    monkeypatch.setenv("AVSC_S3_REGION", "us-east-1")
-    monkeypatch.delenv("AVSC_S3_SECURE", raising=False)
-    return s3_store
-
 
 def test_cli_push_ls_pull(s3_env, dataset, tmp_path, capsys):
     uri = s3_env.uri("datasets/demo")

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from kfp.dsl import Dataset, Metrics, Model
-from s3_server import s3_server, s3_store  # noqa: F401  (fixtures)
+from s3_server import s3_env, s3_server, s3_store  # noqa: F401  (fixtures)
 
 from avsc.config import BACKBONES, FUSION_METHODS, MODALITY_SETS
 from avsc.demo import make_demo_dataset
@@ -115,17 +115,6 @@ def test_a_failing_step_fails_the_run_with_a_message(tmp_path):
     assert "ingest-dataset" in done.stderr
     assert "fold1_train.csv" in done.stdout + done.stderr  # the library's own message is shown
     assert not (tmp_path / "out" / "metrics.json").exists()
-
-
-@pytest.fixture
-def s3_env(s3_store, monkeypatch):
-    """The store's endpoint and keys as the Secret puts them into a task's environment."""
-    monkeypatch.setenv("AVSC_S3_ENDPOINT", s3_store.server.url)
-    monkeypatch.setenv("AVSC_S3_ACCESS_KEY", s3_store.settings.access_key)
-    monkeypatch.setenv("AVSC_S3_SECRET_KEY", s3_store.settings.secret_key)
-    monkeypatch.setenv("AVSC_S3_REGION", "us-east-1")
-    monkeypatch.delenv("AVSC_S3_SECURE", raising=False)
-    return s3_store
 
 
 def test_ingest_and_preprocess_read_a_remote_dataset_shard_by_shard(s3_env, tmp_path, monkeypatch):

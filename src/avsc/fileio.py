@@ -59,3 +59,21 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: handle.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def save_keras_model(model: Any, path: str | Path) -> Path:
+    """Save a Keras model to a ``.keras`` file atomically.
+
+    Keras insists on the ``.keras`` suffix, so the model is saved under a hidden partial name
+    beside ``path`` and renamed into place; a killed save leaves no half-written model.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial.keras")
+    try:
+        model.save(partial)
+        os.replace(partial, path)
+    finally:
+        if partial.exists():
+            partial.unlink()
+    return path

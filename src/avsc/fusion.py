@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -55,7 +54,7 @@ from avsc.config import (
 )
 from avsc.errors import ConfigError, DataError
 from avsc.evaluation import FUSION_FILE, PREDICTIONS_FILE, classification_metrics, write_predictions
-from avsc.fileio import read_json, write_json
+from avsc.fileio import read_json, save_keras_model, write_json
 from avsc.labels import LABEL_INDEX, LABELS
 
 __all__ = [
@@ -411,18 +410,6 @@ class FusionResult:
     history: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
 
-def _save_model(model: keras.Model, path: Path) -> None:
-    """Save a .keras file atomically (Keras insists on the suffix, so rename by hand)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial.keras")
-    try:
-        model.save(partial)
-        os.replace(partial, path)
-    finally:
-        if partial.exists():
-            partial.unlink()
-
-
 def _compiled_steps(model: keras.Model, optimizer, loss_fn, x_train: list[np.ndarray], y_train: np.ndarray,
                     batch_size: int):
     """A compiled training epoch and a compiled forward pass.
@@ -587,7 +574,7 @@ def train_fusion(
     final.set_weights(best["weights"])
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / FUSION_FILE).unlink(missing_ok=True)  # the folder counts as complete only once rewritten
-    _save_model(final, out_dir / "model.keras")
+    save_keras_model(final, out_dir / "model.keras")
     probs = _predict(lambda xs: final(xs, training=False), data.inputs(spec.level))
     write_predictions(out_dir / PREDICTIONS_FILE, clip_ids=list(data.clip_ids), splits=list(data.splits),
                       labels=list(data.labels), probs=probs)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ import numpy as np
 from avsc.config import BACKBONE_FEATURE, TrainConfig, config_hash, to_dict
 from avsc.datasets import clip_predictions, eval_dataset, label_indices, mixup, train_dataset
 from avsc.errors import ConfigError, DataError
-from avsc.fileio import read_json, write_json
+from avsc.fileio import read_json, save_keras_model, write_json
 from avsc.labels import LABELS
 
 __all__ = ["kl_divergence_loss", "mixup", "train_backbone", "TrainResult", "classification_metrics"]
@@ -117,18 +116,6 @@ def _use_mixed_precision(setting: str) -> bool:
 
         return bool(tf.config.list_physical_devices("GPU"))
     raise ConfigError(f"train.mixed_precision must be auto, on or off, got {setting!r}")
-
-
-def _save_model(model, path: Path) -> None:
-    """Save a .keras file atomically (Keras insists on the suffix, so rename by hand)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial.keras")
-    try:
-        model.save(partial)
-        os.replace(partial, path)
-    finally:
-        if partial.exists():
-            partial.unlink()
 
 
 def _resume_key(backbone: str, config: TrainConfig, feature_hash: str) -> str:
@@ -227,12 +214,12 @@ def train_backbone(
                      "seconds": round(time.perf_counter() - began, 3)}
             history.append(entry)
             last_name = f"epoch-{epoch + 1:04d}.keras"
-            _save_model(model, ckpt_dir / last_name)
+            save_keras_model(model, ckpt_dir / last_name)
             improved = (metrics["accuracy"], -metrics["log_loss"]) > (
                 state["best_val_accuracy"], -state["best_val_log_loss"])
             if improved:
                 best_name = f"best-epoch-{epoch + 1:04d}.keras"
-                _save_model(model, ckpt_dir / best_name)
+                save_keras_model(model, ckpt_dir / best_name)
                 state.update(best=best_name, best_epoch=epoch + 1, best_val_accuracy=metrics["accuracy"],
                              best_val_log_loss=metrics["log_loss"], best_val_metrics=metrics)
             state.update(epoch=epoch + 1, history=history, last=last_name)
@@ -247,7 +234,7 @@ def train_backbone(
                       f"{' (best)' if improved else ''}, {entry['seconds']:.1f} s", file=sys.stderr)
 
         best = keras.models.load_model(ckpt_dir / state["best"], compile=False)
-        _save_model(best, model_dir / "model.keras")
+        save_keras_model(best, model_dir / "model.keras")
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
 
