@@ -42,29 +42,29 @@ def evaluate_fusions(
     import avsc.evaluation
 
     began = time.perf_counter()
-    scratch = tempfile.mkdtemp(prefix="avsc-evaluate-")
     models = {"aud-mel": model_aud_mel, "aud-gam": model_aud_gam, "aud-cqt": model_aud_cqt,
               "vis-inc": model_vis_inc, "vis-conv": model_vis_conv}
     embeddings = {"aud-mel": aud_mel, "aud-gam": aud_gam, "aud-cqt": aud_cqt, "vis-inc": vis_inc,
                   "vis-conv": vis_conv}
-    os.makedirs(os.path.join(scratch, "models"))
-    os.makedirs(os.path.join(scratch, "embeddings"))
-    for backbone in models:  # the folder layouts the library reads, by symlink
-        os.symlink(os.path.abspath(models[backbone].path), os.path.join(scratch, "models", backbone))
-        os.symlink(os.path.abspath(embeddings[backbone].path),
-                   os.path.join(scratch, "embeddings", f"{backbone}.parquet"))
-    fusion_roots = [f.path for f in fusions]
-    result = avsc.evaluation.evaluate(fusion_roots, report.path,
-                                      embeddings_dir=os.path.join(scratch, "embeddings"))
-    shutil.copyfile(os.path.join(report.path, "report.html"), report_html.path)
+    with tempfile.TemporaryDirectory(prefix="avsc-evaluate-") as scratch:  # removed afterwards
+        os.makedirs(os.path.join(scratch, "models"))
+        os.makedirs(os.path.join(scratch, "embeddings"))
+        for backbone in models:  # the folder layouts the library reads, by symlink
+            os.symlink(os.path.abspath(models[backbone].path), os.path.join(scratch, "models", backbone))
+            os.symlink(os.path.abspath(embeddings[backbone].path),
+                       os.path.join(scratch, "embeddings", f"{backbone}.parquet"))
+        fusion_roots = [f.path for f in fusions]
+        result = avsc.evaluation.evaluate(fusion_roots, report.path,
+                                          embeddings_dir=os.path.join(scratch, "embeddings"))
+        shutil.copyfile(os.path.join(report.path, "report.html"), report_html.path)
 
-    # Chosen on the val split (as the report's Table II), never on the test split.
-    by_key = {(r["method"], r["modalities"]): r for r in result["results"]}
-    best = by_key[(result["best"]["method"], result["best"]["modalities"])]
-    visual = max((r for r in result["results"] if r["modalities"] == "visual"),
-                 key=lambda r: (r["val_accuracy"], -r["val_log_loss"]))
-    avsc.bundle.make_bundle(os.path.join(scratch, "models"), best["fusion_dir"], bundle.path,
-                            visual_fusion_dir=visual["fusion_dir"])
+        # Chosen on the val split (as the report's Table II), never on the test split.
+        by_key = {(r["method"], r["modalities"]): r for r in result["results"]}
+        best = by_key[(result["best"]["method"], result["best"]["modalities"])]
+        visual = max((r for r in result["results"] if r["modalities"] == "visual"),
+                     key=lambda r: (r["val_accuracy"], -r["val_log_loss"]))
+        avsc.bundle.make_bundle(os.path.join(scratch, "models"), best["fusion_dir"], bundle.path,
+                                visual_fusion_dir=visual["fusion_dir"])
     bundle.metadata.update(method=best["method"], modalities=best["modalities"],
                            accuracy=best["accuracy"])
     metrics.log_metric("best_accuracy", best["accuracy"])

@@ -38,16 +38,18 @@ def fuse_method(
     from avsc.config import load_config
 
     began = time.perf_counter()
-    embeddings_dir = tempfile.mkdtemp(prefix="avsc-embeddings-")
     inputs = {"aud-mel": aud_mel, "aud-gam": aud_gam, "aud-cqt": aud_cqt, "vis-inc": vis_inc,
               "vis-conv": vis_conv}
-    for backbone, artifact in inputs.items():
-        os.symlink(os.path.abspath(artifact.path), os.path.join(embeddings_dir, f"{backbone}.parquet"))
     overrides = {"fusion": {"epochs": fusion_epochs or None, "seed": seed}}
     config = load_config(preset=preset, overrides=overrides).fusion
-    avsc.fusion.train_all_fusions(embeddings_dir, fusions.path, config=config, methods=(method,),
-                                  progress=False)
-    report = avsc.evaluation.evaluate([fusions.path], tempfile.mkdtemp(prefix="avsc-report-"))
+    with tempfile.TemporaryDirectory(prefix="avsc-fuse-") as scratch:  # removed afterwards
+        embeddings_dir = os.path.join(scratch, "embeddings")
+        os.makedirs(embeddings_dir)
+        for backbone, artifact in inputs.items():
+            os.symlink(os.path.abspath(artifact.path), os.path.join(embeddings_dir, f"{backbone}.parquet"))
+        avsc.fusion.train_all_fusions(embeddings_dir, fusions.path, config=config, methods=(method,),
+                                      progress=False)
+        report = avsc.evaluation.evaluate([fusions.path], os.path.join(scratch, "report"))
     confusions = {"audio+visual": confusion_audio_visual, "audio": confusion_audio,
                   "visual": confusion_visual}
     for result in report["results"]:

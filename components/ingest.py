@@ -24,13 +24,14 @@ def ingest_dataset(dataset: str, manifest: Output[Dataset], metrics: Output[Metr
     from avsc.objectstore import is_remote, pull_dir
 
     began = time.perf_counter()
-    root = dataset
-    if is_remote(dataset):
-        root = tempfile.mkdtemp(prefix="avsc-dataset-")
-        pull_dir(dataset, root, progress=False)
     os.makedirs(manifest.path, exist_ok=True)
-    result = avsc.ingest.ingest_dataset(root, os.path.join(manifest.path, "manifest.parquet"),
-                                        progress=False)
+    with tempfile.TemporaryDirectory(prefix="avsc-dataset-") as scratch:  # removed afterwards
+        root = dataset
+        if is_remote(dataset):
+            root = scratch
+            pull_dir(dataset, root, progress=False)
+        result = avsc.ingest.ingest_dataset(root, os.path.join(manifest.path, "manifest.parquet"),
+                                            progress=False)
     for split, count in result.counts.items():
         metrics.log_metric(f"{split}_clips", count)
     metrics.log_metric("rejected_clips", len(result.rejected))

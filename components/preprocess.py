@@ -33,15 +33,16 @@ def preprocess_shard(
 
     began = time.perf_counter()
     manifest_path = os.path.join(manifest.path, "manifest.parquet")
-    root = dataset
-    if is_remote(dataset):
-        rows = avsc.preprocess.shard_rows(read_manifest(manifest_path), (shard_index, shard_count))
-        wanted = [p for p in list(rows["video"]) + list(rows["audio"]) if isinstance(p, str) and p]
-        root = tempfile.mkdtemp(prefix="avsc-dataset-")
-        pull_dir(dataset, root, include=wanted, progress=False)
-    result = avsc.preprocess.preprocess(
-        manifest_path, features.path, config=load_config(preset=preset).features,
-        shard=(shard_index, shard_count), workers=workers, dataset_root=root, progress=False)
+    with tempfile.TemporaryDirectory(prefix="avsc-dataset-") as scratch:  # removed afterwards
+        root = dataset
+        if is_remote(dataset):
+            rows = avsc.preprocess.shard_rows(read_manifest(manifest_path), (shard_index, shard_count))
+            wanted = [p for p in list(rows["video"]) + list(rows["audio"]) if isinstance(p, str) and p]
+            root = scratch
+            pull_dir(dataset, root, include=wanted, progress=False)
+        result = avsc.preprocess.preprocess(
+            manifest_path, features.path, config=load_config(preset=preset).features,
+            shard=(shard_index, shard_count), workers=workers, dataset_root=root, progress=False)
     metrics.log_metric("processed_clips", result.processed)
     metrics.log_metric("rejected_clips", len(result.rejected))
     metrics.log_metric("seconds", round(time.perf_counter() - began, 3))

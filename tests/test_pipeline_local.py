@@ -22,6 +22,7 @@ import pytest
 from kfp.dsl import Dataset, Metrics, Model
 from s3_server import s3_env, s3_server, s3_store  # noqa: F401  (fixtures)
 
+import avsc.objectstore
 from avsc.config import BACKBONES, FUSION_METHODS, MODALITY_SETS
 from avsc.demo import make_demo_dataset
 from avsc.labels import LABELS
@@ -124,6 +125,15 @@ def test_ingest_and_preprocess_read_a_remote_dataset_shard_by_shard(s3_env, tmp_
     scratch = tmp_path / "scratch"  # where the steps pull to
     scratch.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    pulls = []  # what each real pull left in its folder, recorded before the step removes it
+    real_pull_dir = avsc.objectstore.pull_dir
+
+    def recording_pull_dir(uri, local_dir, **kwargs):
+        result = real_pull_dir(uri, local_dir, **kwargs)
+        pulls.append(sorted(str(p.relative_to(local_dir)) for p in Path(local_dir).rglob("*") if p.is_file()))
+        return result
+
+    monkeypatch.setattr(avsc.objectstore, "pull_dir", recording_pull_dir)
 
     manifest = Dataset(uri=str(tmp_path / "manifest"))
     ingest_dataset.python_func(dataset=s3_env.uri("tau"), manifest=manifest,
@@ -131,15 +141,14 @@ def test_ingest_and_preprocess_read_a_remote_dataset_shard_by_shard(s3_env, tmp_
     rows = read_manifest(Path(manifest.path) / "manifest.parquet")
     assert len(rows) == 6 and not rows["video"].str.startswith("/").any()  # paths relative to the root
 
-    pulled_by_ingest = set(scratch.iterdir())
     features = Dataset(uri=str(tmp_path / "features"))
     shard_metrics = Metrics(uri=str(tmp_path / "shard-metrics"))
     preprocess_shard.python_func(manifest=manifest, dataset=s3_env.uri("tau"), shard_index=1, shard_count=2,
                                  preset="quick", workers=1, features=features, metrics=shard_metrics)
-    (shard_dir,) = set(scratch.iterdir()) - pulled_by_ingest
+    assert len(pulls) == 2  # the whole dataset for ingest, then one shard's media
     mine = shard_rows(rows, (1, 2))
-    pulled = sorted(str(p.relative_to(shard_dir)) for p in shard_dir.rglob("*") if p.is_file())
-    assert pulled == sorted(list(mine["video"]) + [a for a in mine["audio"] if a])  # its own media only
+    assert pulls[1] == sorted(list(mine["video"]) + [a for a in mine["audio"] if a])  # its own media only
+    assert list(scratch.iterdir()) == []  # both steps removed what they pulled
     stored = sorted(p.stem for p in (Path(features.path) / "clips").glob("*.npz"))
     assert stored == sorted(mine["clip_id"])
     assert shard_metrics.metadata["processed_clips"] == len(mine) == 3
