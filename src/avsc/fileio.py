@@ -14,11 +14,12 @@ from typing import Any
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
 
     Readers never see a half-written file: on error the temporary file is removed and
     any existing ``path`` is left untouched. Works for files and for directories.
+    ``suffix`` ends the temporary name (for writers that insist on one, such as Keras).
 
     Example:
         >>> with atomic_path(out / "table.parquet") as tmp:
@@ -26,7 +27,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()  # the caller creates it (as a file or a directory)
@@ -62,18 +63,7 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
 
 
 def save_keras_model(model: Any, path: str | Path) -> Path:
-    """Save a Keras model to a ``.keras`` file atomically.
-
-    Keras insists on the ``.keras`` suffix, so the model is saved under a hidden partial name
-    beside ``path`` and renamed into place; a killed save leaves no half-written model.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial.keras")
-    try:
-        model.save(partial)
-        os.replace(partial, path)
-    finally:
-        if partial.exists():
-            partial.unlink()
-    return path
+    """Save a Keras model to a ``.keras`` file atomically (Keras insists on the suffix)."""
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+    return Path(path)
