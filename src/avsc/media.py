@@ -33,6 +33,7 @@ import numpy as np
 from avsc.config import AudioConfig, FrameConfig
 from avsc.errors import MediaError
 from avsc.ffmpeg import ffmpeg_exe
+from avsc.probe import check_media_file, probe_media
 
 _HINT = "re-download or re-extract the file, or remove it from the manifest"
 
@@ -45,15 +46,6 @@ _FATAL_MARKERS: tuple[tuple[str, str], ...] = (
     ("does not contain any stream", "no audio stream"),
     ("Stream map '' matches no streams", "no audio stream"),
 )
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise MediaError(path, "file not found", "check the path, or that the dataset is fully extracted")
-    if not path.is_file():
-        raise MediaError(path, "not a file")
-    if path.stat().st_size == 0:
-        raise MediaError(path, "file is empty", _HINT)
 
 
 def _run_ffmpeg(path: Path, cmd: list[str], timeout_s: float, what: str) -> bytes:
@@ -116,7 +108,7 @@ def demux_audio(
     path = Path(path)
     duration_s = cfg.clip_seconds if duration_s is None else float(duration_s)
     _span(offset_s, duration_s, path)
-    _check_file(path)
+    check_media_file(path, _HINT)
     input_args = {"ss": f"{offset_s:.6f}"} if offset_s > 0 else {}
     stream = ffmpeg.input(str(path), t=f"{duration_s:.6f}", **input_args)
     cmd = (stream.output("pipe:", format="f32le", acodec="pcm_f32le", ac=cfg.channels,
@@ -177,7 +169,7 @@ def sample_frames(
 
     path = Path(path)
     _span(offset_s, seconds, path)
-    _check_file(path)
+    check_media_file(path, _HINT)
     n = int(round(seconds * cfg.fps))
     if n < 1:
         raise MediaError(path, f"{seconds:g} s at {cfg.fps:g} frames/s gives no frame")
@@ -213,8 +205,6 @@ def media_duration(path: str | Path) -> float:
     Raises:
         MediaError: the file cannot be read or does not state its duration.
     """
-    from avsc.probe import probe_media
-
     info = probe_media(path)
     if info.duration_s is None:
         raise MediaError(path, "the file does not state its duration", _HINT)

@@ -189,12 +189,7 @@ def probe_media(path: str | Path, *, decode_check: bool = False, timeout_s: floa
         MediaError: missing file, not a media file, truncated or corrupt, or no video stream.
     """
     path = Path(path)
-    if not path.exists():
-        raise MediaError(path, "file not found", "check the path, or that the dataset is fully extracted")
-    if not path.is_file():
-        raise MediaError(path, "not a file")
-    if path.stat().st_size == 0:
-        raise MediaError(path, "file is empty", _HINT)
+    check_media_file(path)
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path),
            "-map", "0:v?", "-map", "0:a?", "-c", "copy", "-f", "null", "-"]
     _, report = _run(path, cmd, timeout_s)
@@ -209,6 +204,16 @@ def probe_media(path: str | Path, *, decode_check: bool = False, timeout_s: floa
             detail = (bad or lines or ["ffmpeg failed"])[0 if bad else -1]
             raise MediaError(path, f"corrupt data in the first second ({detail[:120]})", _HINT)
     return info
+
+
+def check_media_file(path: Path, hint: str = _HINT) -> None:
+    """Raise a :class:`MediaError` naming ``path`` unless it is an existing, non-empty file."""
+    if not path.exists():
+        raise MediaError(path, "file not found", "check the path, or that the dataset is fully extracted")
+    if not path.is_file():
+        raise MediaError(path, "not a file")
+    if path.stat().st_size == 0:
+        raise MediaError(path, "file is empty", hint)
 
 
 def _run(path: Path, cmd: list[str], timeout_s: float) -> tuple[int, str]:
