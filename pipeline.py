@@ -32,7 +32,6 @@ from pathlib import Path
 from kfp import compiler, dsl, kubernetes
 
 from avsc.config import BACKBONES, FUSION_METHODS, PRESETS
-from components.images import CPU_IMAGE, GPU_IMAGE
 from components import (
     embed_backbone,
     evaluate_fusions,
@@ -43,9 +42,10 @@ from components import (
     publish_outputs,
     train_backbone,
 )
+from components.images import CPU_IMAGE, GPU_IMAGE
 
 PIPELINE_NAME = "avsc"
-# Secret keys -> environment variables read by avsc.objectstore.S3Settings.from_env.
+# Secret keys -> environment variables read by avsc.storage.s3.S3Settings.from_env.
 SECRET_ENV = {
     "endpoint": "AVSC_S3_ENDPOINT",
     "access_key": "AVSC_S3_ACCESS_KEY",
@@ -375,14 +375,14 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from kfp import local
 
-    from avsc.fileio import read_json
-    from avsc.objectstore import is_remote
-    from avsc.report import results_table
+    from avsc.evaluation.report import results_table
+    from avsc.storage.files import read_json
+    from avsc.storage.s3 import is_remote
 
     output = Path(args.output).resolve()
     dataset = args.dataset
     if dataset is None:
-        from avsc.demo import make_demo_dataset
+        from avsc.data.demo import make_demo_dataset
 
         dataset = str(make_demo_dataset(output / "dataset").root)
     elif not is_remote(dataset):

@@ -3,7 +3,7 @@
 Synthetic embeddings the size of the real development set (8,646 train clips of which
 1,000 are held out for val like ``avsc ingest`` would, plus 3,645 test clips; fc1024 of
 width 1024 and fc10 of width 10 for each of the five backbones) are written once; then
-each (method, modality set) runs :func:`avsc.fusion.train_fusion` in its own subprocess,
+each (method, modality set) runs :func:`avsc.training.fusion.train_fusion` in its own subprocess,
 so its peak RSS is its own. Default settings: the ``paper`` preset (100 epochs).
 
 Prints one line per run (and a JSON summary with ``--json``): total seconds (reading the
@@ -39,8 +39,8 @@ def write_synthetic_embeddings(root: Path, seed: int = 0) -> Path:
     import numpy as np
 
     from avsc.config import BACKBONES
-    from avsc.embeddings import write_embeddings
     from avsc.labels import LABELS
+    from avsc.training.embeddings import write_embeddings
 
     rng = np.random.default_rng(seed)
     clip_ids, splits, labels = [], [], []
@@ -64,7 +64,7 @@ def run_one(embeddings: Path, method: str, modalities: str, preset: str, epochs:
     import numpy as np
 
     from avsc.config import load_config
-    from avsc.fusion import train_fusion
+    from avsc.training.fusion import train_fusion
 
     config = load_config(preset=preset, overrides={"fusion": {"epochs": epochs}}).fusion
     began = time.perf_counter()

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from avsc.config import BACKBONES
-    from avsc.demo import make_demo_dataset
+    from avsc.data.demo import make_demo_dataset
 
     output = Path(args.output).resolve()
     began = time.perf_counter()

@@ -50,7 +50,7 @@ def cpu_seconds() -> float:
 
 
 def make_video(path: Path, seconds: float = 10.0, width: int = 1280, height: int = 720, fps: int = 30) -> Path:
-    from avsc.ffmpeg import ffmpeg_exe
+    from avsc.media.ffmpeg import ffmpeg_exe
 
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
            "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}",
@@ -64,13 +64,13 @@ def make_video(path: Path, seconds: float = 10.0, width: int = 1280, height: int
 
 def make_random_bundle(preset: str, root: Path, method: str = "f4") -> Path:
     """Backbones (random weights) + an untrained fusion model, bundled as ``avsc bundle`` does."""
-    from avsc.bundle import make_bundle
     from avsc.config import BACKBONES, config_hash, load_config, to_dict
-    from avsc.features import feature_shapes
-    from avsc.fileio import write_json
-    from avsc.fusion import build_fusion_model
+    from avsc.features.spectrograms import feature_shapes
+    from avsc.inference.bundle import make_bundle
     from avsc.labels import LABELS
-    from avsc.models import build_backbone
+    from avsc.models.backbones import build_backbone
+    from avsc.models.fusion import build_fusion_model
+    from avsc.storage.files import write_json
 
     config = load_config(preset=preset, overrides={"train": {"weights": "none"}})
     shapes = {k: tuple(v) for k, v in feature_shapes(config.features).items()}
@@ -97,7 +97,7 @@ def bench_one(preset: str, clips: int, threads: int | None) -> dict:
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-    from avsc.predict import Predictor
+    from avsc.inference.predict import Predictor
 
     with tempfile.TemporaryDirectory(prefix="avsc-bench-predict-") as tmp:
         root = Path(tmp)

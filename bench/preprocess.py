@@ -4,7 +4,7 @@ Clips shaped like the real data (10 s, 1280x720, 30 frames/s, H.264 at ``--bitra
 stereo 48 kHz AAC; picture: ffmpeg's ``testsrc2`` with moving noise, so the encoder spends
 its bitrate; sound: the demo dataset's scene synthesiser) are generated once, then timed:
 
-- full: :func:`avsc.preprocess.preprocess` with ``--workers`` processes, paper preset
+- full: :func:`avsc.features.preprocess.preprocess` with ``--workers`` processes, paper preset
   (audio demux, 20 frames at 224x224, MEL + GAM + CQT at 128 x 715 x 2, clip files),
   in a fresh subprocess, worker start-up included;
 - naive: one process, per clip: ffmpeg demux to WAV, ``librosa.load`` at 32 kHz, then per
@@ -50,9 +50,10 @@ def make_clips(folder: Path, count: int, bitrate: str) -> list[Path]:
     """Write ``count`` real-data-shaped clips (kept if already there)."""
     import numpy as np
 
-    from avsc.demo import synth_audio
-    from avsc.ffmpeg import ffmpeg_exe, write_wav
+    from avsc.data.demo import synth_audio
     from avsc.labels import LABELS
+    from avsc.media.encode import write_wav
+    from avsc.media.ffmpeg import ffmpeg_exe
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -79,7 +80,7 @@ def make_clips(folder: Path, count: int, bitrate: str) -> list[Path]:
 
 
 def write_bench_manifest(paths: list[Path], out: Path) -> Path:
-    from avsc.manifest import write_manifest
+    from avsc.data.manifest import write_manifest
 
     rows = []
     for path in paths:
@@ -161,7 +162,7 @@ class ProcessWatcher:
 def measure_full(manifest: Path, out_dir: Path, workers: int) -> dict:
     """Run the full preprocess here (called in a fresh interpreter by :func:`run_full`)."""
     from avsc.config import load_config
-    from avsc.preprocess import preprocess
+    from avsc.features.preprocess import preprocess
 
     start = time.perf_counter()
     cpu = cpu_seconds()
@@ -196,7 +197,7 @@ def run_naive(paths: list[Path]) -> dict:
     import numpy as np
     from gammatone.gtgram import gtgram
 
-    from avsc.ffmpeg import ffmpeg_exe
+    from avsc.media.ffmpeg import ffmpeg_exe
 
     # Warm up (imports, filter caches) so only the per-clip work is timed.
     warm = np.zeros(5 * 32000, dtype=np.float32)
@@ -219,7 +220,7 @@ def run_naive(paths: list[Path]) -> dict:
 
 
 def run_floor(paths: list[Path], workers: int, reference_only: bool) -> dict:
-    from avsc.ffmpeg import ffmpeg_exe
+    from avsc.media.ffmpeg import ffmpeg_exe
 
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
 
@@ -240,9 +241,9 @@ def run_floor(paths: list[Path], workers: int, reference_only: bool) -> dict:
 def stage_breakdown(paths: list[Path], out_dir: Path) -> dict:
     """Seconds per stage for one clip in this process, after one warm-up clip."""
     from avsc.config import load_config
-    from avsc.features import compute_clip_features
-    from avsc.media import demux_audio, sample_frames
-    from avsc.store import write_clip
+    from avsc.features.spectrograms import compute_clip_features
+    from avsc.features.store import write_clip
+    from avsc.media.decode import demux_audio, sample_frames
 
     config = load_config(preset="paper").features
     times: dict[str, float] = {}

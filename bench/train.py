@@ -5,7 +5,7 @@ preset) runs in its own subprocess so its peak RSS is its own.
 
 - Model: ``train_on_batch`` on a batch held in memory, shapes from the preset's feature
   config; the first steps (graph build) are excluded; samples/s over the next ``--steps``.
-- Input pipeline: ``avsc.datasets.train_dataset`` over a synthetic store written at the
+- Input pipeline: ``avsc.training.streams.train_dataset`` over a synthetic store written at the
   preset's shapes, vs the same pipeline's first batch cached in memory and repeated.
 
 Usage:
@@ -59,8 +59,8 @@ def bench_model(backbone: str, preset: str, batch_size: int, steps: int, warmup:
     import numpy as np
 
     from avsc.config import BACKBONE_FEATURE, VISUAL_BACKBONES, load_config
-    from avsc.models import build_backbone
-    from avsc.training import kl_divergence_loss
+    from avsc.models.backbones import build_backbone
+    from avsc.models.losses import kl_divergence_loss
 
     cfg = load_config(preset=preset, overrides={"train": {"weights": "none"}}).train
     shapes = feature_shapes(preset)
@@ -93,9 +93,9 @@ def bench_pipeline(preset: str, batch_size: int, n_clips: int) -> list[dict]:
     import numpy as np
 
     from avsc.config import load_config
-    from avsc.datasets import train_dataset
+    from avsc.features.store import FeatureStore, init_store, write_clip, write_index
     from avsc.labels import LABELS
-    from avsc.store import FeatureStore, init_store, write_clip, write_index
+    from avsc.training.streams import train_dataset
 
     shapes = feature_shapes(preset)
     config = load_config(preset=preset)

@@ -18,10 +18,9 @@ def embed_backbone(
     """Write the embeddings of every clip of every split to ``embeddings`` (one Parquet file)."""
     import time
 
-    import avsc.embeddings
-
+    import avsc.training.embeddings
     began = time.perf_counter()
-    result = avsc.embeddings.embed_clips(model.path, [f.path for f in features], embeddings.path,
+    result = avsc.training.embeddings.embed_clips(model.path, [f.path for f in features], embeddings.path,
                                          progress=False)
     embeddings.metadata.update(backbone=result.backbone, clips=result.n_clips,
                                model_sha256=result.model_sha256)

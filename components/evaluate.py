@@ -38,9 +38,8 @@ def evaluate_fusions(
     import tempfile
     import time
 
-    import avsc.bundle
-    import avsc.evaluation
-
+    import avsc.evaluation.evaluate
+    import avsc.inference.bundle
     began = time.perf_counter()
     models = {"aud-mel": model_aud_mel, "aud-gam": model_aud_gam, "aud-cqt": model_aud_cqt,
               "vis-inc": model_vis_inc, "vis-conv": model_vis_conv}
@@ -54,7 +53,7 @@ def evaluate_fusions(
             os.symlink(os.path.abspath(embeddings[backbone].path),
                        os.path.join(scratch, "embeddings", f"{backbone}.parquet"))
         fusion_roots = [f.path for f in fusions]
-        result = avsc.evaluation.evaluate(fusion_roots, report.path,
+        result = avsc.evaluation.evaluate.evaluate(fusion_roots, report.path,
                                           embeddings_dir=os.path.join(scratch, "embeddings"))
         shutil.copyfile(os.path.join(report.path, "report.html"), report_html.path)
 
@@ -63,7 +62,7 @@ def evaluate_fusions(
         best = by_key[(result["best"]["method"], result["best"]["modalities"])]
         visual = max((r for r in result["results"] if r["modalities"] == "visual"),
                      key=lambda r: (r["val_accuracy"], -r["val_log_loss"]))
-        avsc.bundle.make_bundle(os.path.join(scratch, "models"), best["fusion_dir"], bundle.path,
+        avsc.inference.bundle.make_bundle(os.path.join(scratch, "models"), best["fusion_dir"], bundle.path,
                                 visual_fusion_dir=visual["fusion_dir"])
     bundle.metadata.update(method=best["method"], modalities=best["modalities"],
                            accuracy=best["accuracy"])

@@ -33,8 +33,8 @@ def fuse_method(
     import tempfile
     import time
 
-    import avsc.evaluation
-    import avsc.fusion
+    import avsc.evaluation.evaluate
+    import avsc.training.fusion
     from avsc.config import load_config
 
     began = time.perf_counter()
@@ -47,9 +47,9 @@ def fuse_method(
         os.makedirs(embeddings_dir)
         for backbone, artifact in inputs.items():
             os.symlink(os.path.abspath(artifact.path), os.path.join(embeddings_dir, f"{backbone}.parquet"))
-        avsc.fusion.train_all_fusions(embeddings_dir, fusions.path, config=config, methods=(method,),
+        avsc.training.fusion.train_all_fusions(embeddings_dir, fusions.path, config=config, methods=(method,),
                                       progress=False)
-        report = avsc.evaluation.evaluate([fusions.path], os.path.join(scratch, "report"))
+        report = avsc.evaluation.evaluate.evaluate([fusions.path], os.path.join(scratch, "report"))
     confusions = {"audio+visual": confusion_audio_visual, "audio": confusion_audio,
                   "visual": confusion_visual}
     for result in report["results"]:

@@ -20,8 +20,9 @@ def ingest_dataset(dataset: str, manifest: Output[Dataset], metrics: Output[Metr
     import tempfile
     import time
 
-    import avsc.ingest
-    from avsc.objectstore import is_remote, pull_dir
+    import avsc.data.ingest
+    from avsc.storage.s3 import is_remote
+    from avsc.storage.sync import pull_dir
 
     began = time.perf_counter()
     os.makedirs(manifest.path, exist_ok=True)
@@ -30,7 +31,7 @@ def ingest_dataset(dataset: str, manifest: Output[Dataset], metrics: Output[Metr
         if is_remote(dataset):
             root = scratch
             pull_dir(dataset, root, progress=False)
-        result = avsc.ingest.ingest_dataset(root, os.path.join(manifest.path, "manifest.parquet"),
+        result = avsc.data.ingest.ingest_dataset(root, os.path.join(manifest.path, "manifest.parquet"),
                                             progress=False)
     for split, count in result.counts.items():
         metrics.log_metric(f"{split}_clips", count)

@@ -26,21 +26,22 @@ def preprocess_shard(
     import tempfile
     import time
 
-    import avsc.preprocess
+    import avsc.features.preprocess
     from avsc.config import load_config
-    from avsc.manifest import read_manifest
-    from avsc.objectstore import is_remote, pull_dir
+    from avsc.data.manifest import read_manifest
+    from avsc.storage.s3 import is_remote
+    from avsc.storage.sync import pull_dir
 
     began = time.perf_counter()
     manifest_path = os.path.join(manifest.path, "manifest.parquet")
     with tempfile.TemporaryDirectory(prefix="avsc-dataset-") as scratch:  # removed afterwards
         root = dataset
         if is_remote(dataset):
-            rows = avsc.preprocess.shard_rows(read_manifest(manifest_path), (shard_index, shard_count))
+            rows = avsc.features.preprocess.shard_rows(read_manifest(manifest_path), (shard_index, shard_count))
             wanted = [p for p in list(rows["video"]) + list(rows["audio"]) if isinstance(p, str) and p]
             root = scratch
             pull_dir(dataset, root, include=wanted, progress=False)
-        result = avsc.preprocess.preprocess(
+        result = avsc.features.preprocess.preprocess(
             manifest_path, features.path, config=load_config(preset=preset).features,
             shard=(shard_index, shard_count), workers=workers, dataset_root=root, progress=False)
     metrics.log_metric("processed_clips", result.processed)

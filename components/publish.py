@@ -26,7 +26,8 @@ def publish_outputs(
     import os
     import shutil
 
-    from avsc.objectstore import is_remote, push_dir, push_file
+    from avsc.storage.s3 import is_remote
+    from avsc.storage.sync import push_dir, push_file
 
     if not output_uri:
         print("output_uri is empty: nothing published")

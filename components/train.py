@@ -29,13 +29,13 @@ def train_backbone(
     import shutil
     import time
 
-    import avsc.training
+    import avsc.training.backbone
     from avsc.config import load_config
 
     began = time.perf_counter()
     overrides = {"train": {"epochs": epochs or None, "image_size": image_size or None, "seed": seed}}
     config = load_config(preset=preset, overrides=overrides).train
-    result = avsc.training.train_backbone(backbone, [f.path for f in features], model.path,
+    result = avsc.training.backbone.train_backbone(backbone, [f.path for f in features], model.path,
                                           config=config, progress=False)
     # Checkpoints only serve a retry of this task; the artifact keeps the selected model.
     shutil.rmtree(os.path.join(model.path, "checkpoints"), ignore_errors=True)

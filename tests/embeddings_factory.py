@@ -4,7 +4,7 @@ Each backbone sees each class through its own random mean direction plus Gaussia
 at a backbone-specific strength: audio backbones are weaker than visual ones and each
 is unsure about different clips, so fusing them beats any one of them. ``fc10`` are
 logits favouring the true class by the same strength. Written with the real
-:func:`avsc.embeddings.write_embeddings`.
+:func:`avsc.training.embeddings.write_embeddings`.
 
 Example:
     >>> from embeddings_factory import make_embeddings
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from avsc.config import BACKBONES
-from avsc.embeddings import write_embeddings
 from avsc.labels import LABELS
+from avsc.training.embeddings import write_embeddings
 
 DEFAULT_PER_CLASS = {"train": 20, "val": 6, "test": 6}
 # How clearly each backbone separates the classes (signal-to-noise of its embeddings).

@@ -2,7 +2,7 @@
 
 Each class has its own spectral band (a bright row band in mel/gam/cqt, position set by
 the class) and its own frame colour and stripe, plus noise, so a small network can
-learn it in a few epochs. Written with the real :mod:`avsc.store` API.
+learn it in a few epochs. Written with the real :mod:`avsc.features.store` API.
 
 Example:
     >>> from features_factory import make_feature_store
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from avsc.config import AudioConfig, FeatureConfig, FrameConfig
+from avsc.features.store import init_store, write_clip, write_index, write_summary
 from avsc.labels import LABELS
-from avsc.store import init_store, write_clip, write_index, write_summary
 
 DEFAULT_PER_CLASS = {"train": 6, "val": 2, "test": 2}
 

@@ -1,7 +1,7 @@
 """Edge-case media files for tests: odd channel layouts, no audio, truncated, not a video.
 
 Small and fast (a 4-s 160x120 clip takes a fraction of a second); built on
-:func:`avsc.ffmpeg.write_clip`, so the videos are H.264 + AAC MP4s like the dataset's.
+:func:`avsc.media.encode.write_clip`, so the videos are H.264 + AAC MP4s like the dataset's.
 
 Example:
     >>> make_video(tmp_path / "mono.mp4", channels=1, tone_hz=440.0)
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avsc.ffmpeg import write_clip, write_wav
+from avsc.media.encode import write_clip, write_wav
 
 
 def make_frames(seconds: float = 4.0, width: int = 160, height: int = 120, fps: float = 10.0,

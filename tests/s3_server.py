@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from avsc.objectstore import S3Settings, make_client
+from avsc.storage.s3 import S3Settings, make_client
 
 _REGION = "us-east-1"
 _buckets = itertools.count()

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avsc.demo import make_demo_dataset, synth_audio, synth_frames
+from avsc.data.demo import make_demo_dataset, synth_audio, synth_frames
 from avsc.errors import ConfigError
 from avsc.labels import CITIES, LABELS
-from avsc.probe import probe_media
+from avsc.media.probe import probe_media
 
 SMALL = dict(classes=3, clips_per_class=6, locations_per_class=3, seconds=1.0, width=64,
              height=48, fps=5.0, progress=False)

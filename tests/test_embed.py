@@ -14,10 +14,10 @@ keras = pytest.importorskip("keras")
 from features_factory import make_feature_store  # noqa: E402
 
 from avsc.cli import main  # noqa: E402
-from avsc.embeddings import embed_arrays, read_embeddings  # noqa: E402
-from avsc.fileio import sha256_file  # noqa: E402
-from avsc.models import embedding_model  # noqa: E402
-from avsc.store import FeatureStore, load_clip  # noqa: E402
+from avsc.features.store import FeatureStore, load_clip  # noqa: E402
+from avsc.models.backbones import embedding_model  # noqa: E402
+from avsc.storage.files import sha256_file  # noqa: E402
+from avsc.training.embeddings import embed_arrays, read_embeddings  # noqa: E402
 
 
 @pytest.fixture(scope="module")

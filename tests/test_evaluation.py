@@ -9,24 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from sklearn.metrics import log_loss
 from embeddings_factory import make_embeddings
+
 from avsc.cli import main
 from avsc.config import BACKBONES
 from avsc.errors import DataError
-from avsc.evaluation import (
-    accuracy,
-    classification_metrics,
-    confusion_matrix,
-    evaluate,
-    log_loss,
-    per_class_accuracy,
-    softmax,
-    write_predictions,
-)
-from avsc.fileio import write_json
+from avsc.evaluation.evaluate import evaluate
+from avsc.evaluation.metrics import classification_metrics, softmax
+from avsc.evaluation.predictions import write_predictions
+from avsc.evaluation.report import results_table, write_submission_csv
 from avsc.labels import LABELS
-from avsc.report import results_table, write_submission_csv
+from avsc.storage.files import write_json
 
 # --- Metrics on a tiny example: 3 classes, 4 clips -------------------------------------------
 
@@ -39,42 +33,51 @@ P = np.array([
 ])
 
 
+def _metrics(y, p, labels=("a", "b", "c")):
+    return classification_metrics(np.asarray(y), np.asarray(p, dtype=float), labels=labels)
+
+
 def test_accuracy_and_per_class_accuracy_by_hand():
-    assert accuracy(Y, P) == pytest.approx(2 / 4)
-    np.testing.assert_allclose(per_class_accuracy(Y, P.argmax(1), 3), [1.0, 0.0, 0.5])
+    m = _metrics(Y, P)
+    assert m["accuracy"] == pytest.approx(2 / 4)
+    assert m["per_class_accuracy"] == pytest.approx({"a": 1.0, "b": 0.0, "c": 0.5})
+    assert m["per_class_count"] == {"a": 1, "b": 1, "c": 2}
 
 
 def test_log_loss_by_hand():
     expected = -(math.log(0.7) + math.log(0.4) + math.log(0.6) + math.log(0.1)) / 4
-    assert log_loss(Y, P) == pytest.approx(expected, rel=1e-12)
+    assert _metrics(Y, P)["log_loss"] == pytest.approx(expected, rel=1e-12)
 
 
 def test_confusion_matrix_rows_true_columns_predicted():
     expected = [[1, 0, 0],
                 [1, 0, 0],
                 [0, 1, 1]]
-    np.testing.assert_array_equal(confusion_matrix(Y, P.argmax(1), 3), expected)
+    assert _metrics(Y, P)["confusion_matrix"] == expected
 
 
 def test_classification_metrics_bundle():
-    m = classification_metrics(Y, P, labels=("a", "b", "c"))
+    m = _metrics(Y, P)
     assert m["accuracy"] == pytest.approx(0.5) and m["n_clips"] == 4
     assert m["per_class_accuracy"] == pytest.approx({"a": 1.0, "b": 0.0, "c": 0.5})
     assert m["confusion_matrix"] == [[1, 0, 0], [1, 0, 0], [0, 1, 1]]
     # a class without clips has no per-class accuracy (not 0)
-    m = classification_metrics(np.array([0, 0]), P[:2], labels=("a", "b", "c"))
+    m = _metrics([0, 0], P[:2])
     assert set(m["per_class_accuracy"]) == {"a"}
 
 
-def test_log_loss_clips_at_1e_15_and_renormalises_rows():
-    # A zero probability for the true class costs -log(1e-15), not infinity.
-    zero = np.array([[0.0, 1.0]])
-    assert log_loss(np.array([0]), zero) == pytest.approx(-math.log(1e-15 / (1 + 1e-15)), rel=1e-9)
-    # Rows are renormalised after clipping: (0.2, 0.6) counts as (0.25, 0.75) ...
-    assert log_loss(np.array([1]), np.array([[0.2, 0.6]])) == pytest.approx(-math.log(0.75))
-    # ... and values above 1 are clipped first: (2, 6) -> (1 - 1e-15, 1 - 1e-15) -> (0.5, 0.5).
-    assert log_loss(np.array([1]), np.array([[2.0, 6.0]])) == pytest.approx(math.log(2.0))
-    assert np.isfinite(log_loss(np.array([0, 1]), np.array([[0.0, 0.0], [1.0, 0.0]])))
+def test_log_loss_clips_as_scikit_learn_and_renormalises_rows():
+    # A zero probability for the true class costs -log(eps of float64), not infinity.
+    eps = np.finfo(np.float64).eps
+    assert _metrics([0], [[0.0, 1.0]], ("a", "b"))["log_loss"] == pytest.approx(-math.log(eps), rel=1e-9)
+    # Rows are renormalised: (0.2, 0.6) counts as (0.25, 0.75).
+    assert _metrics([1], [[0.2, 0.6]], ("a", "b"))["log_loss"] == pytest.approx(-math.log(0.75))
+    assert np.isfinite(_metrics([0, 1], [[0.0, 0.0], [1.0, 0.0]], ("a", "b"))["log_loss"])
+
+
+def test_metrics_of_no_rows_are_nan():
+    m = _metrics(np.zeros(0, int), np.zeros((0, 3)))
+    assert math.isnan(m["accuracy"]) and math.isnan(m["log_loss"]) and m["n_clips"] == 0
 
 
 def test_softmax_rows():
@@ -152,7 +155,7 @@ def test_evaluate_metrics_json_matches_predictions(fusion_root, evaluated):
     assert len(metrics["results"]) == 8
     assert metrics["best"] == {"method": "f4", "modalities": "audio+visual"}
 
-    from avsc.evaluation import read_predictions
+    from avsc.evaluation.predictions import read_predictions
 
     preds = read_predictions(fusion_root / "f2-audio+visual" / "predictions.parquet")
     test = preds["split"] == "test"
@@ -200,7 +203,7 @@ def test_evaluate_backbone_rows(fusion_root, tmp_path):
     emb = make_embeddings(tmp_path / "emb", width=4, per_class={"train": 1, "val": 1, "test": 3})
     metrics = evaluate([fusion_root / "f1-audio+visual"], tmp_path / "report", embeddings_dir=emb)
     assert [b["backbone"] for b in metrics["backbones"]] == list(BACKBONES)
-    from avsc.embeddings import read_embeddings
+    from avsc.training.embeddings import read_embeddings
 
     e = read_embeddings(emb / "vis-inc.parquet")
     test = e.splits == "test"

@@ -10,7 +10,7 @@ import pytest
 
 from avsc.config import AudioConfig, FeatureConfig, FrameConfig, load_config
 from avsc.errors import ConfigError
-from avsc.features import (
+from avsc.features.spectrograms import (
     check_config,
     compute_clip_features,
     compute_cqt,
@@ -175,7 +175,7 @@ def test_deltas_of_a_ramp_are_its_slope():
 
 
 def test_model_deltas_layer_matches_reference(rng):
-    from avsc.models import Deltas
+    from avsc.models.backbones import Deltas
 
     spec = rng.standard_normal((16, 30, 2)).astype(np.float32)
     layer_out = np.asarray(Deltas()(spec[None]))[0]

@@ -14,16 +14,24 @@ keras = pytest.importorskip("keras")
 from embeddings_factory import make_embeddings  # noqa: E402
 
 from avsc.cli import main  # noqa: E402
-from avsc.config import BACKBONES, FUSION_METHODS, MODALITY_SETS, FusionConfig, load_config  # noqa: E402
-from avsc.embeddings import read_embeddings, write_embeddings  # noqa: E402
+from avsc.config import (  # noqa: E402
+    BACKBONES,
+    FUSION_METHODS,
+    MODALITY_SETS,
+    FusionConfig,
+    load_config,
+)
 from avsc.errors import ConfigError, DataError  # noqa: E402
-from avsc.evaluation import read_predictions  # noqa: E402
-from avsc.fusion import (  # noqa: E402
+from avsc.evaluation.predictions import read_predictions  # noqa: E402
+from avsc.models.fusion import (  # noqa: E402
     FUSIONS,
     ModalityConcatFusion,
     ModalityWeightedFusion,
     WeightedSumFusion,
     build_fusion_model,
+)
+from avsc.training.embeddings import read_embeddings, write_embeddings  # noqa: E402
+from avsc.training.fusion import (  # noqa: E402
     load_fusion_data,
     train_all_fusions,
     train_fusion,
@@ -33,16 +41,13 @@ QUICK = load_config(preset="quick").fusion
 WIDTH = 32  # fc1024 width of the synthetic embeddings (1024 on real data; smaller is faster)
 GROUPS_AV = ("audio", "audio", "audio", "visual", "visual")
 
-
 @pytest.fixture(scope="module")
 def embeddings(tmp_path_factory):
     return make_embeddings(tmp_path_factory.mktemp("emb") / "embeddings", width=WIDTH,
                            per_class={"train": 16, "val": 6, "test": 6})
 
-
 def _embeddings_inputs(rng, n_inputs: int, batch: int, width: int) -> list[np.ndarray]:
     return [rng.normal(size=(batch, width)).astype(np.float32) for _ in range(n_inputs)]
-
 
 def _set(layer, inputs, values: dict[str, np.ndarray]) -> None:
     layer(inputs)  # build
@@ -51,9 +56,7 @@ def _set(layer, inputs, values: dict[str, np.ndarray]) -> None:
     for name, value in values.items():
         by_name[name].assign(np.asarray(value, np.float32))
 
-
 # --- Layers against the equations ---------------------------------------------------------------
-
 
 def test_f1_weighted_sum_matches_equation_1(rng):
     """f1 = ae_g.w1 + ae_m.w2 + ae_c.w3 + ve_i.w4 + ve_c.w5 + b (element-wise products)."""
@@ -65,14 +68,12 @@ def test_f1_weighted_sum_matches_equation_1(rng):
     expected = e[0] * w[0] + e[1] * w[1] + e[2] * w[2] + e[3] * w[3] + e[4] * w[4] + b
     np.testing.assert_allclose(np.asarray(layer(e)), expected, rtol=1e-5, atol=1e-6)
 
-
 def test_f1_known_small_numbers():
     e1, e2 = np.array([[1.0, 2.0]], np.float32), np.array([[3.0, -1.0]], np.float32)
     layer = WeightedSumFusion()
     _set(layer, [e1, e2], {"w1": [2.0, 0.5], "w2": [-1.0, 3.0], "b": [0.25, 1.0]})
     # [1*2 + 3*-1 + 0.25, 2*0.5 + -1*3 + 1] = [-0.75, -1]
     np.testing.assert_allclose(np.asarray(layer([e1, e2])), [[-0.75, -1.0]])
-
 
 def test_f2_modality_weighted_matches_equation_2(rng):
     """f2 = (ae_g.w1 + ae_m.w2 + ae_c.w3).wa + (ve_i.w4 + ve_c.w5).wv + b."""
@@ -83,7 +84,6 @@ def test_f2_modality_weighted_matches_equation_2(rng):
     _set(layer, e, {**{f"w{i + 1}": w[i] for i in range(5)}, "w_audio": wa, "w_visual": wv, "b": b})
     expected = (e[0] * w[0] + e[1] * w[1] + e[2] * w[2]) * wa + (e[3] * w[3] + e[4] * w[4]) * wv + b
     np.testing.assert_allclose(np.asarray(layer(e)), expected, rtol=1e-5, atol=1e-5)
-
 
 def test_f3_concat_matches_equation_3(rng):
     """f3 = concat[(ae_g.w1 + ae_m.w2 + ae_c.w3), (ve_i.w4 + ve_c.w5)], no bias."""
@@ -96,7 +96,6 @@ def test_f3_concat_matches_equation_3(rng):
     np.testing.assert_allclose(out[:, :4], e[0] * w[0] + e[1] * w[1] + e[2] * w[2], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out[:, 4:], e[3] * w[3] + e[4] * w[4], rtol=1e-5, atol=1e-6)
 
-
 def test_one_modality_reductions(rng):
     """Visual only: f2 = (ve_i.w1 + ve_c.w2).wv + b; f3 = ve_i.w1 + ve_c.w2 (one part, no concat)."""
     e = _embeddings_inputs(rng, 2, 2, 5)
@@ -108,14 +107,12 @@ def test_one_modality_reductions(rng):
     _set(f3, e, {"w1": w1, "w2": w2})
     np.testing.assert_allclose(np.asarray(f3(e)), e[0] * w1 + e[1] * w2, rtol=1e-5, atol=1e-6)
 
-
 def test_fusion_table_levels_and_equations():
     assert tuple(FUSIONS) == FUSION_METHODS
     assert [FUSIONS[m].level for m in FUSION_METHODS] == ["fc1024"] * 3 + ["fc10"] * 3
     assert [FUSIONS[m].equation for m in FUSION_METHODS] == [1, 2, 3, 1, 2, 3]
     assert FUSIONS["f1"].layer is FUSIONS["f4"].layer is WeightedSumFusion
     assert FUSIONS["f3"].layer is FUSIONS["f6"].layer is ModalityConcatFusion
-
 
 @pytest.mark.parametrize("method, modalities, dense_in", [
     ("f1", "audio+visual", 8), ("f2", "audio", 8), ("f3", "audio+visual", 16), ("f3", "visual", 8),
@@ -130,7 +127,6 @@ def test_model_inputs_named_after_backbones(rng, method, modalities, dense_in):
     assert probs.shape == (4, 10)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
-
 def test_model_save_load_round_trip(tmp_path, rng):
     model = build_fusion_model("f2", BACKBONES, 6, l2=1e-3)
     for v in model.weights:  # move off the initial values so the check means something
@@ -142,16 +138,13 @@ def test_model_save_load_round_trip(tmp_path, rng):
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-6)
     assert loaded.get_layer("fusion").groups == GROUPS_AV
 
-
 def test_unknown_method_and_modalities(embeddings, tmp_path):
     with pytest.raises(ConfigError, match="f7"):
         train_fusion(embeddings, tmp_path / "x", method="f7", config=QUICK)
     with pytest.raises(ConfigError, match="audio-only"):
         train_fusion(embeddings, tmp_path / "x", method="f1", modalities="audio-only", config=QUICK)
 
-
 # --- Input checks ----------------------------------------------------------------------------
-
 
 def _copy_embeddings(src, dst, **changes):
     dst.mkdir(parents=True, exist_ok=True)
@@ -164,7 +157,6 @@ def _copy_embeddings(src, dst, **changes):
         write_embeddings(dst / f"{backbone}.parquet", **fields)
     return dst
 
-
 def test_missing_backbone_file_is_named(embeddings, tmp_path):
     partial = _copy_embeddings(embeddings, tmp_path / "emb")
     (partial / "vis-conv.parquet").unlink()
@@ -172,7 +164,6 @@ def test_missing_backbone_file_is_named(embeddings, tmp_path):
         load_fusion_data(partial, BACKBONES)
     # the audio set does not need it
     assert load_fusion_data(partial, MODALITY_SETS["audio"]).backbones == MODALITY_SETS["audio"]
-
 
 def test_inconsistent_embeddings_are_rejected(embeddings, tmp_path):
     e = read_embeddings(embeddings / "aud-gam.parquet")
@@ -194,15 +185,12 @@ def test_inconsistent_embeddings_are_rejected(embeddings, tmp_path):
     with pytest.raises(DataError, match=r"aud-cqt\.parquet.*clips differ"):
         load_fusion_data(bad, BACKBONES)
 
-
-
 def test_backbones_trained_with_different_settings_fuse_with_a_warning(embeddings, tmp_path, caplog):
     mixed = _copy_embeddings(embeddings, tmp_path / "hash", **{"vis-conv": {"config_hash": "otherhash999"}})
-    with caplog.at_level("WARNING", logger="avsc.fusion"):
+    with caplog.at_level("WARNING", logger="avsc.training.fusion"):
         data = load_fusion_data(mixed, BACKBONES)
     assert data.config_hash["vis-conv"] == "otherhash999"
     assert "different settings" in caplog.text and "vis-conv otherhash999" in caplog.text
-
 
 def test_rows_are_aligned_by_clip_id(embeddings, tmp_path):
     """A file written in another row order still lines up clip by clip."""
@@ -216,16 +204,13 @@ def test_rows_are_aligned_by_clip_id(embeddings, tmp_path):
     np.testing.assert_array_equal(data.clip_ids, ref.clip_ids)
     np.testing.assert_allclose(data.fc10["vis-inc"], ref.fc10["vis-inc"])
 
-
 # --- Training ---------------------------------------------------------------------------------
-
 
 @pytest.fixture(scope="module")
 def trained_f1(embeddings, tmp_path_factory):
     out = tmp_path_factory.mktemp("fusion") / "f1-audio+visual"
     config = replace(QUICK, epochs=15)
     return train_fusion(embeddings, out, method="f1", config=config, progress=False), config
-
 
 def test_train_fusion_learns_and_writes_its_outputs(trained_f1, embeddings):
     result, config = trained_f1
@@ -248,7 +233,6 @@ def test_train_fusion_learns_and_writes_its_outputs(trained_f1, embeddings):
                 == np.asarray([list(meta["labels"]).index(lab) for lab in preds["label"][test]])).mean()
     assert accuracy > 0.6, accuracy  # chance is 0.1
 
-
 def test_saved_model_reproduces_predictions(trained_f1, embeddings):
     result, _ = trained_f1
     model = keras.models.load_model(result.out_dir / "model.keras", compile=False)
@@ -260,14 +244,12 @@ def test_saved_model_reproduces_predictions(trained_f1, embeddings):
     by_name = np.asarray(model({b: x for b, x in zip(BACKBONES, data.inputs("fc1024"))}, training=False))
     np.testing.assert_allclose(by_name, probs, rtol=1e-5)
 
-
 def test_training_is_seeded(embeddings, tmp_path):
     config = replace(QUICK, epochs=3)
     a = train_fusion(embeddings, tmp_path / "a", method="f5", modalities="audio", config=config, progress=False)
     b = train_fusion(embeddings, tmp_path / "b", method="f5", modalities="audio", config=config, progress=False)
     assert [h["loss"] for h in a.history] == pytest.approx([h["loss"] for h in b.history], rel=1e-5)
     assert a.backbones == MODALITY_SETS["audio"] and a.level == "fc10"
-
 
 def test_train_all_fusions_resumes(embeddings, tmp_path):
     config = FusionConfig(epochs=1, batch_size=64, learning_rate=1e-2)
@@ -290,7 +272,6 @@ def test_train_all_fusions_resumes(embeddings, tmp_path):
     with pytest.raises(ConfigError, match="other settings"):
         train_all_fusions(embeddings, root, **{**kwargs, "config": replace(config, seed=5)})
 
-
 @pytest.mark.slow
 def test_train_all_fusions_writes_18_folders(embeddings, tmp_path):
     root = tmp_path / "fusion"
@@ -308,15 +289,12 @@ def test_train_all_fusions_writes_18_folders(embeddings, tmp_path):
     assert all(r.skipped for r in train_all_fusions(embeddings, root, config=FusionConfig(epochs=1),
                                                     progress=False))
 
-
 def test_empty_val_split_is_an_error(tmp_path):
     emb = make_embeddings(tmp_path / "emb", width=8, per_class={"train": 2, "test": 1})
     with pytest.raises(DataError, match="val split has no clips"):
         train_fusion(emb, tmp_path / "x", method="f4", config=QUICK)
 
-
 # --- CLI --------------------------------------------------------------------------------------
-
 
 def test_cli_fuse_then_evaluate(embeddings, tmp_path, capsys):
     root = tmp_path / "fusion"
@@ -338,7 +316,6 @@ def test_cli_fuse_then_evaluate(embeddings, tmp_path, capsys):
     metrics = json.loads((report / "metrics.json").read_text())
     assert len(metrics["results"]) == 4 and len(metrics["backbones"]) == 5
     assert pq.read_table(root / "f4-audio" / "predictions.parquet").num_rows == 280
-
 
 def test_cli_reports_missing_embeddings_in_one_line(tmp_path, capsys):
     (tmp_path / "emb").mkdir()

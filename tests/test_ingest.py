@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from media_cases import make_text_as_mp4, make_truncated, make_video
 
 from avsc.cli import main
-from avsc.demo import make_demo_dataset
+from avsc.data.demo import make_demo_dataset
+from avsc.data.ingest import find_metadata, ingest_dataset
+from avsc.data.manifest import MANIFEST_SCHEMA, read_manifest
 from avsc.errors import DataError
-from avsc.ingest import find_metadata, ingest_dataset
-from avsc.manifest import MANIFEST_SCHEMA, read_manifest
-from media_cases import make_text_as_mp4, make_truncated, make_video
 
 SMALL = dict(classes=3, clips_per_class=8, locations_per_class=4, seconds=1.0, width=64,
              height=48, fps=5.0, progress=False)

@@ -8,8 +8,8 @@ from media_cases import make_text_as_mp4, make_truncated, make_video
 
 from avsc.config import AudioConfig, FrameConfig
 from avsc.errors import MediaError
-from avsc.ffmpeg import write_clip
-from avsc.media import demux_audio, media_duration, sample_frames
+from avsc.media.decode import demux_audio, media_duration, sample_frames
+from avsc.media.encode import write_clip
 
 AUDIO = AudioConfig(clip_seconds=2.0)
 

@@ -9,7 +9,7 @@ keras = pytest.importorskip("keras")
 
 from avsc.config import TrainConfig  # noqa: E402
 from avsc.errors import ConfigError  # noqa: E402
-from avsc.models import (  # noqa: E402
+from avsc.models.backbones import (  # noqa: E402
     Deltas,
     build_audio_backbone,
     build_backbone,
@@ -58,9 +58,9 @@ def test_deltas_match_hand_computation():
 
 
 def test_deltas_match_numpy_reference(rng):
-    features = pytest.importorskip("avsc.features")
+    features = pytest.importorskip("avsc.features.spectrograms")
     if not hasattr(features, "compute_deltas"):
-        pytest.skip("avsc.features.compute_deltas not available")
+        pytest.skip("avsc.features.spectrograms.compute_deltas not available")
     spec = rng.normal(size=(8, 30, 2)).astype(np.float32)
     expected = np.asarray(features.compute_deltas(spec), np.float32)
     np.testing.assert_allclose(np.asarray(Deltas()(spec[None]))[0], expected, rtol=1e-5, atol=1e-5)
@@ -137,7 +137,7 @@ def _all_layers(model):
 
 
 def test_grouped_convolutions_become_depthwise_with_the_same_outputs(rng):
-    from avsc.models import depthwise_for_grouped
+    from avsc.models.backbones import depthwise_for_grouped
 
     convnext = keras.applications.ConvNeXtTiny(include_top=False, weights=None, input_shape=(32, 32, 3),
                                                pooling="avg")

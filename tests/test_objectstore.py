@@ -1,4 +1,4 @@
-"""avsc.objectstore and ``avsc data`` against a real S3 server on 127.0.0.1 (moto standalone)."""
+"""avsc.storage (s3, sync) and ``avsc data`` against a real S3 server on 127.0.0.1 (moto standalone)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,13 @@ import socket
 from pathlib import Path
 
 import pytest
+from s3_server import FlakyProxy, iam_auth, s3_env, s3_server, s3_store  # noqa: F401  (fixtures)
 
-from avsc import objectstore
 from avsc.cli import main
 from avsc.errors import StoreError
-from avsc.objectstore import (
-    S3Settings, TransferResult, is_remote, list_objects, parse_uri, pull_dir, pull_file,
-    push_dir, push_file,
-)
-from s3_server import FlakyProxy, iam_auth, s3_env, s3_server, s3_store  # noqa: F401  (fixtures)
+from avsc.storage import sync
+from avsc.storage.s3 import S3Settings, is_remote, parse_uri
+from avsc.storage.sync import TransferResult, list_objects, pull_dir, pull_file, push_dir, push_file
 
 MULTIPART = 6 * 1024 * 1024  # above minio's 5 MiB part size: sent as a two-part upload
 
@@ -243,7 +241,7 @@ def test_list_objects(s3_store, dataset):
 
 def _corrupt_after_hashing(monkeypatch, victims: dict[str, callable]) -> None:
     """Change chosen files right after push has hashed them, as a writer racing the upload would."""
-    real_hash = objectstore._hash_file
+    real_hash = sync._hash_file
 
     def hash_then_corrupt(path, algorithm="sha256"):
         digest = real_hash(path, algorithm)
@@ -251,7 +249,7 @@ def _corrupt_after_hashing(monkeypatch, victims: dict[str, callable]) -> None:
         if change is not None:
             change(Path(path))
         return digest
-    monkeypatch.setattr(objectstore, "_hash_file", hash_then_corrupt)
+    monkeypatch.setattr(sync, "_hash_file", hash_then_corrupt)
 
 
 def test_failed_uploads_leave_no_object(s3_store, dataset, monkeypatch):

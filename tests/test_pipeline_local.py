@@ -18,17 +18,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from kfp.dsl import Dataset, Metrics, Model
 from s3_server import s3_env, s3_server, s3_store  # noqa: F401  (fixtures)
 
-import avsc.objectstore
+import avsc.storage.sync
 from avsc.config import BACKBONES, FUSION_METHODS, MODALITY_SETS
-from avsc.demo import make_demo_dataset
+from avsc.data.demo import make_demo_dataset
+from avsc.data.manifest import read_manifest
+from avsc.features.preprocess import shard_rows
 from avsc.labels import LABELS
-from avsc.manifest import read_manifest
-from avsc.objectstore import pull_dir, push_dir
-from avsc.preprocess import shard_rows
+from avsc.storage.sync import pull_dir, push_dir
 from components import ingest_dataset, preprocess_shard, publish_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,14 +125,14 @@ def test_ingest_and_preprocess_read_a_remote_dataset_shard_by_shard(s3_env, tmp_
     scratch.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(scratch))
     pulls = []  # what each real pull left in its folder, recorded before the step removes it
-    real_pull_dir = avsc.objectstore.pull_dir
+    real_pull_dir = avsc.storage.sync.pull_dir
 
     def recording_pull_dir(uri, local_dir, **kwargs):
         result = real_pull_dir(uri, local_dir, **kwargs)
         pulls.append(sorted(str(p.relative_to(local_dir)) for p in Path(local_dir).rglob("*") if p.is_file()))
         return result
 
-    monkeypatch.setattr(avsc.objectstore, "pull_dir", recording_pull_dir)
+    monkeypatch.setattr(avsc.storage.sync, "pull_dir", recording_pull_dir)
 
     manifest = Dataset(uri=str(tmp_path / "manifest"))
     ingest_dataset.python_func(dataset=s3_env.uri("tau"), manifest=manifest,

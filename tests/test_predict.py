@@ -3,7 +3,7 @@
 One module-wide set of models keeps this fast: the five backbones built with random
 weights at a tiny feature config (1-s clips, 16 bins, 32x32 frames), saved as
 ``avsc train`` saves them, and two fusion models trained for one epoch by
-:func:`avsc.fusion.train_fusion` on random embeddings: f4 (fc10, audio+visual), a
+:func:`avsc.training.fusion.train_fusion` on random embeddings: f4 (fc10, audio+visual), a
 visual-only f1 (fc1024) and an audio-only f2 (fc1024; the command-line tests use it, as
 its models load in a moment).
 """
@@ -17,16 +17,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from avsc.bundle import BUNDLE_FILE, load_bundle, make_bundle
-from avsc.config import BACKBONES, AudioConfig, FeatureConfig, FrameConfig, FusionConfig, TrainConfig
-from avsc.config import config_hash, to_dict
-from avsc.errors import ConfigError, DataError, MediaError
-from avsc.fileio import read_json, sha256_file, write_json
-from avsc.labels import LABELS
-from avsc.predict import Predictor, window_offsets
-
 from media_cases import make_text_as_mp4, make_video
+
+from avsc.config import (
+    BACKBONES,
+    AudioConfig,
+    FeatureConfig,
+    FrameConfig,
+    FusionConfig,
+    TrainConfig,
+    config_hash,
+    to_dict,
+)
+from avsc.errors import ConfigError, DataError, MediaError
+from avsc.inference.bundle import BUNDLE_FILE, load_bundle, make_bundle
+from avsc.inference.predict import Predictor, window_offsets
+from avsc.labels import LABELS
+from avsc.storage.files import read_json, sha256_file, write_json
 
 FEATURES = FeatureConfig(audio=AudioConfig(sample_rate=16000, clip_seconds=1.0, n_bins=16),
                          frames=FrameConfig(fps=2.0, size=32))
@@ -39,8 +46,8 @@ TRAIN = TrainConfig(weights="none", image_size=75, audio_base_filters=8, audio_s
 @pytest.fixture(scope="module")
 def models_root(tmp_path_factory) -> Path:
     """``<backbone>/model.keras`` + ``config.json`` as ``avsc train`` writes them."""
-    from avsc.features import feature_shapes
-    from avsc.models import build_backbone
+    from avsc.features.spectrograms import feature_shapes
+    from avsc.models.backbones import build_backbone
 
     root = tmp_path_factory.mktemp("models")
     shapes = {k: tuple(v) for k, v in feature_shapes(FEATURES).items()}
@@ -59,8 +66,8 @@ def models_root(tmp_path_factory) -> Path:
 def fusion_root(models_root, tmp_path_factory) -> Path:
     """``f4-audio+visual``, ``f1-visual`` and ``f2-audio`` fusion folders, trained briefly on
     random embeddings."""
-    from avsc.embeddings import write_embeddings
-    from avsc.fusion import train_fusion
+    from avsc.training.embeddings import write_embeddings
+    from avsc.training.fusion import train_fusion
 
     root = tmp_path_factory.mktemp("fusion")
     emb_dir = root / "embeddings"
@@ -96,7 +103,7 @@ def predictor(bundle_dir) -> Predictor:
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> dict[str, Path]:
-    from avsc.demo import make_demo_dataset
+    from avsc.data.demo import make_demo_dataset
 
     root = tmp_path_factory.mktemp("videos")
     demo = make_demo_dataset(root / "demo", classes=1, clips_per_class=3, locations_per_class=3, seconds=2.0, width=160,
@@ -255,7 +262,7 @@ def test_predict_demo_video(predictor, videos):
 
 def test_predict_any_layout(predictor, videos):
     """5.1 sound at 44.1 kHz, a portrait 70x100 picture at 25 frames/s, 1.5 clips long."""
-    from avsc.probe import probe_media
+    from avsc.media.probe import probe_media
 
     prediction = predictor.predict_file(videos["surround"])
     assert prediction.label in LABELS
@@ -267,8 +274,8 @@ def test_predict_any_layout(predictor, videos):
 
 
 def test_long_video_averages_windows(predictor, videos):
-    from avsc.features import compute_clip_features
-    from avsc.media import demux_audio, sample_frames
+    from avsc.features.spectrograms import compute_clip_features
+    from avsc.media.decode import demux_audio, sample_frames
 
     path = videos["long"]
     prediction = predictor.predict_file(path)

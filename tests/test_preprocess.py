@@ -11,11 +11,11 @@ from media_cases import make_text_as_mp4, make_truncated, make_video
 
 from avsc.cli import main
 from avsc.config import AudioConfig, FeatureConfig, FrameConfig
+from avsc.data.manifest import read_manifest, write_manifest
 from avsc.errors import ConfigError, DataError
-from avsc.features import feature_shapes
-from avsc.manifest import read_manifest, write_manifest
-from avsc.preprocess import parse_shard, preprocess, shard_rows
-from avsc.store import FeatureStore, load_clip, read_summary
+from avsc.features.preprocess import parse_shard, preprocess, shard_rows
+from avsc.features.spectrograms import feature_shapes
+from avsc.features.store import FeatureStore, load_clip, read_summary
 
 CONFIG = FeatureConfig(audio=AudioConfig(clip_seconds=1.0), frames=FrameConfig(fps=2.0, size=32))
 GOOD = ("airport-lisbon-1-1", "bus-lisbon-2-1", "park-paris-3-1", "tram-paris-4-1")
@@ -144,9 +144,9 @@ def test_cli_exits_2_when_every_clip_is_rejected(dataset, tmp_path, capsys):
 @pytest.mark.slow
 def test_cli_end_to_end_demo_to_training_batch(tmp_path, capsys):
     """demo data -> ingest -> `avsc preprocess` (2 workers) -> FeatureStore -> one training batch."""
-    from avsc.datasets import train_dataset
-    from avsc.demo import make_demo_dataset
-    from avsc.ingest import ingest_dataset
+    from avsc.data.demo import make_demo_dataset
+    from avsc.data.ingest import ingest_dataset
+    from avsc.training.streams import train_dataset
 
     demo = make_demo_dataset(tmp_path / "demo", classes=3, clips_per_class=3, locations_per_class=3,
                              seconds=2.0, width=64, height=48, progress=False)

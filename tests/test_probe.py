@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from media_cases import make_corrupt, make_text_as_mp4, make_truncated, make_video
 
 from avsc.errors import MediaError
-from avsc.probe import channels_of_layout, parse_ffmpeg_report, probe_media
-from media_cases import make_corrupt, make_text_as_mp4, make_truncated, make_video
+from avsc.media.probe import channels_of_layout, parse_ffmpeg_report, probe_media
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,15 @@ import pytest
 
 from avsc.config import FeatureConfig, load_config
 from avsc.errors import DataError
-from avsc.fileio import atomic_path
-from avsc.store import FeatureStore, clip_file, init_store, load_clip, write_clip, write_index
+from avsc.features.store import (
+    FeatureStore,
+    clip_file,
+    init_store,
+    load_clip,
+    write_clip,
+    write_index,
+)
+from avsc.storage.files import atomic_path
 
 SHAPES = {"mel": [8, 5, 2], "frames": [2, 4, 4, 3]}
 

@@ -12,11 +12,13 @@ keras = pytest.importorskip("keras")
 from features_factory import make_feature_store  # noqa: E402
 
 from avsc.config import TrainConfig, load_config  # noqa: E402
-from avsc.datasets import eval_dataset, train_dataset  # noqa: E402
 from avsc.errors import ConfigError, DataError  # noqa: E402
+from avsc.evaluation.metrics import classification_metrics  # noqa: E402
+from avsc.features.store import FeatureStore  # noqa: E402
 from avsc.labels import LABEL_INDEX  # noqa: E402
-from avsc.store import FeatureStore  # noqa: E402
-from avsc.training import classification_metrics, kl_divergence_loss, mixup, train_backbone  # noqa: E402
+from avsc.models.losses import kl_divergence_loss  # noqa: E402
+from avsc.training.backbone import train_backbone  # noqa: E402
+from avsc.training.streams import eval_dataset, mixup, train_dataset  # noqa: E402
 
 QUICK = load_config(preset="quick").train
 
@@ -39,7 +41,7 @@ def test_kl_loss_matches_hand_computation():
 
 def test_classification_metrics():
     probs = np.array([[0.9, 0.1] + [0] * 8, [0.2, 0.8] + [0] * 8, [0.6, 0.4] + [0] * 8])
-    metrics = classification_metrics(probs, np.array([0, 1, 1]))
+    metrics = classification_metrics(np.array([0, 1, 1]), probs)
     assert metrics["accuracy"] == pytest.approx(2 / 3)
     assert metrics["log_loss"] == pytest.approx(-(np.log(0.9) + np.log(0.8) + np.log(0.4)) / 3)
     assert metrics["per_class_accuracy"] == {"airport": 1.0, "bus": 0.5}
@@ -105,7 +107,7 @@ def test_outputs_are_complete_and_model_reloads(trained, store_dir):
     rows = store.clips("val")
     probs = model.predict(eval_dataset(store, "aud-mel", "val", batch_size=16), verbose=0)
     labels = np.array([LABEL_INDEX[v] for v in rows["label"]])
-    again = classification_metrics(probs, labels)
+    again = classification_metrics(labels, probs)
     assert again["accuracy"] == pytest.approx(val_metrics["accuracy"])
     assert again["log_loss"] == pytest.approx(val_metrics["log_loss"], rel=1e-4)
     assert sorted(p.name for p in (model_dir / "checkpoints").glob("*.keras")) == sorted(
@@ -144,8 +146,8 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
 
 
 def test_visual_backbone_trains_and_embeds(tmp_path):
-    from avsc.embeddings import embed_arrays, embed_clips, read_embeddings
-    from avsc.models import embedding_model
+    from avsc.models.backbones import embedding_model
+    from avsc.training.embeddings import embed_arrays, embed_clips, read_embeddings
 
     store_dir = make_feature_store(tmp_path / "features", per_class={"train": 2, "val": 1},
                                    features=("frames",), size=40, n_frames=2)
@@ -158,7 +160,7 @@ def test_visual_backbone_trains_and_embeds(tmp_path):
     table = read_embeddings(embedded.path)
     assert table.backbone == "vis-conv" and table.fc1024.shape == (30, 1024) and table.fc10.shape == (30, 10)
     # A clip's visual embedding is the mean of its frames' embeddings.
-    from avsc.store import load_clip
+    from avsc.features.store import load_clip
 
     store = FeatureStore.open(store_dir)
     path = store.clips().set_index("clip_id").loc[table.clip_ids[0], "path"]

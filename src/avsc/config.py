@@ -227,11 +227,6 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def from_dict(data: dict[str, Any], where: str = "config") -> Config:
-    """Build a :class:`Config` from nested dicts, rejecting unknown keys and wrong types."""
-    return _build(Config, data, where)
-
-
 def preset_dict(preset: str) -> dict[str, Any]:
     if preset not in _PRESET_OVERRIDES:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")

@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_demo_data(args: argparse.Namespace) -> int:
-    from avsc.demo import make_demo_dataset
+    from avsc.data.demo import make_demo_dataset
 
     result = make_demo_dataset(
         args.out, classes=args.classes, clips_per_class=args.clips_per_class,
@@ -55,7 +55,7 @@ def run_demo_data(args: argparse.Namespace) -> int:
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    from avsc.ingest import ingest_dataset
+    from avsc.data.ingest import ingest_dataset
 
     if not 0.0 <= args.val_fraction < 1.0:
         raise DataError("--val-fraction", f"must be in [0, 1), not {args.val_fraction}")

@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_fuse(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from avsc.config import load_config
-    from avsc.fusion import train_all_fusions, train_fusion
+    from avsc.training.fusion import train_all_fusions, train_fusion
 
     config = load_config(args.config, preset=args.preset, overrides={"fusion": {
         "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
@@ -76,8 +76,8 @@ def run_fuse(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from avsc.evaluation import evaluate
-    from avsc.report import results_table
+    from avsc.evaluation.evaluate import evaluate
+    from avsc.evaluation.report import results_table
 
     metrics = evaluate(args.fusion_dirs, args.output, split=args.split, embeddings_dir=args.embeddings)
     print(results_table(metrics))

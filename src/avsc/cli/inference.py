@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_bundle(args: argparse.Namespace) -> int:
-    from avsc.bundle import load_bundle, make_bundle
+    from avsc.inference.bundle import load_bundle, make_bundle
 
     out = make_bundle(args.models, args.fusion, args.output, visual_fusion_dir=args.visual_fusion)
     bundle = load_bundle(out)
@@ -55,7 +55,7 @@ def run_predict(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
     from tqdm import tqdm
 
-    from avsc.predict import Predictor
+    from avsc.inference.predict import Predictor
 
     # Graph functions: at the paper's sizes tracing them costs about what op-by-op running
     # loses on the first video alone, and every later video runs about 1.5x faster.

@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_preprocess(args: argparse.Namespace) -> int:
     from avsc.config import load_config
     from avsc.errors import ConfigError
-    from avsc.preprocess import parse_shard, preprocess
+    from avsc.features.preprocess import parse_shard, preprocess
 
     shard = parse_shard(args.shard)
     if args.workers < 1:

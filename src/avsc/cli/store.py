@@ -79,7 +79,7 @@ def _check_workers(workers: int) -> None:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    from avsc.objectstore import push_dir
+    from avsc.storage.sync import push_dir
 
     _check_workers(args.workers)
     result = push_dir(args.source, args.uri, workers=args.workers, progress=not args.quiet)
@@ -89,7 +89,7 @@ def run_push(args: argparse.Namespace) -> int:
 
 
 def run_pull(args: argparse.Namespace) -> int:
-    from avsc.objectstore import pull_dir
+    from avsc.storage.sync import pull_dir
 
     _check_workers(args.workers)
     result = pull_dir(args.uri, args.dest, include=args.include, workers=args.workers,
@@ -100,7 +100,8 @@ def run_pull(args: argparse.Namespace) -> int:
 
 
 def run_ls(args: argparse.Namespace) -> int:
-    from avsc.objectstore import list_objects, parse_uri
+    from avsc.storage.s3 import parse_uri
+    from avsc.storage.sync import list_objects
 
     bucket, prefix = parse_uri(args.uri)
     base = f"s3://{bucket}/{prefix + '/' if prefix else ''}"

@@ -49,7 +49,7 @@ def _quiet_tensorflow() -> None:
 def run_train(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from avsc.config import load_config
-    from avsc.training import train_backbone
+    from avsc.training.backbone import train_backbone
 
     config = load_config(args.config, preset=args.preset, overrides={"train": {
         "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
@@ -64,7 +64,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_embed(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
-    from avsc.embeddings import embed_clips
+    from avsc.training.embeddings import embed_clips
 
     result = embed_clips(args.model_dir, args.features, args.output, batch_size=args.batch_size,
                          progress=not args.quiet)

@@ -1,13 +1,7 @@
-"""Where avsc finds ffmpeg, and how it writes synthetic clips with it.
-
-The ffmpeg binary comes from the ``imageio-ffmpeg`` wheel, so ``pip install avsc`` is
-enough; ``AVSC_FFMPEG`` (read when called, not at import) points to another binary.
-"""
+"""Writing media: PCM WAV files and H.264 + AAC MP4 clips (the demo dataset, tests, benchmarks)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import tempfile
 import wave
@@ -16,22 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from avsc.errors import AvscError
+from avsc.media.ffmpeg import ffmpeg_exe
 
-
-def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary to use."""
-    override = os.environ.get("AVSC_FFMPEG")
-    if override:
-        return override
-    try:
-        import imageio_ffmpeg
-
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError):
-        found = shutil.which("ffmpeg")
-        if found:
-            return found
-        raise AvscError("no ffmpeg binary found: `pip install imageio-ffmpeg` or set AVSC_FFMPEG") from None
+__all__ = ["write_wav", "write_clip"]
 
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, sample_width: int = 3) -> None:

@@ -1,19 +1,9 @@
 """Evaluation of fusion models on one split (paper, section III-C): metrics, report, CSV.
 
-Metrics are computed in NumPy only, on whole clips, with the class order of
-:data:`avsc.labels.LABELS` (alphabetical):
-
-- accuracy: the fraction of clips whose most probable class is the true class;
-- per-class accuracy: for each class, the accuracy on the clips of that class (the recall
-  of the class, as DCASE reports it);
-- multi-class log loss: ``-mean_n log p_n[y_n]`` after clipping every probability to
-  ``[1e-15, 1 - 1e-15]`` and renormalising each row to sum to 1 (as DCASE computed it
-  with scikit-learn's ``log_loss``);
-- confusion matrix: ``C[i, j]`` = clips of true class ``i`` predicted as class ``j``.
-
 :func:`evaluate` reads the ``predictions.parquet`` of fusion folders written by
-:func:`avsc.fusion.train_fusion` and writes ``metrics.json``, one confusion-matrix PNG and
-one DCASE-style submission CSV per result, ``report.html`` and ``report.md``.
+:func:`avsc.training.backbone.fusion.train_fusion`, scores them with :mod:`avsc.evaluation.evaluate.metrics`
+and writes ``metrics.json``, one confusion-matrix PNG and one DCASE-style submission CSV per
+result, ``report.html`` and ``report.md``.
 """
 
 from __future__ import annotations
@@ -24,178 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from avsc.config import BACKBONES, FUSION_METHODS, MODALITY_SETS
 from avsc.errors import DataError
-from avsc.fileio import atomic_path, read_json, write_json
-from avsc.labels import LABEL_INDEX, LABELS
+from avsc.evaluation.metrics import classification_metrics, label_indices, softmax
+from avsc.evaluation.predictions import FUSION_FILE, PREDICTIONS_FILE, read_predictions
+from avsc.labels import LABELS
+from avsc.storage.files import read_json, write_json
 
-__all__ = [
-    "LOG_LOSS_EPS",
-    "accuracy",
-    "per_class_accuracy",
-    "log_loss",
-    "confusion_matrix",
-    "classification_metrics",
-    "softmax",
-    "write_predictions",
-    "read_predictions",
-    "find_fusion_dirs",
-    "evaluate",
-]
-
-LOG_LOSS_EPS = 1e-15
-PREDICTIONS_FILE = "predictions.parquet"
-FUSION_FILE = "fusion.json"
-
-
-# --- Metrics (pure NumPy) -------------------------------------------------------------------
-
-
-def accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
-    """Fraction of rows whose arg-max is the true class.
-
-    Args:
-        y_true: [shape=(n,)] true class indices.
-        probs: [shape=(n, n_classes)] scores (probabilities or logits).
-    """
-    y_true = np.asarray(y_true)
-    if not len(y_true):
-        return float("nan")
-    return float((np.asarray(probs).argmax(axis=1) == y_true).mean())
-
-
-def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = len(LABELS)) -> np.ndarray:
-    """Accuracy on the clips of each class (recall per class); NaN for a class with no clip.
-
-    Args:
-        y_true, y_pred: [shape=(n,)] true and predicted class indices.
-    Returns:
-        [shape=(n_classes,), float64]
-    """
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    out = np.full(n_classes, np.nan)
-    for k in range(n_classes):
-        mask = y_true == k
-        if mask.any():
-            out[k] = float((y_pred[mask] == k).mean())
-    return out
-
-
-def log_loss(y_true: np.ndarray, probs: np.ndarray, eps: float = LOG_LOSS_EPS) -> float:
-    """Multi-class log loss: clip to ``[eps, 1 - eps]``, renormalise rows, mean ``-log p[y]``.
-
-    Args:
-        y_true: [shape=(n,)] true class indices.
-        probs: [shape=(n, n_classes)] predicted probabilities.
-    """
-    y_true = np.asarray(y_true)
-    if not len(y_true):
-        return float("nan")
-    p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1.0 - eps)
-    p = p / p.sum(axis=1, keepdims=True)
-    return float(-np.log(p[np.arange(len(y_true)), y_true]).mean())
-
-
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = len(LABELS)) -> np.ndarray:
-    """``C[i, j]`` = number of rows of true class ``i`` predicted as ``j``.
-
-    Returns:
-        [shape=(n_classes, n_classes), int64] rows = true class, columns = predicted.
-    """
-    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
-    return matrix
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, [shape=(n, k)] -> [shape=(n, k)], float64."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str] = LABELS) -> dict[str, Any]:
-    """Accuracy, log loss, per-class accuracy and confusion matrix of clip probabilities.
-
-    Args:
-        y_true: [shape=(n,)] true class indices into ``labels``.
-        probs: [shape=(n, len(labels))] class probabilities.
-
-    Returns:
-        ``{"accuracy", "log_loss", "per_class_accuracy": {label: acc} (classes with clips
-        only), "confusion_matrix": [[int]], "n_clips", "labels"}``.
-    """
-    y_true = np.asarray(y_true, dtype=np.int64)
-    probs = np.asarray(probs, dtype=np.float64)
-    n_classes = len(labels)
-    y_pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
-    per_class = per_class_accuracy(y_true, y_pred, n_classes)
-    return {
-        "accuracy": accuracy(y_true, probs),
-        "log_loss": log_loss(y_true, probs),
-        "per_class_accuracy": {label: float(per_class[k]) for k, label in enumerate(labels)
-                               if not np.isnan(per_class[k])},
-        "confusion_matrix": confusion_matrix(y_true, y_pred, n_classes).tolist(),
-        "n_clips": int(len(y_true)),
-        "labels": list(labels),
-    }
-
-
-def label_indices(labels: Sequence[str], where: str | Path) -> np.ndarray:
-    """Class indices of label strings; DataError naming ``where`` for an unknown label."""
-    unknown = sorted(set(labels) - set(LABEL_INDEX))
-    if unknown:
-        raise DataError(where, f"unknown scene label(s) {', '.join(unknown)}",
-                        f"labels must be among {', '.join(LABELS)}")
-    return np.asarray([LABEL_INDEX[label] for label in labels], dtype=np.int64)
-
-
-# --- Predictions file ---------------------------------------------------------------------
-
-
-def write_predictions(path: str | Path, *, clip_ids: Sequence[str], splits: Sequence[str],
-                      labels: Sequence[str], probs: np.ndarray) -> Path:
-    """Write clip probabilities as Parquet (atomically).
-
-    Columns: ``clip_id``, ``split``, ``label`` (true), ``predicted`` (arg-max label) and
-    ``probs`` [fixed-size list of 10 float32, :data:`LABELS` order].
-    """
-    probs = np.ascontiguousarray(probs, dtype=np.float32)
-    predicted = [LABELS[k] for k in probs.argmax(axis=1)] if len(probs) else []
-    table = pa.Table.from_arrays(
-        [pa.array(list(clip_ids), pa.string()), pa.array(list(splits), pa.string()),
-         pa.array(list(labels), pa.string()), pa.array(predicted, pa.string()),
-         pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), probs.shape[1])],
-        names=["clip_id", "split", "label", "predicted", "probs"],
-    )
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-    return Path(path)
-
-
-def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a predictions file: ``clip_id``, ``split``, ``label`` [shape=(n,)], ``probs`` [shape=(n, 10)]."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "predictions file not found", "train the fusion model again (`avsc fuse`)")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(path, f"not a readable Parquet file ({exc})") from None
-    missing = [c for c in ("clip_id", "split", "label", "probs") if c not in table.column_names]
-    if missing:
-        raise DataError(path, f"missing column(s) {', '.join(missing)}", "not an avsc predictions file")
-    column = table.column("probs").combine_chunks()
-    return {
-        "clip_id": np.asarray(table.column("clip_id").to_pylist()),
-        "split": np.asarray(table.column("split").to_pylist()),
-        "label": np.asarray(table.column("label").to_pylist()),
-        "probs": column.values.to_numpy(zero_copy_only=False).reshape(len(column), -1).astype(np.float64),
-    }
+__all__ = ["find_fusion_dirs", "evaluate"]
 
 
 # --- Evaluation of fusion folders ------------------------------------------------------------
@@ -249,7 +76,7 @@ def _best(results: list[dict[str, Any]]) -> dict[str, str] | None:
 
 
 def _backbone_rows(embeddings_dir: Path, split: str) -> list[dict[str, Any]]:
-    from avsc.embeddings import read_embeddings
+    from avsc.training.embeddings import read_embeddings
 
     if not embeddings_dir.is_dir():
         raise DataError(embeddings_dir, "embeddings folder not found", "give the folder of `avsc embed` outputs")
@@ -304,7 +131,7 @@ def evaluate(
         >>> metrics = evaluate(["runs/fusion"], "runs/report", embeddings_dir="runs/embeddings")
         >>> metrics["best"], metrics["results"][0]["accuracy"]
     """
-    from avsc import report
+    from avsc.evaluation import report
 
     if isinstance(fusion_dirs, (str, Path)):
         fusion_dirs = [fusion_dirs]

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from avsc.errors import DataError
-from avsc.fileio import atomic_path
 from avsc.labels import LABELS
+from avsc.storage.files import atomic_path
 
 
 def embedding_schema(fc_width: int = 1024, n_classes: int = len(LABELS)) -> pa.Schema:
@@ -129,7 +129,7 @@ def read_embeddings(path: str | Path) -> Embeddings:
 
 
 def embed_arrays(backbone: str, emb_model, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings of a batch of clips from an :func:`avsc.models.embedding_model`.
+    """Embeddings of a batch of clips from an :func:`avsc.models.backbones.embedding_model`.
 
     Args:
         backbone: the backbone's name (decides how ``batch`` is read).
@@ -198,10 +198,10 @@ def embed_clips(
     import keras
     from tqdm import tqdm
 
-    import avsc.models  # noqa: F401  (registers the custom layers)
+    import avsc.models.backbones  # noqa: F401  (registers the custom layers)
     from avsc.config import BACKBONE_FEATURE
-    from avsc.fileio import read_json, sha256_file
-    from avsc.store import FeatureStore, load_clip
+    from avsc.features.store import FeatureStore, load_clip
+    from avsc.storage.files import read_json, sha256_file
 
     model_dir = Path(model_dir)
     model_path, config_path = model_dir / "model.keras", model_dir / "config.json"
@@ -218,7 +218,7 @@ def embed_clips(
     feature = BACKBONE_FEATURE[backbone]
     if feature not in store.shapes:
         raise DataError(store.roots[0], f"feature store has no {feature!r} feature, needed by {backbone}")
-    emb_model = avsc.models.embedding_model(keras.models.load_model(model_path, compile=False))
+    emb_model = avsc.models.backbones.embedding_model(keras.models.load_model(model_path, compile=False))
     rows = store.clips().sort_values("clip_id").reset_index(drop=True)
     fc1024_parts, fc10_parts = [], []
     paths = list(rows["path"])

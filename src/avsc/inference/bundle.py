@@ -37,11 +37,18 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from avsc import __version__
-from avsc.config import (BACKBONES, MODALITY_SETS, VISUAL_BACKBONES, FeatureConfig, config_hash,
-                         feature_config_from_dict, to_dict)
+from avsc.config import (
+    BACKBONES,
+    MODALITY_SETS,
+    VISUAL_BACKBONES,
+    FeatureConfig,
+    config_hash,
+    feature_config_from_dict,
+    to_dict,
+)
 from avsc.errors import ConfigError, DataError
-from avsc.fileio import atomic_path, read_json, sha256_file, write_json
 from avsc.labels import LABELS
+from avsc.storage.files import atomic_path, read_json, sha256_file, write_json
 
 BUNDLE_FORMAT = "avsc-bundle/1"
 BUNDLE_FILE = "bundle.json"

@@ -16,14 +16,13 @@ clip in order (visual; a clip's prediction is the mean over its frames, see
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import numpy as np
 
 from avsc.config import BACKBONE_FEATURE, VISUAL_BACKBONES
 from avsc.errors import DataError
+from avsc.features.store import FeatureStore, load_clip
 from avsc.labels import LABEL_INDEX, LABELS
-from avsc.store import FeatureStore, load_clip
 
 
 def mixup(x, y, lam, perm):
@@ -181,8 +180,3 @@ def clip_predictions(outputs: np.ndarray, n_clips: int) -> np.ndarray:
     if n_clips == 0:
         return outputs.reshape(0, *outputs.shape[1:])
     return outputs.reshape(n_clips, -1, *outputs.shape[1:]).mean(axis=1)
-
-
-def load_batch(paths: Sequence[str], feature: str) -> np.ndarray:
-    """Stack one feature of several clips, float32 (for embedding and prediction)."""
-    return np.stack([load_clip(p, [feature])[feature] for p in paths]).astype(np.float32)

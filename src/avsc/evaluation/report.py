@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from avsc.config import FUSION_METHODS
-from avsc.fileio import atomic_path
 from avsc.labels import LABELS
+from avsc.storage.files import atomic_path
 
 __all__ = ["PUBLISHED", "results_table", "plot_confusion", "write_submission_csv", "write_report"]
 
@@ -76,7 +76,7 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def results_table(metrics: dict[str, Any]) -> str:
-    """A plain-text table of an :func:`avsc.evaluation.evaluate` result, one row per model.
+    """A plain-text table of an :func:`avsc.evaluation.evaluate.evaluate` result, one row per model.
 
     Columns: method, modalities, clips, accuracy (%), log loss, val accuracy (%); then one
     row per backbone when the metrics have them. The best result is marked with ``*``.

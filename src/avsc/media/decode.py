@@ -1,6 +1,6 @@
 """From a video file to arrays: its sound as PCM samples, its pictures as a few RGB frames.
 
-Both run the ffmpeg binary of :func:`avsc.ffmpeg.ffmpeg_exe` (command lines built with
+Both run the ffmpeg binary of :func:`avsc.media.ffmpeg.ffmpeg_exe` (command lines built with
 ``ffmpeg-python``) and read raw data from its standard output, so nothing touches the disk.
 
 - :func:`demux_audio`: the audio stream only (``-vn``: the video is not decoded), resampled
@@ -32,8 +32,8 @@ import numpy as np
 
 from avsc.config import AudioConfig, FrameConfig
 from avsc.errors import MediaError
-from avsc.ffmpeg import ffmpeg_exe
-from avsc.probe import check_media_file, probe_media
+from avsc.media.ffmpeg import ffmpeg_exe
+from avsc.media.probe import check_media_file, probe_media
 
 _HINT = "re-download or re-extract the file, or remove it from the manifest"
 

@@ -12,7 +12,7 @@ preprocessing shard)::
 
 Every file is written atomically, so a killed job leaves only whole clips behind and a
 re-run skips them. Delta and delta-delta are not stored: the audio models compute them
-on the fly (see ``avsc.models``), which keeps the store 3x smaller.
+on the fly (see :class:`avsc.models.backbones.Deltas`), which keeps the store 3x smaller.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from avsc.config import FeatureConfig, config_hash, feature_config_from_dict, to_dict
 from avsc.errors import DataError
-from avsc.fileio import atomic_path, read_json, write_json
+from avsc.storage.files import atomic_path, read_json, write_json
 
 STORE_FORMAT = "avsc-features/1"
 FEATURE_NAMES: tuple[str, ...] = ("mel", "gam", "cqt", "frames")

@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from avsc.errors import ConfigError
-from avsc.fileio import atomic_path
 from avsc.labels import CITIES, LABELS
+from avsc.storage.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def make_demo_dataset(
     """
     from tqdm import tqdm
 
-    from avsc.ffmpeg import write_wav
+    from avsc.media.encode import write_wav
 
     if seconds <= 0 or width < 16 or height < 16 or fps <= 0 or sample_rate < 8000:
         raise ConfigError("demo dataset: seconds and fps must be > 0, width/height >= 16, "
@@ -241,7 +241,7 @@ def make_demo_dataset(
 def _write_clip_atomic(path: Path, frames: np.ndarray, fps: float, audio: np.ndarray,
                        sample_rate: int) -> None:
     """Encode beside ``path`` under a temporary name that keeps the .mp4 suffix, then move."""
-    from avsc.ffmpeg import write_clip
+    from avsc.media.encode import write_clip
 
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.{id(frames)}.part.mp4")
     try:

@@ -5,12 +5,12 @@ from position i: disjoint, together complete, the same on every machine), skips 
 whose feature file already exists (a re-run resumes), and processes the rest in a pool of
 worker processes, one clip per task:
 
-1. :func:`avsc.media.demux_audio` -- the video's sound at 32 kHz, 2 channels, padded or
+1. :func:`avsc.media.decode.demux_audio` -- the video's sound at 32 kHz, 2 channels, padded or
    cropped to the clip length (the separate WAV, when the dataset has one, is not used:
    a video must carry its own sound, as at prediction time);
-2. :func:`avsc.media.sample_frames` -- 2 frames a second, ``size x size`` RGB;
-3. :func:`avsc.features.compute_clip_features` -- MEL, GAM, CQT;
-4. :func:`avsc.store.write_clip` -- ``clips/<clip_id>.npz``, written atomically.
+2. :func:`avsc.media.decode.sample_frames` -- 2 frames a second, ``size x size`` RGB;
+3. :func:`avsc.features.spectrograms.compute_clip_features` -- MEL, GAM, CQT;
+4. :func:`avsc.features.store.write_clip` -- ``clips/<clip_id>.npz``, written atomically.
 
 A clip whose video is missing, corrupt, truncated or silent is recorded as rejected (the
 reason names the file) and the rest completes. Then the shard's index
@@ -39,7 +39,7 @@ from pathlib import Path
 
 from avsc.config import FeatureConfig, config_hash
 from avsc.errors import AvscError, ConfigError
-from avsc.fileio import read_json, write_json
+from avsc.storage.files import read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def shard_rows(manifest, shard: tuple[int, int]):
 
 
 def shard_name(shard: tuple[int, int]) -> str:
-    """``shard-00002-of-00004``: the name :func:`avsc.store.write_index` gives a shard's index."""
+    """``shard-00002-of-00004``: the name :func:`avsc.features.store.write_index` gives a shard's index."""
     return f"shard-{shard[0]:05d}-of-{shard[1]:05d}"
 
 
@@ -114,9 +114,9 @@ def process_clip(video_path: str | Path, clip_id: str, out_dir: str | Path, conf
     Raises:
         MediaError: the video cannot be used (message names the file).
     """
-    from avsc.features import compute_clip_features
-    from avsc.media import demux_audio, sample_frames
-    from avsc.store import write_clip
+    from avsc.features.spectrograms import compute_clip_features
+    from avsc.features.store import write_clip
+    from avsc.media.decode import demux_audio, sample_frames
 
     audio = demux_audio(video_path, config.audio)
     frames = sample_frames(video_path, config.frames, seconds=config.audio.clip_seconds,
@@ -203,9 +203,9 @@ def preprocess(
     """
     from tqdm.auto import tqdm
 
-    from avsc.features import feature_shapes
-    from avsc.manifest import read_manifest
-    from avsc.store import clip_file, init_store, write_index
+    from avsc.data.manifest import read_manifest
+    from avsc.features.spectrograms import feature_shapes
+    from avsc.features.store import clip_file, init_store, write_index
 
     check_shard(shard)
     if workers < 1:
@@ -281,7 +281,7 @@ def _run_tasks(tasks: list[tuple], workers: int) -> Iterator[tuple[str, str | No
 
 # Imported once by the fork server, before it forks the workers: a worker starts in
 # milliseconds instead of each paying the seconds librosa's import costs.
-_PRELOAD = ("avsc.preprocess", "avsc.features", "avsc.media", "avsc.store", "librosa.core.constantq",
+_PRELOAD = ("avsc.features.preprocess", "avsc.features.spectrograms", "avsc.media.decode", "avsc.features.store", "librosa.core.constantq",
             "librosa.core.spectrum", "librosa.filters", "gammatone.fftweight")
 
 
@@ -314,7 +314,7 @@ def merge_summaries(out_dir: str | Path) -> dict:
     """
     import pyarrow.parquet as pq
 
-    from avsc.store import write_summary
+    from avsc.features.store import write_summary
 
     out_dir = Path(out_dir)
     clip_ids: set[str] = set()

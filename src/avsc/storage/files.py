@@ -60,10 +60,3 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: handle.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def save_keras_model(model: Any, path: str | Path) -> Path:
-    """Save a Keras model to a ``.keras`` file atomically (Keras insists on the suffix)."""
-    with atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)
-    return Path(path)

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from avsc.data.manifest import MANIFEST_SCHEMA, SPLITS, write_manifest
 from avsc.errors import DataError, MediaError
-from avsc.fileio import write_json
 from avsc.labels import LABEL_INDEX
-from avsc.manifest import MANIFEST_SCHEMA, SPLITS, write_manifest
+from avsc.storage.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def ingest_dataset(
     """
     from tqdm import tqdm
 
-    from avsc.probe import probe_media
+    from avsc.media.probe import probe_media
 
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(str(val_fraction), "val_fraction must be in [0, 1)")

@@ -31,35 +31,22 @@ import keras
 import numpy as np
 
 from avsc.config import BACKBONE_FEATURE, TrainConfig, config_hash, to_dict
-from avsc.datasets import clip_predictions, eval_dataset, label_indices, mixup, train_dataset
 from avsc.errors import ConfigError, DataError
-from avsc.fileio import read_json, save_keras_model, write_json
+from avsc.evaluation.metrics import classification_metrics
 from avsc.labels import LABELS
+from avsc.models.losses import kl_divergence_loss
+from avsc.models.saving import save_keras_model
+from avsc.storage.files import read_json, write_json
+from avsc.training.streams import (
+    clip_predictions,
+    eval_dataset,
+    label_indices,
+    train_dataset,
+)
 
-__all__ = ["kl_divergence_loss", "mixup", "train_backbone", "TrainResult", "classification_metrics"]
+__all__ = ["train_backbone", "TrainResult"]
 
 log = logging.getLogger(__name__)
-_EPS = 1e-7
-
-
-@keras.saving.register_keras_serializable(package="avsc")
-def kl_divergence_loss(y_true, y_pred):
-    """Per-example ``sum_k y_k * log(y_k / y_hat_k)``, computed in float32.
-
-    Both sides are clipped to ``[1e-7, 1]`` so that ``0 * log 0`` counts as 0 and a
-    zero prediction cannot give infinity.
-
-    Args:
-        y_true: [shape=(batch, n_classes)] target distribution (soft after mixup).
-        y_pred: [shape=(batch, n_classes)] softmax output.
-    Returns:
-        [shape=(batch,)] loss per example.
-    """
-    import tensorflow as tf
-
-    y_true = tf.clip_by_value(tf.cast(y_true, tf.float32), _EPS, 1.0)
-    y_pred = tf.clip_by_value(tf.cast(y_pred, tf.float32), _EPS, 1.0)
-    return tf.reduce_sum(y_true * tf.math.log(y_true / y_pred), axis=-1)
 
 
 @dataclass(frozen=True)
@@ -80,30 +67,6 @@ class TrainResult:
     val_accuracy: float
     val_log_loss: float
     history: list[dict[str, Any]]
-
-
-def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Accuracy, log loss and per-class accuracy of clip probabilities.
-
-    Args:
-        probs: [shape=(n_clips, 10)] class probabilities.
-        labels: [shape=(n_clips,)] true class indices.
-    """
-    probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels)
-    predicted = probs.argmax(axis=1)
-    clipped = np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1.0)
-    per_class = {}
-    for index, label in enumerate(LABELS):
-        mask = labels == index
-        if mask.any():
-            per_class[label] = float((predicted[mask] == index).mean())
-    return {
-        "accuracy": float((predicted == labels).mean()) if len(labels) else float("nan"),
-        "log_loss": float(-np.log(clipped).mean()) if len(labels) else float("nan"),
-        "per_class_accuracy": per_class,
-        "n_clips": int(len(labels)),
-    }
 
 
 def _use_mixed_precision(setting: str) -> bool:
@@ -157,8 +120,8 @@ def train_backbone(
         >>> result = train_backbone("aud-mel", ["features"], "models/aud-mel", config=cfg)
         >>> result.val_accuracy
     """
-    from avsc.models import build_backbone, check_backbone
-    from avsc.store import FeatureStore
+    from avsc.features.store import FeatureStore
+    from avsc.models.backbones import build_backbone, check_backbone
 
     check_backbone(backbone)
     store = FeatureStore.open(feature_dirs)
@@ -208,7 +171,7 @@ def train_backbone(
                                   seed=config.seed * 100003 + epoch)
             fit = model.fit(train, epochs=1, shuffle=False, verbose=1 if progress else 0)
             probs, labels = _predict_clips(model, store, backbone, "val", config.batch_size)
-            metrics = classification_metrics(probs, labels)
+            metrics = classification_metrics(labels, probs)
             entry = {"epoch": epoch + 1, "loss": float(fit.history["loss"][-1]),
                      "val_accuracy": metrics["accuracy"], "val_log_loss": metrics["log_loss"],
                      "seconds": round(time.perf_counter() - began, 3)}

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from avsc.errors import DataError
-from avsc.fileio import atomic_path
+from avsc.storage.files import atomic_path
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 

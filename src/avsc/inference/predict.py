@@ -1,6 +1,6 @@
 """End-to-end prediction on any video file: demux, features, backbones, fusion, label.
 
-A :class:`Predictor` loads a bundle (:mod:`avsc.bundle`) once and then classifies videos
+A :class:`Predictor` loads a bundle (:mod:`avsc.inference.bundle`) once and then classifies videos
 of any length, resolution and channel layout:
 
 1. The video is cut into windows of the training clip length ``clip_seconds`` (the
@@ -11,9 +11,9 @@ of any length, resolution and channel layout:
    gives one window, padded as in training (audio with silence, video by repeating its
    last frame). A video at most 2.5 % longer than a clip counts as one clip (containers
    often report a few extra milliseconds of audio priming).
-2. Each window is decoded exactly as the training data was (:func:`avsc.media.demux_audio`,
-   :func:`avsc.media.sample_frames`) and turned into the stored features
-   (:func:`avsc.features.compute_clip_features`).
+2. Each window is decoded exactly as the training data was (:func:`avsc.media.decode.demux_audio`,
+   :func:`avsc.media.decode.sample_frames`) and turned into the stored features
+   (:func:`avsc.features.spectrograms.compute_clip_features`).
 3. The windows of a video go through each backbone together (in batches of at most
    ``max_batch_windows``); each backbone gives its ``fc1024`` or ``fc10`` embedding (a
    visual backbone's is the mean over the window's frames), the fusion model turns them
@@ -35,17 +35,17 @@ from __future__ import annotations
 
 import logging
 import math
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from avsc.bundle import Bundle, FusionEntry, load_bundle
 from avsc.config import AUDIO_BACKBONES, BACKBONE_FEATURE
 from avsc.errors import AvscError, DataError, MediaError
+from avsc.inference.bundle import Bundle, FusionEntry, load_bundle
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class Predictor:
         """Verify a bundle and load its models (once, for every later prediction).
 
         Args:
-            bundle_dir: a folder written by :func:`avsc.bundle.make_bundle`.
+            bundle_dir: a folder written by :func:`avsc.inference.bundle.make_bundle`.
             allow_visual_only: classify videos without an audio track with the bundle's
                 visual-only fusion model (if it has one) instead of failing.
             verify: check the bundle's checksums first.
@@ -144,7 +144,7 @@ class Predictor:
         """
         import keras
 
-        import avsc.models  # noqa: F401  (registers the backbones' custom layers)
+        import avsc.models.backbones  # noqa: F401  (registers the backbones' custom layers)
         _import_fusion_layers()
 
         bundle = load_bundle(bundle_dir, verify=verify)
@@ -160,7 +160,7 @@ class Predictor:
         if bundle.visual_fusion is not None:
             entries["visual_fusion"] = bundle.visual_fusion
         needed = {b for entry in entries.values() for b in entry.backbones}
-        embedding_models = {b: avsc.models.depthwise_for_grouped(avsc.models.embedding_model(load_model(p)))
+        embedding_models = {b: avsc.models.backbones.depthwise_for_grouped(avsc.models.backbones.embedding_model(load_model(p)))
                             for b, p in bundle.backbones.items() if b in needed}
         fusion_models = {key: load_model(entry.path) for key, entry in entries.items()}
         return cls(bundle, embedding_models, fusion_models, allow_visual_only=allow_visual_only,
@@ -193,7 +193,7 @@ class Predictor:
 
         Only the features ``entry``'s backbones read are returned.
         """
-        from avsc.media import demux_audio, sample_frames
+        from avsc.media.decode import demux_audio, sample_frames
 
         config = self.bundle.feature_config
         clip = self.bundle.clip_seconds
@@ -208,7 +208,7 @@ class Predictor:
                     frames = pool.submit(sample_frames, path, config.frames, seconds=clip, offset_s=offset)
                 computed: dict[str, np.ndarray] = {}
                 if needs_audio:
-                    from avsc.features import compute_clip_features
+                    from avsc.features.spectrograms import compute_clip_features
 
                     audio = demux_audio(path, config.audio, offset_s=offset, duration_s=clip)
                     computed = compute_clip_features(audio, None, config)
@@ -236,7 +236,7 @@ class Predictor:
         Returns:
             [shape=(n, 10), float64] rows summing to 1, labels in alphabetical order.
         """
-        from avsc.embeddings import embed_arrays
+        from avsc.training.embeddings import embed_arrays
 
         entry = entry or self.bundle.fusion
         key = "fusion" if entry is self.bundle.fusion else "visual_fusion"
@@ -254,7 +254,7 @@ class Predictor:
             MediaError: the file is missing, not a readable video, or has no audio track
                 (unless visual-only prediction is allowed and possible); names the file.
         """
-        from avsc.probe import probe_media
+        from avsc.media.probe import probe_media
 
         path = Path(path)
         if not path.is_file():
@@ -314,15 +314,9 @@ class _GraphRunner:
         return self._call(inputs)
 
 
-
-
 def _import_fusion_layers() -> None:
     """Register the fusion layers with Keras before a fusion model is loaded."""
-    try:
-        import avsc.fusion  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name != "avsc.fusion":
-            raise
+    import avsc.models.fusion  # noqa: F401
 
 
 __all__ = ["Prediction", "Predictor", "window_offsets", "WINDOW_TOLERANCE"]

@@ -14,7 +14,7 @@ second embedding) and ``probs`` (softmax, always float32 so mixed precision stay
 
 Builders return uncompiled ``keras.Model`` objects. The custom layers are registered as
 Keras-serializable, so ``keras.models.load_model(path)`` needs no ``custom_objects``
-(importing :mod:`avsc.models` is enough).
+(importing :mod:`avsc.models.backbones` is enough).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import keras
 import numpy as np
 from keras import layers, regularizers
 
-from avsc.config import AUDIO_BACKBONES, BACKBONE_FEATURE, BACKBONES, TrainConfig
+from avsc.config import BACKBONE_FEATURE, BACKBONES, TrainConfig
 from avsc.errors import AvscError, ConfigError
 from avsc.labels import LABELS
 
@@ -327,10 +327,6 @@ def build_backbone(backbone: str, feature_shapes: dict[str, tuple[int, ...]],
     if feature not in feature_shapes:
         raise AvscError(f"{backbone} needs the stored feature {feature!r}, which the store lacks")
     return BACKBONE_BUILDERS[backbone](backbone, feature_shapes, train_cfg)
-
-
-def is_audio(backbone: str) -> bool:
-    return backbone in AUDIO_BACKBONES
 
 
 def embedding_model(model: keras.Model) -> keras.Model:

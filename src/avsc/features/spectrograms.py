@@ -24,7 +24,7 @@ optionally resamples the time axis to a fixed count (e.g. 309, the paper's figur
 averaging the power over each output frame's span.
 
 Compression is ``log(power + log_floor)`` for all three. Deltas are not stored: the audio
-models compute delta and delta-delta on the fly (:class:`avsc.models.Deltas`);
+models compute delta and delta-delta on the fly (:class:`avsc.models.backbones.Deltas`);
 :func:`compute_deltas` is the NumPy reference of the same operation.
 
 Filterbanks are built once per config (``functools.lru_cache`` on the frozen config).
@@ -285,8 +285,8 @@ def compute_clip_features(audio: np.ndarray, frames: np.ndarray | None,
 
     Args:
         audio: [shape=(samples, channels), float32] at ``config.audio.sample_rate`` (as
-            :func:`avsc.media.demux_audio` returns it); padded/cropped to the clip length.
-        frames: [shape=(n, size, size, 3), uint8] (as :func:`avsc.media.sample_frames`
+            :func:`avsc.media.decode.demux_audio` returns it); padded/cropped to the clip length.
+        frames: [shape=(n, size, size, 3), uint8] (as :func:`avsc.media.decode.sample_frames`
             returns it), or None to compute the spectrograms only.
         config: the feature config.
 
@@ -322,7 +322,7 @@ def compute_deltas(spec: np.ndarray) -> np.ndarray:
 
     ``delta`` is librosa's 3-point delta (``(x[t+1] - x[t-1]) / 2``), delta-delta the
     delta of the delta; two frames each side, where the 3-point formula has no
-    neighbours, are cut, exactly as :class:`avsc.models.Deltas` does.
+    neighbours, are cut, exactly as :class:`avsc.models.backbones.Deltas` does.
 
     Args:
         spec: [shape=(n_bins, frames, channels)] a stored spectrogram.

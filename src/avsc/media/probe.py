@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avsc.errors import MediaError
-from avsc.ffmpeg import ffmpeg_exe
+from avsc.media.ffmpeg import ffmpeg_exe
 
 # ffmpeg's names for channel layouts that do not spell their count as "N.M".
 _NAMED_LAYOUTS: dict[str, int] = {

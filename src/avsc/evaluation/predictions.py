@@ -1,0 +1,65 @@
+"""The files of a fusion folder that evaluation reads: ``fusion.json`` and ``predictions.parquet``.
+
+``predictions.parquet`` holds one row per clip of every split: ``clip_id``, ``split``,
+``label`` (true), ``predicted`` (arg-max label) and ``probs`` (a fixed-size list of 10
+float32 in :data:`avsc.labels.LABELS` order). It can be read without avsc (pandas, DuckDB).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from avsc.errors import DataError
+from avsc.labels import LABELS
+from avsc.storage.files import atomic_path
+
+__all__ = ["PREDICTIONS_FILE", "FUSION_FILE", "write_predictions", "read_predictions"]
+
+PREDICTIONS_FILE = "predictions.parquet"
+FUSION_FILE = "fusion.json"
+
+
+def write_predictions(path: str | Path, *, clip_ids: Sequence[str], splits: Sequence[str],
+                      labels: Sequence[str], probs: np.ndarray) -> Path:
+    """Write clip probabilities as Parquet (atomically).
+
+    Columns: ``clip_id``, ``split``, ``label`` (true), ``predicted`` (arg-max label) and
+    ``probs`` [fixed-size list of 10 float32, :data:`LABELS` order].
+    """
+    probs = np.ascontiguousarray(probs, dtype=np.float32)
+    predicted = [LABELS[k] for k in probs.argmax(axis=1)] if len(probs) else []
+    table = pa.Table.from_arrays(
+        [pa.array(list(clip_ids), pa.string()), pa.array(list(splits), pa.string()),
+         pa.array(list(labels), pa.string()), pa.array(predicted, pa.string()),
+         pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), probs.shape[1])],
+        names=["clip_id", "split", "label", "predicted", "probs"],
+    )
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a predictions file: ``clip_id``, ``split``, ``label`` [shape=(n,)], ``probs`` [shape=(n, 10)]."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "predictions file not found", "train the fusion model again (`avsc fuse`)")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(path, f"not a readable Parquet file ({exc})") from None
+    missing = [c for c in ("clip_id", "split", "label", "probs") if c not in table.column_names]
+    if missing:
+        raise DataError(path, f"missing column(s) {', '.join(missing)}", "not an avsc predictions file")
+    column = table.column("probs").combine_chunks()
+    return {
+        "clip_id": np.asarray(table.column("clip_id").to_pylist()),
+        "split": np.asarray(table.column("split").to_pylist()),
+        "label": np.asarray(table.column("label").to_pylist()),
+        "probs": column.values.to_numpy(zero_copy_only=False).reshape(len(column), -1).astype(np.float64),
+    }

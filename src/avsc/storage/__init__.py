@@ -1,0 +1,7 @@
+"""Where bytes live: local files written atomically, and the S3-compatible object store.
+
+- :mod:`avsc.storage.files`: atomic writes, JSON, SHA-256 of files.
+- :mod:`avsc.storage.s3`: ``s3://bucket/prefix`` URIs, settings from ``AVSC_S3_*``, the client,
+  error mapping and retries.
+- :mod:`avsc.storage.sync`: folders to and from the object store (``avsc data push|pull|ls``).
+"""
