@@ -45,8 +45,9 @@ def test_overrides_apply_and_none_values_are_ignored():
     [
         ({"train": {"epoch": 3}}, "unknown setting(s) epoch"),
         ({"features": {"audio": {"hop": 3}}}, "features.audio"),
-        ({"train": {"epochs": "ten"}}, "expected an integer"),
-        ({"train": {"learning_rate": True}}, "expected a number"),
+        ({"train": {"epochs": "ten"}}, "train.epochs: input should be a valid integer"),
+        ({"train": {"learning_rate": True}}, "train.learning_rate: input should be a valid number"),
+        ({"train": {"epochs": 3.5}}, "train.epochs: input should be a valid integer"),
         ({"nonsense": {}}, "unknown setting(s) nonsense"),
     ],
 )
@@ -92,3 +93,29 @@ def test_hash_is_stable_and_changes_with_any_setting():
 def test_feature_config_round_trips_through_a_dict():
     cfg = load_config(preset="quick").features
     assert feature_config_from_dict(json.loads(json.dumps(to_dict(cfg)))) == cfg
+
+
+def test_set_arguments_are_typed_toml_values_and_plain_strings():
+    cfg = load_config(preset="quick", overrides=["features.audio.frames=309", "train.weights=imagenet",
+                                                 "train.learning_rate=1e-3", "fusion.seed = 7"])
+    assert cfg.features.audio.frames == 309
+    assert cfg.train.weights == "imagenet" and cfg.train.learning_rate == 1e-3 and cfg.fusion.seed == 7
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_config(overrides=["train.epochs"])
+    with pytest.raises(ConfigError, match=r"train.epochs: input should be a valid integer"):
+        load_config(overrides=["train.epochs=many"])
+
+
+def test_overrides_as_toml_text_json_text_and_dotted_mappings_agree():
+    expected = load_config(preset="quick", overrides={"train": {"epochs": 2}, "features": {"audio": {"frames": 50}}})
+    assert load_config(preset="quick", overrides="train.epochs = 2\n[features.audio]\nframes = 50") == expected
+    assert load_config(preset="quick", overrides='{"train": {"epochs": 2}, "features.audio.frames": 50}') == expected
+    assert load_config(preset="quick", overrides={"train.epochs": 2, "features.audio.frames": 50}) == expected
+    with pytest.raises(ConfigError, match="neither a TOML table nor a JSON object"):
+        load_config(overrides="[train")
+
+
+def test_the_default_preset_is_the_papers():
+    from avsc.config import DEFAULT_PRESET
+
+    assert DEFAULT_PRESET == "paper" and load_config() == Config()

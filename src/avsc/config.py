@@ -18,11 +18,16 @@ import hashlib
 import json
 import tomllib
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from avsc.errors import ConfigError
+
+# Read by pydantic when it validates these dataclasses: unknown keys are errors, and values
+# are taken as typed (TOML and JSON give typed values), never coerced from other types.
+_VALIDATION = {"extra": "forbid", "strict": True}
 
 BACKBONES: tuple[str, ...] = ("aud-mel", "aud-gam", "aud-cqt", "vis-inc", "vis-conv")
 AUDIO_BACKBONES: tuple[str, ...] = ("aud-mel", "aud-gam", "aud-cqt")
@@ -42,6 +47,8 @@ MODALITY_SETS: dict[str, tuple[str, ...]] = {
     "visual": VISUAL_BACKBONES,
 }
 PRESETS: tuple[str, ...] = ("paper", "quick")
+# The preset every entry point (library, CLI, pipeline) starts from unless told otherwise.
+DEFAULT_PRESET = "paper"
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,9 @@ class AudioConfig:
     parameters a 10-s clip gives 715 frames, not the 128x309 the paper quotes.
     ``frames`` optionally resamples the time axis to a fixed count (e.g. 309).
     """
+
+    __pydantic_config__ = _VALIDATION
+
 
     sample_rate: int = 32000
     channels: int = 2
@@ -83,12 +93,17 @@ class AudioConfig:
 class FrameConfig:
     """How a clip's video becomes images: ``fps`` frames a second, ``size`` x ``size`` RGB."""
 
+    __pydantic_config__ = _VALIDATION
+
+
     fps: float = 2.0
     size: int = 224
 
 
 @dataclass(frozen=True)
 class FeatureConfig:
+    __pydantic_config__ = _VALIDATION
+
     audio: AudioConfig = field(default_factory=AudioConfig)
     frames: FrameConfig = field(default_factory=FrameConfig)
 
@@ -96,6 +111,9 @@ class FeatureConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """Phase I training of one backbone: mixup, KL-divergence + L2 (eq. 4), Adam."""
+
+    __pydantic_config__ = _VALIDATION
+
 
     epochs: int = 60
     batch_size: int = 32
@@ -118,6 +136,9 @@ class TrainConfig:
 class FusionConfig:
     """Phase II: fusion layer + FC(10) softmax on frozen embeddings (eqs. 1-3)."""
 
+    __pydantic_config__ = _VALIDATION
+
+
     epochs: int = 100
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -128,6 +149,8 @@ class FusionConfig:
 
 @dataclass(frozen=True)
 class Config:
+    __pydantic_config__ = _VALIDATION
+
     features: FeatureConfig = field(default_factory=FeatureConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -167,108 +190,86 @@ def config_hash(cfg: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a table of settings, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
-        )
-    kwargs = {}
-    for name, value in data.items():
-        annotation = hints[name]
-        key = f"{where}.{name}" if where else name
-        if dataclasses.is_dataclass(annotation):
-            kwargs[name] = _build(annotation, value, key)
-        else:
-            kwargs[name] = _coerce(value, annotation, key)
-    return cls(**kwargs)
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
             merged[key] = _merge(merged[key], value)
         else:
-            merged[key] = value
+            merged[key] = dict(value) if isinstance(value, Mapping) else value
     return merged
 
 
-def preset_dict(preset: str) -> dict[str, Any]:
-    if preset not in _PRESET_OVERRIDES:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return _merge(to_dict(Config()), _PRESET_OVERRIDES[preset])
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"train.epochs": 3}`` -> ``{"train": {"epochs": 3}}``; nested mappings are kept."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if isinstance(value, Mapping):
+            value = _nest(value)
+        *parents, leaf = str(key).split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {part} is a setting, not a section")
+        node[leaf] = _merge(node[leaf], value) if isinstance(node.get(leaf), dict) and isinstance(value, dict) else value
+    return out
 
 
-def load_config(
-    path: str | Path | None = None,
-    *,
-    preset: str = "paper",
-    overrides: dict[str, Any] | None = None,
-) -> Config:
-    """Settings from a preset, then a JSON/TOML file, then explicit overrides (flags).
+def parse_setting(text: str) -> dict[str, Any]:
+    """One ``--set`` argument, ``section.key=value``, as a nested dict.
 
-    Args:
-        path: optional ``.json`` or ``.toml`` file holding any subset of the settings,
-            nested as ``features.audio``, ``features.frames``, ``train``, ``fusion``.
-        preset: ``paper`` (the paper's settings) or ``quick`` (a CPU-sized run).
-        overrides: nested dict applied last; ``None`` values are ignored so unset
-            flags can be passed straight through.
+    The value is read as a TOML value (``309`` an integer, ``1e-3`` a float, ``true`` a
+    boolean, ``"a b"`` a string); anything that is not valid TOML is taken as a plain string
+    (``--set train.weights=imagenet``).
 
     Raises:
-        ConfigError: unknown preset, unreadable file, unknown key or wrong type.
+        ConfigError: no ``=``, or an empty key.
     """
-    data = preset_dict(preset)
-    where = "config"
-    if path is not None:
-        path = Path(path)
-        where = str(path)
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. features.audio.frames=309")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return _nest({key: value})
+
+
+def parse_overrides(overrides: Mapping[str, Any] | Sequence[str] | str | None) -> dict[str, Any]:
+    """Settings to apply last, in any of the forms a user can give them, as one nested dict.
+
+    Args:
+        overrides: a mapping (nested, or with dotted keys such as ``"train.epochs"``); a
+            sequence of ``section.key=value`` strings (``--set``); TOML text (a pipeline
+            parameter, e.g. ``"[train]\nepochs = 3"`` or ``"train.epochs = 3"``); JSON text of
+            a mapping; or None. ``None`` values in a mapping are dropped, so unset flags can
+            be passed straight through.
+
+    Raises:
+        ConfigError: text that is neither TOML nor JSON of a table, a malformed ``--set``.
+    """
+    if overrides is None:
+        return {}
+    if isinstance(overrides, str):
+        text = overrides.strip()
+        if not text:
+            return {}
         try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
-        try:
-            loaded = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from None
-        _build(Config, _merge(to_dict(Config()), loaded), where)  # name the file in errors
-        data = _merge(data, loaded)
-    if overrides:
-        data = _merge(data, _drop_none(overrides))
-    return _build(Config, data, "" if where == "config" else where)
+            loaded = json.loads(text) if text.startswith("{") else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config overrides are neither a TOML table nor a JSON object: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config overrides must be a table of settings, got {loaded!r}")
+        return _nest(loaded)
+    if isinstance(overrides, Mapping):
+        return _drop_none(_nest(overrides))
+    merged: dict[str, Any] = {}
+    for item in overrides:
+        merged = _merge(merged, parse_setting(item))
+    return merged
 
 
 def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
@@ -281,6 +282,107 @@ def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _validate(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Build ``cls`` from nested dicts with pydantic; errors name the setting (and ``where``)."""
+    import pydantic
+
+    try:
+        # As JSON: strict mode then accepts a table for a section (a Python dict would have
+        # to be a dataclass instance already) and still refuses "ten" or true for a number.
+        return pydantic.TypeAdapter(cls).validate_json(json.dumps(data, default=str))
+    except pydantic.ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = ".".join(str(part) for part in error["loc"])
+            if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+                parent, _, name = loc.rpartition(".")
+                section = _section(cls, parent)
+                known = ", ".join(f.name for f in dataclasses.fields(section)) if section else ""
+                problems.append(f"{parent or 'config'}: unknown setting(s) {name}; known: {known}")
+            else:
+                problems.append(f"{loc}: {error['msg'].lower()} (got {error['input']!r})")
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(prefix + "; ".join(problems)) from None
+
+
+def _section(cls: type, dotted: str) -> type | None:
+    """The dataclass type at ``dotted`` below ``cls`` (``""`` is ``cls`` itself)."""
+    for part in filter(None, dotted.split(".")):
+        hints = typing.get_type_hints(cls)
+        if part not in hints or not dataclasses.is_dataclass(hints[part]):
+            return None
+        cls = hints[part]
+    return cls
+
+
+def preset_dict(preset: str) -> dict[str, Any]:
+    """The full settings of a preset as a nested dict."""
+    if preset not in _PRESET_OVERRIDES:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return _merge(to_dict(Config()), _PRESET_OVERRIDES[preset])
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The settings of a ``.toml`` or ``.json`` file, as a nested dict (not yet validated).
+
+    Raises:
+        ConfigError: the file cannot be read or parsed (naming the file).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    try:
+        loaded = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: must hold a table of settings")
+    return _nest(loaded)
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    preset: str = DEFAULT_PRESET,
+    overrides: Mapping[str, Any] | Sequence[str] | str | None = None,
+) -> Config:
+    """The one way settings are resolved: a preset, then a file, then overrides.
+
+    Every CLI command (``--preset``, ``--config FILE``, ``--set section.key=value``) and the
+    pipeline (its ``preset`` and ``config`` parameters, resolved once by its first step)
+    call this, so any setting a CLI user can change a pipeline user can change too.
+
+    Args:
+        path: optional ``.toml`` or ``.json`` file holding any subset of the settings,
+            nested as ``features.audio``, ``features.frames``, ``train``, ``fusion``.
+        preset: ``paper`` (the paper's settings, the default) or ``quick`` (a CPU-sized run).
+        overrides: applied last; see :func:`parse_overrides` for the accepted forms.
+
+    Raises:
+        ConfigError: unknown preset, unreadable file, unknown key or wrong type (the message
+            names the setting, and the file when the file is at fault).
+
+    Example:
+        >>> cfg = load_config(preset="quick", overrides=["features.audio.frames=309"])
+        >>> cfg.features.audio.frames
+        309
+    """
+    data = preset_dict(preset)
+    if path is not None:
+        loaded = read_config_file(path)
+        _validate(Config, _merge(to_dict(Config()), loaded), str(path))  # name the file in errors
+        data = _merge(data, loaded)
+    data = _merge(data, parse_overrides(overrides))
+    return _validate(Config, data, "")
+
+
 def feature_config_from_dict(data: dict[str, Any]) -> FeatureConfig:
     """Rebuild the :class:`FeatureConfig` recorded in a feature store or bundle."""
-    return _build(FeatureConfig, data, "features")
+    return _validate(FeatureConfig, data, "features")
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a full :class:`Config` recorded by :func:`to_dict` (e.g. a pipeline's config artifact)."""
+    return _validate(Config, data, "config")
