@@ -22,6 +22,7 @@ from avsc.config import (  # noqa: E402
     load_config,
 )
 from avsc.errors import ConfigError, DataError  # noqa: E402
+from avsc.evaluation.metrics import softmax  # noqa: E402
 from avsc.evaluation.predictions import read_predictions  # noqa: E402
 from avsc.models.fusion import (  # noqa: E402
     FUSIONS,
@@ -223,8 +224,14 @@ def test_train_fusion_learns_and_writes_its_outputs(trained_f1, embeddings):
     assert meta["val_metrics"]["accuracy"] == pytest.approx(result.val_accuracy)
     history = json.loads((out / "history.json").read_text())
     assert len(history) == 15
-    best = max(history, key=lambda h: (h["val_accuracy"], -h["val_log_loss"]))
+    # Default selection: the lowest val log loss after temperature scaling (ties: accuracy).
+    best = max(history, key=lambda h: (-h["val_log_loss_calibrated"], h["val_accuracy"]))
     assert best["epoch"] == result.best_epoch == meta["best_epoch"]
+    assert meta["selection"] == "log_loss"
+    calibration = meta["calibration"]
+    assert calibration["temperature"] == pytest.approx(best["temperature"]) == pytest.approx(result.temperature)
+    assert calibration["after"]["log_loss"] == pytest.approx(meta["val_metrics"]["log_loss"])
+    assert calibration["after"]["log_loss"] <= calibration["before"]["log_loss"] + 1e-9
 
     preds = read_predictions(out / "predictions.parquet")
     assert len(preds["clip_id"]) == 10 * (16 + 6 + 6)
@@ -240,7 +247,11 @@ def test_saved_model_reproduces_predictions(trained_f1, embeddings):
     probs = np.asarray(model(data.inputs("fc1024"), training=False))
     preds = read_predictions(result.out_dir / "predictions.parquet")
     order = np.argsort(preds["clip_id"])
-    np.testing.assert_allclose(probs, preds["probs"][order], rtol=1e-4, atol=1e-6)
+    # The file holds the raw logits and the calibrated probabilities softmax(logits / T).
+    np.testing.assert_allclose(softmax(preds["logits"][order]), probs, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(preds["probs"][order], softmax(preds["logits"][order] / result.temperature),
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(preds["probs"][order].argmax(1), probs.argmax(1))
     by_name = np.asarray(model({b: x for b, x in zip(BACKBONES, data.inputs("fc1024"))}, training=False))
     np.testing.assert_allclose(by_name, probs, rtol=1e-5)
 

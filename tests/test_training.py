@@ -13,9 +13,11 @@ from features_factory import make_feature_store  # noqa: E402
 
 from avsc.config import TrainConfig, load_config  # noqa: E402
 from avsc.errors import ConfigError, DataError  # noqa: E402
+from avsc.evaluation.calibration import calibrated_probabilities  # noqa: E402
 from avsc.evaluation.metrics import classification_metrics  # noqa: E402
 from avsc.features.store import FeatureStore  # noqa: E402
 from avsc.labels import LABEL_INDEX  # noqa: E402
+from avsc.models.backbones import embedding_model  # noqa: E402
 from avsc.models.losses import kl_divergence_loss  # noqa: E402
 from avsc.training.backbone import train_backbone  # noqa: E402
 from avsc.training.streams import eval_dataset, mixup, train_dataset  # noqa: E402
@@ -88,8 +90,10 @@ def test_training_learns_and_beats_chance(trained):
     assert len(losses) == 12 and trained.epochs_run == 12
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
     assert trained.val_accuracy >= 0.3  # chance is 0.1
-    best = max(trained.history, key=lambda e: (e["val_accuracy"], -e["val_log_loss"]))
+    # Default selection: the lowest val log loss after temperature scaling (ties: accuracy).
+    best = max(trained.history, key=lambda e: (-e["val_log_loss_calibrated"], e["val_accuracy"]))
     assert trained.best_epoch == best["epoch"]
+    assert trained.temperature == pytest.approx(best["temperature"])
 
 
 def test_outputs_are_complete_and_model_reloads(trained, store_dir):
@@ -102,14 +106,19 @@ def test_outputs_are_complete_and_model_reloads(trained, store_dir):
     val_metrics = json.loads((model_dir / "val_metrics.json").read_text())
     assert val_metrics["accuracy"] == pytest.approx(trained.val_accuracy)
     # The saved model is the selected one: it reproduces the recorded val metrics.
+    # ... after its temperature: softmax(fc10 / T), with T stored in config.json.
     model = keras.models.load_model(model_dir / "model.keras")
     store = FeatureStore.open(store_dir)
     rows = store.clips("val")
-    probs = model.predict(eval_dataset(store, "aud-mel", "val", batch_size=16), verbose=0)
+    logits = embedding_model(model).predict(eval_dataset(store, "aud-mel", "val", batch_size=16), verbose=0)[1]
     labels = np.array([LABEL_INDEX[v] for v in rows["label"]])
-    again = classification_metrics(labels, probs)
+    calibration = config["calibration"]
+    assert calibration["temperature"] == pytest.approx(trained.temperature) == val_metrics["temperature"]
+    again = classification_metrics(labels, calibrated_probabilities(logits, calibration["temperature"]))
     assert again["accuracy"] == pytest.approx(val_metrics["accuracy"])
     assert again["log_loss"] == pytest.approx(val_metrics["log_loss"], rel=1e-4)
+    assert calibration["after"]["log_loss"] == pytest.approx(val_metrics["log_loss"])
+    assert calibration["after"]["log_loss"] <= calibration["before"]["log_loss"] + 1e-9
     assert sorted(p.name for p in (model_dir / "checkpoints").glob("*.keras")) == sorted(
         {f"epoch-{12:04d}.keras", f"best-epoch-{trained.best_epoch:04d}.keras"})
 

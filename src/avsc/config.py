@@ -21,7 +21,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from avsc.errors import ConfigError
 
@@ -47,6 +47,10 @@ MODALITY_SETS: dict[str, tuple[str, ...]] = {
     "visual": VISUAL_BACKBONES,
 }
 PRESETS: tuple[str, ...] = ("paper", "quick")
+# How a model is chosen on the val split (an epoch of a backbone or of a fusion model, and
+# the best fusion model): DCASE's primary metric, log loss (after temperature scaling), or
+# accuracy; see avsc.evaluation.calibration.SELECTION_RULES.
+Selection = Literal["log_loss", "accuracy"]
 # The preset every entry point (library, CLI, pipeline) starts from unless told otherwise.
 DEFAULT_PRESET = "paper"
 
@@ -129,6 +133,7 @@ class TrainConfig:
     dropout: float = 0.2
     frames_per_clip: int | None = None  # None: every stored frame
     mixed_precision: str = "auto"  # "auto" (on when a GPU is present), "on", "off"
+    selection: Selection = "log_loss"  # the epoch kept: lowest val log loss, or best val accuracy
     seed: int = 0
 
 
@@ -144,6 +149,8 @@ class FusionConfig:
     learning_rate: float = 1e-3
     mixup_alpha: float = 0.4
     l2: float = 1e-4
+    # The epoch kept and the best model of an evaluation: lowest val log loss, or best val accuracy.
+    selection: Selection = "log_loss"
     seed: int = 0
 
 

@@ -16,9 +16,14 @@ Layout::
      "backbones": {"aud-mel": "backbones/aud-mel.keras", ...},
      "train_config_hashes": {"aud-mel": "...", ...},
      "fusion": {"method": "f4", "modalities": "audio+visual", "level": "fc10",
-                "backbones": ["aud-mel", ...], "path": "fusion.keras", "config_hash": "..."},
+                "backbones": ["aud-mel", ...], "path": "fusion.keras", "config_hash": "...",
+                "temperature": 1.37},
      "visual_fusion": {... same keys ...} or null,
      "sha256": {"backbones/aud-mel.keras": "...", "fusion.keras": "...", ...}}
+
+``temperature`` is the fusion model's calibration temperature (fitted on the val split,
+``fusion.json["calibration"]``): ``avsc predict`` reports ``softmax(logits / temperature)``.
+A bundle without it (made before calibration existed) reads as temperature 1.
 
 Paths are relative to the bundle, so the folder can move to another machine or an object
 store; :func:`load_bundle` checks every file against its checksum before anything uses it.
@@ -66,6 +71,7 @@ class FusionEntry:
         level: the embedding it reads, ``fc1024`` (f1-f3) or ``fc10`` (f4-f6, pre-softmax).
         backbones: its inputs, in the order of the model's inputs.
         path: absolute path of the ``.keras`` file.
+        temperature: calibrated probabilities are ``softmax(logits / temperature)``.
     """
 
     method: str
@@ -74,6 +80,7 @@ class FusionEntry:
     backbones: tuple[str, ...]
     path: Path
     config_hash: str = ""
+    temperature: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -224,7 +231,8 @@ def make_bundle(
             sha256[rel] = sha256_file(tmp / rel)
             entries[key] = {"method": meta["method"], "modalities": meta["modalities"],
                             "level": meta["level"], "backbones": list(meta["backbones"]), "path": rel,
-                            "config_hash": meta.get("config_hash", "")}
+                            "config_hash": meta.get("config_hash", ""),
+                            "temperature": float(meta.get("calibration", {}).get("temperature", 1.0))}
         write_json(tmp / BUNDLE_FILE, {
             "format": BUNDLE_FORMAT,
             "avsc_version": __version__,
@@ -253,9 +261,13 @@ def _fusion_entry(root: Path, data: Any, where: str) -> FusionEntry:
         entry = FusionEntry(method=str(data["method"]), modalities=str(data["modalities"]),
                             level=str(data["level"]), backbones=tuple(data["backbones"]),
                             path=_bundle_file(root, data["path"], where),
-                            config_hash=str(data.get("config_hash", "")))
-    except (KeyError, TypeError):
+                            config_hash=str(data.get("config_hash", "")),
+                            temperature=float(data.get("temperature", 1.0)))
+    except (KeyError, TypeError, ValueError):
         raise DataError(root / BUNDLE_FILE, f"{where} entry is incomplete", _REBUILD) from None
+    if not entry.temperature > 0:
+        raise DataError(root / BUNDLE_FILE, f"{where}: temperature must be positive, got {entry.temperature}",
+                        _REBUILD)
     if entry.level not in FUSION_LEVELS or entry.modalities not in MODALITY_SETS:
         raise DataError(root / BUNDLE_FILE, f"{where}: unknown level {entry.level!r} or modalities "
                         f"{entry.modalities!r}", _REBUILD)

@@ -17,7 +17,9 @@ of any length, resolution and channel layout:
 3. The windows of a video go through each backbone together (in batches of at most
    ``max_batch_windows``); each backbone gives its ``fc1024`` or ``fc10`` embedding (a
    visual backbone's is the mean over the window's frames), the fusion model turns them
-   into class probabilities, and the video's probabilities are the mean over its windows.
+   into logits, divided by the model's calibration temperature (``bundle.json``) before the
+   softmax, and the video's probabilities are the mean of its windows' calibrated
+   probabilities.
 
 A video without an audio track raises :class:`avsc.errors.MediaError` naming the file,
 unless the predictor was loaded with ``allow_visual_only=True`` and the bundle holds a
@@ -117,6 +119,10 @@ class Predictor:
         self.bundle = bundle
         self.embedding_models = embedding_models
         self.fusion_models = fusion_models  # "fusion" and, if bundled, "visual_fusion"
+        # The fusion models up to their logits, so the bundle's temperature can be applied.
+        from avsc.models.fusion import fusion_logits_model
+
+        self._fusion_logits = {key: fusion_logits_model(m) for key, m in fusion_models.items()}
         self.allow_visual_only = allow_visual_only
         self.max_batch_windows = max(1, int(max_batch_windows))
         self.graph = graph
@@ -234,8 +240,10 @@ class Predictor:
             entry: the fusion model to use (default: the bundle's main one).
 
         Returns:
-            [shape=(n, 10), float64] rows summing to 1, labels in alphabetical order.
+            [shape=(n, 10), float64] calibrated probabilities (``softmax(logits / T)``, ``T``
+            of ``entry``), rows summing to 1, labels in alphabetical order.
         """
+        from avsc.evaluation.calibration import calibrated_probabilities
         from avsc.training.embeddings import embed_arrays
 
         entry = entry or self.bundle.fusion
@@ -244,8 +252,8 @@ class Predictor:
         for backbone in entry.backbones:
             fc1024, fc10 = embed_arrays(backbone, self._runners[backbone], features[BACKBONE_FEATURE[backbone]])
             inputs.append(fc1024 if entry.level == "fc1024" else fc10)
-        probs = np.asarray(self.fusion_models[key](inputs, training=False), dtype=np.float64)
-        return probs / probs.sum(axis=1, keepdims=True)
+        logits = np.asarray(self._fusion_logits[key](inputs, training=False), dtype=np.float64)
+        return calibrated_probabilities(logits, entry.temperature)
 
     def predict_file(self, path: str | Path) -> Prediction:
         """Classify one video.

@@ -48,6 +48,7 @@ __all__ = [
     "FUSIONS",
     "fusion_layer",
     "build_fusion_model",
+    "fusion_logits_model",
     "check_method",
     "check_modalities",
     "modality_of",
@@ -260,3 +261,12 @@ def build_fusion_model(method: str, backbones: Sequence[str], width: int, *,
     x = keras.layers.Dense(n_classes, kernel_regularizer=_l2(l2), name="fc10", dtype="float32")(x)
     outputs = keras.layers.Activation("softmax", name="probs", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=f"fusion_{method}")
+
+
+def fusion_logits_model(model: keras.Model) -> keras.Model:
+    """The same fusion model (shared weights) ending at ``fc10``: its logits, before softmax.
+
+    Calibration divides these by the model's temperature before the softmax
+    (:mod:`avsc.evaluation.calibration`).
+    """
+    return keras.Model(model.inputs, model.get_layer("fc10").output, name=f"{model.name}_logits")

@@ -12,14 +12,19 @@ Preemption-safe: after every epoch the model, its optimizer state, the epoch, th
 and the best-so-far are checkpointed under ``MODEL_DIR/checkpoints``; running again with
 the same settings (``epochs`` may grow) continues where it stopped.
 
-Model selection uses the VAL split only (best val accuracy, ties to the lower val log
-loss); the test split is never read here.
+Model selection uses the VAL split only; the test split is never read here. After every
+epoch the val clips' logits (``fc10``; a visual clip's are the mean over its frames, as
+in its embedding) are scored, a temperature is fitted on them
+(:mod:`avsc.evaluation.calibration`), and ``TrainConfig.selection`` decides which epoch is
+kept: ``log_loss`` (default, DCASE's primary metric) keeps the lowest val log loss after
+temperature scaling, ``accuracy`` the highest val accuracy. The kept epoch's temperature is
+stored in ``config.json["calibration"]`` and applied wherever the backbone's probabilities
+leave avsc (its embeddings stay raw logits).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -32,7 +37,7 @@ import numpy as np
 
 from avsc.config import BACKBONE_FEATURE, TrainConfig, config_hash, to_dict
 from avsc.errors import ConfigError, DataError
-from avsc.evaluation.metrics import classification_metrics
+from avsc.evaluation.calibration import SELECTION_RULES, calibrate, selection_key
 from avsc.labels import LABELS
 from avsc.models.losses import kl_divergence_loss
 from avsc.models.saving import save_keras_model
@@ -57,7 +62,10 @@ class TrainResult:
         model_dir: folder holding model.keras, history.json, val_metrics.json, config.json.
         best_epoch: 1-based epoch of the selected model.
         epochs_run: epochs trained by THIS call (0 when already complete).
-        history: one dict per epoch (epoch, loss, val_accuracy, val_log_loss, seconds).
+        val_accuracy, val_log_loss: of the selected epoch on val, after temperature scaling.
+        temperature: the selected epoch's temperature (fitted on val).
+        history: one dict per epoch (epoch, loss, val_accuracy, val_log_loss (raw),
+            val_log_loss_calibrated, temperature, seconds).
     """
 
     model_dir: Path
@@ -67,6 +75,7 @@ class TrainResult:
     val_accuracy: float
     val_log_loss: float
     history: list[dict[str, Any]]
+    temperature: float = 1.0
 
 
 def _use_mixed_precision(setting: str) -> bool:
@@ -86,10 +95,16 @@ def _resume_key(backbone: str, config: TrainConfig, feature_hash: str) -> str:
     return f"{backbone}:{config_hash(replace(config, epochs=0))}:{feature_hash}"
 
 
-def _predict_clips(model, store, backbone: str, split: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _logits_model(model: keras.Model) -> keras.Model:
+    """The same network (shared weights) ending at ``fc10``, the logits before softmax."""
+    return keras.Model(model.input, model.get_layer("fc10").output, name=f"{model.name}_logits")
+
+
+def _clip_logits(logits_model, store, backbone: str, split: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """[shape=(n_clips, 10)] logits of a split's clips (visual: mean over frames) and labels."""
     _, labels = label_indices(store, split)
-    outputs = model.predict(eval_dataset(store, backbone, split, batch_size=batch_size), verbose=0)
-    return clip_predictions(outputs, len(labels)), labels
+    outputs = logits_model.predict(eval_dataset(store, backbone, split, batch_size=batch_size), verbose=0)
+    return clip_predictions(np.asarray(outputs, dtype=np.float64), len(labels)), labels
 
 
 def train_backbone(
@@ -105,9 +120,10 @@ def train_backbone(
     Args:
         backbone: one of ``aud-mel``, ``aud-gam``, ``aud-cqt``, ``vis-inc``, ``vis-conv``.
         feature_dirs: the feature store directory (or its shards).
-        model_dir: output folder; afterwards holds ``model.keras`` (the model of the best
-            val-accuracy epoch, uncompiled), ``history.json``, ``val_metrics.json`` and
-            ``config.json``.
+        model_dir: output folder; afterwards holds ``model.keras`` (the model of the epoch
+            selected on val, uncompiled), ``history.json``, ``val_metrics.json`` (calibrated)
+            and ``config.json`` (with ``calibration``: the temperature and the val log loss
+            and expected calibration error before and after it).
         config: training settings.
         progress: Keras progress bar and one summary line per epoch.
 
@@ -136,6 +152,8 @@ def train_backbone(
                             "training needs train clips and val clips (val selects the model)")
     if config.epochs < 1:
         raise ConfigError(f"train.epochs must be at least 1, got {config.epochs}")
+    if config.selection not in SELECTION_RULES:
+        raise ConfigError(f"train.selection must be one of {', '.join(SELECTION_RULES)}, got {config.selection!r}")
 
     ckpt_dir = model_dir / "checkpoints"
     state_path = ckpt_dir / "state.json"
@@ -161,7 +179,8 @@ def train_backbone(
             model.optimizer.build(model.trainable_variables)
             history = []
             state = {"resume_key": resume_key, "epoch": 0, "history": history, "best_epoch": 0,
-                     "best_val_accuracy": -1.0, "best_val_log_loss": math.inf, "best": None, "last": None}
+                     "best_key": None, "best": None, "last": None}
+        logits_model = _logits_model(model)
         start = int(state["epoch"])
         epochs_run = 0
         for epoch in range(start, config.epochs):
@@ -170,21 +189,23 @@ def train_backbone(
                                   mixup_alpha=config.mixup_alpha, frames_per_clip=config.frames_per_clip,
                                   seed=config.seed * 100003 + epoch)
             fit = model.fit(train, epochs=1, shuffle=False, verbose=1 if progress else 0)
-            probs, labels = _predict_clips(model, store, backbone, "val", config.batch_size)
-            metrics = classification_metrics(labels, probs)
+            logits, labels = _clip_logits(logits_model, store, backbone, "val", config.batch_size)
+            calibration = calibrate(logits, labels)
+            metrics = calibration["metrics"]
             entry = {"epoch": epoch + 1, "loss": float(fit.history["loss"][-1]),
-                     "val_accuracy": metrics["accuracy"], "val_log_loss": metrics["log_loss"],
+                     "val_accuracy": metrics["accuracy"], "val_log_loss": calibration["before"]["log_loss"],
+                     "val_log_loss_calibrated": metrics["log_loss"], "temperature": calibration["temperature"],
                      "seconds": round(time.perf_counter() - began, 3)}
             history.append(entry)
             last_name = f"epoch-{epoch + 1:04d}.keras"
             save_keras_model(model, ckpt_dir / last_name)
-            improved = (metrics["accuracy"], -metrics["log_loss"]) > (
-                state["best_val_accuracy"], -state["best_val_log_loss"])
+            key = selection_key(metrics["accuracy"], metrics["log_loss"], config.selection)
+            improved = state["best_key"] is None or key > tuple(state["best_key"])
             if improved:
                 best_name = f"best-epoch-{epoch + 1:04d}.keras"
                 save_keras_model(model, ckpt_dir / best_name)
-                state.update(best=best_name, best_epoch=epoch + 1, best_val_accuracy=metrics["accuracy"],
-                             best_val_log_loss=metrics["log_loss"], best_val_metrics=metrics)
+                state.update(best=best_name, best_epoch=epoch + 1, best_key=list(key), best_val_metrics=metrics,
+                             best_calibration={k: calibration[k] for k in ("temperature", "before", "after")})
             state.update(epoch=epoch + 1, history=history, last=last_name)
             write_json(state_path, state)  # the checkpoint counts only once this is written
             for stale in ckpt_dir.glob("*.keras"):
@@ -193,7 +214,8 @@ def train_backbone(
             epochs_run += 1
             if progress:
                 print(f"{backbone} epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4f}, "
-                      f"val accuracy {entry['val_accuracy']:.3f}, val log loss {entry['val_log_loss']:.4f}"
+                      f"val accuracy {entry['val_accuracy']:.3f}, val log loss {entry['val_log_loss']:.4f} "
+                      f"({entry['val_log_loss_calibrated']:.4f} at T={entry['temperature']:.2f})"
                       f"{' (best)' if improved else ''}, {entry['seconds']:.1f} s", file=sys.stderr)
 
         best = keras.models.load_model(ckpt_dir / state["best"], compile=False)
@@ -201,7 +223,8 @@ def train_backbone(
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
 
-    val_metrics = dict(state["best_val_metrics"], epoch=state["best_epoch"])
+    calibration = dict(state["best_calibration"], fitted_on="val")
+    val_metrics = dict(state["best_val_metrics"], epoch=state["best_epoch"], temperature=calibration["temperature"])
     write_json(model_dir / "history.json", history)
     write_json(model_dir / "val_metrics.json", val_metrics)
     write_json(model_dir / "config.json", {
@@ -213,8 +236,11 @@ def train_backbone(
         "feature_shapes": {k: list(v) for k, v in store.shapes.items()},
         "labels": list(LABELS),
         "best_epoch": state["best_epoch"],
+        "selection": config.selection,
+        "calibration": calibration,
         "mixed_precision": mixed,
     })
     return TrainResult(model_dir=model_dir, backbone=backbone, best_epoch=state["best_epoch"],
-                       epochs_run=epochs_run, val_accuracy=state["best_val_accuracy"],
-                       val_log_loss=state["best_val_log_loss"], history=history)
+                       epochs_run=epochs_run, val_accuracy=val_metrics["accuracy"],
+                       val_log_loss=val_metrics["log_loss"], history=history,
+                       temperature=calibration["temperature"])

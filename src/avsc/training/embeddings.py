@@ -2,8 +2,10 @@
 
 Columns: ``clip_id`` (string), ``split`` (string), ``label`` (string), ``fc1024``
 (fixed-size list of float32, the first dense layer's output) and ``fc10`` (fixed-size
-list of 10 float32, the second dense layer's output, before softmax). Schema metadata:
-``avsc.backbone``, ``avsc.config_hash``, ``avsc.model_sha256``, ``avsc.labels``.
+list of 10 float32, the second dense layer's output, before softmax: raw logits, what
+fusion f4-f6 read). Schema metadata: ``avsc.backbone``, ``avsc.config_hash``,
+``avsc.model_sha256``, ``avsc.labels``, ``avsc.temperature`` (the backbone's temperature,
+fitted on val: its calibrated class probabilities are ``softmax(fc10 / temperature)``).
 
 Readable as is: ``pandas.read_parquet(path)`` or ``duckdb.sql("select * from 'x.parquet'")``.
 """
@@ -46,12 +48,14 @@ def write_embeddings(
     backbone: str,
     config_hash: str,
     model_sha256: str,
+    temperature: float = 1.0,
 ) -> Path:
     """Write one backbone's embeddings atomically.
 
     Args:
         fc1024: [shape=(n_clips, width), float32] first dense layer outputs.
         fc10: [shape=(n_clips, 10), float32] second dense layer outputs (pre-softmax).
+        temperature: the backbone's calibration temperature (recorded, never applied to ``fc10``).
     """
     fc1024 = np.ascontiguousarray(fc1024, dtype=np.float32)
     fc10 = np.ascontiguousarray(fc10, dtype=np.float32)
@@ -73,6 +77,7 @@ def write_embeddings(
         "avsc.config_hash": config_hash,
         "avsc.model_sha256": model_sha256,
         "avsc.labels": json.dumps(list(LABELS)),
+        "avsc.temperature": repr(float(temperature)),
     })
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
@@ -85,7 +90,9 @@ class Embeddings:
 
     Attributes:
         fc1024: [shape=(n_clips, width), float32]
-        fc10: [shape=(n_clips, 10), float32]
+        fc10: [shape=(n_clips, 10), float32] logits, before softmax and before calibration.
+        temperature: calibrated probabilities are ``softmax(fc10 / temperature)``; 1.0 for
+            files written before calibration existed.
     """
 
     backbone: str
@@ -96,6 +103,7 @@ class Embeddings:
     labels: np.ndarray
     fc1024: np.ndarray
     fc10: np.ndarray
+    temperature: float = 1.0
 
 
 def read_embeddings(path: str | Path) -> Embeddings:
@@ -122,6 +130,7 @@ def read_embeddings(path: str | Path) -> Embeddings:
         labels=np.asarray(table.column("label").to_pylist()),
         fc1024=matrix("fc1024"),
         fc10=matrix("fc10"),
+        temperature=float(meta.get("avsc.temperature", "1.0")),
     )
 
 
@@ -234,6 +243,7 @@ def embed_clips(
     path = write_embeddings(
         out_path, clip_ids=list(rows["clip_id"]), splits=list(rows["split"]), labels=list(rows["label"]),
         fc1024=np.concatenate(fc1024_parts), fc10=np.concatenate(fc10_parts), backbone=backbone,
-        config_hash=meta["config_hash"], model_sha256=digest)
+        config_hash=meta["config_hash"], model_sha256=digest,
+        temperature=float(meta.get("calibration", {}).get("temperature", 1.0)))
     return EmbedResult(path=path, backbone=backbone, n_clips=len(rows), config_hash=meta["config_hash"],
                        model_sha256=digest)

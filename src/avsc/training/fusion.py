@@ -4,14 +4,19 @@ The fusion layers and the model builder are in :mod:`avsc.models.fusion`.
 
 Training (section III-A): mixup on the embeddings (one mixing weight per clip, shared by
 all its embeddings), KL-divergence loss + L2 (eq. 4; coefficient ``lambda / 2`` on the
-fusion vectors ``w`` and the dense kernel, biases excluded), Adam, seeded. The epoch with
-the best val accuracy (ties: lower val log loss) is kept; the test split is never read.
+fusion vectors ``w`` and the dense kernel, biases excluded), Adam, seeded.
+
+Selection and calibration use the val split only (the test split is never read): after
+every epoch a temperature is fitted on the val logits (:mod:`avsc.evaluation.calibration`)
+and ``FusionConfig.selection`` keeps the epoch with the lowest calibrated val log loss
+(``log_loss``, the default) or the highest val accuracy (``accuracy``). The kept epoch's
+temperature is stored in ``fusion.json["calibration"]`` and ``predictions.parquet`` holds
+both the raw logits and the calibrated probabilities.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -30,10 +35,10 @@ from avsc.config import (
     to_dict,
 )
 from avsc.errors import ConfigError, DataError
-from avsc.evaluation.metrics import classification_metrics
+from avsc.evaluation.calibration import SELECTION_RULES, calibrate, calibrated_probabilities, selection_key
 from avsc.evaluation.predictions import FUSION_FILE, PREDICTIONS_FILE, write_predictions
 from avsc.labels import LABEL_INDEX, LABELS
-from avsc.models.fusion import build_fusion_model, check_method, check_modalities
+from avsc.models.fusion import build_fusion_model, check_method, check_modalities, fusion_logits_model
 from avsc.models.saving import save_keras_model
 from avsc.storage.files import read_json, write_json
 
@@ -158,6 +163,8 @@ class FusionResult:
     Attributes:
         out_dir: holds model.keras, fusion.json, predictions.parquet, history.json.
         best_epoch: 1-based epoch of the kept weights.
+        val_accuracy, val_log_loss: on val, after temperature scaling.
+        temperature: fitted on val for the kept weights.
         train_seconds: wall time of the training (0 when skipped as already complete).
         skipped: True when :func:`train_all_fusions` found the folder complete.
     """
@@ -171,13 +178,14 @@ class FusionResult:
     backbones: tuple[str, ...] = ()
     level: str = ""
     train_seconds: float = 0.0
+    temperature: float = 1.0
     skipped: bool = False
     history: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
 
 def _compiled_steps(model: keras.Model, optimizer, loss_fn, x_train: list[np.ndarray], y_train: np.ndarray,
                     batch_size: int):
-    """A compiled training epoch and a compiled forward pass.
+    """A compiled training epoch and a compiled forward pass to the logits.
 
     The training clips stay in memory as tensors; one call runs a whole epoch inside the
     graph: for each minibatch of ``order``, mixup of each clip ``j`` with ``partner[j]``
@@ -187,7 +195,7 @@ def _compiled_steps(model: keras.Model, optimizer, loss_fn, x_train: list[np.nda
 
     Returns:
         ``train_epoch(order, partner, lam) -> mean loss`` ([shape=(n_train,)] int32,
-        int32, float32) and ``predict(xs) -> probabilities``.
+        int32, float32) and ``predict(xs) -> logits`` (the ``fc10`` output, before softmax).
     """
     import tensorflow as tf
 
@@ -225,9 +233,11 @@ def _compiled_steps(model: keras.Model, optimizer, loss_fn, x_train: list[np.nda
             (tf.constant(0, tf.int32), tf.constant(0.0, tf.float32)))
         return total / tf.cast(n, tf.float32)
 
+    logits_model = fusion_logits_model(model)
+
     @tf.function(input_signature=[x_spec], autograph=False)
     def predict(xs):
-        return model(xs, training=False)
+        return logits_model(xs, training=False)
 
     return train_epoch, predict
 
@@ -261,12 +271,15 @@ def train_fusion(
             ``modalities`` (written by ``avsc embed``).
         out_dir: output folder; afterwards holds ``model.keras`` (uncompiled; inputs one per
             backbone in the order of ``fusion.json["backbones"]``, output probabilities),
-            ``predictions.parquet`` (every clip of every split), ``history.json`` and, written
-            last, ``fusion.json`` (method, modalities, backbones, level, labels, val metrics,
-            config and hash, per-backbone embedding model_sha256).
+            ``predictions.parquet`` (every clip of every split: raw logits and calibrated
+            probabilities), ``history.json`` and, written last, ``fusion.json`` (method,
+            modalities, backbones, level, labels, calibrated val metrics, calibration
+            (temperature, val log loss and ECE before and after), selection rule, config and
+            hash, per-backbone embedding model_sha256).
         method: ``f1`` .. ``f6``.
         modalities: ``audio+visual`` (five backbones), ``audio`` (three) or ``visual`` (two).
-        config: Phase II settings (epochs, batch size, learning rate, mixup alpha, L2, seed).
+        config: Phase II settings (epochs, batch size, learning rate, mixup alpha, L2,
+            selection rule, seed).
         progress: a progress bar over epochs and a summary line.
 
     Raises:
@@ -288,6 +301,8 @@ def train_fusion(
         raise ConfigError(f"fusion.epochs must be at least 1, got {config.epochs}")
     if config.batch_size < 1:
         raise ConfigError(f"fusion.batch_size must be at least 1, got {config.batch_size}")
+    if config.selection not in SELECTION_RULES:
+        raise ConfigError(f"fusion.selection must be one of {', '.join(SELECTION_RULES)}, got {config.selection!r}")
     data = load_fusion_data(embeddings_dir, backbones)
     out_dir = Path(out_dir)
     masks = {s: data.splits == s for s in ("train", "val")}
@@ -310,7 +325,7 @@ def train_fusion(
                                            kl_divergence_loss, x_train, y_train, config.batch_size)
     n_train = len(y_train)
     history: list[dict[str, Any]] = []
-    best = {"accuracy": -1.0, "log_loss": math.inf, "epoch": 0, "weights": None, "metrics": None}
+    best: dict[str, Any] = {"key": None, "epoch": 0, "weights": None, "calibration": None}
     bar = tqdm(range(config.epochs), desc=f"fuse {method} {modalities}", unit="epoch", disable=not progress,
                file=sys.stderr)
     for epoch in bar:
@@ -322,15 +337,19 @@ def train_fusion(
         else:
             lam, partner = np.ones(n_train, np.float32), np.arange(n_train, dtype=np.int32)
         loss = float(train_epoch(order, partner, lam))
-        metrics = classification_metrics(y_val, _predict(predict, x_val))
+        calibration = calibrate(_predict(predict, x_val), y_val)
+        metrics = calibration["metrics"]
         entry = {"epoch": epoch + 1, "loss": loss,
-                 "val_accuracy": metrics["accuracy"], "val_log_loss": metrics["log_loss"],
+                 "val_accuracy": metrics["accuracy"], "val_log_loss": calibration["before"]["log_loss"],
+                 "val_log_loss_calibrated": metrics["log_loss"], "temperature": calibration["temperature"],
                  "seconds": round(time.perf_counter() - epoch_began, 4)}
         history.append(entry)
-        if (metrics["accuracy"], -metrics["log_loss"]) > (best["accuracy"], -best["log_loss"]):
-            best.update(accuracy=metrics["accuracy"], log_loss=metrics["log_loss"], epoch=epoch + 1,
-                        weights=[w.copy() for w in model.get_weights()], metrics=metrics)
-        bar.set_postfix(val_acc=f"{metrics['accuracy']:.3f}", best=f"{best['accuracy']:.3f}@{best['epoch']}")
+        key = selection_key(metrics["accuracy"], metrics["log_loss"], config.selection)
+        if best["key"] is None or key > best["key"]:
+            best.update(key=key, epoch=epoch + 1, weights=[w.copy() for w in model.get_weights()],
+                        calibration=calibration)
+        bar.set_postfix(val_acc=f"{metrics['accuracy']:.3f}", val_loss=f"{metrics['log_loss']:.3f}",
+                        best=best["epoch"])
     bar.close()
     train_seconds = time.perf_counter() - began
 
@@ -340,11 +359,15 @@ def train_fusion(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / FUSION_FILE).unlink(missing_ok=True)  # the folder counts as complete only once rewritten
     save_keras_model(final, out_dir / "model.keras")
-    probs = _predict(lambda xs: final(xs, training=False), data.inputs(spec.level))
+    final_logits = fusion_logits_model(final)
+    logits = _predict(lambda xs: final_logits(xs, training=False), data.inputs(spec.level))
+    chosen = best["calibration"]
+    temperature = chosen["temperature"]
     write_predictions(out_dir / PREDICTIONS_FILE, clip_ids=list(data.clip_ids), splits=list(data.splits),
-                      labels=list(data.labels), probs=probs)
+                      labels=list(data.labels), probs=calibrated_probabilities(logits, temperature),
+                      logits=logits)
     write_json(out_dir / "history.json", history)
-    val_metrics = {k: v for k, v in best["metrics"].items() if k != "labels"}
+    val_metrics = {k: v for k, v in chosen["metrics"].items() if k != "labels"}
     meta = {
         "format": FUSION_FORMAT,
         **_fingerprint(data, method, modalities, config),
@@ -355,6 +378,9 @@ def train_fusion(
         "labels": list(LABELS),
         "val_metrics": val_metrics,
         "best_epoch": best["epoch"],
+        "selection": config.selection,
+        "calibration": {"temperature": temperature, "fitted_on": "val", "before": chosen["before"],
+                        "after": chosen["after"]},
         "config": to_dict(config),
         "clips_per_split": {s: int((data.splits == s).sum()) for s in sorted(set(data.splits))},
         "train_seconds": round(train_seconds, 3),
@@ -362,11 +388,13 @@ def train_fusion(
     write_json(out_dir / FUSION_FILE, meta)
     if progress:
         print(f"{method} {modalities}: best epoch {best['epoch']}/{config.epochs}, val accuracy "
-              f"{best['accuracy']:.4f}, val log loss {best['log_loss']:.4f}, {train_seconds:.1f} s -> {out_dir}",
+              f"{val_metrics['accuracy']:.4f}, val log loss {chosen['before']['log_loss']:.4f} -> "
+              f"{val_metrics['log_loss']:.4f} at T={temperature:.2f}, {train_seconds:.1f} s -> {out_dir}",
               file=sys.stderr)
-    return FusionResult(out_dir=out_dir, method=method, modalities=modalities, val_accuracy=best["accuracy"],
-                        val_log_loss=best["log_loss"], best_epoch=best["epoch"], backbones=tuple(backbones),
-                        level=spec.level, train_seconds=train_seconds, history=history)
+    return FusionResult(out_dir=out_dir, method=method, modalities=modalities,
+                        val_accuracy=val_metrics["accuracy"], val_log_loss=val_metrics["log_loss"],
+                        best_epoch=best["epoch"], backbones=tuple(backbones), level=spec.level,
+                        train_seconds=train_seconds, history=history, temperature=temperature)
 
 
 def _completed(out_dir: Path) -> dict[str, Any] | None:
@@ -424,6 +452,7 @@ def train_all_fusions(
                     out_dir=out_dir, method=method, modalities=modalities,
                     val_accuracy=float(val.get("accuracy", float("nan"))),
                     val_log_loss=float(val.get("log_loss", float("nan"))), best_epoch=int(meta.get("best_epoch", 0)),
+                    temperature=float(meta.get("calibration", {}).get("temperature", 1.0)),
                     backbones=tuple(meta.get("backbones", ())), level=meta.get("level", ""), skipped=True))
                 if progress:
                     print(f"{method} {modalities}: already complete, skipped ({out_dir})", file=sys.stderr)

@@ -1,0 +1,142 @@
+"""Calibration and the metrics beside it: temperature scaling, ECE, Wilson intervals, selection."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import log_loss
+
+from avsc.evaluation.calibration import (
+    TEMPERATURE_BOUNDS,
+    calibrate,
+    calibrated_probabilities,
+    fit_temperature,
+    selection_key,
+)
+from avsc.evaluation.metrics import (
+    classification_metrics,
+    expected_calibration_error,
+    reliability_bins,
+    softmax,
+    wilson_interval,
+)
+
+
+def _calibrated_model(rng, n: int, k: int = 10, scale: float = 2.0):
+    """Logits of a perfectly calibrated model: labels are drawn from softmax(logits)."""
+    logits = scale * rng.normal(size=(n, k))
+    probs = softmax(logits)
+    y = np.array([rng.choice(k, p=row) for row in probs])
+    return logits, y
+
+
+def test_temperature_scaling_repairs_an_over_confident_model(rng):
+    logits, y = _calibrated_model(rng, 4000)
+    over = 4.0 * logits  # the same ranking, four times too sure
+    val, test = slice(0, 2000), slice(2000, None)
+    temperature = fit_temperature(over[val], y[val])
+    assert temperature == pytest.approx(4.0, rel=0.1)
+
+    before, after = softmax(over[test]), calibrated_probabilities(over[test], temperature)
+    assert log_loss(y[test], after, labels=range(10)) < log_loss(y[test], before, labels=range(10)) - 0.5
+    assert expected_calibration_error(y[test], after) < expected_calibration_error(y[test], before) / 3
+    # Argmax invariance: accuracy and confusion matrix do not move.
+    np.testing.assert_array_equal(after.argmax(axis=1), before.argmax(axis=1))
+    m_before, m_after = classification_metrics(y[test], before), classification_metrics(y[test], after)
+    assert m_after["accuracy"] == m_before["accuracy"]
+    assert m_after["confusion_matrix"] == m_before["confusion_matrix"]
+
+
+def test_temperature_below_one_sharpens_an_under_confident_model(rng):
+    logits, y = _calibrated_model(rng, 3000)
+    assert fit_temperature(logits / 3.0, y) == pytest.approx(1 / 3, rel=0.1)
+
+
+def test_fit_temperature_minimises_the_log_loss(rng):
+    logits, y = _calibrated_model(rng, 500, scale=3.0)
+    logits = 2.5 * logits
+    best = fit_temperature(logits, y)
+    nll = lambda t: log_loss(y, calibrated_probabilities(logits, t), labels=range(10))  # noqa: E731
+    assert nll(best) <= min(nll(best * 0.9), nll(best * 1.1), nll(1.0))
+
+
+def test_fit_temperature_edge_cases():
+    assert fit_temperature(np.zeros((0, 10)), np.zeros(0, int)) == 1.0
+    # Every row right: sharper is always better, so the search runs to its lower end
+    # (where the log loss is already 0 to float precision).
+    logits = np.eye(3)[[0, 1, 2]] * 2.0
+    assert TEMPERATURE_BOUNDS[0] <= fit_temperature(logits, np.array([0, 1, 2])) < 0.1
+    with pytest.raises(ValueError, match="positive"):
+        calibrated_probabilities(logits, 0.0)
+
+
+def test_calibrate_reports_before_and_after(rng):
+    logits, y = _calibrated_model(rng, 1000)
+    result = calibrate(5.0 * logits, y)
+    assert result["after"]["log_loss"] < result["before"]["log_loss"]
+    assert result["after"]["ece"] < result["before"]["ece"]
+    assert result["metrics"]["log_loss"] == result["after"]["log_loss"]
+    assert result["before"]["log_loss"] == pytest.approx(log_loss(y, softmax(5.0 * logits), labels=range(10)))
+
+
+# --- ECE and reliability, by hand -------------------------------------------------------------
+
+
+def test_expected_calibration_error_by_hand():
+    # Confidence 0.9 twice (one right, one wrong): |0.5 - 0.9| = 0.4 on half the rows;
+    # confidence 0.6 twice (both right): |1.0 - 0.6| = 0.4 on the other half. ECE = 0.4.
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.4, 0.6]])
+    y = np.array([0, 1, 1, 1])
+    assert expected_calibration_error(y, probs) == pytest.approx(0.4)
+    bins = reliability_bins(y, probs)
+    assert sum(bins["count"]) == 4 and len(bins["edges"]) == 16
+    filled = [i for i, c in enumerate(bins["count"]) if c]
+    assert [bins["accuracy"][i] for i in filled] == [1.0, 0.5]
+    assert [bins["confidence"][i] for i in filled] == pytest.approx([0.6, 0.9])
+    # A model sure and always right is perfectly calibrated.
+    assert expected_calibration_error(np.array([0, 1]), np.array([[1.0, 0.0], [0.0, 1.0]])) == 0.0
+    assert math.isnan(expected_calibration_error(np.zeros(0, int), np.zeros((0, 2))))
+
+
+# --- Wilson intervals --------------------------------------------------------------------------
+
+
+def test_wilson_interval_against_hand_computation():
+    # p = 0.7, n = 10, z = 1.959964: centre = (p + z^2 / 2n) / (1 + z^2 / n) = 0.644499...,
+    # half width = z * sqrt(p (1 - p) / n + z^2 / 4n^2) / (1 + z^2 / n) = 0.247721...
+    low, high = wilson_interval(7, 10)
+    assert low == pytest.approx(0.396778, abs=1e-6)
+    assert high == pytest.approx(0.892209, abs=1e-6)
+    # 0 of 3: [0, z^2 / (n + z^2)] = [0, 0.561497]; 3 of 3 mirrors it.
+    assert wilson_interval(0, 3) == pytest.approx((0.0, 0.561497), abs=1e-6)
+    assert wilson_interval(3, 3) == pytest.approx((0.438503, 1.0), abs=1e-6)
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+
+
+def test_classification_metrics_carry_counts_and_intervals():
+    y = np.array([0, 0, 0, 1])
+    probs = np.array([[0.8, 0.2], [0.7, 0.3], [0.4, 0.6], [0.1, 0.9]])
+    m = classification_metrics(y, probs, labels=("a", "b"))
+    assert m["n_correct"] == 3 and m["accuracy"] == 0.75
+    assert m["accuracy_ci"] == pytest.approx(list(wilson_interval(3, 4)))
+    assert m["per_class_correct"] == {"a": 2, "b": 1}
+    assert m["per_class_ci"]["a"] == pytest.approx(list(wilson_interval(2, 3)))
+    assert 0.0 < m["ece"] < 1.0
+
+
+# --- Selection rules ---------------------------------------------------------------------------
+
+
+def test_selection_key_orders_by_the_chosen_rule():
+    sharp = (0.90, 0.60)  # accuracy, calibrated log loss
+    careful = (0.88, 0.40)
+    by_loss = max([sharp, careful], key=lambda c: selection_key(*c, "log_loss"))
+    by_acc = max([sharp, careful], key=lambda c: selection_key(*c, "accuracy"))
+    assert by_loss == careful and by_acc == sharp
+    # Ties go to the other metric; NaN never wins.
+    assert selection_key(0.9, 0.5, "accuracy") > selection_key(0.9, 0.6, "accuracy")
+    assert selection_key(0.5, 0.5, "log_loss") > selection_key(0.9, float("nan"), "log_loss")
+    with pytest.raises(ValueError, match="selection rule"):
+        selection_key(0.5, 0.5, "f1")
