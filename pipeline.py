@@ -227,7 +227,7 @@ def build_pipeline(options: ClusterOptions = ClusterOptions()):
             _resources(fuse, options, "fuse").set_caching_options(True)
 
         evaluate = evaluate_fusions(
-            fusions=dsl.Collected(fuse.outputs["fusions"]),
+            fusions=dsl.Collected(fuse.outputs["fusions"]), manifest=ingest.outputs["manifest"],
             **{f"model_{_argument(b)}": model for b, model in models.items()},
             **embeddings,
         ).set_display_name("Evaluate and bundle")

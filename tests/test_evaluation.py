@@ -14,9 +14,9 @@ from embeddings_factory import make_embeddings
 
 from avsc.cli import main
 from avsc.config import BACKBONES
-from avsc.errors import DataError
+from avsc.errors import ConfigError, DataError
 from avsc.evaluation.evaluate import evaluate
-from avsc.evaluation.metrics import classification_metrics, softmax
+from avsc.evaluation.metrics import classification_metrics, softmax, wilson_interval
 from avsc.evaluation.predictions import write_predictions
 from avsc.evaluation.report import results_table, write_submission_csv
 from avsc.labels import LABELS
@@ -106,24 +106,45 @@ def test_submission_csv_format(tmp_path):
 # --- evaluate() on hand-written fusion folders ----------------------------------------------------
 
 
-def _fusion_dir(root: Path, method: str, modalities: str, *, rng, strength: float, val_accuracy: float,
-                splits=("val", "test"), per_class: int = 3) -> Path:
-    """A fusion folder with hand-made predictions (no training needed)."""
+# Val scores of the hand-made fusion models: f4 has the best val accuracy, f5 the lowest
+# val log loss, f1 the best test scores (the test split must never choose).
+VAL = {"f1": (0.80, 0.60), "f2": (0.70, 0.90), "f3": (0.75, 0.70), "f4": (0.90, 0.45), "f5": (0.85, 0.40),
+       "f6": (0.60, 1.00)}
+
+
+def _fusion_dir(root: Path, method: str, modalities: str, *, rng, strength: float, val: tuple[float, float],
+                splits=("val", "test"), per_class: int = 3, temperature: float = 2.0, segments: int = 0) -> Path:
+    """A fusion folder with hand-made predictions (no training needed): over-confident
+    logits (``strength`` on the true class, times ``temperature``) and ``probs`` =
+    ``softmax(logits / temperature)``, as :func:`avsc.training.fusion.train_fusion` writes them."""
     out = root / f"{method}-{modalities}"
-    ids, sp, labels, probs = [], [], [], []
+    ids, sp, labels, logits = [], [], [], []
     for split in splits:
         for k, label in enumerate(LABELS):
             for i in range(per_class):
-                ids.append(f"{label}-x-{i}-{split}")
-                sp.append(split)
-                labels.append(label)
-                logits = rng.normal(size=10)
-                logits[k] += strength
-                probs.append(np.exp(logits) / np.exp(logits).sum())
-    write_predictions(out / "predictions.parquet", clip_ids=ids, splits=sp, labels=labels, probs=np.array(probs))
-    write_json(out / "fusion.json", {"method": method, "modalities": modalities, "labels": list(LABELS),
-                                     "backbones": [], "val_metrics": {"accuracy": val_accuracy, "log_loss": 0.5},
-                                     "clips_per_split": {s: 10 * per_class for s in splits}})
+                for seg in range(max(1, segments)):
+                    clip = f"{label}-x-{i}-{split}"
+                    ids.append(f"{clip}_s{seg:03d}" if segments else clip)
+                    sp.append(split)
+                    labels.append(label)
+                    row = rng.normal(size=10)
+                    row[k] += strength
+                    logits.append(temperature * row)
+    logits = np.array(logits)
+    write_predictions(out / "predictions.parquet", clip_ids=ids, splits=sp, labels=labels,
+                      probs=softmax(logits / temperature), logits=logits)
+    write_json(out / "history.json", [{"epoch": e, "loss": 1.0 / e, "val_accuracy": val[0], "val_log_loss": 2 * val[1],
+                                       "val_log_loss_calibrated": val[1], "temperature": temperature}
+                                      for e in (1, 2, 3)])
+    write_json(out / "fusion.json", {
+        "method": method, "modalities": modalities, "labels": list(LABELS), "backbones": [],
+        "val_metrics": {"accuracy": val[0], "log_loss": val[1]}, "best_epoch": 2, "selection": "log_loss",
+        "calibration": {"temperature": temperature, "fitted_on": "val", "before": {"log_loss": 2 * val[1], "ece": 0.3},
+                        "after": {"log_loss": val[1], "ece": 0.05}},
+        "config": {"epochs": 40, "batch_size": 32, "learning_rate": 1e-2, "mixup_alpha": 0.4, "l2": 1e-4,
+                   "selection": "log_loss", "seed": 0},
+        "config_hash": "fusionhash01",
+        "clips_per_split": {s: 10 * per_class * max(1, segments) for s in splits}})
     return out
 
 
@@ -131,12 +152,10 @@ def _fusion_dir(root: Path, method: str, modalities: str, *, rng, strength: floa
 def fusion_root(tmp_path_factory):
     rng = np.random.default_rng(7)
     root = tmp_path_factory.mktemp("eval") / "fusion"
-    val = {"f1": 0.80, "f2": 0.70, "f3": 0.75, "f4": 0.90, "f5": 0.85, "f6": 0.60}
-    for method, v in val.items():
-        # f1 is the best on test but f4 is the best on val: the report must follow val.
-        _fusion_dir(root, method, "audio+visual", rng=rng, strength=6.0 if method == "f1" else 2.0, val_accuracy=v)
+    for method, val in VAL.items():
+        _fusion_dir(root, method, "audio+visual", rng=rng, strength=6.0 if method == "f1" else 2.0, val=val)
     for modalities in ("audio", "visual"):
-        _fusion_dir(root, "f4", modalities, rng=rng, strength=1.0, val_accuracy=0.5)
+        _fusion_dir(root, "f4", modalities, rng=rng, strength=1.0, val=(0.5, 1.2))
     return root
 
 
@@ -153,7 +172,10 @@ def test_evaluate_metrics_json_matches_predictions(fusion_root, evaluated):
     assert [(r["method"], r["modalities"]) for r in metrics["results"]][:6] == [
         (m, "audio+visual") for m in ("f1", "f2", "f3", "f4", "f5", "f6")]
     assert len(metrics["results"]) == 8
-    assert metrics["best"] == {"method": "f4", "modalities": "audio+visual"}
+    # Chosen on val by log loss (the rule the models were trained with), not on test.
+    assert metrics["best"] == {"method": "f5", "modalities": "audio+visual"}
+    assert metrics["best_per_modalities"]["visual"] == {"method": "f4", "modalities": "visual"}
+    assert metrics["provenance"]["selection"]["rule"] == "log_loss"
 
     from avsc.evaluation.predictions import read_predictions
 
@@ -162,10 +184,24 @@ def test_evaluate_metrics_json_matches_predictions(fusion_root, evaluated):
     y = np.array([LABELS.index(lab) for lab in preds["label"][test]])
     f2 = next(r for r in metrics["results"] if r["method"] == "f2")
     assert f2["n_clips"] == 30 and f2["labels"] == list(LABELS)
-    assert f2["accuracy"] == pytest.approx((preds["probs"][test].argmax(1) == y).mean())
-    assert f2["log_loss"] == pytest.approx(log_loss(y, preds["probs"][test]))
+    calibrated, raw = softmax(preds["logits"][test] / 2.0), softmax(preds["logits"][test])
+    assert f2["temperature"] == 2.0
+    assert f2["accuracy"] == pytest.approx((calibrated.argmax(1) == y).mean())
+    assert f2["n_correct"] == int(round(30 * f2["accuracy"]))
+    assert f2["log_loss"] == pytest.approx(log_loss(y, calibrated, labels=range(10)))
+    assert f2["uncalibrated"]["log_loss"] == pytest.approx(log_loss(y, raw, labels=range(10)))
     assert np.asarray(f2["confusion_matrix"]).sum() == 30
     assert set(f2["per_class_accuracy"]) == set(LABELS)
+    assert f2["per_class_count"] == {label: 3 for label in LABELS}
+    assert "clip_level" not in f2
+
+
+def test_evaluate_selection_by_accuracy(fusion_root, tmp_path):
+    metrics = evaluate([fusion_root], tmp_path / "report", selection="accuracy")
+    assert metrics["best"] == {"method": "f4", "modalities": "audio+visual"}
+    assert metrics["provenance"]["selection"]["rule"] == "accuracy"
+    with pytest.raises(ConfigError, match="selection"):
+        evaluate([fusion_root], tmp_path / "r2", selection="test_accuracy")
 
 
 def test_evaluate_writes_report_files(evaluated):
@@ -174,19 +210,107 @@ def test_evaluate_writes_report_files(evaluated):
         name = f"{r['method']}-{r['modalities']}"
         png = report / f"confusion-{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        rows = (report / f"submission-{name}.csv").read_text().splitlines()
+        rows = list(csv.reader((report / f"submission-{name}.csv").read_text().splitlines(), delimiter="\t"))
         assert len(rows) == 1 + r["n_clips"]
+        assert max(max(float(v) for v in row[2:]) for row in rows[1:]) < 0.9999  # calibrated, not raw
+    assert metrics["figures"]["reliability"] == ["calibration-audio+visual.png", "calibration-audio.png",
+                                                 "calibration-visual.png"]
+    assert metrics["figures"]["training_curves"] == "training-curves.png"
     html = (report / "report.html").read_text()
     assert "Table I" in html and "Table II" in html and "Figure 4" in html
     for label in LABELS:
         assert label in html
-    assert html.count("<img") == 8 and "data:image/png;base64," in html
+    # 8 confusion matrices, 3 reliability figures, 1 training-curves figure, all inline.
+    assert html.count("<img") == 12 and "data:image/png;base64," in html
     assert "src=\"confusion-" not in html  # self-contained: no links to files beside it
-    assert "published, on the real TAU Urban Audio-Visual Scenes 2021 dataset" in html
+    assert "Published, on the real TAU Urban Audio-Visual Scenes 2021 dataset" in html  # name kept as spelled
     for number in ("95.3", "80.5", "91.8", "77.0", "64.9", "0.658"):  # paper and DCASE baseline
         assert number in html
+    assert "<details>" in html  # the other confusion matrices, collapsed
     md = (report / "report.md").read_text()
-    assert "Table I" in md and "Table II" in md and "confusion-f4-audio+visual.png" in md
+    assert "Table I" in md and "Table II" in md and "confusion-f5-audio+visual.png" in md
+    assert "training-curves.png" in md and "calibration-audio+visual.png" in md
+
+
+def test_table_one_pairs_measured_and_published_with_counts_and_intervals(evaluated):
+    metrics, report = evaluated
+    md = (report / "report.md").read_text()
+    table = md[md.index("## Table I"):md.index("## Table II")]
+    assert table.count("| airport") == 1  # one Table I, not a measured and a published one
+    f1 = next(r for r in metrics["results"] if r["method"] == "f1")
+    k, n = f1["per_class_correct"]["airport"], f1["per_class_count"]["airport"]
+    low, high = wilson_interval(k, n)
+    cell = f"{100 * k / n:.1f} / 87.9 ({k}/{n}, {100 * low:.1f}–{100 * high:.1f})"  # measured / published
+    assert cell in table
+    overall = f"{100 * f1['accuracy']:.1f} / 94.1 ({f1['n_correct']}/30,"
+    assert overall in table
+    assert f"{f1['log_loss']:.3f} / —" in table  # log loss next to accuracy
+
+
+def test_report_shows_the_provenance_block(fusion_root, tmp_path):
+    from avsc.config import load_config, to_dict
+    from avsc.data.manifest import write_manifest
+
+    quick = load_config(preset="quick")
+    models = tmp_path / "models"
+    for i, backbone in enumerate(BACKBONES):
+        write_json(models / backbone / "config.json", {
+            "backbone": backbone, "train": to_dict(quick.train), "config_hash": f"trainhash{i:03d}",
+            "features": to_dict(quick.features), "feature_config_hash": "featurehash1", "best_epoch": 2})
+        write_json(models / backbone / "history.json", [
+            {"epoch": e, "loss": 2.0 / e, "val_accuracy": 0.1 * e, "val_log_loss": 2.0, "val_log_loss_calibrated": 1.5}
+            for e in (1, 2, 3)])
+    rows = [{"clip_id": f"park-x-{i}-test", "video": f"video/park-x-{i}.mp4", "label": "park", "city": "x",
+             "location": "x-1", "split": split} for i, split in enumerate(["train"] * 5 + ["val"] * 2 + ["test"] * 3)]
+    manifest = write_manifest(rows, tmp_path / "manifest.parquet", dataset_root=tmp_path / "demo",
+                              extra_metadata={"dataset": {"name": "demo", "path": str(tmp_path / "demo"),
+                                                          "synthetic": True, "generator": "avsc demo-data"}})
+    metrics = evaluate([fusion_root], tmp_path / "report", models_dir=models, manifest=manifest, run_id="run-42")
+    prov = metrics["provenance"]
+    assert prov["dataset"]["synthetic"] is True and prov["dataset"]["name"] == "demo"
+    assert list(prov["dataset"]["clips_per_split"].items()) == [("train", 5), ("val", 2), ("test", 3)]
+    assert prov["preset"] == "quick"  # every recorded setting is the quick preset's
+    differences = {d["setting"]: (d["value"], d["paper"]) for d in prov["differences_from_paper"]}
+    assert differences["features.audio.clip_seconds"] == (4.0, 10.0)
+    assert differences["train.epochs"] == (6, 60)
+    assert prov["config_hashes"]["train"]["aud-mel"] == "trainhash000"
+    assert prov["run_id"] == "run-42" and prov["avsc_version"]
+    from avsc import __version__
+
+    for path in (tmp_path / "report" / "report.md", tmp_path / "report" / "report.html"):
+        text = path.read_text()
+        head = text[:text.index("Table I")]  # the block comes first
+        for expected in ("Provenance", "demo", "synthetic", "train 5, val 2, test 3", "features.audio.clip_seconds",
+                         "featurehash1", "trainhash000", "run-42", __version__, "log_loss", "temperature scaling"):
+            assert expected in head, (path.name, expected)
+    assert metrics["figures"]["training_curves"] == "training-curves.png"  # five backbones + the best fusion
+
+
+def test_clip_level_results_average_segment_probabilities(tmp_path, rng):
+    root = tmp_path / "fusion"
+    _fusion_dir(root, "f4", "audio+visual", rng=rng, strength=1.5, val=(0.5, 1.0), segments=4)
+    metrics = evaluate([root], tmp_path / "report")
+    result = metrics["results"][0]
+    assert result["n_clips"] == 10 * 3 * 4  # segments
+    from avsc.evaluation.predictions import read_predictions
+
+    preds = read_predictions(root / "f4-audio+visual" / "predictions.parquet")
+    test = preds["split"] == "test"
+    probs = softmax(preds["logits"][test] / 2.0)
+    # By hand: each clip's probabilities are the mean of its 4 segments' (ids <clip>_s000..s003).
+    ids = preds["clip_id"][test]
+    parents = sorted({c.rsplit("_s", 1)[0] for c in ids})
+    clip_probs = np.array([probs[[c.rsplit("_s", 1)[0] == p for c in ids]].mean(axis=0) for p in parents])
+    y = np.array([LABELS.index(p.split("-x-")[0]) for p in parents])
+    clip = result["clip_level"]
+    assert clip["n_clips"] == 30
+    assert clip["accuracy"] == pytest.approx((clip_probs.argmax(1) == y).mean())
+    assert clip["log_loss"] == pytest.approx(log_loss(y, clip_probs, labels=range(10)))
+    rows = (tmp_path / "report" / result["clip_submission_csv"]).read_text().splitlines()
+    assert len(rows) == 31 and rows[1].startswith(f"video/{parents[0]}.mp4\t")
+    assert "segments" in metrics["provenance"]["protocol"]
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "whole clips, mean of segments" in md
 
 
 def test_results_table_marks_best(evaluated):
@@ -194,9 +318,9 @@ def test_results_table_marks_best(evaluated):
     table = results_table(metrics)
     lines = table.splitlines()
     assert lines[0].split()[:2] == ["method", "modalities"]
-    assert any(line.startswith("f4*") and "audio+visual" in line for line in lines)
+    assert any(line.startswith("f5*") and "audio+visual" in line for line in lines)
     f1 = next(r for r in metrics["results"] if r["method"] == "f1")
-    assert f"{100 * f1['accuracy']:.1f}" in table
+    assert f"{100 * f1['accuracy']:.1f}" in table and f"{f1['log_loss']:.3f}" in table
 
 
 def test_evaluate_backbone_rows(fusion_root, tmp_path):
@@ -210,8 +334,9 @@ def test_evaluate_backbone_rows(fusion_root, tmp_path):
     y = np.array([LABELS.index(lab) for lab in e.labels[test]])
     row = next(b for b in metrics["backbones"] if b["backbone"] == "vis-inc")
     assert row["accuracy"] == pytest.approx((e.fc10[test].argmax(1) == y).mean())
-    assert row["log_loss"] == pytest.approx(log_loss(y, softmax(e.fc10[test])))
+    assert row["log_loss"] == pytest.approx(log_loss(y, softmax(e.fc10[test] / e.temperature), labels=range(10)))
     assert "vis-inc" in (tmp_path / "report" / "report.html").read_text()
+    assert "calibration-backbones.png" in metrics["figures"]["reliability"]
 
 
 def test_evaluate_errors(fusion_root, tmp_path, rng):
@@ -222,7 +347,7 @@ def test_evaluate_errors(fusion_root, tmp_path, rng):
         evaluate([tmp_path / "empty"], tmp_path / "r2")
     with pytest.raises(DataError, match="no clips in the 'train' split"):
         evaluate([fusion_root], tmp_path / "r3", split="train")
-    other = _fusion_dir(tmp_path / "other", "f4", "audio", rng=rng, strength=1.0, val_accuracy=0.5)
+    other = _fusion_dir(tmp_path / "other", "f4", "audio", rng=rng, strength=1.0, val=(0.5, 1.0))
     with pytest.raises(DataError, match="second result for f4 audio"):
         evaluate([fusion_root, other], tmp_path / "r4")
     assert not (tmp_path / "r4").exists()  # nothing written before the check
@@ -230,8 +355,9 @@ def test_evaluate_errors(fusion_root, tmp_path, rng):
 
 def test_cli_evaluate_prints_table(fusion_root, tmp_path, capsys):
     assert main(["evaluate", str(fusion_root / "f4-audio"), str(fusion_root / "f4-visual"),
-                 "-o", str(tmp_path / "report")]) == 0
+                 "-o", str(tmp_path / "report"), "--run-id", "cli-run"]) == 0
     out = capsys.readouterr().out
     assert "f4" in out and "audio" in out and "visual" in out and "report.html" in out
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert {r["modalities"] for r in metrics["results"]} == {"audio", "visual"}
+    assert metrics["provenance"]["run_id"] == "cli-run"

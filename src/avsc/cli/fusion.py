@@ -35,14 +35,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     evaluate = subparsers.add_parser(
         "evaluate", help="metrics, confusion matrices, report.html and DCASE CSV of fusion models",
-        description="Evaluate fusion models on one split (default: test): accuracy, per-class accuracy, "
-                    "log loss, confusion matrices; writes metrics.json, report.html (self-contained), "
-                    "report.md, confusion-*.png and submission-*.csv, and prints the results table.")
+        description="Evaluate fusion models on one split (default: test) with calibrated probabilities "
+                    "(each model's temperature, fitted on val): accuracy with 95%% Wilson intervals, "
+                    "per-class accuracy, log loss and expected calibration error before and after "
+                    "calibration, confusion matrices, clip-level results of a segment run; writes "
+                    "metrics.json, report.html (self-contained), report.md, figures and "
+                    "submission-*.csv, and prints the results table.")
     evaluate.add_argument("fusion_dirs", nargs="+", metavar="FUSION_DIR",
                           help="fusion folder(s), or the root of `avsc fuse --method all`")
     evaluate.add_argument("-o", "--output", required=True, metavar="REPORT_DIR")
     evaluate.add_argument("--embeddings", metavar="DIR", help="add one row per backbone from its embeddings")
     evaluate.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    evaluate.add_argument("--models", metavar="MODELS_ROOT",
+                          help="folder of <backbone>/ model folders: settings for the provenance block, "
+                               "training curves")
+    evaluate.add_argument("--manifest", metavar="MANIFEST",
+                          help="manifest of `avsc ingest`: dataset name, synthetic or not, clips per split")
+    evaluate.add_argument("--selection", choices=("log_loss", "accuracy"),
+                          help="how the best model is chosen on val (default: as the fusion models were trained)")
+    evaluate.add_argument("--run-id", help="an id for this run in the report (default: time + random)")
     evaluate.set_defaults(handler=run_evaluate)
 
     if importlib.util.find_spec("avsc.cli.inference") is not None:
@@ -79,7 +90,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from avsc.evaluation.evaluate import evaluate
     from avsc.evaluation.report import results_table
 
-    metrics = evaluate(args.fusion_dirs, args.output, split=args.split, embeddings_dir=args.embeddings)
+    metrics = evaluate(args.fusion_dirs, args.output, split=args.split, embeddings_dir=args.embeddings,
+                       models_dir=args.models, manifest=args.manifest, selection=args.selection,
+                       run_id=args.run_id)
     print(results_table(metrics))
     print(f"report: {os.path.join(args.output, 'report.html')}")
     return 0

@@ -1,14 +1,19 @@
-"""Evaluation of fusion models on one split (paper, section III-C): metrics, report, CSV.
+"""Evaluation of fusion models on one split (paper, section III-C; DCASE 2021 Task 1B).
 
 :func:`evaluate` reads the ``predictions.parquet`` of fusion folders written by
-:func:`avsc.training.backbone.fusion.train_fusion`, scores them with :mod:`avsc.evaluation.evaluate.metrics`
-and writes ``metrics.json``, one confusion-matrix PNG and one DCASE-style submission CSV per
-result, ``report.html`` and ``report.md``.
+:func:`avsc.training.fusion.train_fusion`, applies each model's temperature (fitted on val,
+:mod:`avsc.evaluation.calibration`), scores the calibrated probabilities with
+:func:`avsc.evaluation.metrics.classification_metrics` (log loss and ECE before
+calibration beside them), averages segment probabilities per clip on a segment run
+(:mod:`avsc.data.segments`), chooses the best model on val
+(:func:`best_result`), and writes ``metrics.json``, one confusion-matrix PNG and one
+DCASE-style submission CSV per result, reliability diagrams, training curves,
+``report.html`` and ``report.md`` (:mod:`avsc.evaluation.report`).
 """
 
 from __future__ import annotations
 
-import math
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,13 +21,19 @@ from typing import Any
 import numpy as np
 
 from avsc.config import BACKBONES, FUSION_METHODS, MODALITY_SETS
-from avsc.errors import DataError
-from avsc.evaluation.metrics import classification_metrics, label_indices, softmax
+from avsc.data.segments import average_segments, is_segment
+from avsc.errors import ConfigError, DataError
+from avsc.evaluation.calibration import SELECTION_RULES, calibrated_probabilities, selection_key
+from avsc.evaluation.figures import Curves, Reliability, plot_confusion, plot_reliability, plot_training_curves
+from avsc.evaluation.metrics import classification_metrics, label_indices
 from avsc.evaluation.predictions import FUSION_FILE, PREDICTIONS_FILE, read_predictions
+from avsc.evaluation.provenance import collect_provenance
 from avsc.labels import LABELS
 from avsc.storage.files import read_json, write_json
 
-__all__ = ["find_fusion_dirs", "evaluate"]
+__all__ = ["find_fusion_dirs", "best_result", "evaluate"]
+
+log = logging.getLogger(__name__)
 
 
 # --- Evaluation of fusion folders ------------------------------------------------------------
@@ -60,27 +71,61 @@ def find_fusion_dirs(paths: Sequence[str | Path]) -> list[Path]:
     return sorted(unique, key=lambda p: (_result_order(read_json(p / FUSION_FILE)), str(p)))
 
 
-def _best(results: list[dict[str, Any]]) -> dict[str, str] | None:
-    """The result to put in Table II: highest VAL accuracy (ties: lower val log loss),
-    among audio+visual results when there are any. The evaluated split never decides."""
-    if not results:
+def best_result(results: Sequence[dict[str, Any]], selection: str = "log_loss",
+                modalities: str | None = None) -> dict[str, Any] | None:
+    """The result the val split prefers under ``selection`` (see
+    :data:`avsc.evaluation.calibration.SELECTION_RULES`); the evaluated split never decides.
+
+    Args:
+        results: ``metrics.json["results"]`` rows (with ``val_accuracy``, ``val_log_loss``).
+        modalities: only results of this modality set; None: audio+visual ones when there
+            are any, else all.
+
+    Returns:
+        The chosen row, or None when there is none. Ties go to the earlier method.
+    """
+    if modalities is None:
+        pool = [r for r in results if r["modalities"] == "audio+visual"] or list(results)
+    else:
+        pool = [r for r in results if r["modalities"] == modalities]
+    if not pool:
         return None
-    pool = [r for r in results if r["modalities"] == "audio+visual"] or results
-    def key(r: dict[str, Any]) -> tuple[float, float, int]:
-        acc, loss = r["val_accuracy"], r["val_log_loss"]
+
+    def key(r: dict[str, Any]) -> tuple:
         order = FUSION_METHODS.index(r["method"]) if r["method"] in FUSION_METHODS else len(FUSION_METHODS)
-        return (-1.0 if math.isnan(acc) else acc, -math.inf if math.isnan(loss) else -loss, -order)
+        return (*selection_key(r["val_accuracy"], r["val_log_loss"], selection), -order)
 
-    chosen = max(pool, key=key)
-    return {"method": chosen["method"], "modalities": chosen["modalities"]}
+    return max(pool, key=key)
 
 
-def _backbone_rows(embeddings_dir: Path, split: str) -> list[dict[str, Any]]:
+def _selection(metas: dict[Path, dict[str, Any]], asked: str | None) -> str:
+    """The rule that picks the best model: as asked, else as the fusion models were trained."""
+    if asked is not None:
+        if asked not in SELECTION_RULES:
+            raise ConfigError(f"selection must be one of {', '.join(SELECTION_RULES)}, got {asked!r}")
+        return asked
+    recorded = {m.get("selection") or m.get("config", {}).get("selection") for m in metas.values()} - {None}
+    if len(recorded) == 1:
+        return recorded.pop()
+    if recorded:
+        log.warning("fusion models were selected by different rules (%s); choosing the best by log_loss",
+                    ", ".join(sorted(recorded)))
+    return "log_loss"
+
+
+def _scores(y: np.ndarray, raw: np.ndarray, calibrated: np.ndarray) -> dict[str, Any]:
+    """Metrics of the calibrated probabilities, with the raw log loss and ECE beside them."""
+    metrics = classification_metrics(y, calibrated)
+    before = classification_metrics(y, raw)
+    return {**metrics, "uncalibrated": {"log_loss": before["log_loss"], "ece": before["ece"]}}
+
+
+def _backbone_rows(embeddings_dir: Path, split: str) -> tuple[list[dict[str, Any]], list[Reliability]]:
     from avsc.training.embeddings import read_embeddings
 
     if not embeddings_dir.is_dir():
         raise DataError(embeddings_dir, "embeddings folder not found", "give the folder of `avsc embed` outputs")
-    rows = []
+    rows, panels = [], []
     for backbone in BACKBONES:
         path = embeddings_dir / f"{backbone}.parquet"
         if not path.is_file():
@@ -90,13 +135,34 @@ def _backbone_rows(embeddings_dir: Path, split: str) -> list[dict[str, Any]]:
         if not mask.any():
             raise DataError(path, f"no clips in the {split!r} split")
         y = label_indices(list(emb.labels[mask]), path)
-        metrics = classification_metrics(y, softmax(emb.fc10[mask]))
-        rows.append({"backbone": backbone, "accuracy": metrics["accuracy"], "log_loss": metrics["log_loss"],
-                     "per_class_accuracy": metrics["per_class_accuracy"], "n_clips": metrics["n_clips"]})
+        raw = calibrated_probabilities(emb.fc10[mask], 1.0)
+        calibrated = calibrated_probabilities(emb.fc10[mask], emb.temperature)
+        scores = _scores(y, raw, calibrated)
+        rows.append({"backbone": backbone, "temperature": emb.temperature,
+                     **{k: scores[k] for k in ("accuracy", "accuracy_ci", "n_correct", "log_loss", "ece",
+                                               "uncalibrated", "per_class_accuracy", "per_class_count", "n_clips")}})
+        panels.append(Reliability(backbone, y, raw, calibrated, emb.temperature))
     if not rows:
         raise DataError(embeddings_dir, f"no <backbone>.parquet file (one of {', '.join(BACKBONES)})",
                         "give the folder of `avsc embed` outputs")
-    return rows
+    return rows, panels
+
+
+def _training_curves(models_dir: Path | None, best: dict[str, Any] | None, report_dir: Path) -> str | None:
+    """``training-curves.png`` of the backbones found in ``models_dir`` and the best fusion."""
+    curves = []
+    for backbone in BACKBONES if models_dir is not None else ():
+        folder = models_dir / backbone
+        if (folder / "history.json").is_file():
+            config = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+            curves.append(Curves(backbone, read_json(folder / "history.json"), int(config.get("best_epoch", 0))))
+    if best is not None and (Path(best["fusion_dir"]) / "history.json").is_file():
+        curves.append(Curves(f"fusion {best['method']} {best['modalities']}",
+                             read_json(Path(best["fusion_dir"]) / "history.json"), int(best.get("best_epoch", 0))))
+    if not curves:
+        return None
+    plot_training_curves(curves, report_dir / "training-curves.png")
+    return "training-curves.png"
 
 
 def evaluate(
@@ -105,31 +171,51 @@ def evaluate(
     *,
     split: str = "test",
     embeddings_dir: str | Path | None = None,
+    models_dir: str | Path | None = None,
+    manifest: str | Path | None = None,
+    run_id: str | None = None,
+    selection: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate fusion models on one split and write the report.
+    """Evaluate fusion models on one split with calibrated probabilities and write the report.
 
     Args:
         fusion_dirs: fusion folders and/or roots holding them (``avsc fuse --method all``).
         report_dir: output folder; afterwards holds ``metrics.json``, ``report.html``
-            (self-contained), ``report.md``, ``confusion-<method>-<modalities>.png`` and
-            ``submission-<method>-<modalities>.csv`` per result.
+            (self-contained), ``report.md``, ``confusion-<method>-<modalities>.png``,
+            ``submission-<method>-<modalities>.csv`` (calibrated probabilities; on a segment
+            run also ``submission-<method>-<modalities>-clips.csv`` of whole clips),
+            ``calibration-*.png`` and ``training-curves.png``.
         split: the split to evaluate (``test`` = TAU fold1_evaluate).
         embeddings_dir: optional folder of ``<backbone>.parquet``; adds one row per
-            backbone (softmax of its ``fc10``) to the metrics and the report.
+            backbone (calibrated softmax of its ``fc10``) to the metrics and the report.
+        models_dir: optional folder of ``<backbone>/`` model folders (``avsc train``): their
+            settings go into the provenance block, their histories into the training curves.
+        manifest: optional manifest of ``avsc ingest``: the dataset's name, path, whether it is
+            synthetic, and its clips per split go into the provenance block.
+        run_id: names this evaluation in the provenance block (default: time + random).
+        selection: ``log_loss`` or ``accuracy``: how the best fusion model is chosen on val
+            (default: the rule the fusion models were trained with, ``fusion.selection``).
 
     Returns:
-        The content of ``metrics.json``: ``{"split", "results": [{"method", "modalities",
-        "accuracy", "log_loss", "per_class_accuracy", "confusion_matrix", "n_clips",
-        "labels", "val_accuracy", "val_log_loss", "fusion_dir"}], "backbones": [...] (with
-        ``embeddings_dir``), "best": {"method", "modalities"}, "dataset": {...}}``.
+        The content of ``metrics.json``: ``{"split", "labels", "provenance": {...},
+        "dataset", "results": [{"method", "modalities", "accuracy", "accuracy_ci",
+        "n_correct", "log_loss", "ece", "uncalibrated": {"log_loss", "ece"}, "temperature",
+        "per_class_accuracy", "per_class_count", "per_class_correct", "per_class_ci",
+        "confusion_matrix", "n_clips", "labels", "val_accuracy", "val_log_loss",
+        "val_calibration", "clip_level" (segment runs), "fusion_dir", ...}], "backbones":
+        [...] (with ``embeddings_dir``), "best": {"method", "modalities"},
+        "best_per_modalities": {modalities: {"method", "modalities"}}, "figures": {...}}``.
+        Scores are of calibrated probabilities (log loss and ECE raw under ``uncalibrated``).
 
     Raises:
         DataError: a missing or unreadable fusion folder, a split without clips, two
             folders for the same method and modality set.
+        ConfigError: an unknown selection rule.
 
     Example:
-        >>> metrics = evaluate(["runs/fusion"], "runs/report", embeddings_dir="runs/embeddings")
-        >>> metrics["best"], metrics["results"][0]["accuracy"]
+        >>> metrics = evaluate(["runs/fusion"], "runs/report", embeddings_dir="runs/embeddings",
+        ...                    models_dir="runs/models", manifest="runs/manifest.parquet")
+        >>> metrics["best"], metrics["results"][0]["log_loss"]
     """
     from avsc.evaluation import report
 
@@ -137,17 +223,21 @@ def evaluate(
         fusion_dirs = [fusion_dirs]
     report_dir = Path(report_dir)
     dirs = find_fusion_dirs(fusion_dirs)
-    results: list[dict[str, Any]] = []
-    seen: dict[tuple[str, str], Path] = {}
-    dataset: dict[str, Any] = {"split": split}
-    reference_ids: np.ndarray | None = None
     metas = {fusion_dir: read_json(fusion_dir / FUSION_FILE) for fusion_dir in dirs}
+    seen: dict[tuple[str, str], Path] = {}
     for fusion_dir, meta in metas.items():  # before anything is written
         key = (meta.get("method"), meta.get("modalities"))
         if key in seen:
             raise DataError(fusion_dir, f"a second result for {key[0]} {key[1]} (first: {seen[key]})",
                             "evaluate one folder per method and modality set")
         seen[key] = fusion_dir
+    selection = _selection(metas, selection)
+
+    results: list[dict[str, Any]] = []
+    panels: dict[str, list[Reliability]] = {}
+    dataset: dict[str, Any] = {"split": split}
+    reference_ids: np.ndarray | None = None
+    segmented = False
     for fusion_dir, meta in metas.items():
         if list(meta.get("labels", LABELS)) != list(LABELS):
             raise DataError(fusion_dir / FUSION_FILE, "class order differs from avsc's LABELS")
@@ -157,37 +247,73 @@ def evaluate(
             present = ", ".join(sorted(set(preds["split"]))) or "none"
             raise DataError(fusion_dir / PREDICTIONS_FILE, f"no clips in the {split!r} split (splits: {present})",
                             "choose another --split")
-        clip_ids = preds["clip_id"][mask]
-        order = np.argsort(clip_ids, kind="stable")
-        clip_ids, labels, probs = clip_ids[order], preds["label"][mask][order], preds["probs"][mask][order]
+        order = np.argsort(preds["clip_id"][mask], kind="stable")
+        clip_ids, labels = preds["clip_id"][mask][order], preds["label"][mask][order]
         if reference_ids is None:
             reference_ids = clip_ids
+            segmented = any(is_segment(c) for c in clip_ids)
             dataset.update(clips_per_split=meta.get("clips_per_split", {}), n_clips=int(len(clip_ids)),
                            class_counts={lab: int((labels == lab).sum()) for lab in LABELS})
         elif not np.array_equal(reference_ids, clip_ids):
-            raise DataError(fusion_dir / PREDICTIONS_FILE,
-                            f"its {split} clips differ from those of {dirs[0]}",
+            raise DataError(fusion_dir / PREDICTIONS_FILE, f"its {split} clips differ from those of {dirs[0]}",
                             "evaluate fusion models trained on the same embeddings together")
+        calibration = meta.get("calibration") or {}
+        temperature = float(calibration.get("temperature", 1.0))
+        if "logits" in preds:
+            logits = preds["logits"][mask][order]
+            raw, calibrated = calibrated_probabilities(logits, 1.0), calibrated_probabilities(logits, temperature)
+        else:  # written without logits: its probabilities are all there is
+            raw = calibrated = preds["probs"][mask][order]
         y = label_indices(list(labels), fusion_dir / PREDICTIONS_FILE)
-        metrics = classification_metrics(y, probs)
-        val = meta.get("val_metrics", {})
         name = f"{meta['method']}-{meta['modalities']}"
-        results.append({
-            "method": meta["method"], "modalities": meta["modalities"], **metrics,
+        val = meta.get("val_metrics", {})
+        result = {
+            "method": meta["method"], "modalities": meta["modalities"], **_scores(y, raw, calibrated),
+            "temperature": temperature,
             "val_accuracy": float(val.get("accuracy", float("nan"))),
             "val_log_loss": float(val.get("log_loss", float("nan"))),
+            "val_calibration": {k: calibration[k] for k in ("before", "after") if k in calibration},
+            "best_epoch": int(meta.get("best_epoch", 0)),
             "fusion_dir": str(fusion_dir), "confusion_png": f"confusion-{name}.png",
             "submission_csv": f"submission-{name}.csv",
-        })
-        report.write_submission_csv(report_dir / f"submission-{name}.csv", clip_ids, probs)
-    out: dict[str, Any] = {"split": split, "labels": list(LABELS), "dataset": dataset, "results": results,
-                           "best": _best(results)}
+        }
+        report.write_submission_csv(report_dir / result["submission_csv"], clip_ids, calibrated)
+        if segmented:
+            parents, parent_labels, clip_probs = average_segments(clip_ids, labels, calibrated)
+            _, _, clip_raw = average_segments(clip_ids, labels, raw)
+            result["clip_level"] = _scores(label_indices(list(parent_labels), fusion_dir / PREDICTIONS_FILE),
+                                           clip_raw, clip_probs)
+            result["clip_submission_csv"] = f"submission-{name}-clips.csv"
+            report.write_submission_csv(report_dir / result["clip_submission_csv"], parents, clip_probs)
+        results.append(result)
+        panels.setdefault(meta["modalities"], []).append(
+            Reliability(f"{meta['method']} {meta['modalities']}", y, raw, calibrated, temperature))
+
+    best = best_result(results, selection)
+    best_per = {m: best_result(results, selection, m) for m in MODALITY_SETS}
+    out: dict[str, Any] = {
+        "split": split, "labels": list(LABELS),
+        "provenance": collect_provenance(metas=metas, split=split, selection=selection, manifest=manifest,
+                                         models_dir=models_dir, run_id=run_id, segmented=segmented),
+        "dataset": dataset, "results": results,
+        "best": {"method": best["method"], "modalities": best["modalities"]} if best else None,
+        "best_per_modalities": {m: {"method": r["method"], "modalities": r["modalities"]}
+                                for m, r in best_per.items() if r is not None},
+    }
     if embeddings_dir is not None:
-        out["backbones"] = _backbone_rows(Path(embeddings_dir), split)
+        out["backbones"], panels["backbones"] = _backbone_rows(Path(embeddings_dir), split)
     for result in results:
-        report.plot_confusion(np.asarray(result["confusion_matrix"]), report_dir / result["confusion_png"],
-                              title=f"{result['method']} {result['modalities']} ({split}): "
-                                    f"accuracy {100 * result['accuracy']:.1f}%")
+        plot_confusion(np.asarray(result["confusion_matrix"]), report_dir / result["confusion_png"],
+                       title=f"{result['method']} {result['modalities']} ({split}): "
+                             f"accuracy {100 * result['accuracy']:.1f}%, log loss {result['log_loss']:.3f}")
+    figures: dict[str, Any] = {"reliability": []}
+    for group in (*MODALITY_SETS, "backbones"):
+        if panels.get(group):
+            name = f"calibration-{group}.png"
+            plot_reliability(panels[group], report_dir / name, title=f"{group} ({split} split)")
+            figures["reliability"].append(name)
+    figures["training_curves"] = _training_curves(None if models_dir is None else Path(models_dir), best, report_dir)
+    out["figures"] = figures
     write_json(report_dir / "metrics.json", out)
     report.write_report(out, report_dir)
     return out

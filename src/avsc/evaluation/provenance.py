@@ -1,0 +1,213 @@
+"""Where an evaluation's numbers came from: the block at the top of every report.
+
+:func:`collect_provenance` gathers, from what the run left behind:
+
+- the dataset: name, path, synthetic or not (recorded at ingest in the manifest's
+  ``avsc.dataset`` metadata), clips per split, the protocol (whole clips or ``S``-second
+  segments);
+- the settings: the feature and training config of every backbone (``config.json`` of
+  each model folder) and the fusion config (``fusion.json``), the preset they match, every
+  setting that differs from the paper's, and their config hashes;
+- avsc's version, the date (UTC), a run id, the selection rule and the calibration method.
+
+Parts whose source was not given (no manifest, no model folders) are reported as unknown,
+never guessed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from avsc.config import BACKBONES, PRESETS, preset_dict
+from avsc.evaluation.calibration import SELECTION_RULES
+from avsc.storage.files import read_json
+
+__all__ = ["collect_provenance", "new_run_id", "flatten"]
+
+CALIBRATION_NOTE = ("temperature scaling, one temperature per model (each backbone and each fusion "
+                    "model), fitted on the val split by minimising its log loss")
+
+
+def new_run_id(now: _dt.datetime | None = None) -> str:
+    """``YYYYMMDD-HHMMSS-xxxxxxxx``: the UTC time and 8 random hex digits."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    return f"{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _per_split(splits) -> dict[str, int]:
+    """Counts per split, in train, val, test order (then any other)."""
+    counts = splits.value_counts()
+    order = [s for s in ("train", "val", "test") if s in counts.index]
+    order += sorted(str(s) for s in counts.index if s not in order)
+    return {s: int(counts[s]) for s in order}
+
+
+def _manifest_facts(manifest: str | Path) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    from avsc.errors import DataError
+
+    path = Path(manifest)
+    if not path.is_file():
+        raise DataError(path, "manifest not found", "give the manifest written by `avsc ingest`")
+    meta = {k.decode(): v.decode() for k, v in (pq.read_schema(path).metadata or {}).items()}
+    columns = [c for c in ("split", "parent_clip", "clip_id") if c in pq.read_schema(path).names]
+    table = pq.read_table(path, columns=columns).to_pandas()
+
+    def loaded(key: str, default: Any = None) -> Any:
+        try:
+            return json.loads(meta[key]) if key in meta else default
+        except ValueError:
+            return meta[key]
+
+    dataset = loaded("avsc.dataset") or {}
+    segment_s = loaded("avsc.segment_seconds")
+    facts: dict[str, Any] = {
+        "name": dataset.get("name") or Path(meta.get("avsc.dataset_root", "")).name or None,
+        "path": dataset.get("path") or meta.get("avsc.dataset_root"),
+        "synthetic": dataset.get("synthetic"),
+        "generator": dataset.get("generator"),
+        "manifest": str(path),
+        "segment_seconds": segment_s,
+        "val_fraction": loaded("avsc.val_fraction"),
+        "split_seed": loaded("avsc.seed"),
+        "rejected": len(loaded("avsc.rejected", []) or []),
+        "clips_per_split": _per_split(table["split"]),
+    }
+    if segment_s and "parent_clip" in table:
+        parents = table.drop_duplicates("parent_clip")
+        facts["parent_clips_per_split"] = _per_split(parents["split"])
+    return facts
+
+
+def _recorded_settings(models_dir: str | Path | None, metas: Mapping[Path, dict]) -> dict[str, Any]:
+    """Settings and hashes as recorded by training and fusion."""
+    features, train, hashes = None, {}, {"train": {}, "fusion": {}}
+    if models_dir is not None:
+        for backbone in BACKBONES:
+            path = Path(models_dir) / backbone / "config.json"
+            if path.is_file():
+                config = read_json(path)
+                train[backbone] = config.get("train", {})
+                hashes["train"][backbone] = config.get("config_hash")
+                if features is None and "features" in config:
+                    features = config["features"]
+                    hashes["features"] = config.get("feature_config_hash")
+    fusion = None
+    for meta in metas.values():
+        if "config" in meta:
+            fusion = fusion or meta["config"]
+            hashes["fusion"][f"{meta.get('method')}-{meta.get('modalities')}"] = meta.get("config_hash")
+    if not hashes["fusion"]:
+        del hashes["fusion"]
+    return {"features": features, "train": train, "fusion": fusion, "hashes": hashes}
+
+
+def _compare(settings: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """The preset the settings match and the settings that differ from the paper's."""
+    sections: dict[str, Any] = {}
+    if settings["features"] is not None:
+        sections["features"] = settings["features"]
+    trains = settings["train"]
+    if trains:
+        sections["train"] = next(iter(trains.values()))
+    if settings["fusion"] is not None:
+        sections["fusion"] = settings["fusion"]
+    if not sections:
+        return "unknown", []
+    mine = flatten(sections)
+
+    def differences(preset: str) -> list[dict[str, Any]]:
+        reference = flatten(preset_dict(preset))
+        return [{"setting": k, "value": v, "paper" if preset == "paper" else preset: reference[k]}
+                for k, v in sorted(mine.items()) if k in reference and reference[k] != v]
+
+    # Backbones trained with their own settings (e.g. more epochs for one) are listed too.
+    first = next(iter(trains.values()), None)
+    per_backbone = []
+    for backbone, config in list(trains.items())[1:]:
+        for key, value in sorted(flatten(config).items()):
+            if flatten(first).get(key) != value:
+                per_backbone.append({"setting": f"train.{key} ({backbone})", "value": value,
+                                     "paper": flatten(preset_dict("paper")).get(f"train.{key}")})
+    counts = {p: len(differences(p)) for p in PRESETS}
+    closest = min(PRESETS, key=lambda p: (counts[p], p != "paper"))
+    name = closest if counts[closest] == 0 and not per_backbone else f"custom (closest preset: {closest})"
+    if len(sections) < 3:
+        name += " (" + ", ".join(sorted(set(("features", "train", "fusion")) - set(sections))) + " settings unknown)"
+    return name, differences("paper") + per_backbone
+
+
+def collect_provenance(
+    *,
+    metas: Mapping[Path, dict],
+    split: str,
+    selection: str,
+    manifest: str | Path | None = None,
+    models_dir: str | Path | None = None,
+    run_id: str | None = None,
+    segmented: bool = False,
+) -> dict[str, Any]:
+    """The provenance block of ``metrics.json`` and of the reports.
+
+    Args:
+        metas: the ``fusion.json`` of each evaluated fusion folder, by folder.
+        split: the evaluated split.
+        selection: the rule that chose the best fusion model (``log_loss`` or ``accuracy``).
+        manifest: the manifest of ``avsc ingest`` (dataset name, synthetic or not, counts).
+        models_dir: holds ``<backbone>/config.json`` (feature and training settings).
+        run_id: an id for this run (default: :func:`new_run_id`).
+        segmented: the evaluated rows are segments (see :mod:`avsc.data.segments`).
+
+    Returns:
+        ``{"avsc_version", "created", "run_id", "split", "dataset": {...}, "preset",
+        "differences_from_paper": [{"setting", "value", "paper"}], "config_hashes",
+        "selection": {"rule", "description"}, "calibration", "protocol"}``.
+    """
+    from avsc import __version__
+
+    if manifest is not None:
+        dataset = _manifest_facts(manifest)
+    else:
+        first = next(iter(metas.values()), {})
+        dataset = {"name": None, "path": None, "synthetic": None,
+                   "clips_per_split": dict(first.get("clips_per_split", {}))}
+    settings = _recorded_settings(models_dir, metas)
+    preset, differences = _compare(settings)
+    segment_s = dataset.get("segment_seconds")
+    if segmented or segment_s:
+        length = f"{segment_s:g}-second" if segment_s else "fixed-length"
+        protocol = (f"{length} segments (the DCASE 2021 Task 1B protocol scores 1-second segments); "
+                    "clip-level results average each clip's segment probabilities")
+    else:
+        protocol = "whole clips (as the paper reports)"
+    return {
+        "avsc_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "run_id": run_id or new_run_id(),
+        "split": split,
+        "dataset": dataset,
+        "preset": preset,
+        "differences_from_paper": differences,
+        "config_hashes": settings["hashes"],
+        "selection": {"rule": selection, "description": SELECTION_RULES[selection]},
+        "calibration": CALIBRATION_NOTE,
+        "protocol": protocol,
+    }

@@ -1,0 +1,277 @@
+"""The report's tables, as (header, rows) of strings, shared by HTML, Markdown and text.
+
+Every accuracy is shown with its count (correct / rows) and its 95 % Wilson interval, and
+log loss stands next to accuracy everywhere. Measured and published numbers share one
+Table I: each cell reads ``measured / published (correct/rows, interval)``.
+
+Published numbers are copied from the paper (Tables I and II) and from the DCASE 2021
+Task 1B baseline results; they were measured on the real TAU Urban Audio-Visual Scenes
+2021 dataset and are always labelled as such. A number not published stays blank (—).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from avsc.config import FUSION_METHODS
+from avsc.labels import LABELS
+
+__all__ = ["PUBLISHED", "PUBLISHED_NOTE", "MODALITY_COLUMNS", "results_table", "level_of", "by_key"]
+
+PUBLISHED_NOTE = "published, on the real TAU Urban Audio-Visual Scenes 2021 dataset"
+
+# Accuracy in percent (and log loss where published). None = not published.
+PUBLISHED: dict[str, Any] = {
+    # Paper, Table I: per-class accuracy (%) of f1..f6 with audio and visual data.
+    "paper_table1": {
+        "airport": (87.9, 82.2, 85.4, 87.9, 86.8, 83.3),
+        "bus": (96.9, 96.3, 99.1, 97.6, 99.1, 97.6),
+        "metro": (97.5, 94.2, 96.9, 97.2, 98.1, 96.9),
+        "metro_station": (98.2, 97.7, 98.2, 98.7, 99.0, 97.9),
+        "park": (95.6, 92.7, 93.8, 97.9, 99.0, 98.2),
+        "public_square": (92.0, 91.7, 89.7, 91.5, 87.9, 88.1),
+        "shopping_mall": (91.0, 90.7, 88.9, 93.5, 92.5, 92.0),
+        "street_pedestrian": (99.3, 99.5, 99.5, 99.5, 99.5, 99.0),
+        "street_traffic": (96.3, 96.5, 96.8, 96.0, 95.8, 95.5),
+        "tram": (83.1, 91.2, 84.1, 90.6, 90.3, 85.7),
+        "overall": (94.1, 93.7, 93.6, 95.3, 95.0, 93.9),
+    },
+    # Table II rows: (name, source, accuracy audio, visual, audio+visual, log loss a, v, a+v).
+    # The baseline's log loss was computed on 1-second segments (the challenge's protocol).
+    "table2": [
+        ("Paper, best system (f4)", "paper, Table II", 80.5, 91.8, 95.3, None, None, None),
+        ("DCASE 2021 Task 1B baseline", "official baseline results", 65.1, 64.9, 77.0, None, None, 0.658),
+        ("DCASE baseline as listed in the paper", "paper, Table II", 65.1, 77.0, 77.4, None, None, None),
+    ],
+}
+
+MODALITY_COLUMNS = ("audio", "visual", "audio+visual")
+DASH = "—"
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    return DASH if _missing(value) else f"{100 * value:.{digits}f}"
+
+
+def num(value: float | None, digits: int = 3) -> str:
+    return DASH if _missing(value) else f"{value:.{digits}f}"
+
+
+def interval(ci: list[float] | tuple[float, float] | None) -> str:
+    """``[0.31, 0.86]`` -> ``30.6–86.3`` (percent)."""
+    if not ci or any(_missing(v) for v in ci):
+        return DASH
+    return f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}"
+
+
+def accuracy_cell(accuracy: float | None, correct: int | None, n: int | None, ci, published: float | None = None,
+                  *, with_published: bool = False) -> str:
+    """``62.5 / 87.9 (5/8, 30.6–86.3)``: measured / published (count, 95 % Wilson interval)."""
+    text = pct(accuracy)
+    if with_published:
+        text += f" / {DASH if published is None else f'{published:.1f}'}"
+    if n:
+        text += f" ({correct}/{n}, {interval(ci)})"
+    return text
+
+
+def by_key(metrics: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(r["method"], r["modalities"]): r for r in metrics.get("results", [])}
+
+
+def level_of(result: dict[str, Any], level: str) -> dict[str, Any]:
+    """A result's scores at ``level``: ``rows`` (clips or segments as evaluated) or ``clips``
+    (whole clips: the segment average when the run was on segments, else the rows)."""
+    if level == "clips" and result.get("clip_level"):
+        return result["clip_level"]
+    return result
+
+
+def table1(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Rows = classes, overall accuracy, log loss, ECE; columns = f1..f6 on audio+visual.
+
+    Accuracy cells: measured / published (correct/clips, 95 % Wilson interval)."""
+    results = by_key(metrics)
+    methods = [m for m in FUSION_METHODS if (m, "audio+visual") in results]
+    # The paper scores whole clips: on a segment run, the clip level (mean of segments).
+    views = {m: level_of(results[(m, "audio+visual")], "clips") for m in methods}
+    published = PUBLISHED["paper_table1"]
+    header = ["Class", *methods]
+    rows = []
+    for label in LABELS:
+        row = [label]
+        for m in methods:
+            v = views[m]
+            row.append(accuracy_cell(v["per_class_accuracy"].get(label), v.get("per_class_correct", {}).get(label),
+                                     v.get("per_class_count", {}).get(label), v.get("per_class_ci", {}).get(label),
+                                     published[label][FUSION_METHODS.index(m)], with_published=True))
+        rows.append(row)
+    rows.append(["Overall accuracy", *(accuracy_cell(views[m]["accuracy"], views[m].get("n_correct"),
+                                                     views[m]["n_clips"], views[m].get("accuracy_ci"),
+                                                     published["overall"][FUSION_METHODS.index(m)],
+                                                     with_published=True) for m in methods)])
+    rows.append(["Log loss (calibrated)", *(f"{num(views[m]['log_loss'])} / {DASH}" for m in methods)])
+    rows.append(["Log loss (raw)", *(f"{num(views[m].get('uncalibrated', {}).get('log_loss'))} / {DASH}"
+                                     for m in methods)])
+    rows.append(["ECE (calibrated)", *(f"{num(views[m].get('ece'))} / {DASH}" for m in methods)])
+    return header, rows
+
+
+def table2(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]], int]:
+    """The best method's audio / visual / audio+visual scores beside published systems.
+
+    Returns:
+        ``(header, rows, n_measured)``: the first ``n_measured`` rows are this run's.
+    """
+    best = metrics.get("best") or {}
+    results = by_key(metrics)
+    method = best.get("method", "")
+    header = ["System", "Source", "Acc. audio %", "Acc. visual %", "Acc. audio+visual %",
+              "Log loss audio", "Log loss visual", "Log loss audio+visual"]
+    measured = [results.get((method, m)) for m in MODALITY_COLUMNS]
+    segmented = any(r and r.get("clip_level") for r in measured)
+    levels = [("rows", "1-s segments" if segmented else ""), ("clips", "whole clips, mean of segments")] \
+        if segmented else [("rows", "")]
+    rows = []
+    for level, note in levels:
+        views = [level_of(r, level) if r else None for r in measured]
+        name = f"This run, {method}" if method else "This run"
+        rows.append([name + (f" ({note})" if note else ""), f"measured here, {metrics.get('split', 'test')} split",
+                     *(accuracy_cell(v["accuracy"], v.get("n_correct"), v["n_clips"], v.get("accuracy_ci"))
+                       if v else DASH for v in views),
+                     *(num(v["log_loss"]) if v else DASH for v in views)])
+    n_measured = len(rows)
+    for name, source, *values in PUBLISHED["table2"]:
+        accs, losses = values[:3], values[3:]
+        rows.append([name, f"{source} ({PUBLISHED_NOTE})",
+                     *(DASH if v is None else f"{v:.1f}" for v in accs),
+                     *(DASH if v is None else f"{v:.3f}" for v in losses)])
+    return header, rows, n_measured
+
+
+def calibration_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per model: temperature, val log loss before → after, evaluated-split log loss and
+    ECE before → after (accuracy is unchanged by calibration)."""
+    split = metrics.get("split", "test")
+    header = ["Model", "Modalities", "T", "Val log loss raw → cal.", f"{split.capitalize()} log loss raw → cal.",
+              f"{split.capitalize()} ECE raw → cal."]
+    rows = []
+    for r in metrics.get("results", []):
+        raw = r.get("uncalibrated", {})
+        cal = r.get("val_calibration") or {}
+        rows.append([r["method"], r["modalities"], num(r.get("temperature"), 2),
+                     f"{num(cal.get('before', {}).get('log_loss'))} → {num(cal.get('after', {}).get('log_loss'))}",
+                     f"{num(raw.get('log_loss'))} → {num(r['log_loss'])}",
+                     f"{num(raw.get('ece'))} → {num(r.get('ece'))}"])
+    for b in metrics.get("backbones", []):
+        raw = b.get("uncalibrated", {})
+        rows.append([b["backbone"], "backbone", num(b.get("temperature"), 2), DASH,
+                     f"{num(raw.get('log_loss'))} → {num(b['log_loss'])}",
+                     f"{num(raw.get('ece'))} → {num(b.get('ece'))}"])
+    return header, rows
+
+
+def backbone_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["Backbone", "Rows", "Accuracy % (correct/rows, 95 % CI)", "Log loss", "ECE"]
+    rows = [[b["backbone"], str(b.get("n_clips", "")),
+             accuracy_cell(b["accuracy"], b.get("n_correct"), b.get("n_clips"), b.get("accuracy_ci")),
+             num(b["log_loss"]), num(b.get("ece"))] for b in metrics.get("backbones", [])]
+    return header, rows
+
+
+def all_results_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Every method × modality set: evaluated-split and val scores (and clip level on segments)."""
+    segmented = any(r.get("clip_level") for r in metrics.get("results", []))
+    header = ["Method", "Modalities", "Rows", "Accuracy % (correct/rows, 95 % CI)", "Log loss", "ECE",
+              "Val accuracy %", "Val log loss"]
+    if segmented:
+        header += ["Clip accuracy % (mean of segments)", "Clip log loss"]
+    rows = []
+    for r in metrics.get("results", []):
+        row = [r["method"], r["modalities"], str(r["n_clips"]),
+               accuracy_cell(r["accuracy"], r.get("n_correct"), r["n_clips"], r.get("accuracy_ci")),
+               num(r["log_loss"]), num(r.get("ece")), pct(r.get("val_accuracy")), num(r.get("val_log_loss"))]
+        if segmented:
+            c = r.get("clip_level") or {}
+            row += [accuracy_cell(c.get("accuracy"), c.get("n_correct"), c.get("n_clips"), c.get("accuracy_ci")),
+                    num(c.get("log_loss"))]
+        rows.append(row)
+    return header, rows
+
+
+def provenance_rows(metrics: dict[str, Any]) -> list[list[str]]:
+    """The provenance block as (field, value) rows."""
+    prov = metrics.get("provenance") or {}
+    data = prov.get("dataset") or {}
+    synthetic = data.get("synthetic")
+    kind = {True: f"synthetic ({data.get('generator') or 'generated'}): numbers say nothing about real scenes",
+            False: "real recordings", None: "unknown (no manifest given)"}[synthetic]
+    counts = data.get("clips_per_split") or {}
+    count_text = ", ".join(f"{k} {v}" for k, v in counts.items()) or DASH
+    if data.get("parent_clips_per_split"):
+        count_text += " segments, from " + ", ".join(f"{k} {v}" for k, v in data["parent_clips_per_split"].items()) \
+            + " clips"
+    hashes = prov.get("config_hashes") or {}
+    hash_parts = []
+    if hashes.get("features"):
+        hash_parts.append(f"features {hashes['features']}")
+    if hashes.get("train"):
+        hash_parts.append("train " + ", ".join(f"{b} {h}" for b, h in hashes["train"].items()))
+    fusion_hashes = sorted(set((hashes.get("fusion") or {}).values()) - {None})
+    if fusion_hashes:
+        hash_parts.append("fusion " + ", ".join(fusion_hashes))
+    differences = prov.get("differences_from_paper") or []
+    selection = prov.get("selection") or {}
+    return [
+        ["Dataset", f"{data.get('name') or DASH} ({data.get('path') or 'path unknown'})"],
+        ["Data", kind],
+        ["Clips per split", count_text],
+        ["Evaluated split", str(prov.get("split", metrics.get("split", "test")))],
+        ["Protocol", str(prov.get("protocol", DASH))],
+        ["Preset", str(prov.get("preset", DASH))],
+        ["Settings that differ from the paper's", f"{len(differences)} (listed below)" if differences else "none"],
+        ["Config hashes", "; ".join(hash_parts) or DASH],
+        ["Selection rule (val split only)", f"{selection.get('rule', DASH)}: {selection.get('description', '')}"],
+        ["Calibration", str(prov.get("calibration", DASH))],
+        ["avsc version", str(prov.get("avsc_version", DASH))],
+        ["Created (UTC)", str(prov.get("created", DASH))],
+        ["Run id", str(prov.get("run_id", DASH))],
+    ]
+
+
+def differences_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Each recorded setting of this run that differs from the paper preset."""
+    differences = (metrics.get("provenance") or {}).get("differences_from_paper") or []
+    rows = [[d["setting"], str(d["value"]), str(d.get("paper"))] for d in differences]
+    return ["Setting", "This run", "Paper preset"], rows or [["(none)", "", ""]]
+
+
+def results_table(metrics: dict[str, Any]) -> str:
+    """A plain-text table (``tabulate``) of an evaluation, one row per model, the best marked ``*``.
+
+    Columns: method, modalities, rows, accuracy % with its 95 % Wilson interval, log loss
+    (calibrated, and raw), ECE, val accuracy %, val log loss; then one row per backbone.
+    """
+    from tabulate import tabulate
+
+    best = metrics.get("best") or {}
+    header = ["method", "modalities", "rows", "acc %", "95% CI", "log loss", "raw log loss", "ECE",
+              "val acc %", "val log loss"]
+    rows = []
+    for r in metrics.get("results", []):
+        mark = "*" if (r["method"], r["modalities"]) == (best.get("method"), best.get("modalities")) else ""
+        rows.append([r["method"] + mark, r["modalities"], r["n_clips"], pct(r["accuracy"]), interval(r.get("accuracy_ci")),
+                     num(r["log_loss"]), num(r.get("uncalibrated", {}).get("log_loss")), num(r.get("ece")),
+                     pct(r.get("val_accuracy")), num(r.get("val_log_loss"))])
+    for b in metrics.get("backbones", []):
+        rows.append([b["backbone"], "backbone", b.get("n_clips", ""), pct(b["accuracy"]), interval(b.get("accuracy_ci")),
+                     num(b["log_loss"]), num(b.get("uncalibrated", {}).get("log_loss")), num(b.get("ece")), "", ""])
+    rule = (metrics.get("provenance") or {}).get("selection", {}).get("rule", "log_loss")
+    table = tabulate(rows, headers=header, tablefmt="simple", disable_numparse=True)
+    return (f"{table}\n({metrics.get('split', 'test')} split; log loss after temperature scaling; "
+            f"* = best on val by {rule.replace('_', ' ')}, shown in Table II)")
