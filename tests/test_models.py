@@ -45,6 +45,21 @@ def test_backbone_widths(backbone, rng):
     np.testing.assert_allclose(soft / soft.sum(1, keepdims=True), probs, rtol=1e-4, atol=1e-6)
 
 
+def test_paper_preset_audio_backbone_has_the_papers_size():
+    # The paper: 36 M trainable parameters for its three audio networks, about 12 M each.
+    # The count does not depend on the spectrogram's size (convolutions and global pooling).
+    from avsc.config import load_config
+
+    paper = load_config(preset="paper").train
+    model = build_backbone("aud-mel", {"mel": (128, 24, 2)}, paper)
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    assert trainable == 12_128_992
+    assert 35e6 < 3 * trainable < 37e6
+    quick = load_config(preset="quick").train
+    small = build_backbone("aud-mel", {"mel": (128, 24, 2)}, quick)
+    assert sum(int(np.prod(v.shape)) for v in small.trainable_weights) < 100_000  # the quick preset stays small
+
+
 def test_deltas_match_hand_computation():
     x = np.zeros((1, 2, 7, 1), np.float32)
     x[0, 0, :, 0] = [0, 1, 4, 9, 16, 25, 36]  # t^2: delta = 2t, delta-delta = 2

@@ -127,7 +127,7 @@ class TrainConfig:
     image_size: int = 224
     weights: str = "imagenet"
     # Residual-inception audio network: filters of the first stage; later stages double.
-    audio_base_filters: int = 64
+    audio_base_filters: int = 76
     audio_stages: int = 4
     dense_units: int = 1024
     dropout: float = 0.2

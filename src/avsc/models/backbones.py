@@ -107,7 +107,7 @@ def _residual_inception_block(x, filters: int, l2: float, name: str):
 def build_audio_backbone(
     input_shape: tuple[int, int, int],
     *,
-    base_filters: int = 64,
+    base_filters: int = 76,
     stages: int = 4,
     blocks_per_stage: int = 2,
     dense_units: int = 1024,
