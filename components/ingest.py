@@ -9,8 +9,11 @@ from components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def ingest_dataset(dataset: str, manifest: Output[Dataset], metrics: Output[Metrics]):
+def ingest_dataset(dataset: str, manifest: Output[Dataset], metrics: Output[Metrics], segment_seconds: float = 0.0):
     """Validate every clip of ``dataset`` and split it train/val/test by location.
+
+    ``segment_seconds`` > 0 cuts each clip into segments of that length (1 = the DCASE
+    protocol); the steps' feature config must then have ``features.audio.clip_seconds`` = it.
 
     A remote dataset is pulled into a scratch folder first (credentials from the
     ``AVSC_S3_*`` environment). ``manifest`` becomes a folder holding ``manifest.parquet``
@@ -32,7 +35,7 @@ def ingest_dataset(dataset: str, manifest: Output[Dataset], metrics: Output[Metr
             root = scratch
             pull_dir(dataset, root, progress=False)
         result = avsc.data.ingest.ingest_dataset(root, os.path.join(manifest.path, "manifest.parquet"),
-                                            progress=False)
+                                            segment_seconds=segment_seconds or None, progress=False)
     for split, count in result.counts.items():
         metrics.log_metric(f"{split}_clips", count)
     metrics.log_metric("rejected_clips", len(result.rejected))

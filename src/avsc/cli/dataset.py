@@ -38,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ingest.add_argument("--seed", type=int, default=0, help="seed for the validation split (default 0)")
     ingest.add_argument("--decode-check", action="store_true",
                         help="also decode the first second of every video (slower)")
+    ingest.add_argument("--segment-seconds", type=float, metavar="S",
+                        help="cut every clip into S-second segments after the split (1 = the DCASE 2021 "
+                             "Task 1B protocol); preprocess then needs features.audio.clip_seconds = S. "
+                             "Default: whole clips")
     ingest.set_defaults(handler=run_ingest)
 
 
@@ -60,9 +64,10 @@ def run_ingest(args: argparse.Namespace) -> int:
     if not 0.0 <= args.val_fraction < 1.0:
         raise DataError("--val-fraction", f"must be in [0, 1), not {args.val_fraction}")
     result = ingest_dataset(args.dataset, args.output, val_fraction=args.val_fraction,
-                            seed=args.seed, decode_check=args.decode_check)
+                            seed=args.seed, decode_check=args.decode_check, segment_seconds=args.segment_seconds)
     counts = ", ".join(f"{split} {n}" for split, n in result.counts.items())
-    print(f"manifest {result.manifest_path}: {result.n_clips} clips ({counts})")
+    unit = f"{args.segment_seconds:g}-s segments" if args.segment_seconds else "clips"
+    print(f"manifest {result.manifest_path}: {result.n_clips} {unit} ({counts})")
     if result.notes:
         print(f"{len(result.notes)} note(s):")
         for note in result.notes[:20]:

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from avsc.data.manifest import MANIFEST_SCHEMA, SPLITS, write_manifest
+from avsc.data.provenance import describe_dataset
+from avsc.data.segments import segment_offsets, segment_records
 from avsc.errors import DataError, MediaError
 from avsc.labels import LABEL_INDEX
 from avsc.storage.files import write_json
@@ -143,6 +145,7 @@ def ingest_dataset(
     seed: int = 0,
     decode_check: bool = False,
     workers: int | None = None,
+    segment_seconds: float | None = None,
     progress: bool = True,
 ) -> IngestResult:
     """Validate a dataset's clips, split them by location and write the manifest.
@@ -155,6 +158,9 @@ def ingest_dataset(
         seed: chooses the validation locations.
         decode_check: also decode the first second of every video (slower).
         workers: videos probed at once (default: twice the CPU count, at most 16).
+        segment_seconds: cut every clip into segments of this many seconds after the split
+            (:mod:`avsc.data.segments`; 1 = the DCASE 2021 Task 1B protocol); None keeps
+            whole clips.
         progress: show a progress bar.
 
     Returns:
@@ -170,6 +176,8 @@ def ingest_dataset(
 
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(str(val_fraction), "val_fraction must be in [0, 1)")
+    if segment_seconds is not None:
+        segment_offsets(None, segment_seconds)  # checks the length before any work
     root = Path(dataset_root)
     lists = find_metadata(root)
     required = ("filename_audio", "filename_video", "scene_label")
@@ -281,11 +289,17 @@ def ingest_dataset(
                         "fold1_evaluate; test results would be inflated",
                         "use the official split lists, or remove those clips from one list")
 
+    if segment_seconds is not None:  # after the split, so it stays by location and parent clip
+        kept, too_short = segment_records(kept, segment_seconds)
+        rejected.extend(too_short)
+        if not kept:
+            raise DataError(root, f"no clip is at least {segment_seconds:g} s long", "use shorter segments")
     kept.sort(key=lambda r: r["clip_id"])
     rows_out = [{name: r.get(name) for name in MANIFEST_SCHEMA.names} for r in kept]
     manifest_path = Path(manifest_path)
     write_manifest(rows_out, manifest_path, dataset_root=root,
-                   extra_metadata={"rejected": rejected, "val_fraction": val_fraction, "seed": seed})
+                   extra_metadata={"rejected": rejected, "val_fraction": val_fraction, "seed": seed,
+                                   "segment_seconds": segment_seconds, "dataset": describe_dataset(root)})
     counts = {split: sum(r["split"] == split for r in kept) for split in SPLITS}
     rejected_path = manifest_path.with_name(f"{manifest_path.stem}.rejected.json")
     write_json(rejected_path, {"dataset_root": str(root.resolve()), "counts": counts,

@@ -33,8 +33,14 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("height", pa.int32()),
         pa.field("audio_channels", pa.int32()),  # of the video's audio stream
         pa.field("audio_rate", pa.int32()),
+        # Segments (`avsc ingest --segment-seconds S`, see avsc.data.segments); null for whole clips.
+        pa.field("parent_clip", pa.string()),  # the clip a segment was cut from
+        pa.field("offset_s", pa.float64()),  # where the segment starts in it
+        pa.field("segment_s", pa.float64()),  # its length S
     ]
 )
+# Columns a manifest written before segments existed lacks; read as whole clips.
+SEGMENT_COLUMNS: tuple[str, ...] = ("parent_clip", "offset_s", "segment_s")
 
 
 def write_manifest(rows: list[dict], path: str | Path, *, dataset_root: str | Path,
@@ -54,6 +60,9 @@ def write_manifest(rows: list[dict], path: str | Path, *, dataset_root: str | Pa
 def read_manifest(path: str | Path, *, dataset_root: str | Path | None = None):
     """Read a manifest as a pandas DataFrame with absolute ``video_path``/``audio_path`` columns.
 
+    Whole clips read with ``parent_clip`` = their own id, ``offset_s`` = 0 and ``segment_s``
+    = NaN (also for manifests written before segments existed).
+
     Args:
         path: the manifest Parquet file.
         dataset_root: where the dataset is now; defaults to the root recorded at ingest.
@@ -65,12 +74,18 @@ def read_manifest(path: str | Path, *, dataset_root: str | Path | None = None):
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(path, f"not a readable Parquet manifest ({exc})") from None
-    missing = set(MANIFEST_SCHEMA.names) - set(table.column_names)
+    missing = set(MANIFEST_SCHEMA.names) - set(table.column_names) - set(SEGMENT_COLUMNS)
     if missing:
         raise DataError(path, f"manifest lacks column(s) {', '.join(sorted(missing))}")
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     root = Path(dataset_root) if dataset_root is not None else Path(meta.get("avsc.dataset_root", "."))
     frame = table.to_pandas()
+    for column in SEGMENT_COLUMNS:  # whole clips: their own parent, from 0 s, clip length of the config
+        if column not in frame:
+            frame[column] = None
+    frame["parent_clip"] = frame["parent_clip"].where(frame["parent_clip"].notna(), frame["clip_id"])
+    frame["offset_s"] = frame["offset_s"].astype("float64").fillna(0.0)
+    frame["segment_s"] = frame["segment_s"].astype("float64")
     frame["video_path"] = [str(root / v) for v in frame["video"]]
     frame["audio_path"] = [str(root / a) if isinstance(a, str) and a else None for a in frame["audio"]]
     frame.attrs["dataset_root"] = str(root)

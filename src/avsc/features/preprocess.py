@@ -108,8 +108,11 @@ def shard_name(shard: tuple[int, int]) -> str:
 
 
 def process_clip(video_path: str | Path, clip_id: str, out_dir: str | Path, config: FeatureConfig,
-                 *, decoder_threads: int = 0) -> Path:
+                 *, decoder_threads: int = 0, offset_s: float = 0.0) -> Path:
     """Demux, sample frames, compute features and write one clip's file.
+
+    ``offset_s``: where the clip starts in the video (a segment's offset); it lasts
+    ``config.audio.clip_seconds``.
 
     Raises:
         MediaError: the video cannot be used (message names the file).
@@ -118,17 +121,17 @@ def process_clip(video_path: str | Path, clip_id: str, out_dir: str | Path, conf
     from avsc.features.store import write_clip
     from avsc.media.decode import demux_audio, sample_frames
 
-    audio = demux_audio(video_path, config.audio)
-    frames = sample_frames(video_path, config.frames, seconds=config.audio.clip_seconds,
+    audio = demux_audio(video_path, config.audio, offset_s=offset_s)
+    frames = sample_frames(video_path, config.frames, seconds=config.audio.clip_seconds, offset_s=offset_s,
                            threads=decoder_threads)
     return write_clip(out_dir, clip_id, compute_clip_features(audio, frames, config))
 
 
 def _task(args: tuple) -> tuple[str, str | None]:
     """Pool task: ``(clip_id, None)`` on success, ``(clip_id, reason)`` on a rejected clip."""
-    clip_id, video_path, out_dir, config, decoder_threads = args
+    clip_id, video_path, out_dir, config, decoder_threads, offset_s = args
     try:
-        process_clip(video_path, clip_id, out_dir, config, decoder_threads=decoder_threads)
+        process_clip(video_path, clip_id, out_dir, config, decoder_threads=decoder_threads, offset_s=offset_s)
         return clip_id, None
     except AvscError as exc:
         return clip_id, str(exc)
@@ -204,6 +207,7 @@ def preprocess(
     from tqdm.auto import tqdm
 
     from avsc.data.manifest import read_manifest
+    from avsc.data.segments import check_segment_length
     from avsc.features.spectrograms import feature_shapes
     from avsc.features.store import clip_file, init_store, write_index
 
@@ -213,15 +217,19 @@ def preprocess(
     shapes = feature_shapes(config)
     if workers > 1:
         _start_worker_server()  # its imports overlap with reading the manifest below
+    frame = read_manifest(manifest, dataset_root=dataset_root)
+    segments = frame["segment_s"].dropna().unique()  # before anything is written
+    check_segment_length(float(segments[0]) if len(segments) else None, config.audio.clip_seconds, manifest)
     out_dir = Path(out_dir)
     init_store(out_dir, config, shapes)
-    rows = shard_rows(read_manifest(manifest, dataset_root=dataset_root), shard)
+    rows = shard_rows(frame, shard)
 
     todo = [row for row in rows.itertuples(index=False) if not clip_file(out_dir, row.clip_id).exists()]
     skipped = len(rows) - len(todo)
     cpus = os.cpu_count() or 1
     decoder_threads = max(1, cpus // workers) if workers > 1 else 0
-    tasks = [(row.clip_id, row.video_path, str(out_dir), config, decoder_threads) for row in todo]
+    tasks = [(row.clip_id, row.video_path, str(out_dir), config, decoder_threads, float(row.offset_s))
+             for row in todo]
     log.info("shard %d/%d: %d clips, %d already done, %d to process with %d worker(s)",
              shard[0], shard[1], len(rows), skipped, len(tasks), workers)
 
