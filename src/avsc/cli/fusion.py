@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fuse = subparsers.add_parser(
         "fuse", help="train fusion layer + FC(10) on backbone embeddings (Phase II)",
         description="Train a fusion model (paper eqs. 1-3: f1-f3 on fc1024, f4-f6 on fc10) with mixup, "
-                    "KL-divergence + L2 loss and Adam, keeping the epoch with the best val accuracy. "
+                    "KL-divergence + L2 loss and Adam, keeping the epoch chosen on val by fusion.selection "
+                    "(default: the lowest val log loss after temperature scaling) and its temperature. "
                     "With --method all and/or --modalities all, trains every combination into "
                     "FUSION_DIR/<method>-<modalities>/ and skips folders already complete.")
     fuse.add_argument("embeddings", metavar="EMBEDDINGS_DIR", help="folder holding <backbone>.parquet files")
@@ -82,7 +83,7 @@ def run_fuse(args: argparse.Namespace) -> int:
     for r in results:
         note = " (already complete)" if r.skipped else f", {r.train_seconds:.1f} s"
         print(f"{r.method} {r.modalities}: best epoch {r.best_epoch}, val accuracy {r.val_accuracy:.4f}, "
-              f"val log loss {r.val_log_loss:.4f}{note} -> {r.out_dir}")
+              f"val log loss {r.val_log_loss:.4f} (temperature {r.temperature:.2f}){note} -> {r.out_dir}")
     return 0
 
 

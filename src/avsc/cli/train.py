@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train", help="train one backbone on a feature store (Phase I)",
         description="Train one of the five backbones with mixup, KL-divergence + L2 loss and Adam. "
                     "Checkpoints every epoch into MODEL_DIR/checkpoints and resumes from them when "
-                    "re-run; selects the epoch with the best val accuracy.")
+                    "re-run; keeps the epoch chosen on val by train.selection (default: the lowest val log loss "
+                    "after temperature scaling) and stores its temperature.")
     train.add_argument("backbone", choices=BACKBONES)
     train.add_argument("features", nargs="+", metavar="FEATURES", help="feature store folder(s)")
     train.add_argument("-o", "--output", required=True, metavar="MODEL_DIR")
@@ -58,7 +59,8 @@ def run_train(args: argparse.Namespace) -> int:
     result = train_backbone(args.backbone, args.features, args.output, config=config.train,
                             progress=not args.quiet)
     print(f"{result.backbone}: best epoch {result.best_epoch}, val accuracy {result.val_accuracy:.4f}, "
-          f"val log loss {result.val_log_loss:.4f} -> {result.model_dir / 'model.keras'}")
+          f"val log loss {result.val_log_loss:.4f} (temperature {result.temperature:.2f}) "
+          f"-> {result.model_dir / 'model.keras'}")
     return 0
 
 
