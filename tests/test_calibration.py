@@ -57,17 +57,25 @@ def test_temperature_below_one_sharpens_an_under_confident_model(rng):
 def test_fit_temperature_minimises_the_log_loss(rng):
     logits, y = _calibrated_model(rng, 500, scale=3.0)
     logits = 2.5 * logits
-    best = fit_temperature(logits, y)
+    best = fit_temperature(logits, y, prior_sd=None)
     nll = lambda t: log_loss(y, calibrated_probabilities(logits, t), labels=range(10))  # noqa: E731
     assert nll(best) <= min(nll(best * 0.9), nll(best * 1.1), nll(1.0))
 
 
 def test_fit_temperature_edge_cases():
     assert fit_temperature(np.zeros((0, 10)), np.zeros(0, int)) == 1.0
-    # Every row right: sharper is always better, so the search runs to its lower end
-    # (where the log loss is already 0 to float precision).
+    # Every row right: the log loss alone falls all the way as T -> 0 (the search runs to
+    # its lower end); the prior on log T keeps the temperature finite.
     logits = np.eye(3)[[0, 1, 2]] * 2.0
-    assert TEMPERATURE_BOUNDS[0] <= fit_temperature(logits, np.array([0, 1, 2])) < 0.1
+    y = np.array([0, 1, 2])
+    assert TEMPERATURE_BOUNDS[0] <= fit_temperature(logits, y, prior_sd=None) < 0.1
+    assert 0.2 < fit_temperature(logits, y) < 1.0
+
+
+def test_the_prior_hardly_moves_a_well_determined_temperature(rng):
+    logits, y = _calibrated_model(rng, 1000)
+    with_prior, without = fit_temperature(3.0 * logits, y), fit_temperature(3.0 * logits, y, prior_sd=None)
+    assert with_prior == pytest.approx(without, rel=0.02)
     with pytest.raises(ValueError, match="positive"):
         calibrated_probabilities(logits, 0.0)
 

@@ -210,7 +210,8 @@ def test_rows_are_aligned_by_clip_id(embeddings, tmp_path):
 @pytest.fixture(scope="module")
 def trained_f1(embeddings, tmp_path_factory):
     out = tmp_path_factory.mktemp("fusion") / "f1-audio+visual"
-    config = replace(QUICK, epochs=15)
+    # The factory's Gaussian embeddings (not ReLU outputs) learn in 15 epochs at the larger step.
+    config = replace(QUICK, epochs=15, learning_rate_fc1024=None)
     return train_fusion(embeddings, out, method="f1", config=config, progress=False), config
 
 def test_train_fusion_learns_and_writes_its_outputs(trained_f1, embeddings):
@@ -254,6 +255,23 @@ def test_saved_model_reproduces_predictions(trained_f1, embeddings):
     np.testing.assert_array_equal(preds["probs"][order].argmax(1), probs.argmax(1))
     by_name = np.asarray(model({b: x for b, x in zip(BACKBONES, data.inputs("fc1024"))}, training=False))
     np.testing.assert_allclose(by_name, probs, rtol=1e-5)
+
+def test_fc1024_fusions_take_their_own_learning_rate(embeddings, tmp_path):
+    tiny, big = 1e-9, 1e-2
+
+    def first_loss(method: str, **settings) -> float:
+        config = replace(QUICK, epochs=2, **settings)
+        out = tmp_path / f"{method}-{len(list(tmp_path.iterdir()))}"
+        return train_fusion(embeddings, out, method=method, config=config, progress=False).history[-1]["loss"]
+
+    # f1 (fc1024) follows learning_rate_fc1024; f4 (fc10) ignores it.
+    assert first_loss("f1", learning_rate=big, learning_rate_fc1024=tiny) == pytest.approx(
+        first_loss("f1", learning_rate=tiny, learning_rate_fc1024=None), rel=1e-6)
+    assert first_loss("f4", learning_rate=big, learning_rate_fc1024=tiny) == pytest.approx(
+        first_loss("f4", learning_rate=big, learning_rate_fc1024=None), rel=1e-6)
+    assert first_loss("f4", learning_rate=big, learning_rate_fc1024=tiny) != pytest.approx(
+        first_loss("f4", learning_rate=tiny, learning_rate_fc1024=tiny), rel=1e-3)
+
 
 def test_training_is_seeded(embeddings, tmp_path):
     config = replace(QUICK, epochs=3)

@@ -278,8 +278,8 @@ def train_fusion(
             hash, per-backbone embedding model_sha256).
         method: ``f1`` .. ``f6``.
         modalities: ``audio+visual`` (five backbones), ``audio`` (three) or ``visual`` (two).
-        config: Phase II settings (epochs, batch size, learning rate, mixup alpha, L2,
-            selection rule, seed).
+        config: Phase II settings (epochs, batch size, learning rate (and the FC(1024)
+            fusions' own, if set), mixup alpha, L2, selection rule, seed).
         progress: a progress bar over epochs and a summary line.
 
     Raises:
@@ -321,7 +321,10 @@ def train_fusion(
     keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = build_fusion_model(method, backbones, width, l2=config.l2)
-    train_epoch, predict = _compiled_steps(model, keras.optimizers.Adam(config.learning_rate),
+    learning_rate = config.learning_rate
+    if spec.level == "fc1024" and config.learning_rate_fc1024 is not None:
+        learning_rate = config.learning_rate_fc1024
+    train_epoch, predict = _compiled_steps(model, keras.optimizers.Adam(learning_rate),
                                            kl_divergence_loss, x_train, y_train, config.batch_size)
     n_train = len(y_train)
     history: list[dict[str, Any]] = []
