@@ -55,7 +55,7 @@ SECRET_ENV = {
 }
 # What `run --local` publishes into its output folder (cleared before a run).
 PUBLISHED = ("metrics.json", "report.html", "report.md", "bundle", "embeddings", "confusion-*.png",
-             "submission-*.csv")
+             "calibration-*.png", "training-curves.png", "submission-*.csv")
 
 
 @dataclass(frozen=True)
