@@ -172,4 +172,5 @@ def check_segment_length(segment_s: float | None, clip_seconds: float, manifest:
         raise ConfigError(
             f"{manifest}: holds {segment_s:g}-s segments, but the feature config's clip length "
             f"(features.audio.clip_seconds) is {clip_seconds:g} s; set it to {segment_s:g} "
-            f"(--set features.audio.clip_seconds={segment_s:g}, or in the config file)")
+            f"(a config file with [features.audio] clip_seconds = {segment_s:g}, or "
+            f"--set features.audio.clip_seconds={segment_s:g})")
