@@ -361,3 +361,18 @@ def test_cli_evaluate_prints_table(fusion_root, tmp_path, capsys):
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert {r["modalities"] for r in metrics["results"]} == {"audio", "visual"}
     assert metrics["provenance"]["run_id"] == "cli-run"
+
+
+def test_provenance_names_a_backbone_trained_with_its_own_settings(tmp_path):
+    from avsc.config import load_config, to_dict
+    from avsc.evaluation.provenance import collect_provenance
+
+    quick = to_dict(load_config(preset="quick"))
+    for backbone in BACKBONES:
+        train = dict(quick["train"], epochs=9 if backbone == "vis-conv" else quick["train"]["epochs"])
+        write_json(tmp_path / backbone / "config.json", {"train": train, "features": quick["features"]})
+    prov = collect_provenance(metas={}, split="test", selection="accuracy", models_dir=tmp_path, run_id="r")
+    assert prov["preset"] == "custom (closest preset: quick) (fusion settings unknown)"
+    assert {"setting": "train.epochs (vis-conv)", "value": 9, "paper": 60} in prov["differences_from_paper"]
+    assert prov["dataset"]["synthetic"] is None  # no manifest: unknown, not guessed
+    assert prov["selection"]["rule"] == "accuracy" and prov["protocol"].startswith("whole clips")

@@ -120,39 +120,35 @@ def _recorded_settings(models_dir: str | Path | None, metas: Mapping[Path, dict]
     return {"features": features, "train": train, "fusion": fusion, "hashes": hashes}
 
 
+def _differences(mine: Mapping[str, Any], preset: str) -> list[dict[str, Any]]:
+    """``{"setting", "value", "paper"}`` for each flattened setting that differs from ``preset``'s."""
+    reference = flatten(preset_dict(preset))
+    return [{"setting": key, "value": value, "paper": reference[key]}
+            for key, value in sorted(mine.items()) if key in reference and reference[key] != value]
+
+
 def _compare(settings: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    """The preset the settings match and the settings that differ from the paper's."""
-    sections: dict[str, Any] = {}
-    if settings["features"] is not None:
-        sections["features"] = settings["features"]
+    """The preset the recorded settings match, and every setting that differs from the paper's."""
     trains = settings["train"]
-    if trains:
-        sections["train"] = next(iter(trains.values()))
-    if settings["fusion"] is not None:
-        sections["fusion"] = settings["fusion"]
+    sections = {name: value for name, value in (("features", settings["features"]),
+                                                ("train", next(iter(trains.values()), None)),
+                                                ("fusion", settings["fusion"])) if value is not None}
     if not sections:
         return "unknown", []
     mine = flatten(sections)
-
-    def differences(preset: str) -> list[dict[str, Any]]:
-        reference = flatten(preset_dict(preset))
-        return [{"setting": k, "value": v, "paper" if preset == "paper" else preset: reference[k]}
-                for k, v in sorted(mine.items()) if k in reference and reference[k] != v]
-
-    # Backbones trained with their own settings (e.g. more epochs for one) are listed too.
-    first = next(iter(trains.values()), None)
-    per_backbone = []
-    for backbone, config in list(trains.items())[1:]:
-        for key, value in sorted(flatten(config).items()):
-            if flatten(first).get(key) != value:
-                per_backbone.append({"setting": f"train.{key} ({backbone})", "value": value,
-                                     "paper": flatten(preset_dict("paper")).get(f"train.{key}")})
-    counts = {p: len(differences(p)) for p in PRESETS}
-    closest = min(PRESETS, key=lambda p: (counts[p], p != "paper"))
+    # A backbone trained with its own settings (e.g. more epochs) is listed by name.
+    first = flatten(next(iter(trains.values()), {}))
+    paper = flatten(preset_dict("paper"))
+    per_backbone = [{"setting": f"train.{key} ({backbone})", "value": value, "paper": paper.get(f"train.{key}")}
+                    for backbone, config in list(trains.items())[1:]
+                    for key, value in sorted(flatten(config).items()) if first.get(key) != value]
+    counts = {preset: len(_differences(mine, preset)) for preset in PRESETS}
+    closest = min(PRESETS, key=lambda preset: (counts[preset], preset != "paper"))
     name = closest if counts[closest] == 0 and not per_backbone else f"custom (closest preset: {closest})"
-    if len(sections) < 3:
-        name += " (" + ", ".join(sorted(set(("features", "train", "fusion")) - set(sections))) + " settings unknown)"
-    return name, differences("paper") + per_backbone
+    unknown = sorted({"features", "train", "fusion"} - set(sections))
+    if unknown:
+        name += f" ({', '.join(unknown)} settings unknown)"
+    return name, _differences(mine, "paper") + per_backbone
 
 
 def collect_provenance(
