@@ -15,7 +15,7 @@ from avsc import __version__
 from avsc.errors import AvscError
 
 # Modules that add subcommands, in the order a clip flows through the system.
-_AREAS = ("dataset", "preprocess", "train", "fusion", "store")
+_AREAS = ("dataset", "preprocess", "train", "fusion", "inspect", "store")
 
 
 def build_parser() -> argparse.ArgumentParser:
