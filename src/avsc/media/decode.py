@@ -44,6 +44,11 @@ from avsc.media.probe import MediaInfo, check_media_file, probe_media
 # Peak amplitude below which a clip's sound counts as digital silence: one step of 16-bit
 # PCM (-90.3 dBFS). Nothing a microphone records stays under it; a muted or blank track does.
 SILENCE_PEAK = 2.0 ** -15
+# A second output that copies every picture and sound stream to nowhere. It costs next to
+# nothing (no decoding) and keeps them all enabled: for formats whose timestamps may jump
+# (MPEG-TS), ffmpeg moves the timeline's zero to the first ENABLED stream, so decoding the
+# sound alone would shift a late track to the start, and the picture alone a late picture.
+_TIMELINE_ANCHOR = ["-map", "0:v?", "-map", "0:a?", "-c", "copy", "-f", "null", "-"]
 # Seconds decoded before a window's start, so its first frame is the one shown at that
 # instant (a seek alone would start at the first frame AFTER it).
 _PRE_ROLL_S = 1.0
@@ -108,7 +113,8 @@ def demux_audio(
         args += ["-ss", f"{offset_s:.6f}"]
     args += ["-t", f"{duration_s:.6f}", "-i", str(path), "-map", f"0:a:{info.audio_track}",
              "-vn", "-sn", "-dn", "-af", "aresample=async=1:first_pts=0",
-             "-ac", str(cfg.channels), "-ar", str(cfg.sample_rate), "-c:a", "pcm_f32le", "-f", "f32le", "pipe:"]
+             "-ac", str(cfg.channels), "-ar", str(cfg.sample_rate), "-c:a", "pcm_f32le", "-f", "f32le", "pipe:",
+             *_TIMELINE_ANCHOR]
     raw = run_ffmpeg(path, args, what="audio", timeout_s=timeout_s).stdout
     samples = np.frombuffer(raw, dtype="<f4")
     samples = samples[:len(samples) - len(samples) % cfg.channels].reshape(-1, cfg.channels)
@@ -126,10 +132,15 @@ def demux_audio(
     return out
 
 
-def _frame_filters(cfg: FrameConfig, pre_roll_s: float, fixed_rate: bool) -> str:
+def _frame_filters(cfg: FrameConfig, pre_roll_s: float, seconds: float, fixed_rate: bool) -> str:
     """The filter chain: move the window start to 0, pick frames, display geometry, scale, crop."""
     size = int(cfg.size)
     chain = []
+    if fixed_rate:
+        # The last frame stays on screen after the picture ends (tpad; before setpts, which
+        # leaves the stream without the frame rate tpad's clones need), so the ticks past
+        # the end show it, not the frame before the last tick inside the picture.
+        chain.append(f"tpad=stop_mode=clone:stop_duration={seconds:.6f}")
     if pre_roll_s > 0:
         chain.append(f"setpts=PTS-{pre_roll_s:.6f}/TB")
     if fixed_rate:
@@ -156,10 +167,10 @@ def _decode_frames(path: Path, info: MediaInfo, cfg: FrameConfig, *, offset_s: f
     if offset_s - pre_roll > 0:
         args += ["-ss", f"{offset_s - pre_roll:.6f}"]
     args += ["-t", f"{seconds + pre_roll:.6f}", "-i", str(path), "-map", f"0:v:{info.video_stream}",
-             "-an", "-sn", "-dn", "-vf", _frame_filters(cfg, pre_roll, fixed_rate)]
+             "-an", "-sn", "-dn", "-vf", _frame_filters(cfg, pre_roll, seconds, fixed_rate)]
     if max_frames:
         args += ["-frames:v", str(max_frames)]
-    args += ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
+    args += ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:", *_TIMELINE_ANCHOR]
     raw = run_ffmpeg(path, args, what="video", timeout_s=timeout_s).stdout
     size = int(cfg.size)
     count = len(raw) // (size * size * 3)
