@@ -36,9 +36,10 @@ FAST = [
     Variant("avi-mpeg4-mp3-mono-22k", container="avi", vcodec="mpeg4", acodec="libmp3lame", layout="mono",
             rate=22050),
     Variant("ts-mpeg2-mp2-25fps", container="ts", vcodec="mpeg2video", acodec="mp2", fps=25.0),
-    Variant("m2ts-h264-aac-8k-sar-half", container="m2ts", rate=8000, sar=0.5),  # TS has no rotation
+    Variant("m2ts-h264-aac-sar-half", container="m2ts", sar=0.5),  # TS carries no rotation
     Variant("mov-mjpeg-pcm-rot270", container="mov", vcodec="mjpeg", acodec="pcm_s16le", rotation=270),
-    Variant("mkv-h264-f32-short-sound", container="mkv", acodec="pcm_f32le", seconds=3.0, audio_seconds=1.0),
+    Variant("mkv-h264-f32-8k-short-sound", container="mkv", acodec="pcm_f32le", rate=8000, seconds=3.0,
+            audio_seconds=1.0),
     Variant("mp4-short-picture-long-sound", seconds=1.0, audio_seconds=3.0, beep_at=2.0, fps=30.0),
     Variant("mp4-0.2s", seconds=0.2, beep_at=0.05, audio_seconds=0.3),
     Variant("mp4-h264-bframes-30fps", vcodec="libx264-bframes", fps=30.0),
