@@ -161,6 +161,12 @@ class Variant:
         return max(self.video_start + self.seconds, self.audio_start + self.sound_seconds)
 
     @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) a player shows: its stored pixels stretched by their aspect, never shrunk."""
+        scale = 1.0 / self.sar if self.sar < 1.0 else 1.0
+        return int(round(WIDTH * scale)), int(round(HEIGHT * scale))
+
+    @property
     def n_frames(self) -> int:
         return max(1, int(round(self.seconds * self.fps)))
 

@@ -80,8 +80,11 @@ class StreamInfo:
         if self.width is None or self.height is None:
             return None
         width, height = self.width, self.height
-        if self.sar and self.sar != 1.0:
-            width = max(1, int(round(width * self.sar)))  # players keep the height, as ffmpeg's DAR does
+        # As mpv does: stretch, never shrink (wide pixels widen the picture, tall ones heighten it).
+        if self.sar and self.sar > 1.0:
+            width = int(round(width * self.sar))
+        elif self.sar and self.sar < 1.0:
+            height = int(round(height / self.sar))
         if abs(self.rotation) % 180 == 90:
             width, height = height, width
         return width, height
