@@ -285,3 +285,19 @@ def make_variant(path: str | Path, v: Variant) -> Path:
                           "-map", "0", "-c", "copy", str(path)], what="rotation", timeout_s=60)
         target.unlink()
     return path
+
+
+def make_nan_video(path: Path) -> Path:
+    """A pcm_f32le MKV whose sound holds a NaN, +Inf and -Inf."""
+    raw = path.with_suffix(".f32")
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(96000) / 48000)).astype("<f4")
+    audio = np.stack([tone, tone], axis=1)
+    audio[1000, 0], audio[5000, 1], audio[30000, 0] = np.nan, np.inf, -np.inf
+    audio.tofile(raw)
+    from avsc.media.ffmpeg import run_ffmpeg
+
+    run_ffmpeg(path, ["-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:s=64x48:r=10:d=2", "-f", "f32le",
+                      "-ar", "48000", "-ac", "2", "-i", str(raw), "-c:v", "libx264", "-preset", "ultrafast",
+                      "-c:a", "pcm_f32le", str(path)], what="generated streams")
+    raw.unlink()
+    return path

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from media_cases import Variant, beep_onset, make_variant, make_video, ramp_index
+from media_cases import Variant, beep_onset, make_nan_video, make_variant, make_video, ramp_index
 
 from avsc.config import AudioConfig, FeatureConfig, FrameConfig
 from avsc.errors import MediaError
@@ -114,19 +114,6 @@ def test_non_finite_samples_are_a_truthful_error(tmp_path):
                            frames=FrameConfig(fps=2.0, size=16))
     _, reason = _task(("nan", str(path), str(tmp_path / "features"), config, 1))
     assert "non-finite" in reason and "unexpected" not in reason and "ParameterError" not in reason
-
-
-def make_nan_video(path: Path) -> Path:
-    """A pcm_f32le MKV whose sound holds a NaN, +Inf and -Inf."""
-    raw = path.with_suffix(".f32")
-    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(96000) / 48000)).astype("<f4")
-    audio = np.stack([tone, tone], axis=1)
-    audio[1000, 0], audio[5000, 1], audio[30000, 0] = np.nan, np.inf, -np.inf
-    audio.tofile(raw)
-    _ffmpeg(path, "-f", "lavfi", "-i", "color=c=gray:s=64x48:r=10:d=2", "-f", "f32le", "-ar", "48000", "-ac", "2",
-            "-i", str(raw), "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_f32le")
-    raw.unlink()
-    return path
 
 
 def test_streams_of_different_lengths_are_padded_as_a_player_does(files):
