@@ -234,7 +234,8 @@ def _audio_source(v: Variant, noise: bool) -> str:
     return f"aevalsrc=exprs='{beep}':s={rate}:d={v.sound_seconds:g}:c={v.layout}"
 
 
-# Encoder name -> (ffmpeg encoder, options). "libx264-bframes": three plain (non-reference)
+_ENCODER = {"libx264-bframes": "libx264"}  # aliases for an encoder with other options
+# Encoder name -> options. "libx264-bframes": three plain (non-reference)
 # B-frames between reference frames, the worst case for ``reference_only`` decoding.
 _VIDEO_OPTIONS = {
     "libx264": ["-preset", "ultrafast", "-crf", "12"],
@@ -268,7 +269,7 @@ def make_variant(path: str | Path, v: Variant) -> Path:
             args += ["-itsoffset", f"{v.audio_start:g}"]
         args += ["-f", "lavfi", "-i", source]
     args += ["-map", "0:v"] + [a for i in range(len(sources)) for a in ("-map", f"{i + 1}:a")]
-    args += ["-c:v", v.vcodec.split("-bframes")[0], *_VIDEO_OPTIONS.get(v.vcodec, []), "-c:a", v.acodec]
+    args += ["-c:v", _ENCODER.get(v.vcodec, v.vcodec), *_VIDEO_OPTIONS.get(v.vcodec, []), "-c:a", v.acodec]
     if v.acodec in ("libmp3lame", "mp2", "ac3", "aac", "libvorbis"):
         args += ["-b:a", "192k"]
     if v.acodec == "libopus":

@@ -44,11 +44,16 @@ from avsc.media.probe import MediaInfo, check_media_file, probe_media
 # Peak amplitude below which a clip's sound counts as digital silence: one step of 16-bit
 # PCM (-90.3 dBFS). Nothing a microphone records stays under it; a muted or blank track does.
 SILENCE_PEAK = 2.0 ** -15
-# A second output that copies every picture and sound stream to nowhere. It costs next to
-# nothing (no decoding) and keeps them all enabled: for formats whose timestamps may jump
-# (MPEG-TS), ffmpeg moves the timeline's zero to the first ENABLED stream, so decoding the
-# sound alone would shift a late track to the start, and the picture alone a late picture.
+# A second output that copies every picture and sound stream to nowhere (no decoding) and so
+# keeps them all enabled: for formats whose timestamps may jump (MPEG-TS), ffmpeg moves the
+# timeline's zero to the first ENABLED stream, so decoding a late sound track alone would
+# shift it to the start. Only added for a stream that starts after zero, where that can
+# happen (it costs about 3 % more CPU on a frame decode).
 _TIMELINE_ANCHOR = ["-map", "0:v?", "-map", "0:a?", "-c", "copy", "-f", "null", "-"]
+
+
+def _anchor(start_s: float | None) -> list[str]:
+    return _TIMELINE_ANCHOR if start_s is None or start_s > 0.0005 else []
 # Seconds decoded before a window's start, so its first frame is the one shown at that
 # instant (a seek alone would start at the first frame AFTER it).
 _PRE_ROLL_S = 1.0
@@ -114,7 +119,7 @@ def demux_audio(
     args += ["-t", f"{duration_s:.6f}", "-i", str(path), "-map", f"0:a:{info.audio_track}",
              "-vn", "-sn", "-dn", "-af", "aresample=async=1:first_pts=0",
              "-ac", str(cfg.channels), "-ar", str(cfg.sample_rate), "-c:a", "pcm_f32le", "-f", "f32le", "pipe:",
-             *_TIMELINE_ANCHOR]
+             *_anchor(start)]
     raw = run_ffmpeg(path, args, what="audio", timeout_s=timeout_s).stdout
     samples = np.frombuffer(raw, dtype="<f4")
     samples = samples[:len(samples) - len(samples) % cfg.channels].reshape(-1, cfg.channels)
@@ -170,7 +175,7 @@ def _decode_frames(path: Path, info: MediaInfo, cfg: FrameConfig, *, offset_s: f
              "-an", "-sn", "-dn", "-vf", _frame_filters(cfg, pre_roll, seconds, fixed_rate)]
     if max_frames:
         args += ["-frames:v", str(max_frames)]
-    args += ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:", *_TIMELINE_ANCHOR]
+    args += ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:", *_anchor(info.video_start_s)]
     raw = run_ffmpeg(path, args, what="video", timeout_s=timeout_s).stdout
     size = int(cfg.size)
     count = len(raw) // (size * size * 3)
