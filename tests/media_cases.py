@@ -249,8 +249,16 @@ _VIDEO_OPTIONS = {
 }
 
 
+def shipped_ffmpeg() -> str:
+    """The ffmpeg of the ``imageio-ffmpeg`` wheel: test files are made with it whatever
+    ``AVSC_FFMPEG`` says, so they are the same under every decoder tested."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
 def make_variant(path: str | Path, v: Variant) -> Path:
-    """Write the file of variant ``v`` at ``path`` with the ffmpeg avsc runs."""
+    """Write the file of variant ``v`` at ``path`` with the shipped ffmpeg."""
     from avsc.media.ffmpeg import run_ffmpeg
 
     path = Path(path)
@@ -280,10 +288,11 @@ def make_variant(path: str | Path, v: Variant) -> Path:
             args += [f"-disposition:a:{i}", "default" if i == default else "0"]
     rotate = v.rotation % 360 != 0
     target = path.with_name(f".{path.stem}.unrotated{path.suffix}") if rotate else path
-    run_ffmpeg(target, args + [str(target)], what="generated streams", timeout_s=120)
+    run_ffmpeg(target, args + [str(target)], what="generated streams", timeout_s=120, exe=shipped_ffmpeg())
     if rotate:  # the display matrix is written by a stream copy (an encode would turn the pixels)
         run_ffmpeg(path, ["-loglevel", "error", "-y", "-display_rotation:v:0", str(v.rotation), "-i", str(target),
-                          "-map", "0", "-c", "copy", str(path)], what="rotation", timeout_s=60)
+                          "-map", "0", "-c", "copy", str(path)], what="rotation", timeout_s=60,
+                   exe=shipped_ffmpeg())
         target.unlink()
     return path
 
@@ -299,6 +308,6 @@ def make_nan_video(path: Path) -> Path:
 
     run_ffmpeg(path, ["-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:s=64x48:r=10:d=2", "-f", "f32le",
                       "-ar", "48000", "-ac", "2", "-i", str(raw), "-c:v", "libx264", "-preset", "ultrafast",
-                      "-c:a", "pcm_f32le", str(path)], what="generated streams")
+                      "-c:a", "pcm_f32le", str(path)], what="generated streams", exe=shipped_ffmpeg())
     raw.unlink()
     return path

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from media_cases import Variant, beep_onset, make_nan_video, make_variant, make_video, ramp_index
+from media_cases import Variant, beep_onset, make_nan_video, make_variant, make_video, ramp_index, shipped_ffmpeg
 
 from avsc.config import AudioConfig, FeatureConfig, FrameConfig
 from avsc.errors import MediaError
@@ -29,7 +29,8 @@ BEEP = "aevalsrc=exprs='if(between(t\\,1\\,1.3)\\,0.5*sin(2*PI*1000*t)\\,0)':s=4
 
 
 def _ffmpeg(path: Path, *args: str) -> Path:
-    run_ffmpeg(path, ["-loglevel", "error", "-y", *args, str(path)], what="generated streams", timeout_s=120)
+    run_ffmpeg(path, ["-loglevel", "error", "-y", *args, str(path)], what="generated streams", timeout_s=120,
+               exe=shipped_ffmpeg())
     return path
 
 

@@ -63,13 +63,13 @@ class FFmpegCrash(MediaError):
         signal_name: e.g. ``SIGSEGV``.
     """
 
-    def __init__(self, path: str | Path, signal_name: str, what: str):
+    def __init__(self, path: str | Path, signal_name: str, what: str, exe: str):
         self.signal_name = signal_name
         cause = "out of memory?" if signal_name == "SIGKILL" else "a fault of this ffmpeg build"
         super().__init__(
             path,
             f"ffmpeg crashed ({signal_name}, {cause}) while reading its {what}; "
-            f"the file may well be fine (ffmpeg: {ffmpeg_exe()})",
+            f"the file may well be fine (ffmpeg: {exe})",
             "point AVSC_FFMPEG at another ffmpeg build (e.g. a distribution's: "
             "`apt-get install ffmpeg`, then AVSC_FFMPEG=/usr/bin/ffmpeg), or remux the file with "
             "another tool (`ffmpeg -i FILE -c copy FILE.mkv`) and use the copy",
@@ -137,7 +137,8 @@ def report_problem(report: str, returncode: int) -> str | None:
 
 
 def run_ffmpeg(path: str | Path, args: list[str], *, what: str = "streams", timeout_s: float = 300.0,
-               hint: str = HINT, check: bool = True, input_bytes: bytes | None = None) -> FFmpegRun:
+               hint: str = HINT, check: bool = True, input_bytes: bytes | None = None,
+               exe: str | None = None) -> FFmpegRun:
     """Run ffmpeg with ``args`` (everything after the binary) on ``path`` and check the outcome.
 
     Args:
@@ -149,6 +150,7 @@ def run_ffmpeg(path: str | Path, args: list[str], *, what: str = "streams", time
         check: raise on a failure marker or a non-zero exit status (a crash or a timeout
             always raises).
         input_bytes: data for ffmpeg's standard input (``pipe:0``), if any.
+        exe: the binary to run (default :func:`ffmpeg_exe`).
 
     Returns:
         An :class:`FFmpegRun`.
@@ -157,7 +159,7 @@ def run_ffmpeg(path: str | Path, args: list[str], *, what: str = "streams", time
         FFmpegCrash: ffmpeg was killed by a signal.
         MediaError: the report says the file is unusable, ffmpeg failed, or it ran too long.
     """
-    exe = ffmpeg_exe()
+    exe = exe or ffmpeg_exe()
     cmd = [exe, "-nostdin", "-hide_banner", *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s, env=ffmpeg_env(exe),
@@ -171,7 +173,7 @@ def run_ffmpeg(path: str | Path, args: list[str], *, what: str = "streams", time
     crashed = signal_of(proc.returncode)
     if crashed:
         log.debug("ffmpeg killed by %s on %s: %s", crashed, path, " ".join(cmd))
-        raise FFmpegCrash(path, crashed, what)
+        raise FFmpegCrash(path, crashed, what, exe)
     if check:
         problem = report_problem(report, proc.returncode)
         if problem:
