@@ -36,6 +36,7 @@ from avsc.labels import LABEL_INDEX, LABELS
 from avsc.models.fusion import build_fusion_model, check_method, check_modalities
 from avsc.models.saving import save_keras_model
 from avsc.storage.files import read_json, write_json
+from avsc.training.mixup import mix
 
 __all__ = [
     "FusionData",
@@ -203,9 +204,9 @@ def _compiled_steps(model: keras.Model, optimizer, loss_fn, x_train: list[np.nda
     def step(order, partner, lam, start):
         idx = order[start:start + batch_size]
         other = tf.gather(partner, idx)
-        weight = tf.gather(lam, idx)[:, None]
-        xs = [weight * tf.gather(x, idx) + (1.0 - weight) * tf.gather(x, other) for x in xs_all]
-        ys = weight * tf.gather(ys_all, idx) + (1.0 - weight) * tf.gather(ys_all, other)
+        weight = tf.gather(lam, idx)
+        xs = [mix(tf.gather(x, idx), tf.gather(x, other), weight) for x in xs_all]
+        ys = mix(tf.gather(ys_all, idx), tf.gather(ys_all, other), weight)
         with tf.GradientTape() as tape:
             probs = model(xs, training=True)
             loss = tf.reduce_mean(loss_fn(ys, probs))
