@@ -285,7 +285,7 @@ def push_dir(local_dir: str | Path, uri: str, *, settings: S3Settings | None = N
         more = f" and {len(local_failures) - 1} more" if len(local_failures) > 1 else ""
         raise StoreError(f"{len(local_failures)} of {len(files)} files not pushed to {uri}: "
                          f"{local_failures[0]}{more}")
-    log.info("pushed %s to %s: %d uploaded, %d skipped, %d bytes", local_dir, uri,
+    log.debug("pushed %s to %s: %d uploaded, %d skipped, %d bytes", local_dir, uri,
              uploaded, skipped, sent)
     return TransferResult(uploaded=uploaded, skipped=skipped, bytes=sent)
 
@@ -487,6 +487,6 @@ def pull_dir(uri: str, local_dir: str | Path, *, settings: S3Settings | None = N
     if failure is not None:
         raise StoreError(f"{failure} ({downloaded} downloaded, {skipped} already there; "
                          f"re-run to resume)")
-    log.info("pulled %s to %s: %d downloaded, %d skipped, %d bytes", uri, local_dir,
+    log.debug("pulled %s to %s: %d downloaded, %d skipped, %d bytes", uri, local_dir,
              downloaded, skipped, received)
     return TransferResult(uploaded=downloaded, skipped=skipped, bytes=received)
