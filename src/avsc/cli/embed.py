@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("features", nargs="+", metavar="FEATURES", help="feature store folder(s)")
     parser.add_argument("-o", "--output", required=True, metavar="EMBEDDINGS.parquet",
                         help="Parquet file to write")
-    parser.add_argument("--batch-size", type=positive_int, default=32,
+    parser.add_argument("--batch-size", type=positive_int, default=32, metavar="B",
                         help="clips run through the model at once (memory, not results)")
     add_quiet(parser)
     parser.set_defaults(handler=run)
