@@ -94,6 +94,7 @@ def test_settings_commands_default_to_the_paper_preset_and_take_config_and_set()
         assert "(default: paper)" in text, name
         for flag in ("--preset", "--config FILE", "--set SECTION.KEY=VALUE"):
             assert flag in text, (name, flag)
+        assert "usage error (an unknown option or a bad value) also a bad --set or --config file" in text
     for name, argv in TENSORFLOW_COMMANDS.items():
         assert "Needs TensorFlow" in " ".join(commands[(name,)].format_help().split()), name
     assert "Needs TensorFlow" not in commands[("preprocess",)].format_help()

@@ -43,7 +43,7 @@ TENSORFLOW_MODULES = ("tensorflow", "keras")
 _EXIT_LINES = {
     EXIT_OK: "success",
     EXIT_FAILURE: "data or runtime error (an input missing or unusable, a step that failed)",
-    EXIT_USAGE: "usage error (unknown option or bad value, a bad --set or --config file)",
+    EXIT_USAGE: "usage error (an unknown option or a bad value)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); finished work is kept, re-run to resume",
 }
 
@@ -107,9 +107,11 @@ def add_command(subparsers: argparse._SubParsersAction, name: str, *, help: str,
     if needs_tensorflow:
         description += (" Needs TensorFlow: install avsc with the cpu or gpu extra "
                         "(pip install 'avsc[cpu]').")
-    return subparsers.add_parser(name, help=help, description=description,
-                                 epilog=exit_status_epilog(**exit_notes),
-                                 formatter_class=HelpFormatter)
+    parser = subparsers.add_parser(name, help=help, description=description,
+                                   epilog=exit_status_epilog(**exit_notes),
+                                   formatter_class=HelpFormatter)
+    parser.exit_notes = dict(exit_notes)  # read again by add_settings_options
+    return parser
 
 
 # ---------------------------------------------------------------- argument types
@@ -142,6 +144,11 @@ def add_settings_options(parser: argparse.ArgumentParser, *, sections: str) -> a
     Returns:
         The "settings" argument group, for the command's shorthand flags.
     """
+    notes = dict(getattr(parser, "exit_notes", {}))
+    usage = "also a bad --set or --config file (an unknown setting, a value of the wrong type)"
+    if notes.get("usage"):
+        usage += "; " + notes["usage"].removeprefix("also ")
+    parser.epilog = exit_status_epilog(**{**notes, "usage": usage})
     group = parser.add_argument_group(
         "settings",
         f"This command uses the [{sections}] settings. They are resolved once: the preset, then "
