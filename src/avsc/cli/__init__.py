@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return options.EXIT_USAGE
-    level = logging.DEBUG if args.verbose else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    level = (logging.DEBUG if args.verbose
+             else logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     with _library_log(level):
         return _run(handler, args)
 
