@@ -183,6 +183,22 @@ def test_argparse_errors_and_missing_commands_exit_2(capsys):
     assert capsys.readouterr().out.strip() == f"avsc {avsc.__version__}"
 
 
+def test_fuse_prints_each_result_once_and_the_library_only_logs(tmp_path, capsys, caplog):
+    from embeddings_factory import make_embeddings
+
+    embeddings = make_embeddings(tmp_path / "emb", width=8, per_class={"train": 2, "val": 1, "test": 1},
+                                 backbones=("vis-inc", "vis-conv"))
+    argv = ["fuse", str(embeddings), "--method", "f4", "--modalities", "visual", "-o", str(tmp_path / "f"),
+            "--preset", "quick", "--epochs", "1"]
+    with caplog.at_level("DEBUG"):
+        assert main(["-v", *argv]) == 0  # -v: the library's debug messages too
+    captured = capsys.readouterr()
+    line = "f4 visual: best epoch 1"
+    assert (captured.out + captured.err).count(line) == 1 and captured.out.startswith(line)
+    assert any("f4 visual: best epoch 1/1" in r.getMessage() for r in caplog.records
+               if r.name == "avsc.training.fusion")
+
+
 # ---------------------------------------------------------------- data and runtime errors
 
 def test_a_missing_input_exits_1_naming_it(tmp_path, capsys):
