@@ -4,41 +4,41 @@ from __future__ import annotations
 
 import argparse
 
+from avsc.cli.options import add_command, add_quiet, add_settings_options, resolve_config
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``inspect``."""
-    parser = subparsers.add_parser(
-        "inspect", help="write the frames, sound and spectrograms the networks get for one video",
+    parser = add_command(
+        subparsers, "inspect", help="write the frames, sound and spectrograms the networks get for one video",
         description="Decode VIDEO exactly as preprocessing and `avsc predict` do and write, per window of "
-                    "the clip length: each sampled frame as a PNG named by its instant, the decoded sound "
-                    "as a WAV, each spectrogram as an image; plus media.json with the probed facts (streams, "
-                    "chosen audio track, displayed size, duration, start times), what preprocessing would "
-                    "do with the file, and any warnings. Exit status: 0 written, 1 the video or settings "
-                    "are unusable, 2 usage error.")
+                    "the clip length (window 0 is the clip preprocessing stores): each sampled frame as a "
+                    "PNG named by its instant, the decoded sound as a WAV, each spectrogram as an image; "
+                    "plus media.json with the probed facts (streams, chosen audio track, displayed size, "
+                    "duration, start times), what preprocessing would do with the file, and any warnings.",
+        failure="also when the video cannot be read, or the output folder is not one inspect may write")
     parser.add_argument("video", metavar="VIDEO", help="the video file")
     parser.add_argument("-o", "--output", required=True, metavar="DIR",
-                        help="output folder (new, empty, or an earlier `avsc inspect` output)")
-    parser.add_argument("--preset", default="paper", choices=("paper", "quick"),
-                        help="base feature settings: paper (10 s, 224x224) or quick (4 s, 96x96); default paper")
-    parser.add_argument("--config", metavar="FILE", help="JSON/TOML settings file (features.audio, features.frames)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override one setting, e.g. features.frames.fps=4 (repeatable; default: none)")
+                        help="output folder: new, empty, or an earlier `avsc inspect` output (replaced)")
     parser.add_argument("--bundle", metavar="BUNDLE_DIR",
-                        help="use this model bundle's feature settings instead (what `avsc predict --bundle` sees)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(handler=run_inspect)
+                        help="take the feature settings of this model bundle, i.e. what `avsc predict "
+                             "--bundle` sees, instead of --preset/--config/--set (default: none)")
+    add_quiet(parser)
+    add_settings_options(parser, sections="features.audio, features.frames")
+    parser.set_defaults(handler=run)
 
 
-def run_inspect(args: argparse.Namespace) -> int:
-    from avsc.config import load_config
+def run(args: argparse.Namespace) -> int:
+    from avsc.errors import ConfigError
     from avsc.inference.inspect import inspect_media
 
     if args.bundle:
         from avsc.inference.bundle import load_bundle
 
+        if args.config or args.overrides:
+            raise ConfigError("give --bundle or --config/--set, not both: a bundle fixes its feature settings")
         config = load_bundle(args.bundle, verify=False).feature_config
     else:
-        config = load_config(args.config, preset=args.preset, overrides=args.set).features
+        config = resolve_config(args).features
     result = inspect_media(args.video, args.output, config, progress=not args.quiet)
     info = result.info
     frames = sum(len(w["frames"]) for w in result.windows)
