@@ -39,7 +39,7 @@ CHANCE = 1.0 / len(LABELS)
 FRAMES = 309  # the paper's spectrogram width, set on the command line (the preset leaves it free)
 
 
-def _run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def _run(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "pipeline.py", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, check=False)
 
