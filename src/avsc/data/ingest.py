@@ -290,7 +290,7 @@ def ingest_dataset(
     rejected_path = manifest_path.with_name(f"{manifest_path.stem}.rejected.json")
     write_json(rejected_path, {"dataset_root": str(root.resolve()), "counts": counts,
                                "rejected": rejected, "notes": notes})
-    log.info("manifest %s: %s; %d rejected", manifest_path, counts, len(rejected))
+    log.debug("manifest %s: %s; %d rejected", manifest_path, counts, len(rejected))
     return IngestResult(manifest_path=manifest_path, n_clips=len(kept), counts=counts,
                         rejected=rejected, notes=notes, rejected_path=rejected_path)
 
