@@ -3,10 +3,11 @@
 Both decode what a media player presents, on the player's timeline (0 is the file's
 start), from the streams :func:`avsc.media.probe.probe_media` chose (the default audio
 track, else the first; the default video stream, else the first). The command lines are
-built with ``ffmpeg-python`` (input, stream ``0:a:N``/``0:v:N``, filter chain, output; its
-filter chains become a ``-filter_complex`` graph with labelled links, which gives the same
-samples and frames as ``-af``/``-vf``) and run through :func:`avsc.media.ffmpeg.run_ffmpeg`. Raw data is read from
-ffmpeg's standard output, so nothing touches the disk.
+built with ``ffmpeg-python`` (input with ``-ss``/``-t``, stream ``0:a:N`` or ``0:v:N``, a
+filter chain, the output; the chain becomes a ``-filter_complex`` graph with labelled
+links, which gives the same samples and frames as ``-af``/``-vf``) and run through
+:func:`avsc.media.ffmpeg.run_ffmpeg`. Raw data is read from ffmpeg's standard output, so
+nothing touches the disk.
 
 - :func:`demux_audio`: the chosen audio track only (stream ``0:a:N``; the video is not
   decoded), resampled to ``AudioConfig.sample_rate`` and mixed to ``AudioConfig.channels``
