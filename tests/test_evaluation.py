@@ -265,7 +265,7 @@ def test_report_shows_the_provenance_block(fusion_root, tmp_path):
     manifest = write_manifest(rows, tmp_path / "manifest.parquet", dataset_root=tmp_path / "demo",
                               extra_metadata={"dataset": {"name": "demo", "path": str(tmp_path / "demo"),
                                                           "synthetic": True, "generator": "avsc demo-data"}})
-    metrics = evaluate([fusion_root], tmp_path / "report", models_dir=models, manifest=manifest, run_id="run-42")
+    metrics = evaluate([fusion_root], tmp_path / "report", models=models, manifest=manifest, run_id="run-42")
     prov = metrics["provenance"]
     assert prov["dataset"]["synthetic"] is True and prov["dataset"]["name"] == "demo"
     assert list(prov["dataset"]["clips_per_split"].items()) == [("train", 5), ("val", 2), ("test", 3)]
@@ -284,6 +284,13 @@ def test_report_shows_the_provenance_block(fusion_root, tmp_path):
                          "featurehash1", "trainhash000", "run-42", __version__, "log_loss", "temperature scaling"):
             assert expected in head, (path.name, expected)
     assert metrics["figures"]["training_curves"] == "training-curves.png"  # five backbones + the best fusion
+    # A mapping backbone -> model folder (pipeline artifacts) gives the same provenance.
+    mapped = evaluate([fusion_root], tmp_path / "report2", models={b: models / b for b in BACKBONES},
+                      manifest=manifest, run_id="run-42")
+    assert mapped["provenance"]["config_hashes"] == prov["config_hashes"]
+    assert mapped["provenance"]["differences_from_paper"] == prov["differences_from_paper"]
+    with pytest.raises(ConfigError, match="unknown backbone"):
+        evaluate([fusion_root], tmp_path / "report3", models={"aud-xyz": models / "aud-mel"})
 
 
 def test_clip_level_results_average_segment_probabilities(tmp_path, rng):
@@ -325,7 +332,7 @@ def test_results_table_marks_best(evaluated):
 
 def test_evaluate_backbone_rows(fusion_root, tmp_path):
     emb = make_embeddings(tmp_path / "emb", width=4, per_class={"train": 1, "val": 1, "test": 3})
-    metrics = evaluate([fusion_root / "f1-audio+visual"], tmp_path / "report", embeddings_dir=emb)
+    metrics = evaluate([fusion_root / "f1-audio+visual"], tmp_path / "report", embeddings=emb)
     assert [b["backbone"] for b in metrics["backbones"]] == list(BACKBONES)
     from avsc.training.embeddings import read_embeddings
 
@@ -337,6 +344,11 @@ def test_evaluate_backbone_rows(fusion_root, tmp_path):
     assert row["log_loss"] == pytest.approx(log_loss(y, softmax(e.fc10[test] / e.temperature), labels=range(10)))
     assert "vis-inc" in (tmp_path / "report" / "report.html").read_text()
     assert "calibration-backbones.png" in metrics["figures"]["reliability"]
+    # The same rows from a mapping backbone -> file (pipeline artifacts), here two backbones.
+    given = {b: emb / f"{b}.parquet" for b in ("vis-inc", "aud-mel")}
+    mapped = evaluate([fusion_root / "f1-audio+visual"], tmp_path / "report2", embeddings=given)
+    assert [b["backbone"] for b in mapped["backbones"]] == ["aud-mel", "vis-inc"]
+    assert next(b for b in mapped["backbones"] if b["backbone"] == "vis-inc") == row
 
 
 def test_evaluate_errors(fusion_root, tmp_path, rng):
@@ -371,7 +383,7 @@ def test_provenance_names_a_backbone_trained_with_its_own_settings(tmp_path):
     for backbone in BACKBONES:
         train = dict(quick["train"], epochs=9 if backbone == "vis-conv" else quick["train"]["epochs"])
         write_json(tmp_path / backbone / "config.json", {"train": train, "features": quick["features"]})
-    prov = collect_provenance(metas={}, split="test", selection="accuracy", models_dir=tmp_path, run_id="r")
+    prov = collect_provenance(metas={}, split="test", selection="accuracy", models=tmp_path, run_id="r")
     assert prov["preset"] == "custom (closest preset: quick) (fusion settings unknown)"
     assert {"setting": "train.epochs (vis-conv)", "value": 9, "paper": 60} in prov["differences_from_paper"]
     assert prov["dataset"]["synthetic"] is None  # no manifest: unknown, not guessed

@@ -158,9 +158,26 @@ class FusionConfig:
 
 
 @dataclass(frozen=True)
+class DataConfig:
+    """How a dataset becomes manifest rows (``avsc ingest``, the pipeline's ingest step).
+
+    ``segment_seconds``: cut every clip into segments of this many seconds after the
+    train/val/test split (:mod:`avsc.data.segments`; 1 = the DCASE 2021 Task 1B protocol);
+    None keeps whole clips, as the paper does. A segment is the clip every later stage sees,
+    so ``features.audio.clip_seconds`` must equal it (preprocessing refuses another length;
+    the pipeline checks both when it resolves its settings).
+    """
+
+    __pydantic_config__ = _VALIDATION
+
+    segment_seconds: float | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     __pydantic_config__ = _VALIDATION
 
+    data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -368,7 +385,7 @@ def load_config(
 
     Args:
         path: optional ``.toml`` or ``.json`` file holding any subset of the settings,
-            nested as ``features.audio``, ``features.frames``, ``train``, ``fusion``.
+            nested as ``data``, ``features.audio``, ``features.frames``, ``train``, ``fusion``.
         preset: ``paper`` (the paper's settings, the default) or ``quick`` (a CPU-sized run).
         overrides: applied last; see :func:`parse_overrides` for the accepted forms.
 

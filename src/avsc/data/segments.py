@@ -21,6 +21,9 @@ unchanged: a segment is a clip with its own id.
 
 The feature config's clip length must equal ``S`` (:func:`check_segment_length`, called by
 preprocessing): a 10-s config on 1-s segments would pad every segment with 9 s of silence.
+Where one config drives both ingest and preprocessing (the pipeline), its
+``data.segment_seconds`` is checked against ``features.audio.clip_seconds`` before any work
+(:func:`check_segment_setting`).
 
 Example:
     >>> segment_offsets(10.0, 1.0)
@@ -35,10 +38,14 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from avsc.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from avsc.config import Config
 
 __all__ = [
     "SEGMENT_TOLERANCE",
@@ -49,6 +56,7 @@ __all__ = [
     "segment_records",
     "average_segments",
     "check_segment_length",
+    "check_segment_setting",
 ]
 
 # A segment may lack this share of its length at the clip's end (containers report a few
@@ -172,5 +180,26 @@ def check_segment_length(segment_s: float | None, clip_seconds: float, manifest:
         raise ConfigError(
             f"{manifest}: holds {segment_s:g}-s segments, but the feature config's clip length "
             f"(features.audio.clip_seconds) is {clip_seconds:g} s; set it to {segment_s:g} "
-            f"(a config file with [features.audio] clip_seconds = {segment_s:g}, or "
-            f"--set features.audio.clip_seconds={segment_s:g})")
+            f"(--set features.audio.clip_seconds={segment_s:g}, or [features.audio] "
+            f"clip_seconds = {segment_s:g} in the --config file)")
+
+
+def check_segment_setting(config: Config) -> None:
+    """Refuse a config whose ``data.segment_seconds`` differs from ``features.audio.clip_seconds``.
+
+    For runs whose one config drives ingest and preprocessing (the pipeline): the mismatch
+    would otherwise surface only after ingest, when preprocessing refuses the manifest.
+
+    Raises:
+        ConfigError: ``data.segment_seconds`` is not positive, or differs from the clip length.
+    """
+    segment_s = config.data.segment_seconds
+    if segment_s is None:
+        return
+    segment_offsets(None, segment_s)  # a positive number of seconds
+    clip_seconds = config.features.audio.clip_seconds
+    if not math.isclose(segment_s, clip_seconds, rel_tol=1e-6, abs_tol=1e-9):
+        raise ConfigError(
+            f"data.segment_seconds is {segment_s:g}, but features.audio.clip_seconds is {clip_seconds:g}: "
+            f"a segment is the clip every later stage sees; set both to {segment_s:g} "
+            f"(--set features.audio.clip_seconds={segment_s:g})")

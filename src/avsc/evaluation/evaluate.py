@@ -14,7 +14,7 @@ DCASE-style submission CSV per result, reliability diagrams, training curves,
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from avsc.evaluation.metrics import classification_metrics, label_indices
 from avsc.evaluation.predictions import FUSION_FILE, PREDICTIONS_FILE, read_predictions
 from avsc.evaluation.provenance import collect_provenance
 from avsc.labels import LABELS
-from avsc.storage.files import read_json, write_json
+from avsc.storage.files import backbone_paths, read_json, write_json
 
 __all__ = ["find_fusion_dirs", "best_result", "evaluate"]
 
@@ -120,15 +120,15 @@ def _scores(y: np.ndarray, raw: np.ndarray, calibrated: np.ndarray) -> dict[str,
     return {**metrics, "uncalibrated": {"log_loss": before["log_loss"], "ece": before["ece"]}}
 
 
-def _backbone_rows(embeddings_dir: Path, split: str) -> tuple[list[dict[str, Any]], list[Reliability]]:
+def _backbone_rows(embeddings: str | Path | Mapping[str, str | Path], split: str
+                   ) -> tuple[list[dict[str, Any]], list[Reliability]]:
     from avsc.training.embeddings import read_embeddings
 
-    if not embeddings_dir.is_dir():
-        raise DataError(embeddings_dir, "embeddings folder not found", "give the folder of `avsc embed` outputs")
+    paths = backbone_paths(embeddings, "{backbone}.parquet", what="embeddings",
+                           hint="give the folder of `avsc embed` outputs")
     rows, panels = [], []
-    for backbone in BACKBONES:
-        path = embeddings_dir / f"{backbone}.parquet"
-        if not path.is_file():
+    for backbone, path in paths.items():
+        if not path.is_file():  # a folder need not hold every backbone
             continue
         emb = read_embeddings(path)
         mask = emb.splits == split
@@ -143,16 +143,16 @@ def _backbone_rows(embeddings_dir: Path, split: str) -> tuple[list[dict[str, Any
                                                "uncalibrated", "per_class_accuracy", "per_class_count", "n_clips")}})
         panels.append(Reliability(backbone, y, raw, calibrated, emb.temperature))
     if not rows:
-        raise DataError(embeddings_dir, f"no <backbone>.parquet file (one of {', '.join(BACKBONES)})",
+        raise DataError(str(embeddings) if not isinstance(embeddings, Mapping) else "embeddings",
+                        f"no <backbone>.parquet file (one of {', '.join(BACKBONES)})",
                         "give the folder of `avsc embed` outputs")
     return rows, panels
 
 
-def _training_curves(models_dir: Path | None, best: dict[str, Any] | None, report_dir: Path) -> str | None:
-    """``training-curves.png`` of the backbones found in ``models_dir`` and the best fusion."""
+def _training_curves(model_dirs: Mapping[str, Path], best: dict[str, Any] | None, report_dir: Path) -> str | None:
+    """``training-curves.png`` of the backbones found in ``model_dirs`` and the best fusion."""
     curves = []
-    for backbone in BACKBONES if models_dir is not None else ():
-        folder = models_dir / backbone
+    for backbone, folder in model_dirs.items():
         if (folder / "history.json").is_file():
             config = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
             curves.append(Curves(backbone, read_json(folder / "history.json"), int(config.get("best_epoch", 0))))
@@ -170,8 +170,8 @@ def evaluate(
     report_dir: str | Path,
     *,
     split: str = "test",
-    embeddings_dir: str | Path | None = None,
-    models_dir: str | Path | None = None,
+    embeddings: str | Path | Mapping[str, str | Path] | None = None,
+    models: str | Path | Mapping[str, str | Path] | None = None,
     manifest: str | Path | None = None,
     run_id: str | None = None,
     selection: str | None = None,
@@ -186,10 +186,12 @@ def evaluate(
             run also ``submission-<method>-<modalities>-clips.csv`` of whole clips),
             ``calibration-*.png`` and ``training-curves.png``.
         split: the split to evaluate (``test`` = TAU fold1_evaluate).
-        embeddings_dir: optional folder of ``<backbone>.parquet``; adds one row per
-            backbone (calibrated softmax of its ``fc10``) to the metrics and the report.
-        models_dir: optional folder of ``<backbone>/`` model folders (``avsc train``): their
-            settings go into the provenance block, their histories into the training curves.
+        embeddings: optional folder of ``<backbone>.parquet`` (``avsc embed`` outputs) or
+            mapping backbone -> Parquet file; adds one row per backbone (calibrated softmax
+            of its ``fc10``) to the metrics and the report.
+        models: optional folder of ``<backbone>/`` model folders (``avsc train`` outputs) or
+            mapping backbone -> model folder: their settings go into the provenance block,
+            their histories into the training curves.
         manifest: optional manifest of ``avsc ingest``: the dataset's name, path, whether it is
             synthetic, and its clips per split go into the provenance block.
         run_id: names this evaluation in the provenance block (default: time + random).
@@ -203,18 +205,20 @@ def evaluate(
         "per_class_accuracy", "per_class_count", "per_class_correct", "per_class_ci",
         "confusion_matrix", "n_clips", "labels", "val_accuracy", "val_log_loss",
         "val_calibration", "clip_level" (segment runs), "fusion_dir", ...}], "backbones":
-        [...] (with ``embeddings_dir``), "best": {"method", "modalities"},
+        [...] (with ``embeddings``), "best": {"method", "modalities"},
         "best_per_modalities": {modalities: {"method", "modalities"}}, "figures": {...}}``.
         Scores are of calibrated probabilities (log loss and ECE raw under ``uncalibrated``).
 
     Raises:
         DataError: a missing or unreadable fusion folder, a split without clips, two
-            folders for the same method and modality set.
-        ConfigError: an unknown selection rule.
+            folders for the same method and modality set, no embeddings file, a missing
+            manifest.
+        ConfigError: an unknown selection rule; a key of an ``embeddings`` or ``models``
+            mapping that is not a backbone.
 
     Example:
-        >>> metrics = evaluate(["runs/fusion"], "runs/report", embeddings_dir="runs/embeddings",
-        ...                    models_dir="runs/models", manifest="runs/manifest.parquet")
+        >>> metrics = evaluate(["runs/fusion"], "runs/report", embeddings="runs/embeddings",
+        ...                    models="runs/models", manifest="runs/manifest.parquet")
         >>> metrics["best"], metrics["results"][0]["log_loss"]
     """
     from avsc.evaluation import report
@@ -232,6 +236,8 @@ def evaluate(
                             "evaluate one folder per method and modality set")
         seen[key] = fusion_dir
     selection = _selection(metas, selection)
+    model_dirs = {} if models is None else backbone_paths(
+        models, "{backbone}", what="models", hint="give the folder holding one `avsc train` output per backbone")
 
     results: list[dict[str, Any]] = []
     panels: dict[str, list[Reliability]] = {}
@@ -294,14 +300,14 @@ def evaluate(
     out: dict[str, Any] = {
         "split": split, "labels": list(LABELS),
         "provenance": collect_provenance(metas=metas, split=split, selection=selection, manifest=manifest,
-                                         models_dir=models_dir, run_id=run_id, segmented=segmented),
+                                         models=model_dirs, run_id=run_id, segmented=segmented),
         "dataset": dataset, "results": results,
         "best": {"method": best["method"], "modalities": best["modalities"]} if best else None,
         "best_per_modalities": {m: {"method": r["method"], "modalities": r["modalities"]}
                                 for m, r in best_per.items() if r is not None},
     }
-    if embeddings_dir is not None:
-        out["backbones"], panels["backbones"] = _backbone_rows(Path(embeddings_dir), split)
+    if embeddings is not None:
+        out["backbones"], panels["backbones"] = _backbone_rows(embeddings, split)
     for result in results:
         plot_confusion(np.asarray(result["confusion_matrix"]), report_dir / result["confusion_png"],
                        title=f"{result['method']} {result['modalities']} ({split}): "
@@ -312,7 +318,7 @@ def evaluate(
             name = f"calibration-{group}.png"
             plot_reliability(panels[group], report_dir / name, title=f"{group} ({split} split)")
             figures["reliability"].append(name)
-    figures["training_curves"] = _training_curves(None if models_dir is None else Path(models_dir), best, report_dir)
+    figures["training_curves"] = _training_curves(model_dirs, best, report_dir)
     out["figures"] = figures
     write_json(report_dir / "metrics.json", out)
     report.write_report(out, report_dir)

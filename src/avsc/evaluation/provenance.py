@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from avsc.config import BACKBONES, PRESETS, preset_dict
+from avsc.config import PRESETS, preset_dict
 from avsc.evaluation.calibration import SELECTION_RULES
-from avsc.storage.files import read_json
+from avsc.storage.files import backbone_paths, read_json
 
 __all__ = ["collect_provenance", "new_run_id", "flatten"]
 
@@ -97,12 +97,15 @@ def _manifest_facts(manifest: str | Path) -> dict[str, Any]:
     return facts
 
 
-def _recorded_settings(models_dir: str | Path | None, metas: Mapping[Path, dict]) -> dict[str, Any]:
+def _recorded_settings(models: str | Path | Mapping[str, str | Path] | None,
+                       metas: Mapping[Path, dict]) -> dict[str, Any]:
     """Settings and hashes as recorded by training and fusion."""
     features, train, hashes = None, {}, {"train": {}, "fusion": {}}
-    if models_dir is not None:
-        for backbone in BACKBONES:
-            path = Path(models_dir) / backbone / "config.json"
+    if models is not None:
+        folders = backbone_paths(models, "{backbone}", what="models",
+                                 hint="give the folder holding one `avsc train` output per backbone")
+        for backbone, folder in folders.items():
+            path = folder / "config.json"
             if path.is_file():
                 config = read_json(path)
                 train[backbone] = config.get("train", {})
@@ -157,7 +160,7 @@ def collect_provenance(
     split: str,
     selection: str,
     manifest: str | Path | None = None,
-    models_dir: str | Path | None = None,
+    models: str | Path | Mapping[str, str | Path] | None = None,
     run_id: str | None = None,
     segmented: bool = False,
 ) -> dict[str, Any]:
@@ -168,7 +171,8 @@ def collect_provenance(
         split: the evaluated split.
         selection: the rule that chose the best fusion model (``log_loss`` or ``accuracy``).
         manifest: the manifest of ``avsc ingest`` (dataset name, synthetic or not, counts).
-        models_dir: holds ``<backbone>/config.json`` (feature and training settings).
+        models: the folder holding ``<backbone>/config.json`` (feature and training
+            settings), or a mapping backbone -> model folder.
         run_id: an id for this run (default: :func:`new_run_id`).
         segmented: the evaluated rows are segments (see :mod:`avsc.data.segments`).
 
@@ -185,7 +189,7 @@ def collect_provenance(
         first = next(iter(metas.values()), {})
         dataset = {"name": None, "path": None, "synthetic": None,
                    "clips_per_split": dict(first.get("clips_per_split", {}))}
-    settings = _recorded_settings(models_dir, metas)
+    settings = _recorded_settings(models, metas)
     preset, differences = _compare(settings)
     segment_s = dataset.get("segment_seconds")
     if segmented or segment_s:

@@ -25,7 +25,6 @@ leave avsc (its embeddings stay raw logits).
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -125,7 +124,7 @@ def train_backbone(
             and ``config.json`` (with ``calibration``: the temperature and the val log loss
             and expected calibration error before and after it).
         config: training settings.
-        progress: Keras progress bar and one summary line per epoch.
+        progress: show Keras' progress bar. Each epoch's summary is logged (INFO).
 
     Raises:
         ConfigError: unknown backbone or settings from another run in ``model_dir``.
@@ -212,11 +211,10 @@ def train_backbone(
                 if stale.name not in (state["last"], state["best"]):
                     stale.unlink()
             epochs_run += 1
-            if progress:
-                print(f"{backbone} epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4f}, "
-                      f"val accuracy {entry['val_accuracy']:.3f}, val log loss {entry['val_log_loss']:.4f} "
-                      f"({entry['val_log_loss_calibrated']:.4f} at T={entry['temperature']:.2f})"
-                      f"{' (best)' if improved else ''}, {entry['seconds']:.1f} s", file=sys.stderr)
+            log.info("%s epoch %d/%d: loss %.4f, val accuracy %.3f, val log loss %.4f (%.4f at T=%.2f)%s, %.1f s",
+                     backbone, epoch + 1, config.epochs, entry["loss"], entry["val_accuracy"],
+                     entry["val_log_loss"], entry["val_log_loss_calibrated"], entry["temperature"],
+                     " (best)" if improved else "", entry["seconds"])
 
         best = keras.models.load_model(ckpt_dir / state["best"], compile=False)
         save_keras_model(best, model_dir / "model.keras")

@@ -1,6 +1,7 @@
 """Phase II: train the fusion layer + FC(10) on frozen embeddings (paper, section II-B).
 
-The fusion layers and the model builder are in :mod:`avsc.models.fusion`.
+The fusion layers and the model builder are in :mod:`avsc.models.fusion`; reading and
+aligning the backbones' embeddings is :mod:`avsc.training.fusion_data`.
 
 Training (section III-A): mixup on the embeddings (one mixing weight per clip, shared by
 all its embeddings), KL-divergence loss + L2 (eq. 4; coefficient ``lambda / 2`` on the
@@ -41,6 +42,8 @@ from avsc.labels import LABEL_INDEX, LABELS
 from avsc.models.fusion import build_fusion_model, check_method, check_modalities, fusion_logits_model
 from avsc.models.saving import save_keras_model
 from avsc.storage.files import read_json, write_json
+from avsc.training.fusion_data import Embeddings, FusionData, load_fusion_data
+from avsc.training.mixup import mix
 
 __all__ = [
     "FusionData",
@@ -53,107 +56,6 @@ __all__ = [
 FUSION_FORMAT = "avsc-fusion/1"
 
 log = logging.getLogger(__name__)
-
-
-# --- Embeddings in -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FusionData:
-    """The embeddings of several backbones, aligned clip by clip (rows sorted by clip_id).
-
-    Attributes:
-        fc1024, fc10: backbone -> [shape=(n_clips, width)] float32.
-        model_sha256, config_hash: backbone -> what its Parquet metadata records.
-    """
-
-    backbones: tuple[str, ...]
-    clip_ids: np.ndarray
-    splits: np.ndarray
-    labels: np.ndarray
-    fc1024: dict[str, np.ndarray]
-    fc10: dict[str, np.ndarray]
-    model_sha256: dict[str, str]
-    config_hash: dict[str, str]
-
-    def inputs(self, level: str, mask: np.ndarray | None = None) -> list[np.ndarray]:
-        table = self.fc1024 if level == "fc1024" else self.fc10
-        return [table[b] if mask is None else table[b][mask] for b in self.backbones]
-
-
-def load_fusion_data(embeddings_dir: str | Path, backbones: Sequence[str]) -> FusionData:
-    """Read ``<backbone>.parquet`` for each backbone and check they describe the same clips.
-
-    Raises:
-        DataError: a missing file (named), a file of another backbone, duplicate clips, or
-            files that disagree on clip ids, splits, labels or recorded config hash.
-    """
-    from avsc.training.embeddings import read_embeddings
-
-    root = Path(embeddings_dir)
-    if not root.is_dir():
-        raise DataError(root, "embeddings folder not found", "give the folder holding `avsc embed` outputs")
-    loaded = {}
-    for backbone in backbones:
-        path = root / f"{backbone}.parquet"
-        if not path.is_file():
-            raise DataError(path, f"embedding file of {backbone} is missing",
-                            f"run `avsc embed` for {backbone} into this folder, or fuse a modality set without it")
-        emb = read_embeddings(path)
-        if emb.backbone != backbone:
-            raise DataError(path, f"holds embeddings of {emb.backbone}, not {backbone}",
-                            "name each file <backbone>.parquet after the backbone that wrote it")
-        order = np.argsort(emb.clip_ids, kind="stable")
-        ids = emb.clip_ids[order]
-        if len(ids) == 0:
-            raise DataError(path, "has no clips")
-        if len(ids) > 1 and (ids[1:] == ids[:-1]).any():
-            dup = ids[1:][ids[1:] == ids[:-1]][0]
-            raise DataError(path, f"clip {dup!r} appears more than once")
-        if emb.fc10.shape[1] != len(LABELS):
-            raise DataError(path, f"fc10 has width {emb.fc10.shape[1]}, expected {len(LABELS)}")
-        loaded[backbone] = (path, emb, order)
-
-    first_backbone = backbones[0]
-    first_path, first, first_order = loaded[first_backbone]
-    clip_ids, splits, labels = (first.clip_ids[first_order], first.splits[first_order],
-                                first.labels[first_order])
-    unknown = sorted(set(labels) - set(LABEL_INDEX))
-    if unknown:
-        raise DataError(first_path, f"unknown scene label(s) {', '.join(unknown)}",
-                        f"labels must be among {', '.join(LABELS)}")
-    for backbone, (path, emb, order) in loaded.items():
-        if backbone == first_backbone:
-            continue
-        ids = emb.clip_ids[order]
-        if len(ids) != len(clip_ids) or not np.array_equal(ids, clip_ids):
-            only_here = len(set(ids) - set(clip_ids))
-            only_there = len(set(clip_ids) - set(ids))
-            raise DataError(path, f"its clips differ from {first_path.name}'s ({only_here} only here, "
-                            f"{only_there} only there)", "embed every backbone from the same feature store")
-        for name, mine, theirs in (("split", emb.splits[order], splits), ("label", emb.labels[order], labels)):
-            bad = np.flatnonzero(mine != theirs)
-            if len(bad):
-                clip = clip_ids[bad[0]]
-                raise DataError(path, f"clip {clip!r} has {name} {mine[bad[0]]!r} but {theirs[bad[0]]!r} in "
-                                f"{first_path.name} ({len(bad)} clips differ)",
-                                "embed every backbone from the same feature store")
-    recorded = {b: e.config_hash for b, (_, e, _) in loaded.items() if e.config_hash}
-    if len(set(recorded.values())) > 1:
-        # Backbones may legitimately be trained with their own settings (e.g. more epochs for
-        # the visual ones); the clip, split and label checks above are what fusion needs.
-        log.warning("fusing backbones trained with different settings: %s",
-                    ", ".join(f"{b} {h}" for b, h in recorded.items()))
-    return FusionData(
-        backbones=tuple(backbones), clip_ids=clip_ids, splits=splits, labels=labels,
-        fc1024={b: e.fc1024[o] for b, (_, e, o) in loaded.items()},
-        fc10={b: e.fc10[o] for b, (_, e, o) in loaded.items()},
-        model_sha256={b: e.model_sha256 for b, (_, e, _) in loaded.items()},
-        config_hash={b: e.config_hash for b, (_, e, _) in loaded.items()},
-    )
-
-
-# --- Training ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -211,9 +113,9 @@ def _compiled_steps(model: keras.Model, optimizer, loss_fn, x_train: list[np.nda
     def step(order, partner, lam, start):
         idx = order[start:start + batch_size]
         other = tf.gather(partner, idx)
-        weight = tf.gather(lam, idx)[:, None]
-        xs = [weight * tf.gather(x, idx) + (1.0 - weight) * tf.gather(x, other) for x in xs_all]
-        ys = weight * tf.gather(ys_all, idx) + (1.0 - weight) * tf.gather(ys_all, other)
+        weight = tf.gather(lam, idx)
+        xs = [mix(tf.gather(x, idx), tf.gather(x, other), weight) for x in xs_all]
+        ys = mix(tf.gather(ys_all, idx), tf.gather(ys_all, other), weight)
         with tf.GradientTape() as tape:
             probs = model(xs, training=True)
             loss = tf.reduce_mean(loss_fn(ys, probs))
@@ -256,7 +158,7 @@ def _fingerprint(data: FusionData, method: str, modalities: str, config: FusionC
 
 
 def train_fusion(
-    embeddings_dir: str | Path,
+    embeddings: Embeddings,
     out_dir: str | Path,
     *,
     method: str,
@@ -267,8 +169,9 @@ def train_fusion(
     """Train one fusion model (Phase II) on frozen embeddings, select it on val, save it.
 
     Args:
-        embeddings_dir: folder holding ``<backbone>.parquet`` for every backbone of
-            ``modalities`` (written by ``avsc embed``).
+        embeddings: folder holding ``<backbone>.parquet`` for every backbone of
+            ``modalities`` (written by ``avsc embed``), or a mapping backbone -> Parquet
+            file (see :func:`load_fusion_data`).
         out_dir: output folder; afterwards holds ``model.keras`` (uncompiled; inputs one per
             backbone in the order of ``fusion.json["backbones"]``, output probabilities),
             ``predictions.parquet`` (every clip of every split: raw logits and calibrated
@@ -280,7 +183,7 @@ def train_fusion(
         modalities: ``audio+visual`` (five backbones), ``audio`` (three) or ``visual`` (two).
         config: Phase II settings (epochs, batch size, learning rate (and the FC(1024)
             fusions' own, if set), mixup alpha, L2, selection rule, seed).
-        progress: a progress bar over epochs and a summary line.
+        progress: a progress bar over epochs.
 
     Raises:
         ConfigError: unknown method or modality set, epochs < 1.
@@ -303,12 +206,12 @@ def train_fusion(
         raise ConfigError(f"fusion.batch_size must be at least 1, got {config.batch_size}")
     if config.selection not in SELECTION_RULES:
         raise ConfigError(f"fusion.selection must be one of {', '.join(SELECTION_RULES)}, got {config.selection!r}")
-    data = load_fusion_data(embeddings_dir, backbones)
+    data = load_fusion_data(embeddings, backbones)
     out_dir = Path(out_dir)
     masks = {s: data.splits == s for s in ("train", "val")}
     for split, mask in masks.items():
         if not mask.any():
-            raise DataError(Path(embeddings_dir) / f"{backbones[0]}.parquet", f"the {split} split has no clips",
+            raise DataError(data.paths[backbones[0]], f"the {split} split has no clips",
                             "fusion needs train clips and val clips (val selects the model)")
     y_index = np.asarray([LABEL_INDEX[label] for label in data.labels])
     x_train = data.inputs(spec.level, masks["train"])
@@ -389,11 +292,10 @@ def train_fusion(
         "train_seconds": round(train_seconds, 3),
     }
     write_json(out_dir / FUSION_FILE, meta)
-    if progress:
-        print(f"{method} {modalities}: best epoch {best['epoch']}/{config.epochs}, val accuracy "
-              f"{val_metrics['accuracy']:.4f}, val log loss {chosen['before']['log_loss']:.4f} -> "
-              f"{val_metrics['log_loss']:.4f} at T={temperature:.2f}, {train_seconds:.1f} s -> {out_dir}",
-              file=sys.stderr)
+    # The result is the caller's to report (the CLI prints it); the log keeps a trace.
+    log.debug("%s %s: best epoch %d/%d, val accuracy %.4f, val log loss %.4f -> %.4f at T=%.2f, %.1f s -> %s",
+              method, modalities, best["epoch"], config.epochs, val_metrics["accuracy"],
+              chosen["before"]["log_loss"], val_metrics["log_loss"], temperature, train_seconds, out_dir)
     return FusionResult(out_dir=out_dir, method=method, modalities=modalities,
                         val_accuracy=val_metrics["accuracy"], val_log_loss=val_metrics["log_loss"],
                         best_epoch=best["epoch"], backbones=tuple(backbones), level=spec.level,
@@ -408,7 +310,7 @@ def _completed(out_dir: Path) -> dict[str, Any] | None:
 
 
 def train_all_fusions(
-    embeddings_dir: str | Path,
+    embeddings: Embeddings,
     out_root: str | Path,
     *,
     config: FusionConfig,
@@ -418,7 +320,8 @@ def train_all_fusions(
 ) -> list[FusionResult]:
     """Train every method for every modality set into ``out_root/<method>-<modalities>/``.
 
-    Resumes: a folder already complete (``fusion.json`` written last by
+    ``embeddings``: a folder of ``<backbone>.parquet`` or a mapping backbone -> Parquet
+    file (see :func:`load_fusion_data`). Resumes: a folder already complete (``fusion.json`` written last by
     :func:`train_fusion`) for the same method, settings and embeddings is skipped.
 
     Raises:
@@ -443,7 +346,7 @@ def train_all_fusions(
             meta = _completed(out_dir)
             if meta is not None:
                 if data is None:
-                    data = load_fusion_data(embeddings_dir, MODALITY_SETS[modalities])
+                    data = load_fusion_data(embeddings, MODALITY_SETS[modalities])
                 wanted = _fingerprint(data, method, modalities, config)
                 found = {k: meta.get(k) for k in wanted}
                 if found != wanted:
@@ -457,9 +360,8 @@ def train_all_fusions(
                     val_log_loss=float(val.get("log_loss", float("nan"))), best_epoch=int(meta.get("best_epoch", 0)),
                     temperature=float(meta.get("calibration", {}).get("temperature", 1.0)),
                     backbones=tuple(meta.get("backbones", ())), level=meta.get("level", ""), skipped=True))
-                if progress:
-                    print(f"{method} {modalities}: already complete, skipped ({out_dir})", file=sys.stderr)
+                log.debug("%s %s: already complete, skipped (%s)", method, modalities, out_dir)
                 continue
-            results.append(train_fusion(embeddings_dir, out_dir, method=method, modalities=modalities,
+            results.append(train_fusion(embeddings, out_dir, method=method, modalities=modalities,
                                         config=config, progress=progress))
     return results
