@@ -99,7 +99,7 @@ def test_digital_silence_is_detected_and_rejected_by_preprocessing(files, tmp_pa
                                      offset_s=1.8))
     config = FeatureConfig(audio=AudioConfig(sample_rate=RATE, clip_seconds=1.0, n_bins=16),
                            frames=FrameConfig(fps=2.0, size=16))
-    clip_id, reason = _task(("silent", str(files["silent"]), str(tmp_path), config, 1))
+    clip_id, reason = _task(("silent", str(files["silent"]), str(tmp_path), config, 1, 0.0))
     assert clip_id == "silent" and "silent.mp4" in reason and "digital silence" in reason
     assert not (tmp_path / "clips").exists() or not list((tmp_path / "clips").iterdir())
 
@@ -113,7 +113,7 @@ def test_non_finite_samples_are_a_truthful_error(tmp_path):
         demux_audio(path, AudioConfig(sample_rate=RATE, clip_seconds=2.0))
     config = FeatureConfig(audio=AudioConfig(sample_rate=RATE, clip_seconds=1.0, n_bins=16),
                            frames=FrameConfig(fps=2.0, size=16))
-    _, reason = _task(("nan", str(path), str(tmp_path / "features"), config, 1))
+    _, reason = _task(("nan", str(path), str(tmp_path / "features"), config, 1, 0.0))
     assert "non-finite" in reason and "unexpected" not in reason and "ParameterError" not in reason
 
 

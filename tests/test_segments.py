@@ -163,3 +163,18 @@ def test_cli_ingest_segment_seconds(segmented, tmp_path, capsys):
     assert len(frame) == 2 * whole.n_clips and set(frame["offset_s"]) == {0.0, 1.5}
     assert main(["ingest", str(root), "-o", str(tmp_path / "n.parquet"), "--segment-seconds", "0"]) == 2
     assert "positive" in capsys.readouterr().err
+    # The same setting from a config file, as every other command reads it.
+    settings = tmp_path / "one-second.toml"
+    settings.write_text("[data]\nsegment_seconds = 1.5\n[features.audio]\nclip_seconds = 1.5\n")
+    assert main(["ingest", str(root), "-o", str(tmp_path / "c.parquet"), "--config", str(settings)]) == 0
+    assert read_manifest(tmp_path / "c.parquet")["clip_id"].tolist() == frame["clip_id"].tolist()
+
+
+def test_check_segment_setting_compares_the_two_lengths():
+    from avsc.config import load_config
+    from avsc.data.segments import check_segment_setting
+
+    check_segment_setting(load_config(preset="quick"))  # whole clips: any clip length
+    check_segment_setting(load_config(preset="quick", overrides=["data.segment_seconds=4"]))  # quick: 4-s clips
+    with pytest.raises(ConfigError, match=r"data.segment_seconds is 1, but features.audio.clip_seconds is 4.*--set features.audio.clip_seconds=1"):
+        check_segment_setting(load_config(preset="quick", overrides=["data.segment_seconds=1"]))
