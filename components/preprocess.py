@@ -44,6 +44,7 @@ def preprocess_shard(
         result = avsc.features.preprocess.preprocess(
             manifest_path, features.path, config=load_config(preset=preset).features,
             shard=(shard_index, shard_count), workers=workers, dataset_root=root, progress=False)
+        result.raise_if_all_rejected()  # a shard of nothing but rejected clips fails its task
     metrics.log_metric("processed_clips", result.processed)
     metrics.log_metric("rejected_clips", len(result.rejected))
     metrics.log_metric("seconds", round(time.perf_counter() - began, 3))

@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    from avsc.runtime import use_writable_caches
+
+    use_writable_caches()  # numba and matplotlib caches, for any user and a read-only root
     try:
         return int(args.handler(args) or 0)
     except AvscError as exc:
