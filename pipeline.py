@@ -42,7 +42,8 @@ from components import (
     publish_outputs,
     train_backbone,
 )
-from components.images import CPU_IMAGE, GPU_IMAGE
+from components.images import CPU_IMAGE, GPU_IMAGE, resolve_image
+from components.local_runner import add_runner_flags, local_runner
 
 PIPELINE_NAME = "avsc"
 # Secret keys -> environment variables read by avsc.storage.s3.S3Settings.from_env.
@@ -248,22 +249,20 @@ def compile_pipeline(path: str | Path, options: ClusterOptions = ClusterOptions(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(options), str(path))
-    if options.registry:
-        path.write_text(retarget_images(path.read_text(), options.registry))
+    if options.registry or not options.gpu:  # without GPUs every step runs in the CPU image
+        path.write_text(retarget_images(path.read_text(), options.registry, gpu=options.gpu))
     return path
 
 
-def retarget_images(package: str, registry: str) -> str:
-    """The compiled package with every avsc image taken from ``registry`` (same name and tag)."""
+def retarget_images(package: str, registry: str | None, gpu: bool = True) -> str:
+    """The compiled package with every avsc image as :func:`components.images.resolve_image`
+    names it: taken from ``registry`` (same name and tag), the CPU image for all if not ``gpu``."""
     import re
 
-    registry = registry.rstrip("/")
-    if not re.fullmatch(r"[a-z0-9.\-]+(:[0-9]+)?(/[a-z0-9._\-]+)*", registry):
+    if registry and not re.fullmatch(r"[a-z0-9.\-]+(:[0-9]+)?(/[a-z0-9._\-]+)*", registry.rstrip("/")):
         raise SystemExit(f"--registry must look like host[:port][/path], got {registry!r}")
-    images = (CPU_IMAGE, GPU_IMAGE)
-    for image in images:
-        name = image.rsplit("/", 1)[1]
-        package = package.replace(f"image: {image}", f"image: {registry}/{name}")
+    for image in (CPU_IMAGE, GPU_IMAGE):
+        package = package.replace(f"image: {image}", f"image: {resolve_image(image, registry=registry, gpu=gpu)}")
     return package
 
 
@@ -337,13 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the whole pipeline here with kfp.local (no cluster)")
     run.add_argument("--local", action="store_true", required=True,
-                     help="run every step as a local subprocess (the only mode; see submit)")
+                     help="run every step on this machine (see --runner; submit runs on a cluster)")
     run.add_argument("--dataset", help="dataset folder or s3://bucket/prefix "
                                        "(default: generate the demo dataset into OUTPUT/dataset)")
     run.add_argument("--output", default="runs/local", help="output folder (default %(default)s)")
     run.add_argument("--cache", action="store_true",
                      help="reuse results of unchanged steps from earlier runs into the same OUTPUT")
     _run_flags(run, preset="quick")
+    add_runner_flags(run)
     run.set_defaults(handler=_cmd_run)
 
     sub = commands.add_parser("submit", help="compile and submit a run to Kubeflow Pipelines")
@@ -393,10 +393,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(output / "pipeline-root"),
-               enable_caching=args.cache, cache_root=str(output / "cache") if args.cache else None)
     try:
-        build_pipeline(LOCAL_OPTIONS)(**arguments)
+        with local_runner(args.runner, dataset=dataset, output=output, registry=args.registry,
+                          gpu=not args.no_gpu) as runner:
+            local.init(runner=runner, pipeline_root=str(output / "pipeline-root"),
+                       enable_caching=args.cache, cache_root=str(output / "cache") if args.cache else None)
+            build_pipeline(LOCAL_OPTIONS)(**arguments)
     except RuntimeError as exc:
         print(f"pipeline.py run: error: {exc} Its log is above.", file=sys.stderr)
         return 1
