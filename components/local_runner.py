@@ -161,6 +161,8 @@ def run_container(client, image: str, command: list[str], volumes: dict, **setti
                 "Build it with `make images` (or `make images FLAVOURS=cpu` with --no-gpu), or "
                 "name the registry holding it with --registry.") from exc
     settings = {key: value for key, value in settings.items() if key not in {"auto_remove", "remove"}}
+    print(f"Running in {image} as user {settings.get('user', 'of the image')}"
+          f"{', read-only root' if settings.get('read_only') else ''}", flush=True)
     container = client.containers.run(image=image, command=command, volumes=volumes, detach=True,
                                       **settings)
     try:

@@ -66,13 +66,15 @@ RUN --mount=type=secret,id=ca-bundle \
 
 # ImageNet weights of the visual backbones, read by path at run time (avsc.models.pretrained),
 # whatever the user. Files put in docker/weights/ are checked and kept; missing ones are
-# downloaded now, so no step downloads them. /tmp is left empty (no root-owned caches).
+# downloaded now, so no step downloads them. Only files not yet world-readable are chmod-ed
+# (a blanket chmod would copy 200 MB of weights into another layer). /tmp is left empty (no
+# root-owned caches).
 COPY docker/weights/ /opt/avsc/weights/
 COPY docker/fetch_weights.py /opt/avsc/fetch_weights.py
 RUN --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export SSL_CERT_FILE=/run/secrets/ca-bundle; fi \
     && python /opt/avsc/fetch_weights.py --into "$AVSC_WEIGHTS_DIR" \
-    && chmod -R a+rX /opt/avsc \
+    && find /opt/avsc ! -perm -a+r -exec chmod a+rX {} + \
     && rm -rf /tmp/* /tmp/.[!.]* /root/.keras /root/.cache /root/.config
 
 RUN groupadd --system --gid 10001 avsc \

@@ -30,7 +30,7 @@ rm -f docker/weights/*.h5
 if [[ -n "${WEIGHTS_DIR:-}" ]]; then
   for name in "${names[@]}"; do
     [[ -f "$WEIGHTS_DIR/$name" ]] || { echo "error: WEIGHTS_DIR=$WEIGHTS_DIR has no $name" >&2; exit 1; }
-    cp "$WEIGHTS_DIR/$name" docker/weights/
+    install -m 0644 "$WEIGHTS_DIR/$name" docker/weights/  # world-readable: any UID reads them
   done
 fi
 trap 'rm -f docker/weights/*.h5' EXIT

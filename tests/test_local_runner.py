@@ -143,7 +143,8 @@ def test_run_container_reads_the_real_exit_code_before_removing(capsys):
     assert code == 3 and container.removed
     (run,) = client.runs
     assert "auto_remove" not in run and run["read_only"] is True and run["detach"] is True
-    assert "step log line" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"Running in {CPU_IMAGE} as user of the image, read-only root" in out and "step log line" in out
 
 
 def test_a_missing_image_that_cannot_be_pulled_says_how_to_build_it():
