@@ -49,7 +49,7 @@ lint-k8s: $(STAMP) ## Render every local kustomization and validate it against t
 
 .PHONY: test-containers
 test-containers: $(STAMP) ## Build the CPU image and run a tiny pipeline in it (--runner docker; needs an engine)
-	$(PY) -m pytest -m container -v tests/test_containers.py
+	$(PY) -m pytest -m container -v -rP tests/test_container_run.py
 
 .PHONY: kind-up
 kind-up: ## Local kind cluster: KFP 2.17.0 standalone, MinIO, avsc settings and the CPU image (GPU=1: both)
