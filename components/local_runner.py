@@ -120,6 +120,8 @@ def _guarded_handler(images: Mapping[str, str], extra_mounts: Mapping[str, dict]
             return volumes
 
         def run(self) -> status.Status:
+            # Made here, as the caller: a bind-mount source the engine has to create is root's.
+            os.makedirs(self.pipeline_root, exist_ok=True)
             client = docker.from_env()
             try:
                 settings = dict(self.runner.container_run_args)

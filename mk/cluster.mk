@@ -7,17 +7,19 @@ VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 
 FLAVOURS ?= cpu gpu
 # Build inputs, all optional: BASE_IMAGE (Python 3.11 bookworm base, fully qualified), WEIGHTS_DIR
 # (ImageNet weights files to bake in instead of downloading), CA_BUNDLE (CA bundle for pip and
-# downloads in the build behind a TLS-inspecting proxy; defaults to $SSL_CERT_FILE when set).
+# downloads in the build behind a TLS-inspecting proxy; defaults to $SSL_CERT_FILE when set),
+# PYPI_MIRROR (index URL pip installs from in the build).
 BASE_IMAGE ?=
 WEIGHTS_DIR ?=
+PYPI_MIRROR ?=
 CA_BUNDLE ?= $(SSL_CERT_FILE)
 DEBIAN_BASE_IMAGE ?= localhost/avsc-python:3.11-bookworm
 export CONTAINER_ENGINE
 IMAGE_ENV = REGISTRY="$(REGISTRY)" VERSION="$(VERSION)" BASE_IMAGE="$(BASE_IMAGE)" \
-  WEIGHTS_DIR="$(WEIGHTS_DIR)" CA_BUNDLE="$(CA_BUNDLE)"
+  WEIGHTS_DIR="$(WEIGHTS_DIR)" CA_BUNDLE="$(CA_BUNDLE)" PYPI_MIRROR="$(PYPI_MIRROR)"
 
 .PHONY: images
-images: ## Build the images (FLAVOURS=cpu for one; BASE_IMAGE=, WEIGHTS_DIR=, CA_BUNDLE= optional)
+images: ## Build the images (FLAVOURS=cpu for one; BASE_IMAGE=, WEIGHTS_DIR=, CA_BUNDLE=, PYPI_MIRROR= optional)
 	$(IMAGE_ENV) scripts/build-images.sh $(FLAVOURS)
 
 .PHONY: check-images

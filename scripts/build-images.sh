@@ -7,6 +7,7 @@
 #   BASE_IMAGE          Python 3.11 bookworm base, fully qualified (default: the Dockerfiles' pinned one;
 #                       scripts/debian-python-base.sh makes one from Debian packages)
 #   WEIGHTS_DIR         folder with the ImageNet weights files to bake in (no download at build)
+#   PYPI_MIRROR         index URL pip installs from inside the build (default PyPI)
 #   CA_BUNDLE           CA bundle for pip and downloads inside the build (a TLS-inspecting proxy);
 #                       passed as the build secret `ca-bundle`, never stored in the image
 #   SOURCE, REVISION    OCI labels (default: git remote and commit)
@@ -37,6 +38,7 @@ trap 'rm -f docker/weights/*.h5' EXIT
 
 args=(--build-arg "VERSION=$VERSION" --build-arg "SOURCE=$SOURCE" --build-arg "REVISION=$REVISION")
 [[ -z "${BASE_IMAGE:-}" ]] || args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
+[[ -z "${PYPI_MIRROR:-}" ]] || args+=(--build-arg "PYPI_MIRROR=$PYPI_MIRROR")
 if [[ -n "${CA_BUNDLE:-}" ]]; then
   [[ -f "$CA_BUNDLE" ]] || { echo "error: CA_BUNDLE=$CA_BUNDLE is not a file" >&2; exit 1; }
   args+=(--secret "id=ca-bundle,src=$CA_BUNDLE")

@@ -194,6 +194,7 @@ def test_guarded_handler_counts_a_step_by_exit_code_and_outputs(tmp_path, monkey
     assert run["volumes"][str(tmp_path / "out" / "pipeline-root")]["mode"] == "rw"
     assert run["read_only"] is True and run["network_mode"] == "none"
     assert container.removed and client.closed
+    assert (tmp_path / "out" / "pipeline-root").is_dir(), "made by the caller, not by the engine as root"
     if exit_code == 0 and not writes_output:
         assert "wrote no " + str(output_file) in capsys.readouterr().out
 
