@@ -4,32 +4,26 @@
 #   docker build -f docker/cpu.Dockerfile -t ghcr.io/avsc/avsc-cpu:0.1.0 .
 # Build ARGs: BASE_IMAGE (a Python 3.11 image on Debian bookworm, fully qualified and pinned by
 # digest; `make debian-base` makes one from Debian packages where Docker Hub is out of reach),
-# VERSION, SOURCE, REVISION (labels). Build secret `ca-bundle` (optional): a CA bundle for pip
-# and the weights download behind a TLS-inspecting proxy; it never lands in a layer.
+# PYPI_MIRROR (index URL of a PyPI mirror), VERSION, SOURCE, REVISION (labels). Build secret
+# `ca-bundle` (optional): a CA bundle for pip and the weights download behind a TLS-inspecting
+# proxy; it never lands in a layer.
 # The ImageNet weights are taken from docker/weights/ when there (`make images WEIGHTS_DIR=...`),
 # else downloaded. No remote BuildKit frontend: the Dockerfile syntax built into the engine.
 ARG BASE_IMAGE=docker.io/library/python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
 
 # ---- builder: turn the repository into a wheel (no build tools end up in the runtime image)
 FROM ${BASE_IMAGE} AS builder
+ARG PYPI_MIRROR=
 WORKDIR /build
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
-    && pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+    && pip wheel --no-cache-dir --no-deps ${PYPI_MIRROR:+--index-url "$PYPI_MIRROR"} --wheel-dir /wheels .
 
-# ---- runtime
+# ---- runtime: layers ordered from the least to the most often changed
 FROM ${BASE_IMAGE}
-ARG VERSION=0.1.0
-ARG SOURCE=https://github.com/avsc/avsc
-ARG REVISION=unknown
-LABEL org.opencontainers.image.title="avsc-cpu" \
-      org.opencontainers.image.description="Audio-visual scene classification: CPU pipeline steps" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="${SOURCE}" \
-      org.opencontainers.image.licenses="Apache-2.0"
+ARG PYPI_MIRROR=
 
 # Runs as any UID with a read-only root file system: everything written at run time goes
 # under /tmp (mount a writable /tmp: an emptyDir on Kubernetes, --tmpfs /tmp with docker).
@@ -50,21 +44,32 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && "$AVSC_FFMPEG" -hide_banner -loglevel error -version >/dev/null
 
-# avsc with TensorFlow's CPU build; kfp comes with it (a core dependency), so the pipeline's
-# lightweight components run here without installing anything at run time.
-COPY --from=builder /wheels /wheels
+# avsc's dependencies with TensorFlow's CPU build, read from pyproject.toml: this large layer is
+# rebuilt only when the dependencies change, not with every change of the code. kfp is one of
+# them, so the pipeline's lightweight components run here without installing anything.
+COPY pyproject.toml /tmp/avsc/pyproject.toml
 RUN --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
-    && pip install --no-cache-dir "/wheels/avsc-${VERSION}-py3-none-any.whl[cpu]" \
+    && python -c 'import sys, tomllib; p = tomllib.load(open(sys.argv[1], "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"][sys.argv[2]]))' \
+       /tmp/avsc/pyproject.toml cpu >/tmp/avsc/requirements.txt \
+    && pip install --no-cache-dir ${PYPI_MIRROR:+--index-url "$PYPI_MIRROR"} -r /tmp/avsc/requirements.txt \
+    && rm -rf /tmp/avsc
+
+# ImageNet weights of the visual backbones (checked or downloaded below, with avsc installed).
+COPY docker/weights/ /opt/avsc/weights/
+
+# avsc itself, without dependencies (all installed above; pip check proves it).
+ARG VERSION=0.1.0
+COPY --from=builder /wheels /wheels
+RUN pip install --no-cache-dir --no-deps "/wheels/avsc-${VERSION}-py3-none-any.whl" \
     && rm -rf /wheels \
+    && pip check \
     && python -c "import avsc, kfp; print('avsc', avsc.__version__, 'kfp', kfp.__version__)"
 
-# ImageNet weights of the visual backbones, read by path at run time (avsc.models.pretrained),
-# whatever the user. Files put in docker/weights/ are checked and kept; missing ones are
-# downloaded now, so no step downloads them. Only files not yet world-readable are chmod-ed
-# (a blanket chmod would copy 200 MB of weights into another layer). /tmp is left empty (no
-# root-owned caches).
-COPY docker/weights/ /opt/avsc/weights/
+# The weights are read by path at run time (avsc.models.pretrained), whatever the user. Files
+# given in docker/weights/ are checked and kept; missing ones are downloaded now, so no step
+# downloads them. Only files not yet world-readable are chmod-ed (a blanket chmod would copy
+# 200 MB of weights into another layer). /tmp is left empty (no root-owned caches).
 COPY docker/fetch_weights.py /opt/avsc/fetch_weights.py
 RUN --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export SSL_CERT_FILE=/run/secrets/ca-bundle; fi \
@@ -77,3 +82,13 @@ RUN groupadd --system --gid 10001 avsc \
 USER 10001:10001
 WORKDIR /home/avsc
 CMD ["avsc", "--help"]
+
+# Labels last: a new revision does not invalidate the layers above.
+ARG SOURCE=https://github.com/avsc/avsc
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="avsc-cpu" \
+      org.opencontainers.image.description="Audio-visual scene classification: CPU pipeline steps" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0"

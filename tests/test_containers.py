@@ -96,8 +96,11 @@ def test_dockerfile_is_pinned_non_root_labelled_and_prefetches_weights(flavour):
 
     for label in ("org.opencontainers.image.version", "org.opencontainers.image.source"):
         assert label in runtime, f"missing OCI label {label}"
-    assert f"/wheels/avsc-${{VERSION}}-py3-none-any.whl[{flavour}]" in runtime, "install this repo's wheel + extra"
-    assert "--from=builder /wheels" in runtime
+    # The extra's dependencies from pyproject.toml in their own layer, then the wheel alone.
+    assert re.search(rf'optional-dependencies"\]\[sys.argv\[2\]\]\)\)\' \\\n\s+/tmp/avsc/pyproject.toml {flavour} ', runtime)
+    assert runtime.index("-r /tmp/avsc/requirements.txt") < runtime.index("--from=builder /wheels")
+    assert '--no-deps "/wheels/avsc-${VERSION}-py3-none-any.whl"' in runtime and "pip check" in runtime
+    assert runtime.rindex("ARG REVISION") > runtime.rindex("RUN "), "labels last: a revision keeps the cache"
     # Any UID, read-only root: weights read by path, caches under /tmp, Debian's ffmpeg.
     env = dict(re.findall(r"^\s+(?:ENV\s+)?([A-Z_]+)=(\S+?)\s*\\?$", runtime, flags=re.MULTILINE))
     assert env["AVSC_WEIGHTS_DIR"] == "/opt/avsc/weights" and "KERAS_HOME" not in env
