@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import json
 import os
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from components.images import CPU_IMAGE, GPU_IMAGE, resolve_image
 RUNNERS = ("subprocess", "docker")
 # Passed from the caller's environment into every step (the object store's endpoint and keys).
 S3_ENV_PREFIX = "AVSC_S3_"
-LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 def add_runner_flags(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +68,7 @@ def container_settings(*, dataset: str, output: str | Path, environ: Mapping[str
     s3 = {name: value for name, value in environ.items() if name.startswith(S3_ENV_PREFIX)}
     endpoint = s3.get(f"{S3_ENV_PREFIX}ENDPOINT", "")
     uses_store = bool(endpoint) or dataset.startswith("s3://")
-    host = endpoint.rsplit(":", 1)[0] if endpoint.count(":") == 1 else endpoint
+    host = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"//{endpoint}").hostname
     if not uses_store:
         network = "none"  # a local run needs no network: proves the steps work offline
     elif host in LOCAL_HOSTS:

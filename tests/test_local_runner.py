@@ -64,6 +64,9 @@ def test_steps_run_as_the_caller_read_only_with_only_the_store_settings():
     ({}, "/data/tau", "none"),
     ({"AVSC_S3_ENDPOINT": "localhost:9000"}, "s3://avsc/tau", "host"),
     ({"AVSC_S3_ENDPOINT": "127.0.0.1"}, "/data/tau", "host"),
+    ({"AVSC_S3_ENDPOINT": "[::1]:9000"}, "/data/tau", "host"),
+    ({"AVSC_S3_ENDPOINT": "http://localhost:9000"}, "/data/tau", "host"),
+    ({"AVSC_S3_ENDPOINT": "localhost.example.org:9000"}, "/data/tau", None),
     ({}, "s3://avsc/tau", None),
 ])
 def test_network_is_off_unless_the_store_is_used(environ, dataset, network):
