@@ -10,7 +10,6 @@ CPU_IMAGE = "ghcr.io/avsc/avsc-cpu:0.1.0"
 GPU_IMAGE = "ghcr.io/avsc/avsc-gpu:0.1.0"
 
 
-
 def resolve_image(image: str, *, registry: str | None = None, gpu: bool = True) -> str:
     """The image a step whose component names ``image`` runs in: the CPU image instead of the
     GPU one when ``gpu`` is False (``--no-gpu``: clusters without GPUs, such as kind, need only

@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -47,11 +48,19 @@ def add_runner_flags(parser: argparse.ArgumentParser) -> None:
                        help="subprocess: in this Python (default); docker: each step in its image, "
                             "as your user with a read-only root file system, through the Docker API "
                             "of docker or podman (DOCKER_HOST)")
-    group.add_argument("--registry", metavar="HOST[/PATH]",
+    group.add_argument("--registry", metavar="HOST[/PATH]", type=_registry,
                        help="with --runner docker: take the avsc images from this registry "
                             "(default: the names in components/images.py)")
     group.add_argument("--no-gpu", action="store_true",
                        help="with --runner docker: run every step in the CPU image")
+
+
+def _registry(text: str) -> str:
+    from components.cluster import REGISTRY_PATTERN
+
+    if not re.fullmatch(REGISTRY_PATTERN, text.rstrip("/")):
+        raise argparse.ArgumentTypeError(f"must look like host[:port][/path], got {text!r}")
+    return text
 
 
 def container_settings(*, dataset: str, output: str | Path, environ: Mapping[str, str] | None = None,

@@ -15,7 +15,7 @@ ARG BASE_IMAGE=docker.io/library/python:3.11.13-slim-bookworm@sha256:86adf8dbadc
 FROM ${BASE_IMAGE} AS builder
 ARG PYPI_MIRROR=
 WORKDIR /build
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
 RUN --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
@@ -44,14 +44,14 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && "$AVSC_FFMPEG" -hide_banner -loglevel error -version >/dev/null
 
-# avsc's dependencies with TensorFlow's CPU build, read from pyproject.toml: this large layer is
-# rebuilt only when the dependencies change, not with every change of the code. kfp is one of
-# them, so the pipeline's lightweight components run here without installing anything.
+# avsc's dependencies with TensorFlow's CPU build and the pipeline extra (kfp), read from
+# pyproject.toml: this large layer is rebuilt only when the dependencies change, not with every
+# change of the code. With kfp here the pipeline's lightweight components install nothing.
 COPY pyproject.toml /tmp/avsc/pyproject.toml
 RUN --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
-    && python -c 'import sys, tomllib; p = tomllib.load(open(sys.argv[1], "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"][sys.argv[2]]))' \
-       /tmp/avsc/pyproject.toml cpu >/tmp/avsc/requirements.txt \
+    && python -c 'import sys, tomllib; p = tomllib.load(open(sys.argv[1], "rb"))["project"]; print("\n".join(p["dependencies"] + [r for e in sys.argv[2:] for r in p["optional-dependencies"][e]]))' \
+       /tmp/avsc/pyproject.toml cpu pipeline >/tmp/avsc/requirements.txt \
     && pip install --no-cache-dir ${PYPI_MIRROR:+--index-url "$PYPI_MIRROR"} -r /tmp/avsc/requirements.txt \
     && rm -rf /tmp/avsc
 

@@ -3,7 +3,7 @@
 # The scripts behind these targets pick the container engine that answers (docker with a running
 # daemon, else podman); CONTAINER_ENGINE=docker|podman overrides.
 REGISTRY ?= ghcr.io/avsc
-VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
+VERSION ?= $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/avsc/_version.py | head -n 1)
 FLAVOURS ?= cpu gpu
 # Build inputs, all optional: BASE_IMAGE (Python 3.11 bookworm base, fully qualified), WEIGHTS_DIR
 # (ImageNet weights files to bake in instead of downloading), CA_BUNDLE (CA bundle for pip and

@@ -2,7 +2,7 @@
 # Build the avsc images with docker or podman, whichever answers, and print their sizes.
 #   scripts/build-images.sh [cpu] [gpu]          (or: make images [FLAVOURS=cpu])
 # Settings (environment):
-#   REGISTRY, VERSION   image names: $REGISTRY/avsc-<flavour>:$VERSION (default ghcr.io/avsc, pyproject's)
+#   REGISTRY, VERSION   image names: $REGISTRY/avsc-<flavour>:$VERSION (default ghcr.io/avsc, src/avsc/_version.py)
 #   CONTAINER_ENGINE    docker or podman (default: the one that answers)
 #   BASE_IMAGE          Python 3.11 bookworm base, fully qualified (default: the Dockerfiles' pinned one;
 #                       scripts/debian-python-base.sh makes one from Debian packages)
@@ -18,7 +18,7 @@ source "$ROOT/scripts/container-engine.sh"
 cd "$ROOT"
 
 REGISTRY="${REGISTRY:-ghcr.io/avsc}"
-VERSION="${VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)}"
+VERSION="${VERSION:-$(sed -n 's/^__version__ = "\(.*\)"/\1/p' src/avsc/_version.py | head -n 1)}"
 SOURCE="${SOURCE:-$(git remote get-url origin 2>/dev/null || echo https://github.com/avsc/avsc)}"
 REVISION="${REVISION:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 flavours=("$@")

@@ -96,8 +96,9 @@ def test_dockerfile_is_pinned_non_root_labelled_and_prefetches_weights(flavour):
 
     for label in ("org.opencontainers.image.version", "org.opencontainers.image.source"):
         assert label in runtime, f"missing OCI label {label}"
-    # The extra's dependencies from pyproject.toml in their own layer, then the wheel alone.
-    assert re.search(rf'optional-dependencies"\]\[sys.argv\[2\]\]\)\)\' \\\n\s+/tmp/avsc/pyproject.toml {flavour} ', runtime)
+    # The dependencies of the image's extra and the pipeline extra (kfp) from pyproject.toml in
+    # their own layer, then the wheel alone.
+    assert re.search(rf"\n\s+/tmp/avsc/pyproject.toml {flavour} pipeline >/tmp/avsc/requirements.txt", runtime)
     assert runtime.index("-r /tmp/avsc/requirements.txt") < runtime.index("--from=builder /wheels")
     assert '--no-deps "/wheels/avsc-${VERSION}-py3-none-any.whl"' in runtime and "pip check" in runtime
     assert runtime.rindex("ARG REVISION") > runtime.rindex("RUN "), "labels last: a revision keeps the cache"
@@ -342,7 +343,8 @@ def test_build_script_passes_base_weights_and_ca_bundle_through(tmp_path):
     repo = tmp_path / "repo"  # a copy: the script stages weights in its own docker/weights/
     for part in ("scripts", "docker"):
         shutil.copytree(ROOT / part, repo / part)
-    shutil.copy(ROOT / "pyproject.toml", repo)
+    (repo / "src" / "avsc").mkdir(parents=True)
+    shutil.copy(ROOT / "src" / "avsc" / "_version.py", repo / "src" / "avsc")
     stubs.mkdir()
     weights.mkdir()
     names = ("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", "convnext_tiny_notop.h5")
@@ -359,7 +361,7 @@ def test_build_script_passes_base_weights_and_ca_bundle_through(tmp_path):
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     calls = log.read_text()
-    assert "build -f docker/cpu.Dockerfile" in calls and "-t localhost/avsc-test/avsc-cpu:" in calls
+    assert "build -f docker/cpu.Dockerfile" in calls and "-t localhost/avsc-test/avsc-cpu:0.1.0 " in calls
     assert "--build-arg BASE_IMAGE=localhost/avsc-python:3.11-bookworm" in calls
     assert f"--secret id=ca-bundle,src={weights / names[0]}" in calls
     assert all(name in calls for name in names), "WEIGHTS_DIR files must be in the build context"

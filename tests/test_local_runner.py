@@ -221,3 +221,8 @@ def test_subprocess_runner_is_the_default_and_patches_nothing(tmp_path):
         assert docker_task_handler.DockerTaskHandler is before
     with pytest.raises(SystemExit):
         pipeline.build_parser().parse_args(["run", "--local", "--runner", "kubernetes"])
+    with pytest.raises(SystemExit):
+        pipeline.build_parser().parse_args(["run", "--local", "--runner", "docker", "--registry", "Bad Registry!"])
+    args = pipeline.build_parser().parse_args(["run", "--local", "--runner", "docker", "--registry",
+                                               "registry.local:5000/ml", "--no-gpu"])
+    assert (args.runner, args.registry, args.no_gpu) == ("docker", "registry.local:5000/ml", True)

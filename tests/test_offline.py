@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kfp.dsl import Dataset, Metrics
+from kfp.dsl import Artifact, Dataset, Markdown, Metrics
 from media_cases import make_text_as_mp4, make_truncated, make_video
 from standin_weights import make_standin_weights
 
@@ -121,16 +121,19 @@ def test_a_shard_with_one_good_clip_or_an_earlier_run_passes(dataset, tmp_path):
 
 
 def test_the_preprocess_step_fails_a_shard_of_rejected_clips(dataset, tmp_path):
-    from components import preprocess_shard
+    from components import preprocess_shard, resolve_config
 
+    config = Artifact(uri=str(tmp_path / "config"))
+    resolve_config.python_func(preset="quick", overrides="", config=config,
+                               summary=Markdown(uri=str(tmp_path / "summary")))
     manifest = tmp_path / "manifest"
     manifest.mkdir()
     (manifest / "manifest.parquet").write_bytes(Path(dataset["bad"]).read_bytes())
     features, metrics = tmp_path / "features", tmp_path / "metrics.json"
     with pytest.raises(DataError, match="all 3 clips of shard 0/1 were rejected"):
         preprocess_shard.python_func(
-            manifest=Dataset(name="manifest", uri=str(manifest)), dataset=str(dataset["root"]),
-            shard_index=0, shard_count=1, preset="quick", workers=1,
+            config=config, manifest=Dataset(name="manifest", uri=str(manifest)),
+            dataset=str(dataset["root"]), shard_index=0, shard_count=1, workers=1,
             features=Dataset(name="features", uri=str(features)),
             metrics=Metrics(name="metrics", uri=str(metrics)))
 

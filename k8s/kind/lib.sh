@@ -9,7 +9,7 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CLUSTER="${CLUSTER:-avsc}"
 REGISTRY="${REGISTRY:-ghcr.io/avsc}"
-VERSION="${VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -n 1)}"
+VERSION="${VERSION:-$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$ROOT/src/avsc/_version.py" | head -n 1)}"
 UI_PORT="${UI_PORT:-8080}"
 S3_PORT="${S3_PORT:-9000}"
 STATE_DIR="${STATE_DIR:-$ROOT/runs/kind}"

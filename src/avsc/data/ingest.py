@@ -34,6 +34,7 @@ import numpy as np
 from avsc.data.manifest import MANIFEST_SCHEMA, SPLITS, write_manifest
 from avsc.errors import DataError, MediaError
 from avsc.labels import LABEL_INDEX
+from avsc.media.ffmpeg import FFmpegCrash
 from avsc.storage.files import write_json
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ class IngestResult:
         n_clips: clips in it.
         counts: clips per split (``train``, ``val``, ``test``).
         rejected: rows left out, each ``{"file": ..., "reason": ...}``.
-        notes: things worth knowing that did not exclude a clip (e.g. a missing WAV).
+        notes: things worth knowing that did not exclude a clip (a missing WAV, several
+            audio tracks, picture and sound of different lengths, ...).
         rejected_path: the JSON report beside the manifest.
     """
 
@@ -107,7 +109,9 @@ def find_metadata(dataset_root: str | Path) -> dict[str, Path]:
 def _read_tsv(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     """Rows of a TAB-separated list with a header, as (line number, row)."""
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        # utf-8-sig: lists saved by Excel or other Windows tools start with a byte-order
+        # mark, which would otherwise become part of the first column's name.
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle, delimiter="\t")
             header = reader.fieldnames or []
             missing = [c for c in required if c not in header]
@@ -246,8 +250,13 @@ def ingest_dataset(
         row, _ = item
         try:
             return probe_media(media_root / row.video, decode_check=decode_check), None
+        except FFmpegCrash as exc:
+            return None, f"{exc.problem} ({exc.hint})"
         except MediaError as exc:
             return None, exc.problem
+        except Exception as exc:  # noqa: BLE001 -- one bad file never stops the run
+            log.exception("unexpected error probing %s", row.video)
+            return None, f"unexpected error while probing it ({type(exc).__name__}: {exc})"
 
     workers = workers or min(16, 2 * (os.cpu_count() or 1))
     kept: list[dict] = []
@@ -264,7 +273,9 @@ def ingest_dataset(
                 continue
             record.update(duration_s=info.duration_s, fps=info.fps, width=info.width,
                           height=info.height, audio_channels=info.audio_channels,
-                          audio_rate=info.audio_rate)
+                          audio_rate=info.audio_rate, audio_track=info.audio_track,
+                          audio_tracks=info.audio_tracks)
+            notes.extend(f"{row.video}: {warning}" for warning in info.warnings)
             kept.append(record)
 
     if not kept:
@@ -290,7 +301,7 @@ def ingest_dataset(
     rejected_path = manifest_path.with_name(f"{manifest_path.stem}.rejected.json")
     write_json(rejected_path, {"dataset_root": str(root.resolve()), "counts": counts,
                                "rejected": rejected, "notes": notes})
-    log.info("manifest %s: %s; %d rejected", manifest_path, counts, len(rejected))
+    log.debug("manifest %s: %s; %d rejected", manifest_path, counts, len(rejected))
     return IngestResult(manifest_path=manifest_path, n_clips=len(kept), counts=counts,
                         rejected=rejected, notes=notes, rejected_path=rejected_path)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -109,7 +108,7 @@ def train_backbone(
             val-accuracy epoch, uncompiled), ``history.json``, ``val_metrics.json`` and
             ``config.json``.
         config: training settings.
-        progress: Keras progress bar and one summary line per epoch.
+        progress: show Keras' progress bar. Each epoch's summary is logged (INFO).
 
     Raises:
         ConfigError: unknown backbone or settings from another run in ``model_dir``.
@@ -191,10 +190,9 @@ def train_backbone(
                 if stale.name not in (state["last"], state["best"]):
                     stale.unlink()
             epochs_run += 1
-            if progress:
-                print(f"{backbone} epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4f}, "
-                      f"val accuracy {entry['val_accuracy']:.3f}, val log loss {entry['val_log_loss']:.4f}"
-                      f"{' (best)' if improved else ''}, {entry['seconds']:.1f} s", file=sys.stderr)
+            log.info("%s epoch %d/%d: loss %.4f, val accuracy %.3f, val log loss %.4f%s, %.1f s",
+                     backbone, epoch + 1, config.epochs, entry["loss"], entry["val_accuracy"],
+                     entry["val_log_loss"], " (best)" if improved else "", entry["seconds"])
 
         best = keras.models.load_model(ckpt_dir / state["best"], compile=False)
         save_keras_model(best, model_dir / "model.keras")

@@ -14,7 +14,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,8 @@ from avsc.evaluation.predictions import FUSION_FILE, PREDICTIONS_FILE, write_pre
 from avsc.labels import LABEL_INDEX, LABELS
 from avsc.models.fusion import build_fusion_model, check_method, check_modalities
 from avsc.models.saving import save_keras_model
-from avsc.storage.files import read_json, write_json
+from avsc.storage.files import backbone_paths, read_json, write_json
+from avsc.training.mixup import mix
 
 __all__ = [
     "FusionData",
@@ -46,6 +47,8 @@ __all__ = [
 ]
 
 FUSION_FORMAT = "avsc-fusion/1"
+# Where a backbone's embeddings are: a folder of ``<backbone>.parquet`` or backbone -> file.
+Embeddings = str | Path | Mapping[str, str | Path]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ class FusionData:
     Attributes:
         fc1024, fc10: backbone -> [shape=(n_clips, width)] float32.
         model_sha256, config_hash: backbone -> what its Parquet metadata records.
+        paths: backbone -> the Parquet file read.
     """
 
     backbones: tuple[str, ...]
@@ -70,30 +74,36 @@ class FusionData:
     fc10: dict[str, np.ndarray]
     model_sha256: dict[str, str]
     config_hash: dict[str, str]
+    paths: dict[str, Path] = field(default_factory=dict)
 
     def inputs(self, level: str, mask: np.ndarray | None = None) -> list[np.ndarray]:
         table = self.fc1024 if level == "fc1024" else self.fc10
         return [table[b] if mask is None else table[b][mask] for b in self.backbones]
 
 
-def load_fusion_data(embeddings_dir: str | Path, backbones: Sequence[str]) -> FusionData:
-    """Read ``<backbone>.parquet`` for each backbone and check they describe the same clips.
+def load_fusion_data(embeddings: Embeddings, backbones: Sequence[str]) -> FusionData:
+    """Read each backbone's embeddings and check they describe the same clips.
+
+    Args:
+        embeddings: a folder holding ``<backbone>.parquet`` (``avsc embed`` outputs), or a
+            mapping backbone -> Parquet file (a pipeline step's artifacts).
+        backbones: the backbones to read, in the order of the fusion model's inputs.
 
     Raises:
         DataError: a missing file (named), a file of another backbone, duplicate clips, or
             files that disagree on clip ids, splits, labels or recorded config hash.
+        ConfigError: a mapping key that is not a backbone.
     """
     from avsc.training.embeddings import read_embeddings
 
-    root = Path(embeddings_dir)
-    if not root.is_dir():
-        raise DataError(root, "embeddings folder not found", "give the folder holding `avsc embed` outputs")
+    paths = backbone_paths(embeddings, "{backbone}.parquet", what="embeddings",
+                           hint="give the folder holding `avsc embed` outputs")
     loaded = {}
     for backbone in backbones:
-        path = root / f"{backbone}.parquet"
-        if not path.is_file():
-            raise DataError(path, f"embedding file of {backbone} is missing",
-                            f"run `avsc embed` for {backbone} into this folder, or fuse a modality set without it")
+        path = paths.get(backbone)
+        if path is None or not path.is_file():
+            raise DataError(path or backbone, f"embedding file of {backbone} is missing",
+                            f"run `avsc embed` for {backbone}, or fuse a modality set without it")
         emb = read_embeddings(path)
         if emb.backbone != backbone:
             raise DataError(path, f"holds embeddings of {emb.backbone}, not {backbone}",
@@ -145,6 +155,7 @@ def load_fusion_data(embeddings_dir: str | Path, backbones: Sequence[str]) -> Fu
         fc10={b: e.fc10[o] for b, (_, e, o) in loaded.items()},
         model_sha256={b: e.model_sha256 for b, (_, e, _) in loaded.items()},
         config_hash={b: e.config_hash for b, (_, e, _) in loaded.items()},
+        paths={b: p for b, (p, _, _) in loaded.items()},
     )
 
 
@@ -203,9 +214,9 @@ def _compiled_steps(model: keras.Model, optimizer, loss_fn, x_train: list[np.nda
     def step(order, partner, lam, start):
         idx = order[start:start + batch_size]
         other = tf.gather(partner, idx)
-        weight = tf.gather(lam, idx)[:, None]
-        xs = [weight * tf.gather(x, idx) + (1.0 - weight) * tf.gather(x, other) for x in xs_all]
-        ys = weight * tf.gather(ys_all, idx) + (1.0 - weight) * tf.gather(ys_all, other)
+        weight = tf.gather(lam, idx)
+        xs = [mix(tf.gather(x, idx), tf.gather(x, other), weight) for x in xs_all]
+        ys = mix(tf.gather(ys_all, idx), tf.gather(ys_all, other), weight)
         with tf.GradientTape() as tape:
             probs = model(xs, training=True)
             loss = tf.reduce_mean(loss_fn(ys, probs))
@@ -246,7 +257,7 @@ def _fingerprint(data: FusionData, method: str, modalities: str, config: FusionC
 
 
 def train_fusion(
-    embeddings_dir: str | Path,
+    embeddings: Embeddings,
     out_dir: str | Path,
     *,
     method: str,
@@ -257,8 +268,9 @@ def train_fusion(
     """Train one fusion model (Phase II) on frozen embeddings, select it on val, save it.
 
     Args:
-        embeddings_dir: folder holding ``<backbone>.parquet`` for every backbone of
-            ``modalities`` (written by ``avsc embed``).
+        embeddings: folder holding ``<backbone>.parquet`` for every backbone of
+            ``modalities`` (written by ``avsc embed``), or a mapping backbone -> Parquet
+            file (see :func:`load_fusion_data`).
         out_dir: output folder; afterwards holds ``model.keras`` (uncompiled; inputs one per
             backbone in the order of ``fusion.json["backbones"]``, output probabilities),
             ``predictions.parquet`` (every clip of every split), ``history.json`` and, written
@@ -267,7 +279,7 @@ def train_fusion(
         method: ``f1`` .. ``f6``.
         modalities: ``audio+visual`` (five backbones), ``audio`` (three) or ``visual`` (two).
         config: Phase II settings (epochs, batch size, learning rate, mixup alpha, L2, seed).
-        progress: a progress bar over epochs and a summary line.
+        progress: a progress bar over epochs.
 
     Raises:
         ConfigError: unknown method or modality set, epochs < 1.
@@ -288,12 +300,12 @@ def train_fusion(
         raise ConfigError(f"fusion.epochs must be at least 1, got {config.epochs}")
     if config.batch_size < 1:
         raise ConfigError(f"fusion.batch_size must be at least 1, got {config.batch_size}")
-    data = load_fusion_data(embeddings_dir, backbones)
+    data = load_fusion_data(embeddings, backbones)
     out_dir = Path(out_dir)
     masks = {s: data.splits == s for s in ("train", "val")}
     for split, mask in masks.items():
         if not mask.any():
-            raise DataError(Path(embeddings_dir) / f"{backbones[0]}.parquet", f"the {split} split has no clips",
+            raise DataError(data.paths[backbones[0]], f"the {split} split has no clips",
                             "fusion needs train clips and val clips (val selects the model)")
     y_index = np.asarray([LABEL_INDEX[label] for label in data.labels])
     x_train = data.inputs(spec.level, masks["train"])
@@ -360,10 +372,9 @@ def train_fusion(
         "train_seconds": round(train_seconds, 3),
     }
     write_json(out_dir / FUSION_FILE, meta)
-    if progress:
-        print(f"{method} {modalities}: best epoch {best['epoch']}/{config.epochs}, val accuracy "
-              f"{best['accuracy']:.4f}, val log loss {best['log_loss']:.4f}, {train_seconds:.1f} s -> {out_dir}",
-              file=sys.stderr)
+    # The result is the caller's to report (the CLI prints it); the log keeps a trace.
+    log.debug("%s %s: best epoch %d/%d, val accuracy %.4f, val log loss %.4f, %.1f s -> %s", method,
+              modalities, best["epoch"], config.epochs, best["accuracy"], best["log_loss"], train_seconds, out_dir)
     return FusionResult(out_dir=out_dir, method=method, modalities=modalities, val_accuracy=best["accuracy"],
                         val_log_loss=best["log_loss"], best_epoch=best["epoch"], backbones=tuple(backbones),
                         level=spec.level, train_seconds=train_seconds, history=history)
@@ -377,7 +388,7 @@ def _completed(out_dir: Path) -> dict[str, Any] | None:
 
 
 def train_all_fusions(
-    embeddings_dir: str | Path,
+    embeddings: Embeddings,
     out_root: str | Path,
     *,
     config: FusionConfig,
@@ -387,7 +398,8 @@ def train_all_fusions(
 ) -> list[FusionResult]:
     """Train every method for every modality set into ``out_root/<method>-<modalities>/``.
 
-    Resumes: a folder already complete (``fusion.json`` written last by
+    ``embeddings``: a folder of ``<backbone>.parquet`` or a mapping backbone -> Parquet
+    file (see :func:`load_fusion_data`). Resumes: a folder already complete (``fusion.json`` written last by
     :func:`train_fusion`) for the same method, settings and embeddings is skipped.
 
     Raises:
@@ -412,7 +424,7 @@ def train_all_fusions(
             meta = _completed(out_dir)
             if meta is not None:
                 if data is None:
-                    data = load_fusion_data(embeddings_dir, MODALITY_SETS[modalities])
+                    data = load_fusion_data(embeddings, MODALITY_SETS[modalities])
                 wanted = _fingerprint(data, method, modalities, config)
                 found = {k: meta.get(k) for k in wanted}
                 if found != wanted:
@@ -425,9 +437,8 @@ def train_all_fusions(
                     val_accuracy=float(val.get("accuracy", float("nan"))),
                     val_log_loss=float(val.get("log_loss", float("nan"))), best_epoch=int(meta.get("best_epoch", 0)),
                     backbones=tuple(meta.get("backbones", ())), level=meta.get("level", ""), skipped=True))
-                if progress:
-                    print(f"{method} {modalities}: already complete, skipped ({out_dir})", file=sys.stderr)
+                log.debug("%s %s: already complete, skipped (%s)", method, modalities, out_dir)
                 continue
-            results.append(train_fusion(embeddings_dir, out_dir, method=method, modalities=modalities,
+            results.append(train_fusion(embeddings, out_dir, method=method, modalities=modalities,
                                         config=config, progress=progress))
     return results

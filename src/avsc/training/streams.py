@@ -16,37 +16,13 @@ clip in order (visual; a clip's prediction is the mean over its frames, see
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from avsc.config import BACKBONE_FEATURE, VISUAL_BACKBONES
 from avsc.errors import DataError
 from avsc.features.store import FeatureStore, load_clip
 from avsc.labels import LABEL_INDEX, LABELS
-
-
-def mixup(x, y, lam, perm):
-    """Mix each example with the one ``perm`` pairs it with (Zhang et al., 2018).
-
-    ``x' = lam * x + (1 - lam) * x[perm]`` and ``y' = lam * y + (1 - lam) * y[perm]``,
-    with one ``lam`` per example. Works on NumPy arrays and on tensors.
-
-    Args:
-        x: [shape=(batch, ...)] inputs.
-        y: [shape=(batch, n_classes)] one-hot (or already soft) labels.
-        lam: [shape=(batch,)] mixing weights in [0, 1].
-        perm: [shape=(batch,)] a permutation of the batch.
-    """
-    import tensorflow as tf
-
-    x = tf.convert_to_tensor(x)
-    y = tf.convert_to_tensor(y)
-    lam = tf.convert_to_tensor(lam)
-    lam_x = tf.reshape(tf.cast(lam, x.dtype), [-1] + [1] * (len(x.shape) - 1))
-    lam_y = tf.reshape(tf.cast(lam, y.dtype), [-1, 1])
-    x_mixed = lam_x * x + (1 - lam_x) * tf.gather(x, perm)
-    y_mixed = lam_y * y + (1 - lam_y) * tf.gather(y, perm)
-    return x_mixed, y_mixed
+from avsc.training.mixup import mixup
 
 
 def label_indices(store: FeatureStore, split: str) -> tuple[list[str], np.ndarray]:
