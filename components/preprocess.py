@@ -55,5 +55,6 @@ def preprocess_shard(
         result = avsc.features.preprocess.preprocess(
             manifest_path, features.path, config=read_config(config).features,
             shard=(shard_index, shard_count), workers=workers, dataset_root=root, progress=False)
+        result.raise_if_all_rejected()  # a shard of nothing but rejected clips fails its task
     save_metrics(metrics, {"processed_clips": result.processed, "rejected_clips": len(result.rejected),
                            "seconds": round(time.perf_counter() - began, 3)})
