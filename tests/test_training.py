@@ -160,11 +160,7 @@ def test_visual_backbone_trains_and_embeds(tmp_path):
     table = read_embeddings(embedded.path)
     assert table.backbone == "vis-conv" and table.fc1024.shape == (30, 1024) and table.fc10.shape == (30, 10)
     # A clip's visual embedding is the mean of its frames' embeddings.
-    from avsc.features.store import load_clip
-
-    store = FeatureStore.open(store_dir)
-    path = store.clips().set_index("clip_id").loc[table.clip_ids[0], "path"]
-    frames = load_clip(path, ["frames"])["frames"].astype(np.float32)
+    frames = FeatureStore.open(store_dir).read_clip(table.clip_ids[0], "frames").astype(np.float32)
     emb = embedding_model(keras.models.load_model(result.model_dir / "model.keras"))
     per_frame_1024, per_frame_10 = emb(frames, training=False)
     np.testing.assert_allclose(table.fc10[0], np.asarray(per_frame_10).mean(axis=0), rtol=1e-4, atol=1e-5)
