@@ -32,7 +32,7 @@ import numpy as np
 
 from avsc.config import AudioConfig, FrameConfig
 from avsc.errors import MediaError
-from avsc.media.ffmpeg import ffmpeg_exe
+from avsc.media.ffmpeg import ffmpeg_exe, ffmpeg_source, redact
 from avsc.media.probe import check_media_file, probe_media
 
 _HINT = "re-download or re-extract the file, or remove it from the manifest"
@@ -48,14 +48,22 @@ _FATAL_MARKERS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _run_ffmpeg(path: Path, cmd: list[str], timeout_s: float, what: str) -> bytes:
+def _source(path: str | Path) -> tuple[str, dict[str, str]]:
+    """ffmpeg's input for a local file (checked to exist and be non-empty) or an ``s3://`` URI."""
+    source, options = ffmpeg_source(path)
+    if not options:
+        check_media_file(Path(path), _HINT)
+    return source, options
+
+
+def _run_ffmpeg(path: Path | str, cmd: list[str], timeout_s: float, what: str, source: str = "") -> bytes:
     """Run ffmpeg, return its stdout; turn failures into a :class:`MediaError` naming ``path``."""
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise MediaError(path, f"ffmpeg did not finish decoding its {what} within {timeout_s:.0f} s",
                          _HINT) from None
-    report = proc.stderr.decode("utf-8", errors="replace")
+    report = redact(proc.stderr.decode("utf-8", errors="replace"), source or str(path), path)
     for marker, problem in _FATAL_MARKERS:
         if marker in report:
             if problem == "no audio stream":
@@ -89,7 +97,8 @@ def demux_audio(
     """The audio of a video (or audio) file as float PCM at ``cfg.sample_rate``.
 
     Args:
-        path: a video (or audio) file ffmpeg can read.
+        path: a video (or audio) file ffmpeg can read: a local path or an ``s3://`` URI
+            (read straight from the store, see :func:`avsc.media.ffmpeg.ffmpeg_source`).
         cfg: sample rate and channel count to deliver; ``cfg.clip_seconds`` is the default length.
         offset_s: where to start, in seconds from the start of the file.
         duration_s: how many seconds to deliver (default ``cfg.clip_seconds``); must be > 0.
@@ -105,17 +114,18 @@ def demux_audio(
     """
     import ffmpeg
 
-    path = Path(path)
+    path = str(path)
     duration_s = cfg.clip_seconds if duration_s is None else float(duration_s)
     _span(offset_s, duration_s, path)
-    check_media_file(path, _HINT)
-    input_args = {"ss": f"{offset_s:.6f}"} if offset_s > 0 else {}
-    stream = ffmpeg.input(str(path), t=f"{duration_s:.6f}", **input_args)
+    source, input_args = _source(path)
+    if offset_s > 0:
+        input_args["ss"] = f"{offset_s:.6f}"
+    stream = ffmpeg.input(source, t=f"{duration_s:.6f}", **input_args)
     cmd = (stream.output("pipe:", format="f32le", acodec="pcm_f32le", ac=cfg.channels,
                          ar=cfg.sample_rate, vn=None, sn=None, dn=None)
            .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
            .compile(cmd=ffmpeg_exe()))
-    raw = _run_ffmpeg(path, cmd, timeout_s, "audio")
+    raw = _run_ffmpeg(path, cmd, timeout_s, "audio", source)
     samples = np.frombuffer(raw, dtype="<f4")
     usable = len(samples) - len(samples) % cfg.channels
     samples = samples[:usable].reshape(-1, cfg.channels)
@@ -149,7 +159,7 @@ def sample_frames(
     The pictures themselves are decoded exactly.
 
     Args:
-        path: a video file.
+        path: a video file: a local path or an ``s3://`` URI.
         cfg: frame rate and square size of the frames.
         seconds: span to sample, from ``offset_s``.
         offset_s: where to start, in seconds.
@@ -167,26 +177,27 @@ def sample_frames(
     """
     import ffmpeg
 
-    path = Path(path)
+    path = str(path)
     _span(offset_s, seconds, path)
-    check_media_file(path, _HINT)
     n = int(round(seconds * cfg.fps))
     if n < 1:
         raise MediaError(path, f"{seconds:g} s at {cfg.fps:g} frames/s gives no frame")
+    source, input_args = _source(path)
     size = int(cfg.size)
-    input_args = {"ss": f"{offset_s:.6f}"} if offset_s > 0 else {}
+    if offset_s > 0:
+        input_args["ss"] = f"{offset_s:.6f}"
     if reference_only:
         input_args["skip_frame"] = "noref"
     if threads:
         input_args["threads"] = str(int(threads))
-    stream = ffmpeg.input(str(path), t=f"{seconds:.6f}", **input_args).video
+    stream = ffmpeg.input(source, t=f"{seconds:.6f}", **input_args).video
     stream = (stream.filter("fps", fps=cfg.fps)
               .filter("scale", size, size, force_original_aspect_ratio="increase", flags="area")
               .filter("crop", size, size))
     cmd = (stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", vframes=n, an=None)
            .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
            .compile(cmd=ffmpeg_exe()))
-    raw = _run_ffmpeg(path, cmd, timeout_s, "video")
+    raw = _run_ffmpeg(path, cmd, timeout_s, "video", source)
     frame_bytes = size * size * 3
     count = len(raw) // frame_bytes
     if count == 0:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avsc.errors import MediaError
-from avsc.media.ffmpeg import ffmpeg_exe
+from avsc.media.ffmpeg import ffmpeg_exe, ffmpeg_source, redact
 
 # ffmpeg's names for channel layouts that do not spell their count as "N.M".
 _NAMED_LAYOUTS: dict[str, int] = {
@@ -176,7 +176,8 @@ def probe_media(path: str | Path, *, decode_check: bool = False, timeout_s: floa
     """Streams, picture size, frame rate and audio layout of a video file.
 
     Args:
-        path: the media file.
+        path: the media file: a local path, or an ``s3://`` URI (read with HTTP range
+            requests through a presigned URL; nothing is copied to disk).
         decode_check: also decode the first second of every stream and fail on any
             decoder error (slower; catches corrupt data inside an intact container).
         timeout_s: give up on a file ffmpeg cannot finish reading in this time.
@@ -188,16 +189,19 @@ def probe_media(path: str | Path, *, decode_check: bool = False, timeout_s: floa
     Raises:
         MediaError: missing file, not a media file, truncated or corrupt, or no video stream.
     """
-    path = Path(path)
-    check_media_file(path)
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path),
+    source, options = ffmpeg_source(path)
+    if not options:
+        path = Path(path)
+        check_media_file(path)
+    url_args = [arg for key, value in options.items() for arg in (f"-{key}", value)]
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", *url_args, "-i", source,
            "-map", "0:v?", "-map", "0:a?", "-c", "copy", "-f", "null", "-"]
-    _, report = _run(path, cmd, timeout_s)
+    _, report = _run(path, cmd, timeout_s, source)
     info = parse_ffmpeg_report(path, report)
     if decode_check:
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-xerror", "-t", "1",
-               "-i", str(path), "-map", "0:v:0", "-map", "0:a?", "-f", "null", "-"]
-        returncode, errors = _run(path, cmd, timeout_s)
+               *url_args, "-i", source, "-map", "0:v:0", "-map", "0:a?", "-f", "null", "-"]
+        returncode, errors = _run(path, cmd, timeout_s, source)
         lines = [line.strip() for line in errors.splitlines() if line.strip()]
         bad = [line for line in lines if any(m in line for m in _DECODE_MARKERS)]
         if bad or returncode != 0:
@@ -216,10 +220,10 @@ def check_media_file(path: Path, hint: str = _HINT) -> None:
         raise MediaError(path, "file is empty", hint)
 
 
-def _run(path: Path, cmd: list[str], timeout_s: float) -> tuple[int, str]:
-    """Run ffmpeg; return its exit status and its report (stderr)."""
+def _run(path: Path | str, cmd: list[str], timeout_s: float, source: str) -> tuple[int, str]:
+    """Run ffmpeg; return its exit status and its report (stderr, naming ``path``, not a URL)."""
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise MediaError(path, f"ffmpeg did not finish reading it within {timeout_s:.0f} s", _HINT) from None
-    return proc.returncode, proc.stderr.decode("utf-8", errors="replace")
+    return proc.returncode, redact(proc.stderr.decode("utf-8", errors="replace"), source, path)
