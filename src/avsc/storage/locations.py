@@ -283,21 +283,25 @@ def local_folder(location: str | os.PathLike, *, include: list[str] | None = Non
 
 
 @contextlib.contextmanager
-def output_folder(location: str | os.PathLike, *,
+def output_folder(location: str | os.PathLike, *, pull_existing: bool = False,
                   settings: S3Settings | None = None) -> Iterator[Path]:
     """A local folder to write outputs into; pushed to ``location`` if the block succeeds.
 
     A local ``location`` is used as it is (created). For ``s3://`` a temporary folder is
-    yielded, and every file in it is uploaded (atomically per object) once the block returns.
+    yielded (holding a copy of what is already there when ``pull_existing``, so work done
+    before can be found and skipped), and every file in it is uploaded (atomically per
+    object; unchanged ones are skipped) once the block returns.
     """
     location = str(location)
     if not is_remote(location):
         Path(location).mkdir(parents=True, exist_ok=True)
         yield Path(location)
         return
-    from avsc.storage.sync import push_dir
+    from avsc.storage.sync import pull_dir, push_dir
 
     with tempfile.TemporaryDirectory(prefix="avsc-out-") as scratch:
+        if pull_existing and list_files(location, settings=settings):
+            pull_dir(location, scratch, settings=settings, progress=False)
         yield Path(scratch)
         push_dir(scratch, location, settings=settings, progress=False)
 

@@ -105,3 +105,69 @@ class Checkpoints:
             if name != STATE_FILE and name not in keep and "/" not in \
                     location[len(self.location):].strip("/\\").replace("\\", "/"):
                 locations.remove(location)
+
+    # ------------------------------------------------------------ a whole training state
+
+    def save_state(self, resume_key: str, epoch: int, model, optimizer, rng: np.random.Generator,
+                   history: list, best: dict) -> None:
+        """Save a trainer's state after ``epoch``: arrays first, then ``state.json`` (the commit).
+
+        For trainers that keep their model in memory between epochs (the fusion models):
+        the weights, the optimizer's variables (Adam's moments and step), the NumPy
+        generator's state, the history and ``best`` (its ``weights`` as arrays).
+        """
+        name = f"state-epoch-{epoch:05d}.npz"
+        arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+        arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
+        arrays.update({f"b{i}": w for i, w in enumerate(best.get("weights") or [])})
+        self.save_arrays(name, arrays)
+        self.write_state({"resume_key": resume_key, "epoch": epoch, "arrays": name, "history": history,
+                          "rng": rng.bit_generator.state,
+                          "best": {k: v for k, v in best.items() if k != "weights"}})
+        self.prune({name})
+
+    def restore_state(self, resume_key: str, model, optimizer, rng: np.random.Generator,
+                      history: list, best: dict) -> int:
+        """Load what :meth:`save_state` saved into the model, optimizer (built), generator,
+        ``history`` and ``best``; return the epoch reached (0 when nothing was saved).
+
+        Raises:
+            ConfigError: the saved state belongs to another run (another ``resume_key``).
+        """
+        from avsc.errors import ConfigError
+
+        state = self.read_state()
+        if state is None:
+            return 0
+        if state.get("resume_key") != resume_key:
+            raise ConfigError(f"{self.location}: holds the checkpoint of another run; use another "
+                              "checkpoint location, or delete it to start over")
+        arrays = self.load_arrays(state["arrays"])
+        n_weights = len(model.get_weights())
+        model.set_weights([arrays[f"w{i}"] for i in range(n_weights)])
+        for i, variable in enumerate(optimizer.variables):
+            variable.assign(arrays[f"o{i}"])
+        rng.bit_generator.state = state["rng"]
+        history.extend(state["history"])
+        best.update(state["best"])
+        best["weights"] = [arrays[f"b{i}"] for i in range(n_weights)] if "b0" in arrays else None
+        log.info("resuming after epoch %d from %s", state["epoch"], self.location)
+        return int(state["epoch"])
+
+    # ------------------------------------------------------------ finished outputs
+
+    def keep_folder(self, folder: Path, name: str, *, last: str) -> None:
+        """Copy the files of a finished output ``folder`` to ``name/`` here; ``last`` is
+        written last, so its presence means the copy is whole."""
+        files = sorted((p for p in Path(folder).iterdir() if p.is_file()), key=lambda p: p.name == last)
+        for path in files:
+            locations.write_bytes(locations.join(self.location, name, path.name), path.read_bytes())
+
+    def fetch_folder(self, name: str, folder: Path, last: str) -> bool:
+        """Copy ``name/`` kept here into ``folder``; False when it is not there (whole)."""
+        if not locations.exists(locations.join(self.location, name, last)):
+            return False
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for location in locations.list_files(locations.join(self.location, name)):
+            (Path(folder) / locations.name_of(location)).write_bytes(locations.read_bytes(location))
+        return True

@@ -6,10 +6,18 @@ Training (section III-A): mixup on the embeddings (one mixing weight per clip, s
 all its embeddings), KL-divergence loss + L2 (eq. 4; coefficient ``lambda / 2`` on the
 fusion vectors ``w`` and the dense kernel, biases excluded), Adam, seeded. The epoch with
 the best val accuracy (ties: lower val log loss) is kept; the test split is never read.
+
+Preemption-safe with ``checkpoints`` (a folder or ``s3://`` prefix, see
+:mod:`avsc.training.checkpoints`): the weights, Adam's state, the random generator, the
+history and the best-so-far are saved at most every ``checkpoint_every_s`` seconds and after
+the last epoch, so a new process resumes after the last saved epoch with the same random
+draws; :func:`train_all_fusions` also keeps each finished model there, so a retried task
+copies what was done instead of training it again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -35,7 +43,9 @@ from avsc.evaluation.predictions import FUSION_FILE, PREDICTIONS_FILE, write_pre
 from avsc.labels import LABEL_INDEX, LABELS
 from avsc.models.fusion import build_fusion_model, check_method, check_modalities
 from avsc.models.saving import save_keras_model
+from avsc.storage import locations
 from avsc.storage.files import read_json, write_json
+from avsc.training.checkpoints import Checkpoints
 
 __all__ = [
     "FusionData",
@@ -252,6 +262,8 @@ def train_fusion(
     method: str,
     modalities: str = "audio+visual",
     config: FusionConfig,
+    checkpoints: str | Path | None = None,
+    checkpoint_every_s: float = 30.0,
     progress: bool = True,
 ) -> FusionResult:
     """Train one fusion model (Phase II) on frozen embeddings, select it on val, save it.
@@ -267,6 +279,10 @@ def train_fusion(
         method: ``f1`` .. ``f6``.
         modalities: ``audio+visual`` (five backbones), ``audio`` (three) or ``visual`` (two).
         config: Phase II settings (epochs, batch size, learning rate, mixup alpha, L2, seed).
+        checkpoints: where to keep the training state (folder or ``s3://`` prefix); None
+            keeps none. A run pointed at the state of an interrupted one continues it.
+        checkpoint_every_s: least time between two checkpoints (one is always written
+            after the last epoch).
         progress: a progress bar over epochs and a summary line.
 
     Raises:
@@ -306,13 +322,18 @@ def train_fusion(
     keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = build_fusion_model(method, backbones, width, l2=config.l2)
-    train_epoch, predict = _compiled_steps(model, keras.optimizers.Adam(config.learning_rate),
-                                           kl_divergence_loss, x_train, y_train, config.batch_size)
+    optimizer = keras.optimizers.Adam(config.learning_rate)
+    train_epoch, predict = _compiled_steps(model, optimizer, kl_divergence_loss, x_train, y_train,
+                                           config.batch_size)
     n_train = len(y_train)
     history: list[dict[str, Any]] = []
     best = {"accuracy": -1.0, "log_loss": math.inf, "epoch": 0, "weights": None, "metrics": None}
-    bar = tqdm(range(config.epochs), desc=f"fuse {method} {modalities}", unit="epoch", disable=not progress,
-               file=sys.stderr)
+    ckpt = Checkpoints(checkpoints) if checkpoints else None
+    resume_key = json.dumps(_fingerprint(data, method, modalities, config), sort_keys=True)
+    start = ckpt.restore_state(resume_key, model, optimizer, rng, history, best) if ckpt else 0
+    saved_at = time.monotonic()
+    bar = tqdm(range(start, config.epochs), desc=f"fuse {method} {modalities}", unit="epoch",
+               disable=not progress, file=sys.stderr, initial=start, total=config.epochs)
     for epoch in bar:
         epoch_began = time.perf_counter()
         order = rng.permutation(n_train).astype(np.int32)
@@ -331,6 +352,9 @@ def train_fusion(
             best.update(accuracy=metrics["accuracy"], log_loss=metrics["log_loss"], epoch=epoch + 1,
                         weights=[w.copy() for w in model.get_weights()], metrics=metrics)
         bar.set_postfix(val_acc=f"{metrics['accuracy']:.3f}", best=f"{best['accuracy']:.3f}@{best['epoch']}")
+        if ckpt and (epoch + 1 == config.epochs or time.monotonic() - saved_at >= checkpoint_every_s):
+            ckpt.save_state(resume_key, epoch + 1, model, optimizer, rng, history, best)
+            saved_at = time.monotonic()
     bar.close()
     train_seconds = time.perf_counter() - began
 
@@ -383,12 +407,17 @@ def train_all_fusions(
     config: FusionConfig,
     methods: Sequence[str] = FUSION_METHODS,
     modality_sets: Sequence[str] = tuple(MODALITY_SETS),
+    checkpoints: str | Path | None = None,
     progress: bool = True,
 ) -> list[FusionResult]:
     """Train every method for every modality set into ``out_root/<method>-<modalities>/``.
 
     Resumes: a folder already complete (``fusion.json`` written last by
-    :func:`train_fusion`) for the same method, settings and embeddings is skipped.
+    :func:`train_fusion`) for the same method, settings and embeddings is skipped. With
+    ``checkpoints`` (a folder or ``s3://`` prefix), each model's training state lives in
+    ``checkpoints/<method>-<modalities>/`` and each finished model is kept in its ``done/``,
+    so a new process (a retried pod with an empty ``out_root``) copies the finished ones and
+    continues the interrupted one. ``out_root`` and ``embeddings_dir`` may be ``s3://``.
 
     Raises:
         ConfigError: unknown method or modality set; a complete folder made with other
@@ -403,12 +432,29 @@ def train_all_fusions(
         check_method(method)
     for modalities in modality_sets:
         check_modalities(modalities)
-    out_root = Path(out_root)
+    with locations.local_folder(embeddings_dir) as local_embeddings, \
+            locations.output_folder(out_root, pull_existing=True) as local_root:
+        results = _train_all(local_embeddings, local_root, config=config, methods=methods,
+                             modality_sets=modality_sets, checkpoints=checkpoints, progress=progress)
+    if locations.is_remote(str(out_root)):
+        from dataclasses import replace
+
+        results = [replace(r, out_dir=locations.join(str(out_root), r.out_dir.name)) for r in results]
+    return results
+
+
+def _train_all(embeddings_dir: Path, out_root: Path, *, config: FusionConfig, methods: Sequence[str],
+               modality_sets: Sequence[str], checkpoints: str | Path | None,
+               progress: bool) -> list[FusionResult]:
     results = []
     for modalities in modality_sets:
         data = None
         for method in methods:
             out_dir = out_root / f"{method}-{modalities}"
+            ckpt = locations.join(str(checkpoints), out_dir.name) if checkpoints else None
+            if _completed(out_dir) is None and ckpt and Checkpoints(ckpt).fetch_folder("done", out_dir,
+                                                                                        FUSION_FILE):
+                log.info("%s: finished before, copied from %s", out_dir.name, ckpt)
             meta = _completed(out_dir)
             if meta is not None:
                 if data is None:
@@ -429,5 +475,7 @@ def train_all_fusions(
                     print(f"{method} {modalities}: already complete, skipped ({out_dir})", file=sys.stderr)
                 continue
             results.append(train_fusion(embeddings_dir, out_dir, method=method, modalities=modalities,
-                                        config=config, progress=progress))
+                                        config=config, checkpoints=ckpt, progress=progress))
+            if ckpt:
+                Checkpoints(ckpt).keep_folder(out_dir, "done", last=FUSION_FILE)
     return results
