@@ -98,3 +98,17 @@ def test_checkpoint_files_are_replaced_not_accumulated(tmp_path):
     assert ckpt.restore_state("key", model, optimizer, other, history, best) == 2
     assert other.random() == rng.random() and history == [{"epoch": 2}]
     assert locations.read_json(str(tmp_path / "c" / "state.json"))["epoch"] == 2
+
+
+def test_evaluate_reads_fusions_and_writes_its_report_on_the_store(s3_env, embeddings):
+    from avsc.evaluation.evaluate import evaluate
+    from avsc.storage.sync import push_dir
+
+    push_dir(embeddings, s3_env.uri("emb"), progress=False)
+    fusion.train_all_fusions(s3_env.uri("emb"), s3_env.uri("fusion"), config=CONFIG, methods=("f4",),
+                             modality_sets=("audio",), progress=False)
+    metrics = evaluate([s3_env.uri("fusion")], s3_env.uri("report"), embeddings_dir=s3_env.uri("emb"))
+    assert [(r["method"], r["modalities"]) for r in metrics["results"]] == [("f4", "audio")]
+    keys = s3_env.keys("report/")
+    assert {"report/metrics.json", "report/report.html"} <= set(keys)
+    assert locations.read_json(s3_env.uri("report/metrics.json"))["best"] == metrics["best"]

@@ -30,9 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Find the metadata, check every clip (label, name, video decodable with "
                     "sound), split train/val/test by location and write a Parquet manifest. "
                     "Bad rows are reported and left out; the rest is kept.")
-    ingest.add_argument("dataset", metavar="DATASET", help="dataset folder")
+    ingest.add_argument("dataset", metavar="DATASET",
+                        help="dataset folder or s3://bucket/prefix (probed in place, not copied)")
     ingest.add_argument("-o", "--output", required=True, metavar="MANIFEST.parquet",
-                        help="manifest to write (a .rejected.json report goes beside it)")
+                        help="manifest to write, path or s3:// (a .rejected.json report goes beside it)")
     ingest.add_argument("--val-fraction", type=float, default=0.1,
                         help="share of each scene's train locations held out for validation (default 0.1)")
     ingest.add_argument("--seed", type=int, default=0, help="seed for the validation split (default 0)")

@@ -17,11 +17,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "KL-divergence + L2 loss and Adam, keeping the epoch with the best val accuracy. "
                     "With --method all and/or --modalities all, trains every combination into "
                     "FUSION_DIR/<method>-<modalities>/ and skips folders already complete.")
-    fuse.add_argument("embeddings", metavar="EMBEDDINGS_DIR", help="folder holding <backbone>.parquet files")
+    fuse.add_argument("embeddings", metavar="EMBEDDINGS_DIR",
+                      help="folder (or s3://bucket/prefix) holding <backbone>.parquet files")
     fuse.add_argument("--method", required=True, choices=[*FUSION_METHODS, "all"])
     fuse.add_argument("--modalities", default="audio+visual", choices=[*MODALITY_SETS, "all"],
                       help="which backbones to fuse (default: audio+visual, all five)")
-    fuse.add_argument("-o", "--output", required=True, metavar="FUSION_DIR")
+    fuse.add_argument("-o", "--output", required=True, metavar="FUSION_DIR", help="folder or s3://bucket/prefix")
+    fuse.add_argument("--checkpoints", metavar="URI",
+                      help="folder or s3://bucket/prefix for training state and finished models, so a "
+                           "killed run resumes (default: none)")
     fuse.add_argument("--preset", choices=PRESETS, default="paper")
     fuse.add_argument("--config", metavar="FILE", help="JSON or TOML settings file")
     fuse.add_argument("--epochs", type=int)
@@ -39,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "log loss, confusion matrices; writes metrics.json, report.html (self-contained), "
                     "report.md, confusion-*.png and submission-*.csv, and prints the results table.")
     evaluate.add_argument("fusion_dirs", nargs="+", metavar="FUSION_DIR",
-                          help="fusion folder(s), or the root of `avsc fuse --method all`")
-    evaluate.add_argument("-o", "--output", required=True, metavar="REPORT_DIR")
+                          help="fusion folder(s), or the root of `avsc fuse --method all` (or s3://)")
+    evaluate.add_argument("-o", "--output", required=True, metavar="REPORT_DIR", help="folder or s3://bucket/prefix")
     evaluate.add_argument("--embeddings", metavar="DIR", help="add one row per backbone from its embeddings")
     evaluate.add_argument("--split", default="test", help="split to evaluate (default: test)")
     evaluate.set_defaults(handler=run_evaluate)
@@ -64,10 +68,11 @@ def run_fuse(args: argparse.Namespace) -> int:
         methods = FUSION_METHODS if args.method == "all" else (args.method,)
         modality_sets = tuple(MODALITY_SETS) if args.modalities == "all" else (args.modalities,)
         results = train_all_fusions(args.embeddings, args.output, config=config.fusion, methods=methods,
-                                    modality_sets=modality_sets, progress=progress)
+                                    modality_sets=modality_sets, checkpoints=args.checkpoints,
+                                    progress=progress)
     else:
         results = [train_fusion(args.embeddings, args.output, method=args.method, modalities=args.modalities,
-                                config=config.fusion, progress=progress)]
+                                config=config.fusion, checkpoints=args.checkpoints, progress=progress)]
     for r in results:
         note = " (already complete)" if r.skipped else f", {r.train_seconds:.1f} s"
         print(f"{r.method} {r.modalities}: best epoch {r.best_epoch}, val accuracy {r.val_accuracy:.4f}, "

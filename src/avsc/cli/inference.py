@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bundle.add_argument("--fusion", required=True, metavar="FUSION_DIR", help="output folder of `avsc fuse`")
     bundle.add_argument("--visual-fusion", metavar="FUSION_DIR",
                         help="optional visual-only fusion model, for videos without an audio track")
-    bundle.add_argument("-o", "--output", required=True, metavar="BUNDLE_DIR")
+    bundle.add_argument("-o", "--output", required=True, metavar="BUNDLE_DIR",
+                        help="folder or s3://bucket/prefix (every folder here may be s3://)")
     bundle.set_defaults(handler=run_bundle)
 
     predict = subparsers.add_parser(
@@ -30,8 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "probabilities are averaged. Prints FILE<TAB>LABEL<TAB>PROBABILITY per video, or "
                     "one JSON object per video with --json. Exit status: 0 all classified, 1 some "
                     "failed, 2 all failed.")
-    predict.add_argument("videos", nargs="+", metavar="VIDEO")
-    predict.add_argument("--bundle", required=True, metavar="BUNDLE_DIR")
+    predict.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (paths or s3:// URIs)")
+    predict.add_argument("--bundle", required=True, metavar="BUNDLE_DIR", help="bundle folder or s3://bucket/prefix")
     predict.add_argument("--json", action="store_true",
                          help="one JSON object per line: path, label, probabilities, windows, modalities")
     predict.add_argument("--allow-visual-only", action="store_true",

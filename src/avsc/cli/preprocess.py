@@ -13,8 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "gammatone and CQT spectrograms, sample frames, and write them to a feature "
                     "store. Clips that fail are reported and skipped; re-running resumes; "
                     "--shard I/N processes a disjoint part so several machines can share the work.")
-    parser.add_argument("manifest", metavar="MANIFEST", help="manifest written by `avsc ingest`")
-    parser.add_argument("-o", "--output", required=True, metavar="FEATURES", help="feature store folder")
+    parser.add_argument("manifest", metavar="MANIFEST", help="manifest written by `avsc ingest` (path or s3://)")
+    parser.add_argument("-o", "--output", required=True, metavar="FEATURES",
+                        help="feature store folder or s3://bucket/prefix")
     parser.add_argument("--shard", default="0/1", metavar="I/N",
                         help="process shard I of N (0-based; default 0/1, everything)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
@@ -22,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", default="paper", choices=("paper", "quick"),
                         help="base settings: paper (10 s, 224x224) or quick (4 s, 96x96); default paper")
     parser.add_argument("--dataset-root", metavar="DIR",
-                        help="where the dataset is now, if it moved since ingest")
+                        help="where the dataset is now (folder or s3://), if it moved since ingest")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_preprocess)
 

@@ -8,6 +8,8 @@ result, ``report.html`` and ``report.md``.
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,7 +111,8 @@ def evaluate(
     """Evaluate fusion models on one split and write the report.
 
     Args:
-        fusion_dirs: fusion folders and/or roots holding them (``avsc fuse --method all``).
+        fusion_dirs: fusion folders and/or roots holding them (``avsc fuse --method all``);
+            each a local folder or an ``s3://`` prefix (as every folder argument here).
         report_dir: output folder; afterwards holds ``metrics.json``, ``report.html``
             (self-contained), ``report.md``, ``confusion-<method>-<modalities>.png`` and
             ``submission-<method>-<modalities>.csv`` per result.
@@ -132,9 +135,17 @@ def evaluate(
         >>> metrics["best"], metrics["results"][0]["accuracy"]
     """
     from avsc.evaluation import report
+    from avsc.storage import locations
 
     if isinstance(fusion_dirs, (str, Path)):
         fusion_dirs = [fusion_dirs]
+    if any(locations.is_remote(str(d)) for d in (*fusion_dirs, report_dir, embeddings_dir or "")):
+        # Small folders: fetched to (and the report pushed from) temporary local ones.
+        with contextlib.ExitStack() as stack:
+            local = [stack.enter_context(locations.local_folder(d)) for d in fusion_dirs]
+            emb = stack.enter_context(locations.local_folder(embeddings_dir)) if embeddings_dir else None
+            out = stack.enter_context(locations.output_folder(report_dir))
+            return evaluate(local, out, split=split, embeddings_dir=emb)
     report_dir = Path(report_dir)
     dirs = find_fusion_dirs(fusion_dirs)
     results: list[dict[str, Any]] = []

@@ -31,6 +31,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -149,7 +151,8 @@ def make_bundle(
 
     Args:
         models_root: holds ``<backbone>/model.keras`` and ``<backbone>/config.json``
-            (outputs of ``avsc train``) for every backbone the fusion model reads.
+            (outputs of ``avsc train``) for every backbone the fusion model reads. This and
+            every other folder argument may be an ``s3://`` prefix.
         fusion_dir: output of ``avsc fuse`` (``model.keras``, ``fusion.json``).
         out_dir: the bundle folder to write. Built beside it under a temporary name and
             renamed into place, so it is either complete or absent; an existing bundle
@@ -166,6 +169,20 @@ def make_bundle(
             ``out_dir`` is a non-empty folder that is not a bundle.
         ConfigError: ``visual_fusion_dir`` is not a visual-only fusion model.
     """
+    from avsc.storage import locations
+
+    if any(locations.is_remote(str(d)) for d in (models_root, fusion_dir, out_dir, visual_fusion_dir or "")):
+        # Model folders are fetched (and the bundle pushed) through temporary local folders.
+        with contextlib.ExitStack() as stack:
+            models = stack.enter_context(locations.local_folder(models_root))
+            fused = stack.enter_context(locations.local_folder(fusion_dir))
+            visual = stack.enter_context(locations.local_folder(visual_fusion_dir)) if visual_fusion_dir else None
+            staging = stack.enter_context(locations.output_folder(out_dir))
+            make_bundle(models, fused, staging / "bundle", visual_fusion_dir=visual)
+            for path in (staging / "bundle").iterdir():  # the bundle's files, at out_dir itself
+                path.rename(staging / path.name)
+            (staging / "bundle").rmdir()
+        return out_dir
     models_root, fusion_dir, out_dir = Path(models_root), Path(fusion_dir), Path(out_dir)
     fusions = {"fusion": (fusion_dir, _read_fusion_dir(fusion_dir), "fusion.keras")}
     if visual_fusion_dir is not None:

@@ -298,6 +298,14 @@ def train_fusion(
 
     from avsc.models.losses import kl_divergence_loss
 
+    if locations.is_remote(str(embeddings_dir)) or locations.is_remote(str(out_dir)):
+        from dataclasses import replace
+
+        with locations.local_folder(embeddings_dir) as local_in, locations.output_folder(out_dir) as local_out:
+            result = train_fusion(local_in, local_out, method=method, modalities=modalities, config=config,
+                                  checkpoints=checkpoints, checkpoint_every_s=checkpoint_every_s,
+                                  progress=progress)
+        return replace(result, out_dir=out_dir)
     spec = check_method(method)
     backbones = check_modalities(modalities)
     if config.epochs < 1:
