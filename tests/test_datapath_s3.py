@@ -103,12 +103,14 @@ def test_streams_from_s3_equal_streams_from_disk(s3_env, local_store):
     here, there = FeatureStore.open(local_store), FeatureStore.open(s3_env.uri("features"))
     assert there.parts("train")[0].location.startswith("s3://")
     for backbone, extra in (("aud-cqt", {}), ("vis-inc", {"frames_per_clip": 1})):
-        a = [(x.numpy(), y.numpy()) for x, y in train_dataset(here, backbone, batch_size=7, seed=3, **extra)]
-        b = [(x.numpy(), y.numpy()) for x, y in train_dataset(there, backbone, batch_size=7, seed=3, **extra)]
+        a = [(x.numpy(), lam.numpy(), y.numpy()) for (x, lam, _), y in
+             train_dataset(here, backbone, batch_size=7, seed=3, **extra)]
+        b = [(x.numpy(), lam.numpy(), y.numpy()) for (x, lam, _), y in
+             train_dataset(there, backbone, batch_size=7, seed=3, **extra)]
         assert len(a) == len(b) > 1
-        for (xa, ya), (xb, yb) in zip(a, b):
-            np.testing.assert_array_equal(xa, xb)
-            np.testing.assert_array_equal(ya, yb)
+        for batch_a, batch_b in zip(a, b):
+            for one, other in zip(batch_a, batch_b):
+                np.testing.assert_array_equal(one, other)
     val_here = np.concatenate([x.numpy() for x in eval_dataset(here, "vis-inc", "val", batch_size=5)])
     val_there = np.concatenate([x.numpy() for x in eval_dataset(there, "vis-inc", "val", batch_size=5)])
     np.testing.assert_array_equal(val_here, val_there)

@@ -175,7 +175,7 @@ def test_cli_end_to_end_demo_to_training_batch(tmp_path, capsys):
     assert store.shapes["mel"] == (128, 286, 2)  # 4 s (quick) at a 14 ms hop, 2 s of it real sound
     assert store.shapes["frames"] == (8, 96, 96, 3)
 
-    batch_x, batch_y = next(iter(train_dataset(store, "aud-mel", batch_size=2, mixup_alpha=0.0)))
+    (batch_x, _, _), batch_y = next(iter(train_dataset(store, "aud-mel", batch_size=2, mixup_alpha=0.0)))
     assert tuple(batch_x.shape) == (2, 128, 286, 2)
     assert tuple(batch_y.shape) == (2, 10)
     assert np.isfinite(batch_x.numpy()).all()

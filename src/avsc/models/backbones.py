@@ -29,7 +29,7 @@ import numpy as np
 from keras import layers, regularizers
 
 from avsc.config import BACKBONE_FEATURE, BACKBONES, TrainConfig
-from avsc.errors import AvscError, ConfigError
+from avsc.errors import ConfigError
 from avsc.labels import LABELS
 
 
@@ -322,10 +322,10 @@ def build_backbone(backbone: str, feature_shapes: dict[str, tuple[int, ...]],
         feature_shapes: feature name -> shape of one clip's array (``FeatureStore.shapes``).
         train_cfg: sizes, dropout, L2, image size and weights.
     """
+    from avsc.features.store import required_feature
+
     check_backbone(backbone)
-    feature = BACKBONE_FEATURE[backbone]
-    if feature not in feature_shapes:
-        raise AvscError(f"{backbone} needs the stored feature {feature!r}, which the store lacks")
+    required_feature(backbone, feature_shapes)
     return BACKBONE_BUILDERS[backbone](backbone, feature_shapes, train_cfg)
 
 

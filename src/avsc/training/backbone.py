@@ -6,7 +6,8 @@ batch (the paper's sum over examples differs only by a constant factor, absorbed
 learning rate). The L2 term is a ``kernel_regularizer`` of coefficient ``lambda / 2`` on
 every kernel (conv, dense; biases and batch-norm parameters excluded), with
 ``lambda = TrainConfig.l2``. Mixup (``TrainConfig.mixup_alpha``) makes the labels soft,
-which is why KL divergence and not cross-entropy with hard labels. Adam optimises.
+which is why KL divergence and not cross-entropy with hard labels; it is applied by the
+training model's first layer (:mod:`avsc.training.mixup`), on the accelerator. Adam optimises.
 
 Preemption-safe: after every epoch the model, its optimizer state, the epoch, the history
 and the best-so-far are checkpointed to ``checkpoints`` (a folder or ``s3://`` prefix;
@@ -41,6 +42,7 @@ from avsc.models.saving import save_keras_model
 from avsc.storage import locations
 from avsc.storage.files import write_json
 from avsc.training.checkpoints import Checkpoints
+from avsc.training.mixup import inner_model, with_mixup
 from avsc.training.streams import (
     clip_predictions,
     eval_dataset,
@@ -166,15 +168,19 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
             raise ConfigError(f"{ckpt.location}: holds checkpoints of another run ({state.get('resume_key')}); "
                               "use another checkpoint location, or delete these checkpoints to start over")
         if state is not None:
-            model = ckpt.load_model(state["last"])
+            trainer = ckpt.load_model(state["last"])
+            model = inner_model(trainer)
             history = state["history"]
             log.info("%s: resuming after epoch %d of %d", backbone, state["epoch"], config.epochs)
         else:
             model = build_backbone(backbone, store.shapes, config)
-            model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=kl_divergence_loss)
+            # Trained through a model whose first layer casts and mixes the stored arrays
+            # (on the accelerator); ``model`` itself is what is evaluated and saved.
+            trainer = with_mixup(model, x_dtype=np.dtype(store.spec_for(backbone).dtype).name)
+            trainer.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=kl_divergence_loss)
             # Optimizer slots made now, not inside the first step: otherwise TensorFlow traces
             # the training step twice, which is most of the first epoch on a CPU.
-            model.optimizer.build(model.trainable_variables)
+            trainer.optimizer.build(trainer.trainable_variables)
             history = []
             state = {"resume_key": resume_key, "epoch": 0, "history": history, "best_epoch": 0,
                      "best_val_accuracy": -1.0, "best_val_log_loss": math.inf, "best": None, "last": None}
@@ -185,7 +191,7 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
             train = train_dataset(store, backbone, batch_size=config.batch_size,
                                   mixup_alpha=config.mixup_alpha, frames_per_clip=config.frames_per_clip,
                                   seed=config.seed * 100003 + epoch)
-            fit = model.fit(train, epochs=1, shuffle=False, verbose=1 if progress else 0)
+            fit = trainer.fit(train, epochs=1, shuffle=False, verbose=1 if progress else 0)
             probs, labels = _predict_clips(model, store, backbone, "val", config.batch_size)
             metrics = classification_metrics(labels, probs)
             entry = {"epoch": epoch + 1, "loss": float(fit.history["loss"][-1]),
@@ -193,7 +199,7 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
                      "seconds": round(time.perf_counter() - began, 3)}
             history.append(entry)
             last_name = f"epoch-{epoch + 1:04d}.keras"
-            ckpt.save_model(model, last_name)
+            ckpt.save_model(trainer, last_name)
             improved = (metrics["accuracy"], -metrics["log_loss"]) > (
                 state["best_val_accuracy"], -state["best_val_log_loss"])
             if improved:
@@ -210,7 +216,7 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
                       f"val accuracy {entry['val_accuracy']:.3f}, val log loss {entry['val_log_loss']:.4f}"
                       f"{' (best)' if improved else ''}, {entry['seconds']:.1f} s", file=sys.stderr)
 
-        best = ckpt.load_model(state["best"], compile=False)
+        best = inner_model(ckpt.load_model(state["best"], compile=False))
         save_keras_model(best, model_dir / "model.keras")
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)

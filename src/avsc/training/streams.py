@@ -13,7 +13,10 @@ store and never the other features. Memory is bounded by the parts in flight
   by ``tf.io.decode_jpeg`` (libjpeg-turbo), only those chosen.
 
 Training shuffles twice: the order of the parts (seeded per epoch), then the examples in a
-buffer spanning several parts. Evaluation streams keep the store's order
+buffer spanning several parts. A training batch is ``((x, lam, perm), y)``: ``x`` as stored
+(float16 spectrograms, uint8 frames), the mixup weights and partners, and the mixed soft
+labels; the cast to float32 and the mixing of ``x`` happen in the model
+(:mod:`avsc.training.mixup`), on the accelerator, not on the CPU cores feeding it. Evaluation streams keep the store's order
 (:meth:`avsc.features.store.FeatureStore.clips`): whole clips (audio) or every frame of every
 clip in order (visual; a clip's prediction is the mean over its frames, see
 :func:`clip_predictions`).
@@ -27,32 +30,9 @@ from avsc.config import VISUAL_BACKBONES
 from avsc.errors import DataError
 from avsc.features.store import FeatureSpec, FeatureStore, Part, read_part_feature
 from avsc.labels import LABEL_INDEX, LABELS
+from avsc.training.mixup import mixup  # noqa: F401  (re-exported: the one mixup of Phase I)
 
 PARALLEL_READS = 4  # part files read at the same time (each ~12 MB at the paper preset)
-
-
-def mixup(x, y, lam, perm):
-    """Mix each example with the one ``perm`` pairs it with (Zhang et al., 2018).
-
-    ``x' = lam * x + (1 - lam) * x[perm]`` and ``y' = lam * y + (1 - lam) * y[perm]``,
-    with one ``lam`` per example. Works on NumPy arrays and on tensors.
-
-    Args:
-        x: [shape=(batch, ...)] inputs.
-        y: [shape=(batch, n_classes)] one-hot (or already soft) labels.
-        lam: [shape=(batch,)] mixing weights in [0, 1].
-        perm: [shape=(batch,)] a permutation of the batch.
-    """
-    import tensorflow as tf
-
-    x = tf.convert_to_tensor(x)
-    y = tf.convert_to_tensor(y)
-    lam = tf.convert_to_tensor(lam)
-    lam_x = tf.reshape(tf.cast(lam, x.dtype), [-1] + [1] * (len(x.shape) - 1))
-    lam_y = tf.reshape(tf.cast(lam, y.dtype), [-1, 1])
-    x_mixed = lam_x * x + (1 - lam_x) * tf.gather(x, perm)
-    y_mixed = lam_y * y + (1 - lam_y) * tf.gather(y, perm)
-    return x_mixed, y_mixed
 
 
 def label_indices(store: FeatureStore, split: str) -> np.ndarray:
@@ -148,7 +128,7 @@ def train_dataset(
     shuffle_buffer: int = 2048,
     parallel_reads: int = PARALLEL_READS,
 ):
-    """One epoch of shuffled, mixed-up training batches ``(x, y_soft)`` from the train split.
+    """One epoch of shuffled training batches ``((x, lam, perm), y_soft)`` from the train split.
 
     Pass a different ``seed`` each epoch (e.g. ``config.seed * 100003 + epoch``); the same
     seed always gives the same batches.
@@ -159,8 +139,12 @@ def train_dataset(
         parallel_reads: part files read at the same time.
 
     Returns:
-        tf.data.Dataset of ``x`` [shape=(batch, ...), float32] and ``y`` [shape=(batch, 10),
-        float32] (soft labels after mixup).
+        tf.data.Dataset of ``((x, lam, perm), y)``: ``x`` [shape=(batch, ...)] as stored
+        (float16 spectrograms, uint8 frames), ``lam`` [shape=(batch,), float32] mixing weights
+        (all 1 without mixup), ``perm`` [shape=(batch,), int32] mixing partners, ``y``
+        [shape=(batch, 10), float32] soft labels after mixup. Feed it to
+        :func:`avsc.training.mixup.with_mixup` of the backbone, or mix it yourself with
+        :func:`avsc.training.mixup.mix_batch`.
 
     Raises:
         DataError: the store lacks the backbone's feature, or the train split is empty.
@@ -200,29 +184,33 @@ def _examples(parts: list[Part], spec: FeatureSpec, frames_per_clip: int | None)
 
 
 def _batch_map(alpha: float, seed: int):
-    """(step, (x, labels)) -> (float32 x, soft labels): cast, one-hot, mixup when ``alpha > 0``."""
+    """(step, (x, labels)) -> ((x, lam, perm), soft labels): the mixup draws of one batch.
+
+    ``x`` is passed on untouched; only the labels are mixed here (``[batch, 10]``).
+    """
     import tensorflow as tf
 
     def fn(step, batch):
         x, label = batch
-        x = tf.cast(x, tf.float32)
         y = tf.one_hot(label, len(LABELS), dtype=tf.float32)
-        if not alpha or alpha <= 0:
-            return x, y
         n = tf.shape(x)[0]
+        if not alpha or alpha <= 0:
+            return (x, tf.ones([n], tf.float32), tf.range(n, dtype=tf.int32)), y
         s = tf.stack([tf.cast(seed, tf.int64), step])
         # Beta(alpha, alpha) as g1 / (g1 + g2) with g ~ Gamma(alpha).
         g1 = tf.random.stateless_gamma([n], seed=s, alpha=alpha)
         g2 = tf.random.stateless_gamma([n], seed=s + [0, 7919], alpha=alpha)
         lam = g1 / tf.maximum(g1 + g2, 1e-12)
-        perm = tf.argsort(tf.random.stateless_uniform([n], seed=s + [0, 15485863]))
-        return mixup(x, y, lam, perm)
+        perm = tf.cast(tf.argsort(tf.random.stateless_uniform([n], seed=s + [0, 15485863])), tf.int32)
+        y = lam[:, None] * y + (1.0 - lam[:, None]) * tf.gather(y, perm)
+        return (x, lam, perm), y
     return fn
 
 
 def eval_dataset(store: FeatureStore, backbone: str, split: str | None, *, batch_size: int,
                  parallel_reads: int = PARALLEL_READS):
-    """Unshuffled float32 inputs of a split in store order (``split=None``: every clip).
+    """Unshuffled inputs of a split in store order (``split=None``: every clip), as stored:
+    float16 spectrograms or uint8 frames (a Keras model casts them to its input dtype).
 
     Audio: one element per clip. Visual: every frame of every clip, clip by clip, so
     predictions reshape to ``[n_clips, n_frames, ...]``. The clips are those of
@@ -241,7 +229,6 @@ def eval_dataset(store: FeatureStore, backbone: str, split: str | None, *, batch
         ds = ds.map(_decode_frames(spec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.map(lambda x, label: x).batch(batch_size).apply(
         tf.data.experimental.assert_cardinality(-(-_examples(parts, spec, None) // batch_size)))
-    ds = ds.map(lambda x: tf.cast(x, tf.float32), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
