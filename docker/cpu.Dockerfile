@@ -8,7 +8,7 @@ ARG BASE_IMAGE=python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec
 # ---- builder: turn the repository into a wheel (no compilers end up in the runtime image)
 FROM ${BASE_IMAGE} AS builder
 WORKDIR /build
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
@@ -31,11 +31,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     MPLCONFIGDIR=/tmp/matplotlib
 
-# avsc with TensorFlow's CPU build; kfp comes with it (a core dependency), so the
+# avsc with TensorFlow's CPU build and kfp (the pipeline extra), so the
 # pipeline's lightweight components run here without installing anything at run time.
 # ffmpeg comes from the imageio-ffmpeg wheel.
 COPY --from=builder /wheels /wheels
-RUN pip install --no-cache-dir "/wheels/avsc-${VERSION}-py3-none-any.whl[cpu]" \
+RUN pip install --no-cache-dir "/wheels/avsc-${VERSION}-py3-none-any.whl[cpu,pipeline]" \
     && rm -rf /wheels \
     && python -c "import avsc, kfp, imageio_ffmpeg; print('avsc', avsc.__version__, 'kfp', kfp.__version__, imageio_ffmpeg.get_ffmpeg_exe())"
 

@@ -10,7 +10,7 @@ ARG BASE_IMAGE=python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec
 # ---- builder: turn the repository into a wheel
 FROM ${BASE_IMAGE} AS builder
 WORKDIR /build
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
@@ -37,7 +37,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 COPY --from=builder /wheels /wheels
-RUN pip install --no-cache-dir "/wheels/avsc-${VERSION}-py3-none-any.whl[gpu]" \
+RUN pip install --no-cache-dir "/wheels/avsc-${VERSION}-py3-none-any.whl[gpu,pipeline]" \
     && rm -rf /wheels \
     && python -c "import avsc, kfp, imageio_ffmpeg; print('avsc', avsc.__version__, 'kfp', kfp.__version__, imageio_ffmpeg.get_ffmpeg_exe())"
 

@@ -1,7 +1,7 @@
 # Images, manifests and the local kind cluster (see docs/cluster.md).
 # REGISTRY and VERSION name the images: $(REGISTRY)/avsc-cpu:$(VERSION), $(REGISTRY)/avsc-gpu:$(VERSION).
 REGISTRY ?= ghcr.io/avsc
-VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
+VERSION ?= $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/avsc/_version.py | head -n 1)
 CONTAINER_ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && echo docker || { command -v podman >/dev/null 2>&1 && echo podman; })
 IMAGE_SOURCE ?= $(shell git remote get-url origin 2>/dev/null || echo https://github.com/avsc/avsc)
 IMAGE_REVISION ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)

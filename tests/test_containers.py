@@ -93,7 +93,7 @@ def test_dockerfile_is_pinned_non_root_labelled_and_prefetches_weights(flavour):
 
     for label in ("org.opencontainers.image.version", "org.opencontainers.image.source"):
         assert label in runtime, f"missing OCI label {label}"
-    assert f"/wheels/avsc-${{VERSION}}-py3-none-any.whl[{flavour}]" in runtime, "install this repo's wheel + extra"
+    assert f"/wheels/avsc-${{VERSION}}-py3-none-any.whl[{flavour},pipeline]" in runtime, "install this repo's wheel + extra"
     assert "--from=builder /wheels" in runtime
     assert "KERAS_HOME=/opt/keras" in runtime
     weights_step = runtime.index("fetch_weights.py")

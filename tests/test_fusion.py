@@ -321,5 +321,5 @@ def test_cli_reports_missing_embeddings_in_one_line(tmp_path, capsys):
     (tmp_path / "emb").mkdir()
     rc = main(["fuse", str(tmp_path / "emb"), "--method", "f1", "-o", str(tmp_path / "out"), "--quiet"])
     err = capsys.readouterr().err
-    assert rc == 2
+    assert rc == 1
     assert "aud-mel.parquet" in err and "missing" in err and "Traceback" not in err

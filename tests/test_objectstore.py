@@ -209,6 +209,20 @@ def test_pull_replaces_a_local_file_that_differs(s3_store, dataset, tmp_path):
     assert _tree(out) == _tree(dataset)
 
 
+def test_pull_refuses_an_object_whose_bytes_differ_from_its_recorded_sha256(s3_store, tmp_path):
+    """The download lands in a temporary file; a failed check leaves neither it nor the target."""
+    data = b"weights that were damaged after upload"
+    s3_store.client.put_object(s3_store.bucket, "ds/model.keras", io.BytesIO(data), len(data),
+                               metadata={"sha256": _sha256(b"the original weights")})
+    s3_store.client.put_object(s3_store.bucket, "ds/ok.txt", io.BytesIO(b"fine"), 4,
+                               metadata={"sha256": _sha256(b"fine")})
+    out = tmp_path / "copy"
+    with pytest.raises(StoreError, match=r"ds/model\.keras: content does not match its recorded SHA-256"):
+        pull_dir(s3_store.uri("ds"), out, settings=s3_store.settings, progress=False, workers=1)
+    assert not (out / "model.keras").exists()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
 def test_push_file_and_pull_file(s3_store, tmp_path):
     src = tmp_path / "bundle.json"
     src.write_text('{"format": "avsc-bundle/1"}')
@@ -241,7 +255,7 @@ def test_list_objects(s3_store, dataset):
 
 def _corrupt_after_hashing(monkeypatch, victims: dict[str, callable]) -> None:
     """Change chosen files right after push has hashed them, as a writer racing the upload would."""
-    real_hash = sync._hash_file
+    real_hash = sync.file_digest
 
     def hash_then_corrupt(path, algorithm="sha256"):
         digest = real_hash(path, algorithm)
@@ -249,7 +263,7 @@ def _corrupt_after_hashing(monkeypatch, victims: dict[str, callable]) -> None:
         if change is not None:
             change(Path(path))
         return digest
-    monkeypatch.setattr(sync, "_hash_file", hash_then_corrupt)
+    monkeypatch.setattr(sync, "file_digest", hash_then_corrupt)
 
 
 def test_failed_uploads_leave_no_object(s3_store, dataset, monkeypatch):
@@ -377,12 +391,12 @@ def test_cli_push_ls_pull(s3_env, dataset, tmp_path, capsys):
 
 
 def test_cli_errors_are_one_line(s3_env, dataset, capsys, monkeypatch):
-    assert main(["data", "push", str(dataset), "s3://no-such-bucket/x", "--quiet"]) == 2
+    assert main(["data", "push", str(dataset), "s3://no-such-bucket/x", "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("avsc data: error: bucket 'no-such-bucket' does not exist")
     assert len(err.splitlines()) == 1
 
     monkeypatch.delenv("AVSC_S3_SECRET_KEY")
-    assert main(["data", "ls", s3_env.uri()]) == 2
+    assert main(["data", "ls", s3_env.uri()]) == 1
     assert "AVSC_S3_SECRET_KEY not set" in capsys.readouterr().err
     assert os.environ.get("AVSC_S3_ACCESS_KEY")  # the others were left alone

@@ -140,11 +140,11 @@ def test_shard_and_worker_arguments_are_checked(dataset, tmp_path):
         preprocess(dataset["manifest"], tmp_path / "f", config=CONFIG, workers=0, progress=False)
 
 
-def test_cli_exits_2_when_every_clip_is_rejected(dataset, tmp_path, capsys):
+def test_cli_exits_1_when_every_clip_is_rejected(dataset, tmp_path, capsys):
     code = main(["preprocess", str(dataset["only_bad"]), "-o", str(tmp_path / "f"), "--preset", "quick",
                  "--quiet"])
     out = capsys.readouterr().out
-    assert code == 2
+    assert code == 1
     assert "3 rejected" in out and "tram-lyon-7-1.mp4" in out
     assert main(["preprocess", str(dataset["only_bad"]), "-o", str(tmp_path / "g"), "--shard", "2/2"]) == 2
     assert "shard" in capsys.readouterr().err

@@ -18,8 +18,8 @@ from avsc.features.store import FeatureStore  # noqa: E402
 from avsc.labels import LABEL_INDEX  # noqa: E402
 from avsc.models.losses import kl_divergence_loss  # noqa: E402
 from avsc.training.backbone import train_backbone  # noqa: E402
-from avsc.training.mixup import mix_batch  # noqa: E402
-from avsc.training.streams import eval_dataset, mixup, train_dataset  # noqa: E402
+from avsc.training.mixup import mix_batch, mixup  # noqa: E402
+from avsc.training.streams import eval_dataset, train_dataset  # noqa: E402
 
 QUICK = load_config(preset="quick").train
 

@@ -232,7 +232,7 @@ def make_demo_dataset(
     with atomic_path(stamp) as tmp:
         tmp.write_text(json.dumps({"params": params}, sort_keys=True) + "\n")
     n_train = sum(c.fold == "train" for c in clips)
-    log.info("demo dataset: %d clips (%d train, %d evaluate) in %s",
+    log.debug("demo dataset: %d clips (%d train, %d evaluate) in %s",
              len(clips), n_train, len(clips) - n_train, root)
     return DemoResult(root=root, n_clips=len(clips), n_train=n_train,
                       n_evaluate=len(clips) - n_train)

@@ -338,7 +338,7 @@ def ingest_dataset(
     dataset_name = root if files.remote else str(Path(root).resolve())
     locations.write_json(rejected_path, {"dataset_root": dataset_name, "counts": counts,
                                          "rejected": rejected, "notes": notes})
-    log.info("manifest %s: %s; %d rejected", manifest_path, counts, len(rejected))
+    log.debug("manifest %s: %s; %d rejected", manifest_path, counts, len(rejected))
     return IngestResult(manifest_path=manifest_path, n_clips=len(kept), counts=counts,
                         rejected=rejected, notes=notes, rejected_path=rejected_path)
 

@@ -26,11 +26,12 @@ from typing import Any
 
 import keras
 import numpy as np
-from keras import layers, regularizers
+from keras import layers
 
 from avsc.config import BACKBONE_FEATURE, BACKBONES, TrainConfig
 from avsc.errors import ConfigError
 from avsc.labels import LABELS
+from avsc.models.regularizers import l2_half
 
 
 @keras.saving.register_keras_serializable(package="avsc")
@@ -60,22 +61,18 @@ class Deltas(layers.Layer):
 _BN_MOMENTUM = 0.9
 
 
-def _l2(l2: float):
-    # Keras' L2(c) adds c * sum(w^2); the paper's loss adds (lambda / 2) * ||theta||^2.
-    return regularizers.L2(l2 / 2.0) if l2 else None
-
 
 def _dense_block(x, *, dense_units: int, n_classes: int, dropout: float, l2: float):
-    x = layers.Dense(dense_units, activation="relu", kernel_regularizer=_l2(l2), name="fc1024")(x)
+    x = layers.Dense(dense_units, activation="relu", kernel_regularizer=l2_half(l2), name="fc1024")(x)
     if dropout:
         x = layers.Dropout(dropout, name="fc1024_dropout")(x)
-    x = layers.Dense(n_classes, kernel_regularizer=_l2(l2), name="fc10")(x)
+    x = layers.Dense(n_classes, kernel_regularizer=l2_half(l2), name="fc10")(x)
     return layers.Activation("softmax", dtype="float32", name="probs")(x)
 
 
 def _conv_bn_relu(x, filters: int, kernel: int, l2: float, name: str):
     x = layers.Conv2D(filters, kernel, padding="same", use_bias=False,
-                      kernel_regularizer=_l2(l2), name=f"{name}_conv")(x)
+                      kernel_regularizer=l2_half(l2), name=f"{name}_conv")(x)
     x = layers.BatchNormalization(momentum=_BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
@@ -93,11 +90,11 @@ def _residual_inception_block(x, filters: int, l2: float, name: str):
     bp = _conv_bn_relu(bp, filters - 3 * width, 1, l2, f"{name}_bp")
     y = layers.Concatenate(name=f"{name}_concat")([b1, b3, b5, bp])
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                      kernel_regularizer=_l2(l2), name=f"{name}_mix_conv")(y)
+                      kernel_regularizer=l2_half(l2), name=f"{name}_mix_conv")(y)
     y = layers.BatchNormalization(momentum=_BN_MOMENTUM, name=f"{name}_mix_bn")(y)
     shortcut = x
     if x.shape[-1] != filters:
-        shortcut = layers.Conv2D(filters, 1, use_bias=False, kernel_regularizer=_l2(l2),
+        shortcut = layers.Conv2D(filters, 1, use_bias=False, kernel_regularizer=l2_half(l2),
                                  name=f"{name}_proj_conv")(x)
         shortcut = layers.BatchNormalization(momentum=_BN_MOMENTUM, name=f"{name}_proj_bn")(shortcut)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
@@ -236,8 +233,8 @@ def build_visual_backbone(
             for attr in ("kernel", "depthwise_kernel"):
                 variable = getattr(layer, attr, None)
                 if variable is not None and hasattr(layer, f"{attr}_regularizer"):
-                    setattr(layer, f"{attr}_regularizer", _l2(l2))
-                    variable.regularizer = _l2(l2)
+                    setattr(layer, f"{attr}_regularizer", l2_half(l2))
+                    variable.regularizer = l2_half(l2)
     outputs = _dense_block(x, dense_units=dense_units, n_classes=n_classes, dropout=dropout, l2=l2)
     return keras.Model(inputs, outputs, name=name or f"vis_{kind}")
 

@@ -39,6 +39,7 @@ import keras
 from avsc.config import AUDIO_BACKBONES, BACKBONES, FUSION_METHODS, MODALITY_SETS
 from avsc.errors import ConfigError
 from avsc.labels import LABELS
+from avsc.models.regularizers import l2_half
 
 __all__ = [
     "WeightedSumFusion",
@@ -53,9 +54,6 @@ __all__ = [
     "modality_of",
 ]
 
-
-def _l2(l2: float):
-    return keras.regularizers.L2(l2 / 2.0) if l2 else None
 
 
 def _as_list(inputs) -> list:
@@ -82,7 +80,7 @@ class _FusionBase(keras.layers.Layer):
 
     def _input_weights(self, n: int, width: int) -> list:
         return [self.add_weight(name=f"w{i + 1}", shape=(width,), initializer="ones",
-                                regularizer=_l2(self.l2)) for i in range(n)]
+                                regularizer=l2_half(self.l2)) for i in range(n)]
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "l2": self.l2}
@@ -155,7 +153,7 @@ class ModalityWeightedFusion(_GroupedFusion):
         width = self._check(input_shape)
         self.input_weights = self._input_weights(len(input_shape), width)
         self.group_weights = [self.add_weight(name=f"w_{g}", shape=(width,), initializer="ones",
-                                              regularizer=_l2(self.l2)) for g in self.group_names]
+                                              regularizer=l2_half(self.l2)) for g in self.group_names]
         self.bias = self.add_weight(name="b", shape=(width,), initializer="zeros")
 
     def call(self, inputs):
@@ -257,6 +255,6 @@ def build_fusion_model(method: str, backbones: Sequence[str], width: int, *,
                           f"got {', '.join(backbones) or 'none'}")
     inputs = [keras.Input(shape=(width,), name=b, dtype="float32") for b in backbones]
     x = fusion_layer(method, backbones, l2=l2)(inputs)
-    x = keras.layers.Dense(n_classes, kernel_regularizer=_l2(l2), name="fc10", dtype="float32")(x)
+    x = keras.layers.Dense(n_classes, kernel_regularizer=l2_half(l2), name="fc10", dtype="float32")(x)
     outputs = keras.layers.Activation("softmax", name="probs", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=f"fusion_{method}")

@@ -53,10 +53,23 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks so large models do not fill memory."""
-    digest = hashlib.sha256()
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (``hashlib.file_digest``: read in chunks, never whole).
+
+    The one file hasher of avsc: model and bundle checksums, embeddings provenance and the
+    object store's transfer checks all go through it.
+
+    Args:
+        path: the file.
+        algorithm: a ``hashlib`` name; ``sha256`` everywhere except the S3 ETag check (``md5``).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, algorithm).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file (see :func:`file_digest`)."""
+    return file_digest(path, "sha256")

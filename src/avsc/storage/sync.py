@@ -7,9 +7,10 @@ Transfers are parallel, resumable and verified:
   match the local file, hashes the bytes while it sends them and refuses to complete an
   upload whose bytes changed under it, and checks the stored size afterwards. A single PUT
   is atomic; a failed multipart upload is aborted, so no partial object is left behind.
-- ``pull_dir`` downloads into a temporary file beside the target and renames it into place
-  after checking size and SHA-256, so a killed pull never leaves a truncated file; files that
-  are already there with the same size (and hash, when the object records one) are skipped.
+- ``pull_dir`` downloads each object with ``Minio.fget_object`` into a temporary file beside the
+  target and renames it into place after checking size and SHA-256, so a killed pull never
+  leaves a truncated file; files that are already there with the same size (and hash, when the
+  object records one) are skipped.
 - Transient faults (connection errors, timeouts, HTTP 5xx, ``SlowDown``) are retried with
   exponential backoff; wrong credentials, a missing bucket or an unreachable endpoint end in a
   one-line :class:`~avsc.errors.StoreError` that says what to check.
@@ -35,7 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from avsc.errors import StoreError
-from avsc.storage.files import atomic_path
+from avsc.storage.files import atomic_path, file_digest
 from avsc.storage.s3 import (
     SHA256_META,
     S3Settings,
@@ -47,7 +48,6 @@ from avsc.storage.s3 import (
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -65,15 +65,7 @@ class TransferResult:
     bytes: int = 0
 
 
-# ---------------------------------------------------------------- hashing and comparing
-
-def _hash_file(path: Path, algorithm: str = "sha256") -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
+# ---------------------------------------------------------------- comparing
 
 def _stored_sha256(stat) -> str | None:
     metadata = stat.metadata or {}
@@ -90,7 +82,7 @@ def _same_content(stat, path: Path, size: int, sha256: str) -> bool:
         return stored == sha256
     etag = (stat.etag or "").strip('"').lower()
     if etag and "-" not in etag:  # a multipart ETag is not an MD5 of the content
-        return etag == _hash_file(path, "md5")
+        return etag == file_digest(path, "md5")
     return False
 
 
@@ -164,7 +156,7 @@ def _upload(session: Session, path: Path, key: str, progress: _Progress) -> tupl
     """Upload one file unless the object already holds it: (uploaded?, bytes sent)."""
     try:
         size = path.stat().st_size
-        sha256 = _hash_file(path)
+        sha256 = file_digest(path)
     except OSError as exc:
         raise _LocalFileError(f"{path}: cannot read ({exc.strerror or exc}); "
                               f"fix it and re-run to upload the rest") from exc
@@ -293,7 +285,7 @@ def push_dir(local_dir: str | Path, uri: str, *, settings: S3Settings | None = N
         more = f" and {len(local_failures) - 1} more" if len(local_failures) > 1 else ""
         raise StoreError(f"{len(local_failures)} of {len(files)} files not pushed to {uri}: "
                          f"{local_failures[0]}{more}")
-    log.info("pushed %s to %s: %d uploaded, %d skipped, %d bytes", local_dir, uri,
+    log.debug("pushed %s to %s: %d uploaded, %d skipped, %d bytes", local_dir, uri,
              uploaded, skipped, sent)
     return TransferResult(uploaded=uploaded, skipped=skipped, bytes=sent)
 
@@ -338,6 +330,21 @@ def _safe_target(local_dir: Path, relative: str, uri: str) -> Path:
     return local_dir.joinpath(*parts)
 
 
+class _Received:
+    """What ``Minio.fget_object`` reports as it writes: counted here and on the progress bar."""
+
+    def __init__(self, progress: _Progress):
+        self.bytes = 0
+        self._progress = progress
+
+    def set_meta(self, object_name: str, total_length: int) -> None:
+        pass  # the bar's total is the whole pull, set before the first file
+
+    def update(self, length: int) -> None:
+        self.bytes += length
+        self._progress.add(length)
+
+
 def _download(session: Session, key: str, target: Path, size: int,
               progress: _Progress) -> tuple[bool, int]:
     """Fetch one object into ``target`` unless it is already there: (downloaded?, bytes)."""
@@ -345,36 +352,31 @@ def _download(session: Session, key: str, target: Path, size: int,
         stat = session.stat(key)
         stored = _stored_sha256(stat) if stat is not None else None
         if stat is not None and stat.size == size and (stored is None or
-                                                       stored == _hash_file(target)):
+                                                       stored == file_digest(target)):
             progress.add(size)
             return False, 0
 
     def fetch() -> int:
-        received = 0
-        response = session.client.get_object(session.bucket, key)
+        received = _Received(progress)
         try:
-            expected = (response.headers.get(f"x-amz-meta-{SHA256_META}") or "").strip().lower()
-            digest = hashlib.sha256()
             with atomic_path(target) as tmp:
-                with open(tmp, "wb") as handle:
-                    for chunk in response.stream(_CHUNK):
-                        handle.write(chunk)
-                        digest.update(chunk)
-                        received += len(chunk)
-                        progress.add(len(chunk))
-                if received != size:
-                    raise StoreError(f"s3://{session.bucket}/{key}: received {received} of "
+                part = tmp.with_name(tmp.name + ".part")
+                try:
+                    stat = session.client.fget_object(session.bucket, key, str(tmp),
+                                                      tmp_file_path=str(part), progress=received)
+                finally:
+                    part.unlink(missing_ok=True)  # left behind when the transfer breaks off
+                if received.bytes != size:
+                    raise StoreError(f"s3://{session.bucket}/{key}: received {received.bytes} of "
                                      f"{size} bytes; re-run the pull")
-                if expected and digest.hexdigest() != expected:
+                expected = _stored_sha256(stat)
+                if expected and file_digest(tmp) != expected:
                     raise StoreError(f"s3://{session.bucket}/{key}: content does not match its "
                                      f"recorded SHA-256; re-upload it")
-            return received
+            return received.bytes
         except BaseException:
-            progress.add(-received)
+            progress.add(-received.bytes)  # a retried attempt counts its bytes again
             raise
-        finally:
-            response.close()
-            response.release_conn()
 
     return True, session.call(fetch, key)
 
@@ -485,6 +487,6 @@ def pull_dir(uri: str, local_dir: str | Path, *, settings: S3Settings | None = N
     if failure is not None:
         raise StoreError(f"{failure} ({downloaded} downloaded, {skipped} already there; "
                          f"re-run to resume)")
-    log.info("pulled %s to %s: %d downloaded, %d skipped, %d bytes", uri, local_dir,
+    log.debug("pulled %s to %s: %d downloaded, %d skipped, %d bytes", uri, local_dir,
              downloaded, skipped, received)
     return TransferResult(uploaded=downloaded, skipped=skipped, bytes=received)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -121,7 +120,7 @@ def train_backbone(
         checkpoints: where the per-epoch checkpoints live (folder or ``s3://`` prefix;
             default ``model_dir/checkpoints``). Give a durable location on a cluster: a
             retried pod pointed at it resumes after the last finished epoch.
-        progress: Keras progress bar and one summary line per epoch.
+        progress: show Keras' progress bar. Each epoch's summary is logged (INFO).
 
     Raises:
         ConfigError: unknown backbone or checkpoints of another run at ``checkpoints``.
@@ -211,10 +210,9 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
             ckpt.write_state(state)  # the checkpoint counts only once this is written
             ckpt.prune({state["last"], state["best"]})
             epochs_run += 1
-            if progress:
-                print(f"{backbone} epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4f}, "
-                      f"val accuracy {entry['val_accuracy']:.3f}, val log loss {entry['val_log_loss']:.4f}"
-                      f"{' (best)' if improved else ''}, {entry['seconds']:.1f} s", file=sys.stderr)
+            log.info("%s epoch %d/%d: loss %.4f, val accuracy %.3f, val log loss %.4f%s, %.1f s",
+                     backbone, epoch + 1, config.epochs, entry["loss"], entry["val_accuracy"],
+                     entry["val_log_loss"], " (best)" if improved else "", entry["seconds"])
 
         best = inner_model(ckpt.load_model(state["best"], compile=False))
         save_keras_model(best, model_dir / "model.keras")

@@ -46,6 +46,7 @@ from avsc.models.saving import save_keras_model
 from avsc.storage import locations
 from avsc.storage.files import read_json, write_json
 from avsc.training.checkpoints import Checkpoints
+from avsc.training.mixup import mix
 
 __all__ = [
     "FusionData",
@@ -213,9 +214,9 @@ def _compiled_steps(model: keras.Model, optimizer, loss_fn, x_train: list[np.nda
     def step(order, partner, lam, start):
         idx = order[start:start + batch_size]
         other = tf.gather(partner, idx)
-        weight = tf.gather(lam, idx)[:, None]
-        xs = [weight * tf.gather(x, idx) + (1.0 - weight) * tf.gather(x, other) for x in xs_all]
-        ys = weight * tf.gather(ys_all, idx) + (1.0 - weight) * tf.gather(ys_all, other)
+        weight = tf.gather(lam, idx)
+        xs = [mix(tf.gather(x, idx), tf.gather(x, other), weight) for x in xs_all]
+        ys = mix(tf.gather(ys_all, idx), tf.gather(ys_all, other), weight)
         with tf.GradientTape() as tape:
             probs = model(xs, training=True)
             loss = tf.reduce_mean(loss_fn(ys, probs))
@@ -283,7 +284,7 @@ def train_fusion(
             keeps none. A run pointed at the state of an interrupted one continues it.
         checkpoint_every_s: least time between two checkpoints (one is always written
             after the last epoch).
-        progress: a progress bar over epochs and a summary line.
+        progress: a progress bar over epochs.
 
     Raises:
         ConfigError: unknown method or modality set, epochs < 1.
@@ -392,10 +393,9 @@ def train_fusion(
         "train_seconds": round(train_seconds, 3),
     }
     write_json(out_dir / FUSION_FILE, meta)
-    if progress:
-        print(f"{method} {modalities}: best epoch {best['epoch']}/{config.epochs}, val accuracy "
-              f"{best['accuracy']:.4f}, val log loss {best['log_loss']:.4f}, {train_seconds:.1f} s -> {out_dir}",
-              file=sys.stderr)
+    # The result is the caller's to report (the CLI prints it); the log keeps a trace.
+    log.debug("%s %s: best epoch %d/%d, val accuracy %.4f, val log loss %.4f, %.1f s -> %s", method,
+              modalities, best["epoch"], config.epochs, best["accuracy"], best["log_loss"], train_seconds, out_dir)
     return FusionResult(out_dir=out_dir, method=method, modalities=modalities, val_accuracy=best["accuracy"],
                         val_log_loss=best["log_loss"], best_epoch=best["epoch"], backbones=tuple(backbones),
                         level=spec.level, train_seconds=train_seconds, history=history)
@@ -479,8 +479,7 @@ def _train_all(embeddings_dir: Path, out_root: Path, *, config: FusionConfig, me
                     val_accuracy=float(val.get("accuracy", float("nan"))),
                     val_log_loss=float(val.get("log_loss", float("nan"))), best_epoch=int(meta.get("best_epoch", 0)),
                     backbones=tuple(meta.get("backbones", ())), level=meta.get("level", ""), skipped=True))
-                if progress:
-                    print(f"{method} {modalities}: already complete, skipped ({out_dir})", file=sys.stderr)
+                log.debug("%s %s: already complete, skipped (%s)", method, modalities, out_dir)
                 continue
             results.append(train_fusion(embeddings_dir, out_dir, method=method, modalities=modalities,
                                         config=config, checkpoints=ckpt, progress=progress))

@@ -1,64 +1,75 @@
-"""Mixup (Zhang et al., 2018) for Phase I, computed inside the model's training step.
+"""Mixup (Zhang et al., 2018), used by both training phases.
 
-The input pipeline (:mod:`avsc.training.streams`) only reads, shuffles and batches the
-stored arrays (float16 spectrograms, uint8 frames) and draws one mixing weight ``lam`` and
-one partner ``perm`` per example; it mixes the (tiny) labels itself. The arrays are cast to
-float32 and mixed by :class:`MixupInputs`, the first layer of the training model
-(:func:`with_mixup`), so this per-element work runs where the model runs: on the GPU in a
-cluster, instead of on the few CPU cores that must keep the GPU fed (a cast and a mixup of
-a batch of 32 paper-preset spectrograms is about 0.1 s of one CPU core, several times the
-cost of reading them).
+Each example ``j`` is mixed with a partner ``k``: ``x' = lam_j * x_j + (1 - lam_j) * x_k`` and
+the same for its (one-hot or soft) label, with ``lam_j ~ Beta(alpha, alpha)``. Phase I mixes
+within a batch (:func:`mixup`, partners by a permutation of the batch); Phase II mixes each
+training clip with a partner drawn from the whole training set, all its embeddings with the
+same weight (:func:`mix` on gathered rows).
 
-Example:
-    >>> trainer = with_mixup(model, x_dtype="float16")
-    >>> trainer.compile(optimizer="adam", loss=kl_divergence_loss)
-    >>> trainer.fit(train_dataset(store, "aud-mel", batch_size=32))
+In Phase I the input pipeline (:mod:`avsc.training.streams`) only reads, shuffles and batches
+the stored arrays (float16 spectrograms, uint8 frames), draws one ``lam`` and one partner per
+example and mixes the (tiny) labels. The arrays are cast to float32 and mixed by
+:class:`MixupInputs`, the first layer of the training model (:func:`with_mixup`), so this
+per-element work runs where the model runs: on the GPU in a cluster, not on the few CPU cores
+that must keep the GPU fed (casting and mixing one batch of 32 paper-preset spectrograms
+costs about 0.1 s of a CPU core, several times the cost of reading them).
 """
 
 from __future__ import annotations
 
 import keras
 
-__all__ = ["mixup", "MixupInputs", "with_mixup", "inner_model", "mix_batch"]
+__all__ = ["mix", "mixup", "MixupInputs", "with_mixup", "inner_model", "mix_batch"]
+
+
+def mix(a, b, lam):
+    """``lam * a + (1 - lam) * b`` with one weight per example.
+
+    Args:
+        a, b: [shape=(batch, ...)] tensors (or arrays) of the same shape.
+        lam: [shape=(batch,)] weights in [0, 1], broadcast over the trailing axes.
+    """
+    import tensorflow as tf
+
+    a = tf.convert_to_tensor(a)
+    b = tf.convert_to_tensor(b, dtype=a.dtype)
+    weight = tf.reshape(tf.cast(lam, a.dtype), [-1] + [1] * (len(a.shape) - 1))
+    return weight * a + (1 - weight) * b
 
 
 def mixup(x, y, lam, perm):
-    """Mix each example with the one ``perm`` pairs it with (Zhang et al., 2018).
-
-    ``x' = lam * x + (1 - lam) * x[perm]`` and ``y' = lam * y + (1 - lam) * y[perm]``,
-    with one ``lam`` per example. Works on NumPy arrays and on tensors.
+    """Mix each example of a batch (and its label) with the one ``perm`` pairs it with.
 
     Args:
         x: [shape=(batch, ...)] inputs.
         y: [shape=(batch, n_classes)] one-hot (or already soft) labels.
         lam: [shape=(batch,)] mixing weights in [0, 1].
         perm: [shape=(batch,)] a permutation of the batch.
+
+    Returns:
+        ``(x', y')`` of the shapes of ``x`` and ``y``.
     """
-    return _mix(x, lam, perm), _mix(y, lam, perm)
+    import tensorflow as tf
 
-
-def _mix(x, lam, perm):
-    """``lam * x + (1 - lam) * x[perm]`` along the first axis, in ``x``'s (float) dtype."""
-    from keras import ops
-
-    x = ops.convert_to_tensor(x)
-    lam = ops.cast(ops.reshape(ops.convert_to_tensor(lam), [-1] + [1] * (len(x.shape) - 1)), x.dtype)
-    return lam * x + (1 - lam) * ops.take(x, ops.convert_to_tensor(perm), axis=0)
+    x = tf.convert_to_tensor(x)
+    y = tf.convert_to_tensor(y)
+    return mix(x, tf.gather(x, perm), lam), mix(y, tf.gather(y, perm), lam)
 
 
 @keras.saving.register_keras_serializable(package="avsc")
 class MixupInputs(keras.layers.Layer):
-    """``[x, lam, perm]`` -> the mixed inputs ``lam * x + (1 - lam) * x[perm]``, as floats.
+    """``[x, lam, perm]`` -> ``lam * x + (1 - lam) * x[perm]`` as floats (Phase I's inputs).
 
     ``x`` arrives as stored (float16 spectrograms or uint8 frames) and is cast to the
     layer's compute dtype first.
     """
 
     def call(self, inputs):
-        x, lam, perm = inputs
-        from keras import ops
+        import tensorflow as tf
 
-        return _mix(ops.cast(x, self.compute_dtype), lam, perm)
+        x, lam, perm = inputs
+        x = tf.cast(x, self.compute_dtype)
+        return mix(x, tf.gather(x, perm), lam)
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
@@ -86,7 +97,8 @@ def mix_batch(inputs, y):
 
     For code that wants the mixed batch itself (tests, inspection), not for training.
     """
-    from keras import ops
+    import tensorflow as tf
 
     x, lam, perm = inputs
-    return _mix(ops.cast(x, "float32"), lam, perm), y
+    x = tf.cast(x, tf.float32)
+    return mix(x, tf.gather(x, perm), lam), y

@@ -8,59 +8,58 @@ from __future__ import annotations
 
 import argparse
 
+from avsc.cli.options import add_command, add_quiet, positive_int
+
 _ENV_HELP = ("The store is named by AVSC_S3_ENDPOINT (host:port or http(s)://host:port), "
              "AVSC_S3_ACCESS_KEY, AVSC_S3_SECRET_KEY, and optionally AVSC_S3_REGION and "
              "AVSC_S3_SECURE (true|false).")
+_STORE_FAILURE = ("also when the store is not configured, refuses the credentials, lacks the "
+                  "bucket or cannot be reached")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``data`` with its ``push``, ``pull`` and ``ls`` subcommands."""
-    data = subparsers.add_parser(
-        "data", help="push, pull and list datasets and outputs in an S3-compatible store",
-        description="Move folders to and from an object store (MinIO, SeaweedFS, AWS S3). "
-                    + _ENV_HELP)
-    actions = data.add_subparsers(dest="action", metavar="ACTION")
+    data = add_command(
+        subparsers, "data", help="push, pull and list datasets and outputs in an S3-compatible store",
+        description="Move folders to and from an object store (MinIO, SeaweedFS, AWS S3). " + _ENV_HELP,
+        failure=_STORE_FAILURE)
+    actions = data.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    push = actions.add_parser(
-        "push", help="upload a folder to s3://bucket/prefix",
+    push = add_command(
+        actions, "push", help="upload a folder to s3://bucket/prefix",
         description="Upload every file under DATASET, in parallel. Objects already holding the "
                     "same bytes are skipped, so a re-run resumes; sizes and SHA-256 are "
-                    "verified. " + _ENV_HELP)
+                    "verified. " + _ENV_HELP,
+        failure=_STORE_FAILURE + ", or a file could not be read (the others are uploaded)")
     push.add_argument("source", metavar="DATASET", help="local folder to upload")
     push.add_argument("uri", metavar="s3://BUCKET/PREFIX", help="destination (the bucket must exist)")
     _transfer_options(push)
     push.set_defaults(handler=run_push)
 
-    pull = actions.add_parser(
-        "pull", help="download s3://bucket/prefix into a folder",
+    pull = add_command(
+        actions, "pull", help="download s3://bucket/prefix into a folder",
         description="Download every object under the prefix, in parallel, each to a temporary "
-                    "file renamed into place once verified. Files already present with the "
-                    "same size and hash are skipped. " + _ENV_HELP)
+                    "file renamed into place once its size and SHA-256 are verified. Files "
+                    "already present with the same size and hash are skipped. " + _ENV_HELP,
+        failure=_STORE_FAILURE + ", or nothing is under the prefix")
     pull.add_argument("uri", metavar="s3://BUCKET/PREFIX", help="source prefix")
     pull.add_argument("dest", metavar="DIR", help="local folder to write into")
     pull.add_argument("--include", action="append", metavar="KEY",
-                      help="only this key, relative to the prefix (repeatable)")
+                      help="only this key, relative to the prefix; repeatable (default: every object)")
     _transfer_options(pull)
     pull.set_defaults(handler=run_pull)
 
-    ls = actions.add_parser(
-        "ls", help="list the objects under s3://bucket/prefix",
-        description="List every object under the prefix (recursively) with its size. " + _ENV_HELP)
-    ls.add_argument("uri", metavar="s3://BUCKET[/PREFIX]")
+    ls = add_command(
+        actions, "ls", help="list the objects under s3://bucket/prefix",
+        description="List every object under the prefix (recursively) with its size. " + _ENV_HELP,
+        failure=_STORE_FAILURE)
+    ls.add_argument("uri", metavar="s3://BUCKET[/PREFIX]", help="bucket or prefix to list")
     ls.set_defaults(handler=run_ls)
-
-    data.set_defaults(handler=lambda args: _usage(data))
 
 
 def _transfer_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=int, default=8,
-                        help="files transferred at the same time (default 8)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
+    parser.add_argument("--workers", type=positive_int, default=8, metavar="N",
+                        help="files transferred at the same time")
+    add_quiet(parser)
 
 
 def _human(size: float) -> str:
@@ -71,17 +70,9 @@ def _human(size: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _check_workers(workers: int) -> None:
-    from avsc.errors import ConfigError
-
-    if workers < 1:
-        raise ConfigError(f"--workers {workers}: must be at least 1")
-
-
 def run_push(args: argparse.Namespace) -> int:
     from avsc.storage.sync import push_dir
 
-    _check_workers(args.workers)
     result = push_dir(args.source, args.uri, workers=args.workers, progress=not args.quiet)
     print(f"{args.uri}: {result.uploaded} uploaded ({_human(result.bytes)}), "
           f"{result.skipped} already there")
@@ -91,7 +82,6 @@ def run_push(args: argparse.Namespace) -> int:
 def run_pull(args: argparse.Namespace) -> int:
     from avsc.storage.sync import pull_dir
 
-    _check_workers(args.workers)
     result = pull_dir(args.uri, args.dest, include=args.include, workers=args.workers,
                       progress=not args.quiet)
     print(f"{args.dest}: {result.uploaded} downloaded ({_human(result.bytes)}), "

@@ -1,0 +1,34 @@
+"""``avsc evaluate``: metrics, confusion matrices, the report and DCASE CSVs of fusion models."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from avsc.cli.options import add_command
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_command(
+        subparsers, "evaluate",
+        help="metrics, confusion matrices, report.html and DCASE CSV of fusion models",
+        description="Evaluate fusion models on one split: accuracy, per-class accuracy, log "
+                    "loss, confusion matrices; writes metrics.json, report.html (self-contained), "
+                    "report.md, confusion-*.png and submission-*.csv, and prints the results table.")
+    parser.add_argument("fusion_dirs", nargs="+", metavar="FUSION_DIR",
+                        help="fusion folder(s), or the root of `avsc fuse --method all`")
+    parser.add_argument("-o", "--output", required=True, metavar="REPORT_DIR", help="output folder or s3://bucket/prefix")
+    parser.add_argument("--embeddings", metavar="DIR",
+                        help="add one row per backbone from its embeddings (default: fusion rows only)")
+    parser.add_argument("--split", default="test", help="split to evaluate")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from avsc.evaluation.evaluate import evaluate
+    from avsc.evaluation.report import results_table
+
+    metrics = evaluate(args.fusion_dirs, args.output, split=args.split, embeddings_dir=args.embeddings)
+    print(results_table(metrics))
+    print(f"report: {os.path.join(args.output, 'report.html')}")
+    return 0

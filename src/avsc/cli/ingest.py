@@ -1,0 +1,51 @@
+"""``avsc ingest``: validate a dataset and write its clip manifest."""
+
+from __future__ import annotations
+
+import argparse
+
+from avsc.cli.options import add_command, add_quiet
+from avsc.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_command(
+        subparsers, "ingest", help="validate a dataset and write its clip manifest",
+        description="Find the metadata, check every clip (label, name, video decodable with "
+                    "sound), split train/val/test by location and write a Parquet manifest. "
+                    "Bad rows are reported and left out; the rest is kept.",
+        failure="also when the dataset folder or its metadata is missing, or no clip is usable")
+    parser.add_argument("dataset", metavar="DATASET", help="dataset folder or s3://bucket/prefix (probed in place, not copied)")
+    parser.add_argument("-o", "--output", required=True, metavar="MANIFEST.parquet",
+                        help="manifest to write (a .rejected.json report goes beside it)")
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="share of each scene's train locations held out for validation, in [0, 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the validation split")
+    parser.add_argument("--decode-check", action="store_true",
+                        help="also decode the first second of every video (slower)")
+    add_quiet(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from avsc.data.ingest import ingest_dataset
+
+    if not 0.0 <= args.val_fraction < 1.0:
+        raise ConfigError(f"--val-fraction must be in [0, 1), not {args.val_fraction}")
+    result = ingest_dataset(args.dataset, args.output, val_fraction=args.val_fraction,
+                            seed=args.seed, decode_check=args.decode_check,
+                            progress=not args.quiet)
+    counts = ", ".join(f"{split} {n}" for split, n in result.counts.items())
+    print(f"manifest {result.manifest_path}: {result.n_clips} clips ({counts})")
+    if result.notes:
+        print(f"{len(result.notes)} note(s):")
+        for note in result.notes[:20]:
+            print(f"  {note}")
+        if len(result.notes) > 20:
+            print(f"  ... and {len(result.notes) - 20} more in {result.rejected_path}")
+    if result.rejected:
+        print(f"{len(result.rejected)} rejected:")
+        for item in result.rejected:
+            print(f"  {item['file']}: {item['reason']}")
+    print(f"report: {result.rejected_path}")
+    return 0
