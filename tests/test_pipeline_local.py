@@ -148,7 +148,9 @@ def test_ingest_and_preprocess_read_a_remote_dataset_shard_by_shard(s3_env, tmp_
     mine = shard_rows(rows, (1, 2))
     assert pulls[1] == sorted(list(mine["video"]) + [a for a in mine["audio"] if a])  # its own media only
     assert list(scratch.iterdir()) == []  # both steps removed what they pulled
-    stored = sorted(p.stem for p in (Path(features.path) / "clips").glob("*.npz"))
+    from avsc.features.store import FeatureStore
+
+    stored = sorted(FeatureStore.open(features.path).index["clip_id"])
     assert stored == sorted(mine["clip_id"])
     assert shard_metrics.metadata["processed_clips"] == len(mine) == 3
 

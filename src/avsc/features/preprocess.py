@@ -46,6 +46,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from avsc.config import FeatureConfig, config_hash, to_dict
 from avsc.errors import AvscError, ConfigError
 from avsc.features.store_writer import PART_CLIPS, merge_summaries, shard_name
@@ -238,6 +240,10 @@ def preprocess(
 
     todo = [row for row in rows.itertuples(index=False) if row.clip_id not in done]
     skipped = len(rows) - len(todo)
+    # In a random (seeded) order: each part then holds clips of many scenes and locations,
+    # not 32 neighbours in clip-id order (one location's segments), which a training
+    # stream's shuffle buffer of a few parts could not mix.
+    todo = [todo[i] for i in np.random.default_rng([shard[0], shard[1]]).permutation(len(todo))]
     cpus = os.cpu_count() or 1
     decoder_threads = max(1, cpus // workers) if workers > 1 else 0
     tasks = [(row.clip_id, row.label, row.split, row.video_path, config, specs, decoder_threads)

@@ -216,7 +216,9 @@ def read_part_feature(location: str, spec: FeatureSpec, rows: Sequence[int] | No
         data = np.frombuffer(column.buffers()[1], dtype=spec.dtype, count=len(column) * expected
                              // np.dtype(spec.dtype).itemsize, offset=column.offset * expected)
         array = data.reshape(len(column), *spec.shape)
-        return array if rows is None else array[np.asarray(rows)]
+        if rows is None or np.array_equal(rows, np.arange(len(column))):
+            return array  # every row in order (the usual case): a view, no copy
+        return array[np.asarray(rows)]
     values = column.to_pylist()
     if rows is not None:
         values = [values[i] for i in rows]

@@ -176,22 +176,61 @@ def list_files(location: str | os.PathLike, *, suffix: str = "",
 
 
 def open_input(location: str | os.PathLike, *, settings: S3Settings | None = None):
-    """A seekable, read-only pyarrow file at ``location`` (ranged reads on a remote object).
+    """A seekable, read-only pyarrow file at ``location``: a memory map of a local file (its
+    pages are read as they are touched, without copies), ranged GETs on a remote object.
 
     Raises:
         FileNotFoundError: nothing there.
         StoreError: the object store refused or could not be reached.
     """
+    location = str(location)
+    if not is_remote(location):
+        import pyarrow as pa
+
+        if not os.path.isfile(location):
+            raise FileNotFoundError(location)
+        return pa.memory_map(location, "r")
     fs, path = _resolve(location, settings)
-    with _mapped(str(location), settings):
+    with _mapped(location, settings):
         return fs.open_input_file(path)
 
 
 def read_bytes(location: str | os.PathLike, *, settings: S3Settings | None = None) -> bytes:
-    """The whole content of a file or object (for small files: JSON, manifests, lists)."""
-    fs, path = _resolve(location, settings)
-    with _mapped(str(location), settings), fs.open_input_stream(path) as handle:
-        return handle.read()
+    """The whole content of a file or object (for small files: JSON, manifests, lists).
+
+    An object is fetched with one GET, so a file that is rewritten while it is read (a
+    checkpoint's ``state.json``) comes back as one whole version, never a mix of two.
+
+    Raises:
+        FileNotFoundError: nothing there.
+        StoreError: the object store refused or could not be reached.
+    """
+    location = str(location)
+    if not is_remote(location):
+        return Path(location).read_bytes()
+    from minio.error import S3Error
+
+    bucket, key = parse_uri(location)
+    session = _session(_settings(settings), bucket)
+
+    def fetch() -> bytes:
+        try:
+            response = session.client.get_object(bucket, key)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject"):
+                raise FileNotFoundError(location) from None
+            raise
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+    try:
+        return session.call(fetch, key)
+    except StoreError as exc:
+        if isinstance(exc.__cause__, FileNotFoundError):
+            raise FileNotFoundError(location) from None
+        raise
 
 
 def read_json(location: str | os.PathLike, *, settings: S3Settings | None = None) -> Any:

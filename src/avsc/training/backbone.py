@@ -214,7 +214,9 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
                      backbone, epoch + 1, config.epochs, entry["loss"], entry["val_accuracy"],
                      entry["val_log_loss"], " (best)" if improved else "", entry["seconds"])
 
-        best = inner_model(ckpt.load_model(state["best"], compile=False))
+        # The last epoch's weights are in memory; fetch the best epoch's only when it is another.
+        best = model if state["best_epoch"] == state["epoch"] else \
+            inner_model(ckpt.load_model(state["best"], compile=False))
         save_keras_model(best, model_dir / "model.keras")
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
