@@ -163,18 +163,40 @@ class CountingProxy:
             self.read = self.written = self.requests = 0
 
 
+class MotoProcess:
+    """moto's S3 server in a process of its own (it shares the CPU, not this process's GIL)."""
+
+    def __init__(self):
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self._proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                                       str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("moto server did not start")
+
+    def get_host_and_port(self):
+        return "127.0.0.1", self.port
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(10)
+
+
 def start_s3(bucket: str, *, counted: bool = True):
-    """A moto S3 server with ``bucket`` and a counting proxy before it; AVSC_S3_* name the proxy
-    (``counted``) or the server itself (no proxy overhead, for throughput)."""
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
+    """A moto S3 server (its own process) with ``bucket`` and a counting proxy before it;
+    AVSC_S3_* name the proxy (``counted``) or the server itself (no proxy, for throughput)."""
     from avsc.storage.s3 import S3Settings, make_client
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    server = MotoProcess()
     host, port = server.get_host_and_port()
     direct = S3Settings(endpoint=f"{host}:{port}", access_key="bench", secret_key="bench",
                         region="us-east-1", secure=False)
@@ -355,6 +377,8 @@ def stream_rates(store, backbone: str, *, batch_size: int, repeats: int, min_exa
 
     per_epoch = count(stream())  # also warms the page cache and the store's connections
     passes = max(1, -(-min_examples // per_epoch))
+    feature = store.spec_for(backbone).name
+    streamed = feature_bytes(store, feature, "train") * passes
     best = 0.0
     with RssWatcher() as rss:
         for _ in range(repeats):
@@ -370,7 +394,7 @@ def stream_rates(store, backbone: str, *, batch_size: int, repeats: int, min_exa
         best_cached = max(best_cached, n / (time.perf_counter() - began))
     return {"samples_per_s": round(best, 1), "cached_samples_per_s": round(best_cached, 1),
             "ratio": round(best / best_cached, 3), "rss_growth_bytes": rss.peak - rss.start,
-            "examples_per_epoch": per_epoch, "passes": passes}
+            "streamed_bytes_per_run": streamed, "examples_per_epoch": per_epoch, "passes": passes}
 
 
 def run_streams(args, work: Path) -> dict:
@@ -473,7 +497,8 @@ def report(summary: dict) -> None:
             print(f"{backbone:9s} local {local['samples_per_s']:8.1f}/s (cached {local['cached_samples_per_s']:8.1f}/s, "
                   f"{local['ratio']:.2f}x; {per_core:6.1f}/s per core)   s3 {remote['samples_per_s']:8.1f}/s "
                   f"(cached {remote['cached_samples_per_s']:8.1f}/s, {remote['ratio']:.2f}x, "
-                  f"RSS +{remote['rss_growth_bytes'] / 2**20:.0f} MiB)")
+                  f"RSS +{remote['rss_growth_bytes'] / 2**20:.0f} MiB while streaming "
+                  f"{remote['streamed_bytes_per_run'] / 2**20:.0f} MiB a run)")
     startup = summary.get("startup")
     if startup:
         print(f"\nStart-up, avsc preprocess --workers {startup['workers']}: first decoder after "
