@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from media_cases import make_text_as_mp4, make_truncated, make_video
+from media_cases import Variant, make_text_as_mp4, make_truncated, make_variant, make_video
 
 from avsc.cli import main
 from avsc.data.demo import make_demo_dataset
@@ -102,6 +102,34 @@ def test_bad_rows_are_reported_by_name_and_the_rest_kept(dataset, tmp_path):
     assert {r["file"] for r in report["rejected"]} == set(reasons)
     meta = pq.read_schema(result.manifest_path).metadata
     assert len(json.loads(meta[b"avsc.rejected"])) == 7
+
+
+def test_lists_with_a_byte_order_mark(dataset, tmp_path):
+    """Lists saved by Excel or other Windows tools start with a UTF-8 byte-order mark."""
+    for name in ("fold1_train.csv", "fold1_evaluate.csv", "meta.csv"):
+        path = next(dataset.rglob(name))
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_text().replace("\n", "\r\n").encode())
+    result = ingest_dataset(dataset, tmp_path / "manifest.parquet", progress=False)
+    assert result.n_clips == 24 and not result.rejected
+
+
+def test_manifest_records_what_a_player_presents(dataset, tmp_path):
+    """Displayed size, the true length and the chosen audio track; warnings become notes."""
+    video = dataset / "video"
+    stems = sorted(p.stem for p in video.glob("*.mp4"))[:2]
+    # Two audio tracks, neither flagged default: the first is used. Picture stored turned by 90
+    # degrees and with 2:1 pixels; displayed as 160x120. Sound starting 1 s late, lasting 2 s.
+    make_variant(video / f"{stems[0]}.mp4", Variant("tracks", tracks="noise-second", rotation=90, sar=2.0))
+    make_variant(video / f"{stems[1]}.mp4", Variant("late", audio_start=1.0, seconds=1.0, audio_seconds=2.0))
+    result = ingest_dataset(dataset, tmp_path / "manifest.parquet", progress=False)
+    frame = read_manifest(result.manifest_path).set_index("clip_id")
+    first, second = frame.loc[stems[0]], frame.loc[stems[1]]
+    assert (first.width, first.height, first.audio_track, first.audio_tracks) == (160, 120, 0, 2)
+    assert (second.audio_track, second.audio_tracks) == (0, 1)
+    assert second.duration_s == pytest.approx(3.0, abs=0.05)  # the header and the picture say 1-ish
+    notes = " ".join(result.notes)
+    assert f"{stems[0]}.mp4: 2 audio tracks; using track 0" in notes
+    assert f"{stems[1]}.mp4: the sound starts at 0.98 s" in notes  # its first packet: 21 ms of priming
 
 
 def test_metadata_one_folder_deeper(dataset, tmp_path):

@@ -72,8 +72,11 @@ def test_short_clip_is_padded(videos):
     assert np.all(audio[int(1.2 * AUDIO.sample_rate):] == 0.0)
     frames = sample_frames(videos["short"], FrameConfig(fps=4.0, size=24), seconds=2.0)
     assert frames.shape == (8, 24, 24, 3)
-    for later in frames[4:]:  # 1 s of video at 4 frames/s, then the last frame repeated
-        np.testing.assert_array_equal(later, frames[3])
+    # 1 s of video at 10 frames/s sampled at 4 frames/s: from t = 1.0 s on, past the end,
+    # the last frame (shown from 0.9 s), which is not the one shown at 0.75 s.
+    for later in frames[5:]:
+        np.testing.assert_array_equal(later, frames[4])
+    assert not np.array_equal(frames[4], frames[3])
     assert not np.array_equal(frames[0], frames[3])  # the bars move
 
 

@@ -395,6 +395,68 @@ def test_cli_predict_text_output_and_exit_codes(models_root, fusion_root, videos
     assert args.allow_visual_only
 
 
+# --- what a player presents: silent and broken sound, streams of different lengths ---------
+
+
+@pytest.fixture(scope="module")
+def odd_videos(tmp_path_factory) -> dict[str, Path]:
+    from media_cases import make_nan_video
+
+    from avsc.media.ffmpeg import run_ffmpeg
+
+    root = tmp_path_factory.mktemp("odd")
+    silent = root / "anullsrc.mp4"
+    run_ffmpeg(silent, ["-loglevel", "error", "-f", "lavfi", "-i", "testsrc=s=96x64:r=10:d=2", "-f", "lavfi",
+                        "-i", "anullsrc=r=48000:cl=stereo", "-t", "2", "-c:v", "libx264", "-c:a", "aac", str(silent)])
+    streams = {}
+    for name, picture_s, sound_s in (("long_sound", 1, 3), ("short_sound", 3, 1)):
+        streams[name] = root / f"{name}.mp4"
+        run_ffmpeg(streams[name], ["-loglevel", "error", "-f", "lavfi", "-i", f"testsrc=s=96x64:r=10:d={picture_s}",
+                                   "-f", "lavfi", "-i", f"sine=f=440:d={sound_s}", "-c:v", "libx264", "-c:a", "aac",
+                                   str(streams[name])])
+    return {"silent_track": silent, "nan": make_nan_video(root / "nan.mkv"), **streams}
+
+
+def test_a_silent_track_is_treated_like_a_missing_one(predictor, odd_videos):
+    path = odd_videos["silent_track"]
+    with pytest.raises(MediaError, match=rf"{path.name}: the sound .* is digital silence.*--allow-visual-only"):
+        predictor.predict_file(path)
+    visual = Predictor(predictor.bundle, predictor.embedding_models, predictor.fusion_models,
+                       allow_visual_only=True, graph=False)
+    prediction = visual.predict_file(path)
+    assert prediction.modalities == "visual" and prediction.windows == 2
+    assert any("digital silence throughout" in w for w in prediction.warnings)
+    assert prediction.to_dict()["warnings"] == list(prediction.warnings)
+
+
+def test_streams_of_different_lengths_are_classified(predictor, odd_videos):
+    longer = predictor.predict_file(odd_videos["long_sound"])  # 1-s picture, 3 s of sound
+    assert longer.window_offsets == (0.0, 1.0, 2.0) and longer.modalities == "audio+visual"
+    shorter = predictor.predict_file(odd_videos["short_sound"])  # 3-s picture, 1 s of sound
+    assert shorter.window_offsets == (0.0,)  # the windows after the sound ended are left out
+    assert any("2 of 3 windows left out" in w for w in shorter.warnings)
+
+
+def test_one_bad_file_never_stops_a_batch(predictor, odd_videos, videos, monkeypatch):
+    paths = [odd_videos["nan"], odd_videos["silent_track"], videos["demo"], videos["not_video"]]
+    results = dict(predictor.predict_files(paths))
+    assert "nan.mkv" in results[str(odd_videos["nan"])] and "non-finite" in results[str(odd_videos["nan"])]
+    assert "digital silence" in results[str(odd_videos["silent_track"])]
+    assert not isinstance(results[str(videos["demo"])], str)
+
+    real = predictor.predict_file
+
+    def flaky(path):
+        if Path(path).name == videos["demo"].name:
+            raise ValueError("something nobody expected")
+        return real(path)
+
+    monkeypatch.setattr(predictor, "predict_file", flaky)
+    results = dict(predictor.predict_files([videos["demo"], odd_videos["long_sound"]]))
+    assert "unexpected error" in results[str(videos["demo"])] and "ValueError" in results[str(videos["demo"])]
+    assert not isinstance(results[str(odd_videos["long_sound"])], str)
+
+
 # --- the object store --------------------------------------------------------------------------
 
 

@@ -33,6 +33,7 @@ from .inference.bundle import (
     load_bundle as load_bundle,
     make_bundle as make_bundle,
 )
+from .inference.inspect import inspect_media as inspect_media
 from .inference.predict import Predictor as Predictor
 from .labels import LABELS as LABELS
 from .media.decode import (

@@ -41,6 +41,7 @@ COMMANDS: list[str] = [
     "evaluate",
     "bundle",
     "predict",
+    "inspect",
     "data",
 ]
 

@@ -36,6 +36,7 @@ import numpy as np
 from avsc.data.manifest import MANIFEST_SCHEMA, SPLITS, write_manifest
 from avsc.errors import DataError, MediaError
 from avsc.labels import LABEL_INDEX
+from avsc.media.ffmpeg import FFmpegCrash
 from avsc.storage import locations
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ class IngestResult:
         n_clips: clips in it.
         counts: clips per split (``train``, ``val``, ``test``).
         rejected: rows left out, each ``{"file": ..., "reason": ...}``.
-        notes: things worth knowing that did not exclude a clip (e.g. a missing WAV).
+        notes: things worth knowing that did not exclude a clip (a missing WAV, several
+            audio tracks, picture and sound of different lengths, ...).
         rejected_path: the JSON report beside the manifest.
     """
 
@@ -108,11 +110,6 @@ class _DatasetFiles:
     def is_file(self, relative: str) -> bool:
         return posixpath.normpath(relative) in self.files
 
-    def read_text(self, relative: str) -> str:
-        from avsc.storage import locations
-
-        return locations.read_bytes(self.location(relative)).decode("utf-8")
-
 
 def find_metadata(dataset_root: str | Path) -> dict[str, Path | str]:
     """Where the split lists (and ``meta.csv``, if any) are below ``dataset_root``.
@@ -152,7 +149,10 @@ def _read_tsv(files: _DatasetFiles, relative: str,
     """Rows of a TAB-separated list with a header, as (line number, row)."""
     path = files.location(relative)
     try:
-        reader = csv.DictReader(io.StringIO(files.read_text(relative), newline=""), delimiter="\t")
+        # utf-8-sig: lists saved by Excel or other Windows tools start with a byte-order
+        # mark, which would otherwise become part of the first column's name.
+        text = locations.read_bytes(path).decode("utf-8-sig")
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t")
         header = reader.fieldnames or []
         missing = [c for c in required if c not in header]
         if missing:
@@ -292,8 +292,13 @@ def ingest_dataset(
         _, record = item
         try:
             return probe_media(files.location(record["video"]), decode_check=decode_check), None
+        except FFmpegCrash as exc:
+            return None, f"{exc.problem} ({exc.hint})"
         except MediaError as exc:
             return None, exc.problem
+        except Exception as exc:  # noqa: BLE001 -- one bad file never stops the run
+            log.exception("unexpected error probing %s", record["video"])
+            return None, f"unexpected error while probing it ({type(exc).__name__}: {exc})"
 
     workers = workers or min(16, 2 * (os.cpu_count() or 1))
     kept: list[dict] = []
@@ -310,7 +315,9 @@ def ingest_dataset(
                 continue
             record.update(duration_s=info.duration_s, fps=info.fps, width=info.width,
                           height=info.height, audio_channels=info.audio_channels,
-                          audio_rate=info.audio_rate)
+                          audio_rate=info.audio_rate, audio_track=info.audio_track,
+                          audio_tracks=info.audio_tracks)
+            notes.extend(f"{row.video}: {warning}" for warning in info.warnings)
             kept.append(record)
 
     if not kept:

@@ -3,6 +3,14 @@
 A Parquet table with the columns of :data:`MANIFEST_SCHEMA`. Media paths are relative to
 the dataset root, which is kept in the schema metadata (``avsc.dataset_root``) and can be
 overridden when the dataset has moved (a pipeline step sees it at another path).
+
+The media facts are those of :func:`avsc.media.probe.probe_media`, i.e. what a player
+presents: ``width`` x ``height`` is the displayed size (pixel aspect ratio and rotation
+applied), ``duration_s`` how long the recording plays (the later end of picture and sound,
+from the packets, not the header), ``audio_track`` the audio track every later stage
+decodes (the default one, else the first; an index among the file's audio tracks, as in
+ffmpeg's ``-map 0:a:N``) and ``audio_tracks`` how many the file has. Manifests written
+before ``audio_track``/``audio_tracks`` existed still read (those columns are then null).
 """
 
 from __future__ import annotations
@@ -30,10 +38,14 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("fps", pa.float64()),
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
-        pa.field("audio_channels", pa.int32()),  # of the video's audio stream
+        pa.field("audio_channels", pa.int32()),  # of the chosen audio track
         pa.field("audio_rate", pa.int32()),
+        pa.field("audio_track", pa.int32()),  # chosen track: index among the audio tracks (0:a:N)
+        pa.field("audio_tracks", pa.int32()),  # audio tracks in the file
     ]
 )
+# Columns added after the first manifests were written: optional when reading.
+_LATER_COLUMNS: frozenset[str] = frozenset({"audio_track", "audio_tracks"})
 
 
 def write_manifest(rows: list[dict], path: str | Path, *, dataset_root: str | Path,
@@ -72,12 +84,14 @@ def read_manifest(path: str | Path, *, dataset_root: str | Path | None = None):
             table = pq.read_table(handle)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(path, f"not a readable Parquet manifest ({exc})") from None
-    missing = set(MANIFEST_SCHEMA.names) - set(table.column_names)
+    missing = set(MANIFEST_SCHEMA.names) - set(table.column_names) - _LATER_COLUMNS
     if missing:
         raise DataError(path, f"manifest lacks column(s) {', '.join(sorted(missing))}")
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     root = str(dataset_root) if dataset_root is not None else meta.get("avsc.dataset_root", ".")
     frame = table.to_pandas()
+    for name in sorted(_LATER_COLUMNS - set(frame.columns)):
+        frame[name] = None
     frame["video_path"] = [locations.join(root, *v.split("/")) for v in frame["video"]]
     frame["audio_path"] = [locations.join(root, *a.split("/")) if isinstance(a, str) and a else None
                            for a in frame["audio"]]

@@ -5,20 +5,24 @@ from position i: disjoint, together complete, the same on every machine), skips 
 the store already holds (a re-run resumes; the store may be a folder or an ``s3://``
 prefix), and processes the rest in a pool of worker processes, one clip per task:
 
-1. :func:`avsc.media.decode.demux_audio` -- the video's sound at 32 kHz, 2 channels, padded or
+1. :func:`avsc.media.probe.probe_media` -- which audio track and video stream a player
+   presents, and where they lie on the timeline;
+2. :func:`avsc.media.decode.demux_audio` -- that track at 32 kHz, 2 channels, padded or
    cropped to the clip length (the separate WAV, when the dataset has one, is not used:
-   a video must carry its own sound, as at prediction time);
-2. :func:`avsc.media.decode.sample_frames` -- 2 frames a second, ``size x size`` RGB;
-3. :func:`avsc.features.spectrograms.compute_clip_features` -- MEL, GAM, CQT;
-4. :func:`avsc.features.store_writer.encode_clip` -- float16 bytes and JPEG frames.
+   a video must carry its own sound, as at prediction time); a clip whose sound is
+   digital silence is rejected (:func:`avsc.media.decode.is_silent`);
+3. :func:`avsc.media.decode.sample_frames` -- 2 frames a second, ``size x size`` RGB;
+4. :func:`avsc.features.spectrograms.compute_clip_features` -- MEL, GAM, CQT;
+5. :func:`avsc.features.store_writer.encode_clip` -- float16 bytes and JPEG frames.
 
 A video may be a local file or an ``s3://`` object: ffmpeg then decodes it straight from
 the store through a presigned URL, so a shard reads only its own videos (never the WAVs)
 and needs no scratch disk. The parent collects the encoded clips and writes a part file
 (:class:`avsc.features.store_writer.PartWriter`) every 32 clips of a split, atomically.
 
-A clip whose video is missing, corrupt, truncated or silent is recorded as rejected (the
-reason names the file) and the rest completes. Then the shard's index
+A clip whose video is missing, corrupt, truncated, without sound, digitally silent or
+holding non-finite samples is recorded as rejected (the reason names the file and the
+problem), and so is any clip on which something unexpected fails; the rest completes. Then the shard's index
 (``index/shard-I-of-N.parquet``: every clip of the shard that has features, processed now
 or before), its summary (``summary-shard-I-of-N.json``) and the store's merged
 ``summary.json`` are written, each atomically. Shards may run at the same time on
@@ -49,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from avsc.config import FeatureConfig, config_hash, to_dict
-from avsc.errors import AvscError, ConfigError
+from avsc.errors import AvscError, ConfigError, MediaError
 from avsc.features.store_writer import PART_CLIPS, merge_summaries, shard_name
 from avsc.storage import locations
 
@@ -124,13 +128,21 @@ def process_clip(video: str | Path, config: FeatureConfig, *, decoder_threads: i
         feature name -> array (see :func:`avsc.features.spectrograms.compute_clip_features`).
 
     Raises:
-        MediaError: the video cannot be used (message names the file).
+        MediaError: the video cannot be used, or its sound is digital silence (the
+            message names the file).
     """
     from avsc.features.spectrograms import compute_clip_features
-    from avsc.media.decode import demux_audio, sample_frames
+    from avsc.media.decode import demux_audio, is_silent, sample_frames
+    from avsc.media.probe import probe_media
 
-    audio = demux_audio(video, config.audio)
-    frames = sample_frames(video, config.frames, seconds=config.audio.clip_seconds,
+    info = probe_media(video)
+    audio = demux_audio(video, config.audio, info=info)
+    if is_silent(audio):
+        # Training on it would teach the audio backbones that silence is a scene.
+        raise MediaError(video, f"the sound (audio track {info.audio_track}) is digital silence over "
+                                f"the clip's {config.audio.clip_seconds:g} s (peak below -90 dBFS)",
+                         "a clip without sound cannot train the audio models; it is left out")
+    frames = sample_frames(video, config.frames, seconds=config.audio.clip_seconds, info=info,
                            threads=decoder_threads)
     return compute_clip_features(audio, frames, config)
 
@@ -149,7 +161,8 @@ def _task(args: tuple):
         return clip_id, None, f"{video}: out of memory while processing it"
     except Exception as exc:  # noqa: BLE001 -- a bad clip must not stop thousands of others
         log.exception("unexpected error on %s", video)
-        return clip_id, None, f"{video}: unexpected {type(exc).__name__}: {exc}"
+        return clip_id, None, (f"{video}: an unexpected error stopped its processing ({type(exc).__name__}: "
+                               f"{exc}); the clip is left out (the log has the traceback)")
 
 
 def _init_worker() -> None:

@@ -19,10 +19,18 @@ of any length, resolution and channel layout:
    visual backbone's is the mean over the window's frames), the fusion model turns them
    into class probabilities, and the video's probabilities are the mean over its windows.
 
-A video without an audio track raises :class:`avsc.errors.MediaError` naming the file,
-unless the predictor was loaded with ``allow_visual_only=True`` and the bundle holds a
-visual-only fusion model: then that model classifies the video from its pictures alone
-(``Prediction.modalities == "visual"``). Audio embeddings are never invented.
+The file is probed once (:func:`avsc.media.probe.probe_media`): every window is decoded
+from the audio track and video stream a player presents, on the player's timeline, over
+the whole recording (the later end of picture and sound; past the end of the shorter one
+a player's silence or last frame).
+
+A video without an audio track, or whose sound is digital silence in every window, raises
+:class:`avsc.errors.MediaError` naming the file, unless the predictor was loaded with
+``allow_visual_only=True`` and the bundle holds a visual-only fusion model: then that
+model classifies the video from its pictures alone (``Prediction.modalities ==
+"visual"``). A window whose sound alone is silent (a track that ends early) is left out of
+the average, with a warning. Audio embeddings are never invented: the models never saw
+silence in training (preprocessing rejects silent clips).
 
 Example:
     >>> predictor = Predictor.load("bundle")
@@ -46,6 +54,7 @@ import numpy as np
 from avsc.config import AUDIO_BACKBONES, BACKBONE_FEATURE
 from avsc.errors import AvscError, DataError, MediaError
 from avsc.inference.bundle import Bundle, FusionEntry, load_bundle
+from avsc.media.probe import MediaInfo
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +97,8 @@ class Prediction:
         method: the fusion method (``f1`` .. ``f6``).
         window_offsets: start of each window in seconds.
         window_probabilities: [shape=(windows, 10)] each window's probabilities.
+        warnings: what the user should know (several audio tracks, silent windows left
+            out, streams of different lengths, ...).
     """
 
     path: str
@@ -98,12 +109,13 @@ class Prediction:
     method: str = ""
     window_offsets: tuple[float, ...] = ()
     window_probabilities: tuple[tuple[float, ...], ...] = field(default=(), repr=False)
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (what ``avsc predict --json`` prints, one object a line)."""
         return {"path": self.path, "label": self.label, "probabilities": self.probabilities,
                 "windows": self.windows, "window_offsets": list(self.window_offsets),
-                "modalities": self.modalities, "method": self.method}
+                "modalities": self.modalities, "method": self.method, "warnings": list(self.warnings)}
 
 
 class Predictor:
@@ -175,8 +187,8 @@ class Predictor:
 
     # --- the steps, each usable on its own --------------------------------------------
 
-    def choose_fusion(self, path: str | Path, has_audio: bool) -> FusionEntry:
-        """The fusion model for a video with (or without) an audio track."""
+    def choose_fusion(self, path: str | Path, has_audio: bool, problem: str = "no audio track") -> FusionEntry:
+        """The fusion model for a video with (or without) usable sound; ``problem`` says why not."""
         main = self.bundle.fusion
         needs_audio = any(b in AUDIO_BACKBONES for b in main.backbones)
         if has_audio or not needs_audio:
@@ -192,15 +204,19 @@ class Predictor:
         else:
             hint = (f"the {main.modalities} fusion model needs sound; add a visual-only fusion model "
                     "to the bundle (`avsc bundle --visual-fusion`) and use --allow-visual-only")
-        raise MediaError(path, "no audio track", hint)
+        raise MediaError(path, problem, hint)
 
-    def window_features(self, path: str | Path, offsets: Iterable[float], entry: FusionEntry
-                        ) -> dict[str, np.ndarray]:
+    def window_features(self, path: str | Path, offsets: Iterable[float], entry: FusionEntry,
+                        info: MediaInfo | None = None) -> dict[str, np.ndarray]:
         """Features of each window, stacked: feature name -> [shape=(n_windows, ...)].
 
-        Only the features ``entry``'s backbones read are returned.
+        Only the features ``entry``'s backbones read are returned. ``info`` is the file's
+        probe (probed now if not given).
         """
         from avsc.media.decode import demux_audio, sample_frames
+        from avsc.media.probe import probe_media
+
+        info = info or probe_media(path)
 
         config = self.bundle.feature_config
         clip = self.bundle.clip_seconds
@@ -212,12 +228,13 @@ class Predictor:
             for offset in offsets:
                 frames = None
                 if "frames" in features:
-                    frames = pool.submit(sample_frames, path, config.frames, seconds=clip, offset_s=offset)
+                    frames = pool.submit(sample_frames, path, config.frames, seconds=clip, offset_s=offset,
+                                         info=info)
                 computed: dict[str, np.ndarray] = {}
                 if needs_audio:
                     from avsc.features.spectrograms import compute_clip_features
 
-                    audio = demux_audio(path, config.audio, offset_s=offset, duration_s=clip)
+                    audio = demux_audio(path, config.audio, offset_s=offset, duration_s=clip, info=info)
                     computed = compute_clip_features(audio, None, config)
                 if frames is not None:
                     computed["frames"] = frames.result()
@@ -271,12 +288,25 @@ class Predictor:
                 raise MediaError(path, "not found" if not path.exists() else "not a file",
                                  "give the path of a video file")
         info = probe_media(path)
-        entry = self.choose_fusion(path, info.has_audio)
+        warnings = list(info.warnings)
         offsets = window_offsets(info.duration_s, self.bundle.clip_seconds)
+        entry = self.choose_fusion(path, info.has_audio)
+        if any(b in AUDIO_BACKBONES for b in entry.backbones):
+            silent = self._silent_windows(path, offsets, info)
+            if len(silent) == len(offsets):
+                entry = self.choose_fusion(path, False, f"the sound (audio track {info.audio_track}) is "
+                                                        "digital silence throughout (peak below -90 dBFS)")
+                warnings.append("the sound is digital silence throughout: classified from the pictures alone")
+            elif silent:
+                warnings.append(f"{len(silent)} of {len(offsets)} windows left out: their sound is digital "
+                                f"silence (at {', '.join(f'{o:g}' for o in silent)} s)")
+                offsets = [o for o in offsets if o not in silent]
+        for warning in warnings:
+            log.warning("%s: %s", path, warning)
         parts = []
         for start in range(0, len(offsets), self.max_batch_windows):
             chunk = offsets[start:start + self.max_batch_windows]
-            parts.append(self.predict_features(self.window_features(path, chunk, entry), entry))
+            parts.append(self.predict_features(self.window_features(path, chunk, entry, info), entry))
         window_probs = np.concatenate(parts)
         mean = window_probs.mean(axis=0)
         labels = self.bundle.labels
@@ -289,11 +319,24 @@ class Predictor:
             method=entry.method,
             window_offsets=tuple(offsets),
             window_probabilities=tuple(tuple(float(p) for p in row) for row in window_probs),
+            warnings=tuple(warnings),
         )
+
+    def _silent_windows(self, path: Path, offsets: list[float], info: MediaInfo) -> list[float]:
+        """Offsets of the windows whose sound is digital silence (decoding the sound is ~1 %
+        of a window's cost, so it is decoded once more here rather than kept in memory)."""
+        from avsc.media.decode import demux_audio, is_silent
+
+        config, clip = self.bundle.feature_config, self.bundle.clip_seconds
+        return [o for o in offsets
+                if is_silent(demux_audio(path, config.audio, offset_s=o, duration_s=clip, info=info))]
 
     def predict_files(self, paths: Iterable[str | Path], *, progress: bool = False
                       ) -> Iterator[tuple[str, Prediction | str]]:
         """Classify videos one after another, carrying on past bad files.
+
+        Every per-file failure, expected or not, becomes that file's message and the
+        next file is classified.
 
         Yields:
             ``(path, Prediction)`` or, for a file that cannot be classified,
@@ -309,6 +352,12 @@ class Predictor:
                 yield path, str(exc)
             except OSError as exc:
                 yield path, f"{path}: {exc.strerror or exc}"
+            except MemoryError:
+                yield path, f"{path}: out of memory while classifying it"
+            except Exception as exc:  # noqa: BLE001 -- one bad file never stops a batch
+                log.exception("unexpected error on %s", path)
+                yield path, (f"{path}: an unexpected error stopped its classification ({type(exc).__name__}: "
+                             f"{exc}); the log has the traceback")
 
 
 class _GraphRunner:

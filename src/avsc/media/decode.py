@@ -1,19 +1,26 @@
 """From a video file to arrays: its sound as PCM samples, its pictures as a few RGB frames.
 
-Both run the ffmpeg binary of :func:`avsc.media.ffmpeg.ffmpeg_exe` (command lines built with
-``ffmpeg-python``) and read raw data from its standard output, so nothing touches the disk.
+Both decode what a media player presents, on the player's timeline (0 is the file's
+start), from the streams :func:`avsc.media.probe.probe_media` chose (the default audio
+track, else the first; the default video stream, else the first), with ffmpeg run through
+:func:`avsc.media.ffmpeg.run_ffmpeg`. Raw data is read from ffmpeg's standard output, so
+nothing touches the disk.
 
-- :func:`demux_audio`: the audio stream only (``-vn``: the video is not decoded), resampled
-  to ``AudioConfig.sample_rate`` and mixed to ``AudioConfig.channels`` by ffmpeg's
-  resampler. A mono track is duplicated; 5.1 and other surround layouts are downmixed with
-  ffmpeg's standard matrix (front channels as they are, centre and surrounds at -3 dB, LFE
-  dropped). The output is float, so a loud mix is not clipped on the way. The result is
-  zero-padded or cropped to exactly the clip length.
-- :func:`sample_frames`: ``FrameConfig.fps`` frames a second (frame ``i`` shows the picture
-  nearest ``offset_s + i / fps``), each scaled so its SHORTER side is ``size`` and then
-  centre-cropped to ``size x size``: the picture keeps its proportions (no squashing of a
-  16:9 frame) at the price of the left and right edges. A video shorter than asked repeats
-  its last frame.
+- :func:`demux_audio`: the chosen audio track only (``-map 0:a:N``; the video is not
+  decoded), resampled to ``AudioConfig.sample_rate`` and mixed to ``AudioConfig.channels``
+  by ffmpeg's resampler. A track that starts late is delayed, not shifted (silence until
+  it starts: ``aresample=first_pts=0``); a gap inside it is filled with silence; past its
+  end there is silence. A mono track is duplicated; 5.1 and other surround layouts are
+  downmixed with ffmpeg's standard matrix (front channels as they are, centre and
+  surrounds at -3 dB, LFE dropped). The output is float, so a loud mix is not clipped on
+  the way. Non-finite samples (NaN, Inf) are an error; digital silence is reported by
+  :func:`is_silent` and left to the caller.
+- :func:`sample_frames`: ``FrameConfig.fps`` frames a second; frame ``i`` is the picture a
+  player shows at ``offset_s + i / fps`` (the latest frame whose time is at or before that
+  instant), turned and stretched as it is displayed (rotation, pixel aspect ratio), scaled
+  so its SHORTER side is ``size`` and centre-cropped to ``size x size``: the picture keeps
+  its proportions at the price of the left and right edges. Before the picture starts
+  its first frame is shown, after it ends its last one.
 
 Example:
     >>> audio = demux_audio("video/airport-lisbon-1000-40000.mp4", AudioConfig())
@@ -25,58 +32,33 @@ Example:
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from avsc.config import AudioConfig, FrameConfig
 from avsc.errors import MediaError
-from avsc.media.ffmpeg import ffmpeg_exe, ffmpeg_source, redact
-from avsc.media.probe import check_media_file, probe_media
+from avsc.media.ffmpeg import HINT, media_path, run_ffmpeg
+from avsc.media.probe import MediaInfo, check_media_file, probe_media
 
-_HINT = "re-download or re-extract the file, or remove it from the manifest"
-
-# ffmpeg report lines that mean the file as a whole is unusable, even when ffmpeg
-# managed to decode a part of it and exited with status 0.
-_FATAL_MARKERS: tuple[tuple[str, str], ...] = (
-    ("partial file", "file is truncated (ends inside its own data)"),
-    ("moov atom not found", "not a complete MP4 (moov atom not found): truncated or not a video"),
-    ("Invalid data found when processing input", "not a media file ffmpeg can read"),
-    ("does not contain any stream", "no audio stream"),
-    ("Stream map '' matches no streams", "no audio stream"),
-)
+# Peak amplitude below which a clip's sound counts as digital silence: one step of 16-bit
+# PCM (-90.3 dBFS). Nothing a microphone records stays under it; a muted or blank track does.
+SILENCE_PEAK = 2.0 ** -15
+# A second output that copies every picture and sound stream to nowhere (no decoding) and so
+# keeps them all enabled: for formats whose timestamps may jump (MPEG-TS), ffmpeg moves the
+# timeline's zero to the first ENABLED stream, so decoding a late sound track alone would
+# shift it to the start. Only added for a stream that starts after zero, where that can
+# happen (it costs about 3 % more CPU on a frame decode).
+_TIMELINE_ANCHOR = ["-map", "0:v?", "-map", "0:a?", "-c", "copy", "-f", "null", "-"]
 
 
-def _source(path: str | Path) -> tuple[str, dict[str, str]]:
-    """ffmpeg's input for a local file (checked to exist and be non-empty) or an ``s3://`` URI."""
-    source, options = ffmpeg_source(path)
-    if not options:
-        check_media_file(Path(path), _HINT)
-    return source, options
+def _anchor(start_s: float | None) -> list[str]:
+    return _TIMELINE_ANCHOR if start_s is None or start_s > 0.0005 else []
+# Seconds decoded before a window's start, so its first frame is the one shown at that
+# instant (a seek alone would start at the first frame AFTER it).
+_PRE_ROLL_S = 1.0
 
-
-def _run_ffmpeg(path: Path | str, cmd: list[str], timeout_s: float, what: str, source: str = "") -> bytes:
-    """Run ffmpeg, return its stdout; turn failures into a :class:`MediaError` naming ``path``."""
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise MediaError(path, f"ffmpeg did not finish decoding its {what} within {timeout_s:.0f} s",
-                         _HINT) from None
-    report = redact(proc.stderr.decode("utf-8", errors="replace"), source or str(path), path)
-    for marker, problem in _FATAL_MARKERS:
-        if marker in report:
-            if problem == "no audio stream":
-                raise MediaError(path, "no audio stream", "avsc needs a video with sound")
-            # A decoder error after a complete read is data damage; before any output it
-            # means the file could not be opened at all. Either way the clip is unusable.
-            if marker != "Invalid data found when processing input" or proc.returncode != 0:
-                raise MediaError(path, problem, _HINT)
-    if proc.returncode != 0:
-        lines = [line.strip() for line in report.splitlines() if line.strip()]
-        detail = lines[-1][:160] if lines else f"exit status {proc.returncode}"
-        raise MediaError(path, f"ffmpeg could not decode its {what} ({detail})", _HINT)
-    return proc.stdout
+__all__ = ["demux_audio", "sample_frames", "is_silent", "media_duration", "SILENCE_PEAK"]
 
 
 def _span(offset_s: float, duration_s: float, path: Path) -> None:
@@ -86,57 +68,119 @@ def _span(offset_s: float, duration_s: float, path: Path) -> None:
         raise MediaError(path, f"duration must be > 0 s, not {duration_s}")
 
 
+def is_silent(audio: np.ndarray) -> bool:
+    """Whether decoded audio is digital silence: every sample below :data:`SILENCE_PEAK` in magnitude."""
+    return audio.size == 0 or float(np.max(np.abs(audio))) < SILENCE_PEAK
+
+
 def demux_audio(
     path: str | Path,
     cfg: AudioConfig,
     *,
     offset_s: float = 0.0,
     duration_s: float | None = None,
+    info: MediaInfo | None = None,
     timeout_s: float = 300.0,
 ) -> np.ndarray:
-    """The audio of a video (or audio) file as float PCM at ``cfg.sample_rate``.
+    """The sound of a video as a player plays it, as float PCM at ``cfg.sample_rate``.
 
     Args:
-        path: a video (or audio) file ffmpeg can read: a local path or an ``s3://`` URI
-            (read straight from the store, see :func:`avsc.media.ffmpeg.ffmpeg_source`).
+        path: a video file ffmpeg can read: a local path or an ``s3://`` URI (decoded
+            straight from the store, see :func:`avsc.media.ffmpeg.run_ffmpeg`).
         cfg: sample rate and channel count to deliver; ``cfg.clip_seconds`` is the default length.
         offset_s: where to start, in seconds from the start of the file.
         duration_s: how many seconds to deliver (default ``cfg.clip_seconds``); must be > 0.
-            A shorter file is padded with silence, a longer one cropped.
+            Where the track is silent (before it starts, after it ends) the result is zeros.
+        info: the file's probe (probed now if not given): which track, where it lies.
         timeout_s: give up on a file ffmpeg cannot decode in this time.
 
     Returns:
-        [shape=(round(duration_s * cfg.sample_rate), cfg.channels), float32] samples in -1..1.
+        [shape=(round(duration_s * cfg.sample_rate), cfg.channels), float32] samples,
+        about -1..1 (a downmix may exceed it).
 
     Raises:
-        MediaError: missing or empty file, not decodable, truncated, no audio stream
-            (the message names the file).
+        MediaError: missing or empty file, not decodable, truncated, no audio stream,
+            non-finite samples (the message names the file).
     """
-    import ffmpeg
-
-    path = str(path)
+    path = media_path(path)
     duration_s = cfg.clip_seconds if duration_s is None else float(duration_s)
     _span(offset_s, duration_s, path)
-    source, input_args = _source(path)
-    if offset_s > 0:
-        input_args["ss"] = f"{offset_s:.6f}"
-    stream = ffmpeg.input(source, t=f"{duration_s:.6f}", **input_args)
-    cmd = (stream.output("pipe:", format="f32le", acodec="pcm_f32le", ac=cfg.channels,
-                         ar=cfg.sample_rate, vn=None, sn=None, dn=None)
-           .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
-           .compile(cmd=ffmpeg_exe()))
-    raw = _run_ffmpeg(path, cmd, timeout_s, "audio", source)
-    samples = np.frombuffer(raw, dtype="<f4")
-    usable = len(samples) - len(samples) % cfg.channels
-    samples = samples[:usable].reshape(-1, cfg.channels)
-    if len(samples) == 0:
-        raise MediaError(path, "no audio samples decoded" + (f" after {offset_s:g} s" if offset_s else ""),
-                         _HINT)
+    check_media_file(path, HINT)
+    info = info or probe_media(path)
+    if not info.has_audio:
+        raise MediaError(path, "no audio stream", "avsc needs a video with sound")
     n = int(round(duration_s * cfg.sample_rate))
     out = np.zeros((n, cfg.channels), dtype=np.float32)
+    start, end = info.audio_start_s, info.audio_end_s
+    if (end is not None and offset_s >= end) or (start is not None and start >= offset_s + duration_s):
+        return out  # the window lies outside the track: a player plays silence there
+    args = ["-loglevel", "error"]
+    if offset_s > 0:
+        args += ["-ss", f"{offset_s:.6f}"]
+    args += ["-t", f"{duration_s:.6f}", "-i", str(path), "-map", f"0:a:{info.audio_track}",
+             "-vn", "-sn", "-dn", "-af", "aresample=async=1:first_pts=0",
+             "-ac", str(cfg.channels), "-ar", str(cfg.sample_rate), "-c:a", "pcm_f32le", "-f", "f32le", "pipe:",
+             *_anchor(start)]
+    raw = run_ffmpeg(path, args, what="audio", timeout_s=timeout_s).stdout
+    samples = np.frombuffer(raw, dtype="<f4")
+    samples = samples[:len(samples) - len(samples) % cfg.channels].reshape(-1, cfg.channels)
+    if len(samples) == 0:
+        where = f" between {offset_s:g} and {offset_s + duration_s:g} s" if offset_s else ""
+        raise MediaError(path, f"no audio samples decoded from audio track {info.audio_track}{where}", HINT)
+    finite = np.isfinite(samples)
+    if not finite.all():
+        raise MediaError(path, f"the audio track holds non-finite samples (NaN or Inf: {int((~finite).sum())} "
+                               f"of {finite.size} decoded values)",
+                         "the track is damaged or badly written float PCM; re-export the sound, "
+                         "or remove the file from the list")
     keep = min(n, len(samples))
     out[:keep] = samples[:keep]
     return out
+
+
+def _frame_filters(cfg: FrameConfig, pre_roll_s: float, seconds: float, fixed_rate: bool) -> str:
+    """The filter chain: move the window start to 0, pick frames, display geometry, scale, crop."""
+    size = int(cfg.size)
+    chain = []
+    if fixed_rate:
+        # The last frame stays on screen after the picture ends (tpad; before setpts, which
+        # leaves the stream without the frame rate tpad's clones need), so the ticks past
+        # the end show it, not the frame before the last tick inside the picture.
+        chain.append(f"tpad=stop_mode=clone:stop_duration={seconds:.6f}")
+    if pre_roll_s > 0:
+        chain.append(f"setpts=PTS-{pre_roll_s:.6f}/TB")
+    if fixed_rate:
+        # round=up: tick k takes the latest frame at or before k / fps (round=near, the
+        # default, takes one up to half a tick LATER); start_time=0 shows the first frame
+        # at ticks before the picture starts.
+        chain.append(f"fps=fps={cfg.fps:g}:round=up:start_time=0")
+    # dar = iw / ih * sar, after ffmpeg's automatic rotation: the displayed proportions.
+    chain.append(f"scale=w='max({size}\\,ceil({size}*dar))':h='max({size}\\,ceil({size}/dar))':flags=area")
+    chain.append("setsar=1")
+    chain.append(f"crop={size}:{size}")
+    return ",".join(chain)
+
+
+def _decode_frames(path: Path, info: MediaInfo, cfg: FrameConfig, *, offset_s: float, seconds: float,
+                   fixed_rate: bool, max_frames: int | None, reference_only: bool, threads: int,
+                   timeout_s: float) -> np.ndarray:
+    pre_roll = min(offset_s, max(_PRE_ROLL_S, 2.0 / info.fps if info.fps else 0.0))
+    args = ["-loglevel", "error"]
+    if reference_only:
+        args += ["-skip_frame", "noref"]
+    if threads:
+        args += ["-threads", str(int(threads))]
+    if offset_s - pre_roll > 0:
+        args += ["-ss", f"{offset_s - pre_roll:.6f}"]
+    args += ["-t", f"{seconds + pre_roll:.6f}", "-i", str(path), "-map", f"0:v:{info.video_stream}",
+             "-an", "-sn", "-dn", "-vf", _frame_filters(cfg, pre_roll, seconds, fixed_rate)]
+    if max_frames:
+        args += ["-frames:v", str(max_frames)]
+    args += ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:", *_anchor(info.video_start_s)]
+    raw = run_ffmpeg(path, args, what="video", timeout_s=timeout_s).stdout
+    size = int(cfg.size)
+    count = len(raw) // (size * size * 3)
+    return np.frombuffer(raw[:count * size * size * 3], dtype=np.uint8).reshape(count, size, size, 3)
 
 
 def sample_frames(
@@ -145,78 +189,73 @@ def sample_frames(
     *,
     seconds: float,
     offset_s: float = 0.0,
+    info: MediaInfo | None = None,
     reference_only: bool = True,
     threads: int = 0,
     timeout_s: float = 300.0,
 ) -> np.ndarray:
-    """``cfg.fps`` RGB frames a second from a video, scaled and centre-cropped to ``cfg.size``.
+    """``cfg.fps`` RGB frames a second, as a player shows them, scaled and centre-cropped to ``cfg.size``.
 
     Decoding the video is the cost; only the kept frames are scaled and converted. With
     ``reference_only`` the decoder skips the frames no other frame refers to (most
     B-frames; ffmpeg's ``-skip_frame noref``), which saves about a third of the decode of a
-    typical H.264 stream, and the frame-rate filter takes the nearest decoded frame: a
-    kept frame may be a frame or two (<= 70 ms at 30 frames/s) from its ideal instant.
-    The pictures themselves are decoded exactly.
+    typical H.264 stream; a kept frame is then the latest REFERENCE frame at or before its
+    instant: exact, or up to the longest run of skipped frames early (one frame, 33 ms at
+    30 frames/s, with x264's default B-pyramid; three frames, 100 ms, with three plain
+    B-frames). Never late. ``reference_only=False`` decodes every frame and is exact.
 
     Args:
         path: a video file: a local path or an ``s3://`` URI.
         cfg: frame rate and square size of the frames.
         seconds: span to sample, from ``offset_s``.
-        offset_s: where to start, in seconds.
+        offset_s: where to start, in seconds from the start of the file.
+        info: the file's probe (probed now if not given).
         reference_only: decode only reference frames (see above); False decodes every frame.
         threads: decoder threads (0: ffmpeg's choice; 1 is the most efficient when
             several clips are decoded in parallel processes).
         timeout_s: give up on a file ffmpeg cannot decode in this time.
 
     Returns:
-        [shape=(round(seconds * cfg.fps), cfg.size, cfg.size, 3), uint8] RGB frames; the
-        last decoded frame is repeated when the video ends early.
+        [shape=(round(seconds * cfg.fps), cfg.size, cfg.size, 3), uint8] RGB frames; past
+        the end of the picture its last frame is repeated (a window that starts after the
+        picture ended is its last frame throughout).
 
     Raises:
         MediaError: missing or empty file, not decodable, truncated, no frame decoded.
     """
-    import ffmpeg
-
-    path = str(path)
+    path = media_path(path)
     _span(offset_s, seconds, path)
+    check_media_file(path, HINT)
     n = int(round(seconds * cfg.fps))
     if n < 1:
         raise MediaError(path, f"{seconds:g} s at {cfg.fps:g} frames/s gives no frame")
-    source, input_args = _source(path)
-    size = int(cfg.size)
-    if offset_s > 0:
-        input_args["ss"] = f"{offset_s:.6f}"
-    if reference_only:
-        input_args["skip_frame"] = "noref"
-    if threads:
-        input_args["threads"] = str(int(threads))
-    stream = ffmpeg.input(source, t=f"{seconds:.6f}", **input_args).video
-    stream = (stream.filter("fps", fps=cfg.fps)
-              .filter("scale", size, size, force_original_aspect_ratio="increase", flags="area")
-              .filter("crop", size, size))
-    cmd = (stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", vframes=n, an=None)
-           .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
-           .compile(cmd=ffmpeg_exe()))
-    raw = _run_ffmpeg(path, cmd, timeout_s, "video", source)
-    frame_bytes = size * size * 3
-    count = len(raw) // frame_bytes
-    if count == 0:
-        raise MediaError(path, "no video frame decoded" + (f" after {offset_s:g} s" if offset_s else ""),
-                         _HINT)
-    frames = np.frombuffer(raw[:count * frame_bytes], dtype=np.uint8).reshape(count, size, size, 3)
-    if count >= n:
+    info = info or probe_media(path)
+    common = {"reference_only": reference_only, "threads": threads, "timeout_s": timeout_s}
+    end = info.video_end_s
+    frames = np.zeros((0, cfg.size, cfg.size, 3), np.uint8)
+    if end is None or offset_s < end:
+        frames = _decode_frames(path, info, cfg, offset_s=offset_s, seconds=seconds, fixed_rate=True,
+                                max_frames=n, **common)
+    if len(frames) == 0 and end is not None and offset_s > 0:
+        # The window starts after the picture ended: a player keeps showing its last frame.
+        tail = max(_PRE_ROLL_S, 2.0 / info.fps if info.fps else 0.0)
+        frames = _decode_frames(path, info, cfg, offset_s=max(0.0, end - tail), seconds=tail + 1.0,
+                                fixed_rate=False, max_frames=None, **{**common, "reference_only": False})[-1:]
+    if len(frames) == 0:
+        where = f" after {offset_s:g} s" if offset_s else ""
+        raise MediaError(path, f"no video frame decoded{where} from video stream {info.video_stream}", HINT)
+    if len(frames) >= n:
         return frames[:n].copy()
-    pad = np.repeat(frames[-1:], n - count, axis=0)
-    return np.concatenate([frames, pad], axis=0)
+    return np.concatenate([frames, np.repeat(frames[-1:], n - len(frames), axis=0)], axis=0)
 
 
 def media_duration(path: str | Path) -> float:
-    """Length of a media file in seconds, as its container states it.
+    """How long a player plays a media file, in seconds (see :attr:`MediaInfo.duration_s`).
 
     Raises:
-        MediaError: the file cannot be read or does not state its duration.
+        MediaError: the file cannot be read or its length cannot be told.
     """
     info = probe_media(path)
     if info.duration_s is None:
-        raise MediaError(path, "the file does not state its duration", _HINT)
+        raise MediaError(path, "neither the file nor its packets state its duration", HINT)
     return float(info.duration_s)

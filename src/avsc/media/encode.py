@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 import wave
 from pathlib import Path
 
 import numpy as np
 
-from avsc.errors import AvscError
-from avsc.media.ffmpeg import ffmpeg_exe
+from avsc.errors import AvscError, MediaError
+from avsc.media.ffmpeg import run_ffmpeg
 
 __all__ = ["write_wav", "write_clip"]
 
@@ -53,7 +52,7 @@ def write_clip(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+        cmd = ["-loglevel", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps),
                "-i", "pipe:0"]
         if audio is not None:
@@ -66,7 +65,8 @@ def write_clip(
         if audio is not None:
             cmd += ["-c:a", "aac", "-b:a", "128k", "-ar", str(sample_rate)]
         cmd += ["-movflags", "+faststart", str(path)]
-        proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
-        if proc.returncode != 0:
-            raise AvscError(f"{path}: ffmpeg could not encode the clip: {proc.stderr.decode(errors='replace').strip()[-500:]}")
+        try:
+            run_ffmpeg(path, cmd, what="frames and sound to encode", input_bytes=frames.tobytes(), timeout_s=600.0)
+        except MediaError as exc:
+            raise AvscError(f"{path}: ffmpeg could not encode the clip: {exc.problem}") from None
     return path

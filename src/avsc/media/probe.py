@@ -1,47 +1,41 @@
-"""What is inside a media file: streams, size, frame rate, audio layout.
+"""What is inside a media file, and which of its streams avsc decodes.
 
-There is no ffprobe beside the ffmpeg binary avsc uses, so :func:`probe_media` runs
-``ffmpeg -i FILE`` with a demux-only pass to the null muxer and reads its report. The
-pass reads every packet without decoding, so a file cut short ("partial file") is caught
-for the price of reading it once; ``decode_check`` also decodes the first second to catch
-corrupt frames inside an intact container.
+:func:`probe_media` runs one demux-only ffmpeg pass (``-c copy -f framecrc``: every packet
+is read, nothing is decoded) and reads its report and packet table
+(:mod:`avsc.media.report`). The pass catches a file cut short ("partial file") for the
+price of reading it once; ``decode_check`` also decodes the first second to catch corrupt
+frames inside an intact container.
+
+It then settles what a player would present, which decoding follows everywhere
+(ingest, preprocessing, prediction, ``avsc inspect``):
+
+- **the picture**: the default video stream, else the first (cover pictures are not
+  videos); its displayed size applies the pixel aspect ratio and the rotation;
+- **the sound**: the default audio track, else the first, never "the one with the most
+  channels" (ffmpeg's own choice); a warning says so when there are several;
+- **the timeline**: 0 is the file's start; each stream starts and ends where its packets
+  do, and the recording lasts until the later of the two ends (``duration_s``), whatever
+  the header states.
 
 Example:
     >>> info = probe_media("video/airport-lisbon-1000-40000.mp4")
-    >>> info.width, info.height, info.audio_channels
-    (1280, 720, 2)
+    >>> info.width, info.height, info.audio_channels, info.audio_track
+    (1280, 720, 2, 0)
 """
 
 from __future__ import annotations
 
-import re
-import subprocess
+import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from avsc.errors import MediaError
-from avsc.media.ffmpeg import ffmpeg_exe, ffmpeg_source, redact
+from avsc.media.ffmpeg import HINT, media_path, report_problem, run_ffmpeg
+from avsc.media.report import StreamInfo, channels_of_layout, parse_packet_table, parse_report
 
-# ffmpeg's names for channel layouts that do not spell their count as "N.M".
-_NAMED_LAYOUTS: dict[str, int] = {
-    "mono": 1,
-    "stereo": 2,
-    "downmix": 2,
-    "quad": 4,
-    "hexagonal": 6,
-    "octagonal": 8,
-    "hexadecagonal": 16,
-    "binaural": 2,
-}
-
-# Lines of ffmpeg's report that mean the container cannot be read as a whole.
-_FATAL_MARKERS: tuple[tuple[str, str], ...] = (
-    ("moov atom not found", "not a complete MP4 (moov atom not found): truncated or not a video"),
-    ("Invalid data found when processing input", "not a media file ffmpeg can read"),
-    ("partial file", "file is truncated (ends inside its own data)"),
-    ("Could not find codec parameters", "stream parameters unreadable: corrupt or truncated"),
-    ("error reading header", "corrupt header"),
-)
+log = logging.getLogger(__name__)
 
 # Lines that, during a decode of the first second, mean the coded data is corrupt.
 _DECODE_MARKERS: tuple[str, ...] = (
@@ -54,16 +48,38 @@ _DECODE_MARKERS: tuple[str, ...] = (
     "missing picture",
     "decode_slice_header error",
 )
+# Streams whose ends differ by more than this (seconds) are reported as of different lengths.
+_LENGTH_SLACK_S = 0.5
+# A stream starting this much (seconds) after the other is reported as starting late.
+_LATE_START_S = 0.1
 
-_HINT = "re-download or re-extract the file, or remove it from the metadata"
+__all__ = ["MediaInfo", "StreamInfo", "probe_media", "parse_ffmpeg_report", "check_media_file",
+           "channels_of_layout"]
 
 
 @dataclass(frozen=True)
 class MediaInfo:
-    """Facts about one media file, as ffmpeg reports them.
+    """Facts about one media file, and the streams avsc decodes from it.
 
-    ``duration_s`` is None when the container does not say; a video without an audio
-    track has ``has_audio=False`` and None for the audio fields.
+    Attributes:
+        path: the file.
+        duration_s: how long a player plays it: the later end of the chosen picture and
+            sound streams (seconds from the file's start); the header's figure only when
+            the packets carry no timestamps.
+        has_video, width, height, fps, video_codec: the chosen video stream; ``width`` x
+            ``height`` is the DISPLAYED size (pixel aspect and rotation applied).
+        has_audio, audio_channels, audio_rate, audio_codec: the chosen audio track (None
+            fields without one).
+        video_stream: index of the chosen stream among the video streams (``0:v:N``).
+        audio_track: index of the chosen track among the audio streams (``0:a:N``), or None.
+        audio_tracks: number of audio tracks in the file.
+        coded_width, coded_height, sar, rotation: the stored picture before display.
+        video_start_s, video_end_s, audio_start_s, audio_end_s: where the chosen streams'
+            packets start and end on the file's timeline (an AAC track's first packet
+            holds the encoder's priming, about 21 ms before its first sample).
+        container_duration_s, container_start_s: what the header states.
+        streams: every stream, as :class:`avsc.media.report.StreamInfo`.
+        warnings: things a user should know that do not stop decoding.
     """
 
     path: str
@@ -77,108 +93,124 @@ class MediaInfo:
     audio_channels: int | None
     audio_rate: int | None
     audio_codec: str | None
+    video_stream: int = 0
+    audio_track: int | None = None
+    audio_tracks: int = 0
+    coded_width: int | None = None
+    coded_height: int | None = None
+    sar: float | None = None
+    rotation: int = 0
+    video_start_s: float | None = None
+    video_end_s: float | None = None
+    audio_start_s: float | None = None
+    audio_end_s: float | None = None
+    container_duration_s: float | None = None
+    container_start_s: float | None = None
+    streams: tuple[StreamInfo, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (streams as a list of dicts)."""
+        return dataclasses.asdict(self)
 
 
-def channels_of_layout(layout: str) -> int | None:
-    """Number of channels in an ffmpeg channel-layout name.
-
-    ``"mono"`` -> 1, ``"stereo"`` -> 2, ``"5.1(side)"`` -> 6, ``"7.1"`` -> 8,
-    ``"quad"`` -> 4, ``"6 channels"`` -> 6; None when the name is unknown.
-    """
-    layout = layout.strip().lower()
-    match = re.fullmatch(r"(\d+) channels(?: \(.*\))?", layout)
-    if match:
-        return int(match.group(1))
-    base = re.sub(r"\(.*\)$", "", layout).strip()
-    if base in _NAMED_LAYOUTS:
-        return _NAMED_LAYOUTS[base]
-    if re.fullmatch(r"\d+(\.\d+){1,2}", base):  # 2.1, 5.1, 7.1, 5.1.2, 22.2
-        return sum(int(part) for part in base.split("."))
-    return None
+def _choose(streams: list[StreamInfo]) -> StreamInfo | None:
+    """The default stream, else the first."""
+    return next((s for s in streams if s.default), streams[0] if streams else None)
 
 
-def _number(text: str) -> float:
-    """ffmpeg writes large rates as "1k"/"90k"."""
-    if text.endswith("k"):
-        return float(text[:-1]) * 1000.0
-    return float(text)
+def parse_ffmpeg_report(path: str | Path, report: str, packets: str | None = None) -> MediaInfo:
+    """Read a :class:`MediaInfo` from a probe's report (stderr) and packet table (stdout).
 
-
-def parse_ffmpeg_report(path: str | Path, report: str) -> MediaInfo:
-    """Read a :class:`MediaInfo` from the stderr of ``ffmpeg -i FILE`` (first input only).
+    Args:
+        path: the file (for messages).
+        report: ffmpeg's report on the first input.
+        packets: the ``framecrc`` packet table of ``-map 0:v? -map 0:a?``, if there is one
+            (without it, stream starts and ends are unknown).
 
     Raises:
-        MediaError: the report says the file is unreadable or has no video stream.
+        MediaError: the report has no input, or no video stream.
     """
-    for marker, problem in _FATAL_MARKERS:
-        if marker in report:
-            raise MediaError(path, problem, _HINT)
     if "Input #0" not in report:
         tail = report.strip().splitlines()[-1:] or ["no report"]
-        raise MediaError(path, f"ffmpeg could not open it ({tail[0].strip()})", _HINT)
+        raise MediaError(path, f"ffmpeg could not open it ({tail[0].strip()})", HINT)
+    parsed = parse_report(report)
+    streams = list(parsed.streams)
+    if packets is not None:
+        # The table numbers the OUTPUT streams: the mapped videos first, then the audios.
+        mapped = [s for s in streams if s.kind == "video"] + [s for s in streams if s.kind == "audio"]
+        timing = parse_packet_table(packets)
+        by_index = {}
+        for out_index, stream in enumerate(mapped):
+            start, end, count = timing.get(out_index, (None, None, 0))
+            by_index[stream.index] = dataclasses.replace(stream, start_s=start, end_s=end, packets=count)
+        streams = [by_index.get(s.index, s) for s in streams]
 
-    duration = None
-    video: dict = {}
-    audio: dict = {}
-    for line in report.splitlines():
-        if line.startswith("Input #") and not line.startswith("Input #0"):
-            break  # only the first input is asked about
-        text = line.strip()
-        match = re.match(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", text)
-        if match and duration is None:
-            h, m, s = match.groups()
-            duration = int(h) * 3600 + int(m) * 60 + float(s)
-            continue
-        if not text.startswith("Stream #0:"):
-            continue
-        if " Video: " in text and not video and "(attached pic)" not in text:
-            spec = text.split(" Video: ", 1)[1]
-            size = re.search(r", (\d+)x(\d+)(?=[ ,\[]|$)", spec)
-            fps = re.search(r", ([\d.]+k?) fps", spec) or re.search(r", ([\d.]+k?) tbr", spec)
-            video = {
-                "codec": spec.split()[0].rstrip(","),
-                "width": int(size.group(1)) if size else None,
-                "height": int(size.group(2)) if size else None,
-                "fps": _number(fps.group(1)) if fps else None,
-            }
-        elif " Audio: " in text and not audio:
-            spec = text.split(" Audio: ", 1)[1]
-            rate = re.search(r", (\d+) Hz", spec)
-            channels = None
-            if rate:
-                after = spec[rate.end():].lstrip(", ")
-                layout = re.match(r"(\d+ channels(?: \([^)]*\))?|[^,]+)", after)
-                if layout:
-                    channels = channels_of_layout(layout.group(1))
-            audio = {
-                "codec": spec.split()[0].rstrip(","),
-                "rate": int(rate.group(1)) if rate else None,
-                "channels": channels,
-            }
-    if not video:
+    videos = [s for s in streams if s.kind == "video" and not s.attached_pic]
+    audios = [s for s in streams if s.kind == "audio"]
+    video, audio = _choose(videos), _choose(audios)
+    if video is None:
         raise MediaError(path, "no video stream", "avsc needs a video file with picture and sound")
+    warnings: list[str] = []
+    if len(videos) > 1:
+        warnings.append(f"{len(videos)} video streams; using video stream {video.type_index}"
+                        f" ({'flagged default' if video.default else 'the first; none is flagged default'})")
+    if len(audios) > 1:
+        warnings.append(f"{len(audios)} audio tracks; using track {audio.type_index} "
+                        f"({audio.layout or '?'}, {'flagged default' if audio.default else 'the first; none is flagged default'})")
+
+    ends = [s.end_s for s in (video, audio) if s is not None and s.end_s is not None]
+    duration = max(ends) if ends else parsed.duration_s
+    if audio is not None and None not in (video.end_s, audio.end_s, video.start_s, audio.start_s):
+        if abs(video.end_s - audio.end_s) > _LENGTH_SLACK_S:
+            shorter = "sound" if audio.end_s < video.end_s else "picture"
+            warnings.append(f"picture ends at {video.end_s:.2f} s, sound at {audio.end_s:.2f} s: past its end the "
+                            f"{shorter} is {'silence' if shorter == 'sound' else 'its last frame'}, as a player shows it")
+        for name, stream, other in (("sound", audio, video), ("picture", video, audio)):
+            if stream.start_s - other.start_s > _LATE_START_S:
+                warnings.append(f"the {name} starts at {stream.start_s:.2f} s, later than the "
+                                f"{'picture' if name == 'sound' else 'sound'}: it is delayed to there, as a player does")
+    if parsed.duration_s is not None and duration is not None and abs(parsed.duration_s - duration) > 1.0:
+        warnings.append(f"the header states {parsed.duration_s:.2f} s, the streams run {duration:.2f} s; "
+                        "using the streams' length")
+    display = video.display_size or (None, None)
     return MediaInfo(
         path=str(path),
         duration_s=duration,
         has_video=True,
-        width=video["width"],
-        height=video["height"],
-        fps=video["fps"],
-        video_codec=video["codec"],
-        has_audio=bool(audio),
-        audio_channels=audio.get("channels"),
-        audio_rate=audio.get("rate"),
-        audio_codec=audio.get("codec"),
+        width=display[0],
+        height=display[1],
+        fps=video.fps,
+        video_codec=video.codec,
+        has_audio=audio is not None,
+        audio_channels=audio.channels if audio else None,
+        audio_rate=audio.sample_rate if audio else None,
+        audio_codec=audio.codec if audio else None,
+        video_stream=video.type_index,
+        audio_track=audio.type_index if audio else None,
+        audio_tracks=len(audios),
+        coded_width=video.width,
+        coded_height=video.height,
+        sar=video.sar,
+        rotation=video.rotation,
+        video_start_s=video.start_s,
+        video_end_s=video.end_s,
+        audio_start_s=audio.start_s if audio else None,
+        audio_end_s=audio.end_s if audio else None,
+        container_duration_s=parsed.duration_s,
+        container_start_s=parsed.start_s,
+        streams=tuple(streams),
+        warnings=tuple(warnings),
     )
 
 
 def probe_media(path: str | Path, *, decode_check: bool = False, timeout_s: float = 120.0) -> MediaInfo:
-    """Streams, picture size, frame rate and audio layout of a video file.
+    """Streams, displayed picture size, timing and chosen tracks of a video file.
 
     Args:
-        path: the media file: a local path, or an ``s3://`` URI (read with HTTP range
+        path: the media file: a local path, or an ``s3://`` URI (read in place with range
             requests through a presigned URL; nothing is copied to disk).
-        decode_check: also decode the first second of every stream and fail on any
+        decode_check: also decode the first second of the chosen streams and fail on any
             decoder error (slower; catches corrupt data inside an intact container).
         timeout_s: give up on a file ffmpeg cannot finish reading in this time.
 
@@ -188,42 +220,45 @@ def probe_media(path: str | Path, *, decode_check: bool = False, timeout_s: floa
 
     Raises:
         MediaError: missing file, not a media file, truncated or corrupt, or no video stream.
+        avsc.media.ffmpeg.FFmpegCrash: ffmpeg crashed on it.
     """
-    source, options = ffmpeg_source(path)
-    if not options:
-        path = Path(path)
-        check_media_file(path)
-    url_args = [arg for key, value in options.items() for arg in (f"-{key}", value)]
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", *url_args, "-i", source,
-           "-map", "0:v?", "-map", "0:a?", "-c", "copy", "-f", "null", "-"]
-    _, report = _run(path, cmd, timeout_s, source)
-    info = parse_ffmpeg_report(path, report)
+    path = media_path(path)
+    check_media_file(path)
+    run = run_ffmpeg(path, ["-i", str(path), "-map", "0:v?", "-map", "0:a?", "-c", "copy",
+                            "-f", "framecrc", "-"], what="streams", timeout_s=timeout_s, check=False)
+    problem = report_problem(run.report, run.returncode)
+    if problem:
+        raise MediaError(path, problem, HINT)
+    info = parse_ffmpeg_report(path, run.report, run.stdout.decode("ascii", errors="replace"))
     if decode_check:
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-xerror", "-t", "1",
-               *url_args, "-i", source, "-map", "0:v:0", "-map", "0:a?", "-f", "null", "-"]
-        returncode, errors = _run(path, cmd, timeout_s, source)
-        lines = [line.strip() for line in errors.splitlines() if line.strip()]
+        args = ["-v", "error", "-xerror", "-t", "1", "-i", str(path), "-map", f"0:v:{info.video_stream}"]
+        if info.audio_track is not None:
+            args += ["-map", f"0:a:{info.audio_track}"]
+        check = run_ffmpeg(path, args + ["-f", "null", "-"], what="first second", timeout_s=timeout_s,
+                           check=False)
+        lines = [line.strip() for line in check.report.splitlines() if line.strip()]
         bad = [line for line in lines if any(m in line for m in _DECODE_MARKERS)]
-        if bad or returncode != 0:
+        if bad or check.returncode != 0:
             detail = (bad or lines or ["ffmpeg failed"])[0 if bad else -1]
-            raise MediaError(path, f"corrupt data in the first second ({detail[:120]})", _HINT)
+            raise MediaError(path, f"corrupt data in the first second ({detail[:120]})", HINT)
+    for warning in info.warnings:
+        log.debug("%s: %s", path, warning)
     return info
 
 
-def check_media_file(path: Path, hint: str = _HINT) -> None:
-    """Raise a :class:`MediaError` naming ``path`` unless it is an existing, non-empty file."""
+def check_media_file(path: Path | str, hint: str = HINT) -> None:
+    """Raise a :class:`MediaError` naming ``path`` unless it is an existing, non-empty file
+    (or ``s3://`` object)."""
+    path = media_path(path)
+    if isinstance(path, str):
+        from avsc.storage import locations
+
+        if not locations.exists(path):
+            raise MediaError(path, "object not found", "check the URI (`avsc data ls`), or push the file")
+        return
     if not path.exists():
         raise MediaError(path, "file not found", "check the path, or that the dataset is fully extracted")
     if not path.is_file():
         raise MediaError(path, "not a file")
     if path.stat().st_size == 0:
         raise MediaError(path, "file is empty", hint)
-
-
-def _run(path: Path | str, cmd: list[str], timeout_s: float, source: str) -> tuple[int, str]:
-    """Run ffmpeg; return its exit status and its report (stderr, naming ``path``, not a URL)."""
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise MediaError(path, f"ffmpeg did not finish reading it within {timeout_s:.0f} s", _HINT) from None
-    return proc.returncode, redact(proc.stderr.decode("utf-8", errors="replace"), source, path)
