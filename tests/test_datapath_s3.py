@@ -47,17 +47,12 @@ def test_ingest_and_preprocess_read_the_store_in_place(s3_env, demo, monkeypatch
     from avsc.data.manifest import read_manifest
     from avsc.features import preprocess as pp
     from avsc.features.store import FeatureStore, read_summary
-    from avsc.media import ffmpeg
 
     sync.push_dir(demo, s3_env.uri("tau"), progress=False)
     _no_pulls(monkeypatch)
-    opened: list[str] = []
-    real = ffmpeg.ffmpeg_source
-    monkeypatch.setattr(ffmpeg, "ffmpeg_source", lambda path: opened.append(str(path)) or real(path))
-    import avsc.media.decode
-    import avsc.media.probe
-    monkeypatch.setattr(avsc.media.decode, "ffmpeg_source", ffmpeg.ffmpeg_source)
-    monkeypatch.setattr(avsc.media.probe, "ffmpeg_source", ffmpeg.ffmpeg_source)
+    opened: list[str] = []  # every object ffmpeg was given a presigned URL for
+    real = locations.ffmpeg_input
+    monkeypatch.setattr(locations, "ffmpeg_input", lambda uri: opened.append(str(uri)) or real(uri))
 
     manifest = s3_env.uri("runs/r1/manifest.parquet")
     result = ingest_dataset(s3_env.uri("tau"), manifest, val_fraction=0.3, progress=False)
