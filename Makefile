@@ -24,7 +24,7 @@ install: $(STAMP) ## Create .venv and install avsc with its dev, CPU and pipelin
 
 .PHONY: run
 run: $(STAMP) ## Main job: run the whole pipeline locally (kfp.local) on a generated demo dataset
-	$(PY) pipeline.py run --local --output $(OUT)
+	$(PY) pipeline.py run --local --preset quick --output $(OUT)
 
 .PHONY: test
 test: $(STAMP) ## Run the test suite (unit + local whole-pipeline run; cluster e2e tests skipped)

@@ -1,37 +1,42 @@
-"""The avsc Kubeflow pipeline: dataset -> manifest -> features -> five models -> embeddings ->
-fusion -> evaluation -> published outputs.
+"""The avsc Kubeflow pipeline: config -> dataset -> manifest -> features -> five models ->
+embeddings -> fusion -> evaluation -> published outputs.
 
 Commands::
 
     python pipeline.py compile -o avsc_pipeline.yaml [--no-gpu]
-    python pipeline.py run --local [--dataset DIR|s3://bucket/prefix] [--preset quick] [--output DIR]
-    python pipeline.py submit --host URL [--experiment NAME] --dataset s3://... --output-uri s3://...
+    python pipeline.py run --local [--dataset DIR|s3://bucket/prefix] [--preset quick] \\
+        [--config FILE] [--set section.key=value ...] [--output DIR] [--cache]
+    python pipeline.py submit --host URL --dataset s3://... --output-uri s3://... [--preset ...]
 
 The DAG (see docs/pipeline.md)::
 
-    ingest -> list shards -> ParallelFor(shard): preprocess
-           -> 5 x train (one per backbone, in parallel, one GPU each) -> 5 x embed
-           -> ParallelFor(method f1..f6): fuse (audio+visual, audio, visual)
-           -> evaluate (metrics.json, report.html, bundle) -> publish
+    resolve config, ingest -> list shards -> ParallelFor(shard): preprocess
+        -> train and embed: ParallelFor(backbone): train (one GPU) -> embed
+        -> ParallelFor(method f1..f6): fuse (audio+visual, audio, visual)
+        -> evaluate (metrics.json, report.html, bundle) -> publish
 
 Every step is a lightweight component of ``components/`` wrapping one :mod:`avsc` function;
-this module only wires them together and sets the cluster settings (GPUs, CPU and memory,
-node selector, toleration, retries, caching, the object-store secret).
+the tasks' cluster settings (GPUs, CPU and memory, node selector, toleration, retries, the
+object-store secret) are in :mod:`components.cluster`. This module wires the steps together
+and holds the command line.
 """
 
 # No `from __future__ import annotations`: kfp reads the pipeline function's annotations as types.
 import argparse
+import json
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import List, NamedTuple
 
-from kfp import compiler, dsl, kubernetes
+from kfp import compiler, dsl
+from kfp.dsl import Artifact, Dataset, Input, Model
 
-from avsc.config import BACKBONES, FUSION_METHODS, PRESETS
+from avsc.config import BACKBONES, DEFAULT_PRESET, FUSION_METHODS, PRESETS
 from components import (
     embed_backbone,
     evaluate_fusions,
@@ -40,127 +45,56 @@ from components import (
     list_shards,
     preprocess_shard,
     publish_outputs,
+    resolve_config,
     train_backbone,
 )
-from components.images import CPU_IMAGE, GPU_IMAGE
+from components.cluster import (
+    LOCAL_OPTIONS,
+    REGISTRY_PATTERN,
+    RESOURCES,
+    ClusterOptions,
+    on_accelerator,
+    retarget_images,
+    with_resources,
+    with_retries,
+    with_store_access,
+)
 
 PIPELINE_NAME = "avsc"
-# Secret keys -> environment variables read by avsc.storage.s3.S3Settings.from_env.
-SECRET_ENV = {
-    "endpoint": "AVSC_S3_ENDPOINT",
-    "access_key": "AVSC_S3_ACCESS_KEY",
-    "secret_key": "AVSC_S3_SECRET_KEY",
-    "region": "AVSC_S3_REGION",
-    "secure": "AVSC_S3_SECURE",
-}
 # What `run --local` publishes into its output folder (cleared before a run).
-PUBLISHED = ("metrics.json", "report.html", "report.md", "bundle", "embeddings", "confusion-*.png",
-             "submission-*.csv")
+PUBLISHED = ("config.json", "metrics.json", "report.html", "report.md", "bundle", "embeddings",
+             "confusion-*.png", "submission-*.csv")
 
 
-@dataclass(frozen=True)
-class ClusterOptions:
-    """Compile-time settings of the pipeline's tasks (they are not pipeline parameters).
+class BackboneOutputs(NamedTuple):
+    """What the backbone loop hands on: one artifact per backbone, tagged ``metadata["backbone"]``."""
 
-    Attributes:
-        gpu: training and embedding tasks request one accelerator each, with the node
-            selector and toleration below; False (``--no-gpu``) drops all three.
-        accelerator: the resource name the tasks request, e.g. ``nvidia.com/gpu``.
-        node_selector: ``(label, value)`` GPU nodes carry, or None.
-        toleration: taint key GPU nodes carry (tolerated with ``Exists``/``NoSchedule``), or None.
-        secret: the Kubernetes Secret whose keys become ``AVSC_S3_*`` in tasks touching the store.
-        retries: retry with backoff on transient faults (off for fail-fast local runs).
-        preprocess_workers: clips each preprocessing shard decodes at once (= its CPU request).
-        resources: CPU/memory profile of :data:`RESOURCES`: ``standard`` (GPU nodes, the paper
-            preset) or ``small`` (a CPU-only test cluster such as kind, the quick preset).
-        registry: where the avsc images were pushed (``make push REGISTRY=...``); the
-            components' ``ghcr.io/avsc/avsc-{cpu,gpu}:VERSION`` become ``REGISTRY/avsc-...``.
-    """
-
-    gpu: bool = True
-    accelerator: str = "nvidia.com/gpu"
-    node_selector: tuple[str, str] | None = ("nvidia.com/gpu.present", "true")
-    toleration: str | None = "nvidia.com/gpu"
-    secret: str = "avsc-s3"
-    retries: bool = True
-    preprocess_workers: int = 2
-    resources: str = "standard"
-    registry: str | None = None
-
-
-# CPU request, memory request, CPU limit, memory limit per step and profile.
-RESOURCES: dict[str, dict[str, tuple[str, str, str, str]]] = {
-    "standard": {
-        "ingest": ("1", "2Gi", "2", "4Gi"),
-        "shards": ("100m", "128Mi", "500m", "512Mi"),
-        "preprocess": ("2", "4Gi", "2", "8Gi"),
-        "train": ("4", "16Gi", "8", "32Gi"),
-        "embed": ("2", "8Gi", "4", "16Gi"),
-        "fuse": ("1", "2Gi", "2", "4Gi"),
-        "evaluate": ("1", "4Gi", "2", "8Gi"),
-        "publish": ("500m", "1Gi", "1", "2Gi"),
-    },
-    "small": {
-        "ingest": ("250m", "512Mi", "1", "2Gi"),
-        "shards": ("100m", "128Mi", "500m", "512Mi"),
-        "preprocess": ("500m", "1Gi", "2", "3Gi"),
-        "train": ("500m", "2Gi", "2", "4Gi"),
-        "embed": ("250m", "1Gi", "2", "3Gi"),
-        "fuse": ("250m", "512Mi", "1", "2Gi"),
-        "evaluate": ("250m", "1Gi", "1", "3Gi"),
-        "publish": ("100m", "256Mi", "1", "1Gi"),
-    },
-}
-
-# kfp.local ignores Kubernetes settings; these keep a local run quiet and fail-fast.
-LOCAL_OPTIONS = ClusterOptions(gpu=False, retries=False, preprocess_workers=1)
-
-
-def display_backbone(backbone: str) -> str:
-    """``aud-mel`` -> ``Aud-MEL``, the paper's spelling."""
-    family, _, kind = backbone.partition("-")
-    return f"{family.capitalize()}-{kind.upper()}"
-
-
-def _argument(backbone: str) -> str:
-    """``aud-mel`` -> ``aud_mel``: the component input named after a backbone."""
-    return backbone.replace("-", "_")
-
-
-def _resources(task: dsl.PipelineTask, options: ClusterOptions, step: str) -> dsl.PipelineTask:
-    cpu, memory, cpu_limit, memory_limit = RESOURCES[options.resources][step]
-    if step == "preprocess" and options.resources == "standard":
-        cpu = cpu_limit = str(options.preprocess_workers)
-    return (task.set_cpu_request(cpu).set_cpu_limit(cpu_limit)
-            .set_memory_request(memory).set_memory_limit(memory_limit))
-
-
-def _retry(task: dsl.PipelineTask, options: ClusterOptions, times: int) -> dsl.PipelineTask:
-    if options.retries:
-        task.set_retry(num_retries=times, backoff_duration="30s", backoff_factor=2.0,
-                       backoff_max_duration="600s")
-    return task
-
-
-def _store_access(task: dsl.PipelineTask, options: ClusterOptions) -> dsl.PipelineTask:
-    """Object-store endpoint and credentials from the Secret, by name only."""
-    return kubernetes.use_secret_as_env(task, secret_name=options.secret, secret_key_to_env=SECRET_ENV)
-
-
-def _on_accelerator(task: dsl.PipelineTask, options: ClusterOptions) -> dsl.PipelineTask:
-    if not options.gpu:
-        return task
-    task.set_accelerator_type(options.accelerator).set_accelerator_limit(1)
-    if options.node_selector:
-        kubernetes.add_node_selector(task, label_key=options.node_selector[0],
-                                     label_value=options.node_selector[1])
-    if options.toleration:
-        kubernetes.add_toleration(task, key=options.toleration, operator="Exists", effect="NoSchedule")
-    return task
+    models: List[Model]
+    embeddings: List[Dataset]
 
 
 def build_pipeline(options: ClusterOptions = ClusterOptions()):
     """The pipeline function for ``options`` (compile it, or call it under ``kfp.local``)."""
+
+    # A pipeline of its own, because kfp 2.17 cannot hand a dsl.Collected list (the shards'
+    # features) to a task inside another loop; as an input of this sub-pipeline it is an
+    # ordinary artifact list that the loop body reads.
+    @dsl.pipeline(name="train-and-embed", description="Phase I: each backbone trained and embedded.")
+    def train_and_embed(
+        backbones: List[str], config: Input[Artifact], features: Input[List[Dataset]],
+    ) -> BackboneOutputs:
+        with dsl.ParallelFor(backbones, name="Each backbone") as backbone:
+            train = train_backbone(backbone=backbone, config=config, features=features)
+            train.set_display_name("Train backbone")
+            with_resources(train, options, "train")
+            with_retries(on_accelerator(train, options), options, 2).set_caching_options(True)
+
+            embed = embed_backbone(model=train.outputs["model"], features=features)
+            embed.set_display_name("Embed backbone")
+            with_resources(embed, options, "embed")
+            with_retries(on_accelerator(embed, options), options, 1).set_caching_options(True)
+        return BackboneOutputs(models=dsl.Collected(train.outputs["model"]),
+                               embeddings=dsl.Collected(embed.outputs["embeddings"]))
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -170,75 +104,60 @@ def build_pipeline(options: ClusterOptions = ClusterOptions()):
     def avsc_pipeline(
         dataset: str,
         output_uri: str = "",
-        preset: str = "paper",
-        epochs: int = 0,
-        image_size: int = 0,
+        preset: str = DEFAULT_PRESET,
+        config: str = "",
         shard_count: int = 4,
-        fusion_epochs: int = 0,
-        seed: int = 0,
     ):
         """Args:
             dataset: dataset folder (local runs) or ``s3://bucket/prefix``.
-            output_uri: where to publish metrics.json, report.html, embeddings and the
-                bundle: ``s3://bucket/prefix`` or a local folder; empty publishes nothing.
-            preset: ``quick`` (CPU-sized) or ``paper``.
-            epochs: backbone training epochs; 0 keeps the preset's.
-            image_size: visual backbones' input side; 0 keeps the preset's.
+            output_uri: where to publish config.json, metrics.json, report.html, embeddings
+                and the bundle: ``s3://bucket/prefix`` or a local folder; empty publishes nothing.
+            preset: ``paper`` (the paper's settings) or ``quick`` (CPU-sized).
+            config: settings over the preset, as TOML text (``train.epochs = 3``) or a JSON
+                object (``{"features": {"audio": {"frames": 309}}}``); empty for none.
             shard_count: preprocessing tasks (the dataset split round-robin).
-            fusion_epochs: fusion training epochs; 0 keeps the preset's.
-            seed: training and fusion seed.
         """
+        settings = resolve_config(preset=preset, overrides=config).set_display_name("Resolve config")
+        with_resources(settings, options, "config").set_caching_options(True)
+
         ingest = ingest_dataset(dataset=dataset).set_display_name("Ingest dataset")
-        _resources(ingest, options, "ingest")
-        _retry(_store_access(ingest, options), options, 3).set_caching_options(True)
+        with_resources(ingest, options, "ingest")
+        with_retries(with_store_access(ingest, options), options, 3).set_caching_options(True)
 
         shards = list_shards(shard_count=shard_count).set_display_name("List shards")
-        _resources(shards, options, "shards").set_caching_options(True)
+        with_resources(shards, options, "shards").set_caching_options(True)
 
-        with dsl.ParallelFor(shards.output) as shard_index:
+        with dsl.ParallelFor(shards.output, name="Each shard") as shard_index:
             shard = preprocess_shard(
-                manifest=ingest.outputs["manifest"], dataset=dataset, shard_index=shard_index,
-                shard_count=shard_count, preset=preset, workers=options.preprocess_workers,
+                config=settings.outputs["config"], manifest=ingest.outputs["manifest"], dataset=dataset,
+                shard_index=shard_index, shard_count=shard_count, workers=options.preprocess_workers,
             ).set_display_name("Preprocess shard")
-            _resources(shard, options, "preprocess")
-            _retry(_store_access(shard, options), options, 3).set_caching_options(True)
+            with_resources(shard, options, "preprocess")
+            with_retries(with_store_access(shard, options), options, 3).set_caching_options(True)
 
-        models, embeddings = {}, {}
-        for backbone in BACKBONES:
-            # Each consumer takes its own Collected (sharing one breaks the compiler).
-            train = train_backbone(
-                backbone=backbone, features=dsl.Collected(shard.outputs["features"]), preset=preset,
-                epochs=epochs, image_size=image_size, seed=seed,
-            ).set_display_name(f"Train {display_backbone(backbone)}")
-            _resources(train, options, "train")
-            _retry(_on_accelerator(train, options), options, 2).set_caching_options(True)
-            models[backbone] = train.outputs["model"]
+        phase_one = train_and_embed(
+            backbones=list(BACKBONES), config=settings.outputs["config"],
+            features=dsl.Collected(shard.outputs["features"]),
+        ).set_display_name("Train and embed backbones")
 
-            embed = embed_backbone(
-                model=train.outputs["model"], features=dsl.Collected(shard.outputs["features"]),
-            ).set_display_name(f"Embed {display_backbone(backbone)}")
-            _resources(embed, options, "embed")
-            _retry(_on_accelerator(embed, options), options, 1).set_caching_options(True)
-            embeddings[_argument(backbone)] = embed.outputs["embeddings"]
-
-        with dsl.ParallelFor(list(FUSION_METHODS)) as method:
-            fuse = fuse_method(method=method, preset=preset, fusion_epochs=fusion_epochs, seed=seed,
-                               **embeddings).set_display_name("Fuse embeddings")
-            _resources(fuse, options, "fuse").set_caching_options(True)
+        with dsl.ParallelFor(list(FUSION_METHODS), name="Each fusion method") as method:
+            fuse = fuse_method(method=method, config=settings.outputs["config"],
+                               embeddings=phase_one.outputs["embeddings"]).set_display_name("Fuse embeddings")
+            with_resources(fuse, options, "fuse").set_caching_options(True)
 
         evaluate = evaluate_fusions(
-            fusions=dsl.Collected(fuse.outputs["fusions"]),
-            **{f"model_{_argument(b)}": model for b, model in models.items()},
-            **embeddings,
+            fusions=dsl.Collected(fuse.outputs["fusions"]), models=phase_one.outputs["models"],
+            embeddings=phase_one.outputs["embeddings"],
         ).set_display_name("Evaluate and bundle")
-        _resources(evaluate, options, "evaluate").set_caching_options(True)
+        with_resources(evaluate, options, "evaluate").set_caching_options(True)
 
         publish = publish_outputs(
-            output_uri=output_uri, report=evaluate.outputs["report"], bundle=evaluate.outputs["bundle"],
-            **embeddings,
+            output_uri=output_uri, config=settings.outputs["config"], report=evaluate.outputs["report"],
+            bundle=evaluate.outputs["bundle"], embeddings=phase_one.outputs["embeddings"],
         ).set_display_name("Publish outputs")
-        _resources(publish, options, "publish")
-        _retry(_store_access(publish, options), options, 5).set_caching_options(False)
+        with_resources(publish, options, "publish")
+        # Never cached: publishing must land the files even when every other step is reused.
+        with_retries(with_store_access(publish, options), options, 5).set_caching_options(False)
 
     return avsc_pipeline
 
@@ -253,18 +172,32 @@ def compile_pipeline(path: str | Path, options: ClusterOptions = ClusterOptions(
     return path
 
 
-def retarget_images(package: str, registry: str) -> str:
-    """The compiled package with every avsc image taken from ``registry`` (same name and tag)."""
-    import re
+def config_parameter(preset: str, config_file: str | None, settings: list[str] | None) -> str:
+    """The ``config`` pipeline parameter for ``--config FILE`` and ``--set`` flags.
 
-    registry = registry.rstrip("/")
-    if not re.fullmatch(r"[a-z0-9.\-]+(:[0-9]+)?(/[a-z0-9._\-]+)*", registry):
-        raise SystemExit(f"--registry must look like host[:port][/path], got {registry!r}")
-    images = (CPU_IMAGE, GPU_IMAGE)
-    for image in images:
-        name = image.rsplit("/", 1)[1]
-        package = package.replace(f"image: {image}", f"image: {registry}/{name}")
-    return package
+    Resolved here first (so a typo fails before anything is submitted) with the library's
+    one resolution, then written as the JSON object of the settings that differ from the
+    preset; empty when none do.
+
+    Raises:
+        ConfigError: an unreadable file, an unknown setting or a wrong type (named).
+    """
+    from avsc.config import load_config, preset_dict, to_dict
+
+    resolved = to_dict(load_config(config_file, preset=preset, overrides=settings))
+
+    def changed(base: dict, new: dict) -> dict:
+        out = {}
+        for key, value in new.items():
+            if isinstance(value, dict):
+                if inner := changed(base.get(key, {}), value):
+                    out[key] = inner
+            elif base.get(key) != value:
+                out[key] = value
+        return out
+
+    overrides = changed(preset_dict(preset), resolved)
+    return json.dumps(overrides, sort_keys=True) if overrides else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,6 +211,8 @@ def _options(args: argparse.Namespace) -> ClusterOptions:
         if not sep or not key:
             raise SystemExit(f"--node-selector must be LABEL=VALUE, got {args.node_selector!r}")
         selector = (key, value)
+    if args.registry and not re.fullmatch(REGISTRY_PATTERN, args.registry.rstrip("/")):
+        raise SystemExit(f"--registry must look like host[:port][/path], got {args.registry!r}")
     resources = args.resources or ("small" if args.no_gpu else "standard")
     return ClusterOptions(gpu=not args.no_gpu, accelerator=args.accelerator, node_selector=selector,
                           toleration=args.toleration or None, secret=args.secret, resources=resources,
@@ -304,25 +239,27 @@ def _cluster_flags(parser: argparse.ArgumentParser) -> None:
                        help="Kubernetes Secret with the object-store endpoint and keys (default %(default)s)")
 
 
-def _run_flags(parser: argparse.ArgumentParser, preset: str) -> None:
-    parser.add_argument("--preset", choices=PRESETS, default=preset, help="default %(default)s")
-    parser.add_argument("--epochs", type=int, default=0, help="backbone epochs (0: the preset's)")
-    parser.add_argument("--image-size", type=int, default=0, help="visual input side (0: the preset's)")
-    parser.add_argument("--shards", type=int, default=4, help="preprocessing shards (default %(default)s)")
-    parser.add_argument("--fusion-epochs", type=int, default=0, help="fusion epochs (0: the preset's)")
-    parser.add_argument("--seed", type=int, default=0)
+def _run_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("run settings (pipeline parameters)")
+    group.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET,
+                       help="settings to start from: paper or quick (CPU-sized) (default %(default)s)")
+    group.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings over the preset")
+    group.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="settings",
+                       help="one setting, applied last; repeatable (e.g. --set features.audio.frames=309)")
+    group.add_argument("--shards", type=int, default=4, help="preprocessing tasks (default %(default)s)")
 
 
 def pipeline_arguments(args: argparse.Namespace, dataset: str, output_uri: str) -> dict:
-    """The pipeline parameters a ``run`` or ``submit`` command line asks for."""
-    for name in ("epochs", "image_size", "fusion_epochs"):
-        if getattr(args, name) < 0:
-            raise SystemExit(f"--{name.replace('_', '-')} must be 0 (the preset's) or more")
+    """The pipeline parameters a ``run`` or ``submit`` command line asks for.
+
+    Raises:
+        SystemExit: ``--shards`` below 1.
+        ConfigError: see :func:`config_parameter`.
+    """
     if args.shards < 1:
         raise SystemExit("--shards must be at least 1")
-    return {"dataset": dataset, "output_uri": output_uri, "preset": args.preset, "epochs": args.epochs,
-            "image_size": args.image_size, "shard_count": args.shards,
-            "fusion_epochs": args.fusion_epochs, "seed": args.seed}
+    return {"dataset": dataset, "output_uri": output_uri, "preset": args.preset,
+            "config": config_parameter(args.preset, args.config, args.settings), "shard_count": args.shards}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -343,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", default="runs/local", help="output folder (default %(default)s)")
     run.add_argument("--cache", action="store_true",
                      help="reuse results of unchanged steps from earlier runs into the same OUTPUT")
-    _run_flags(run, preset="quick")
+    _run_flags(run)
     run.set_defaults(handler=_cmd_run)
 
     sub = commands.add_parser("submit", help="compile and submit a run to Kubeflow Pipelines")
@@ -360,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--no-cache", action="store_true", help="re-run every step (ignore cached results)")
     sub.add_argument("--wait", action="store_true", help="wait for the run; exit non-zero unless it succeeds")
     sub.add_argument("--timeout", type=int, default=86400, help="seconds to wait (default %(default)s)")
-    _run_flags(sub, preset="paper")
+    _run_flags(sub)
     _cluster_flags(sub)
     sub.set_defaults(handler=_cmd_submit)
     return parser
@@ -381,13 +318,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     output = Path(args.output).resolve()
     dataset = args.dataset
+    if dataset is not None and not is_remote(dataset):
+        dataset = str(Path(dataset).resolve())
+    arguments = pipeline_arguments(args, dataset or "", str(output))  # settings checked before any work
     if dataset is None:
         from avsc.data.demo import make_demo_dataset
 
-        dataset = str(make_demo_dataset(output / "dataset").root)
-    elif not is_remote(dataset):
-        dataset = str(Path(dataset).resolve())
-    arguments = pipeline_arguments(args, dataset, str(output))
+        arguments["dataset"] = str(make_demo_dataset(output / "dataset").root)
     for pattern in PUBLISHED:  # results of an earlier run must not pass for this one's
         for stale in output.glob(pattern):
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
@@ -407,6 +344,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print()
     print(results_table(read_json(metrics_path)))
     print()
+    print(f"config:  {output / 'config.json'}")
     print(f"metrics: {metrics_path}")
     print(f"report:  {output / 'report.html'}")
     print(f"bundle:  {output / 'bundle'}")

@@ -4,9 +4,11 @@ Each component unwraps its artifacts, calls one :mod:`avsc` library function and
 the Kubeflow UI shows (metrics, confusion matrices, the HTML report). Heavy imports happen
 inside the component bodies, so importing this package (and compiling the pipeline) needs
 kfp only. The bodies run in the images of :mod:`components.images` on a cluster and in the
-current Python environment under ``kfp.local``.
+current Python environment under ``kfp.local``; the helpers they share are in
+:mod:`components.artifacts`, the tasks' cluster settings in :mod:`components.cluster`.
 """
 
+from components.config import resolve_config
 from components.embed import embed_backbone
 from components.evaluate import evaluate_fusions
 from components.fuse import fuse_method
@@ -19,6 +21,7 @@ from components.train import train_backbone
 __all__ = [
     "CPU_IMAGE",
     "GPU_IMAGE",
+    "resolve_config",
     "ingest_dataset",
     "list_shards",
     "preprocess_shard",

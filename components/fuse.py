@@ -1,33 +1,48 @@
 """Phase II: one fusion method on the frozen embeddings, for each of the three modality sets."""
 
-from kfp import dsl
-from kfp.dsl import ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from typing import List
 
+from kfp import dsl
+from kfp.dsl import (
+    Artifact,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Metrics,
+    Model,
+    Output,
+)
+
+from components.artifacts import HELPERS, by_backbone, read_config, save_metrics
 from components.images import CPU_IMAGE
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False, additional_funcs=HELPERS)
 def fuse_method(
     method: str,
-    preset: str,
-    fusion_epochs: int,
-    seed: int,
-    aud_mel: Input[Dataset],
-    aud_gam: Input[Dataset],
-    aud_cqt: Input[Dataset],
-    vis_inc: Input[Dataset],
-    vis_conv: Input[Dataset],
+    config: Input[Artifact],
+    embeddings: Input[List[Dataset]],
     fusions: Output[Model],
     metrics: Output[Metrics],
     confusion_audio_visual: Output[ClassificationMetrics],
     confusion_audio: Output[ClassificationMetrics],
     confusion_visual: Output[ClassificationMetrics],
 ):
-    """Train fusion ``method`` (``f1``..``f6``) on audio+visual, audio and visual embeddings.
+    """Train fusion ``method`` on audio+visual, audio and visual embeddings; score each on test.
 
-    ``fusions`` becomes a folder with one fusion model folder per modality set
-    (``<method>-<modalities>``); each is evaluated on the test split and its confusion
-    matrix logged for the Kubeflow UI. ``fusion_epochs`` of 0 keeps the preset's value.
+    Args:
+        method: ``f1`` .. ``f6`` (paper eqs. 1-3 on fc1024, then on fc10).
+        config: the run's config (its ``fusion`` section: epochs, batch size, seed, ...).
+        embeddings: the five backbones' embeddings, each tagged with ``metadata["backbone"]``.
+
+    Returns:
+        fusions: a folder with one fusion model folder per modality set
+            (``<method>-<modalities>``: model.keras, fusion.json, predictions.parquet).
+        metrics: ``<method>_<modalities>_accuracy`` and ``_log_loss`` on the test
+            split for each modality set, ``seconds``.
+        confusion_audio_visual: the audio+visual model's test confusion matrix.
+        confusion_audio: the audio-only model's.
+        confusion_visual: the visual-only model's.
     """
     import os
     import tempfile
@@ -35,27 +50,18 @@ def fuse_method(
 
     import avsc.evaluation.evaluate
     import avsc.training.fusion
-    from avsc.config import load_config
 
     began = time.perf_counter()
-    inputs = {"aud-mel": aud_mel, "aud-gam": aud_gam, "aud-cqt": aud_cqt, "vis-inc": vis_inc,
-              "vis-conv": vis_conv}
-    overrides = {"fusion": {"epochs": fusion_epochs or None, "seed": seed}}
-    config = load_config(preset=preset, overrides=overrides).fusion
-    with tempfile.TemporaryDirectory(prefix="avsc-fuse-") as scratch:  # removed afterwards
-        embeddings_dir = os.path.join(scratch, "embeddings")
-        os.makedirs(embeddings_dir)
-        for backbone, artifact in inputs.items():
-            os.symlink(os.path.abspath(artifact.path), os.path.join(embeddings_dir, f"{backbone}.parquet"))
-        avsc.training.fusion.train_all_fusions(embeddings_dir, fusions.path, config=config, methods=(method,),
-                                      progress=False)
+    avsc.training.fusion.train_all_fusions(by_backbone(embeddings), fusions.path, config=read_config(config).fusion,
+                                           methods=(method,), progress=False)
+    with tempfile.TemporaryDirectory(prefix="avsc-fuse-") as scratch:  # the report is thrown away
         report = avsc.evaluation.evaluate.evaluate([fusions.path], os.path.join(scratch, "report"))
-    confusions = {"audio+visual": confusion_audio_visual, "audio": confusion_audio,
-                  "visual": confusion_visual}
+    confusions = {"audio+visual": confusion_audio_visual, "audio": confusion_audio, "visual": confusion_visual}
+    values = {}
     for result in report["results"]:
         name = f"{method}_{result['modalities'].replace('+', '_')}"
-        metrics.log_metric(f"{name}_accuracy", result["accuracy"])
-        metrics.log_metric(f"{name}_log_loss", result["log_loss"])
-        confusions[result["modalities"]].log_confusion_matrix(list(result["labels"]),
-                                                              result["confusion_matrix"])
-    metrics.log_metric("seconds", round(time.perf_counter() - began, 3))
+        values.update({f"{name}_accuracy": result["accuracy"], f"{name}_log_loss": result["log_loss"]})
+        confusion = confusions[result["modalities"]]
+        confusion.log_confusion_matrix(list(result["labels"]), result["confusion_matrix"])
+        save_metrics(confusion)
+    save_metrics(metrics, {**values, "seconds": round(time.perf_counter() - began, 3)})

@@ -5,16 +5,22 @@ from typing import List
 from kfp import dsl
 from kfp.dsl import Dataset, Metrics, Output
 
+from components.artifacts import HELPERS, save_metrics
 from components.images import CPU_IMAGE
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False, additional_funcs=HELPERS)
 def ingest_dataset(dataset: str, manifest: Output[Dataset], metrics: Output[Metrics]):
     """Validate every clip of ``dataset`` and split it train/val/test by location.
 
-    A remote dataset is pulled into a scratch folder first (credentials from the
-    ``AVSC_S3_*`` environment). ``manifest`` becomes a folder holding ``manifest.parquet``
-    (media paths relative to the dataset root) and ``manifest.rejected.json``.
+    Args:
+        dataset: the dataset in the TAU 2021 layout: a local folder or ``s3://bucket/prefix``
+            (pulled into a scratch folder first, credentials from ``AVSC_S3_*``).
+
+    Returns:
+        manifest: a folder holding ``manifest.parquet`` (media paths relative to
+            the dataset root) and ``manifest.rejected.json``.
+        metrics: clips per split (``train_clips``, ...), ``rejected_clips``, ``seconds``.
     """
     import os
     import tempfile
@@ -32,16 +38,22 @@ def ingest_dataset(dataset: str, manifest: Output[Dataset], metrics: Output[Metr
             root = scratch
             pull_dir(dataset, root, progress=False)
         result = avsc.data.ingest.ingest_dataset(root, os.path.join(manifest.path, "manifest.parquet"),
-                                            progress=False)
-    for split, count in result.counts.items():
-        metrics.log_metric(f"{split}_clips", count)
-    metrics.log_metric("rejected_clips", len(result.rejected))
-    metrics.log_metric("seconds", round(time.perf_counter() - began, 3))
+                                                 progress=False)
+    save_metrics(metrics, {**{f"{split}_clips": count for split, count in result.counts.items()},
+                           "rejected_clips": len(result.rejected),
+                           "seconds": round(time.perf_counter() - began, 3)})
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def list_shards(shard_count: int) -> List[int]:
-    """The shard indices ``0 .. shard_count - 1`` the preprocessing fans out over."""
+    """The shard indices the preprocessing fans out over.
+
+    Args:
+        shard_count: how many preprocessing tasks (at least 1).
+
+    Returns:
+        Output: the list ``[0, 1, ..., shard_count - 1]``.
+    """
     if shard_count < 1:
         raise ValueError(f"shard_count must be at least 1, got {shard_count}")
     return list(range(shard_count))

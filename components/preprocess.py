@@ -1,33 +1,44 @@
 """Preprocess one shard of the manifest: demux audio, spectrograms (mel, gammatone, CQT), frames."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
 
+from components.artifacts import HELPERS, read_config, save_metrics
 from components.images import CPU_IMAGE
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False, additional_funcs=HELPERS)
 def preprocess_shard(
+    config: Input[Artifact],
     manifest: Input[Dataset],
     dataset: str,
     shard_index: int,
     shard_count: int,
-    preset: str,
     workers: int,
     features: Output[Dataset],
     metrics: Output[Metrics],
 ):
     """Write the features of shard ``shard_index`` of ``shard_count`` to a feature store.
 
-    ``features`` becomes one feature store directory; the training steps open the stores of
-    all shards together. From a remote dataset only this shard's media are pulled.
+    Args:
+        config: the run's config (its ``features`` section: sample rate, bins, frames, ...).
+        manifest: the ingest step's manifest folder.
+        dataset: the dataset the manifest's paths are relative to (folder or ``s3://``);
+            from a remote dataset only this shard's media are pulled.
+        shard_index: this shard, ``0 <= shard_index < shard_count`` (clips dealt round-robin).
+        shard_count: how many shards the manifest is split into.
+        workers: clips decoded at once.
+
+    Returns:
+        features: one feature store (store.json, clips/, index/, summary.json);
+            the training steps open the stores of all shards together.
+        metrics: ``processed_clips``, ``rejected_clips``, ``seconds``.
     """
     import os
     import tempfile
     import time
 
     import avsc.features.preprocess
-    from avsc.config import load_config
     from avsc.data.manifest import read_manifest
     from avsc.storage.s3 import is_remote
     from avsc.storage.sync import pull_dir
@@ -42,8 +53,7 @@ def preprocess_shard(
             root = scratch
             pull_dir(dataset, root, include=wanted, progress=False)
         result = avsc.features.preprocess.preprocess(
-            manifest_path, features.path, config=load_config(preset=preset).features,
+            manifest_path, features.path, config=read_config(config).features,
             shard=(shard_index, shard_count), workers=workers, dataset_root=root, progress=False)
-    metrics.log_metric("processed_clips", result.processed)
-    metrics.log_metric("rejected_clips", len(result.rejected))
-    metrics.log_metric("seconds", round(time.perf_counter() - began, 3))
+    save_metrics(metrics, {"processed_clips": result.processed, "rejected_clips": len(result.rejected),
+                           "seconds": round(time.perf_counter() - began, 3)})

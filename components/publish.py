@@ -1,27 +1,34 @@
-"""Publishing: the run's report, embeddings and model bundle to the output location."""
+"""Publishing: the run's config, report, embeddings and model bundle to the output location."""
+
+from typing import List
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Model
+from kfp.dsl import Artifact, Dataset, Input, Model
 
+from components.artifacts import HELPERS, by_backbone
 from components.images import CPU_IMAGE
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False, additional_funcs=HELPERS)
 def publish_outputs(
     output_uri: str,
+    config: Input[Artifact],
     report: Input[Dataset],
     bundle: Input[Model],
-    aud_mel: Input[Dataset],
-    aud_gam: Input[Dataset],
-    aud_cqt: Input[Dataset],
-    vis_inc: Input[Dataset],
-    vis_conv: Input[Dataset],
+    embeddings: Input[List[Dataset]],
 ):
     """Copy the outputs to ``output_uri``: an ``s3://bucket/prefix`` or a local folder.
 
-    Layout under it: the report folder's files (metrics.json, report.html, ...),
-    ``embeddings/<backbone>.parquet`` and ``bundle/``. An empty ``output_uri`` publishes
-    nothing (the outputs stay in the pipeline root).
+    Layout under it: ``config.json`` (the run's config record), the report folder's files
+    (metrics.json, report.html, ...), ``embeddings/<backbone>.parquet`` and ``bundle/``.
+
+    Args:
+        output_uri: ``s3://bucket/prefix`` (credentials from ``AVSC_S3_*``) or a local
+            folder; empty publishes nothing (the outputs stay in the pipeline root).
+        config: the run's config record.
+        report: the evaluation's report folder.
+        bundle: the model bundle.
+        embeddings: the five backbones' embeddings, each tagged with ``metadata["backbone"]``.
     """
     import os
     import shutil
@@ -32,18 +39,18 @@ def publish_outputs(
     if not output_uri:
         print("output_uri is empty: nothing published")
         return
-    embeddings = {"aud-mel": aud_mel, "aud-gam": aud_gam, "aud-cqt": aud_cqt, "vis-inc": vis_inc,
-                  "vis-conv": vis_conv}
+    files = {f"embeddings/{backbone}.parquet": path for backbone, path in by_backbone(embeddings).items()}
+    files["config.json"] = config.path
     if is_remote(output_uri):
         base = output_uri.rstrip("/")
         push_dir(report.path, base, progress=False)
         push_dir(bundle.path, f"{base}/bundle", progress=False)
-        for backbone, artifact in embeddings.items():
-            push_file(artifact.path, f"{base}/embeddings/{backbone}.parquet")
+        for name, path in files.items():
+            push_file(path, f"{base}/{name}")
     else:
         shutil.copytree(report.path, output_uri, dirs_exist_ok=True)
         shutil.copytree(bundle.path, os.path.join(output_uri, "bundle"), dirs_exist_ok=True)
-        os.makedirs(os.path.join(output_uri, "embeddings"), exist_ok=True)
-        for backbone, artifact in embeddings.items():
-            shutil.copyfile(artifact.path, os.path.join(output_uri, "embeddings", f"{backbone}.parquet"))
+        for name, path in files.items():
+            os.makedirs(os.path.dirname(os.path.join(output_uri, name)), exist_ok=True)
+            shutil.copyfile(path, os.path.join(output_uri, name))
     print(f"published to {output_uri}")

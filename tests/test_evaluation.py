@@ -201,7 +201,7 @@ def test_results_table_marks_best(evaluated):
 
 def test_evaluate_backbone_rows(fusion_root, tmp_path):
     emb = make_embeddings(tmp_path / "emb", width=4, per_class={"train": 1, "val": 1, "test": 3})
-    metrics = evaluate([fusion_root / "f1-audio+visual"], tmp_path / "report", embeddings_dir=emb)
+    metrics = evaluate([fusion_root / "f1-audio+visual"], tmp_path / "report", embeddings=emb)
     assert [b["backbone"] for b in metrics["backbones"]] == list(BACKBONES)
     from avsc.training.embeddings import read_embeddings
 
@@ -212,6 +212,11 @@ def test_evaluate_backbone_rows(fusion_root, tmp_path):
     assert row["accuracy"] == pytest.approx((e.fc10[test].argmax(1) == y).mean())
     assert row["log_loss"] == pytest.approx(log_loss(y, softmax(e.fc10[test])))
     assert "vis-inc" in (tmp_path / "report" / "report.html").read_text()
+    # The same rows from a mapping backbone -> file (pipeline artifacts), here two backbones.
+    given = {b: emb / f"{b}.parquet" for b in ("vis-inc", "aud-mel")}
+    mapped = evaluate([fusion_root / "f1-audio+visual"], tmp_path / "report2", embeddings=given)
+    assert [b["backbone"] for b in mapped["backbones"]] == ["aud-mel", "vis-inc"]
+    assert next(b for b in mapped["backbones"] if b["backbone"] == "vis-inc") == row
 
 
 def test_evaluate_errors(fusion_root, tmp_path, rng):

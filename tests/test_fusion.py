@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -184,6 +186,32 @@ def test_inconsistent_embeddings_are_rejected(embeddings, tmp_path):
     bad = _copy_embeddings(embeddings, tmp_path / "ids", **{"aud-cqt": {"clip_ids": ids}})
     with pytest.raises(DataError, match=r"aud-cqt\.parquet.*clips differ"):
         load_fusion_data(bad, BACKBONES)
+
+def test_embeddings_given_as_a_mapping_read_like_the_folder(embeddings, tmp_path):
+    """Pipeline steps pass backbone -> file (artifacts at paths of their own), the CLI a folder."""
+    scattered = {}
+    for backbone in BACKBONES:  # files named nothing like <backbone>.parquet, each in its own folder
+        path = tmp_path / backbone.replace("-", "_") / "embeddings"
+        path.parent.mkdir()
+        shutil.copyfile(embeddings / f"{backbone}.parquet", path)
+        scattered[backbone] = str(path)
+    data, ref = load_fusion_data(scattered, BACKBONES), load_fusion_data(embeddings, BACKBONES)
+    np.testing.assert_array_equal(data.clip_ids, ref.clip_ids)
+    for backbone in BACKBONES:
+        np.testing.assert_array_equal(data.fc1024[backbone], ref.fc1024[backbone])
+        assert data.paths[backbone] == Path(scattered[backbone])
+    audio = {b: scattered[b] for b in MODALITY_SETS["audio"]}
+    assert load_fusion_data(audio, MODALITY_SETS["audio"]).backbones == MODALITY_SETS["audio"]
+    with pytest.raises(DataError, match="vis-inc.*missing"):
+        load_fusion_data(audio, BACKBONES)
+    with pytest.raises(ConfigError, match="unknown backbone.*aud-xyz"):
+        load_fusion_data({**scattered, "aud-xyz": scattered["aud-mel"]}, BACKBONES)
+    with pytest.raises(DataError, match=r"nowhere\.parquet: embeddings of vis-conv not found"):
+        load_fusion_data({**scattered, "vis-conv": tmp_path / "nowhere.parquet"}, BACKBONES)
+    results = train_all_fusions(scattered, tmp_path / "fusion", config=FusionConfig(epochs=1), methods=("f4",),
+                                modality_sets=("visual",), progress=False)
+    assert [r.out_dir.name for r in results] == ["f4-visual"]
+
 
 def test_backbones_trained_with_different_settings_fuse_with_a_warning(embeddings, tmp_path, caplog):
     mixed = _copy_embeddings(embeddings, tmp_path / "hash", **{"vis-conv": {"config_hash": "otherhash999"}})

@@ -13,13 +13,28 @@ import pytest
 import yaml
 
 import pipeline
-from avsc.config import BACKBONES, FUSION_METHODS
+from avsc.config import BACKBONES, DEFAULT_PRESET, FUSION_METHODS
+from avsc.errors import ConfigError
+from components import (
+    embed_backbone,
+    evaluate_fusions,
+    fuse_method,
+    ingest_dataset,
+    list_shards,
+    preprocess_shard,
+    publish_outputs,
+    resolve_config,
+    train_backbone,
+)
+from components.cluster import SECRET_ENV
 from components.images import CPU_IMAGE, GPU_IMAGE
 
 # Values that must never reach the YAML even when they are in the compiling environment.
 FAKE_ACCESS_KEY = "AKIAFAKEACCESSKEY1234"
 FAKE_SECRET_KEY = "fake+secret/key+9f8e7d6c5b4a"
-TRAIN_NAMES = {f"Train {pipeline.display_backbone(b)}" for b in BACKBONES}
+TRAIN, EMBED = "Train backbone", "Embed backbone"
+COMPONENTS = [resolve_config, ingest_dataset, list_shards, preprocess_shard, train_backbone, embed_backbone,
+              fuse_method, evaluate_fusions, publish_outputs]
 
 
 class Compiled:
@@ -34,21 +49,22 @@ class Compiled:
         self.executors = self.spec["deploymentSpec"]["executors"]
         self.root = self.spec["root"]["dag"]["tasks"]
 
-    def all_tasks(self) -> dict[str, dict]:
-        """Every task of the root DAG and of nested DAGs (ParallelFor bodies)."""
-        found = {}
+    def all_tasks(self) -> list[tuple[str, dict]]:
+        """(name, task) of every task of the root DAG and of nested DAGs (loop bodies,
+        sub-pipelines); names are unique only within their own DAG."""
+        found = []
         pending = [self.root]
         while pending:
             tasks = pending.pop()
             for name, task in tasks.items():
-                found[name] = task
+                found.append((name, task))
                 component = self.components[task["componentRef"]["name"]]
                 if "dag" in component:
                     pending.append(component["dag"]["tasks"])
         return found
 
     def by_display(self, display: str) -> tuple[str, dict]:
-        matches = [(n, t) for n, t in self.all_tasks().items() if t["taskInfo"]["name"] == display]
+        matches = [(n, t) for n, t in self.all_tasks() if t["taskInfo"]["name"] == display]
         assert len(matches) == 1, f"expected one task shown as {display!r}, found {len(matches)}"
         return matches[0]
 
@@ -91,57 +107,80 @@ def compiled_no_gpu(tmp_path_factory) -> Compiled:
 
 
 def test_every_stage_is_present_with_a_readable_name(compiled):
-    names = [t["taskInfo"]["name"] for t in compiled.all_tasks().values()
-             if "executorLabel" in compiled.components[t["componentRef"]["name"]]]
-    expected = {"Ingest dataset", "List shards", "Preprocess shard", "Fuse embeddings",
-                "Evaluate and bundle", "Publish outputs"} | TRAIN_NAMES
-    expected |= {f"Embed {pipeline.display_backbone(b)}" for b in BACKBONES}
-    assert set(names) == expected
-    assert len(names) == len(expected)  # one task each
-    for name in names:  # no task left with its generated name
+    tasks = [task for _, task in compiled.all_tasks()]
+    steps = [t["taskInfo"]["name"] for t in tasks if "executorLabel" in compiled.components[t["componentRef"]["name"]]]
+    assert sorted(steps) == sorted({"Resolve config", "Ingest dataset", "List shards", "Preprocess shard", TRAIN,
+                                    EMBED, "Fuse embeddings", "Evaluate and bundle", "Publish outputs"})
+    groups = [t["taskInfo"]["name"] for t in tasks if "dag" in compiled.components[t["componentRef"]["name"]]]
+    assert sorted(groups) == ["Each backbone", "Each fusion method", "Each shard", "Train and embed backbones"]
+    for name in steps + groups:  # no task left with its generated name
         assert not re.fullmatch(r"[a-z0-9-]+", name), name
 
 
 def test_pipeline_parameters_and_defaults(compiled):
     params = compiled.spec["root"]["inputDefinitions"]["parameters"]
-    assert set(params) == {"dataset", "output_uri", "preset", "epochs", "image_size", "shard_count",
-                           "fusion_epochs", "seed"}
+    assert set(params) == {"dataset", "output_uri", "preset", "config", "shard_count"}
     assert "defaultValue" not in params["dataset"]  # required
     assert params["shard_count"]["defaultValue"] == 4
-    for name in ("epochs", "image_size", "fusion_epochs"):
-        assert params[name]["defaultValue"] == 0  # 0 = the preset's value
-    assert params["preset"]["defaultValue"] in ("quick", "paper")
+    assert params["preset"]["defaultValue"] == DEFAULT_PRESET == "paper"
+    assert params["config"]["defaultValue"] == ""  # no overrides: the preset as it is
+
+
+def test_settings_are_resolved_once_and_read_from_the_config_artifact(compiled):
+    resolve, task = compiled.by_display("Resolve config")
+    assert task["inputs"]["parameters"] == {"preset": {"componentInputParameter": "preset"},
+                                            "overrides": {"componentInputParameter": "config"}}
+    outputs = compiled.components[task["componentRef"]["name"]]["outputDefinitions"]["artifacts"]
+    assert outputs["summary"]["artifactType"]["schemaTitle"] == "system.Markdown"  # shown in the UI
+    # Every step that needs settings reads that artifact (through its loop or sub-pipeline);
+    # none takes a preset or a setting of its own.
+    readers = {"preprocess-shard", "train-backbone", "fuse-method", "publish-outputs"}
+    for component in readers:
+        assert "config" in compiled.components[f"comp-{component}"]["inputDefinitions"]["artifacts"]
+    for name, spec in compiled.components.items():
+        params = set(spec.get("inputDefinitions", {}).get("parameters", {}))
+        if name != "comp-resolve-config" and "executorLabel" in spec:
+            assert not params & {"preset", "overrides", "epochs", "image_size", "fusion_epochs", "seed"}, name
+    consumers = [t for t in compiled.root.values() if "config" in json.dumps(t.get("inputs", {}))
+                 and resolve in json.dumps(t["inputs"])]
+    assert {t["taskInfo"]["name"] for t in consumers} == {
+        "Each shard", "Train and embed backbones", "Each fusion method", "Publish outputs"}
 
 
 def test_preprocessing_fans_out_over_the_shard_list(compiled):
     shard_list, _ = compiled.by_display("List shards")
     assert compiled.root[shard_list]["inputs"]["parameters"]["shard_count"] == {
         "componentInputParameter": "shard_count"}
-    loops = [n for n, t in compiled.root.items() if "parameterIterator" in t
-             and "preprocess-shard" in compiled.components[t["componentRef"]["name"]]["dag"]["tasks"]]
-    assert len(loops) == 1
-    loop = compiled.root[loops[0]]
+    loop_name, loop = compiled.by_display("Each shard")
     items = loop["parameterIterator"]["items"]["inputParameter"]
     assert loop["inputs"]["parameters"][items]["taskOutputParameter"]["producerTask"] == shard_list
     body = compiled.components[loop["componentRef"]["name"]]["dag"]["tasks"]["preprocess-shard"]
     assert body["inputs"]["parameters"]["shard_index"]["componentInputParameter"] == \
         loop["parameterIterator"]["itemInput"]
-    # The loop's features are collected into one list for every training task.
+    # The loop's features are collected into one list for the backbone trainings.
     outputs = compiled.components[loop["componentRef"]["name"]]["outputDefinitions"]["artifacts"]
     assert all(spec.get("isArtifactList") for spec in outputs.values())
-    for display in TRAIN_NAMES:
-        name, task = compiled.by_display(display)
-        assert task["inputs"]["artifacts"]["features"]["taskOutputArtifact"]["producerTask"] == loops[0]
+    _, phase_one = compiled.by_display("Train and embed backbones")
+    assert phase_one["inputs"]["artifacts"]["features"]["taskOutputArtifact"]["producerTask"] == loop_name
 
 
 def test_five_trainings_are_independent_and_each_requests_a_gpu(compiled):
-    trains = {compiled.by_display(display)[0] for display in TRAIN_NAMES}
-    assert len(trains) == len(BACKBONES) == 5
-    backbones = set()
-    for name in trains:
-        task = compiled.root[name]
-        backbones.add(task["inputs"]["parameters"]["backbone"]["runtimeValue"]["constant"])
-        assert not (compiled.upstream(name) & trains), f"{name} waits for another training"
+    _, phase_one = compiled.by_display("Train and embed backbones")
+    assert phase_one["inputs"]["parameters"]["backbones"]["runtimeValue"]["constant"] == list(BACKBONES)
+    _, loop = compiled.by_display("Each backbone")
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--backbones"
+    # No limit below five: the five iterations run side by side, one GPU each.
+    assert loop.get("iteratorPolicy", {}).get("parallelismLimit", 0) in (0, *range(len(BACKBONES), 100))
+    body = compiled.components[loop["componentRef"]["name"]]["dag"]["tasks"]
+    train_name, train = compiled.by_display(TRAIN)
+    embed_name, embed = compiled.by_display(EMBED)
+    assert set(body) == {train_name, embed_name}
+    assert train["inputs"]["parameters"]["backbone"]["componentInputParameter"] == \
+        loop["parameterIterator"]["itemInput"]
+    assert not train.get("dependentTasks")  # an iteration waits for nothing inside the loop
+    assert embed["dependentTasks"] == [train_name]
+    assert embed["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == train_name
+    for task in (train, embed):
         label, container = compiled.executor(task)
         accelerator = container["resources"]["accelerator"]
         assert accelerator["resourceType"] == "nvidia.com/gpu" and int(accelerator["resourceCount"]) == 1
@@ -150,27 +189,39 @@ def test_five_trainings_are_independent_and_each_requests_a_gpu(compiled):
         assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s["tolerations"]
         assert container["image"] == GPU_IMAGE
-    assert backbones == set(BACKBONES)
+    # The loop hands on one model and one embeddings artifact per backbone, as lists.
+    outputs = compiled.components[phase_one["componentRef"]["name"]]["outputDefinitions"]["artifacts"]
+    assert {name: spec.get("isArtifactList") for name, spec in outputs.items()} == {"models": True, "embeddings": True}
 
 
 def test_fusion_fans_out_over_the_six_methods_with_a_confusion_matrix_per_modality_set(compiled):
-    loops = [t for t in compiled.root.values() if "parameterIterator" in t
-             and "fuse-method" in compiled.components[t["componentRef"]["name"]]["dag"]["tasks"]]
-    assert len(loops) == 1
-    assert json.loads(loops[0]["parameterIterator"]["items"]["raw"]) == list(FUSION_METHODS)
+    phase_one, _ = compiled.by_display("Train and embed backbones")
+    loop_name, loop = compiled.by_display("Each fusion method")
+    assert json.loads(loop["parameterIterator"]["items"]["raw"]) == list(FUSION_METHODS)
+    assert phase_one in loop["dependentTasks"]
     outputs = compiled.components["comp-fuse-method"]["outputDefinitions"]["artifacts"]
     confusions = [n for n, o in outputs.items()
                   if o["artifactType"]["schemaTitle"] == "system.ClassificationMetrics"]
     assert len(confusions) == 3
-    _, evaluate = compiled.by_display("Evaluate and bundle")
+    assert compiled.components["comp-fuse-method"]["inputDefinitions"]["artifacts"]["embeddings"]["isArtifactList"]
+    name, evaluate = compiled.by_display("Evaluate and bundle")
     produced = compiled.components[evaluate["componentRef"]["name"]]["outputDefinitions"]["artifacts"]
     kinds = {o["artifactType"]["schemaTitle"] for o in produced.values()}
     assert {"system.HTML", "system.Metrics", "system.Model"} <= kinds
-    # Evaluation waits for every training, every embedding and the fusion loop.
-    name, _ = compiled.by_display("Evaluate and bundle")
-    upstream = compiled.upstream(name)
-    for display in TRAIN_NAMES:
-        assert compiled.by_display(display)[0] in upstream
+    # Evaluation reads every fusion (collected), and the models and embeddings of the backbone loop.
+    artifacts = evaluate["inputs"]["artifacts"]
+    assert artifacts["fusions"]["taskOutputArtifact"]["producerTask"] == loop_name
+    for key in ("models", "embeddings"):
+        assert artifacts[key]["taskOutputArtifact"] == {"outputArtifactKey": key, "producerTask": phase_one}
+    assert {phase_one, loop_name} <= compiled.upstream(name)
+
+
+def test_every_component_documents_every_input_and_output():
+    for component in COMPONENTS:
+        spec = component.component_spec
+        assert spec.description, component.name
+        for name, io in {**(spec.inputs or {}), **(spec.outputs or {})}.items():
+            assert io.description, f"{component.name}: {name} is not described in its docstring"
 
 
 def test_every_image_is_pinned(compiled):
@@ -196,17 +247,18 @@ def test_no_credentials_in_the_package_only_the_secret_name(compiled):
             readers[label] = {m["secretKey"]: m["envVar"] for m in entry["keyToEnv"]}
     for display in ("Ingest dataset", "Preprocess shard", "Publish outputs"):
         label, _ = compiled.executor(compiled.by_display(display)[1])
-        assert readers[label] == pipeline.SECRET_ENV
-    trains = {compiled.executor(compiled.by_display(d)[1])[0] for d in TRAIN_NAMES}
-    assert not trains & set(readers), "training never touches the store"
+        assert readers[label] == SECRET_ENV
+    steps = {compiled.executor(compiled.by_display(d)[1])[0] for d in (TRAIN, EMBED, "Resolve config")}
+    assert not steps & set(readers), "training, embedding and the config step never touch the store"
 
 
 def test_retries_and_caching(compiled):
-    for display in ("Ingest dataset", "Preprocess shard", "Publish outputs", *TRAIN_NAMES):
+    for display in ("Ingest dataset", "Preprocess shard", "Publish outputs", TRAIN, EMBED):
         policy = compiled.by_display(display)[1]["retryPolicy"]
         assert policy["maxRetryCount"] >= 1 and policy["backoffDuration"].endswith("s")
     assert compiled.by_display("Publish outputs")[1]["cachingOptions"].get("enableCache", False) is False
-    for display in ("Ingest dataset", "Preprocess shard", *TRAIN_NAMES):
+    for display in ("Resolve config", "Ingest dataset", "List shards", "Preprocess shard", TRAIN, EMBED,
+                    "Fuse embeddings", "Evaluate and bundle"):
         assert compiled.by_display(display)[1]["cachingOptions"]["enableCache"] is True
 
 
@@ -218,9 +270,9 @@ def test_no_gpu_drops_every_gpu_setting_and_shrinks_requests(compiled, compiled_
     assert "nvidia.com" not in compiled_no_gpu.text
     # Still reads the store through the secret, and fits a small CPU-only cluster.
     assert any("secretAsEnv" in k for k in compiled_no_gpu.platform["executors"].values())
-    name, task = compiled_no_gpu.by_display("Train Aud-MEL")
+    _, task = compiled_no_gpu.by_display(TRAIN)
     small = compiled_no_gpu.executor(task)[1]["resources"]
-    large = compiled.executor(compiled.by_display("Train Aud-MEL")[1])[1]["resources"]
+    large = compiled.executor(compiled.by_display(TRAIN)[1])[1]["resources"]
     assert small["memoryRequest"] < large["memoryRequest"]
 
 
@@ -229,7 +281,7 @@ def test_cluster_flags_reach_the_package(tmp_path):
     assert pipeline.main(["compile", "-o", str(path), "--accelerator", "amd.com/gpu", "--secret", "my-store",
                           "--node-selector", "pool=gpu", "--toleration", "dedicated"]) == 0
     custom = Compiled(path)
-    label, container = custom.executor(custom.by_display("Train Vis-INC")[1])
+    label, container = custom.executor(custom.by_display(TRAIN)[1])
     assert container["resources"]["accelerator"]["resourceType"] == "amd.com/gpu"
     assert custom.platform["executors"][label]["nodeSelector"]["labels"] == {"pool": "gpu"}
     assert custom.platform["executors"][label]["tolerations"][0]["key"] == "dedicated"
@@ -246,25 +298,39 @@ def test_registry_flag_retargets_every_image(tmp_path):
         pipeline.main(["compile", "-o", str(tmp_path / "bad.yaml"), "--registry", "Bad Registry!"])
 
 
-def test_submit_arguments_parse_into_pipeline_parameters():
+def test_submit_arguments_parse_into_pipeline_parameters(tmp_path):
+    settings = tmp_path / "settings.toml"
+    settings.write_text("[train]\nepochs = 3\nbatch_size = 16\n\n[fusion]\nseed = 7\n")
     args = pipeline.build_parser().parse_args([
         "submit", "--host", "http://localhost:8080", "--dataset", "s3://avsc/data", "--output-uri",
-        "s3://avsc/out", "--preset", "quick", "--epochs", "3", "--shards", "2", "--no-gpu", "--wait",
-        "--timeout", "600", "--namespace", "team"])
+        "s3://avsc/out", "--preset", "quick", "--config", str(settings), "--set", "train.epochs=4",
+        "--set", "features.audio.frames=309", "--shards", "2", "--no-gpu", "--wait", "--timeout", "600",
+        "--namespace", "team"])
     assert args.handler is pipeline._cmd_submit
     assert (args.host, args.wait, args.timeout, args.namespace) == ("http://localhost:8080", True, 600, "team")
     assert args.service_account == "avsc-pipeline-runner"
-    assert pipeline.pipeline_arguments(args, args.dataset, args.output_uri) == {
-        "dataset": "s3://avsc/data", "output_uri": "s3://avsc/out", "preset": "quick", "epochs": 3,
-        "image_size": 0, "shard_count": 2, "fusion_epochs": 0, "seed": 0}
+    arguments = pipeline.pipeline_arguments(args, args.dataset, args.output_uri)
+    # --set wins over the file; batch_size 16 is the quick preset's own value, so not an override.
+    assert json.loads(arguments.pop("config")) == {"train": {"epochs": 4}, "fusion": {"seed": 7},
+                                                   "features": {"audio": {"frames": 309}}}
+    assert arguments == {"dataset": "s3://avsc/data", "output_uri": "s3://avsc/out", "preset": "quick",
+                         "shard_count": 2}
     options = pipeline._options(args)
     assert options.gpu is False and options.resources == "small" and options.secret == "avsc-s3"
+
+
+def test_run_defaults_to_the_default_preset_and_no_overrides():
+    args = pipeline.build_parser().parse_args(["run", "--local"])
+    arguments = pipeline.pipeline_arguments(args, "data", "out")
+    assert (arguments["preset"], arguments["config"]) == (DEFAULT_PRESET, "")
+    assert pipeline.config_parameter("quick", None, ["train.epochs=6"]) == ""  # the preset's own value
 
 
 @pytest.mark.parametrize("argv", [
     ["submit", "--dataset", "s3://b/d"],  # no --host
     ["run"],  # no --local
     ["run", "--local", "--preset", "huge"],
+    ["run", "--local", "--epochs", "3"],  # settings go through --set / --config
     ["compile", "--resources", "tiny"],
 ])
 def test_bad_command_lines_are_refused(argv, capsys):
@@ -274,13 +340,23 @@ def test_bad_command_lines_are_refused(argv, capsys):
     assert "error" in capsys.readouterr().err
 
 
-def test_bad_values_are_refused_before_anything_runs(tmp_path):
+def test_bad_values_are_refused_before_anything_runs(tmp_path, capsys):
     args = pipeline.build_parser().parse_args(["run", "--local", "--shards", "0"])
     with pytest.raises(SystemExit, match="--shards"):
         pipeline.pipeline_arguments(args, "data", str(tmp_path))
     args = pipeline.build_parser().parse_args(["compile", "--node-selector", "no-equals-sign"])
     with pytest.raises(SystemExit, match="LABEL=VALUE"):
         pipeline._options(args)
+    for setting, message in (("train.epochz=3", "unknown setting.*epochz"), ("train.epochs=ten", "train.epochs"),
+                             ("nonsense", "section.key=value")):
+        args = pipeline.build_parser().parse_args(["run", "--local", "--set", setting])
+        with pytest.raises(ConfigError, match=message):
+            pipeline.pipeline_arguments(args, "data", str(tmp_path))
+    missing = tmp_path / "missing.toml"
+    out = tmp_path / "out"
+    assert pipeline.main(["run", "--local", "--config", str(missing), "--output", str(out)]) == 2
+    assert "missing.toml" in capsys.readouterr().err
+    assert not out.exists()  # refused before the demo dataset or any step
 
 
 def test_compiling_imports_no_heavy_library():

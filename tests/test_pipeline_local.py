@@ -2,7 +2,9 @@
 
 Slow: the whole DAG through kfp.local (``pipeline.py run --local``) on a tiny demo dataset:
 ten scenes, six clips each at three locations (two clips each for train, val and test per
-scene), quick preset with two epochs, two preprocessing shards.
+scene), quick preset with two epochs and 309-frame spectrograms (``--set``), two
+preprocessing shards, with ``--cache``; then the same command again, which must reuse
+every step.
 
 Fast: the steps that touch the object store (ingest and preprocessing from ``s3://``,
 publishing to it), each component's own function called with artifacts on local paths,
@@ -12,13 +14,15 @@ against a real S3 server on localhost (moto).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from kfp.dsl import Dataset, Metrics, Model
+from kfp.dsl import Artifact, Dataset, Markdown, Metrics, Model
 from s3_server import s3_env, s3_server, s3_store  # noqa: F401  (fixtures)
 
 import avsc.storage.sync
@@ -28,32 +32,50 @@ from avsc.data.manifest import read_manifest
 from avsc.features.preprocess import shard_rows
 from avsc.labels import LABELS
 from avsc.storage.sync import pull_dir, push_dir
-from components import ingest_dataset, preprocess_shard, publish_outputs
+from components import ingest_dataset, preprocess_shard, publish_outputs, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANCE = 1.0 / len(LABELS)
+FRAMES = 309  # the paper's spectrogram width, set on the command line (the preset leaves it free)
 
 
-def _run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def _run(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "pipeline.py", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
+    """The one whole run of the suite: (output folder, its process, the command line)."""
     base = tmp_path_factory.mktemp("pipeline")
     dataset = make_demo_dataset(base / "dataset", clips_per_class=6, locations_per_class=3,
                                 progress=False).root
     output = base / "out"
-    done = _run("run", "--local", "--dataset", str(dataset), "--output", str(output), "--preset", "quick",
-                "--epochs", "2", "--shards", "2")
+    argv = ("run", "--local", "--dataset", str(dataset), "--output", str(output), "--preset", "quick",
+            "--set", "train.epochs=2", "--set", f"features.audio.frames={FRAMES}", "--shards", "2", "--cache")
+    done = _run(*argv)
     assert done.returncode == 0, f"run --local failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return output, done
+    return output, done, argv
+
+
+@pytest.fixture(scope="module")
+def cached_rerun(local_run):
+    """The same command again into the same output: (its process, metrics.json before it)."""
+    output, _, argv = local_run
+    before = (output / "metrics.json").read_text()
+    done = _run(*argv, timeout=300)
+    assert done.returncode == 0, f"second run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done, before
+
+
+def _runs(output: Path) -> list[Path]:
+    """The runs' folders under the pipeline root, oldest first."""
+    return sorted((output / "pipeline-root").iterdir())
 
 
 @pytest.mark.slow
 def test_metrics_hold_every_fusion_result_and_the_best_beats_chance(local_run):
-    output, _ = local_run
+    output, _, _ = local_run
     metrics = json.loads((output / "metrics.json").read_text())
     keys = {(r["method"], r["modalities"]) for r in metrics["results"]}
     assert keys == {(m, s) for m in FUSION_METHODS for s in MODALITY_SETS}  # 18 results
@@ -67,7 +89,7 @@ def test_metrics_hold_every_fusion_result_and_the_best_beats_chance(local_run):
 
 @pytest.mark.slow
 def test_report_bundle_and_embeddings_are_published(local_run):
-    output, _ = local_run
+    output, _, _ = local_run
     assert "<html" in (output / "report.html").read_text().lower()
     bundle = json.loads((output / "bundle" / "bundle.json").read_text())
     assert set(bundle["backbones"]) == set(BACKBONES)
@@ -83,20 +105,19 @@ def test_report_bundle_and_embeddings_are_published(local_run):
 
 @pytest.mark.slow
 def test_the_run_ends_with_the_results_table_and_output_paths(local_run):
-    output, done = local_run
+    output, done, _ = local_run
     tail = done.stdout[-4000:]
     for method in FUSION_METHODS:
         assert f"\n{method}" in tail
-    for name in ("metrics.json", "report.html", "bundle"):
+    for name in ("config.json", "metrics.json", "report.html", "bundle"):
         assert str(output / name) in tail
 
 
 @pytest.mark.slow
 def test_the_kubeflow_ui_artifacts_are_written(local_run):
-    output, _ = local_run
-    runs = sorted((output / "pipeline-root").iterdir())
-    assert len(runs) == 1
-    outputs = [json.loads(p.read_text()) for p in runs[0].rglob("executor_output.json")]
+    output, _, _ = local_run
+    first = _runs(output)[0]
+    outputs = [json.loads(p.read_text()) for p in first.rglob("executor_output.json")]
     confusions = [a for out in outputs for name, arts in out.get("artifacts", {}).items()
                   if name.startswith("confusion_") for a in arts["artifacts"]]
     assert len(confusions) == len(FUSION_METHODS) * len(MODALITY_SETS)
@@ -104,6 +125,46 @@ def test_the_kubeflow_ui_artifacts_are_written(local_run):
         matrix = artifact["metadata"]["confusionMatrix"]
         assert [c["displayName"] for c in matrix["annotationSpecs"]] == list(LABELS)
         assert sum(sum(row["row"]) for row in matrix["rows"]) == 20
+    # Every metrics artifact has its file (kfp.local's cache needs it), holding what the UI shows.
+    for out in outputs:
+        for name, arts in out.get("artifacts", {}).items():
+            for artifact in arts["artifacts"]:
+                if name == "metrics" or name.startswith("confusion_"):
+                    assert json.loads(Path(artifact["uri"]).read_text()) == artifact["metadata"], artifact["uri"]
+    summary = next(first.rglob("resolve-config/summary")).read_text()
+    assert re.search(rf"\|\s*features\.audio\.frames\s*\|\s*{FRAMES}\s*\|\s*yes", summary)  # the UI's Markdown
+
+
+@pytest.mark.slow
+def test_settings_given_with_set_reach_every_feature_store(local_run):
+    output, _, _ = local_run
+    record = json.loads((output / "config.json").read_text())  # published beside metrics.json
+    assert record["preset"] == "quick"
+    assert record["overrides"] == {"features": {"audio": {"frames": FRAMES}}, "train": {"epochs": 2}}
+    assert record["config"]["features"]["audio"]["frames"] == FRAMES
+    stores = sorted(p.parent for p in _runs(output)[0].rglob("preprocess-shard/features/store.json"))
+    assert len(stores) == 2  # one per shard
+    for store in stores:
+        meta = json.loads((store / "store.json").read_text())
+        assert meta["config_hash"] == record["hashes"]["features"]
+        for name in ("mel", "gam", "cqt"):
+            assert meta["features"][name]["shape"] == [128, FRAMES, 2]
+        clip = np.load(next((store / "clips").glob("*.npz")))
+        assert clip["mel"].shape == (128, FRAMES, 2)
+
+
+@pytest.mark.slow
+def test_a_second_cached_run_reexecutes_no_step(local_run, cached_rerun):
+    output, _, _ = local_run
+    done, metrics_before = cached_rerun
+    runs = _runs(output)
+    assert len(runs) == 2
+    # Only publishing ran again (never cached: it always copies the results out).
+    executed = sorted(p.parent.name for p in runs[1].rglob("executor_output.json"))
+    assert executed == ["publish-outputs"], executed
+    log = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)
+    assert re.findall(r"Executing task '([^']+)'", log) == ["publish-outputs"]
+    assert (output / "metrics.json").read_text() == metrics_before  # the same results, published again
 
 
 @pytest.mark.slow
@@ -140,10 +201,13 @@ def test_ingest_and_preprocess_read_a_remote_dataset_shard_by_shard(s3_env, tmp_
     rows = read_manifest(Path(manifest.path) / "manifest.parquet")
     assert len(rows) == 6 and not rows["video"].str.startswith("/").any()  # paths relative to the root
 
+    config = Artifact(uri=str(tmp_path / "config"))
+    resolve_config.python_func(preset="quick", overrides="features.audio.clip_seconds = 1.0", config=config,
+                               summary=Markdown(uri=str(tmp_path / "summary")))
     features = Dataset(uri=str(tmp_path / "features"))
     shard_metrics = Metrics(uri=str(tmp_path / "shard-metrics"))
-    preprocess_shard.python_func(manifest=manifest, dataset=s3_env.uri("tau"), shard_index=1, shard_count=2,
-                                 preset="quick", workers=1, features=features, metrics=shard_metrics)
+    preprocess_shard.python_func(config=config, manifest=manifest, dataset=s3_env.uri("tau"), shard_index=1,
+                                 shard_count=2, workers=1, features=features, metrics=shard_metrics)
     assert len(pulls) == 2  # the whole dataset for ingest, then one shard's media
     mine = shard_rows(rows, (1, 2))
     assert pulls[1] == sorted(list(mine["video"]) + [a for a in mine["audio"] if a])  # its own media only
@@ -164,16 +228,19 @@ def test_publish_pushes_report_bundle_and_embeddings(s3_env, tmp_path):
     (bundle / "backbones").mkdir(parents=True)
     (bundle / "bundle.json").write_text("{}")
     (bundle / "backbones" / "aud-mel.keras").write_bytes(b"model")
-    embeddings = {}
-    for backbone in BACKBONES:
-        path = tmp_path / "embed" / backbone.replace("-", "_")
-        path.parent.mkdir(exist_ok=True)
+    embeddings = []
+    for number, backbone in enumerate(BACKBONES):  # artifacts at paths of their own, tagged
+        path = tmp_path / f"iteration-{number}" / "embeddings"
+        path.parent.mkdir()
         path.write_bytes(backbone.encode())
-        embeddings[backbone.replace("-", "_")] = Dataset(uri=str(path))
-    publish_outputs.python_func(output_uri=s3_env.uri("runs/one"), report=Dataset(uri=str(report)),
-                                bundle=Model(uri=str(bundle)), **embeddings)
-    expected = {"runs/one/metrics.json", "runs/one/report.html", "runs/one/bundle/bundle.json",
-                "runs/one/bundle/backbones/aud-mel.keras"}
+        embeddings.append(Dataset(uri=str(path), metadata={"backbone": backbone}))
+    config = tmp_path / "config"
+    config.write_text('{"preset": "quick"}')
+    publish_outputs.python_func(output_uri=s3_env.uri("runs/one"), config=Artifact(uri=str(config)),
+                                report=Dataset(uri=str(report)), bundle=Model(uri=str(bundle)),
+                                embeddings=embeddings)
+    expected = {"runs/one/config.json", "runs/one/metrics.json", "runs/one/report.html",
+                "runs/one/bundle/bundle.json", "runs/one/bundle/backbones/aud-mel.keras"}
     expected |= {f"runs/one/embeddings/{b}.parquet" for b in BACKBONES}
     assert set(s3_env.keys("runs/")) == expected
     back = tmp_path / "back"

@@ -236,6 +236,13 @@ def test_make_bundle_rejects_inconsistent_inputs(models_root, fusion_root, tmp_p
     with pytest.raises(DataError, match="differs from the model whose embeddings trained"):
         make_bundle(models, fusion, tmp_path / "b3")
 
+    # Backbone -> model folder (pipeline artifacts, each at a path of its own) works like the folder.
+    mapping = {b: models_root / b for b in BACKBONES}
+    mapped = make_bundle(mapping, fusion_root / "f1-visual", tmp_path / "b5")
+    assert set(read_json(mapped / BUNDLE_FILE)["backbones"]) == {"vis-inc", "vis-conv"}
+    with pytest.raises(DataError, match="reads vis-conv, but no model of vis-conv was given"):
+        make_bundle({b: mapping[b] for b in ("aud-mel", "vis-inc")}, fusion_root / "f1-visual", tmp_path / "b6")
+
     with pytest.raises(ConfigError, match="not a visual-only fusion model"):
         make_bundle(models_root, fusion, tmp_path / "b4", visual_fusion_dir=fusion)
 

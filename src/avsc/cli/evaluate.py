@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from avsc.evaluation.evaluate import evaluate
     from avsc.evaluation.report import results_table
 
-    metrics = evaluate(args.fusion_dirs, args.output, split=args.split, embeddings_dir=args.embeddings)
+    metrics = evaluate(args.fusion_dirs, args.output, split=args.split, embeddings=args.embeddings)
     print(results_table(metrics))
     print(f"report: {os.path.join(args.output, 'report.html')}")
     return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from avsc.errors import DataError
 from avsc.evaluation.metrics import classification_metrics, label_indices, softmax
 from avsc.evaluation.predictions import FUSION_FILE, PREDICTIONS_FILE, read_predictions
 from avsc.labels import LABELS
-from avsc.storage.files import read_json, write_json
+from avsc.storage.files import backbone_paths, read_json, write_json
 
 __all__ = ["find_fusion_dirs", "evaluate"]
 
@@ -77,15 +77,14 @@ def _best(results: list[dict[str, Any]]) -> dict[str, str] | None:
     return {"method": chosen["method"], "modalities": chosen["modalities"]}
 
 
-def _backbone_rows(embeddings_dir: Path, split: str) -> list[dict[str, Any]]:
+def _backbone_rows(embeddings: str | Path | Mapping[str, str | Path], split: str) -> list[dict[str, Any]]:
     from avsc.training.embeddings import read_embeddings
 
-    if not embeddings_dir.is_dir():
-        raise DataError(embeddings_dir, "embeddings folder not found", "give the folder of `avsc embed` outputs")
+    paths = backbone_paths(embeddings, "{backbone}.parquet", what="embeddings",
+                           hint="give the folder of `avsc embed` outputs")
     rows = []
-    for backbone in BACKBONES:
-        path = embeddings_dir / f"{backbone}.parquet"
-        if not path.is_file():
+    for backbone, path in paths.items():
+        if not path.is_file():  # a folder need not hold every backbone
             continue
         emb = read_embeddings(path)
         mask = emb.splits == split
@@ -96,7 +95,8 @@ def _backbone_rows(embeddings_dir: Path, split: str) -> list[dict[str, Any]]:
         rows.append({"backbone": backbone, "accuracy": metrics["accuracy"], "log_loss": metrics["log_loss"],
                      "per_class_accuracy": metrics["per_class_accuracy"], "n_clips": metrics["n_clips"]})
     if not rows:
-        raise DataError(embeddings_dir, f"no <backbone>.parquet file (one of {', '.join(BACKBONES)})",
+        raise DataError(str(embeddings) if not isinstance(embeddings, Mapping) else "embeddings",
+                        f"no <backbone>.parquet file (one of {', '.join(BACKBONES)})",
                         "give the folder of `avsc embed` outputs")
     return rows
 
@@ -106,7 +106,7 @@ def evaluate(
     report_dir: str | Path,
     *,
     split: str = "test",
-    embeddings_dir: str | Path | None = None,
+    embeddings: str | Path | Mapping[str, str | Path] | None = None,
 ) -> dict[str, Any]:
     """Evaluate fusion models on one split and write the report.
 
@@ -117,21 +117,23 @@ def evaluate(
             (self-contained), ``report.md``, ``confusion-<method>-<modalities>.png`` and
             ``submission-<method>-<modalities>.csv`` per result.
         split: the split to evaluate (``test`` = TAU fold1_evaluate).
-        embeddings_dir: optional folder of ``<backbone>.parquet``; adds one row per
-            backbone (softmax of its ``fc10``) to the metrics and the report.
+        embeddings: optional folder of ``<backbone>.parquet`` (``avsc embed`` outputs) or
+            mapping backbone -> Parquet file; adds one row per backbone (softmax of its
+            ``fc10``) to the metrics and the report.
 
     Returns:
         The content of ``metrics.json``: ``{"split", "results": [{"method", "modalities",
         "accuracy", "log_loss", "per_class_accuracy", "confusion_matrix", "n_clips",
         "labels", "val_accuracy", "val_log_loss", "fusion_dir"}], "backbones": [...] (with
-        ``embeddings_dir``), "best": {"method", "modalities"}, "dataset": {...}}``.
+        ``embeddings``), "best": {"method", "modalities"}, "dataset": {...}}``.
 
     Raises:
         DataError: a missing or unreadable fusion folder, a split without clips, two
-            folders for the same method and modality set.
+            folders for the same method and modality set, no embeddings file.
+        ConfigError: a key of an ``embeddings`` mapping that is not a backbone.
 
     Example:
-        >>> metrics = evaluate(["runs/fusion"], "runs/report", embeddings_dir="runs/embeddings")
+        >>> metrics = evaluate(["runs/fusion"], "runs/report", embeddings="runs/embeddings")
         >>> metrics["best"], metrics["results"][0]["accuracy"]
     """
     from avsc.evaluation import report
@@ -193,8 +195,8 @@ def evaluate(
         report.write_submission_csv(report_dir / f"submission-{name}.csv", clip_ids, probs)
     out: dict[str, Any] = {"split": split, "labels": list(LABELS), "dataset": dataset, "results": results,
                            "best": _best(results)}
-    if embeddings_dir is not None:
-        out["backbones"] = _backbone_rows(Path(embeddings_dir), split)
+    if embeddings is not None:
+        out["backbones"] = _backbone_rows(embeddings, split)
     for result in results:
         report.plot_confusion(np.asarray(result["confusion_matrix"]), report_dir / result["confusion_png"],
                               title=f"{result['method']} {result['modalities']} ({split}): "

@@ -32,8 +32,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
-
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -50,7 +50,13 @@ from avsc.config import (
 )
 from avsc.errors import ConfigError, DataError
 from avsc.labels import LABELS
-from avsc.storage.files import atomic_path, read_json, sha256_file, write_json
+from avsc.storage.files import (
+    atomic_path,
+    backbone_paths,
+    read_json,
+    sha256_file,
+    write_json,
+)
 
 BUNDLE_FORMAT = "avsc-bundle/1"
 BUNDLE_FILE = "bundle.json"
@@ -141,7 +147,7 @@ def _embedding_shas(meta: dict[str, Any]) -> dict[str, str]:
 
 
 def make_bundle(
-    models_root: str | Path,
+    models: str | Path | Mapping[str, str | Path],
     fusion_dir: str | Path,
     out_dir: str | Path,
     *,
@@ -150,8 +156,9 @@ def make_bundle(
     """Assemble a self-contained bundle from trained backbones and a fusion model.
 
     Args:
-        models_root: holds ``<backbone>/model.keras`` and ``<backbone>/config.json``
-            (outputs of ``avsc train``) for every backbone the fusion model reads. This and
+        models: a folder holding ``<backbone>/model.keras`` and ``<backbone>/config.json``
+            (outputs of ``avsc train``) for every backbone the fusion model reads, or a
+            mapping backbone -> its model folder (a pipeline step's artifacts). This and
             every other folder argument may be an ``s3://`` prefix.
         fusion_dir: output of ``avsc fuse`` (``model.keras``, ``fusion.json``).
         out_dir: the bundle folder to write. Built beside it under a temporary name and
@@ -167,23 +174,29 @@ def make_bundle(
         DataError: a missing model or config file; backbones trained on different feature
             configs; a fusion model trained on embeddings of other backbone models;
             ``out_dir`` is a non-empty folder that is not a bundle.
-        ConfigError: ``visual_fusion_dir`` is not a visual-only fusion model.
+        ConfigError: ``visual_fusion_dir`` is not a visual-only fusion model; a key of a
+            ``models`` mapping that is not a backbone.
     """
     from avsc.storage import locations
 
-    if any(locations.is_remote(str(d)) for d in (models_root, fusion_dir, out_dir, visual_fusion_dir or "")):
+    remote_models = (any(locations.is_remote(str(v)) for v in models.values()) if isinstance(models, Mapping)
+                     else locations.is_remote(str(models)))
+    if remote_models or any(locations.is_remote(str(d)) for d in (fusion_dir, out_dir, visual_fusion_dir or "")):
         # Model folders are fetched (and the bundle pushed) through temporary local folders.
         with contextlib.ExitStack() as stack:
-            models = stack.enter_context(locations.local_folder(models_root))
+            local_models = ({b: stack.enter_context(locations.local_folder(v)) for b, v in models.items()}
+                            if isinstance(models, Mapping) else stack.enter_context(locations.local_folder(models)))
             fused = stack.enter_context(locations.local_folder(fusion_dir))
             visual = stack.enter_context(locations.local_folder(visual_fusion_dir)) if visual_fusion_dir else None
             staging = stack.enter_context(locations.output_folder(out_dir))
-            make_bundle(models, fused, staging / "bundle", visual_fusion_dir=visual)
+            make_bundle(local_models, fused, staging / "bundle", visual_fusion_dir=visual)
             for path in (staging / "bundle").iterdir():  # the bundle's files, at out_dir itself
                 path.rename(staging / path.name)
             (staging / "bundle").rmdir()
         return out_dir
-    models_root, fusion_dir, out_dir = Path(models_root), Path(fusion_dir), Path(out_dir)
+    fusion_dir, out_dir = Path(fusion_dir), Path(out_dir)
+    model_dirs = backbone_paths(models, "{backbone}", what="models",
+                                hint="give the folder holding one `avsc train` output per backbone")
     fusions = {"fusion": (fusion_dir, _read_fusion_dir(fusion_dir), "fusion.keras")}
     if visual_fusion_dir is not None:
         visual_fusion_dir = Path(visual_fusion_dir)
@@ -196,26 +209,31 @@ def make_bundle(
 
     configs: dict[str, dict[str, Any]] = {}
     for backbone in needed:
+        if backbone not in model_dirs:
+            raise DataError(fusion_dir / "fusion.json", f"reads {backbone}, but no model of {backbone} was given",
+                            "give the models of every backbone the fusion model reads")
         for name in ("model.keras", "config.json"):
-            if not (models_root / backbone / name).is_file():
-                raise DataError(models_root / backbone / name, f"not found; the fusion model needs {backbone}",
-                                f"train it with `avsc train {backbone} ... -o {models_root / backbone}`")
-        configs[backbone] = read_json(models_root / backbone / "config.json")
+            if not (model_dirs[backbone] / name).is_file():
+                raise DataError(model_dirs[backbone] / name, f"not found; the fusion model needs {backbone}",
+                                f"train it with `avsc train {backbone} ... -o {model_dirs[backbone]}`")
+        configs[backbone] = read_json(model_dirs[backbone] / "config.json")
     hashes = {b: c.get("feature_config_hash") for b, c in configs.items()}
     if len(set(hashes.values())) != 1 or None in hashes.values():
         listing = ", ".join(f"{b}: {h}" for b, h in hashes.items())
-        raise DataError(models_root, f"backbones were trained on different feature configs ({listing})",
+        odd = next((b for b in needed if hashes[b] != hashes[needed[0]] or hashes[b] is None), needed[0])
+        raise DataError(model_dirs[odd] / "config.json",
+                        f"backbones were trained on different feature configs ({listing})",
                         "train all of them on the same feature store")
     first = configs[needed[0]]
     feature_config = feature_config_from_dict(first["features"])
     if config_hash(feature_config) != hashes[needed[0]]:
-        raise DataError(models_root / needed[0] / "config.json",
+        raise DataError(model_dirs[needed[0]] / "config.json",
                         "recorded feature config does not match its recorded hash", "retrain the backbone")
     for _, meta, _ in fusions.values():
         recorded = _embedding_shas(meta)
         for backbone in meta["backbones"]:
-            if backbone in recorded and recorded[backbone] != sha256_file(models_root / backbone / "model.keras"):
-                raise DataError(models_root / backbone / "model.keras",
+            if backbone in recorded and recorded[backbone] != sha256_file(model_dirs[backbone] / "model.keras"):
+                raise DataError(model_dirs[backbone] / "model.keras",
                                 "differs from the model whose embeddings trained the fusion model",
                                 "bundle the backbones the fusion was trained with, or re-run embed and fuse")
 
@@ -229,12 +247,12 @@ def make_bundle(
     with atomic_path(out_dir) as tmp:
         (tmp / "backbones").mkdir(parents=True)
         sha256: dict[str, str] = {}
-        backbone_paths = {}
+        backbone_files = {}
         for backbone in needed:
             rel = f"backbones/{backbone}.keras"
-            shutil.copyfile(models_root / backbone / "model.keras", tmp / rel)
+            shutil.copyfile(model_dirs[backbone] / "model.keras", tmp / rel)
             sha256[rel] = sha256_file(tmp / rel)
-            backbone_paths[backbone] = rel
+            backbone_files[backbone] = rel
         entries: dict[str, Any] = {"visual_fusion": None}
         for key, (source, meta, rel) in fusions.items():
             shutil.copyfile(source / "model.keras", tmp / rel)
@@ -250,7 +268,7 @@ def make_bundle(
             "feature_config_hash": hashes[needed[0]],
             "feature_shapes": shapes,
             "clip_seconds": feature_config.audio.clip_seconds,
-            "backbones": backbone_paths,
+            "backbones": backbone_files,
             "train_config_hashes": {b: c.get("config_hash", "") for b, c in configs.items()},
             **entries,
             "sha256": sha256,

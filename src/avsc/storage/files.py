@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +73,51 @@ def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
 def sha256_file(path: str | Path) -> str:
     """Hex SHA-256 of a file (see :func:`file_digest`)."""
     return file_digest(path, "sha256")
+
+
+def backbone_paths(
+    source: str | Path | Mapping[str, str | Path],
+    layout: str,
+    *,
+    what: str,
+    hint: str,
+) -> dict[str, Path]:
+    """Backbone -> path of its file or folder, from a folder laid out by the CLI or from a mapping.
+
+    The CLI keeps one entry per backbone in one folder (``embeddings/<backbone>.parquet``,
+    ``models/<backbone>/``); a pipeline step gets each backbone's artifact at a path of its
+    own and passes a mapping. Both resolve here, so the library reads either.
+
+    Args:
+        source: the folder, or a mapping backbone -> path.
+        layout: the entry of one backbone in the folder, with ``{backbone}`` in it
+            (``"{backbone}.parquet"``, ``"{backbone}"``).
+        what: what the folder holds, for errors (``"embeddings"``).
+        hint: what to do when the folder does not exist.
+
+    Returns:
+        For a folder: every backbone of :data:`avsc.config.BACKBONES` -> its entry, whether
+        or not it exists (callers say which one they miss). For a mapping: its backbones,
+        in the order of ``BACKBONES``.
+
+    Raises:
+        DataError: the folder does not exist; a path of the mapping does not exist.
+        ConfigError: a key of the mapping is not a backbone.
+    """
+    from avsc.config import BACKBONES
+    from avsc.errors import ConfigError, DataError
+
+    if not isinstance(source, Mapping):
+        root = Path(source)
+        if not root.is_dir():
+            raise DataError(root, f"{what} folder not found", hint)
+        return {backbone: root / layout.format(backbone=backbone) for backbone in BACKBONES}
+    unknown = sorted(set(source) - set(BACKBONES))
+    if unknown:
+        raise ConfigError(f"{what}: unknown backbone(s) {', '.join(map(str, unknown))}; "
+                          f"expected some of {', '.join(BACKBONES)}")
+    paths = {backbone: Path(source[backbone]) for backbone in BACKBONES if backbone in source}
+    for backbone, path in paths.items():
+        if not path.exists():
+            raise DataError(path, f"{what} of {backbone} not found")
+    return paths

@@ -17,12 +17,14 @@ copies what was done instead of training it again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,7 @@ from avsc.labels import LABEL_INDEX, LABELS
 from avsc.models.fusion import build_fusion_model, check_method, check_modalities
 from avsc.models.saving import save_keras_model
 from avsc.storage import locations
-from avsc.storage.files import read_json, write_json
+from avsc.storage.files import backbone_paths, read_json, write_json
 from avsc.training.checkpoints import Checkpoints
 from avsc.training.mixup import mix
 
@@ -57,6 +59,8 @@ __all__ = [
 ]
 
 FUSION_FORMAT = "avsc-fusion/1"
+# Where a backbone's embeddings are: a folder of ``<backbone>.parquet`` or backbone -> file.
+Embeddings = str | Path | Mapping[str, str | Path]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,7 @@ class FusionData:
     Attributes:
         fc1024, fc10: backbone -> [shape=(n_clips, width)] float32.
         model_sha256, config_hash: backbone -> what its Parquet metadata records.
+        paths: backbone -> the Parquet file read.
     """
 
     backbones: tuple[str, ...]
@@ -81,30 +86,36 @@ class FusionData:
     fc10: dict[str, np.ndarray]
     model_sha256: dict[str, str]
     config_hash: dict[str, str]
+    paths: dict[str, Path] = field(default_factory=dict)
 
     def inputs(self, level: str, mask: np.ndarray | None = None) -> list[np.ndarray]:
         table = self.fc1024 if level == "fc1024" else self.fc10
         return [table[b] if mask is None else table[b][mask] for b in self.backbones]
 
 
-def load_fusion_data(embeddings_dir: str | Path, backbones: Sequence[str]) -> FusionData:
-    """Read ``<backbone>.parquet`` for each backbone and check they describe the same clips.
+def load_fusion_data(embeddings: Embeddings, backbones: Sequence[str]) -> FusionData:
+    """Read each backbone's embeddings and check they describe the same clips.
+
+    Args:
+        embeddings: a folder holding ``<backbone>.parquet`` (``avsc embed`` outputs), or a
+            mapping backbone -> Parquet file (a pipeline step's artifacts).
+        backbones: the backbones to read, in the order of the fusion model's inputs.
 
     Raises:
         DataError: a missing file (named), a file of another backbone, duplicate clips, or
             files that disagree on clip ids, splits, labels or recorded config hash.
+        ConfigError: a mapping key that is not a backbone.
     """
     from avsc.training.embeddings import read_embeddings
 
-    root = Path(embeddings_dir)
-    if not root.is_dir():
-        raise DataError(root, "embeddings folder not found", "give the folder holding `avsc embed` outputs")
+    paths = backbone_paths(embeddings, "{backbone}.parquet", what="embeddings",
+                           hint="give the folder holding `avsc embed` outputs")
     loaded = {}
     for backbone in backbones:
-        path = root / f"{backbone}.parquet"
-        if not path.is_file():
-            raise DataError(path, f"embedding file of {backbone} is missing",
-                            f"run `avsc embed` for {backbone} into this folder, or fuse a modality set without it")
+        path = paths.get(backbone)
+        if path is None or not path.is_file():
+            raise DataError(path or backbone, f"embedding file of {backbone} is missing",
+                            f"run `avsc embed` for {backbone}, or fuse a modality set without it")
         emb = read_embeddings(path)
         if emb.backbone != backbone:
             raise DataError(path, f"holds embeddings of {emb.backbone}, not {backbone}",
@@ -156,6 +167,7 @@ def load_fusion_data(embeddings_dir: str | Path, backbones: Sequence[str]) -> Fu
         fc10={b: e.fc10[o] for b, (_, e, o) in loaded.items()},
         model_sha256={b: e.model_sha256 for b, (_, e, _) in loaded.items()},
         config_hash={b: e.config_hash for b, (_, e, _) in loaded.items()},
+        paths={b: p for b, (p, _, _) in loaded.items()},
     )
 
 
@@ -257,7 +269,7 @@ def _fingerprint(data: FusionData, method: str, modalities: str, config: FusionC
 
 
 def train_fusion(
-    embeddings_dir: str | Path,
+    embeddings: Embeddings,
     out_dir: str | Path,
     *,
     method: str,
@@ -270,8 +282,9 @@ def train_fusion(
     """Train one fusion model (Phase II) on frozen embeddings, select it on val, save it.
 
     Args:
-        embeddings_dir: folder holding ``<backbone>.parquet`` for every backbone of
-            ``modalities`` (written by ``avsc embed``).
+        embeddings: folder holding ``<backbone>.parquet`` for every backbone of
+            ``modalities`` (written by ``avsc embed``), or a mapping backbone -> Parquet
+            file (see :func:`load_fusion_data`).
         out_dir: output folder; afterwards holds ``model.keras`` (uncompiled; inputs one per
             backbone in the order of ``fusion.json["backbones"]``, output probabilities),
             ``predictions.parquet`` (every clip of every split), ``history.json`` and, written
@@ -299,10 +312,12 @@ def train_fusion(
 
     from avsc.models.losses import kl_divergence_loss
 
-    if locations.is_remote(str(embeddings_dir)) or locations.is_remote(str(out_dir)):
+    if _remote_embeddings(embeddings) or locations.is_remote(str(out_dir)):
         from dataclasses import replace
 
-        with locations.local_folder(embeddings_dir) as local_in, locations.output_folder(out_dir) as local_out:
+        with contextlib.ExitStack() as stack:
+            local_in = _local_embeddings(stack, embeddings)
+            local_out = stack.enter_context(locations.output_folder(out_dir))
             result = train_fusion(local_in, local_out, method=method, modalities=modalities, config=config,
                                   checkpoints=checkpoints, checkpoint_every_s=checkpoint_every_s,
                                   progress=progress)
@@ -313,12 +328,12 @@ def train_fusion(
         raise ConfigError(f"fusion.epochs must be at least 1, got {config.epochs}")
     if config.batch_size < 1:
         raise ConfigError(f"fusion.batch_size must be at least 1, got {config.batch_size}")
-    data = load_fusion_data(embeddings_dir, backbones)
+    data = load_fusion_data(embeddings, backbones)
     out_dir = Path(out_dir)
     masks = {s: data.splits == s for s in ("train", "val")}
     for split, mask in masks.items():
         if not mask.any():
-            raise DataError(Path(embeddings_dir) / f"{backbones[0]}.parquet", f"the {split} split has no clips",
+            raise DataError(data.paths[backbones[0]], f"the {split} split has no clips",
                             "fusion needs train clips and val clips (val selects the model)")
     y_index = np.asarray([LABEL_INDEX[label] for label in data.labels])
     x_train = data.inputs(spec.level, masks["train"])
@@ -409,7 +424,7 @@ def _completed(out_dir: Path) -> dict[str, Any] | None:
 
 
 def train_all_fusions(
-    embeddings_dir: str | Path,
+    embeddings: Embeddings,
     out_root: str | Path,
     *,
     config: FusionConfig,
@@ -420,12 +435,14 @@ def train_all_fusions(
 ) -> list[FusionResult]:
     """Train every method for every modality set into ``out_root/<method>-<modalities>/``.
 
-    Resumes: a folder already complete (``fusion.json`` written last by
+    ``embeddings``: a folder of ``<backbone>.parquet`` or a mapping backbone -> Parquet
+    file (see :func:`load_fusion_data`); the folder, the files and ``out_root`` may be
+    ``s3://``. Resumes: a folder already complete (``fusion.json`` written last by
     :func:`train_fusion`) for the same method, settings and embeddings is skipped. With
     ``checkpoints`` (a folder or ``s3://`` prefix), each model's training state lives in
     ``checkpoints/<method>-<modalities>/`` and each finished model is kept in its ``done/``,
     so a new process (a retried pod with an empty ``out_root``) copies the finished ones and
-    continues the interrupted one. ``out_root`` and ``embeddings_dir`` may be ``s3://``.
+    continues the interrupted one.
 
     Raises:
         ConfigError: unknown method or modality set; a complete folder made with other
@@ -440,8 +457,9 @@ def train_all_fusions(
         check_method(method)
     for modalities in modality_sets:
         check_modalities(modalities)
-    with locations.local_folder(embeddings_dir) as local_embeddings, \
-            locations.output_folder(out_root, pull_existing=True) as local_root:
+    with contextlib.ExitStack() as stack:
+        local_embeddings = _local_embeddings(stack, embeddings)
+        local_root = stack.enter_context(locations.output_folder(out_root, pull_existing=True))
         results = _train_all(local_embeddings, local_root, config=config, methods=methods,
                              modality_sets=modality_sets, checkpoints=checkpoints, progress=progress)
     if locations.is_remote(str(out_root)):
@@ -451,7 +469,29 @@ def train_all_fusions(
     return results
 
 
-def _train_all(embeddings_dir: Path, out_root: Path, *, config: FusionConfig, methods: Sequence[str],
+def _remote_embeddings(embeddings: Embeddings) -> bool:
+    values = embeddings.values() if isinstance(embeddings, Mapping) else [embeddings]
+    return any(locations.is_remote(str(v)) for v in values)
+
+
+def _local_embeddings(stack: contextlib.ExitStack, embeddings: Embeddings) -> Embeddings:
+    """``embeddings`` with ``s3://`` folders or files fetched into temporary local ones."""
+    if not _remote_embeddings(embeddings):
+        return embeddings
+    if not isinstance(embeddings, Mapping):
+        return stack.enter_context(locations.local_folder(embeddings))
+    scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="avsc-embeddings-")))
+    local = {}
+    for backbone, location in embeddings.items():
+        if locations.is_remote(str(location)):
+            local[backbone] = scratch / f"{backbone}.parquet"
+            local[backbone].write_bytes(locations.read_bytes(location))
+        else:
+            local[backbone] = location
+    return local
+
+
+def _train_all(embeddings: Embeddings, out_root: Path, *, config: FusionConfig, methods: Sequence[str],
                modality_sets: Sequence[str], checkpoints: str | Path | None,
                progress: bool) -> list[FusionResult]:
     results = []
@@ -466,7 +506,7 @@ def _train_all(embeddings_dir: Path, out_root: Path, *, config: FusionConfig, me
             meta = _completed(out_dir)
             if meta is not None:
                 if data is None:
-                    data = load_fusion_data(embeddings_dir, MODALITY_SETS[modalities])
+                    data = load_fusion_data(embeddings, MODALITY_SETS[modalities])
                 wanted = _fingerprint(data, method, modalities, config)
                 found = {k: meta.get(k) for k in wanted}
                 if found != wanted:
@@ -481,7 +521,7 @@ def _train_all(embeddings_dir: Path, out_root: Path, *, config: FusionConfig, me
                     backbones=tuple(meta.get("backbones", ())), level=meta.get("level", ""), skipped=True))
                 log.debug("%s %s: already complete, skipped (%s)", method, modalities, out_dir)
                 continue
-            results.append(train_fusion(embeddings_dir, out_dir, method=method, modalities=modalities,
+            results.append(train_fusion(embeddings, out_dir, method=method, modalities=modalities,
                                         config=config, checkpoints=ckpt, progress=progress))
             if ckpt:
                 Checkpoints(ckpt).keep_folder(out_dir, "done", last=FUSION_FILE)

@@ -1,0 +1,84 @@
+"""The run's first step: resolve its settings once into the config artifact every later step reads."""
+
+from typing import Any, Dict
+
+from kfp import dsl
+from kfp.dsl import Artifact, Markdown, Output
+
+from components.artifacts import HELPERS
+from components.images import CPU_IMAGE
+
+
+def config_markdown(record: Dict[str, Any]) -> str:
+    """The config record as Markdown for the Kubeflow UI: hashes, overrides, every setting."""
+    from tabulate import tabulate
+
+    def flat(node: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        for key, value in node.items():
+            if isinstance(value, dict):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    def table(rows, headers) -> str:
+        return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+    overrides = flat(record["overrides"])
+    every = [(key, value, "yes" if key in overrides else "") for key, value in flat(record["config"]).items()]
+    lines = [
+        "# Run configuration",
+        "",
+        f"Preset **{record['preset']}**, config hash `{record['config_hash']}` (avsc {record['avsc_version']}).",
+        "",
+        table(sorted(record["hashes"].items()), ["section", "hash"]),
+        "",
+        "## Overrides (applied over the preset)",
+        "",
+        table(sorted(overrides.items()), ["setting", "value"]) if overrides else "None: the preset as it is.",
+        "",
+        "## Every setting",
+        "",
+        table(every, ["setting", "value", "overridden"]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False, additional_funcs=[*HELPERS, config_markdown])
+def resolve_config(preset: str, overrides: str, config: Output[Artifact], summary: Output[Markdown]):
+    """Resolve the run's settings once: the preset, then the overrides, validated.
+
+    Every later step reads ``config`` instead of resolving settings itself, so a run's
+    settings are decided in one place and recorded with their hashes.
+
+    Args:
+        preset: ``paper`` (the paper's settings) or ``quick`` (a CPU-sized run).
+        overrides: settings applied over the preset, as TOML text (``"[train]\\nepochs = 3"``
+            or ``"train.epochs = 3"``) or a JSON object (``{"train": {"epochs": 3}}``);
+            empty for none. Unknown settings and wrong types fail this step.
+
+    Returns:
+        config: the config record, JSON: ``format``, ``avsc_version``, ``preset``,
+            ``overrides`` (nested), ``config`` (every setting), ``config_hash`` and
+            ``hashes`` (of ``features``, ``train``, ``fusion``: the hashes feature stores,
+            models and fusion models record). Its metadata holds the preset and hashes.
+        summary: the same as Markdown (hashes, overrides, every setting) for the UI.
+    """
+    import json
+
+    from avsc import __version__
+    from avsc.config import config_hash, load_config, parse_overrides, to_dict
+
+    resolved = load_config(preset=preset, overrides=overrides)
+    hashes = {name: config_hash(getattr(resolved, name)) for name in ("features", "train", "fusion")}
+    record = {"format": "avsc-pipeline-config/1", "avsc_version": __version__, "preset": preset,
+              "overrides": parse_overrides(overrides), "config": to_dict(resolved),
+              "config_hash": config_hash(resolved), "hashes": hashes}
+    with open(config.path, "w") as handle:
+        json.dump(record, handle, indent=2, sort_keys=True)
+    config.metadata.update(preset=preset, config_hash=record["config_hash"],
+                           **{f"{name}_hash": value for name, value in hashes.items()})
+    with open(summary.path, "w") as handle:
+        handle.write(config_markdown(record))
