@@ -107,7 +107,7 @@ def test_evaluate_reads_fusions_and_writes_its_report_on_the_store(s3_env, embed
     push_dir(embeddings, s3_env.uri("emb"), progress=False)
     fusion.train_all_fusions(s3_env.uri("emb"), s3_env.uri("fusion"), config=CONFIG, methods=("f4",),
                              modality_sets=("audio",), progress=False)
-    metrics = evaluate([s3_env.uri("fusion")], s3_env.uri("report"), embeddings_dir=s3_env.uri("emb"))
+    metrics = evaluate([s3_env.uri("fusion")], s3_env.uri("report"), embeddings=s3_env.uri("emb"))
     assert [(r["method"], r["modalities"]) for r in metrics["results"]] == [("f4", "audio")]
     keys = s3_env.keys("report/")
     assert {"report/metrics.json", "report/report.html"} <= set(keys)

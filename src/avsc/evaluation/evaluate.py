@@ -141,13 +141,12 @@ def evaluate(
 
     if isinstance(fusion_dirs, (str, Path)):
         fusion_dirs = [fusion_dirs]
-    if any(locations.is_remote(str(d)) for d in (*fusion_dirs, report_dir, embeddings_dir or "")):
-        # Small folders: fetched to (and the report pushed from) temporary local ones.
+    if locations.any_remote(*fusion_dirs, report_dir, embeddings):
+        # Small folders and files: fetched to (and the report pushed from) temporary local ones.
         with contextlib.ExitStack() as stack:
-            local = [stack.enter_context(locations.local_folder(d)) for d in fusion_dirs]
-            emb = stack.enter_context(locations.local_folder(embeddings_dir)) if embeddings_dir else None
+            local = [locations.local_inputs(stack, d) for d in fusion_dirs]
             out = stack.enter_context(locations.output_folder(report_dir))
-            return evaluate(local, out, split=split, embeddings_dir=emb)
+            return evaluate(local, out, split=split, embeddings=locations.local_inputs(stack, embeddings))
     report_dir = Path(report_dir)
     dirs = find_fusion_dirs(fusion_dirs)
     results: list[dict[str, Any]] = []

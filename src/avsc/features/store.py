@@ -60,6 +60,10 @@ PREVIOUS_FORMATS = {"avsc-features/1": "one uncompressed .npz file per clip"}
 FEATURE_NAMES: tuple[str, ...] = ("mel", "gam", "cqt", "frames")
 SPECTROGRAM_DTYPE = "<f2"  # little-endian float16
 META_FILE = "store.json"
+# A folder holding only this file stands for the store it names: a pipeline step's small
+# artifact pointing at a store on s3:// ({"uri": ..., "config_hash": ...}), so that a
+# step downloads a few bytes before it starts, not the store.
+REF_FILE = "feature-store.json"
 _REPREPROCESS = "re-run `avsc preprocess MANIFEST -o NEW_FOLDER`"
 
 
@@ -284,7 +288,7 @@ class FeatureStore:
 
         if isinstance(roots, (str, os.PathLike)):
             roots = [roots]
-        roots = tuple(str(r) for r in roots)
+        roots = tuple(dict.fromkeys(resolve_store(r) for r in roots))  # shards may share one store
         if not roots:
             raise DataError("<none>", "no feature store given")
         meta = None
@@ -341,6 +345,22 @@ class FeatureStore:
     def spec_for(self, backbone: str) -> FeatureSpec:
         """The spec of the feature ``backbone`` reads (:func:`required_feature` checks it)."""
         return self.specs[required_feature(backbone, self.specs, self.roots[0])]
+
+
+def resolve_store(location: str | os.PathLike) -> str:
+    """The store a location stands for: itself, or the store its ``feature-store.json`` names.
+
+    Raises:
+        DataError: the reference file is unreadable.
+    """
+    location = str(location)
+    ref = locations.join(location, REF_FILE)
+    if locations.exists(locations.join(location, META_FILE)) or not locations.exists(ref):
+        return location
+    try:
+        return str(locations.read_json(ref)["uri"])
+    except (ValueError, KeyError) as exc:
+        raise DataError(ref, f"not a feature-store reference ({exc})", "re-run preprocess") from None
 
 
 def read_store_meta(root: str) -> dict:

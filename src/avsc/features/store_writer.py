@@ -99,6 +99,20 @@ def init_store(root: str | Path, config: FeatureConfig, shapes: dict[str, Sequen
     return specs
 
 
+def store_location(root: str | Path, config: FeatureConfig) -> str:
+    """Where the features of ``config`` live under a run or project location:
+    ``ROOT/features/<config hash>``, so every run with the same feature settings reuses them."""
+    return locations.join(str(root), "features", config_hash(config))
+
+
+def write_store_ref(folder: str | Path, store: str, config: FeatureConfig) -> None:
+    """Make ``folder`` stand for ``store`` (see :data:`avsc.features.store.REF_FILE`)."""
+    from avsc.features.store import REF_FILE
+
+    locations.write_json(locations.join(str(folder), REF_FILE),
+                         {"uri": store, "config_hash": config_hash(config), "format": STORE_FORMAT})
+
+
 # --------------------------------------------------------------------------- encoding and parts
 
 @dataclass(frozen=True)

@@ -179,15 +179,12 @@ def make_bundle(
     """
     from avsc.storage import locations
 
-    remote_models = (any(locations.is_remote(str(v)) for v in models.values()) if isinstance(models, Mapping)
-                     else locations.is_remote(str(models)))
-    if remote_models or any(locations.is_remote(str(d)) for d in (fusion_dir, out_dir, visual_fusion_dir or "")):
+    if locations.any_remote(models, fusion_dir, out_dir, visual_fusion_dir):
         # Model folders are fetched (and the bundle pushed) through temporary local folders.
         with contextlib.ExitStack() as stack:
-            local_models = ({b: stack.enter_context(locations.local_folder(v)) for b, v in models.items()}
-                            if isinstance(models, Mapping) else stack.enter_context(locations.local_folder(models)))
-            fused = stack.enter_context(locations.local_folder(fusion_dir))
-            visual = stack.enter_context(locations.local_folder(visual_fusion_dir)) if visual_fusion_dir else None
+            local_models = locations.local_inputs(stack, models)
+            fused = locations.local_inputs(stack, fusion_dir)
+            visual = locations.local_inputs(stack, visual_fusion_dir)
             staging = stack.enter_context(locations.output_folder(out_dir))
             make_bundle(local_models, fused, staging / "bundle", visual_fusion_dir=visual)
             for path in (staging / "bundle").iterdir():  # the bundle's files, at out_dir itself

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["join", "is_remote", "name_of", "exists", "list_files", "read_bytes", "open_input",
            "write_bytes", "read_json", "write_json", "copy", "remove", "local_folder", "output_folder",
-           "ffmpeg_input", "s3_filesystem"]
+           "ffmpeg_input", "s3_filesystem", "any_remote", "local_inputs"]
 
 
 def join(location: str | os.PathLike, *parts: str) -> str:
@@ -319,6 +319,32 @@ def local_folder(location: str | os.PathLike, *, include: list[str] | None = Non
     with tempfile.TemporaryDirectory(prefix="avsc-in-") as scratch:
         pull_dir(location, scratch, include=include, settings=settings, progress=False)
         yield Path(scratch)
+
+
+def any_remote(*values: Any) -> bool:
+    """Whether any of ``values`` (locations, or mappings of them) is an ``s3://`` URI."""
+    from collections.abc import Mapping
+
+    flat = [v for value in values for v in (value.values() if isinstance(value, Mapping) else [value])]
+    return any(is_remote(str(v)) for v in flat if v is not None)
+
+
+def local_inputs(stack: contextlib.ExitStack, value: Any, *, settings: S3Settings | None = None) -> Any:
+    """``value`` (a location, or a mapping name -> location) with each ``s3://`` entry fetched
+    into a temporary local copy that lives as long as ``stack``: an object as a file, a
+    prefix as a folder. Local entries (and None) are passed through."""
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        return {key: local_inputs(stack, v, settings=settings) for key, v in value.items()}
+    if value is None or not is_remote(str(value)):
+        return value
+    if exists(value, settings=settings):  # one object
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="avsc-in-")))
+        local = scratch / name_of(value)
+        local.write_bytes(read_bytes(value, settings=settings))
+        return local
+    return stack.enter_context(local_folder(value, settings=settings))
 
 
 @contextlib.contextmanager

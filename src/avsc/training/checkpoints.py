@@ -40,6 +40,28 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 
 
+def checkpoint_location(root: str | os.PathLike, name: str, *identity: Any) -> str:
+    """A durable checkpoint location for one training: ``ROOT/checkpoints/<name>-<hash>``.
+
+    ``identity`` is everything the training depends on (its config sections, the hashes of
+    its inputs): the same training finds its checkpoints again (a retried pod), and any
+    other one gets a location of its own instead of refusing another run's checkpoints.
+    """
+    import hashlib
+    import json
+
+    from avsc.config import to_dict
+
+    def plain(value: Any) -> Any:
+        try:
+            return to_dict(value)
+        except TypeError:
+            return value
+    digest = hashlib.sha256(json.dumps([plain(v) for v in identity], sort_keys=True,
+                                       default=str).encode()).hexdigest()[:12]
+    return locations.join(str(root), "checkpoints", f"{name}-{digest}")
+
+
 class Checkpoints:
     """Read and write the checkpoint files of one training run at ``location``."""
 

@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -312,11 +311,11 @@ def train_fusion(
 
     from avsc.models.losses import kl_divergence_loss
 
-    if _remote_embeddings(embeddings) or locations.is_remote(str(out_dir)):
+    if locations.any_remote(embeddings, out_dir):
         from dataclasses import replace
 
         with contextlib.ExitStack() as stack:
-            local_in = _local_embeddings(stack, embeddings)
+            local_in = locations.local_inputs(stack, embeddings)
             local_out = stack.enter_context(locations.output_folder(out_dir))
             result = train_fusion(local_in, local_out, method=method, modalities=modalities, config=config,
                                   checkpoints=checkpoints, checkpoint_every_s=checkpoint_every_s,
@@ -458,7 +457,7 @@ def train_all_fusions(
     for modalities in modality_sets:
         check_modalities(modalities)
     with contextlib.ExitStack() as stack:
-        local_embeddings = _local_embeddings(stack, embeddings)
+        local_embeddings = locations.local_inputs(stack, embeddings)
         local_root = stack.enter_context(locations.output_folder(out_root, pull_existing=True))
         results = _train_all(local_embeddings, local_root, config=config, methods=methods,
                              modality_sets=modality_sets, checkpoints=checkpoints, progress=progress)
@@ -467,28 +466,6 @@ def train_all_fusions(
 
         results = [replace(r, out_dir=locations.join(str(out_root), r.out_dir.name)) for r in results]
     return results
-
-
-def _remote_embeddings(embeddings: Embeddings) -> bool:
-    values = embeddings.values() if isinstance(embeddings, Mapping) else [embeddings]
-    return any(locations.is_remote(str(v)) for v in values)
-
-
-def _local_embeddings(stack: contextlib.ExitStack, embeddings: Embeddings) -> Embeddings:
-    """``embeddings`` with ``s3://`` folders or files fetched into temporary local ones."""
-    if not _remote_embeddings(embeddings):
-        return embeddings
-    if not isinstance(embeddings, Mapping):
-        return stack.enter_context(locations.local_folder(embeddings))
-    scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="avsc-embeddings-")))
-    local = {}
-    for backbone, location in embeddings.items():
-        if locations.is_remote(str(location)):
-            local[backbone] = scratch / f"{backbone}.parquet"
-            local[backbone].write_bytes(locations.read_bytes(location))
-        else:
-            local[backbone] = location
-    return local
 
 
 def _train_all(embeddings: Embeddings, out_root: Path, *, config: FusionConfig, methods: Sequence[str],
