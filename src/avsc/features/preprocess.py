@@ -328,14 +328,17 @@ _PRELOAD = ("__main__", "avsc.features.worker_warmup")
 WARMUP_ENV = "AVSC_WARMUP_FEATURES"  # the feature config (JSON) the fork server warms up with
 
 
-def warm_up(config: FeatureConfig | None = None) -> float:
-    """Run one synthetic clip through every computation a worker does; return the seconds.
+def warm_up(config: FeatureConfig | None = None, *, seconds: float = 1.0) -> float:
+    """Run a short synthetic clip through every computation a worker does; return the seconds.
 
     The first call in a process pays the lazy imports, numba's compilation of librosa's
-    kernels, the filter banks and the JPEG encoder's set-up; every later clip does not.
-    The fork server calls this once, so each forked worker starts warm.
+    kernels (from its cache, or from scratch in a fresh container: tens of seconds) and the
+    JPEG encoder's set-up; no later clip does. The fork server calls this once, so each
+    forked worker starts warm. ``seconds`` of sound is enough for that (the compiled code
+    does not depend on the length); the full clip's filter banks cost a worker milliseconds.
     """
     import time
+    from dataclasses import replace
 
     import numpy as np
 
@@ -345,6 +348,8 @@ def warm_up(config: FeatureConfig | None = None) -> float:
 
     began = time.perf_counter()
     config = config or FeatureConfig()
+    config = replace(config, audio=replace(config.audio, clip_seconds=min(seconds, config.audio.clip_seconds),
+                                           frames=None))
     shapes = feature_shapes(config)
     noise = np.random.default_rng(0).normal(0, 0.01, (config.audio.n_samples, config.audio.channels))
     frames = np.zeros(shapes["frames"], np.uint8)
