@@ -12,7 +12,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 from embeddings_factory import make_embeddings
 from features_factory import make_feature_store

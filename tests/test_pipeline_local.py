@@ -19,7 +19,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from kfp.dsl import Artifact, Dataset, Markdown, Metrics, Model

@@ -103,7 +103,6 @@ def test_a_reader_of_one_feature_reads_only_its_bytes(tmp_path, rng, monkeypatch
                         lambda location: opened.append(_CountingFile(location)) or pa.PythonFile(opened[-1]))
     mel = read_part_feature(part, store.specs["mel"])
     assert mel.shape == (8, 64, 100, 2)
-    file_size = (tmp_path / part).stat().st_size
     # the mel chunk and the file's tail (Parquet reads the last 64 KiB to find its footer)
     assert opened[0].bytes_read <= sizes["mel"] + 65536 + meta.serialized_size
     assert opened[0].bytes_read < sizes["mel"] + sizes["cqt"]
