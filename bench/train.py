@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="default: 16 quick, 8 paper on CPU; 32 on GPU")
     parser.add_argument("--steps", type=int, help="measured steps (default: 5 quick, 2 paper on CPU; 20 GPU)")
     parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--skip-models", action="store_true", help="only the input pipeline")
     parser.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     parser.add_argument("--one", nargs=2, metavar=("BACKBONE", "PRESET"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     for preset in args.preset or ["quick", "paper"]:
-        for backbone in args.backbone or BACKBONES:
+        for backbone in [] if args.skip_models else args.backbone or BACKBONES:
             command = [sys.executable, str(Path(__file__).resolve()), "--one", backbone, preset,
                        "--device", args.device]
             if args.batch_size:
