@@ -155,7 +155,7 @@ def test_a_killed_training_resumes_from_checkpoints_on_the_store(s3_env, tmp_pat
     assert locations.read_json(state_uri)["epoch"] == 2  # killed during epoch 3: nothing later committed
 
     out = tmp_path / "out-2"  # a new, empty output folder, as a retried pod has
-    second = _cli(*args, "-o", str(out), env=_env())
+    second = _cli(*[a for a in args if a != "--quiet"], "-o", str(out), env=_env())  # INFO: the resume line
     _, err = second.communicate(timeout=600)
     assert second.returncode == 0, err[-3000:]
     assert "resuming after epoch 2 of 5" in err
@@ -188,3 +188,15 @@ def test_train_and_embed_read_and_write_the_store(s3_env, local_store):
     table = read_embeddings(out)
     assert embedded.n_clips == 70 and table.fc10.shape == (70, 10)
     assert list(table.clip_ids) == sorted(table.clip_ids)
+
+
+def test_inspect_reads_a_video_from_and_writes_its_files_to_the_store(s3_env, demo):
+    from avsc.inference.inspect import inspect_media
+
+    video = sorted((demo / "video").glob("*.mp4"))[0]
+    sync.push_file(video, s3_env.uri(f"tau/{video.name}"))
+    result = inspect_media(s3_env.uri(f"tau/{video.name}"), s3_env.uri("inspect"), CONFIG)
+    assert result.out_dir == s3_env.uri("inspect") and result.preprocess == "kept"
+    keys = s3_env.keys("inspect/")
+    assert "inspect/media.json" in keys and any(k.endswith(".png") for k in keys)
+    assert video.name in locations.read_json(s3_env.uri("inspect/media.json"))["file"]
