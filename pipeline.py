@@ -59,6 +59,7 @@ from components.cluster import (
     with_retries,
     with_store_access,
 )
+from components.local_runner import add_runner_flags, local_runner
 
 PIPELINE_NAME = "avsc"
 # What `run --local` publishes into its output folder (cleared before a run).
@@ -177,8 +178,8 @@ def compile_pipeline(path: str | Path, options: ClusterOptions = ClusterOptions(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(options), str(path))
-    if options.registry:
-        path.write_text(retarget_images(path.read_text(), options.registry))
+    if options.registry or not options.gpu:  # without GPUs every step runs in the CPU image
+        path.write_text(retarget_images(path.read_text(), options.registry, gpu=options.gpu))
     return path
 
 
@@ -284,13 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the whole pipeline here with kfp.local (no cluster)")
     run.add_argument("--local", action="store_true", required=True,
-                     help="run every step as a local subprocess (the only mode; see submit)")
+                     help="run every step on this machine (see --runner; submit runs on a cluster)")
     run.add_argument("--dataset", help="dataset folder or s3://bucket/prefix "
                                        "(default: generate the demo dataset into OUTPUT/dataset)")
     run.add_argument("--output", default="runs/local", help="output folder (default %(default)s)")
     run.add_argument("--cache", action="store_true",
                      help="reuse results of unchanged steps from earlier runs into the same OUTPUT")
     _run_flags(run)
+    add_runner_flags(run)
     run.set_defaults(handler=_cmd_run)
 
     sub = commands.add_parser("submit", help="compile and submit a run to Kubeflow Pipelines")
@@ -340,10 +342,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(output / "pipeline-root"),
-               enable_caching=args.cache, cache_root=str(output / "cache") if args.cache else None)
     try:
-        build_pipeline(LOCAL_OPTIONS)(**arguments)
+        with local_runner(args.runner, dataset=arguments["dataset"], output=output, registry=args.registry,
+                          gpu=not args.no_gpu) as runner:
+            local.init(runner=runner, pipeline_root=str(output / "pipeline-root"),
+                       enable_caching=args.cache, cache_root=str(output / "cache") if args.cache else None)
+            build_pipeline(LOCAL_OPTIONS)(**arguments)
     except RuntimeError as exc:
         print(f"pipeline.py run: error: {exc} Its log is above.", file=sys.stderr)
         return 1

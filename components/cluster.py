@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from kfp import dsl, kubernetes
 
-from components.images import CPU_IMAGE, GPU_IMAGE
+from components.images import CPU_IMAGE, GPU_IMAGE, resolve_image
 
 # Secret keys -> environment variables read by avsc.storage.s3.S3Settings.from_env.
 SECRET_ENV = {
@@ -121,16 +121,16 @@ def on_accelerator(task: dsl.PipelineTask, options: ClusterOptions) -> dsl.Pipel
     return task
 
 
-def retarget_images(package: str, registry: str) -> str:
-    """The compiled package with every avsc image taken from ``registry`` (same name and tag).
+def retarget_images(package: str, registry: str | None, gpu: bool = True) -> str:
+    """The compiled package with every avsc image as :func:`components.images.resolve_image`
+    names it: taken from ``registry`` (same name and tag), and the CPU image for every step when
+    not ``gpu`` (a cluster without GPUs, such as kind, then needs only the CPU image).
 
     Raises:
         ValueError: ``registry`` is not ``host[:port][/path]``.
     """
-    registry = registry.rstrip("/")
-    if not re.fullmatch(REGISTRY_PATTERN, registry):
+    if registry and not re.fullmatch(REGISTRY_PATTERN, registry.rstrip("/")):
         raise ValueError(f"--registry must look like host[:port][/path], got {registry!r}")
     for image in (CPU_IMAGE, GPU_IMAGE):
-        name = image.rsplit("/", 1)[1]
-        package = package.replace(f"image: {image}", f"image: {registry}/{name}")
+        package = package.replace(f"image: {image}", f"image: {resolve_image(image, registry=registry, gpu=gpu)}")
     return package

@@ -54,6 +54,7 @@ def preprocess_shard(
     if output_uri:
         writer.write_store_ref(features.path, store, settings)
     features.metadata.update(store=str(store), shard=f"{shard_index}/{shard_count}")
+    result.raise_if_all_rejected()  # a shard of nothing but rejected clips fails its task
     save_metrics(metrics, {"processed_clips": result.processed, "rejected_clips": len(result.rejected),
                            "skipped_clips": result.skipped_existing,
                            "seconds": round(time.perf_counter() - began, 3)})

@@ -8,8 +8,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # file|image reference without digest (the tag stays; only the digest after it changes)
 PINS=(
-  "docker/cpu.Dockerfile|python:3.11.13-slim-bookworm"
-  "docker/gpu.Dockerfile|python:3.11.13-slim-bookworm"
+  "docker/cpu.Dockerfile|docker.io/library/python:3.11.13-slim-bookworm"
+  "docker/gpu.Dockerfile|docker.io/library/python:3.11.13-slim-bookworm"
   "k8s/kind/cluster.yaml|kindest/node:v1.33.1"
   "k8s/minio/minio.yaml|quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z"
   "k8s/gpu/nvidia-device-plugin.yaml|nvcr.io/nvidia/k8s-device-plugin:v0.17.1"

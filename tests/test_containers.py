@@ -78,9 +78,12 @@ def test_hadolint_passes_on_both_dockerfiles():
 @pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
 def test_dockerfile_is_pinned_non_root_labelled_and_prefetches_weights(flavour):
     text = DOCKERFILES[flavour].read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, flags=re.MULTILINE | re.IGNORECASE), \
+        "no remote BuildKit frontend: it is pulled from Docker Hub at build time"
     base = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, flags=re.MULTILINE)
     assert base, "the base image must be a build ARG"
     assert DIGEST.search(base.group(1)), f"BASE_IMAGE default not pinned by digest: {base.group(1)}"
+    assert base.group(1).startswith("docker.io/library/"), "fully qualified: no short-name resolution"
     stages = _dockerfile_stages(text)
     assert len(stages) >= 2, "expected a builder stage and a runtime stage"
     assert all(stage == "${BASE_IMAGE}" or DIGEST.search(stage) for stage in stages), stages
@@ -93,18 +96,28 @@ def test_dockerfile_is_pinned_non_root_labelled_and_prefetches_weights(flavour):
 
     for label in ("org.opencontainers.image.version", "org.opencontainers.image.source"):
         assert label in runtime, f"missing OCI label {label}"
-    assert f"/wheels/avsc-${{VERSION}}-py3-none-any.whl[{flavour},pipeline]" in runtime, "install this repo's wheel + extra"
-    assert "--from=builder /wheels" in runtime
-    assert "KERAS_HOME=/opt/keras" in runtime
-    weights_step = runtime.index("fetch_weights.py")
-    assert weights_step < runtime.rindex("USER "), "weights must be fetched at build time"
+    # The dependencies of the image's extra and the pipeline extra (kfp) from pyproject.toml in
+    # their own layer, then the wheel alone.
+    assert re.search(rf"\n\s+/tmp/avsc/pyproject.toml {flavour} pipeline >/tmp/avsc/requirements.txt", runtime)
+    assert runtime.index("-r /tmp/avsc/requirements.txt") < runtime.index("--from=builder /wheels")
+    assert '--no-deps "/wheels/avsc-${VERSION}-py3-none-any.whl"' in runtime and "pip check" in runtime
+    assert runtime.rindex("ARG REVISION") > runtime.rindex("RUN "), "labels last: a revision keeps the cache"
+    # Any UID, read-only root: weights read by path, caches under /tmp, Debian's ffmpeg.
+    env = dict(re.findall(r"^\s+(?:ENV\s+)?([A-Z_]+)=(\S+?)\s*\\?$", runtime, flags=re.MULTILINE))
+    assert env["AVSC_WEIGHTS_DIR"] == "/opt/avsc/weights" and "KERAS_HOME" not in env
+    assert env["NUMBA_CACHE_DIR"].startswith("/tmp/") and env["MPLCONFIGDIR"].startswith("/tmp/")
+    assert env["AVSC_FFMPEG"] == "/usr/bin/ffmpeg"
+    assert re.search(r"apt-get install -y --no-install-recommends ffmpeg", runtime)
+    weights_step = runtime[runtime.index("fetch_weights.py --into"):]
+    assert runtime.index("fetch_weights.py --into") < runtime.rindex("USER "), "weights at build time"
+    assert "COPY docker/weights/ /opt/avsc/weights/" in runtime, "weights given in docker/weights/ are baked in"
+    assert "rm -rf /tmp/*" in weights_step.split("\nRUN")[0], "the weights step must leave /tmp empty"
 
 
-def test_weights_script_fetches_both_imagenet_backbones():
+def test_weights_script_keeps_given_files_and_downloads_the_rest():
     text = (ROOT / "docker" / "fetch_weights.py").read_text()
-    for builder in ("InceptionV3", "ConvNeXtTiny"):
-        assert f"keras.applications.{builder}" in text
-    assert 'weights="imagenet"' in text and "include_top=False" in text
+    assert "IMAGENET_WEIGHTS" in text and "--into" in text
+    assert 'weights="imagenet"' in text and "include_top=False" in text and "weights.matches(path)" in text
 
 
 def test_dockerignore_keeps_the_context_to_what_the_images_install():
@@ -112,7 +125,7 @@ def test_dockerignore_keeps_the_context_to_what_the_images_install():
              if ln.strip() and not ln.startswith("#")]
     assert lines[0] == "*", "start from an empty context and allow files back one by one"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
-    assert {"pyproject.toml", "README.md", "src", "docker/fetch_weights.py"} <= allowed
+    assert {"pyproject.toml", "README.md", "src", "docker/fetch_weights.py", "docker/weights"} <= allowed
     assert not any(name.startswith((".venv", ".git", "runs", "k8s/secret")) for name in allowed)
     for dockerfile in DOCKERFILES.values():
         for source in re.findall(r"^COPY\s+(?!--from)(.+)\s+\S+$", dockerfile.read_text(),
@@ -288,7 +301,7 @@ SCRIPTS = sorted([*(K8S / "kind").glob("*.sh"), *(ROOT / "scripts").glob("*.sh")
 def test_scripts_are_strict_bash_and_shellcheck_clean(script):
     text = script.read_text()
     subprocess.run(["bash", "-n", str(script)], check=True)
-    if script.name != "lib.sh":
+    if not text.startswith("# shellcheck shell=bash\n"):  # sourced helpers have no shebang
         assert text.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in text
     shellcheck = _tool("shellcheck")
     if shellcheck:
@@ -300,5 +313,69 @@ def test_scripts_are_strict_bash_and_shellcheck_clean(script):
 def test_make_help_lists_the_cluster_targets():
     done = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True)
     listed = {line.split()[0] for line in re.sub(r"\x1b\[[0-9;]*m", "", done.stdout).splitlines() if line.strip()}
-    assert {"images", "push", "pin-bases", "lint-docker", "lint-k8s", "kind-up", "kind-e2e",
-            "kind-down"} <= listed
+    assert {"images", "check-images", "debian-base", "test-containers", "push", "pin-bases", "lint-docker",
+            "lint-k8s", "kind-up", "kind-e2e", "kind-down"} <= listed
+
+
+# ---------------------------------------------------------------- image build scripts, with stub engines
+
+def _stub(folder: Path, name: str, body: str) -> None:
+    path = folder / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+
+
+def _pick_engine(stubs: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", f"source {ROOT}/scripts/container-engine.sh && container_engine"],
+                          env={"PATH": f"{stubs}:/usr/bin:/bin"}, capture_output=True, text=True, check=False)
+
+
+def test_engine_is_docker_only_when_its_daemon_answers(tmp_path):
+    _stub(tmp_path, "docker", 'case "$1" in info) echo "Cannot connect to the Docker daemon" >&2; exit 1;; esac')
+    _stub(tmp_path, "podman", "exit 0")
+    assert _pick_engine(tmp_path).stdout.strip() == "podman"
+    _stub(tmp_path, "docker", "exit 0")
+    assert _pick_engine(tmp_path).stdout.strip() == "docker"
+
+
+def test_build_script_passes_base_weights_and_ca_bundle_through(tmp_path):
+    stubs, weights, log = tmp_path / "bin", tmp_path / "weights", tmp_path / "calls.log"
+    repo = tmp_path / "repo"  # a copy: the script stages weights in its own docker/weights/
+    for part in ("scripts", "docker"):
+        shutil.copytree(ROOT / part, repo / part)
+    (repo / "src" / "avsc").mkdir(parents=True)
+    shutil.copy(ROOT / "src" / "avsc" / "_version.py", repo / "src" / "avsc")
+    stubs.mkdir()
+    weights.mkdir()
+    names = ("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", "convnext_tiny_notop.h5")
+    for name in names:
+        (weights / name).write_bytes(b"weights")
+    # The stub records its arguments and what docker/weights/ holds while it "builds".
+    _stub(stubs, "podman", f'echo "$@" >> {log}\n'
+                           f'[ "$1" = build ] && ls {repo}/docker/weights >> {log}\n'
+                           '[ "$1" = image ] && echo 2700000000\nexit 0')
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "CONTAINER_ENGINE": "podman", "REGISTRY": "localhost/avsc-test",
+           "BASE_IMAGE": "localhost/avsc-python:3.11-bookworm", "WEIGHTS_DIR": str(weights),
+           "CA_BUNDLE": str(weights / names[0])}
+    done = subprocess.run([str(repo / "scripts" / "build-images.sh"), "cpu"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    calls = log.read_text()
+    assert "build -f docker/cpu.Dockerfile" in calls and "-t localhost/avsc-test/avsc-cpu:0.1.0 " in calls
+    assert "--build-arg BASE_IMAGE=localhost/avsc-python:3.11-bookworm" in calls
+    assert f"--secret id=ca-bundle,src={weights / names[0]}" in calls
+    assert all(name in calls for name in names), "WEIGHTS_DIR files must be in the build context"
+    assert not list((repo / "docker" / "weights").glob("*.h5")), "staged weights are removed afterwards"
+    assert re.search(r"localhost/avsc-test/avsc-cpu:\S+\s+2\.70 GB  built in \d+ s", done.stdout)
+
+    env["WEIGHTS_DIR"] = str(tmp_path / "empty")
+    (tmp_path / "empty").mkdir()
+    missing = subprocess.run([str(repo / "scripts" / "build-images.sh"), "cpu"], env=env,
+                             capture_output=True, text=True, check=False)
+    assert missing.returncode != 0 and f"WEIGHTS_DIR={tmp_path / 'empty'} has no" in missing.stderr
+
+
+def test_kind_loads_only_the_cpu_image_unless_asked_for_the_gpu_one():
+    text = (K8S / "kind" / "up.sh").read_text()
+    assert 'images=("$REGISTRY/avsc-cpu:$VERSION")' in text
+    assert re.search(r'if \[\[ "\$\{GPU:-0\}" == 1 \]\]; then\n\s+images\+=\("\$REGISTRY/avsc-gpu:\$VERSION"\)', text)

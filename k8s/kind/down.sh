@@ -5,7 +5,7 @@ set -euo pipefail
 # shellcheck source=k8s/kind/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need kind "Install kind: https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
-if command -v podman >/dev/null 2>&1 && ! { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }; then
+if [[ "$(container_engine)" == podman ]]; then
   export KIND_EXPERIMENTAL_PROVIDER=podman
 fi
 mkdir -p "$STATE_DIR"

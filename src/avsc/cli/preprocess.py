@@ -47,6 +47,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  rejected {item['clip_id']}: {item['reason']}")
     if len(result.rejected) > 20:
         print(f"  ... and {len(result.rejected) - 20} more in {args.output}/summary.json")
-    if result.rejected and result.processed == 0 and result.skipped_existing == 0:
+    if result.all_rejected:
         return 1
     return 0

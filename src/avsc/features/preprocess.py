@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from avsc.config import FeatureConfig, config_hash, to_dict
-from avsc.errors import AvscError, ConfigError, MediaError
+from avsc.errors import AvscError, ConfigError, DataError, MediaError
 from avsc.features.store_writer import PART_CLIPS, merge_summaries, shard_name
 from avsc.storage import locations
 
@@ -86,6 +86,29 @@ class PreprocessResult:
     shard: tuple[int, int] = (0, 1)
     clips_in_shard: int = 0
     index_path: Path | str | None = field(default=None, repr=False)
+
+    @property
+    def all_rejected(self) -> bool:
+        """Every clip this run attempted was rejected and the shard had none from before."""
+        return bool(self.rejected) and self.processed == 0 and self.skipped_existing == 0
+
+    def raise_if_all_rejected(self, reasons: int = 3) -> None:
+        """Fail a shard that produced nothing, so later steps never train on an empty store.
+
+        Raises:
+            DataError: :attr:`all_rejected`; the message gives the first ``reasons`` reasons
+                (all of them are in the shard's summary file).
+        """
+        if not self.all_rejected:
+            return
+        first = "; ".join(f"{item['clip_id']}: {item['reason']}" for item in self.rejected[:reasons])
+        more = f"; and {len(self.rejected) - reasons} more" if len(self.rejected) > reasons else ""
+        summary = f"summary-{shard_name(self.shard)}.json"
+        raise DataError(self.out_dir or summary,
+                        f"all {len(self.rejected)} clips of shard {self.shard[0]}/{self.shard[1]} "
+                        f"were rejected: {first}{more}",
+                        f"every reason is in {summary}; fix or replace those files, or point "
+                        "the dataset root at where the media are now")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -238,7 +261,9 @@ def preprocess(
     from avsc.data.manifest import read_manifest
     from avsc.features.spectrograms import feature_shapes
     from avsc.features.store_writer import PartWriter, init_store, scan_parts, write_index
+    from avsc.runtime import use_writable_caches
 
+    use_writable_caches()  # before librosa (numba) loads here or in the workers, who inherit it
     check_shard(shard)
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, not {workers}")

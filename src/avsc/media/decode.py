@@ -2,11 +2,14 @@
 
 Both decode what a media player presents, on the player's timeline (0 is the file's
 start), from the streams :func:`avsc.media.probe.probe_media` chose (the default audio
-track, else the first; the default video stream, else the first), with ffmpeg run through
+track, else the first; the default video stream, else the first). The command lines are
+built with ``ffmpeg-python`` (input with ``-ss``/``-t``, stream ``0:a:N`` or ``0:v:N``, a
+filter chain, the output; the chain becomes a ``-filter_complex`` graph with labelled
+links, which gives the same samples and frames as ``-af``/``-vf``) and run through
 :func:`avsc.media.ffmpeg.run_ffmpeg`. Raw data is read from ffmpeg's standard output, so
 nothing touches the disk.
 
-- :func:`demux_audio`: the chosen audio track only (``-map 0:a:N``; the video is not
+- :func:`demux_audio`: the chosen audio track only (stream ``0:a:N``; the video is not
   decoded), resampled to ``AudioConfig.sample_rate`` and mixed to ``AudioConfig.channels``
   by ffmpeg's resampler. A track that starts late is delayed, not shifted (silence until
   it starts: ``aresample=first_pts=0``); a gap inside it is filled with silence; past its
@@ -34,7 +37,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import ffmpeg
 import numpy as np
+from ffmpeg.nodes import FilterableStream, OutputStream
 
 from avsc.config import AudioConfig, FrameConfig
 from avsc.errors import MediaError
@@ -44,21 +49,34 @@ from avsc.media.probe import MediaInfo, check_media_file, probe_media
 # Peak amplitude below which a clip's sound counts as digital silence: one step of 16-bit
 # PCM (-90.3 dBFS). Nothing a microphone records stays under it; a muted or blank track does.
 SILENCE_PEAK = 2.0 ** -15
-# A second output that copies every picture and sound stream to nowhere (no decoding) and so
-# keeps them all enabled: for formats whose timestamps may jump (MPEG-TS), ffmpeg moves the
-# timeline's zero to the first ENABLED stream, so decoding a late sound track alone would
-# shift it to the start. Only added for a stream that starts after zero, where that can
-# happen (it costs about 3 % more CPU on a frame decode).
-_TIMELINE_ANCHOR = ["-map", "0:v?", "-map", "0:a?", "-c", "copy", "-f", "null", "-"]
-
-
-def _anchor(start_s: float | None) -> list[str]:
-    return _TIMELINE_ANCHOR if start_s is None or start_s > 0.0005 else []
 # Seconds decoded before a window's start, so its first frame is the one shown at that
 # instant (a seek alone would start at the first frame AFTER it).
 _PRE_ROLL_S = 1.0
 
 __all__ = ["demux_audio", "sample_frames", "is_silent", "media_duration", "SILENCE_PEAK"]
+
+
+def _input(path: Path, start_s: float, seconds: float, **options: str) -> FilterableStream:
+    """``path`` read from ``start_s`` for ``seconds`` (``-ss``/``-t`` before ``-i``: the demuxer seeks)."""
+    if start_s > 0:
+        options["ss"] = f"{start_s:.6f}"
+    return ffmpeg.input(str(path), t=f"{seconds:.6f}", **options)
+
+
+def _anchored(output: OutputStream, source: FilterableStream, start_s: float | None) -> OutputStream:
+    """``output``, plus a timeline anchor on ``source`` when the decoded stream starts after zero.
+
+    The anchor is a second output that copies every picture and sound stream to nowhere
+    (``-map 0:v? -map 0:a? -c copy -f null -``: nothing decoded; ``?``: a kind the file
+    lacks is skipped) and so keeps them all enabled: for formats whose timestamps may jump
+    (MPEG-TS), ffmpeg moves the timeline's zero to the first ENABLED stream, so decoding a
+    late sound track alone would shift it to the start. Only added where that can happen (it
+    costs about 3 % more CPU on a frame decode).
+    """
+    if start_s is not None and start_s <= 0.0005:
+        return output
+    anchor = ffmpeg.output(source["v?"], source["a?"], "-", c="copy", format="null")
+    return ffmpeg.merge_outputs(output, anchor)
 
 
 def _span(offset_s: float, duration_s: float, path: Path) -> None:
@@ -114,13 +132,12 @@ def demux_audio(
     start, end = info.audio_start_s, info.audio_end_s
     if (end is not None and offset_s >= end) or (start is not None and start >= offset_s + duration_s):
         return out  # the window lies outside the track: a player plays silence there
-    args = ["-loglevel", "error"]
-    if offset_s > 0:
-        args += ["-ss", f"{offset_s:.6f}"]
-    args += ["-t", f"{duration_s:.6f}", "-i", str(path), "-map", f"0:a:{info.audio_track}",
-             "-vn", "-sn", "-dn", "-af", "aresample=async=1:first_pts=0",
-             "-ac", str(cfg.channels), "-ar", str(cfg.sample_rate), "-c:a", "pcm_f32le", "-f", "f32le", "pipe:",
-             *_anchor(start)]
+    source = _input(path, offset_s, duration_s)
+    sound = (source[f"a:{info.audio_track}"]
+             .filter("aresample", **{"async": 1, "first_pts": 0})  # async: a Python keyword
+             .output("pipe:", format="f32le", acodec="pcm_f32le", ac=cfg.channels, ar=cfg.sample_rate,
+                     vn=None, sn=None, dn=None))
+    args = _anchored(sound, source, start).global_args("-loglevel", "error").get_args()
     raw = run_ffmpeg(path, args, what="audio", timeout_s=timeout_s).stdout
     samples = np.frombuffer(raw, dtype="<f4")
     samples = samples[:len(samples) - len(samples) % cfg.channels].reshape(-1, cfg.channels)
@@ -138,45 +155,43 @@ def demux_audio(
     return out
 
 
-def _frame_filters(cfg: FrameConfig, pre_roll_s: float, seconds: float, fixed_rate: bool) -> str:
-    """The filter chain: move the window start to 0, pick frames, display geometry, scale, crop."""
+def _frame_filters(picture: FilterableStream, cfg: FrameConfig, pre_roll_s: float, seconds: float,
+                   fixed_rate: bool) -> FilterableStream:
+    """The filter chain on ``picture``: move the window start to 0, pick frames, display geometry, scale, crop."""
     size = int(cfg.size)
-    chain = []
     if fixed_rate:
         # The last frame stays on screen after the picture ends (tpad; before setpts, which
         # leaves the stream without the frame rate tpad's clones need), so the ticks past
         # the end show it, not the frame before the last tick inside the picture.
-        chain.append(f"tpad=stop_mode=clone:stop_duration={seconds:.6f}")
+        picture = picture.filter("tpad", stop_mode="clone", stop_duration=f"{seconds:.6f}")
     if pre_roll_s > 0:
-        chain.append(f"setpts=PTS-{pre_roll_s:.6f}/TB")
+        picture = picture.filter("setpts", f"PTS-{pre_roll_s:.6f}/TB")
     if fixed_rate:
         # round=up: tick k takes the latest frame at or before k / fps (round=near, the
         # default, takes one up to half a tick LATER); start_time=0 shows the first frame
         # at ticks before the picture starts.
-        chain.append(f"fps=fps={cfg.fps:g}:round=up:start_time=0")
+        picture = picture.filter("fps", fps=f"{cfg.fps:g}", round="up", start_time=0)
     # dar = iw / ih * sar, after ffmpeg's automatic rotation: the displayed proportions.
-    chain.append(f"scale=w='max({size}\\,ceil({size}*dar))':h='max({size}\\,ceil({size}/dar))':flags=area")
-    chain.append("setsar=1")
-    chain.append(f"crop={size}:{size}")
-    return ",".join(chain)
+    # (ffmpeg-python escapes the commas for the filter graph.)
+    picture = picture.filter("scale", w=f"max({size},ceil({size}*dar))", h=f"max({size},ceil({size}/dar))",
+                             flags="area")
+    return picture.filter("setsar", 1).filter("crop", size, size)
 
 
 def _decode_frames(path: Path, info: MediaInfo, cfg: FrameConfig, *, offset_s: float, seconds: float,
                    fixed_rate: bool, max_frames: int | None, reference_only: bool, threads: int,
                    timeout_s: float) -> np.ndarray:
     pre_roll = min(offset_s, max(_PRE_ROLL_S, 2.0 / info.fps if info.fps else 0.0))
-    args = ["-loglevel", "error"]
+    decoder: dict[str, str] = {}
     if reference_only:
-        args += ["-skip_frame", "noref"]
+        decoder["skip_frame"] = "noref"
     if threads:
-        args += ["-threads", str(int(threads))]
-    if offset_s - pre_roll > 0:
-        args += ["-ss", f"{offset_s - pre_roll:.6f}"]
-    args += ["-t", f"{seconds + pre_roll:.6f}", "-i", str(path), "-map", f"0:v:{info.video_stream}",
-             "-an", "-sn", "-dn", "-vf", _frame_filters(cfg, pre_roll, seconds, fixed_rate)]
-    if max_frames:
-        args += ["-frames:v", str(max_frames)]
-    args += ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:", *_anchor(info.video_start_s)]
+        decoder["threads"] = str(int(threads))
+    source = _input(path, offset_s - pre_roll, seconds + pre_roll, **decoder)
+    limit = {"frames:v": max_frames} if max_frames else {}
+    frames = (_frame_filters(source[f"v:{info.video_stream}"], cfg, pre_roll, seconds, fixed_rate)
+              .output("pipe:", format="rawvideo", pix_fmt="rgb24", an=None, sn=None, dn=None, **limit))
+    args = _anchored(frames, source, info.video_start_s).global_args("-loglevel", "error").get_args()
     raw = run_ffmpeg(path, args, what="video", timeout_s=timeout_s).stdout
     size = int(cfg.size)
     count = len(raw) // (size * size * 3)

@@ -1,4 +1,7 @@
-"""Writing media: PCM WAV files and H.264 + AAC MP4 clips (the demo dataset, tests, benchmarks)."""
+"""Writing media: PCM WAV files and H.264 + AAC MP4 clips (the demo dataset, tests, benchmarks).
+
+The encoding command is built with ``ffmpeg-python`` and run by :func:`avsc.media.ffmpeg.run_ffmpeg`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import tempfile
 import wave
 from pathlib import Path
 
+import ffmpeg
 import numpy as np
 
 from avsc.errors import AvscError, MediaError
@@ -52,19 +56,19 @@ def write_clip(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = ["-loglevel", "error", "-y",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps),
-               "-i", "pipe:0"]
+        picture = ffmpeg.input("pipe:0", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", r=str(fps)).video
+        if width % 2 or height % 2:
+            picture = picture.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")  # yuv420p needs even sides
+        streams = [picture]
+        options = {"c:v": "libx264", "preset": "veryfast", "crf": str(crf), "pix_fmt": "yuv420p",
+                   "movflags": "+faststart"}
         if audio is not None:
             wav = Path(tmp) / "audio.wav"
             write_wav(wav, audio, sample_rate, sample_width=2)
-            cmd += ["-i", str(wav)]
-        cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p"]
-        if width % 2 or height % 2:
-            cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
-        if audio is not None:
-            cmd += ["-c:a", "aac", "-b:a", "128k", "-ar", str(sample_rate)]
-        cmd += ["-movflags", "+faststart", str(path)]
+            streams.append(ffmpeg.input(str(wav)).audio)
+            options.update({"c:a": "aac", "b:a": "128k", "ar": str(sample_rate)})
+        cmd = (ffmpeg.output(*streams, str(path), **options).global_args("-loglevel", "error")
+               .get_args(overwrite_output=True))
         try:
             run_ffmpeg(path, cmd, what="frames and sound to encode", input_bytes=frames.tobytes(), timeout_s=600.0)
         except MediaError as exc:

@@ -3,8 +3,10 @@
 The binary comes from the ``imageio-ffmpeg`` wheel, so ``pip install avsc`` is enough;
 ``AVSC_FFMPEG`` (read when called, not at import) points to another one, e.g. a
 distribution's ``/usr/bin/ffmpeg``. Probing (:mod:`avsc.media.probe`), decoding
-(:mod:`avsc.media.decode`) and encoding (:mod:`avsc.media.encode`) all go through
-:func:`run_ffmpeg`, so a failure reads the same wherever it happens:
+(:mod:`avsc.media.decode`) and encoding (:mod:`avsc.media.encode`) build their command
+lines with ``ffmpeg-python`` (``.get_args()``: everything after the binary) and all run
+them through :func:`run_ffmpeg`, which owns the binary, its environment and time limit,
+so a failure reads the same wherever it happens:
 
 - a report line that means the file is unusable (:data:`FAILURE_MARKERS`) becomes a
   :class:`avsc.errors.MediaError` naming the file and the problem;
@@ -189,8 +191,9 @@ def run_ffmpeg(path: str | Path, args: list[str], *, what: str = "streams", time
 
     Args:
         path: the media file the run is about (named in every error).
-        args: ffmpeg's arguments; ``-nostdin`` and ``-hide_banner`` are added. An input
-            (``-i``) that is an ``s3://`` URI is read through a presigned URL.
+        args: ffmpeg's arguments (e.g. an ``ffmpeg-python`` graph's ``.get_args()``);
+            ``-nostdin`` and ``-hide_banner`` are added. An input (``-i``) that is an
+            ``s3://`` URI is read through a presigned URL.
         what: what is being read, for messages ("audio", "video", "streams").
         timeout_s: stop ffmpeg after this many seconds.
         hint: what the user can do about a broken file.

@@ -1,7 +1,8 @@
 """What is inside a media file, and which of its streams avsc decodes.
 
 :func:`probe_media` runs one demux-only ffmpeg pass (``-c copy -f framecrc``: every packet
-is read, nothing is decoded) and reads its report and packet table
+is read, nothing is decoded; built with ``ffmpeg-python``, run by
+:func:`avsc.media.ffmpeg.run_ffmpeg`) and reads its report and packet table
 (:mod:`avsc.media.report`). The pass catches a file cut short ("partial file") for the
 price of reading it once; ``decode_check`` also decodes the first second to catch corrupt
 frames inside an intact container.
@@ -30,6 +31,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import ffmpeg
 
 from avsc.errors import MediaError
 from avsc.media.ffmpeg import HINT, media_path, report_problem, run_ffmpeg
@@ -224,18 +227,21 @@ def probe_media(path: str | Path, *, decode_check: bool = False, timeout_s: floa
     """
     path = media_path(path)
     check_media_file(path)
-    run = run_ffmpeg(path, ["-i", str(path), "-map", "0:v?", "-map", "0:a?", "-c", "copy",
-                            "-f", "framecrc", "-"], what="streams", timeout_s=timeout_s, check=False)
+    source = ffmpeg.input(str(path))
+    # Every picture and sound stream (``?``: a kind the file lacks is skipped), copied, not decoded.
+    table = ffmpeg.output(source["v?"], source["a?"], "-", c="copy", format="framecrc")
+    run = run_ffmpeg(path, table.get_args(), what="streams", timeout_s=timeout_s, check=False)
     problem = report_problem(run.report, run.returncode)
     if problem:
         raise MediaError(path, problem, HINT)
     info = parse_ffmpeg_report(path, run.report, run.stdout.decode("ascii", errors="replace"))
     if decode_check:
-        args = ["-v", "error", "-xerror", "-t", "1", "-i", str(path), "-map", f"0:v:{info.video_stream}"]
+        first_second = ffmpeg.input(str(path), t=1)
+        chosen = [first_second[f"v:{info.video_stream}"]]
         if info.audio_track is not None:
-            args += ["-map", f"0:a:{info.audio_track}"]
-        check = run_ffmpeg(path, args + ["-f", "null", "-"], what="first second", timeout_s=timeout_s,
-                           check=False)
+            chosen.append(first_second[f"a:{info.audio_track}"])
+        args = ffmpeg.output(*chosen, "-", format="null").global_args("-v", "error", "-xerror").get_args()
+        check = run_ffmpeg(path, args, what="first second", timeout_s=timeout_s, check=False)
         lines = [line.strip() for line in check.report.splitlines() if line.strip()]
         bad = [line for line in lines if any(m in line for m in _DECODE_MARKERS)]
         if bad or check.returncode != 0:

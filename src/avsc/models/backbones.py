@@ -19,6 +19,7 @@ Keras-serializable, so ``keras.models.load_model(path)`` needs no ``custom_objec
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from keras import layers
 from avsc.config import BACKBONE_FEATURE, BACKBONES, TrainConfig
 from avsc.errors import ConfigError
 from avsc.labels import LABELS
+from avsc.models.pretrained import find_imagenet_weights, imagenet_download
 from avsc.models.regularizers import l2_half
 
 
@@ -186,11 +188,13 @@ def build_visual_backbone(
         kind: ``inception`` (InceptionV3) or ``convnext`` (ConvNeXtTiny).
         image_size: side the frame is resized to inside the model (InceptionV3 >= 75,
             ConvNeXtTiny >= 32); frames of any stored size are accepted.
-        weights: ``imagenet`` (downloaded by Keras), ``none`` (random init) or the path of
-            a Keras weights file for the network without its top.
+        weights: ``imagenet`` (the local file :func:`avsc.models.pretrained.find_imagenet_weights`
+            finds, e.g. baked into the images, else downloaded by Keras), ``none`` (random
+            init) or the path of a Keras weights file for the network without its top.
 
     Raises:
-        ConfigError: unknown kind, image too small, or a weights path that does not exist.
+        ConfigError: unknown kind, image too small, a weights path that does not exist, or
+            ImageNet weights neither found locally nor downloadable.
     """
     specs = _visual_specs()
     if kind not in specs:
@@ -201,15 +205,16 @@ def build_visual_backbone(
     if weights == "none":
         base_weights = None
     elif weights == "imagenet":
-        base_weights = "imagenet"
+        base_weights = str(find_imagenet_weights(kind) or "imagenet")
     else:
         if not Path(weights).is_file():
             raise ConfigError(f"{weights}: weights file not found (give an existing file, "
                               "'imagenet' or 'none')")
         base_weights = str(weights)
-    base = spec.application(include_top=False, weights=base_weights,
-                            input_shape=(image_size, image_size, 3), pooling="avg",
-                            **spec.application_kwargs)
+    with imagenet_download(kind) if base_weights == "imagenet" else contextlib.nullcontext():
+        base = spec.application(include_top=False, weights=base_weights,
+                                input_shape=(image_size, image_size, 3), pooling="avg",
+                                **spec.application_kwargs)
     if kind == "convnext":
         base = depthwise_for_grouped(base)
     if base_weights is None:
