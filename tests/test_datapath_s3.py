@@ -200,3 +200,14 @@ def test_inspect_reads_a_video_from_and_writes_its_files_to_the_store(s3_env, de
     keys = s3_env.keys("inspect/")
     assert "inspect/media.json" in keys and any(k.endswith(".png") for k in keys)
     assert video.name in locations.read_json(s3_env.uri("inspect/media.json"))["file"]
+
+
+def test_store_errors_on_s3_are_one_line_and_say_what_to_do(s3_env, monkeypatch):
+    from avsc.errors import DataError, StoreError
+    from avsc.features.store import FeatureStore
+
+    with pytest.raises(DataError, match=r"s3://.*/nothing: not a feature store .*avsc preprocess"):
+        FeatureStore.open(s3_env.uri("nothing"))
+    monkeypatch.delenv("AVSC_S3_SECRET_KEY")
+    with pytest.raises(StoreError, match="AVSC_S3_SECRET_KEY not set"):
+        FeatureStore.open(s3_env.uri("nothing"))

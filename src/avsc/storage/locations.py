@@ -93,6 +93,7 @@ def _settings(settings: S3Settings | None) -> S3Settings:
 
 @functools.lru_cache(maxsize=1)
 def _env_settings_cached(key: tuple) -> S3Settings:
+    """Settings from the environment, cached per value of the variables (``key``)."""
     return S3Settings.from_env()
 
 
