@@ -83,18 +83,22 @@ def build_pipeline(options: ClusterOptions = ClusterOptions()):
     # ordinary artifact list that the loop body reads.
     @dsl.pipeline(name="train-and-embed", description="Phase I: each backbone trained and embedded.")
     def train_and_embed(
-        backbones: List[str], config: Input[Artifact], features: Input[List[Dataset]],
+        backbones: List[str], config: Input[Artifact], features: Input[List[Dataset]], output_uri: str,
     ) -> BackboneOutputs:
         with dsl.ParallelFor(backbones, name="Each backbone") as backbone:
-            train = train_backbone(backbone=backbone, config=config, features=features)
+            # Streams its own feature from the store and checkpoints every epoch under
+            # output_uri, so a retried pod resumes after the last finished epoch.
+            train = train_backbone(backbone=backbone, config=config, features=features, output_uri=output_uri)
             train.set_display_name("Train backbone")
             with_resources(train, options, "train")
-            with_retries(on_accelerator(train, options), options, 2).set_caching_options(True)
+            with_retries(with_store_access(on_accelerator(train, options), options), options, 2)
+            train.set_caching_options(True)
 
             embed = embed_backbone(model=train.outputs["model"], features=features)
             embed.set_display_name("Embed backbone")
             with_resources(embed, options, "embed")
-            with_retries(on_accelerator(embed, options), options, 1).set_caching_options(True)
+            with_retries(with_store_access(on_accelerator(embed, options), options), options, 1)
+            embed.set_caching_options(True)
         return BackboneOutputs(models=dsl.Collected(train.outputs["model"]),
                                embeddings=dsl.Collected(embed.outputs["embeddings"]))
 
@@ -114,6 +118,9 @@ def build_pipeline(options: ClusterOptions = ClusterOptions()):
             dataset: dataset folder (local runs) or ``s3://bucket/prefix``.
             output_uri: where to publish config.json, metrics.json, report.html, embeddings
                 and the bundle: ``s3://bucket/prefix`` or a local folder; empty publishes nothing.
+                Also where the feature store (``features/<hash>``, reused by runs with the same
+                feature settings) and the training checkpoints (``checkpoints/``) live, so no
+                pod's disk holds the dataset or its features and a retried pod resumes.
             preset: ``paper`` (the paper's settings) or ``quick`` (CPU-sized).
             config: settings over the preset, as TOML text (``train.epochs = 3``) or a JSON
                 object (``{"features": {"audio": {"frames": 309}}}``); empty for none.
@@ -134,19 +141,22 @@ def build_pipeline(options: ClusterOptions = ClusterOptions()):
             shard = preprocess_shard(
                 config=settings.outputs["config"], manifest=ingest.outputs["manifest"], dataset=dataset,
                 shard_index=shard_index, shard_count=shard_count, workers=options.preprocess_workers,
+                output_uri=output_uri,
             ).set_display_name("Preprocess shard")
             with_resources(shard, options, "preprocess")
             with_retries(with_store_access(shard, options), options, 3).set_caching_options(True)
 
         phase_one = train_and_embed(
             backbones=list(BACKBONES), config=settings.outputs["config"],
-            features=dsl.Collected(shard.outputs["features"]),
+            features=dsl.Collected(shard.outputs["features"]), output_uri=output_uri,
         ).set_display_name("Train and embed backbones")
 
         with dsl.ParallelFor(list(FUSION_METHODS), name="Each fusion method") as method:
             fuse = fuse_method(method=method, config=settings.outputs["config"],
-                               embeddings=phase_one.outputs["embeddings"]).set_display_name("Fuse embeddings")
+                               embeddings=phase_one.outputs["embeddings"],
+                               output_uri=output_uri).set_display_name("Fuse embeddings")
             with_resources(fuse, options, "fuse").set_caching_options(True)
+            with_retries(with_store_access(fuse, options), options, 2)
 
         evaluate = evaluate_fusions(
             fusions=dsl.Collected(fuse.outputs["fusions"]), models=phase_one.outputs["models"],

@@ -167,8 +167,9 @@ def measure_full(manifest: Path, out_dir: Path, workers: int) -> dict:
     start = time.perf_counter()
     cpu = cpu_seconds()
     with ProcessWatcher() as watcher:
+        # One clip a part file, so each clip's completion time is a file's mtime (steady rate).
         result = preprocess(manifest, out_dir, config=load_config(preset="paper").features,
-                            workers=workers, progress=False)
+                            workers=workers, progress=False, part_clips=1)
     return {"wall_s": time.perf_counter() - start, "processed": result.processed,
             "rejected": len(result.rejected),
             "worker_peak_rss_mib": watcher.peak_mib(python=True),
@@ -185,7 +186,7 @@ def run_full(manifest: Path, out_dir: Path, workers: int) -> dict:
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     # Steady state, without worker start-up: completion times of the clip files after each
     # worker's first clip.
-    done = sorted(p.stat().st_mtime for p in (out_dir / "clips").glob("*.npz"))
+    done = sorted(p.stat().st_mtime for p in (out_dir / "parts").rglob("*.parquet"))
     if len(done) > workers + 1:
         result["steady_clips_per_s"] = (len(done) - workers) / (done[-1] - done[workers - 1])
     return result
@@ -242,10 +243,13 @@ def stage_breakdown(paths: list[Path], out_dir: Path) -> dict:
     """Seconds per stage for one clip in this process, after one warm-up clip."""
     from avsc.config import load_config
     from avsc.features.spectrograms import compute_clip_features
-    from avsc.features.store import write_clip
+    from avsc.features.spectrograms import feature_shapes
+    from avsc.features.store import feature_specs
+    from avsc.features.store_writer import encode_clip
     from avsc.media.decode import demux_audio, sample_frames
 
     config = load_config(preset="paper").features
+    specs = feature_specs(config, feature_shapes(config))
     times: dict[str, float] = {}
     for round_number, path in enumerate(paths[:2]):
         marks = [time.perf_counter()]
@@ -255,10 +259,10 @@ def stage_breakdown(paths: list[Path], out_dir: Path) -> dict:
         marks.append(time.perf_counter())
         arrays = compute_clip_features(audio, frames, config)
         marks.append(time.perf_counter())
-        write_clip(out_dir, path.stem, arrays)
+        encode_clip(path.stem, "", "", arrays, specs)
         marks.append(time.perf_counter())
         if round_number == 1 or len(paths) == 1:
-            names = ("demux_audio", "sample_frames", "features", "write_clip")
+            names = ("demux_audio", "sample_frames", "features", "encode_clip")
             times = {name: marks[i + 1] - marks[i] for i, name in enumerate(names)}
     return times
 

@@ -6,7 +6,9 @@ preset) runs in its own subprocess so its peak RSS is its own.
 - Model: ``train_on_batch`` on a batch held in memory, shapes from the preset's feature
   config; the first steps (graph build) are excluded; samples/s over the next ``--steps``.
 - Input pipeline: ``avsc.training.streams.train_dataset`` over a synthetic store written at the
-  preset's shapes, vs the same pipeline's first batch cached in memory and repeated.
+  preset's shapes (local disk), vs the same pipeline's first batches cached in memory
+  (``store_samples_per_s``, ``cached_samples_per_s``; ``bench/datapath.py`` has all five
+  backbones and ``s3://``).
 
 Usage:
     python bench/train.py                          # CPU, both presets, every backbone
@@ -90,49 +92,51 @@ def bench_model(backbone: str, preset: str, batch_size: int, steps: int, warmup:
 
 
 def bench_pipeline(preset: str, batch_size: int, n_clips: int) -> list[dict]:
+    """Training-stream throughput from a local store vs the same batches cached in memory.
+
+    The store is written by ``bench/datapath.py``'s synthetic writer (spectrogram-like
+    values, frames cut from photographs) at the preset's shapes; ``bench/datapath.py``
+    measures every backbone, and from ``s3://`` too.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from datapath import stream_rates, write_synthetic_store
+
+    from avsc.config import load_config
+    from avsc.features.spectrograms import feature_shapes
+    from avsc.features.store import FeatureStore
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if preset == "paper":
+            root = write_synthetic_store(tmp, n_clips)
+        else:  # the quick preset's shapes, same generator
+            root = _quick_store(tmp, n_clips, feature_shapes(load_config(preset="quick").features))
+        store = FeatureStore.open(root)
+        for backbone in ("aud-mel", "vis-inc"):
+            rates = stream_rates(store, backbone, batch_size=batch_size, repeats=2)
+            results.append({"kind": "pipeline", "backbone": backbone, "preset": preset,
+                            "batch_size": batch_size, "clips": n_clips,
+                            "store_samples_per_s": rates["samples_per_s"],
+                            "cached_samples_per_s": rates["cached_samples_per_s"]})
+    return results
+
+
+def _quick_store(root: str, n_clips: int, shapes: dict) -> str:
     import numpy as np
 
     from avsc.config import load_config
-    from avsc.features.store import FeatureStore, init_store, write_clip, write_index
+    from avsc.features.store_writer import StoreWriter
     from avsc.labels import LABELS
-    from avsc.training.streams import train_dataset
 
-    shapes = feature_shapes(preset)
-    config = load_config(preset=preset)
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        root = init_store(tmp, config.features, {k: list(v) for k, v in shapes.items()})
-        rng = np.random.default_rng(0)
-        rows = []
-        for i in range(n_clips):
-            clip_id = f"clip-{i:04d}"
-            arrays = {name: rng.normal(size=shape) for name, shape in shapes.items() if name != "frames"}
-            arrays["frames"] = rng.integers(0, 256, size=shapes["frames"], dtype=np.uint8)
-            path = write_clip(root, clip_id, arrays)
-            rows.append({"clip_id": clip_id, "label": LABELS[i % 10], "split": "train",
-                         "file": str(path.relative_to(root))})
-        write_index(root, (0, 1), rows)
-        store = FeatureStore.open(root)
-        for backbone, frames_per_clip in (("aud-mel", None), ("vis-inc", config.train.frames_per_clip)):
-            def stream():
-                return train_dataset(store, backbone, batch_size=batch_size, mixup_alpha=0.4,
-                                     frames_per_clip=frames_per_clip, seed=1)
-            for _ in stream():  # warm the file cache and tf.data
-                pass
-            began = time.perf_counter()
-            samples = sum(int(x.shape[0]) for x, _ in stream())
-            store_rate = samples / (time.perf_counter() - began)
-            cached = stream().take(1).cache().repeat(max(1, samples // batch_size))
-            for _ in cached.take(1):
-                pass
-            began = time.perf_counter()
-            cached_samples = sum(int(x.shape[0]) for x, _ in cached)
-            cached_rate = cached_samples / (time.perf_counter() - began)
-            results.append({"kind": "pipeline", "backbone": backbone, "preset": preset,
-                            "batch_size": batch_size, "clips": n_clips,
-                            "store_samples_per_s": round(store_rate, 1),
-                            "cached_samples_per_s": round(cached_rate, 1)})
-    return results
+    rng = np.random.default_rng(0)
+    with StoreWriter(root, load_config(preset="quick").features, shapes) as writer:
+        for k in range(n_clips):
+            arrays = {name: rng.normal(-5, 1.5, size=shape) for name, shape in shapes.items() if name != "frames"}
+            y, x = np.mgrid[0:shapes["frames"][1], 0:shapes["frames"][2]]
+            picture = np.stack([x * 2 + k, y * 2, (x + y) + 3 * k], axis=-1) % 256
+            arrays["frames"] = np.broadcast_to(picture, shapes["frames"]).astype(np.uint8)
+            writer.add(f"{LABELS[k % 10]}-bench-{k}-0", LABELS[k % 10], "train", arrays)
+    return root
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="default: 16 quick, 8 paper on CPU; 32 on GPU")
     parser.add_argument("--steps", type=int, help="measured steps (default: 5 quick, 2 paper on CPU; 20 GPU)")
     parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--skip-models", action="store_true", help="only the input pipeline")
     parser.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     parser.add_argument("--one", nargs=2, metavar=("BACKBONE", "PRESET"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     for preset in args.preset or ["quick", "paper"]:
-        for backbone in args.backbone or BACKBONES:
+        for backbone in [] if args.skip_models else args.backbone or BACKBONES:
             command = [sys.executable, str(Path(__file__).resolve()), "--one", backbone, preset,
                        "--device", args.device]
             if args.batch_size:

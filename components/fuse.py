@@ -22,6 +22,7 @@ def fuse_method(
     method: str,
     config: Input[Artifact],
     embeddings: Input[List[Dataset]],
+    output_uri: str,
     fusions: Output[Model],
     metrics: Output[Metrics],
     confusion_audio_visual: Output[ClassificationMetrics],
@@ -34,6 +35,9 @@ def fuse_method(
         method: ``f1`` .. ``f6`` (paper eqs. 1-3 on fc1024, then on fc10).
         config: the run's config (its ``fusion`` section: epochs, batch size, seed, ...).
         embeddings: the five backbones' embeddings, each tagged with ``metadata["backbone"]``.
+        output_uri: the run's output location, or empty. When set, the training state and
+            each finished model are kept under ``<output_uri>/checkpoints/fusion-<method>-<hash>``,
+            so a retried pod copies what was finished and resumes the rest.
 
     Returns:
         fusions: a folder with one fusion model folder per modality set
@@ -51,9 +55,14 @@ def fuse_method(
     import avsc.evaluation.evaluate
     import avsc.training.fusion
 
+    from avsc.training.checkpoints import checkpoint_location
+
     began = time.perf_counter()
-    avsc.training.fusion.train_all_fusions(by_backbone(embeddings), fusions.path, config=read_config(config).fusion,
-                                           methods=(method,), progress=False)
+    settings = read_config(config).fusion
+    inputs = sorted((e.metadata.get("backbone"), e.metadata.get("model_sha256")) for e in embeddings)
+    checkpoints = checkpoint_location(output_uri, f"fusion-{method}", settings, inputs) if output_uri else None
+    avsc.training.fusion.train_all_fusions(by_backbone(embeddings), fusions.path, config=settings,
+                                           methods=(method,), checkpoints=checkpoints, progress=False)
     with tempfile.TemporaryDirectory(prefix="avsc-fuse-") as scratch:  # the report is thrown away
         report = avsc.evaluation.evaluate.evaluate([fusions.path], os.path.join(scratch, "report"))
     confusions = {"audio+visual": confusion_audio_visual, "audio": confusion_audio, "visual": confusion_visual}

@@ -15,7 +15,8 @@ def ingest_dataset(dataset: str, manifest: Output[Dataset], metrics: Output[Metr
 
     Args:
         dataset: the dataset in the TAU 2021 layout: a local folder or ``s3://bucket/prefix``
-            (pulled into a scratch folder first, credentials from ``AVSC_S3_*``).
+            (its lists read and its videos probed in place, in parallel, through presigned
+            URLs: nothing is copied; credentials from ``AVSC_S3_*``).
         segment_seconds: the run's ``data.segment_seconds``, an output of *Resolve config*
             (0 when unset): > 0 cuts every clip into segments of that length after the split
             (1 = the DCASE 2021 Task 1B protocol); 0 keeps whole clips.
@@ -27,22 +28,14 @@ def ingest_dataset(dataset: str, manifest: Output[Dataset], metrics: Output[Metr
             ``segment_seconds`` (0: whole clips), ``seconds``.
     """
     import os
-    import tempfile
     import time
 
     import avsc.data.ingest
-    from avsc.storage.s3 import is_remote
-    from avsc.storage.sync import pull_dir
 
     began = time.perf_counter()
     os.makedirs(manifest.path, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="avsc-dataset-") as scratch:  # removed afterwards
-        root = dataset
-        if is_remote(dataset):
-            root = scratch
-            pull_dir(dataset, root, progress=False)
-        result = avsc.data.ingest.ingest_dataset(root, os.path.join(manifest.path, "manifest.parquet"),
-                                                 segment_seconds=segment_seconds or None, progress=False)
+    result = avsc.data.ingest.ingest_dataset(dataset, os.path.join(manifest.path, "manifest.parquet"),
+                                             segment_seconds=segment_seconds or None, progress=False)
     save_metrics(metrics, {**{f"{split}_clips": count for split, count in result.counts.items()},
                            "rejected_clips": len(result.rejected), "segment_seconds": segment_seconds,
                            "seconds": round(time.perf_counter() - began, 3)})

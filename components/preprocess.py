@@ -15,6 +15,7 @@ def preprocess_shard(
     shard_index: int,
     shard_count: int,
     workers: int,
+    output_uri: str,
     features: Output[Dataset],
     metrics: Output[Metrics],
 ):
@@ -24,37 +25,36 @@ def preprocess_shard(
         config: the run's config (its ``features`` section: sample rate, bins, frames, ...).
         manifest: the ingest step's manifest folder.
         dataset: the dataset the manifest's paths are relative to (folder or ``s3://``);
-            from a remote dataset only this shard's media are pulled.
+            this shard's videos are decoded from it in place (never the WAVs, no copy).
         shard_index: this shard, ``0 <= shard_index < shard_count`` (clips dealt round-robin).
         shard_count: how many shards the manifest is split into.
         workers: clips decoded at once.
+        output_uri: the run's output location; when set, the features go to the store
+            ``<output_uri>/features/<features config hash>``, shared by the shards and reused
+            by every run with the same feature settings (clips already there are skipped).
 
     Returns:
-        features: one feature store (store.json, clips/, index/, summary.json);
-            the training steps open the stores of all shards together.
+        features: with ``output_uri``, a reference to that store (``feature-store.json``: a
+            few bytes, which is all a later step downloads); without, the shard's own store.
+            The training and embedding steps open the shards' stores together.
         metrics: ``processed_clips``, ``rejected_clips``, ``seconds``.
     """
     import os
-    import tempfile
     import time
 
     import avsc.features.preprocess
-    from avsc.data.manifest import read_manifest
-    from avsc.storage.s3 import is_remote
-    from avsc.storage.sync import pull_dir
+    import avsc.features.store_writer as writer
 
     began = time.perf_counter()
-    manifest_path = os.path.join(manifest.path, "manifest.parquet")
-    with tempfile.TemporaryDirectory(prefix="avsc-dataset-") as scratch:  # removed afterwards
-        root = dataset
-        if is_remote(dataset):
-            rows = avsc.features.preprocess.shard_rows(read_manifest(manifest_path), (shard_index, shard_count))
-            wanted = [p for p in list(rows["video"]) + list(rows["audio"]) if isinstance(p, str) and p]
-            root = scratch
-            pull_dir(dataset, root, include=wanted, progress=False)
-        result = avsc.features.preprocess.preprocess(
-            manifest_path, features.path, config=read_config(config).features,
-            shard=(shard_index, shard_count), workers=workers, dataset_root=root, progress=False)
-        result.raise_if_all_rejected()  # a shard of nothing but rejected clips fails its task
+    settings = read_config(config).features
+    store = writer.store_location(output_uri, settings) if output_uri else features.path
+    result = avsc.features.preprocess.preprocess(
+        os.path.join(manifest.path, "manifest.parquet"), store, config=settings,
+        shard=(shard_index, shard_count), workers=workers, dataset_root=dataset, progress=False)
+    if output_uri:
+        writer.write_store_ref(features.path, store, settings)
+    features.metadata.update(store=str(store), shard=f"{shard_index}/{shard_count}")
+    result.raise_if_all_rejected()  # a shard of nothing but rejected clips fails its task
     save_metrics(metrics, {"processed_clips": result.processed, "rejected_clips": len(result.rejected),
+                           "skipped_clips": result.skipped_existing,
                            "seconds": round(time.perf_counter() - began, 3)})

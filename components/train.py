@@ -14,6 +14,7 @@ def train_backbone(
     backbone: str,
     config: Input[Artifact],
     features: Input[List[Dataset]],
+    output_uri: str,
     model: Output[Model],
     metrics: Output[Metrics],
 ):
@@ -22,13 +23,17 @@ def train_backbone(
     The default rule keeps the lowest val log loss after temperature scaling; the kept
     epoch's temperature (fitted on val) is stored in the model folder's ``config.json``.
 
-    Training checkpoints every epoch inside ``model``; a retried task resumes from them only
-    where that folder survives the retry (locally it does; a new pod on a cluster starts over).
+    Streams only the backbone's own feature from the store. Checkpoints every epoch to
+    ``<output_uri>/checkpoints/<backbone>-<hash of the feature and train settings>``, so a
+    retried or preempted pod (a new pod, an empty disk) resumes after the last finished
+    epoch; without ``output_uri``, inside ``model`` (a local run's retry resumes too).
 
     Args:
         backbone: ``aud-mel``, ``aud-gam``, ``aud-cqt``, ``vis-inc`` or ``vis-conv``.
         config: the run's config (its ``train`` section: epochs, image size, seed, ...).
-        features: the feature stores of every preprocessing shard, opened together.
+        features: the preprocessing shards' stores (or references to the one store), opened
+            together.
+        output_uri: the run's output location (``s3://`` or a folder), or empty.
 
     Returns:
         model: the model folder (model.keras, config.json, history.json,
@@ -41,11 +46,17 @@ def train_backbone(
     import time
 
     import avsc.training.backbone
+    from avsc.training.checkpoints import checkpoint_location
 
     began = time.perf_counter()
+    settings = read_config(config)
+    checkpoints = (checkpoint_location(output_uri, backbone, settings.features, settings.train)
+                   if output_uri else None)
     result = avsc.training.backbone.train_backbone(backbone, [f.path for f in features], model.path,
-                                                   config=read_config(config).train, progress=False)
-    # Checkpoints only serve a retry of this task; the artifact keeps the selected model.
+                                                   config=settings.train, checkpoints=checkpoints,
+                                                   progress=False)
+    # Checkpoints inside the model folder only serve a retry of this task; the artifact keeps
+    # the selected model. Durable ones stay, for a retried pod.
     shutil.rmtree(os.path.join(model.path, "checkpoints"), ignore_errors=True)
     model.metadata.update(backbone=backbone, best_epoch=result.best_epoch)
     save_metrics(metrics, {"val_accuracy": result.val_accuracy, "val_log_loss": result.val_log_loss,

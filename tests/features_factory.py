@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from avsc.config import AudioConfig, FeatureConfig, FrameConfig
-from avsc.features.store import init_store, write_clip, write_index, write_summary
+from avsc.features.store_writer import StoreWriter, write_summary
 from avsc.labels import LABELS
 
 DEFAULT_PER_CLASS = {"train": 6, "val": 2, "test": 2}
@@ -34,6 +34,8 @@ def make_feature_store(
     noise: float = 0.5,
     seed: int = 0,
     features: tuple[str, ...] = ("mel", "gam", "cqt", "frames"),
+    frame_encoding: str = "jpeg",
+    part_clips: int = 8,
 ) -> Path:
     """Create a store at ``root`` and return it.
 
@@ -42,16 +44,18 @@ def make_feature_store(
         n_bins, frames: spectrogram shape ``(n_bins, frames, 2)``.
         n_frames, size: frames shape ``(n_frames, size, size, 3)``.
         noise: standard deviation of the Gaussian noise on the spectrograms (log units).
+        frame_encoding: ``jpeg`` (the default of the store) or ``raw``.
+        part_clips: clips per part file (small, so a small store has several parts).
     """
     per_class = dict(DEFAULT_PER_CLASS if per_class is None else per_class)
     rng = np.random.default_rng(seed)
     config = FeatureConfig(audio=AudioConfig(n_bins=n_bins, clip_seconds=1.0),
-                           frames=FrameConfig(size=size))
+                           frames=FrameConfig(size=size, encoding=frame_encoding))
     shapes = {name: [n_bins, frames, 2] for name in features if name != "frames"}
     if "frames" in features:
         shapes["frames"] = [n_frames, size, size, 3]
-    root = init_store(root, config, shapes)
-    rows = []
+    writer = StoreWriter(root, config, shapes, part_clips=part_clips)
+    written = 0
     n_labels = len(labels)
     for split, count in per_class.items():
         for label_number, label in enumerate(labels):
@@ -72,9 +76,8 @@ def make_feature_store(
                     image[:, stripe:stripe + max(1, size // n_labels), :, :] = 255.0
                     image += rng.normal(0, 20, size=image.shape)
                     arrays["frames"] = np.clip(image, 0, 255).astype(np.uint8)
-                path = write_clip(root, clip_id, arrays)
-                rows.append({"clip_id": clip_id, "label": label, "split": split,
-                             "file": str(path.relative_to(root))})
-    write_index(root, (0, 1), rows)
-    write_summary(root, {"processed": len(rows), "rejected": [], "shapes": shapes})
-    return root
+                writer.add(clip_id, label, split, arrays)
+                written += 1
+    writer.close()
+    write_summary(root, {"processed": written, "rejected": [], "shapes": shapes})
+    return Path(root)

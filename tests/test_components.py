@@ -12,7 +12,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 from embeddings_factory import make_embeddings
 from features_factory import make_feature_store
@@ -191,16 +190,35 @@ def test_list_shards():
 
 
 def test_preprocess_shard_follows_the_config(config, dataset, manifest, tmp_path):
+    from avsc.features.store import FeatureStore
+
     features, metrics = Dataset(uri=str(tmp_path / "features")), Metrics(uri=str(tmp_path / "metrics"))
     preprocess_shard.python_func(config=config, manifest=manifest[0], dataset=str(dataset), shard_index=0,
-                                 shard_count=2, workers=1, features=features, metrics=metrics)
-    store = read_json(Path(features.path) / "store.json")
+                                 shard_count=2, workers=1, output_uri="", features=features, metrics=metrics)
+    store = read_json(Path(features.path) / "store.json")  # without an output URI: the shard's own store
     assert store["config_hash"] == read_json(config.path)["hashes"]["features"]
     assert store["features"]["mel"]["shape"] == [128, 40, 2]  # features.audio.frames of the config
-    clips = sorted((Path(features.path) / "clips").glob("*.npz"))
-    assert len(clips) == 3  # clips 0, 2, 4 of six, round-robin
-    assert np.load(clips[0])["cqt"].shape == (128, 40, 2)
+    opened = FeatureStore.open(features.path)
+    assert len(opened.index) == 3  # clips 0, 2, 4 of six, round-robin
+    assert opened.read_clip(opened.index["clip_id"][0], "cqt").shape == (128, 40, 2)
     assert _metrics_file(metrics)["processed_clips"] == 3
+
+
+def test_preprocess_shards_share_the_run_store_and_hand_on_a_reference(config, dataset, manifest, tmp_path):
+    from avsc.features.store import FeatureStore
+
+    refs = []
+    for index in (0, 1):
+        features = Dataset(uri=str(tmp_path / f"features-{index}"))
+        preprocess_shard.python_func(config=config, manifest=manifest[0], dataset=str(dataset), shard_index=index,
+                                     shard_count=2, workers=1, output_uri=str(tmp_path / "run"),
+                                     features=features, metrics=Metrics(uri=str(tmp_path / f"metrics-{index}")))
+        assert sorted(p.name for p in Path(features.path).iterdir()) == ["feature-store.json"]
+        refs.append(features.path)
+    shared = tmp_path / "run" / "features" / read_json(config.path)["hashes"]["features"]
+    assert features.metadata["store"] == str(shared) and (shared / "store.json").is_file()
+    opened = FeatureStore.open(refs)
+    assert opened.roots == (str(shared),) and len(opened.index) == 6
 
 
 # --- Train and embed --------------------------------------------------------------------------------
@@ -214,7 +232,7 @@ def trained(config, tmp_path_factory) -> tuple[Model, Metrics, Dataset]:
                                labels=LABELS[:2], features=("mel",))
     model, metrics = Model(uri=str(root / "model")), Metrics(uri=str(root / "metrics"))
     train_backbone.python_func(backbone="aud-mel", config=config, features=[Dataset(uri=str(store))],
-                               model=model, metrics=metrics)
+                               output_uri="", model=model, metrics=metrics)
     return model, metrics, Dataset(uri=str(store))
 
 
@@ -229,6 +247,21 @@ def test_train_backbone_writes_the_model_tagged_with_its_backbone(trained, confi
     assert set(logged) == {"val_accuracy", "val_log_loss", "temperature", "best_epoch", "seconds"}
     assert 0.0 <= logged["val_accuracy"] <= 1.0
     assert logged["temperature"] == recorded["calibration"]["temperature"]  # fitted on val, kept with the model
+
+
+def test_train_backbone_checkpoints_under_the_output_uri_for_a_retried_pod(trained, config, tmp_path):
+    _, _, store = trained
+    first = Model(uri=str(tmp_path / "pod-1" / "model"))
+    train_backbone.python_func(backbone="aud-mel", config=config, features=[store], output_uri=str(tmp_path / "run"),
+                               model=first, metrics=Metrics(uri=str(tmp_path / "pod-1" / "metrics")))
+    [location] = (tmp_path / "run" / "checkpoints").iterdir()
+    assert location.name.startswith("aud-mel-") and read_json(location / "state.json")["epoch"] == 1
+    assert not (Path(first.path) / "checkpoints").exists()
+    retried = Model(uri=str(tmp_path / "pod-2" / "model"))  # a new pod, an empty disk: nothing to train
+    train_backbone.python_func(backbone="aud-mel", config=config, features=[store], output_uri=str(tmp_path / "run"),
+                               model=retried, metrics=Metrics(uri=str(tmp_path / "pod-2" / "metrics")))
+    assert read_json(Path(retried.path) / "history.json") == read_json(Path(first.path) / "history.json")
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == [location.name]
 
 
 def test_embed_backbone_writes_every_clip(trained, tmp_path):
@@ -276,7 +309,8 @@ def fused(config, phase_one, tmp_path_factory) -> tuple[Model, Metrics, dict[str
     root = tmp_path_factory.mktemp("fuse")
     fusions, metrics = Model(uri=str(root / "fusions")), Metrics(uri=str(root / "metrics"))
     confusions = {name: ClassificationMetrics(uri=str(root / name)) for name in ("audio_visual", "audio", "visual")}
-    fuse_method.python_func(method="f4", config=config, embeddings=phase_one[1], fusions=fusions, metrics=metrics,
+    fuse_method.python_func(method="f4", config=config, embeddings=phase_one[1], output_uri="",
+                            fusions=fusions, metrics=metrics,
                             **{f"confusion_{name}": artifact for name, artifact in confusions.items()})
     return fusions, metrics, confusions
 

@@ -89,6 +89,14 @@ def test_default_track_else_first(tmp_path):
     assert "flagged default" in " ".join(info.warnings)
 
 
+def _specs(config: FeatureConfig) -> dict:
+    """How the store would keep each feature of ``config`` (what a preprocessing task encodes)."""
+    from avsc.features.spectrograms import feature_shapes
+    from avsc.features.store import feature_specs
+
+    return feature_specs(config, feature_shapes(config))
+
+
 def test_digital_silence_is_detected_and_rejected_by_preprocessing(files, tmp_path):
     """Case 3: an anullsrc track is silence; preprocessing rejects the clip and says why."""
     from avsc.features.preprocess import _task
@@ -99,9 +107,10 @@ def test_digital_silence_is_detected_and_rejected_by_preprocessing(files, tmp_pa
                                      offset_s=1.8))
     config = FeatureConfig(audio=AudioConfig(sample_rate=RATE, clip_seconds=1.0, n_bins=16),
                            frames=FrameConfig(fps=2.0, size=16))
-    clip_id, reason = _task(("silent", str(files["silent"]), str(tmp_path), config, 1, 0.0))
-    assert clip_id == "silent" and "silent.mp4" in reason and "digital silence" in reason
-    assert not (tmp_path / "clips").exists() or not list((tmp_path / "clips").iterdir())
+    clip_id, encoded, reason = _task(("silent", "bus", "train", str(files["silent"]), config,
+                                      _specs(config), 1, 0.0))
+    assert clip_id == "silent" and encoded is None
+    assert "silent.mp4" in reason and "digital silence" in reason
 
 
 def test_non_finite_samples_are_a_truthful_error(tmp_path):
@@ -113,7 +122,7 @@ def test_non_finite_samples_are_a_truthful_error(tmp_path):
         demux_audio(path, AudioConfig(sample_rate=RATE, clip_seconds=2.0))
     config = FeatureConfig(audio=AudioConfig(sample_rate=RATE, clip_seconds=1.0, n_bins=16),
                            frames=FrameConfig(fps=2.0, size=16))
-    _, reason = _task(("nan", str(path), str(tmp_path / "features"), config, 1, 0.0))
+    _, _, reason = _task(("nan", "bus", "train", str(path), config, _specs(config), 1, 0.0))
     assert "non-finite" in reason and "unexpected" not in reason and "ParameterError" not in reason
 
 

@@ -14,7 +14,7 @@ keras = pytest.importorskip("keras")
 from features_factory import make_feature_store  # noqa: E402
 
 from avsc.cli import main  # noqa: E402
-from avsc.features.store import FeatureStore, load_clip  # noqa: E402
+from avsc.features.store import FeatureStore  # noqa: E402
 from avsc.models.backbones import embedding_model  # noqa: E402
 from avsc.storage.files import sha256_file  # noqa: E402
 from avsc.training.embeddings import embed_arrays, read_embeddings  # noqa: E402
@@ -74,8 +74,7 @@ def test_embeddings_equal_the_models_own_outputs(exported):
     store_dir, model_dir, out = exported
     table = read_embeddings(out)
     model = keras.models.load_model(model_dir / "model.keras")
-    path = FeatureStore.open(store_dir).clips().set_index("clip_id").loc[table.clip_ids[4], "path"]
-    spec = load_clip(path, ["gam"])["gam"][None].astype(np.float32)
+    spec = FeatureStore.open(store_dir).read_clip(table.clip_ids[4], "gam")[None].astype(np.float32)
     fc1024, fc10 = embed_arrays("aud-gam", embedding_model(model), spec)
     np.testing.assert_allclose(table.fc1024[4], fc1024[0], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(table.fc10[4], fc10[0], rtol=1e-4, atol=1e-5)

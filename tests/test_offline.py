@@ -133,7 +133,7 @@ def test_the_preprocess_step_fails_a_shard_of_rejected_clips(dataset, tmp_path):
     with pytest.raises(DataError, match="all 3 clips of shard 0/1 were rejected"):
         preprocess_shard.python_func(
             config=config, manifest=Dataset(name="manifest", uri=str(manifest)),
-            dataset=str(dataset["root"]), shard_index=0, shard_count=1, workers=1,
+            dataset=str(dataset["root"]), shard_index=0, shard_count=1, workers=1, output_uri="",
             features=Dataset(name="features", uri=str(features)),
             metrics=Metrics(name="metrics", uri=str(metrics)))
 

@@ -257,11 +257,13 @@ def test_no_credentials_in_the_package_only_the_secret_name(compiled):
         for entry in k8s.get("secretAsEnv", []):
             assert entry["secretName"] == "avsc-s3"
             readers[label] = {m["secretKey"]: m["envVar"] for m in entry["keyToEnv"]}
-    for display in ("Ingest dataset", "Preprocess shard", "Publish outputs"):
+    # Every step that reads or writes the object store: the dataset, the features (streamed by
+    # training and embedding), the checkpoints (training, fusion), the published outputs.
+    for display in ("Ingest dataset", "Preprocess shard", TRAIN, EMBED, "Fuse embeddings", "Publish outputs"):
         label, _ = compiled.executor(compiled.by_display(display)[1])
         assert readers[label] == SECRET_ENV
-    steps = {compiled.executor(compiled.by_display(d)[1])[0] for d in (TRAIN, EMBED, "Resolve config")}
-    assert not steps & set(readers), "training, embedding and the config step never touch the store"
+    steps = {compiled.executor(compiled.by_display(d)[1])[0] for d in ("Resolve config", "List shards")}
+    assert not steps & set(readers), "the config step and the shard list never touch the store"
 
 
 def test_retries_and_caching(compiled):

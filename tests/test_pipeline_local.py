@@ -19,7 +19,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from kfp.dsl import Artifact, Dataset, Markdown, Metrics, Model
@@ -142,15 +141,18 @@ def test_settings_given_with_set_reach_every_feature_store(local_run):
     assert record["preset"] == "quick"
     assert record["overrides"] == {"features": {"audio": {"frames": FRAMES}}, "train": {"epochs": 2}}
     assert record["config"]["features"]["audio"]["frames"] == FRAMES
-    stores = sorted(p.parent for p in _runs(output)[0].rglob("preprocess-shard/features/store.json"))
-    assert len(stores) == 2  # one per shard
-    for store in stores:
-        meta = json.loads((store / "store.json").read_text())
-        assert meta["config_hash"] == record["hashes"]["features"]
-        for name in ("mel", "gam", "cqt"):
-            assert meta["features"][name]["shape"] == [128, FRAMES, 2]
-        clip = np.load(next((store / "clips").glob("*.npz")))
-        assert clip["mel"].shape == (128, FRAMES, 2)
+    from avsc.features.store import FeatureStore
+
+    refs = sorted(_runs(output)[0].rglob("preprocess-shard/features/feature-store.json"))
+    assert len(refs) == 2  # one per shard, each a few bytes naming the one shared store
+    uris = {json.loads(ref.read_text())["uri"] for ref in refs}
+    assert uris == {str(output / "features" / record["hashes"]["features"])}
+    store = FeatureStore.open([ref.parent for ref in refs])
+    assert store.config_hash == record["hashes"]["features"]
+    assert store.shapes["mel"] == (128, FRAMES, 2)
+    assert store.read_clip(store.clips()["clip_id"][0], "gam").shape == (128, FRAMES, 2)
+    checkpoints = sorted(p.name.rsplit("-", 1)[0] for p in (output / "checkpoints").iterdir())
+    assert checkpoints == sorted([*BACKBONES, *(f"fusion-{m}" for m in FUSION_METHODS)])
 
 
 @pytest.mark.slow
@@ -205,22 +207,19 @@ def test_a_failing_step_fails_the_run_with_a_message(tmp_path):
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
-def test_ingest_and_preprocess_read_a_remote_dataset_shard_by_shard(s3_env, tmp_path, monkeypatch):
+def test_ingest_and_preprocess_read_a_remote_dataset_in_place(s3_env, tmp_path, monkeypatch):
+    """The components as a cluster runs them: nothing of the dataset is copied to a scratch
+    folder; the shard's features land in the run's store on s3://, the artifact only names it."""
     dataset = make_demo_dataset(tmp_path / "dataset", classes=2, clips_per_class=3, locations_per_class=3,
                                 seconds=1.0, width=64, height=48, progress=False).root
     push_dir(dataset, s3_env.uri("tau"), progress=False)
-    scratch = tmp_path / "scratch"  # where the steps pull to
+    scratch = tmp_path / "scratch"  # a pod's scratch disk
     scratch.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(scratch))
-    pulls = []  # what each real pull left in its folder, recorded before the step removes it
-    real_pull_dir = avsc.storage.sync.pull_dir
 
-    def recording_pull_dir(uri, local_dir, **kwargs):
-        result = real_pull_dir(uri, local_dir, **kwargs)
-        pulls.append(sorted(str(p.relative_to(local_dir)) for p in Path(local_dir).rglob("*") if p.is_file()))
-        return result
-
-    monkeypatch.setattr(avsc.storage.sync, "pull_dir", recording_pull_dir)
+    def no_pull(*args, **kwargs):
+        raise AssertionError("the dataset must not be copied")
+    monkeypatch.setattr(avsc.storage.sync, "pull_dir", no_pull)
 
     manifest = Dataset(uri=str(tmp_path / "manifest"))
     ingest_dataset.python_func(dataset=s3_env.uri("tau"), manifest=manifest,
@@ -234,14 +233,22 @@ def test_ingest_and_preprocess_read_a_remote_dataset_shard_by_shard(s3_env, tmp_
     features = Dataset(uri=str(tmp_path / "features"))
     shard_metrics = Metrics(uri=str(tmp_path / "shard-metrics"))
     preprocess_shard.python_func(config=config, manifest=manifest, dataset=s3_env.uri("tau"), shard_index=1,
-                                 shard_count=2, workers=1, features=features, metrics=shard_metrics)
-    assert len(pulls) == 2  # the whole dataset for ingest, then one shard's media
+                                 shard_count=2, workers=1, output_uri=s3_env.uri("runs/r1"), features=features,
+                                 metrics=shard_metrics)
+    assert list(scratch.iterdir()) == []
+    assert sorted(p.name for p in Path(features.path).iterdir()) == ["feature-store.json"]
+    store_uri = json.loads((Path(features.path) / "feature-store.json").read_text())["uri"]
+    assert store_uri.startswith(s3_env.uri("runs/r1/features/")) and features.metadata["store"] == store_uri
+    from avsc.features.store import FeatureStore
+
     mine = shard_rows(rows, (1, 2))
-    assert pulls[1] == sorted(list(mine["video"]) + [a for a in mine["audio"] if a])  # its own media only
-    assert list(scratch.iterdir()) == []  # both steps removed what they pulled
-    stored = sorted(p.stem for p in (Path(features.path) / "clips").glob("*.npz"))
-    assert stored == sorted(mine["clip_id"])
+    assert sorted(FeatureStore.open(features.path).index["clip_id"]) == sorted(mine["clip_id"])
     assert shard_metrics.metadata["processed_clips"] == len(mine) == 3
+    again = Metrics(uri=str(tmp_path / "shard-metrics-2"))  # a retried pod: the clips are there
+    preprocess_shard.python_func(config=config, manifest=manifest, dataset=s3_env.uri("tau"), shard_index=1,
+                                 shard_count=2, workers=1, output_uri=s3_env.uri("runs/r1"),
+                                 features=Dataset(uri=str(tmp_path / "features-2")), metrics=again)
+    assert again.metadata["processed_clips"] == 0 and again.metadata["skipped_clips"] == 3
 
 
 def test_publish_pushes_report_bundle_and_embeddings(s3_env, tmp_path):

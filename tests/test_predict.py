@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from media_cases import make_text_as_mp4, make_video
+from s3_server import s3_env, s3_server, s3_store  # noqa: F401  (fixtures)
 
 from avsc.config import (
     BACKBONES,
@@ -461,3 +462,26 @@ def test_one_bad_file_never_stops_a_batch(predictor, odd_videos, videos, monkeyp
     results = dict(predictor.predict_files([videos["demo"], odd_videos["long_sound"]]))
     assert "unexpected error" in results[str(videos["demo"])] and "ValueError" in results[str(videos["demo"])]
     assert not isinstance(results[str(odd_videos["long_sound"])], str)
+
+
+# --- the object store --------------------------------------------------------------------------
+
+
+def test_bundle_and_videos_straight_from_the_object_store(s3_env, models_root, fusion_root, predictor, videos):
+    """``avsc bundle`` reads model folders from and writes the bundle to s3://; ``avsc predict``
+    loads that bundle and decodes an s3:// video in place, with the same result as locally."""
+    from avsc.storage.sync import push_dir, push_file
+
+    push_dir(models_root, s3_env.uri("models"), progress=False)
+    push_dir(fusion_root / "f4-audio+visual", s3_env.uri("fusion/f4"), progress=False)
+    bundle = make_bundle(s3_env.uri("models"), s3_env.uri("fusion/f4"), s3_env.uri("bundle"))
+    assert bundle == s3_env.uri("bundle") and f"bundle/{BUNDLE_FILE}" in s3_env.keys("bundle/")
+    push_file(videos["long"], s3_env.uri("videos/long.mp4"))
+    remote = Predictor.load(s3_env.uri("bundle"), graph=False)
+    there = remote.predict_file(s3_env.uri("videos/long.mp4"))
+    here = predictor.predict_file(videos["long"])
+    assert there.path == s3_env.uri("videos/long.mp4") and there.windows == here.windows
+    np.testing.assert_allclose(list(there.probabilities.values()), list(here.probabilities.values()),
+                               rtol=1e-5, atol=1e-6)
+    missing = dict(remote.predict_files([s3_env.uri("videos/none.mp4")]))[s3_env.uri("videos/none.mp4")]
+    assert "videos/none.mp4" in missing and "X-Amz-Signature" not in missing

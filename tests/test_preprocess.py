@@ -15,7 +15,7 @@ from avsc.data.manifest import read_manifest, write_manifest
 from avsc.errors import ConfigError, DataError
 from avsc.features.preprocess import parse_shard, preprocess, shard_rows
 from avsc.features.spectrograms import feature_shapes
-from avsc.features.store import FeatureStore, load_clip, read_summary
+from avsc.features.store import FeatureStore, read_summary
 
 CONFIG = FeatureConfig(audio=AudioConfig(clip_seconds=1.0), frames=FrameConfig(fps=2.0, size=32))
 GOOD = ("airport-lisbon-1-1", "bus-lisbon-2-1", "park-paris-3-1", "tram-paris-4-1")
@@ -71,23 +71,32 @@ def test_bad_clips_are_rejected_and_the_rest_completes(dataset, tmp_path):
     assert {item["clip_id"] for item in summary["rejected"]} == set(BAD)
     assert summary["shapes"] == feature_shapes(CONFIG)
 
-    arrays = load_clip(out / "clips" / f"{GOOD[0]}.npz")
+    store = FeatureStore.open(out)
+    arrays = {name: store.read_clip(GOOD[0], name) for name in store.specs}
     assert {name: list(a.shape) for name, a in arrays.items()} == feature_shapes(CONFIG)
     assert arrays["mel"].dtype == np.float16 and arrays["frames"].dtype == np.uint8
     # The mono clip's two channels are identical copies.
     np.testing.assert_array_equal(arrays["mel"][..., 0], arrays["mel"][..., 1])
+    # Every split in its own parts; no video was written anywhere near the store.
+    assert {p.parent.name for p in (out / "parts").rglob("*.parquet")} == {"train"}
 
 
 def test_rerun_resumes(dataset, tmp_path):
     out = tmp_path / "features"
-    preprocess(dataset["manifest"], out, config=CONFIG, progress=False)
-    stamp = (out / "clips" / f"{GOOD[1]}.npz").stat().st_mtime_ns
-    again = preprocess(dataset["manifest"], out, config=CONFIG, progress=False)
-    assert again.processed == 0
-    assert again.skipped_existing == len(GOOD)
+    preprocess(dataset["manifest"], out, config=CONFIG, progress=False, part_clips=2)
+    parts = {p: p.stat().st_mtime_ns for p in (out / "parts").rglob("*.parquet")}
+    assert len(parts) == 2
+    next(iter(parts)).unlink()  # as if the run had been killed before its second part
+    again = preprocess(dataset["manifest"], out, config=CONFIG, progress=False, part_clips=2)
+    assert again.processed == 2
+    assert again.skipped_existing == 2
     assert len(again.rejected) == len(BAD)  # bad clips are retried, and fail again
-    assert (out / "clips" / f"{GOOD[1]}.npz").stat().st_mtime_ns == stamp
+    kept = [p for p in parts if p.exists()]
+    assert len(kept) == 1 and kept[0].stat().st_mtime_ns == parts[kept[0]]  # not rewritten
     assert read_summary(out)["processed"] == len(GOOD)
+    assert sorted(FeatureStore.open(out).index["clip_id"]) == sorted(GOOD)
+    done = preprocess(dataset["manifest"], out, config=CONFIG, progress=False)
+    assert done.processed == 0 and done.skipped_existing == len(GOOD)
 
 
 def test_a_store_with_another_config_is_refused(dataset, tmp_path):
@@ -166,7 +175,7 @@ def test_cli_end_to_end_demo_to_training_batch(tmp_path, capsys):
     assert store.shapes["mel"] == (128, 286, 2)  # 4 s (quick) at a 14 ms hop, 2 s of it real sound
     assert store.shapes["frames"] == (8, 96, 96, 3)
 
-    batch_x, batch_y = next(iter(train_dataset(store, "aud-mel", batch_size=2, mixup_alpha=0.0)))
+    (batch_x, _, _), batch_y = next(iter(train_dataset(store, "aud-mel", batch_size=2, mixup_alpha=0.0)))
     assert tuple(batch_x.shape) == (2, 128, 286, 2)
     assert tuple(batch_y.shape) == (2, 10)
     assert np.isfinite(batch_x.numpy()).all()

@@ -20,7 +20,7 @@ from avsc.labels import LABEL_INDEX  # noqa: E402
 from avsc.models.backbones import embedding_model  # noqa: E402
 from avsc.models.losses import kl_divergence_loss  # noqa: E402
 from avsc.training.backbone import train_backbone  # noqa: E402
-from avsc.training.mixup import mixup  # noqa: E402
+from avsc.training.mixup import mix_batch, mixup  # noqa: E402
 from avsc.training.streams import eval_dataset, train_dataset  # noqa: E402
 
 QUICK = load_config(preset="quick").train
@@ -55,12 +55,19 @@ def store_dir(tmp_path_factory):
     return make_feature_store(tmp_path_factory.mktemp("features"), per_class={"train": 6, "val": 2, "test": 2})
 
 
+def _mixed(stream):
+    return [tuple(np.asarray(t) for t in mix_batch(inputs, y)) for inputs, y in stream]
+
+
 def test_train_stream_is_deterministic_and_mixed(store_dir):
     store = FeatureStore.open(store_dir)
-    first = [(x.numpy(), y.numpy()) for x, y in train_dataset(store, "aud-gam", batch_size=16, seed=5)]
-    again = [(x.numpy(), y.numpy()) for x, y in train_dataset(store, "aud-gam", batch_size=16, seed=5)]
-    other = [(x.numpy(), y.numpy()) for x, y in train_dataset(store, "aud-gam", batch_size=16, seed=6)]
+    first = _mixed(train_dataset(store, "aud-gam", batch_size=16, seed=5))
+    again = _mixed(train_dataset(store, "aud-gam", batch_size=16, seed=5))
+    other = _mixed(train_dataset(store, "aud-gam", batch_size=16, seed=6))
     assert sum(len(x) for x, _ in first) == 60
+    (x, lam, perm), y = next(iter(train_dataset(store, "aud-gam", batch_size=16, seed=5)))
+    assert x.dtype == "float16" and lam.dtype == "float32" and perm.dtype == "int32"  # mixed in the model
+    np.testing.assert_allclose(first[0][0], mixup(np.asarray(x, np.float32), y, lam, perm)[0], rtol=1e-6)
     for (xa, ya), (xb, yb) in zip(first, again):
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ya, yb)
@@ -73,8 +80,8 @@ def test_train_stream_is_deterministic_and_mixed(store_dir):
 def test_visual_streams_yield_frames(store_dir):
     store = FeatureStore.open(store_dir)
     train = list(train_dataset(store, "vis-inc", batch_size=7, frames_per_clip=1, mixup_alpha=0, seed=1))
-    assert sum(len(x) for x, _ in train) == 60  # one frame per clip
-    assert train[0][0].shape[1:] == (32, 32, 3)
+    assert sum(len(x) for (x, _, _), _ in train) == 60  # one frame per clip
+    assert train[0][0][0].shape[1:] == (32, 32, 3) and train[0][0][0].dtype == "uint8"
     evaluation = list(eval_dataset(store, "vis-inc", "val", batch_size=8))
     assert sum(len(x) for x in evaluation) == 20 * 2  # every frame of every val clip
 
@@ -135,7 +142,7 @@ def test_resume_continues_from_last_epoch(store_dir, tmp_path):
     state = json.loads((tmp_path / "checkpoints" / "state.json").read_text())
     assert state["epoch"] == 2
     # The optimizer state travelled with the checkpoint: Adam has taken both epochs' steps.
-    ckpt = keras.models.load_model(tmp_path / "checkpoints" / state["last"])
+    ckpt = keras.models.load_model(tmp_path / "checkpoints" / state["last"])  # the training model
     assert int(ckpt.optimizer.iterations.numpy()) == 2 * 2  # 60 clips / batch 32 = 2 steps an epoch
     done = train_backbone("aud-cqt", [store_dir], tmp_path, config=TrainConfig(
         **{**config.__dict__, "epochs": 2}), progress=False)
@@ -170,11 +177,7 @@ def test_visual_backbone_trains_and_embeds(tmp_path):
     table = read_embeddings(embedded.path)
     assert table.backbone == "vis-conv" and table.fc1024.shape == (30, 1024) and table.fc10.shape == (30, 10)
     # A clip's visual embedding is the mean of its frames' embeddings.
-    from avsc.features.store import load_clip
-
-    store = FeatureStore.open(store_dir)
-    path = store.clips().set_index("clip_id").loc[table.clip_ids[0], "path"]
-    frames = load_clip(path, ["frames"])["frames"].astype(np.float32)
+    frames = FeatureStore.open(store_dir).read_clip(table.clip_ids[0], "frames").astype(np.float32)
     emb = embedding_model(keras.models.load_model(result.model_dir / "model.keras"))
     per_frame_1024, per_frame_10 = emb(frames, training=False)
     np.testing.assert_allclose(table.fc10[0], np.asarray(per_frame_10).mean(axis=0), rtol=1e-4, atol=1e-5)

@@ -95,13 +95,19 @@ class AudioConfig:
 
 @dataclass(frozen=True)
 class FrameConfig:
-    """How a clip's video becomes images: ``fps`` frames a second, ``size`` x ``size`` RGB."""
+    """How a clip's video becomes images: ``fps`` frames a second, ``size`` x ``size`` RGB.
+
+    ``encoding`` is how the feature store keeps them: ``jpeg`` (at ``jpeg_quality``, no chroma
+    subsampling; about 7x smaller, PSNR about 36 dB at 90) or ``raw`` (the uint8 pixels).
+    """
 
     __pydantic_config__ = _VALIDATION
 
 
     fps: float = 2.0
     size: int = 224
+    encoding: str = "jpeg"
+    jpeg_quality: int = 90
 
 
 @dataclass(frozen=True)

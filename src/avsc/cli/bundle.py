@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--visual-fusion", metavar="FUSION_DIR",
                         help="a visual-only fusion model, for videos without an audio track "
                              "(default: none)")
-    parser.add_argument("-o", "--output", required=True, metavar="BUNDLE_DIR", help="folder to write")
+    parser.add_argument("-o", "--output", required=True, metavar="BUNDLE_DIR", help="folder (or s3://bucket/prefix) to write; every folder here may be s3://")
     parser.set_defaults(handler=run)
 
 

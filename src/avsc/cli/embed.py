@@ -17,8 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "feature settings.",
         needs_tensorflow=True,
         failure="also when the feature store's settings differ from the model's")
-    parser.add_argument("model_dir", metavar="MODEL_DIR", help="output folder of `avsc train`")
-    parser.add_argument("features", nargs="+", metavar="FEATURES", help="feature store folder(s)")
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="output folder of `avsc train` (or s3://)")
+    parser.add_argument("features", nargs="+", metavar="FEATURES", help="feature store folder(s) or s3://bucket/prefix")
     parser.add_argument("-o", "--output", required=True, metavar="EMBEDDINGS.parquet",
                         help="Parquet file to write")
     parser.add_argument("--batch-size", type=positive_int, default=32, metavar="B",

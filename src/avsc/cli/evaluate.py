@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "submission-*.csv, and prints the results table.")
     parser.add_argument("fusion_dirs", nargs="+", metavar="FUSION_DIR",
                         help="fusion folder(s), or the root of `avsc fuse --method all`")
-    parser.add_argument("-o", "--output", required=True, metavar="REPORT_DIR", help="output folder")
+    parser.add_argument("-o", "--output", required=True, metavar="REPORT_DIR", help="output folder or s3://bucket/prefix")
     parser.add_argument("--embeddings", metavar="DIR",
                         help="add one row per backbone from its embeddings (default: fusion rows only)")
     parser.add_argument("--split", default="test", help="split to evaluate")

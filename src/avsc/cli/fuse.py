@@ -27,13 +27,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         needs_tensorflow=True,
         usage="also when a complete FUSION_DIR folder was made with other settings")
     parser.add_argument("embeddings", metavar="EMBEDDINGS_DIR",
-                        help="folder holding <backbone>.parquet files (from `avsc embed`)")
+                        help="folder or s3://bucket/prefix holding <backbone>.parquet files (from `avsc embed`)")
     parser.add_argument("--method", required=True, choices=[*FUSION_METHODS, "all"],
                         help="fusion function, or all six")
     parser.add_argument("--modalities", default="audio+visual", choices=[*MODALITY_SETS, "all"],
                         help="which backbones to fuse: audio+visual (all five), audio, visual, "
                              "or each of the three")
-    parser.add_argument("-o", "--output", required=True, metavar="FUSION_DIR", help="output folder")
+    parser.add_argument("-o", "--output", required=True, metavar="FUSION_DIR",
+                        help="output folder or s3://bucket/prefix")
+    parser.add_argument("--checkpoints", metavar="URI",
+                        help="folder or s3://bucket/prefix for the training state and the finished "
+                             "models, so a killed run resumes (default: none)")
     add_quiet(parser)
     settings = add_settings_options(parser, sections="fusion")
     add_shorthand(settings, "--epochs", "fusion.epochs", type=int, metavar="N")
@@ -55,10 +59,12 @@ def run(args: argparse.Namespace) -> int:
         methods = FUSION_METHODS if args.method == "all" else (args.method,)
         modality_sets = tuple(MODALITY_SETS) if args.modalities == "all" else (args.modalities,)
         results = train_all_fusions(args.embeddings, args.output, config=config.fusion, methods=methods,
-                                    modality_sets=modality_sets, progress=progress)
+                                    modality_sets=modality_sets, checkpoints=args.checkpoints,
+                                    progress=progress)
     else:
         results = [train_fusion(args.embeddings, args.output, method=args.method,
-                                modalities=args.modalities, config=config.fusion, progress=progress)]
+                                modalities=args.modalities, config=config.fusion,
+                                checkpoints=args.checkpoints, progress=progress)]
     for r in results:
         note = " (already complete)" if r.skipped else f", {r.train_seconds:.1f} s"
         print(f"{r.method} {r.modalities}: best epoch {r.best_epoch}, val accuracy {r.val_accuracy:.4f}, "

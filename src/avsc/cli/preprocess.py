@@ -17,13 +17,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "re-running resumes; --shard I/N processes a disjoint part so several "
                     "machines can share the work.",
         failure="also when every clip this run tried was rejected (each is listed with its reason)")
-    parser.add_argument("manifest", metavar="MANIFEST", help="manifest written by `avsc ingest`")
-    parser.add_argument("-o", "--output", required=True, metavar="FEATURES", help="feature store folder")
+    parser.add_argument("manifest", metavar="MANIFEST", help="manifest written by `avsc ingest` (path or s3://)")
+    parser.add_argument("-o", "--output", required=True, metavar="FEATURES",
+                        help="feature store folder or s3://bucket/prefix")
     parser.add_argument("--shard", default="0/1", metavar="I/N",
                         help="process shard I of N, numbered from 0 (0/1 is everything)")
     parser.add_argument("--workers", type=positive_int, default=1, metavar="N", help="worker processes")
     parser.add_argument("--dataset-root", metavar="DIR",
-                        help="where the dataset is now, if it moved since ingest "
+                        help="where the dataset is now (folder or s3://), if it moved since ingest "
                              "(default: the folder recorded in the manifest)")
     add_quiet(parser)
     add_settings_options(parser, sections="features.audio, features.frames")

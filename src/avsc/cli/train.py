@@ -19,16 +19,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(
         subparsers, "train", help="train one backbone on a feature store (Phase I)",
         description="Train one of the five backbones with mixup, KL-divergence + L2 loss and "
-                    "Adam. Checkpoints every epoch into MODEL_DIR/checkpoints and resumes from "
-                    "them when re-run; keeps the epoch chosen on val by train.selection (default: "
-                    "the lowest val log loss after temperature scaling) and records its "
-                    "temperature, the settings and their hash in MODEL_DIR/config.json.",
+                    "Adam, streaming only the backbone's feature from the store (a folder or "
+                    "s3://). Checkpoints every epoch (into --checkpoints, default "
+                    "MODEL_DIR/checkpoints) and resumes from them when re-run, also in a new "
+                    "process with an empty MODEL_DIR; keeps the epoch chosen on val by "
+                    "train.selection (default: the lowest val log loss after temperature "
+                    "scaling) and records its temperature, the settings and their hash in "
+                    "MODEL_DIR/config.json.",
         needs_tensorflow=True,
-        usage="also when MODEL_DIR holds checkpoints of a run with other settings")
+        usage="also when the checkpoints are of a run with other settings")
     parser.add_argument("backbone", choices=BACKBONES, help="which backbone to train")
-    parser.add_argument("features", nargs="+", metavar="FEATURES", help="feature store folder(s)")
+    parser.add_argument("features", nargs="+", metavar="FEATURES",
+                        help="feature store folder(s) or s3://bucket/prefix")
     parser.add_argument("-o", "--output", required=True, metavar="MODEL_DIR",
-                        help="output folder (model.keras, history.json, config.json)")
+                        help="output folder or s3://bucket/prefix (model.keras, history.json, config.json)")
+    parser.add_argument("--checkpoints", metavar="URI",
+                        help="where per-epoch checkpoints live, a folder or s3://bucket/prefix "
+                             "(default: MODEL_DIR/checkpoints); a durable location lets a killed "
+                             "run resume after its last finished epoch")
     add_quiet(parser, "no Keras progress bar")
     settings = add_settings_options(parser, sections="train")
     add_shorthand(settings, "--epochs", "train.epochs", type=int, metavar="N")
@@ -49,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from avsc.training.backbone import train_backbone
 
     result = train_backbone(args.backbone, args.features, args.output, config=config.train,
-                            progress=not args.quiet)
+                            checkpoints=args.checkpoints, progress=not args.quiet)
     print(f"{result.backbone}: best epoch {result.best_epoch}, val accuracy {result.val_accuracy:.4f}, "
           f"val log loss {result.val_log_loss:.4f} (temperature {result.temperature:.2f}) "
-          f"-> {result.model_dir / 'model.keras'}")
+          f"-> {result.model_dir}")
     return 0

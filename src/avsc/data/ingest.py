@@ -22,8 +22,10 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
+import posixpath
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ from avsc.data.segments import segment_offsets, segment_records
 from avsc.errors import DataError, MediaError
 from avsc.labels import LABEL_INDEX
 from avsc.media.ffmpeg import FFmpegCrash
-from avsc.storage.files import write_json
+from avsc.storage import locations
 
 log = logging.getLogger(__name__)
 
@@ -77,68 +79,106 @@ class _Row:
     label: str
 
 
-def find_metadata(dataset_root: str | Path) -> dict[str, Path]:
+class _DatasetFiles:
+    """The files of a dataset, listed once: a local folder or an ``s3://`` prefix.
+
+    Paths are relative POSIX paths below the root; nothing is copied. A remote dataset's
+    lists are read with GETs and its media probed through presigned URLs.
+    """
+
+    def __init__(self, root: str | Path):
+        from avsc.storage import locations
+
+        self.root = str(root)
+        self.remote = locations.is_remote(self.root)
+        if not self.remote and not Path(self.root).is_dir():
+            raise DataError(root, "dataset folder not found",
+                            "give the folder that holds audio/, video/ and the metadata")
+        base = self.root.rstrip("/")
+        self.files = {location[len(base):].lstrip("/").replace(os.sep, "/")
+                      for location in locations.list_files(self.root)}
+        if self.remote and not self.files:
+            raise DataError(root, "no objects under this prefix",
+                            "check the URI (`avsc data ls`), or push the dataset first (`avsc data push`)")
+
+    def location(self, relative: str) -> Path | str:
+        """The file as a local Path or an ``s3://`` URI."""
+        from avsc.storage import locations
+
+        if self.remote:
+            return locations.join(self.root, *relative.split("/"))
+        return Path(self.root, *relative.split("/"))
+
+    def is_file(self, relative: str) -> bool:
+        return posixpath.normpath(relative) in self.files
+
+
+def find_metadata(dataset_root: str | Path) -> dict[str, Path | str]:
     """Where the split lists (and ``meta.csv``, if any) are below ``dataset_root``.
 
-    Returns a dict with keys ``train``, ``evaluate`` and, when found, ``meta``. The
-    shallowest match wins, so ``<root>/evaluation_setup/`` beats a copy deeper down.
+    Returns a dict with keys ``train``, ``evaluate`` and, when found, ``meta``: Paths, or
+    ``s3://`` URIs for a remote dataset. The shallowest match wins, so
+    ``<root>/evaluation_setup/`` beats a copy deeper down.
 
     Raises:
         DataError: the root is missing, or no ``fold1_train.csv``/``fold1_evaluate.csv``.
     """
-    root = Path(dataset_root)
-    if not root.is_dir():
-        raise DataError(root, "dataset folder not found",
-                        "give the folder that holds audio/, video/ and the metadata")
+    files = _DatasetFiles(dataset_root)
+    return {key: files.location(relative) for key, relative in _find_lists(files).items()}
+
+
+def _find_lists(files: _DatasetFiles) -> dict[str, str]:
     wanted = {"train": _FOLD_FILES["train"], "evaluate": _FOLD_FILES["evaluate"], "meta": "meta.csv"}
-    found: dict[str, Path] = {}
+    found: dict[str, str] = {}
     for depth in range(_SEARCH_DEPTH + 1):
-        pattern = "/".join(["*"] * depth + ["{name}"])
         for key, name in wanted.items():
             if key in found:
                 continue
-            matches = sorted(p for p in root.glob(pattern.format(name=name)) if p.is_file())
+            matches = sorted(f for f in files.files
+                             if f.count("/") == depth and posixpath.basename(f) == name)
             if matches:
                 found[key] = matches[0]
     missing = [wanted[k] for k in ("train", "evaluate") if k not in found]
     if missing:
-        raise DataError(root, f"no {' or '.join(missing)} found in it or up to "
-                              f"{_SEARCH_DEPTH} folders below",
+        raise DataError(files.root, f"no {' or '.join(missing)} found in it or up to "
+                                    f"{_SEARCH_DEPTH} folders below",
                         "extract the dataset's meta archive (evaluation_setup/) into this folder")
     return found
 
 
-def _read_tsv(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+def _read_tsv(files: _DatasetFiles, relative: str,
+              required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     """Rows of a TAB-separated list with a header, as (line number, row)."""
+    path = files.location(relative)
     try:
         # utf-8-sig: lists saved by Excel or other Windows tools start with a byte-order
         # mark, which would otherwise become part of the first column's name.
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle, delimiter="\t")
-            header = reader.fieldnames or []
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise DataError(path, f"lacks column(s) {', '.join(missing)} (has: "
-                                      f"{', '.join(header) or 'no header'})",
-                                "the lists must be TAB-separated with a header line")
-            return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k})
-                    for row in reader]
+        text = locations.read_bytes(path).decode("utf-8-sig")
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t")
+        header = reader.fieldnames or []
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise DataError(path, f"lacks column(s) {', '.join(missing)} (has: "
+                                  f"{', '.join(header) or 'no header'})",
+                            "the lists must be TAB-separated with a header line")
+        return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k})
+                for row in reader]
     except UnicodeDecodeError:
         raise DataError(path, "not a UTF-8 text file") from None
 
 
-def _media_root(root: Path, lists: dict[str, Path], rows: list[_Row]) -> Path:
-    """The folder the lists' paths are relative to: the root, or one holding the lists."""
-    candidates = [root]
-    for path in lists.values():
-        for parent in path.parents:
-            if parent == root or root not in parent.parents:
-                break
+def _media_root(files: _DatasetFiles, lists: dict[str, str], rows: list[_Row]) -> str:
+    """The folder (relative to the root, "" for the root) the lists' paths are relative to."""
+    candidates = [""]
+    for relative in lists.values():
+        parent = posixpath.dirname(relative)
+        while parent:
             candidates.append(parent)
+            parent = posixpath.dirname(parent)
     for candidate in candidates:
-        if any((candidate / r.video).is_file() for r in rows[:50] if r.video):
+        if any(files.is_file(posixpath.join(candidate, r.video)) for r in rows[:50] if r.video):
             return candidate
-    return root
+    return ""
 
 
 def ingest_dataset(
@@ -156,8 +196,9 @@ def ingest_dataset(
 
     Args:
         dataset_root: the dataset folder (``audio/``, ``video/`` and the metadata,
-            possibly a folder or two deeper).
-        manifest_path: the Parquet manifest to write.
+            possibly a folder or two deeper), or an ``s3://`` prefix holding the same: its
+            lists are read and its videos probed in place (presigned URLs), nothing copied.
+        manifest_path: the Parquet manifest to write (a path or ``s3://`` URI).
         val_fraction: share of each scene's fold1_train locations held out for validation.
         seed: chooses the validation locations.
         decode_check: also decode the first second of every video (slower).
@@ -182,14 +223,15 @@ def ingest_dataset(
         raise DataError(str(val_fraction), "val_fraction must be in [0, 1)")
     if segment_seconds is not None:
         segment_offsets(None, segment_seconds)  # checks the length before any work
-    root = Path(dataset_root)
-    lists = find_metadata(root)
+    files = _DatasetFiles(dataset_root)
+    root = files.root
+    lists = _find_lists(files)
     required = ("filename_audio", "filename_video", "scene_label")
 
     identifiers: dict[str, str] = {}
     if "meta" in lists:
         try:
-            meta_rows = _read_tsv(lists["meta"], ("filename_video", "identifier"))
+            meta_rows = _read_tsv(files, lists["meta"], ("filename_video", "identifier"))
         except DataError as exc:
             log.warning("ignoring meta.csv: %s", exc)
             meta_rows = []
@@ -199,13 +241,13 @@ def ingest_dataset(
 
     rows: list[_Row] = []
     for fold in ("train", "evaluate"):
-        for line, row in _read_tsv(lists[fold], required):
-            rows.append(_Row(source=f"{lists[fold].name}:{line}", fold=fold,
+        for line, row in _read_tsv(files, lists[fold], required):
+            rows.append(_Row(source=f"{posixpath.basename(lists[fold])}:{line}", fold=fold,
                              video=row.get("filename_video", ""), audio=row.get("filename_audio", ""),
                              label=row.get("scene_label", "")))
     if not rows:
-        raise DataError(lists["train"].parent, "the split lists have no rows")
-    media_root = _media_root(root, lists, rows)
+        raise DataError(files.location(posixpath.dirname(lists["train"])), "the split lists have no rows")
+    media_root = _media_root(files, lists, rows)
 
     rejected: list[dict[str, str]] = []
     notes: list[str] = []
@@ -234,18 +276,18 @@ def ingest_dataset(
             reject(row, f"duplicate clip id '{stem}' (first listed at {seen[stem]})")
             continue
         seen[stem] = row.source
-        video_path = media_root / row.video
-        if not video_path.is_file():
+        video_rel = posixpath.normpath(posixpath.join(media_root, row.video))
+        if not files.is_file(video_rel):
             reject(row, "video file not found")
             continue
         audio_rel = None
-        if row.audio and (media_root / row.audio).is_file():
-            audio_rel = os.path.relpath(media_root / row.audio, root)
+        if row.audio and files.is_file(posixpath.join(media_root, row.audio)):
+            audio_rel = posixpath.normpath(posixpath.join(media_root, row.audio))
         else:
             notes.append(f"{row.audio or stem}: WAV not found; the video's own audio track will be used")
         record = {
             "clip_id": stem,
-            "video": os.path.relpath(video_path, root),
+            "video": video_rel,
             "audio": audio_rel,
             "label": row.label,
             "city": match["city"],
@@ -255,15 +297,15 @@ def ingest_dataset(
         pending.append((row, record))
 
     def probe(item: tuple[_Row, dict]):
-        row, _ = item
+        _, record = item
         try:
-            return probe_media(media_root / row.video, decode_check=decode_check), None
+            return probe_media(files.location(record["video"]), decode_check=decode_check), None
         except FFmpegCrash as exc:
             return None, f"{exc.problem} ({exc.hint})"
         except MediaError as exc:
             return None, exc.problem
         except Exception as exc:  # noqa: BLE001 -- one bad file never stops the run
-            log.exception("unexpected error probing %s", row.video)
+            log.exception("unexpected error probing %s", record["video"])
             return None, f"unexpected error while probing it ({type(exc).__name__}: {exc})"
 
     workers = workers or min(16, 2 * (os.cpu_count() or 1))
@@ -295,7 +337,7 @@ def ingest_dataset(
     test_locs = {r["location"] for r in kept if r["split"] == "test"}
     shared = sorted(train_locs & test_locs)
     if shared:
-        raise DataError(lists["evaluate"], f"location(s) {', '.join(shared[:10])}"
+        raise DataError(files.location(lists["evaluate"]), f"location(s) {', '.join(shared[:10])}"
                         f"{' ...' if len(shared) > 10 else ''} appear in both fold1_train and "
                         "fold1_evaluate; test results would be inflated",
                         "use the official split lists, or remove those clips from one list")
@@ -307,17 +349,27 @@ def ingest_dataset(
             raise DataError(root, f"no clip is at least {segment_seconds:g} s long", "use shorter segments")
     kept.sort(key=lambda r: r["clip_id"])
     rows_out = [{name: r.get(name) for name in MANIFEST_SCHEMA.names} for r in kept]
-    manifest_path = Path(manifest_path)
+    if not locations.is_remote(str(manifest_path)):
+        manifest_path = Path(manifest_path)
     write_manifest(rows_out, manifest_path, dataset_root=root,
                    extra_metadata={"rejected": rejected, "val_fraction": val_fraction, "seed": seed,
                                    "segment_seconds": segment_seconds, "dataset": describe_dataset(root)})
     counts = {split: sum(r["split"] == split for r in kept) for split in SPLITS}
-    rejected_path = manifest_path.with_name(f"{manifest_path.stem}.rejected.json")
-    write_json(rejected_path, {"dataset_root": str(root.resolve()), "counts": counts,
-                               "rejected": rejected, "notes": notes})
+    rejected_path = _beside(manifest_path, ".rejected.json")
+    dataset_name = root if files.remote else str(Path(root).resolve())
+    locations.write_json(rejected_path, {"dataset_root": dataset_name, "counts": counts,
+                                         "rejected": rejected, "notes": notes})
     log.debug("manifest %s: %s; %d rejected", manifest_path, counts, len(rejected))
     return IngestResult(manifest_path=manifest_path, n_clips=len(kept), counts=counts,
                         rejected=rejected, notes=notes, rejected_path=rejected_path)
+
+
+def _beside(path: str | Path, suffix: str) -> str | Path:
+    """``manifest.parquet`` -> ``manifest<suffix>`` in the same folder (or prefix)."""
+    if isinstance(path, Path):
+        return path.with_name(f"{path.stem}{suffix}")
+    head, _, name = str(path).rpartition("/")
+    return f"{head}/{name.rsplit('.', 1)[0]}{suffix}"
 
 
 def _assign_val(records: list[dict], val_fraction: float, seed: int) -> None:

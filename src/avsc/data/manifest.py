@@ -26,7 +26,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from avsc.errors import DataError
-from avsc.storage.files import atomic_path
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -61,16 +60,20 @@ _LATER_COLUMNS: frozenset[str] = frozenset({"audio_track", "audio_tracks", *SEGM
 
 def write_manifest(rows: list[dict], path: str | Path, *, dataset_root: str | Path,
                    extra_metadata: dict | None = None) -> Path:
-    """Write manifest rows (dicts with the schema's keys) atomically to ``path``."""
+    """Write manifest rows (dicts with the schema's keys) atomically to ``path`` (a path or
+    ``s3://`` URI); ``dataset_root`` (a folder or ``s3://`` prefix) is recorded in its metadata."""
+    from avsc.storage import locations
+
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    metadata = {"avsc.dataset_root": str(Path(dataset_root).resolve())}
+    root = str(dataset_root) if locations.is_remote(str(dataset_root)) else str(Path(dataset_root).resolve())
+    metadata = {"avsc.dataset_root": root}
     for key, value in (extra_metadata or {}).items():
         metadata[f"avsc.{key}"] = value if isinstance(value, str) else json.dumps(value)
     table = table.replace_schema_metadata(metadata)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-    return path
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    locations.write_bytes(path, sink.getvalue().to_pybytes())
+    return path if locations.is_remote(str(path)) else Path(path)
 
 
 def read_manifest(path: str | Path, *, dataset_root: str | Path | None = None):
@@ -80,21 +83,25 @@ def read_manifest(path: str | Path, *, dataset_root: str | Path | None = None):
     = NaN (also for manifests written before segments existed).
 
     Args:
-        path: the manifest Parquet file.
-        dataset_root: where the dataset is now; defaults to the root recorded at ingest.
+        path: the manifest Parquet file (a path or ``s3://`` URI).
+        dataset_root: where the dataset is now (a folder or ``s3://`` prefix); defaults to
+            the root recorded at ingest. Media paths are joined to it (``video_path`` is an
+            ``s3://`` URI for a remote dataset).
     """
-    path = Path(path)
-    if not path.is_file():
+    from avsc.storage import locations
+
+    if not locations.exists(path):
         raise DataError(path, "manifest not found", "run `avsc ingest DATASET -o MANIFEST` first")
     try:
-        table = pq.read_table(path)
+        with locations.open_input(path) as handle:
+            table = pq.read_table(handle)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(path, f"not a readable Parquet manifest ({exc})") from None
     missing = set(MANIFEST_SCHEMA.names) - set(table.column_names) - _LATER_COLUMNS
     if missing:
         raise DataError(path, f"manifest lacks column(s) {', '.join(sorted(missing))}")
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-    root = Path(dataset_root) if dataset_root is not None else Path(meta.get("avsc.dataset_root", "."))
+    root = str(dataset_root) if dataset_root is not None else meta.get("avsc.dataset_root", ".")
     frame = table.to_pandas()
     for name in sorted(_LATER_COLUMNS - set(frame.columns)):
         frame[name] = None
@@ -102,7 +109,8 @@ def read_manifest(path: str | Path, *, dataset_root: str | Path | None = None):
     frame["parent_clip"] = frame["parent_clip"].where(frame["parent_clip"].notna(), frame["clip_id"])
     frame["offset_s"] = frame["offset_s"].astype("float64").fillna(0.0)
     frame["segment_s"] = frame["segment_s"].astype("float64")
-    frame["video_path"] = [str(root / v) for v in frame["video"]]
-    frame["audio_path"] = [str(root / a) if isinstance(a, str) and a else None for a in frame["audio"]]
-    frame.attrs["dataset_root"] = str(root)
+    frame["video_path"] = [locations.join(root, *v.split("/")) for v in frame["video"]]
+    frame["audio_path"] = [locations.join(root, *a.split("/")) if isinstance(a, str) and a else None
+                           for a in frame["audio"]]
+    frame.attrs["dataset_root"] = root
     return frame

@@ -24,19 +24,22 @@ _SETTINGS = re.compile(r"^Settings: (\{.*\})$", re.MULTILINE)
 
 
 def describe_dataset(root: str | Path) -> dict[str, Any]:
-    """``{"name", "path", "synthetic", "generator", "settings"}`` of a dataset folder.
+    """``{"name", "path", "synthetic", "generator", "settings"}`` of a dataset folder or
+    ``s3://`` prefix.
 
     ``synthetic`` is True for a dataset made by ``avsc demo-data`` (``generator`` then
     names it and ``settings`` holds its arguments), False otherwise.
     """
-    root = Path(root)
-    readme = root / "README.txt"
+    from avsc.storage import locations
+
+    remote = locations.is_remote(str(root))
+    readme = locations.join(root, "README.txt")
     text = ""
-    if readme.is_file():
-        try:
-            text = readme.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            text = ""
+    try:
+        if locations.exists(readme):
+            text = locations.read_bytes(readme).decode("utf-8", errors="replace")
+    except OSError:  # unreadable: described as real recordings, the safe side for a report
+        text = ""
     synthetic = DEMO_MARKER in text
     settings: dict[str, Any] = {}
     match = _SETTINGS.search(text) if synthetic else None
@@ -45,5 +48,6 @@ def describe_dataset(root: str | Path) -> dict[str, Any]:
             settings = json.loads(match.group(1))
         except ValueError:
             settings = {}
-    return {"name": root.resolve().name, "path": str(root.resolve()), "synthetic": synthetic,
+    path = str(root).rstrip("/") if remote else str(Path(root).resolve())
+    return {"name": locations.name_of(path), "path": path, "synthetic": synthetic,
             "generator": "avsc demo-data" if synthetic else None, "settings": settings}

@@ -13,6 +13,7 @@ DCASE-style submission CSV per result, reliability diagrams, training curves,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -179,7 +180,8 @@ def evaluate(
     """Evaluate fusion models on one split with calibrated probabilities and write the report.
 
     Args:
-        fusion_dirs: fusion folders and/or roots holding them (``avsc fuse --method all``).
+        fusion_dirs: fusion folders and/or roots holding them (``avsc fuse --method all``);
+            each a local folder or an ``s3://`` prefix (as every folder argument here).
         report_dir: output folder; afterwards holds ``metrics.json``, ``report.html``
             (self-contained), ``report.md``, ``confusion-<method>-<modalities>.png``,
             ``submission-<method>-<modalities>.csv`` (calibrated probabilities; on a segment
@@ -222,9 +224,18 @@ def evaluate(
         >>> metrics["best"], metrics["results"][0]["log_loss"]
     """
     from avsc.evaluation import report
+    from avsc.storage import locations
 
     if isinstance(fusion_dirs, (str, Path)):
         fusion_dirs = [fusion_dirs]
+    if locations.any_remote(*fusion_dirs, report_dir, embeddings, models, manifest):
+        # Small folders and files: fetched to (and the report pushed from) temporary local ones.
+        with contextlib.ExitStack() as stack:
+            local = [locations.local_inputs(stack, d) for d in fusion_dirs]
+            out = stack.enter_context(locations.output_folder(report_dir))
+            return evaluate(local, out, split=split, embeddings=locations.local_inputs(stack, embeddings),
+                            models=locations.local_inputs(stack, models),
+                            manifest=locations.local_inputs(stack, manifest), run_id=run_id, selection=selection)
     report_dir = Path(report_dir)
     dirs = find_fusion_dirs(fusion_dirs)
     metas = {fusion_dir: read_json(fusion_dir / FUSION_FILE) for fusion_dir in dirs}

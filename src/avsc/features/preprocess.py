@@ -1,9 +1,9 @@
-"""From a clip manifest to a feature store: demux, frames, spectrograms, one file per clip.
+"""From a clip manifest to a feature store: demux, frames, spectrograms, parts of 32 clips.
 
 ``preprocess`` takes shard ``i`` of ``n`` of a manifest (clips sorted by id, every n-th
 from position i: disjoint, together complete, the same on every machine), skips the clips
-whose feature file already exists (a re-run resumes), and processes the rest in a pool of
-worker processes, one clip per task:
+the store already holds (a re-run resumes; the store may be a folder or an ``s3://``
+prefix), and processes the rest in a pool of worker processes, one clip per task:
 
 1. :func:`avsc.media.probe.probe_media` -- which audio track and video stream a player
    presents, and where they lie on the timeline;
@@ -13,7 +13,12 @@ worker processes, one clip per task:
    digital silence is rejected (:func:`avsc.media.decode.is_silent`);
 3. :func:`avsc.media.decode.sample_frames` -- 2 frames a second, ``size x size`` RGB;
 4. :func:`avsc.features.spectrograms.compute_clip_features` -- MEL, GAM, CQT;
-5. :func:`avsc.features.store.write_clip` -- ``clips/<clip_id>.npz``, written atomically.
+5. :func:`avsc.features.store_writer.encode_clip` -- float16 bytes and JPEG frames.
+
+A video may be a local file or an ``s3://`` object: ffmpeg then decodes it straight from
+the store through a presigned URL, so a shard reads only its own videos (never the WAVs)
+and needs no scratch disk. The parent collects the encoded clips and writes a part file
+(:class:`avsc.features.store_writer.PartWriter`) every 32 clips of a split, atomically.
 
 A clip whose video is missing, corrupt, truncated, without sound, digitally silent or
 holding non-finite samples is recorded as rejected (the reason names the file and the
@@ -21,12 +26,16 @@ problem), and so is any clip on which something unexpected fails; the rest compl
 (``index/shard-I-of-N.parquet``: every clip of the shard that has features, processed now
 or before), its summary (``summary-shard-I-of-N.json``) and the store's merged
 ``summary.json`` are written, each atomically. Shards may run at the same time on
-different machines sharing the folder: each writes only its own clip, index and summary
-files, and ``summary.json`` is re-merged from every shard summary by whichever finishes.
+different machines sharing the store: each writes only its own parts, index and summary,
+and ``summary.json`` is re-merged from every shard summary by whichever finishes.
+
+Start-up does not grow with the number of workers: the workers are forked from one fork
+server that has imported the libraries and run one clip's worth of every computation
+(:mod:`avsc.features.worker_warmup`), so each starts warm in milliseconds.
 
 Example:
-    >>> result = preprocess("manifest.parquet", "features", config=FeatureConfig(),
-    ...                     shard=(0, 4), workers=2)
+    >>> result = preprocess("manifest.parquet", "s3://avsc/features/1a2b3c", config=FeatureConfig(),
+    ...                     shard=(0, 4), workers=16)
     >>> result.processed, len(result.rejected), result.shapes["mel"]
     (3071, 2, [128, 715, 2])
 """
@@ -41,9 +50,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from avsc.config import FeatureConfig, config_hash
+import numpy as np
+
+from avsc.config import FeatureConfig, config_hash, to_dict
 from avsc.errors import AvscError, ConfigError, DataError, MediaError
-from avsc.storage.files import read_json, write_json
+from avsc.features.store_writer import PART_CLIPS, merge_summaries, shard_name
+from avsc.storage import locations
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +73,7 @@ class PreprocessResult:
         skipped_existing: clips of the shard that already had features (resume).
         rejected: ``{"clip_id", "reason"}`` for each clip that could not be processed.
         shapes: feature name -> shape of one clip's array.
-        out_dir: the feature store.
+        out_dir: the feature store (a path or an ``s3://`` URI).
         shard: ``(index, count)`` of the shard processed.
         clips_in_shard: clips of the manifest that fall in this shard.
     """
@@ -70,10 +82,10 @@ class PreprocessResult:
     skipped_existing: int
     rejected: list[dict]
     shapes: dict
-    out_dir: Path | None = None
+    out_dir: Path | str | None = None
     shard: tuple[int, int] = (0, 1)
     clips_in_shard: int = 0
-    index_path: Path | None = field(default=None, repr=False)
+    index_path: Path | str | None = field(default=None, repr=False)
 
     @property
     def all_rejected(self) -> bool:
@@ -126,17 +138,18 @@ def shard_rows(manifest, shard: tuple[int, int]):
     return ordered.iloc[index::count].reset_index(drop=True)
 
 
-def shard_name(shard: tuple[int, int]) -> str:
-    """``shard-00002-of-00004``: the name :func:`avsc.features.store.write_index` gives a shard's index."""
-    return f"shard-{shard[0]:05d}-of-{shard[1]:05d}"
-
-
 # --------------------------------------------------------------------------- one clip
 
 
-def process_clip(video_path: str | Path, clip_id: str, out_dir: str | Path, config: FeatureConfig,
-                 *, decoder_threads: int = 0, offset_s: float = 0.0) -> Path:
-    """Demux, sample frames, compute features and write one clip's file.
+def process_clip(video: str | Path, config: FeatureConfig, *, decoder_threads: int = 0,
+                 offset_s: float = 0.0) -> dict:
+    """Demux, sample frames and compute the features of one clip.
+
+    Args:
+        video: the clip's video: a local path or an ``s3://`` URI.
+
+    Returns:
+        feature name -> array (see :func:`avsc.features.spectrograms.compute_clip_features`).
 
     ``offset_s``: where the clip starts in the video (a segment's offset); it lasts
     ``config.audio.clip_seconds``.
@@ -146,38 +159,39 @@ def process_clip(video_path: str | Path, clip_id: str, out_dir: str | Path, conf
             message names the file).
     """
     from avsc.features.spectrograms import compute_clip_features
-    from avsc.features.store import write_clip
     from avsc.media.decode import demux_audio, is_silent, sample_frames
     from avsc.media.probe import probe_media
 
-    info = probe_media(video_path)
-    audio = demux_audio(video_path, config.audio, offset_s=offset_s, info=info)
+    info = probe_media(video)
+    audio = demux_audio(video, config.audio, offset_s=offset_s, info=info)
     if is_silent(audio):
         # Training on it would teach the audio backbones that silence is a scene.
         span = f"{config.audio.clip_seconds:g} s from {offset_s:g} s" if offset_s else \
             f"clip's {config.audio.clip_seconds:g} s"
-        raise MediaError(video_path, f"the sound (audio track {info.audio_track}) is digital silence over "
-                                     f"the {span} (peak below -90 dBFS)",
+        raise MediaError(video, f"the sound (audio track {info.audio_track}) is digital silence over "
+                                f"the {span} (peak below -90 dBFS)",
                          "a clip without sound cannot train the audio models; it is left out")
-    frames = sample_frames(video_path, config.frames, seconds=config.audio.clip_seconds, offset_s=offset_s,
+    frames = sample_frames(video, config.frames, seconds=config.audio.clip_seconds, offset_s=offset_s,
                            info=info, threads=decoder_threads)
-    return write_clip(out_dir, clip_id, compute_clip_features(audio, frames, config))
+    return compute_clip_features(audio, frames, config)
 
 
-def _task(args: tuple) -> tuple[str, str | None]:
-    """Pool task: ``(clip_id, None)`` on success, ``(clip_id, reason)`` on a rejected clip."""
-    clip_id, video_path, out_dir, config, decoder_threads, offset_s = args
+def _task(args: tuple):
+    """Pool task: ``(clip_id, EncodedClip, None)``, or ``(clip_id, None, reason)`` when rejected."""
+    from avsc.features.store_writer import encode_clip
+
+    clip_id, label, split, video, config, specs, decoder_threads, offset_s = args
     try:
-        process_clip(video_path, clip_id, out_dir, config, decoder_threads=decoder_threads, offset_s=offset_s)
-        return clip_id, None
+        arrays = process_clip(video, config, decoder_threads=decoder_threads, offset_s=offset_s)
+        return clip_id, encode_clip(clip_id, label, split, arrays, specs), None
     except AvscError as exc:
-        return clip_id, str(exc)
+        return clip_id, None, str(exc)
     except MemoryError:
-        return clip_id, f"{video_path}: out of memory while processing it"
+        return clip_id, None, f"{video}: out of memory while processing it"
     except Exception as exc:  # noqa: BLE001 -- a bad clip must not stop thousands of others
-        log.exception("unexpected error on %s", video_path)
-        return clip_id, (f"{video_path}: an unexpected error stopped its processing ({type(exc).__name__}: "
-                         f"{exc}); the clip is left out (the log has the traceback)")
+        log.exception("unexpected error on %s", video)
+        return clip_id, None, (f"{video}: an unexpected error stopped its processing ({type(exc).__name__}: "
+                               f"{exc}); the clip is left out (the log has the traceback)")
 
 
 def _init_worker() -> None:
@@ -193,14 +207,15 @@ def _init_worker() -> None:
 
 
 @contextlib.contextmanager
-def _single_threaded_env() -> Iterator[None]:
-    """Set one-thread limits in the environment while worker processes are started.
+def _single_threaded_env(extra: dict[str, str] | None = None) -> Iterator[None]:
+    """Set one-thread limits (and ``extra``) in the environment while workers are started.
 
-    Spawned workers read these before importing NumPy; restored afterwards so the
-    calling process is unaffected.
+    The fork server and spawned workers read these before importing NumPy; restored
+    afterwards so the calling process is unaffected.
     """
-    saved = {name: os.environ.get(name) for name in _THREAD_ENV}
-    os.environ.update({name: "1" for name in _THREAD_ENV})
+    values = {name: "1" for name in _THREAD_ENV} | dict(extra or {})
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
@@ -223,17 +238,21 @@ def preprocess(
     workers: int = 1,
     dataset_root: str | Path | None = None,
     progress: bool = True,
+    part_clips: int = PART_CLIPS,
 ) -> PreprocessResult:
     """Compute the features of one shard of a manifest into a feature store.
 
     Args:
-        manifest: Parquet manifest written by ``avsc ingest``.
-        out_dir: feature store folder (created; an existing one must have the same config).
+        manifest: Parquet manifest written by ``avsc ingest`` (a path or ``s3://``).
+        out_dir: feature store folder or ``s3://`` prefix (created; an existing store must
+            have the same config, and the clips it holds are skipped).
         config: feature settings.
         shard: ``(i, n)``: process the i-th of n disjoint parts (0-based).
         workers: worker processes; 1 runs in this process.
-        dataset_root: where the dataset's media are now, if not where ingest found them.
+        dataset_root: where the dataset's media are now (a folder or ``s3://`` prefix), if
+            not where ingest found them.
         progress: show a progress bar.
+        part_clips: clips per part file (a killed run loses at most this many per split).
 
     Returns:
         A :class:`PreprocessResult` for this run.
@@ -241,13 +260,14 @@ def preprocess(
     Raises:
         ConfigError: bad shard, worker count or feature settings.
         DataError: unreadable manifest, or ``out_dir`` holds a store with another config.
+        StoreError: the object store refused or could not be reached.
     """
     from tqdm.auto import tqdm
 
     from avsc.data.manifest import read_manifest
     from avsc.data.segments import check_segment_length
     from avsc.features.spectrograms import feature_shapes
-    from avsc.features.store import clip_file, init_store, write_index
+    from avsc.features.store_writer import PartWriter, init_store, scan_parts, write_index
     from avsc.runtime import use_writable_caches
 
     use_writable_caches()  # before librosa (numba) loads here or in the workers, who inherit it
@@ -256,30 +276,39 @@ def preprocess(
         raise ConfigError(f"workers must be >= 1, not {workers}")
     shapes = feature_shapes(config)
     if workers > 1:
-        _start_worker_server()  # its imports overlap with reading the manifest below
+        _start_worker_server(config)  # its imports and warm-up overlap with the reads below
     frame = read_manifest(manifest, dataset_root=dataset_root)
     segments = frame["segment_s"].dropna().unique()  # before anything is written
     check_segment_length(float(segments[0]) if len(segments) else None, config.audio.clip_seconds, manifest)
-    out_dir = Path(out_dir)
-    init_store(out_dir, config, shapes)
+    out = str(out_dir)
+    specs = init_store(out, config, shapes)
     rows = shard_rows(frame, shard)
+    existing = scan_parts(out)  # every clip the store holds, from any run of any shard
+    done = {row["clip_id"] for row in existing}
 
-    todo = [row for row in rows.itertuples(index=False) if not clip_file(out_dir, row.clip_id).exists()]
+    todo = [row for row in rows.itertuples(index=False) if row.clip_id not in done]
     skipped = len(rows) - len(todo)
+    # In a random (seeded) order: each part then holds clips of many scenes and locations,
+    # not 32 neighbours in clip-id order (one location's segments), which a training
+    # stream's shuffle buffer of a few parts could not mix.
+    todo = [todo[i] for i in np.random.default_rng([shard[0], shard[1]]).permutation(len(todo))]
     cpus = os.cpu_count() or 1
     decoder_threads = max(1, cpus // workers) if workers > 1 else 0
-    tasks = [(row.clip_id, row.video_path, str(out_dir), config, decoder_threads, float(row.offset_s))
+    tasks = [(row.clip_id, row.label, row.split, row.video_path, config, specs, decoder_threads,
+              float(row.offset_s))
              for row in todo]
     log.info("shard %d/%d: %d clips, %d already done, %d to process with %d worker(s)",
              shard[0], shard[1], len(rows), skipped, len(tasks), workers)
 
     rejected: list[dict] = []
     processed = 0
+    writer = PartWriter(out, specs, shard, part_clips)
     bar = tqdm(total=len(tasks), desc=f"preprocess {shard[0]}/{shard[1]}", unit="clip",
                disable=not progress or not tasks)
     try:
-        for clip_id, reason in _run_tasks(tasks, workers):
+        for clip_id, encoded, reason in _run_tasks(tasks, workers):
             if reason is None:
+                writer.add(encoded)
                 processed += 1
             else:
                 rejected.append({"clip_id": clip_id, "reason": reason})
@@ -288,29 +317,29 @@ def preprocess(
             bar.set_postfix(rejected=len(rejected), refresh=False)
     finally:
         bar.close()
+        writer.flush()  # finished clips are kept even when the run is interrupted
     rejected.sort(key=lambda item: item["clip_id"])
 
-    present = [row for row in rows.itertuples(index=False) if clip_file(out_dir, row.clip_id).exists()]
-    index_path = write_index(out_dir, shard, [
-        {"clip_id": row.clip_id, "label": row.label, "split": row.split, "file": f"clips/{row.clip_id}.npz"}
-        for row in present])
-    write_json(out_dir / f"summary-{shard_name(shard)}.json", {
+    in_shard = set(rows["clip_id"])
+    index_rows = [row for row in existing if row["clip_id"] in in_shard] + writer.rows
+    index_path = write_index(out, shard, index_rows)
+    locations.write_json(locations.join(out, f"summary-{shard_name(shard)}.json"), {
         "shard": list(shard),
         "clips_in_shard": len(rows),
-        "clips_with_features": len(present),
+        "clips_with_features": len({row["clip_id"] for row in index_rows}),
         "processed": processed,
         "skipped_existing": skipped,
         "rejected": rejected,
         "shapes": shapes,
         "config_hash": config_hash(config),
     })
-    merge_summaries(out_dir)
+    merge_summaries(out)
     return PreprocessResult(processed=processed, skipped_existing=skipped, rejected=rejected,
-                            shapes=shapes, out_dir=out_dir, shard=tuple(shard), clips_in_shard=len(rows),
-                            index_path=index_path)
+                            shapes=shapes, out_dir=out if locations.is_remote(out) else Path(out),
+                            shard=tuple(shard), clips_in_shard=len(rows), index_path=index_path)
 
 
-def _run_tasks(tasks: list[tuple], workers: int) -> Iterator[tuple[str, str | None]]:
+def _run_tasks(tasks: list[tuple], workers: int) -> Iterator[tuple]:
     if not tasks:
         return
     if workers == 1 or len(tasks) == 1:
@@ -327,15 +356,49 @@ def _run_tasks(tasks: list[tuple], workers: int) -> Iterator[tuple[str, str | No
         pool.join()
 
 
-# Imported once by the fork server, before it forks the workers: a worker starts in
-# milliseconds instead of each paying the seconds librosa's import costs.
-_PRELOAD = ("avsc.features.preprocess", "avsc.features.spectrograms", "avsc.media.decode", "avsc.features.store", "librosa.core.constantq",
-            "librosa.core.spectrum", "librosa.filters", "gammatone.fftweight")
+# Imported by the fork server before it forks any worker. "__main__" first: otherwise every
+# worker re-runs the parent's main module (the ``avsc`` script, a test runner) on start.
+# The warm-up module imports the libraries and runs one clip's worth of every computation
+# (lazy imports, numba compilation of librosa's kernels, filter banks), once for all workers.
+_PRELOAD = ("__main__", "avsc.features.worker_warmup")
+WARMUP_ENV = "AVSC_WARMUP_FEATURES"  # the feature config (JSON) the fork server warms up with
+
+
+def warm_up(config: FeatureConfig | None = None, *, seconds: float = 1.0) -> float:
+    """Run a short synthetic clip through every computation a worker does; return the seconds.
+
+    The first call in a process pays the lazy imports, numba's compilation of librosa's
+    kernels (from its cache, or from scratch in a fresh container: tens of seconds) and the
+    JPEG encoder's set-up; no later clip does. The fork server calls this once, so each
+    forked worker starts warm. ``seconds`` of sound is enough for that (the compiled code
+    does not depend on the length); the full clip's filter banks cost a worker milliseconds.
+    """
+    import time
+    from dataclasses import replace
+
+    import numpy as np
+
+    from avsc.features.spectrograms import compute_clip_features, feature_shapes
+    from avsc.features.store import feature_specs
+    from avsc.features.store_writer import encode_clip
+
+    began = time.perf_counter()
+    config = config or FeatureConfig()
+    config = replace(config, audio=replace(config.audio, clip_seconds=min(seconds, config.audio.clip_seconds),
+                                           frames=None))
+    shapes = feature_shapes(config)
+    noise = np.random.default_rng(0).normal(0, 0.01, (config.audio.n_samples, config.audio.channels))
+    frames = np.zeros(shapes["frames"], np.uint8)
+    arrays = compute_clip_features(noise.astype(np.float32), frames, config)
+    encode_clip("warm-up", "", "", arrays, feature_specs(config, shapes))
+    import avsc.media.decode  # noqa: F401  (ffmpeg-python, the decoder's command builder)
+
+    return time.perf_counter() - began
 
 
 def _worker_context():
-    """``forkserver`` (workers forked from a clean, preloaded server; safe whatever threads
-    the caller runs, e.g. TensorFlow's), else ``spawn``."""
+    """``forkserver`` (workers forked from a clean, preloaded, warmed server; safe whatever
+    threads the caller runs, e.g. TensorFlow's), else ``spawn``."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(list(_PRELOAD))
@@ -343,48 +406,13 @@ def _worker_context():
     return multiprocessing.get_context("spawn")
 
 
-def _start_worker_server() -> None:
-    """Start the fork server (and its preloading) now, without waiting for it."""
+def _start_worker_server(config: FeatureConfig) -> None:
+    """Start the fork server (its imports and warm-up for ``config``) now, without waiting."""
+    import json
+
     context = _worker_context()
     if context.get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
-        with _single_threaded_env():
+        with _single_threaded_env({WARMUP_ENV: json.dumps(to_dict(config))}):
             forkserver.ensure_running()
-
-
-def merge_summaries(out_dir: str | Path) -> dict:
-    """Rebuild ``summary.json`` of a store from its shard indexes and shard summaries.
-
-    ``processed`` counts the clips that have features in the store (over every shard, from
-    every run); ``rejected`` lists the clips the latest run of each shard could not
-    process and that still have no features; ``shapes`` are the store's feature shapes.
-    """
-    import pyarrow.parquet as pq
-
-    from avsc.features.store import write_summary
-
-    out_dir = Path(out_dir)
-    clip_ids: set[str] = set()
-    for index_file in sorted((out_dir / "index").glob("shard-*.parquet")):
-        clip_ids.update(pq.read_table(index_file, columns=["clip_id"]).column("clip_id").to_pylist())
-    rejected: dict[str, str] = {}
-    shapes: dict = {}
-    shards = []
-    for summary_file in sorted(out_dir.glob("summary-shard-*.json")):
-        part = read_json(summary_file)
-        shards.append(part.get("shard"))
-        shapes = shapes or part.get("shapes", {})
-        for item in part.get("rejected", []):
-            if item["clip_id"] not in clip_ids:
-                rejected[item["clip_id"]] = item["reason"]
-    if not shapes and (out_dir / "store.json").is_file():
-        shapes = {name: spec["shape"] for name, spec in read_json(out_dir / "store.json")["features"].items()}
-    summary = {
-        "processed": len(clip_ids),
-        "rejected": [{"clip_id": key, "reason": rejected[key]} for key in sorted(rejected)],
-        "shapes": shapes,
-        "shards": shards,
-    }
-    write_summary(out_dir, summary)
-    return summary

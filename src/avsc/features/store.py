@@ -1,179 +1,406 @@
-"""The feature store written by ``avsc preprocess`` and streamed by training.
+"""The feature store: what ``avsc preprocess`` writes and training, embedding and evaluation stream.
 
-Layout of a store directory (any number of them can be opened together, e.g. one per
-preprocessing shard)::
+A store is a folder or an ``s3://`` prefix (any number of them can be opened together, e.g.
+one per preprocessing shard)::
 
     FEATURES/
-      store.json                  format, full feature config and its hash, feature shapes/dtypes
-      clips/<clip_id>.npz         one clip: mel, gam, cqt [shape=(n_bins, frames, channels), float16]
-                                  and frames [shape=(n_frames, size, size, 3), uint8]
-      index/shard-I-of-N.parquet  clip_id, label, split, file (relative) for the clips of one shard
-      summary.json                processed, rejected [{clip_id, reason}], shapes
+      store.json                       format, full feature config and its hash, and for each
+                                       feature its shape, dtype and encoding
+      parts/<split>/<shard>-<run>-<seq>.parquet
+                                       up to ``part_clips`` (32) clips of one split, one row a
+                                       clip: clip_id, label, split, mel, gam, cqt, frames
+      index/<shard>.parquet            clip_id, label, split, part (relative), row: the clips of
+                                       one preprocessing shard that have features
+      summary-<shard>.json, summary.json
 
-Every file is written atomically, so a killed job leaves only whole clips behind and a
-re-run skips them. Delta and delta-delta are not stored: the audio models compute them
-on the fly (see :class:`avsc.models.backbones.Deltas`), which keeps the store 3x smaller.
+Why this layout (measured in docs/features.md):
+
+- **One feature, read alone, sequentially, in large reads.** A part is one Parquet row group,
+  so each feature of its clips is one contiguous column chunk (about 12 MB of ``mel`` for 32
+  clips at the paper preset). A reader asks for one column (column projection): the
+  ``aud-mel`` stream reads the ``mel`` chunks and never a byte of ``gam``, ``cqt`` or
+  ``frames``; from ``s3://`` that is one ranged GET per part, plus its footer.
+- **Splits in their own parts**, so the val pass of every epoch reads val clips only.
+- **Spectrograms** as ``fixed_size_binary`` values: the C-ordered ``float16`` bytes of
+  ``[shape=(n_bins, frames, channels)]`` (``np.frombuffer(value, "<f2").reshape(shape)``), so a
+  part's column decodes to one array without per-element work. Delta and delta-delta are not
+  stored: the audio models compute them (:class:`avsc.models.backbones.Deltas`).
+- **Frames** as a list of JPEG images per clip (Pillow/libjpeg-turbo, quality
+  ``features.frames.jpeg_quality``, no chroma subsampling), about 7x smaller than raw RGB;
+  ``features.frames.encoding = "raw"`` stores the uint8 pixels instead.
+- **Self-describing**: each part's schema carries the shapes, dtypes and encodings as field
+  metadata, and ``store.json`` the full config; ``pandas.read_parquet(part, columns=[...])`` or
+  DuckDB (``select clip_id, label from 'FEATURES/parts/*/*.parquet'``) read it without avsc.
+- **Atomic per file and resumable**: each part is written whole (a temporary file renamed, or
+  one object PUT), so a killed run leaves whole parts; a re-run skips the clips that are in
+  a part already (:mod:`avsc.features.store_writer`).
+
+Writing is in :mod:`avsc.features.store_writer`; this module holds the format and reading.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from avsc.config import FeatureConfig, config_hash, feature_config_from_dict, to_dict
+from avsc.config import BACKBONE_FEATURE, FeatureConfig, feature_config_from_dict
 from avsc.errors import DataError
-from avsc.storage.files import atomic_path, read_json, write_json
+from avsc.storage import locations
 
-STORE_FORMAT = "avsc-features/1"
+log = logging.getLogger(__name__)
+
+STORE_FORMAT = "avsc-features/2"
+PREVIOUS_FORMATS = {"avsc-features/1": "one uncompressed .npz file per clip"}
 FEATURE_NAMES: tuple[str, ...] = ("mel", "gam", "cqt", "frames")
-INDEX_SCHEMA = pa.schema(
-    [
-        pa.field("clip_id", pa.string(), nullable=False),
-        pa.field("label", pa.string(), nullable=False),
-        pa.field("split", pa.string(), nullable=False),
-        pa.field("file", pa.string(), nullable=False),
-    ]
-)
+SPECTROGRAM_DTYPE = "<f2"  # little-endian float16
+META_FILE = "store.json"
+# A folder holding only this file stands for the store it names: a pipeline step's small
+# artifact pointing at a store on s3:// ({"uri": ..., "config_hash": ...}), so that a
+# step downloads a few bytes before it starts, not the store.
+REF_FILE = "feature-store.json"
+_REPREPROCESS = "re-run `avsc preprocess MANIFEST -o NEW_FOLDER`"
 
 
-def init_store(root: str | Path, config: FeatureConfig, shapes: dict[str, list[int]]) -> Path:
-    """Create (or check) a store directory for ``config``.
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How one feature is stored.
+
+    Attributes:
+        name: ``mel``, ``gam``, ``cqt`` or ``frames``.
+        shape: one clip's array, e.g. ``(128, 715, 2)`` or ``(20, 224, 224, 3)``.
+        dtype: NumPy dtype of the decoded array (``<f2`` or ``|u1``).
+        encoding: ``raw`` (the array's C-ordered bytes) or ``jpeg`` (frames: one JPEG each).
+        jpeg_quality: the JPEG quality the frames were encoded with (``jpeg`` only).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    encoding: str = "raw"
+    jpeg_quality: int | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of one clip's decoded array."""
+        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+
+    def to_json(self) -> dict:
+        out = {"shape": list(self.shape), "dtype": self.dtype, "encoding": self.encoding}
+        if self.jpeg_quality is not None:
+            out["jpeg_quality"] = self.jpeg_quality
+        return out
+
+    @classmethod
+    def from_json(cls, name: str, data: dict) -> FeatureSpec:
+        return cls(name=name, shape=tuple(int(v) for v in data["shape"]), dtype=data["dtype"],
+                   encoding=data.get("encoding", "raw"), jpeg_quality=data.get("jpeg_quality"))
+
+
+def feature_specs(config: FeatureConfig, shapes: dict[str, Sequence[int]]) -> dict[str, FeatureSpec]:
+    """The spec of each feature in ``shapes`` under ``config`` (frames encoding and quality)."""
+    specs = {}
+    for name, shape in shapes.items():
+        if name == "frames":
+            jpeg = config.frames.encoding == "jpeg"
+            specs[name] = FeatureSpec(name, tuple(shape), "|u1", "jpeg" if jpeg else "raw",
+                                      config.frames.jpeg_quality if jpeg else None)
+        else:
+            specs[name] = FeatureSpec(name, tuple(shape), SPECTROGRAM_DTYPE)
+    return specs
+
+
+def required_feature(backbone: str, specs: dict, source: str | os.PathLike = "<feature store>") -> str:
+    """The feature ``backbone`` reads, checked to be in ``specs`` (or shapes).
+
+    The one check of "does this store hold what this backbone needs", used by training,
+    embedding, the streams and the model builder.
 
     Raises:
-        DataError: the directory already holds a store made with another config.
+        DataError: the feature is missing (naming the store and what to do).
     """
-    root = Path(root)
-    (root / "clips").mkdir(parents=True, exist_ok=True)
-    (root / "index").mkdir(exist_ok=True)
-    meta_path = root / "store.json"
-    digest = config_hash(config)
-    if meta_path.exists():
-        existing = read_json(meta_path)
-        if existing.get("config_hash") != digest:
-            raise DataError(root, f"feature store was made with config {existing.get('config_hash')}, "
-                            f"not {digest}", "use a new output folder or the same config")
-        return root
-    write_json(meta_path, {
-        "format": STORE_FORMAT,
-        "config": to_dict(config),
-        "config_hash": digest,
-        "features": {name: {"shape": list(shape), "dtype": "uint8" if name == "frames" else "float16"}
-                     for name, shape in shapes.items()},
-    })
-    return root
+    from avsc.config import BACKBONES
+
+    if backbone not in BACKBONE_FEATURE:
+        raise DataError(source, f"unknown backbone {backbone!r}", f"choose one of {', '.join(BACKBONES)}")
+    feature = BACKBONE_FEATURE[backbone]
+    if feature not in specs:
+        raise DataError(source, f"feature store has no {feature!r} feature, needed by {backbone}",
+                        "re-run preprocess with that feature")
+    return feature
 
 
-def clip_file(root: str | Path, clip_id: str) -> Path:
-    return Path(root) / "clips" / f"{clip_id}.npz"
+# --------------------------------------------------------------------------- JPEG frames
 
+def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    """One ``[shape=(H, W, 3), uint8]`` RGB frame as JPEG bytes (4:4:4, no chroma subsampling)."""
+    from PIL import Image
 
-def write_clip(root: str | Path, clip_id: str, arrays: dict[str, np.ndarray]) -> Path:
-    """Write one clip's features atomically (spectrograms as float16, frames as uint8)."""
-    path = clip_file(root, clip_id)
-    converted = {
-        name: np.asarray(value, dtype=np.uint8 if name == "frames" else np.float16)
-        for name, value in arrays.items()
-    }
     buffer = io.BytesIO()
-    np.savez(buffer, **converted)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
-    return path
+    Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8), "RGB").save(
+        buffer, format="JPEG", quality=int(quality), subsampling=0)
+    return buffer.getvalue()
 
 
-def write_index(root: str | Path, shard: tuple[int, int], rows: list[dict]) -> Path:
-    """Record the clips of one shard (dicts with clip_id, label, split, file)."""
-    index, count = shard
-    path = Path(root) / "index" / f"shard-{index:05d}-of-{count:05d}.parquet"
-    with atomic_path(path) as tmp:
-        pq.write_table(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), tmp)
-    return path
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """JPEG bytes -> ``[shape=(H, W, 3), uint8]`` RGB (Pillow; the same pixels as ``tf.io.decode_jpeg``
+    with ``dct_method="INTEGER_ACCURATE"``)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def encode_feature(array: np.ndarray, spec: FeatureSpec) -> bytes | list[bytes]:
+    """One clip's array as stored: raw bytes, or a list of JPEG frames.
+
+    Raises:
+        ValueError: the array's shape is not ``spec.shape``.
+    """
+    array = np.asarray(array)
+    if tuple(array.shape) != spec.shape:
+        raise ValueError(f"{spec.name}: shape {array.shape}, the store expects {spec.shape}")
+    if spec.encoding == "jpeg":
+        return [encode_jpeg(frame, spec.jpeg_quality or 90) for frame in array]
+    return np.ascontiguousarray(array, dtype=spec.dtype).tobytes()
+
+
+def decode_feature(value: bytes | Sequence[bytes], spec: FeatureSpec) -> np.ndarray:
+    """One stored value back to ``[shape=spec.shape]`` (``float16`` spectrogram, ``uint8`` frames)."""
+    if spec.encoding == "jpeg":
+        return np.stack([decode_jpeg(frame) for frame in value])
+    return np.frombuffer(value, dtype=spec.dtype).reshape(spec.shape)
+
+
+# --------------------------------------------------------------------------- reading parts
+
+def read_part(location: str, columns: Sequence[str]):
+    """The named columns of one part file (a ``pyarrow.Table``), reading only their bytes.
+
+    From ``s3://`` the footer and the column chunks are fetched with ranged GETs
+    (``pre_buffer`` coalesces neighbouring ranges into one request).
+
+    Raises:
+        DataError: the part is missing or not readable Parquet (naming it).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with locations.open_input(location) as handle:
+            return pq.read_table(handle, columns=list(columns), use_threads=False, pre_buffer=True)
+    except FileNotFoundError:
+        raise DataError(location, "feature part listed in the index is missing",
+                        f"the store is incomplete: {_REPREPROCESS} for its shard") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(location, f"unreadable feature part ({str(exc).splitlines()[0]})",
+                        "delete it and re-run preprocess for its shard") from None
+
+
+def read_part_feature(location: str, spec: FeatureSpec, rows: Sequence[int] | None = None,
+                      *, decode: bool = True):
+    """One feature of the clips of a part, in part order (or the given ``rows``).
+
+    Returns:
+        ``[shape=(n, *spec.shape)]`` array (``float16`` spectrograms, ``uint8`` frames) when
+        ``decode``; with ``decode=False`` and JPEG frames, a list of per-clip lists of JPEG
+        bytes (for decoders that run elsewhere, e.g. in TensorFlow).
+    """
+    column = read_part(location, [spec.name]).column(spec.name).combine_chunks()
+    if spec.encoding == "raw":
+        expected = spec.nbytes
+        if column.type.byte_width != expected:
+            raise DataError(location, f"{spec.name} values are {column.type.byte_width} bytes, "
+                            f"store.json says {expected}", "the part belongs to another store")
+        data = np.frombuffer(column.buffers()[1], dtype=spec.dtype, count=len(column) * expected
+                             // np.dtype(spec.dtype).itemsize, offset=column.offset * expected)
+        array = data.reshape(len(column), *spec.shape)
+        if rows is None or np.array_equal(rows, np.arange(len(column))):
+            return array  # every row in order (the usual case): a view, no copy
+        return array[np.asarray(rows)]
+    values = column.to_pylist()
+    if rows is not None:
+        values = [values[i] for i in rows]
+    if not decode:
+        return values
+    return np.stack([decode_feature(v, spec) for v in values]) if values else \
+        np.zeros((0, *spec.shape), np.uint8)
+
+
+# --------------------------------------------------------------------------- the store
+
+@dataclass(frozen=True)
+class Part:
+    """The clips of one split in one part file that a reader should take.
+
+    Attributes:
+        location: the part file (path or ``s3://`` URI).
+        rows: row numbers in the file, in file order.
+        clip_ids, labels: of those rows.
+    """
+
+    location: str
+    rows: np.ndarray
+    clip_ids: tuple[str, ...]
+    labels: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class FeatureStore:
-    """One or more store directories opened together (e.g. the shards of one preprocessing run).
+    """One or more store folders (or ``s3://`` prefixes) opened together, e.g. one per shard.
 
     Attributes:
-        roots: the store directories.
-        config: the feature config they share.
-        config_hash: its hash.
-        shapes: feature name -> shape of one clip's array.
-        index: pandas DataFrame with clip_id, label, split, path (absolute).
+        roots: the store locations.
+        config: the feature config they share; ``config_hash`` its hash.
+        specs: feature name -> :class:`FeatureSpec`.
+        index: pandas DataFrame with clip_id, label, split, part (full location), row, in
+            store order (part by part, row by row); streams read clips in this order.
     """
 
-    roots: tuple[Path, ...]
+    roots: tuple[str, ...]
     config: FeatureConfig
     config_hash: str
-    shapes: dict[str, tuple[int, ...]]
-    index: object  # pandas.DataFrame
+    specs: dict[str, FeatureSpec]
+    index: object = field(repr=False)  # pandas.DataFrame
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Feature name -> shape of one clip's array."""
+        return {name: spec.shape for name, spec in self.specs.items()}
 
     @classmethod
-    def open(cls, roots: str | Path | Sequence[str | Path]) -> "FeatureStore":
-        """Open store directories; they must share one feature config.
+    def open(cls, roots: str | os.PathLike | Sequence[str | os.PathLike]) -> FeatureStore:
+        """Open store folders or ``s3://`` prefixes; they must share one feature config.
+
+        Reads ``store.json`` and the shard indexes only (no feature bytes).
 
         Raises:
-            DataError: a directory is not a store, the configs differ, or no clip is indexed.
+            DataError: a location is not a store or one of a previous format (with what to
+                do), the configs differ, or no clip is indexed.
+            StoreError: the object store refused or could not be reached.
         """
         import pandas as pd
 
-        if isinstance(roots, (str, Path)):
+        if isinstance(roots, (str, os.PathLike)):
             roots = [roots]
-        roots = tuple(Path(r) for r in roots)
+        roots = tuple(dict.fromkeys(resolve_store(r) for r in roots))  # shards may share one store
         if not roots:
             raise DataError("<none>", "no feature store given")
         meta = None
         frames = []
         for root in roots:
-            meta_path = root / "store.json"
-            if not meta_path.is_file():
-                raise DataError(root, "not a feature store (no store.json)",
-                                "run `avsc preprocess MANIFEST -o FEATURES` first")
-            this = read_json(meta_path)
-            if this.get("format") != STORE_FORMAT:
-                raise DataError(meta_path, f"unknown store format {this.get('format')!r}")
+            this = read_store_meta(root)
             if meta is None:
                 meta = this
             elif this["config_hash"] != meta["config_hash"]:
                 raise DataError(root, f"feature config {this['config_hash']} differs from "
                                 f"{meta['config_hash']} of {roots[0]}")
-            for shard_file in sorted((root / "index").glob("shard-*.parquet")):
-                part = pq.read_table(shard_file).to_pandas()
-                part["path"] = [str(root / f) for f in part["file"]]
+            for shard_file in locations.list_files(locations.join(root, "index"), suffix=".parquet"):
+                part = _read_index(shard_file)
+                part["part"] = [locations.join(root, *p.split("/")) for p in part["part"]]
                 frames.append(part)
         if not frames:
-            raise DataError(roots[0], "feature store has no indexed clips")
+            raise DataError(roots[0], "feature store has no indexed clips",
+                            "run `avsc preprocess` into it (every shard) first")
         index = pd.concat(frames, ignore_index=True).drop_duplicates("clip_id", keep="last")
-        index = index.sort_values("clip_id").reset_index(drop=True)
-        shapes = {name: tuple(spec["shape"]) for name, spec in meta["features"].items()}
+        index = index.sort_values(["part", "row"], kind="stable").reset_index(drop=True)
+        specs = {name: FeatureSpec.from_json(name, spec) for name, spec in meta["features"].items()}
         return cls(roots=roots, config=feature_config_from_dict(meta["config"]),
-                   config_hash=meta["config_hash"], shapes=shapes, index=index)
+                   config_hash=meta["config_hash"], specs=specs, index=index)
 
     def clips(self, split: str | None = None):
-        """Index rows of one split (``train``, ``val``, ``test``) or of all clips."""
+        """Index rows of one split (``train``, ``val``, ``test``) or of all clips, in store order."""
         if split is None:
             return self.index
         return self.index[self.index["split"] == split].reset_index(drop=True)
 
+    def parts(self, split: str | None = None) -> list[Part]:
+        """The parts holding the clips of ``split`` (or all), each with the rows to take."""
+        rows = self.clips(split)
+        out = []
+        for location, group in rows.groupby("part", sort=False):
+            out.append(Part(location=location, rows=group["row"].to_numpy(np.int64),
+                            clip_ids=tuple(group["clip_id"]), labels=tuple(group["label"])))
+        return out
 
-def load_clip(path: str | Path, names: Sequence[str] = FEATURE_NAMES) -> dict[str, np.ndarray]:
-    """Load the named feature arrays of one clip file."""
+    def read_clip(self, clip_id: str, feature: str) -> np.ndarray:
+        """One clip's decoded array of ``feature`` (reads that feature's column of its part).
+
+        Raises:
+            DataError: no such clip or feature in the store.
+        """
+        if feature not in self.specs:
+            raise DataError(self.roots[0], f"feature store has no {feature!r} feature")
+        found = self.index[self.index["clip_id"] == clip_id]
+        if not len(found):
+            raise DataError(self.roots[0], f"clip {clip_id!r} is not in the feature store")
+        row = found.iloc[0]
+        return read_part_feature(row["part"], self.specs[feature], [int(row["row"])])[0]
+
+    def spec_for(self, backbone: str) -> FeatureSpec:
+        """The spec of the feature ``backbone`` reads (:func:`required_feature` checks it)."""
+        return self.specs[required_feature(backbone, self.specs, self.roots[0])]
+
+
+def resolve_store(location: str | os.PathLike) -> str:
+    """The store a location stands for: itself, or the store its ``feature-store.json`` names.
+
+    Raises:
+        DataError: the reference file is unreadable.
+    """
+    location = str(location)
+    ref = locations.join(location, REF_FILE)
+    if locations.exists(locations.join(location, META_FILE)) or not locations.exists(ref):
+        return location
     try:
-        with np.load(path) as data:
-            return {name: data[name] for name in names}
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(path, f"unreadable feature file ({exc})", "delete it and re-run preprocess") from None
+        return str(locations.read_json(ref)["uri"])
+    except (ValueError, KeyError) as exc:
+        raise DataError(ref, f"not a feature-store reference ({exc})", "re-run preprocess") from None
+
+
+def read_store_meta(root: str) -> dict:
+    """``store.json`` of a store, checked to be of the current format.
+
+    Raises:
+        DataError: not a store, or one of a previous format (saying how to get a current one).
+    """
+    meta_location = locations.join(root, META_FILE)
+    if not locations.exists(meta_location):
+        raise DataError(root, f"not a feature store (no {META_FILE})",
+                        "run `avsc preprocess MANIFEST -o FEATURES` first")
+    try:
+        meta = locations.read_json(meta_location)
+    except ValueError as exc:
+        raise DataError(meta_location, f"not valid JSON ({exc})", _REPREPROCESS) from None
+    found = meta.get("format")
+    if found in PREVIOUS_FORMATS:
+        raise DataError(root, f"feature store of the previous format {found} "
+                        f"({PREVIOUS_FORMATS[found]}), which this version no longer reads",
+                        f"{_REPREPROCESS}, or convert it: python -c \"from avsc.features.store_writer "
+                        f"import convert_store; convert_store('{root}', 'NEW_FOLDER')\"")
+    if found != STORE_FORMAT:
+        raise DataError(meta_location, f"unknown store format {found!r} (this version reads {STORE_FORMAT})",
+                        _REPREPROCESS)
+    return meta
+
+
+def _read_index(location: str):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with locations.open_input(location) as handle:
+            return pq.read_table(handle).to_pandas()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(location, f"unreadable store index ({str(exc).splitlines()[0]})",
+                        "re-run preprocess for that shard") from None
 
 
 def read_summary(root: str | Path) -> dict:
-    return read_json(Path(root) / "summary.json")
-
-
-def write_summary(root: str | Path, summary: dict) -> None:
-    write_json(Path(root) / "summary.json", summary)
+    """The store's ``summary.json`` (processed clips, rejected clips with reasons, shapes)."""
+    return locations.read_json(locations.join(str(root), "summary.json"))

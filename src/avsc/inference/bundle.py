@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -164,7 +165,8 @@ def make_bundle(
     Args:
         models: a folder holding ``<backbone>/model.keras`` and ``<backbone>/config.json``
             (outputs of ``avsc train``) for every backbone the fusion model reads, or a
-            mapping backbone -> its model folder (a pipeline step's artifacts).
+            mapping backbone -> its model folder (a pipeline step's artifacts). This and
+            every other folder argument may be an ``s3://`` prefix.
         fusion_dir: output of ``avsc fuse`` (``model.keras``, ``fusion.json``).
         out_dir: the bundle folder to write. Built beside it under a temporary name and
             renamed into place, so it is either complete or absent; an existing bundle
@@ -182,6 +184,20 @@ def make_bundle(
         ConfigError: ``visual_fusion_dir`` is not a visual-only fusion model; a key of a
             ``models`` mapping that is not a backbone.
     """
+    from avsc.storage import locations
+
+    if locations.any_remote(models, fusion_dir, out_dir, visual_fusion_dir):
+        # Model folders are fetched (and the bundle pushed) through temporary local folders.
+        with contextlib.ExitStack() as stack:
+            local_models = locations.local_inputs(stack, models)
+            fused = locations.local_inputs(stack, fusion_dir)
+            visual = locations.local_inputs(stack, visual_fusion_dir)
+            staging = stack.enter_context(locations.output_folder(out_dir))
+            make_bundle(local_models, fused, staging / "bundle", visual_fusion_dir=visual)
+            for path in (staging / "bundle").iterdir():  # the bundle's files, at out_dir itself
+                path.rename(staging / path.name)
+            (staging / "bundle").rmdir()
+        return out_dir
     fusion_dir, out_dir = Path(fusion_dir), Path(out_dir)
     model_dirs = backbone_paths(models, "{backbone}", what="models",
                                 hint="give the folder holding one `avsc train` output per backbone")

@@ -62,7 +62,7 @@ class InspectResult:
         preprocess: what preprocessing would do with the file (``kept`` or the reason).
     """
 
-    out_dir: Path
+    out_dir: Path | str
     info: dict[str, Any]
     windows: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -74,9 +74,10 @@ def inspect_media(path: str | Path, out_dir: str | Path, config: FeatureConfig, 
     """Write the frames, sound, spectrograms and probed facts the networks get for a video.
 
     Args:
-        path: the video file.
+        path: the video file (a path or an ``s3://`` URI).
         out_dir: folder to write (created; an existing one must be empty or an earlier
-            ``avsc inspect`` output, which is replaced). Written atomically.
+            ``avsc inspect`` output, which is replaced). Written atomically; an ``s3://``
+            prefix gets the files uploaded.
         config: the feature settings (a preset, a bundle's, or a preprocessing run's).
         progress: show a progress bar over the windows.
 
@@ -93,7 +94,15 @@ def inspect_media(path: str | Path, out_dir: str | Path, config: FeatureConfig, 
     from avsc.media.decode import demux_audio, is_silent, sample_frames
     from avsc.media.probe import probe_media
 
-    path, out_dir = Path(path), Path(out_dir)
+    from avsc.media.ffmpeg import media_path
+    from avsc.storage import locations
+
+    if locations.is_remote(str(out_dir)):  # written locally, then uploaded
+        from dataclasses import replace
+
+        with locations.output_folder(out_dir) as local:
+            return replace(inspect_media(path, local, config, progress=progress), out_dir=str(out_dir))
+    path, out_dir = media_path(path), Path(out_dir)  # the video may be an s3:// URI, read in place
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / _MARKER).is_file())):
         raise DataError(out_dir, "exists and is not an empty folder or an earlier `avsc inspect` output",
                         "give a new folder")

@@ -148,7 +148,8 @@ class Predictor:
         """Verify a bundle and load its models (once, for every later prediction).
 
         Args:
-            bundle_dir: a folder written by :func:`avsc.inference.bundle.make_bundle`.
+            bundle_dir: a folder written by :func:`avsc.inference.bundle.make_bundle`, or an
+                ``s3://`` prefix holding one (fetched once into a temporary folder).
             allow_visual_only: classify videos without an audio track with the bundle's
                 visual-only fusion model (if it has one) instead of failing.
             verify: check the bundle's checksums first.
@@ -165,6 +166,12 @@ class Predictor:
         import avsc.models.backbones  # noqa: F401  (registers the backbones' custom layers)
         _import_fusion_layers()
 
+        from avsc.storage import locations
+
+        if locations.is_remote(str(bundle_dir)):  # fetched once; the models are then in memory
+            with locations.local_folder(bundle_dir) as local:
+                return cls.load(local, allow_visual_only=allow_visual_only, verify=verify,
+                                max_batch_windows=max_batch_windows, graph=graph)
         bundle = load_bundle(bundle_dir, verify=verify)
 
         def load_model(path: Path):
@@ -281,10 +288,13 @@ class Predictor:
         """
         from avsc.media.probe import probe_media
 
-        path = Path(path)
-        if not path.is_file():
-            raise MediaError(path, "not found" if not path.exists() else "not a file",
-                             "give the path of a video file")
+        from avsc.storage import locations
+
+        if not locations.is_remote(str(path)):  # an s3:// video is decoded in place
+            path = Path(path)
+            if not path.is_file():
+                raise MediaError(path, "not found" if not path.exists() else "not a file",
+                                 "give the path of a video file")
         info = probe_media(path)
         warnings = list(info.warnings)
         offsets = window_offsets(info.duration_s, self.bundle.clip_seconds)

@@ -43,7 +43,7 @@ from ffmpeg.nodes import FilterableStream, OutputStream
 
 from avsc.config import AudioConfig, FrameConfig
 from avsc.errors import MediaError
-from avsc.media.ffmpeg import HINT, run_ffmpeg
+from avsc.media.ffmpeg import HINT, media_path, run_ffmpeg
 from avsc.media.probe import MediaInfo, check_media_file, probe_media
 
 # Peak amplitude below which a clip's sound counts as digital silence: one step of 16-bit
@@ -103,7 +103,8 @@ def demux_audio(
     """The sound of a video as a player plays it, as float PCM at ``cfg.sample_rate``.
 
     Args:
-        path: a video file ffmpeg can read.
+        path: a video file ffmpeg can read: a local path or an ``s3://`` URI (decoded
+            straight from the store, see :func:`avsc.media.ffmpeg.run_ffmpeg`).
         cfg: sample rate and channel count to deliver; ``cfg.clip_seconds`` is the default length.
         offset_s: where to start, in seconds from the start of the file.
         duration_s: how many seconds to deliver (default ``cfg.clip_seconds``); must be > 0.
@@ -119,7 +120,7 @@ def demux_audio(
         MediaError: missing or empty file, not decodable, truncated, no audio stream,
             non-finite samples (the message names the file).
     """
-    path = Path(path)
+    path = media_path(path)
     duration_s = cfg.clip_seconds if duration_s is None else float(duration_s)
     _span(offset_s, duration_s, path)
     check_media_file(path, HINT)
@@ -219,7 +220,7 @@ def sample_frames(
     B-frames). Never late. ``reference_only=False`` decodes every frame and is exact.
 
     Args:
-        path: a video file.
+        path: a video file: a local path or an ``s3://`` URI.
         cfg: frame rate and square size of the frames.
         seconds: span to sample, from ``offset_s``.
         offset_s: where to start, in seconds from the start of the file.
@@ -237,7 +238,7 @@ def sample_frames(
     Raises:
         MediaError: missing or empty file, not decodable, truncated, no frame decoded.
     """
-    path = Path(path)
+    path = media_path(path)
     _span(offset_s, seconds, path)
     check_media_file(path, HINT)
     n = int(round(seconds * cfg.fps))

@@ -15,6 +15,11 @@ so a failure reads the same wherever it happens:
   the file;
 - a run past its time limit is stopped and reported.
 
+A file may also be an ``s3://`` object: :func:`run_ffmpeg` hands ffmpeg a presigned HTTPS URL
+for it (:func:`avsc.storage.locations.ffmpeg_input`; ffmpeg reads it with range requests and
+reconnects after a dropped connection), so media are decoded straight from the store with no
+copy on disk; reports and messages name the ``s3://`` URI, never the signed URL.
+
 The wheel's ffmpeg is a static build. Its C library loads the system's character-set
 converters (``gconv`` modules) when a demuxer asks for one (the MPEG-TS demuxer does, for
 its service names), and a mismatch between the two crashes it with SIGSEGV on every
@@ -138,6 +143,47 @@ def report_problem(report: str, returncode: int) -> str | None:
     return None
 
 
+# ffmpeg's http protocol: reconnect on dropped connections and network errors, and give up
+# on a silent server after rw_timeout (microseconds) instead of hanging.
+_URL_OPTIONS = ("-reconnect", "1", "-reconnect_on_network_error", "1", "-reconnect_delay_max", "10",
+                "-rw_timeout", "60000000")
+
+
+def media_path(path: str | Path) -> Path | str:
+    """A local media path as a :class:`~pathlib.Path`; an ``s3://`` URI kept as it is."""
+    from avsc.storage.s3 import is_remote
+
+    return str(path) if is_remote(str(path)) else Path(path)
+
+
+def _remote_inputs(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """``args`` with each ``-i s3://...`` read through a presigned URL; {URL: URI} to redact."""
+    from avsc.storage.s3 import is_remote
+
+    out: list[str] = []
+    urls: dict[str, str] = {}
+    for i, arg in enumerate(args):
+        if i > 0 and args[i - 1] == "-i" and is_remote(arg):
+            from avsc.storage.locations import ffmpeg_input
+
+            url = ffmpeg_input(arg)
+            urls[url] = arg
+            out[-1:] = [*_URL_OPTIONS, "-i"]
+            out.append(url)
+        else:
+            out.append(arg)
+    return out, urls
+
+
+def redact(report: str, urls: dict[str, str]) -> str:
+    """``report`` with every presigned URL (and any signature left) replaced by its ``s3://`` URI."""
+    import re
+
+    for url, uri in urls.items():
+        report = report.replace(url, uri).replace(url.split("?", 1)[0], uri)
+    return re.sub(r"X-Amz-[A-Za-z-]+=[^&\s\"']+", "X-Amz-…", report) if urls else report
+
+
 def run_ffmpeg(path: str | Path, args: list[str], *, what: str = "streams", timeout_s: float = 300.0,
                hint: str = HINT, check: bool = True, input_bytes: bytes | None = None,
                exe: str | None = None) -> FFmpegRun:
@@ -146,7 +192,8 @@ def run_ffmpeg(path: str | Path, args: list[str], *, what: str = "streams", time
     Args:
         path: the media file the run is about (named in every error).
         args: ffmpeg's arguments (e.g. an ``ffmpeg-python`` graph's ``.get_args()``);
-            ``-nostdin`` and ``-hide_banner`` are added.
+            ``-nostdin`` and ``-hide_banner`` are added. An input (``-i``) that is an
+            ``s3://`` URI is read through a presigned URL.
         what: what is being read, for messages ("audio", "video", "streams").
         timeout_s: stop ffmpeg after this many seconds.
         hint: what the user can do about a broken file.
@@ -163,6 +210,7 @@ def run_ffmpeg(path: str | Path, args: list[str], *, what: str = "streams", time
         MediaError: the report says the file is unusable, ffmpeg failed, or it ran too long.
     """
     exe = exe or ffmpeg_exe()
+    args, urls = _remote_inputs(args)
     cmd = [exe, "-nostdin", "-hide_banner", *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s, env=ffmpeg_env(exe),
@@ -172,10 +220,10 @@ def run_ffmpeg(path: str | Path, args: list[str], *, what: str = "streams", time
     except OSError as exc:
         raise AvscError(f"cannot run ffmpeg {exe!r}: {exc.strerror or exc} "
                         "(check AVSC_FFMPEG, or reinstall imageio-ffmpeg)") from None
-    report = proc.stderr.decode("utf-8", errors="replace")
+    report = redact(proc.stderr.decode("utf-8", errors="replace"), urls)
     crashed = signal_of(proc.returncode)
     if crashed:
-        log.debug("ffmpeg killed by %s on %s: %s", crashed, path, " ".join(cmd))
+        log.debug("ffmpeg killed by %s on %s: %s", crashed, path, redact(" ".join(cmd), urls))
         raise FFmpegCrash(path, crashed, what, exe)
     if check:
         problem = report_problem(report, proc.returncode)

@@ -35,7 +35,7 @@ from typing import Any
 import ffmpeg
 
 from avsc.errors import MediaError
-from avsc.media.ffmpeg import HINT, report_problem, run_ffmpeg
+from avsc.media.ffmpeg import HINT, media_path, report_problem, run_ffmpeg
 from avsc.media.report import StreamInfo, channels_of_layout, parse_packet_table, parse_report
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,8 @@ def probe_media(path: str | Path, *, decode_check: bool = False, timeout_s: floa
     """Streams, displayed picture size, timing and chosen tracks of a video file.
 
     Args:
-        path: the media file.
+        path: the media file: a local path, or an ``s3://`` URI (read in place with range
+            requests through a presigned URL; nothing is copied to disk).
         decode_check: also decode the first second of the chosen streams and fail on any
             decoder error (slower; catches corrupt data inside an intact container).
         timeout_s: give up on a file ffmpeg cannot finish reading in this time.
@@ -224,7 +225,7 @@ def probe_media(path: str | Path, *, decode_check: bool = False, timeout_s: floa
         MediaError: missing file, not a media file, truncated or corrupt, or no video stream.
         avsc.media.ffmpeg.FFmpegCrash: ffmpeg crashed on it.
     """
-    path = Path(path)
+    path = media_path(path)
     check_media_file(path)
     source = ffmpeg.input(str(path))
     # Every picture and sound stream (``?``: a kind the file lacks is skipped), copied, not decoded.
@@ -251,9 +252,16 @@ def probe_media(path: str | Path, *, decode_check: bool = False, timeout_s: floa
     return info
 
 
-def check_media_file(path: Path, hint: str = HINT) -> None:
-    """Raise a :class:`MediaError` naming ``path`` unless it is an existing, non-empty file."""
-    path = Path(path)
+def check_media_file(path: Path | str, hint: str = HINT) -> None:
+    """Raise a :class:`MediaError` naming ``path`` unless it is an existing, non-empty file
+    (or ``s3://`` object)."""
+    path = media_path(path)
+    if isinstance(path, str):
+        from avsc.storage import locations
+
+        if not locations.exists(path):
+            raise MediaError(path, "object not found", "check the URI (`avsc data ls`), or push the file")
+        return
     if not path.exists():
         raise MediaError(path, "file not found", "check the path, or that the dataset is fully extracted")
     if not path.is_file():

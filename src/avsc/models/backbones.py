@@ -30,7 +30,7 @@ import numpy as np
 from keras import layers
 
 from avsc.config import BACKBONE_FEATURE, BACKBONES, TrainConfig
-from avsc.errors import AvscError, ConfigError
+from avsc.errors import ConfigError
 from avsc.labels import LABELS
 from avsc.models.pretrained import find_imagenet_weights, imagenet_download
 from avsc.models.regularizers import l2_half
@@ -324,10 +324,10 @@ def build_backbone(backbone: str, feature_shapes: dict[str, tuple[int, ...]],
         feature_shapes: feature name -> shape of one clip's array (``FeatureStore.shapes``).
         train_cfg: sizes, dropout, L2, image size and weights.
     """
+    from avsc.features.store import required_feature
+
     check_backbone(backbone)
-    feature = BACKBONE_FEATURE[backbone]
-    if feature not in feature_shapes:
-        raise AvscError(f"{backbone} needs the stored feature {feature!r}, which the store lacks")
+    required_feature(backbone, feature_shapes)
     return BACKBONE_BUILDERS[backbone](backbone, feature_shapes, train_cfg)
 
 

@@ -4,4 +4,6 @@
 - :mod:`avsc.storage.s3`: ``s3://bucket/prefix`` URIs, settings from ``AVSC_S3_*``, the client,
   error mapping and retries.
 - :mod:`avsc.storage.sync`: folders to and from the object store (``avsc data push|pull|ls``).
+- :mod:`avsc.storage.locations`: one way to read and write a local path or an ``s3://`` URI
+  (ranged reads through pyarrow's S3 filesystem, atomic writes, presigned URLs for ffmpeg).
 """

@@ -1,6 +1,8 @@
 """Stages 3-5: Phase I (backbones), their embeddings, Phase II (fusion).
 
-- :mod:`avsc.training.streams`: tf.data input pipelines over the feature store, with mixup.
+- :mod:`avsc.training.streams`: tf.data input pipelines over the feature store, one feature each.
+- :mod:`avsc.training.mixup`: mixup for both phases; Phase I's inside the model (``with_mixup``).
+- :mod:`avsc.training.checkpoints`: training state at a durable location (a folder or ``s3://``).
 - :mod:`avsc.training.backbone`: train one backbone, checkpointed every epoch, selected on val.
 - :mod:`avsc.training.embeddings`: FC(1024)/FC(10) embeddings of every clip, to Parquet.
 - :mod:`avsc.training.fusion`: train the fusion models on the frozen embeddings.

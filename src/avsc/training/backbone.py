@@ -6,11 +6,14 @@ batch (the paper's sum over examples differs only by a constant factor, absorbed
 learning rate). The L2 term is a ``kernel_regularizer`` of coefficient ``lambda / 2`` on
 every kernel (conv, dense; biases and batch-norm parameters excluded), with
 ``lambda = TrainConfig.l2``. Mixup (``TrainConfig.mixup_alpha``) makes the labels soft,
-which is why KL divergence and not cross-entropy with hard labels. Adam optimises.
+which is why KL divergence and not cross-entropy with hard labels; it is applied by the
+training model's first layer (:mod:`avsc.training.mixup`), on the accelerator. Adam optimises.
 
 Preemption-safe: after every epoch the model, its optimizer state, the epoch, the history
-and the best-so-far are checkpointed under ``MODEL_DIR/checkpoints``; running again with
-the same settings (``epochs`` may grow) continues where it stopped.
+and the best-so-far are checkpointed to ``checkpoints`` (a folder or ``s3://`` prefix;
+default ``MODEL_DIR/checkpoints``, see :mod:`avsc.training.checkpoints`); running again with
+the same settings and checkpoint location (``epochs`` may grow), in a new process with a new,
+empty output folder if need be, continues after the last finished epoch.
 
 Model selection uses the VAL split only; the test split is never read here. After every
 epoch the val clips' logits (``fc10``; a visual clip's are the mean over its frames, as
@@ -34,13 +37,16 @@ from typing import Any
 import keras
 import numpy as np
 
-from avsc.config import BACKBONE_FEATURE, TrainConfig, config_hash, to_dict
+from avsc.config import TrainConfig, config_hash, to_dict
 from avsc.errors import ConfigError, DataError
 from avsc.evaluation.calibration import SELECTION_RULES, calibrate, selection_key
 from avsc.labels import LABELS
 from avsc.models.losses import kl_divergence_loss
 from avsc.models.saving import save_keras_model
-from avsc.storage.files import read_json, write_json
+from avsc.storage import locations
+from avsc.storage.files import write_json
+from avsc.training.checkpoints import Checkpoints
+from avsc.training.mixup import inner_model, with_mixup
 from avsc.training.streams import (
     clip_predictions,
     eval_dataset,
@@ -58,7 +64,8 @@ class TrainResult:
     """What :func:`train_backbone` did.
 
     Attributes:
-        model_dir: folder holding model.keras, history.json, val_metrics.json, config.json.
+        model_dir: folder (or ``s3://`` prefix) holding model.keras, history.json,
+            val_metrics.json, config.json.
         best_epoch: 1-based epoch of the selected model.
         epochs_run: epochs trained by THIS call (0 when already complete).
         val_accuracy, val_log_loss: of the selected epoch on val, after temperature scaling.
@@ -67,7 +74,7 @@ class TrainResult:
             val_log_loss_calibrated, temperature, seconds).
     """
 
-    model_dir: Path
+    model_dir: Path | str
     backbone: str
     best_epoch: int
     epochs_run: int
@@ -101,7 +108,7 @@ def _logits_model(model: keras.Model) -> keras.Model:
 
 def _clip_logits(logits_model, store, backbone: str, split: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """[shape=(n_clips, 10)] logits of a split's clips (visual: mean over frames) and labels."""
-    _, labels = label_indices(store, split)
+    labels = label_indices(store, split)
     outputs = logits_model.predict(eval_dataset(store, backbone, split, batch_size=batch_size), verbose=0)
     return clip_predictions(np.asarray(outputs, dtype=np.float64), len(labels)), labels
 
@@ -112,39 +119,51 @@ def train_backbone(
     model_dir: str | Path,
     *,
     config: TrainConfig,
+    checkpoints: str | Path | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train one backbone, resuming from ``model_dir/checkpoints`` if a run was cut short.
+    """Train one backbone, resuming from ``checkpoints`` if a run was cut short.
 
     Args:
         backbone: one of ``aud-mel``, ``aud-gam``, ``aud-cqt``, ``vis-inc``, ``vis-conv``.
-        feature_dirs: the feature store directory (or its shards).
-        model_dir: output folder; afterwards holds ``model.keras`` (the model of the epoch
-            selected on val, uncompiled), ``history.json``, ``val_metrics.json`` (calibrated)
-            and ``config.json`` (with ``calibration``: the temperature and the val log loss
-            and expected calibration error before and after it).
+        feature_dirs: the feature store (or its shards): folders or ``s3://`` prefixes,
+            streamed (only the backbone's feature is read).
+        model_dir: output folder or ``s3://`` prefix; afterwards holds ``model.keras`` (the
+            model of the epoch selected on val, uncompiled), ``history.json``,
+            ``val_metrics.json`` (calibrated) and ``config.json`` (with ``calibration``: the
+            temperature and the val log loss and expected calibration error before and after it).
         config: training settings.
+        checkpoints: where the per-epoch checkpoints live (folder or ``s3://`` prefix;
+            default ``model_dir/checkpoints``). Give a durable location on a cluster: a
+            retried pod pointed at it resumes after the last finished epoch.
         progress: show Keras' progress bar. Each epoch's summary is logged (INFO).
 
     Raises:
-        ConfigError: unknown backbone or settings from another run in ``model_dir``.
+        ConfigError: unknown backbone or checkpoints of another run at ``checkpoints``.
         DataError: the store lacks the needed feature, or its train or val split is empty.
+        StoreError: the object store refused or could not be reached.
 
     Example:
         >>> cfg = load_config(preset="quick").train
-        >>> result = train_backbone("aud-mel", ["features"], "models/aud-mel", config=cfg)
+        >>> result = train_backbone("aud-mel", ["features"], "models/aud-mel", config=cfg,
+        ...                         checkpoints="s3://avsc/checkpoints/aud-mel")
         >>> result.val_accuracy
     """
+    checkpoints = str(checkpoints) if checkpoints else locations.join(str(model_dir), "checkpoints")
+    with locations.output_folder(model_dir) as local_dir:
+        result = _train_backbone(backbone, feature_dirs, local_dir, config=config,
+                                 checkpoints=Checkpoints(checkpoints), progress=progress)
+    return result if not locations.is_remote(str(model_dir)) else replace(result, model_dir=str(model_dir))
+
+
+def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: TrainConfig,
+                    checkpoints: Checkpoints, progress: bool) -> TrainResult:
     from avsc.features.store import FeatureStore
     from avsc.models.backbones import build_backbone, check_backbone
 
     check_backbone(backbone)
     store = FeatureStore.open(feature_dirs)
-    model_dir = Path(model_dir)
-    feature = BACKBONE_FEATURE[backbone]
-    if feature not in store.shapes:
-        raise DataError(store.roots[0], f"feature store has no {feature!r} feature, needed by {backbone}",
-                        "re-run preprocess with that feature")
+    store.spec_for(backbone)
     for split in ("train", "val"):
         if not len(store.clips(split)):
             raise DataError(store.roots[0], f"the {split} split of the feature store is empty",
@@ -154,28 +173,31 @@ def train_backbone(
     if config.selection not in SELECTION_RULES:
         raise ConfigError(f"train.selection must be one of {', '.join(SELECTION_RULES)}, got {config.selection!r}")
 
-    ckpt_dir = model_dir / "checkpoints"
-    state_path = ckpt_dir / "state.json"
+    ckpt = checkpoints
     resume_key = _resume_key(backbone, config, store.config_hash)
     mixed = _use_mixed_precision(config.mixed_precision)
     previous_policy = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy("mixed_float16" if mixed else "float32")
     try:
         keras.utils.set_random_seed(config.seed)
-        state = read_json(state_path) if state_path.is_file() else None
+        state = ckpt.read_state()
         if state is not None and state.get("resume_key") != resume_key:
-            raise ConfigError(f"{model_dir}: holds checkpoints of another run ({state.get('resume_key')}); "
-                              "use a new output folder, or delete its checkpoints to start over")
+            raise ConfigError(f"{ckpt.location}: holds checkpoints of another run ({state.get('resume_key')}); "
+                              "use another checkpoint location, or delete these checkpoints to start over")
         if state is not None:
-            model = keras.models.load_model(ckpt_dir / state["last"])
+            trainer = ckpt.load_model(state["last"])
+            model = inner_model(trainer)
             history = state["history"]
             log.info("%s: resuming after epoch %d of %d", backbone, state["epoch"], config.epochs)
         else:
             model = build_backbone(backbone, store.shapes, config)
-            model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=kl_divergence_loss)
+            # Trained through a model whose first layer casts and mixes the stored arrays
+            # (on the accelerator); ``model`` itself is what is evaluated and saved.
+            trainer = with_mixup(model, x_dtype=np.dtype(store.spec_for(backbone).dtype).name)
+            trainer.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=kl_divergence_loss)
             # Optimizer slots made now, not inside the first step: otherwise TensorFlow traces
             # the training step twice, which is most of the first epoch on a CPU.
-            model.optimizer.build(model.trainable_variables)
+            trainer.optimizer.build(trainer.trainable_variables)
             history = []
             state = {"resume_key": resume_key, "epoch": 0, "history": history, "best_epoch": 0,
                      "best_key": None, "best": None, "last": None}
@@ -187,7 +209,7 @@ def train_backbone(
             train = train_dataset(store, backbone, batch_size=config.batch_size,
                                   mixup_alpha=config.mixup_alpha, frames_per_clip=config.frames_per_clip,
                                   seed=config.seed * 100003 + epoch)
-            fit = model.fit(train, epochs=1, shuffle=False, verbose=1 if progress else 0)
+            fit = trainer.fit(train, epochs=1, shuffle=False, verbose=1 if progress else 0)
             logits, labels = _clip_logits(logits_model, store, backbone, "val", config.batch_size)
             calibration = calibrate(logits, labels)
             metrics = calibration["metrics"]
@@ -197,26 +219,26 @@ def train_backbone(
                      "seconds": round(time.perf_counter() - began, 3)}
             history.append(entry)
             last_name = f"epoch-{epoch + 1:04d}.keras"
-            save_keras_model(model, ckpt_dir / last_name)
+            ckpt.save_model(trainer, last_name)
             key = selection_key(metrics["accuracy"], metrics["log_loss"], config.selection)
             improved = state["best_key"] is None or key > tuple(state["best_key"])
             if improved:
                 best_name = f"best-epoch-{epoch + 1:04d}.keras"
-                save_keras_model(model, ckpt_dir / best_name)
+                ckpt.copy(last_name, best_name)
                 state.update(best=best_name, best_epoch=epoch + 1, best_key=list(key), best_val_metrics=metrics,
                              best_calibration={k: calibration[k] for k in ("temperature", "before", "after")})
             state.update(epoch=epoch + 1, history=history, last=last_name)
-            write_json(state_path, state)  # the checkpoint counts only once this is written
-            for stale in ckpt_dir.glob("*.keras"):
-                if stale.name not in (state["last"], state["best"]):
-                    stale.unlink()
+            ckpt.write_state(state)  # the checkpoint counts only once this is written
+            ckpt.prune({state["last"], state["best"]})
             epochs_run += 1
             log.info("%s epoch %d/%d: loss %.4f, val accuracy %.3f, val log loss %.4f (%.4f at T=%.2f)%s, %.1f s",
                      backbone, epoch + 1, config.epochs, entry["loss"], entry["val_accuracy"],
                      entry["val_log_loss"], entry["val_log_loss_calibrated"], entry["temperature"],
                      " (best)" if improved else "", entry["seconds"])
 
-        best = keras.models.load_model(ckpt_dir / state["best"], compile=False)
+        # The last epoch's weights are in memory; fetch the best epoch's only when it is another.
+        best = model if state["best_epoch"] == state["epoch"] else \
+            inner_model(ckpt.load_model(state["best"], compile=False))
         save_keras_model(best, model_dir / "model.keras")
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from avsc.errors import DataError
 from avsc.labels import LABELS
-from avsc.storage.files import atomic_path
+from avsc.storage import locations
 
 
 def embedding_schema(fc_width: int = 1024, n_classes: int = len(LABELS)) -> pa.Schema:
@@ -79,9 +79,10 @@ def write_embeddings(
         "avsc.labels": json.dumps(list(LABELS)),
         "avsc.temperature": repr(float(temperature)),
     })
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-    return Path(path)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    locations.write_bytes(path, sink.getvalue().to_pybytes())
+    return path if locations.is_remote(str(path)) else Path(path)
 
 
 @dataclass(frozen=True)
@@ -107,12 +108,12 @@ class Embeddings:
 
 
 def read_embeddings(path: str | Path) -> Embeddings:
-    """Read a backbone's embedding file written by :func:`write_embeddings`."""
-    path = Path(path)
-    if not path.is_file():
+    """Read a backbone's embedding file written by :func:`write_embeddings` (a path or ``s3://``)."""
+    if not locations.exists(path):
         raise DataError(path, "embedding file not found", "run `avsc embed` first")
     try:
-        table = pq.read_table(path)
+        with locations.open_input(path) as handle:
+            table = pq.read_table(handle)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(path, f"not a readable Parquet file ({exc})") from None
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
@@ -178,7 +179,7 @@ def _run_in_chunks(emb_model, inputs: np.ndarray, chunk: int = 64) -> tuple[np.n
 class EmbedResult:
     """What :func:`embed_clips` wrote: ``n_clips`` rows of ``backbone`` to ``path``."""
 
-    path: Path
+    path: Path | str
     backbone: str
     n_clips: int
     config_hash: str
@@ -195,54 +196,64 @@ def embed_clips(
 ) -> EmbedResult:
     """Embed every clip of every split of a feature store with a trained backbone.
 
+    Streams the one feature the backbone reads (:func:`avsc.training.streams.eval_dataset`),
+    part by part, from a folder or ``s3://``; nothing else of the store is read.
+
     Args:
-        model_dir: output of ``avsc train`` (``model.keras`` and ``config.json``).
+        model_dir: output of ``avsc train`` (``model.keras`` and ``config.json``): a folder or
+            an ``s3://`` prefix (those two files are fetched).
         feature_dirs: the feature store (or its shards); it must have the feature config
             the model was trained on.
-        out_path: Parquet file to write (atomically), rows sorted by clip_id.
+        out_path: Parquet file to write (atomically; a path or ``s3://``), rows sorted by clip_id.
+        batch_size: clips (audio) or frames (visual) per batch.
 
     Raises:
-        DataError: missing model files, or a store made with another feature config.
+        DataError: missing model files, or a store made with another feature config or
+            without the backbone's feature.
     """
     import keras
     from tqdm import tqdm
 
     import avsc.models.backbones  # noqa: F401  (registers the custom layers)
-    from avsc.config import BACKBONE_FEATURE
-    from avsc.features.store import FeatureStore, load_clip
+    from avsc.config import VISUAL_BACKBONES
+    from avsc.features.store import FeatureStore
     from avsc.storage.files import read_json, sha256_file
+    from avsc.training.streams import clip_predictions, eval_dataset
 
-    model_dir = Path(model_dir)
-    model_path, config_path = model_dir / "model.keras", model_dir / "config.json"
-    for needed in (model_path, config_path):
-        if not needed.is_file():
-            raise DataError(needed, "not found", "give the output folder of `avsc train`")
-    meta = read_json(config_path)
+    with locations.local_folder(model_dir, include=["model.keras", "config.json"]) as local:
+        model_path, config_path = local / "model.keras", local / "config.json"
+        for needed in (model_path, config_path):
+            if not needed.is_file():
+                raise DataError(locations.join(str(model_dir), needed.name), "not found",
+                                "give the output folder of `avsc train`")
+        meta = read_json(config_path)
+        digest = sha256_file(model_path)
+        model = keras.models.load_model(model_path, compile=False)
     backbone = meta["backbone"]
     store = FeatureStore.open(feature_dirs)
     if meta.get("feature_config_hash") != store.config_hash:
         raise DataError(store.roots[0], f"feature config {store.config_hash} differs from "
                         f"{meta.get('feature_config_hash')} the model was trained on",
                         "embed the store the model was trained on")
-    feature = BACKBONE_FEATURE[backbone]
-    if feature not in store.shapes:
-        raise DataError(store.roots[0], f"feature store has no {feature!r} feature, needed by {backbone}")
-    emb_model = avsc.models.backbones.embedding_model(keras.models.load_model(model_path, compile=False))
-    rows = store.clips().sort_values("clip_id").reset_index(drop=True)
+    spec = store.spec_for(backbone)
+    emb_model = avsc.models.backbones.embedding_model(model)
+    rows = store.clips()
+    per_clip = spec.shape[0] if backbone in VISUAL_BACKBONES else 1
     fc1024_parts, fc10_parts = [], []
-    paths = list(rows["path"])
-    with tqdm(total=len(paths), desc=f"embed {backbone}", unit="clip", disable=not progress) as bar:
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
-            batch = np.stack([load_clip(p, [feature])[feature] for p in chunk])
-            fc1024, fc10 = embed_arrays(backbone, emb_model, batch)
-            fc1024_parts.append(fc1024)
-            fc10_parts.append(fc10)
-            bar.update(len(chunk))
-    digest = sha256_file(model_path)
+    unit = "frame" if per_clip > 1 else "clip"
+    with tqdm(total=len(rows) * per_clip, desc=f"embed {backbone}", unit=unit, disable=not progress) as bar:
+        for x in eval_dataset(store, backbone, None, batch_size=batch_size):
+            fc1024, fc10 = emb_model(x, training=False)
+            fc1024_parts.append(np.asarray(fc1024, np.float32))
+            fc10_parts.append(np.asarray(fc10, np.float32))
+            bar.update(len(fc1024_parts[-1]))
+    # A visual clip's embedding is the mean over its frames (as its prediction is).
+    fc1024 = clip_predictions(np.concatenate(fc1024_parts), len(rows))
+    fc10 = clip_predictions(np.concatenate(fc10_parts), len(rows))
+    order = np.argsort(rows["clip_id"].to_numpy(), kind="stable")
     path = write_embeddings(
-        out_path, clip_ids=list(rows["clip_id"]), splits=list(rows["split"]), labels=list(rows["label"]),
-        fc1024=np.concatenate(fc1024_parts), fc10=np.concatenate(fc10_parts), backbone=backbone,
+        out_path, clip_ids=list(rows["clip_id"].iloc[order]), splits=list(rows["split"].iloc[order]),
+        labels=list(rows["label"].iloc[order]), fc1024=fc1024[order], fc10=fc10[order], backbone=backbone,
         config_hash=meta["config_hash"], model_sha256=digest,
         temperature=float(meta.get("calibration", {}).get("temperature", 1.0)))
     return EmbedResult(path=path, backbone=backbone, n_clips=len(rows), config_hash=meta["config_hash"],

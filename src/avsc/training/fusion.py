@@ -13,10 +13,19 @@ and ``FusionConfig.selection`` keeps the epoch with the lowest calibrated val lo
 (``log_loss``, the default) or the highest val accuracy (``accuracy``). The kept epoch's
 temperature is stored in ``fusion.json["calibration"]`` and ``predictions.parquet`` holds
 both the raw logits and the calibrated probabilities.
+
+Preemption-safe with ``checkpoints`` (a folder or ``s3://`` prefix, see
+:mod:`avsc.training.checkpoints`): the weights, Adam's state, the random generator, the
+history and the best-so-far are saved at most every ``checkpoint_every_s`` seconds and after
+the last epoch, so a new process resumes after the last saved epoch with the same random
+draws; :func:`train_all_fusions` also keeps each finished model there, so a retried task
+copies what was done instead of training it again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import sys
 import time
@@ -41,7 +50,9 @@ from avsc.evaluation.predictions import FUSION_FILE, PREDICTIONS_FILE, write_pre
 from avsc.labels import LABEL_INDEX, LABELS
 from avsc.models.fusion import build_fusion_model, check_method, check_modalities, fusion_logits_model
 from avsc.models.saving import save_keras_model
+from avsc.storage import locations
 from avsc.storage.files import read_json, write_json
+from avsc.training.checkpoints import Checkpoints
 from avsc.training.fusion_data import Embeddings, FusionData, load_fusion_data
 from avsc.training.mixup import mix
 
@@ -164,6 +175,8 @@ def train_fusion(
     method: str,
     modalities: str = "audio+visual",
     config: FusionConfig,
+    checkpoints: str | Path | None = None,
+    checkpoint_every_s: float = 30.0,
     progress: bool = True,
 ) -> FusionResult:
     """Train one fusion model (Phase II) on frozen embeddings, select it on val, save it.
@@ -183,6 +196,10 @@ def train_fusion(
         modalities: ``audio+visual`` (five backbones), ``audio`` (three) or ``visual`` (two).
         config: Phase II settings (epochs, batch size, learning rate (and the FC(1024)
             fusions' own, if set), mixup alpha, L2, selection rule, seed).
+        checkpoints: where to keep the training state (folder or ``s3://`` prefix); None
+            keeps none. A run pointed at the state of an interrupted one continues it.
+        checkpoint_every_s: least time between two checkpoints (one is always written
+            after the last epoch).
         progress: a progress bar over epochs.
 
     Raises:
@@ -198,6 +215,16 @@ def train_fusion(
 
     from avsc.models.losses import kl_divergence_loss
 
+    if locations.any_remote(embeddings, out_dir):
+        from dataclasses import replace
+
+        with contextlib.ExitStack() as stack:
+            local_in = locations.local_inputs(stack, embeddings)
+            local_out = stack.enter_context(locations.output_folder(out_dir))
+            result = train_fusion(local_in, local_out, method=method, modalities=modalities, config=config,
+                                  checkpoints=checkpoints, checkpoint_every_s=checkpoint_every_s,
+                                  progress=progress)
+        return replace(result, out_dir=out_dir)
     spec = check_method(method)
     backbones = check_modalities(modalities)
     if config.epochs < 1:
@@ -227,13 +254,18 @@ def train_fusion(
     learning_rate = config.learning_rate
     if spec.level == "fc1024" and config.learning_rate_fc1024 is not None:
         learning_rate = config.learning_rate_fc1024
-    train_epoch, predict = _compiled_steps(model, keras.optimizers.Adam(learning_rate),
-                                           kl_divergence_loss, x_train, y_train, config.batch_size)
+    optimizer = keras.optimizers.Adam(learning_rate)
+    train_epoch, predict = _compiled_steps(model, optimizer, kl_divergence_loss, x_train, y_train,
+                                           config.batch_size)
     n_train = len(y_train)
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"key": None, "epoch": 0, "weights": None, "calibration": None}
-    bar = tqdm(range(config.epochs), desc=f"fuse {method} {modalities}", unit="epoch", disable=not progress,
-               file=sys.stderr)
+    ckpt = Checkpoints(checkpoints) if checkpoints else None
+    resume_key = json.dumps(_fingerprint(data, method, modalities, config), sort_keys=True)
+    start = ckpt.restore_state(resume_key, model, optimizer, rng, history, best) if ckpt else 0
+    saved_at = time.monotonic()
+    bar = tqdm(range(start, config.epochs), desc=f"fuse {method} {modalities}", unit="epoch",
+               disable=not progress, file=sys.stderr, initial=start, total=config.epochs)
     for epoch in bar:
         epoch_began = time.perf_counter()
         order = rng.permutation(n_train).astype(np.int32)
@@ -251,11 +283,14 @@ def train_fusion(
                  "seconds": round(time.perf_counter() - epoch_began, 4)}
         history.append(entry)
         key = selection_key(metrics["accuracy"], metrics["log_loss"], config.selection)
-        if best["key"] is None or key > best["key"]:
+        if best["key"] is None or key > tuple(best["key"]):  # a restored key is a JSON list
             best.update(key=key, epoch=epoch + 1, weights=[w.copy() for w in model.get_weights()],
                         calibration=calibration)
         bar.set_postfix(val_acc=f"{metrics['accuracy']:.3f}", val_loss=f"{metrics['log_loss']:.3f}",
                         best=best["epoch"])
+        if ckpt and (epoch + 1 == config.epochs or time.monotonic() - saved_at >= checkpoint_every_s):
+            ckpt.save_state(resume_key, epoch + 1, model, optimizer, rng, history, best)
+            saved_at = time.monotonic()
     bar.close()
     train_seconds = time.perf_counter() - began
 
@@ -316,13 +351,19 @@ def train_all_fusions(
     config: FusionConfig,
     methods: Sequence[str] = FUSION_METHODS,
     modality_sets: Sequence[str] = tuple(MODALITY_SETS),
+    checkpoints: str | Path | None = None,
     progress: bool = True,
 ) -> list[FusionResult]:
     """Train every method for every modality set into ``out_root/<method>-<modalities>/``.
 
     ``embeddings``: a folder of ``<backbone>.parquet`` or a mapping backbone -> Parquet
-    file (see :func:`load_fusion_data`). Resumes: a folder already complete (``fusion.json`` written last by
-    :func:`train_fusion`) for the same method, settings and embeddings is skipped.
+    file (see :func:`load_fusion_data`); the folder, the files and ``out_root`` may be
+    ``s3://``. Resumes: a folder already complete (``fusion.json`` written last by
+    :func:`train_fusion`) for the same method, settings and embeddings is skipped. With
+    ``checkpoints`` (a folder or ``s3://`` prefix), each model's training state lives in
+    ``checkpoints/<method>-<modalities>/`` and each finished model is kept in its ``done/``,
+    so a new process (a retried pod with an empty ``out_root``) copies the finished ones and
+    continues the interrupted one.
 
     Raises:
         ConfigError: unknown method or modality set; a complete folder made with other
@@ -337,12 +378,30 @@ def train_all_fusions(
         check_method(method)
     for modalities in modality_sets:
         check_modalities(modalities)
-    out_root = Path(out_root)
+    with contextlib.ExitStack() as stack:
+        local_embeddings = locations.local_inputs(stack, embeddings)
+        local_root = stack.enter_context(locations.output_folder(out_root, pull_existing=True))
+        results = _train_all(local_embeddings, local_root, config=config, methods=methods,
+                             modality_sets=modality_sets, checkpoints=checkpoints, progress=progress)
+    if locations.is_remote(str(out_root)):
+        from dataclasses import replace
+
+        results = [replace(r, out_dir=locations.join(str(out_root), r.out_dir.name)) for r in results]
+    return results
+
+
+def _train_all(embeddings: Embeddings, out_root: Path, *, config: FusionConfig, methods: Sequence[str],
+               modality_sets: Sequence[str], checkpoints: str | Path | None,
+               progress: bool) -> list[FusionResult]:
     results = []
     for modalities in modality_sets:
         data = None
         for method in methods:
             out_dir = out_root / f"{method}-{modalities}"
+            ckpt = locations.join(str(checkpoints), out_dir.name) if checkpoints else None
+            if _completed(out_dir) is None and ckpt and Checkpoints(ckpt).fetch_folder("done", out_dir,
+                                                                                        FUSION_FILE):
+                log.info("%s: finished before, copied from %s", out_dir.name, ckpt)
             meta = _completed(out_dir)
             if meta is not None:
                 if data is None:
@@ -363,5 +422,7 @@ def train_all_fusions(
                 log.debug("%s %s: already complete, skipped (%s)", method, modalities, out_dir)
                 continue
             results.append(train_fusion(embeddings, out_dir, method=method, modalities=modalities,
-                                        config=config, progress=progress))
+                                        config=config, checkpoints=ckpt, progress=progress))
+            if ckpt:
+                Checkpoints(ckpt).keep_folder(out_dir, "done", last=FUSION_FILE)
     return results

@@ -1,15 +1,23 @@
-"""tf.data input pipelines over a feature store: streamed, parallel, deterministic for a seed.
+"""tf.data input pipelines over a feature store: one feature, streamed part by part.
 
-A training stream never holds the store in memory: the index (paths, labels) is sliced
-into a dataset, each element loads the one array it needs from its clip file in a
-parallel ``tf.numpy_function``, and the stream is shuffled, batched, mixed up and
-prefetched.
+A stream reads only the feature its backbone needs, one part file at a time (about 32 clips,
+one contiguous column chunk: a large sequential read, local or ``s3://``), never the whole
+store and never the other features. Memory is bounded by the parts in flight
+(``parallel_reads``), the shuffle buffer and the prefetched batches, whatever the store's size.
 
-- Audio backbones: one example per clip, ``[shape=(n_bins, frames, 2), float32]``.
+- Audio backbones: one example per clip, ``[shape=(n_bins, frames, 2), float32]``; a part
+  decodes to one float16 array without per-clip work.
 - Visual backbones: one example per video FRAME, labelled with its clip's label;
-  ``frames_per_clip`` random frames of each clip per epoch (``None``: all of them).
+  ``frames_per_clip`` random frames of each clip per epoch (``None``: all of them). The
+  frames travel as JPEG bytes through the shuffle buffer and are decoded last, in parallel,
+  by ``tf.io.decode_jpeg`` (libjpeg-turbo), only those chosen.
 
-Evaluation streams keep the store's order: whole clips (audio) or every frame of every
+Training shuffles twice: the order of the parts (seeded per epoch), then the examples in a
+buffer spanning several parts. A training batch is ``((x, lam, perm), y)``: ``x`` as stored
+(float16 spectrograms, uint8 frames), the mixup weights and partners, and the mixed soft
+labels; the cast to float32 and the mixing of ``x`` happen in the model
+(:mod:`avsc.training.mixup`), on the accelerator, not on the CPU cores feeding it. Evaluation streams keep the store's order
+(:meth:`avsc.features.store.FeatureStore.clips`): whole clips (audio) or every frame of every
 clip in order (visual; a clip's prediction is the mean over its frames, see
 :func:`clip_predictions`).
 """
@@ -18,54 +26,95 @@ from __future__ import annotations
 
 import numpy as np
 
-from avsc.config import BACKBONE_FEATURE, VISUAL_BACKBONES
+from avsc.config import VISUAL_BACKBONES
 from avsc.errors import DataError
-from avsc.features.store import FeatureStore, load_clip
+from avsc.features.store import FeatureSpec, FeatureStore, Part, read_part_feature
 from avsc.labels import LABEL_INDEX, LABELS
-from avsc.training.mixup import mixup
+from avsc.training.mixup import mixup  # noqa: F401  (re-exported: the one mixup of Phase I)
+
+PARALLEL_READS = 4  # part files read at the same time (each ~12 MB at the paper preset)
 
 
-def label_indices(store: FeatureStore, split: str) -> tuple[list[str], np.ndarray]:
-    """Paths and integer labels (alphabetical :data:`avsc.labels.LABELS`) of one split."""
+def label_indices(store: FeatureStore, split: str) -> np.ndarray:
+    """Integer labels (alphabetical :data:`avsc.labels.LABELS`) of one split, in store order.
+
+    Raises:
+        DataError: a label that is not a scene of :data:`avsc.labels.LABELS`.
+    """
     rows = store.clips(split)
-    unknown = sorted(set(rows["label"]) - set(LABEL_INDEX))
+    _check_labels(store, rows["label"])
+    return np.array([LABEL_INDEX[v] for v in rows["label"]], dtype=np.int32)
+
+
+def _check_labels(store: FeatureStore, labels) -> None:
+    unknown = sorted(set(labels) - set(LABEL_INDEX))
     if unknown:
         raise DataError(store.roots[0], f"unknown scene label(s) {', '.join(unknown)} in the index",
                         f"labels must be among {', '.join(LABELS)}")
-    return list(rows["path"]), np.array([LABEL_INDEX[v] for v in rows["label"]], dtype=np.int32)
 
 
-def _element_shape(store: FeatureStore, backbone: str) -> tuple[int, ...]:
-    feature = BACKBONE_FEATURE[backbone]
-    if feature not in store.shapes:
-        raise DataError(store.roots[0], f"feature store has no {feature!r} feature, needed by {backbone}",
-                        "re-run preprocess with that feature")
-    return tuple(store.shapes[feature])
+def _part_loader(parts: list[Part], spec: FeatureSpec, frames_per_clip: int | None, seed: int):
+    """A NumPy function (part number) -> (examples, int32 labels) of that part.
 
+    Audio: ``[n_clips, *shape]`` float16. Visual: the chosen frames of every clip, as JPEG
+    strings ``[n_frames]`` (or uint8 pixels ``[n_frames, H, W, 3]`` for a raw store).
+    """
+    labels = [np.array([LABEL_INDEX[v] for v in part.labels], np.int32) for part in parts]
+    visual = spec.name == "frames"
 
-def _loader(feature: str, frames_per_clip: int | None):
-    """A NumPy function (path, seed) -> the array a clip contributes, float32."""
-    def load(path: bytes, seed: np.ndarray) -> np.ndarray:
-        array = load_clip(path.decode(), [feature])[feature]
-        if frames_per_clip is not None and feature == "frames" and frames_per_clip < len(array):
-            chosen = np.random.default_rng(seed.tolist()).choice(len(array), frames_per_clip, replace=False)
-            array = array[np.sort(chosen)]
-        return array.astype(np.float32)
+    def load(number: np.ndarray):
+        number = int(number)
+        part = parts[number]
+        values = read_part_feature(part.location, spec, part.rows, decode=False)
+        if not visual:
+            return np.ascontiguousarray(values), labels[number]
+        n_frames = spec.shape[0]
+        rng = np.random.default_rng([seed, number])
+        chosen = [np.arange(n_frames) if frames_per_clip is None or frames_per_clip >= n_frames
+                  else np.sort(rng.choice(n_frames, frames_per_clip, replace=False))
+                  for _ in range(len(part.rows))]
+        clip_labels = np.concatenate([np.full(len(c), y, np.int32) for c, y in zip(chosen, labels[number])])
+        if spec.encoding == "jpeg":
+            jpegs = [clip[i] for clip, picks in zip(values, chosen) for i in picks]
+            return np.array(jpegs, dtype=object), clip_labels
+        return np.concatenate([clip[picks] for clip, picks in zip(values, chosen)]), clip_labels
     return load
 
 
-def _load_map(feature: str, shape: tuple[int, ...], frames_per_clip: int | None):
+def _parts_dataset(parts: list[Part], spec: FeatureSpec, order: np.ndarray, *,
+                   frames_per_clip: int | None, seed: int, parallel_reads: int):
+    """Examples ``(x, label)`` of ``parts`` read in ``order``, ``parallel_reads`` parts at a time."""
     import tensorflow as tf
 
-    load = _loader(feature, frames_per_clip)
-    if feature == "frames" and frames_per_clip is not None:
-        shape = (min(frames_per_clip, shape[0]),) + shape[1:]
+    load = _part_loader(parts, spec, frames_per_clip, seed)
+    jpeg = spec.encoding == "jpeg"
+    if spec.name == "frames":
+        x_type, x_shape = (tf.string, [None]) if jpeg else (tf.uint8, [None, *spec.shape[1:]])
+    else:
+        x_type, x_shape = tf.float16, [None, *spec.shape]
 
-    def fn(path, label, seed):
-        array = tf.numpy_function(load, [path, seed], tf.float32, stateful=False)
-        array.set_shape(shape)
-        return array, label
-    return fn
+    def read(number):
+        x, y = tf.numpy_function(load, [number], [x_type, tf.int32], stateful=False)
+        x.set_shape(x_shape)
+        y.set_shape([None])
+        return x, y
+
+    ds = tf.data.Dataset.from_tensor_slices(order.astype(np.int64))
+    ds = ds.map(read, num_parallel_calls=max(1, parallel_reads), deterministic=True)
+    return ds.unbatch()
+
+
+def _decode_frames(spec: FeatureSpec):
+    import tensorflow as tf
+
+    size = spec.shape[1:]
+
+    def decode(x, label):
+        if spec.encoding == "jpeg":
+            x = tf.io.decode_jpeg(x, channels=3, dct_method="INTEGER_ACCURATE")
+            x.set_shape(size)
+        return x, label
+    return decode
 
 
 def train_dataset(
@@ -77,77 +126,110 @@ def train_dataset(
     frames_per_clip: int | None = None,
     seed: int = 0,
     shuffle_buffer: int = 2048,
+    parallel_reads: int = PARALLEL_READS,
 ):
-    """One epoch of shuffled, mixed-up training batches ``(x, y_soft)``.
+    """One epoch of shuffled training batches ``((x, lam, perm), y_soft)`` from the train split.
 
     Pass a different ``seed`` each epoch (e.g. ``config.seed * 100003 + epoch``); the same
     seed always gives the same batches.
 
+    Args:
+        shuffle_buffer: examples shuffled together (frames for a visual backbone; for an
+            audio backbone at most 256 clips, ~94 MB of float16 at the paper preset).
+        parallel_reads: part files read at the same time.
+
     Returns:
-        tf.data.Dataset of ``x`` [shape=(batch, ...), float32] and ``y`` [shape=(batch, 10),
-        float32] (soft labels after mixup).
+        tf.data.Dataset of ``((x, lam, perm), y)``: ``x`` [shape=(batch, ...)] as stored
+        (float16 spectrograms, uint8 frames), ``lam`` [shape=(batch,), float32] mixing weights
+        (all 1 without mixup), ``perm`` [shape=(batch,), int32] mixing partners, ``y``
+        [shape=(batch, 10), float32] soft labels after mixup. Feed it to
+        :func:`avsc.training.mixup.with_mixup` of the backbone, or mix it yourself with
+        :func:`avsc.training.mixup.mix_batch`.
+
+    Raises:
+        DataError: the store lacks the backbone's feature, or the train split is empty.
     """
     import tensorflow as tf
 
-    shape = _element_shape(store, backbone)
-    feature = BACKBONE_FEATURE[backbone]
-    paths, labels = label_indices(store, "train")
-    if not paths:
+    spec = store.spec_for(backbone)
+    parts = store.parts("train")
+    if not parts:
         raise DataError(store.roots[0], "the train split is empty", "the store needs train clips")
+    _check_labels(store, store.clips("train")["label"])
     visual = backbone in VISUAL_BACKBONES
-    n = len(paths)
-    seeds = np.stack([np.full(n, seed, np.int64), np.arange(n, dtype=np.int64)], axis=1)
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels, seeds))
-    ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=False)
-    ds = ds.map(_load_map(feature, shape, frames_per_clip if visual else None),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if visual:  # each frame becomes an example carrying its clip's label
-        ds = ds.flat_map(lambda frames, label: tf.data.Dataset.from_tensor_slices(
-            (frames, tf.fill([tf.shape(frames)[0]], label))))
-        ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=False)
-    ds = ds.map(lambda x, label: (x, tf.one_hot(label, len(LABELS), dtype=tf.float32)))
-    ds = ds.batch(batch_size)
-    if mixup_alpha and mixup_alpha > 0:
-        ds = ds.enumerate().map(_mixup_map(mixup_alpha, seed), num_parallel_calls=tf.data.AUTOTUNE,
-                                deterministic=True)
+    order = np.random.default_rng([seed, 0x5EED]).permutation(len(parts))
+    ds = _parts_dataset(parts, spec, order, frames_per_clip=frames_per_clip if visual else None,
+                        seed=seed, parallel_reads=parallel_reads)
+    buffer = shuffle_buffer if visual else min(shuffle_buffer, 256)
+    ds = ds.shuffle(buffer, seed=seed + 1, reshuffle_each_iteration=False)
+    if visual:
+        ds = ds.map(_decode_frames(spec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(
+        -(-_examples(parts, spec, frames_per_clip if visual else None) // batch_size)))
+    ds = ds.enumerate().map(_batch_map(mixup_alpha, seed), num_parallel_calls=tf.data.AUTOTUNE,
+                            deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _mixup_map(alpha: float, seed: int):
+def _examples(parts: list[Part], spec: FeatureSpec, frames_per_clip: int | None) -> int:
+    """Examples a stream over ``parts`` yields: clips, or frames for a visual backbone.
+
+    Keras needs the count: with an unknown cardinality it runs one step too many an epoch.
+    """
+    clips = sum(len(part.rows) for part in parts)
+    if spec.name != "frames":
+        return clips
+    per_clip = spec.shape[0] if frames_per_clip is None else min(frames_per_clip, spec.shape[0])
+    return clips * per_clip
+
+
+def _batch_map(alpha: float, seed: int):
+    """(step, (x, labels)) -> ((x, lam, perm), soft labels): the mixup draws of one batch.
+
+    ``x`` is passed on untouched; only the labels are mixed here (``[batch, 10]``).
+    """
     import tensorflow as tf
 
     def fn(step, batch):
-        x, y = batch
+        x, label = batch
+        y = tf.one_hot(label, len(LABELS), dtype=tf.float32)
         n = tf.shape(x)[0]
+        if not alpha or alpha <= 0:
+            return (x, tf.ones([n], tf.float32), tf.range(n, dtype=tf.int32)), y
         s = tf.stack([tf.cast(seed, tf.int64), step])
         # Beta(alpha, alpha) as g1 / (g1 + g2) with g ~ Gamma(alpha).
         g1 = tf.random.stateless_gamma([n], seed=s, alpha=alpha)
         g2 = tf.random.stateless_gamma([n], seed=s + [0, 7919], alpha=alpha)
         lam = g1 / tf.maximum(g1 + g2, 1e-12)
-        perm = tf.argsort(tf.random.stateless_uniform([n], seed=s + [0, 15485863]))
-        return mixup(x, y, lam, perm)
+        perm = tf.cast(tf.argsort(tf.random.stateless_uniform([n], seed=s + [0, 15485863])), tf.int32)
+        y = lam[:, None] * y + (1.0 - lam[:, None]) * tf.gather(y, perm)
+        return (x, lam, perm), y
     return fn
 
 
-def eval_dataset(store: FeatureStore, backbone: str, split: str | None, *, batch_size: int):
-    """Unshuffled inputs of a split in index order (``split=None``: every clip).
+def eval_dataset(store: FeatureStore, backbone: str, split: str | None, *, batch_size: int,
+                 parallel_reads: int = PARALLEL_READS):
+    """Unshuffled inputs of a split in store order (``split=None``: every clip), as stored:
+    float16 spectrograms or uint8 frames (a Keras model casts them to its input dtype).
 
     Audio: one element per clip. Visual: every frame of every clip, clip by clip, so
-    predictions reshape to ``[n_clips, n_frames, ...]``.
+    predictions reshape to ``[n_clips, n_frames, ...]``. The clips are those of
+    ``store.clips(split)``, in that order.
+
+    Raises:
+        DataError: the store lacks the backbone's feature.
     """
     import tensorflow as tf
 
-    shape = _element_shape(store, backbone)
-    feature = BACKBONE_FEATURE[backbone]
-    paths, labels = label_indices(store, split) if split else (
-        list(store.clips()["path"]), np.zeros(len(store.clips()), np.int32))
-    seeds = np.zeros((len(paths), 2), np.int64)
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels, seeds))
-    ds = ds.map(_load_map(feature, shape, None), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.map(lambda x, label: x)
+    spec = store.spec_for(backbone)
+    parts = store.parts(split)
+    ds = _parts_dataset(parts, spec, np.arange(len(parts)), frames_per_clip=None, seed=0,
+                        parallel_reads=parallel_reads)
     if backbone in VISUAL_BACKBONES:
-        ds = ds.unbatch()
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        ds = ds.map(_decode_frames(spec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(lambda x, label: x).batch(batch_size).apply(
+        tf.data.experimental.assert_cardinality(-(-_examples(parts, spec, None) // batch_size)))
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def clip_predictions(outputs: np.ndarray, n_clips: int) -> np.ndarray:

@@ -1,0 +1,364 @@
+"""Writing the feature store (format in :mod:`avsc.features.store`): parts, indexes, summaries.
+
+- :func:`init_store` creates ``store.json`` (or checks that an existing store has the same
+  feature config);
+- :func:`encode_clip` turns one clip's arrays into what a part holds (float16 bytes, JPEG
+  frames); preprocessing workers call it, so the encoding runs in parallel;
+- :class:`PartWriter` collects encoded clips per split and writes a part file every
+  ``part_clips`` clips, atomically (local: temporary file + rename; ``s3://``: one object);
+- :func:`scan_parts` lists the clips already in a store's parts, which is how a re-run skips
+  them; :func:`write_index` records a shard's clips; :func:`merge_summaries` rebuilds
+  ``summary.json``;
+- :class:`StoreWriter` does all of it for code that has arrays in hand (tests, benchmarks,
+  :func:`convert_store`).
+
+Example:
+    >>> with StoreWriter("features", config, shapes) as writer:
+    ...     writer.add("bus-lyon-1-1", "bus", "train", {"mel": mel, "frames": frames})
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from avsc.config import FeatureConfig, config_hash, to_dict
+from avsc.errors import ConfigError, DataError
+from avsc.features.store import (
+    META_FILE,
+    STORE_FORMAT,
+    FeatureSpec,
+    encode_feature,
+    feature_specs,
+    read_store_meta,
+)
+from avsc.storage import locations
+
+log = logging.getLogger(__name__)
+
+PART_CLIPS = 32  # clips a part holds: ~12 MB per spectrogram column at the paper preset
+# Parquet compression of the parts. Spectrograms in float16 gain ~10 % with zstd and read
+# ~10 % slower; JPEG frames do not compress further (docs/features.md, the measured choice).
+COMPRESSION = "none"
+_INDEX_COLUMNS = ("clip_id", "label", "split", "part", "row")
+
+
+def shard_name(shard: tuple[int, int]) -> str:
+    """``shard-00002-of-00004``: how a shard's parts, index and summary are named."""
+    return f"shard-{shard[0]:05d}-of-{shard[1]:05d}"
+
+
+def check_frame_encoding(config: FeatureConfig) -> None:
+    """Reject a frames encoding the store cannot write.
+
+    Raises:
+        ConfigError: naming the setting.
+    """
+    frames = config.frames
+    if frames.encoding not in ("jpeg", "raw"):
+        raise ConfigError(f"features.frames.encoding must be jpeg or raw, not {frames.encoding!r}")
+    if not 1 <= frames.jpeg_quality <= 100:
+        raise ConfigError(f"features.frames.jpeg_quality must be in 1..100, not {frames.jpeg_quality}")
+
+
+def init_store(root: str | Path, config: FeatureConfig, shapes: dict[str, Sequence[int]]) -> dict[str, FeatureSpec]:
+    """Create (or check) a store at ``root`` (a folder or an ``s3://`` prefix) for ``config``.
+
+    Returns:
+        feature name -> :class:`~avsc.features.store.FeatureSpec`.
+
+    Raises:
+        ConfigError: an impossible frames encoding.
+        DataError: ``root`` holds a store made with another config, or of a previous format.
+    """
+    check_frame_encoding(config)
+    root = str(root)
+    specs = feature_specs(config, shapes)
+    digest = config_hash(config)
+    meta_location = locations.join(root, META_FILE)
+    if locations.exists(meta_location):
+        existing = read_store_meta(root)
+        if existing.get("config_hash") != digest:
+            raise DataError(root, f"feature store was made with config {existing.get('config_hash')}, "
+                            f"not {digest}", "use a new output folder or the same config")
+        return specs
+    locations.write_json(meta_location, {
+        "format": STORE_FORMAT,
+        "config": to_dict(config),
+        "config_hash": digest,
+        "features": {name: spec.to_json() for name, spec in specs.items()},
+        "layout": "parts/<split>/<shard>-<run>-<seq>.parquet: one row a clip (clip_id, label, split, "
+                  "one column per feature); index/<shard>.parquet: clip_id, label, split, part, row",
+    })
+    return specs
+
+
+def store_location(root: str | Path, config: FeatureConfig) -> str:
+    """Where the features of ``config`` live under a run or project location:
+    ``ROOT/features/<config hash>``, so every run with the same feature settings reuses them."""
+    return locations.join(str(root), "features", config_hash(config))
+
+
+def write_store_ref(folder: str | Path, store: str, config: FeatureConfig) -> None:
+    """Make ``folder`` stand for ``store`` (see :data:`avsc.features.store.REF_FILE`)."""
+    from avsc.features.store import REF_FILE
+
+    locations.write_json(locations.join(str(folder), REF_FILE),
+                         {"uri": store, "config_hash": config_hash(config), "format": STORE_FORMAT})
+
+
+# --------------------------------------------------------------------------- encoding and parts
+
+@dataclass(frozen=True)
+class EncodedClip:
+    """One clip as a part stores it: ``values`` maps a feature to its bytes (or JPEG list)."""
+
+    clip_id: str
+    label: str
+    split: str
+    values: dict
+
+
+def encode_clip(clip_id: str, label: str, split: str, arrays: dict[str, np.ndarray],
+                specs: dict[str, FeatureSpec]) -> EncodedClip:
+    """Encode the arrays of one clip for the store (every feature of ``specs`` is required).
+
+    Raises:
+        ValueError: a feature is missing or has the wrong shape.
+    """
+    missing = sorted(set(specs) - set(arrays))
+    if missing:
+        raise ValueError(f"{clip_id}: no {', '.join(missing)} array")
+    return EncodedClip(clip_id, label, split,
+                       {name: encode_feature(arrays[name], spec) for name, spec in specs.items()})
+
+
+def part_schema(specs: dict[str, FeatureSpec]):
+    """The Arrow schema of a part: ids, then one column per feature with its spec as metadata."""
+    import json
+
+    import pyarrow as pa
+
+    fields = [pa.field("clip_id", pa.string(), nullable=False),
+              pa.field("label", pa.string(), nullable=False),
+              pa.field("split", pa.string(), nullable=False)]
+    for name, spec in specs.items():
+        kind = pa.list_(pa.binary()) if spec.encoding == "jpeg" else pa.binary(spec.nbytes)
+        fields.append(pa.field(name, kind, nullable=False,
+                               metadata={"avsc.spec": json.dumps(spec.to_json())}))
+    return pa.schema(fields, metadata={"avsc.format": STORE_FORMAT})
+
+
+def write_part(location: str, clips: Sequence[EncodedClip], specs: dict[str, FeatureSpec]) -> None:
+    """Write ``clips`` as one part file (one row group), atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = part_schema(specs)
+    columns = {"clip_id": [c.clip_id for c in clips], "label": [c.label for c in clips],
+               "split": [c.split for c in clips]}
+    for name in specs:
+        columns[name] = [c.values[name] for c in clips]
+    table = pa.Table.from_pydict(columns, schema=schema)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression=COMPRESSION, row_group_size=len(clips),
+                   use_dictionary=["label", "split"], write_statistics=["clip_id", "label", "split"])
+    locations.write_bytes(location, sink.getvalue().to_pybytes())
+
+
+class PartWriter:
+    """Collects encoded clips per split and writes a part every ``part_clips`` clips.
+
+    Parts are named ``parts/<split>/<shard>-<run>-<seq>.parquet``: ``run`` is random per
+    writer, so two runs of one shard never overwrite each other's parts.
+
+    Attributes:
+        rows: index rows (clip_id, label, split, part, row) of every clip written so far.
+    """
+
+    def __init__(self, root: str | Path, specs: dict[str, FeatureSpec], shard: tuple[int, int],
+                 part_clips: int = PART_CLIPS):
+        if part_clips < 1:
+            raise ConfigError(f"part_clips must be at least 1, not {part_clips}")
+        self.root, self.specs, self.shard, self.part_clips = str(root), specs, shard, part_clips
+        self.run = secrets.token_hex(3)
+        self.rows: list[dict] = []
+        self._pending: dict[str, list[EncodedClip]] = {}
+        self._seq = 0
+
+    def add(self, clip: EncodedClip) -> None:
+        pending = self._pending.setdefault(clip.split, [])
+        pending.append(clip)
+        if len(pending) >= self.part_clips:
+            self._write(clip.split)
+
+    def flush(self) -> None:
+        """Write every split's pending clips (a last, shorter part each)."""
+        for split in sorted(self._pending):
+            if self._pending[split]:
+                self._write(split)
+
+    def _write(self, split: str) -> None:
+        clips = self._pending.pop(split)
+        relative = f"parts/{split}/{shard_name(self.shard)}-{self.run}-{self._seq:05d}.parquet"
+        self._seq += 1
+        write_part(locations.join(self.root, *relative.split("/")), clips, self.specs)
+        self.rows.extend({"clip_id": c.clip_id, "label": c.label, "split": c.split, "part": relative,
+                          "row": row} for row, c in enumerate(clips))
+        log.debug("wrote %s (%d clips)", relative, len(clips))
+
+
+def scan_parts(root: str | Path, *, workers: int = 8) -> list[dict]:
+    """Index rows of every clip in every part of the store (reads only the id columns).
+
+    Raises:
+        DataError: a part that is not readable (naming it).
+    """
+    from avsc.features.store import read_part
+
+    root = str(root)
+    base = locations.join(root, "parts")
+    files = locations.list_files(base, suffix=".parquet")
+
+    def one(location: str) -> list[dict]:
+        table = read_part(location, ["clip_id", "label", "split"])
+        relative = "parts/" + location[len(base):].lstrip("/\\").replace("\\", "/")
+        return [dict(row, part=relative, row=i) for i, row in enumerate(table.to_pylist())]
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return [row for rows in pool.map(one, files) for row in rows]
+
+
+def write_index(root: str | Path, shard: tuple[int, int], rows: list[dict]) -> str:
+    """Record the clips of one shard (dicts with clip_id, label, split, part, row)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([pa.field("clip_id", pa.string(), nullable=False),
+                        pa.field("label", pa.string(), nullable=False),
+                        pa.field("split", pa.string(), nullable=False),
+                        pa.field("part", pa.string(), nullable=False),
+                        pa.field("row", pa.int32(), nullable=False)])
+    table = pa.Table.from_pylist([{k: r[k] for k in _INDEX_COLUMNS} for r in rows], schema=schema)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    location = locations.join(str(root), "index", f"{shard_name(shard)}.parquet")
+    locations.write_bytes(location, sink.getvalue().to_pybytes())
+    return location
+
+
+def write_summary(root: str | Path, summary: dict) -> None:
+    locations.write_json(locations.join(str(root), "summary.json"), summary)
+
+
+def merge_summaries(root: str | Path) -> dict:
+    """Rebuild ``summary.json`` of a store from its shard indexes and shard summaries.
+
+    ``processed`` counts the clips that have features in the store (over every shard, from
+    every run); ``rejected`` lists the clips the latest run of each shard could not
+    process and that still have no features; ``shapes`` are the store's feature shapes.
+    """
+    import pyarrow.parquet as pq
+
+    root = str(root)
+    clip_ids: set[str] = set()
+    for index_file in locations.list_files(locations.join(root, "index"), suffix=".parquet"):
+        with locations.open_input(index_file) as handle:
+            clip_ids.update(pq.read_table(handle, columns=["clip_id"]).column("clip_id").to_pylist())
+    rejected: dict[str, str] = {}
+    shards = []
+    for summary_file in locations.list_files(root, suffix=".json"):
+        if not locations.name_of(summary_file).startswith("summary-shard-"):
+            continue
+        part = locations.read_json(summary_file)
+        shards.append(part.get("shard"))
+        for item in part.get("rejected", []):
+            if item["clip_id"] not in clip_ids:
+                rejected[item["clip_id"]] = item["reason"]
+    shapes = {name: spec["shape"] for name, spec in read_store_meta(root)["features"].items()}
+    summary = {
+        "processed": len(clip_ids),
+        "rejected": [{"clip_id": key, "reason": rejected[key]} for key in sorted(rejected)],
+        "shapes": shapes,
+        "shards": shards,
+    }
+    write_summary(root, summary)
+    return summary
+
+
+# --------------------------------------------------------------------------- arrays in hand
+
+class StoreWriter:
+    """Write clips given as arrays into a store; the shard's index is written on close.
+
+    Example:
+        >>> with StoreWriter(root, config, {"mel": [128, 715, 2]}) as writer:
+        ...     writer.add("bus-lyon-1-1", "bus", "train", {"mel": mel})
+    """
+
+    def __init__(self, root: str | Path, config: FeatureConfig, shapes: dict[str, Sequence[int]],
+                 *, shard: tuple[int, int] = (0, 1), part_clips: int = PART_CLIPS):
+        self.root = str(root)
+        self.specs = init_store(self.root, config, shapes)
+        self.shard = shard
+        self._parts = PartWriter(self.root, self.specs, shard, part_clips)
+
+    def add(self, clip_id: str, label: str, split: str, arrays: dict[str, np.ndarray]) -> None:
+        self._parts.add(encode_clip(clip_id, label, split, arrays, self.specs))
+
+    def close(self) -> str:
+        """Write pending parts and the shard's index; returns the index location."""
+        self._parts.flush()
+        return write_index(self.root, self.shard, self._parts.rows)
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.close()
+
+
+def convert_store(old_root: str | Path, new_root: str | Path, *, part_clips: int = PART_CLIPS) -> int:
+    """Copy a store of the previous format (``avsc-features/1``: one ``.npz`` per clip) into a
+    current one; frames are encoded as the recorded config says (JPEG by default).
+
+    Returns:
+        The number of clips converted.
+
+    Raises:
+        DataError: ``old_root`` is not an ``avsc-features/1`` store.
+    """
+    import pyarrow.parquet as pq
+
+    from avsc.config import feature_config_from_dict
+
+    old = Path(old_root)
+    meta_path = old / META_FILE
+    meta = locations.read_json(meta_path) if meta_path.is_file() else {}
+    if meta.get("format") != "avsc-features/1":
+        raise DataError(old, "not an avsc-features/1 store (no store.json of that format)")
+    recorded = dict(meta["config"])
+    recorded["frames"] = {k: v for k, v in recorded.get("frames", {}).items()
+                          if k in ("fps", "size")}  # the old format had no encoding settings
+    config = feature_config_from_dict(recorded)
+    shapes = {name: spec["shape"] for name, spec in meta["features"].items()}
+    count = 0
+    with StoreWriter(new_root, config, shapes, part_clips=part_clips) as writer:
+        for index_file in sorted((old / "index").glob("shard-*.parquet")):
+            for row in pq.read_table(index_file).to_pylist():
+                try:
+                    with np.load(old / row["file"]) as data:
+                        arrays = {name: data[name] for name in shapes}
+                except (OSError, KeyError, ValueError) as exc:
+                    raise DataError(old / row["file"], f"unreadable clip file ({exc})") from None
+                writer.add(row["clip_id"], row["label"], row["split"], arrays)
+                count += 1
+    log.info("converted %d clips from %s to %s", count, old, new_root)
+    return count

@@ -1,0 +1,391 @@
+"""One way to read and write a *location*: a local path or an ``s3://bucket/key`` URI.
+
+Every stage that takes a dataset, manifest, feature store, model folder or output folder
+goes through these functions, so each accepts both kinds of location:
+
+- reads use pyarrow's filesystems (:class:`pyarrow.fs.LocalFileSystem`,
+  :class:`pyarrow.fs.S3FileSystem` built from :class:`avsc.storage.s3.S3Settings`), which
+  read objects with HTTP range requests: :func:`open_input` gives a seekable file, so a
+  Parquet reader fetches only the byte ranges it needs (one feature's column chunk, never
+  the whole object);
+- writes are atomic per file: a local file is written beside its target and renamed
+  (:func:`avsc.storage.files.atomic_path`); an object is sent with the ``minio`` client as one
+  PUT (or a multipart upload that is aborted on failure), so readers see the whole object
+  or nothing;
+- folders the library only knows how to use locally (a Keras model, a report) are staged:
+  :func:`local_folder` pulls a small folder into a temporary one, :func:`output_folder`
+  pushes one when the block succeeds (:mod:`avsc.storage.sync`).
+
+Credentials come from ``AVSC_S3_*`` (:meth:`~avsc.storage.s3.S3Settings.from_env`), read when a
+remote location is first used, never at import.
+
+Example:
+    >>> write_bytes("s3://avsc/runs/r1/notes.txt", b"hello")
+    >>> read_bytes("s3://avsc/runs/r1/notes.txt")
+    b'hello'
+    >>> with open_input("features/parts/train/shard-00000-of-00001-00000.parquet") as f: ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import logging
+import os
+import posixpath
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from avsc.errors import StoreError
+from avsc.storage.files import atomic_path
+from avsc.storage.s3 import S3Settings, Session, is_remote, parse_uri
+
+if TYPE_CHECKING:
+    import pyarrow.fs
+
+log = logging.getLogger(__name__)
+
+__all__ = ["join", "is_remote", "name_of", "exists", "list_files", "read_bytes", "open_input",
+           "write_bytes", "read_json", "write_json", "copy", "remove", "local_folder", "output_folder",
+           "ffmpeg_input", "s3_filesystem", "any_remote", "local_inputs"]
+
+
+def join(location: str | os.PathLike, *parts: str) -> str:
+    """``location`` with ``parts`` appended: ``/`` for a URI, the OS separator for a path."""
+    location = str(location)
+    if is_remote(location):
+        return posixpath.join(location.rstrip("/"), *[p.strip("/") for p in parts])
+    return os.path.join(location, *parts)
+
+
+def name_of(location: str | os.PathLike) -> str:
+    """The last component of a location (``s3://b/x/y.parquet`` -> ``y.parquet``)."""
+    return posixpath.basename(str(location).rstrip("/"))
+
+
+# ---------------------------------------------------------------- filesystems
+
+@functools.lru_cache(maxsize=4)
+def s3_filesystem(settings: S3Settings) -> pyarrow.fs.S3FileSystem:
+    """A pyarrow S3 filesystem for ``settings`` (one per settings, shared by threads).
+
+    Retries transient faults ``settings.retries`` times (AWS standard strategy) with the
+    same connect and request timeouts as the ``minio`` client of :mod:`avsc.storage.s3`.
+    """
+    import pyarrow.fs as pafs
+
+    return pafs.S3FileSystem(
+        access_key=settings.access_key, secret_key=settings.secret_key,
+        region=settings.region or "us-east-1", scheme="https" if settings.secure else "http",
+        endpoint_override=settings.endpoint,
+        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=max(1, settings.retries)),
+        connect_timeout=settings.connect_timeout_s, request_timeout=settings.read_timeout_s,
+        allow_bucket_creation=False, allow_bucket_deletion=False)
+
+
+def _settings(settings: S3Settings | None) -> S3Settings:
+    return settings or _env_settings()
+
+
+@functools.lru_cache(maxsize=1)
+def _env_settings_cached(key: tuple) -> S3Settings:
+    """Settings from the environment, cached per value of the variables (``key``)."""
+    return S3Settings.from_env()
+
+
+def _env_settings() -> S3Settings:
+    # Re-read when the variables change (tests set them per test); cached otherwise.
+    from avsc.storage.s3 import ENV_VARS
+
+    return _env_settings_cached(tuple(os.environ.get(name) for name in ENV_VARS))
+
+
+def _resolve(location: str | os.PathLike, settings: S3Settings | None = None):
+    """``(filesystem, path)`` of a location: the S3 filesystem and ``bucket/key``, or the local one."""
+    import pyarrow.fs as pafs
+
+    location = str(location)
+    if is_remote(location):
+        bucket, key = parse_uri(location)
+        return s3_filesystem(_settings(settings)), f"{bucket}/{key}" if key else bucket
+    return pafs.LocalFileSystem(), os.path.abspath(location)
+
+
+def _remote_error(exc: BaseException, location: str, settings: S3Settings | None) -> StoreError:
+    """A one-line StoreError for a pyarrow S3 failure, naming the URI and what to check."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    url = _settings(settings).url
+    if "ACCESS_DENIED" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
+        return StoreError(f"{location}: access denied by {url}; check AVSC_S3_ACCESS_KEY and "
+                          f"AVSC_S3_SECRET_KEY (Secret avsc-s3) and the key's rights on the bucket")
+    if "NETWORK_CONNECTION" in text or "Couldn't connect" in text or "curlCode" in text:
+        return StoreError(f"cannot reach the object store at {url} ({text}); check "
+                          f"AVSC_S3_ENDPOINT, AVSC_S3_SECURE and the network")
+    return StoreError(f"{location}: {text} ({url})")
+
+
+@contextlib.contextmanager
+def _mapped(location: str, settings: S3Settings | None = None) -> Iterator[None]:
+    """Turn pyarrow's OSErrors on a remote location into StoreErrors; local ones pass."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if is_remote(location):
+            raise _remote_error(exc, location, settings) from exc
+        raise
+
+
+# ---------------------------------------------------------------- reading
+
+def exists(location: str | os.PathLike, *, settings: S3Settings | None = None) -> bool:
+    """Whether a file (or object) exists at ``location``."""
+    import pyarrow.fs as pafs
+
+    fs, path = _resolve(location, settings)
+    with _mapped(str(location), settings):
+        return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def list_files(location: str | os.PathLike, *, suffix: str = "",
+               settings: S3Settings | None = None) -> list[str]:
+    """Every file below ``location`` (recursive) whose name ends with ``suffix``, sorted.
+
+    Returns full locations of the same kind as ``location``; an absent folder lists nothing.
+    Temporary files of atomic writes (names starting with ``.``) are left out.
+    """
+    import pyarrow.fs as pafs
+
+    location = str(location)
+    fs, path = _resolve(location, settings)
+    with _mapped(location, settings):
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    out = []
+    for info in infos:
+        if info.type != pafs.FileType.File or not info.base_name.endswith(suffix):
+            continue
+        if info.base_name.startswith("."):
+            continue
+        relative = info.path[len(path):].lstrip("/")
+        out.append(join(location, *relative.split("/")))
+    return sorted(out)
+
+
+def open_input(location: str | os.PathLike, *, settings: S3Settings | None = None):
+    """A seekable, read-only pyarrow file at ``location``: a memory map of a local file (its
+    pages are read as they are touched, without copies), ranged GETs on a remote object.
+
+    Raises:
+        FileNotFoundError: nothing there.
+        StoreError: the object store refused or could not be reached.
+    """
+    location = str(location)
+    if not is_remote(location):
+        import pyarrow as pa
+
+        if not os.path.isfile(location):
+            raise FileNotFoundError(location)
+        return pa.memory_map(location, "r")
+    fs, path = _resolve(location, settings)
+    with _mapped(location, settings):
+        return fs.open_input_file(path)
+
+
+def read_bytes(location: str | os.PathLike, *, settings: S3Settings | None = None) -> bytes:
+    """The whole content of a file or object (for small files: JSON, manifests, lists).
+
+    An object is fetched with one GET, so a file that is rewritten while it is read (a
+    checkpoint's ``state.json``) comes back as one whole version, never a mix of two.
+
+    Raises:
+        FileNotFoundError: nothing there.
+        StoreError: the object store refused or could not be reached.
+    """
+    location = str(location)
+    if not is_remote(location):
+        return Path(location).read_bytes()
+    from minio.error import S3Error
+
+    bucket, key = parse_uri(location)
+    session = _session(_settings(settings), bucket)
+
+    def fetch() -> bytes:
+        try:
+            response = session.client.get_object(bucket, key)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject"):
+                raise FileNotFoundError(location) from None
+            raise
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+    try:
+        return session.call(fetch, key)
+    except StoreError as exc:
+        if isinstance(exc.__cause__, FileNotFoundError):
+            raise FileNotFoundError(location) from None
+        raise
+
+
+def read_json(location: str | os.PathLike, *, settings: S3Settings | None = None) -> Any:
+    return json.loads(read_bytes(location, settings=settings))
+
+
+# ---------------------------------------------------------------- writing
+
+def write_bytes(location: str | os.PathLike, data: bytes, *,
+                settings: S3Settings | None = None) -> None:
+    """Write ``data`` to ``location`` atomically (readers see all of it or nothing).
+
+    A remote object is one PUT, or a multipart upload the client aborts if any part fails.
+    """
+    location = str(location)
+    if not is_remote(location):
+        with atomic_path(location) as tmp:
+            tmp.write_bytes(data)
+        return
+    bucket, key = parse_uri(location)
+    if not key:
+        raise StoreError(f"{location}: names a bucket, not an object")
+    session = _session(_settings(settings), bucket)
+    session.call(lambda: session.client.put_object(bucket, key, io.BytesIO(data), len(data)), key)
+
+
+def write_json(location: str | os.PathLike, data: Any, *, settings: S3Settings | None = None) -> None:
+    """``data`` as indented, key-sorted JSON, written atomically."""
+    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    write_bytes(location, text.encode(), settings=settings)
+
+
+def copy(source: str | os.PathLike, target: str | os.PathLike, *,
+         settings: S3Settings | None = None) -> None:
+    """Copy a file to another location of the same kind, atomically (server-side for ``s3://``)."""
+    source, target = str(source), str(target)
+    if is_remote(source) != is_remote(target):
+        raise StoreError(f"{source} -> {target}: copy within one kind of location only")
+    if not is_remote(source):
+        import shutil
+
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+        return
+    from minio.commonconfig import CopySource
+
+    src_bucket, src_key = parse_uri(source)
+    bucket, key = parse_uri(target)
+    session = _session(_settings(settings), bucket)
+    session.call(lambda: session.client.copy_object(bucket, key, CopySource(src_bucket, src_key)), key)
+
+
+def remove(location: str | os.PathLike, *, settings: S3Settings | None = None) -> None:
+    """Delete a file or object; nothing happens when it is not there."""
+    location = str(location)
+    if not is_remote(location):
+        Path(location).unlink(missing_ok=True)
+        return
+    bucket, key = parse_uri(location)
+    session = _session(_settings(settings), bucket)
+    session.call(lambda: session.client.remove_object(bucket, key), key)
+
+
+@functools.lru_cache(maxsize=8)
+def _session(settings: S3Settings, bucket: str) -> Session:
+    return Session(settings, bucket)
+
+
+# ---------------------------------------------------------------- staged folders
+
+@contextlib.contextmanager
+def local_folder(location: str | os.PathLike, *, include: list[str] | None = None,
+                 settings: S3Settings | None = None) -> Iterator[Path]:
+    """A local folder holding what is at ``location``: itself, or a temporary pulled copy.
+
+    For small folders the library reads with local-only tools (a Keras model folder, a
+    bundle, fusion outputs); the copy is removed when the block ends. ``include`` limits a
+    pull to those keys, relative to the prefix.
+    """
+    location = str(location)
+    if not is_remote(location):
+        yield Path(location)
+        return
+    from avsc.storage.sync import pull_dir
+
+    with tempfile.TemporaryDirectory(prefix="avsc-in-") as scratch:
+        pull_dir(location, scratch, include=include, settings=settings, progress=False)
+        yield Path(scratch)
+
+
+def any_remote(*values: Any) -> bool:
+    """Whether any of ``values`` (locations, or mappings of them) is an ``s3://`` URI."""
+    from collections.abc import Mapping
+
+    flat = [v for value in values for v in (value.values() if isinstance(value, Mapping) else [value])]
+    return any(is_remote(str(v)) for v in flat if v is not None)
+
+
+def local_inputs(stack: contextlib.ExitStack, value: Any, *, settings: S3Settings | None = None) -> Any:
+    """``value`` (a location, or a mapping name -> location) with each ``s3://`` entry fetched
+    into a temporary local copy that lives as long as ``stack``: an object as a file, a
+    prefix as a folder. Local entries (and None) are passed through."""
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        return {key: local_inputs(stack, v, settings=settings) for key, v in value.items()}
+    if value is None or not is_remote(str(value)):
+        return value
+    if exists(value, settings=settings):  # one object
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="avsc-in-")))
+        local = scratch / name_of(value)
+        local.write_bytes(read_bytes(value, settings=settings))
+        return local
+    return stack.enter_context(local_folder(value, settings=settings))
+
+
+@contextlib.contextmanager
+def output_folder(location: str | os.PathLike, *, pull_existing: bool = False,
+                  settings: S3Settings | None = None) -> Iterator[Path]:
+    """A local folder to write outputs into; pushed to ``location`` if the block succeeds.
+
+    A local ``location`` is used as it is (created). For ``s3://`` a temporary folder is
+    yielded (holding a copy of what is already there when ``pull_existing``, so work done
+    before can be found and skipped), and every file in it is uploaded (atomically per
+    object; unchanged ones are skipped) once the block returns.
+    """
+    location = str(location)
+    if not is_remote(location):
+        Path(location).mkdir(parents=True, exist_ok=True)
+        yield Path(location)
+        return
+    from avsc.storage.sync import pull_dir, push_dir
+
+    with tempfile.TemporaryDirectory(prefix="avsc-out-") as scratch:
+        if pull_existing and list_files(location, settings=settings):
+            pull_dir(location, scratch, settings=settings, progress=False)
+        yield Path(scratch)
+        push_dir(scratch, location, settings=settings, progress=False)
+
+
+def ffmpeg_input(location: str | os.PathLike, *, expires_s: int = 6 * 3600,
+                 settings: S3Settings | None = None) -> str:
+    """What to give ffmpeg's ``-i`` for a media file: the local path, or a presigned URL.
+
+    ffmpeg reads the URL with HTTP range requests (it seeks to an MP4's index and reads only
+    what it decodes), so nothing is copied to disk. The URL carries a signature: never log
+    it or write it to a file; name the ``s3://`` location in messages instead.
+    """
+    location = str(location)
+    if not is_remote(location):
+        return location
+    from datetime import timedelta
+
+    bucket, key = parse_uri(location)
+    session = _session(_settings(settings), bucket)
+    return session.call(lambda: session.client.presigned_get_object(
+        bucket, key, expires=timedelta(seconds=expires_s)), key)

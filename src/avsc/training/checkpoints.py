@@ -1,0 +1,195 @@
+"""Training checkpoints at a location that outlives the process: a folder or ``s3://`` prefix.
+
+A training task on a cluster runs in a pod whose disk is gone when the pod is preempted
+or retried. Its checkpoints therefore go to a location given by the caller (the pipeline
+derives one from the run's output URI, the backbone and the config hash), and a new
+process pointed at the same location continues after the last finished epoch.
+
+Layout under the location::
+
+    state.json                 what a resumed run needs: the epoch reached, the history,
+                               the best epoch so far, and the names of the files below
+    epoch-0003.keras           the model (with optimizer state) after the last epoch
+    best-epoch-0002.keras      the model of the best epoch so far
+    <anything>.npz             arrays a trainer keeps (the fusion trainers' weights)
+
+Every file is written atomically; ``state.json`` is written last and is the commit point: a
+run killed while it saves leaves the previous state and its files intact. Files the state
+no longer names are deleted afterwards.
+
+Example:
+    >>> ckpt = Checkpoints("s3://avsc/runs/r1/checkpoints/aud-mel-1a2b3c")
+    >>> state = ckpt.read_state()  # None when nothing was checkpointed yet
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avsc.storage import locations
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+
+
+def checkpoint_location(root: str | os.PathLike, name: str, *identity: Any) -> str:
+    """A durable checkpoint location for one training: ``ROOT/checkpoints/<name>-<hash>``.
+
+    ``identity`` is everything the training depends on (its config sections, the hashes of
+    its inputs): the same training finds its checkpoints again (a retried pod), and any
+    other one gets a location of its own instead of refusing another run's checkpoints.
+    """
+    import hashlib
+    import json
+
+    from avsc.config import to_dict
+
+    def plain(value: Any) -> Any:
+        try:
+            return to_dict(value)
+        except TypeError:
+            return value
+    digest = hashlib.sha256(json.dumps([plain(v) for v in identity], sort_keys=True,
+                                       default=str).encode()).hexdigest()[:12]
+    return locations.join(str(root), "checkpoints", f"{name}-{digest}")
+
+
+class Checkpoints:
+    """Read and write the checkpoint files of one training run at ``location``."""
+
+    def __init__(self, location: str | os.PathLike):
+        self.location = str(location)
+
+    def __repr__(self) -> str:
+        return f"Checkpoints({self.location!r})"
+
+    def _at(self, name: str) -> str:
+        return locations.join(self.location, name)
+
+    def read_state(self) -> dict[str, Any] | None:
+        """The committed state, or None when no epoch was checkpointed here."""
+        where = self._at(STATE_FILE)
+        return locations.read_json(where) if locations.exists(where) else None
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        """Commit ``state`` (write it after the files it names)."""
+        locations.write_json(self._at(STATE_FILE), state)
+
+    def save_model(self, model, name: str) -> None:
+        """Save a Keras model (with its optimizer state) as ``name`` (a ``.keras`` file)."""
+        from avsc.models.saving import save_keras_model
+
+        if not locations.is_remote(self.location):
+            save_keras_model(model, self._at(name))
+            return
+        with tempfile.TemporaryDirectory(prefix="avsc-ckpt-") as scratch:
+            local = Path(scratch) / name
+            model.save(local)
+            locations.write_bytes(self._at(name), local.read_bytes())
+
+    def load_model(self, name: str, *, compile: bool = True):
+        """Load the Keras model saved as ``name``."""
+        import keras
+
+        if not locations.is_remote(self.location):
+            return keras.models.load_model(self._at(name), compile=compile)
+        with tempfile.TemporaryDirectory(prefix="avsc-ckpt-") as scratch:
+            local = Path(scratch) / name
+            local.write_bytes(locations.read_bytes(self._at(name)))
+            return keras.models.load_model(local, compile=compile)
+
+    def save_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        """Save named arrays as one ``.npz`` file ``name``."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        locations.write_bytes(self._at(name), buffer.getvalue())
+
+    def load_arrays(self, name: str) -> dict[str, np.ndarray]:
+        with np.load(io.BytesIO(locations.read_bytes(self._at(name)))) as data:
+            return {key: data[key] for key in data.files}
+
+    def copy(self, source: str, target: str) -> None:
+        """Copy file ``source`` to ``target`` here (server-side on ``s3://``)."""
+        locations.copy(self._at(source), self._at(target))
+
+    def prune(self, keep: set[str]) -> None:
+        """Delete the files here, other than ``state.json``, that are not in ``keep``."""
+        for location in locations.list_files(self.location):
+            name = locations.name_of(location)
+            if name != STATE_FILE and name not in keep and "/" not in \
+                    location[len(self.location):].strip("/\\").replace("\\", "/"):
+                locations.remove(location)
+
+    # ------------------------------------------------------------ a whole training state
+
+    def save_state(self, resume_key: str, epoch: int, model, optimizer, rng: np.random.Generator,
+                   history: list, best: dict) -> None:
+        """Save a trainer's state after ``epoch``: arrays first, then ``state.json`` (the commit).
+
+        For trainers that keep their model in memory between epochs (the fusion models):
+        the weights, the optimizer's variables (Adam's moments and step), the NumPy
+        generator's state, the history and ``best`` (its ``weights`` as arrays).
+        """
+        name = f"state-epoch-{epoch:05d}.npz"
+        arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+        arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
+        arrays.update({f"b{i}": w for i, w in enumerate(best.get("weights") or [])})
+        self.save_arrays(name, arrays)
+        self.write_state({"resume_key": resume_key, "epoch": epoch, "arrays": name, "history": history,
+                          "rng": rng.bit_generator.state,
+                          "best": {k: v for k, v in best.items() if k != "weights"}})
+        self.prune({name})
+
+    def restore_state(self, resume_key: str, model, optimizer, rng: np.random.Generator,
+                      history: list, best: dict) -> int:
+        """Load what :meth:`save_state` saved into the model, optimizer (built), generator,
+        ``history`` and ``best``; return the epoch reached (0 when nothing was saved).
+
+        Raises:
+            ConfigError: the saved state belongs to another run (another ``resume_key``).
+        """
+        from avsc.errors import ConfigError
+
+        state = self.read_state()
+        if state is None:
+            return 0
+        if state.get("resume_key") != resume_key:
+            raise ConfigError(f"{self.location}: holds the checkpoint of another run; use another "
+                              "checkpoint location, or delete it to start over")
+        arrays = self.load_arrays(state["arrays"])
+        n_weights = len(model.get_weights())
+        model.set_weights([arrays[f"w{i}"] for i in range(n_weights)])
+        for i, variable in enumerate(optimizer.variables):
+            variable.assign(arrays[f"o{i}"])
+        rng.bit_generator.state = state["rng"]
+        history.extend(state["history"])
+        best.update(state["best"])
+        best["weights"] = [arrays[f"b{i}"] for i in range(n_weights)] if "b0" in arrays else None
+        log.info("resuming after epoch %d from %s", state["epoch"], self.location)
+        return int(state["epoch"])
+
+    # ------------------------------------------------------------ finished outputs
+
+    def keep_folder(self, folder: Path, name: str, *, last: str) -> None:
+        """Copy the files of a finished output ``folder`` to ``name/`` here; ``last`` is
+        written last, so its presence means the copy is whole."""
+        files = sorted((p for p in Path(folder).iterdir() if p.is_file()), key=lambda p: p.name == last)
+        for path in files:
+            locations.write_bytes(locations.join(self.location, name, path.name), path.read_bytes())
+
+    def fetch_folder(self, name: str, folder: Path, last: str) -> bool:
+        """Copy ``name/`` kept here into ``folder``; False when it is not there (whole)."""
+        if not locations.exists(locations.join(self.location, name, last)):
+            return False
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for location in locations.list_files(locations.join(self.location, name)):
+            (Path(folder) / locations.name_of(location)).write_bytes(locations.read_bytes(location))
+        return True
