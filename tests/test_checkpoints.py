@@ -34,7 +34,7 @@ class _Preempted(Exception):
 def test_an_interrupted_fusion_resumes_with_the_same_history(embeddings, tmp_path, monkeypatch):
     whole = fusion.train_fusion(embeddings, tmp_path / "whole", method="f4", config=CONFIG, progress=False)
 
-    real = fusion.classification_metrics
+    real = fusion.calibrate  # called once per epoch, after its training
     calls = {"n": 0}
 
     def preempt_in_epoch_6(*args, **kwargs):
@@ -44,11 +44,11 @@ def test_an_interrupted_fusion_resumes_with_the_same_history(embeddings, tmp_pat
         return real(*args, **kwargs)
 
     ckpt = tmp_path / "ckpt"
-    monkeypatch.setattr(fusion, "classification_metrics", preempt_in_epoch_6)
+    monkeypatch.setattr(fusion, "calibrate", preempt_in_epoch_6)
     with pytest.raises(_Preempted):
         fusion.train_fusion(embeddings, tmp_path / "a", method="f4", config=CONFIG, checkpoints=ckpt,
                             checkpoint_every_s=0, progress=False)
-    monkeypatch.setattr(fusion, "classification_metrics", real)
+    monkeypatch.setattr(fusion, "calibrate", real)
     state = json.loads((ckpt / "state.json").read_text())
     assert state["epoch"] == 5 and sorted(p.name for p in ckpt.iterdir()) == ["state-epoch-00005.npz",
                                                                              "state.json"]
@@ -57,6 +57,7 @@ def test_an_interrupted_fusion_resumes_with_the_same_history(embeddings, tmp_pat
     strip = [{k: v for k, v in e.items() if k != "seconds"} for e in resumed.history]
     assert strip == [{k: v for k, v in e.items() if k != "seconds"} for e in whole.history]
     assert resumed.best_epoch == whole.best_epoch and resumed.val_accuracy == whole.val_accuracy
+    assert resumed.temperature == whole.temperature  # the chosen epoch's calibration came through
     with pytest.raises(ConfigError, match="another run"):
         fusion.train_fusion(embeddings, tmp_path / "c", method="f5", config=CONFIG, checkpoints=ckpt,
                             progress=False)
