@@ -44,33 +44,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 SPECTROGRAMS = ("mel", "gam", "cqt")
 
 
-class CountingFile(io.RawIOBase):
-    """A seekable file counting the bytes read through it."""
+class CountingFile(io.FileIO):
+    """A file that counts the bytes read through it."""
 
-    def __init__(self, path):
-        self._handle = open(path, "rb")
-        self.bytes_read = 0
+    bytes_read = 0
 
-    def readable(self):
-        return True
+    def read(self, size=-1):  # what pyarrow.PythonFile calls
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
 
-    def seekable(self):
-        return True
-
-    def seek(self, offset, whence=io.SEEK_SET):
-        return self._handle.seek(offset, whence)
-
-    def tell(self):
-        return self._handle.tell()
-
-    def readinto(self, buffer):
-        n = self._handle.readinto(buffer)
-        self.bytes_read += n
+    def readinto(self, buffer):  # what io.BufferedReader (np.load) calls
+        n = super().readinto(buffer)
+        self.bytes_read += n or 0
         return n
-
-    def close(self):
-        self._handle.close()
-        super().close()
 
 
 def synthetic_clips(n: int):

@@ -52,33 +52,15 @@ def test_parts_round_trip_with_store_dtypes(tmp_path, rng):
     np.testing.assert_array_equal(frames, np.stack([a["frames"] for a in arrays.values()]))
 
 
-class _CountingFile(io.RawIOBase):
-    """A seekable file that counts the bytes read through it."""
+class _CountingFile(io.FileIO):
+    """A file that counts the bytes read through it."""
 
-    def __init__(self, path):
-        self._handle = open(path, "rb")
-        self.bytes_read = 0
+    bytes_read = 0
 
-    def readable(self):
-        return True
-
-    def seekable(self):
-        return True
-
-    def seek(self, offset, whence=io.SEEK_SET):
-        return self._handle.seek(offset, whence)
-
-    def tell(self):
-        return self._handle.tell()
-
-    def readinto(self, buffer):
-        n = self._handle.readinto(buffer)
-        self.bytes_read += n
-        return n
-
-    def close(self):
-        self._handle.close()
-        super().close()
+    def read(self, size=-1):  # what pyarrow.PythonFile calls
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
 
 
 def test_a_reader_of_one_feature_reads_only_its_bytes(tmp_path, rng, monkeypatch):
@@ -105,7 +87,7 @@ def test_a_reader_of_one_feature_reads_only_its_bytes(tmp_path, rng, monkeypatch
     assert mel.shape == (8, 64, 100, 2)
     # the mel chunk and the file's tail (Parquet reads the last 64 KiB to find its footer)
     assert opened[0].bytes_read <= sizes["mel"] + 65536 + meta.serialized_size
-    assert opened[0].bytes_read < sizes["mel"] + sizes["cqt"]
+    assert sizes["mel"] <= opened[0].bytes_read < sizes["mel"] + sizes["cqt"]
 
 
 def test_jpeg_frames_are_close_and_decode_like_tensorflow(tmp_path, rng):
