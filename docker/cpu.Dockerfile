@@ -34,6 +34,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     AVSC_FFMPEG=/usr/bin/ffmpeg \
     AVSC_WEIGHTS_DIR=/opt/avsc/weights \
     NUMBA_CACHE_DIR=/tmp/numba-cache \
+    NUMBA_CPU_NAME=generic \
+    AVSC_NUMBA_CACHE_SEED=/opt/avsc/numba-cache \
     MPLCONFIGDIR=/tmp/matplotlib
 
 # Debian's ffmpeg decodes what the static imageio-ffmpeg build can crash on (MPEG-TS on some
@@ -65,6 +67,14 @@ RUN pip install --no-cache-dir --no-deps "/wheels/avsc-${VERSION}-py3-none-any.w
     && rm -rf /wheels \
     && pip check \
     && python -c "import avsc, kfp; print('avsc', avsc.__version__, 'kfp', kfp.__version__)"
+
+# librosa's numba kernels compiled once here, for a generic x86-64 CPU (NUMBA_CPU_NAME above:
+# valid on any node), and copied into each container's empty /tmp/numba-cache when avsc starts
+# (avsc.runtime.seed_numba_cache): a preprocessing pod starts in seconds, not after ~16 s of
+# compilation. Rebuilt with the code, as the kernels belong to this librosa.
+RUN NUMBA_CACHE_DIR="$AVSC_NUMBA_CACHE_SEED" python -c "from avsc.features.preprocess import warm_up; print(f'numba kernels compiled in {warm_up():.1f} s')" \
+    && chmod -R a+rX "$AVSC_NUMBA_CACHE_SEED" \
+    && rm -rf /tmp/* /tmp/.[!.]* /root/.cache /root/.config
 
 # The weights are read by path at run time (avsc.models.pretrained), whatever the user. Files
 # given in docker/weights/ are checked and kept; missing ones are downloaded now, so no step

@@ -5,7 +5,8 @@
 As a cluster runs it (any user, read-only root file system, no network), checks that:
 the root file system is read-only; Debian's ffmpeg is the one avsc uses; the baked ImageNet
 weights resolve by path and load into both visual backbones; every ``avsc`` command starts;
-a tiny preprocess (demo data -> ingest -> 2 worker processes) completes. Exits non-zero on the
+a tiny preprocess (demo data -> ingest -> 2 worker processes) completes, with librosa's numba
+kernels copied from the image's prebuilt ones and none compiled again. Exits non-zero on the
 first failure, printing what failed.
 """
 
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 
 def step(name: str, began: float) -> None:
@@ -28,6 +30,10 @@ def avsc(*args: str) -> str:
     if done.returncode != 0:
         sys.exit(f"FAIL avsc {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     return done.stdout
+
+
+def files(root: str) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in Path(root).rglob("*") if p.is_file()}
 
 
 def main() -> int:
@@ -74,6 +80,17 @@ def main() -> int:
             sys.exit(f"FAIL preprocess did not process the 6 clips:\n{out}")
         print("    " + out.strip().splitlines()[0], flush=True)
     step("tiny preprocess (2 workers)", began)
+
+    began = time.perf_counter()
+    seed, cache = os.environ["AVSC_NUMBA_CACHE_SEED"], os.environ["NUMBA_CACHE_DIR"]
+    prebuilt = files(seed)
+    if not any(name.endswith(".nbi") for name in prebuilt):
+        sys.exit(f"FAIL {seed} holds no numba kernels")
+    if files(cache) != prebuilt:  # numba rewrites an index whenever it compiles
+        sys.exit(f"FAIL numba compiled kernels again: {cache} differs from the prebuilt {seed} "
+                 "(another librosa, or NUMBA_CPU_NAME unset)")
+    step(f"librosa's {sum(n.endswith('.nbi') for n in prebuilt)} prebuilt numba kernels used, none compiled",
+         began)
     return 0
 
 

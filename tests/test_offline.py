@@ -26,7 +26,7 @@ from avsc.data.manifest import write_manifest
 from avsc.errors import ConfigError, DataError
 from avsc.features.preprocess import preprocess
 from avsc.models import pretrained
-from avsc.runtime import is_writable, use_writable_caches
+from avsc.runtime import is_writable, seed_numba_cache, use_writable_caches
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = FeatureConfig(audio=AudioConfig(clip_seconds=1.0), frames=FrameConfig(fps=2.0, size=32))
@@ -160,6 +160,56 @@ def test_preprocess_workers_inherit_a_writable_numba_cache(dataset, tmp_path):
     assert "processed 2 rejected 0" in done.stdout
     numba_cache = tmp_path / "tmp" / f"avsc-{os.getuid()}" / "numba"
     assert any(numba_cache.rglob("*.nbi")), f"no numba index files under {numba_cache}"
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_an_empty_numba_cache_is_seeded_and_a_used_one_left_alone(tmp_path, monkeypatch):
+    seed = tmp_path / "seed"
+    (seed / "librosa_dir").mkdir(parents=True)
+    (seed / "librosa_dir" / "spectrum.f-1.py311.nbi").write_bytes(b"index")
+    (seed / "librosa_dir" / "spectrum.f-1.py311.1.nbc").write_bytes(b"code")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("AVSC_NUMBA_CACHE_SEED", raising=False)
+    assert not seed_numba_cache()  # no seed named
+    assert not (tmp_path / "cache").exists()
+    monkeypatch.setenv("AVSC_NUMBA_CACHE_SEED", str(seed))
+    assert seed_numba_cache() and _files(tmp_path / "cache") == _files(seed)
+    (tmp_path / "cache" / "librosa_dir" / "spectrum.f-1.py311.nbi").write_bytes(b"newer index")
+    assert not seed_numba_cache()  # never overwrites a cache in use
+    assert (tmp_path / "cache" / "librosa_dir" / "spectrum.f-1.py311.nbi").read_bytes() == b"newer index"
+    monkeypatch.setenv("AVSC_NUMBA_CACHE_SEED", str(tmp_path / "missing"))
+    assert not seed_numba_cache()
+
+
+@pytest.mark.slow
+def test_prebuilt_numba_kernels_are_used_by_a_fresh_preprocess(dataset, tmp_path):
+    """As the images do: kernels compiled once by warm_up() for a generic CPU, then a fresh
+    interpreter with an empty cache and two workers preprocesses a shard without compiling any
+    kernel again (numba rewrites a cache index whenever it compiles)."""
+    env = {k: v for k, v in os.environ.items() if k not in {"NUMBA_CACHE_DIR", "AVSC_NUMBA_CACHE_SEED"}}
+    env.update(NUMBA_CPU_NAME="generic", PYTHONPATH=os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]))
+    seed, cache = tmp_path / "seed", tmp_path / "cache"
+    built = subprocess.run([sys.executable, "-c", "from avsc.features.preprocess import warm_up; warm_up()"],
+                           env={**env, "NUMBA_CACHE_DIR": str(seed)}, capture_output=True, text=True,
+                           timeout=600, check=False)
+    assert built.returncode == 0, built.stderr[-3000:]
+    prebuilt = _files(seed)
+    assert any(name.endswith(".nbi") for name in prebuilt)
+    script = (
+        "from avsc.config import AudioConfig, FeatureConfig, FrameConfig\n"
+        "from avsc.features.preprocess import preprocess\n"
+        "config = FeatureConfig(audio=AudioConfig(clip_seconds=1.0), frames=FrameConfig(fps=2.0, size=32))\n"
+        f"result = preprocess({str(dataset['good'])!r}, {str(tmp_path / 'features')!r}, config=config,"
+        " workers=2, progress=False)\n"
+        "print('processed', result.processed)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False,
+                          env={**env, "NUMBA_CACHE_DIR": str(cache), "AVSC_NUMBA_CACHE_SEED": str(seed)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "processed 2" in done.stdout
+    assert _files(cache) == prebuilt
 
 
 # ---------------------------------------------------------------- ImageNet weights
