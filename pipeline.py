@@ -31,6 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import List, NamedTuple
 
@@ -348,6 +349,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # kfp.local warns for every task that its cluster settings (resources, display name) have no
+    # effect here: said once instead.
+    warnings.filterwarnings("ignore", message=r"Task '.*': settings .* have no effect in the current local runner",
+                            category=UserWarning)
+    print("pipeline.py run: running every step here; the cluster settings (resources, GPUs, retries) "
+          "apply only on a cluster", flush=True)
     try:
         with local_runner(args.runner, dataset=arguments["dataset"], output=output, registry=args.registry,
                           gpu=not args.no_gpu) as runner:

@@ -388,3 +388,21 @@ def test_provenance_names_a_backbone_trained_with_its_own_settings(tmp_path):
     assert {"setting": "train.epochs (vis-conv)", "value": 9, "paper": 60} in prov["differences_from_paper"]
     assert prov["dataset"]["synthetic"] is None  # no manifest: unknown, not guessed
     assert prov["selection"]["rule"] == "accuracy" and prov["protocol"].startswith("whole clips")
+
+
+def test_backbone_rows_carry_the_val_calibration_of_their_model_folder(fusion_root, tmp_path):
+    from avsc.evaluation.tables import calibration_table
+
+    emb = make_embeddings(tmp_path / "emb", width=4, per_class={"train": 1, "val": 1, "test": 3})
+    models = tmp_path / "models"
+    write_json(models / "aud-mel" / "config.json", {"backbone": "aud-mel", "calibration": {
+        "temperature": 0.8, "fitted_on": "val", "before": {"log_loss": 1.851, "ece": 0.12},
+        "after": {"log_loss": 1.843, "ece": 0.11}}})
+    metrics = evaluate([fusion_root / "f1-audio+visual"], tmp_path / "report", embeddings=emb,
+                       models={"aud-mel": models / "aud-mel"})
+    rows = {b["backbone"]: b for b in metrics["backbones"]}
+    assert rows["aud-mel"]["val_calibration"]["before"]["log_loss"] == 1.851
+    assert "val_calibration" not in rows["vis-inc"]  # no model folder given for it
+    _, table = calibration_table(metrics)
+    by_model = {row[0]: row for row in table}
+    assert by_model["aud-mel"][3] == "1.851 → 1.843" and by_model["vis-inc"][3] == "—"

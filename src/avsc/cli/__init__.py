@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="avsc",
         description="Audio-visual scene classification (Pham et al., DCASE 2021 Task 1B): demo "
                     "data, ingest, features, five backbones, embeddings, fusion, evaluation and "
-                    "prediction. Commands that take settings (preprocess, train, fuse) start from "
+                    "prediction. Commands that take settings (ingest, preprocess, train, fuse, inspect) start from "
                     f"the {DEFAULT_PRESET!r} preset and accept --preset, --config FILE and --set "
                     "section.key=value.",
         epilog=options.exit_status_epilog(),

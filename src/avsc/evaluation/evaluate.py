@@ -319,6 +319,11 @@ def evaluate(
     }
     if embeddings is not None:
         out["backbones"], panels["backbones"] = _backbone_rows(embeddings, split)
+        for row in out["backbones"]:  # the val log loss behind each temperature, from the model folder
+            config_path = model_dirs[row["backbone"]] / "config.json" if row["backbone"] in model_dirs else None
+            if config_path is not None and config_path.is_file():
+                calibration = read_json(config_path).get("calibration", {})
+                row["val_calibration"] = {k: calibration[k] for k in ("before", "after") if k in calibration}
     for result in results:
         plot_confusion(np.asarray(result["confusion_matrix"]), report_dir / result["confusion_png"],
                        title=f"{result['method']} {result['modalities']} ({split}): "

@@ -170,7 +170,10 @@ def calibration_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str
                      f"{num(raw.get('ece'))} → {num(r.get('ece'))}"])
     for b in metrics.get("backbones", []):
         raw = b.get("uncalibrated", {})
-        rows.append([b["backbone"], "backbone", num(b.get("temperature"), 2), DASH,
+        cal = b.get("val_calibration")  # present when the model folders were given
+        val = f"{num(cal.get('before', {}).get('log_loss'))} → {num(cal.get('after', {}).get('log_loss'))}" \
+            if cal else DASH
+        rows.append([b["backbone"], "backbone", num(b.get("temperature"), 2), val,
                      f"{num(raw.get('log_loss'))} → {num(b['log_loss'])}",
                      f"{num(raw.get('ece'))} → {num(b.get('ece'))}"])
     return header, rows

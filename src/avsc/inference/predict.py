@@ -368,12 +368,24 @@ class Predictor:
                              f"{exc}); the log has the traceback")
 
 
+def _is_not_retracing_warning(record: logging.LogRecord) -> bool:
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
 class _GraphRunner:
-    """An embedding model called through one ``tf.function`` (retraced only for new shapes)."""
+    """An embedding model called through one ``tf.function`` (retraced only for new shapes).
+
+    Each of the five runners traces its own function once; TensorFlow's detector of frequent
+    retracing counts them together and warns about "5 out of the last 5 calls", a false alarm
+    that the ``tensorflow`` logger is told to drop.
+    """
 
     def __init__(self, model):
         import tensorflow as tf
 
+        tf_log = logging.getLogger("tensorflow")
+        if _is_not_retracing_warning not in tf_log.filters:
+            tf_log.addFilter(_is_not_retracing_warning)
         self.model = model
         self._call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
