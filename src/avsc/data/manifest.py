@@ -90,13 +90,8 @@ def read_manifest(path: str | Path, *, dataset_root: str | Path | None = None):
     """
     from avsc.storage import locations
 
-    if not locations.exists(path):
-        raise DataError(path, "manifest not found", "run `avsc ingest DATASET -o MANIFEST` first")
-    try:
-        with locations.open_input(path) as handle:
-            table = pq.read_table(handle)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(path, f"not a readable Parquet manifest ({exc})") from None
+    table = locations.read_parquet(path, what="manifest", hint="run `avsc ingest DATASET -o MANIFEST` first",
+                                   kind="Parquet manifest")
     missing = set(MANIFEST_SCHEMA.names) - set(table.column_names) - _LATER_COLUMNS
     if missing:
         raise DataError(path, f"manifest lacks column(s) {', '.join(sorted(missing))}")

@@ -54,13 +54,10 @@ def write_predictions(path: str | Path, *, clip_ids: Sequence[str], splits: Sequ
 def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
     """Read a predictions file: ``clip_id``, ``split``, ``label`` [shape=(n,)], ``probs``
     [shape=(n, 10)] and, when the file has them, ``logits`` [shape=(n, 10)], float64."""
+    from avsc.storage import locations
+
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "predictions file not found", "train the fusion model again (`avsc fuse`)")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(path, f"not a readable Parquet file ({exc})") from None
+    table = locations.read_parquet(path, what="predictions file", hint="train the fusion model again (`avsc fuse`)")
     missing = [c for c in ("clip_id", "split", "label", "probs") if c not in table.column_names]
     if missing:
         raise DataError(path, f"missing column(s) {', '.join(missing)}", "not an avsc predictions file")

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["join", "is_remote", "name_of", "exists", "list_files", "read_bytes", "open_input",
            "write_bytes", "read_json", "write_json", "copy", "remove", "local_folder", "output_folder",
-           "ffmpeg_input", "s3_filesystem", "any_remote", "local_inputs"]
+           "ffmpeg_input", "s3_filesystem", "any_remote", "local_inputs", "read_parquet"]
 
 
 def join(location: str | os.PathLike, *parts: str) -> str:
@@ -236,6 +236,30 @@ def read_bytes(location: str | os.PathLike, *, settings: S3Settings | None = Non
 
 def read_json(location: str | os.PathLike, *, settings: S3Settings | None = None) -> Any:
     return json.loads(read_bytes(location, settings=settings))
+
+
+def read_parquet(location: str | os.PathLike, *, what: str, hint: str, kind: str = "Parquet file",
+                 settings: S3Settings | None = None):
+    """The whole Parquet table at ``location`` (a file or ``s3://`` object), read through
+    :func:`open_input`.
+
+    Raises:
+        DataError: nothing there (``"<what> not found"`` with ``hint``), or not a readable
+            ``kind`` (the reader's reason).
+        StoreError: the object store refused or could not be reached.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from avsc.errors import DataError
+
+    if not exists(location, settings=settings):
+        raise DataError(location, f"{what} not found", hint)
+    try:
+        with open_input(location, settings=settings) as handle:
+            return pq.read_table(handle)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(location, f"not a readable {kind} ({exc})") from None
 
 
 # ---------------------------------------------------------------- writing

@@ -109,13 +109,7 @@ class Embeddings:
 
 def read_embeddings(path: str | Path) -> Embeddings:
     """Read a backbone's embedding file written by :func:`write_embeddings` (a path or ``s3://``)."""
-    if not locations.exists(path):
-        raise DataError(path, "embedding file not found", "run `avsc embed` first")
-    try:
-        with locations.open_input(path) as handle:
-            table = pq.read_table(handle)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(path, f"not a readable Parquet file ({exc})") from None
+    table = locations.read_parquet(path, what="embedding file", hint="run `avsc embed` first")
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     if "avsc.backbone" not in meta:
         raise DataError(path, "Parquet file has no avsc.backbone metadata; not an avsc embedding file")
