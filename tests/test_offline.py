@@ -138,6 +138,21 @@ def test_the_preprocess_step_fails_a_shard_of_rejected_clips(dataset, tmp_path):
             metrics=Metrics(name="metrics", uri=str(metrics)))
 
 
+def _preprocess_in_a_new_interpreter(manifest: Path, out: Path, env: dict[str, str]) -> str:
+    """Preprocess ``manifest`` (1-s clips, 2 workers) in a fresh Python with ``env``; its stdout."""
+    script = (
+        "from avsc.config import AudioConfig, FeatureConfig, FrameConfig\n"
+        "from avsc.features.preprocess import preprocess\n"
+        "config = FeatureConfig(audio=AudioConfig(clip_seconds=1.0), frames=FrameConfig(fps=2.0, size=32))\n"
+        f"result = preprocess({str(manifest)!r}, {str(out)!r}, config=config, workers=2, progress=False)\n"
+        "print('processed', result.processed, 'rejected', len(result.rejected))\n")
+    env = {**env, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 def test_preprocess_workers_inherit_a_writable_numba_cache(dataset, tmp_path):
     """In a fresh interpreter whose home is unwritable, two worker processes load librosa
     (numba) and cache into the folder preprocess chose; the shard completes."""
@@ -145,19 +160,8 @@ def test_preprocess_workers_inherit_a_writable_numba_cache(dataset, tmp_path):
     home.write_text("")
     (tmp_path / "tmp").mkdir()
     env = {k: v for k, v in os.environ.items() if k not in {"NUMBA_CACHE_DIR", "XDG_CACHE_HOME"}}
-    env.update(HOME=str(home), TMPDIR=str(tmp_path / "tmp"),
-               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]))
-    script = (
-        "from avsc.config import AudioConfig, FeatureConfig, FrameConfig\n"
-        "from avsc.features.preprocess import preprocess\n"
-        "config = FeatureConfig(audio=AudioConfig(clip_seconds=1.0), frames=FrameConfig(fps=2.0, size=32))\n"
-        f"result = preprocess({str(dataset['good'])!r}, {str(tmp_path / 'features')!r}, config=config,"
-        " workers=2, progress=False)\n"
-        "print('processed', result.processed, 'rejected', len(result.rejected))\n")
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "processed 2 rejected 0" in done.stdout
+    env.update(HOME=str(home), TMPDIR=str(tmp_path / "tmp"))
+    assert "processed 2 rejected 0" in _preprocess_in_a_new_interpreter(dataset["good"], tmp_path / "features", env)
     numba_cache = tmp_path / "tmp" / f"avsc-{os.getuid()}" / "numba"
     assert any(numba_cache.rglob("*.nbi")), f"no numba index files under {numba_cache}"
 
@@ -190,25 +194,18 @@ def test_prebuilt_numba_kernels_are_used_by_a_fresh_preprocess(dataset, tmp_path
     interpreter with an empty cache and two workers preprocesses a shard without compiling any
     kernel again (numba rewrites a cache index whenever it compiles)."""
     env = {k: v for k, v in os.environ.items() if k not in {"NUMBA_CACHE_DIR", "AVSC_NUMBA_CACHE_SEED"}}
-    env.update(NUMBA_CPU_NAME="generic", PYTHONPATH=os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]))
+    env.update(NUMBA_CPU_NAME="generic")
     seed, cache = tmp_path / "seed", tmp_path / "cache"
     built = subprocess.run([sys.executable, "-c", "from avsc.features.preprocess import warm_up; warm_up()"],
-                           env={**env, "NUMBA_CACHE_DIR": str(seed)}, capture_output=True, text=True,
-                           timeout=600, check=False)
+                           env={**env, "NUMBA_CACHE_DIR": str(seed),
+                                "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])},
+                           capture_output=True, text=True, timeout=600, check=False)
     assert built.returncode == 0, built.stderr[-3000:]
     prebuilt = _files(seed)
     assert any(name.endswith(".nbi") for name in prebuilt)
-    script = (
-        "from avsc.config import AudioConfig, FeatureConfig, FrameConfig\n"
-        "from avsc.features.preprocess import preprocess\n"
-        "config = FeatureConfig(audio=AudioConfig(clip_seconds=1.0), frames=FrameConfig(fps=2.0, size=32))\n"
-        f"result = preprocess({str(dataset['good'])!r}, {str(tmp_path / 'features')!r}, config=config,"
-        " workers=2, progress=False)\n"
-        "print('processed', result.processed)\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False,
-                          env={**env, "NUMBA_CACHE_DIR": str(cache), "AVSC_NUMBA_CACHE_SEED": str(seed)})
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "processed 2" in done.stdout
+    out = _preprocess_in_a_new_interpreter(dataset["good"], tmp_path / "features",
+                                           {**env, "NUMBA_CACHE_DIR": str(cache), "AVSC_NUMBA_CACHE_SEED": str(seed)})
+    assert "processed 2 rejected 0" in out
     assert _files(cache) == prebuilt
 
 
