@@ -11,15 +11,43 @@ import time
 from pathlib import Path
 
 
-class ScratchWatcher:
-    """Peak bytes under a folder (a step's TMPDIR), polled every 50 ms."""
+class _PeakWatcher:
+    """The peak of :meth:`measure`, polled every ``interval_s`` on a thread while in a
+    ``with`` block (and once more on leaving it)."""
 
-    def __init__(self, folder: Path):
-        self.folder, self.peak = folder, 0
+    interval_s = 0.05
+
+    def __init__(self):
+        self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _size(self) -> int:
+    def measure(self) -> int:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.measure())
+            time.sleep(self.interval_s)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.measure())
+
+
+class ScratchWatcher(_PeakWatcher):
+    """Peak bytes under a folder (a step's TMPDIR), polled every 50 ms."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder = folder
+
+    def measure(self) -> int:
         total = 0
         for root, _, names in os.walk(self.folder):
             for name in names:
@@ -29,49 +57,23 @@ class ScratchWatcher:
                     pass
         return total
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._size())
-            time.sleep(0.05)
 
-    def __enter__(self):
-        self._thread.start()
-        return self
+class RssWatcher(_PeakWatcher):
+    """Peak resident memory of this process (VmRSS), polled every 20 ms; ``start`` is the
+    resident memory when it was made."""
 
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._size())
-
-
-class RssWatcher:
-    """Peak resident memory of this process (VmRSS), polled every 20 ms."""
+    interval_s = 0.02
 
     def __init__(self):
-        self.start = self.peak = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
+        self.start = self.peak = self.measure()
 
-    @staticmethod
-    def _rss() -> int:
+    def measure(self) -> int:
         with open("/proc/self/status") as handle:
             for line in handle:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
         return 0
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.02)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 class CountingProxy:
