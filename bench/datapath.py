@@ -132,6 +132,13 @@ def run_steps(args, work: Path) -> dict:
         dataset_bytes = sum(p.stat().st_size for p in dataset.rglob("*") if p.is_file())
         video_bytes = sum(p.stat().st_size for p in (dataset / "video").glob("*.mp4"))
 
+        # multiprocessing's own temporary folder (the fork server's socket) is made once per
+        # process and removed at exit: made now, under the real TMPDIR, not in a step's scratch
+        # folder, which is gone by then.
+        import multiprocessing.util
+
+        multiprocessing.util.get_temp_dir()
+
         def step(name: str, fn, clips: int, **extra):
             scratch = work / "scratch" / name
             scratch.mkdir(parents=True, exist_ok=True)
