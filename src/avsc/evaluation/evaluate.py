@@ -150,12 +150,13 @@ def _backbone_rows(embeddings: str | Path | Mapping[str, str | Path], split: str
     return rows, panels
 
 
-def _training_curves(model_dirs: Mapping[str, Path], best: dict[str, Any] | None, report_dir: Path) -> str | None:
+def _training_curves(model_dirs: Mapping[str, Path], model_configs: Mapping[str, dict[str, Any]],
+                     best: dict[str, Any] | None, report_dir: Path) -> str | None:
     """``training-curves.png`` of the backbones found in ``model_dirs`` and the best fusion."""
     curves = []
     for backbone, folder in model_dirs.items():
         if (folder / "history.json").is_file():
-            config = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+            config = model_configs.get(backbone, {})
             curves.append(Curves(backbone, read_json(folder / "history.json"), int(config.get("best_epoch", 0))))
     if best is not None and (Path(best["fusion_dir"]) / "history.json").is_file():
         curves.append(Curves(f"fusion {best['method']} {best['modalities']}",
@@ -249,6 +250,8 @@ def evaluate(
     selection = _selection(metas, selection)
     model_dirs = {} if models is None else backbone_paths(
         models, "{backbone}", what="models", hint="give the folder holding one `avsc train` output per backbone")
+    model_configs = {b: read_json(folder / "config.json") for b, folder in model_dirs.items()
+                     if (folder / "config.json").is_file()}
 
     results: list[dict[str, Any]] = []
     panels: dict[str, list[Reliability]] = {}
@@ -320,9 +323,8 @@ def evaluate(
     if embeddings is not None:
         out["backbones"], panels["backbones"] = _backbone_rows(embeddings, split)
         for row in out["backbones"]:  # the val log loss behind each temperature, from the model folder
-            config_path = model_dirs[row["backbone"]] / "config.json" if row["backbone"] in model_dirs else None
-            if config_path is not None and config_path.is_file():
-                calibration = read_json(config_path).get("calibration", {})
+            if row["backbone"] in model_configs:
+                calibration = model_configs[row["backbone"]].get("calibration", {})
                 row["val_calibration"] = {k: calibration[k] for k in ("before", "after") if k in calibration}
     for result in results:
         plot_confusion(np.asarray(result["confusion_matrix"]), report_dir / result["confusion_png"],
@@ -334,7 +336,7 @@ def evaluate(
             name = f"calibration-{group}.png"
             plot_reliability(panels[group], report_dir / name, title=f"{group} ({split} split)")
             figures["reliability"].append(name)
-    figures["training_curves"] = _training_curves(model_dirs, best, report_dir)
+    figures["training_curves"] = _training_curves(model_dirs, model_configs, best, report_dir)
     out["figures"] = figures
     write_json(report_dir / "metrics.json", out)
     report.write_report(out, report_dir)
