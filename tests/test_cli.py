@@ -96,8 +96,8 @@ def test_settings_commands_default_to_the_paper_preset_and_take_config_and_set()
             assert flag in text, (name, flag)
         assert "usage error (an unknown option or a bad value) also a bad --set or --config file" in text
     for name, argv in TENSORFLOW_COMMANDS.items():
-        assert "Needs TensorFlow" in " ".join(commands[(name,)].format_help().split()), name
-    assert "Needs TensorFlow" not in commands[("preprocess",)].format_help()
+        assert "Needs Keras on TensorFlow" in " ".join(commands[(name,)].format_help().split()), name
+    assert "Needs Keras on TensorFlow" not in commands[("preprocess",)].format_help()
 
 
 def test_predict_and_preprocess_document_their_failure_status():

@@ -102,7 +102,7 @@ def _run(handler, args: argparse.Namespace) -> int:
     except ImportError as exc:
         if not options.is_missing_tensorflow(exc):
             raise
-        print(f"{where}: error: {options.TENSORFLOW_MISSING}", file=sys.stderr)
+        print(f"{where}: error: {options.missing_backend_message()}", file=sys.stderr)
         return options.EXIT_FAILURE
     except BrokenPipeError:  # the reader went away (`avsc predict ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -49,9 +49,9 @@ from avsc.training.checkpoints import Checkpoints
 from avsc.training.mixup import inner_model, with_mixup
 from avsc.training.streams import (
     clip_predictions,
-    eval_dataset,
+    eval_stream,
     label_indices,
-    train_dataset,
+    train_stream,
 )
 
 __all__ = ["train_backbone", "TrainResult"]
@@ -90,15 +90,23 @@ def _use_mixed_precision(setting: str) -> bool:
     if setting == "off":
         return False
     if setting == "auto":
-        import tensorflow as tf
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            import tensorflow as tf
 
-        return bool(tf.config.list_physical_devices("GPU"))
+            return bool(tf.config.list_physical_devices("GPU"))
+        if backend == "jax":
+            import jax
+
+            return any(device.platform == "gpu" for device in jax.devices())
+        return False
     raise ConfigError(f"train.mixed_precision must be auto, on or off, got {setting!r}")
 
 
 def _resume_key(backbone: str, config: TrainConfig, feature_hash: str) -> str:
     # Everything but the epoch count must match to continue a run.
-    return f"{backbone}:{config_hash(replace(config, epochs=0))}:{feature_hash}"
+    # (and the input stream: both give the same batches).
+    return f"{backbone}:{config_hash(replace(config, epochs=0, stream='auto'))}:{feature_hash}"
 
 
 def _logits_model(model: keras.Model) -> keras.Model:
@@ -106,10 +114,11 @@ def _logits_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.input, model.get_layer("fc10").output, name=f"{model.name}_logits")
 
 
-def _clip_logits(logits_model, store, backbone: str, split: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _clip_logits(logits_model, store, backbone: str, split: str, batch_size: int,
+                 stream: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """[shape=(n_clips, 10)] logits of a split's clips (visual: mean over frames) and labels."""
     labels = label_indices(store, split)
-    outputs = logits_model.predict(eval_dataset(store, backbone, split, batch_size=batch_size), verbose=0)
+    outputs = logits_model.predict(eval_stream(stream, store, backbone, split, batch_size=batch_size), verbose=0)
     return clip_predictions(np.asarray(outputs, dtype=np.float64), len(labels)), labels
 
 
@@ -206,11 +215,11 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
         epochs_run = 0
         for epoch in range(start, config.epochs):
             began = time.perf_counter()
-            train = train_dataset(store, backbone, batch_size=config.batch_size,
-                                  mixup_alpha=config.mixup_alpha, frames_per_clip=config.frames_per_clip,
-                                  seed=config.seed * 100003 + epoch)
+            train = train_stream(config.stream, store, backbone, batch_size=config.batch_size,
+                                 mixup_alpha=config.mixup_alpha, frames_per_clip=config.frames_per_clip,
+                                 seed=config.seed * 100003 + epoch)
             fit = trainer.fit(train, epochs=1, shuffle=False, verbose=1 if progress else 0)
-            logits, labels = _clip_logits(logits_model, store, backbone, "val", config.batch_size)
+            logits, labels = _clip_logits(logits_model, store, backbone, "val", config.batch_size, config.stream)
             calibration = calibrate(logits, labels)
             metrics = calibration["metrics"]
             entry = {"epoch": epoch + 1, "loss": float(fit.history["loss"][-1]),
