@@ -297,8 +297,9 @@ def run_streams(args, work: Path) -> dict:
     try:
         push_dir(local, "s3://streams/features", settings=direct, progress=False)
         stores = {"local": FeatureStore.open(local), "s3": FeatureStore.open("s3://streams/features")}
-        for kind in args.stream_kinds.split(","):
-            for backbone in BACKBONES:
+        stores = {where: stores[where] for where in args.stream_sources.split(",")}
+        for backbone in BACKBONES:
+            for kind in args.stream_kinds.split(","):  # one after the other: the same machine load
                 row = {}
                 for where, store in stores.items():
                     rates = stream_rates(store, backbone, batch_size=args.batch_size, repeats=args.repeats,
@@ -379,13 +380,17 @@ def report(summary: dict) -> None:
         print(f"\nTraining streams, batch 32, {streams['clips']} clips ({mib(streams['store_bytes'])} store), "
               f"{streams['cpus']} CPUs; samples = clips (audio) or frames (visual):")
         for backbone in [k for k in streams if k.split(" ")[0] in BACKBONES]:
-            local, remote = streams[backbone]["local"], streams[backbone]["s3"]
-            per_core = local["samples_per_s"] / streams["cpus"]
-            print(f"{backbone:17s} local {local['samples_per_s']:8.1f}/s (cached {local['cached_samples_per_s']:8.1f}/s, "
-                  f"{local['ratio']:.2f}x; {per_core:6.1f}/s per core)   s3 {remote['samples_per_s']:8.1f}/s "
-                  f"(cached {remote['cached_samples_per_s']:8.1f}/s, {remote['ratio']:.2f}x, "
-                  f"RSS +{remote['rss_growth_bytes'] / 2**20:.0f} MiB while streaming "
-                  f"{remote['streamed_bytes_per_run'] / 2**20:.0f} MiB a run)")
+            local, remote = streams[backbone].get("local"), streams[backbone].get("s3")
+            line = f"{backbone:17s}"
+            if local:
+                per_core = local["samples_per_s"] / streams["cpus"]
+                line += (f" local {local['samples_per_s']:8.1f}/s (cached {local['cached_samples_per_s']:8.1f}/s, "
+                         f"{local['ratio']:.2f}x; {per_core:6.1f}/s per core)")
+            if remote:
+                line += (f"   s3 {remote['samples_per_s']:8.1f}/s (cached {remote['cached_samples_per_s']:8.1f}/s, "
+                         f"{remote['ratio']:.2f}x, RSS +{remote['rss_growth_bytes'] / 2**20:.0f} MiB while streaming "
+                         f"{remote['streamed_bytes_per_run'] / 2**20:.0f} MiB a run)")
+            print(line)
     startup = summary.get("startup")
     if startup:
         print(f"\nStart-up, avsc preprocess --workers {startup['workers']}: first decoder after "
@@ -404,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-streams", action="store_true")
     parser.add_argument("--stream-kinds", default="tfdata,numpy",
                         help="input streams to measure, comma-separated: tfdata, numpy")
+    parser.add_argument("--stream-sources", default="local,s3",
+                        help="where the streams read the store from, comma-separated: local, s3")
     parser.add_argument("--skip-startup", action="store_true")
     parser.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     args = parser.parse_args(argv)

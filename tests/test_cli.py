@@ -256,6 +256,17 @@ def test_commands_that_need_tensorflow_say_which_extra_to_install(name, tmp_path
     assert helped.returncode == 0 and "exit status:" in helped.stdout
 
 
+def test_a_jax_backend_without_jax_says_which_extra_to_install(tmp_path):
+    hide_jax = _WITHOUT_TENSORFLOW.replace('("tensorflow", "keras")', '("jax", "jaxlib")')
+    env = dict(os.environ, KERAS_BACKEND="jax",
+               PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", hide_jax, *TENSORFLOW_COMMANDS["train"]], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == ("avsc train: error: this command with KERAS_BACKEND=jax needs JAX: "
+                                   "pip install 'avsc[jax]'")
+
+
 # ---------------------------------------------------------------- cheap imports
 
 def test_import_avsc_and_every_help_import_no_heavy_library():

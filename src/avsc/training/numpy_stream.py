@@ -6,7 +6,7 @@ order, the same mixup weights and partners, JPEG frames decoded to the same pixe
 ``tf.io.decode_jpeg(dct_method="INTEGER_ACCURATE")`` are both libjpeg-turbo's accurate IDCT).
 
 How it reads: a shuffle group's part files are read by pyarrow in parallel threads (one
-column each), the next group is read while the current one is batched, and a visual batch's
+column each), the next two groups are read while the current one is batched, and a visual batch's
 JPEG frames are decoded by a pool of threads (Pillow releases the GIL while it decodes). The
 streams are :class:`keras.utils.PyDataset` objects, so ``model.fit`` and ``model.predict``
 take them on every backend; a batch is built by ``stream[i]`` (random access: a batch needs
@@ -79,6 +79,8 @@ class FeatureBatches(keras.utils.PyDataset):
             setting; 1: built when asked, the next group still read ahead).
     """
 
+    READ_AHEAD = 2  # groups read while the current one is batched
+
     def __init__(self, plan: EpochPlan, batch_size: int, *, decode_threads: int | None = None,
                  workers: int = 1):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=4)
@@ -89,7 +91,8 @@ class FeatureBatches(keras.utils.PyDataset):
         self._starts = np.concatenate([[0], np.cumsum(plan.group_sizes)]).astype(np.int64)
         self._lock = threading.Lock()
         self._groups: dict[int, Future] = {}
-        self._readers = ThreadPoolExecutor(1, thread_name_prefix="avsc-read")
+        # Two groups read ahead, as the tf.data stream keeps two group reads in flight.
+        self._readers = ThreadPoolExecutor(self.READ_AHEAD, thread_name_prefix="avsc-read")
         self._decoders = ThreadPoolExecutor(decode_threads or _default_threads(), thread_name_prefix="avsc-jpeg") \
             if plan.jpeg else None
 
@@ -101,9 +104,9 @@ class FeatureBatches(keras.utils.PyDataset):
         return len(self)
 
     def _group(self, number: int) -> Future:
-        """The group's future, reading it (and the next one, ahead) when not yet asked for."""
+        """The group's future, reading it (and the next ones, ahead) when not yet asked for."""
         with self._lock:
-            for n in (number, number + 1):
+            for n in range(number, number + 1 + self.READ_AHEAD):
                 if n < len(self.plan.groups) and n not in self._groups:
                     self._groups[n] = self._readers.submit(self.plan.read_group, n)
             # Keep the groups a batch in flight may still need; the rest is garbage.
