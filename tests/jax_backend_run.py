@@ -56,6 +56,17 @@ def main(work: Path) -> None:
     result = train_backbone("aud-mel", [work / "features"], work / "aud-mel", config=config, progress=False)
     embedded = embed_clips(work / "aud-mel", [work / "features"], work / "aud-mel.parquet", batch_size=20,
                            progress=False)
+    # The Predictor's way of running an embedding model (compiled once per shape on JAX).
+    from avsc.features.store import FeatureStore
+    from avsc.inference.predict import _GraphRunner
+    from avsc.models.backbones import embedding_model
+    from avsc.training.embeddings import embed_arrays
+
+    store = FeatureStore.open(work / "features")
+    first = sorted(store.clips()["clip_id"])[:3]
+    batch = np.stack([store.read_clip(clip_id, "mel") for clip_id in first])
+    runner = _GraphRunner(embedding_model(keras.models.load_model(work / "aud-mel" / "model.keras")))
+    out["runner_fc1024"], out["runner_fc10"] = embed_arrays("aud-mel", runner, batch)
     np.savez(work / "jax.npz", **out)
     (work / "jax.json").write_text(json.dumps({
         "backend": keras.backend.backend(),

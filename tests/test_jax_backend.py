@@ -95,7 +95,7 @@ def test_fusion_models_agree_across_backends(jax_run):
 
 
 def test_a_short_jax_training_embeds_and_loads_in_tensorflow(jax_run):
-    work, _, _, meta = jax_run
+    work, _, jax_out, meta = jax_run
     from avsc.training.embeddings import embed_clips, read_embeddings
 
     assert not meta["tensorflow_imported"]  # it ran as on an install without TensorFlow
@@ -109,3 +109,6 @@ def test_a_short_jax_training_embeds_and_loads_in_tensorflow(jax_run):
     assert list(tf_emb.clip_ids) == list(jax_emb.clip_ids)
     np.testing.assert_allclose(tf_emb.fc10, jax_emb.fc10, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(tf_emb.fc1024, jax_emb.fc1024, rtol=1e-4, atol=1e-4)
+    # The Predictor's compiled runner on JAX gives the embed pass's numbers (first clips by id).
+    np.testing.assert_allclose(jax_out["runner_fc10"], jax_emb.fc10[:3], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jax_out["runner_fc1024"], jax_emb.fc1024[:3], rtol=1e-5, atol=1e-5)

@@ -30,7 +30,7 @@ import numpy as np
 
 from avsc.config import VISUAL_BACKBONES
 from avsc.errors import DataError
-from avsc.features.store import FeatureSpec, FeatureStore, Part, read_part_feature
+from avsc.features.store import FeatureSpec, FeatureStore, Part
 from avsc.labels import LABEL_INDEX, LABELS
 from avsc.training.mixup import mixup  # noqa: F401  (re-exported: the one mixup of Phase I)
 from avsc.training.sampling import EpochPlan, epoch_plan, part_loader
@@ -109,9 +109,10 @@ def train_dataset(
     seed always gives the same batches.
 
     Args:
-        shuffle_buffer: examples shuffled together (frames for a visual backbone; for an
-            audio backbone at most 256 clips, ~94 MB of float16 at the paper preset).
-        parallel_reads: part files read at the same time.
+        shuffle_buffer: examples shuffled together, a shuffle group (frames for a visual
+            backbone; for an audio backbone at most 256 clips, ~94 MB of float16 at the paper
+            preset); two groups are read while one is batched.
+        parallel_reads: part files of a group read at the same time.
 
     Returns:
         tf.data.Dataset of ``((x, lam, perm), y)``: ``x`` [shape=(batch, ...)] as stored
