@@ -51,6 +51,7 @@ bench: $(STAMP) ## Run every benchmark (prints figures; slow)
 	$(PY) bench/fusion.py
 	$(PY) bench/predict.py
 	$(PY) bench/pipeline.py
+	KERAS_BACKEND=jax $(PY) bench/gpu.py --device cpu --preset quick --clips 64
 
 .PHONY: clean
 clean: ## Remove build outputs and local runs (keeps .venv)
