@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from embeddings_factory import make_embeddings
 from features_factory import make_feature_store
+from records_factory import write_model_info
 from kfp.dsl import (
     HTML,
     Artifact,
@@ -291,9 +292,7 @@ def phase_one(tmp_path_factory) -> tuple[list[Model], list[Dataset]]:
         iteration = root / f"iteration-{number}"
         (iteration / "model").mkdir(parents=True)
         (iteration / "model" / "model.keras").write_bytes(f"model of {backbone}".encode())
-        write_json(iteration / "model" / "config.json", {
-            "backbone": backbone, "config_hash": "train0000001", "features": to_dict(features),
-            "feature_config_hash": config_hash(features), "feature_shapes": {"mel": [128, 715, 2]}})
+        write_model_info(iteration / "model", backbone, features=features, config_hash="train0000001")
         source = read_embeddings(synthetic / f"{backbone}.parquet")
         write_embeddings(iteration / "embeddings", clip_ids=list(source.clip_ids), splits=list(source.splits),
                          labels=list(source.labels), fc1024=source.fc1024, fc10=source.fc10, backbone=backbone,

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from media_cases import make_text_as_mp4, make_video
+from records_factory import write_model_info
 from s3_server import s3_env, s3_server, s3_store  # noqa: F401  (fixtures)
 
 from avsc.config import (
@@ -56,10 +57,7 @@ def models_root(tmp_path_factory) -> Path:
         model = build_backbone(backbone, shapes, TRAIN)
         (root / backbone).mkdir()
         model.save(root / backbone / "model.keras")
-        write_json(root / backbone / "config.json", {
-            "backbone": backbone, "train": to_dict(TRAIN), "config_hash": config_hash(TRAIN),
-            "features": to_dict(FEATURES), "feature_config_hash": config_hash(FEATURES),
-            "feature_shapes": {k: list(v) for k, v in shapes.items()}, "labels": list(LABELS)})
+        write_model_info(root / backbone, backbone, train=TRAIN, features=FEATURES, feature_shapes=shapes)
     return root
 
 
