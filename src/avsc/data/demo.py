@@ -222,7 +222,10 @@ def make_demo_dataset(
             write_wav(tmp, audio, sample_rate, sample_width=3)
         _write_clip_atomic(mp4, frames, fps, audio, sample_rate)
 
-    workers = workers or max(1, os.cpu_count() or 1)
+    if not workers:
+        from avsc.runtime import usable_cpus
+
+        workers = usable_cpus()  # the pod's or taskset's CPUs, not the node's
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(tqdm(pool.map(make_one, clips), total=len(clips), desc="demo clips",
                   unit="clip", disable=not progress))

@@ -308,7 +308,14 @@ def ingest_dataset(
             log.exception("unexpected error probing %s", record["video"])
             return None, f"unexpected error while probing it ({type(exc).__name__}: {exc})"
 
-    workers = workers or min(16, 2 * (os.cpu_count() or 1))
+    if not workers:
+        # Two probes per usable CPU (each mostly waits on ffprobe or the store), never the
+        # node's core count.
+        from avsc.runtime import detect_limits
+
+        limits = detect_limits()
+        workers = min(16, 2 * limits.cpus)
+        log.info("probing with %d thread(s) (%s)", workers, limits.describe())
     kept: list[dict] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(probe, pending)

@@ -268,7 +268,7 @@ def preprocess(
     from avsc.data.segments import check_segment_length
     from avsc.features.spectrograms import feature_shapes
     from avsc.features.store_writer import PartWriter, init_store, scan_parts, write_index
-    from avsc.runtime import use_writable_caches
+    from avsc.runtime import detect_limits, use_writable_caches
 
     use_writable_caches()  # before librosa (numba) loads here or in the workers, who inherit it
     check_shard(shard)
@@ -292,13 +292,16 @@ def preprocess(
     # not 32 neighbours in clip-id order (one location's segments), which a training
     # stream's shuffle buffer of a few parts could not mix.
     todo = [todo[i] for i in np.random.default_rng([shard[0], shard[1]]).permutation(len(todo))]
-    cpus = os.cpu_count() or 1
-    decoder_threads = max(1, cpus // workers) if workers > 1 else 0
+    # The CPUs of the pod (its CFS quota, the affinity mask), not the node's: ffmpeg's own
+    # default ("auto") starts one decoder thread per core it sees.
+    limits = detect_limits()
+    decoder_threads = max(1, limits.cpus // workers)
     tasks = [(row.clip_id, row.label, row.split, row.video_path, config, specs, decoder_threads,
               float(row.offset_s))
              for row in todo]
-    log.info("shard %d/%d: %d clips, %d already done, %d to process with %d worker(s)",
-             shard[0], shard[1], len(rows), skipped, len(tasks), workers)
+    log.info("shard %d/%d: %d clips, %d already done, %d to process with %d worker(s), %d decoder "
+             "thread(s) each (%s)", shard[0], shard[1], len(rows), skipped, len(tasks), workers,
+             decoder_threads, limits.describe())
 
     rejected: list[dict] = []
     processed = 0
