@@ -63,7 +63,7 @@ def build_pipeline(options: ClusterOptions = ClusterOptions()):
     def train_and_embed(
         backbones: List[str], config: Input[Artifact], features: Input[List[Dataset]], output_uri: str,
     ) -> BackboneOutputs:
-        with dsl.ParallelFor(backbones, name="Each backbone") as backbone:
+        with dsl.ParallelFor(backbones, name="Each backbone", parallelism=options.parallel_trainings) as backbone:
             # Streams its own feature from the store and checkpoints every epoch under
             # output_uri, so a retried pod resumes after the last finished epoch.
             train = configure(train_backbone(backbone=backbone, config=config, features=features,

@@ -15,6 +15,7 @@ holds no wiring and ``pipeline.py`` no command line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from avsc.config import DEFAULT_PRESET, PRESETS
-from components.cluster import LOCAL_OPTIONS, REGISTRY_PATTERN, RESOURCES, ClusterOptions
+from components.cluster import LOCAL_OPTIONS, REGISTRY_PATTERN, RESOURCES, STEPS, ClusterOptions
 from components.local_runner import add_runner_flags, local_runner
 
 # What `run --local` publishes into its output folder (cleared before a run).
@@ -155,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", default="runs/local", help="output folder (default %(default)s)")
     run.add_argument("--cache", action="store_true",
                      help="reuse results of unchanged steps from earlier runs into the same OUTPUT")
+    run.add_argument("--parallel", type=int, choices=(1, 2), default=2,
+                     help="backbones trained at once (kfp.local runs at most 2; default %(default)s)")
+    run.add_argument("--skip-memory-check", action="store_true",
+                     help="start even when the steps' estimated memory exceeds this machine's")
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help="show every step's full output (kfp's executor input, TensorFlow's log), "
+                          "not only its start and end")
     _run_flags(run)
     add_runner_flags(run)
     run.set_defaults(handler=_cmd_run)
@@ -185,22 +193,41 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def local_step_count(shards: int) -> int:
+    """The steps of a local run: config, ingest, shard list, ``shards`` preprocessing steps,
+    a training and an embedding per backbone, a fusion per method, evaluate, publish."""
+    from avsc.config import BACKBONES, FUSION_METHODS
+
+    return 3 + shards + 2 * len(BACKBONES) + len(FUSION_METHODS) + 2
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from kfp import local
 
+    from avsc.config import load_config
     from avsc.evaluation.report import results_table
+    from avsc.preflight import check_local_run, step_needs
     from avsc.storage.files import read_json
     from avsc.storage.s3 import is_remote
+    from components.progress import RunProgress, display_names, duration, quiet_steps
 
+    began = time.perf_counter()
     output = Path(args.output).resolve()
     dataset = args.dataset
     if dataset is not None and not is_remote(dataset):
         dataset = str(Path(dataset).resolve())
     arguments = pipeline_arguments(args, dataset or "", str(output))  # settings checked before any work
+    config = load_config(args.config, preset=args.preset, overrides=args.settings)
+    if not args.skip_memory_check:  # before the demo data or any step: a run that cannot fit says so now
+        check_local_run(config, parallel_trainings=args.parallel)
     if dataset is None:
         from avsc.data.demo import make_demo_dataset
 
-        arguments["dataset"] = str(make_demo_dataset(output / "dataset").root)
+        demo = make_demo_dataset(output / "dataset", progress=False)
+        arguments["dataset"] = str(demo.root)
+        print(f"demo dataset: {demo.n_clips} clips in {demo.root}", flush=True)
     for pattern in PUBLISHED:  # results of an earlier run must not pass for this one's
         for stale in output.glob(pattern):
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
@@ -210,28 +237,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # effect here: said once instead.
     warnings.filterwarnings("ignore", message=r"Task '.*': settings .* have no effect in the current local runner",
                             category=UserWarning)
-    print("pipeline.py run: running every step here; the cluster settings (resources, GPUs, retries) "
-          "apply only on a cluster", flush=True)
+    options = replace(LOCAL_OPTIONS, parallel_trainings=args.parallel)
+    pipeline = args.build(options)
+    logs = output / "logs" / time.strftime("%Y%m%d-%H%M%S")
+    total = local_step_count(args.shards)
+    print(f"pipeline.py run: {total} steps here, {args.parallel} training(s) at once; step logs in {logs} "
+          "(-v shows them); cluster settings (resources, GPUs, retries) apply only on a cluster", flush=True)
+    needs = {" ".join(filter(None, (STEPS[need.step].display_name, need.item))): need.bytes
+             for need in step_needs(config)}
+    progress = RunProgress(total=total, logs=logs, names=display_names(pipeline.pipeline_spec), needs=needs,
+                           verbose=args.verbose)
+    quiet = quiet_steps(progress) if args.runner == "subprocess" else contextlib.nullcontext()
     try:
         with local_runner(args.runner, dataset=arguments["dataset"], output=output, registry=args.registry,
-                          gpu=not args.no_gpu) as runner:
+                          gpu=not args.no_gpu) as runner, quiet:
             local.init(runner=runner, pipeline_root=str(output / "pipeline-root"),
                        enable_caching=args.cache, cache_root=str(output / "cache") if args.cache else None)
-            args.build(LOCAL_OPTIONS)(**arguments)
+            pipeline(**arguments)
     except RuntimeError as exc:
-        print(f"pipeline.py run: error: {exc} Its log is above.", file=sys.stderr)
+        failure = progress.failure
+        if failure is not None:
+            print(f"pipeline.py run: error: step {failure.label!r} failed: {failure.detail}; "
+                  f"the run stopped there. Its log: {failure.log}", file=sys.stderr)
+        else:
+            print(f"pipeline.py run: error: {exc} The log: {logs if args.runner == 'subprocess' else 'above'}",
+                  file=sys.stderr)
         return 1
     metrics_path = output / "metrics.json"
     if not metrics_path.is_file():
         print(f"pipeline.py run: error: the run published no {metrics_path}", file=sys.stderr)
         return 1
-    print()
+    reused = f", {len(progress.reused)} of them reused from the cache" if progress.reused else ""
+    print(f"pipeline.py run: {progress.started} steps done in {duration(time.perf_counter() - began)}{reused}")
     print(results_table(read_json(metrics_path)))
-    print()
-    print(f"config:  {output / 'config.json'}")
-    print(f"metrics: {metrics_path}")
-    print(f"report:  {output / 'report.html'}")
-    print(f"bundle:  {output / 'bundle'}")
+    print(f"outputs in {output}: config.json, metrics.json, report.html, bundle/")
     return 0
 
 

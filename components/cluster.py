@@ -41,6 +41,8 @@ class ClusterOptions:
             components' ``ghcr.io/avsc/avsc-{cpu,gpu}:VERSION`` become ``REGISTRY/avsc-...``.
         choose_images: set each task's image from ``gpu`` and ``registry``; False keeps the
             components' own (``kfp.local``, whose runner picks the image itself).
+        parallel_trainings: backbones trained at once (0: all, one GPU each; kfp.local runs
+            at most 2).
     """
 
     gpu: bool = True
@@ -53,6 +55,7 @@ class ClusterOptions:
     resources: str = "standard"
     registry: str | None = None
     choose_images: bool = True
+    parallel_trainings: int = 0
 
 
 # CPU request, memory request, CPU limit, memory limit per step and profile.
