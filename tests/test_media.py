@@ -137,3 +137,23 @@ def test_missing_file_and_bad_spans(tmp_path, videos):
 
 def test_media_duration(videos):
     assert media_duration(videos["long"]) == pytest.approx(3.0, abs=0.15)
+
+
+def test_a_colon_or_odd_characters_in_a_relative_path_reach_ffmpeg_as_a_file(videos, tmp_path, monkeypatch):
+    # ffmpeg reads "scene:" as the name of a protocol ("Protocol not found") unless told the
+    # input is a file.
+    import shutil
+
+    from avsc.media.probe import probe_media
+
+    odd = tmp_path / "scene: park #1 (é).mp4"
+    shutil.copy(videos["stereo"], odd)
+    monkeypatch.chdir(tmp_path)
+    name = odd.name
+    assert probe_media(name).has_audio
+    audio = demux_audio(name, AudioConfig(clip_seconds=1.0))
+    assert audio.shape == (32000, 2) and rms(audio).min() > 0
+    frames = sample_frames(name, FrameConfig(fps=2.0, size=32), seconds=1.0)
+    assert frames.shape == (2, 32, 32, 3)
+    written = write_clip(tmp_path / "out: copy.mp4", frames, 2.0)  # and as an output
+    assert probe_media(written.name).width == 32

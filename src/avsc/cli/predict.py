@@ -32,24 +32,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    require_tensorflow()
+    from avsc.inference.bundle import check_bundle_location
+    from avsc.inference.predict import check_videos
+
+    # The inputs first (a second), the models after (10-40 s): a missing file, a folder, a
+    # text file named .mp4 or an s3:// URL without credentials fails at once.
+    check_bundle_location(args.bundle)
+    problems = check_videos(args.videos)
+    if len(problems) == len(args.videos):
+        for path in args.videos:
+            _report_failure(path, problems[path], args, progress=False)
+        return EXIT_FAILURE
+    require_tensorflow(verbose=args.verbose)
     from avsc.inference.predict import Predictor
 
     predictor = Predictor.load(args.bundle, allow_visual_only=args.allow_visual_only)
     progress = len(args.videos) > 1 and not args.json and not args.quiet
     failed = 0
-    for path, result in predictor.predict_files(args.videos, progress=progress):
+    for path, result in _in_order(args.videos, problems, predictor, progress):
         if isinstance(result, str):
             failed += 1
-            _say(f"avsc predict: error: {result}", sys.stderr, progress)
-            if args.json:
-                print(json.dumps({"path": path, "error": result}), flush=True)
+            _report_failure(path, result, args, progress)
             continue
         if args.json:
             print(json.dumps(result.to_dict()), flush=True)
         else:
             _say(f"{path}\t{result.label}\t{result.probabilities[result.label]:.4f}", sys.stdout, progress)
     return EXIT_FAILURE if failed else 0
+
+
+def _in_order(videos: list[str], problems: dict[str, str], predictor, progress: bool):
+    """``(path, Prediction | message)`` for every video in the given order: the ones that
+    failed the input check with their message, the others classified."""
+    results = predictor.predict_files([v for v in videos if v not in problems], progress=progress)
+    for path in videos:
+        yield (path, problems[path]) if path in problems else next(results)
+
+
+def _report_failure(path: str, message: str, args: argparse.Namespace, progress: bool) -> None:
+    _say(f"avsc predict: error: {message}", sys.stderr, progress)
+    if args.json:
+        print(json.dumps({"path": path, "error": message}), flush=True)
 
 
 def _say(line: str, stream, progress: bool) -> None:
