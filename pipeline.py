@@ -97,8 +97,8 @@ def build_pipeline(options: ClusterOptions = ClusterOptions()):
             shard_count: preprocessing tasks (the dataset split round-robin).
         """
         settings = configure(resolve_config(preset=preset, overrides=config), "config", options)
-        ingest = configure(ingest_dataset(dataset=dataset, segment_seconds=settings.outputs["segment_seconds"]),
-                           "ingest", options)
+        ingest = configure(ingest_dataset(dataset=dataset, segment_seconds=settings.outputs["segment_seconds"],
+                                          audio_source=settings.outputs["audio_source"]), "ingest", options)
         shards = configure(list_shards(shard_count=shard_count), "shards", options)
 
         with dsl.ParallelFor(shards.output, name="Each shard") as shard_index:

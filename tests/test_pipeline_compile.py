@@ -148,12 +148,14 @@ def test_settings_are_resolved_once_and_read_from_the_config_artifact(compiled):
     # Ingest reads one setting, data.segment_seconds, as a parameter output of that step: a
     # change to any other setting leaves ingest's inputs, and so its cached result, as they were.
     ingest = compiled.root[compiled.by_display("Ingest dataset")[0]]
-    assert ingest["inputs"]["parameters"]["segment_seconds"] == {
-        "taskOutputParameter": {"outputParameterKey": "segment_seconds", "producerTask": resolve}}
+    for name in ("segment_seconds", "audio_source"):  # and data.audio_source, the clips' sound
+        assert ingest["inputs"]["parameters"][name] == {
+            "taskOutputParameter": {"outputParameterKey": name, "producerTask": resolve}}
     assert "artifacts" not in ingest["inputs"]
     produced = compiled.components[task["componentRef"]["name"]]["outputDefinitions"]["parameters"]
-    assert set(produced) == {"segment_seconds"}
+    assert set(produced) == {"segment_seconds", "audio_source"}
     assert produced["segment_seconds"]["parameterType"] == "NUMBER_DOUBLE"
+    assert produced["audio_source"]["parameterType"] == "STRING"
 
 
 def test_preprocessing_fans_out_over_the_shard_list(compiled):

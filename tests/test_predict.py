@@ -519,14 +519,20 @@ def test_bad_inputs_fail_before_any_model_loads(bundle_dir, videos, tmp_path, mo
     assert code == 1 and "not a model bundle" in capsys.readouterr().err
 
 
-def test_a_colon_in_a_relative_file_name_is_classified(predictor, videos, tmp_path, monkeypatch):
+def test_a_colon_in_a_relative_file_name_is_classified(bundle_dir, videos, tmp_path, monkeypatch, capsys, caplog):
+    import logging
     import shutil
+
+    from avsc.cli import main
 
     shutil.copy(videos["demo"], tmp_path / "scene: park.mp4")
     monkeypatch.chdir(tmp_path)
     assert check_videos(["scene: park.mp4"]) == {}
-    result = predictor.predict_file("scene: park.mp4")
-    assert result.label in LABELS and result.windows == 2
+    with caplog.at_level(logging.INFO, logger="avsc"):
+        assert main(["predict", "scene: park.mp4", "--bundle", str(bundle_dir)]) == 0
+    path, label, _ = capsys.readouterr().out.strip().split("\t")
+    assert path == "scene: park.mp4" and label in LABELS
+    assert "sound: each video's own audio track" in caplog.text  # not a dataset WAV: said so
 
 
 def test_tensorflow_starts_without_a_word_unless_verbose():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from avsc.cli.options import EXIT_FAILURE, add_command, add_quiet, require_tensorflow
@@ -43,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
         for path in args.videos:
             _report_failure(path, problems[path], args, progress=False)
         return EXIT_FAILURE
+    # A video brought to predict has no dataset WAV beside it: its own track is the sound,
+    # whatever data.audio_source the models were trained with.
+    logging.getLogger(__name__).info("sound: each video's own audio track (a dataset's separate WAV files "
+                                     "are read in training only, per data.audio_source)")
     require_tensorflow(verbose=args.verbose)
     from avsc.inference.predict import Predictor
 
