@@ -270,7 +270,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     reused = f", {len(progress.reused)} of them reused from the cache" if progress.reused else ""
     print(f"pipeline.py run: {progress.started} steps done in {duration(time.perf_counter() - began)}{reused}")
     print(results_table(read_json(metrics_path)))
-    print(f"outputs in {output}: config.json, metrics.json, report.html, bundle/")
+    print(f"config:  {output / 'config.json'}")
+    print(f"metrics: {metrics_path}")
+    print(f"report:  {output / 'report.html'}")
+    print(f"bundle:  {output / 'bundle'}")
     return 0
 
 
@@ -319,6 +322,9 @@ def main(argv: list[str] | None, build: Builder) -> int:
     except AvscError as exc:
         print(f"pipeline.py {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"pipeline.py {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 

@@ -180,6 +180,23 @@ def describe_exit(code: int, peak: int | None, need: int | None) -> tuple[str, s
     return "failed", f"exited with status {code}"
 
 
+_ERROR_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?(?P<error>[A-Za-z_]\w*(?:Error|Exception|Exit|Crash)): (?P<text>.+)$")
+
+
+def last_error(log_path: Path, tail: int = 200) -> str:
+    """The error a failed step's log ends with (``DataError: /data: no fold1_train.csv ...``,
+    the exception's class without its module), or "" when there is none."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()[-tail:]
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        match = _ERROR_LINE.match(line.strip())
+        if match:
+            return f"{match['error']}: {match['text']}"
+    return ""
+
+
 def _task_handler(progress: RunProgress):
     """kfp.local's subprocess task handler, writing each step's output to its log file."""
     from kfp.local import status, subprocess_task_handler
@@ -208,6 +225,9 @@ def _task_handler(progress: RunProgress):
             state, detail = describe_exit(code, peak, progress.needs.get(label))
             if state != "done" and progress.failure is not None:  # ended by fail() below
                 state, detail = "stopped", f"stopped: {progress.failure.label} failed"
+            elif state == "failed":
+                cause = last_error(log_path)
+                detail = f"{detail}: {cause}" if cause else detail
             outcome = StepOutcome(label, state, seconds, peak, log_path, detail)
             progress.outcomes.append(outcome)
             memory = f", peak {peak / GB:.1f} GB" if peak else ""
@@ -306,6 +326,12 @@ def quiet_steps(progress: RunProgress) -> Iterator[RunProgress]:
     try:
         yield progress
     finally:
+        # Steps still running here (Ctrl-C reaches only the main thread, and each step runs in a
+        # session of its own, away from the terminal's signals) are stopped with the run.
+        with progress._lock:
+            running = list(progress._running.values())
+        for process in running:
+            _stop(process)
         logging.captureWarnings(False)
         root.removeHandler(handler)
         root.setLevel(level)
@@ -332,5 +358,5 @@ def display_names(pipeline_spec) -> dict[str, str]:
     return names
 
 
-__all__ = ["RunProgress", "StepOutcome", "describe_exit", "display_names", "duration", "quiet_steps",
+__all__ = ["RunProgress", "StepOutcome", "describe_exit", "display_names", "duration", "last_error", "quiet_steps",
            "step_figures", "step_label"]

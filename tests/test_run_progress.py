@@ -115,3 +115,14 @@ def test_iterations_are_told_apart_by_their_inputs():
     shard = {"inputs": {"parameterValues": {"shard_index": 2, "shard_count": 4.0}}}
     assert step_label("preprocess-shard", shard, names) == "Preprocess shard 2/4"
     assert step_label("other", {}, names) == "other"
+
+
+def test_a_failed_step_is_named_with_the_error_its_log_ends_with(tmp_path):
+    from components.progress import last_error
+
+    log = tmp_path / "03-ingest-dataset.log"
+    log.write_text("Traceback (most recent call last):\n  File \"x\", line 1\n"
+                   "avsc.errors.DataError: /data: no fold1_train.csv or fold1_evaluate.csv found in it\n\n")
+    assert last_error(log) == "DataError: /data: no fold1_train.csv or fold1_evaluate.csv found in it"
+    log.write_text("all fine\n")
+    assert last_error(log) == "" and last_error(tmp_path / "missing.log") == ""
