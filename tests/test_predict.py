@@ -539,7 +539,7 @@ def test_tensorflow_starts_without_a_word_unless_verbose():
     import subprocess
     import sys
 
-    code = "from avsc.cli.options import require_tensorflow; require_tensorflow(verbose={})"
+    code = "from avsc.cli.options import require_tensorflow; require_tensorflow(load=True, verbose={})"
     quiet = subprocess.run([sys.executable, "-c", code.format(False)], capture_output=True, text=True, check=True)
     assert quiet.stderr == ""
     loud = subprocess.run([sys.executable, "-c", code.format(True) + "; import tensorflow"],

@@ -84,8 +84,8 @@ def test_avsc_train_refuses_a_training_that_cannot_fit_before_tensorflow_loads(t
 
     store = make_feature_store(tmp_path / "features", per_class={"train": 1, "val": 1, "test": 0})
     monkeypatch.setattr("avsc.runtime.memory_limit", lambda *a, **k: 1 * GIB)
-    monkeypatch.setattr("avsc.cli.train.require_tensorflow",
-                        lambda **kwargs: pytest.fail("TensorFlow loaded before the memory check"))
+    monkeypatch.setattr("avsc.training.backbone.train_backbone",
+                        lambda *a, **k: pytest.fail("training started without the memory check"))
     code = main(["train", "vis-inc", str(store), "-o", str(tmp_path / "model"), "--preset", "paper"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.count("\n") == 0

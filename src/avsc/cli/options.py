@@ -210,14 +210,14 @@ def _dotted(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 # ---------------------------------------------------------------- TensorFlow
 
-def require_tensorflow(*, verbose: bool = False) -> None:
+def require_tensorflow(*, load: bool = False, verbose: bool = False) -> None:
     """Fail in one line, before any work, when the TensorFlow extra is not installed.
 
-    Also keeps TensorFlow's C++ start-up chatter out of the terminal: its log level, and,
-    unless ``verbose``, TensorFlow imported here with the process's standard error closed
-    for the moment, because the lines its libraries print as they load ("All log messages
-    before absl::InitializeLog() ...", "oneDNN custom operations are on ...") ignore
-    ``TF_CPP_MIN_LOG_LEVEL``.
+    Also keeps TensorFlow's C++ start-up chatter out of the terminal: its log level, and with
+    ``load`` (unless ``verbose``) TensorFlow imported here with the process's standard error
+    pointed at /dev/null for the moment, because the lines its libraries print as they load
+    ("All log messages before absl::InitializeLog() ...", "oneDNN custom operations are on
+    ...") ignore ``TF_CPP_MIN_LOG_LEVEL``.
 
     Raises:
         MissingDependencyError: ``tensorflow`` or ``keras`` cannot be found.
@@ -230,7 +230,7 @@ def require_tensorflow(*, verbose: bool = False) -> None:
             found = False
         if not found:
             raise MissingDependencyError(TENSORFLOW_MISSING)
-    if verbose or "tensorflow" in sys.modules:
+    if not load or verbose or "tensorflow" in sys.modules:
         return
     sys.stderr.flush()
     saved = os.dup(2)

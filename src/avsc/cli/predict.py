@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from avsc.inference.bundle import check_bundle_location
     from avsc.inference.predict import check_videos
 
+    require_tensorflow()  # installed at all? (a lookup; loading it comes after the inputs)
+
     # The inputs first (a second), the models after (10-40 s): a missing file, a folder, a
     # text file named .mp4 or an s3:// URL without credentials fails at once.
     check_bundle_location(args.bundle)
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     # whatever data.audio_source the models were trained with.
     logging.getLogger(__name__).info("sound: each video's own audio track (a dataset's separate WAV files "
                                      "are read in training only, per data.audio_source)")
-    require_tensorflow(verbose=args.verbose)
+    require_tensorflow(load=True, verbose=args.verbose)
     from avsc.inference.predict import Predictor
 
     predictor = Predictor.load(args.bundle, allow_visual_only=args.allow_visual_only)

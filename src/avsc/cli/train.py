@@ -58,13 +58,13 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     config = resolve_config(args)
+    require_tensorflow()
     if not args.skip_memory_check:  # before TensorFlow loads: a training that cannot fit says so now
         from avsc.features.store import FeatureStore
         from avsc.preflight import check_training
 
         store = FeatureStore.open(args.features)  # the shapes the network will see are the store's
         check_training(args.backbone, replace(config, features=store.config))
-    require_tensorflow()
     from avsc.training.backbone import train_backbone
 
     result = train_backbone(args.backbone, args.features, args.output, config=config.train,
