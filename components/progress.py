@@ -131,9 +131,14 @@ def step_label(component: str, executor_input: Mapping, names: Mapping[str, str]
     """The step's display name, with the input that tells its iterations apart
     (``Train backbone aud-mel``, ``Preprocess shard 2/4``)."""
     name = names.get(f"comp-{component}", component)
-    params = executor_input.get("inputs", {}).get("parameterValues", {})
+    params = dict(executor_input.get("inputs", {}).get("parameterValues", {}))
+    # An input artifact tagged with its backbone (the embedding step's model) tells it too.
+    for output in executor_input.get("inputs", {}).get("artifacts", {}).values():
+        for artifact in output.get("artifacts", [])[:1]:
+            for key in _LABEL_INPUTS:
+                params.setdefault(key, (artifact.get("metadata") or {}).get(key))
     for key in _LABEL_INPUTS:
-        if key in params:
+        if params.get(key):
             return f"{name} {params[key]}"
     if "shard_index" in params and "shard_count" in params:
         return f"{name} {int(params['shard_index'])}/{int(params['shard_count'])}"
@@ -150,13 +155,13 @@ def step_figures(output_file: str | None, limit: int = 4) -> str:
             record = json.load(handle)
     except (OSError, ValueError):
         return ""
-    figures = []
+    figures: dict[str, str] = {}  # an output and its copy for the UI carry the same numbers once
     for output in record.get("artifacts", {}).values():
         for artifact in output.get("artifacts", []):
             for key, value in (artifact.get("metadata") or {}).items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "seconds":
-                    figures.append(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}")
-    return ", ".join(figures[:limit])
+                    figures.setdefault(key, f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}")
+    return ", ".join(list(figures.values())[:limit])
 
 
 def describe_exit(code: int, peak: int | None, need: int | None) -> tuple[str, str]:

@@ -115,6 +115,9 @@ def test_iterations_are_told_apart_by_their_inputs():
     shard = {"inputs": {"parameterValues": {"shard_index": 2, "shard_count": 4.0}}}
     assert step_label("preprocess-shard", shard, names) == "Preprocess shard 2/4"
     assert step_label("other", {}, names) == "other"
+    names["comp-embed-backbone"] = "Embed backbone"  # its model artifact carries the backbone
+    model = {"inputs": {"artifacts": {"model": {"artifacts": [{"metadata": {"backbone": "vis-inc"}}]}}}}
+    assert step_label("embed-backbone", model, names) == "Embed backbone vis-inc"
 
 
 def test_a_failed_step_is_named_with_the_error_its_log_ends_with(tmp_path):
