@@ -270,10 +270,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     reused = f", {len(progress.reused)} of them reused from the cache" if progress.reused else ""
     print(f"pipeline.py run: {progress.started} steps done in {duration(time.perf_counter() - began)}{reused}")
     print(results_table(read_json(metrics_path)))
-    print(f"config:  {output / 'config.json'}")
-    print(f"metrics: {metrics_path}")
-    print(f"report:  {output / 'report.html'}")
-    print(f"bundle:  {output / 'bundle'}")
+    print(f"outputs: {output / 'config.json'}, {metrics_path}, {output / 'report.html'}, {output / 'bundle'}")
     return 0
 
 
