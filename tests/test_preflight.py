@@ -24,6 +24,7 @@ MEASURED = {
     ("paper", "vis-inc", 8): 2238 * MIB,
     ("paper", "vis-inc", 32): 3832 * MIB,
     ("paper", "vis-conv", 8): 3137 * MIB,
+    ("paper", "vis-conv", 32): 9727 * MIB,
 }
 
 
