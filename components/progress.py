@@ -284,17 +284,23 @@ class _RunLog(logging.Handler):
     _HIT = re.compile(r"Task (?P<task>\S+) cache hit")
 
     def __init__(self, path: Path, progress: RunProgress):
+        from kfp.local import logging_utils
+
         super().__init__(logging.INFO)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(path, "a", buffering=1)  # noqa: SIM115 -- closed by close()
         self.progress = progress
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        # kfp.local's own format ("10:15:02.123 - INFO - Executing task ..."): tools that read
+        # its log (bench/pipeline.py, with -v) read these lines the same.
+        self.setFormatter(logging_utils.MillisecondFormatter(fmt="%(asctime)s - %(levelname)s - %(message)s",
+                                                             datefmt="%H:%M:%S.%f"))
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
-        self.file.write(re.sub(r"\x1b\[[0-9;]*m", "", self.format(record)) + "\n")
+        line = self.format(record)
+        self.file.write(re.sub(r"\x1b\[[0-9;]*m", "", line) + "\n")
         if self.progress.verbose:
-            self.progress.say(message)
+            self.progress.say(line)
         hit = self._HIT.search(message)
         if hit:
             task = re.sub(r"-iteration-\d+$", "", re.sub(r"\x1b\[[0-9;]*m", "", hit["task"]))

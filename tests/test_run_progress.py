@@ -129,3 +129,17 @@ def test_a_failed_step_is_named_with_the_error_its_log_ends_with(tmp_path):
     assert last_error(log) == "DataError: /data: no fold1_train.csv or fold1_evaluate.csv found in it"
     log.write_text("all fine\n")
     assert last_error(log) == "" and last_error(tmp_path / "missing.log") == ""
+
+
+def test_verbose_shows_every_line_with_kfp_timestamps(tmp_path):
+    import re
+
+    _init(tmp_path)
+    progress = _progress(tmp_path, chatty_pipeline, total=1, verbose=True)
+    with quiet_steps(progress):
+        chatty_pipeline(item="tram")
+    out = progress.out.getvalue()
+    assert "noise 199 of tram" in out and "executor_input" in out
+    # kfp.local's own lines keep its format (bench/pipeline.py times the steps from them).
+    assert re.search(r"^\d\d:\d\d:\d\d\.\d{3} - INFO - Executing task", out, re.M)
+    assert re.search(r"^\d\d:\d\d:\d\d\.\d{3} - INFO - Executing task", (progress.logs / "run.log").read_text(), re.M)
