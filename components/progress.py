@@ -259,6 +259,9 @@ def _run_logged(command: list[str], env: dict, log_path: Path, progress: RunProg
                                    bufsize=1, env=env, start_new_session=True)
         with progress._lock:
             progress._running[process.pid] = process
+            stopped = progress.failure is not None  # a step failed while this one was starting
+        if stopped:
+            _stop(process)
         try:
             for line in process.stdout:
                 log.write(line)
