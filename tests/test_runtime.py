@@ -96,3 +96,20 @@ def test_under_one_cpu_preprocessing_uses_one_worker_one_decoder_thread_and_says
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "1"
     assert "1 worker(s), 1 decoder thread(s) each (using 1 of" in done.stderr
+
+
+def test_tensorflow_thread_pools_take_the_usable_cpus_before_it_starts():
+    code = textwrap.dedent("""
+        from avsc.runtime import limit_tensorflow_threads
+        import tensorflow as tf
+        assert limit_tensorflow_threads()
+        print(tf.config.threading.get_intra_op_parallelism_threads(),
+              tf.config.threading.get_inter_op_parallelism_threads())
+        tf.constant(1.0) + 1.0  # TensorFlow has started: its pools are fixed now
+        print(limit_tensorflow_threads(3))
+    """)
+    first = min(os.sched_getaffinity(0))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: os.sched_setaffinity(0, {first}), check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1", "1", "False"]

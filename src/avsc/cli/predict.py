@@ -52,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
                                      "are read in training only, per data.audio_source)")
     require_tensorflow(load=True, verbose=args.verbose)
     from avsc.inference.predict import Predictor
+    from avsc.runtime import limit_tensorflow_threads
+
+    limit_tensorflow_threads()  # the usable CPUs, not the node's, before the models load
 
     predictor = Predictor.load(args.bundle, allow_visual_only=args.allow_visual_only)
     progress = len(args.videos) > 1 and not args.json and not args.quiet
