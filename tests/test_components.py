@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from embeddings_factory import make_embeddings
 from features_factory import make_feature_store
+from records_factory import write_model_info
 from kfp.dsl import (
     HTML,
     Artifact,
@@ -137,7 +138,8 @@ def test_resolve_config_hands_ingest_the_segment_length(tmp_path):
     assert resolve("").segment_seconds == 0.0  # whole clips
     one_second = resolve("data.segment_seconds = 1\nfeatures.audio.clip_seconds = 1.0")
     assert one_second.segment_seconds == 1.0
-    assert read_json(tmp_path / "c")["config"]["data"] == {"segment_seconds": 1.0}
+    assert read_json(tmp_path / "c")["config"]["data"] == {"segment_seconds": 1.0, "audio_source": "auto"}
+    assert (resolve("").audio_source, resolve('data.audio_source = "video"').audio_source) == ("auto", "video")
     # A segment length the features would not match fails the first step, before any work.
     with pytest.raises(ConfigError, match=r"data.segment_seconds is 1, but features.audio.clip_seconds is 4"):
         resolve("data.segment_seconds = 1")
@@ -215,7 +217,9 @@ def test_preprocess_shards_share_the_run_store_and_hand_on_a_reference(config, d
                                      features=features, metrics=Metrics(uri=str(tmp_path / f"metrics-{index}")))
         assert sorted(p.name for p in Path(features.path).iterdir()) == ["feature-store.json"]
         refs.append(features.path)
-    shared = tmp_path / "run" / "features" / read_json(config.path)["hashes"]["features"]
+    # Keyed by the feature settings and, sound from WAVs where there are some (data.audio_source
+    # = auto), by where the sound comes from: a store of the videos' tracks is never mixed in.
+    shared = tmp_path / "run" / "features" / f"{read_json(config.path)['hashes']['features']}-audio-auto"
     assert features.metadata["store"] == str(shared) and (shared / "store.json").is_file()
     opened = FeatureStore.open(refs)
     assert opened.roots == (str(shared),) and len(opened.index) == 6
@@ -291,9 +295,7 @@ def phase_one(tmp_path_factory) -> tuple[list[Model], list[Dataset]]:
         iteration = root / f"iteration-{number}"
         (iteration / "model").mkdir(parents=True)
         (iteration / "model" / "model.keras").write_bytes(f"model of {backbone}".encode())
-        write_json(iteration / "model" / "config.json", {
-            "backbone": backbone, "config_hash": "train0000001", "features": to_dict(features),
-            "feature_config_hash": config_hash(features), "feature_shapes": {"mel": [128, 715, 2]}})
+        write_model_info(iteration / "model", backbone, features=features, config_hash="train0000001")
         source = read_embeddings(synthetic / f"{backbone}.parquet")
         write_embeddings(iteration / "embeddings", clip_ids=list(source.clip_ids), splits=list(source.splits),
                          labels=list(source.labels), fc1024=source.fc1024, fc10=source.fc10, backbone=backbone,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss
 from embeddings_factory import make_embeddings
+from records_factory import write_model_info
 
 from avsc.cli import main
 from avsc.config import BACKBONES
@@ -20,6 +21,7 @@ from avsc.evaluation.metrics import classification_metrics, softmax, wilson_inte
 from avsc.evaluation.predictions import write_predictions
 from avsc.evaluation.report import results_table, write_submission_csv
 from avsc.labels import LABELS
+from avsc.records import Calibration
 from avsc.storage.files import write_json
 
 # --- Metrics on a tiny example: 3 classes, 4 clips -------------------------------------------
@@ -254,9 +256,8 @@ def test_report_shows_the_provenance_block(fusion_root, tmp_path):
     quick = load_config(preset="quick")
     models = tmp_path / "models"
     for i, backbone in enumerate(BACKBONES):
-        write_json(models / backbone / "config.json", {
-            "backbone": backbone, "train": to_dict(quick.train), "config_hash": f"trainhash{i:03d}",
-            "features": to_dict(quick.features), "feature_config_hash": "featurehash1", "best_epoch": 2})
+        write_model_info(models / backbone, backbone, train=to_dict(quick.train), config_hash=f"trainhash{i:03d}",
+                         features=to_dict(quick.features), feature_config_hash="featurehash1", best_epoch=2)
         write_json(models / backbone / "history.json", [
             {"epoch": e, "loss": 2.0 / e, "val_accuracy": 0.1 * e, "val_log_loss": 2.0, "val_log_loss_calibrated": 1.5}
             for e in (1, 2, 3)])
@@ -382,7 +383,7 @@ def test_provenance_names_a_backbone_trained_with_its_own_settings(tmp_path):
     quick = to_dict(load_config(preset="quick"))
     for backbone in BACKBONES:
         train = dict(quick["train"], epochs=9 if backbone == "vis-conv" else quick["train"]["epochs"])
-        write_json(tmp_path / backbone / "config.json", {"train": train, "features": quick["features"]})
+        write_model_info(tmp_path / backbone, backbone, train=train, features=quick["features"])
     prov = collect_provenance(metas={}, split="test", selection="accuracy", models=tmp_path, run_id="r")
     assert prov["preset"] == "custom (closest preset: quick) (fusion settings unknown)"
     assert {"setting": "train.epochs (vis-conv)", "value": 9, "paper": 60} in prov["differences_from_paper"]
@@ -395,9 +396,9 @@ def test_backbone_rows_carry_the_val_calibration_of_their_model_folder(fusion_ro
 
     emb = make_embeddings(tmp_path / "emb", width=4, per_class={"train": 1, "val": 1, "test": 3})
     models = tmp_path / "models"
-    write_json(models / "aud-mel" / "config.json", {"backbone": "aud-mel", "calibration": {
-        "temperature": 0.8, "fitted_on": "val", "before": {"log_loss": 1.851, "ece": 0.12},
-        "after": {"log_loss": 1.843, "ece": 0.11}}})
+    write_model_info(models / "aud-mel", "aud-mel", calibration=Calibration(
+        temperature=0.8, fitted_on="val", before={"log_loss": 1.851, "ece": 0.12},
+        after={"log_loss": 1.843, "ece": 0.11}))
     metrics = evaluate([fusion_root / "f1-audio+visual"], tmp_path / "report", embeddings=emb,
                        models={"aud-mel": models / "aud-mel"})
     rows = {b["backbone"]: b for b in metrics["backbones"]}

@@ -30,6 +30,7 @@ from avsc.evaluation.metrics import classification_metrics, label_indices
 from avsc.evaluation.predictions import FUSION_FILE, PREDICTIONS_FILE, read_predictions
 from avsc.evaluation.provenance import collect_provenance
 from avsc.labels import LABELS
+from avsc.records import ModelInfo
 from avsc.storage.files import backbone_paths, read_json, write_json
 
 __all__ = ["find_fusion_dirs", "best_result", "evaluate"]
@@ -150,14 +151,14 @@ def _backbone_rows(embeddings: str | Path | Mapping[str, str | Path], split: str
     return rows, panels
 
 
-def _training_curves(model_dirs: Mapping[str, Path], model_configs: Mapping[str, dict[str, Any]],
+def _training_curves(model_dirs: Mapping[str, Path], model_configs: Mapping[str, ModelInfo],
                      best: dict[str, Any] | None, report_dir: Path) -> str | None:
     """``training-curves.png`` of the backbones found in ``model_dirs`` and the best fusion."""
     curves = []
     for backbone, folder in model_dirs.items():
         if (folder / "history.json").is_file():
-            config = model_configs.get(backbone, {})
-            curves.append(Curves(backbone, read_json(folder / "history.json"), int(config.get("best_epoch", 0))))
+            info = model_configs.get(backbone)
+            curves.append(Curves(backbone, read_json(folder / "history.json"), info.best_epoch if info else 0))
     if best is not None and (Path(best["fusion_dir"]) / "history.json").is_file():
         curves.append(Curves(f"fusion {best['method']} {best['modalities']}",
                              read_json(Path(best["fusion_dir"]) / "history.json"), int(best.get("best_epoch", 0))))
@@ -250,8 +251,7 @@ def evaluate(
     selection = _selection(metas, selection)
     model_dirs = {} if models is None else backbone_paths(
         models, "{backbone}", what="models", hint="give the folder holding one `avsc train` output per backbone")
-    model_configs = {b: read_json(folder / "config.json") for b, folder in model_dirs.items()
-                     if (folder / "config.json").is_file()}
+    model_configs = {b: ModelInfo.read(folder) for b, folder in model_dirs.items() if ModelInfo.exists_in(folder)}
 
     results: list[dict[str, Any]] = []
     panels: dict[str, list[Reliability]] = {}
@@ -324,8 +324,8 @@ def evaluate(
         out["backbones"], panels["backbones"] = _backbone_rows(embeddings, split)
         for row in out["backbones"]:  # the val log loss behind each temperature, from the model folder
             if row["backbone"] in model_configs:
-                calibration = model_configs[row["backbone"]].get("calibration", {})
-                row["val_calibration"] = {k: calibration[k] for k in ("before", "after") if k in calibration}
+                calibration = model_configs[row["backbone"]].calibration
+                row["val_calibration"] = {"before": dict(calibration.before), "after": dict(calibration.after)}
     for result in results:
         plot_confusion(np.asarray(result["confusion_matrix"]), report_dir / result["confusion_png"],
                        title=f"{result['method']} {result['modalities']} ({split}): "

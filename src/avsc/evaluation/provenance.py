@@ -25,7 +25,8 @@ from typing import Any
 
 from avsc.config import PRESETS, preset_dict
 from avsc.evaluation.calibration import SELECTION_RULES
-from avsc.storage.files import backbone_paths, read_json
+from avsc.records import ModelInfo
+from avsc.storage.files import backbone_paths
 
 __all__ = ["collect_provenance", "new_run_id", "flatten"]
 
@@ -105,14 +106,13 @@ def _recorded_settings(models: str | Path | Mapping[str, str | Path] | None,
         folders = backbone_paths(models, "{backbone}", what="models",
                                  hint="give the folder holding one `avsc train` output per backbone")
         for backbone, folder in folders.items():
-            path = folder / "config.json"
-            if path.is_file():
-                config = read_json(path)
-                train[backbone] = config.get("train", {})
-                hashes["train"][backbone] = config.get("config_hash")
-                if features is None and "features" in config:
-                    features = config["features"]
-                    hashes["features"] = config.get("feature_config_hash")
+            if ModelInfo.exists_in(folder):
+                info = ModelInfo.read(folder)
+                train[backbone] = dict(info.train)
+                hashes["train"][backbone] = info.config_hash
+                if features is None:
+                    features = dict(info.features)
+                    hashes["features"] = info.feature_config_hash
     fusion = None
     for meta in metas.values():
         if "config" in meta:

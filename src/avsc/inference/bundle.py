@@ -55,6 +55,7 @@ from avsc.config import (
 )
 from avsc.errors import ConfigError, DataError
 from avsc.labels import LABELS
+from avsc.records import ModelInfo
 from avsc.storage.files import (
     atomic_path,
     backbone_paths,
@@ -211,7 +212,7 @@ def make_bundle(
         fusions["visual_fusion"] = (visual_fusion_dir, meta, "fusion-visual.keras")
     needed = [b for b in BACKBONES if any(b in meta["backbones"] for _, meta, _ in fusions.values())]
 
-    configs: dict[str, dict[str, Any]] = {}
+    configs: dict[str, ModelInfo] = {}
     for backbone in needed:
         if backbone not in model_dirs:
             raise DataError(fusion_dir / "fusion.json", f"reads {backbone}, but no model of {backbone} was given",
@@ -220,8 +221,8 @@ def make_bundle(
             if not (model_dirs[backbone] / name).is_file():
                 raise DataError(model_dirs[backbone] / name, f"not found; the fusion model needs {backbone}",
                                 f"train it with `avsc train {backbone} ... -o {model_dirs[backbone]}`")
-        configs[backbone] = read_json(model_dirs[backbone] / "config.json")
-    hashes = {b: c.get("feature_config_hash") for b, c in configs.items()}
+        configs[backbone] = ModelInfo.read(model_dirs[backbone])
+    hashes = {b: c.feature_config_hash for b, c in configs.items()}
     if len(set(hashes.values())) != 1 or None in hashes.values():
         listing = ", ".join(f"{b}: {h}" for b, h in hashes.items())
         odd = next((b for b in needed if hashes[b] != hashes[needed[0]] or hashes[b] is None), needed[0])
@@ -229,7 +230,7 @@ def make_bundle(
                         f"backbones were trained on different feature configs ({listing})",
                         "train all of them on the same feature store")
     first = configs[needed[0]]
-    feature_config = feature_config_from_dict(first["features"])
+    feature_config = feature_config_from_dict(dict(first.features))
     if config_hash(feature_config) != hashes[needed[0]]:
         raise DataError(model_dirs[needed[0]] / "config.json",
                         "recorded feature config does not match its recorded hash", "retrain the backbone")
@@ -247,7 +248,7 @@ def make_bundle(
                         "choose a new or empty output folder")
     shapes: dict[str, list[int]] = {}
     for config in configs.values():
-        shapes.update({k: list(v) for k, v in config.get("feature_shapes", {}).items()})
+        shapes.update({k: list(v) for k, v in config.feature_shapes.items()})
     with atomic_path(out_dir) as tmp:
         (tmp / "backbones").mkdir(parents=True)
         sha256: dict[str, str] = {}
@@ -274,7 +275,7 @@ def make_bundle(
             "feature_shapes": shapes,
             "clip_seconds": feature_config.audio.clip_seconds,
             "backbones": backbone_files,
-            "train_config_hashes": {b: c.get("config_hash", "") for b, c in configs.items()},
+            "train_config_hashes": {b: c.config_hash for b, c in configs.items()},
             **entries,
             "sha256": sha256,
         })
@@ -304,6 +305,23 @@ def _fusion_entry(root: Path, data: Any, where: str) -> FusionEntry:
         raise DataError(root / BUNDLE_FILE, f"{where}: unknown level {entry.level!r} or modalities "
                         f"{entry.modalities!r}", _REBUILD)
     return entry
+
+
+def check_bundle_location(bundle_dir: str | Path) -> None:
+    """Fail at once, before any model loads, unless ``bundle_dir`` (a folder or ``s3://``
+    prefix) holds a ``bundle.json``. Reads nothing else; :func:`load_bundle` checks the rest.
+
+    Raises:
+        DataError: no bundle there.
+        StoreError: an ``s3://`` bundle without the store's settings, or an unreachable store.
+    """
+    from avsc.storage import locations
+
+    if locations.is_remote(str(bundle_dir)):
+        if not locations.exists(locations.join(str(bundle_dir), BUNDLE_FILE)):
+            raise DataError(bundle_dir, f"not a model bundle (no {BUNDLE_FILE})", "build one with `avsc bundle`")
+    elif not (Path(bundle_dir) / BUNDLE_FILE).is_file():
+        raise DataError(bundle_dir, f"not a model bundle (no {BUNDLE_FILE})", "build one with `avsc bundle`")
 
 
 def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Bundle:

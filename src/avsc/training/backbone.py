@@ -43,6 +43,7 @@ from avsc.evaluation.calibration import SELECTION_RULES, calibrate, selection_ke
 from avsc.labels import LABELS
 from avsc.models.losses import kl_divergence_loss
 from avsc.models.saving import save_keras_model
+from avsc.records import Calibration, ModelInfo
 from avsc.storage import locations
 from avsc.storage.files import write_json
 from avsc.training.checkpoints import Checkpoints
@@ -169,8 +170,11 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
                     checkpoints: Checkpoints, progress: bool) -> TrainResult:
     from avsc.features.store import FeatureStore
     from avsc.models.backbones import build_backbone, check_backbone
+    from avsc.runtime import describe_limits, limit_tensorflow_threads
 
     check_backbone(backbone)
+    limit_tensorflow_threads()  # before TensorFlow's first operation fixes its pools
+    log.info("%s: %s", backbone, describe_limits())
     store = FeatureStore.open(feature_dirs)
     store.spec_for(backbone)
     for split in ("train", "val"):
@@ -256,19 +260,15 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
     val_metrics = dict(state["best_val_metrics"], epoch=state["best_epoch"], temperature=calibration["temperature"])
     write_json(model_dir / "history.json", history)
     write_json(model_dir / "val_metrics.json", val_metrics)
-    write_json(model_dir / "config.json", {
-        "backbone": backbone,
-        "train": to_dict(config),
-        "config_hash": config_hash(config),
-        "features": to_dict(store.config),
-        "feature_config_hash": store.config_hash,
-        "feature_shapes": {k: list(v) for k, v in store.shapes.items()},
-        "labels": list(LABELS),
-        "best_epoch": state["best_epoch"],
-        "selection": config.selection,
-        "calibration": calibration,
-        "mixed_precision": mixed,
-    })
+    ModelInfo(
+        backbone=backbone, train=to_dict(config), config_hash=config_hash(config),
+        features=to_dict(store.config), feature_config_hash=store.config_hash,
+        feature_shapes={k: tuple(v) for k, v in store.shapes.items()}, labels=tuple(LABELS),
+        best_epoch=state["best_epoch"], selection=config.selection,
+        calibration=Calibration(temperature=calibration["temperature"], before=calibration["before"],
+                                after=calibration["after"], fitted_on=calibration["fitted_on"]),
+        mixed_precision=mixed,
+    ).write(model_dir)
     return TrainResult(model_dir=model_dir, backbone=backbone, best_epoch=state["best_epoch"],
                        epochs_run=epochs_run, val_accuracy=val_metrics["accuracy"],
                        val_log_loss=val_metrics["log_loss"], history=history,

@@ -214,23 +214,26 @@ def embed_clips(
     import avsc.models.backbones  # noqa: F401  (registers the custom layers)
     from avsc.config import VISUAL_BACKBONES
     from avsc.features.store import FeatureStore
-    from avsc.storage.files import read_json, sha256_file
+    from avsc.records import ModelInfo
+    from avsc.runtime import limit_tensorflow_threads
+    from avsc.storage.files import sha256_file
     from avsc.training.streams import clip_predictions, eval_stream
 
+    limit_tensorflow_threads()  # the pod's CPUs, before the model's first operation
     with locations.local_folder(model_dir, include=["model.keras", "config.json"]) as local:
         model_path, config_path = local / "model.keras", local / "config.json"
         for needed in (model_path, config_path):
             if not needed.is_file():
                 raise DataError(locations.join(str(model_dir), needed.name), "not found",
                                 "give the output folder of `avsc train`")
-        meta = read_json(config_path)
+        meta = ModelInfo.read(local)
         digest = sha256_file(model_path)
         model = keras.models.load_model(model_path, compile=False)
-    backbone = meta["backbone"]
+    backbone = meta.backbone
     store = FeatureStore.open(feature_dirs)
-    if meta.get("feature_config_hash") != store.config_hash:
+    if meta.feature_config_hash != store.config_hash:
         raise DataError(store.roots[0], f"feature config {store.config_hash} differs from "
-                        f"{meta.get('feature_config_hash')} the model was trained on",
+                        f"{meta.feature_config_hash} the model was trained on",
                         "embed the store the model was trained on")
     spec = store.spec_for(backbone)
     emb_model = avsc.models.backbones.embedding_model(model)
@@ -254,7 +257,6 @@ def embed_clips(
     path = write_embeddings(
         out_path, clip_ids=list(rows["clip_id"].iloc[order]), splits=list(rows["split"].iloc[order]),
         labels=list(rows["label"].iloc[order]), fc1024=fc1024[order], fc10=fc10[order], backbone=backbone,
-        config_hash=meta["config_hash"], model_sha256=digest,
-        temperature=float(meta.get("calibration", {}).get("temperature", 1.0)))
-    return EmbedResult(path=path, backbone=backbone, n_clips=len(rows), config_hash=meta["config_hash"],
+        config_hash=meta.config_hash, model_sha256=digest, temperature=meta.temperature)
+    return EmbedResult(path=path, backbone=backbone, n_clips=len(rows), config_hash=meta.config_hash,
                        model_sha256=digest)

@@ -19,7 +19,6 @@ TensorFlow, this stream otherwise, so a JAX run never imports TensorFlow), ``tfd
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -58,7 +57,9 @@ def stream_kind(setting: str) -> str:
 
 
 def _default_threads() -> int:
-    return max(2, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2))
+    from avsc.runtime import usable_cpus
+
+    return max(2, min(8, usable_cpus()))  # the pod's CPUs, not the node's
 
 
 class FeatureBatches(keras.utils.PyDataset):
@@ -73,8 +74,8 @@ class FeatureBatches(keras.utils.PyDataset):
     Args:
         plan: what to read (:func:`avsc.training.sampling.epoch_plan`).
         batch_size: examples per batch.
-        decode_threads: threads decoding JPEG frames (default: the CPUs this process may
-            use, 2 to 8).
+        decode_threads: threads decoding JPEG frames (default: the usable CPUs,
+            :func:`avsc.runtime.usable_cpus`, 2 to 8).
         workers: batches Keras builds ahead in threads (``keras.utils.PyDataset``'s own
             setting; 1: built when asked, the next group still read ahead).
     """

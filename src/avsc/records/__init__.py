@@ -1,0 +1,22 @@
+"""Records: every file one stage hands to the next, as a frozen dataclass with one home.
+
+Each record knows its file name, its format and version, how to read and write itself (a local
+folder or an ``s3://`` prefix), and the data it was made from (:class:`Lineage`). Readers use
+attributes, never ``.get("key", default)``; a file of another format or version is refused with
+a message naming it.
+
+Example:
+    >>> from avsc.records import Calibration, ModelInfo
+    >>> info = ModelInfo(backbone="aud-mel", train={"epochs": 3}, config_hash="abc",
+    ...                  features={}, feature_config_hash="def", feature_shapes={"mel": (128, 715, 2)},
+    ...                  labels=("airport",), best_epoch=2, selection="log_loss",
+    ...                  calibration=Calibration(1.5, {"log_loss": 1.2}, {"log_loss": 1.1}))
+    >>> ModelInfo.from_dict(info.to_dict()) == info
+    True
+"""
+
+from avsc.records._base import Record, RecordError
+from avsc.records.lineage import Lineage
+from avsc.records.model_info import Calibration, ModelInfo
+
+__all__ = ["Record", "RecordError", "Lineage", "Calibration", "ModelInfo"]

@@ -1,0 +1,32 @@
+"""Model folders' ``config.json`` (:class:`avsc.records.ModelInfo`) for tests that need one
+without training a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from avsc.config import FeatureConfig, TrainConfig, config_hash, to_dict
+from avsc.labels import LABELS
+from avsc.records import Calibration, ModelInfo
+
+
+def write_model_info(folder: Path, backbone: str, *, train: TrainConfig | dict | None = None,
+                     features: FeatureConfig | dict | None = None, **fields: Any) -> ModelInfo:
+    """Write a :class:`ModelInfo` for ``backbone`` into ``folder``: defaults from the default
+    settings, any field replaced by ``fields``."""
+    train = TrainConfig() if train is None else train
+    features = FeatureConfig() if features is None else features
+    values: dict[str, Any] = dict(
+        backbone=backbone,
+        train=train if isinstance(train, dict) else to_dict(train),
+        config_hash="traindefault" if isinstance(train, dict) else config_hash(train),
+        features=features if isinstance(features, dict) else to_dict(features),
+        feature_config_hash="featdefault" if isinstance(features, dict) else config_hash(features),
+        feature_shapes={"mel": (128, 715, 2)}, labels=tuple(LABELS), best_epoch=1, selection="log_loss",
+        calibration=Calibration(1.0, {"log_loss": 2.3, "ece": 0.1}, {"log_loss": 2.3, "ece": 0.1}))
+    values.update(fields)
+    info = ModelInfo(**values)
+    folder.mkdir(parents=True, exist_ok=True)
+    info.write(folder)
+    return info
