@@ -38,3 +38,8 @@ class MediaError(DataError):
 
 class StoreError(AvscError):
     """The object store refused or could not be reached (credentials, bucket, network)."""
+
+
+class Preempted(AvscError):
+    """A step stopped on SIGTERM (an evicted or preempted pod) after saving its work; running
+    it again resumes."""

@@ -120,3 +120,36 @@ def test_incomplete_multipart_uploads_are_listed_and_aborted(s3_env, capsys):
     assert main(["data", "uploads", s3_env.uri("runs"), "--abort", "--older-than", "0"]) == 0
     assert "1 incomplete uploads aborted" in capsys.readouterr().out
     assert s3_env.pending_multipart_uploads() == ["other/kept.bin"]
+
+
+TRAIN = ["--preset", "quick", "--quiet", "--set", "train.epochs=1", "--set", "train.batch_size=8",
+         "--set", "train.audio_stages=2"]
+
+
+def test_a_store_outage_during_training_is_one_line_and_a_rerun_completes(s3_env, forwarder, tmp_path,
+                                                                          monkeypatch, capsys):
+    from features_factory import make_feature_store
+
+    from avsc.training import checkpoints as ck
+
+    local = make_feature_store(tmp_path / "features", features=("mel",), part_clips=4)
+    sync.push_dir(local, s3_env.uri("features"), progress=False)
+    real = ck.StepCheckpoints.on_train_batch_end
+
+    def outage_at_step_3(self, batch, logs=None):
+        if self.first_step + batch + 1 == 3:
+            forwarder.stop()
+        return real(self, batch, logs)
+    monkeypatch.setattr(ck.StepCheckpoints, "on_train_batch_end", outage_at_step_3)
+    command = ["train", "aud-mel", s3_env.uri("features"), "-o", str(tmp_path / "model"),
+               "--checkpoints", str(tmp_path / "checkpoints"), *TRAIN]
+    assert main(command) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]  # not TensorFlow's start-up lines
+    assert errors == [errors[0]] and errors[0].startswith(
+        f"avsc train: error: cannot reach the object store at http://{forwarder.endpoint}"), err
+
+    forwarder.start()
+    monkeypatch.setattr(ck.StepCheckpoints, "on_train_batch_end", real)
+    assert main(command) == 0
+    assert (tmp_path / "model" / "model.keras").is_file()

@@ -3,7 +3,6 @@ the next step with the same result as a training never stopped."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -15,12 +14,14 @@ keras = pytest.importorskip("keras")
 
 from features_factory import make_feature_store  # noqa: E402
 
+from avsc.cli import main  # noqa: E402
 from avsc.config import load_config  # noqa: E402
 from avsc.training import checkpoints as ck  # noqa: E402
 from avsc.training.backbone import train_backbone  # noqa: E402
 
 # 60 train clips in batches of 8: 8 steps an epoch (the last one of 4 clips).
-CONFIG = dataclasses.replace(load_config(preset="quick").train, epochs=1, batch_size=8, audio_stages=2, seed=7)
+SETTINGS = ["train.epochs=1", "train.batch_size=8", "train.audio_stages=2", "train.seed=7"]
+CONFIG = load_config(preset="quick", overrides=SETTINGS).train
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +48,16 @@ def _sigterm_at(monkeypatch, epoch: int, step: int) -> None:
 
 
 def test_sigterm_mid_epoch_saves_and_the_resumed_run_ends_as_one_never_stopped(store, uninterrupted, tmp_path,
-                                                                                monkeypatch):
+                                                                                monkeypatch, capsys):
     expected, expected_weights = uninterrupted
     model_dir, checkpoints = tmp_path / "model", tmp_path / "checkpoints"
     _sigterm_at(monkeypatch, epoch=1, step=3)
-    with pytest.raises(ck.Preempted, match="stopped by SIGTERM in epoch 1, after step 3; checkpoint saved"):
-        train_backbone("aud-mel", [store], model_dir, config=CONFIG, checkpoints=checkpoints, progress=False)
+    command = ["train", "aud-mel", str(store), "-o", str(model_dir), "--checkpoints", str(checkpoints),
+               "--preset", "quick", "--quiet", *(f"--set={setting}" for setting in SETTINGS)]
+    assert main(command) == 143
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("avsc train")]
+    assert said == [f"avsc train: stopped by SIGTERM in epoch 1, after step 3; checkpoint saved in {checkpoints}: "
+                    "run the same command again to resume"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler lives as long as the training
     state = json.loads((checkpoints / "state.json").read_text())
     assert state["epoch"] == 0 and state["in_epoch"]["epoch"] == 1 and state["in_epoch"]["step"] == 3

@@ -15,7 +15,7 @@ default ``MODEL_DIR/checkpoints``, see :mod:`avsc.training.checkpoints`); runnin
 the same settings and checkpoint location (``epochs`` may grow), in a new process with a new,
 empty output folder if need be, continues after the last finished epoch. Within an epoch a
 checkpoint is also saved every ``checkpoint_every_s`` seconds and on SIGTERM (then training
-stops with :class:`~avsc.training.checkpoints.Preempted`); a run resumed from one continues at
+stops with :class:`~avsc.errors.Preempted`); a run resumed from one continues at
 the next step and ends with the same weights as a run never stopped.
 
 Model selection uses the VAL split only; the test split is never read here. After every
@@ -42,7 +42,7 @@ import keras
 import numpy as np
 
 from avsc.config import TrainConfig, config_hash, to_dict
-from avsc.errors import ConfigError, DataError
+from avsc.errors import ConfigError, DataError, Preempted
 from avsc.evaluation.calibration import SELECTION_RULES, calibrate, selection_key
 from avsc.labels import LABELS
 from avsc.models.losses import kl_divergence_loss
@@ -52,7 +52,6 @@ from avsc.storage import locations
 from avsc.storage.files import write_json
 from avsc.training.checkpoints import (
     Checkpoints,
-    Preempted,
     StepCheckpoints,
     restore_seed_states,
     seed_states,

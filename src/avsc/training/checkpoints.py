@@ -28,7 +28,7 @@ file does not keep. A resumed run skips the batches already trained on (the epoc
 seeded, so they are the same batches) and ends with the same weights as a run never stopped.
 :func:`sigterm_flag` turns SIGTERM (what Kubernetes sends a pod it evicts or preempts, 30 s
 before SIGKILL by default) into a request to save and stop: the trainer raises
-:class:`Preempted` once the checkpoint is committed.
+:class:`~avsc.errors.Preempted` once the checkpoint is committed.
 
 Example:
     >>> ckpt = Checkpoints("s3://avsc/runs/r1/checkpoints/aud-mel-1a2b3c")
@@ -52,7 +52,6 @@ from typing import Any
 import keras
 import numpy as np
 
-from avsc.errors import AvscError
 from avsc.storage import locations
 
 log = logging.getLogger(__name__)
@@ -216,10 +215,6 @@ class Checkpoints:
 
 
 # ---------------------------------------------------------------- within an epoch, and SIGTERM
-
-class Preempted(AvscError):
-    """Training stopped on SIGTERM after committing a checkpoint; running it again resumes."""
-
 
 @contextlib.contextmanager
 def sigterm_flag() -> Iterator[threading.Event]:
