@@ -49,6 +49,11 @@ class TcpForwarder:
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def listening(self) -> bool:
+        """Whether the port accepts connections (False after :meth:`stop`)."""
+        return self._listener is not None
+
     # ------------------------------------------------------------ faults
 
     def start(self) -> None:

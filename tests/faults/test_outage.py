@@ -107,6 +107,37 @@ def test_a_store_outage_during_preprocess_fails_the_step_and_rejects_no_clip(s3_
     assert summary["rejected"] == [] and summary["processed"] == 6
 
 
+def test_a_clip_that_failed_during_a_passing_fault_is_tried_again(s3_env, forwarder, demo, tmp_path,
+                                                                   monkeypatch, capsys):
+    from avsc.data.ingest import ingest_dataset
+    from avsc.features import preprocess as pp
+
+    sync.push_dir(demo, s3_env.uri("tau"), progress=False)
+    manifest = tmp_path / "manifest.parquet"
+    ingest_dataset(s3_env.uri("tau"), manifest, val_fraction=0.3, progress=False)
+    from avsc.media import ffmpeg
+
+    # The store is down while ffmpeg reads the first video (from just before ffmpeg starts
+    # to just after it ends), and back when the clip's failure is judged.
+    real_inputs, real_redact, reads = ffmpeg._remote_inputs, ffmpeg.redact, []
+
+    def inputs(args):
+        reads.append(args)
+        if len(reads) == 1:
+            forwarder.stop()
+        return real_inputs(args)
+
+    def redact(report, urls):  # called once ffmpeg has ended
+        if not forwarder.listening:
+            forwarder.start()
+        return real_redact(report, urls)
+    monkeypatch.setattr(ffmpeg, "_remote_inputs", inputs)
+    monkeypatch.setattr(ffmpeg, "redact", redact)
+    assert main(["preprocess", str(manifest), "-o", str(tmp_path / "features"), *PREPROCESS]) == 0
+    assert "6 processed, 0 already done, 0 rejected of 6 clips" in capsys.readouterr().out
+    assert reads[0] == reads[1]  # the first ffmpeg run failed and the clip was read again
+
+
 def test_incomplete_multipart_uploads_are_listed_and_aborted(s3_env, capsys):
     client = s3_env.client
     # What a push killed during a large upload leaves: an upload begun, parts sent, never completed.
