@@ -126,6 +126,23 @@ def test_a_report_on_the_store_lists_its_files_last_and_drops_an_earlier_runs(fu
     assert "submission-f4-audio+visual.csv" not in keys
 
 
+@pytest.mark.parametrize("remote", [False, True], ids=["local", "s3"])
+def test_a_report_merged_into_an_output_root_replaces_the_earlier_reports_files(fusions, tmp_path, s3_env, remote):
+    from avsc.storage import locations
+    from avsc.storage.publish import merge_output
+
+    root = s3_env.uri("out") if remote else str(tmp_path / "out")
+    locations.write_bytes(locations.join(root, "config.json"), b"{}")  # another output of the run
+    evaluate(fusions, tmp_path / "report-a", run_id="run-a")
+    merge_output(tmp_path / "report-a", root)
+    evaluate(fusions[:1], tmp_path / "report-b", run_id="run-b")
+    merge_output(tmp_path / "report-b", root)
+    names = {location[len(root) + 1:] for location in locations.list_files(root)}
+    assert OutputManifest.read(root).run_id == "run-b"
+    assert names == set(OutputManifest.read(root).files) | {"outputs.json", "config.json"}
+    assert "submission-f4-audio+visual.csv" not in names
+
+
 def test_a_push_killed_mid_multipart_upload_leaves_no_object_and_its_upload_is_cleaned(s3_env, tmp_path, capsys):
     folder = tmp_path / "data"
     folder.mkdir()

@@ -41,7 +41,7 @@ from avsc.storage.files import file_digest
 
 log = logging.getLogger(__name__)
 
-__all__ = ["staged_output", "output_manifest"]
+__all__ = ["staged_output", "output_manifest", "merge_output"]
 
 
 def output_manifest(folder: Path, *, kind: str, run_id: str):
@@ -92,6 +92,43 @@ def staged_output(target: str | os.PathLike, *, kind: str, run_id: str,
         log.debug("published %s (%s run %s)", path, kind, run_id)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # after a swap: the previous folder
+
+
+def merge_output(folder: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy a published output folder into ``target``, a folder that holds other outputs too
+    (a pipeline's output root: the report's files beside ``bundle/`` and ``embeddings/``).
+
+    The files that ``target``'s previous ``outputs.json`` listed and this one does not (an
+    earlier report's submissions) are deleted, and ``outputs.json`` is written last, so the
+    files it lists are this run's. A ``folder`` without ``outputs.json`` is copied as it is.
+
+    Raises:
+        StoreError: the object store refused or could not be reached.
+    """
+    from avsc.records import OutputManifest
+    from avsc.storage.files import atomic_path
+    from avsc.storage.sync import push_file
+
+    folder, target = Path(folder), str(target)
+    if OutputManifest.exists_in(folder):
+        manifest = OutputManifest.read(folder)
+        names = list(manifest.files)
+    else:
+        manifest = None
+        names = [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*")) if p.is_file()]
+    previous = OutputManifest.read(target) if OutputManifest.exists_in(target) else None
+    locations.remove(OutputManifest.path_in(target))
+    for name in names:
+        destination = locations.join(target, *name.split("/"))
+        if locations.is_remote(target):
+            push_file(folder / name, destination)
+        else:
+            with atomic_path(destination) as tmp:
+                shutil.copyfile(folder / name, tmp)
+    if manifest is not None:
+        manifest.write(target)
+    for name in sorted(set(previous.files) - set(names)) if previous else []:
+        locations.remove(locations.join(target, *name.split("/")))
 
 
 def _check_replaceable(target: str, kind: str, replaces: str | None) -> None:
