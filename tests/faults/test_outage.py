@@ -110,7 +110,6 @@ def test_a_store_outage_during_preprocess_fails_the_step_and_rejects_no_clip(s3_
 def test_a_clip_that_failed_during_a_passing_fault_is_tried_again(s3_env, forwarder, demo, tmp_path,
                                                                    monkeypatch, capsys):
     from avsc.data.ingest import ingest_dataset
-    from avsc.features import preprocess as pp
 
     sync.push_dir(demo, s3_env.uri("tau"), progress=False)
     manifest = tmp_path / "manifest.parquet"

@@ -56,8 +56,8 @@ def test_sigterm_mid_epoch_saves_and_the_resumed_run_ends_as_one_never_stopped(s
                "--preset", "quick", "--quiet", *(f"--set={setting}" for setting in SETTINGS)]
     assert main(command) == 143
     said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("avsc train")]
-    assert said == [f"avsc train: stopped by SIGTERM in epoch 1, after step 3; checkpoint saved in {checkpoints}: "
-                    "run the same command again to resume"]
+    assert said == [(f"avsc train: stopped by SIGTERM in epoch 1, after step 3; checkpoint saved in {checkpoints}: "
+                     "run the same command again to resume")]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler lives as long as the training
     state = json.loads((checkpoints / "state.json").read_text())
     assert state["epoch"] == 0 and state["in_epoch"]["epoch"] == 1 and state["in_epoch"]["step"] == 3

@@ -349,9 +349,10 @@ def list_incomplete_uploads(uri: str, *, settings: S3Settings | None = None) -> 
     while True:
         # ListMultipartUploads has no public wrapper in the minio client; its private one
         # builds and signs the request, which is all that is needed here.
-        page = session.call(lambda: session.client._list_multipart_uploads(  # noqa: B023
-            bucket, prefix=f"{prefix}/" if prefix else None, key_marker=key_marker,
-            upload_id_marker=upload_id_marker))
+        page = session.call(lambda key_marker=key_marker, upload_id_marker=upload_id_marker:
+                            session.client._list_multipart_uploads(
+                                bucket, prefix=f"{prefix}/" if prefix else None, key_marker=key_marker,
+                                upload_id_marker=upload_id_marker))
         uploads += [IncompleteUpload(key=up.object_name, upload_id=up.upload_id or "",
                                      initiated=up.initiated_time) for up in page.uploads]
         if not page.is_truncated or not page.uploads:
