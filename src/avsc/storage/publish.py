@@ -34,17 +34,21 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from avsc.errors import DataError
 from avsc.storage import locations
 from avsc.storage.files import file_digest
+
+if TYPE_CHECKING:
+    from avsc.records import OutputManifest
 
 log = logging.getLogger(__name__)
 
 __all__ = ["staged_output", "output_manifest", "merge_output"]
 
 
-def output_manifest(folder: Path, *, kind: str, run_id: str):
+def output_manifest(folder: Path, *, kind: str, run_id: str) -> OutputManifest:
     """The :class:`~avsc.records.OutputManifest` of every file under ``folder``."""
     from avsc.records import OutputFile, OutputManifest
 
@@ -58,7 +62,7 @@ def output_manifest(folder: Path, *, kind: str, run_id: str):
 
 
 @contextlib.contextmanager
-def staged_output(target: str | os.PathLike, *, kind: str, run_id: str,
+def staged_output(target: str | os.PathLike[str], *, kind: str, run_id: str,
                   replaces: str | None = None) -> Iterator[Path]:
     """A local staging folder that replaces ``target`` (a folder or ``s3://`` prefix) whole
     when the block succeeds; on an error or a kill ``target`` keeps what it held.
@@ -94,7 +98,7 @@ def staged_output(target: str | os.PathLike, *, kind: str, run_id: str,
         shutil.rmtree(staging, ignore_errors=True)  # after a swap: the previous folder
 
 
-def merge_output(folder: str | os.PathLike, target: str | os.PathLike) -> None:
+def merge_output(folder: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
     """Copy a published output folder into ``target``, a folder that holds other outputs too
     (a pipeline's output root: the report's files beside ``bundle/`` and ``embeddings/``).
 
@@ -190,7 +194,7 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, f"cannot publish {a} as {b}: {os.strerror(code)}")
 
 
-def _publish_remote(folder: Path, uri: str, manifest) -> None:
+def _publish_remote(folder: Path, uri: str, manifest: OutputManifest) -> None:
     from avsc.records import OutputManifest
     from avsc.storage.sync import push_dir
 
