@@ -85,7 +85,7 @@ def staged_output(target: str | os.PathLike[str], *, kind: str, run_id: str,
             yield Path(scratch)
             _publish_remote(Path(scratch), target, output_manifest(Path(scratch), kind=kind, run_id=run_id))
         return
-    path = Path(target)
+    path = Path(os.path.abspath(target))  # "." or "out/" name the folder itself
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
     try:
