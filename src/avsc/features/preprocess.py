@@ -142,11 +142,13 @@ def shard_rows(manifest, shard: tuple[int, int]):
 
 
 def process_clip(video: str | Path, config: FeatureConfig, *, decoder_threads: int = 0,
-                 offset_s: float = 0.0) -> dict:
+                 offset_s: float = 0.0, wav: str | Path | None = None) -> dict:
     """Demux, sample frames and compute the features of one clip.
 
     Args:
         video: the clip's video: a local path or an ``s3://`` URI.
+        wav: the clip's own audio file (the manifest's ``audio`` when its ``audio_source``
+            is ``wav``), read instead of the video's audio track; None reads the track.
 
     Returns:
         feature name -> array (see :func:`avsc.features.spectrograms.compute_clip_features`).
@@ -159,17 +161,21 @@ def process_clip(video: str | Path, config: FeatureConfig, *, decoder_threads: i
             message names the file).
     """
     from avsc.features.spectrograms import compute_clip_features
-    from avsc.media.decode import demux_audio, is_silent, sample_frames
+    from avsc.media.decode import demux_audio, is_silent, read_wav, sample_frames
     from avsc.media.probe import probe_media
 
     info = probe_media(video)
-    audio = demux_audio(video, config.audio, offset_s=offset_s, info=info)
+    if wav is not None:
+        audio = read_wav(wav, config.audio, offset_s=offset_s)
+    else:
+        audio = demux_audio(video, config.audio, offset_s=offset_s, info=info)
     if is_silent(audio):
         # Training on it would teach the audio backbones that silence is a scene.
         span = f"{config.audio.clip_seconds:g} s from {offset_s:g} s" if offset_s else \
             f"clip's {config.audio.clip_seconds:g} s"
-        raise MediaError(video, f"the sound (audio track {info.audio_track}) is digital silence over "
-                                f"the {span} (peak below -90 dBFS)",
+        raise MediaError(wav if wav is not None else video,
+                         f"the sound ({'the WAV' if wav is not None else f'audio track {info.audio_track}'}) "
+                         f"is digital silence over the {span} (peak below -90 dBFS)",
                          "a clip without sound cannot train the audio models; it is left out")
     frames = sample_frames(video, config.frames, seconds=config.audio.clip_seconds, offset_s=offset_s,
                            info=info, threads=decoder_threads)
@@ -180,9 +186,10 @@ def _task(args: tuple):
     """Pool task: ``(clip_id, EncodedClip, None)``, or ``(clip_id, None, reason)`` when rejected."""
     from avsc.features.store_writer import encode_clip
 
-    clip_id, label, split, video, config, specs, decoder_threads, offset_s = args
+    clip_id, label, split, video, config, specs, decoder_threads, offset_s, wav = args
     try:
-        arrays = _process_clip_checked(video, config, decoder_threads=decoder_threads, offset_s=offset_s)
+        arrays = _process_clip_checked(video, config, decoder_threads=decoder_threads, offset_s=offset_s,
+                                       wav=wav)
         return clip_id, encode_clip(clip_id, label, split, arrays, specs), None
     except StoreError:
         raise  # the store, not the clip: the run stops (finished clips kept) and a re-run resumes
@@ -197,12 +204,12 @@ def _task(args: tuple):
 
 
 def _process_clip_checked(video: str | Path, config: FeatureConfig, *, decoder_threads: int,
-                          offset_s: float, attempts: int = 2) -> dict:
+                          offset_s: float, wav: str | Path | None = None, attempts: int = 2) -> dict:
     """:func:`process_clip`, telling a fault of the object store from a bad clip.
 
     ffmpeg reports a store that is down, stalls or answers 5xx as a failure to read the
-    file. Before such a failure of an ``s3://`` video counts against the clip, the store is
-    asked for the object (with the client's bounded retries): if it cannot answer, the
+    file. Before such a failure of an ``s3://`` video (or WAV) counts against the clip, the
+    store is asked for the files (with the client's bounded retries): if it cannot answer, the
     :class:`~avsc.errors.StoreError` is raised, never a rejection; if it answers, the clip
     is tried once more, since the fault may have passed in between.
 
@@ -212,11 +219,13 @@ def _process_clip_checked(video: str | Path, config: FeatureConfig, *, decoder_t
     """
     for attempt in range(1, attempts + 1):
         try:
-            return process_clip(video, config, decoder_threads=decoder_threads, offset_s=offset_s)
+            return process_clip(video, config, decoder_threads=decoder_threads, offset_s=offset_s, wav=wav)
         except MediaError:
-            if not locations.is_remote(str(video)):
+            remote = [str(f) for f in (video, wav) if f is not None and locations.is_remote(str(f))]
+            if not remote:
                 raise
-            if not locations.exists(video) or attempt == attempts:  # StoreError when unreachable
+            # StoreError when the store cannot answer; a missing file is the clip's fault
+            if not all(locations.exists(f) for f in remote) or attempt == attempts:
                 raise
             log.info("%s: reading failed while the store answers; trying the clip again", video)
     raise AssertionError("unreachable")
@@ -296,7 +305,7 @@ def preprocess(
     from avsc.data.segments import check_segment_length
     from avsc.features.spectrograms import feature_shapes
     from avsc.features.store_writer import PartWriter, init_store, scan_parts, write_index
-    from avsc.runtime import use_writable_caches
+    from avsc.runtime import detect_limits, use_writable_caches
 
     use_writable_caches()  # before librosa (numba) loads here or in the workers, who inherit it
     check_shard(shard)
@@ -320,13 +329,20 @@ def preprocess(
     # not 32 neighbours in clip-id order (one location's segments), which a training
     # stream's shuffle buffer of a few parts could not mix.
     todo = [todo[i] for i in np.random.default_rng([shard[0], shard[1]]).permutation(len(todo))]
-    cpus = os.cpu_count() or 1
-    decoder_threads = max(1, cpus // workers) if workers > 1 else 0
+    # The CPUs of the pod (its CFS quota, the affinity mask), not the node's: ffmpeg's own
+    # default ("auto") starts one decoder thread per core it sees.
+    limits = detect_limits()
+    decoder_threads = max(1, limits.cpus // workers)
     tasks = [(row.clip_id, row.label, row.split, row.video_path, config, specs, decoder_threads,
-              float(row.offset_s))
+              float(row.offset_s), row.audio_path if row.audio_source == "wav" else None)
              for row in todo]
-    log.info("shard %d/%d: %d clips, %d already done, %d to process with %d worker(s)",
-             shard[0], shard[1], len(rows), skipped, len(tasks), workers)
+    sources = {row.clip_id: row.audio_source for row in todo}
+    wavs = sum(source == "wav" for source in sources.values())
+    log.info("sound: %d clip(s) from the dataset's WAVs, %d from the videos' own audio tracks",
+             wavs, len(sources) - wavs)
+    log.info("shard %d/%d: %d clips, %d already done, %d to process with %d worker(s), %d decoder "
+             "thread(s) each (%s)", shard[0], shard[1], len(rows), skipped, len(tasks), workers,
+             decoder_threads, limits.describe())
 
     rejected: list[dict] = []
     processed = 0
@@ -360,6 +376,8 @@ def preprocess(
         "rejected": rejected,
         "shapes": shapes,
         "config_hash": config_hash(config),
+        # Where each clip processed in this run took its sound: "wav" or "video" (the manifest's).
+        "audio_sources": {row["clip_id"]: sources[row["clip_id"]] for row in writer.rows},
     })
     merge_summaries(out)
     return PreprocessResult(processed=processed, skipped_existing=skipped, rejected=rejected,

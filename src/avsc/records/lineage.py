@@ -35,7 +35,7 @@ class Lineage:
                 out.append(f"{field.name.replace('_', ' ')} {theirs} != {mine}")
         return out
 
-    def check_same(self, other: Lineage, *, source: str | os.PathLike, what: str, hint: str) -> None:
+    def check_same(self, other: Lineage, *, source: str | os.PathLike[str], what: str, hint: str) -> None:
         """Raise :class:`~avsc.errors.DataError` naming ``source`` when ``other`` (the lineage
         recorded at ``source``) differs from this one.
 
