@@ -116,21 +116,22 @@ def test_a_clip_that_failed_during_a_passing_fault_is_tried_again(s3_env, forwar
     ingest_dataset(s3_env.uri("tau"), manifest, val_fraction=0.3, progress=False)
     from avsc.media import ffmpeg
 
-    # The store is down while ffmpeg reads the first video (from just before ffmpeg starts
-    # to just after it ends), and back when the clip's failure is judged.
-    real_inputs, real_redact, reads = ffmpeg._remote_inputs, ffmpeg.redact, []
+    # The store is down while ffmpeg reads the first video (from when its presigned URL is
+    # made, just before ffmpeg starts, to when its report is read, just after it ended), and
+    # back when the clip's failure is judged.
+    real_url, real_redact, reads = locations.ffmpeg_input, ffmpeg.redact, []
 
-    def inputs(args):
-        reads.append(args)
+    def url(uri, **kwargs):
+        reads.append(str(uri))
         if len(reads) == 1:
             forwarder.stop()
-        return real_inputs(args)
+        return real_url(uri, **kwargs)
 
-    def redact(report, urls):  # called once ffmpeg has ended
+    def redact(report, urls):
         if not forwarder.listening:
             forwarder.start()
         return real_redact(report, urls)
-    monkeypatch.setattr(ffmpeg, "_remote_inputs", inputs)
+    monkeypatch.setattr(locations, "ffmpeg_input", url)
     monkeypatch.setattr(ffmpeg, "redact", redact)
     assert main(["preprocess", str(manifest), "-o", str(tmp_path / "features"), *PREPROCESS]) == 0
     assert "6 processed, 0 already done, 0 rejected of 6 clips" in capsys.readouterr().out
