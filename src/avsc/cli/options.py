@@ -35,6 +35,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process ended by it
 
 TENSORFLOW_MISSING = "this command needs TensorFlow: pip install 'avsc[cpu]' or 'avsc[gpu]'"
 JAX_MISSING = "this command with KERAS_BACKEND=jax needs JAX: pip install 'avsc[jax]'"
@@ -47,6 +48,7 @@ _EXIT_LINES = {
     EXIT_FAILURE: "data or runtime error (an input missing or unusable, a step that failed)",
     EXIT_USAGE: "usage error (an unknown option or a bad value)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); finished work is kept, re-run to resume",
+    EXIT_TERMINATED: "stopped by SIGTERM (a pod evicted or preempted) after saving its work; re-run to resume",
 }
 
 

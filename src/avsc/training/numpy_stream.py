@@ -89,6 +89,7 @@ class FeatureBatches(keras.utils.PyDataset):
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
         self.plan = plan
         self.batch_size = int(batch_size)
+        self._first = 0  # batches skipped (:meth:`skip`)
         self._starts = np.concatenate([[0], np.cumsum(plan.group_sizes)]).astype(np.int64)
         self._lock = threading.Lock()
         self._groups: dict[int, Future] = {}
@@ -98,7 +99,14 @@ class FeatureBatches(keras.utils.PyDataset):
             if plan.jpeg else None
 
     def __len__(self) -> int:
-        return self.plan.n_batches(self.batch_size)
+        return self.plan.n_batches(self.batch_size) - self._first
+
+    def skip(self, count: int) -> FeatureBatches:
+        """Leave out the first ``count`` batches of the pass (as ``tf.data.Dataset.skip``): a
+        training resumed within an epoch gets the batches it had not trained on, with the same
+        mixup draws as in the uninterrupted pass. Returns this stream."""
+        self._first = min(max(0, int(count)), self.plan.n_batches(self.batch_size))
+        return self
 
     @property
     def num_batches(self) -> int:
@@ -132,6 +140,7 @@ class FeatureBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} of {len(self)}")
+        index += self._first
         start = index * self.batch_size
         x, labels = self.examples(start, min(start + self.batch_size, self.plan.n_examples))
         if self.plan.jpeg:
