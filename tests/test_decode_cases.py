@@ -108,7 +108,7 @@ def test_digital_silence_is_detected_and_rejected_by_preprocessing(files, tmp_pa
     config = FeatureConfig(audio=AudioConfig(sample_rate=RATE, clip_seconds=1.0, n_bins=16),
                            frames=FrameConfig(fps=2.0, size=16))
     clip_id, encoded, reason = _task(("silent", "bus", "train", str(files["silent"]), config,
-                                      _specs(config), 1, 0.0))
+                                      _specs(config), 1, 0.0, None))
     assert clip_id == "silent" and encoded is None
     assert "silent.mp4" in reason and "digital silence" in reason
 
@@ -122,7 +122,7 @@ def test_non_finite_samples_are_a_truthful_error(tmp_path):
         demux_audio(path, AudioConfig(sample_rate=RATE, clip_seconds=2.0))
     config = FeatureConfig(audio=AudioConfig(sample_rate=RATE, clip_seconds=1.0, n_bins=16),
                            frames=FrameConfig(fps=2.0, size=16))
-    _, _, reason = _task(("nan", "bus", "train", str(path), config, _specs(config), 1, 0.0))
+    _, _, reason = _task(("nan", "bus", "train", str(path), config, _specs(config), 1, 0.0, None))
     assert "non-finite" in reason and "unexpected" not in reason and "ParameterError" not in reason
 
 
