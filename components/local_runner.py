@@ -194,10 +194,11 @@ def local_runner(runner: str, *, dataset: str, output: str | Path, registry: str
     For ``docker``, kfp.local's Docker task handler is replaced by the guarded one while the
     block runs (kfp looks it up per task), and the output folder is created.
 
-    Example:
-        >>> with local_runner("docker", dataset="/data/tau", output="runs/local") as runner:
-        ...     local.init(runner=runner, pipeline_root="runs/local/pipeline-root")
-        ...     pipeline(dataset="/data/tau")
+    Example::
+
+        with local_runner("docker", dataset="/data/tau", output="runs/local") as runner:
+            local.init(runner=runner, pipeline_root="runs/local/pipeline-root")
+            pipeline(dataset="/data/tau")
     """
     from kfp import local
 

@@ -7,8 +7,8 @@ every output so a result can always be traced to the settings that made it.
 
 Example:
     >>> cfg = load_config(preset="quick", overrides={"train": {"epochs": 3}})
-    >>> cfg.train.epochs, config_hash(cfg.features)
-    (3, '...')
+    >>> cfg.train.epochs, len(config_hash(cfg.features))
+    (3, 12)
 """
 
 from __future__ import annotations

@@ -78,7 +78,12 @@ def exit_status_epilog(**notes: str) -> str:
     """The ``exit status:`` table of a command's help; ``notes`` add what a status means for it.
 
     Example:
-        >>> exit_status_epilog(failure="also when some video could not be classified")
+        >>> print(exit_status_epilog(failure="also when some video could not be classified"))
+        exit status:
+          0    success
+          1    data or runtime error ...
+               also when some video could not be classified
+        ...
     """
     extra = {EXIT_FAILURE: notes.pop("failure", None), EXIT_USAGE: notes.pop("usage", None)}
     if notes:

@@ -23,10 +23,11 @@ Window 0 is also the clip preprocessing stores for a dataset video (the first
 reject the clip, and for every window whether its sound is digital silence (prediction
 then leaves it out).
 
-Example:
-    >>> result = inspect_media("street.mp4", "street-inspect", load_config(preset="quick").features)
-    >>> result.windows[0]["frames"][:2]
-    ['window-00-at-0.000s/frame-000-t0.000s.png', 'window-00-at-0.000s/frame-001-t0.500s.png']
+Example::
+
+    result = inspect_media("street.mp4", "street-inspect", load_config(preset="quick").features)
+    result.windows[0]["frames"][:2]
+    # ['window-00-at-0.000s/frame-000-t0.000s.png', 'window-00-at-0.000s/frame-001-t0.500s.png']
 """
 
 from __future__ import annotations

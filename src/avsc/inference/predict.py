@@ -34,11 +34,11 @@ model classifies the video from its pictures alone (``Prediction.modalities ==
 the average, with a warning. Audio embeddings are never invented: the models never saw
 silence in training (preprocessing rejects silent clips).
 
-Example:
-    >>> predictor = Predictor.load("bundle")
-    >>> prediction = predictor.predict_file("street.mp4")
-    >>> prediction.label, prediction.windows
-    ('street_traffic', 3)
+Example::
+
+    predictor = Predictor.load("bundle")
+    prediction = predictor.predict_file("street.mp4")
+    prediction.label, prediction.windows  # ('street_traffic', 3)
 """
 
 from __future__ import annotations

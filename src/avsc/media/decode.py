@@ -25,12 +25,11 @@ nothing touches the disk.
   its proportions at the price of the left and right edges. Before the picture starts
   its first frame is shown, after it ends its last one.
 
-Example:
-    >>> audio = demux_audio("video/airport-lisbon-1000-40000.mp4", AudioConfig())
-    >>> audio.shape, audio.dtype
-    ((320000, 2), dtype('float32'))
-    >>> sample_frames("video/airport-lisbon-1000-40000.mp4", FrameConfig(), seconds=10.0).shape
-    (20, 224, 224, 3)
+Example::
+
+    audio = demux_audio("video/airport-lisbon-1000-40000.mp4", AudioConfig())
+    audio.shape, audio.dtype  # ((320000, 2), dtype('float32'))
+    sample_frames("video/airport-lisbon-1000-40000.mp4", FrameConfig(), seconds=10.0).shape  # (20, 224, 224, 3)
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ It then settles what a player would present, which decoding follows everywhere
   do, and the recording lasts until the later of the two ends (``duration_s``), whatever
   the header states.
 
-Example:
-    >>> info = probe_media("video/airport-lisbon-1000-40000.mp4")
-    >>> info.width, info.height, info.audio_channels, info.audio_track
-    (1280, 720, 2, 0)
+Example::
+
+    info = probe_media("video/airport-lisbon-1000-40000.mp4")
+    info.width, info.height, info.audio_channels, info.audio_track  # (1280, 720, 2, 0)
 """
 
 from __future__ import annotations

@@ -17,9 +17,10 @@ Every file is written atomically; ``state.json`` is written last and is the comm
 run killed while it saves leaves the previous state and its files intact. Files the state
 no longer names are deleted afterwards.
 
-Example:
-    >>> ckpt = Checkpoints("s3://avsc/runs/r1/checkpoints/aud-mel-1a2b3c")
-    >>> state = ckpt.read_state()  # None when nothing was checkpointed yet
+Example::
+
+    ckpt = Checkpoints("s3://avsc/runs/r1/checkpoints/aud-mel-1a2b3c")
+    state = ckpt.read_state()  # None when nothing was checkpointed yet
 """
 
 from __future__ import annotations
