@@ -34,6 +34,13 @@ test: $(STAMP) ## Run the test suite (unit + local whole-pipeline run; cluster e
 test-fast: $(STAMP) ## Run the fast unit tests only
 	$(PY) -m pytest -m "not slow and not e2e" -q
 
+.PHONY: check
+check: $(STAMP) ## Lint (ruff), formatting (ruff format --check), types (mypy) and the docstring examples
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) -m pytest --doctest-modules src/avsc -q
+
 .PHONY: demo
 demo: $(STAMP) ## Demo data -> ingest -> preprocess with the quick preset, into runs/demo
 	$(VENV)/bin/avsc demo-data runs/demo/dataset
