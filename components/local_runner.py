@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -110,7 +111,7 @@ def bind_mounts(*, dataset: str, output: str | Path, selinux: bool = False) -> d
 
 def executor_output_file(command: list[str]) -> str | None:
     """The executor output file named in a lightweight component's command line."""
-    for flag, value in zip(command, command[1:]):
+    for flag, value in itertools.pairwise(command):
         if flag == "--executor_input":
             return json.loads(value).get("outputs", {}).get("outputFile")
     return None

@@ -256,7 +256,8 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"{key}: {part} is a setting, not a section")
-        node[leaf] = _merge(node[leaf], value) if isinstance(node.get(leaf), dict) and isinstance(value, dict) else value
+        nested = isinstance(node.get(leaf), dict) and isinstance(value, dict)
+        node[leaf] = _merge(node[leaf], value) if nested else value
     return out
 
 

@@ -91,9 +91,9 @@ def exit_status_epilog(**notes: str) -> str:
     lines = ["exit status:"]
     for code, meaning in _EXIT_LINES.items():
         lines.append(f"  {code:<4} {meaning}")
-        if extra.get(code):
-            lines.extend(textwrap.wrap(extra[code], width=72, initial_indent=" " * 7,
-                                       subsequent_indent=" " * 7))
+        note = extra.get(code)
+        if note:
+            lines.extend(textwrap.wrap(note, width=72, initial_indent=" " * 7, subsequent_indent=" " * 7))
     return "\n".join(lines)
 
 
