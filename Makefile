@@ -36,10 +36,12 @@ test-fast: $(STAMP) ## Run the fast unit tests only
 
 .PHONY: check
 check: $(STAMP) ## Lint (ruff), formatting (ruff format --check), types (mypy) and the docstring examples
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy
-	$(PY) -m pytest --doctest-modules src/avsc -q
+	@status=0; \
+	$(VENV)/bin/ruff check --output-format concise . || status=1; \
+	$(VENV)/bin/ruff format --check --output-format concise . || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	$(PY) -m pytest --doctest-modules src/avsc -q || status=1; \
+	exit $$status
 
 .PHONY: demo
 demo: $(STAMP) ## Demo data -> ingest -> preprocess with the quick preset, into runs/demo
