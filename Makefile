@@ -64,7 +64,7 @@ bench: $(STAMP) ## Run every benchmark (prints figures; slow)
 
 .PHONY: clean
 clean: ## Remove build outputs and local runs (keeps .venv)
-	rm -rf runs build dist src/*.egg-info .pytest_cache avsc_pipeline.yaml
+	rm -rf runs build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache avsc_pipeline.yaml
 
 # Cluster, image and kind targets live beside the manifests they drive.
 -include mk/*.mk
