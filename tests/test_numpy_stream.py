@@ -110,3 +110,15 @@ def test_stream_setting_is_checked():
     assert numpy_stream.stream_kind("auto") in {"numpy", "tfdata"}
     with pytest.raises(ConfigError, match="train.stream must be one of"):
         numpy_stream.stream_kind("grain")
+
+
+def test_a_resumed_epoch_skips_the_batches_tf_data_skips(store_dir):
+    """A training resumed within an epoch skips the batches it had trained on: the NumPy
+    stream's rest of the pass equals tf.data's ``skip``, mixup draws included."""
+    from avsc.training.streams import train_dataset
+
+    store = FeatureStore.open(store_dir)
+    kwargs = {"batch_size": 16, "shuffle_buffer": 20, "seed": 5}
+    rest = _np_batches(numpy_stream.train_batches(store, "aud-mel", **kwargs).skip(2))
+    _assert_same(_tf_batches(train_dataset(store, "aud-mel", **kwargs).skip(2)), rest)
+    assert len(rest) == len(numpy_stream.train_batches(store, "aud-mel", **kwargs)) - 2
