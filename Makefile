@@ -34,6 +34,15 @@ test: $(STAMP) ## Run the test suite (unit + local whole-pipeline run; cluster e
 test-fast: $(STAMP) ## Run the fast unit tests only
 	$(PY) -m pytest -m "not slow and not e2e" -q
 
+.PHONY: check
+check: $(STAMP) ## Lint (ruff), formatting (ruff format --check), types (mypy) and the docstring examples
+	@status=0; \
+	$(VENV)/bin/ruff check --output-format concise . || status=1; \
+	$(VENV)/bin/ruff format --check --output-format concise . || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	$(PY) -m pytest --doctest-modules src/avsc -q || status=1; \
+	exit $$status
+
 .PHONY: demo
 demo: $(STAMP) ## Demo data -> ingest -> preprocess with the quick preset, into runs/demo
 	$(VENV)/bin/avsc demo-data runs/demo/dataset
@@ -55,7 +64,7 @@ bench: $(STAMP) ## Run every benchmark (prints figures; slow)
 
 .PHONY: clean
 clean: ## Remove build outputs and local runs (keeps .venv)
-	rm -rf runs build dist src/*.egg-info .pytest_cache avsc_pipeline.yaml
+	rm -rf runs build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache avsc_pipeline.yaml
 
 # Cluster, image and kind targets live beside the manifests they drive.
 -include mk/*.mk

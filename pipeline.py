@@ -24,7 +24,7 @@ only wires the steps together; the command line is :mod:`components.cli`.
 
 # No `from __future__ import annotations`: kfp reads the pipeline function's annotations as types.
 import sys
-from typing import List, NamedTuple
+from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model
@@ -49,8 +49,8 @@ PIPELINE_NAME = "avsc"
 class BackboneOutputs(NamedTuple):
     """What the backbone loop hands on: one artifact per backbone, tagged ``metadata["backbone"]``."""
 
-    models: List[Model]
-    embeddings: List[Dataset]
+    models: list[Model]
+    embeddings: list[Dataset]
 
 
 def build_pipeline(options: ClusterOptions = ClusterOptions()):
@@ -61,7 +61,7 @@ def build_pipeline(options: ClusterOptions = ClusterOptions()):
     # ordinary artifact list that the loop body reads.
     @dsl.pipeline(name="train-and-embed", description="Phase I: each backbone trained and embedded.")
     def train_and_embed(
-        backbones: List[str], config: Input[Artifact], features: Input[List[Dataset]], output_uri: str,
+        backbones: list[str], config: Input[Artifact], features: Input[list[Dataset]], output_uri: str,
     ) -> BackboneOutputs:
         with dsl.ParallelFor(backbones, name="Each backbone", parallelism=options.parallel_trainings) as backbone:
             # Streams its own feature from the store and checkpoints every epoch under

@@ -47,7 +47,6 @@ BACKBONES = ("aud-mel", "aud-gam", "aud-cqt", "vis-inc", "vis-conv")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datapath_tools import RssWatcher, ScratchWatcher, start_s3  # noqa: E402
 
-
 # --------------------------------------------------------------------------- synthetic data
 
 def paper_shapes() -> dict[str, list[int]]:

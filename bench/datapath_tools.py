@@ -3,6 +3,7 @@ server in a process of its own, and a proxy that counts every byte a step reads 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -51,10 +52,8 @@ class ScratchWatcher(_PeakWatcher):
         total = 0
         for root, _, names in os.walk(self.folder):
             for name in names:
-                try:
+                with contextlib.suppress(OSError):  # removed while walking
                     total += os.lstat(os.path.join(root, name)).st_size
-                except OSError:
-                    pass
         return total
 
 

@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                 row = json.loads(done.stdout.strip().splitlines()[-1])
                 results.append(row)
                 print(f"{method} {modalities:12s} {args.device}: {row['total_s']:7.1f} s total, "
-                      f"{row['train_s']:7.1f} s training ({row['epochs']} epochs, {row['epoch_s']:.3f} s/epoch median, first "
+                      f"{row['train_s']:7.1f} s training ({row['epochs']} epochs, "
+                      f"{row['epoch_s']:.3f} s/epoch median, first "
                       f"{row['first_epoch_s']:.1f} s, "
                       f"batch {row['batch_size']}), val accuracy {row['val_accuracy']:.3f}, "
                       f"peak RSS {row['peak_rss_mib']:.0f} MiB", flush=True)

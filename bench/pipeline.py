@@ -63,7 +63,8 @@ def task_times(log: str) -> list[tuple[str, datetime, datetime]]:
         (starts if match.re is START else ends)[match["task"]].append(stamp)
     done = []
     for task, begun in starts.items():  # runs of one loop task pair up in time order
-        done.extend((task, start, end) for start, end in zip(sorted(begun), sorted(ends.get(task, []))))
+        ended = sorted(ends.get(task, []))  # a run may not have ended
+        done.extend((task, start, end) for start, end in zip(sorted(begun), ended, strict=False))
     return sorted(done, key=lambda t: t[1])
 
 

@@ -298,7 +298,8 @@ def model_fidelity(work: Path) -> dict:
         clips = store.clips("test").sort_values("clip_id")
         by_id = {cid: i for i, cid in enumerate(store.clips("test")["clip_id"])}
         order = [by_id[c] for c in clips["clip_id"]]
-        frames = [np.asarray(embed(x, training=False)[0]) for x in eval_dataset(store, "vis-inc", "test", batch_size=64)]
+        frames = [np.asarray(embed(x, training=False)[0])
+                  for x in eval_dataset(store, "vis-inc", "test", batch_size=64)]
         probs = np.concatenate([np.asarray(model(x, training=False)) for x in
                                 eval_dataset(store, "vis-inc", "test", batch_size=64)])
         n = len(store.clips("test"))

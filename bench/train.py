@@ -99,11 +99,11 @@ def bench_pipeline(preset: str, batch_size: int, n_clips: int) -> list[dict]:
     measures every backbone, and from ``s3://`` too.
     """
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from datapath import stream_rates, write_synthetic_store
-
     from avsc.config import load_config
     from avsc.features.spectrograms import feature_shapes
     from avsc.features.store import FeatureStore
+
+    from datapath import stream_rates, write_synthetic_store
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,12 +7,10 @@ source into the component's program. Called through ``python_func`` (tests) they
 module-level functions. Hence every helper imports what it needs inside its body.
 """
 
-from typing import Dict, List, Optional
-
 from kfp.dsl import Artifact
 
 
-def save_metrics(artifact: Artifact, values: Optional[Dict[str, float]] = None) -> None:
+def save_metrics(artifact: Artifact, values: dict[str, float] | None = None) -> None:
     """Log ``values`` on a ``Metrics`` artifact and write its metadata to the artifact's file.
 
     kfp keeps logged metrics (and confusion matrices) in the artifact's metadata only and
@@ -34,7 +32,7 @@ def save_metrics(artifact: Artifact, values: Optional[Dict[str, float]] = None) 
         json.dump(artifact.metadata, handle, indent=2, sort_keys=True)
 
 
-def by_backbone(artifacts: List[Artifact]) -> Dict[str, str]:
+def by_backbone(artifacts: list[Artifact]) -> dict[str, str]:
     """Backbone -> local path of each artifact, from its ``metadata["backbone"]``.
 
     The backbone loop's outputs reach later steps as lists (``dsl.Collected``) in no
@@ -43,7 +41,7 @@ def by_backbone(artifacts: List[Artifact]) -> Dict[str, str]:
     Raises:
         ValueError: an artifact without a backbone, or two for the same backbone.
     """
-    paths: Dict[str, str] = {}
+    paths: dict[str, str] = {}
     for artifact in artifacts:
         backbone = artifact.metadata.get("backbone")
         if not backbone:

@@ -102,7 +102,7 @@ def _cluster_flags(parser: argparse.ArgumentParser) -> None:
                        help="no accelerator request, node selector or toleration (CPU-only clusters)")
     group.add_argument("--accelerator", default=defaults.accelerator,
                        help="accelerator resource each training/embedding task requests (default %(default)s)")
-    group.add_argument("--node-selector", default="=".join(defaults.node_selector), metavar="LABEL=VALUE",
+    group.add_argument("--node-selector", default="=".join(defaults.node_selector or ()), metavar="LABEL=VALUE",
                        help="node label GPU tasks select (default %(default)s; empty for none)")
     group.add_argument("--toleration", default=defaults.toleration, metavar="TAINT_KEY",
                        help="taint key GPU tasks tolerate (default %(default)s; empty for none)")

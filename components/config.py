@@ -1,6 +1,6 @@
 """The run's first step: resolve its settings once into the config artifact every later step reads."""
 
-from typing import Any, Dict, NamedTuple
+from typing import Any, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Artifact, Markdown, Output
@@ -9,12 +9,12 @@ from components.artifacts import HELPERS
 from components.images import CPU_IMAGE
 
 
-def config_markdown(record: Dict[str, Any]) -> str:
+def config_markdown(record: dict[str, Any]) -> str:
     """The config record as Markdown for the Kubeflow UI: hashes, overrides, every setting."""
     from tabulate import tabulate
 
-    def flat(node: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-        out: Dict[str, Any] = {}
+    def flat(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
         for key, value in node.items():
             if isinstance(value, dict):
                 out.update(flat(value, f"{prefix}{key}."))
@@ -49,7 +49,7 @@ def config_markdown(record: Dict[str, Any]) -> str:
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False, additional_funcs=[*HELPERS, config_markdown])
 def resolve_config(
     preset: str, overrides: str, config: Output[Artifact], summary: Output[Markdown],
-) -> NamedTuple("Settings", [("segment_seconds", float), ("audio_source", str)]):
+) -> NamedTuple("Settings", [("segment_seconds", float), ("audio_source", str)]):  # type: ignore[valid-type]
     """Resolve the run's settings once: the preset, then the overrides, validated.
 
     Every later step reads ``config`` instead of resolving settings itself, so a run's
@@ -92,5 +92,5 @@ def resolve_config(
                            **{f"{name}_hash": value for name, value in hashes.items()})
     with open(summary.path, "w") as handle:
         handle.write(config_markdown(record))
-    return namedtuple("Settings", ["segment_seconds", "audio_source"])(
-        float(resolved.data.segment_seconds or 0.0), resolved.data.audio_source)
+    Settings = namedtuple("Settings", ["segment_seconds", "audio_source"])
+    return Settings(float(resolved.data.segment_seconds or 0.0), resolved.data.audio_source)

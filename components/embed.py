@@ -1,7 +1,5 @@
 """Export one trained backbone's embeddings (fc1024 and fc10 logits) for every clip."""
 
-from typing import List
-
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
@@ -12,7 +10,7 @@ from components.images import GPU_IMAGE
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False, additional_funcs=HELPERS)
 def embed_backbone(
     model: Input[Model],
-    features: Input[List[Dataset]],
+    features: Input[list[Dataset]],
     embeddings: Output[Dataset],
     metrics: Output[Metrics],
 ):

@@ -1,7 +1,5 @@
 """Evaluation: every fusion result on the test split, the HTML report and the best model's bundle."""
 
-from typing import List
-
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
@@ -11,9 +9,9 @@ from components.images import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False, additional_funcs=HELPERS)
 def evaluate_fusions(
-    fusions: Input[List[Model]],
-    models: Input[List[Model]],
-    embeddings: Input[List[Dataset]],
+    fusions: Input[list[Model]],
+    models: Input[list[Model]],
+    embeddings: Input[list[Dataset]],
     report: Output[Dataset],
     report_html: Output[HTML],
     metrics: Output[Metrics],

@@ -1,7 +1,5 @@
 """Phase II: one fusion method on the frozen embeddings, for each of the three modality sets."""
 
-from typing import List
-
 from kfp import dsl
 from kfp.dsl import (
     Artifact,
@@ -21,7 +19,7 @@ from components.images import CPU_IMAGE
 def fuse_method(
     method: str,
     config: Input[Artifact],
-    embeddings: Input[List[Dataset]],
+    embeddings: Input[list[Dataset]],
     output_uri: str,
     fusions: Output[Model],
     metrics: Output[Metrics],
@@ -54,7 +52,6 @@ def fuse_method(
 
     import avsc.evaluation.evaluate
     import avsc.training.fusion
-
     from avsc.training.checkpoints import checkpoint_location
 
     began = time.perf_counter()

@@ -1,7 +1,5 @@
 """Ingest: the dataset (a local folder or ``s3://bucket/prefix``) -> a validated clip manifest."""
 
-from typing import List
-
 from kfp import dsl
 from kfp.dsl import Dataset, Metrics, Output
 
@@ -47,7 +45,7 @@ def ingest_dataset(dataset: str, manifest: Output[Dataset], metrics: Output[Metr
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def list_shards(shard_count: int) -> List[int]:
+def list_shards(shard_count: int) -> list[int]:
     """The shard indices the preprocessing fans out over.
 
     Args:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -110,7 +111,7 @@ def bind_mounts(*, dataset: str, output: str | Path, selinux: bool = False) -> d
 
 def executor_output_file(command: list[str]) -> str | None:
     """The executor output file named in a lightweight component's command line."""
-    for flag, value in zip(command, command[1:]):
+    for flag, value in itertools.pairwise(command):
         if flag == "--executor_input":
             return json.loads(value).get("outputs", {}).get("outputFile")
     return None
@@ -194,10 +195,11 @@ def local_runner(runner: str, *, dataset: str, output: str | Path, registry: str
     For ``docker``, kfp.local's Docker task handler is replaced by the guarded one while the
     block runs (kfp looks it up per task), and the output folder is created.
 
-    Example:
-        >>> with local_runner("docker", dataset="/data/tau", output="runs/local") as runner:
-        ...     local.init(runner=runner, pipeline_root="runs/local/pipeline-root")
-        ...     pipeline(dataset="/data/tau")
+    Example::
+
+        with local_runner("docker", dataset="/data/tau", output="runs/local") as runner:
+            local.init(runner=runner, pipeline_root="runs/local/pipeline-root")
+            pipeline(dataset="/data/tau")
     """
     from kfp import local
 

@@ -23,6 +23,7 @@ cache hit is also printed as a reused step.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 GB = 1e9
 # The inputs that tell iterations of one step apart, shown after its name.
@@ -73,7 +75,7 @@ class RunProgress:
     names: Mapping[str, str] = field(default_factory=dict)
     needs: Mapping[str, int] = field(default_factory=dict)
     verbose: bool = False
-    out: object = sys.stdout
+    out: TextIO = sys.stdout
     started: int = 0
     reused: list[str] = field(default_factory=list)
     outcomes: list[StepOutcome] = field(default_factory=list)
@@ -121,7 +123,7 @@ def duration(seconds: float) -> str:
 
 
 def _executor_input(command: list[str]) -> dict:
-    for flag, value in zip(command, command[1:]):
+    for flag, value in itertools.pairwise(command):
         if flag == "--executor_input":
             return json.loads(value)
     return {}
@@ -263,6 +265,7 @@ def _run_logged(command: list[str], env: dict, log_path: Path, progress: RunProg
         if stopped:
             _stop(process)
         try:
+            assert process.stdout is not None  # stdout=PIPE
             for line in process.stdout:
                 log.write(line)
                 if progress.verbose:

@@ -1,7 +1,5 @@
 """Publishing: the run's config, report, embeddings and model bundle to the output location."""
 
-from typing import List
-
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model
 
@@ -15,7 +13,7 @@ def publish_outputs(
     config: Input[Artifact],
     report: Input[Dataset],
     bundle: Input[Model],
-    embeddings: Input[List[Dataset]],
+    embeddings: Input[list[Dataset]],
 ):
     """Copy the outputs to ``output_uri``: an ``s3://bucket/prefix`` or a local folder.
 

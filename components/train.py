@@ -1,7 +1,5 @@
 """Phase I: train one backbone on the feature stores of all shards."""
 
-from typing import List
-
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
@@ -13,7 +11,7 @@ from components.images import GPU_IMAGE
 def train_backbone(
     backbone: str,
     config: Input[Artifact],
-    features: Input[List[Dataset]],
+    features: Input[list[Dataset]],
     output_uri: str,
     model: Output[Model],
     metrics: Output[Metrics],

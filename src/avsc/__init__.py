@@ -9,10 +9,11 @@ feature store), ``models``, ``training`` (Phase I, embeddings, Phase II), ``eval
 The main entry points are available flat, and loaded only when first used, so ``import
 avsc`` stays cheap (no TensorFlow, no librosa); ``__init__.pyi`` lists them.
 
-Example:
-    >>> import avsc
-    >>> cfg = avsc.load_config(preset="quick", overrides=["features.audio.frames=309"])
-    >>> result = avsc.preprocess("manifest.parquet", "features", config=cfg.features)
+Example::
+
+    import avsc
+    cfg = avsc.load_config(preset="quick", overrides=["features.audio.frames=309"])
+    result = avsc.preprocess("manifest.parquet", "features", config=cfg.features)
 """
 
 import lazy_loader as _lazy

@@ -7,8 +7,8 @@ every output so a result can always be traced to the settings that made it.
 
 Example:
     >>> cfg = load_config(preset="quick", overrides={"train": {"epochs": 3}})
-    >>> cfg.train.epochs, config_hash(cfg.features)
-    (3, '...')
+    >>> cfg.train.epochs, len(config_hash(cfg.features))
+    (3, 12)
 """
 
 from __future__ import annotations
@@ -260,7 +260,8 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"{key}: {part} is a setting, not a section")
-        node[leaf] = _merge(node[leaf], value) if isinstance(node.get(leaf), dict) and isinstance(value, dict) else value
+        nested = isinstance(node.get(leaf), dict) and isinstance(value, dict)
+        node[leaf] = _merge(node[leaf], value) if nested else value
     return out
 
 

@@ -81,7 +81,7 @@ def training_bytes(backbone: str, config: Config) -> int:
         values = _audio_input(config)
         params = _audio_params(config)
         activations = AUDIO_ACTIVATION_BYTES * values * train.audio_base_filters * train.batch_size
-        stream = SHUFFLE_BUFFER * values * 2  # float16 spectrograms
+        stream: float = SHUFFLE_BUFFER * values * 2  # float16 spectrograms
     else:
         params = VISUAL_PARAMS[backbone] + VISUAL_FEATURES[backbone] * train.dense_units + train.dense_units * 10
         activations = VISUAL_ACTIVATION_BYTES[backbone] * train.image_size ** 2 * train.batch_size
@@ -139,15 +139,15 @@ def check_local_run(config: Config, *, parallel_trainings: int = 2, preprocess_p
     from avsc.runtime import memory_limit
 
     limit = memory_limit() if limit is None else limit
-    usable = None if limit is None else USABLE_SHARE * limit
     needs = step_needs(config)
     trainings = sorted(((n.bytes, n.item) for n in needs if n.step == "train"), reverse=True)
     together = trainings[:max(1, parallel_trainings)]
     training = sum(b for b, _ in together) + ORCHESTRATOR_BYTES
     preprocess = preprocess_parallel * next(n.bytes for n in needs if n.step == "preprocess") + ORCHESTRATOR_BYTES
     largest = max(training, preprocess)
-    if usable is None or largest <= usable:
+    if limit is None or largest <= USABLE_SHARE * limit:
         return int(largest)
+    usable = USABLE_SHARE * limit
     has = f"this machine has {_gb(limit)} ({_gb(usable)} usable)"
     if training >= preprocess:
         names = " and ".join(f"{name} (~{_gb(b)})" for b, name in together)

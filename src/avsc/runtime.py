@@ -98,10 +98,10 @@ def cgroup_cpu_limit(root: str | Path = CGROUP_ROOT) -> float | None:
                 except (ValueError, ZeroDivisionError):
                     return None
             return None
-        quota, period = _read(folder / "cpu.cfs_quota_us"), _read(folder / "cpu.cfs_period_us")
-        if quota and period:
+        quota_us, period_us = _read(folder / "cpu.cfs_quota_us"), _read(folder / "cpu.cfs_period_us")
+        if quota_us and period_us:
             try:
-                q, p = int(quota), int(period)
+                q, p = int(quota_us), int(period_us)
             except ValueError:
                 return None
             return q / p if q > 0 and p > 0 else None
@@ -182,6 +182,7 @@ def detect_limits(root: str | Path = CGROUP_ROOT, meminfo: str | Path = MEMINFO)
     """The CPUs and memory this process may use (see :func:`usable_cpus`, :func:`memory_limit`)."""
     cgroup = cgroup_memory_limit(root)
     physical = physical_memory(meminfo)
+    memory: int | None
     if cgroup and (not physical or cgroup < physical):
         memory, source = cgroup, "cgroup limit"
     else:
@@ -308,4 +309,5 @@ def seed_numba_cache(seed: str | Path | None = None) -> bool:
 
 
 __all__ = ["SEED_VARIABLE", "Limits", "cgroup_cpu_limit", "cgroup_memory_limit", "describe_limits", "detect_limits",
-           "is_writable", "limit_tensorflow_threads", "memory_limit", "physical_memory", "seed_numba_cache", "usable_cpus", "use_writable_caches"]
+           "is_writable", "limit_tensorflow_threads", "memory_limit", "physical_memory", "seed_numba_cache",
+           "usable_cpus", "use_writable_caches"]

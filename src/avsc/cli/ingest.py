@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "data.segment_seconds (--segment-seconds S) each clip becomes S-second "
                     "segments, one manifest row each, after the split.",
         failure="also when the dataset folder or its metadata is missing, or no clip is usable")
-    parser.add_argument("dataset", metavar="DATASET", help="dataset folder or s3://bucket/prefix (probed in place, not copied)")
+    parser.add_argument("dataset", metavar="DATASET",
+                        help="dataset folder or s3://bucket/prefix (probed in place, not copied)")
     parser.add_argument("-o", "--output", required=True, metavar="MANIFEST.parquet",
                         help="manifest to write (a .rejected.json report goes beside it)")
     parser.add_argument("--val-fraction", type=float, default=0.1,

@@ -81,7 +81,12 @@ def exit_status_epilog(**notes: str) -> str:
     """The ``exit status:`` table of a command's help; ``notes`` add what a status means for it.
 
     Example:
-        >>> exit_status_epilog(failure="also when some video could not be classified")
+        >>> print(exit_status_epilog(failure="also when some video could not be classified"))
+        exit status:
+          0    success
+          1    data or runtime error ...
+               also when some video could not be classified
+        ...
     """
     extra = {EXIT_FAILURE: notes.pop("failure", None), EXIT_USAGE: notes.pop("usage", None)}
     if notes:
@@ -89,9 +94,9 @@ def exit_status_epilog(**notes: str) -> str:
     lines = ["exit status:"]
     for code, meaning in _EXIT_LINES.items():
         lines.append(f"  {code:<4} {meaning}")
-        if extra.get(code):
-            lines.extend(textwrap.wrap(extra[code], width=72, initial_indent=" " * 7,
-                                       subsequent_indent=" " * 7))
+        note = extra.get(code)
+        if note:
+            lines.extend(textwrap.wrap(note, width=72, initial_indent=" " * 7, subsequent_indent=" " * 7))
     return "\n".join(lines)
 
 

@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the others are still classified.",
         needs_tensorflow=True,
         failure="also when any video could not be classified, or the bundle is unusable")
-    parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (paths or s3:// URIs, decoded in place)")
+    parser.add_argument("videos", nargs="+", metavar="VIDEO",
+                        help="video files (paths or s3:// URIs, decoded in place)")
     parser.add_argument("--bundle", required=True, metavar="BUNDLE_DIR",
                         help="folder written by `avsc bundle`")
     parser.add_argument("--json", action="store_true",

@@ -16,10 +16,10 @@ on a laptop and in tests, and so that learning is needed to do well:
   that memorises locations does not generalise: train and evaluate locations are disjoint,
   as in the real split.
 
-Example:
-    >>> result = make_demo_dataset("demo", classes=10, clips_per_class=12)
-    >>> result.n_clips, result.n_train + result.n_evaluate
-    (120, 120)
+Example::
+
+    result = make_demo_dataset("demo", classes=10, clips_per_class=12)
+    result.n_clips, result.n_train + result.n_evaluate  # (120, 120)
 """
 
 from __future__ import annotations

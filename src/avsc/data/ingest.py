@@ -13,10 +13,10 @@ A bad row never stops the run: it is left out of the manifest and reported with 
 name and the reason, in the result, in the manifest's metadata and in
 ``<manifest stem>.rejected.json`` beside it.
 
-Example:
-    >>> result = ingest_dataset("TAU-urban-audio-visual-scenes-2021-development", "manifest.parquet")
-    >>> result.counts
-    {'train': 7780, 'val': 866, 'test': 3645}
+Example::
+
+    result = ingest_dataset("TAU-urban-audio-visual-scenes-2021-development", "manifest.parquet")
+    result.counts  # {'train': 7780, 'val': 866, 'test': 3645}
 """
 
 from __future__ import annotations

@@ -19,8 +19,14 @@ folder (and ``avsc.temperature`` in its embeddings), ``fusion.json["calibration"
 fusion folder, ``bundle.json``'s fusion entries.
 
 Example:
-    >>> temperature = fit_temperature(val_logits, val_labels)
-    >>> probs = calibrated_probabilities(test_logits, temperature)
+    A model sure of all four val clips and wrong about one is softened (``T > 1``), and
+    keeps its classes:
+
+    >>> val_logits = np.array([[4.0, 0.0], [4.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
+    >>> temperature = fit_temperature(val_logits, np.array([0, 0, 1, 1]))
+    >>> probs = calibrated_probabilities(val_logits, temperature)
+    >>> temperature > 1, probs.argmax(axis=1).tolist()
+    (True, [0, 0, 0, 1])
 """
 
 from __future__ import annotations

@@ -224,10 +224,11 @@ def evaluate(
         ConfigError: an unknown selection rule; a key of an ``embeddings`` or ``models``
             mapping that is not a backbone.
 
-    Example:
-        >>> metrics = evaluate(["runs/fusion"], "runs/report", embeddings="runs/embeddings",
-        ...                    models="runs/models", manifest="runs/manifest.parquet")
-        >>> metrics["best"], metrics["results"][0]["log_loss"]
+    Example::
+
+        metrics = evaluate(["runs/fusion"], "runs/report", embeddings="runs/embeddings",
+                           models="runs/models", manifest="runs/manifest.parquet")
+        metrics["best"], metrics["results"][0]["log_loss"]
     """
     from avsc.evaluation.provenance import new_run_id
     from avsc.storage.publish import staged_output

@@ -33,11 +33,11 @@ Start-up does not grow with the number of workers: the workers are forked from o
 server that has imported the libraries and run one clip's worth of every computation
 (:mod:`avsc.features.worker_warmup`), so each starts warm in milliseconds.
 
-Example:
-    >>> result = preprocess("manifest.parquet", "s3://avsc/features/1a2b3c", config=FeatureConfig(),
-    ...                     shard=(0, 4), workers=16)
-    >>> result.processed, len(result.rejected), result.shapes["mel"]
-    (3071, 2, [128, 715, 2])
+Example::
+
+    result = preprocess("manifest.parquet", "s3://avsc/features/1a2b3c", config=FeatureConfig(),
+                        shard=(0, 4), workers=16)
+    result.processed, len(result.rejected), result.shapes["mel"]  # (3071, 2, [128, 715, 2])
 """
 
 from __future__ import annotations

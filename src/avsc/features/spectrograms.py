@@ -29,11 +29,12 @@ models compute delta and delta-delta on the fly (:class:`avsc.models.backbones.D
 
 Filterbanks are built once per config (``functools.lru_cache`` on the frozen config).
 
-Example:
-    >>> cfg = FeatureConfig()
-    >>> out = compute_clip_features(audio, frames, cfg)
-    >>> {name: array.shape for name, array in out.items()}
-    {'mel': (128, 715, 2), 'gam': (128, 715, 2), 'cqt': (128, 715, 2), 'frames': (20, 224, 224, 3)}
+Example::
+
+    cfg = FeatureConfig()
+    out = compute_clip_features(audio, frames, cfg)
+    {name: array.shape for name, array in out.items()}
+    # {'mel': (128, 715, 2), 'gam': (128, 715, 2), 'cqt': (128, 715, 2), 'frames': (20, 224, 224, 3)}
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@
 - :class:`StoreWriter` does all of it for code that has arrays in hand (tests, benchmarks,
   :func:`convert_store`).
 
-Example:
-    >>> with StoreWriter("features", config, shapes) as writer:
-    ...     writer.add("bus-lyon-1-1", "bus", "train", {"mel": mel, "frames": frames})
+Example::
+
+    with StoreWriter("features", config, shapes) as writer:
+        writer.add("bus-lyon-1-1", "bus", "train", {"mel": mel, "frames": frames})
 """
 
 from __future__ import annotations
@@ -297,9 +298,10 @@ def merge_summaries(root: str | Path) -> dict:
 class StoreWriter:
     """Write clips given as arrays into a store; the shard's index is written on close.
 
-    Example:
-        >>> with StoreWriter(root, config, {"mel": [128, 715, 2]}) as writer:
-        ...     writer.add("bus-lyon-1-1", "bus", "train", {"mel": mel})
+    Example::
+
+        with StoreWriter(root, config, {"mel": [128, 715, 2]}) as writer:
+            writer.add("bus-lyon-1-1", "bus", "train", {"mel": mel})
     """
 
     def __init__(self, root: str | Path, config: FeatureConfig, shapes: dict[str, Sequence[int]],

@@ -28,10 +28,10 @@ A bundle without it (made before calibration existed) reads as temperature 1.
 Paths are relative to the bundle, so the folder can move to another machine or an object
 store; :func:`load_bundle` checks every file against its checksum before anything uses it.
 
-Example:
-    >>> make_bundle("models", "fusion/f4-audio+visual", "bundle")
-    >>> load_bundle("bundle").fusion.method
-    'f4'
+Example::
+
+    make_bundle("models", "fusion/f4-audio+visual", "bundle")
+    load_bundle("bundle").fusion.method  # 'f4'
 """
 
 from __future__ import annotations

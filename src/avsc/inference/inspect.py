@@ -23,10 +23,11 @@ Window 0 is also the clip preprocessing stores for a dataset video (the first
 reject the clip, and for every window whether its sound is digital silence (prediction
 then leaves it out).
 
-Example:
-    >>> result = inspect_media("street.mp4", "street-inspect", load_config(preset="quick").features)
-    >>> result.windows[0]["frames"][:2]
-    ['window-00-at-0.000s/frame-000-t0.000s.png', 'window-00-at-0.000s/frame-001-t0.500s.png']
+Example::
+
+    result = inspect_media("street.mp4", "street-inspect", load_config(preset="quick").features)
+    result.windows[0]["frames"][:2]
+    # ['window-00-at-0.000s/frame-000-t0.000s.png', 'window-00-at-0.000s/frame-001-t0.500s.png']
 """
 
 from __future__ import annotations
@@ -92,9 +93,8 @@ def inspect_media(path: str | Path, out_dir: str | Path, config: FeatureConfig, 
 
     from avsc.inference.predict import window_offsets
     from avsc.media.decode import demux_audio, is_silent, sample_frames
-    from avsc.media.probe import probe_media
-
     from avsc.media.ffmpeg import media_path
+    from avsc.media.probe import probe_media
     from avsc.storage import locations
 
     if locations.is_remote(str(out_dir)):  # written locally, then uploaded
@@ -123,7 +123,7 @@ def inspect_media(path: str | Path, out_dir: str | Path, config: FeatureConfig, 
             frames = sample_frames(path, config.frames, seconds=clip, offset_s=offset, info=info)
             times = [round(offset + i / config.frames.fps, 6) for i in range(len(frames))]
             names = [f"{folder}/frame-{i:03d}-t{t:.3f}s.png" for i, t in enumerate(times)]
-            for name, frame in zip(names, frames):
+            for name, frame in zip(names, frames, strict=True):
                 _write_png(tmp / name, frame)
             window = {"offset_s": offset, "folder": folder, "frames": names, "frame_times_s": times,
                       "audio": None, "silent": None, "spectrograms": {}, "audio_error": None}

@@ -34,11 +34,11 @@ model classifies the video from its pictures alone (``Prediction.modalities ==
 the average, with a warning. Audio embeddings are never invented: the models never saw
 silence in training (preprocessing rejects silent clips).
 
-Example:
-    >>> predictor = Predictor.load("bundle")
-    >>> prediction = predictor.predict_file("street.mp4")
-    >>> prediction.label, prediction.windows
-    ('street_traffic', 3)
+Example::
+
+    predictor = Predictor.load("bundle")
+    prediction = predictor.predict_file("street.mp4")
+    prediction.label, prediction.windows  # ('street_traffic', 3)
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ class Predictor:
         """
         import keras
 
-        import avsc.models.backbones  # noqa: F401  (registers the backbones' custom layers)
+        import avsc.models.backbones  # registers the backbones' custom layers
         _import_fusion_layers()
 
         from avsc.storage import locations
@@ -177,7 +177,7 @@ class Predictor:
         def load_model(path: Path):
             try:
                 return keras.models.load_model(path, compile=False)
-            except Exception as exc:  # Keras raises many kinds for an unreadable file
+            except Exception as exc:  # noqa: BLE001 -- Keras raises many kinds for an unreadable file
                 raise DataError(path, f"cannot load the model ({type(exc).__name__}: {exc})",
                                 "copy the bundle again, or rebuild it with `avsc bundle`") from None
 
@@ -185,7 +185,8 @@ class Predictor:
         if bundle.visual_fusion is not None:
             entries["visual_fusion"] = bundle.visual_fusion
         needed = {b for entry in entries.values() for b in entry.backbones}
-        embedding_models = {b: avsc.models.backbones.depthwise_for_grouped(avsc.models.backbones.embedding_model(load_model(p)))
+        backbones = avsc.models.backbones
+        embedding_models = {b: backbones.depthwise_for_grouped(backbones.embedding_model(load_model(p)))
                             for b, p in bundle.backbones.items() if b in needed}
         fusion_models = {key: load_model(entry.path) for key, entry in entries.items()}
         return cls(bundle, embedding_models, fusion_models, allow_visual_only=allow_visual_only,
@@ -287,7 +288,6 @@ class Predictor:
                 (unless visual-only prediction is allowed and possible); names the file.
         """
         from avsc.media.probe import probe_media
-
         from avsc.storage import locations
 
         if not locations.is_remote(str(path)):  # an s3:// video is decoded in place
@@ -362,7 +362,7 @@ class Predictor:
                 yield path, f"{path}: {exc.strerror or exc}"
             except MemoryError:
                 yield path, f"{path}: out of memory while classifying it"
-            except Exception as exc:  # noqa: BLE001 -- one bad file never stops a batch
+            except Exception as exc:  # one bad file never stops a batch
                 log.exception("unexpected error on %s", path)
                 yield path, (f"{path}: an unexpected error stopped its classification ({type(exc).__name__}: "
                              f"{exc}); the log has the traceback")

@@ -25,17 +25,17 @@ nothing touches the disk.
   its proportions at the price of the left and right edges. Before the picture starts
   its first frame is shown, after it ends its last one.
 
-Example:
-    >>> audio = demux_audio("video/airport-lisbon-1000-40000.mp4", AudioConfig())
-    >>> audio.shape, audio.dtype
-    ((320000, 2), dtype('float32'))
-    >>> sample_frames("video/airport-lisbon-1000-40000.mp4", FrameConfig(), seconds=10.0).shape
-    (20, 224, 224, 3)
+Example::
+
+    audio = demux_audio("video/airport-lisbon-1000-40000.mp4", AudioConfig())
+    audio.shape, audio.dtype  # ((320000, 2), dtype('float32'))
+    sample_frames("video/airport-lisbon-1000-40000.mp4", FrameConfig(), seconds=10.0).shape  # (20, 224, 224, 3)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import ffmpeg
 import numpy as np
@@ -56,7 +56,7 @@ _PRE_ROLL_S = 1.0
 __all__ = ["demux_audio", "read_wav", "sample_frames", "is_silent", "media_duration", "SILENCE_PEAK"]
 
 
-def _input(path: Path, start_s: float, seconds: float, **options: str) -> FilterableStream:
+def _input(path: str | Path, start_s: float, seconds: float, **options: str) -> FilterableStream:
     """``path`` read from ``start_s`` for ``seconds`` (``-ss``/``-t`` before ``-i``: the demuxer seeks)."""
     if start_s > 0:
         options["ss"] = f"{start_s:.6f}"
@@ -79,7 +79,7 @@ def _anchored(output: OutputStream, source: FilterableStream, start_s: float | N
     return ffmpeg.merge_outputs(output, anchor)
 
 
-def _span(offset_s: float, duration_s: float, path: Path) -> None:
+def _span(offset_s: float, duration_s: float, path: str | Path) -> None:
     if offset_s < 0:
         raise MediaError(path, f"offset must be >= 0 s, not {offset_s}")
     if not duration_s > 0:
@@ -231,7 +231,7 @@ def _frame_filters(picture: FilterableStream, cfg: FrameConfig, pre_roll_s: floa
     return picture.filter("setsar", 1).filter("crop", size, size)
 
 
-def _decode_frames(path: Path, info: MediaInfo, cfg: FrameConfig, *, offset_s: float, seconds: float,
+def _decode_frames(path: str | Path, info: MediaInfo, cfg: FrameConfig, *, offset_s: float, seconds: float,
                    fixed_rate: bool, max_frames: int | None, reference_only: bool, threads: int,
                    timeout_s: float) -> np.ndarray:
     pre_roll = min(offset_s, max(_PRE_ROLL_S, 2.0 / info.fps if info.fps else 0.0))
@@ -298,7 +298,7 @@ def sample_frames(
     if n < 1:
         raise MediaError(path, f"{seconds:g} s at {cfg.fps:g} frames/s gives no frame")
     info = info or probe_media(path)
-    common = {"reference_only": reference_only, "threads": threads, "timeout_s": timeout_s}
+    common: dict[str, Any] = {"reference_only": reference_only, "threads": threads, "timeout_s": timeout_s}
     end = info.video_end_s
     frames = np.zeros((0, cfg.size, cfg.size, 3), np.uint8)
     if end is None or offset_s < end:

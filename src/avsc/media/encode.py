@@ -52,7 +52,7 @@ def write_clip(
         sample_rate: audio sample rate.
     """
     frames = np.ascontiguousarray(frames, dtype=np.uint8)
-    n, height, width, _ = frames.shape
+    _, height, width, _ = frames.shape
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -227,8 +227,8 @@ def run_ffmpeg(path: str | Path, args: list[str], *, what: str = "streams", time
     args, urls = _ffmpeg_inputs(args)
     cmd = [exe, "-nostdin", "-hide_banner", *args]
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s, env=ffmpeg_env(exe),
-                              **({"input": input_bytes} if input_bytes is not None else {"stdin": subprocess.DEVNULL}))
+        proc = subprocess.run(cmd, input=input_bytes, stdin=subprocess.DEVNULL if input_bytes is None else None,
+                              capture_output=True, timeout=timeout_s, env=ffmpeg_env(exe))
     except subprocess.TimeoutExpired:
         raise MediaError(path, f"ffmpeg did not finish reading its {what} within {timeout_s:.0f} s", hint) from None
     except OSError as exc:

@@ -18,10 +18,10 @@ It then settles what a player would present, which decoding follows everywhere
   do, and the recording lasts until the later of the two ends (``duration_s``), whatever
   the header states.
 
-Example:
-    >>> info = probe_media("video/airport-lisbon-1000-40000.mp4")
-    >>> info.width, info.height, info.audio_channels, info.audio_track
-    (1280, 720, 2, 0)
+Example::
+
+    info = probe_media("video/airport-lisbon-1000-40000.mp4")
+    info.width, info.height, info.audio_channels, info.audio_track  # (1280, 720, 2, 0)
 """
 
 from __future__ import annotations
@@ -158,21 +158,25 @@ def parse_ffmpeg_report(path: str | Path, report: str, packets: str | None = Non
     if len(videos) > 1:
         warnings.append(f"{len(videos)} video streams; using video stream {video.type_index}"
                         f" ({'flagged default' if video.default else 'the first; none is flagged default'})")
-    if len(audios) > 1:
-        warnings.append(f"{len(audios)} audio tracks; using track {audio.type_index} "
-                        f"({audio.layout or '?'}, {'flagged default' if audio.default else 'the first; none is flagged default'})")
+    if audio is not None and len(audios) > 1:
+        chosen = "flagged default" if audio.default else "the first; none is flagged default"
+        warnings.append(f"{len(audios)} audio tracks; using track {audio.type_index} ({audio.layout or '?'}, {chosen})")
 
     ends = [s.end_s for s in (video, audio) if s is not None and s.end_s is not None]
     duration = max(ends) if ends else parsed.duration_s
-    if audio is not None and None not in (video.end_s, audio.end_s, video.start_s, audio.start_s):
-        if abs(video.end_s - audio.end_s) > _LENGTH_SLACK_S:
-            shorter = "sound" if audio.end_s < video.end_s else "picture"
-            warnings.append(f"picture ends at {video.end_s:.2f} s, sound at {audio.end_s:.2f} s: past its end the "
-                            f"{shorter} is {'silence' if shorter == 'sound' else 'its last frame'}, as a player shows it")
-        for name, stream, other in (("sound", audio, video), ("picture", video, audio)):
-            if stream.start_s - other.start_s > _LATE_START_S:
-                warnings.append(f"the {name} starts at {stream.start_s:.2f} s, later than the "
-                                f"{'picture' if name == 'sound' else 'sound'}: it is delayed to there, as a player does")
+    video_start, video_end = video.start_s, video.end_s
+    audio_start, audio_end = (audio.start_s, audio.end_s) if audio is not None else (None, None)
+    if video_start is not None and video_end is not None and audio_start is not None and audio_end is not None:
+        if abs(video_end - audio_end) > _LENGTH_SLACK_S:
+            shorter = "sound" if audio_end < video_end else "picture"
+            after = "silence" if shorter == "sound" else "its last frame"
+            warnings.append(f"picture ends at {video_end:.2f} s, sound at {audio_end:.2f} s: past its end the "
+                            f"{shorter} is {after}, as a player shows it")
+        for name, start, other_start in (("sound", audio_start, video_start), ("picture", video_start, audio_start)):
+            if start - other_start > _LATE_START_S:
+                first = "picture" if name == "sound" else "sound"
+                warnings.append(f"the {name} starts at {start:.2f} s, later than the {first}: "
+                                "it is delayed to there, as a player does")
     if parsed.duration_s is not None and duration is not None and abs(parsed.duration_s - duration) > 1.0:
         warnings.append(f"the header states {parsed.duration_s:.2f} s, the streams run {duration:.2f} s; "
                         "using the streams' length")

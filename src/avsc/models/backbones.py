@@ -124,8 +124,9 @@ def build_audio_backbone(
         blocks_per_stage: residual-inception blocks per stage.
         dense_units: width of ``fc1024``.
 
-    Example:
-        >>> model = build_audio_backbone((128, 715, 2))  # paper preset: ~12 M parameters
+    Example::
+
+        model = build_audio_backbone((128, 715, 2))  # paper preset: ~12 M parameters
     """
     n_bins, frames, channels = input_shape
     if frames is not None and frames < 5:

@@ -21,9 +21,10 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     any existing ``path`` is left untouched. Works for files and for directories.
     ``suffix`` ends the temporary name (for writers that insist on one, such as Keras).
 
-    Example:
-        >>> with atomic_path(out / "table.parquet") as tmp:
-        ...     pq.write_table(table, tmp)
+    Example::
+
+        with atomic_path(out / "table.parquet") as tmp:
+            pq.write_table(table, tmp)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

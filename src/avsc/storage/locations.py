@@ -19,11 +19,11 @@ goes through these functions, so each accepts both kinds of location:
 Credentials come from ``AVSC_S3_*`` (:meth:`~avsc.storage.s3.S3Settings.from_env`), read when a
 remote location is first used, never at import.
 
-Example:
-    >>> write_bytes("s3://avsc/runs/r1/notes.txt", b"hello")
-    >>> read_bytes("s3://avsc/runs/r1/notes.txt")
-    b'hello'
-    >>> with open_input("features/parts/train/shard-00000-of-00001-00000.parquet") as f: ...
+Example::
+
+    write_bytes("s3://avsc/runs/r1/notes.txt", b"hello")
+    read_bytes("s3://avsc/runs/r1/notes.txt")  # b'hello'
+    with open_input("features/parts/train/shard-00000-of-00001-00000.parquet") as f: ...
 """
 
 from __future__ import annotations

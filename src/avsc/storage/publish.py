@@ -17,9 +17,11 @@ which, when the block succeeds, records them in an :class:`~avsc.records.OutputM
 A target that exists, is not empty and has no ``outputs.json`` is refused before any work
 (it holds someone's files, or the output of an older avsc): nothing there is overwritten.
 
-Example:
-    >>> with staged_output("runs/report", kind="evaluate", run_id="20260101-000000-1a2b3c4d") as folder:
-    ...     (folder / "metrics.json").write_text("{}")
+Example::
+
+    with staged_output("runs/report", kind="evaluate", run_id="20260101-000000-1a2b3c4d") as folder:
+        (folder / "metrics.json").write_text("{}")
+    # runs/report now holds metrics.json and outputs.json
 """
 
 from __future__ import annotations

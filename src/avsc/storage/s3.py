@@ -14,8 +14,9 @@ could end up in a compiled pipeline:
 
 Transfers of whole folders are in :mod:`avsc.storage.sync`.
 
-Example:
-    >>> client = make_client(S3Settings.from_env())
+Example::
+
+    client = make_client(S3Settings.from_env())
 """
 
 from __future__ import annotations

@@ -15,12 +15,13 @@ Transfers are parallel, resumable and verified:
   exponential backoff; wrong credentials, a missing bucket or an unreachable endpoint end in a
   one-line :class:`~avsc.errors.StoreError` that says what to check.
 
-Example:
-    >>> settings = S3Settings.from_env()
-    >>> push_dir("TAU-demo", "s3://avsc/datasets/demo", settings=settings)
-    TransferResult(uploaded=241, skipped=0, bytes=30512345)
-    >>> pull_dir("s3://avsc/datasets/demo", "local-copy", include=["meta.csv"])
-    TransferResult(uploaded=1, skipped=0, bytes=5120)
+Example::
+
+    settings = S3Settings.from_env()
+    push_dir("TAU-demo", "s3://avsc/datasets/demo", settings=settings)
+    # TransferResult(uploaded=241, skipped=0, bytes=30512345)
+    pull_dir("s3://avsc/datasets/demo", "local-copy", include=["meta.csv"])
+    # TransferResult(uploaded=1, skipped=0, bytes=5120)
 """
 
 from __future__ import annotations

@@ -177,11 +177,12 @@ def train_backbone(
         DataError: the store lacks the needed feature, or its train or val split is empty.
         StoreError: the object store refused or could not be reached.
 
-    Example:
-        >>> cfg = load_config(preset="quick").train
-        >>> result = train_backbone("aud-mel", ["features"], "models/aud-mel", config=cfg,
-        ...                         checkpoints="s3://avsc/checkpoints/aud-mel")
-        >>> result.val_accuracy
+    Example::
+
+        cfg = load_config(preset="quick").train
+        result = train_backbone("aud-mel", ["features"], "models/aud-mel", config=cfg,
+                                checkpoints="s3://avsc/checkpoints/aud-mel")
+        result.val_accuracy
     """
     checkpoints = str(checkpoints) if checkpoints else locations.join(str(model_dir), "checkpoints")
     with locations.output_folder(model_dir) as local_dir:

@@ -30,9 +30,10 @@ seeded, so they are the same batches) and ends with the same weights as a run ne
 before SIGKILL by default) into a request to save and stop: the trainer raises
 :class:`~avsc.errors.Preempted` once the checkpoint is committed.
 
-Example:
-    >>> ckpt = Checkpoints("s3://avsc/runs/r1/checkpoints/aud-mel-1a2b3c")
-    >>> state = ckpt.read_state()  # None when nothing was checkpointed yet
+Example::
+
+    ckpt = Checkpoints("s3://avsc/runs/r1/checkpoints/aud-mel-1a2b3c")
+    state = ckpt.read_state()  # None when nothing was checkpointed yet
 """
 
 from __future__ import annotations

@@ -210,10 +210,11 @@ def train_fusion(
         ConfigError: unknown method or modality set, epochs < 1.
         DataError: missing or inconsistent embeddings, an empty train or val split.
 
-    Example:
-        >>> cfg = load_config(preset="quick").fusion
-        >>> result = train_fusion("embeddings", "fusion/f4", method="f4", config=cfg)
-        >>> result.val_accuracy
+    Example::
+
+        cfg = load_config(preset="quick").fusion
+        result = train_fusion("embeddings", "fusion/f4", method="f4", config=cfg)
+        result.val_accuracy
     """
     from tqdm import tqdm
 
@@ -382,9 +383,10 @@ def train_all_fusions(
             settings or other embeddings (use another ``out_root`` or delete that folder).
         DataError: see :func:`train_fusion`.
 
-    Example:
-        >>> results = train_all_fusions("embeddings", "fusion", config=load_config().fusion)
-        >>> [(r.method, r.modalities, r.val_accuracy) for r in results]
+    Example::
+
+        results = train_all_fusions("embeddings", "fusion", config=load_config().fusion)
+        [(r.method, r.modalities, r.val_accuracy) for r in results]
     """
     for method in methods:
         check_method(method)
