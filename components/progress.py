@@ -134,14 +134,19 @@ def step_label(component: str, executor_input: Mapping, names: Mapping[str, str]
     (``Train backbone aud-mel``, ``Preprocess shard 2/4``)."""
     name = names.get(f"comp-{component}", component)
     params = dict(executor_input.get("inputs", {}).get("parameterValues", {}))
-    # An input artifact tagged with its backbone (the embedding step's model) tells it too.
-    for output in executor_input.get("inputs", {}).get("artifacts", {}).values():
-        for artifact in output.get("artifacts", [])[:1]:
-            for key in _LABEL_INPUTS:
-                params.setdefault(key, (artifact.get("metadata") or {}).get(key))
-    for key in _LABEL_INPUTS:
+    for key in _LABEL_INPUTS:  # the step's own parameter first (the fusion step's method)
         if params.get(key):
             return f"{name} {params[key]}"
+    # Else an input that is ONE artifact tagged with its backbone (the embedding step's model);
+    # a collected list (the fusion and evaluation steps' five embeddings) tells nothing.
+    for output in executor_input.get("inputs", {}).get("artifacts", {}).values():
+        artifacts = output.get("artifacts", [])
+        if len(artifacts) != 1:
+            continue
+        metadata = artifacts[0].get("metadata") or {}
+        for key in _LABEL_INPUTS:
+            if metadata.get(key):
+                return f"{name} {metadata[key]}"
     if "shard_index" in params and "shard_count" in params:
         return f"{name} {int(params['shard_index'])}/{int(params['shard_count'])}"
     return name

@@ -143,3 +143,19 @@ def test_verbose_shows_every_line_with_kfp_timestamps(tmp_path):
     # kfp.local's own lines keep its format (bench/pipeline.py times the steps from them).
     assert re.search(r"^\d\d:\d\d:\d\d\.\d{3} - INFO - Executing task", out, re.M)
     assert re.search(r"^\d\d:\d\d:\d\d\.\d{3} - INFO - Executing task", (progress.logs / "run.log").read_text(), re.M)
+
+
+def test_a_step_is_labelled_by_its_own_parameter_not_by_a_collected_list():
+    """The fusion steps read all five embeddings (a collected list, the first one tagged
+    aud-mel): each is named by its method; a step with only lists is named alone; an untagged
+    input before the tagged model does not hide the model's backbone."""
+    names = {"comp-fuse-embeddings": "Fuse embeddings", "comp-evaluate": "Evaluate and bundle",
+             "comp-embed-backbone": "Embed backbone"}
+    five = {"artifacts": [{"metadata": {"backbone": b}} for b in ("aud-mel", "aud-gam", "aud-cqt")]}
+    fuse = {"inputs": {"parameterValues": {"method": "f3"}, "artifacts": {"embeddings": five}}}
+    assert step_label("fuse-embeddings", fuse, names) == "Fuse embeddings f3"
+    assert step_label("evaluate", {"inputs": {"artifacts": {"models": five, "embeddings": five}}},
+                      names) == "Evaluate and bundle"
+    embed = {"inputs": {"artifacts": {"features": {"artifacts": [{"metadata": {}}]},
+                                      "model": {"artifacts": [{"metadata": {"backbone": "vis-conv"}}]}}}}
+    assert step_label("embed-backbone", embed, names) == "Embed backbone vis-conv"
