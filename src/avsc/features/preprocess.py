@@ -43,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
@@ -58,6 +59,8 @@ from avsc.features.store_writer import PART_CLIPS, merge_summaries, shard_name
 from avsc.storage import locations
 
 log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 60.0  # finished clips are written at least this often
 
 # Native thread pools a worker must not multiply by the number of workers.
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -180,10 +183,10 @@ def _task(args: tuple):
     """Pool task: ``(clip_id, EncodedClip, None)``, or ``(clip_id, None, reason)`` when rejected."""
     from avsc.features.store_writer import encode_clip
 
-    clip_id, label, split, video, config, specs, decoder_threads, offset_s = args
+    clip_id, label, split, video, config, specs, decoder_threads, offset_s, source = args
     try:
         arrays = process_clip(video, config, decoder_threads=decoder_threads, offset_s=offset_s)
-        return clip_id, encode_clip(clip_id, label, split, arrays, specs), None
+        return clip_id, encode_clip(clip_id, label, split, arrays, specs, source=source), None
     except AvscError as exc:
         return clip_id, None, str(exc)
     except MemoryError:
@@ -239,6 +242,7 @@ def preprocess(
     dataset_root: str | Path | None = None,
     progress: bool = True,
     part_clips: int = PART_CLIPS,
+    flush_seconds: float = FLUSH_SECONDS,
 ) -> PreprocessResult:
     """Compute the features of one shard of a manifest into a feature store.
 
@@ -252,7 +256,10 @@ def preprocess(
         dataset_root: where the dataset's media are now (a folder or ``s3://`` prefix), if
             not where ingest found them.
         progress: show a progress bar.
-        part_clips: clips per part file (a killed run loses at most this many per split).
+        part_clips: clips per part file.
+        flush_seconds: finished clips are written (as shorter parts) at least this often, so
+            a killed run loses at most the clips of the last ``flush_seconds``; SIGTERM
+            writes them at once and ends the run as an interrupt.
 
     Returns:
         A :class:`PreprocessResult` for this run.
@@ -283,10 +290,14 @@ def preprocess(
     out = str(out_dir)
     specs = init_store(out, config, shapes)
     rows = shard_rows(frame, shard)
+    sources = clip_fingerprints(rows)
     existing = scan_parts(out)  # every clip the store holds, from any run of any shard
-    done = {row["clip_id"] for row in existing}
+    # A clip is done when a part holds its fingerprint: same id, same source file (size and
+    # modification time), same segment. Its label and split are the manifest's, whatever
+    # the part says (they go into the index below).
+    stored = {row["source"]: row for row in existing}
 
-    todo = [row for row in rows.itertuples(index=False) if row.clip_id not in done]
+    todo = [(row, source) for row, source in zip(rows.itertuples(index=False), sources) if source not in stored]
     skipped = len(rows) - len(todo)
     # In a random (seeded) order: each part then holds clips of many scenes and locations,
     # not 32 neighbours in clip-id order (one location's segments), which a training
@@ -295,48 +306,110 @@ def preprocess(
     cpus = os.cpu_count() or 1
     decoder_threads = max(1, cpus // workers) if workers > 1 else 0
     tasks = [(row.clip_id, row.label, row.split, row.video_path, config, specs, decoder_threads,
-              float(row.offset_s))
-             for row in todo]
+              float(row.offset_s), source)
+             for row, source in todo]
     log.info("shard %d/%d: %d clips, %d already done, %d to process with %d worker(s)",
              shard[0], shard[1], len(rows), skipped, len(tasks), workers)
 
     rejected: list[dict] = []
     processed = 0
-    writer = PartWriter(out, specs, shard, part_clips)
+    writer = PartWriter(out, specs, shard, part_clips, flush_seconds=flush_seconds)
     bar = tqdm(total=len(tasks), desc=f"preprocess {shard[0]}/{shard[1]}", unit="clip",
                disable=not progress or not tasks)
     try:
-        for clip_id, encoded, reason in _run_tasks(tasks, workers):
-            if reason is None:
-                writer.add(encoded)
-                processed += 1
-            else:
-                rejected.append({"clip_id": clip_id, "reason": reason})
-                log.warning("rejected %s: %s", clip_id, reason)
-            bar.update(1)
-            bar.set_postfix(rejected=len(rejected), refresh=False)
+        with _sigterm_as_interrupt():
+            for clip_id, encoded, reason in _run_tasks(tasks, workers):
+                if reason is None:
+                    writer.add(encoded)
+                    processed += 1
+                else:
+                    rejected.append({"clip_id": clip_id, "reason": reason})
+                    log.warning("rejected %s: %s", clip_id, reason)
+                    writer.flush_if_due()
+                bar.update(1)
+                bar.set_postfix(rejected=len(rejected), refresh=False)
     finally:
         bar.close()
         writer.flush()  # finished clips are kept even when the run is interrupted
     rejected.sort(key=lambda item: item["clip_id"])
 
-    in_shard = set(rows["clip_id"])
-    index_rows = [row for row in existing if row["clip_id"] in in_shard] + writer.rows
-    index_path = write_index(out, shard, index_rows)
+    stored.update((row["source"], row) for row in writer.rows)
+    index_rows = [dict(stored[source], clip_id=row.clip_id, label=row.label, split=row.split)
+                  for row, source in zip(rows.itertuples(index=False), sources) if source in stored]
+    index_path = write_index(out, shard, index_rows, lineage=frame.attrs["lineage"], features=list(specs))
+    _remove_other_shardings(out, shard)
     locations.write_json(locations.join(out, f"summary-{shard_name(shard)}.json"), {
         "shard": list(shard),
         "clips_in_shard": len(rows),
-        "clips_with_features": len({row["clip_id"] for row in index_rows}),
+        "clips_with_features": len(index_rows),
         "processed": processed,
         "skipped_existing": skipped,
         "rejected": rejected,
         "shapes": shapes,
         "config_hash": config_hash(config),
+        "lineage": json.loads(frame.attrs["lineage"].to_json()),
     })
     merge_summaries(out)
     return PreprocessResult(processed=processed, skipped_existing=skipped, rejected=rejected,
                             shapes=shapes, out_dir=out if locations.is_remote(out) else Path(out),
                             shard=tuple(shard), clips_in_shard=len(rows), index_path=index_path)
+
+
+def clip_fingerprints(rows) -> list[str]:
+    """Each manifest row's fingerprint: what the clip is, so a changed source is processed again.
+
+    A hash of the clip id, its media path relative to the dataset root, its video's size and
+    modification time (local ``st_mtime``, or an object's Last-Modified on ``s3://``) and its
+    segment offset and length; a missing video gets a fingerprint no part holds. Labels and
+    splits are not part of it: they do not change the features (the index takes them from
+    the manifest).
+
+    Args:
+        rows: manifest rows as :func:`avsc.data.manifest.read_manifest` returns them.
+    """
+    from avsc.records.lineage import hash_value
+
+    stats = locations.file_stats(list(rows["video_path"]))
+    out = []
+    for row in rows.itertuples(index=False):
+        segment = None if row.segment_s is None or np.isnan(row.segment_s) else float(row.segment_s)
+        out.append(hash_value([row.clip_id, row.video, stats[row.video_path], float(row.offset_s), segment]))
+    return out
+
+
+def _remove_other_shardings(out: str, shard: tuple[int, int]) -> None:
+    """Delete shard indexes of an earlier run with another shard count: this sharding covers
+    every clip, and an index of another manifest would make the store unreadable."""
+    suffix = f"-of-{shard[1]:05d}.parquet"
+    for location in locations.list_files(locations.join(out, "index"), suffix=".parquet"):
+        if not location.endswith(suffix):
+            log.info("removing %s, the index of an earlier run with other shards", location)
+            locations.remove(location)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a Kubernetes eviction, ``kill``) arrived; raised so finished clips are written."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While preprocessing, SIGTERM stops the run like Ctrl-C: the clips finished so far are
+    written as parts (well within Kubernetes' 30-s grace period) and a re-run resumes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_tasks(tasks: list[tuple], workers: int) -> Iterator[tuple]:
