@@ -297,7 +297,8 @@ def phase_one(tmp_path_factory) -> tuple[list[Model], list[Dataset]]:
         write_embeddings(iteration / "embeddings", clip_ids=list(source.clip_ids), splits=list(source.splits),
                          labels=list(source.labels), fc1024=source.fc1024, fc10=source.fc10, backbone=backbone,
                          config_hash=source.config_hash,
-                         model_sha256=sha256_file(iteration / "model" / "model.keras"))
+                         model_sha256=sha256_file(iteration / "model" / "model.keras"),
+                         lineage=source.lineage)
         models.append(Model(uri=str(iteration / "model"), metadata={"backbone": backbone}))
         embeddings.append(Dataset(uri=str(iteration / "embeddings"), metadata={"backbone": backbone}))
     return models[::-1], embeddings[::-1]  # Collected lists come in no promised order

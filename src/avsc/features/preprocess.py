@@ -322,6 +322,7 @@ def preprocess(
                 if reason is None:
                     writer.add(encoded)
                     processed += 1
+                    log.debug("finished %s", clip_id)
                 else:
                     rejected.append({"clip_id": clip_id, "reason": reason})
                     log.warning("rejected %s: %s", clip_id, reason)

@@ -421,7 +421,9 @@ class FeatureStore:
         out = []
         for location, group in rows.groupby("part", sort=False):
             out.append(Part(location=location, rows=group["row"].to_numpy(np.int64),
-                            clip_ids=tuple(group["clip_id"]), labels=tuple(group["label"])))
+                            clip_ids=tuple(group["clip_id"]), labels=tuple(group["label"]),
+                            digests={name: tuple(group[name + DIGEST_SUFFIX]) for name in self.specs
+                                     if name + DIGEST_SUFFIX in group}))
         return out
 
     def read_clip(self, clip_id: str, feature: str) -> np.ndarray:

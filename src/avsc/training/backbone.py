@@ -27,6 +27,7 @@ leave avsc (its embeddings stay raw logits).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -46,7 +47,7 @@ from avsc.models.saving import save_keras_model
 from avsc.records import Calibration, ModelInfo
 from avsc.storage import locations
 from avsc.storage.files import write_json
-from avsc.training.checkpoints import Checkpoints
+from avsc.training.checkpoints import Checkpoints, check_resume_key
 from avsc.training.mixup import inner_model, with_mixup
 from avsc.training.streams import (
     clip_predictions,
@@ -97,9 +98,12 @@ def _use_mixed_precision(setting: str) -> bool:
     raise ConfigError(f"train.mixed_precision must be auto, on or off, got {setting!r}")
 
 
-def _resume_key(backbone: str, config: TrainConfig, feature_hash: str) -> str:
-    # Everything but the epoch count must match to continue a run.
-    return f"{backbone}:{config_hash(replace(config, epochs=0))}:{feature_hash}"
+def _resume_key(backbone: str, config: TrainConfig, store) -> dict[str, Any]:
+    # The data (the store's lineage) and every setting but the epoch count must match to
+    # continue a run (avsc.training.checkpoints.check_resume_key says what differs).
+    train = {k: v for k, v in to_dict(config).items() if k != "epochs"}
+    return {"settings": {"backbone": backbone, "train": train, "features": to_dict(store.config)},
+            "lineage": dataclasses.asdict(store.lineage)}
 
 
 def _logits_model(model: keras.Model) -> keras.Model:
@@ -151,7 +155,9 @@ def train_backbone(
         >>> result.val_accuracy
     """
     checkpoints = str(checkpoints) if checkpoints else locations.join(str(model_dir), "checkpoints")
-    with locations.output_folder(model_dir) as local_dir:
+    from avsc.training.streams import store_errors
+
+    with locations.output_folder(model_dir) as local_dir, store_errors():
         result = _train_backbone(backbone, feature_dirs, local_dir, config=config,
                                  checkpoints=Checkpoints(checkpoints), progress=progress)
     return result if not locations.is_remote(str(model_dir)) else replace(result, model_dir=str(model_dir))
@@ -175,16 +181,20 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
         raise ConfigError(f"train.selection must be one of {', '.join(SELECTION_RULES)}, got {config.selection!r}")
 
     ckpt = checkpoints
-    resume_key = _resume_key(backbone, config, store.config_hash)
+    resume_key = _resume_key(backbone, config, store)
     mixed = _use_mixed_precision(config.mixed_precision)
     previous_policy = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy("mixed_float16" if mixed else "float32")
     try:
         keras.utils.set_random_seed(config.seed)
         state = ckpt.read_state()
-        if state is not None and state.get("resume_key") != resume_key:
-            raise ConfigError(f"{ckpt.location}: holds checkpoints of another run ({state.get('resume_key')}); "
-                              "use another checkpoint location, or delete these checkpoints to start over")
+        if state is not None:
+            check_resume_key(state.get("resume_key"), resume_key, location=ckpt.location)
+            if int(state["epoch"]) > config.epochs:
+                raise ConfigError(f"{ckpt.location}: checkpointed after epoch {state['epoch']}, more than "
+                                  f"train.epochs = {config.epochs}; give --epochs {state['epoch']} or more "
+                                  f"to finish this run, or another checkpoint location to train "
+                                  f"{config.epochs} epoch(s) afresh")
         if state is not None:
             trainer = ckpt.load_model(state["last"])
             model = inner_model(trainer)
@@ -255,7 +265,7 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
         best_epoch=state["best_epoch"], selection=config.selection,
         calibration=Calibration(temperature=calibration["temperature"], before=calibration["before"],
                                 after=calibration["after"], fitted_on=calibration["fitted_on"]),
-        mixed_precision=mixed,
+        mixed_precision=mixed, lineage=store.lineage,
     ).write(model_dir)
     return TrainResult(model_dir=model_dir, backbone=backbone, best_epoch=state["best_epoch"],
                        epochs_run=epochs_run, val_accuracy=val_metrics["accuracy"],

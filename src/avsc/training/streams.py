@@ -24,15 +24,44 @@ clip in order (visual; a clip's prediction is the mean over its frames, see
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
+
 import numpy as np
 
 from avsc.config import VISUAL_BACKBONES
-from avsc.errors import DataError
+from avsc.errors import AvscError, DataError
 from avsc.features.store import FeatureSpec, FeatureStore, Part, read_part_feature
 from avsc.labels import LABEL_INDEX, LABELS
 from avsc.training.mixup import mixup  # noqa: F401  (re-exported: the one mixup of Phase I)
 
 PARALLEL_READS = 4  # part files read at the same time (each ~12 MB at the paper preset)
+
+# Errors raised by the store reader inside tf.data, kept so that :func:`store_errors` can
+# re-raise the error itself instead of TensorFlow's wrapping of it (a long traceback).
+_RAISED: list[AvscError] = []
+_RAISED_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def store_errors() -> Iterator[None]:
+    """Run Keras or tf.data code over a stream; a store error raised inside tf.data (a
+    missing or corrupted part, an unreachable object store) comes out as itself, an
+    :class:`~avsc.errors.AvscError` the CLI prints as one line, not as TensorFlow's error."""
+    import tensorflow as tf
+
+    with _RAISED_LOCK:
+        _RAISED.clear()
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        with _RAISED_LOCK:
+            raised, _RAISED[:] = list(_RAISED), []
+        if not raised:
+            raise
+        named = [error for error in raised if str(error) in str(exc)]
+        raise (named or raised)[0] from None
 
 
 def label_indices(store: FeatureStore, split: str) -> np.ndarray:
@@ -63,9 +92,16 @@ def _part_loader(parts: list[Part], spec: FeatureSpec, frames_per_clip: int | No
     visual = spec.name == "frames"
 
     def load(number: np.ndarray):
-        number = int(number)
+        try:
+            return read(int(number))
+        except AvscError as exc:
+            with _RAISED_LOCK:
+                _RAISED.append(exc)
+            raise
+
+    def read(number: int):
         part = parts[number]
-        values = read_part_feature(part.location, spec, part.rows, decode=False)
+        values = read_part_feature(part, spec, decode=False)
         if not visual:
             return np.ascontiguousarray(values), labels[number]
         n_frames = spec.shape[0]
