@@ -40,7 +40,8 @@ def _first_train_part(root) -> Path:
 def test_flipped_bytes_in_a_part_fail_train_in_one_line(store, tmp_path, capsys):
     part = _first_train_part(store)
     _flip(part, part.stat().st_size // 4, 4096)  # inside the mel column
-    code = main(["train", "aud-mel", str(store), "-o", str(tmp_path / "m"), "--epochs", "1", "--quiet"])
+    code = main(["train", "aud-mel", str(store), "-o", str(tmp_path / "m"), "--epochs", "1", "--quiet",
+                 "--preset", "quick", "--set", "train.audio_stages=2", "--batch-size", "8"])
     err = capsys.readouterr().err.strip()
     assert code == 1
     assert err.startswith("avsc train: error: ") and "\n" not in err

@@ -180,10 +180,14 @@ def process_clip(video: str | Path, config: FeatureConfig, *, decoder_threads: i
 
 
 def _task(args: tuple):
-    """Pool task: ``(clip_id, EncodedClip, None)``, or ``(clip_id, None, reason)`` when rejected."""
+    """Pool task: ``(clip_id, EncodedClip, None)``, or ``(clip_id, None, reason)`` when rejected.
+
+    ``args``: clip_id, label, split, video, config, specs, decoder threads, offset and,
+    optionally, the clip's fingerprint (:func:`clip_fingerprints`)."""
     from avsc.features.store_writer import encode_clip
 
-    clip_id, label, split, video, config, specs, decoder_threads, offset_s, source = args
+    clip_id, label, split, video, config, specs, decoder_threads, offset_s, *fingerprint = args
+    source = fingerprint[0] if fingerprint else None  # None: a hash of the encoded values
     try:
         arrays = process_clip(video, config, decoder_threads=decoder_threads, offset_s=offset_s)
         return clip_id, encode_clip(clip_id, label, split, arrays, specs, source=source), None
