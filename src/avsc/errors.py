@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 
 class AvscError(Exception):
@@ -22,7 +22,7 @@ class DataError(AvscError):
         hint: what the user can do about it (optional).
     """
 
-    def __init__(self, path: str | Path, problem: str, hint: str | None = None):
+    def __init__(self, path: str | os.PathLike[str], problem: str, hint: str | None = None):
         self.path = str(path)
         self.problem = problem
         self.hint = hint

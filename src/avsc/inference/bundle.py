@@ -275,7 +275,7 @@ def make_bundle(
             "feature_shapes": shapes,
             "clip_seconds": feature_config.audio.clip_seconds,
             "backbones": backbone_files,
-            "train_config_hashes": {b: c.get("config_hash", "") for b, c in configs.items()},
+            "train_config_hashes": {b: c.config_hash for b, c in configs.items()},
             **entries,
             "sha256": sha256,
         })

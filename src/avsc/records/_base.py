@@ -99,7 +99,7 @@ class Record:
         return {"format": self.FORMAT, "version": self.VERSION, **_plain(self)}
 
     @classmethod
-    def from_dict(cls: type[R], data: Any, *, source: str | os.PathLike = "<record>") -> R:
+    def from_dict(cls: type[R], data: Any, *, source: str | os.PathLike[str] = "<record>") -> R:
         """The record in ``data`` (as :meth:`to_dict` writes it).
 
         Raises:
@@ -123,23 +123,24 @@ class Record:
                                       f"({cls.VERSION})", hint)
         body = {k: v for k, v in data.items() if k not in ("format", "version")}
         try:
-            return _build(cls, body, cls.FORMAT)
+            record: R = _build(cls, body, cls.FORMAT)
         except (TypeError, ValueError) as exc:
             raise RecordError(source, f"malformed {cls.FORMAT} record ({exc})", hint) from None
+        return record
 
     @classmethod
-    def path_in(cls, folder: str | os.PathLike) -> str:
+    def path_in(cls, folder: str | os.PathLike[str]) -> str:
         """Where the record lives in ``folder`` (a local folder or ``s3://`` prefix)."""
         return locations.join(str(folder), cls.FILE_NAME)
 
-    def write(self, folder: str | os.PathLike) -> str:
+    def write(self, folder: str | os.PathLike[str]) -> str:
         """Write the record into ``folder`` atomically; returns the file's location."""
         path = self.path_in(folder)
         locations.write_json(path, self.to_dict())
         return path
 
     @classmethod
-    def read(cls: type[R], folder: str | os.PathLike) -> R:
+    def read(cls: type[R], folder: str | os.PathLike[str]) -> R:
         """The record in ``folder`` (a local folder or ``s3://`` prefix).
 
         Raises:
@@ -149,7 +150,7 @@ class Record:
         return cls.read_file(cls.path_in(folder))
 
     @classmethod
-    def read_file(cls: type[R], path: str | os.PathLike) -> R:
+    def read_file(cls: type[R], path: str | os.PathLike[str]) -> R:
         """The record in the file ``path`` (any name; see :meth:`read`)."""
         try:
             data = locations.read_json(path)
@@ -160,6 +161,6 @@ class Record:
         return cls.from_dict(data, source=path)
 
     @classmethod
-    def exists_in(cls, folder: str | os.PathLike) -> bool:
+    def exists_in(cls, folder: str | os.PathLike[str]) -> bool:
         """Whether ``folder`` holds this record's file (it may still be unreadable)."""
         return locations.exists(cls.path_in(folder))

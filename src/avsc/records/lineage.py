@@ -81,7 +81,7 @@ class Lineage:
                        "(a source file or the feature settings changed)")
         return out
 
-    def check_same(self, other: Lineage | None, *, source: str | os.PathLike, what: str, hint: str) -> None:
+    def check_same(self, other: Lineage | None, *, source: str | os.PathLike[str], what: str, hint: str) -> None:
         """Raise :class:`~avsc.errors.DataError` naming ``source`` when ``other`` (the lineage
         recorded at ``source``) differs from this one, or is not recorded at all.
 
@@ -102,7 +102,7 @@ class Lineage:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str | bytes | Mapping[str, Any], *, source: str | os.PathLike) -> Lineage:
+    def from_json(cls, text: str | bytes | Mapping[str, Any], *, source: str | os.PathLike[str]) -> Lineage:
         """The lineage :meth:`to_json` wrote.
 
         Raises:
