@@ -182,6 +182,16 @@ def test_resume_on_other_data_or_fewer_epochs_is_refused(stores, tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 1 and "the model was made from other data (labels differ)" in err, err
 
+    # A corrupted part of its own store: one line from inside the embedding stream.
+    part = FeatureStore.open(stores["a"]).parts("test")[0].location
+    data = bytearray(open(part, "rb").read())
+    data[len(data) // 3:len(data) // 3 + 1024] = bytes(1024)
+    with open(part, "wb") as handle:
+        handle.write(bytes(data))
+    code = main(["embed", str(tmp_path / "mA"), str(stores["a"]), "-o", str(tmp_path / "e.parquet"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.startswith("avsc embed: error: ") and "\n" not in err and part in err, err
+
 
 def test_evaluation_inputs_of_other_data_are_refused(tmp_path):
     from avsc.records import Lineage

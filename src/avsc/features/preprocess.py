@@ -2,8 +2,10 @@
 
 ``preprocess`` takes shard ``i`` of ``n`` of a manifest (clips sorted by id, every n-th
 from position i: disjoint, together complete, the same on every machine), skips the clips
-the store already holds (a re-run resumes; the store may be a folder or an ``s3://``
-prefix), and processes the rest in a pool of worker processes, one clip per task:
+the store already holds under the same fingerprint (:func:`clip_fingerprints`: id, video
+size and modification time, segment; a re-run resumes, a changed video is processed again;
+the store may be a folder or an ``s3://`` prefix), and processes the rest in a pool of
+worker processes, one clip per task:
 
 1. :func:`avsc.media.probe.probe_media` -- which audio track and video stream a player
    presents, and where they lie on the timeline;
@@ -18,13 +20,15 @@ prefix), and processes the rest in a pool of worker processes, one clip per task
 A video may be a local file or an ``s3://`` object: ffmpeg then decodes it straight from
 the store through a presigned URL, so a shard reads only its own videos (never the WAVs)
 and needs no scratch disk. The parent collects the encoded clips and writes a part file
-(:class:`avsc.features.store_writer.PartWriter`) every 32 clips of a split, atomically.
+(:class:`avsc.features.store_writer.PartWriter`) every 32 clips of a split, and whatever it
+holds every ``flush_seconds`` (60) and on SIGTERM, atomically: a killed run loses at most the
+last interval, an evicted one nothing finished.
 
 A clip whose video is missing, corrupt, truncated, without sound, digitally silent or
 holding non-finite samples is recorded as rejected (the reason names the file and the
 problem), and so is any clip on which something unexpected fails; the rest completes. Then the shard's index
 (``index/shard-I-of-N.parquet``: every clip of the shard that has features, processed now
-or before), its summary (``summary-shard-I-of-N.json``) and the store's merged
+or before, with the label and split of THIS manifest, and the manifest's lineage), its summary (``summary-shard-I-of-N.json``) and the store's merged
 ``summary.json`` are written, each atomically. Shards may run at the same time on
 different machines sharing the store: each writes only its own parts, index and summary,
 and ``summary.json`` is re-merged from every shard summary by whichever finishes.
