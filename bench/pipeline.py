@@ -1,8 +1,8 @@
 """Wall time of the whole local pipeline, per stage and in total (target: under 10 minutes
 for the quick preset on the default demo dataset on 2 cores).
 
-Runs ``pipeline.py run --local`` as a user would and times every task from kfp.local's own
-log lines ("Executing task ..." / "Task ... finished"), so each figure includes the task's
+Runs ``pipeline.py run --local -v`` as a user would and times every task from kfp.local's own
+log lines ("Executing task ..." / "Task ... finished"; ``-v`` shows them), so each figure includes the task's
 process start and library imports. Stages whose tasks overlap (preprocessing shards, fusion
 methods: kfp.local runs at most two at a time) are reported as their span and as the sum
 of their tasks.
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     make_demo_dataset(output / "dataset", progress=False)  # the default demo dataset (reused if there)
     demo_s = time.perf_counter() - began
 
-    command = [sys.executable, "pipeline.py", "run", "--local", "--output", str(output), "--preset", "quick",
+    command = [sys.executable, "pipeline.py", "run", "--local", "-v", "--output", str(output), "--preset", "quick",
                "--shards", str(args.shards), *args.extra]
     began = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False,

@@ -6,6 +6,9 @@ inside the component bodies, so importing this package (and compiling the pipeli
 kfp only. The bodies run in the images of :mod:`components.images` on a cluster and in the
 current Python environment under ``kfp.local``; the helpers they share are in
 :mod:`components.artifacts`, the tasks' cluster settings in :mod:`components.cluster`.
+``pipeline.py``'s command line is :mod:`components.cli`; what a local run prints and logs,
+:mod:`components.progress`. The package installs with the library (the ``pipeline`` extra
+brings kfp).
 """
 
 from components.config import resolve_config

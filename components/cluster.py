@@ -6,12 +6,11 @@ They are compile-time settings, not pipeline parameters: KFP needs them in each 
 ones (with a warning), so the same pipeline object serves both.
 """
 
-import re
 from dataclasses import dataclass
 
 from kfp import dsl, kubernetes
 
-from components.images import CPU_IMAGE, GPU_IMAGE, resolve_image
+from components.images import resolve_image
 
 # Secret keys -> environment variables read by avsc.storage.s3.S3Settings.from_env.
 SECRET_ENV = {
@@ -40,6 +39,10 @@ class ClusterOptions:
             preset) or ``small`` (a CPU-only test cluster such as kind, the quick preset).
         registry: where the avsc images were pushed (``make push REGISTRY=...``); the
             components' ``ghcr.io/avsc/avsc-{cpu,gpu}:VERSION`` become ``REGISTRY/avsc-...``.
+        choose_images: set each task's image from ``gpu`` and ``registry``; False keeps the
+            components' own (``kfp.local``, whose runner picks the image itself).
+        parallel_trainings: backbones trained at once (0: all, one GPU each; kfp.local runs
+            at most 2).
     """
 
     gpu: bool = True
@@ -51,6 +54,8 @@ class ClusterOptions:
     preprocess_workers: int = 2
     resources: str = "standard"
     registry: str | None = None
+    choose_images: bool = True
+    parallel_trainings: int = 0
 
 
 # CPU request, memory request, CPU limit, memory limit per step and profile.
@@ -83,54 +88,76 @@ RESOURCES: dict[str, dict[str, tuple[str, str, str, str]]] = {
 REGISTRY_PATTERN = r"[a-z0-9.\-]+(:[0-9]+)?(/[a-z0-9._\-]+)*"
 
 # kfp.local ignores Kubernetes settings; these keep a local run quiet and fail-fast.
-LOCAL_OPTIONS = ClusterOptions(gpu=False, retries=False, preprocess_workers=1)
+LOCAL_OPTIONS = ClusterOptions(gpu=False, retries=False, preprocess_workers=1, choose_images=False)
 
 
-def with_resources(task: dsl.PipelineTask, options: ClusterOptions, step: str) -> dsl.PipelineTask:
-    """CPU and memory requests and limits of ``step`` (a key of :data:`RESOURCES`)."""
-    cpu, memory, cpu_limit, memory_limit = RESOURCES[options.resources][step]
+@dataclass(frozen=True)
+class StepSettings:
+    """How one step of the pipeline runs on a cluster.
+
+    Attributes:
+        display_name: the name the Kubeflow UI shows.
+        resources: its row of :data:`RESOURCES`.
+        accelerator: requests one accelerator, on the GPU nodes (unless ``--no-gpu``).
+        store: reads or writes the object store (credentials from the Secret, by name).
+        retries: retries with backoff on a fault (a preempted node, a store hiccup); every
+            retried step is safe to repeat (outputs are written whole, training resumes from
+            its checkpoints).
+        cache: a later run with the same inputs reuses its outputs.
+    """
+
+    display_name: str
+    resources: str
+    accelerator: bool = False
+    store: bool = False
+    retries: int = 0
+    cache: bool = True
+
+
+# Every step's cluster settings, in the order of the DAG.
+STEPS: dict[str, StepSettings] = {
+    "config": StepSettings("Resolve config", "config"),
+    "ingest": StepSettings("Ingest dataset", "ingest", store=True, retries=3),
+    "shards": StepSettings("List shards", "shards"),
+    "preprocess": StepSettings("Preprocess shard", "preprocess", store=True, retries=3),
+    "train": StepSettings("Train backbone", "train", accelerator=True, store=True, retries=2),
+    "embed": StepSettings("Embed backbone", "embed", accelerator=True, store=True, retries=1),
+    "fuse": StepSettings("Fuse embeddings", "fuse", store=True, retries=2),
+    "evaluate": StepSettings("Evaluate and bundle", "evaluate"),
+    # Never cached: publishing must land the files even when every other step is reused.
+    "publish": StepSettings("Publish outputs", "publish", store=True, retries=5, cache=False),
+}
+
+# Backoff of every retry: 30 s, doubling, at most 10 min between tries.
+BACKOFF = {"backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
+
+
+def configure(task: dsl.PipelineTask, step: str, options: ClusterOptions) -> dsl.PipelineTask:
+    """``task`` with the settings :data:`STEPS` gives ``step``, under ``options``: its display
+    name, CPU and memory, image, accelerator, store credentials, retries and caching.
+
+    The image is chosen here, at compile time: the one the component names, the CPU image for
+    every step without ``options.gpu``, under ``options.registry`` when given
+    (:func:`components.images.resolve_image`).
+    """
+    settings = STEPS[step]
+    task.set_display_name(settings.display_name)
+    cpu, memory, cpu_limit, memory_limit = RESOURCES[options.resources][settings.resources]
     if step == "preprocess" and options.resources == "standard":
         cpu = cpu_limit = str(options.preprocess_workers)
-    return (task.set_cpu_request(cpu).set_cpu_limit(cpu_limit)
-            .set_memory_request(memory).set_memory_limit(memory_limit))
-
-
-def with_retries(task: dsl.PipelineTask, options: ClusterOptions, times: int) -> dsl.PipelineTask:
-    """Retry ``times`` with backoff (30 s, doubling, at most 10 min) unless retries are off."""
-    if options.retries:
-        task.set_retry(num_retries=times, backoff_duration="30s", backoff_factor=2.0,
-                       backoff_max_duration="600s")
-    return task
-
-
-def with_store_access(task: dsl.PipelineTask, options: ClusterOptions) -> dsl.PipelineTask:
-    """Object-store endpoint and credentials from the Secret, by name only."""
-    return kubernetes.use_secret_as_env(task, secret_name=options.secret, secret_key_to_env=SECRET_ENV)
-
-
-def on_accelerator(task: dsl.PipelineTask, options: ClusterOptions) -> dsl.PipelineTask:
-    """One accelerator, on nodes with the GPU label, tolerating their taint (unless ``gpu`` is off)."""
-    if not options.gpu:
-        return task
-    task.set_accelerator_type(options.accelerator).set_accelerator_limit(1)
-    if options.node_selector:
-        kubernetes.add_node_selector(task, label_key=options.node_selector[0],
-                                     label_value=options.node_selector[1])
-    if options.toleration:
-        kubernetes.add_toleration(task, key=options.toleration, operator="Exists", effect="NoSchedule")
-    return task
-
-
-def retarget_images(package: str, registry: str | None, gpu: bool = True) -> str:
-    """The compiled package with every avsc image as :func:`components.images.resolve_image`
-    names it: taken from ``registry`` (same name and tag), and the CPU image for every step when
-    not ``gpu`` (a cluster without GPUs, such as kind, then needs only the CPU image).
-
-    Raises:
-        ValueError: ``registry`` is not ``host[:port][/path]``.
-    """
-    if registry and not re.fullmatch(REGISTRY_PATTERN, registry.rstrip("/")):
-        raise ValueError(f"--registry must look like host[:port][/path], got {registry!r}")
-    for image in (CPU_IMAGE, GPU_IMAGE):
-        package = package.replace(f"image: {image}", f"image: {resolve_image(image, registry=registry, gpu=gpu)}")
-    return package
+    task.set_cpu_request(cpu).set_cpu_limit(cpu_limit).set_memory_request(memory).set_memory_limit(memory_limit)
+    if options.choose_images:
+        task.set_container_image(resolve_image(task.container_spec.image, registry=options.registry,
+                                               gpu=options.gpu))
+    if settings.accelerator and options.gpu:
+        task.set_accelerator_type(options.accelerator).set_accelerator_limit(1)
+        if options.node_selector:
+            kubernetes.add_node_selector(task, label_key=options.node_selector[0],
+                                         label_value=options.node_selector[1])
+        if options.toleration:
+            kubernetes.add_toleration(task, key=options.toleration, operator="Exists", effect="NoSchedule")
+    if settings.store:
+        kubernetes.use_secret_as_env(task, secret_name=options.secret, secret_key_to_env=SECRET_ENV)
+    if settings.retries and options.retries:
+        task.set_retry(num_retries=settings.retries, **BACKOFF)
+    return task.set_caching_options(settings.cache)

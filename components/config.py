@@ -49,13 +49,13 @@ def config_markdown(record: Dict[str, Any]) -> str:
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False, additional_funcs=[*HELPERS, config_markdown])
 def resolve_config(
     preset: str, overrides: str, config: Output[Artifact], summary: Output[Markdown],
-) -> NamedTuple("Settings", [("segment_seconds", float)]):
+) -> NamedTuple("Settings", [("segment_seconds", float), ("audio_source", str)]):
     """Resolve the run's settings once: the preset, then the overrides, validated.
 
     Every later step reads ``config`` instead of resolving settings itself, so a run's
     settings are decided in one place and recorded with their hashes. Ingest reads only
-    ``data.segment_seconds``, handed on as a parameter so that a change to any other setting
-    leaves the ingest step cached. A ``data.segment_seconds`` that differs from
+    ``data.segment_seconds`` and ``data.audio_source``, handed on as parameters so that a
+    change to any other setting leaves the ingest step cached. A ``data.segment_seconds`` that differs from
     ``features.audio.clip_seconds`` fails this step, before any work.
 
     Args:
@@ -71,6 +71,7 @@ def resolve_config(
             models and fusion models record). Its metadata holds the preset and hashes.
         summary: the same as Markdown (hashes, overrides, every setting) for the UI.
         segment_seconds: ``data.segment_seconds``, 0 when unset (whole clips).
+        audio_source: ``data.audio_source``: ``auto``, ``wav`` or ``video``.
     """
     import json
     from collections import namedtuple
@@ -91,4 +92,5 @@ def resolve_config(
                            **{f"{name}_hash": value for name, value in hashes.items()})
     with open(summary.path, "w") as handle:
         handle.write(config_markdown(record))
-    return namedtuple("Settings", ["segment_seconds"])(float(resolved.data.segment_seconds or 0.0))
+    return namedtuple("Settings", ["segment_seconds", "audio_source"])(
+        float(resolved.data.segment_seconds or 0.0), resolved.data.audio_source)

@@ -10,7 +10,8 @@ from components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False, additional_funcs=HELPERS)
-def ingest_dataset(dataset: str, manifest: Output[Dataset], metrics: Output[Metrics], segment_seconds: float = 0.0):
+def ingest_dataset(dataset: str, manifest: Output[Dataset], metrics: Output[Metrics], segment_seconds: float = 0.0,
+                   audio_source: str = "auto"):
     """Validate every clip of ``dataset`` and split it train/val/test by location.
 
     Args:
@@ -20,6 +21,9 @@ def ingest_dataset(dataset: str, manifest: Output[Dataset], metrics: Output[Metr
         segment_seconds: the run's ``data.segment_seconds``, an output of *Resolve config*
             (0 when unset): > 0 cuts every clip into segments of that length after the split
             (1 = the DCASE 2021 Task 1B protocol); 0 keeps whole clips.
+        audio_source: the run's ``data.audio_source``, an output of *Resolve config*: each
+            clip's sound from the dataset's WAV (``wav``), the video's track (``video``), or
+            the WAV when there is one (``auto``); recorded per clip in the manifest.
 
     Returns:
         manifest: a folder holding ``manifest.parquet`` (media paths relative to
@@ -35,7 +39,8 @@ def ingest_dataset(dataset: str, manifest: Output[Dataset], metrics: Output[Metr
     began = time.perf_counter()
     os.makedirs(manifest.path, exist_ok=True)
     result = avsc.data.ingest.ingest_dataset(dataset, os.path.join(manifest.path, "manifest.parquet"),
-                                             segment_seconds=segment_seconds or None, progress=False)
+                                             segment_seconds=segment_seconds or None, progress=False,
+                                             audio_source=audio_source)
     save_metrics(metrics, {**{f"{split}_clips": count for split, count in result.counts.items()},
                            "rejected_clips": len(result.rejected), "segment_seconds": segment_seconds,
                            "seconds": round(time.perf_counter() - began, 3)})

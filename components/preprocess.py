@@ -25,13 +25,16 @@ def preprocess_shard(
         config: the run's config (its ``features`` section: sample rate, bins, frames, ...).
         manifest: the ingest step's manifest folder.
         dataset: the dataset the manifest's paths are relative to (folder or ``s3://``);
-            this shard's videos are decoded from it in place (never the WAVs, no copy).
+            this shard's videos (and the WAVs of clips whose sound is a WAV, as the manifest
+            records) are decoded from it in place, no copy.
         shard_index: this shard, ``0 <= shard_index < shard_count`` (clips dealt round-robin).
         shard_count: how many shards the manifest is split into.
         workers: clips decoded at once.
         output_uri: the run's output location; when set, the features go to the store
-            ``<output_uri>/features/<features config hash>``, shared by the shards and reused
-            by every run with the same feature settings (clips already there are skipped).
+            ``<output_uri>/features/<features config hash>`` (``...-audio-auto`` or
+            ``...-audio-wav`` unless ``data.audio_source`` is ``video``), shared by the shards
+            and reused by every run with the same feature and sound settings (clips already
+            there are skipped).
 
     Returns:
         features: with ``output_uri``, a reference to that store (``feature-store.json``: a
@@ -46,8 +49,13 @@ def preprocess_shard(
     import avsc.features.store_writer as writer
 
     began = time.perf_counter()
-    settings = read_config(config).features
-    store = writer.store_location(output_uri, settings) if output_uri else features.path
+    run_config = read_config(config)
+    settings = run_config.features
+    store = features.path
+    if output_uri:
+        store = writer.store_location(output_uri, settings)
+        if run_config.data.audio_source != "video":  # features of other sound: a store of their own
+            store = f"{store}-audio-{run_config.data.audio_source}"
     result = avsc.features.preprocess.preprocess(
         os.path.join(manifest.path, "manifest.parquet"), store, config=settings,
         shard=(shard_index, shard_count), workers=workers, dataset_root=dataset, progress=False)

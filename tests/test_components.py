@@ -138,7 +138,8 @@ def test_resolve_config_hands_ingest_the_segment_length(tmp_path):
     assert resolve("").segment_seconds == 0.0  # whole clips
     one_second = resolve("data.segment_seconds = 1\nfeatures.audio.clip_seconds = 1.0")
     assert one_second.segment_seconds == 1.0
-    assert read_json(tmp_path / "c")["config"]["data"] == {"segment_seconds": 1.0}
+    assert read_json(tmp_path / "c")["config"]["data"] == {"segment_seconds": 1.0, "audio_source": "auto"}
+    assert (resolve("").audio_source, resolve('data.audio_source = "video"').audio_source) == ("auto", "video")
     # A segment length the features would not match fails the first step, before any work.
     with pytest.raises(ConfigError, match=r"data.segment_seconds is 1, but features.audio.clip_seconds is 4"):
         resolve("data.segment_seconds = 1")
@@ -216,7 +217,9 @@ def test_preprocess_shards_share_the_run_store_and_hand_on_a_reference(config, d
                                      features=features, metrics=Metrics(uri=str(tmp_path / f"metrics-{index}")))
         assert sorted(p.name for p in Path(features.path).iterdir()) == ["feature-store.json"]
         refs.append(features.path)
-    shared = tmp_path / "run" / "features" / read_json(config.path)["hashes"]["features"]
+    # Keyed by the feature settings and, sound from WAVs where there are some (data.audio_source
+    # = auto), by where the sound comes from: a store of the videos' tracks is never mixed in.
+    shared = tmp_path / "run" / "features" / f"{read_json(config.path)['hashes']['features']}-audio-auto"
     assert features.metadata["store"] == str(shared) and (shared / "store.json").is_file()
     opened = FeatureStore.open(refs)
     assert opened.roots == (str(shared),) and len(opened.index) == 6

@@ -68,7 +68,10 @@ def test_ingest_and_preprocess_read_the_store_in_place(s3_env, demo, monkeypatch
     shard = pp.shard_rows(frame, (1, 2))
     first = pp.preprocess(manifest, store, config=CONFIG, shard=(1, 2), progress=False, part_clips=2)
     assert first.processed == len(shard) and not first.rejected
-    assert sorted(set(opened)) == sorted(shard["video_path"])  # this shard's videos, never a WAV
+    # This shard's media only, each read in place by range: its videos (frames) and, the
+    # dataset having WAVs (data.audio_source = auto), their WAVs (sound).
+    assert set(shard["audio_source"]) == {"wav"}
+    assert sorted(set(opened)) == sorted([*shard["video_path"], *shard["audio_path"]])
     again = pp.preprocess(manifest, store, config=CONFIG, shard=(1, 2), progress=False)
     assert again.processed == 0 and again.skipped_existing == len(shard)
     keys = s3_env.keys("runs/r1/features/")

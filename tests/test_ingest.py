@@ -190,3 +190,38 @@ def test_cli_demo_data_and_ingest(tmp_path, capsys):
     assert "Traceback" not in err
     assert main(["demo-data", str(tmp_path / "x"), "--locations-per-class", "2"]) == 2
     assert "locations_per_class must be >= 3" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def mute_videos(tmp_path_factory) -> Path:
+    """The TAU layout with the sound only in audio/*.wav: videos without an audio track."""
+    return make_demo_dataset(tmp_path_factory.mktemp("mute") / "TAU-mute", seed=2, video_audio=False,
+                             **SMALL).root
+
+
+def test_sound_comes_from_the_wavs_when_the_videos_have_none(mute_videos, tmp_path):
+    result = ingest_dataset(mute_videos, tmp_path / "auto.parquet", progress=False)
+    assert result.n_clips == 24 and not result.rejected  # auto: every clip has its WAV
+    frame = read_manifest(result.manifest_path)
+    assert set(frame["audio_source"]) == {"wav"}
+    assert set(frame["audio_channels"]) == {2} and set(frame["audio_rate"]) == {48000}  # the WAVs'
+    assert all(Path(p).is_file() and p.endswith(".wav") for p in frame["audio_path"])
+    # The video's own track only: every clip is rejected, and the run says why.
+    with pytest.raises(DataError, match="video has no audio track \\(data.audio_source = video\\)"):
+        ingest_dataset(mute_videos, tmp_path / "video.parquet", audio_source="video", progress=False)
+
+
+def test_wav_mode_rejects_a_clip_without_its_wav_and_auto_falls_back_to_the_track(dataset, tmp_path, capsys):
+    wav = next((dataset / "audio").glob("*.wav"))
+    wav.unlink()
+    strict = ingest_dataset(dataset, tmp_path / "wav.parquet", audio_source="wav", progress=False)
+    assert [Path(r["file"]).stem for r in strict.rejected] == [wav.stem]
+    assert "not found (data.audio_source = wav)" in strict.rejected[0]["reason"]
+    auto = read_manifest(ingest_dataset(dataset, tmp_path / "auto.parquet", progress=False).manifest_path)
+    sources = dict(zip(auto["clip_id"], auto["audio_source"]))
+    assert sources.pop(wav.stem) == "video" and set(sources.values()) == {"wav"}
+    video = read_manifest(ingest_dataset(dataset, tmp_path / "video.parquet", audio_source="video",
+                                         progress=False).manifest_path)
+    assert set(video["audio_source"]) == {"video"}
+    assert main(["ingest", str(dataset), "-o", str(tmp_path / "bad.parquet"), "--set", "data.audio_source=mp3"]) == 2
+    assert "data.audio_source: input should be 'auto', 'wav' or 'video'" in capsys.readouterr().err

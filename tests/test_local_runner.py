@@ -19,6 +19,7 @@ from kfp import local
 from kfp.local import docker_task_handler, status
 
 import pipeline
+from components import cli
 from components.images import CPU_IMAGE, GPU_IMAGE, resolve_image
 from components.local_runner import (
     bind_mounts,
@@ -213,16 +214,16 @@ def test_no_docker_api_is_a_clear_error(monkeypatch, tmp_path):
 
 
 def test_subprocess_runner_is_the_default_and_patches_nothing(tmp_path):
-    args = pipeline.build_parser().parse_args(["run", "--local"])
+    args = cli.build_parser().parse_args(["run", "--local"])
     assert args.runner == "subprocess" and args.registry is None and args.no_gpu is False
     before = docker_task_handler.DockerTaskHandler
     with local_runner(args.runner, dataset="/data", output=tmp_path) as runner:
         assert isinstance(runner, local.SubprocessRunner) and runner.use_venv is False
         assert docker_task_handler.DockerTaskHandler is before
     with pytest.raises(SystemExit):
-        pipeline.build_parser().parse_args(["run", "--local", "--runner", "kubernetes"])
+        cli.build_parser().parse_args(["run", "--local", "--runner", "kubernetes"])
     with pytest.raises(SystemExit):
-        pipeline.build_parser().parse_args(["run", "--local", "--runner", "docker", "--registry", "Bad Registry!"])
-    args = pipeline.build_parser().parse_args(["run", "--local", "--runner", "docker", "--registry",
+        cli.build_parser().parse_args(["run", "--local", "--runner", "docker", "--registry", "Bad Registry!"])
+    args = cli.build_parser().parse_args(["run", "--local", "--runner", "docker", "--registry",
                                                "registry.local:5000/ml", "--no-gpu"])
     assert (args.runner, args.registry, args.no_gpu) == ("docker", "registry.local:5000/ml", True)

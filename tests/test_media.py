@@ -137,3 +137,44 @@ def test_missing_file_and_bad_spans(tmp_path, videos):
 
 def test_media_duration(videos):
     assert media_duration(videos["long"]) == pytest.approx(3.0, abs=0.15)
+
+
+def test_a_colon_or_odd_characters_in_a_relative_path_reach_ffmpeg_as_a_file(videos, tmp_path, monkeypatch):
+    # ffmpeg reads "scene:" as the name of a protocol ("Protocol not found") unless told the
+    # input is a file.
+    import shutil
+
+    from avsc.media.probe import probe_media
+
+    odd = tmp_path / "scene: park #1 (é).mp4"
+    shutil.copy(videos["stereo"], odd)
+    monkeypatch.chdir(tmp_path)
+    name = odd.name
+    assert probe_media(name).has_audio
+    audio = demux_audio(name, AudioConfig(clip_seconds=1.0))
+    assert audio.shape == (32000, 2) and rms(audio).min() > 0
+    frames = sample_frames(name, FrameConfig(fps=2.0, size=32), seconds=1.0)
+    assert frames.shape == (2, 32, 32, 3)
+    written = write_clip(tmp_path / "out: copy.mp4", frames, 2.0)  # and as an output
+    assert probe_media(written.name).width == 32
+
+
+@pytest.mark.parametrize("samples", [479_999, 480_000, 480_001])
+def test_a_tau_wav_a_sample_short_or_long_gives_exactly_the_clip(tmp_path, samples):
+    from avsc.media.decode import read_wav
+    from avsc.media.encode import write_wav
+    from avsc.media.probe import probe_wav
+
+    t = np.arange(samples) / 48_000
+    left, right = 0.3 * np.sin(2 * np.pi * 1000 * t), 0.1 * np.sin(2 * np.pi * 250 * t)
+    path = tmp_path / "airport-lisbon-1000-40000.wav"
+    write_wav(path, np.stack([left, right], axis=1), 48_000, sample_width=3)
+    info = probe_wav(path)
+    assert (info.channels, info.sample_rate, info.frames, info.subtype) == (2, 48_000, samples, "PCM_24")
+    audio = read_wav(path, AudioConfig())  # the paper's 32 kHz, 10 s
+    assert audio.shape == (320_000, 2) and audio.dtype == np.float32
+    assert rms(audio[1000:-1000]) == pytest.approx([0.3 / np.sqrt(2), 0.1 / np.sqrt(2)], rel=0.01)
+    later = read_wav(path, AudioConfig(clip_seconds=1.0), offset_s=9.5)  # past the end: zeros
+    assert later.shape == (32_000, 2) and not later[16_500:].any()
+    with pytest.raises(MediaError, match="not a readable audio file"):
+        probe_wav(make_text_as_mp4(tmp_path / "notes.wav"))

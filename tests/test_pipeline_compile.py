@@ -16,6 +16,7 @@ import pipeline
 from avsc.config import BACKBONES, DEFAULT_PRESET, FUSION_METHODS
 from avsc.errors import ConfigError
 from components import (
+    cli,
     embed_backbone,
     evaluate_fusions,
     fuse_method,
@@ -147,12 +148,14 @@ def test_settings_are_resolved_once_and_read_from_the_config_artifact(compiled):
     # Ingest reads one setting, data.segment_seconds, as a parameter output of that step: a
     # change to any other setting leaves ingest's inputs, and so its cached result, as they were.
     ingest = compiled.root[compiled.by_display("Ingest dataset")[0]]
-    assert ingest["inputs"]["parameters"]["segment_seconds"] == {
-        "taskOutputParameter": {"outputParameterKey": "segment_seconds", "producerTask": resolve}}
+    for name in ("segment_seconds", "audio_source"):  # and data.audio_source, the clips' sound
+        assert ingest["inputs"]["parameters"][name] == {
+            "taskOutputParameter": {"outputParameterKey": name, "producerTask": resolve}}
     assert "artifacts" not in ingest["inputs"]
     produced = compiled.components[task["componentRef"]["name"]]["outputDefinitions"]["parameters"]
-    assert set(produced) == {"segment_seconds"}
+    assert set(produced) == {"segment_seconds", "audio_source"}
     assert produced["segment_seconds"]["parameterType"] == "NUMBER_DOUBLE"
+    assert produced["audio_source"]["parameterType"] == "STRING"
 
 
 def test_preprocessing_fans_out_over_the_shard_list(compiled):
@@ -270,6 +273,14 @@ def test_retries_and_caching(compiled):
     for display in ("Ingest dataset", "Preprocess shard", "Publish outputs", TRAIN, EMBED):
         policy = compiled.by_display(display)[1]["retryPolicy"]
         assert policy["maxRetryCount"] >= 1 and policy["backoffDuration"].endswith("s")
+    # The GPU steps and preprocessing, the ones a preempted node interrupts: retried with a
+    # growing, bounded wait, so a node pool's churn is ridden out rather than hammered.
+    for display in ("Preprocess shard", TRAIN, EMBED):
+        policy = compiled.by_display(display)[1]["retryPolicy"]
+        assert policy["backoffDuration"] == "30s" and policy["backoffFactor"] == 2.0
+        assert policy["backoffMaxDuration"] == "600s"
+    for display in ("Resolve config", "List shards", "Evaluate and bundle"):  # nothing to retry for
+        assert "retryPolicy" not in compiled.by_display(display)[1]
     assert compiled.by_display("Publish outputs")[1]["cachingOptions"].get("enableCache", False) is False
     for display in ("Resolve config", "Ingest dataset", "List shards", "Preprocess shard", TRAIN, EMBED,
                     "Fuse embeddings", "Evaluate and bundle"):
@@ -315,29 +326,29 @@ def test_registry_flag_retargets_every_image(tmp_path):
 def test_submit_arguments_parse_into_pipeline_parameters(tmp_path):
     settings = tmp_path / "settings.toml"
     settings.write_text("[train]\nepochs = 3\nbatch_size = 16\n\n[fusion]\nseed = 7\n")
-    args = pipeline.build_parser().parse_args([
+    args = cli.build_parser().parse_args([
         "submit", "--host", "http://localhost:8080", "--dataset", "s3://avsc/data", "--output-uri",
         "s3://avsc/out", "--preset", "quick", "--config", str(settings), "--set", "train.epochs=4",
         "--set", "features.audio.frames=309", "--shards", "2", "--no-gpu", "--wait", "--timeout", "600",
         "--namespace", "team"])
-    assert args.handler is pipeline._cmd_submit
+    assert args.handler is cli._cmd_submit
     assert (args.host, args.wait, args.timeout, args.namespace) == ("http://localhost:8080", True, 600, "team")
     assert args.service_account == "avsc-pipeline-runner"
-    arguments = pipeline.pipeline_arguments(args, args.dataset, args.output_uri)
+    arguments = cli.pipeline_arguments(args, args.dataset, args.output_uri)
     # --set wins over the file; batch_size 16 is the quick preset's own value, so not an override.
     assert json.loads(arguments.pop("config")) == {"train": {"epochs": 4}, "fusion": {"seed": 7},
                                                    "features": {"audio": {"frames": 309}}}
     assert arguments == {"dataset": "s3://avsc/data", "output_uri": "s3://avsc/out", "preset": "quick",
                          "shard_count": 2}
-    options = pipeline._options(args)
+    options = cli._options(args)
     assert options.gpu is False and options.resources == "small" and options.secret == "avsc-s3"
 
 
 def test_run_defaults_to_the_default_preset_and_no_overrides():
-    args = pipeline.build_parser().parse_args(["run", "--local"])
-    arguments = pipeline.pipeline_arguments(args, "data", "out")
+    args = cli.build_parser().parse_args(["run", "--local"])
+    arguments = cli.pipeline_arguments(args, "data", "out")
     assert (arguments["preset"], arguments["config"]) == (DEFAULT_PRESET, "")
-    assert pipeline.config_parameter("quick", None, ["train.epochs=6"]) == ""  # the preset's own value
+    assert cli.config_parameter("quick", None, ["train.epochs=6"]) == ""  # the preset's own value
 
 
 @pytest.mark.parametrize("argv", [
@@ -349,25 +360,25 @@ def test_run_defaults_to_the_default_preset_and_no_overrides():
 ])
 def test_bad_command_lines_are_refused(argv, capsys):
     with pytest.raises(SystemExit) as exc:
-        pipeline.build_parser().parse_args(argv)
+        cli.build_parser().parse_args(argv)
     assert exc.value.code == 2
     assert "error" in capsys.readouterr().err
 
 
 def test_bad_values_are_refused_before_anything_runs(tmp_path, capsys):
-    args = pipeline.build_parser().parse_args(["run", "--local", "--shards", "0"])
+    args = cli.build_parser().parse_args(["run", "--local", "--shards", "0"])
     with pytest.raises(SystemExit, match="--shards"):
-        pipeline.pipeline_arguments(args, "data", str(tmp_path))
-    args = pipeline.build_parser().parse_args(["compile", "--node-selector", "no-equals-sign"])
+        cli.pipeline_arguments(args, "data", str(tmp_path))
+    args = cli.build_parser().parse_args(["compile", "--node-selector", "no-equals-sign"])
     with pytest.raises(SystemExit, match="LABEL=VALUE"):
-        pipeline._options(args)
+        cli._options(args)
     for setting, message in (("train.epochz=3", "unknown setting.*epochz"), ("train.epochs=ten", "train.epochs"),
                              ("nonsense", "section.key=value"),
                              # 1-s segments under the paper's 10-s clip length: refused before ingest runs
                              ("data.segment_seconds=1", "features.audio.clip_seconds is 10")):
-        args = pipeline.build_parser().parse_args(["run", "--local", "--set", setting])
+        args = cli.build_parser().parse_args(["run", "--local", "--set", setting])
         with pytest.raises(ConfigError, match=message):
-            pipeline.pipeline_arguments(args, "data", str(tmp_path))
+            cli.pipeline_arguments(args, "data", str(tmp_path))
     missing = tmp_path / "missing.toml"
     out = tmp_path / "out"
     assert pipeline.main(["run", "--local", "--config", str(missing), "--output", str(out)]) == 2

@@ -32,6 +32,7 @@ from avsc.features.preprocess import shard_rows
 from avsc.labels import LABELS
 from avsc.storage.sync import pull_dir, push_dir
 from components import ingest_dataset, preprocess_shard, publish_outputs, resolve_config
+from components.cli import local_step_count
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANCE = 1.0 / len(LABELS)
@@ -164,8 +165,9 @@ def test_a_second_cached_run_reexecutes_no_step(local_run, cached_rerun):
     # Only publishing ran again (never cached: it always copies the results out).
     executed = sorted(p.parent.name for p in runs[1].rglob("executor_output.json"))
     assert executed == ["publish-outputs"], executed
-    log = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)
-    assert re.findall(r"Executing task '([^']+)'", log) == ["publish-outputs"]
+    # What it says: every step but publishing reused, one line each.
+    assert re.findall(r"\] (.+?): done in ", done.stdout) == ["Publish outputs"]
+    assert done.stdout.count(": reused (cached)") == local_step_count(2) - 1  # --shards 2
     assert (output / "metrics.json").read_text() == metrics_before  # the same results, published again
 
 
@@ -181,7 +183,7 @@ def test_the_one_second_protocol_runs_through_the_pipeline(tmp_path):
                 "--set", "features.audio.frames=40", "--set", "train.epochs=1", "--set", "fusion.epochs=2",
                 "--shards", "1")
     assert done.returncode == 0, f"run --local failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    assert json.loads((output / "config.json").read_text())["config"]["data"] == {"segment_seconds": 1.0}
+    assert json.loads((output / "config.json").read_text())["config"]["data"] == {"segment_seconds": 1.0, "audio_source": "auto"}
     ingest = json.loads(next(_runs(output)[0].rglob("ingest-dataset/metrics")).read_text())
     assert (ingest["segment_seconds"], ingest["test_clips"]) == (1.0, 4)  # two 2-s clips, two segments each
     metrics = json.loads((output / "metrics.json").read_text())
@@ -202,8 +204,8 @@ def test_a_failing_step_fails_the_run_with_a_message(tmp_path):
     empty.mkdir()
     done = _run("run", "--local", "--dataset", str(empty), "--output", str(tmp_path / "out"), timeout=300)
     assert done.returncode != 0
-    assert "ingest-dataset" in done.stderr
-    assert "fold1_train.csv" in done.stdout + done.stderr  # the library's own message is shown
+    assert "step 'Ingest dataset' failed" in done.stderr and "ingest-dataset.log" in done.stderr
+    assert "fold1_train.csv" in done.stderr  # the library's own message is shown, in one line
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 

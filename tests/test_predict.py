@@ -33,7 +33,7 @@ from avsc.config import (
 )
 from avsc.errors import ConfigError, DataError, MediaError
 from avsc.inference.bundle import BUNDLE_FILE, load_bundle, make_bundle
-from avsc.inference.predict import Predictor, window_offsets
+from avsc.inference.predict import Predictor, check_videos, window_offsets
 from avsc.labels import LABELS
 from avsc.storage.files import read_json, sha256_file, write_json
 
@@ -483,3 +483,63 @@ def test_bundle_and_videos_straight_from_the_object_store(s3_env, models_root, f
                                rtol=1e-5, atol=1e-6)
     missing = dict(remote.predict_files([s3_env.uri("videos/none.mp4")]))[s3_env.uri("videos/none.mp4")]
     assert "videos/none.mp4" in missing and "X-Amz-Signature" not in missing
+
+
+# --- inputs checked before any model loads; quiet TensorFlow --------------------------------
+
+
+def test_bad_inputs_fail_before_any_model_loads(bundle_dir, videos, tmp_path, monkeypatch, capsys):
+    from avsc.cli import main
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("a model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(Predictor, "load", no_models)
+    folder = tmp_path / "folder.mp4"
+    folder.mkdir()
+    for name in ("AVSC_S3_ENDPOINT", "AVSC_S3_ACCESS_KEY", "AVSC_S3_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    missing, url = str(tmp_path / "missing.mp4"), "s3://videos/park.mp4"
+    code = main(["predict", missing, str(folder), str(videos["not_video"]), url, "--bundle", str(bundle_dir),
+                 "--json"])
+    captured = capsys.readouterr()
+    assert code == 1
+    errors = captured.err.splitlines()
+    assert len(errors) == 4, errors  # one line per input, in order, and nothing else (no TF log)
+    assert errors[0] == f"avsc predict: error: {missing}: file not found " \
+                        "(check the path, or that the dataset is fully extracted)"
+    assert "folder.mp4: a folder, not a file" in errors[1]
+    assert "notes.mp4" in errors[2] and "not a complete MP4" in errors[2]
+    assert errors[3].startswith(f"avsc predict: error: {url}: object store not configured")
+    assert [json.loads(line)["path"] for line in captured.out.splitlines()] == [
+        missing, str(folder), str(videos["not_video"]), url]
+    code = main(["predict", str(videos["demo"]), "--bundle", str(tmp_path / "nowhere")])
+    assert code == 1 and "not a model bundle" in capsys.readouterr().err
+
+
+def test_a_colon_in_a_relative_file_name_is_classified(bundle_dir, videos, tmp_path, monkeypatch, capsys, caplog):
+    import logging
+    import shutil
+
+    from avsc.cli import main
+
+    shutil.copy(videos["demo"], tmp_path / "scene: park.mp4")
+    monkeypatch.chdir(tmp_path)
+    assert check_videos(["scene: park.mp4"]) == {}
+    with caplog.at_level(logging.INFO, logger="avsc"):
+        assert main(["predict", "scene: park.mp4", "--bundle", str(bundle_dir)]) == 0
+    path, label, _ = capsys.readouterr().out.strip().split("\t")
+    assert path == "scene: park.mp4" and label in LABELS
+    assert "sound: each video's own audio track" in caplog.text  # not a dataset WAV: said so
+
+
+def test_tensorflow_starts_without_a_word_unless_verbose():
+    import subprocess
+    import sys
+
+    code = "from avsc.cli.options import require_tensorflow; require_tensorflow(load=True, verbose={})"
+    quiet = subprocess.run([sys.executable, "-c", code.format(False)], capture_output=True, text=True, check=True)
+    assert quiet.stderr == ""
+    loud = subprocess.run([sys.executable, "-c", code.format(True) + "; import tensorflow"],
+                          capture_output=True, text=True, check=True)
+    assert "oneDNN" in loud.stderr or "absl" in loud.stderr  # what the quiet start hides

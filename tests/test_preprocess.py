@@ -179,3 +179,25 @@ def test_cli_end_to_end_demo_to_training_batch(tmp_path, capsys):
     assert tuple(batch_x.shape) == (2, 128, 286, 2)
     assert tuple(batch_y.shape) == (2, 10)
     assert np.isfinite(batch_x.numpy()).all()
+
+
+def test_a_tau_layout_with_mute_videos_preprocesses_every_clip_from_its_wav(tmp_path):
+    from avsc.data.demo import make_demo_dataset
+    from avsc.data.ingest import ingest_dataset
+    from avsc.media.encode import write_wav
+
+    root = make_demo_dataset(tmp_path / "TAU", classes=2, clips_per_class=6, locations_per_class=3, seconds=1.0,
+                             width=64, height=48, fps=5.0, video_audio=False, progress=False).root
+    # TAU's WAVs are a sample short or long now and then: padded or cropped to the clip.
+    wavs = sorted((root / "audio").glob("*.wav"))
+    t = np.arange(47_999) / 48_000
+    write_wav(wavs[0], np.stack([0.3 * np.sin(2 * np.pi * 440 * t)] * 2, axis=1), 48_000, sample_width=3)
+    t = np.arange(48_001) / 48_000
+    write_wav(wavs[1], np.stack([0.3 * np.sin(2 * np.pi * 440 * t)] * 2, axis=1), 48_000, sample_width=3)
+    manifest = ingest_dataset(root, tmp_path / "manifest.parquet", val_fraction=0.3, progress=False).manifest_path
+    result = preprocess(manifest, tmp_path / "features", config=CONFIG, progress=False)
+    assert result.processed == 12 and not result.rejected
+    summary = json.loads(next((tmp_path / "features").glob("summary-shard-*.json")).read_text())
+    assert set(summary["audio_sources"].values()) == {"wav"} and len(summary["audio_sources"]) == 12
+    store = FeatureStore.open(tmp_path / "features")
+    assert store.read_clip(wavs[0].stem, "mel").shape == tuple(feature_shapes(CONFIG)["mel"])

@@ -51,6 +51,8 @@ PRESETS: tuple[str, ...] = ("paper", "quick")
 # the best fusion model): DCASE's primary metric, log loss (after temperature scaling), or
 # accuracy; see avsc.evaluation.calibration.SELECTION_RULES.
 Selection = Literal["log_loss", "accuracy"]
+# Where a clip's sound comes from (DataConfig.audio_source).
+AudioSource = Literal["auto", "wav", "video"]
 # The preset every entry point (library, CLI, pipeline) starts from unless told otherwise.
 DEFAULT_PRESET = "paper"
 
@@ -172,11 +174,18 @@ class DataConfig:
     None keeps whole clips, as the paper does. A segment is the clip every later stage sees,
     so ``features.audio.clip_seconds`` must equal it (preprocessing refuses another length;
     the pipeline checks both when it resolves its settings).
+
+    ``audio_source``: where a clip's sound comes from. ``wav``: the dataset's own audio file
+    (TAU 2021's ``audio/*.wav``, the binaural 48 kHz / 24-bit recordings the task defines;
+    a clip without one is rejected); ``video``: the video's own audio track (a video
+    without one is rejected); ``auto`` (default): the WAV when the list names one and it
+    exists, else the video's track. Recorded per clip in the manifest (``audio_source``).
     """
 
     __pydantic_config__ = _VALIDATION
 
     segment_seconds: float | None = None
+    audio_source: AudioSource = "auto"
 
 
 @dataclass(frozen=True)

@@ -38,3 +38,7 @@ class MediaError(DataError):
 
 class StoreError(AvscError):
     """The object store refused or could not be reached (credentials, bucket, network)."""
+
+
+class ResourceError(AvscError):
+    """This machine (or pod) lacks what a step needs, e.g. the memory to train a backbone."""

@@ -13,6 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         subparsers, "ingest", help="validate a dataset and write its clip manifest",
         description="Find the metadata, check every clip (label, name, video decodable with "
                     "sound), split train/val/test by location and write a Parquet manifest. "
+                    "Each clip's sound is the dataset's WAV or the video's audio track "
+                    "(data.audio_source: auto, wav or video; recorded per clip). "
                     "Bad rows are reported and left out; the rest is kept. With "
                     "data.segment_seconds (--segment-seconds S) each clip becomes S-second "
                     "segments, one manifest row each, after the split.",
@@ -39,10 +41,12 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.val_fraction < 1.0:
         raise ConfigError(f"--val-fraction must be in [0, 1), not {args.val_fraction}")
-    segment_seconds = resolve_config(args).data.segment_seconds
+    data = resolve_config(args).data
+    segment_seconds = data.segment_seconds
     result = ingest_dataset(args.dataset, args.output, val_fraction=args.val_fraction,
                             seed=args.seed, decode_check=args.decode_check,
-                            segment_seconds=segment_seconds, progress=not args.quiet)
+                            segment_seconds=segment_seconds, progress=not args.quiet,
+                            audio_source=data.audio_source)
     counts = ", ".join(f"{split} {n}" for split, n in result.counts.items())
     unit = f"{segment_seconds:g}-s segments" if segment_seconds else "clips"
     print(f"manifest {result.manifest_path}: {result.n_clips} {unit} ({counts})")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import sys
 import textwrap
 from collections.abc import Mapping
 from typing import Any
@@ -209,10 +210,14 @@ def _dotted(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 # ---------------------------------------------------------------- TensorFlow
 
-def require_tensorflow() -> None:
+def require_tensorflow(*, load: bool = False, verbose: bool = False) -> None:
     """Fail in one line, before any work, when the TensorFlow extra is not installed.
 
-    Also keeps TensorFlow's C++ start-up chatter out of the terminal.
+    Also keeps TensorFlow's C++ start-up chatter out of the terminal: its log level, and with
+    ``load`` (unless ``verbose``) TensorFlow imported here with the process's standard error
+    pointed at /dev/null for the moment, because the lines its libraries print as they load
+    ("All log messages before absl::InitializeLog() ...", "oneDNN custom operations are on
+    ...") ignore ``TF_CPP_MIN_LOG_LEVEL``.
 
     Raises:
         MissingDependencyError: ``tensorflow`` or ``keras`` cannot be found.
@@ -225,6 +230,19 @@ def require_tensorflow() -> None:
             found = False
         if not found:
             raise MissingDependencyError(TENSORFLOW_MISSING)
+    if not load or verbose or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def is_missing_tensorflow(exc: BaseException) -> bool:

@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "scaling) and records its temperature, the settings and their hash in "
                     "MODEL_DIR/config.json.",
         needs_tensorflow=True,
+        failure="also when the training would not fit in this machine's memory (--skip-memory-check)",
         usage="also when the checkpoints are of a run with other settings")
     parser.add_argument("backbone", choices=BACKBONES, help="which backbone to train")
     parser.add_argument("features", nargs="+", metavar="FEATURES",
@@ -38,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(default: MODEL_DIR/checkpoints); a durable location lets a killed "
                              "run resume after its last finished epoch")
     add_quiet(parser, "no Keras progress bar")
+    parser.add_argument("--skip-memory-check", action="store_true",
+                        help="start even when the estimated peak memory exceeds this machine's")
     settings = add_settings_options(parser, sections="train")
     add_shorthand(settings, "--epochs", "train.epochs", type=int, metavar="N")
     add_shorthand(settings, "--batch-size", "train.batch_size", type=int, metavar="B")
@@ -52,8 +55,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     config = resolve_config(args)
     require_tensorflow()
+    if not args.skip_memory_check:  # before TensorFlow loads: a training that cannot fit says so now
+        from avsc.features.store import FeatureStore
+        from avsc.preflight import check_training
+
+        store = FeatureStore.open(args.features)  # the shapes the network will see are the store's
+        check_training(args.backbone, replace(config, features=store.config))
     from avsc.training.backbone import train_backbone
 
     result = train_backbone(args.backbone, args.features, args.output, config=config.train,

@@ -160,6 +160,7 @@ def make_demo_dataset(
     sample_rate: int = 48000,
     workers: int | None = None,
     progress: bool = True,
+    video_audio: bool = True,
 ) -> DemoResult:
     """Write a synthetic dataset in the TAU Urban Audio-Visual Scenes 2021 layout.
 
@@ -180,8 +181,10 @@ def make_demo_dataset(
         seed: the random seed for content and split.
         width, height, fps: video format.
         sample_rate: audio sample rate of the WAV and the video's AAC track.
-        workers: clips made at once (default: CPU count).
+        workers: clips made at once (default: the usable CPUs).
         progress: show a progress bar.
+        video_audio: give the videos an audio track (the WAV's sound); False writes videos
+            without one, the sound only in the WAVs.
 
     Raises:
         ConfigError: impossible arguments (e.g. fewer than 3 locations per scene).
@@ -199,6 +202,8 @@ def make_demo_dataset(
     params = {"classes": classes, "clips_per_class": clips_per_class,
               "locations_per_class": locations_per_class, "seconds": seconds, "seed": seed,
               "width": width, "height": height, "fps": fps, "sample_rate": sample_rate}
+    if not video_audio:  # only when set, so the stamps of existing demo datasets stay valid
+        params["video_audio"] = False
     stamp = root / ".avsc-demo.json"
     resumable = stamp.is_file() and json.loads(stamp.read_text()).get("params") == params
     if stamp.exists() and not resumable:
@@ -220,9 +225,12 @@ def make_demo_dataset(
                               np.random.default_rng(where + [2]))
         with atomic_path(wav) as tmp:
             write_wav(tmp, audio, sample_rate, sample_width=3)
-        _write_clip_atomic(mp4, frames, fps, audio, sample_rate)
+        _write_clip_atomic(mp4, frames, fps, audio if video_audio else None, sample_rate)
 
-    workers = workers or max(1, os.cpu_count() or 1)
+    if not workers:
+        from avsc.runtime import usable_cpus
+
+        workers = usable_cpus()  # the pod's or taskset's CPUs, not the node's
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(tqdm(pool.map(make_one, clips), total=len(clips), desc="demo clips",
                   unit="clip", disable=not progress))
@@ -238,7 +246,7 @@ def make_demo_dataset(
                       n_evaluate=len(clips) - n_train)
 
 
-def _write_clip_atomic(path: Path, frames: np.ndarray, fps: float, audio: np.ndarray,
+def _write_clip_atomic(path: Path, frames: np.ndarray, fps: float, audio: np.ndarray | None,
                        sample_rate: int) -> None:
     """Encode beside ``path`` under a temporary name that keeps the .mp4 suffix, then move."""
     from avsc.media.encode import write_clip

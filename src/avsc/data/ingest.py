@@ -36,7 +36,7 @@ import numpy as np
 from avsc.data.manifest import MANIFEST_SCHEMA, SPLITS, write_manifest
 from avsc.data.provenance import describe_dataset
 from avsc.data.segments import segment_offsets, segment_records
-from avsc.errors import DataError, MediaError
+from avsc.errors import ConfigError, DataError, MediaError
 from avsc.labels import LABEL_INDEX
 from avsc.media.ffmpeg import FFmpegCrash
 from avsc.storage import locations
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 _FOLD_FILES = {"train": "fold1_train.csv", "evaluate": "fold1_evaluate.csv"}
 _STEM = re.compile(r"^(?P<scene>[a-z_]+)-(?P<city>[a-z]+)-(?P<location>\d+)-(?P<segment>\d+)$")
 _SEARCH_DEPTH = 3  # how far below the root the metadata may sit
+AUDIO_SOURCES = ("auto", "wav", "video")  # data.audio_source
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,7 @@ def ingest_dataset(
     workers: int | None = None,
     segment_seconds: float | None = None,
     progress: bool = True,
+    audio_source: str = "auto",
 ) -> IngestResult:
     """Validate a dataset's clips, split them by location and write the manifest.
 
@@ -207,6 +209,11 @@ def ingest_dataset(
             (:mod:`avsc.data.segments`; 1 = the DCASE 2021 Task 1B protocol); None keeps
             whole clips.
         progress: show a progress bar.
+        audio_source: where each clip's sound comes from (``data.audio_source``): ``wav``
+            the dataset's WAV (a clip without one is rejected), ``video`` the video's audio
+            track (a video without one is rejected), ``auto`` the WAV when the list names one
+            and it exists, else the track. Recorded per clip (``audio_source``), with the
+            chosen source's ``audio_channels`` and ``audio_rate``.
 
     Returns:
         An :class:`IngestResult`; rejected rows are listed, not raised.
@@ -217,12 +224,14 @@ def ingest_dataset(
     """
     from tqdm import tqdm
 
-    from avsc.media.probe import probe_media
+    from avsc.media.probe import probe_media, probe_wav
 
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(str(val_fraction), "val_fraction must be in [0, 1)")
     if segment_seconds is not None:
         segment_offsets(None, segment_seconds)  # checks the length before any work
+    if audio_source not in AUDIO_SOURCES:
+        raise ConfigError(f"data.audio_source must be one of {', '.join(AUDIO_SOURCES)}, not {audio_source!r}")
     files = _DatasetFiles(dataset_root)
     root = files.root
     lists = _find_lists(files)
@@ -283,7 +292,10 @@ def ingest_dataset(
         audio_rel = None
         if row.audio and files.is_file(posixpath.join(media_root, row.audio)):
             audio_rel = posixpath.normpath(posixpath.join(media_root, row.audio))
-        else:
+        elif audio_source == "wav":
+            reject(row, f"WAV {row.audio or '(none listed)'} not found (data.audio_source = wav)")
+            continue
+        elif audio_source == "auto":
             notes.append(f"{row.audio or stem}: WAV not found; the video's own audio track will be used")
         record = {
             "clip_id": stem,
@@ -293,12 +305,16 @@ def ingest_dataset(
             "city": match["city"],
             "location": identifiers.get(stem) or f"{match['city']}-{match['location']}",
             "split": "test" if row.fold == "evaluate" else "train",
+            "audio_source": "wav" if audio_rel and audio_source != "video" else "video",
         }
         pending.append((row, record))
 
     def probe(item: tuple[_Row, dict]):
         _, record = item
         try:
+            if record["audio_source"] == "wav":  # its sound: the WAV's header
+                wav = probe_wav(files.location(record["audio"]))
+                record.update(wav_channels=wav.channels, wav_rate=wav.sample_rate)
             return probe_media(files.location(record["video"]), decode_check=decode_check), None
         except FFmpegCrash as exc:
             return None, f"{exc.problem} ({exc.hint})"
@@ -308,7 +324,14 @@ def ingest_dataset(
             log.exception("unexpected error probing %s", record["video"])
             return None, f"unexpected error while probing it ({type(exc).__name__}: {exc})"
 
-    workers = workers or min(16, 2 * (os.cpu_count() or 1))
+    if not workers:
+        # Two probes per usable CPU (each mostly waits on ffprobe or the store), never the
+        # node's core count.
+        from avsc.runtime import detect_limits
+
+        limits = detect_limits()
+        workers = min(16, 2 * limits.cpus)
+        log.info("probing with %d thread(s) (%s)", workers, limits.describe())
     kept: list[dict] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(probe, pending)
@@ -318,13 +341,16 @@ def ingest_dataset(
             if info is None:
                 reject(row, problem)
                 continue
-            if not info.has_audio:
-                reject(row, "video has no audio track")
+            if not info.has_audio and record["audio_source"] == "video":
+                reject(row, "video has no audio track" + (" and no WAV is listed or found" if audio_source == "auto"
+                                                          else " (data.audio_source = video)"))
                 continue
             record.update(duration_s=info.duration_s, fps=info.fps, width=info.width,
                           height=info.height, audio_channels=info.audio_channels,
                           audio_rate=info.audio_rate, audio_track=info.audio_track,
                           audio_tracks=info.audio_tracks)
+            if record["audio_source"] == "wav":  # the sound every later stage reads
+                record.update(audio_channels=record.pop("wav_channels"), audio_rate=record.pop("wav_rate"))
             notes.extend(f"{row.video}: {warning}" for warning in info.warnings)
             kept.append(record)
 
@@ -332,6 +358,9 @@ def ingest_dataset(
         first = "; ".join(f"{r['file']}: {r['reason']}" for r in rejected[:3])
         raise DataError(root, f"no usable clip ({len(rejected)} rejected; first: {first})",
                         "check that the videos are extracted next to the metadata")
+    wavs = sum(r["audio_source"] == "wav" for r in kept)
+    log.info("sound: %d clip(s) from the dataset's WAVs, %d from the videos' own audio tracks "
+             "(data.audio_source = %s)", wavs, len(kept) - wavs, audio_source)
     _assign_val(kept, val_fraction, seed)
     train_locs = {r["location"] for r in kept if r["split"] in ("train", "val")}
     test_locs = {r["location"] for r in kept if r["split"] == "test"}

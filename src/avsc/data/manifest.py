@@ -11,6 +11,9 @@ from the packets, not the header), ``audio_track`` the audio track every later s
 decodes (the default one, else the first; an index among the file's audio tracks, as in
 ffmpeg's ``-map 0:a:N``) and ``audio_tracks`` how many the file has. Manifests written
 before ``audio_track``/``audio_tracks`` existed still read (those columns are then null).
+``audio_source`` says where a clip's sound is read: ``wav`` (the dataset's own audio file,
+``audio``; ``audio_channels``/``audio_rate`` are then the WAV's) or ``video`` (the chosen
+audio track; also what manifests written before the column existed read as).
 
 A manifest of segments (``avsc ingest --segment-seconds S``, :mod:`avsc.data.segments`) has
 one row per segment, with ``parent_clip``, ``offset_s`` and ``segment_s`` set; for whole
@@ -61,12 +64,14 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("parent_clip", pa.string()),  # the clip a segment was cut from
         pa.field("offset_s", pa.float64()),  # where the segment starts in it
         pa.field("segment_s", pa.float64()),  # its length S
+        # Where the clip's sound is read: "wav" (the `audio` file) or "video" (its audio track).
+        pa.field("audio_source", pa.string()),
     ]
 )
 # Columns a manifest written before segments existed lacks; read as whole clips.
 SEGMENT_COLUMNS: tuple[str, ...] = ("parent_clip", "offset_s", "segment_s")
 # Columns added after the first manifests were written: optional when reading.
-_LATER_COLUMNS: frozenset[str] = frozenset({"audio_track", "audio_tracks", *SEGMENT_COLUMNS})
+_LATER_COLUMNS: frozenset[str] = frozenset({"audio_track", "audio_tracks", "audio_source", *SEGMENT_COLUMNS})
 
 
 def write_manifest(rows: list[dict], path: str | Path, *, dataset_root: str | Path,
@@ -119,13 +124,16 @@ def read_manifest(path: str | Path, *, dataset_root: str | Path | None = None):
     frame["video_path"] = [locations.join(root, *v.split("/")) for v in frame["video"]]
     frame["audio_path"] = [locations.join(root, *a.split("/")) if isinstance(a, str) and a else None
                            for a in frame["audio"]]
+    # Manifests written before audio_source existed: every stage read the video's track.
+    frame["audio_source"] = frame["audio_source"].where(frame["audio_source"].notna(), "video")
     frame.attrs["dataset_root"] = root
     frame.attrs["lineage"] = manifest_lineage(frame, _dataset_name(meta, root))
     return frame
 
 
 # Columns that say which clip a row is and where its media are (``clips`` of its lineage).
-CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "video", "audio", "parent_clip", "offset_s", "segment_s")
+CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "video", "audio", "audio_source", "parent_clip", "offset_s",
+                                 "segment_s")
 
 
 def _dataset_name(meta: dict[str, str], root: str) -> str:

@@ -149,11 +149,13 @@ def shard_rows(manifest, shard: tuple[int, int]):
 
 
 def process_clip(video: str | Path, config: FeatureConfig, *, decoder_threads: int = 0,
-                 offset_s: float = 0.0) -> dict:
+                 offset_s: float = 0.0, wav: str | Path | None = None) -> dict:
     """Demux, sample frames and compute the features of one clip.
 
     Args:
         video: the clip's video: a local path or an ``s3://`` URI.
+        wav: the clip's own audio file (the manifest's ``audio`` when its ``audio_source``
+            is ``wav``), read instead of the video's audio track; None reads the track.
 
     Returns:
         feature name -> array (see :func:`avsc.features.spectrograms.compute_clip_features`).
@@ -166,17 +168,21 @@ def process_clip(video: str | Path, config: FeatureConfig, *, decoder_threads: i
             message names the file).
     """
     from avsc.features.spectrograms import compute_clip_features
-    from avsc.media.decode import demux_audio, is_silent, sample_frames
+    from avsc.media.decode import demux_audio, is_silent, read_wav, sample_frames
     from avsc.media.probe import probe_media
 
     info = probe_media(video)
-    audio = demux_audio(video, config.audio, offset_s=offset_s, info=info)
+    if wav is not None:
+        audio = read_wav(wav, config.audio, offset_s=offset_s)
+    else:
+        audio = demux_audio(video, config.audio, offset_s=offset_s, info=info)
     if is_silent(audio):
         # Training on it would teach the audio backbones that silence is a scene.
         span = f"{config.audio.clip_seconds:g} s from {offset_s:g} s" if offset_s else \
             f"clip's {config.audio.clip_seconds:g} s"
-        raise MediaError(video, f"the sound (audio track {info.audio_track}) is digital silence over "
-                                f"the {span} (peak below -90 dBFS)",
+        raise MediaError(wav if wav is not None else video,
+                         f"the sound ({'the WAV' if wav is not None else f'audio track {info.audio_track}'}) "
+                         f"is digital silence over the {span} (peak below -90 dBFS)",
                          "a clip without sound cannot train the audio models; it is left out")
     frames = sample_frames(video, config.frames, seconds=config.audio.clip_seconds, offset_s=offset_s,
                            info=info, threads=decoder_threads)
@@ -187,13 +193,15 @@ def _task(args: tuple):
     """Pool task: ``(clip_id, EncodedClip, None)``, or ``(clip_id, None, reason)`` when rejected.
 
     ``args``: clip_id, label, split, video, config, specs, decoder threads, offset and,
-    optionally, the clip's fingerprint (:func:`clip_fingerprints`)."""
+    optionally, the WAV to read the sound from and the clip's fingerprint
+    (:func:`clip_fingerprints`)."""
     from avsc.features.store_writer import encode_clip
 
-    clip_id, label, split, video, config, specs, decoder_threads, offset_s, *fingerprint = args
-    source = fingerprint[0] if fingerprint else None  # None: a hash of the encoded values
+    clip_id, label, split, video, config, specs, decoder_threads, offset_s, *rest = args
+    wav = rest[0] if rest else None
+    source = rest[1] if len(rest) > 1 else None  # None: a hash of the encoded values
     try:
-        arrays = process_clip(video, config, decoder_threads=decoder_threads, offset_s=offset_s)
+        arrays = process_clip(video, config, decoder_threads=decoder_threads, offset_s=offset_s, wav=wav)
         return clip_id, encode_clip(clip_id, label, split, arrays, specs, source=source), None
     except AvscError as exc:
         return clip_id, None, str(exc)
@@ -283,7 +291,7 @@ def preprocess(
     from avsc.data.segments import check_segment_length
     from avsc.features.spectrograms import feature_shapes
     from avsc.features.store_writer import PartWriter, init_store, scan_parts, write_index
-    from avsc.runtime import use_writable_caches
+    from avsc.runtime import detect_limits, use_writable_caches
 
     use_writable_caches()  # before librosa (numba) loads here or in the workers, who inherit it
     check_shard(shard)
@@ -311,13 +319,20 @@ def preprocess(
     # not 32 neighbours in clip-id order (one location's segments), which a training
     # stream's shuffle buffer of a few parts could not mix.
     todo = [todo[i] for i in np.random.default_rng([shard[0], shard[1]]).permutation(len(todo))]
-    cpus = os.cpu_count() or 1
-    decoder_threads = max(1, cpus // workers) if workers > 1 else 0
+    # The CPUs of the pod (its CFS quota, the affinity mask), not the node's: ffmpeg's own
+    # default ("auto") starts one decoder thread per core it sees.
+    limits = detect_limits()
+    decoder_threads = max(1, limits.cpus // workers)
     tasks = [(row.clip_id, row.label, row.split, row.video_path, config, specs, decoder_threads,
-              float(row.offset_s), source)
+              float(row.offset_s), row.audio_path if row.audio_source == "wav" else None, source)
              for row, source in todo]
-    log.info("shard %d/%d: %d clips, %d already done, %d to process with %d worker(s)",
-             shard[0], shard[1], len(rows), skipped, len(tasks), workers)
+    audio_sources = {row.clip_id: row.audio_source for row, _ in todo}
+    wavs = sum(source == "wav" for source in audio_sources.values())
+    log.info("sound: %d clip(s) from the dataset's WAVs, %d from the videos' own audio tracks",
+             wavs, len(audio_sources) - wavs)
+    log.info("shard %d/%d: %d clips, %d already done, %d to process with %d worker(s), %d decoder "
+             "thread(s) each (%s)", shard[0], shard[1], len(rows), skipped, len(tasks), workers,
+             decoder_threads, limits.describe())
 
     rejected: list[dict] = []
     processed = 0
@@ -357,6 +372,8 @@ def preprocess(
         "shapes": shapes,
         "config_hash": config_hash(config),
         "lineage": json.loads(frame.attrs["lineage"].to_json()),
+        # Where each clip processed in this run took its sound: "wav" or "video" (the manifest's).
+        "audio_sources": {row["clip_id"]: audio_sources[row["clip_id"]] for row in writer.rows},
     })
     merge_summaries(out)
     return PreprocessResult(processed=processed, skipped_existing=skipped, rejected=rejected,
@@ -368,8 +385,10 @@ def clip_fingerprints(rows) -> list[str]:
     """Each manifest row's fingerprint: what the clip is, so a changed source is processed again.
 
     A hash of the clip id, its media path relative to the dataset root, its video's size and
-    modification time (local ``st_mtime``, or an object's Last-Modified on ``s3://``) and its
-    segment offset and length; a missing video gets a fingerprint no part holds. Labels and
+    modification time (local ``st_mtime``, or an object's Last-Modified on ``s3://``), its
+    segment offset and length, and, for a clip whose sound is its WAV (``audio_source`` =
+    ``wav``), the WAV's path, size and modification time; a missing file gets a fingerprint
+    no part holds. Labels and
     splits are not part of it: they do not change the features (the index takes them from
     the manifest).
 
@@ -378,11 +397,14 @@ def clip_fingerprints(rows) -> list[str]:
     """
     from avsc.records.lineage import hash_value
 
-    stats = locations.file_stats(list(rows["video_path"]))
+    wavs = [row.audio_path for row in rows.itertuples(index=False) if row.audio_source == "wav"]
+    stats = locations.file_stats(list(rows["video_path"]) + wavs)
     out = []
     for row in rows.itertuples(index=False):
         segment = None if row.segment_s is None or np.isnan(row.segment_s) else float(row.segment_s)
-        out.append(hash_value([row.clip_id, row.video, stats[row.video_path], float(row.offset_s), segment]))
+        sound = [row.audio, stats[row.audio_path]] if row.audio_source == "wav" else None
+        out.append(hash_value([row.clip_id, row.video, stats[row.video_path], float(row.offset_s), segment,
+                               sound]))
     return out
 
 

@@ -307,6 +307,23 @@ def _fusion_entry(root: Path, data: Any, where: str) -> FusionEntry:
     return entry
 
 
+def check_bundle_location(bundle_dir: str | Path) -> None:
+    """Fail at once, before any model loads, unless ``bundle_dir`` (a folder or ``s3://``
+    prefix) holds a ``bundle.json``. Reads nothing else; :func:`load_bundle` checks the rest.
+
+    Raises:
+        DataError: no bundle there.
+        StoreError: an ``s3://`` bundle without the store's settings, or an unreachable store.
+    """
+    from avsc.storage import locations
+
+    if locations.is_remote(str(bundle_dir)):
+        if not locations.exists(locations.join(str(bundle_dir), BUNDLE_FILE)):
+            raise DataError(bundle_dir, f"not a model bundle (no {BUNDLE_FILE})", "build one with `avsc bundle`")
+    elif not (Path(bundle_dir) / BUNDLE_FILE).is_file():
+        raise DataError(bundle_dir, f"not a model bundle (no {BUNDLE_FILE})", "build one with `avsc bundle`")
+
+
 def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Bundle:
     """Read ``bundle.json`` and check every listed file against its SHA-256.
 

@@ -368,6 +368,31 @@ class Predictor:
                              f"{exc}); the log has the traceback")
 
 
+def check_videos(paths: Iterable[str | Path]) -> dict[str, str]:
+    """The videos of ``paths`` that cannot be classified, found without loading any model.
+
+    Each is checked as classifying it would first: it exists and is a file (an ``s3://``
+    object: the store's settings are present and the object exists) and ffmpeg reads it as
+    media with a video stream. A fraction of a second per file, where loading a bundle's
+    models takes 10-40 s.
+
+    Returns:
+        path -> the message naming the file and what is wrong (empty when every one is fine).
+    """
+    from avsc.media.ffmpeg import FFmpegCrash
+    from avsc.media.probe import probe_media
+
+    problems: dict[str, str] = {}
+    for path in map(str, paths):
+        try:
+            probe_media(path)
+        except (AvscError, FFmpegCrash) as exc:
+            problems[path] = str(exc) if path in str(exc) else f"{path}: {exc}"
+        except OSError as exc:
+            problems[path] = f"{path}: {exc.strerror or exc}"
+    return problems
+
+
 def _is_not_retracing_warning(record: logging.LogRecord) -> bool:
     return "triggered tf.function retracing" not in record.getMessage()
 
@@ -398,4 +423,4 @@ def _import_fusion_layers() -> None:
     import avsc.models.fusion  # noqa: F401
 
 
-__all__ = ["Prediction", "Predictor", "window_offsets", "WINDOW_TOLERANCE"]
+__all__ = ["Prediction", "Predictor", "check_videos", "window_offsets", "WINDOW_TOLERANCE"]

@@ -53,7 +53,7 @@ SILENCE_PEAK = 2.0 ** -15
 # instant (a seek alone would start at the first frame AFTER it).
 _PRE_ROLL_S = 1.0
 
-__all__ = ["demux_audio", "sample_frames", "is_silent", "media_duration", "SILENCE_PEAK"]
+__all__ = ["demux_audio", "read_wav", "sample_frames", "is_silent", "media_duration", "SILENCE_PEAK"]
 
 
 def _input(path: Path, start_s: float, seconds: float, **options: str) -> FilterableStream:
@@ -152,6 +152,59 @@ def demux_audio(
                                f"of {finite.size} decoded values)",
                          "the track is damaged or badly written float PCM; re-export the sound, "
                          "or remove the file from the list")
+    keep = min(n, len(samples))
+    out[:keep] = samples[:keep]
+    return out
+
+
+def read_wav(
+    path: str | Path,
+    cfg: AudioConfig,
+    *,
+    offset_s: float = 0.0,
+    duration_s: float | None = None,
+    timeout_s: float = 300.0,
+) -> np.ndarray:
+    """The sound of a dataset's own audio file (TAU 2021: ``audio/*.wav``, binaural, 48 kHz,
+    24-bit) as float PCM at ``cfg.sample_rate``, exactly ``duration_s`` long.
+
+    The file is resampled and mixed to ``cfg.channels`` by ffmpeg, as a video's track is by
+    :func:`demux_audio`. A file shorter than the window is padded with zeros and a longer one
+    cropped: TAU's 10-s files hold 479,999 to 480,001 samples.
+
+    Args:
+        path: the audio file: a local path or an ``s3://`` URI (read with range requests
+            through a presigned URL; nothing copied).
+        cfg: sample rate and channel count to deliver; ``cfg.clip_seconds`` is the default length.
+        offset_s: where to start, in seconds from the start of the file.
+        duration_s: how many seconds to deliver (default ``cfg.clip_seconds``); must be > 0.
+        timeout_s: give up on a file ffmpeg cannot decode in this time.
+
+    Returns:
+        [shape=(round(duration_s * cfg.sample_rate), cfg.channels), float32] samples.
+
+    Raises:
+        MediaError: missing, empty or undecodable file, no samples in the window, or
+            non-finite samples (the message names the file).
+    """
+    from avsc.media.probe import WAV_HINT
+
+    path = media_path(path)
+    duration_s = cfg.clip_seconds if duration_s is None else float(duration_s)
+    _span(offset_s, duration_s, path)
+    check_media_file(path, WAV_HINT)
+    source = _input(path, offset_s, duration_s)
+    sound = source.audio.output("pipe:", format="f32le", acodec="pcm_f32le", ac=cfg.channels, ar=cfg.sample_rate)
+    args = sound.global_args("-loglevel", "error").get_args()
+    raw = run_ffmpeg(path, args, what="audio", timeout_s=timeout_s, hint=WAV_HINT).stdout
+    samples = np.frombuffer(raw, dtype="<f4")
+    samples = samples[:len(samples) - len(samples) % cfg.channels].reshape(-1, cfg.channels)
+    if len(samples) == 0:
+        raise MediaError(path, f"no audio samples decoded from {offset_s:g} s on", WAV_HINT)
+    if not np.isfinite(samples).all():
+        raise MediaError(path, "the file holds non-finite samples (NaN or Inf)", WAV_HINT)
+    n = int(round(duration_s * cfg.sample_rate))
+    out = np.zeros((n, cfg.channels), dtype=np.float32)
     keep = min(n, len(samples))
     out[:keep] = samples[:keep]
     return out

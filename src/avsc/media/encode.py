@@ -13,7 +13,7 @@ import ffmpeg
 import numpy as np
 
 from avsc.errors import AvscError, MediaError
-from avsc.media.ffmpeg import run_ffmpeg
+from avsc.media.ffmpeg import local_file_argument, run_ffmpeg
 
 __all__ = ["write_wav", "write_clip"]
 
@@ -67,7 +67,7 @@ def write_clip(
             write_wav(wav, audio, sample_rate, sample_width=2)
             streams.append(ffmpeg.input(str(wav)).audio)
             options.update({"c:a": "aac", "b:a": "128k", "ar": str(sample_rate)})
-        cmd = (ffmpeg.output(*streams, str(path), **options).global_args("-loglevel", "error")
+        cmd = (ffmpeg.output(*streams, local_file_argument(path), **options).global_args("-loglevel", "error")
                .get_args(overwrite_output=True))
         try:
             run_ffmpeg(path, cmd, what="frames and sound to encode", input_bytes=frames.tobytes(), timeout_s=600.0)

@@ -186,8 +186,20 @@ def media_path(path: str | Path) -> Path | str:
     return str(path) if is_remote(str(path)) else Path(path)
 
 
-def _remote_inputs(args: list[str]) -> tuple[list[str], dict[str, str]]:
-    """``args`` with each ``-i s3://...`` read through a presigned URL; {URL: URI} to redact."""
+def local_file_argument(path: str | Path) -> str:
+    """A local file as ffmpeg must be given it: ``file:`` and the absolute path.
+
+    ffmpeg reads the text before a ``:`` as a protocol name when it is made of letters, digits
+    and ``+-.``: a relative ``scene: park.mp4`` is the unknown protocol ``scene`` ("Protocol
+    not found"), and ``c:/x.mp4`` or ``http:x.mp4`` worse. The ``file:`` protocol named
+    explicitly, with an absolute path, reads any file name as a file name.
+    """
+    return f"file:{Path(path).absolute()}"
+
+
+def _ffmpeg_inputs(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """``args`` with each ``-i s3://...`` read through a presigned URL and each ``-i`` that is a
+    local file named as :func:`local_file_argument` does; {URL: URI} to redact."""
     from avsc.storage.s3 import is_remote
 
     out: list[str] = []
@@ -200,6 +212,8 @@ def _remote_inputs(args: list[str]) -> tuple[list[str], dict[str, str]]:
             urls[url] = arg
             out[-1:] = [*_URL_OPTIONS, "-i"]
             out.append(url)
+        elif i > 0 and args[i - 1] == "-i" and not arg.startswith("file:") and os.path.isfile(arg):
+            out.append(local_file_argument(arg))  # not pipe:, a URL or a filter graph: a file
         else:
             out.append(arg)
     return out, urls
@@ -240,7 +254,7 @@ def run_ffmpeg(path: str | Path, args: list[str], *, what: str = "streams", time
         MediaError: the report says the file is unusable, ffmpeg failed, or it ran too long.
     """
     exe = exe or ffmpeg_exe()
-    args, urls = _remote_inputs(args)
+    args, urls = _ffmpeg_inputs(args)
     cmd = [exe, "-nostdin", "-hide_banner", *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s, env=ffmpeg_env(exe),

@@ -252,6 +252,49 @@ def probe_media(path: str | Path, *, decode_check: bool = False, timeout_s: floa
     return info
 
 
+@dataclass(frozen=True)
+class WavInfo:
+    """A dataset's audio file as its header describes it: ``channels``, ``sample_rate`` (Hz),
+    ``frames`` (samples per channel) and ``subtype`` (``PCM_24`` for TAU 2021)."""
+
+    channels: int
+    sample_rate: int
+    frames: int
+    subtype: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+WAV_HINT = "re-download or re-extract the dataset's audio, or set data.audio_source = video"
+
+
+def probe_wav(path: str | Path) -> WavInfo:
+    """Read the header of an audio file (WAV, FLAC, ...): a local path, or an ``s3://`` URI
+    (a few kilobytes read with range requests; nothing copied).
+
+    Raises:
+        MediaError: missing or empty file, or not an audio file libsndfile reads.
+    """
+    import soundfile
+
+    path = media_path(path)
+    check_media_file(path, WAV_HINT)
+    try:
+        if isinstance(path, str):
+            from avsc.storage import locations
+
+            with locations.open_input(path) as handle:
+                info = soundfile.info(handle)
+        else:
+            info = soundfile.info(str(path))
+    except (RuntimeError, TypeError, ValueError) as exc:  # soundfile.LibsndfileError is a RuntimeError
+        raise MediaError(path, f"not a readable audio file ({str(exc).strip()[:120]})", WAV_HINT) from None
+    return WavInfo(channels=int(info.channels), sample_rate=int(info.samplerate), frames=int(info.frames),
+                   subtype=str(info.subtype))
+
+
 def check_media_file(path: Path | str, hint: str = HINT) -> None:
     """Raise a :class:`MediaError` naming ``path`` unless it is an existing, non-empty file
     (or ``s3://`` object)."""
@@ -265,6 +308,6 @@ def check_media_file(path: Path | str, hint: str = HINT) -> None:
     if not path.exists():
         raise MediaError(path, "file not found", "check the path, or that the dataset is fully extracted")
     if not path.is_file():
-        raise MediaError(path, "not a file")
+        raise MediaError(path, "a folder, not a file" if path.is_dir() else "not a file")
     if path.stat().st_size == 0:
         raise MediaError(path, "file is empty", hint)

@@ -167,8 +167,11 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
                     checkpoints: Checkpoints, progress: bool) -> TrainResult:
     from avsc.features.store import FeatureStore
     from avsc.models.backbones import build_backbone, check_backbone
+    from avsc.runtime import describe_limits, limit_tensorflow_threads
 
     check_backbone(backbone)
+    limit_tensorflow_threads()  # before TensorFlow's first operation fixes its pools
+    log.info("%s: %s", backbone, describe_limits())
     store = FeatureStore.open(feature_dirs)
     store.spec_for(backbone)
     for split in ("train", "val"):

@@ -246,9 +246,11 @@ def embed_clips(
     from avsc.config import VISUAL_BACKBONES
     from avsc.features.store import FeatureStore
     from avsc.records import ModelInfo
+    from avsc.runtime import limit_tensorflow_threads
     from avsc.storage.files import sha256_file
     from avsc.training.streams import clip_predictions, eval_dataset, store_errors
 
+    limit_tensorflow_threads()  # the pod's CPUs, before the model's first operation
     with locations.local_folder(model_dir, include=["model.keras", "config.json"]) as local:
         model_path, config_path = local / "model.keras", local / "config.json"
         for needed in (model_path, config_path):

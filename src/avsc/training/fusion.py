@@ -214,7 +214,9 @@ def train_fusion(
     from tqdm import tqdm
 
     from avsc.models.losses import kl_divergence_loss
+    from avsc.runtime import limit_tensorflow_threads
 
+    limit_tensorflow_threads()  # the pod's CPUs, before the first operation (a no-op after it)
     if locations.any_remote(embeddings, out_dir):
         from dataclasses import replace
 

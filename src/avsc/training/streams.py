@@ -140,6 +140,18 @@ def _parts_dataset(parts: list[Part], spec: FeatureSpec, order: np.ndarray, *,
     return ds.unbatch()
 
 
+def _within_cpu_limit(ds):
+    """``ds`` with tf.data's thread pool (which AUTOTUNE sizes its parallel calls within) sized
+    to the usable CPUs (:func:`avsc.runtime.usable_cpus`: the pod's quota), not the node's cores."""
+    import tensorflow as tf
+
+    from avsc.runtime import usable_cpus
+
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = usable_cpus()
+    return ds.with_options(options)
+
+
 def _decode_frames(spec: FeatureSpec):
     import tensorflow as tf
 
@@ -204,7 +216,7 @@ def train_dataset(
         -(-_examples(parts, spec, frames_per_clip if visual else None) // batch_size)))
     ds = ds.enumerate().map(_batch_map(mixup_alpha, seed), num_parallel_calls=tf.data.AUTOTUNE,
                             deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _within_cpu_limit(ds).prefetch(tf.data.AUTOTUNE)
 
 
 def _examples(parts: list[Part], spec: FeatureSpec, frames_per_clip: int | None) -> int:
@@ -265,7 +277,7 @@ def eval_dataset(store: FeatureStore, backbone: str, split: str | None, *, batch
         ds = ds.map(_decode_frames(spec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.map(lambda x, label: x).batch(batch_size).apply(
         tf.data.experimental.assert_cardinality(-(-_examples(parts, spec, None) // batch_size)))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _within_cpu_limit(ds).prefetch(tf.data.AUTOTUNE)
 
 
 def clip_predictions(outputs: np.ndarray, n_clips: int) -> np.ndarray:
