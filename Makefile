@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev,cpu,pipeline
+EXTRAS ?= dev,cpu,pipeline,jax
 OUT ?= runs/local
 
 .DEFAULT_GOAL := help
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 .PHONY: install
-install: $(STAMP) ## Create .venv and install avsc with its dev, CPU and pipeline extras
+install: $(STAMP) ## Create .venv and install avsc with its dev, CPU, pipeline and JAX extras
 
 .PHONY: run
 run: $(STAMP) ## Main job: run the whole pipeline locally (kfp.local) on a generated demo dataset
@@ -51,6 +51,7 @@ bench: $(STAMP) ## Run every benchmark (prints figures; slow)
 	$(PY) bench/fusion.py
 	$(PY) bench/predict.py
 	$(PY) bench/pipeline.py
+	KERAS_BACKEND=jax $(PY) bench/gpu.py --device cpu --preset quick --clips 64
 
 .PHONY: clean
 clean: ## Remove build outputs and local runs (keeps .venv)

@@ -205,7 +205,7 @@ def run_steps(args, work: Path) -> dict:
 # --------------------------------------------------------------------------- streams
 
 def stream_rates(store, backbone: str, *, batch_size: int, repeats: int, min_examples: int = 4000,
-                 cached_batches: int = 8) -> dict:
+                 cached_batches: int = 8, kind: str = "tfdata") -> dict:
     """Examples/s of the training stream from ``store``, and of the same batches cached in memory.
 
     The stream is one pipeline run over the store's epochs again and again (``repeat``) until
@@ -213,7 +213,14 @@ def stream_rates(store, backbone: str, *, batch_size: int, repeats: int, min_exa
     but the per-epoch set-up (tracing, threads: ~0.5 s, which a TAU-sized epoch of 7,780
     clips amortises) is paid once, as it would be over a store of that size. The cached
     stream is its first ``cached_batches`` batches, held in memory and repeated.
+
+    ``kind``: ``tfdata`` (:func:`avsc.training.streams.train_dataset`) or ``numpy``
+    (:func:`avsc.training.numpy_stream.train_batches`, the same batches; its passes run one
+    after another, its cache is a list of the batches).
     """
+    if kind == "numpy":
+        return _numpy_stream_rates(store, backbone, batch_size=batch_size, repeats=repeats,
+                                   min_examples=min_examples, cached_batches=cached_batches)
     from avsc.training.streams import train_dataset
 
     def stream():
@@ -244,6 +251,39 @@ def stream_rates(store, backbone: str, *, batch_size: int, repeats: int, min_exa
             "streamed_bytes_per_run": streamed, "examples_per_epoch": per_epoch, "passes": passes}
 
 
+def _numpy_stream_rates(store, backbone: str, *, batch_size: int, repeats: int, min_examples: int,
+                        cached_batches: int) -> dict:
+    """:func:`stream_rates` of the NumPy stream: each pass a new stream (seed 1), as an epoch is."""
+    from avsc.training.numpy_stream import train_batches
+
+    def stream():
+        return train_batches(store, backbone, batch_size=batch_size, mixup_alpha=0.4, seed=1)
+
+    def count(batches) -> int:
+        return sum(int(inputs[0].shape[0]) for inputs, _ in batches)
+
+    per_epoch = count(stream())
+    passes = max(1, -(-min_examples // per_epoch))
+    streamed = feature_bytes(store, store.spec_for(backbone).name, "train") * passes
+    best = 0.0
+    with RssWatcher() as rss:
+        for _ in range(repeats):
+            began = time.perf_counter()
+            n = sum(count(stream()) for _ in range(passes))
+            best = max(best, n / (time.perf_counter() - began))
+    first = stream()
+    cached = [first[i] for i in range(min(cached_batches, len(first)))]
+    cached_examples = count(cached)
+    best_cached = 0.0
+    for _ in range(repeats):
+        began = time.perf_counter()
+        n = sum(count(cached) for _ in range(max(1, -(-min_examples // cached_examples))))
+        best_cached = max(best_cached, n / (time.perf_counter() - began))
+    return {"samples_per_s": round(best, 1), "cached_samples_per_s": round(best_cached, 1),
+            "ratio": round(best / best_cached, 3), "rss_growth_bytes": rss.peak - rss.start,
+            "streamed_bytes_per_run": streamed, "examples_per_epoch": per_epoch, "passes": passes}
+
+
 def run_streams(args, work: Path) -> dict:
     from avsc.features.store import FeatureStore
     from avsc.storage.sync import push_dir
@@ -257,12 +297,15 @@ def run_streams(args, work: Path) -> dict:
     try:
         push_dir(local, "s3://streams/features", settings=direct, progress=False)
         stores = {"local": FeatureStore.open(local), "s3": FeatureStore.open("s3://streams/features")}
+        stores = {where: stores[where] for where in args.stream_sources.split(",")}
         for backbone in BACKBONES:
-            row = {}
-            for where, store in stores.items():
-                rates = stream_rates(store, backbone, batch_size=args.batch_size, repeats=args.repeats)
-                row[where] = rates
-            out[backbone] = row
+            for kind in args.stream_kinds.split(","):  # one after the other: the same machine load
+                row = {}
+                for where, store in stores.items():
+                    rates = stream_rates(store, backbone, batch_size=args.batch_size, repeats=args.repeats,
+                                         kind=kind)
+                    row[where] = rates
+                out[backbone if kind == "tfdata" else f"{backbone} ({kind})"] = row
     finally:
         server.stop()
     return out
@@ -336,16 +379,18 @@ def report(summary: dict) -> None:
     if streams:
         print(f"\nTraining streams, batch 32, {streams['clips']} clips ({mib(streams['store_bytes'])} store), "
               f"{streams['cpus']} CPUs; samples = clips (audio) or frames (visual):")
-        for backbone in BACKBONES:
-            if backbone not in streams:
-                continue
-            local, remote = streams[backbone]["local"], streams[backbone]["s3"]
-            per_core = local["samples_per_s"] / streams["cpus"]
-            print(f"{backbone:9s} local {local['samples_per_s']:8.1f}/s (cached {local['cached_samples_per_s']:8.1f}/s, "
-                  f"{local['ratio']:.2f}x; {per_core:6.1f}/s per core)   s3 {remote['samples_per_s']:8.1f}/s "
-                  f"(cached {remote['cached_samples_per_s']:8.1f}/s, {remote['ratio']:.2f}x, "
-                  f"RSS +{remote['rss_growth_bytes'] / 2**20:.0f} MiB while streaming "
-                  f"{remote['streamed_bytes_per_run'] / 2**20:.0f} MiB a run)")
+        for backbone in [k for k in streams if k.split(" ")[0] in BACKBONES]:
+            local, remote = streams[backbone].get("local"), streams[backbone].get("s3")
+            line = f"{backbone:17s}"
+            if local:
+                per_core = local["samples_per_s"] / streams["cpus"]
+                line += (f" local {local['samples_per_s']:8.1f}/s (cached {local['cached_samples_per_s']:8.1f}/s, "
+                         f"{local['ratio']:.2f}x; {per_core:6.1f}/s per core)")
+            if remote:
+                line += (f"   s3 {remote['samples_per_s']:8.1f}/s (cached {remote['cached_samples_per_s']:8.1f}/s, "
+                         f"{remote['ratio']:.2f}x, RSS +{remote['rss_growth_bytes'] / 2**20:.0f} MiB while streaming "
+                         f"{remote['streamed_bytes_per_run'] / 2**20:.0f} MiB a run)")
+            print(line)
     startup = summary.get("startup")
     if startup:
         print(f"\nStart-up, avsc preprocess --workers {startup['workers']}: first decoder after "
@@ -362,6 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", metavar="DIR", help="keep the synthetic data here (reused by later runs)")
     parser.add_argument("--skip-steps", action="store_true")
     parser.add_argument("--skip-streams", action="store_true")
+    parser.add_argument("--stream-kinds", default="tfdata,numpy",
+                        help="input streams to measure, comma-separated: tfdata, numpy")
+    parser.add_argument("--stream-sources", default="local,s3",
+                        help="where the streams read the store from, comma-separated: local, s3")
     parser.add_argument("--skip-startup", action="store_true")
     parser.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     args = parser.parse_args(argv)

@@ -20,7 +20,9 @@ def publish_outputs(
     """Copy the outputs to ``output_uri``: an ``s3://bucket/prefix`` or a local folder.
 
     Layout under it: ``config.json`` (the run's config record), the report folder's files
-    (metrics.json, report.html, ...), ``embeddings/<backbone>.parquet`` and ``bundle/``.
+    (metrics.json, report.html, ..., outputs.json), ``embeddings/<backbone>.parquet`` and
+    ``bundle/``. The files an earlier run's report or bundle left there are removed
+    (:func:`avsc.storage.publish.merge_output`), so they never mix with this run's.
 
     Args:
         output_uri: ``s3://bucket/prefix`` (credentials from ``AVSC_S3_*``) or a local
@@ -33,8 +35,9 @@ def publish_outputs(
     import os
     import shutil
 
+    from avsc.storage.publish import merge_output
     from avsc.storage.s3 import is_remote
-    from avsc.storage.sync import push_dir, push_file
+    from avsc.storage.sync import push_file
 
     if not output_uri:
         print("output_uri is empty: nothing published")
@@ -43,13 +46,13 @@ def publish_outputs(
     files["config.json"] = config.path
     if is_remote(output_uri):
         base = output_uri.rstrip("/")
-        push_dir(report.path, base, progress=False)
-        push_dir(bundle.path, f"{base}/bundle", progress=False)
+        merge_output(report.path, base)  # an earlier report's files there are removed
+        merge_output(bundle.path, f"{base}/bundle")
         for name, path in files.items():
             push_file(path, f"{base}/{name}")
     else:
-        shutil.copytree(report.path, output_uri, dirs_exist_ok=True)
-        shutil.copytree(bundle.path, os.path.join(output_uri, "bundle"), dirs_exist_ok=True)
+        merge_output(report.path, output_uri)
+        merge_output(bundle.path, os.path.join(output_uri, "bundle"))
         for name, path in files.items():
             os.makedirs(os.path.dirname(os.path.join(output_uri, name)), exist_ok=True)
             shutil.copyfile(path, os.path.join(output_uri, name))

@@ -96,8 +96,8 @@ def test_settings_commands_default_to_the_paper_preset_and_take_config_and_set()
             assert flag in text, (name, flag)
         assert "usage error (an unknown option or a bad value) also a bad --set or --config file" in text
     for name, argv in TENSORFLOW_COMMANDS.items():
-        assert "Needs TensorFlow" in " ".join(commands[(name,)].format_help().split()), name
-    assert "Needs TensorFlow" not in commands[("preprocess",)].format_help()
+        assert "Needs Keras on TensorFlow" in " ".join(commands[(name,)].format_help().split()), name
+    assert "Needs Keras on TensorFlow" not in commands[("preprocess",)].format_help()
 
 
 def test_predict_and_preprocess_document_their_failure_status():
@@ -254,6 +254,17 @@ def test_commands_that_need_tensorflow_say_which_extra_to_install(name, tmp_path
     assert done.stdout == ""
     helped = _python(_WITHOUT_TENSORFLOW, name, "--help", cwd=tmp_path)
     assert helped.returncode == 0 and "exit status:" in helped.stdout
+
+
+def test_a_jax_backend_without_jax_says_which_extra_to_install(tmp_path):
+    hide_jax = _WITHOUT_TENSORFLOW.replace('("tensorflow", "keras")', '("jax", "jaxlib")')
+    env = dict(os.environ, KERAS_BACKEND="jax",
+               PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", hide_jax, *TENSORFLOW_COMMANDS["train"]], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == ("avsc train: error: this command with KERAS_BACKEND=jax needs JAX: "
+                                   "pip install 'avsc[jax]'")
 
 
 # ---------------------------------------------------------------- cheap imports

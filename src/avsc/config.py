@@ -51,6 +51,7 @@ PRESETS: tuple[str, ...] = ("paper", "quick")
 # the best fusion model): DCASE's primary metric, log loss (after temperature scaling), or
 # accuracy; see avsc.evaluation.calibration.SELECTION_RULES.
 Selection = Literal["log_loss", "accuracy"]
+Stream = Literal["auto", "tfdata", "numpy"]
 # Where a clip's sound comes from (DataConfig.audio_source).
 AudioSource = Literal["auto", "wav", "video"]
 # The preset every entry point (library, CLI, pipeline) starts from unless told otherwise.
@@ -143,6 +144,9 @@ class TrainConfig:
     mixed_precision: str = "auto"  # "auto" (on when a GPU is present), "on", "off"
     selection: Selection = "log_loss"  # the epoch kept: lowest val log loss, or best val accuracy
     seed: int = 0
+    # The input stream: "tfdata", "numpy" (no TensorFlow needed), or "auto" (tf.data on Keras'
+    # TensorFlow backend, NumPy on the others). Both give the same batches for a seed.
+    stream: Stream = "auto"
 
 
 @dataclass(frozen=True)

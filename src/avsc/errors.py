@@ -40,5 +40,10 @@ class StoreError(AvscError):
     """The object store refused or could not be reached (credentials, bucket, network)."""
 
 
+class Preempted(AvscError):
+    """A step stopped on SIGTERM (an evicted or preempted pod) after saving its work; running
+    it again resumes."""
+
+
 class ResourceError(AvscError):
     """This machine (or pod) lacks what a step needs, e.g. the memory to train a backbone."""

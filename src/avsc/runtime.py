@@ -38,6 +38,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,8 +202,13 @@ def limit_tensorflow_threads(cpus: int | None = None) -> bool:
     TensorFlow.
 
     Returns:
-        True when set; False when TensorFlow had already started (its pools stay as they are).
+        True when set; False when TensorFlow had already started (its pools stay as they are)
+        or Keras runs on another backend.
     """
+    keras = sys.modules.get("keras")
+    backend = keras.backend.backend() if keras else os.environ.get("KERAS_BACKEND") or "tensorflow"
+    if backend != "tensorflow":
+        return False  # Keras runs on JAX (or PyTorch): TensorFlow is not used here, nor imported
     import tensorflow as tf
 
     cpus = cpus or usable_cpus()

@@ -11,8 +11,11 @@ imports what it needs when it runs, so ``avsc --help`` answers at once.
 
 Exit statuses: 0 success; 1 a data or runtime error (:class:`avsc.errors.AvscError`,
 ``OSError``, a missing TensorFlow extra); 2 a usage error (argparse, and
-:class:`avsc.errors.ConfigError` from flags, ``--set`` or a config file); 130 interrupted.
-Errors print as one line, ``avsc COMMAND: error: ...``, never a traceback.
+:class:`avsc.errors.ConfigError` from flags, ``--set`` or a config file); 130 interrupted;
+143 stopped by SIGTERM after saving its work (:class:`avsc.errors.Preempted`).
+Errors print as one line, ``avsc COMMAND: error: ...``, never a traceback; also an avsc error
+raised inside TensorFlow (in a part read by ``tf.data``), which TensorFlow re-raises as an
+``OpError`` whose text holds the Python traceback.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from collections.abc import Iterator
 from avsc import __version__
 from avsc.cli import options
 from avsc.config import DEFAULT_PRESET
-from avsc.errors import AvscError, ConfigError
+from avsc.errors import AvscError, ConfigError, Preempted
 
 # Modules under avsc.cli that add a command, in the order a clip flows through the system.
 COMMANDS: list[str] = [
@@ -96,13 +99,16 @@ def _run(handler, args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"{where}: error: {exc}", file=sys.stderr)
         return options.EXIT_USAGE
+    except Preempted as exc:
+        print(f"{where}: {exc}", file=sys.stderr)
+        return options.EXIT_TERMINATED
     except AvscError as exc:
         print(f"{where}: error: {exc}", file=sys.stderr)
         return options.EXIT_FAILURE
     except ImportError as exc:
         if not options.is_missing_tensorflow(exc):
             raise
-        print(f"{where}: error: {options.TENSORFLOW_MISSING}", file=sys.stderr)
+        print(f"{where}: error: {options.missing_backend_message()}", file=sys.stderr)
         return options.EXIT_FAILURE
     except BrokenPipeError:  # the reader went away (`avsc predict ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -113,6 +119,28 @@ def _run(handler, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"{where}: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
         return options.EXIT_INTERRUPTED
+    except Exception as exc:
+        inner = _avsc_error_in_tensorflow(exc)
+        if inner is None:
+            raise  # a bug: its traceback is what a report needs
+        name, message = inner
+        print(f"{where}: error: {message}", file=sys.stderr)
+        return options.EXIT_USAGE if name == "ConfigError" else options.EXIT_FAILURE
+
+
+def _avsc_error_in_tensorflow(exc: BaseException) -> tuple[str, str] | None:
+    """``(class name, message)`` of the avsc error TensorFlow wrapped into ``exc``, or None.
+
+    A Python function that ``tf.data`` runs (``tf.numpy_function``) and that raises reaches
+    the caller as a ``tf.errors.OpError`` whose message holds the formatted traceback, ending
+    in ``avsc.errors.StoreError: <message>``; the exception object itself is not kept.
+    """
+    import re
+
+    if not type(exc).__module__.startswith("tensorflow"):
+        return None
+    found = re.findall(r"avsc\.errors\.(\w+Error): ([^\n]+)", str(exc))
+    return found[-1] if found else None
 
 
 @contextlib.contextmanager

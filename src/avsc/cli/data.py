@@ -1,4 +1,4 @@
-"""``avsc data push|pull|ls``: move datasets and outputs to and from an S3-compatible store.
+"""``avsc data push|pull|ls|uploads``: move datasets and outputs to and from an S3-compatible store.
 
 The endpoint and credentials come from ``AVSC_S3_ENDPOINT``, ``AVSC_S3_ACCESS_KEY``,
 ``AVSC_S3_SECRET_KEY`` (and optionally ``AVSC_S3_REGION``, ``AVSC_S3_SECURE``).
@@ -55,6 +55,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls.add_argument("uri", metavar="s3://BUCKET[/PREFIX]", help="bucket or prefix to list")
     ls.set_defaults(handler=run_ls)
 
+    uploads = add_command(
+        actions, "uploads", help="list (and abort) incomplete multipart uploads under s3://bucket/prefix",
+        description="A process killed while it uploads a large object leaves an incomplete "
+                    "multipart upload: its parts take space in the bucket but form no object. "
+                    "List them under the prefix, or abort them with --abort. " + _ENV_HELP,
+        failure=_STORE_FAILURE)
+    uploads.add_argument("uri", metavar="s3://BUCKET[/PREFIX]", help="bucket or prefix to look under")
+    uploads.add_argument("--abort", action="store_true",
+                         help="abort the uploads started more than --older-than hours ago")
+    uploads.add_argument("--older-than", type=float, default=1.0, metavar="HOURS",
+                         help="with --abort: leave younger uploads alone, they may belong to a "
+                              "transfer still running (0 aborts every one)")
+    uploads.set_defaults(handler=run_uploads)
+
 
 def _transfer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=positive_int, default=8, metavar="N",
@@ -101,3 +115,33 @@ def run_ls(args: argparse.Namespace) -> int:
         print(f"{obj.size:>12}  {stamp}  {base}{obj.key}")
     print(f"{len(objects)} objects, {_human(sum(obj.size for obj in objects))}")
     return 0
+
+
+def run_uploads(args: argparse.Namespace) -> int:
+    from avsc.errors import ConfigError
+    from avsc.storage.sync import abort_incomplete_uploads, list_incomplete_uploads
+
+    if args.older_than < 0:
+        raise ConfigError(f"--older-than must be 0 or more hours, not {args.older_than:g}")
+    bucket, _ = _bucket(args.uri)
+    if args.abort:
+        aborted = abort_incomplete_uploads(args.uri, older_than_s=args.older_than * 3600)
+        for up in aborted:
+            print(f"aborted  {_stamp(up.initiated)}  s3://{bucket}/{up.key}")
+        print(f"{len(aborted)} incomplete uploads aborted")
+        return 0
+    found = list_incomplete_uploads(args.uri)
+    for up in found:
+        print(f"{_stamp(up.initiated)}  s3://{bucket}/{up.key}  {up.upload_id}")
+    print(f"{len(found)} incomplete uploads" + ("; abort them with --abort" if found else ""))
+    return 0
+
+
+def _bucket(uri: str) -> tuple[str, str]:
+    from avsc.storage.s3 import parse_uri
+
+    return parse_uri(uri)
+
+
+def _stamp(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "-"

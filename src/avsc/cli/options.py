@@ -35,17 +35,20 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process ended by it
 
 TENSORFLOW_MISSING = "this command needs TensorFlow: pip install 'avsc[cpu]' or 'avsc[gpu]'"
-# Top-level modules of the TensorFlow extras; a command that fails to import one of them
-# tells the user which extra to install instead of showing a traceback.
-TENSORFLOW_MODULES = ("tensorflow", "keras")
+JAX_MISSING = "this command with KERAS_BACKEND=jax needs JAX: pip install 'avsc[jax]'"
+# Top-level modules of the Keras extras (cpu, gpu: TensorFlow; jax); a command that fails to
+# import one of them tells the user which extra to install instead of showing a traceback.
+TENSORFLOW_MODULES = ("tensorflow", "keras", "jax", "jaxlib")
 
 _EXIT_LINES = {
     EXIT_OK: "success",
     EXIT_FAILURE: "data or runtime error (an input missing or unusable, a step that failed)",
     EXIT_USAGE: "usage error (an unknown option or a bad value)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); finished work is kept, re-run to resume",
+    EXIT_TERMINATED: "stopped by SIGTERM (a pod evicted or preempted) after saving its work; re-run to resume",
 }
 
 
@@ -106,8 +109,8 @@ def add_command(subparsers: argparse._SubParsersAction, name: str, *, help: str,
         exit_notes: ``failure=`` / ``usage=``: command-specific meanings of statuses 1 and 2.
     """
     if needs_tensorflow:
-        description += (" Needs TensorFlow: install avsc with the cpu or gpu extra "
-                        "(pip install 'avsc[cpu]').")
+        description += (" Needs Keras on TensorFlow: install avsc with the cpu or gpu extra "
+                        "(pip install 'avsc[cpu]'), or on JAX: the jax extra and KERAS_BACKEND=jax.")
     parser = subparsers.add_parser(name, help=help, description=description,
                                    epilog=exit_status_epilog(**exit_notes),
                                    formatter_class=HelpFormatter)
@@ -211,7 +214,8 @@ def _dotted(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 # ---------------------------------------------------------------- TensorFlow
 
 def require_tensorflow(*, load: bool = False, verbose: bool = False) -> None:
-    """Fail in one line, before any work, when the TensorFlow extra is not installed.
+    """Fail in one line, before any work, when Keras or its backend is not installed: TensorFlow
+    (the default; the cpu or gpu extra), or JAX when ``KERAS_BACKEND=jax`` (the jax extra).
 
     Also keeps TensorFlow's C++ start-up chatter out of the terminal: its log level, and with
     ``load`` (unless ``verbose``) TensorFlow imported here with the process's standard error
@@ -220,17 +224,18 @@ def require_tensorflow(*, load: bool = False, verbose: bool = False) -> None:
     ...") ignore ``TF_CPP_MIN_LOG_LEVEL``.
 
     Raises:
-        MissingDependencyError: ``tensorflow`` or ``keras`` cannot be found.
+        MissingDependencyError: ``keras`` or the backend's package cannot be found.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    for name in TENSORFLOW_MODULES:
+    jax = _keras_backend() == "jax"
+    for name in ("keras", "jax") if jax else ("tensorflow", "keras"):
         try:
             found = importlib.util.find_spec(name) is not None
         except ImportError:
             found = False
         if not found:
-            raise MissingDependencyError(TENSORFLOW_MISSING)
-    if not load or verbose or "tensorflow" in sys.modules:
+            raise MissingDependencyError(JAX_MISSING if jax else TENSORFLOW_MISSING)
+    if jax or not load or verbose or "tensorflow" in sys.modules:
         return
     sys.stderr.flush()
     saved = os.dup(2)
@@ -245,7 +250,17 @@ def require_tensorflow(*, load: bool = False, verbose: bool = False) -> None:
         os.close(saved)
 
 
+def _keras_backend() -> str:
+    # What Keras will pick, without importing it: KERAS_BACKEND wins over keras.json.
+    return os.environ.get("KERAS_BACKEND", "").strip() or "tensorflow"
+
+
+def missing_backend_message() -> str:
+    """The line that says which extra to install for the Keras backend asked for."""
+    return JAX_MISSING if _keras_backend() == "jax" else TENSORFLOW_MISSING
+
+
 def is_missing_tensorflow(exc: BaseException) -> bool:
-    """Is ``exc`` the import error of a missing TensorFlow extra?"""
+    """Is ``exc`` the import error of a missing Keras extra (TensorFlow, Keras, JAX)?"""
     name = getattr(exc, "name", None) or ""
     return isinstance(exc, ImportError) and name.partition(".")[0] in TENSORFLOW_MODULES

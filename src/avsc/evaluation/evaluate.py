@@ -188,7 +188,10 @@ def evaluate(
             (self-contained), ``report.md``, ``confusion-<method>-<modalities>.png``,
             ``submission-<method>-<modalities>.csv`` (calibrated probabilities; on a segment
             run also ``submission-<method>-<modalities>-clips.csv`` of whole clips),
-            ``calibration-*.png`` and ``training-curves.png``.
+            ``calibration-*.png``, ``training-curves.png`` and ``outputs.json`` (the run id and
+            every file's SHA-256). The folder is published whole when the evaluation ends
+            (:func:`avsc.storage.publish.staged_output`): it never mixes two evaluations, and an
+            evaluation that fails or is killed leaves the previous report as it was.
         split: the split to evaluate (``test`` = TAU fold1_evaluate).
         embeddings: optional folder of ``<backbone>.parquet`` (``avsc embed`` outputs) or
             mapping backbone -> Parquet file; adds one row per backbone (calibrated softmax
@@ -217,6 +220,7 @@ def evaluate(
         DataError: a missing or unreadable fusion folder, a split without clips, two
             folders for the same method and modality set, no embeddings file, a missing
             manifest.
+            ``report_dir`` holds files that no ``avsc evaluate`` published (no ``outputs.json``).
         ConfigError: an unknown selection rule; a key of an ``embeddings`` or ``models``
             mapping that is not a backbone.
 
@@ -225,6 +229,17 @@ def evaluate(
         ...                    models="runs/models", manifest="runs/manifest.parquet")
         >>> metrics["best"], metrics["results"][0]["log_loss"]
     """
+    from avsc.evaluation.provenance import new_run_id
+    from avsc.storage.publish import staged_output
+
+    run_id = run_id or new_run_id()
+    with staged_output(report_dir, kind="evaluate", run_id=run_id) as staging:
+        return _evaluate(fusion_dirs, staging, split=split, embeddings=embeddings, models=models,
+                         manifest=manifest, run_id=run_id, selection=selection)
+
+
+def _evaluate(fusion_dirs, report_dir: str | Path, *, split: str, embeddings, models, manifest,
+              run_id: str, selection: str | None) -> dict[str, Any]:
     from avsc.evaluation import report
     from avsc.storage import locations
 
@@ -235,7 +250,7 @@ def evaluate(
         with contextlib.ExitStack() as stack:
             local = [locations.local_inputs(stack, d) for d in fusion_dirs]
             out = stack.enter_context(locations.output_folder(report_dir))
-            return evaluate(local, out, split=split, embeddings=locations.local_inputs(stack, embeddings),
+            return _evaluate(local, out, split=split, embeddings=locations.local_inputs(stack, embeddings),
                             models=locations.local_inputs(stack, models),
                             manifest=locations.local_inputs(stack, manifest), run_id=run_id, selection=selection)
     report_dir = Path(report_dir)

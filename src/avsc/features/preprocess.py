@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from avsc.config import FeatureConfig, config_hash, to_dict
-from avsc.errors import AvscError, ConfigError, DataError, MediaError
+from avsc.errors import AvscError, ConfigError, DataError, MediaError, StoreError
 from avsc.features.store_writer import PART_CLIPS, merge_summaries, shard_name
 from avsc.storage import locations
 
@@ -201,8 +201,11 @@ def _task(args: tuple):
     wav = rest[0] if rest else None
     source = rest[1] if len(rest) > 1 else None  # None: a hash of the encoded values
     try:
-        arrays = process_clip(video, config, decoder_threads=decoder_threads, offset_s=offset_s, wav=wav)
+        arrays = _process_clip_checked(video, config, decoder_threads=decoder_threads, offset_s=offset_s,
+                                       wav=wav)
         return clip_id, encode_clip(clip_id, label, split, arrays, specs, source=source), None
+    except StoreError:
+        raise  # the store, not the clip: the run stops (finished clips kept) and a re-run resumes
     except AvscError as exc:
         return clip_id, None, str(exc)
     except MemoryError:
@@ -211,6 +214,34 @@ def _task(args: tuple):
         log.exception("unexpected error on %s", video)
         return clip_id, None, (f"{video}: an unexpected error stopped its processing ({type(exc).__name__}: "
                                f"{exc}); the clip is left out (the log has the traceback)")
+
+
+def _process_clip_checked(video: str | Path, config: FeatureConfig, *, decoder_threads: int,
+                          offset_s: float, wav: str | Path | None = None, attempts: int = 2) -> dict:
+    """:func:`process_clip`, telling a fault of the object store from a bad clip.
+
+    ffmpeg reports a store that is down, stalls or answers 5xx as a failure to read the
+    file. Before such a failure of an ``s3://`` video (or WAV) counts against the clip, the
+    store is asked for the files (with the client's bounded retries): if it cannot answer, the
+    :class:`~avsc.errors.StoreError` is raised, never a rejection; if it answers, the clip
+    is tried once more, since the fault may have passed in between.
+
+    Raises:
+        StoreError: the store could not be reached (or refused) while the clip was read.
+        MediaError: the clip itself is unusable (also: the object does not exist).
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return process_clip(video, config, decoder_threads=decoder_threads, offset_s=offset_s, wav=wav)
+        except MediaError:
+            remote = [str(f) for f in (video, wav) if f is not None and locations.is_remote(str(f))]
+            if not remote:
+                raise
+            # StoreError when the store cannot answer; a missing file is the clip's fault
+            if not all(locations.exists(f) for f in remote) or attempt == attempts:
+                raise
+            log.info("%s: reading failed while the store answers; trying the clip again", video)
+    raise AssertionError("unreachable")
 
 
 def _init_worker() -> None:

@@ -57,7 +57,6 @@ from avsc.errors import ConfigError, DataError
 from avsc.labels import LABELS
 from avsc.records import ModelInfo
 from avsc.storage.files import (
-    atomic_path,
     backbone_paths,
     read_json,
     sha256_file,
@@ -170,8 +169,9 @@ def make_bundle(
             every other folder argument may be an ``s3://`` prefix.
         fusion_dir: output of ``avsc fuse`` (``model.keras``, ``fusion.json``).
         out_dir: the bundle folder to write. Built beside it under a temporary name and
-            renamed into place, so it is either complete or absent; an existing bundle
-            there is replaced.
+            published whole (:func:`avsc.storage.publish.staged_output`, with ``outputs.json``
+            naming the run), so it is the previous bundle or this one, never a mix; an
+            existing bundle there is replaced.
         visual_fusion_dir: optional visual-only fusion model (``--modalities visual``),
             used by ``avsc predict --allow-visual-only`` on videos without an audio track.
 
@@ -185,7 +185,9 @@ def make_bundle(
         ConfigError: ``visual_fusion_dir`` is not a visual-only fusion model; a key of a
             ``models`` mapping that is not a backbone.
     """
+    from avsc.evaluation.provenance import new_run_id
     from avsc.storage import locations
+    from avsc.storage.publish import staged_output
 
     if locations.any_remote(models, fusion_dir, out_dir, visual_fusion_dir):
         # Model folders are fetched (and the bundle pushed) through temporary local folders.
@@ -193,7 +195,8 @@ def make_bundle(
             local_models = locations.local_inputs(stack, models)
             fused = locations.local_inputs(stack, fusion_dir)
             visual = locations.local_inputs(stack, visual_fusion_dir)
-            staging = stack.enter_context(locations.output_folder(out_dir))
+            staging = stack.enter_context(staged_output(out_dir, kind="bundle", run_id=new_run_id(),
+                                                        replaces=BUNDLE_FILE))
             make_bundle(local_models, fused, staging / "bundle", visual_fusion_dir=visual)
             for path in (staging / "bundle").iterdir():  # the bundle's files, at out_dir itself
                 path.rename(staging / path.name)
@@ -249,7 +252,7 @@ def make_bundle(
     shapes: dict[str, list[int]] = {}
     for config in configs.values():
         shapes.update({k: list(v) for k, v in config.feature_shapes.items()})
-    with atomic_path(out_dir) as tmp:
+    with staged_output(out_dir, kind="bundle", run_id=new_run_id(), replaces=BUNDLE_FILE) as tmp:
         (tmp / "backbones").mkdir(parents=True)
         sha256: dict[str, str] = {}
         backbone_files = {}

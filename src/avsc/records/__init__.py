@@ -19,5 +19,6 @@ Example:
 from avsc.records._base import Record, RecordError
 from avsc.records.lineage import Lineage
 from avsc.records.model_info import Calibration, ModelInfo
+from avsc.records.output_manifest import OutputFile, OutputManifest
 
-__all__ = ["Record", "RecordError", "Lineage", "Calibration", "ModelInfo"]
+__all__ = ["Record", "RecordError", "Lineage", "Calibration", "ModelInfo", "OutputFile", "OutputManifest"]

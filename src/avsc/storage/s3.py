@@ -90,11 +90,17 @@ class S3Settings:
         access_key, secret_key: credentials (left out of ``repr`` so they never reach a log).
         region: region name, or None to let the client ask the service.
         secure: https when True, http when False.
-        retries: attempts per request for transient faults (connection errors, 5xx, SlowDown).
+        retries: attempts per request for transient faults (connection errors, timeouts,
+            5xx, SlowDown).
         backoff_s: delay before the second attempt; doubles for each further one.
         connect_timeout_s: how long to wait for a TCP connection before counting an attempt
             as failed (an unreachable endpoint fails after ``retries`` of these, not minutes).
-        read_timeout_s: how long a started request may go without receiving data.
+        read_timeout_s: how long a started request may go without sending or receiving a
+            byte before the attempt counts as failed (a stalled store, not a slow transfer:
+            a transfer that keeps moving is never cut).
+        retry_budget_s: no new attempt starts once this many seconds have passed since the
+            first one. With the defaults a stalled or unreachable store is reported within
+            ``retries * (connect_timeout_s + read_timeout_s) + backoffs`` = 55.5 s at most.
     """
 
     endpoint: str
@@ -105,7 +111,25 @@ class S3Settings:
     retries: int = 4
     backoff_s: float = 0.5
     connect_timeout_s: float = 3.0
-    read_timeout_s: float = 120.0
+    read_timeout_s: float = 10.0
+    retry_budget_s: float = 45.0
+
+    @property
+    def give_up_after_s(self) -> float:
+        """The longest a call can take to report a store that is down or stalled: every
+        attempt waiting out both timeouts, the backoffs between them, within the budget."""
+        attempts = max(1, self.retries)
+        per_attempt = self.connect_timeout_s + self.read_timeout_s
+        total, began = 0.0, 0.0
+        for attempt in range(1, attempts + 1):
+            total += per_attempt
+            if attempt == attempts:
+                break
+            delay = self.backoff_s * 2 ** (attempt - 1)
+            if total - began + delay > self.retry_budget_s:
+                break
+            total += delay
+        return total
 
     @property
     def url(self) -> str:
@@ -246,15 +270,22 @@ def _store_error(exc: BaseException, settings: S3Settings, bucket: str,
 
 
 def _with_retries(call: Callable[[], T], settings: S3Settings, what: str) -> T:
-    """Run ``call``; on a transient fault wait ``backoff_s * 2**n`` and try again."""
+    """Run ``call``; on a transient fault wait ``backoff_s * 2**n`` and try again.
+
+    At most ``settings.retries`` attempts, and none started after ``retry_budget_s``: the
+    caller hears of a store that stays down within a bounded time, whatever the fault.
+    """
     attempts = max(1, settings.retries)
+    began = time.monotonic()
     for attempt in range(1, attempts + 1):
         try:
             return call()
         except Exception as exc:
-            if attempt == attempts or not is_transient(exc):
-                raise
             delay = settings.backoff_s * 2 ** (attempt - 1)
+            spent = time.monotonic() - began
+            if attempt == attempts or not is_transient(exc) or \
+                    spent + delay > settings.retry_budget_s:
+                raise
             log.debug("%s: %s (attempt %d/%d), retrying in %.2fs", what, type(exc).__name__,
                       attempt, attempts, delay)
             time.sleep(delay)

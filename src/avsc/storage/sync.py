@@ -322,6 +322,73 @@ def _relative_objects(session: Session, prefix: str) -> list[StoredObject]:
     return sorted(objects, key=lambda obj: obj.key)
 
 
+@dataclass(frozen=True)
+class IncompleteUpload:
+    """A multipart upload that was started and neither completed nor aborted.
+
+    Its parts take space in the bucket (and are billed) but are no object: a process killed
+    during a large upload leaves one behind. ``key`` is the object's full key.
+    """
+
+    key: str
+    upload_id: str
+    initiated: Any  # datetime (UTC) or None when the service does not say
+
+
+def list_incomplete_uploads(uri: str, *, settings: S3Settings | None = None) -> list[IncompleteUpload]:
+    """Every incomplete multipart upload of an object under ``uri`` (``s3://bucket/prefix``),
+    oldest first.
+
+    Raises:
+        StoreError: bad credentials, missing bucket or unreachable endpoint.
+    """
+    bucket, prefix = parse_uri(uri)
+    session = Session(settings, bucket)
+    uploads: list[IncompleteUpload] = []
+    key_marker = upload_id_marker = None
+    while True:
+        # ListMultipartUploads has no public wrapper in the minio client; its private one
+        # builds and signs the request, which is all that is needed here.
+        page = session.call(lambda key_marker=key_marker, upload_id_marker=upload_id_marker:
+                            session.client._list_multipart_uploads(
+                                bucket, prefix=f"{prefix}/" if prefix else None, key_marker=key_marker,
+                                upload_id_marker=upload_id_marker))
+        uploads += [IncompleteUpload(key=up.object_name, upload_id=up.upload_id or "",
+                                     initiated=up.initiated_time) for up in page.uploads]
+        if not page.is_truncated or not page.uploads:
+            break
+        key_marker, upload_id_marker = page.uploads[-1].object_name, page.uploads[-1].upload_id
+    return sorted(uploads, key=lambda up: (up.initiated is None, up.initiated or 0, up.key))
+
+
+def abort_incomplete_uploads(uri: str, *, older_than_s: float = 3600.0,
+                             settings: S3Settings | None = None) -> list[IncompleteUpload]:
+    """Abort the incomplete multipart uploads under ``uri`` started more than ``older_than_s``
+    seconds ago, freeing their parts; returns those aborted.
+
+    A younger upload may belong to a transfer still running (aborting it would make that
+    transfer fail and start over), so it is kept unless ``older_than_s`` is 0. An upload
+    whose start time the service does not report is aborted only when ``older_than_s`` is 0.
+
+    Raises:
+        StoreError: bad credentials, missing bucket, unreachable endpoint, or an abort refused.
+    """
+    import datetime
+
+    bucket, _ = parse_uri(uri)
+    session = Session(settings, bucket)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    aborted = []
+    for up in list_incomplete_uploads(uri, settings=settings):
+        if older_than_s > 0 and (up.initiated is None or
+                                 (now - up.initiated).total_seconds() < older_than_s):
+            continue
+        session.call(lambda up=up: session.client._abort_multipart_upload(
+            bucket, up.key, up.upload_id), up.key)
+        aborted.append(up)
+    return aborted
+
+
 def _safe_target(local_dir: Path, relative: str, uri: str) -> Path:
     parts = PurePosixPath(relative).parts
     if not parts or relative.startswith("/") or any(part in ("..", ".") for part in parts):

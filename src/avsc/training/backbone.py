@@ -13,7 +13,10 @@ Preemption-safe: after every epoch the model, its optimizer state, the epoch, th
 and the best-so-far are checkpointed to ``checkpoints`` (a folder or ``s3://`` prefix;
 default ``MODEL_DIR/checkpoints``, see :mod:`avsc.training.checkpoints`); running again with
 the same settings and checkpoint location (``epochs`` may grow), in a new process with a new,
-empty output folder if need be, continues after the last finished epoch.
+empty output folder if need be, continues after the last finished epoch. Within an epoch a
+checkpoint is also saved every ``checkpoint_every_s`` seconds and on SIGTERM (then training
+stops with :class:`~avsc.errors.Preempted`); a run resumed from one continues at
+the next step and ends with the same weights as a run never stopped.
 
 Model selection uses the VAL split only; the test split is never read here. After every
 epoch the val clips' logits (``fc10``; a visual clip's are the mean over its frames, as
@@ -27,6 +30,7 @@ leave avsc (its embeddings stay raw logits).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -39,7 +43,7 @@ import keras
 import numpy as np
 
 from avsc.config import TrainConfig, config_hash, to_dict
-from avsc.errors import ConfigError, DataError
+from avsc.errors import ConfigError, DataError, Preempted
 from avsc.evaluation.calibration import SELECTION_RULES, calibrate, selection_key
 from avsc.labels import LABELS
 from avsc.models.losses import kl_divergence_loss
@@ -47,13 +51,20 @@ from avsc.models.saving import save_keras_model
 from avsc.records import Calibration, ModelInfo
 from avsc.storage import locations
 from avsc.storage.files import write_json
-from avsc.training.checkpoints import Checkpoints, check_resume_key
+from avsc.training.checkpoints import (
+    Checkpoints,
+    StepCheckpoints,
+    check_resume_key,
+    restore_seed_states,
+    seed_states,
+    sigterm_flag,
+)
 from avsc.training.mixup import inner_model, with_mixup
 from avsc.training.streams import (
     clip_predictions,
-    eval_dataset,
+    eval_stream,
     label_indices,
-    train_dataset,
+    train_stream,
 )
 
 __all__ = ["train_backbone", "TrainResult"]
@@ -92,18 +103,35 @@ def _use_mixed_precision(setting: str) -> bool:
     if setting == "off":
         return False
     if setting == "auto":
-        import tensorflow as tf
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            import tensorflow as tf
 
-        return bool(tf.config.list_physical_devices("GPU"))
+            return bool(tf.config.list_physical_devices("GPU"))
+        if backend == "jax":
+            import jax
+
+            return any(device.platform == "gpu" for device in jax.devices())
+        return False
     raise ConfigError(f"train.mixed_precision must be auto, on or off, got {setting!r}")
 
 
 def _resume_key(backbone: str, config: TrainConfig, store) -> dict[str, Any]:
-    # The data (the store's lineage) and every setting but the epoch count must match to
-    # continue a run (avsc.training.checkpoints.check_resume_key says what differs).
-    train = {k: v for k, v in to_dict(config).items() if k != "epochs"}
+    # The data (the store's lineage) and every setting but the epoch count and the input
+    # stream (both give the same batches) must match to continue a run
+    # (avsc.training.checkpoints.check_resume_key says what differs).
+    train = {k: v for k, v in to_dict(config).items() if k not in ("epochs", "stream")}
     return {"settings": {"backbone": backbone, "train": train, "features": to_dict(store.config)},
             "lineage": dataclasses.asdict(store.lineage)}
+
+
+def _train_examples(store, backbone: str, config: TrainConfig) -> int:
+    """Examples in one training epoch: train clips, or their frames for a visual backbone."""
+    from avsc.config import VISUAL_BACKBONES
+    from avsc.training.streams import _examples
+
+    visual = backbone in VISUAL_BACKBONES
+    return _examples(store.parts("train"), store.spec_for(backbone), config.frames_per_clip if visual else None)
 
 
 def _logits_model(model: keras.Model) -> keras.Model:
@@ -111,10 +139,11 @@ def _logits_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.input, model.get_layer("fc10").output, name=f"{model.name}_logits")
 
 
-def _clip_logits(logits_model, store, backbone: str, split: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _clip_logits(logits_model, store, backbone: str, split: str, batch_size: int,
+                 stream: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """[shape=(n_clips, 10)] logits of a split's clips (visual: mean over frames) and labels."""
     labels = label_indices(store, split)
-    outputs = logits_model.predict(eval_dataset(store, backbone, split, batch_size=batch_size), verbose=0)
+    outputs = logits_model.predict(eval_stream(stream, store, backbone, split, batch_size=batch_size), verbose=0)
     return clip_predictions(np.asarray(outputs, dtype=np.float64), len(labels)), labels
 
 
@@ -126,6 +155,8 @@ def train_backbone(
     config: TrainConfig,
     checkpoints: str | Path | None = None,
     progress: bool = True,
+    checkpoint_every_s: float = 60.0,
+    checkpoint_every_steps: int | None = None,
 ) -> TrainResult:
     """Train one backbone, resuming from ``checkpoints`` if a run was cut short.
 
@@ -142,9 +173,12 @@ def train_backbone(
             default ``model_dir/checkpoints``). Give a durable location on a cluster: a
             retried pod pointed at it resumes after the last finished epoch.
         progress: show Keras' progress bar. Each epoch's summary is logged (INFO).
+        checkpoint_every_s, checkpoint_every_steps: within an epoch, also checkpoint after
+            this many seconds and (if given) every this many steps; and on SIGTERM.
 
     Raises:
         ConfigError: unknown backbone or checkpoints of another run at ``checkpoints``.
+        Preempted: SIGTERM arrived; a checkpoint was committed first (run again to resume).
         DataError: the store lacks the needed feature, or its train or val split is empty.
         StoreError: the object store refused or could not be reached.
 
@@ -159,12 +193,14 @@ def train_backbone(
 
     with locations.output_folder(model_dir) as local_dir, store_errors():
         result = _train_backbone(backbone, feature_dirs, local_dir, config=config,
-                                 checkpoints=Checkpoints(checkpoints), progress=progress)
+                                 checkpoints=Checkpoints(checkpoints), progress=progress,
+                                 every=(checkpoint_every_s, checkpoint_every_steps))
     return result if not locations.is_remote(str(model_dir)) else replace(result, model_dir=str(model_dir))
 
 
 def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: TrainConfig,
-                    checkpoints: Checkpoints, progress: bool) -> TrainResult:
+                    checkpoints: Checkpoints, progress: bool,
+                    every: tuple[float, int | None] = (60.0, None)) -> TrainResult:
     from avsc.features.store import FeatureStore
     from avsc.models.backbones import build_backbone, check_backbone
     from avsc.runtime import describe_limits, limit_tensorflow_threads
@@ -188,6 +224,7 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
     mixed = _use_mixed_precision(config.mixed_precision)
     previous_policy = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy("mixed_float16" if mixed else "float32")
+    stack = contextlib.ExitStack()  # the SIGTERM handler, while epochs run
     try:
         keras.utils.set_random_seed(config.seed)
         state = ckpt.read_state()
@@ -198,11 +235,17 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
                                   f"train.epochs = {config.epochs}; give --epochs {state['epoch']} or more "
                                   f"to finish this run, or another checkpoint location to train "
                                   f"{config.epochs} epoch(s) afresh")
+        in_epoch = state.get("in_epoch") if state is not None else None
         if state is not None:
-            trainer = ckpt.load_model(state["last"])
+            trainer = ckpt.load_model(in_epoch["model"] if in_epoch else state["last"])
+            restore_seed_states(trainer, (in_epoch or state).get("seed_states"))
             model = inner_model(trainer)
             history = state["history"]
-            log.info("%s: resuming after epoch %d of %d", backbone, state["epoch"], config.epochs)
+            if in_epoch:
+                log.info("%s: resuming in epoch %d of %d after step %d", backbone, in_epoch["epoch"],
+                         config.epochs, in_epoch["step"])
+            else:
+                log.info("%s: resuming after epoch %d of %d", backbone, state["epoch"], config.epochs)
         else:
             model = build_backbone(backbone, store.shapes, config)
             # Trained through a model whose first layer casts and mixes the stored arrays
@@ -218,16 +261,28 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
         logits_model = _logits_model(model)
         start = int(state["epoch"])
         epochs_run = 0
+        stop = stack.enter_context(sigterm_flag())
         for epoch in range(start, config.epochs):
             began = time.perf_counter()
-            train = train_dataset(store, backbone, batch_size=config.batch_size,
-                                  mixup_alpha=config.mixup_alpha, frames_per_clip=config.frames_per_clip,
-                                  seed=config.seed * 100003 + epoch)
-            fit = trainer.fit(train, epochs=1, shuffle=False, verbose=1 if progress else 0)
-            logits, labels = _clip_logits(logits_model, store, backbone, "val", config.batch_size)
+            train = train_stream(config.stream, store, backbone, batch_size=config.batch_size,
+                                 mixup_alpha=config.mixup_alpha, frames_per_clip=config.frames_per_clip,
+                                 seed=config.seed * 100003 + epoch)
+            # A checkpoint within this epoch: skip the (same, seeded) batches trained on already.
+            prior = in_epoch if in_epoch and in_epoch["epoch"] == epoch + 1 else None
+            first_step = prior["step"] if prior else 0
+            steps = StepCheckpoints(ckpt, state, epoch=epoch, first_step=first_step,
+                                    examples=_train_examples(store, backbone, config),
+                                    batch_size=config.batch_size, stop=stop, every_s=every[0],
+                                    every_steps=every[1], prior=prior)
+            fit = trainer.fit(train.skip(first_step), epochs=1, shuffle=False,
+                              verbose=1 if progress else 0, callbacks=[steps])
+            if steps.stopped_at is not None:
+                raise Preempted(f"stopped by SIGTERM in epoch {epoch + 1}, after step {steps.stopped_at}; "
+                                f"checkpoint saved in {ckpt.location}: run the same command again to resume")
+            logits, labels = _clip_logits(logits_model, store, backbone, "val", config.batch_size, config.stream)
             calibration = calibrate(logits, labels)
             metrics = calibration["metrics"]
-            entry = {"epoch": epoch + 1, "loss": float(fit.history["loss"][-1]),
+            entry = {"epoch": epoch + 1, "loss": steps.epoch_loss(float(fit.history["loss"][-1])),
                      "val_accuracy": metrics["accuracy"], "val_log_loss": calibration["before"]["log_loss"],
                      "val_log_loss_calibrated": metrics["log_loss"], "temperature": calibration["temperature"],
                      "seconds": round(time.perf_counter() - began, 3)}
@@ -241,10 +296,14 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
                 ckpt.copy(last_name, best_name)
                 state.update(best=best_name, best_epoch=epoch + 1, best_key=list(key), best_val_metrics=metrics,
                              best_calibration={k: calibration[k] for k in ("temperature", "before", "after")})
-            state.update(epoch=epoch + 1, history=history, last=last_name)
+            state.update(epoch=epoch + 1, history=history, last=last_name, in_epoch=None,
+                         seed_states=seed_states(trainer))
             ckpt.write_state(state)  # the checkpoint counts only once this is written
             ckpt.prune({state["last"], state["best"]})
             epochs_run += 1
+            if stop.is_set():
+                raise Preempted(f"stopped by SIGTERM after epoch {epoch + 1}; checkpoint saved in "
+                                f"{ckpt.location}: run the same command again to resume")
             log.info("%s epoch %d/%d: loss %.4f, val accuracy %.3f, val log loss %.4f (%.4f at T=%.2f)%s, %.1f s",
                      backbone, epoch + 1, config.epochs, entry["loss"], entry["val_accuracy"],
                      entry["val_log_loss"], entry["val_log_loss_calibrated"], entry["temperature"],
@@ -255,6 +314,7 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
             inner_model(ckpt.load_model(state["best"], compile=False))
         save_keras_model(best, model_dir / "model.keras")
     finally:
+        stack.close()
         keras.mixed_precision.set_dtype_policy(previous_policy)
 
     calibration = dict(state["best_calibration"], fitted_on="val")

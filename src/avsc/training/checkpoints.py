@@ -11,11 +11,24 @@ Layout under the location::
                                the best epoch so far, and the names of the files below
     epoch-0003.keras           the model (with optimizer state) after the last epoch
     best-epoch-0002.keras      the model of the best epoch so far
+    step-0004-000120.keras     the model within an epoch (epoch 4 after step 120), written
+                               every ~60 s and on SIGTERM (:class:`StepCheckpoints`); named by
+                               ``state.json["in_epoch"]`` until the epoch ends
     <anything>.npz             arrays a trainer keeps (the fusion trainers' weights)
 
 Every file is written atomically; ``state.json`` is written last and is the commit point: a
 run killed while it saves leaves the previous state and its files intact. Files the state
 no longer names are deleted afterwards.
+
+Preemption costs seconds, not an epoch: within an epoch :class:`StepCheckpoints` (a Keras
+callback, like ``keras.callbacks.BackupAndRestore`` with ``save_freq`` in steps, but also by
+time, on SIGTERM and to an ``s3://`` location) saves the training model, the step reached, the
+running loss and the state of the model's random generators (dropout), which a ``.keras``
+file does not keep. A resumed run skips the batches already trained on (the epoch's stream is
+seeded, so they are the same batches) and ends with the same weights as a run never stopped.
+:func:`sigterm_flag` turns SIGTERM (what Kubernetes sends a pod it evicts or preempts, 30 s
+before SIGKILL by default) into a request to save and stop: the trainer raises
+:class:`~avsc.errors.Preempted` once the checkpoint is committed.
 
 Example:
     >>> ckpt = Checkpoints("s3://avsc/runs/r1/checkpoints/aud-mel-1a2b3c")
@@ -24,13 +37,19 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import signal
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
 from avsc.storage import locations
@@ -229,3 +248,114 @@ class Checkpoints:
         for location in locations.list_files(locations.join(self.location, name)):
             (Path(folder) / locations.name_of(location)).write_bytes(locations.read_bytes(location))
         return True
+
+
+# ---------------------------------------------------------------- within an epoch, and SIGTERM
+
+@contextlib.contextmanager
+def sigterm_flag() -> Iterator[threading.Event]:
+    """An event that is set when the process receives SIGTERM while the block runs.
+
+    The handler only sets the event (the trainer saves and stops at its next step); the
+    previous handler is restored afterwards. Outside the main thread, where Python cannot
+    install handlers, the event is never set.
+    """
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame) -> None:
+        log.warning("SIGTERM received: saving a checkpoint at the next step, then stopping")
+        flag.set()
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def seed_states(model) -> list[list[int]]:
+    """The states of the model's random generators (its dropout layers'), in layer order.
+
+    A ``.keras`` file does not keep them: a model loaded from one draws other dropout masks
+    than the model that was saved would have drawn next.
+    """
+    return [np.asarray(v.numpy()).astype(np.int64).tolist() for v in _seed_variables(model)]
+
+
+def restore_seed_states(model, states: list[list[int]] | None) -> None:
+    """Put back what :func:`seed_states` returned (nothing when ``states`` is None)."""
+    if states is None:
+        return
+    variables = _seed_variables(model)
+    if len(variables) != len(states):
+        raise ValueError(f"checkpoint has {len(states)} random generator states, the model {len(variables)}")
+    for variable, value in zip(variables, states):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
+
+
+def _seed_variables(model) -> list:
+    return [v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")]
+
+
+class StepCheckpoints(keras.callbacks.Callback):
+    """A Keras callback that checkpoints within an epoch: every ``every_s`` seconds, every
+    ``every_steps`` steps (if given) and when ``stop`` is set (then it stops the training).
+
+    Each checkpoint is the training model (``step-EEEE-SSSSSS.keras``, with its optimizer
+    state) and ``state.json`` holding the trainer's ``state`` plus ``in_epoch``: the epoch
+    (1-based) and step reached, the loss summed over the examples seen, and the random
+    generators' states. The epoch's last step is never saved here (the end-of-epoch
+    checkpoint follows at once).
+
+    Args:
+        ckpt: where to save.
+        state: the trainer's committed state (written with ``in_epoch`` added).
+        epoch: the epoch being trained, 0-based.
+        first_step: steps of this epoch already trained before this ``fit`` (a resumed run).
+        examples: examples in the epoch (for the loss over the whole epoch).
+        batch_size: examples a step (every step but the last is full).
+        prior: ``in_epoch`` of the checkpoint resumed from, or None.
+    """
+
+    def __init__(self, ckpt: Checkpoints, state: dict[str, Any], *, epoch: int, first_step: int,
+                 examples: int, batch_size: int, stop: threading.Event, every_s: float = 60.0,
+                 every_steps: int | None = None, prior: dict[str, Any] | None = None):
+        super().__init__()
+        self.ckpt, self.state, self.epoch, self.first_step = ckpt, state, epoch, first_step
+        self.examples, self.batch_size, self.stop = examples, batch_size, stop
+        self.every_s, self.every_steps = every_s, every_steps
+        self.prior_sum = float(prior["loss_sum"]) if prior else 0.0
+        self.prior_seen = first_step * batch_size
+        self.stopped_at: int | None = None
+        self._last = time.monotonic()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = self.first_step + batch + 1
+        if step >= self.first_step + int(self.params.get("steps") or 0):
+            return  # the end-of-epoch checkpoint comes next
+        due = (self.stop.is_set() or (self.every_steps and step % self.every_steps == 0)
+               or time.monotonic() - self._last >= self.every_s)
+        if not due:
+            return
+        seen_now = (batch + 1) * self.batch_size
+        self.save(step, self.prior_sum + float(logs["loss"]) * seen_now)
+        if self.stop.is_set():
+            self.stopped_at = step
+            self.model.stop_training = True
+
+    def save(self, step: int, loss_sum: float) -> None:
+        name = f"step-{self.epoch + 1:04d}-{step:06d}.keras"
+        self.ckpt.save_model(self.model, name)
+        self.ckpt.write_state({**self.state, "in_epoch": {
+            "epoch": self.epoch + 1, "step": step, "model": name, "loss_sum": loss_sum,
+            "seed_states": seed_states(self.model)}})
+        self.ckpt.prune({self.state.get("last"), self.state.get("best"), name})
+        self._last = time.monotonic()
+        log.info("checkpoint at epoch %d, step %d in %s", self.epoch + 1, step, self.ckpt.location)
+
+    def epoch_loss(self, fit_loss: float) -> float:
+        """The loss over the whole epoch, from ``fit``'s mean over the steps it ran."""
+        rest = self.examples - self.prior_seen
+        return (self.prior_sum + fit_loss * rest) / max(1, self.examples)

@@ -220,10 +220,11 @@ def embed_clips(
     *,
     batch_size: int = 32,
     progress: bool = True,
+    stream: str = "auto",
 ) -> EmbedResult:
     """Embed every clip of every split of a feature store with a trained backbone.
 
-    Streams the one feature the backbone reads (:func:`avsc.training.streams.eval_dataset`),
+    Streams the one feature the backbone reads (:func:`avsc.training.streams.eval_stream`),
     part by part, from a folder or ``s3://``; nothing else of the store is read.
 
     Args:
@@ -233,6 +234,8 @@ def embed_clips(
             the model was trained on.
         out_path: Parquet file to write (atomically; a path or ``s3://``), rows sorted by clip_id.
         batch_size: clips (audio) or frames (visual) per batch.
+        stream: the input stream, as the setting ``train.stream``: ``auto`` (tf.data on Keras'
+            TensorFlow backend, NumPy otherwise), ``tfdata`` or ``numpy``.
 
     Raises:
         DataError: missing model files, a store made with another feature config or
@@ -248,7 +251,7 @@ def embed_clips(
     from avsc.records import ModelInfo
     from avsc.runtime import limit_tensorflow_threads
     from avsc.storage.files import sha256_file
-    from avsc.training.streams import clip_predictions, eval_dataset, store_errors
+    from avsc.training.streams import clip_predictions, eval_stream, store_errors
 
     limit_tensorflow_threads()  # the pod's CPUs, before the model's first operation
     with locations.local_folder(model_dir, include=["model.keras", "config.json"]) as local:
@@ -275,10 +278,13 @@ def embed_clips(
     per_clip = spec.shape[0] if backbone in VISUAL_BACKBONES else 1
     fc1024_parts, fc10_parts = [], []
     unit = "frame" if per_clip > 1 else "clip"
+    # Other backends run the model eagerly, one op at a time; predict_on_batch compiles it (XLA).
+    run = (lambda x: emb_model(x, training=False)) if keras.backend.backend() == "tensorflow" \
+        else emb_model.predict_on_batch
     with tqdm(total=len(rows) * per_clip, desc=f"embed {backbone}", unit=unit, disable=not progress) as bar, \
             store_errors():
-        for x in eval_dataset(store, backbone, None, batch_size=batch_size):
-            fc1024, fc10 = emb_model(x, training=False)
+        for x in eval_stream(stream, store, backbone, None, batch_size=batch_size):
+            fc1024, fc10 = run(x)
             fc1024_parts.append(np.asarray(fc1024, np.float32))
             fc10_parts.append(np.asarray(fc10, np.float32))
             bar.update(len(fc1024_parts[-1]))

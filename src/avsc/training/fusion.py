@@ -50,8 +50,10 @@ from avsc.evaluation.predictions import FUSION_FILE, PREDICTIONS_FILE, write_pre
 from avsc.labels import LABEL_INDEX, LABELS
 from avsc.models.fusion import build_fusion_model, check_method, check_modalities, fusion_logits_model
 from avsc.models.saving import save_keras_model
+from avsc.evaluation.provenance import new_run_id
 from avsc.storage import locations
 from avsc.storage.files import read_json, write_json
+from avsc.storage.publish import staged_output
 from avsc.training.checkpoints import Checkpoints
 from avsc.training.fusion_data import Embeddings, FusionData, load_fusion_data
 from avsc.training.mixup import mix
@@ -191,7 +193,9 @@ def train_fusion(
             probabilities), ``history.json`` and, written last, ``fusion.json`` (method,
             modalities, backbones, level, labels, calibrated val metrics, calibration
             (temperature, val log loss and ECE before and after), selection rule, config and
-            hash, per-backbone embedding model_sha256).
+            hash, per-backbone embedding model_sha256) and ``outputs.json`` (the run id and
+            every file's SHA-256). The folder is published whole when training ends
+            (:func:`avsc.storage.publish.staged_output`): it never mixes two trainings.
         method: ``f1`` .. ``f6``.
         modalities: ``audio+visual`` (five backbones), ``audio`` (three) or ``visual`` (two).
         config: Phase II settings (epochs, batch size, learning rate (and the FC(1024)
@@ -222,7 +226,8 @@ def train_fusion(
 
         with contextlib.ExitStack() as stack:
             local_in = locations.local_inputs(stack, embeddings)
-            local_out = stack.enter_context(locations.output_folder(out_dir))
+            local_out = stack.enter_context(staged_output(out_dir, kind="fuse", run_id=new_run_id(),
+                                                          replaces=FUSION_FILE))
             result = train_fusion(local_in, local_out, method=method, modalities=modalities, config=config,
                                   checkpoints=checkpoints, checkpoint_every_s=checkpoint_every_s,
                                   progress=progress)
@@ -299,8 +304,11 @@ def train_fusion(
     # Save an uncompiled copy with the best weights: loading it needs no custom loss.
     final = build_fusion_model(method, backbones, width, l2=config.l2)
     final.set_weights(best["weights"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / FUSION_FILE).unlink(missing_ok=True)  # the folder counts as complete only once rewritten
+    # Written into a staging folder and published whole, with outputs.json naming the run:
+    # the folder holds one training's model, predictions and fusion.json, never a mix.
+    published = contextlib.ExitStack()
+    final_dir, out_dir = out_dir, published.enter_context(
+        staged_output(out_dir, kind="fuse", run_id=new_run_id(), replaces=FUSION_FILE))
     save_keras_model(final, out_dir / "model.keras")
     final_logits = fusion_logits_model(final)
     logits = _predict(lambda xs: final_logits(xs, training=False), data.inputs(spec.level))
@@ -329,6 +337,8 @@ def train_fusion(
         "train_seconds": round(train_seconds, 3),
     }
     write_json(out_dir / FUSION_FILE, meta)
+    published.close()  # publishes; after an error above only the hidden staging folder is removed
+    out_dir = final_dir
     # The result is the caller's to report (the CLI prints it); the log keeps a trace.
     log.debug("%s %s: best epoch %d/%d, val accuracy %.4f, val log loss %.4f -> %.4f at T=%.2f, %.1f s -> %s",
               method, modalities, best["epoch"], config.epochs, val_metrics["accuracy"],

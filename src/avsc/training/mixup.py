@@ -13,6 +13,8 @@ example and mixes the (tiny) labels. The arrays are cast to float32 and mixed by
 per-element work runs where the model runs: on the GPU in a cluster, not on the few CPU cores
 that must keep the GPU fed (casting and mixing one batch of 32 paper-preset spectrograms
 costs about 0.1 s of a CPU core, several times the cost of reading them).
+
+Everything here is ``keras.ops``, so it runs on any Keras backend (TensorFlow, JAX).
 """
 
 from __future__ import annotations
@@ -29,11 +31,10 @@ def mix(a, b, lam):
         a, b: [shape=(batch, ...)] tensors (or arrays) of the same shape.
         lam: [shape=(batch,)] weights in [0, 1], broadcast over the trailing axes.
     """
-    import tensorflow as tf
-
-    a = tf.convert_to_tensor(a)
-    b = tf.convert_to_tensor(b, dtype=a.dtype)
-    weight = tf.reshape(tf.cast(lam, a.dtype), [-1] + [1] * (len(a.shape) - 1))
+    ops = keras.ops
+    a = ops.convert_to_tensor(a)
+    b = ops.convert_to_tensor(b, dtype=a.dtype)
+    weight = ops.reshape(ops.cast(lam, a.dtype), [-1] + [1] * (len(a.shape) - 1))
     return weight * a + (1 - weight) * b
 
 
@@ -49,11 +50,10 @@ def mixup(x, y, lam, perm):
     Returns:
         ``(x', y')`` of the shapes of ``x`` and ``y``.
     """
-    import tensorflow as tf
-
-    x = tf.convert_to_tensor(x)
-    y = tf.convert_to_tensor(y)
-    return mix(x, tf.gather(x, perm), lam), mix(y, tf.gather(y, perm), lam)
+    ops = keras.ops
+    x = ops.convert_to_tensor(x)
+    y = ops.convert_to_tensor(y)
+    return mix(x, ops.take(x, perm, axis=0), lam), mix(y, ops.take(y, perm, axis=0), lam)
 
 
 @keras.saving.register_keras_serializable(package="avsc")
@@ -65,11 +65,9 @@ class MixupInputs(keras.layers.Layer):
     """
 
     def call(self, inputs):
-        import tensorflow as tf
-
         x, lam, perm = inputs
-        x = tf.cast(x, self.compute_dtype)
-        return mix(x, tf.gather(x, perm), lam)
+        x = keras.ops.cast(x, self.compute_dtype)
+        return mix(x, keras.ops.take(x, perm, axis=0), lam)
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
@@ -97,8 +95,6 @@ def mix_batch(inputs, y):
 
     For code that wants the mixed batch itself (tests, inspection), not for training.
     """
-    import tensorflow as tf
-
     x, lam, perm = inputs
-    x = tf.cast(x, tf.float32)
-    return mix(x, tf.gather(x, perm), lam), y
+    x = keras.ops.cast(x, "float32")
+    return mix(x, keras.ops.take(x, perm, axis=0), lam), y

@@ -12,8 +12,10 @@ store and never the other features. Memory is bounded by the parts in flight
   frames travel as JPEG bytes through the shuffle buffer and are decoded last, in parallel,
   by ``tf.io.decode_jpeg`` (libjpeg-turbo), only those chosen.
 
-Training shuffles twice: the order of the parts (seeded per epoch), then the examples in a
-buffer spanning several parts. A training batch is ``((x, lam, perm), y)``: ``x`` as stored
+Training follows an :class:`avsc.training.sampling.EpochPlan`: the parts in a seeded order,
+then the examples of each group of consecutive parts (about ``shuffle_buffer`` examples)
+shuffled, and mixup draws made in NumPy, so the NumPy stream (:mod:`avsc.training.numpy_stream`,
+for installs without TensorFlow) gives the same batches for a given seed. A training batch is ``((x, lam, perm), y)``: ``x`` as stored
 (float16 spectrograms, uint8 frames), the mixup weights and partners, and the mixed soft
 labels; the cast to float32 and the mixing of ``x`` happen in the model
 (:mod:`avsc.training.mixup`), on the accelerator, not on the CPU cores feeding it. Evaluation streams keep the store's order
@@ -32,9 +34,10 @@ import numpy as np
 
 from avsc.config import VISUAL_BACKBONES
 from avsc.errors import AvscError, DataError
-from avsc.features.store import FeatureSpec, FeatureStore, Part, read_part_feature
+from avsc.features.store import FeatureSpec, FeatureStore, Part
 from avsc.labels import LABEL_INDEX, LABELS
 from avsc.training.mixup import mixup  # noqa: F401  (re-exported: the one mixup of Phase I)
+from avsc.training.sampling import EpochPlan, epoch_plan, part_loader
 
 PARALLEL_READS = 4  # part files read at the same time (each ~12 MB at the paper preset)
 
@@ -42,6 +45,19 @@ PARALLEL_READS = 4  # part files read at the same time (each ~12 MB at the paper
 # re-raise the error itself instead of TensorFlow's wrapping of it (a long traceback).
 _RAISED: list[AvscError] = []
 _RAISED_LOCK = threading.Lock()
+
+
+def _recording(fn):
+    """``fn`` as tf.data calls it through ``tf.numpy_function``: a store error it raises is kept
+    for :func:`store_errors` (TensorFlow passes on only its text, in a long error)."""
+    def run(*args):
+        try:
+            return fn(*args)
+        except AvscError as exc:
+            with _RAISED_LOCK:
+                _RAISED.append(exc)
+            raise
+    return run
 
 
 @contextlib.contextmanager
@@ -82,47 +98,12 @@ def _check_labels(store: FeatureStore, labels) -> None:
                         f"labels must be among {', '.join(LABELS)}")
 
 
-def _part_loader(parts: list[Part], spec: FeatureSpec, frames_per_clip: int | None, seed: int):
-    """A NumPy function (part number) -> (examples, int32 labels) of that part.
-
-    Audio: ``[n_clips, *shape]`` float16. Visual: the chosen frames of every clip, as JPEG
-    strings ``[n_frames]`` (or uint8 pixels ``[n_frames, H, W, 3]`` for a raw store).
-    """
-    labels = [np.array([LABEL_INDEX[v] for v in part.labels], np.int32) for part in parts]
-    visual = spec.name == "frames"
-
-    def load(number: np.ndarray):
-        try:
-            return read(int(number))
-        except AvscError as exc:
-            with _RAISED_LOCK:
-                _RAISED.append(exc)
-            raise
-
-    def read(number: int):
-        part = parts[number]
-        values = read_part_feature(part, spec, decode=False)
-        if not visual:
-            return np.ascontiguousarray(values), labels[number]
-        n_frames = spec.shape[0]
-        rng = np.random.default_rng([seed, number])
-        chosen = [np.arange(n_frames) if frames_per_clip is None or frames_per_clip >= n_frames
-                  else np.sort(rng.choice(n_frames, frames_per_clip, replace=False))
-                  for _ in range(len(part.rows))]
-        clip_labels = np.concatenate([np.full(len(c), y, np.int32) for c, y in zip(chosen, labels[number])])
-        if spec.encoding == "jpeg":
-            jpegs = [clip[i] for clip, picks in zip(values, chosen) for i in picks]
-            return np.array(jpegs, dtype=object), clip_labels
-        return np.concatenate([clip[picks] for clip, picks in zip(values, chosen)]), clip_labels
-    return load
-
-
 def _parts_dataset(parts: list[Part], spec: FeatureSpec, order: np.ndarray, *,
                    frames_per_clip: int | None, seed: int, parallel_reads: int):
     """Examples ``(x, label)`` of ``parts`` read in ``order``, ``parallel_reads`` parts at a time."""
     import tensorflow as tf
 
-    load = _part_loader(parts, spec, frames_per_clip, seed)
+    load = part_loader(parts, spec, frames_per_clip, seed)
     jpeg = spec.encoding == "jpeg"
     if spec.name == "frames":
         x_type, x_shape = (tf.string, [None]) if jpeg else (tf.uint8, [None, *spec.shape[1:]])
@@ -130,7 +111,7 @@ def _parts_dataset(parts: list[Part], spec: FeatureSpec, order: np.ndarray, *,
         x_type, x_shape = tf.float16, [None, *spec.shape]
 
     def read(number):
-        x, y = tf.numpy_function(load, [number], [x_type, tf.int32], stateful=False)
+        x, y = tf.numpy_function(_recording(load), [number], [x_type, tf.int32], stateful=False)
         x.set_shape(x_shape)
         y.set_shape([None])
         return x, y
@@ -182,9 +163,10 @@ def train_dataset(
     seed always gives the same batches.
 
     Args:
-        shuffle_buffer: examples shuffled together (frames for a visual backbone; for an
-            audio backbone at most 256 clips, ~94 MB of float16 at the paper preset).
-        parallel_reads: part files read at the same time.
+        shuffle_buffer: examples shuffled together, a shuffle group (frames for a visual
+            backbone; for an audio backbone at most 256 clips, ~94 MB of float16 at the paper
+            preset); two groups are read while one is batched.
+        parallel_reads: part files of a group read at the same time.
 
     Returns:
         tf.data.Dataset of ``((x, lam, perm), y)``: ``x`` [shape=(batch, ...)] as stored
@@ -199,24 +181,47 @@ def train_dataset(
     """
     import tensorflow as tf
 
+    plan = train_plan(store, backbone, mixup_alpha=mixup_alpha, frames_per_clip=frames_per_clip, seed=seed,
+                      shuffle_buffer=shuffle_buffer, parallel_reads=parallel_reads)
+    spec = plan.spec
+    jpeg = plan.jpeg
+    if spec.name == "frames":
+        x_type, x_shape = (tf.string, [None]) if jpeg else (tf.uint8, [None, *spec.shape[1:]])
+    else:
+        x_type, x_shape = tf.float16, [None, *spec.shape]
+
+    def read(group):
+        x, y = tf.numpy_function(_recording(plan.read_group), [group], [x_type, tf.int32], stateful=False)
+        x.set_shape(x_shape)
+        y.set_shape([None])
+        return x, y
+
+    # Two groups in flight: one being batched, the next being read (its parts in parallel).
+    ds = tf.data.Dataset.range(len(plan.groups)).map(read, num_parallel_calls=2, deterministic=True)
+    ds = ds.unbatch()
+    if spec.name == "frames":
+        ds = ds.map(_decode_frames(spec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(plan.n_batches(batch_size)))
+    ds = ds.enumerate().map(_batch_map(plan), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return _within_cpu_limit(ds).prefetch(tf.data.AUTOTUNE)
+
+
+def train_plan(store: FeatureStore, backbone: str, *, mixup_alpha: float, frames_per_clip: int | None,
+               seed: int, shuffle_buffer: int, parallel_reads: int) -> EpochPlan:
+    """The :class:`avsc.training.sampling.EpochPlan` of one training epoch (both streams use it).
+
+    Raises:
+        DataError: the store lacks the backbone's feature, or the train split is empty.
+    """
     spec = store.spec_for(backbone)
     parts = store.parts("train")
     if not parts:
         raise DataError(store.roots[0], "the train split is empty", "the store needs train clips")
     _check_labels(store, store.clips("train")["label"])
     visual = backbone in VISUAL_BACKBONES
-    order = np.random.default_rng([seed, 0x5EED]).permutation(len(parts))
-    ds = _parts_dataset(parts, spec, order, frames_per_clip=frames_per_clip if visual else None,
-                        seed=seed, parallel_reads=parallel_reads)
-    buffer = shuffle_buffer if visual else min(shuffle_buffer, 256)
-    ds = ds.shuffle(buffer, seed=seed + 1, reshuffle_each_iteration=False)
-    if visual:
-        ds = ds.map(_decode_frames(spec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(
-        -(-_examples(parts, spec, frames_per_clip if visual else None) // batch_size)))
-    ds = ds.enumerate().map(_batch_map(mixup_alpha, seed), num_parallel_calls=tf.data.AUTOTUNE,
-                            deterministic=True)
-    return _within_cpu_limit(ds).prefetch(tf.data.AUTOTUNE)
+    return epoch_plan(parts, spec, train=True, seed=seed, frames_per_clip=frames_per_clip if visual else None,
+                      shuffle_buffer=shuffle_buffer if visual else min(shuffle_buffer, 256),
+                      mixup_alpha=mixup_alpha, read_threads=parallel_reads)
 
 
 def _examples(parts: list[Part], spec: FeatureSpec, frames_per_clip: int | None) -> int:
@@ -231,8 +236,9 @@ def _examples(parts: list[Part], spec: FeatureSpec, frames_per_clip: int | None)
     return clips * per_clip
 
 
-def _batch_map(alpha: float, seed: int):
-    """(step, (x, labels)) -> ((x, lam, perm), soft labels): the mixup draws of one batch.
+def _batch_map(plan: EpochPlan):
+    """(step, (x, labels)) -> ((x, lam, perm), soft labels): the mixup draws of one batch
+    (:meth:`avsc.training.sampling.EpochPlan.batch_labels`, NumPy, as the NumPy stream draws them).
 
     ``x`` is passed on untouched; only the labels are mixed here (``[batch, 10]``).
     """
@@ -240,17 +246,11 @@ def _batch_map(alpha: float, seed: int):
 
     def fn(step, batch):
         x, label = batch
-        y = tf.one_hot(label, len(LABELS), dtype=tf.float32)
-        n = tf.shape(x)[0]
-        if not alpha or alpha <= 0:
-            return (x, tf.ones([n], tf.float32), tf.range(n, dtype=tf.int32)), y
-        s = tf.stack([tf.cast(seed, tf.int64), step])
-        # Beta(alpha, alpha) as g1 / (g1 + g2) with g ~ Gamma(alpha).
-        g1 = tf.random.stateless_gamma([n], seed=s, alpha=alpha)
-        g2 = tf.random.stateless_gamma([n], seed=s + [0, 7919], alpha=alpha)
-        lam = g1 / tf.maximum(g1 + g2, 1e-12)
-        perm = tf.cast(tf.argsort(tf.random.stateless_uniform([n], seed=s + [0, 15485863])), tf.int32)
-        y = lam[:, None] * y + (1.0 - lam[:, None]) * tf.gather(y, perm)
+        lam, perm, y = tf.numpy_function(plan.batch_labels, [step, label], [tf.float32, tf.int32, tf.float32],
+                                         stateful=False)
+        lam.set_shape([None])
+        perm.set_shape([None])
+        y.set_shape([None, len(LABELS)])
         return (x, lam, perm), y
     return fn
 
@@ -278,6 +278,27 @@ def eval_dataset(store: FeatureStore, backbone: str, split: str | None, *, batch
     ds = ds.map(lambda x, label: x).batch(batch_size).apply(
         tf.data.experimental.assert_cardinality(-(-_examples(parts, spec, None) // batch_size)))
     return _within_cpu_limit(ds).prefetch(tf.data.AUTOTUNE)
+
+
+def train_stream(setting: str, store: FeatureStore, backbone: str, **kwargs):
+    """One epoch of training batches from the stream ``setting`` (``train.stream``) selects:
+    :func:`train_dataset` (tf.data) or :func:`avsc.training.numpy_stream.train_batches`
+    (NumPy), the same batches either way. ``kwargs`` as for :func:`train_dataset`."""
+    from avsc.training import numpy_stream
+
+    if numpy_stream.stream_kind(setting) == "numpy":
+        return numpy_stream.train_batches(store, backbone, **kwargs)
+    return train_dataset(store, backbone, **kwargs)
+
+
+def eval_stream(setting: str, store: FeatureStore, backbone: str, split: str | None, *, batch_size: int):
+    """:func:`eval_dataset` or its NumPy twin :func:`avsc.training.numpy_stream.eval_batches`,
+    as ``setting`` (``train.stream``) selects."""
+    from avsc.training import numpy_stream
+
+    if numpy_stream.stream_kind(setting) == "numpy":
+        return numpy_stream.eval_batches(store, backbone, split, batch_size=batch_size)
+    return eval_dataset(store, backbone, split, batch_size=batch_size)
 
 
 def clip_predictions(outputs: np.ndarray, n_clips: int) -> np.ndarray:
