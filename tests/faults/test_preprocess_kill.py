@@ -76,15 +76,15 @@ def test_sigkill_loses_at_most_the_last_interval(manifest, tmp_path):
     _rerun_processes_only_the_rest(manifest, out, kept)
 
 
-def test_sigterm_writes_finished_clips_and_ends_as_interrupted(manifest, tmp_path):
+def test_sigterm_writes_finished_clips_and_ends_as_preempted(manifest, tmp_path):
     out = tmp_path / "features"
     process = _start(manifest, out)  # parts of 32 and a 60-s interval: nothing written yet
     _wait_for_finished(process, 4)
     process.send_signal(signal.SIGTERM)
     code = process.wait(timeout=30)  # Kubernetes' default grace period
     err = process.stderr.read()
-    assert code == 130, err
-    assert "interrupted; finished work is kept, re-run to resume" in err
+    assert code == 143, err
+    assert "stopped by SIGTERM; its" in err and "re-run to resume" in err
     kept = len(scan_parts(out))
     assert 4 <= kept < len(CLIPS)
     _rerun_processes_only_the_rest(manifest, out, kept)

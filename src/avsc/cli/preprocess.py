@@ -16,8 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "settings and their hash. Clips that fail are reported and skipped; "
                     "re-running resumes; --shard I/N processes a disjoint part so several "
                     "machines can share the work. Finished clips are written at least every "
-                    "--flush-seconds and at once on SIGTERM (the run then ends as interrupted, "
-                    "status 130); a clip is processed again when its video changed, and labels "
+                    "--flush-seconds and at once on SIGTERM (the run then ends with status "
+                    "143); a clip is processed again when its video changed, and labels "
                     "and splits always come from MANIFEST.",
         failure="also when every clip this run tried was rejected (each is listed with its reason)")
     parser.add_argument("manifest", metavar="MANIFEST", help="manifest written by `avsc ingest` (path or s3://)")

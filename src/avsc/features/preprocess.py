@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from avsc.config import FeatureConfig, config_hash, to_dict
-from avsc.errors import AvscError, ConfigError, DataError, MediaError, StoreError
+from avsc.errors import AvscError, ConfigError, DataError, MediaError, Preempted, StoreError
 from avsc.features.store_writer import PART_CLIPS, merge_summaries, shard_name
 from avsc.storage import locations
 
@@ -306,7 +306,7 @@ def preprocess(
         part_clips: clips per part file.
         flush_seconds: finished clips are written (as shorter parts) at least this often, so
             a killed run loses at most the clips of the last ``flush_seconds``; SIGTERM
-            writes them at once and ends the run as an interrupt.
+            writes them at once and ends the run with :class:`~avsc.errors.Preempted`.
 
     Returns:
         A :class:`PreprocessResult` for this run.
@@ -383,6 +383,9 @@ def preprocess(
                     writer.flush_if_due()
                 bar.update(1)
                 bar.set_postfix(rejected=len(rejected), refresh=False)
+    except Terminated:
+        raise Preempted(f"{out}: shard {shard[0]}/{shard[1]} stopped by SIGTERM; its {processed} clip(s) "
+                        "finished in this run are written, re-run to resume") from None
     finally:
         bar.close()
         writer.flush()  # finished clips are kept even when the run is interrupted
@@ -450,13 +453,14 @@ def _remove_other_shardings(out: str, shard: tuple[int, int]) -> None:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (a Kubernetes eviction, ``kill``) arrived; raised so finished clips are written."""
+    """SIGTERM (a Kubernetes eviction, ``kill``) arrived; raised so finished clips are written
+    (then :class:`~avsc.errors.Preempted` is raised: ``avsc`` exits 143)."""
 
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """While preprocessing, SIGTERM stops the run like Ctrl-C: the clips finished so far are
-    written as parts (well within Kubernetes' 30-s grace period) and a re-run resumes."""
+    """While preprocessing, SIGTERM stops the run: the clips finished so far are written as
+    parts (well within Kubernetes' 30-s grace period) and a re-run resumes."""
     import signal
     import threading
 
