@@ -40,6 +40,7 @@ def write_synthetic_embeddings(root: Path, seed: int = 0) -> Path:
 
     from avsc.config import BACKBONES
     from avsc.labels import LABELS
+    from avsc.records import Lineage
     from avsc.training.embeddings import write_embeddings
 
     rng = np.random.default_rng(seed)
@@ -56,7 +57,8 @@ def write_synthetic_embeddings(root: Path, seed: int = 0) -> Path:
         fc1024 = np.maximum(0.5 * means[y] + rng.normal(size=(len(y), 1024)).astype(np.float32), 0)
         fc10 = (2.0 * np.eye(len(LABELS))[y] + 1.5 * rng.normal(size=(len(y), len(LABELS)))).astype(np.float32)
         write_embeddings(root / f"{backbone}.parquet", clip_ids=clip_ids, splits=splits, labels=labels,
-                         fc1024=fc1024, fc10=fc10, backbone=backbone, config_hash="bench", model_sha256="0" * 64)
+                         fc1024=fc1024, fc10=fc10, backbone=backbone, config_hash="bench", model_sha256="0" * 64,
+                         lineage=Lineage("bench", "0" * 16))
     return root
 
 

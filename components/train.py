@@ -22,9 +22,10 @@ def train_backbone(
     epoch's temperature (fitted on val) is stored in the model folder's ``config.json``.
 
     Streams only the backbone's own feature from the store. Checkpoints every epoch to
-    ``<output_uri>/checkpoints/<backbone>-<hash of the feature and train settings>``, so a
-    retried or preempted pod (a new pod, an empty disk) resumes after the last finished
-    epoch; without ``output_uri``, inside ``model`` (a local run's retry resumes too).
+    ``<output_uri>/checkpoints/<backbone>-<hash of the feature and train settings and of the
+    store's data>``, so a retried or preempted pod (a new pod, an empty disk) resumes after
+    the last finished epoch, and a run on other data starts afresh; without ``output_uri``,
+    inside ``model`` (a local run's retry resumes too).
 
     Args:
         backbone: ``aud-mel``, ``aud-gam``, ``aud-cqt``, ``vis-inc`` or ``vis-conv``.
@@ -44,13 +45,17 @@ def train_backbone(
     import time
 
     import avsc.training.backbone
+    from avsc.features.store import FeatureStore
     from avsc.training.checkpoints import checkpoint_location
 
     began = time.perf_counter()
     settings = read_config(config)
-    checkpoints = (checkpoint_location(output_uri, backbone, settings.features, settings.train)
+    paths = [f.path for f in features]
+    # The data is part of the checkpoints' identity: a run on other data starts afresh.
+    lineage = FeatureStore.open(paths).lineage
+    checkpoints = (checkpoint_location(output_uri, backbone, settings.features, settings.train, lineage.store_hash)
                    if output_uri else None)
-    result = avsc.training.backbone.train_backbone(backbone, [f.path for f in features], model.path,
+    result = avsc.training.backbone.train_backbone(backbone, paths, model.path,
                                                    config=settings.train, checkpoints=checkpoints,
                                                    progress=False)
     # Checkpoints inside the model folder only serve a retry of this task; the artifact keeps

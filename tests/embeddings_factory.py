@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from records_factory import LINEAGE
 
 from avsc.config import BACKBONES
 from avsc.labels import LABELS
@@ -66,5 +67,5 @@ def make_embeddings(
         fc10 = 3.0 * strength * np.eye(len(LABELS))[y] + 1.5 * noise * rng.normal(size=(n, len(LABELS)))
         write_embeddings(root / f"{backbone}.parquet", clip_ids=clip_ids, splits=splits, labels=labels,
                          fc1024=fc1024.astype(np.float32), fc10=fc10.astype(np.float32), backbone=backbone,
-                         config_hash=config_hash, model_sha256=f"{b:02d}" * 32)
+                         config_hash=config_hash, model_sha256=f"{b:02d}" * 32, lineage=LINEAGE)
     return root

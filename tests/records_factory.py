@@ -8,7 +8,11 @@ from typing import Any
 
 from avsc.config import FeatureConfig, TrainConfig, config_hash, to_dict
 from avsc.labels import LABELS
-from avsc.records import Calibration, ModelInfo
+from avsc.records import Calibration, Lineage, ModelInfo
+
+
+# The data every test model folder and embedding file says it was made from.
+LINEAGE = Lineage("demo", "0123456789abcdef", "fedcba9876543210")
 
 
 def write_model_info(folder: Path, backbone: str, *, train: TrainConfig | dict | None = None,
@@ -24,7 +28,8 @@ def write_model_info(folder: Path, backbone: str, *, train: TrainConfig | dict |
         features=features if isinstance(features, dict) else to_dict(features),
         feature_config_hash="featdefault" if isinstance(features, dict) else config_hash(features),
         feature_shapes={"mel": (128, 715, 2)}, labels=tuple(LABELS), best_epoch=1, selection="log_loss",
-        calibration=Calibration(1.0, {"log_loss": 2.3, "ece": 0.1}, {"log_loss": 2.3, "ece": 0.1}))
+        calibration=Calibration(1.0, {"log_loss": 2.3, "ece": 0.1}, {"log_loss": 2.3, "ece": 0.1}),
+        lineage=LINEAGE)
     values.update(fields)
     info = ModelInfo(**values)
     folder.mkdir(parents=True, exist_ok=True)

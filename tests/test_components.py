@@ -284,9 +284,11 @@ def test_embed_backbone_writes_every_clip(trained, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def phase_one(tmp_path_factory) -> tuple[list[Model], list[Dataset]]:
+def phase_one(manifest, tmp_path_factory) -> tuple[list[Model], list[Dataset]]:
     """What the backbone loop hands on: five model folders and five embeddings files, each at a
-    path of its own and tagged with its backbone (model files stand in for real models)."""
+    path of its own and tagged with its backbone (model files stand in for real models), all
+    recording the ingested manifest's data."""
+    lineage = read_manifest(Path(manifest[0].path) / "manifest.parquet").attrs["lineage"]
     root = tmp_path_factory.mktemp("phase-one")
     synthetic = make_embeddings(root / "synthetic", width=8, per_class={"train": 6, "val": 2, "test": 2})
     features = FeatureConfig()
@@ -295,12 +297,13 @@ def phase_one(tmp_path_factory) -> tuple[list[Model], list[Dataset]]:
         iteration = root / f"iteration-{number}"
         (iteration / "model").mkdir(parents=True)
         (iteration / "model" / "model.keras").write_bytes(f"model of {backbone}".encode())
-        write_model_info(iteration / "model", backbone, features=features, config_hash="train0000001")
+        write_model_info(iteration / "model", backbone, features=features, config_hash="train0000001",
+                         lineage=lineage)
         source = read_embeddings(synthetic / f"{backbone}.parquet")
         write_embeddings(iteration / "embeddings", clip_ids=list(source.clip_ids), splits=list(source.splits),
                          labels=list(source.labels), fc1024=source.fc1024, fc10=source.fc10, backbone=backbone,
                          config_hash=source.config_hash,
-                         model_sha256=sha256_file(iteration / "model" / "model.keras"))
+                         model_sha256=sha256_file(iteration / "model" / "model.keras"), lineage=lineage)
         models.append(Model(uri=str(iteration / "model"), metadata={"backbone": backbone}))
         embeddings.append(Dataset(uri=str(iteration / "embeddings"), metadata={"backbone": backbone}))
     return models[::-1], embeddings[::-1]  # Collected lists come in no promised order

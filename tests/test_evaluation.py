@@ -251,21 +251,23 @@ def test_table_one_pairs_measured_and_published_with_counts_and_intervals(evalua
 
 def test_report_shows_the_provenance_block(fusion_root, tmp_path):
     from avsc.config import load_config, to_dict
-    from avsc.data.manifest import write_manifest
+    from avsc.data.manifest import read_manifest, write_manifest
 
     quick = load_config(preset="quick")
-    models = tmp_path / "models"
-    for i, backbone in enumerate(BACKBONES):
-        write_model_info(models / backbone, backbone, train=to_dict(quick.train), config_hash=f"trainhash{i:03d}",
-                         features=to_dict(quick.features), feature_config_hash="featurehash1", best_epoch=2)
-        write_json(models / backbone / "history.json", [
-            {"epoch": e, "loss": 2.0 / e, "val_accuracy": 0.1 * e, "val_log_loss": 2.0, "val_log_loss_calibrated": 1.5}
-            for e in (1, 2, 3)])
     rows = [{"clip_id": f"park-x-{i}-test", "video": f"video/park-x-{i}.mp4", "label": "park", "city": "x",
              "location": "x-1", "split": split} for i, split in enumerate(["train"] * 5 + ["val"] * 2 + ["test"] * 3)]
     manifest = write_manifest(rows, tmp_path / "manifest.parquet", dataset_root=tmp_path / "demo",
                               extra_metadata={"dataset": {"name": "demo", "path": str(tmp_path / "demo"),
                                                           "synthetic": True, "generator": "avsc demo-data"}})
+    lineage = read_manifest(manifest).attrs["lineage"]
+    models = tmp_path / "models"
+    for i, backbone in enumerate(BACKBONES):
+        write_model_info(models / backbone, backbone, train=to_dict(quick.train), config_hash=f"trainhash{i:03d}",
+                         features=to_dict(quick.features), feature_config_hash="featurehash1", best_epoch=2,
+                         lineage=lineage)
+        write_json(models / backbone / "history.json", [
+            {"epoch": e, "loss": 2.0 / e, "val_accuracy": 0.1 * e, "val_log_loss": 2.0, "val_log_loss_calibrated": 1.5}
+            for e in (1, 2, 3)])
     metrics = evaluate([fusion_root], tmp_path / "report", models=models, manifest=manifest, run_id="run-42")
     prov = metrics["provenance"]
     assert prov["dataset"]["synthetic"] is True and prov["dataset"]["name"] == "demo"
@@ -276,6 +278,7 @@ def test_report_shows_the_provenance_block(fusion_root, tmp_path):
     assert differences["train.epochs"] == (6, 60)
     assert prov["config_hashes"]["train"]["aud-mel"] == "trainhash000"
     assert prov["run_id"] == "run-42" and prov["avsc_version"]
+    assert prov["lineage"]["manifest_hash"] == lineage.manifest_hash and prov["lineage"]["dataset"] == "demo"
     from avsc import __version__
 
     for path in (tmp_path / "report" / "report.md", tmp_path / "report" / "report.html"):

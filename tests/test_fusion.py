@@ -155,7 +155,7 @@ def _copy_embeddings(src, dst, **changes):
         e = read_embeddings(src / f"{backbone}.parquet")
         fields = {"clip_ids": list(e.clip_ids), "splits": list(e.splits), "labels": list(e.labels),
                   "fc1024": e.fc1024, "fc10": e.fc10, "backbone": e.backbone, "config_hash": e.config_hash,
-                  "model_sha256": e.model_sha256}
+                  "model_sha256": e.model_sha256, "lineage": e.lineage}
         fields.update(changes.get(backbone, {}))
         write_embeddings(dst / f"{backbone}.parquet", **fields)
     return dst

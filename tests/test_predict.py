@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from media_cases import make_text_as_mp4, make_video
-from records_factory import write_model_info
+from records_factory import LINEAGE, write_model_info
 from s3_server import s3_env, s3_server, s3_store  # noqa: F401  (fixtures)
 
 from avsc.config import (
@@ -79,7 +79,7 @@ def fusion_root(models_root, tmp_path_factory) -> Path:
                          fc1024=rng.random((len(splits), 1024), dtype=np.float32),
                          fc10=rng.normal(size=(len(splits), 10)).astype(np.float32),
                          backbone=backbone, config_hash=config_hash(TRAIN),
-                         model_sha256=sha256_file(models_root / backbone / "model.keras"))
+                         model_sha256=sha256_file(models_root / backbone / "model.keras"), lineage=LINEAGE)
     config = FusionConfig(epochs=1, batch_size=8)
     train_fusion(emb_dir, root / "f4-audio+visual", method="f4", modalities="audio+visual", config=config,
                  progress=False)

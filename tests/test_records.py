@@ -69,6 +69,10 @@ def test_lineages_name_what_differs():
     a = Lineage(dataset="demo", manifest_hash="m1", store_hash="s1")
     assert a.differences(a) == [] and a.differences(Lineage("demo", "m1")) == []  # unknown is no difference
     b = Lineage(dataset="other", manifest_hash="m2", store_hash="s1")
-    assert a.differences(b) == ["dataset other != demo", "manifest hash m2 != m1"]
-    with pytest.raises(DataError, match=r"ck/state\.json: checkpoint was made from other data \(dataset other"):
+    assert a.differences(b) == ["dataset 'other' there, 'demo' here", "manifest m2 there, m1 here"]
+    c = Lineage("demo", "m3", clips_hash="c", labels_hash="l2", splits_hash="s2")
+    assert c.differences(Lineage("demo", "m1", clips_hash="c", labels_hash="l1", splits_hash="s1")) == [
+        "labels differ", "splits differ"]
+    assert a.differences(Lineage("demo", "m1", store_hash="s2"))[0].startswith("feature store s2 there, s1 here")
+    with pytest.raises(DataError, match=r"ck/state\.json: checkpoint was made from other data \(dataset 'other'"):
         a.check_same(b, source="ck/state.json", what="checkpoint", hint="use another folder")

@@ -18,7 +18,14 @@ from avsc.features.store import (
     read_part_feature,
     required_feature,
 )
-from avsc.features.store_writer import StoreWriter, convert_store, init_store, scan_parts, write_index
+from avsc.features.store_writer import (
+    StoreWriter,
+    arrays_lineage,
+    convert_store,
+    init_store,
+    scan_parts,
+    write_index,
+)
 from avsc.storage.files import atomic_path
 
 SHAPES = {"mel": [8, 5, 2], "frames": [2, 16, 16, 3]}
@@ -147,13 +154,15 @@ def test_the_one_feature_check_names_store_and_backbone(tmp_path, rng):
 def test_stores_with_different_configs_are_refused(tmp_path):
     init_store(tmp_path / "a", FeatureConfig(), SHAPES)
     write_index(tmp_path / "a", (0, 1), [{"clip_id": "x", "label": "bus", "split": "train",
-                                          "part": "parts/train/p.parquet", "row": 0}])
+                                          "part": "parts/train/p.parquet", "row": 0, "source": "s"}],
+                lineage=arrays_lineage("d"), features=[])
     quick = load_config(preset="quick").features
     with pytest.raises(DataError, match="made with config"):
         init_store(tmp_path / "a", quick, SHAPES)
     init_store(tmp_path / "b", quick, SHAPES)
     write_index(tmp_path / "b", (0, 1), [{"clip_id": "y", "label": "bus", "split": "train",
-                                          "part": "parts/train/q.parquet", "row": 0}])
+                                          "part": "parts/train/q.parquet", "row": 0, "source": "s"}],
+                lineage=arrays_lineage("d"), features=[])
     with pytest.raises(DataError, match="differs"):
         FeatureStore.open([tmp_path / "a", tmp_path / "b"])
     with pytest.raises(ConfigError, match="jpeg_quality"):

@@ -147,7 +147,7 @@ def test_resume_continues_from_last_epoch(store_dir, tmp_path):
     done = train_backbone("aud-cqt", [store_dir], tmp_path, config=TrainConfig(
         **{**config.__dict__, "epochs": 2}), progress=False)
     assert done.epochs_run == 0 and len(done.history) == 2
-    with pytest.raises(ConfigError, match="another run"):
+    with pytest.raises(ConfigError, match=r"run with other settings \(train.learning_rate .* there, 0.5 here\)"):
         train_backbone("aud-cqt", [store_dir], tmp_path, config=TrainConfig(
             **{**config.__dict__, "epochs": 3, "learning_rate": 0.5}), progress=False)
 

@@ -18,17 +18,28 @@ audio track; also what manifests written before the column existed read as).
 A manifest of segments (``avsc ingest --segment-seconds S``, :mod:`avsc.data.segments`) has
 one row per segment, with ``parent_clip``, ``offset_s`` and ``segment_s`` set; for whole
 clips they are null on disk.
+
+Reading is strict (:func:`read_manifest`, wherever a manifest is read): a split other than
+``train``/``val``/``test``, a clip id on two different rows, or a media path that leaves the
+dataset root is an error naming the rows; a row repeated exactly is dropped with a warning.
+Every manifest read carries its :class:`~avsc.records.Lineage` (``frame.attrs["lineage"]``):
+the dataset's name and hashes of its clips, labels and splits.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+import posixpath
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from avsc.errors import DataError
+
+log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -109,10 +120,95 @@ def read_manifest(path: str | Path, *, dataset_root: str | Path | None = None):
     frame["parent_clip"] = frame["parent_clip"].where(frame["parent_clip"].notna(), frame["clip_id"])
     frame["offset_s"] = frame["offset_s"].astype("float64").fillna(0.0)
     frame["segment_s"] = frame["segment_s"].astype("float64")
+    frame = check_manifest_rows(frame, path)
     frame["video_path"] = [locations.join(root, *v.split("/")) for v in frame["video"]]
     frame["audio_path"] = [locations.join(root, *a.split("/")) if isinstance(a, str) and a else None
                            for a in frame["audio"]]
     # Manifests written before audio_source existed: every stage read the video's track.
     frame["audio_source"] = frame["audio_source"].where(frame["audio_source"].notna(), "video")
     frame.attrs["dataset_root"] = root
+    frame.attrs["lineage"] = manifest_lineage(frame, _dataset_name(meta, root))
     return frame
+
+
+# Columns that say which clip a row is and where its media are (``clips`` of its lineage).
+CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "video", "audio", "audio_source", "parent_clip", "offset_s",
+                                 "segment_s")
+
+
+def _dataset_name(meta: dict[str, str], root: str) -> str:
+    from avsc.storage import locations
+
+    try:
+        return str(json.loads(meta["avsc.dataset"])["name"])
+    except (KeyError, ValueError, TypeError):
+        return locations.name_of(str(root).rstrip("/")) or str(root)
+
+
+def _plain(value):
+    """A cell as JSON-ready data: NaN and pandas' missing values as None."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def manifest_lineage(frame, dataset: str):
+    """The :class:`~avsc.records.Lineage` of manifest rows (a DataFrame as
+    :func:`read_manifest` returns): ``clips_hash`` over :data:`CLIP_COLUMNS`, ``labels_hash``
+    over (clip_id, label), ``splits_hash`` over (clip_id, split), and ``manifest_hash`` over
+    the three. Independent of row order."""
+    from avsc.records.lineage import Lineage, hash_rows, hash_value
+
+    rows = [{k: _plain(v) for k, v in row.items()}
+            for row in frame[list(dict.fromkeys(CLIP_COLUMNS + ("label", "split")))].to_dict("records")]
+    clips = hash_rows(rows, CLIP_COLUMNS)
+    labels = hash_rows(rows, ("clip_id", "label"))
+    splits = hash_rows(rows, ("clip_id", "split"))
+    return Lineage(dataset=dataset, manifest_hash=hash_value([clips, labels, splits]),
+                   clips_hash=clips, labels_hash=labels, splits_hash=splits)
+
+
+def _outside_root(relative) -> bool:
+    if not isinstance(relative, str) or not relative:
+        return False
+    normal = posixpath.normpath(relative.replace("\\", "/"))
+    return posixpath.isabs(normal) or normal == ".." or normal.startswith("../") or ":" in normal.split("/")[0]
+
+
+def check_manifest_rows(frame, path):
+    """Check manifest rows; returns them with exact repeats dropped (warned about).
+
+    Raises:
+        DataError: naming ``path`` and the rows (numbered from 0, as in the Parquet file):
+            a split other than train/val/test, one clip id on rows that differ, or a media
+            path that is absolute or leaves the dataset root (``..``).
+    """
+    bad = frame.index[~frame["split"].isin(SPLITS)]
+    if len(bad):
+        shown = ", ".join(f"row {i} ({frame.at[i, 'clip_id']}: {frame.at[i, 'split']!r})" for i in bad[:5])
+        raise DataError(path, f"{len(bad)} row(s) with an unknown split: {shown}",
+                        f"splits are {', '.join(SPLITS)}; fix the manifest or re-run `avsc ingest`")
+    for column in ("video", "audio"):
+        outside = [i for i, value in zip(frame.index, frame[column]) if _outside_root(value)]
+        if outside:
+            i = outside[0]
+            raise DataError(path, f"row {i} ({frame.at[i, 'clip_id']}): {column} path "
+                                  f"{frame.at[i, column]!r} is outside the dataset root"
+                                  f"{f' (and {len(outside) - 1} more)' if len(outside) > 1 else ''}",
+                            "media paths are relative to the dataset root, without '..'")
+    repeated = frame["clip_id"].duplicated(keep=False)
+    if not repeated.any():
+        return frame
+    columns = [c for c in MANIFEST_SCHEMA.names if c in frame.columns]
+    drop = []
+    for clip_id, group in frame[repeated].groupby("clip_id", sort=True):
+        first = group.index[0]
+        for other in group.index[1:]:
+            differ = [c for c in columns if _plain(frame.at[first, c]) != _plain(frame.at[other, c])]
+            if differ:
+                raise DataError(path, f"clip {clip_id!r} is on two different rows, {first} and {other} "
+                                      f"({', '.join(f'{c} {frame.at[first, c]!r} / {frame.at[other, c]!r}' for c in differ[:3])})",
+                                "keep one row per clip: fix the manifest or re-run `avsc ingest`")
+            drop.append(other)
+    log.warning("%s: %d repeated row(s) dropped (rows %s)", path, len(drop), ", ".join(map(str, drop[:10])))
+    return frame.drop(index=drop).reset_index(drop=True)

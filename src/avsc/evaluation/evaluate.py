@@ -28,7 +28,7 @@ from avsc.evaluation.calibration import SELECTION_RULES, calibrated_probabilitie
 from avsc.evaluation.figures import Curves, Reliability, plot_confusion, plot_reliability, plot_training_curves
 from avsc.evaluation.metrics import classification_metrics, label_indices
 from avsc.evaluation.predictions import FUSION_FILE, PREDICTIONS_FILE, read_predictions
-from avsc.evaluation.provenance import collect_provenance
+from avsc.evaluation.provenance import check_lineage, collect_provenance
 from avsc.labels import LABELS
 from avsc.records import ModelInfo
 from avsc.storage.files import backbone_paths, read_json, write_json
@@ -268,6 +268,8 @@ def _evaluate(fusion_dirs, report_dir: str | Path, *, split: str, embeddings, mo
     model_dirs = {} if models is None else backbone_paths(
         models, "{backbone}", what="models", hint="give the folder holding one `avsc train` output per backbone")
     model_configs = {b: ModelInfo.read(folder) for b, folder in model_dirs.items() if ModelInfo.exists_in(folder)}
+    # Before anything is written: every input must be of the same data (the manifest's).
+    lineage = check_lineage(metas=metas, manifest=manifest, models=model_dirs, embeddings=embeddings)
 
     results: list[dict[str, Any]] = []
     panels: dict[str, list[Reliability]] = {}
@@ -330,7 +332,8 @@ def _evaluate(fusion_dirs, report_dir: str | Path, *, split: str, embeddings, mo
     out: dict[str, Any] = {
         "split": split, "labels": list(LABELS),
         "provenance": collect_provenance(metas=metas, split=split, selection=selection, manifest=manifest,
-                                         models=model_dirs, run_id=run_id, segmented=segmented),
+                                         models=model_dirs, run_id=run_id, segmented=segmented,
+                                         lineage=lineage),
         "dataset": dataset, "results": results,
         "best": {"method": best["method"], "modalities": best["modalities"]} if best else None,
         "best_per_modalities": {m: {"method": r["method"], "modalities": r["modalities"]}

@@ -8,7 +8,10 @@
 - the settings: the feature and training config of every backbone (``config.json`` of
   each model folder) and the fusion config (``fusion.json``), the preset they match, every
   setting that differs from the paper's, and their config hashes;
-- avsc's version, the date (UTC), a run id, the selection rule and the calibration method.
+- avsc's version, the date (UTC), a run id, the selection rule and the calibration method;
+- the data lineage (:func:`check_lineage`): the dataset and the manifest and feature-store
+  hashes that the manifest, every model folder, embedding file and fusion model record.
+  They must agree: a report never mixes results of different data.
 
 Parts whose source was not given (no manifest, no model folders) are reported as unknown,
 never guessed.
@@ -24,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from avsc.config import PRESETS, preset_dict
+from avsc.errors import DataError
 from avsc.evaluation.calibration import SELECTION_RULES
-from avsc.records import ModelInfo
+from avsc.records import Lineage, ModelInfo
 from avsc.storage.files import backbone_paths
 
-__all__ = ["collect_provenance", "new_run_id", "flatten"]
+__all__ = ["collect_provenance", "check_lineage", "new_run_id", "flatten"]
 
 CALIBRATION_NOTE = ("temperature scaling, one temperature per model (each backbone and each fusion "
                     "model), fitted on the val split by minimising its log loss")
@@ -98,6 +102,66 @@ def _manifest_facts(manifest: str | Path) -> dict[str, Any]:
     return facts
 
 
+def check_lineage(
+    *,
+    metas: Mapping[Path, dict] | None = None,
+    manifest: str | Path | None = None,
+    models: Mapping[str, str | Path] | None = None,
+    embeddings: str | Path | Mapping[str, str | Path] | None = None,
+) -> dict[str, Any] | None:
+    """Check that every input of an evaluation was made from the same data; return its lineage.
+
+    The reference is the manifest's lineage when a manifest is given (the data the run is
+    about), else the first model's or embedding file's. Model folders (``config.json``),
+    embedding files (their ``avsc.lineage`` metadata) and fusion folders (``fusion.json``'s
+    ``lineage``, where recorded) are compared with it.
+
+    Returns:
+        The lineage as a dict (None when no input records one).
+
+    Raises:
+        DataError: an input was made from other data, naming it and what differs (dataset,
+            clips, labels, splits, feature store).
+    """
+    from avsc.storage.files import backbone_paths
+    from avsc.training.embeddings import read_embeddings_lineage
+
+    found: list[tuple[str, str, Lineage]] = []
+    if manifest is not None:
+        from avsc.data.manifest import read_manifest
+
+        found.append((str(manifest), "the manifest", read_manifest(manifest).attrs["lineage"]))
+    for backbone, folder in (models or {}).items():
+        if ModelInfo.exists_in(folder):
+            found.append((ModelInfo.path_in(folder), f"the {backbone} model", ModelInfo.read(folder).lineage))
+    if embeddings is not None:
+        paths = backbone_paths(embeddings, "{backbone}.parquet", what="embeddings",
+                               hint="give the folder of `avsc embed` outputs")
+        for backbone, path in paths.items():
+            if Path(path).is_file():
+                found.append((str(path), f"the {backbone} embeddings", read_embeddings_lineage(path)))
+    for folder, meta in (metas or {}).items():
+        if isinstance(meta.get("lineage"), Mapping):
+            source = str(Path(folder) / "fusion.json")
+            found.append((source, "the fusion model", Lineage.from_json(meta["lineage"], source=source)))
+    if not found:
+        return None
+    reference_source, reference_what, reference = found[0]
+    store_hash = reference.store_hash
+    for source, what, lineage in found[1:]:
+        reference.check_same(lineage, source=source, what=what,
+                             hint=f"{reference_what} ({reference_source}) is of other data; evaluate the "
+                                  "outputs of one run, or re-run the steps after the one that differs")
+        if store_hash is None:
+            store_hash = lineage.store_hash
+        elif lineage.store_hash is not None and lineage.store_hash != store_hash:
+            raise DataError(source, f"{what} was made from another feature store ({lineage.store_hash}, "
+                                    f"not {store_hash})", "re-run the steps after preprocessing")
+    out = json.loads(reference.to_json())
+    out["store_hash"] = store_hash
+    return out
+
+
 def _recorded_settings(models: str | Path | Mapping[str, str | Path] | None,
                        metas: Mapping[Path, dict]) -> dict[str, Any]:
     """Settings and hashes as recorded by training and fusion."""
@@ -163,6 +227,7 @@ def collect_provenance(
     models: str | Path | Mapping[str, str | Path] | None = None,
     run_id: str | None = None,
     segmented: bool = False,
+    lineage: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The provenance block of ``metrics.json`` and of the reports.
 
@@ -175,14 +240,27 @@ def collect_provenance(
             settings), or a mapping backbone -> model folder.
         run_id: an id for this run (default: :func:`new_run_id`).
         segmented: the evaluated rows are segments (see :mod:`avsc.data.segments`).
+        lineage: what :func:`check_lineage` returned (default: checked here, from
+            ``metas``, ``manifest`` and ``models``).
 
     Returns:
-        ``{"avsc_version", "created", "run_id", "split", "dataset": {...}, "preset",
-        "differences_from_paper": [{"setting", "value", "paper"}], "config_hashes",
+        ``{"avsc_version", "created", "run_id", "split", "dataset": {...}, "lineage",
+        "preset", "differences_from_paper": [{"setting", "value", "paper"}], "config_hashes",
         "selection": {"rule", "description"}, "calibration", "protocol"}``.
+
+    Raises:
+        DataError: the inputs were made from different data (:func:`check_lineage`).
     """
     from avsc import __version__
 
+    if lineage is None:
+        folders = None
+        if models is not None:
+            from avsc.storage.files import backbone_paths
+
+            folders = backbone_paths(models, "{backbone}", what="models",
+                                     hint="give the folder holding one `avsc train` output per backbone")
+        lineage = check_lineage(metas=metas, manifest=manifest, models=folders)
     if manifest is not None:
         dataset = _manifest_facts(manifest)
     else:
@@ -204,6 +282,7 @@ def collect_provenance(
         "run_id": run_id or new_run_id(),
         "split": split,
         "dataset": dataset,
+        "lineage": None if lineage is None else dict(lineage),
         "preset": preset,
         "differences_from_paper": differences,
         "config_hashes": settings["hashes"],

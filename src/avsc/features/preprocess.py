@@ -2,8 +2,10 @@
 
 ``preprocess`` takes shard ``i`` of ``n`` of a manifest (clips sorted by id, every n-th
 from position i: disjoint, together complete, the same on every machine), skips the clips
-the store already holds (a re-run resumes; the store may be a folder or an ``s3://``
-prefix), and processes the rest in a pool of worker processes, one clip per task:
+the store already holds under the same fingerprint (:func:`clip_fingerprints`: id, video
+size and modification time, segment; a re-run resumes, a changed video is processed again;
+the store may be a folder or an ``s3://`` prefix), and processes the rest in a pool of
+worker processes, one clip per task:
 
 1. :func:`avsc.media.probe.probe_media` -- which audio track and video stream a player
    presents, and where they lie on the timeline;
@@ -18,13 +20,15 @@ prefix), and processes the rest in a pool of worker processes, one clip per task
 A video may be a local file or an ``s3://`` object: ffmpeg then decodes it straight from
 the store through a presigned URL, so a shard reads only its own videos (never the WAVs)
 and needs no scratch disk. The parent collects the encoded clips and writes a part file
-(:class:`avsc.features.store_writer.PartWriter`) every 32 clips of a split, atomically.
+(:class:`avsc.features.store_writer.PartWriter`) every 32 clips of a split, and whatever it
+holds every ``flush_seconds`` (60) and on SIGTERM, atomically: a killed run loses at most the
+last interval, an evicted one nothing finished.
 
 A clip whose video is missing, corrupt, truncated, without sound, digitally silent or
 holding non-finite samples is recorded as rejected (the reason names the file and the
 problem), and so is any clip on which something unexpected fails; the rest completes. Then the shard's index
 (``index/shard-I-of-N.parquet``: every clip of the shard that has features, processed now
-or before), its summary (``summary-shard-I-of-N.json``) and the store's merged
+or before, with the label and split of THIS manifest, and the manifest's lineage), its summary (``summary-shard-I-of-N.json``) and the store's merged
 ``summary.json`` are written, each atomically. Shards may run at the same time on
 different machines sharing the store: each writes only its own parts, index and summary,
 and ``summary.json`` is re-merged from every shard summary by whichever finishes.
@@ -43,6 +47,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
@@ -53,11 +58,13 @@ from pathlib import Path
 import numpy as np
 
 from avsc.config import FeatureConfig, config_hash, to_dict
-from avsc.errors import AvscError, ConfigError, DataError, MediaError, StoreError
+from avsc.errors import AvscError, ConfigError, DataError, MediaError, Preempted, StoreError
 from avsc.features.store_writer import PART_CLIPS, merge_summaries, shard_name
 from avsc.storage import locations
 
 log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 60.0  # finished clips are written at least this often
 
 # Native thread pools a worker must not multiply by the number of workers.
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -183,14 +190,20 @@ def process_clip(video: str | Path, config: FeatureConfig, *, decoder_threads: i
 
 
 def _task(args: tuple):
-    """Pool task: ``(clip_id, EncodedClip, None)``, or ``(clip_id, None, reason)`` when rejected."""
+    """Pool task: ``(clip_id, EncodedClip, None)``, or ``(clip_id, None, reason)`` when rejected.
+
+    ``args``: clip_id, label, split, video, config, specs, decoder threads, offset and,
+    optionally, the WAV to read the sound from and the clip's fingerprint
+    (:func:`clip_fingerprints`)."""
     from avsc.features.store_writer import encode_clip
 
-    clip_id, label, split, video, config, specs, decoder_threads, offset_s, wav = args
+    clip_id, label, split, video, config, specs, decoder_threads, offset_s, *rest = args
+    wav = rest[0] if rest else None
+    source = rest[1] if len(rest) > 1 else None  # None: a hash of the encoded values
     try:
         arrays = _process_clip_checked(video, config, decoder_threads=decoder_threads, offset_s=offset_s,
                                        wav=wav)
-        return clip_id, encode_clip(clip_id, label, split, arrays, specs), None
+        return clip_id, encode_clip(clip_id, label, split, arrays, specs, source=source), None
     except StoreError:
         raise  # the store, not the clip: the run stops (finished clips kept) and a re-run resumes
     except AvscError as exc:
@@ -276,6 +289,7 @@ def preprocess(
     dataset_root: str | Path | None = None,
     progress: bool = True,
     part_clips: int = PART_CLIPS,
+    flush_seconds: float = FLUSH_SECONDS,
 ) -> PreprocessResult:
     """Compute the features of one shard of a manifest into a feature store.
 
@@ -289,7 +303,10 @@ def preprocess(
         dataset_root: where the dataset's media are now (a folder or ``s3://`` prefix), if
             not where ingest found them.
         progress: show a progress bar.
-        part_clips: clips per part file (a killed run loses at most this many per split).
+        part_clips: clips per part file.
+        flush_seconds: finished clips are written (as shorter parts) at least this often, so
+            a killed run loses at most the clips of the last ``flush_seconds``; SIGTERM
+            writes them at once and ends the run with :class:`~avsc.errors.Preempted`.
 
     Returns:
         A :class:`PreprocessResult` for this run.
@@ -320,10 +337,14 @@ def preprocess(
     out = str(out_dir)
     specs = init_store(out, config, shapes)
     rows = shard_rows(frame, shard)
+    sources = clip_fingerprints(rows)
     existing = scan_parts(out)  # every clip the store holds, from any run of any shard
-    done = {row["clip_id"] for row in existing}
+    # A clip is done when a part holds its fingerprint: same id, same source file (size and
+    # modification time), same segment. Its label and split are the manifest's, whatever
+    # the part says (they go into the index below).
+    stored = {row["source"]: row for row in existing}
 
-    todo = [row for row in rows.itertuples(index=False) if row.clip_id not in done]
+    todo = [(row, source) for row, source in zip(rows.itertuples(index=False), sources) if source not in stored]
     skipped = len(rows) - len(todo)
     # In a random (seeded) order: each part then holds clips of many scenes and locations,
     # not 32 neighbours in clip-id order (one location's segments), which a training
@@ -334,55 +355,127 @@ def preprocess(
     limits = detect_limits()
     decoder_threads = max(1, limits.cpus // workers)
     tasks = [(row.clip_id, row.label, row.split, row.video_path, config, specs, decoder_threads,
-              float(row.offset_s), row.audio_path if row.audio_source == "wav" else None)
-             for row in todo]
-    sources = {row.clip_id: row.audio_source for row in todo}
-    wavs = sum(source == "wav" for source in sources.values())
+              float(row.offset_s), row.audio_path if row.audio_source == "wav" else None, source)
+             for row, source in todo]
+    audio_sources = {row.clip_id: row.audio_source for row, _ in todo}
+    wavs = sum(source == "wav" for source in audio_sources.values())
     log.info("sound: %d clip(s) from the dataset's WAVs, %d from the videos' own audio tracks",
-             wavs, len(sources) - wavs)
+             wavs, len(audio_sources) - wavs)
     log.info("shard %d/%d: %d clips, %d already done, %d to process with %d worker(s), %d decoder "
              "thread(s) each (%s)", shard[0], shard[1], len(rows), skipped, len(tasks), workers,
              decoder_threads, limits.describe())
 
     rejected: list[dict] = []
     processed = 0
-    writer = PartWriter(out, specs, shard, part_clips)
+    writer = PartWriter(out, specs, shard, part_clips, flush_seconds=flush_seconds)
     bar = tqdm(total=len(tasks), desc=f"preprocess {shard[0]}/{shard[1]}", unit="clip",
                disable=not progress or not tasks)
     try:
-        for clip_id, encoded, reason in _run_tasks(tasks, workers):
-            if reason is None:
-                writer.add(encoded)
-                processed += 1
-            else:
-                rejected.append({"clip_id": clip_id, "reason": reason})
-                log.warning("rejected %s: %s", clip_id, reason)
-            bar.update(1)
-            bar.set_postfix(rejected=len(rejected), refresh=False)
+        with _sigterm_as_interrupt():
+            for clip_id, encoded, reason in _run_tasks(tasks, workers):
+                if reason is None:
+                    writer.add(encoded)
+                    processed += 1
+                    log.debug("finished %s", clip_id)
+                else:
+                    rejected.append({"clip_id": clip_id, "reason": reason})
+                    log.warning("rejected %s: %s", clip_id, reason)
+                    writer.flush_if_due()
+                bar.update(1)
+                bar.set_postfix(rejected=len(rejected), refresh=False)
+    except Terminated:
+        raise Preempted(f"{out}: shard {shard[0]}/{shard[1]} stopped by SIGTERM; its {processed} clip(s) "
+                        "finished in this run are written, re-run to resume") from None
     finally:
         bar.close()
         writer.flush()  # finished clips are kept even when the run is interrupted
     rejected.sort(key=lambda item: item["clip_id"])
 
-    in_shard = set(rows["clip_id"])
-    index_rows = [row for row in existing if row["clip_id"] in in_shard] + writer.rows
-    index_path = write_index(out, shard, index_rows)
+    stored.update((row["source"], row) for row in writer.rows)
+    index_rows = [dict(stored[source], clip_id=row.clip_id, label=row.label, split=row.split)
+                  for row, source in zip(rows.itertuples(index=False), sources) if source in stored]
+    index_path = write_index(out, shard, index_rows, lineage=frame.attrs["lineage"], features=list(specs))
+    _remove_other_shardings(out, shard)
     locations.write_json(locations.join(out, f"summary-{shard_name(shard)}.json"), {
         "shard": list(shard),
         "clips_in_shard": len(rows),
-        "clips_with_features": len({row["clip_id"] for row in index_rows}),
+        "clips_with_features": len(index_rows),
         "processed": processed,
         "skipped_existing": skipped,
         "rejected": rejected,
         "shapes": shapes,
         "config_hash": config_hash(config),
+        "lineage": json.loads(frame.attrs["lineage"].to_json()),
         # Where each clip processed in this run took its sound: "wav" or "video" (the manifest's).
-        "audio_sources": {row["clip_id"]: sources[row["clip_id"]] for row in writer.rows},
+        "audio_sources": {row["clip_id"]: audio_sources[row["clip_id"]] for row in writer.rows},
     })
     merge_summaries(out)
     return PreprocessResult(processed=processed, skipped_existing=skipped, rejected=rejected,
                             shapes=shapes, out_dir=out if locations.is_remote(out) else Path(out),
                             shard=tuple(shard), clips_in_shard=len(rows), index_path=index_path)
+
+
+def clip_fingerprints(rows) -> list[str]:
+    """Each manifest row's fingerprint: what the clip is, so a changed source is processed again.
+
+    A hash of the clip id, its media path relative to the dataset root, its video's size and
+    modification time (local ``st_mtime``, or an object's Last-Modified on ``s3://``), its
+    segment offset and length, and, for a clip whose sound is its WAV (``audio_source`` =
+    ``wav``), the WAV's path, size and modification time; a missing file gets a fingerprint
+    no part holds. Labels and
+    splits are not part of it: they do not change the features (the index takes them from
+    the manifest).
+
+    Args:
+        rows: manifest rows as :func:`avsc.data.manifest.read_manifest` returns them.
+    """
+    from avsc.records.lineage import hash_value
+
+    wavs = [row.audio_path for row in rows.itertuples(index=False) if row.audio_source == "wav"]
+    stats = locations.file_stats(list(rows["video_path"]) + wavs)
+    out = []
+    for row in rows.itertuples(index=False):
+        segment = None if row.segment_s is None or np.isnan(row.segment_s) else float(row.segment_s)
+        sound = [row.audio, stats[row.audio_path]] if row.audio_source == "wav" else None
+        out.append(hash_value([row.clip_id, row.video, stats[row.video_path], float(row.offset_s), segment,
+                               sound]))
+    return out
+
+
+def _remove_other_shardings(out: str, shard: tuple[int, int]) -> None:
+    """Delete shard indexes of an earlier run with another shard count: this sharding covers
+    every clip, and an index of another manifest would make the store unreadable."""
+    suffix = f"-of-{shard[1]:05d}.parquet"
+    for location in locations.list_files(locations.join(out, "index"), suffix=".parquet"):
+        if not location.endswith(suffix):
+            log.info("removing %s, the index of an earlier run with other shards", location)
+            locations.remove(location)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a Kubernetes eviction, ``kill``) arrived; raised so finished clips are written
+    (then :class:`~avsc.errors.Preempted` is raised: ``avsc`` exits 143)."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While preprocessing, SIGTERM stops the run: the clips finished so far are written as
+    parts (well within Kubernetes' 30-s grace period) and a re-run resumes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_tasks(tasks: list[tuple], workers: int) -> Iterator[tuple]:

@@ -8,9 +8,13 @@ one per preprocessing shard)::
                                        feature its shape, dtype and encoding
       parts/<split>/<shard>-<run>-<seq>.parquet
                                        up to ``part_clips`` (32) clips of one split, one row a
-                                       clip: clip_id, label, split, mel, gam, cqt, frames
-      index/<shard>.parquet            clip_id, label, split, part (relative), row: the clips of
-                                       one preprocessing shard that have features
+                                       clip: clip_id, label, split, source (the clip's
+                                       fingerprint), mel, gam, cqt, frames, and the SHA-256 of
+                                       each feature's stored bytes (mel_sha256, ...)
+      index/<shard>.parquet            clip_id, label, split, part (relative), row, source and
+                                       the SHA-256 digests: the clips of one preprocessing
+                                       shard as the manifest of its latest run lists them;
+                                       its metadata holds that manifest's lineage
       summary-<shard>.json, summary.json
 
 Why this layout (measured in docs/features.md):
@@ -34,12 +38,25 @@ Why this layout (measured in docs/features.md):
 - **Atomic per file and resumable**: each part is written whole (a temporary file renamed, or
   one object PUT), so a killed run leaves whole parts; a re-run skips the clips that are in
   a part already (:mod:`avsc.features.store_writer`).
+- **Keyed by what a clip is, labelled by the current manifest.** A part row's ``source`` is
+  the clip's fingerprint (its id, media path, the video's size and modification time or
+  ETag, its segment offset): a clip whose source changed is processed again, whatever its
+  id. Labels and splits are taken from the manifest of the latest preprocess run and kept
+  in the index (the label and split in a part are those it was first written with and are
+  not read): relabelling a clip or moving it between splits costs no decoding and reaches
+  every reader. The index's lineage and a hash of its rows identify the data
+  (:attr:`FeatureStore.lineage`), which every model, embedding file and report records.
+- **Verified on read**: Parquet page checksums (CRC-32) are written and checked, and every
+  clip's value of the feature read is checked against the SHA-256 recorded in its part
+  and in the index; a mismatch is a :class:`~avsc.errors.DataError` naming the part and
+  the clip. JPEG frames that do not decode cleanly are an error too.
 
 Writing is in :mod:`avsc.features.store_writer`; this module holds the format and reading.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -51,12 +68,15 @@ import numpy as np
 
 from avsc.config import BACKBONE_FEATURE, FeatureConfig, feature_config_from_dict
 from avsc.errors import DataError
+from avsc.records.lineage import Lineage, hash_rows, hash_value
 from avsc.storage import locations
 
 log = logging.getLogger(__name__)
 
-STORE_FORMAT = "avsc-features/2"
-PREVIOUS_FORMATS = {"avsc-features/1": "one uncompressed .npz file per clip"}
+STORE_FORMAT = "avsc-features/3"
+PREVIOUS_FORMATS = {"avsc-features/1": "one uncompressed .npz file per clip",
+                    "avsc-features/2": "parts without clip fingerprints or content digests"}
+DIGEST_SUFFIX = "_sha256"  # a part's and an index's column of each feature's digests
 FEATURE_NAMES: tuple[str, ...] = ("mel", "gam", "cqt", "frames")
 SPECTROGRAM_DTYPE = "<f2"  # little-endian float16
 META_FILE = "store.json"
@@ -149,11 +169,31 @@ def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
 
 def decode_jpeg(data: bytes) -> np.ndarray:
     """JPEG bytes -> ``[shape=(H, W, 3), uint8]`` RGB (Pillow; the same pixels as ``tf.io.decode_jpeg``
-    with ``dct_method="INTEGER_ACCURATE"``)."""
+    with ``dct_method="INTEGER_ACCURATE"``).
+
+    Raises:
+        OSError: the data is not a JPEG that decodes completely (Pillow refuses truncated
+            images unless told otherwise).
+    """
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB"))
+
+
+def value_digest(value: bytes | memoryview | Sequence[bytes]) -> str:
+    """SHA-256 (hex) of one clip's stored value of a feature: its bytes, or for a list of JPEG
+    frames each frame's length (8 bytes, little-endian) and bytes in turn."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        digest.update(value)
+    else:
+        for frame in value:
+            digest.update(len(frame).to_bytes(8, "little"))
+            digest.update(frame)
+    return digest.hexdigest()
 
 
 def encode_feature(array: np.ndarray, spec: FeatureSpec) -> bytes | list[bytes]:
@@ -193,7 +233,8 @@ def read_part(location: str, columns: Sequence[str]):
 
     try:
         with locations.open_input(location) as handle:
-            return pq.read_table(handle, columns=list(columns), use_threads=False, pre_buffer=True)
+            return pq.read_table(handle, columns=list(columns), use_threads=False, pre_buffer=True,
+                                 page_checksum_verification=True)
     except FileNotFoundError:
         raise DataError(location, "feature part listed in the index is missing",
                         f"the store is incomplete: {_REPREPROCESS} for its shard") from None
@@ -202,34 +243,75 @@ def read_part(location: str, columns: Sequence[str]):
                         "delete it and re-run preprocess for its shard") from None
 
 
-def read_part_feature(location: str, spec: FeatureSpec, rows: Sequence[int] | None = None,
+def read_part_feature(part: str | Part, spec: FeatureSpec, rows: Sequence[int] | None = None,
                       *, decode: bool = True):
-    """One feature of the clips of a part, in part order (or the given ``rows``).
+    """One feature of the clips of a part, in part order (or the given ``rows``), verified.
+
+    Every value read is checked against the SHA-256 its part records, and, when ``part`` is a
+    :class:`Part` of an opened store, against the digest in the store's index (so a part
+    replaced by another is caught too). Parquet's page checksums are verified while reading.
+
+    Args:
+        part: a :class:`Part` (its rows are read unless ``rows`` is given) or a part's location.
 
     Returns:
         ``[shape=(n, *spec.shape)]`` array (``float16`` spectrograms, ``uint8`` frames) when
         ``decode``; with ``decode=False`` and JPEG frames, a list of per-clip lists of JPEG
         bytes (for decoders that run elsewhere, e.g. in TensorFlow).
+
+    Raises:
+        DataError: the part is missing or unreadable, a page checksum fails, a value's digest
+            differs from the recorded one, or a JPEG frame does not decode (naming the part
+            and the clip).
     """
-    column = read_part(location, [spec.name]).column(spec.name).combine_chunks()
+    expected_digests: Sequence[str] | None = None
+    if isinstance(part, Part):
+        location = part.location
+        if rows is None:
+            rows, expected_digests = part.rows, part.digests.get(spec.name)
+    else:
+        location = str(part)
+    digest_name = spec.name + DIGEST_SUFFIX
+    table = read_part(location, ["clip_id", spec.name, digest_name])
+    column = table.column(spec.name).combine_chunks()
+    clip_ids = table.column("clip_id").to_pylist()
+    recorded = table.column(digest_name).to_pylist()
+    selected = range(len(column)) if rows is None else [int(r) for r in rows]
+
+    def check(number: int, row: int, value) -> None:
+        digest = value_digest(value)
+        if digest != recorded[row] or (expected_digests is not None and digest != expected_digests[number]):
+            raise DataError(location, f"clip {clip_ids[row]!r}: its {spec.name} bytes do not match their "
+                            "recorded SHA-256 (the part is corrupted or was replaced)",
+                            f"delete the part and {_REPREPROCESS.replace('NEW_FOLDER', 'FEATURES')} to redo it")
+
     if spec.encoding == "raw":
         expected = spec.nbytes
         if column.type.byte_width != expected:
             raise DataError(location, f"{spec.name} values are {column.type.byte_width} bytes, "
                             f"store.json says {expected}", "the part belongs to another store")
-        data = np.frombuffer(column.buffers()[1], dtype=spec.dtype, count=len(column) * expected
-                             // np.dtype(spec.dtype).itemsize, offset=column.offset * expected)
+        buffer = memoryview(column.buffers()[1])[column.offset * expected:(column.offset + len(column)) * expected]
+        for number, row in enumerate(selected):
+            check(number, row, buffer[row * expected:(row + 1) * expected])
+        data = np.frombuffer(buffer, dtype=spec.dtype)
         array = data.reshape(len(column), *spec.shape)
         if rows is None or np.array_equal(rows, np.arange(len(column))):
             return array  # every row in order (the usual case): a view, no copy
         return array[np.asarray(rows)]
     values = column.to_pylist()
-    if rows is not None:
-        values = [values[i] for i in rows]
+    values = [values[i] for i in selected]
+    for number, (row, value) in enumerate(zip(selected, values)):
+        check(number, row, value)
     if not decode:
         return values
-    return np.stack([decode_feature(v, spec) for v in values]) if values else \
-        np.zeros((0, *spec.shape), np.uint8)
+    out = []
+    for row, value in zip(selected, values):
+        try:
+            out.append(decode_feature(value, spec))
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise DataError(location, f"clip {clip_ids[row]!r}: a frame does not decode as JPEG ({exc})",
+                            "delete the part and re-run preprocess for its shard") from None
+    return np.stack(out) if out else np.zeros((0, *spec.shape), np.uint8)
 
 
 # --------------------------------------------------------------------------- the store
@@ -241,13 +323,16 @@ class Part:
     Attributes:
         location: the part file (path or ``s3://`` URI).
         rows: row numbers in the file, in file order.
-        clip_ids, labels: of those rows.
+        clip_ids, labels: of those rows (labels from the store's index, i.e. the manifest).
+        digests: feature name -> the SHA-256 the index records for each of those rows;
+            :func:`read_part_feature` checks the values read against them.
     """
 
     location: str
     rows: np.ndarray
     clip_ids: tuple[str, ...]
     labels: tuple[str, ...]
+    digests: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -258,8 +343,12 @@ class FeatureStore:
         roots: the store locations.
         config: the feature config they share; ``config_hash`` its hash.
         specs: feature name -> :class:`FeatureSpec`.
-        index: pandas DataFrame with clip_id, label, split, part (full location), row, in
+        index: pandas DataFrame with clip_id, label, split, part (full location), row, source
+            (the clip's fingerprint) and each feature's SHA-256 (``mel_sha256``, ...), in
             store order (part by part, row by row); streams read clips in this order.
+        lineage: the data the store holds: the dataset and manifest its index was written
+            from, and ``store_hash``, a hash of the feature config and of every clip's id,
+            label, split and fingerprint.
     """
 
     roots: tuple[str, ...]
@@ -267,6 +356,7 @@ class FeatureStore:
     config_hash: str
     specs: dict[str, FeatureSpec]
     index: object = field(repr=False)  # pandas.DataFrame
+    lineage: Lineage | None = None
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
@@ -293,6 +383,7 @@ class FeatureStore:
             raise DataError("<none>", "no feature store given")
         meta = None
         frames = []
+        lineages: dict[str, Lineage] = {}
         for root in roots:
             this = read_store_meta(root)
             if meta is None:
@@ -301,7 +392,8 @@ class FeatureStore:
                 raise DataError(root, f"feature config {this['config_hash']} differs from "
                                 f"{meta['config_hash']} of {roots[0]}")
             for shard_file in locations.list_files(locations.join(root, "index"), suffix=".parquet"):
-                part = _read_index(shard_file)
+                part, lineage = _read_index(shard_file)
+                _check_same_manifest(lineages, shard_file, lineage)
                 part["part"] = [locations.join(root, *p.split("/")) for p in part["part"]]
                 frames.append(part)
         if not frames:
@@ -310,8 +402,12 @@ class FeatureStore:
         index = pd.concat(frames, ignore_index=True).drop_duplicates("clip_id", keep="last")
         index = index.sort_values(["part", "row"], kind="stable").reset_index(drop=True)
         specs = {name: FeatureSpec.from_json(name, spec) for name, spec in meta["features"].items()}
+        lineage = next(iter(lineages.values()))
+        store_hash = hash_value([meta["config_hash"],
+                                 hash_rows(index.to_dict("records"), ("clip_id", "label", "split", "source"))])
         return cls(roots=roots, config=feature_config_from_dict(meta["config"]),
-                   config_hash=meta["config_hash"], specs=specs, index=index)
+                   config_hash=meta["config_hash"], specs=specs, index=index,
+                   lineage=dataclasses.replace(lineage, store_hash=store_hash))
 
     def clips(self, split: str | None = None):
         """Index rows of one split (``train``, ``val``, ``test``) or of all clips, in store order."""
@@ -325,7 +421,9 @@ class FeatureStore:
         out = []
         for location, group in rows.groupby("part", sort=False):
             out.append(Part(location=location, rows=group["row"].to_numpy(np.int64),
-                            clip_ids=tuple(group["clip_id"]), labels=tuple(group["label"])))
+                            clip_ids=tuple(group["clip_id"]), labels=tuple(group["label"]),
+                            digests={name: tuple(group[name + DIGEST_SUFFIX]) for name in self.specs
+                                     if name + DIGEST_SUFFIX in group}))
         return out
 
     def read_clip(self, clip_id: str, feature: str) -> np.ndarray:
@@ -340,7 +438,9 @@ class FeatureStore:
         if not len(found):
             raise DataError(self.roots[0], f"clip {clip_id!r} is not in the feature store")
         row = found.iloc[0]
-        return read_part_feature(row["part"], self.specs[feature], [int(row["row"])])[0]
+        part = Part(location=row["part"], rows=np.array([int(row["row"])]), clip_ids=(clip_id,),
+                    labels=(row["label"],), digests={feature: (row[feature + DIGEST_SUFFIX],)})
+        return read_part_feature(part, self.specs[feature])[0]
 
     def spec_for(self, backbone: str) -> FeatureSpec:
         """The spec of the feature ``backbone`` reads (:func:`required_feature` checks it)."""
@@ -379,10 +479,12 @@ def read_store_meta(root: str) -> dict:
         raise DataError(meta_location, f"not valid JSON ({exc})", _REPREPROCESS) from None
     found = meta.get("format")
     if found in PREVIOUS_FORMATS:
+        convert = (f", or convert it: python -c \"from avsc.features.store_writer "
+                   f"import convert_store; convert_store('{root}', 'NEW_FOLDER')\""
+                   if found == "avsc-features/1" else "")
         raise DataError(root, f"feature store of the previous format {found} "
                         f"({PREVIOUS_FORMATS[found]}), which this version no longer reads",
-                        f"{_REPREPROCESS}, or convert it: python -c \"from avsc.features.store_writer "
-                        f"import convert_store; convert_store('{root}', 'NEW_FOLDER')\"")
+                        f"{_REPREPROCESS}{convert}")
     if found != STORE_FORMAT:
         raise DataError(meta_location, f"unknown store format {found!r} (this version reads {STORE_FORMAT})",
                         _REPREPROCESS)
@@ -390,15 +492,32 @@ def read_store_meta(root: str) -> dict:
 
 
 def _read_index(location: str):
+    """A shard index as (pandas DataFrame, the :class:`Lineage` of the manifest it lists)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         with locations.open_input(location) as handle:
-            return pq.read_table(handle).to_pandas()
+            table = pq.read_table(handle, page_checksum_verification=True)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(location, f"unreadable store index ({str(exc).splitlines()[0]})",
                         "re-run preprocess for that shard") from None
+    text = (table.schema.metadata or {}).get(b"avsc.lineage")
+    if text is None or "source" not in table.column_names:
+        raise DataError(location, "store index without clip fingerprints or lineage (an older avsc)",
+                        "re-run preprocess for that shard")
+    return table.to_pandas(), Lineage.from_json(text, source=location)
+
+
+def _check_same_manifest(seen: dict[str, Lineage], location: str, lineage: Lineage) -> None:
+    """Shard indexes opened together must list one manifest's clips."""
+    for other_location, other in seen.items():
+        if other.manifest_hash != lineage.manifest_hash:
+            differ = "; ".join(lineage.differences(other))
+            raise DataError(location, f"lists the clips of another manifest than {other_location} ({differ})",
+                            "re-run preprocess for every shard with the same manifest "
+                            "(or remove the index of a shard that no longer exists)")
+    seen[location] = lineage
 
 
 def read_summary(root: str | Path) -> dict:

@@ -6,8 +6,9 @@
   frames); preprocessing workers call it, so the encoding runs in parallel;
 - :class:`PartWriter` collects encoded clips per split and writes a part file every
   ``part_clips`` clips, atomically (local: temporary file + rename; ``s3://``: one object);
-- :func:`scan_parts` lists the clips already in a store's parts, which is how a re-run skips
-  them; :func:`write_index` records a shard's clips; :func:`merge_summaries` rebuilds
+- :func:`scan_parts` lists the clips already in a store's parts (with their fingerprints),
+  which is how a re-run skips them; :func:`write_index` records a shard's clips with the
+  labels and splits of the current manifest; :func:`merge_summaries` rebuilds
   ``summary.json``;
 - :class:`StoreWriter` does all of it for code that has arrays in hand (tests, benchmarks,
   :func:`convert_store`).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,13 +34,16 @@ import numpy as np
 from avsc.config import FeatureConfig, config_hash, to_dict
 from avsc.errors import ConfigError, DataError
 from avsc.features.store import (
+    DIGEST_SUFFIX,
     META_FILE,
     STORE_FORMAT,
     FeatureSpec,
     encode_feature,
     feature_specs,
     read_store_meta,
+    value_digest,
 )
+from avsc.records.lineage import Lineage, hash_value
 from avsc.storage import locations
 
 log = logging.getLogger(__name__)
@@ -47,7 +52,7 @@ PART_CLIPS = 32  # clips a part holds: ~12 MB per spectrogram column at the pape
 # Parquet compression of the parts. Spectrograms in float16 gain ~10 % with zstd and read
 # ~10 % slower; JPEG frames do not compress further (docs/features.md, the measured choice).
 COMPRESSION = "none"
-_INDEX_COLUMNS = ("clip_id", "label", "split", "part", "row")
+_INDEX_COLUMNS = ("clip_id", "label", "split", "part", "row", "source")
 
 
 def shard_name(shard: tuple[int, int]) -> str:
@@ -95,7 +100,8 @@ def init_store(root: str | Path, config: FeatureConfig, shapes: dict[str, Sequen
         "config_hash": digest,
         "features": {name: spec.to_json() for name, spec in specs.items()},
         "layout": "parts/<split>/<shard>-<run>-<seq>.parquet: one row a clip (clip_id, label, split, "
-                  "one column per feature); index/<shard>.parquet: clip_id, label, split, part, row",
+                  "source, one column per feature and its <feature>_sha256); index/<shard>.parquet: "
+                  "clip_id, label, split, part, row, source, <feature>_sha256",
     })
     return specs
 
@@ -118,17 +124,24 @@ def write_store_ref(folder: str | Path, store: str, config: FeatureConfig) -> No
 
 @dataclass(frozen=True)
 class EncodedClip:
-    """One clip as a part stores it: ``values`` maps a feature to its bytes (or JPEG list)."""
+    """One clip as a part stores it: ``values`` maps a feature to its bytes (or JPEG list),
+    ``digests`` to their SHA-256; ``source`` is the clip's fingerprint."""
 
     clip_id: str
     label: str
     split: str
     values: dict
+    source: str = ""
+    digests: dict = None  # type: ignore[assignment]
 
 
 def encode_clip(clip_id: str, label: str, split: str, arrays: dict[str, np.ndarray],
-                specs: dict[str, FeatureSpec]) -> EncodedClip:
+                specs: dict[str, FeatureSpec], *, source: str | None = None) -> EncodedClip:
     """Encode the arrays of one clip for the store (every feature of ``specs`` is required).
+
+    Args:
+        source: the clip's fingerprint (:func:`avsc.features.preprocess.clip_fingerprints`);
+            default: a hash of the clip id and the encoded values (arrays with no file behind).
 
     Raises:
         ValueError: a feature is missing or has the wrong shape.
@@ -136,8 +149,11 @@ def encode_clip(clip_id: str, label: str, split: str, arrays: dict[str, np.ndarr
     missing = sorted(set(specs) - set(arrays))
     if missing:
         raise ValueError(f"{clip_id}: no {', '.join(missing)} array")
-    return EncodedClip(clip_id, label, split,
-                       {name: encode_feature(arrays[name], spec) for name, spec in specs.items()})
+    values = {name: encode_feature(arrays[name], spec) for name, spec in specs.items()}
+    digests = {name: value_digest(value) for name, value in values.items()}
+    if source is None:
+        source = "content:" + hash_value([clip_id, digests])
+    return EncodedClip(clip_id, label, split, values, source, digests)
 
 
 def part_schema(specs: dict[str, FeatureSpec]):
@@ -148,62 +164,78 @@ def part_schema(specs: dict[str, FeatureSpec]):
 
     fields = [pa.field("clip_id", pa.string(), nullable=False),
               pa.field("label", pa.string(), nullable=False),
-              pa.field("split", pa.string(), nullable=False)]
+              pa.field("split", pa.string(), nullable=False),
+              pa.field("source", pa.string(), nullable=False)]
     for name, spec in specs.items():
         kind = pa.list_(pa.binary()) if spec.encoding == "jpeg" else pa.binary(spec.nbytes)
         fields.append(pa.field(name, kind, nullable=False,
                                metadata={"avsc.spec": json.dumps(spec.to_json())}))
+    fields.extend(pa.field(name + DIGEST_SUFFIX, pa.string(), nullable=False) for name in specs)
     return pa.schema(fields, metadata={"avsc.format": STORE_FORMAT})
 
 
 def write_part(location: str, clips: Sequence[EncodedClip], specs: dict[str, FeatureSpec]) -> None:
-    """Write ``clips`` as one part file (one row group), atomically."""
+    """Write ``clips`` as one part file (one row group, page checksums on), atomically."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = part_schema(specs)
     columns = {"clip_id": [c.clip_id for c in clips], "label": [c.label for c in clips],
-               "split": [c.split for c in clips]}
+               "split": [c.split for c in clips], "source": [c.source for c in clips]}
     for name in specs:
         columns[name] = [c.values[name] for c in clips]
+    for name in specs:
+        columns[name + DIGEST_SUFFIX] = [c.digests[name] for c in clips]
     table = pa.Table.from_pydict(columns, schema=schema)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression=COMPRESSION, row_group_size=len(clips),
-                   use_dictionary=["label", "split"], write_statistics=["clip_id", "label", "split"])
+                   use_dictionary=["label", "split"], write_statistics=["clip_id", "label", "split"],
+                   write_page_checksum=True)
     locations.write_bytes(location, sink.getvalue().to_pybytes())
 
 
 class PartWriter:
-    """Collects encoded clips per split and writes a part every ``part_clips`` clips.
+    """Collects encoded clips per split and writes a part every ``part_clips`` clips, and
+    every ``flush_seconds`` whatever it holds (then the parts are shorter).
 
     Parts are named ``parts/<split>/<shard>-<run>-<seq>.parquet``: ``run`` is random per
     writer, so two runs of one shard never overwrite each other's parts.
 
     Attributes:
-        rows: index rows (clip_id, label, split, part, row) of every clip written so far.
+        rows: index rows (clip_id, label, split, part, row, source, digests) of every clip
+            written so far.
     """
 
     def __init__(self, root: str | Path, specs: dict[str, FeatureSpec], shard: tuple[int, int],
-                 part_clips: int = PART_CLIPS):
+                 part_clips: int = PART_CLIPS, *, flush_seconds: float | None = None):
         if part_clips < 1:
             raise ConfigError(f"part_clips must be at least 1, not {part_clips}")
         self.root, self.specs, self.shard, self.part_clips = str(root), specs, shard, part_clips
+        self.flush_seconds = flush_seconds
         self.run = secrets.token_hex(3)
         self.rows: list[dict] = []
         self._pending: dict[str, list[EncodedClip]] = {}
         self._seq = 0
+        self._written_at = time.monotonic()
 
     def add(self, clip: EncodedClip) -> None:
         pending = self._pending.setdefault(clip.split, [])
         pending.append(clip)
         if len(pending) >= self.part_clips:
             self._write(clip.split)
+        self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        """Write what is pending when ``flush_seconds`` have passed since the last write."""
+        if self.flush_seconds is not None and time.monotonic() - self._written_at >= self.flush_seconds:
+            self.flush()
 
     def flush(self) -> None:
         """Write every split's pending clips (a last, shorter part each)."""
         for split in sorted(self._pending):
             if self._pending[split]:
                 self._write(split)
+        self._written_at = time.monotonic()
 
     def _write(self, split: str) -> None:
         clips = self._pending.pop(split)
@@ -211,12 +243,15 @@ class PartWriter:
         self._seq += 1
         write_part(locations.join(self.root, *relative.split("/")), clips, self.specs)
         self.rows.extend({"clip_id": c.clip_id, "label": c.label, "split": c.split, "part": relative,
-                          "row": row} for row, c in enumerate(clips))
+                          "row": row, "source": c.source,
+                          **{name + DIGEST_SUFFIX: c.digests[name] for name in self.specs}}
+                         for row, c in enumerate(clips))
         log.debug("wrote %s (%d clips)", relative, len(clips))
 
 
 def scan_parts(root: str | Path, *, workers: int = 8) -> list[dict]:
-    """Index rows of every clip in every part of the store (reads only the id columns).
+    """Index rows of every clip in every part of the store: clip_id, label and split as first
+    written, part, row, source (fingerprint) and the digests (reads only those small columns).
 
     Raises:
         DataError: a part that is not readable (naming it).
@@ -226,9 +261,10 @@ def scan_parts(root: str | Path, *, workers: int = 8) -> list[dict]:
     root = str(root)
     base = locations.join(root, "parts")
     files = locations.list_files(base, suffix=".parquet")
+    digests = [name + DIGEST_SUFFIX for name in read_store_meta(root)["features"]]
 
     def one(location: str) -> list[dict]:
-        table = read_part(location, ["clip_id", "label", "split"])
+        table = read_part(location, ["clip_id", "label", "split", "source", *digests])
         relative = "parts/" + location[len(base):].lstrip("/\\").replace("\\", "/")
         return [dict(row, part=relative, row=i) for i, row in enumerate(table.to_pylist())]
 
@@ -236,22 +272,37 @@ def scan_parts(root: str | Path, *, workers: int = 8) -> list[dict]:
         return [row for rows in pool.map(one, files) for row in rows]
 
 
-def write_index(root: str | Path, shard: tuple[int, int], rows: list[dict]) -> str:
-    """Record the clips of one shard (dicts with clip_id, label, split, part, row)."""
+def write_index(root: str | Path, shard: tuple[int, int], rows: list[dict], *, lineage: Lineage,
+                features: Sequence[str]) -> str:
+    """Record the clips of one shard: dicts with clip_id, label, split (the manifest's), part,
+    row, source and each of ``features``' digest; ``lineage`` (of the manifest the labels and
+    splits come from) goes into the file's metadata. Page checksums on."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    digests = [name + DIGEST_SUFFIX for name in features]
     schema = pa.schema([pa.field("clip_id", pa.string(), nullable=False),
                         pa.field("label", pa.string(), nullable=False),
                         pa.field("split", pa.string(), nullable=False),
                         pa.field("part", pa.string(), nullable=False),
-                        pa.field("row", pa.int32(), nullable=False)])
-    table = pa.Table.from_pylist([{k: r[k] for k in _INDEX_COLUMNS} for r in rows], schema=schema)
+                        pa.field("row", pa.int32(), nullable=False),
+                        pa.field("source", pa.string(), nullable=False),
+                        *(pa.field(name, pa.string(), nullable=False) for name in digests)],
+                       metadata={"avsc.lineage": lineage.to_json()})
+    table = pa.Table.from_pylist([{k: r[k] for k in (*_INDEX_COLUMNS, *digests)} for r in rows], schema=schema)
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
+    pq.write_table(table, sink, write_page_checksum=True)
     location = locations.join(str(root), "index", f"{shard_name(shard)}.parquet")
     locations.write_bytes(location, sink.getvalue().to_pybytes())
     return location
+
+
+def arrays_lineage(dataset: str) -> Lineage:
+    """The lineage recorded for clips written from arrays in hand, without a manifest: the
+    dataset's name stands for the manifest (every shard of it agrees); the store's hash
+    (:attr:`avsc.features.store.FeatureStore.lineage`) still covers every clip's id, label,
+    split and content."""
+    return Lineage(dataset=dataset, manifest_hash=hash_value(["arrays", dataset]))
 
 
 def write_summary(root: str | Path, summary: dict) -> None:
@@ -261,10 +312,13 @@ def write_summary(root: str | Path, summary: dict) -> None:
 def merge_summaries(root: str | Path) -> dict:
     """Rebuild ``summary.json`` of a store from its shard indexes and shard summaries.
 
-    ``processed`` counts the clips that have features in the store (over every shard, from
-    every run); ``rejected`` lists the clips the latest run of each shard could not
+    ``processed`` counts the clips that have features in the store (over every shard, as
+    their latest run's manifest lists them); ``lineage`` is the store's
+    (:attr:`avsc.features.store.FeatureStore.lineage`); ``rejected`` lists the clips the latest run of each shard could not
     process and that still have no features; ``shapes`` are the store's feature shapes.
     """
+    import json
+
     import pyarrow.parquet as pq
 
     root = str(root)
@@ -283,11 +337,19 @@ def merge_summaries(root: str | Path) -> dict:
             if item["clip_id"] not in clip_ids:
                 rejected[item["clip_id"]] = item["reason"]
     shapes = {name: spec["shape"] for name, spec in read_store_meta(root)["features"].items()}
+    from avsc.features.store import FeatureStore
+
+    try:  # the data the store holds now; None while its shards list different manifests
+        lineage = FeatureStore.open(root).lineage
+    except DataError as exc:
+        log.info("%s: no single lineage yet (%s)", root, exc)
+        lineage = None
     summary = {
         "processed": len(clip_ids),
         "rejected": [{"clip_id": key, "reason": rejected[key]} for key in sorted(rejected)],
         "shapes": shapes,
         "shards": shards,
+        "lineage": None if lineage is None else json.loads(lineage.to_json()),
     }
     write_summary(root, summary)
     return summary
@@ -305,10 +367,12 @@ class StoreWriter:
     """
 
     def __init__(self, root: str | Path, config: FeatureConfig, shapes: dict[str, Sequence[int]],
-                 *, shard: tuple[int, int] = (0, 1), part_clips: int = PART_CLIPS):
+                 *, shard: tuple[int, int] = (0, 1), part_clips: int = PART_CLIPS,
+                 lineage: Lineage | None = None):
         self.root = str(root)
         self.specs = init_store(self.root, config, shapes)
         self.shard = shard
+        self.lineage = lineage or arrays_lineage("arrays")
         self._parts = PartWriter(self.root, self.specs, shard, part_clips)
 
     def add(self, clip_id: str, label: str, split: str, arrays: dict[str, np.ndarray]) -> None:
@@ -317,7 +381,8 @@ class StoreWriter:
     def close(self) -> str:
         """Write pending parts and the shard's index; returns the index location."""
         self._parts.flush()
-        return write_index(self.root, self.shard, self._parts.rows)
+        return write_index(self.root, self.shard, self._parts.rows, lineage=self.lineage,
+                           features=list(self.specs))
 
     def __enter__(self) -> StoreWriter:
         return self

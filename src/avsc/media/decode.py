@@ -43,7 +43,7 @@ from ffmpeg.nodes import FilterableStream, OutputStream
 
 from avsc.config import AudioConfig, FrameConfig
 from avsc.errors import MediaError
-from avsc.media.ffmpeg import HINT, media_path, run_ffmpeg
+from avsc.media.ffmpeg import HINT, check_decoded_cleanly, media_path, run_ffmpeg
 from avsc.media.probe import MediaInfo, check_media_file, probe_media
 
 # Peak amplitude below which a clip's sound counts as digital silence: one step of 16-bit
@@ -138,7 +138,9 @@ def demux_audio(
              .output("pipe:", format="f32le", acodec="pcm_f32le", ac=cfg.channels, ar=cfg.sample_rate,
                      vn=None, sn=None, dn=None))
     args = _anchored(sound, source, start).global_args("-loglevel", "error").get_args()
-    raw = run_ffmpeg(path, args, what="audio", timeout_s=timeout_s).stdout
+    run = run_ffmpeg(path, args, what="audio", timeout_s=timeout_s)
+    check_decoded_cleanly(path, run, "audio")
+    raw = run.stdout
     samples = np.frombuffer(raw, dtype="<f4")
     samples = samples[:len(samples) - len(samples) % cfg.channels].reshape(-1, cfg.channels)
     if len(samples) == 0:
@@ -245,7 +247,9 @@ def _decode_frames(path: str | Path, info: MediaInfo, cfg: FrameConfig, *, offse
     frames = (_frame_filters(source[f"v:{info.video_stream}"], cfg, pre_roll, seconds, fixed_rate)
               .output("pipe:", format="rawvideo", pix_fmt="rgb24", an=None, sn=None, dn=None, **limit))
     args = _anchored(frames, source, info.video_start_s).global_args("-loglevel", "error").get_args()
-    raw = run_ffmpeg(path, args, what="video", timeout_s=timeout_s).stdout
+    run = run_ffmpeg(path, args, what="video", timeout_s=timeout_s)
+    check_decoded_cleanly(path, run, "video")
+    raw = run.stdout
     size = int(cfg.size)
     count = len(raw) // (size * size * 3)
     return np.frombuffer(raw[:count * size * size * 3], dtype=np.uint8).reshape(count, size, size, 3)

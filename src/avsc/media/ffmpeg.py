@@ -57,6 +57,15 @@ FAILURE_MARKERS: tuple[tuple[str, str], ...] = (
 )
 ALWAYS_FATAL: frozenset[str] = frozenset({"partial file", "moov atom not found"})
 
+# Decoder messages at ffmpeg's "error" level that clean recordings produce too, when decoding
+# starts mid-stream after a seek (H.264 references from before the seek point). Any other
+# message at that level while decoding is a decode error (:func:`decode_errors`).
+HARMLESS_DECODE_MESSAGES: tuple[str, ...] = (
+    "co located POCs unavailable",
+    "mmco: unref short failure",
+    "number of reference frames",
+)
+
 # Signals whose exit statuses a shell wrapper (128 + N) passes on for a killed ffmpeg.
 _CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT,
                   signal.SIGKILL)
@@ -141,6 +150,27 @@ def report_problem(report: str, returncode: int) -> str | None:
         if marker in report and (returncode != 0 or marker in ALWAYS_FATAL):
             return problem
     return None
+
+
+def decode_errors(report: str) -> list[str]:
+    """The lines of an ffmpeg report (run with ``-loglevel error``) that are decode errors:
+    every line but those of :data:`HARMLESS_DECODE_MESSAGES`, in ffmpeg's own words."""
+    lines = [line.strip() for line in report.splitlines() if line.strip()]
+    return [line for line in lines if not any(harmless in line for harmless in HARMLESS_DECODE_MESSAGES)]
+
+
+def check_decoded_cleanly(path: str | Path, run: FFmpegRun, what: str, hint: str = HINT) -> None:
+    """Reject a file whose decoding reported errors (a damaged stream decodes to wrong samples
+    or pixels while ffmpeg exits 0).
+
+    Raises:
+        MediaError: naming the file, how many errors ffmpeg reported and the first in its words.
+    """
+    errors = decode_errors(run.report)
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise MediaError(path, f"ffmpeg reported {len(errors)} decode error(s) in its {what}: "
+                               f"{errors[0][:200]}{more}", hint)
 
 
 # ffmpeg's http protocol: reconnect on dropped connections and network errors, and give up

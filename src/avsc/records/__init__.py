@@ -6,11 +6,12 @@ attributes, never ``.get("key", default)``; a file of another format or version 
 a message naming it.
 
 Example:
-    >>> from avsc.records import Calibration, ModelInfo
+    >>> from avsc.records import Calibration, Lineage, ModelInfo
     >>> info = ModelInfo(backbone="aud-mel", train={"epochs": 3}, config_hash="abc",
     ...                  features={}, feature_config_hash="def", feature_shapes={"mel": (128, 715, 2)},
     ...                  labels=("airport",), best_epoch=2, selection="log_loss",
-    ...                  calibration=Calibration(1.5, {"log_loss": 1.2}, {"log_loss": 1.1}))
+    ...                  calibration=Calibration(1.5, {"log_loss": 1.2}, {"log_loss": 1.1}),
+    ...                  lineage=Lineage("demo", "0123456789abcdef"))
     >>> ModelInfo.from_dict(info.to_dict()) == info
     True
 """

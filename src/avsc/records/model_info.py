@@ -44,13 +44,14 @@ class ModelInfo(Record):
         best_epoch: the epoch whose weights are ``model.keras`` (1-based).
         selection: the rule that chose it (:data:`avsc.evaluation.calibration.SELECTION_RULES`).
         calibration: the chosen epoch's temperature and val scores.
+        lineage: the data it was trained on: the feature store's lineage (dataset, manifest
+            and store hashes). Embedding, fusion and evaluation compare it with theirs.
         mixed_precision: whether it was trained in ``mixed_float16``.
-        lineage: the data it was trained on (None in a folder written without it).
     """
 
     FILE_NAME: ClassVar[str] = "config.json"
     FORMAT: ClassVar[str] = "avsc-model-info"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2  # 2: lineage required
     WRITTEN_BY: ClassVar[str] = "avsc train"
 
     backbone: str
@@ -63,8 +64,8 @@ class ModelInfo(Record):
     best_epoch: int
     selection: str
     calibration: Calibration
+    lineage: Lineage
     mixed_precision: bool = False
-    lineage: Lineage | None = None
 
     @property
     def temperature(self) -> float:

@@ -176,6 +176,29 @@ def list_files(location: str | os.PathLike, *, suffix: str = "",
     return sorted(out)
 
 
+def file_stats(files: list[str], *, settings: S3Settings | None = None) -> dict[str, tuple[int, int] | None]:
+    """``(size in bytes, modification time in ns)`` of each file (None when absent).
+
+    Files of one folder are listed together (one LIST per folder on ``s3://``, where the
+    time is the object's Last-Modified), so thousands of clips cost a few requests.
+    """
+    import pyarrow.fs as pafs
+
+    by_folder: dict[str, list[str]] = {}
+    for location in files:
+        by_folder.setdefault(posixpath.dirname(str(location).replace(os.sep, "/")), []).append(str(location))
+    out: dict[str, tuple[int, int] | None] = {}
+    for folder, members in by_folder.items():
+        fs, path = _resolve(folder, settings)
+        with _mapped(folder, settings):
+            infos = fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True))
+        found = {info.base_name: info for info in infos if info.type == pafs.FileType.File}
+        for location in members:
+            info = found.get(posixpath.basename(location.replace(os.sep, "/")))
+            out[location] = None if info is None else (int(info.size), int(info.mtime_ns or 0))
+    return out
+
+
 def open_input(location: str | os.PathLike, *, settings: S3Settings | None = None):
     """A seekable, read-only pyarrow file at ``location``: a memory map of a local file (its
     pages are read as they are touched, without copies), ranged GETs on a remote object.

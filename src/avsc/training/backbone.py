@@ -31,6 +31,7 @@ leave avsc (its embeddings stay raw logits).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -53,6 +54,7 @@ from avsc.storage.files import write_json
 from avsc.training.checkpoints import (
     Checkpoints,
     StepCheckpoints,
+    check_resume_key,
     restore_seed_states,
     seed_states,
     sigterm_flag,
@@ -114,10 +116,13 @@ def _use_mixed_precision(setting: str) -> bool:
     raise ConfigError(f"train.mixed_precision must be auto, on or off, got {setting!r}")
 
 
-def _resume_key(backbone: str, config: TrainConfig, feature_hash: str) -> str:
-    # Everything but the epoch count must match to continue a run.
-    # (and the input stream: both give the same batches).
-    return f"{backbone}:{config_hash(replace(config, epochs=0, stream='auto'))}:{feature_hash}"
+def _resume_key(backbone: str, config: TrainConfig, store) -> dict[str, Any]:
+    # The data (the store's lineage) and every setting but the epoch count and the input
+    # stream (both give the same batches) must match to continue a run
+    # (avsc.training.checkpoints.check_resume_key says what differs).
+    train = {k: v for k, v in to_dict(config).items() if k not in ("epochs", "stream")}
+    return {"settings": {"backbone": backbone, "train": train, "features": to_dict(store.config)},
+            "lineage": dataclasses.asdict(store.lineage)}
 
 
 def _train_examples(store, backbone: str, config: TrainConfig) -> int:
@@ -185,7 +190,9 @@ def train_backbone(
         result.val_accuracy
     """
     checkpoints = str(checkpoints) if checkpoints else locations.join(str(model_dir), "checkpoints")
-    with locations.output_folder(model_dir) as local_dir:
+    from avsc.training.streams import store_errors
+
+    with locations.output_folder(model_dir) as local_dir, store_errors():
         result = _train_backbone(backbone, feature_dirs, local_dir, config=config,
                                  checkpoints=Checkpoints(checkpoints), progress=progress,
                                  every=(checkpoint_every_s, checkpoint_every_steps))
@@ -214,7 +221,7 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
         raise ConfigError(f"train.selection must be one of {', '.join(SELECTION_RULES)}, got {config.selection!r}")
 
     ckpt = checkpoints
-    resume_key = _resume_key(backbone, config, store.config_hash)
+    resume_key = _resume_key(backbone, config, store)
     mixed = _use_mixed_precision(config.mixed_precision)
     previous_policy = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy("mixed_float16" if mixed else "float32")
@@ -222,9 +229,13 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
     try:
         keras.utils.set_random_seed(config.seed)
         state = ckpt.read_state()
-        if state is not None and state.get("resume_key") != resume_key:
-            raise ConfigError(f"{ckpt.location}: holds checkpoints of another run ({state.get('resume_key')}); "
-                              "use another checkpoint location, or delete these checkpoints to start over")
+        if state is not None:
+            check_resume_key(state.get("resume_key"), resume_key, location=ckpt.location)
+            if int(state["epoch"]) > config.epochs:
+                raise ConfigError(f"{ckpt.location}: checkpointed after epoch {state['epoch']}, more than "
+                                  f"train.epochs = {config.epochs}; give --epochs {state['epoch']} or more "
+                                  f"to finish this run, or another checkpoint location to train "
+                                  f"{config.epochs} epoch(s) afresh")
         in_epoch = state.get("in_epoch") if state is not None else None
         if state is not None:
             trainer = ckpt.load_model(in_epoch["model"] if in_epoch else state["last"])
@@ -318,7 +329,7 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
         best_epoch=state["best_epoch"], selection=config.selection,
         calibration=Calibration(temperature=calibration["temperature"], before=calibration["before"],
                                 after=calibration["after"], fitted_on=calibration["fitted_on"]),
-        mixed_precision=mixed,
+        mixed_precision=mixed, lineage=store.lineage,
     ).write(model_dir)
     return TrainResult(model_dir=model_dir, backbone=backbone, best_epoch=state["best_epoch"],
                        epochs_run=epochs_run, val_accuracy=val_metrics["accuracy"],

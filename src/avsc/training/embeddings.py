@@ -5,7 +5,8 @@ Columns: ``clip_id`` (string), ``split`` (string), ``label`` (string), ``fc1024`
 list of 10 float32, the second dense layer's output, before softmax: raw logits, what
 fusion f4-f6 read). Schema metadata: ``avsc.backbone``, ``avsc.config_hash``,
 ``avsc.model_sha256``, ``avsc.labels``, ``avsc.temperature`` (the backbone's temperature,
-fitted on val: its calibrated class probabilities are ``softmax(fc10 / temperature)``).
+fitted on val: its calibrated class probabilities are ``softmax(fc10 / temperature)``) and
+``avsc.lineage`` (the data: :class:`avsc.records.Lineage` as JSON; ``read_embeddings(path).lineage``).
 
 Readable as is: ``pandas.read_parquet(path)`` or ``duckdb.sql("select * from 'x.parquet'")``.
 """
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 
 from avsc.errors import DataError
 from avsc.labels import LABELS
+from avsc.records.lineage import Lineage
 from avsc.storage import locations
 
 
@@ -48,11 +50,13 @@ def write_embeddings(
     backbone: str,
     config_hash: str,
     model_sha256: str,
+    lineage: Lineage,
     temperature: float = 1.0,
 ) -> Path:
     """Write one backbone's embeddings atomically.
 
     Args:
+        lineage: the data the clips and the model come from (the store's lineage).
         fc1024: [shape=(n_clips, width), float32] first dense layer outputs.
         fc10: [shape=(n_clips, 10), float32] second dense layer outputs (pre-softmax).
         temperature: the backbone's calibration temperature (recorded, never applied to ``fc10``).
@@ -78,6 +82,7 @@ def write_embeddings(
         "avsc.model_sha256": model_sha256,
         "avsc.labels": json.dumps(list(LABELS)),
         "avsc.temperature": repr(float(temperature)),
+        "avsc.lineage": lineage.to_json(),
     })
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
@@ -94,6 +99,7 @@ class Embeddings:
         fc10: [shape=(n_clips, 10), float32] logits, before softmax and before calibration.
         temperature: calibrated probabilities are ``softmax(fc10 / temperature)``; 1.0 for
             files written before calibration existed.
+        lineage: the data the clips and the model come from.
     """
 
     backbone: str
@@ -104,15 +110,24 @@ class Embeddings:
     labels: np.ndarray
     fc1024: np.ndarray
     fc10: np.ndarray
+    lineage: Lineage
     temperature: float = 1.0
 
 
 def read_embeddings(path: str | Path) -> Embeddings:
-    """Read a backbone's embedding file written by :func:`write_embeddings` (a path or ``s3://``)."""
+    """Read a backbone's embedding file written by :func:`write_embeddings` (a path or ``s3://``).
+
+    Raises:
+        DataError: not there, not an avsc embedding file, or without a data lineage (written
+            by an older avsc).
+    """
     table = locations.read_parquet(path, what="embedding file", hint="run `avsc embed` first")
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     if "avsc.backbone" not in meta:
         raise DataError(path, "Parquet file has no avsc.backbone metadata; not an avsc embedding file")
+    if "avsc.lineage" not in meta:
+        raise DataError(path, "embedding file records no data lineage (written by an older avsc)",
+                        "run `avsc embed` again")
     def matrix(name: str) -> np.ndarray:
         column = table.column(name).combine_chunks()
         return column.values.to_numpy(zero_copy_only=False).reshape(len(column), -1).astype(np.float32)
@@ -125,8 +140,25 @@ def read_embeddings(path: str | Path) -> Embeddings:
         labels=np.asarray(table.column("label").to_pylist()),
         fc1024=matrix("fc1024"),
         fc10=matrix("fc10"),
+        lineage=Lineage.from_json(meta["avsc.lineage"], source=path),
         temperature=float(meta.get("avsc.temperature", "1.0")),
     )
+
+
+def read_embeddings_lineage(path: str | Path) -> Lineage:
+    """The data lineage of an embedding file, from its metadata only (a local path).
+
+    Raises:
+        DataError: not a readable embedding file, or one without a lineage.
+    """
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataError(path, f"not a readable embedding file ({exc})", "run `avsc embed` again") from None
+    if b"avsc.lineage" not in meta:
+        raise DataError(path, "embedding file records no data lineage (written by an older avsc)",
+                        "run `avsc embed` again")
+    return Lineage.from_json(meta[b"avsc.lineage"], source=path)
 
 
 # --- Export: backbone model -> embeddings ------------------------------------------------
@@ -178,6 +210,7 @@ class EmbedResult:
     n_clips: int
     config_hash: str
     model_sha256: str
+    lineage: Lineage | None = None
 
 
 def embed_clips(
@@ -205,8 +238,9 @@ def embed_clips(
             TensorFlow backend, NumPy otherwise), ``tfdata`` or ``numpy``.
 
     Raises:
-        DataError: missing model files, or a store made with another feature config or
-            without the backbone's feature.
+        DataError: missing model files, a store made with another feature config or
+            without the backbone's feature, or holding other data than the model was
+            trained on (other clips, labels or splits: the message says which).
     """
     import keras
     from tqdm import tqdm
@@ -217,7 +251,7 @@ def embed_clips(
     from avsc.records import ModelInfo
     from avsc.runtime import limit_tensorflow_threads
     from avsc.storage.files import sha256_file
-    from avsc.training.streams import clip_predictions, eval_stream
+    from avsc.training.streams import clip_predictions, eval_stream, store_errors
 
     limit_tensorflow_threads()  # the pod's CPUs, before the model's first operation
     with locations.local_folder(model_dir, include=["model.keras", "config.json"]) as local:
@@ -235,6 +269,9 @@ def embed_clips(
         raise DataError(store.roots[0], f"feature config {store.config_hash} differs from "
                         f"{meta.feature_config_hash} the model was trained on",
                         "embed the store the model was trained on")
+    store.lineage.check_same(meta.lineage, source=locations.join(str(model_dir), "config.json"),
+                             what="the model", hint="embed the store the model was trained on, "
+                             "or train the model on this one")
     spec = store.spec_for(backbone)
     emb_model = avsc.models.backbones.embedding_model(model)
     rows = store.clips()
@@ -244,7 +281,8 @@ def embed_clips(
     # Other backends run the model eagerly, one op at a time; predict_on_batch compiles it (XLA).
     run = (lambda x: emb_model(x, training=False)) if keras.backend.backend() == "tensorflow" \
         else emb_model.predict_on_batch
-    with tqdm(total=len(rows) * per_clip, desc=f"embed {backbone}", unit=unit, disable=not progress) as bar:
+    with tqdm(total=len(rows) * per_clip, desc=f"embed {backbone}", unit=unit, disable=not progress) as bar, \
+            store_errors():
         for x in eval_stream(stream, store, backbone, None, batch_size=batch_size):
             fc1024, fc10 = run(x)
             fc1024_parts.append(np.asarray(fc1024, np.float32))
@@ -257,6 +295,7 @@ def embed_clips(
     path = write_embeddings(
         out_path, clip_ids=list(rows["clip_id"].iloc[order]), splits=list(rows["split"].iloc[order]),
         labels=list(rows["label"].iloc[order]), fc1024=fc1024[order], fc10=fc10[order], backbone=backbone,
-        config_hash=meta.config_hash, model_sha256=digest, temperature=meta.temperature)
+        config_hash=meta.config_hash, model_sha256=digest, temperature=meta.temperature,
+        lineage=store.lineage)
     return EmbedResult(path=path, backbone=backbone, n_clips=len(rows), config_hash=meta.config_hash,
-                       model_sha256=digest)
+                       model_sha256=digest, lineage=store.lineage)

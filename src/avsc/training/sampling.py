@@ -45,7 +45,7 @@ def part_loader(parts: list[Part], spec: FeatureSpec, frames_per_clip: int | Non
     def load(number) -> tuple[np.ndarray, np.ndarray]:
         number = int(number)
         part = parts[number]
-        values = read_part_feature(part.location, spec, part.rows, decode=False)
+        values = read_part_feature(part, spec, decode=False)  # verified against the index's digests
         if not visual:
             return np.ascontiguousarray(values), labels[number]
         n_frames = spec.shape[0]

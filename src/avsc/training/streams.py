@@ -26,16 +26,58 @@ clip in order (visual; a clip's prediction is the mean over its frames, see
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
+
 import numpy as np
 
 from avsc.config import VISUAL_BACKBONES
-from avsc.errors import DataError
+from avsc.errors import AvscError, DataError
 from avsc.features.store import FeatureSpec, FeatureStore, Part
 from avsc.labels import LABEL_INDEX, LABELS
 from avsc.training.mixup import mixup  # noqa: F401  (re-exported: the one mixup of Phase I)
 from avsc.training.sampling import EpochPlan, epoch_plan, part_loader
 
 PARALLEL_READS = 4  # part files read at the same time (each ~12 MB at the paper preset)
+
+# Errors raised by the store reader inside tf.data, kept so that :func:`store_errors` can
+# re-raise the error itself instead of TensorFlow's wrapping of it (a long traceback).
+_RAISED: list[AvscError] = []
+_RAISED_LOCK = threading.Lock()
+
+
+def _recording(fn):
+    """``fn`` as tf.data calls it through ``tf.numpy_function``: a store error it raises is kept
+    for :func:`store_errors` (TensorFlow passes on only its text, in a long error)."""
+    def run(*args):
+        try:
+            return fn(*args)
+        except AvscError as exc:
+            with _RAISED_LOCK:
+                _RAISED.append(exc)
+            raise
+    return run
+
+
+@contextlib.contextmanager
+def store_errors() -> Iterator[None]:
+    """Run Keras or tf.data code over a stream; a store error raised inside tf.data (a
+    missing or corrupted part, an unreachable object store) comes out as itself, an
+    :class:`~avsc.errors.AvscError` the CLI prints as one line, not as TensorFlow's error."""
+    import tensorflow as tf
+
+    with _RAISED_LOCK:
+        _RAISED.clear()
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        with _RAISED_LOCK:
+            raised, _RAISED[:] = list(_RAISED), []
+        if not raised:
+            raise
+        named = [error for error in raised if str(error) in str(exc)]
+        raise (named or raised)[0] from None
 
 
 def label_indices(store: FeatureStore, split: str) -> np.ndarray:
@@ -69,7 +111,7 @@ def _parts_dataset(parts: list[Part], spec: FeatureSpec, order: np.ndarray, *,
         x_type, x_shape = tf.float16, [None, *spec.shape]
 
     def read(number):
-        x, y = tf.numpy_function(load, [number], [x_type, tf.int32], stateful=False)
+        x, y = tf.numpy_function(_recording(load), [number], [x_type, tf.int32], stateful=False)
         x.set_shape(x_shape)
         y.set_shape([None])
         return x, y
@@ -149,7 +191,7 @@ def train_dataset(
         x_type, x_shape = tf.float16, [None, *spec.shape]
 
     def read(group):
-        x, y = tf.numpy_function(plan.read_group, [group], [x_type, tf.int32], stateful=False)
+        x, y = tf.numpy_function(_recording(plan.read_group), [group], [x_type, tf.int32], stateful=False)
         x.set_shape(x_shape)
         y.set_shape([None])
         return x, y
