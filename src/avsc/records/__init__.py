@@ -18,5 +18,8 @@ Example:
 from avsc.records._base import Record, RecordError
 from avsc.records.lineage import Lineage
 from avsc.records.model_info import Calibration, ModelInfo
+from avsc.records.fusion_info import FusionInfo
+from avsc.records.bundle_info import BundleFusion, BundleInfo, BundleProvenance
 
-__all__ = ["Record", "RecordError", "Lineage", "Calibration", "ModelInfo"]
+__all__ = ["Record", "RecordError", "Lineage", "Calibration", "ModelInfo", "FusionInfo", "BundleInfo", "BundleFusion",
+           "BundleProvenance"]
