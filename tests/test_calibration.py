@@ -126,9 +126,10 @@ def test_calibrate_applies_a_temperature_only_when_cross_validation_says_it_pays
 
 
 def test_a_temperature_at_its_bound_is_flagged(rng):
-    # Sure and unrelated to the labels: only an almost uniform output is honest.
-    logits = 50.0 * rng.normal(size=(200, 10))
-    y = rng.integers(0, 10, size=200)
+    # Sure and unrelated to the labels: only an almost uniform output is honest. (2,000 rows:
+    # on 200 the prior on log T holds T at about 75.)
+    logits = 50.0 * rng.normal(size=(2000, 10))
+    y = rng.integers(0, 10, size=2000)
     result = calibrate(logits, y)
     assert result["method"] == "temperature" and result["at_bound"]
     assert result["temperature"] == pytest.approx(TEMPERATURE_BOUNDS[1], rel=0.01)
