@@ -17,6 +17,7 @@ from avsc.evaluation.calibration import (
 )
 from avsc.evaluation.metrics import (
     classification_metrics,
+    equal_count_reliability,
     expected_calibration_error,
     reliability_bins,
     softmax,
@@ -64,12 +65,74 @@ def test_fit_temperature_minimises_the_log_loss(rng):
 
 def test_fit_temperature_edge_cases():
     assert fit_temperature(np.zeros((0, 10)), np.zeros(0, int)) == 1.0
-    # Every row right: the log loss alone falls all the way as T -> 0 (the search runs to
-    # its lower end); the prior on log T keeps the temperature finite.
+    # Every row right: the log loss alone falls all the way as T -> 0, so these rows cannot
+    # tell how much sharper the model may be: the search stays at T >= 1 (here T = 1).
     logits = np.eye(3)[[0, 1, 2]] * 2.0
     y = np.array([0, 1, 2])
-    assert TEMPERATURE_BOUNDS[0] <= fit_temperature(logits, y, prior_sd=None) < 0.1
-    assert 0.2 < fit_temperature(logits, y) < 1.0
+    assert fit_temperature(logits, y, prior_sd=None) == 1.0
+    assert fit_temperature(logits, y) == 1.0
+    # One row wrong: sharpening is allowed again (the log loss has an interior minimum).
+    y_wrong = np.array([0, 1, 0])
+    assert fit_temperature(3 * logits, y_wrong, prior_sd=None) > 1.0
+
+
+def _lucky_val(rng, n_val: int = 30, n_test: int = 300, scale: float = 8.0):
+    """A 10-class model, calibrated on its own data, whose small val set it happens to get all right."""
+    while True:
+        logits, y = _calibrated_model(rng, n_val + n_test, scale=scale)
+        if (logits[:n_val].argmax(1) == y[:n_val]).all():
+            return logits[:n_val], y[:n_val], logits[n_val:], y[n_val:]
+
+
+def test_a_separable_val_set_never_sharpens(rng):
+    # The failure of plain temperature scaling on 30 val clips that are all right: fitted
+    # freely, T goes to its lower bound and doubles the test log loss.
+    val_logits, val_y, test_logits, test_y = _lucky_val(rng)
+    assert fit_temperature(val_logits, val_y, prior_sd=None) == 1.0
+    result = calibrate(val_logits, val_y)
+    assert result["temperature"] == 1.0 and result["method"] == "none" and not result["at_bound"]
+    raw = log_loss(test_y, softmax(test_logits), labels=range(10))
+    calibrated = log_loss(test_y, calibrated_probabilities(test_logits, result["temperature"]), labels=range(10))
+    assert calibrated == pytest.approx(raw)
+
+
+def test_calibration_cannot_hurt_much_on_small_val_sets(rng):
+    """Over 60 small val sets (30 rows) of models 1/3 to 4 times too sure, calibration raises the
+    test log loss by more than 10 % in none, and lowers it on average; the 30-row val sets
+    that decide it are as small as the demo data's."""
+    ratios = []
+    for trial in range(60):
+        scale = [1 / 3, 1.0, 2.0, 4.0][trial % 4]
+        logits, y = _calibrated_model(rng, 30 + 500)
+        logits = scale * logits
+        result = calibrate(logits[:30], y[:30])
+        raw = log_loss(y[30:], softmax(logits[30:]), labels=range(10))
+        cal = log_loss(y[30:], calibrated_probabilities(logits[30:], result["temperature"]), labels=range(10))
+        ratios.append(cal / raw)
+    assert max(ratios) < 1.10, max(ratios)
+    assert np.mean(ratios) < 0.95
+
+
+def test_calibrate_applies_a_temperature_only_when_cross_validation_says_it_pays(rng):
+    logits, y = _calibrated_model(rng, 400)
+    over = calibrate(4.0 * logits, y)
+    assert over["method"] == "temperature" and over["temperature"] == pytest.approx(4.0, rel=0.15)
+    assert over["cv_log_loss"] < over["before"]["log_loss"]
+    assert over["selection_log_loss"] == over["cv_log_loss"]
+    # Too few rows to check anything: left raw.
+    few = calibrate(4.0 * logits[:9], y[:9])
+    assert few["method"] == "none" and few["temperature"] == 1.0 and math.isnan(few["cv_log_loss"])
+    assert few["selection_log_loss"] == pytest.approx(few["before"]["log_loss"])
+
+
+def test_a_temperature_at_its_bound_is_flagged(rng):
+    # Sure and unrelated to the labels: only an almost uniform output is honest. (2,000 rows:
+    # on 200 the prior on log T holds T at about 75.)
+    logits = 50.0 * rng.normal(size=(2000, 10))
+    y = rng.integers(0, 10, size=2000)
+    result = calibrate(logits, y)
+    assert result["method"] == "temperature" and result["at_bound"]
+    assert result["temperature"] == pytest.approx(TEMPERATURE_BOUNDS[1], rel=0.01)
 
 
 def test_the_prior_hardly_moves_a_well_determined_temperature(rng):
@@ -108,6 +171,23 @@ def test_expected_calibration_error_by_hand():
     assert math.isnan(expected_calibration_error(np.zeros(0, int), np.zeros((0, 2))))
 
 
+def test_equal_count_reliability_by_hand():
+    # Six rows, confidences 0.5 .. 1.0; two bins of three rows each, in increasing confidence.
+    confidence = np.array([0.9, 0.5, 0.6, 1.0, 0.7, 0.8])
+    probs = np.stack([confidence, 1 - confidence], axis=1)
+    y = np.array([0, 1, 0, 0, 0, 1])  # rows 0.5 and 0.8 wrong
+    bins = equal_count_reliability(y, probs, n_bins=2)
+    assert bins["count"] == [3, 3]
+    assert bins["confidence"] == pytest.approx([0.6, 0.9])
+    assert bins["accuracy"] == pytest.approx([2 / 3, 2 / 3])
+    assert bins["low"][0] == pytest.approx(wilson_interval(2, 3)[0])
+    assert bins["edges"] == [[0.5, 0.7], [0.8, 1.0]]
+    # By default about ten rows a bin: 30 test clips give 3 bins of 10, never 15 bins of 2.
+    rows = np.random.default_rng(0).dirichlet(np.ones(10), size=30)
+    assert equal_count_reliability(np.zeros(30, int), rows)["count"] == [10, 10, 10]
+    assert equal_count_reliability(np.zeros(0, int), np.zeros((0, 10)))["count"] == []
+
+
 # --- Wilson intervals --------------------------------------------------------------------------
 
 
@@ -138,7 +218,7 @@ def test_classification_metrics_carry_counts_and_intervals():
 
 
 def test_selection_key_orders_by_the_chosen_rule():
-    sharp = (0.90, 0.60)  # accuracy, calibrated log loss
+    sharp = (0.90, 0.60)  # accuracy, cross-validated log loss
     careful = (0.88, 0.40)
     by_loss = max([sharp, careful], key=lambda c: selection_key(*c, "log_loss"))
     by_acc = max([sharp, careful], key=lambda c: selection_key(*c, "accuracy"))

@@ -18,7 +18,8 @@ from avsc.storage import locations  # noqa: E402
 from avsc.training import fusion  # noqa: E402
 from avsc.training.checkpoints import Checkpoints  # noqa: E402
 
-CONFIG = load_config(preset="quick", overrides={"fusion": {"epochs": 8}}).fusion
+# One val evaluation (and checkpoint) per epoch, as the test counts them.
+CONFIG = load_config(preset="quick", overrides={"fusion": {"epochs": 8, "eval_every": 1}}).fusion
 
 
 @pytest.fixture(scope="module")

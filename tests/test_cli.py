@@ -193,9 +193,9 @@ def test_fuse_prints_each_result_once_and_the_library_only_logs(tmp_path, capsys
     with caplog.at_level("DEBUG"):
         assert main(["-v", *argv]) == 0  # -v: the library's debug messages too
     captured = capsys.readouterr()
-    line = "f4 visual: best epoch 1"
+    line = "f4 visual: best step 1"
     assert (captured.out + captured.err).count(line) == 1 and captured.out.startswith(line)
-    assert any("f4 visual: best epoch 1/1" in r.getMessage() for r in caplog.records
+    assert any("f4 visual: best step 1 of 1" in r.getMessage() for r in caplog.records
                if r.name == "avsc.training.fusion")
 
 

@@ -38,7 +38,7 @@ from avsc.data.demo import make_demo_dataset
 from avsc.data.manifest import read_manifest
 from avsc.errors import ConfigError
 from avsc.labels import LABELS
-from avsc.storage.files import read_json, sha256_file, write_json
+from avsc.storage.files import read_json, sha256_file
 from avsc.training.embeddings import read_embeddings, write_embeddings
 from components import (
     embed_backbone,
@@ -359,6 +359,7 @@ def test_evaluate_fusions_reports_and_bundles_the_best(fused, phase_one, manifes
     assert Path(html.path).read_text() == (Path(report.path) / "report.html").read_text()
     meta = read_json(Path(bundle.path) / "bundle.json")
     assert meta["fusion"]["modalities"] == "audio+visual" and meta["visual_fusion"]["modalities"] == "visual"
+    assert meta["provenance"]["synthetic"] is True  # the ingest step's manifest reached the bundle
     for backbone in BACKBONES:  # each backbone's own model, found through its metadata
         assert (Path(bundle.path) / meta["backbones"][backbone]).read_bytes() == f"model of {backbone}".encode()
     assert bundle.metadata["method"] == "f4"

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss
 from embeddings_factory import make_embeddings
-from records_factory import write_model_info
+from records_factory import write_fusion_info, write_model_info
 
 from avsc.cli import main
-from avsc.config import BACKBONES
+from avsc.config import BACKBONES, load_config, to_dict
 from avsc.errors import ConfigError, DataError
 from avsc.evaluation.evaluate import evaluate
 from avsc.evaluation.metrics import classification_metrics, softmax, wilson_interval
@@ -138,15 +138,13 @@ def _fusion_dir(root: Path, method: str, modalities: str, *, rng, strength: floa
     write_json(out / "history.json", [{"epoch": e, "loss": 1.0 / e, "val_accuracy": val[0], "val_log_loss": 2 * val[1],
                                        "val_log_loss_calibrated": val[1], "temperature": temperature}
                                       for e in (1, 2, 3)])
-    write_json(out / "fusion.json", {
-        "method": method, "modalities": modalities, "labels": list(LABELS), "backbones": [],
-        "val_metrics": {"accuracy": val[0], "log_loss": val[1]}, "best_epoch": 2, "selection": "log_loss",
-        "calibration": {"temperature": temperature, "fitted_on": "val", "before": {"log_loss": 2 * val[1], "ece": 0.3},
-                        "after": {"log_loss": val[1], "ece": 0.05}},
-        "config": {"epochs": 40, "batch_size": 32, "learning_rate": 1e-2, "mixup_alpha": 0.4, "l2": 1e-4,
-                   "selection": "log_loss", "seed": 0},
-        "config_hash": "fusionhash01",
-        "clips_per_split": {s: 10 * per_class * max(1, segments) for s in splits}})
+    write_fusion_info(
+        out, method, modalities, val_metrics={"accuracy": val[0], "log_loss": val[1]}, best_epoch=2,
+        calibration=Calibration(temperature, {"log_loss": 2 * val[1], "ece": 0.3}, {"log_loss": val[1], "ece": 0.05},
+                                selection_log_loss=val[1]),
+        config=to_dict(load_config(preset="quick").fusion),
+        config_hash="fusionhash01",
+        clips_per_split={s: 10 * per_class * max(1, segments) for s in splits})
     return out
 
 
@@ -410,3 +408,36 @@ def test_backbone_rows_carry_the_val_calibration_of_their_model_folder(fusion_ro
     _, table = calibration_table(metrics)
     by_model = {row[0]: row for row in table}
     assert by_model["aud-mel"][3] == "1.851 → 1.843" and by_model["vis-inc"][3] == "—"
+
+
+def test_logistic_reference_sits_beside_the_fusion_models(fusion_root, tmp_path):
+    from avsc.evaluation.reference import REFERENCE_C_GRID, logistic_reference
+    from avsc.evaluation.tables import reference_table
+
+    emb = make_embeddings(tmp_path / "emb", width=4, per_class={"train": 8, "val": 4, "test": 4})
+    rows = logistic_reference(emb)
+    assert [(r["modalities"], r["level"]) for r in rows] == [("audio+visual", "fc10"), ("audio", "fc10"),
+                                                             ("visual", "fc10")]
+    for r in rows:
+        assert r["C"] in REFERENCE_C_GRID and r["n_clips"] == 40
+        assert r["accuracy"] > 0.5  # the factory's embeddings separate the classes; chance is 0.1
+    # C is chosen on val: no other C of the grid has a lower val log loss.
+    from avsc.evaluation.metrics import classification_metrics
+    from avsc.evaluation.reference import _fit_reference, _probabilities
+    from avsc.training.fusion_data import load_fusion_data
+
+    data = load_fusion_data(emb, BACKBONES)
+    x = np.concatenate(data.inputs("fc10"), axis=1)
+    y = np.array([LABELS.index(lab) for lab in data.labels])
+    train, val = data.splits == "train", data.splits == "val"
+    losses = [classification_metrics(y[val], _probabilities(_fit_reference(x[train], y[train], c), x[val]))["log_loss"]
+              for c in REFERENCE_C_GRID]
+    assert rows[0]["val_log_loss"] == pytest.approx(min(losses))
+
+    metrics = evaluate([fusion_root], tmp_path / "report", embeddings=emb)
+    assert metrics["reference"] == logistic_reference(emb)
+    _, table = reference_table(metrics)
+    assert [row[0].split(" ")[0] for row in table[:2]] == ["fusion", "logistic"]
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Reference: logistic regression on the same embeddings" in text
+    assert "Model selection: every candidate's val and test scores" in text

@@ -238,29 +238,37 @@ def test_rows_are_aligned_by_clip_id(embeddings, tmp_path):
 @pytest.fixture(scope="module")
 def trained_f1(embeddings, tmp_path_factory):
     out = tmp_path_factory.mktemp("fusion") / "f1-audio+visual"
-    # The factory's Gaussian embeddings (not ReLU outputs) learn in 15 epochs at the larger step.
-    config = replace(QUICK, epochs=15, learning_rate_fc1024=None)
+    # The factory's Gaussian embeddings (not ReLU outputs) learn in a few hundred steps at the larger step.
+    config = replace(QUICK, max_steps=300, patience=100, learning_rate_fc1024=1e-2)
     return train_fusion(embeddings, out, method="f1", config=config, progress=False), config
 
 def test_train_fusion_learns_and_writes_its_outputs(trained_f1, embeddings):
     result, config = trained_f1
     out = result.out_dir
     meta = json.loads((out / "fusion.json").read_text())
+    assert meta["format"] == "avsc-fusion-info" and meta["version"] == 1
     assert meta["method"] == "f1" and meta["modalities"] == "audio+visual" and meta["level"] == "fc1024"
     assert meta["backbones"] == list(BACKBONES)
     assert meta["embeddings"]["aud-gam"]["model_sha256"] == read_embeddings(embeddings / "aud-gam.parquet").model_sha256
-    assert meta["config"]["epochs"] == 15 and len(meta["config_hash"]) == 12
+    assert meta["config"]["max_steps"] == 300 and len(meta["config_hash"]) == 12
     assert meta["val_metrics"]["accuracy"] == pytest.approx(result.val_accuracy)
     history = json.loads((out / "history.json").read_text())
-    assert len(history) == 15
-    # Default selection: the lowest val log loss after temperature scaling (ties: accuracy).
-    best = max(history, key=lambda h: (-h["val_log_loss_calibrated"], h["val_accuracy"]))
+    # 160 train clips at batch 32: 5 steps an epoch, val scored every 4 epochs (20 steps).
+    assert [h["step"] for h in history[:2]] == [20, 40] and [h["epoch"] for h in history[:2]] == [4, 8]
+    assert history[-1]["step"] == meta["steps_run"] <= 300
+    # Default selection: the lowest cross-validated val log loss of the calibrated model (ties: accuracy).
+    best = max(history, key=lambda h: (-h["val_log_loss_selection"], h["val_accuracy"]))
     assert best["epoch"] == result.best_epoch == meta["best_epoch"]
+    assert best["step"] == result.best_step == meta["best_step"]
     assert meta["selection"] == "log_loss"
     calibration = meta["calibration"]
     assert calibration["temperature"] == pytest.approx(best["temperature"]) == pytest.approx(result.temperature)
+    assert calibration["selection_log_loss"] == pytest.approx(best["val_log_loss_selection"])
+    assert calibration["method"] in ("temperature", "none") and calibration["at_bound"] is False
     assert calibration["after"]["log_loss"] == pytest.approx(meta["val_metrics"]["log_loss"])
     assert calibration["after"]["log_loss"] <= calibration["before"]["log_loss"] + 1e-9
+    assert set(meta["val_distance_quantiles"]) == {"0.5", "0.9", "0.95", "0.99", "1"}
+    assert 0.2 < meta["val_distance_quantiles"]["0.5"] < 5  # about 1 for clips like the training clips
 
     preds = read_predictions(out / "predictions.parquet")
     assert len(preds["clip_id"]) == 10 * (16 + 6 + 6)
@@ -268,6 +276,38 @@ def test_train_fusion_learns_and_writes_its_outputs(trained_f1, embeddings):
     accuracy = (np.asarray([p for p in preds["probs"][test].argmax(1)])
                 == np.asarray([list(meta["labels"]).index(lab) for lab in preds["label"][test]])).mean()
     assert accuracy > 0.6, accuracy  # chance is 0.1
+
+def test_inputs_are_standardised_with_train_statistics_inside_the_model(trained_f1, embeddings):
+    result, _ = trained_f1
+    model = keras.models.load_model(result.out_dir / "model.keras", compile=False)
+    data = load_fusion_data(embeddings, BACKBONES)
+    train = data.inputs("fc1024", data.splits == "train")
+    for backbone, x in zip(BACKBONES, train):
+        layer = model.get_layer(f"standardize_{backbone}")
+        z = np.asarray(layer(x))
+        np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-4)
+        np.testing.assert_allclose(z.std(axis=0), 1.0, rtol=1e-3)
+
+def test_distance_score_flags_rows_unlike_the_training_rows(rng):
+    from avsc.models.fusion import distance_score, standardization
+
+    train = [rng.normal(3.0, 2.0, size=(500, 16)), rng.normal(-1.0, 0.5, size=(500, 16))]
+    pairs = [standardization(x) for x in train]
+    alike = distance_score([rng.normal(3.0, 2.0, size=(200, 16)), rng.normal(-1.0, 0.5, size=(200, 16))], pairs)
+    assert np.median(alike) == pytest.approx(1.0, abs=0.15)
+    unlike = distance_score([rng.normal(3.0, 2.0, size=(200, 16)), rng.normal(2.0, 0.5, size=(200, 16))], pairs)
+    assert unlike.min() > np.quantile(alike, 0.99)
+    # A unit no training row activates gets variance 1, not a tiny one.
+    dead = np.zeros((50, 4))
+    mean, variance = standardization(np.concatenate([dead, rng.normal(size=(50, 4))], axis=1))
+    assert (variance[:4] == 1.0).all()
+
+def test_training_stops_early_when_val_stops_improving(embeddings, tmp_path):
+    config = replace(QUICK, max_steps=100_000, patience=60, learning_rate=3e-2)
+    result = train_fusion(embeddings, tmp_path / "f4", method="f4", config=config, progress=False)
+    meta = json.loads((result.out_dir / "fusion.json").read_text())
+    assert meta["stopped"] == "patience"
+    assert meta["steps_run"] - meta["best_step"] >= 60 and meta["steps_run"] < 2000
 
 def test_saved_model_reproduces_predictions(trained_f1, embeddings):
     result, _ = trained_f1

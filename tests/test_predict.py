@@ -29,7 +29,6 @@ from avsc.config import (
     FusionConfig,
     TrainConfig,
     config_hash,
-    to_dict,
 )
 from avsc.errors import ConfigError, DataError, MediaError
 from avsc.inference.bundle import BUNDLE_FILE, load_bundle, make_bundle
@@ -88,11 +87,23 @@ def fusion_root(models_root, tmp_path_factory) -> Path:
     return root
 
 
+def _manifest(path: Path, *, synthetic: bool) -> Path:
+    """A manifest as ``avsc ingest`` writes it for a dataset of 40 clips."""
+    from avsc.data.manifest import write_manifest
+
+    rows = [{"clip_id": f"clip-{i:03d}", "video": f"video/clip-{i:03d}.mp4", "label": "park", "city": "x",
+             "location": f"x-{i}", "split": split} for i, split in enumerate(["train"] * 20 + ["val"] * 10 + ["test"] * 10)]
+    return write_manifest(rows, path, dataset_root=path.parent / "demo",
+                          extra_metadata={"dataset": {"name": "demo-7", "path": str(path.parent / "demo"),
+                                                      "synthetic": synthetic, "generator": "avsc demo-data"}})
+
+
 @pytest.fixture(scope="module")
 def bundle_dir(models_root, fusion_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "bundle"
+    manifest = _manifest(out.parent / "manifest.parquet", synthetic=True)
     return make_bundle(models_root, fusion_root / "f4-audio+visual", out,
-                       visual_fusion_dir=fusion_root / "f1-visual")
+                       visual_fusion_dir=fusion_root / "f1-visual", manifest=manifest)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +151,7 @@ def test_window_offsets(duration, clip, expected):
 
 def test_bundle_round_trip_is_portable(bundle_dir, models_root, fusion_root, tmp_path):
     meta = read_json(bundle_dir / BUNDLE_FILE)
-    assert meta["format"] == "avsc-bundle/1"
+    assert (meta["format"], meta["version"]) == ("avsc-bundle", 2)
     assert meta["labels"] == list(LABELS)
     assert meta["clip_seconds"] == FEATURES.audio.clip_seconds
     assert meta["feature_config_hash"] == config_hash(FEATURES)
@@ -163,6 +174,30 @@ def test_bundle_round_trip_is_portable(bundle_dir, models_root, fusion_root, tmp
     assert bundle.visual_fusion is not None
     assert (bundle.visual_fusion.method, bundle.visual_fusion.level) == ("f1", "fc1024")
     assert set(bundle.visual_fusion.backbones) == {"vis-inc", "vis-conv"}
+
+
+def test_bundle_knows_its_provenance(bundle_dir, fusion_root):
+    meta = read_json(bundle_dir / BUNDLE_FILE)
+    provenance = meta["provenance"]
+    assert provenance["dataset"] == "demo-7" and provenance["synthetic"] is True
+    assert provenance["clips_per_split"] == {"train": 20, "val": 10, "test": 10}
+    assert provenance["selection"]["rule"] == "log_loss" and provenance["preset"]
+    assert meta["avsc_version"]
+    fusion = read_json(fusion_root / "f4-audio+visual" / "fusion.json")
+    assert meta["fusion"]["val_scores"]["accuracy"] == pytest.approx(fusion["val_metrics"]["accuracy"])
+    assert meta["fusion"]["val_distance_quantiles"] == fusion["val_distance_quantiles"]
+    assert meta["fusion"]["calibration_method"] == fusion["calibration"]["method"]
+
+
+def test_predict_warns_on_every_result_of_a_synthetic_bundle(predictor, videos):
+    first, second = predictor.predict_file(videos["demo"]), predictor.predict_file(videos["long"])
+    for prediction in (first, second):
+        assert any("trained on synthetic data (demo-7" in w for w in prediction.warnings)
+        out = json.loads(json.dumps(prediction.to_dict()))
+        assert out["bundle"]["synthetic"] is True and out["bundle"]["dataset"] == "demo-7"
+        assert out["distance"] > 0 and out["distance_threshold"] > 0
+        far = out["distance"] > out["distance_threshold"]
+        assert far == any("far from the training data" in w for w in prediction.warnings)
 
 
 def _small_copy(bundle_dir: Path, dest: Path) -> Path:
@@ -201,8 +236,11 @@ def test_bundle_detects_modified_and_missing_files(bundle_dir, tmp_path):
     with pytest.raises(DataError, match="not a model bundle"):
         load_bundle(tmp_path)
     meta = read_json(bundle_dir / BUNDLE_FILE)
-    write_json(copy / BUNDLE_FILE, dict(meta, format="avsc-bundle/99"))
-    with pytest.raises(DataError, match="unknown bundle format"):
+    write_json(copy / BUNDLE_FILE, dict(meta, version=99))
+    with pytest.raises(DataError, match="avsc-bundle version 99 is newer"):
+        load_bundle(copy)
+    write_json(copy / BUNDLE_FILE, dict(meta, format="avsc-bundle/1"))
+    with pytest.raises(DataError, match="not a avsc-bundle record"):
         load_bundle(copy)
 
 
@@ -350,7 +388,7 @@ def test_graph_and_eager_runs_agree(models_root, fusion_root, videos, tmp_path):
 # --- command line -----------------------------------------------------------------------------
 
 
-def test_cli_bundle_and_predict_json(models_root, fusion_root, videos, tmp_path, capsys):
+def test_cli_bundle_and_predict_json(models_root, fusion_root, videos, tmp_path, capsys, caplog):
     from avsc.cli import main
 
     # An audio-only bundle: its small models load in a moment, once per command.
@@ -374,7 +412,11 @@ def test_cli_bundle_and_predict_json(models_root, fusion_root, videos, tmp_path,
     assert sum(good["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
     assert lines[2]["windows"] == 3 and lines[2]["window_offsets"] == [0.0, 1.0, 1.5]
     assert "notes.mp4" in lines[1]["error"]
-    assert "notes.mp4" in captured.err and captured.err.count("\n") == 1
+    errors = [line for line in captured.err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "notes.mp4" in errors[0]
+    # Made without --manifest: every result says its training data is unknown (logged once).
+    assert all(any("does not record whether" in w for w in line.get("warnings", [])) for line in (good, lines[2]))
+    assert sum("does not record whether" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_cli_predict_text_output_and_exit_codes(models_root, fusion_root, videos, tmp_path, capsys):

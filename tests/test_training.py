@@ -97,11 +97,16 @@ def test_training_learns_and_beats_chance(trained):
     losses = [entry["loss"] for entry in trained.history]
     assert len(losses) == 12 and trained.epochs_run == 12
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
-    assert trained.val_accuracy >= 0.3  # chance is 0.1
-    # Default selection: the lowest val log loss after temperature scaling (ties: accuracy).
-    best = max(trained.history, key=lambda e: (-e["val_log_loss_calibrated"], e["val_accuracy"]))
+    # Default selection: the lowest cross-validated val log loss of the calibrated model
+    # (ties: accuracy) -- never the log loss of a temperature fitted on the same 20 clips.
+    best = max(trained.history, key=lambda e: (-e["val_log_loss_selection"], e["val_accuracy"]))
     assert trained.best_epoch == best["epoch"]
     assert trained.temperature == pytest.approx(best["temperature"])
+    # What the selected epoch guarantees on these 20 val clips, with margins measured over
+    # seeds 1-4: its val log loss 1.49-1.63 (chance: ln 10 = 2.30), its val accuracy 0.30-0.50
+    # (chance: 0.10). One lucky or unlucky clip moves the accuracy by 0.05.
+    assert best["val_log_loss"] < 1.9
+    assert trained.val_accuracy >= 0.2
 
 
 def test_outputs_are_complete_and_model_reloads(trained, store_dir):

@@ -23,6 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--visual-fusion", metavar="FUSION_DIR",
                         help="a visual-only fusion model, for videos without an audio track "
                              "(default: none)")
+    parser.add_argument("--manifest", metavar="MANIFEST",
+                        help="the manifest the models were trained from (`avsc ingest`): records the "
+                             "dataset's name, whether it is synthetic and its clips per split in the "
+                             "bundle (default: recorded as unknown, and predict warns so)")
     parser.add_argument("-o", "--output", required=True, metavar="BUNDLE_DIR", help="folder (or s3://bucket/prefix) to write; every folder here may be s3://")
     parser.set_defaults(handler=run)
 
@@ -30,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from avsc.inference.bundle import load_bundle, make_bundle
 
-    out = make_bundle(args.models, args.fusion, args.output, visual_fusion_dir=args.visual_fusion)
+    out = make_bundle(args.models, args.fusion, args.output, visual_fusion_dir=args.visual_fusion,
+                      manifest=args.manifest)
     bundle = load_bundle(out)
     extra = f" + visual-only {bundle.visual_fusion.method}" if bundle.visual_fusion else ""
     print(f"bundle: {', '.join(bundle.backbones)} + {bundle.fusion.method} {bundle.fusion.modalities}"

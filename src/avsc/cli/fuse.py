@@ -19,8 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(
         subparsers, "fuse", help="train fusion layer + FC(10) on backbone embeddings (Phase II)",
         description="Train a fusion model (paper eqs. 1-3: f1-f3 on fc1024, f4-f6 on fc10) with "
-                    "mixup, KL-divergence + L2 loss and Adam, keeping the epoch chosen on val by "
-                    "fusion.selection (default: the lowest val log loss after temperature scaling) "
+                    "mixup, KL-divergence + L2 loss and Adam, until the val log loss stops improving "
+                    "(fusion.patience steps) or fusion.max_steps steps, keeping the weights chosen on val by "
+                    "fusion.selection (default: the lowest cross-validated val log loss after calibration) "
                     "and its temperature; fusion.json records them, the settings and their "
                     "hash. With --method all and/or --modalities all, trains every combination into "
                     "FUSION_DIR/<method>-<modalities>/ and skips folders already complete.",
@@ -41,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_quiet(parser)
     settings = add_settings_options(parser, sections="fusion")
     add_shorthand(settings, "--epochs", "fusion.epochs", type=int, metavar="N")
+    add_shorthand(settings, "--max-steps", "fusion.max_steps", type=int, metavar="N")
     add_shorthand(settings, "--batch-size", "fusion.batch_size", type=int, metavar="B")
     add_shorthand(settings, "--learning-rate", "fusion.learning_rate", type=float, metavar="LR")
     add_shorthand(settings, "--mixup-alpha", "fusion.mixup_alpha", type=float, metavar="A")
@@ -67,6 +69,6 @@ def run(args: argparse.Namespace) -> int:
                                 checkpoints=args.checkpoints, progress=progress)]
     for r in results:
         note = " (already complete)" if r.skipped else f", {r.train_seconds:.1f} s"
-        print(f"{r.method} {r.modalities}: best epoch {r.best_epoch}, val accuracy {r.val_accuracy:.4f}, "
+        print(f"{r.method} {r.modalities}: best step {r.best_step}, val accuracy {r.val_accuracy:.4f}, "
               f"val log loss {r.val_log_loss:.4f} (temperature {r.temperature:.2f}){note} -> {r.out_dir}")
     return 0

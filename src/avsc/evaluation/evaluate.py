@@ -26,11 +26,12 @@ from avsc.data.segments import average_segments, is_segment
 from avsc.errors import ConfigError, DataError
 from avsc.evaluation.calibration import SELECTION_RULES, calibrated_probabilities, selection_key
 from avsc.evaluation.figures import Curves, Reliability, plot_confusion, plot_reliability, plot_training_curves
-from avsc.evaluation.metrics import classification_metrics, label_indices
+from avsc.evaluation.metrics import classification_metrics, equal_count_reliability, label_indices
 from avsc.evaluation.predictions import FUSION_FILE, PREDICTIONS_FILE, read_predictions
 from avsc.evaluation.provenance import check_lineage, collect_provenance
+from avsc.evaluation.reference import logistic_reference
 from avsc.labels import LABELS
-from avsc.records import ModelInfo
+from avsc.records import FusionInfo, ModelInfo
 from avsc.storage.files import backbone_paths, read_json, write_json
 
 __all__ = ["find_fusion_dirs", "best_result", "evaluate"]
@@ -73,13 +74,21 @@ def find_fusion_dirs(paths: Sequence[str | Path]) -> list[Path]:
     return sorted(unique, key=lambda p: (_result_order(read_json(p / FUSION_FILE)), str(p)))
 
 
+def _selection_log_loss(result: dict[str, Any]) -> float:
+    """The val log loss a result is chosen on: cross-validated (``val_selection_log_loss``)."""
+    value = result.get("val_selection_log_loss")
+    return float(result["val_log_loss"] if value is None else value)
+
+
 def best_result(results: Sequence[dict[str, Any]], selection: str = "log_loss",
                 modalities: str | None = None) -> dict[str, Any] | None:
     """The result the val split prefers under ``selection`` (see
     :data:`avsc.evaluation.calibration.SELECTION_RULES`); the evaluated split never decides.
 
     Args:
-        results: ``metrics.json["results"]`` rows (with ``val_accuracy``, ``val_log_loss``).
+        results: ``metrics.json["results"]`` rows (with ``val_accuracy`` and
+            ``val_selection_log_loss``, the cross-validated val log loss of the calibrated
+            model; ``val_log_loss`` where that is absent).
         modalities: only results of this modality set; None: audio+visual ones when there
             are any, else all.
 
@@ -95,18 +104,18 @@ def best_result(results: Sequence[dict[str, Any]], selection: str = "log_loss",
 
     def key(r: dict[str, Any]) -> tuple:
         order = FUSION_METHODS.index(r["method"]) if r["method"] in FUSION_METHODS else len(FUSION_METHODS)
-        return (*selection_key(r["val_accuracy"], r["val_log_loss"], selection), -order)
+        return (*selection_key(r["val_accuracy"], _selection_log_loss(r), selection), -order)
 
     return max(pool, key=key)
 
 
-def _selection(metas: dict[Path, dict[str, Any]], asked: str | None) -> str:
+def _selection(metas: dict[Path, FusionInfo], asked: str | None) -> str:
     """The rule that picks the best model: as asked, else as the fusion models were trained."""
     if asked is not None:
         if asked not in SELECTION_RULES:
             raise ConfigError(f"selection must be one of {', '.join(SELECTION_RULES)}, got {asked!r}")
         return asked
-    recorded = {m.get("selection") or m.get("config", {}).get("selection") for m in metas.values()} - {None}
+    recorded = {m.selection for m in metas.values()}
     if len(recorded) == 1:
         return recorded.pop()
     if recorded:
@@ -120,6 +129,21 @@ def _scores(y: np.ndarray, raw: np.ndarray, calibrated: np.ndarray) -> dict[str,
     metrics = classification_metrics(y, calibrated)
     before = classification_metrics(y, raw)
     return {**metrics, "uncalibrated": {"log_loss": before["log_loss"], "ece": before["ece"]}}
+
+
+def _warnings(metrics: dict[str, Any]) -> list[str]:
+    """What a reader of the report must not miss: temperatures at a bound of their search."""
+    out = []
+    for r in metrics["results"]:
+        if r.get("temperature_at_bound"):
+            out.append(f"{r['method']} {r['modalities']}: the val temperature sits at its search bound "
+                       f"(T={r['temperature']:.2f}): its probabilities are barely better than chance or val is "
+                       "too small to calibrate on")
+    for b in metrics.get("backbones", []):
+        if b.get("temperature_at_bound"):
+            out.append(f"backbone {b['backbone']}: the val temperature sits at its search bound "
+                       f"(T={b['temperature']:.2f})")
+    return out
 
 
 def _backbone_rows(embeddings: str | Path | Mapping[str, str | Path], split: str
@@ -256,10 +280,10 @@ def _evaluate(fusion_dirs, report_dir: str | Path, *, split: str, embeddings, mo
                             manifest=locations.local_inputs(stack, manifest), run_id=run_id, selection=selection)
     report_dir = Path(report_dir)
     dirs = find_fusion_dirs(fusion_dirs)
-    metas = {fusion_dir: read_json(fusion_dir / FUSION_FILE) for fusion_dir in dirs}
+    metas = {fusion_dir: FusionInfo.read(fusion_dir) for fusion_dir in dirs}
     seen: dict[tuple[str, str], Path] = {}
     for fusion_dir, meta in metas.items():  # before anything is written
-        key = (meta.get("method"), meta.get("modalities"))
+        key = (meta.method, meta.modalities)
         if key in seen:
             raise DataError(fusion_dir, f"a second result for {key[0]} {key[1]} (first: {seen[key]})",
                             "evaluate one folder per method and modality set")
@@ -277,7 +301,7 @@ def _evaluate(fusion_dirs, report_dir: str | Path, *, split: str, embeddings, mo
     reference_ids: np.ndarray | None = None
     segmented = False
     for fusion_dir, meta in metas.items():
-        if list(meta.get("labels", LABELS)) != list(LABELS):
+        if list(meta.labels) != list(LABELS):
             raise DataError(fusion_dir / FUSION_FILE, "class order differs from avsc's LABELS")
         preds = read_predictions(fusion_dir / PREDICTIONS_FILE)
         mask = preds["split"] == split
@@ -290,31 +314,36 @@ def _evaluate(fusion_dirs, report_dir: str | Path, *, split: str, embeddings, mo
         if reference_ids is None:
             reference_ids = clip_ids
             segmented = any(is_segment(c) for c in clip_ids)
-            dataset.update(clips_per_split=meta.get("clips_per_split", {}), n_clips=int(len(clip_ids)),
+            dataset.update(clips_per_split=dict(meta.clips_per_split), n_clips=int(len(clip_ids)),
                            class_counts={lab: int((labels == lab).sum()) for lab in LABELS})
         elif not np.array_equal(reference_ids, clip_ids):
             raise DataError(fusion_dir / PREDICTIONS_FILE, f"its {split} clips differ from those of {dirs[0]}",
                             "evaluate fusion models trained on the same embeddings together")
-        calibration = meta.get("calibration") or {}
-        temperature = float(calibration.get("temperature", 1.0))
+        calibration = meta.calibration
+        temperature = float(calibration.temperature)
         if "logits" in preds:
             logits = preds["logits"][mask][order]
             raw, calibrated = calibrated_probabilities(logits, 1.0), calibrated_probabilities(logits, temperature)
         else:  # written without logits: its probabilities are all there is
             raw = calibrated = preds["probs"][mask][order]
         y = label_indices(list(labels), fusion_dir / PREDICTIONS_FILE)
-        name = f"{meta['method']}-{meta['modalities']}"
-        val = meta.get("val_metrics", {})
+        name = f"{meta.method}-{meta.modalities}"
+        val = meta.val_metrics
         result = {
-            "method": meta["method"], "modalities": meta["modalities"], **_scores(y, raw, calibrated),
-            "temperature": temperature,
-            "val_accuracy": float(val.get("accuracy", float("nan"))),
-            "val_log_loss": float(val.get("log_loss", float("nan"))),
-            "val_calibration": {k: calibration[k] for k in ("before", "after") if k in calibration},
-            "best_epoch": int(meta.get("best_epoch", 0)),
+            "method": meta.method, "modalities": meta.modalities, **_scores(y, raw, calibrated),
+            "temperature": temperature, "calibration_method": calibration.method,
+            "temperature_at_bound": calibration.at_bound,
+            "val_accuracy": float(val["accuracy"]),
+            "val_log_loss": float(val["log_loss"]),
+            "val_selection_log_loss": calibration.selection_log_loss,
+            "val_calibration": {"before": dict(calibration.before), "after": dict(calibration.after),
+                                "cv_log_loss": calibration.cv_log_loss},
+            "best_epoch": meta.best_epoch, "best_step": meta.best_step, "steps_run": meta.steps_run,
+            "stopped": meta.stopped,
             "fusion_dir": str(fusion_dir), "confusion_png": f"confusion-{name}.png",
             "submission_csv": f"submission-{name}.csv",
         }
+        result["reliability"] = equal_count_reliability(y, calibrated)
         report.write_submission_csv(report_dir / result["submission_csv"], clip_ids, calibrated)
         if segmented:
             parents, parent_labels, clip_probs = average_segments(clip_ids, labels, calibrated)
@@ -324,16 +353,16 @@ def _evaluate(fusion_dirs, report_dir: str | Path, *, split: str, embeddings, mo
             result["clip_submission_csv"] = f"submission-{name}-clips.csv"
             report.write_submission_csv(report_dir / result["clip_submission_csv"], parents, clip_probs)
         results.append(result)
-        panels.setdefault(meta["modalities"], []).append(
-            Reliability(f"{meta['method']} {meta['modalities']}", y, raw, calibrated, temperature))
+        panels.setdefault(meta.modalities, []).append(
+            Reliability(f"{meta.method} {meta.modalities}", y, raw, calibrated, temperature))
 
     best = best_result(results, selection)
     best_per = {m: best_result(results, selection, m) for m in MODALITY_SETS}
     out: dict[str, Any] = {
         "split": split, "labels": list(LABELS),
-        "provenance": collect_provenance(metas=metas, split=split, selection=selection, manifest=manifest,
-                                         models=model_dirs, run_id=run_id, segmented=segmented,
-                                         lineage=lineage),
+        "provenance": collect_provenance(metas={d: m.to_dict() for d, m in metas.items()}, split=split,
+                                         selection=selection, manifest=manifest, models=model_dirs, run_id=run_id,
+                                         segmented=segmented, lineage=lineage),
         "dataset": dataset, "results": results,
         "best": {"method": best["method"], "modalities": best["modalities"]} if best else None,
         "best_per_modalities": {m: {"method": r["method"], "modalities": r["modalities"]}
@@ -344,7 +373,14 @@ def _evaluate(fusion_dirs, report_dir: str | Path, *, split: str, embeddings, mo
         for row in out["backbones"]:  # the val log loss behind each temperature, from the model folder
             if row["backbone"] in model_configs:
                 calibration = model_configs[row["backbone"]].calibration
-                row["val_calibration"] = {"before": dict(calibration.before), "after": dict(calibration.after)}
+                row["val_calibration"] = {"before": dict(calibration.before), "after": dict(calibration.after),
+                                          "cv_log_loss": calibration.cv_log_loss}
+                row["calibration_method"] = calibration.method
+                row["temperature_at_bound"] = calibration.at_bound
+        out["reference"] = logistic_reference(embeddings, split=split)
+    out["warnings"] = _warnings(out)
+    for warning in out["warnings"]:
+        log.warning("%s", warning)
     for result in results:
         plot_confusion(np.asarray(result["confusion_matrix"]), report_dir / result["confusion_png"],
                        title=f"{result['method']} {result['modalities']} ({split}): "

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from avsc.evaluation.metrics import reliability_bins
+from avsc.evaluation.metrics import equal_count_reliability
 from avsc.labels import LABELS
 from avsc.storage.files import atomic_path
 
@@ -94,18 +94,28 @@ class Reliability:
     temperature: float = 1.0
 
 
-def _reliability_line(ax, y: np.ndarray, probs: np.ndarray, colour: str, label: str) -> None:
-    bins = reliability_bins(y, probs)
+def _reliability_line(ax, y: np.ndarray, probs: np.ndarray, colour: str, label: str, *,
+                      counts: bool = False) -> None:
+    """Accuracy against mean confidence over equal-count bins, each with its 95 % Wilson
+    interval (and, with ``counts``, its row count written beside it)."""
+    bins = equal_count_reliability(y, probs)
     conf, acc = np.asarray(bins["confidence"]), np.asarray(bins["accuracy"])
-    filled = np.asarray(bins["count"]) > 0
-    ax.plot(conf[filled], acc[filled], "o-", color=colour, markersize=3, linewidth=1.2, label=label)
+    errors = np.abs(np.vstack([acc - np.asarray(bins["low"]), np.asarray(bins["high"]) - acc]))
+    ax.errorbar(conf, acc, yerr=errors, fmt="o-", color=colour, markersize=3, linewidth=1.2, elinewidth=0.7,
+                capsize=2, label=label)
+    if counts:
+        for x, a, n in zip(conf, acc, bins["count"]):
+            ax.annotate(f"n={n}", (x, a), textcoords="offset points", xytext=(3, -9), fontsize=5.5, color=colour)
 
 
 def plot_reliability(panels: Sequence[Reliability], path: str | Path, *, columns: int = 3,
                      title: str = "") -> Path:
-    """Reliability diagrams (accuracy against confidence, 15 bins) before and after calibration.
+    """Reliability diagrams (accuracy against confidence) before and after calibration.
 
-    A calibrated model lies on the diagonal; below it the model is over-confident.
+    Bins hold equal numbers of rows (:func:`avsc.evaluation.metrics.equal_count_reliability`:
+    about 10 rows each, at most 10 bins), each point with its 95 % Wilson interval and, after
+    calibration, its row count. A calibrated model lies on the diagonal; below it the model
+    is over-confident.
     """
     from avsc.evaluation.metrics import expected_calibration_error
 
@@ -118,7 +128,8 @@ def plot_reliability(panels: Sequence[Reliability], path: str | Path, *, columns
         before = expected_calibration_error(panel.y_true, panel.before)
         after = expected_calibration_error(panel.y_true, panel.after)
         _reliability_line(ax, panel.y_true, panel.before, _BEFORE, f"raw (ECE {before:.3f})")
-        _reliability_line(ax, panel.y_true, panel.after, _AFTER, f"T={panel.temperature:.2f} (ECE {after:.3f})")
+        _reliability_line(ax, panel.y_true, panel.after, _AFTER, f"T={panel.temperature:.2f} (ECE {after:.3f})",
+                          counts=True)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_title(panel.title, fontsize=9)

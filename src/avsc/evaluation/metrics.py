@@ -34,6 +34,7 @@ __all__ = [
     "classification_metrics",
     "expected_calibration_error",
     "reliability_bins",
+    "equal_count_reliability",
     "wilson_interval",
     "label_indices",
     "softmax",
@@ -94,6 +95,48 @@ def reliability_bins(y_true: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BI
         accuracy = np.bincount(index, weights=correct.astype(float), minlength=n_bins) / count
     return {"edges": edges.tolist(), "confidence": mean_conf.tolist(), "accuracy": accuracy.tolist(),
             "count": count.astype(int).tolist()}
+
+
+def equal_count_reliability(y_true: np.ndarray, probs: np.ndarray, n_bins: int | None = None,
+                            min_count: int = 10) -> dict[str, list]:
+    """Top-label reliability over bins holding (nearly) the same number of rows.
+
+    Rows are sorted by confidence (their largest probability) and cut into ``n_bins``
+    consecutive groups of equal size (within one row). Unlike fixed-width bins, no bin holds one
+    or two rows, so the accuracy of every bin means something on a small test split; each
+    comes with its row count and its 95 % Wilson interval.
+
+    Args:
+        y_true: [shape=(n,)] true class indices.
+        probs: [shape=(n, k)] class probabilities.
+        n_bins: number of bins; None: ``n // min_count`` (at least 1, at most 10).
+        min_count: the rows a bin should hold when ``n_bins`` is None.
+
+    Returns:
+        ``{"confidence": [mean confidence per bin], "accuracy": [share correct], "count":
+        [rows], "low": [Wilson low], "high": [Wilson high], "edges": [[lowest, highest
+        confidence] per bin]}``, bins in increasing confidence; empty lists without rows.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    out: dict[str, list] = {"confidence": [], "accuracy": [], "count": [], "low": [], "high": [], "edges": []}
+    if len(y_true) == 0:
+        return out
+    if n_bins is None:
+        n_bins = max(1, min(10, len(y_true) // max(1, min_count)))
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    order = np.argsort(confidence, kind="stable")
+    for part in np.array_split(order, min(n_bins, len(order))):
+        k, n = int(correct[part].sum()), len(part)
+        low, high = wilson_interval(k, n)
+        out["confidence"].append(float(confidence[part].mean()))
+        out["accuracy"].append(k / n)
+        out["count"].append(n)
+        out["low"].append(low)
+        out["high"].append(high)
+        out["edges"].append([float(confidence[part].min()), float(confidence[part].max())])
+    return out
 
 
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS) -> float:

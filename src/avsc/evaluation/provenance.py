@@ -104,7 +104,7 @@ def _manifest_facts(manifest: str | Path) -> dict[str, Any]:
 
 def check_lineage(
     *,
-    metas: Mapping[Path, dict] | None = None,
+    metas: Mapping[Path, Any] | None = None,
     manifest: str | Path | None = None,
     models: Mapping[str, str | Path] | None = None,
     embeddings: str | Path | Mapping[str, str | Path] | None = None,
@@ -141,9 +141,12 @@ def check_lineage(
             if Path(path).is_file():
                 found.append((str(path), f"the {backbone} embeddings", read_embeddings_lineage(path)))
     for folder, meta in (metas or {}).items():
-        if isinstance(meta.get("lineage"), Mapping):
+        recorded = meta.get("lineage") if isinstance(meta, Mapping) else meta.lineage  # a dict or a FusionInfo
+        if isinstance(recorded, Lineage):
+            found.append((str(Path(folder) / "fusion.json"), "the fusion model", recorded))
+        elif isinstance(recorded, Mapping):
             source = str(Path(folder) / "fusion.json")
-            found.append((source, "the fusion model", Lineage.from_json(meta["lineage"], source=source)))
+            found.append((source, "the fusion model", Lineage.from_json(recorded, source=source)))
     if not found:
         return None
     reference_source, reference_what, reference = found[0]

@@ -164,7 +164,7 @@ def calibration_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str
     for r in metrics.get("results", []):
         raw = r.get("uncalibrated", {})
         cal = r.get("val_calibration") or {}
-        rows.append([r["method"], r["modalities"], num(r.get("temperature"), 2),
+        rows.append([r["method"], r["modalities"], _temperature_cell(r),
                      f"{num(cal.get('before', {}).get('log_loss'))} → {num(cal.get('after', {}).get('log_loss'))}",
                      f"{num(raw.get('log_loss'))} → {num(r['log_loss'])}",
                      f"{num(raw.get('ece'))} → {num(r.get('ece'))}"])
@@ -173,9 +173,62 @@ def calibration_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str
         cal = b.get("val_calibration")  # present when the model folders were given
         val = f"{num(cal.get('before', {}).get('log_loss'))} → {num(cal.get('after', {}).get('log_loss'))}" \
             if cal else DASH
-        rows.append([b["backbone"], "backbone", num(b.get("temperature"), 2), val,
+        rows.append([b["backbone"], "backbone", _temperature_cell(b), val,
                      f"{num(raw.get('log_loss'))} → {num(b['log_loss'])}",
                      f"{num(raw.get('ece'))} → {num(b.get('ece'))}"])
+    return header, rows
+
+
+def _temperature_cell(row: dict[str, Any]) -> str:
+    """``T``, marked ``(none)`` when calibration did not pay on val and ``(at bound)``."""
+    cell = num(row.get("temperature"), 2)
+    if row.get("calibration_method") == "none":
+        cell += " (none)"
+    if row.get("temperature_at_bound"):
+        cell += " (at bound!)"
+    return cell
+
+
+def selection_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The candidates of the model selection, val (what chose) beside the evaluated split
+    (what it would have been worth), best first by the selection log loss."""
+    split = metrics.get("split", "test").capitalize()
+    best = metrics.get("best") or {}
+    header = ["Method", "Modalities", "Val accuracy %", "Val log loss (cross-validated)", "Best step / run",
+              f"{split} accuracy %", f"{split} log loss", "Chosen"]
+    results = sorted(metrics.get("results", []), key=lambda r: (
+        r["modalities"] != "audio+visual", r.get("val_selection_log_loss") or r.get("val_log_loss") or 0.0))
+    rows = [[r["method"], r["modalities"], pct(r.get("val_accuracy")),
+             num(r.get("val_selection_log_loss", r.get("val_log_loss"))),
+             f"{r.get('best_step', DASH)} / {r.get('steps_run', DASH)}",
+             pct(r["accuracy"]), num(r["log_loss"]),
+             "✓" if (r["method"], r["modalities"]) == (best.get("method"), best.get("modalities")) else ""]
+            for r in results]
+    return header, rows
+
+
+def reference_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The logistic-regression reference beside the best fusion model of each modality set."""
+    split = metrics.get("split", "test").capitalize()
+    header = ["Model", "Modalities", "Embedding", "Val log loss", f"{split} accuracy % (correct/rows, 95 % CI)",
+              f"{split} log loss"]
+    rows = []
+    per = metrics.get("best_per_modalities") or {}
+    results = by_key(metrics)
+    for modalities in ("audio+visual", "audio", "visual"):
+        chosen = per.get(modalities)
+        if chosen and (chosen["method"], modalities) in results:
+            r = results[(chosen["method"], modalities)]
+            rows.append([f"fusion {r['method']} (chosen on val)", modalities, "fc1024" if r["method"] in
+                         ("f1", "f2", "f3") else "fc10", num(r.get("val_selection_log_loss")),
+                         accuracy_cell(r["accuracy"], r.get("n_correct"), r["n_clips"], r.get("accuracy_ci")),
+                         num(r["log_loss"])])
+        for ref in metrics.get("reference", []):
+            if ref["modalities"] == modalities:
+                rows.append([f"logistic regression (C={ref['C']:.3g})", modalities, ref["level"],
+                             num(ref["val_log_loss"]),
+                             accuracy_cell(ref["accuracy"], ref.get("n_correct"), ref["n_clips"],
+                                           ref.get("accuracy_ci")), num(ref["log_loss"])])
     return header, rows
 
 

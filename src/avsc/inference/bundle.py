@@ -8,18 +8,13 @@ Layout::
       fusion.keras             the Phase II fusion model
       fusion-visual.keras      optional: a visual-only fusion model (videos without sound)
 
-``bundle.json`` (format ``avsc-bundle/1``)::
-
-    {"format": "avsc-bundle/1", "labels": [...10 labels...],
-     "feature_config": {"audio": {...}, "frames": {...}}, "feature_config_hash": "...",
-     "feature_shapes": {"mel": [128, 715, 2], ...}, "clip_seconds": 10.0,
-     "backbones": {"aud-mel": "backbones/aud-mel.keras", ...},
-     "train_config_hashes": {"aud-mel": "...", ...},
-     "fusion": {"method": "f4", "modalities": "audio+visual", "level": "fc10",
-                "backbones": ["aud-mel", ...], "path": "fusion.keras", "config_hash": "...",
-                "temperature": 1.37},
-     "visual_fusion": {... same keys ...} or null,
-     "sha256": {"backbones/aud-mel.keras": "...", "fusion.keras": "...", ...}}
+``bundle.json`` is a :class:`avsc.records.BundleInfo` (format ``avsc-bundle``, version 2): the
+labels, feature config, clip length, every file with its SHA-256, each fusion model's method,
+inputs, temperature, val scores and the quantiles of its val clips' distance from the
+training data, and the **provenance** of the models: the dataset (name, manifest hash,
+synthetic or not, clips per split), the preset and the settings that differ from the paper's,
+the selection rule, and the avsc version. ``avsc predict`` copies the provenance into its
+output and warns on every video when the bundle was trained on synthetic data.
 
 ``temperature`` is the fusion model's calibration temperature (fitted on the val split,
 ``fusion.json["calibration"]``): ``avsc predict`` reports ``softmax(logits / temperature)``.
@@ -55,16 +50,13 @@ from avsc.config import (
 )
 from avsc.errors import ConfigError, DataError
 from avsc.labels import LABELS
-from avsc.records import ModelInfo
+from avsc.records import BundleFusion, BundleInfo, BundleProvenance, FusionInfo, Lineage, ModelInfo
 from avsc.storage.files import (
     backbone_paths,
-    read_json,
     sha256_file,
-    write_json,
 )
 
-BUNDLE_FORMAT = "avsc-bundle/1"
-BUNDLE_FILE = "bundle.json"
+BUNDLE_FILE = BundleInfo.FILE_NAME
 FUSION_LEVELS: tuple[str, ...] = ("fc1024", "fc10")
 _REBUILD = "copy the bundle again, or rebuild it with `avsc bundle`"
 
@@ -113,44 +105,53 @@ class Bundle:
     train_config_hashes: dict[str, str]
     fusion: FusionEntry
     visual_fusion: FusionEntry | None
-    info: dict[str, Any]
+    info: BundleInfo
 
 
-def _read_fusion_dir(fusion_dir: Path) -> dict[str, Any]:
+def _read_fusion_dir(fusion_dir: Path) -> FusionInfo:
     """fusion.json of a fusion folder, checked for what a bundle relies on."""
-    model_path, meta_path = fusion_dir / "model.keras", fusion_dir / "fusion.json"
-    for needed in (model_path, meta_path):
-        if not needed.is_file():
-            raise DataError(needed, "not found", "give the output folder of `avsc fuse`")
-    meta = read_json(meta_path)
-    missing = [key for key in ("method", "modalities", "backbones", "level") if key not in meta]
-    if missing:
-        raise DataError(meta_path, f"fusion.json lacks {', '.join(missing)}",
-                        "give the output folder of `avsc fuse`")
-    unknown = [b for b in meta["backbones"] if b not in BACKBONES]
-    if unknown or not meta["backbones"]:
+    model_path = fusion_dir / "model.keras"
+    if not model_path.is_file():
+        raise DataError(model_path, "not found", "give the output folder of `avsc fuse`")
+    meta = FusionInfo.read(fusion_dir)
+    meta_path = fusion_dir / FusionInfo.FILE_NAME
+    unknown = [b for b in meta.backbones if b not in BACKBONES]
+    if unknown or not meta.backbones:
         raise DataError(meta_path, f"unknown backbone(s) {unknown or '(none listed)'}; "
                         f"expected some of {', '.join(BACKBONES)}")
-    if meta["level"] not in FUSION_LEVELS:
-        raise DataError(meta_path, f"unknown embedding level {meta['level']!r}; "
+    if meta.level not in FUSION_LEVELS:
+        raise DataError(meta_path, f"unknown embedding level {meta.level!r}; "
                         f"expected one of {', '.join(FUSION_LEVELS)}")
-    labels = meta.get("labels", list(LABELS))
-    if list(labels) != list(LABELS):
-        raise DataError(meta_path, f"label order {labels} differs from avsc's {list(LABELS)}")
+    if list(meta.labels) != list(LABELS):
+        raise DataError(meta_path, f"label order {list(meta.labels)} differs from avsc's {list(LABELS)}")
     return meta
 
 
-def _embedding_shas(meta: dict[str, Any]) -> dict[str, str]:
-    """Backbone -> SHA-256 of the model whose embeddings trained the fusion (if recorded)."""
-    embeddings = meta.get("embeddings")
-    if isinstance(embeddings, dict):  # {"aud-mel": {"model_sha256": ..., "config_hash": ...}, ...}
-        return {b: e["model_sha256"] for b, e in embeddings.items()
-                if isinstance(e, dict) and isinstance(e.get("model_sha256"), str) and e["model_sha256"]}
-    for key in ("model_sha256", "embedding_model_sha256", "backbone_model_sha256"):
-        value = meta.get(key)
-        if isinstance(value, dict):
-            return {k: v for k, v in value.items() if isinstance(v, str) and v}
-    return {}
+def _bundle_fusion(meta: FusionInfo, rel: str) -> BundleFusion:
+    return BundleFusion(
+        method=meta.method, modalities=meta.modalities, level=meta.level, backbones=tuple(meta.backbones),
+        path=rel, config_hash=meta.config_hash, temperature=float(meta.calibration.temperature),
+        calibration_method=meta.calibration.method,
+        val_scores={"accuracy": float(meta.val_metrics["accuracy"]), "log_loss": float(meta.val_metrics["log_loss"]),
+                    "selection_log_loss": float(meta.calibration.selection_log_loss or float("nan"))},
+        val_distance_quantiles=dict(meta.val_distance_quantiles))
+
+
+def _provenance(meta: FusionInfo, fusion_dir: Path, model_dirs: Mapping[str, Path],
+                configs: Mapping[str, ModelInfo], manifest: str | Path | None) -> BundleProvenance:
+    from avsc.evaluation.provenance import collect_provenance
+
+    facts = collect_provenance(metas={fusion_dir: meta.to_dict()}, split="test", selection=meta.selection,
+                               manifest=manifest, models=dict(model_dirs))
+    dataset = facts["dataset"]
+    lineages = [meta.lineage, *(c.lineage for c in configs.values())]
+    lineage: Lineage | None = next((x for x in lineages if x is not None), None)
+    return BundleProvenance(
+        dataset=dataset.get("name") or (lineage.dataset if lineage else None),
+        synthetic=dataset.get("synthetic"),
+        clips_per_split={k: int(v) for k, v in dict(dataset.get("clips_per_split") or meta.clips_per_split).items()},
+        preset=facts["preset"], differences_from_paper=tuple(facts["differences_from_paper"]),
+        selection=dict(facts["selection"]), lineage=lineage)
 
 
 def make_bundle(
@@ -159,6 +160,7 @@ def make_bundle(
     out_dir: str | Path,
     *,
     visual_fusion_dir: str | Path | None = None,
+    manifest: str | Path | None = None,
 ) -> Path:
     """Assemble a self-contained bundle from trained backbones and a fusion model.
 
@@ -174,6 +176,9 @@ def make_bundle(
             existing bundle there is replaced.
         visual_fusion_dir: optional visual-only fusion model (``--modalities visual``),
             used by ``avsc predict --allow-visual-only`` on videos without an audio track.
+        manifest: the manifest of ``avsc ingest`` the models were trained from: the dataset's
+            name, whether it is synthetic and its clips per split go into the provenance
+            (without it they are recorded as unknown, and predict warns so).
 
     Returns:
         ``out_dir``.
@@ -189,15 +194,16 @@ def make_bundle(
     from avsc.storage import locations
     from avsc.storage.publish import staged_output
 
-    if locations.any_remote(models, fusion_dir, out_dir, visual_fusion_dir):
+    if locations.any_remote(models, fusion_dir, out_dir, visual_fusion_dir, manifest):
         # Model folders are fetched (and the bundle pushed) through temporary local folders.
         with contextlib.ExitStack() as stack:
             local_models = locations.local_inputs(stack, models)
             fused = locations.local_inputs(stack, fusion_dir)
             visual = locations.local_inputs(stack, visual_fusion_dir)
+            local_manifest = locations.local_inputs(stack, manifest)
             staging = stack.enter_context(staged_output(out_dir, kind="bundle", run_id=new_run_id(),
                                                         replaces=BUNDLE_FILE))
-            make_bundle(local_models, fused, staging / "bundle", visual_fusion_dir=visual)
+            make_bundle(local_models, fused, staging / "bundle", visual_fusion_dir=visual, manifest=local_manifest)
             for path in (staging / "bundle").iterdir():  # the bundle's files, at out_dir itself
                 path.rename(staging / path.name)
             (staging / "bundle").rmdir()
@@ -209,11 +215,11 @@ def make_bundle(
     if visual_fusion_dir is not None:
         visual_fusion_dir = Path(visual_fusion_dir)
         meta = _read_fusion_dir(visual_fusion_dir)
-        if any(b not in VISUAL_BACKBONES for b in meta["backbones"]):
+        if any(b not in VISUAL_BACKBONES for b in meta.backbones):
             raise ConfigError(f"{visual_fusion_dir}: not a visual-only fusion model (it reads "
-                              f"{', '.join(meta['backbones'])}); train one with `avsc fuse --modalities visual`")
+                              f"{', '.join(meta.backbones)}); train one with `avsc fuse --modalities visual`")
         fusions["visual_fusion"] = (visual_fusion_dir, meta, "fusion-visual.keras")
-    needed = [b for b in BACKBONES if any(b in meta["backbones"] for _, meta, _ in fusions.values())]
+    needed = [b for b in BACKBONES if any(b in meta.backbones for _, meta, _ in fusions.values())]
 
     configs: dict[str, ModelInfo] = {}
     for backbone in needed:
@@ -238,8 +244,8 @@ def make_bundle(
         raise DataError(model_dirs[needed[0]] / "config.json",
                         "recorded feature config does not match its recorded hash", "retrain the backbone")
     for _, meta, _ in fusions.values():
-        recorded = _embedding_shas(meta)
-        for backbone in meta["backbones"]:
+        recorded = {b: e["model_sha256"] for b, e in meta.embeddings.items() if e.get("model_sha256")}
+        for backbone in meta.backbones:
             if backbone in recorded and recorded[backbone] != sha256_file(model_dirs[backbone] / "model.keras"):
                 raise DataError(model_dirs[backbone] / "model.keras",
                                 "differs from the model whose embeddings trained the fusion model",
@@ -261,27 +267,21 @@ def make_bundle(
             shutil.copyfile(model_dirs[backbone] / "model.keras", tmp / rel)
             sha256[rel] = sha256_file(tmp / rel)
             backbone_files[backbone] = rel
-        entries: dict[str, Any] = {"visual_fusion": None}
+        entries: dict[str, BundleFusion | None] = {"visual_fusion": None}
         for key, (source, meta, rel) in fusions.items():
             shutil.copyfile(source / "model.keras", tmp / rel)
             sha256[rel] = sha256_file(tmp / rel)
-            entries[key] = {"method": meta["method"], "modalities": meta["modalities"],
-                            "level": meta["level"], "backbones": list(meta["backbones"]), "path": rel,
-                            "config_hash": meta.get("config_hash", ""),
-                            "temperature": float(meta.get("calibration", {}).get("temperature", 1.0))}
-        write_json(tmp / BUNDLE_FILE, {
-            "format": BUNDLE_FORMAT,
-            "avsc_version": __version__,
-            "labels": list(LABELS),
-            "feature_config": to_dict(feature_config),
-            "feature_config_hash": hashes[needed[0]],
-            "feature_shapes": shapes,
-            "clip_seconds": feature_config.audio.clip_seconds,
-            "backbones": backbone_files,
-            "train_config_hashes": {b: c.config_hash for b, c in configs.items()},
-            **entries,
-            "sha256": sha256,
-        })
+            entries[key] = _bundle_fusion(meta, rel)
+        BundleInfo(
+            avsc_version=__version__, labels=tuple(LABELS), feature_config=to_dict(feature_config),
+            feature_config_hash=hashes[needed[0]], feature_shapes={k: tuple(v) for k, v in shapes.items()},
+            clip_seconds=feature_config.audio.clip_seconds, backbones=backbone_files,
+            train_config_hashes={b: c.config_hash for b, c in configs.items()},
+            fusion=entries["fusion"], visual_fusion=entries["visual_fusion"],
+            provenance=_provenance(fusions["fusion"][1], fusion_dir, {b: model_dirs[b] for b in needed}, configs,
+                                   manifest),
+            sha256=sha256,
+        ).write(tmp)
     return out_dir
 
 
@@ -292,15 +292,10 @@ def _bundle_file(root: Path, rel: Any, where: str) -> Path:
     return root / rel
 
 
-def _fusion_entry(root: Path, data: Any, where: str) -> FusionEntry:
-    try:
-        entry = FusionEntry(method=str(data["method"]), modalities=str(data["modalities"]),
-                            level=str(data["level"]), backbones=tuple(data["backbones"]),
-                            path=_bundle_file(root, data["path"], where),
-                            config_hash=str(data.get("config_hash", "")),
-                            temperature=float(data.get("temperature", 1.0)))
-    except (KeyError, TypeError, ValueError):
-        raise DataError(root / BUNDLE_FILE, f"{where} entry is incomplete", _REBUILD) from None
+def _fusion_entry(root: Path, data: BundleFusion, where: str) -> FusionEntry:
+    entry = FusionEntry(method=data.method, modalities=data.modalities, level=data.level,
+                        backbones=tuple(data.backbones), path=_bundle_file(root, data.path, where),
+                        config_hash=data.config_hash, temperature=float(data.temperature))
     if not entry.temperature > 0:
         raise DataError(root / BUNDLE_FILE, f"{where}: temperature must be positive, got {entry.temperature}",
                         _REBUILD)
@@ -343,22 +338,14 @@ def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Bundle:
     meta_path = root / BUNDLE_FILE
     if not meta_path.is_file():
         raise DataError(root, f"not a model bundle (no {BUNDLE_FILE})", "build one with `avsc bundle`")
+    meta = BundleInfo.read(root)
     try:
-        meta = read_json(meta_path)
-    except ValueError as exc:
-        raise DataError(meta_path, f"not valid JSON ({exc})", _REBUILD) from None
-    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise DataError(meta_path, f"unknown bundle format {found!r}; this avsc reads {BUNDLE_FORMAT}",
-                        "rebuild the bundle with this version of avsc")
-    try:
-        sha256 = dict(meta["sha256"])
-        backbones = {b: _bundle_file(root, rel, f"backbone {b}") for b, rel in dict(meta["backbones"]).items()}
-        fusion = _fusion_entry(root, meta["fusion"], "fusion")
-        visual = meta.get("visual_fusion")
-        visual_fusion = _fusion_entry(root, visual, "visual_fusion") if visual else None
-        feature_config = feature_config_from_dict(meta["feature_config"])
-        labels = tuple(meta["labels"])
+        sha256 = dict(meta.sha256)
+        backbones = {b: _bundle_file(root, rel, f"backbone {b}") for b, rel in meta.backbones.items()}
+        fusion = _fusion_entry(root, meta.fusion, "fusion")
+        visual_fusion = _fusion_entry(root, meta.visual_fusion, "visual_fusion") if meta.visual_fusion else None
+        feature_config = feature_config_from_dict(dict(meta.feature_config))
+        labels = tuple(meta.labels)
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise DataError(meta_path, f"bundle.json is incomplete or malformed ({exc})", _REBUILD) from None
     for entry in filter(None, (fusion, visual_fusion)):
@@ -383,11 +370,11 @@ def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Bundle:
         root=root,
         labels=labels,
         feature_config=feature_config,
-        feature_config_hash=str(meta.get("feature_config_hash", config_hash(feature_config))),
-        feature_shapes={k: tuple(v) for k, v in dict(meta.get("feature_shapes", {})).items()},
-        clip_seconds=float(meta.get("clip_seconds", feature_config.audio.clip_seconds)),
+        feature_config_hash=meta.feature_config_hash,
+        feature_shapes={k: tuple(v) for k, v in meta.feature_shapes.items()},
+        clip_seconds=float(meta.clip_seconds),
         backbones=backbones,
-        train_config_hashes=dict(meta.get("train_config_hashes", {})),
+        train_config_hashes=dict(meta.train_config_hashes),
         fusion=fusion,
         visual_fusion=visual_fusion,
         info=meta,

@@ -43,6 +43,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Iterable, Iterator
@@ -100,7 +101,14 @@ class Prediction:
         window_offsets: start of each window in seconds.
         window_probabilities: [shape=(windows, 10)] each window's probabilities.
         warnings: what the user should know (several audio tracks, silent windows left
-            out, streams of different lengths, ...).
+            out, streams of different lengths, a bundle trained on synthetic data, a video
+            far from the training data, ...).
+        distance: the windows' mean distance from the fusion model's training data
+            (:func:`avsc.models.fusion.distance_score`; about 1 for clips like the training
+            clips), NaN for a model without standardisation.
+        distance_threshold: the 99th percentile of the val clips' distance, above which the
+            video is flagged as far from the training data.
+        provenance: what the bundle's models were trained on (``bundle.json["provenance"]``).
     """
 
     path: str
@@ -112,12 +120,20 @@ class Prediction:
     window_offsets: tuple[float, ...] = ()
     window_probabilities: tuple[tuple[float, ...], ...] = field(default=(), repr=False)
     warnings: tuple[str, ...] = ()
+    distance: float = float("nan")
+    distance_threshold: float = float("nan")
+    provenance: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (what ``avsc predict --json`` prints, one object a line)."""
+        def finite(value: float) -> float | None:
+            return float(value) if np.isfinite(value) else None
+
         return {"path": self.path, "label": self.label, "probabilities": self.probabilities,
                 "windows": self.windows, "window_offsets": list(self.window_offsets),
-                "modalities": self.modalities, "method": self.method, "warnings": list(self.warnings)}
+                "modalities": self.modalities, "method": self.method, "warnings": list(self.warnings),
+                "distance": finite(self.distance), "distance_threshold": finite(self.distance_threshold),
+                "bundle": self.provenance}
 
 
 class Predictor:
@@ -132,9 +148,11 @@ class Predictor:
         self.embedding_models = embedding_models
         self.fusion_models = fusion_models  # "fusion" and, if bundled, "visual_fusion"
         # The fusion models up to their logits, so the bundle's temperature can be applied.
-        from avsc.models.fusion import fusion_logits_model
+        from avsc.models.fusion import fusion_logits_model, model_standardization
 
         self._fusion_logits = {key: fusion_logits_model(m) for key, m in fusion_models.items()}
+        self._standardize = {key: model_standardization(m) for key, m in fusion_models.items()}
+        self._provenance_logged = False
         self.allow_visual_only = allow_visual_only
         self.max_batch_windows = max(1, int(max_batch_windows))
         self.graph = graph
@@ -268,7 +286,14 @@ class Predictor:
             [shape=(n, 10), float64] calibrated probabilities (``softmax(logits / T)``, ``T``
             of ``entry``), rows summing to 1, labels in alphabetical order.
         """
+        return self._predict_windows(features, entry)[0]
+
+    def _predict_windows(self, features: dict[str, np.ndarray], entry: FusionEntry | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict_features` and each window's distance from the training data
+        ([shape=(n,)], NaN for a fusion model without standardisation)."""
         from avsc.evaluation.calibration import calibrated_probabilities
+        from avsc.models.fusion import distance_score
         from avsc.training.embeddings import embed_arrays
 
         entry = entry or self.bundle.fusion
@@ -278,7 +303,9 @@ class Predictor:
             fc1024, fc10 = embed_arrays(backbone, self._runners[backbone], features[BACKBONE_FEATURE[backbone]])
             inputs.append(fc1024 if entry.level == "fc1024" else fc10)
         logits = np.asarray(self._fusion_logits[key](inputs, training=False), dtype=np.float64)
-        return calibrated_probabilities(logits, entry.temperature)
+        standardize = self._standardize[key]
+        distance = distance_score(inputs, standardize) if standardize else np.full(len(logits), np.nan)
+        return calibrated_probabilities(logits, entry.temperature), distance
 
     def predict_file(self, path: str | Path) -> Prediction:
         """Classify one video.
@@ -311,12 +338,29 @@ class Predictor:
                 offsets = [o for o in offsets if o not in silent]
         for warning in warnings:
             log.warning("%s: %s", path, warning)
-        parts = []
+        parts, distances = [], []
         for start in range(0, len(offsets), self.max_batch_windows):
             chunk = offsets[start:start + self.max_batch_windows]
-            parts.append(self.predict_features(self.window_features(path, chunk, entry, info), entry))
+            probs, distance = self._predict_windows(self.window_features(path, chunk, entry, info), entry)
+            parts.append(probs)
+            distances.append(distance)
         window_probs = np.concatenate(parts)
         mean = window_probs.mean(axis=0)
+        distance = float(np.concatenate(distances).mean())
+        record = self.bundle.info.fusion if entry is self.bundle.fusion else self.bundle.info.visual_fusion
+        threshold = float(record.val_distance_quantiles.get("0.99", np.nan))
+        # The bundle's own warnings go into every result but into the log once.
+        provenance = self._provenance_warnings()
+        if not self._provenance_logged:
+            for warning in provenance:
+                log.warning("%s: %s", self.bundle.root, warning)
+            self._provenance_logged = True
+        if distance > threshold:
+            far = (f"far from the training data: distance {distance:.2f} is above the 99th percentile of the "
+                   f"val clips ({threshold:.2f}); the probabilities may not hold for this video")
+            log.warning("%s: %s", path, far)
+            provenance.append(far)
+        warnings += provenance
         labels = self.bundle.labels
         return Prediction(
             path=str(path),
@@ -328,7 +372,22 @@ class Predictor:
             window_offsets=tuple(offsets),
             window_probabilities=tuple(tuple(float(p) for p in row) for row in window_probs),
             warnings=tuple(warnings),
+            distance=distance,
+            distance_threshold=threshold,
+            provenance=dataclasses.asdict(self.bundle.info.provenance),
         )
+
+    def _provenance_warnings(self) -> list[str]:
+        """Warnings every result of this bundle carries: synthetic or unknown training data."""
+        provenance = self.bundle.info.provenance
+        name = provenance.dataset or "an unnamed dataset"
+        if provenance.synthetic:
+            return [f"the bundle was trained on synthetic data ({name}, made by `avsc demo-data`): its "
+                    "classes and probabilities say nothing about real scenes"]
+        if provenance.synthetic is None:
+            return ["the bundle does not record whether it was trained on real recordings (it was made "
+                    "without the manifest); treat its probabilities with care"]
+        return []
 
     def _silent_windows(self, path: Path, offsets: list[float], info: MediaInfo) -> list[float]:
         """Offsets of the windows whose sound is digital silence (decoding the sound is ~1 %

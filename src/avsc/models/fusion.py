@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import keras
+import numpy as np
 
 from avsc.config import AUDIO_BACKBONES, BACKBONES, FUSION_METHODS, MODALITY_SETS
 from avsc.errors import ConfigError
@@ -49,6 +50,9 @@ __all__ = [
     "FUSIONS",
     "fusion_layer",
     "build_fusion_model",
+    "standardization",
+    "distance_score",
+    "model_standardization",
     "fusion_logits_model",
     "check_method",
     "check_modalities",
@@ -234,20 +238,77 @@ def fusion_layer(method: str, backbones: Sequence[str], *, l2: float = 0.0) -> k
     return spec.layer(groups=[modality_of(b) for b in backbones], l2=l2, name="fusion")
 
 
+def standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of each column of ``x`` [shape=(n, width)], for a ``Normalization``.
+
+    A column (nearly) constant on these rows — a unit no training clip activates — gets
+    variance 1 rather than a tiny one, so a new clip that does activate it is not blown up
+    by ``1 / sqrt(tiny)``.
+
+    Returns:
+        ``(mean, variance)``, each [shape=(width,)] float32.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    mean, variance = x.mean(axis=0), x.var(axis=0)
+    floor = 1e-4 * float(variance.mean()) if variance.size and variance.mean() > 0 else 0.0
+    variance = np.where(variance > max(floor, 1e-12), variance, 1.0)
+    return mean.astype(np.float32), variance.astype(np.float32)
+
+
+def distance_score(inputs: Sequence[np.ndarray], standardize: Sequence[tuple[np.ndarray, np.ndarray]]
+                   ) -> np.ndarray:
+    """How far each row lies from the training data: the mean squared z-score of its inputs.
+
+    ``mean over inputs and columns of ((x - mean) / sqrt(variance))^2`` with the train-split
+    statistics of :func:`standardization`: about 1 for a row like the training rows, much
+    larger for a row unlike anything trained on (the out-of-distribution check of ``avsc
+    predict`` compares it with the val split's quantiles).
+
+    Args:
+        inputs: one [shape=(n, width)] array per backbone.
+        standardize: one ``(mean, variance)`` pair per backbone.
+
+    Returns:
+        [shape=(n,)] float64.
+    """
+    parts = [((np.asarray(x, np.float64) - m) ** 2 / v).mean(axis=1) for x, (m, v) in zip(inputs, standardize)]
+    return np.mean(parts, axis=0)
+
+
+def model_standardization(model: keras.Model) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """The ``(mean, variance)`` pairs a model's ``standardize_<backbone>`` layers hold, in input
+    order; None for a model built without standardisation."""
+    pairs = []
+    for tensor in model.inputs:
+        name = tensor.name.split(":")[0]
+        try:
+            layer = model.get_layer(f"standardize_{name}")
+        except ValueError:
+            return None
+        pairs.append((np.asarray(layer.input_mean, np.float64).reshape(-1),
+                      np.asarray(layer.input_variance, np.float64).reshape(-1)))
+    return pairs
+
+
 def build_fusion_model(method: str, backbones: Sequence[str], width: int, *,
-                       n_classes: int = len(LABELS), l2: float = 0.0) -> keras.Model:
-    """Fusion layer + FC(10) + softmax, uncompiled.
+                       n_classes: int = len(LABELS), l2: float = 0.0,
+                       standardize: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> keras.Model:
+    """(Standardisation +) fusion layer + FC(10) + softmax, uncompiled.
 
     Args:
         method: ``f1`` .. ``f6``.
         backbones: the fused backbones; one ``keras.Input`` per backbone, named after it,
             in this order.
         width: embedding width (1024 for f1-f3 at the paper's settings, 10 for f4-f6).
+        standardize: one ``(mean, variance)`` pair [shape=(width,)] per backbone (see
+            :func:`standardization`, computed on the train split): each input passes a
+            ``keras.layers.Normalization`` named ``standardize_<backbone>`` holding them, so
+            the saved model standardises raw embeddings itself. None: inputs go in as they are.
 
     Returns:
         A model mapping a list (or a dict by backbone name) of [shape=(batch, width)]
-        embeddings to [shape=(batch, n_classes)] probabilities. Layers: ``fusion``,
-        ``fc10`` (Dense), ``probs`` (softmax).
+        embeddings to [shape=(batch, n_classes)] probabilities. Layers: ``standardize_*``
+        (with ``standardize``), ``fusion``, ``fc10`` (Dense), ``probs`` (softmax).
     """
     check_method(method)
     unknown = [b for b in backbones if b not in BACKBONES]
@@ -255,7 +316,14 @@ def build_fusion_model(method: str, backbones: Sequence[str], width: int, *,
         raise ConfigError(f"fusion backbones must be distinct names among {', '.join(BACKBONES)}, "
                           f"got {', '.join(backbones) or 'none'}")
     inputs = [keras.Input(shape=(width,), name=b, dtype="float32") for b in backbones]
-    x = fusion_layer(method, backbones, l2=l2)(inputs)
+    x = inputs
+    if standardize is not None:
+        if len(standardize) != len(backbones):
+            raise ValueError(f"standardize holds {len(standardize)} (mean, variance) pairs for "
+                             f"{len(backbones)} backbones")
+        x = [keras.layers.Normalization(mean=mean, variance=variance, name=f"standardize_{b}")(t)
+             for t, b, (mean, variance) in zip(inputs, backbones, standardize)]
+    x = fusion_layer(method, backbones, l2=l2)(x)
     x = keras.layers.Dense(n_classes, kernel_regularizer=l2_half(l2), name="fc10", dtype="float32")(x)
     outputs = keras.layers.Activation("softmax", name="probs", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=f"fusion_{method}")

@@ -19,6 +19,9 @@ Example:
 from avsc.records._base import Record, RecordError
 from avsc.records.lineage import Lineage
 from avsc.records.model_info import Calibration, ModelInfo
+from avsc.records.bundle_info import BundleFusion, BundleInfo, BundleProvenance
+from avsc.records.fusion_info import FusionInfo
 from avsc.records.output_manifest import OutputFile, OutputManifest
 
-__all__ = ["Record", "RecordError", "Lineage", "Calibration", "ModelInfo", "OutputFile", "OutputManifest"]
+__all__ = ["Record", "RecordError", "Lineage", "Calibration", "ModelInfo", "FusionInfo", "BundleInfo", "BundleFusion",
+           "BundleProvenance", "OutputFile", "OutputManifest"]

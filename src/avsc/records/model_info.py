@@ -21,12 +21,37 @@ class Calibration:
         before: val ``{"log_loss", "ece"}`` of the raw probabilities (``T = 1``).
         after: the same after temperature scaling.
         fitted_on: the split ``T`` was fitted on (always ``"val"``).
+        method: ``"temperature"`` (``T`` applied) or ``"none"`` (``T = 1``: too few val
+            rows, or the cross-validated check found that scaling does not lower the log
+            loss; :func:`avsc.evaluation.calibration.calibrate`).
+        fitted_temperature: ``T`` fitted on every val row (applied only under ``temperature``).
+        at_bound: the applied ``T`` sits at a bound of the search (a warning sign).
+        cv_log_loss: pooled out-of-fold val log loss of the scaled model (None: not run).
+        selection_log_loss: the honest val log loss the model was selected on.
     """
 
     temperature: float
     before: Mapping[str, float]
     after: Mapping[str, float]
     fitted_on: str = "val"
+    method: str = "temperature"
+    fitted_temperature: float | None = None
+    at_bound: bool = False
+    cv_log_loss: float | None = None
+    selection_log_loss: float | None = None
+
+    @classmethod
+    def from_result(cls, result: Mapping[str, Any]) -> Calibration:
+        """The record of a :func:`avsc.evaluation.calibration.calibrate` result."""
+        def number(key: str) -> float | None:
+            value = result.get(key)
+            return None if value is None or value != value else float(value)  # NaN: not run
+
+        # A training state saved before these keys existed has only temperature, before, after.
+        return cls(temperature=float(result["temperature"]), before=dict(result["before"]),
+                   after=dict(result["after"]), method=result.get("method", "temperature"),
+                   fitted_temperature=number("fitted_temperature"), at_bound=bool(result.get("at_bound", False)),
+                   cv_log_loss=number("cv_log_loss"), selection_log_loss=number("selection_log_loss"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -286,17 +286,21 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
             entry = {"epoch": epoch + 1, "loss": steps.epoch_loss(float(fit.history["loss"][-1])),
                      "val_accuracy": metrics["accuracy"], "val_log_loss": calibration["before"]["log_loss"],
                      "val_log_loss_calibrated": metrics["log_loss"], "temperature": calibration["temperature"],
+                     "val_log_loss_selection": calibration["selection_log_loss"],
+                     "calibration_method": calibration["method"],
                      "seconds": round(time.perf_counter() - began, 3)}
             history.append(entry)
             last_name = f"epoch-{epoch + 1:04d}.keras"
             ckpt.save_model(trainer, last_name)
-            key = selection_key(metrics["accuracy"], metrics["log_loss"], config.selection)
+            key = selection_key(metrics["accuracy"], calibration["selection_log_loss"], config.selection)
             improved = state["best_key"] is None or key > tuple(state["best_key"])
             if improved:
                 best_name = f"best-epoch-{epoch + 1:04d}.keras"
                 ckpt.copy(last_name, best_name)
                 state.update(best=best_name, best_epoch=epoch + 1, best_key=list(key), best_val_metrics=metrics,
-                             best_calibration={k: calibration[k] for k in ("temperature", "before", "after")})
+                             best_calibration={k: calibration[k] for k in (
+                                 "temperature", "before", "after", "method", "fitted_temperature", "at_bound",
+                                 "cv_log_loss", "selection_log_loss")})
             state.update(epoch=epoch + 1, history=history, last=last_name, in_epoch=None,
                          seed_states=seed_states(trainer))
             ckpt.write_state(state)  # the checkpoint counts only once this is written
@@ -319,6 +323,10 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
         keras.mixed_precision.set_dtype_policy(previous_policy)
 
     calibration = dict(state["best_calibration"], fitted_on="val")
+    if calibration.get("at_bound"):
+        log.warning("%s: the val temperature sits at its search bound (T=%.2f): the model's val predictions "
+                    "are barely better than chance or val is too small to calibrate on", backbone,
+                    calibration["temperature"])
     val_metrics = dict(state["best_val_metrics"], epoch=state["best_epoch"], temperature=calibration["temperature"])
     write_json(model_dir / "history.json", history)
     write_json(model_dir / "val_metrics.json", val_metrics)
@@ -327,8 +335,7 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
         features=to_dict(store.config), feature_config_hash=store.config_hash,
         feature_shapes={k: tuple(v) for k, v in store.shapes.items()}, labels=tuple(LABELS),
         best_epoch=state["best_epoch"], selection=config.selection,
-        calibration=Calibration(temperature=calibration["temperature"], before=calibration["before"],
-                                after=calibration["after"], fitted_on=calibration["fitted_on"]),
+        calibration=Calibration.from_result(calibration),
         mixed_precision=mixed, lineage=store.lineage,
     ).write(model_dir)
     return TrainResult(model_dir=model_dir, backbone=backbone, best_epoch=state["best_epoch"],

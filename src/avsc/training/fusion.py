@@ -5,21 +5,34 @@ aligning the backbones' embeddings is :mod:`avsc.training.fusion_data`.
 
 Training (section III-A): mixup on the embeddings (one mixing weight per clip, shared by
 all its embeddings), KL-divergence loss + L2 (eq. 4; coefficient ``lambda / 2`` on the
-fusion vectors ``w`` and the dense kernel, biases excluded), Adam, seeded.
+fusion vectors ``w`` and the dense kernel, biases excluded), Adam, seeded. Each input is
+standardised with the mean and variance of the **train** split, held by a ``Normalization``
+layer inside the saved model (so inference feeds raw embeddings): FC(10) logits of five
+backbones differ in scale by an order of magnitude, and one step size fits them all only once
+they are standardised.
 
-Selection and calibration use the val split only (the test split is never read): after
-every epoch a temperature is fitted on the val logits (:mod:`avsc.evaluation.calibration`)
-and ``FusionConfig.selection`` keeps the epoch with the lowest calibrated val log loss
-(``log_loss``, the default) or the highest val accuracy (``accuracy``). The kept epoch's
-temperature is stored in ``fusion.json["calibration"]`` and ``predictions.parquet`` holds
-both the raw logits and the calibrated probabilities.
+Training is counted in optimizer steps, not epochs, so the same settings converge on 60
+training clips (2 steps an epoch) and on 8,646 (136): it stops when the val selection log
+loss has not improved for ``FusionConfig.patience`` steps (early stopping), after
+``max_steps`` steps, or after ``epochs`` passes over train when that is set. Val is scored
+every ``eval_every`` steps (rounded to whole passes over train). The trainer is Keras only
+(``train_on_batch`` on NumPy arrays): it runs under any Keras backend.
+
+Selection and calibration use the val split only (the test split is never read): at every
+evaluation a temperature is fitted on the val logits under the guards of
+:mod:`avsc.evaluation.calibration` (a prior towards 1, no sharpening on a separable val
+split, a cross-validated check), and ``FusionConfig.selection`` keeps the evaluation with the
+lowest cross-validated val log loss (``log_loss``, the default) or the highest val accuracy
+(``accuracy``). The kept weights' calibration is stored in ``fusion.json`` (a
+:class:`avsc.records.FusionInfo`) and ``predictions.parquet`` holds both the raw logits and
+the calibrated probabilities.
 
 Preemption-safe with ``checkpoints`` (a folder or ``s3://`` prefix, see
 :mod:`avsc.training.checkpoints`): the weights, Adam's state, the random generator, the
 history and the best-so-far are saved at most every ``checkpoint_every_s`` seconds and after
-the last epoch, so a new process resumes after the last saved epoch with the same random
-draws; :func:`train_all_fusions` also keeps each finished model there, so a retried task
-copies what was done instead of training it again.
+the last evaluation, so a new process resumes after the last saved evaluation with the same
+random draws; :func:`train_all_fusions` also keeps each finished model there, so a retried
+task copies what was done instead of training it again.
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -48,15 +62,21 @@ from avsc.errors import ConfigError, DataError
 from avsc.evaluation.calibration import SELECTION_RULES, calibrate, calibrated_probabilities, selection_key
 from avsc.evaluation.predictions import FUSION_FILE, PREDICTIONS_FILE, write_predictions
 from avsc.labels import LABEL_INDEX, LABELS
-from avsc.models.fusion import build_fusion_model, check_method, check_modalities, fusion_logits_model
+from avsc.models.fusion import (
+    build_fusion_model,
+    check_method,
+    check_modalities,
+    distance_score,
+    fusion_logits_model,
+    standardization,
+)
 from avsc.models.saving import save_keras_model
 from avsc.evaluation.provenance import new_run_id
+from avsc.records import Calibration, FusionInfo
 from avsc.storage import locations
-from avsc.storage.files import read_json, write_json
 from avsc.storage.publish import staged_output
 from avsc.training.checkpoints import Checkpoints
 from avsc.training.fusion_data import Embeddings, FusionData, load_fusion_data
-from avsc.training.mixup import mix
 
 __all__ = [
     "FusionData",
@@ -66,9 +86,11 @@ __all__ = [
     "train_all_fusions",
 ]
 
-FUSION_FORMAT = "avsc-fusion/1"
-
 log = logging.getLogger(__name__)
+
+# Quantiles of the val clips' distance score (avsc.models.fusion.distance_score) kept in
+# fusion.json and the bundle, for predict's out-of-distribution warning.
+DISTANCE_QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99, 1.0)
 
 
 @dataclass(frozen=True)
@@ -77,9 +99,11 @@ class FusionResult:
 
     Attributes:
         out_dir: holds model.keras, fusion.json, predictions.parquet, history.json.
-        best_epoch: 1-based epoch of the kept weights.
-        val_accuracy, val_log_loss: on val, after temperature scaling.
-        temperature: fitted on val for the kept weights.
+        best_epoch: passes over train before the kept weights (1-based).
+        best_step: optimizer steps before the kept weights.
+        val_accuracy, val_log_loss: on val, after calibration.
+        selection_log_loss: the cross-validated val log loss the weights were kept on.
+        temperature: fitted on val for the kept weights (1.0 when calibration did not pay).
         train_seconds: wall time of the training (0 when skipped as already complete).
         skipped: True when :func:`train_all_fusions` found the folder complete.
     """
@@ -90,6 +114,8 @@ class FusionResult:
     val_accuracy: float
     val_log_loss: float
     best_epoch: int = 0
+    best_step: int = 0
+    selection_log_loss: float = float("nan")
     backbones: tuple[str, ...] = ()
     level: str = ""
     train_seconds: float = 0.0
@@ -98,76 +124,57 @@ class FusionResult:
     history: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
 
-def _compiled_steps(model: keras.Model, optimizer, loss_fn, x_train: list[np.ndarray], y_train: np.ndarray,
-                    batch_size: int):
-    """A compiled training epoch and a compiled forward pass to the logits.
+def _logits(model: keras.Model, inputs: list[np.ndarray], chunk: int = 8192) -> np.ndarray:
+    """The ``fc10`` output of ``model`` (a logits model) for every row, [shape=(n, 10)] float64."""
+    n = len(inputs[0])
+    parts = [np.asarray(keras.ops.convert_to_numpy(model([x[i:i + chunk] for x in inputs], training=False)),
+                        dtype=np.float64) for i in range(0, n, chunk)]
+    return np.concatenate(parts) if parts else np.zeros((0, len(LABELS)))
 
-    The training clips stay in memory as tensors; one call runs a whole epoch inside the
-    graph: for each minibatch of ``order``, mixup of each clip ``j`` with ``partner[j]``
-    at weight ``lam[j]`` (the same for all its embeddings and its label), the mean loss +
-    L2 terms, one Adam update. Small dense nets: this is many times faster than a Python
-    loop of steps or ``Model.fit`` once per epoch.
+
+def _mixed_epochs(rng: np.random.Generator, x: list[np.ndarray], y: np.ndarray, epochs: int,
+                  alpha: float) -> tuple[list[np.ndarray], np.ndarray]:
+    """``epochs`` passes over the train rows, each shuffled and mixed, one after the other.
+
+    Each pass draws a permutation (the order of the minibatches), a partner for every clip
+    and a mixing weight ``lam ~ Beta(alpha, alpha)`` per clip, shared by all its embeddings
+    and its label (``alpha = 0``: no mixup).
 
     Returns:
-        ``train_epoch(order, partner, lam) -> mean loss`` ([shape=(n_train,)] int32,
-        int32, float32) and ``predict(xs) -> logits`` (the ``fc10`` output, before softmax).
+        ``(xs, ys)``: one [shape=(epochs * n, width)] array per input, and the soft labels.
     """
-    import tensorflow as tf
-
-    n_inputs = len(model.inputs)
-    width = model.inputs[0].shape[-1]
-    x_spec = [tf.TensorSpec((None, width), tf.float32) for _ in range(n_inputs)]
-    xs_all = [tf.convert_to_tensor(x, tf.float32) for x in x_train]
-    ys_all = tf.convert_to_tensor(y_train, tf.float32)
-    variables = model.trainable_variables
-    optimizer.build(variables)
-    index_spec = tf.TensorSpec((None,), tf.int32)
-
-    def step(order, partner, lam, start):
-        idx = order[start:start + batch_size]
-        other = tf.gather(partner, idx)
-        weight = tf.gather(lam, idx)
-        xs = [mix(tf.gather(x, idx), tf.gather(x, other), weight) for x in xs_all]
-        ys = mix(tf.gather(ys_all, idx), tf.gather(ys_all, other), weight)
-        with tf.GradientTape() as tape:
-            probs = model(xs, training=True)
-            loss = tf.reduce_mean(loss_fn(ys, probs))
-            if model.losses:
-                loss = loss + tf.add_n(model.losses)
-        grads = tape.gradient(loss, variables)
-        optimizer.apply_gradients(zip(grads, variables))
-        return loss * tf.cast(tf.shape(idx)[0], tf.float32)
-
-    # autograph off (a plain while_loop): tracing is seconds faster per model.
-    @tf.function(input_signature=[index_spec, index_spec, tf.TensorSpec((None,), tf.float32)], autograph=False)
-    def train_epoch(order, partner, lam):
-        n = tf.shape(order)[0]
-        _, total = tf.while_loop(
-            lambda start, total: start < n,
-            lambda start, total: (start + batch_size, total + step(order, partner, lam, start)),
-            (tf.constant(0, tf.int32), tf.constant(0.0, tf.float32)))
-        return total / tf.cast(n, tf.float32)
-
-    logits_model = fusion_logits_model(model)
-
-    @tf.function(input_signature=[x_spec], autograph=False)
-    def predict(xs):
-        return logits_model(xs, training=False)
-
-    return train_epoch, predict
-
-
-def _predict(predict, inputs: list[np.ndarray], chunk: int = 8192) -> np.ndarray:
-    n = len(inputs[0])
-    parts = [np.asarray(predict([x[i:i + chunk] for x in inputs]), dtype=np.float64)
-             for i in range(0, n, chunk)]
-    return np.concatenate(parts) if parts else np.zeros((0, len(LABELS)))
+    n = len(y)
+    xs: list[list[np.ndarray]] = [[] for _ in x]
+    ys: list[np.ndarray] = []
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        if alpha > 0:
+            lam = rng.beta(alpha, alpha, size=n).astype(np.float32)[:, None]
+            partner = order[rng.permutation(n)]
+        else:
+            lam, partner = np.ones((n, 1), np.float32), order
+        for parts, table in zip(xs, x):
+            parts.append(lam * table[order] + (1.0 - lam) * table[partner])
+        ys.append(lam * y[order] + (1.0 - lam) * y[partner])
+    return [np.concatenate(parts) for parts in xs], np.concatenate(ys)
 
 
 def _fingerprint(data: FusionData, method: str, modalities: str, config: FusionConfig) -> dict[str, Any]:
     return {"method": method, "modalities": modalities, "config_hash": config_hash(config),
             "embeddings": {b: {"model_sha256": data.model_sha256[b], "config_hash": data.config_hash[b]}
                            for b in data.backbones}}
+
+
+def _schedule(config: FusionConfig, n_train: int) -> tuple[int, int, int, int]:
+    """``(steps_per_epoch, epochs_per_round, max_epochs, patience_epochs)`` of a training on
+    ``n_train`` clips: the step settings of ``config`` as whole passes over train."""
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    per_round = max(1, round(config.eval_every / steps_per_epoch))
+    max_epochs = max(1, math.ceil(config.max_steps / steps_per_epoch))
+    if config.epochs is not None:
+        max_epochs = min(max_epochs, config.epochs)
+    patience = max(per_round, math.ceil(config.patience / steps_per_epoch))
+    return steps_per_epoch, per_round, max_epochs, patience
 
 
 def train_fusion(
@@ -188,26 +195,25 @@ def train_fusion(
             ``modalities`` (written by ``avsc embed``), or a mapping backbone -> Parquet
             file (see :func:`load_fusion_data`).
         out_dir: output folder; afterwards holds ``model.keras`` (uncompiled; inputs one per
-            backbone in the order of ``fusion.json["backbones"]``, output probabilities),
-            ``predictions.parquet`` (every clip of every split: raw logits and calibrated
-            probabilities), ``history.json`` and, written last, ``fusion.json`` (method,
-            modalities, backbones, level, labels, calibrated val metrics, calibration
-            (temperature, val log loss and ECE before and after), selection rule, config and
-            hash, per-backbone embedding model_sha256) and ``outputs.json`` (the run id and
-            every file's SHA-256). The folder is published whole when training ends
+            backbone in the order of ``fusion.json["backbones"]``, raw embeddings (it
+            standardises them itself), output probabilities), ``predictions.parquet`` (every
+            clip of every split: raw logits and calibrated probabilities), ``history.json``
+            (one entry per val evaluation) and, written last, ``fusion.json``
+            (:class:`avsc.records.FusionInfo`) and ``outputs.json`` (the run id and every
+            file's SHA-256). The folder is published whole when training ends
             (:func:`avsc.storage.publish.staged_output`): it never mixes two trainings.
         method: ``f1`` .. ``f6``.
         modalities: ``audio+visual`` (five backbones), ``audio`` (three) or ``visual`` (two).
-        config: Phase II settings (epochs, batch size, learning rate (and the FC(1024)
-            fusions' own, if set), mixup alpha, L2, selection rule, seed).
+        config: Phase II settings (step budget, patience, batch size, learning rates, mixup
+            alpha, L2, selection rule, seed).
         checkpoints: where to keep the training state (folder or ``s3://`` prefix); None
             keeps none. A run pointed at the state of an interrupted one continues it.
         checkpoint_every_s: least time between two checkpoints (one is always written
-            after the last epoch).
-        progress: a progress bar over epochs.
+            after the last evaluation).
+        progress: a progress bar over passes over train.
 
     Raises:
-        ConfigError: unknown method or modality set, epochs < 1.
+        ConfigError: unknown method or modality set, a step setting or epochs < 1.
         DataError: missing or inconsistent embeddings, an empty train or val split.
 
     Example::
@@ -235,10 +241,10 @@ def train_fusion(
         return replace(result, out_dir=out_dir)
     spec = check_method(method)
     backbones = check_modalities(modalities)
-    if config.epochs < 1:
-        raise ConfigError(f"fusion.epochs must be at least 1, got {config.epochs}")
-    if config.batch_size < 1:
-        raise ConfigError(f"fusion.batch_size must be at least 1, got {config.batch_size}")
+    for name in ("max_steps", "patience", "eval_every", "batch_size", "epochs"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"fusion.{name} must be at least 1, got {value}")
     if config.selection not in SELECTION_RULES:
         raise ConfigError(f"fusion.selection must be one of {', '.join(SELECTION_RULES)}, got {config.selection!r}")
     data = load_fusion_data(embeddings, backbones)
@@ -254,56 +260,73 @@ def train_fusion(
     y_train = np.eye(len(LABELS), dtype=np.float32)[y_index[masks["train"]]]
     y_val = y_index[masks["val"]]
     width = x_train[0].shape[1]
+    standardize = [standardization(x) for x in x_train]
+    fc1024 = spec.level == "fc1024"
+    learning_rate = config.learning_rate_fc1024 if fc1024 and config.learning_rate_fc1024 is not None \
+        else config.learning_rate
+    l2 = config.l2_fc1024 if fc1024 and config.l2_fc1024 is not None else config.l2
 
     began = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = build_fusion_model(method, backbones, width, l2=config.l2)
-    learning_rate = config.learning_rate
-    if spec.level == "fc1024" and config.learning_rate_fc1024 is not None:
-        learning_rate = config.learning_rate_fc1024
+    model = build_fusion_model(method, backbones, width, l2=l2, standardize=standardize)
     optimizer = keras.optimizers.Adam(learning_rate)
-    train_epoch, predict = _compiled_steps(model, optimizer, kl_divergence_loss, x_train, y_train,
-                                           config.batch_size)
+    model.compile(optimizer=optimizer, loss=kl_divergence_loss)
+    optimizer.build(model.trainable_variables)
+    logits_model = fusion_logits_model(model)
     n_train = len(y_train)
+    _, per_round, max_epochs, patience = _schedule(config, n_train)
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"key": None, "epoch": 0, "weights": None, "calibration": None}
     ckpt = Checkpoints(checkpoints) if checkpoints else None
     resume_key = json.dumps(_fingerprint(data, method, modalities, config), sort_keys=True)
-    start = ckpt.restore_state(resume_key, model, optimizer, rng, history, best) if ckpt else 0
+    epoch = ckpt.restore_state(resume_key, model, optimizer, rng, history, best) if ckpt else 0
+    steps = history[-1]["step"] if history else 0
     saved_at = time.monotonic()
-    bar = tqdm(range(start, config.epochs), desc=f"fuse {method} {modalities}", unit="epoch",
-               disable=not progress, file=sys.stderr, initial=start, total=config.epochs)
-    for epoch in bar:
-        epoch_began = time.perf_counter()
-        order = rng.permutation(n_train).astype(np.int32)
-        if config.mixup_alpha > 0:
-            lam = rng.beta(config.mixup_alpha, config.mixup_alpha, size=n_train).astype(np.float32)
-            partner = rng.permutation(n_train).astype(np.int32)
-        else:
-            lam, partner = np.ones(n_train, np.float32), np.arange(n_train, dtype=np.int32)
-        loss = float(train_epoch(order, partner, lam))
-        calibration = calibrate(_predict(predict, x_val), y_val)
+    bar = tqdm(total=max_epochs, initial=epoch, desc=f"fuse {method} {modalities}", unit="epoch",
+               disable=not progress, file=sys.stderr)
+    stopped = "max_steps" if config.epochs is None or max_epochs < config.epochs else "epochs"
+    while epoch < max_epochs:
+        if best["epoch"] and epoch - best["epoch"] >= patience:
+            stopped = "patience"
+            break
+        round_began = time.perf_counter()
+        n_epochs = min(per_round, max_epochs - epoch)
+        xs, ys = _mixed_epochs(rng, x_train, y_train, n_epochs, config.mixup_alpha)
+        short = -len(ys) % config.batch_size
+        if short:  # full batches only: a last, smaller batch would trace the step a second time
+            xs, ys = [np.concatenate([x, x[:short]]) for x in xs], np.concatenate([ys, ys[:short]])
+        # One train_on_batch per step: model.fit's per-call set-up costs more than the few
+        # steps between two evaluations of these small models.
+        losses = [float(model.train_on_batch([x[i:i + config.batch_size] for x in xs],
+                                             ys[i:i + config.batch_size]))
+                  for i in range(0, len(ys), config.batch_size)]
+        epoch += n_epochs
+        steps += len(ys) // config.batch_size
+        calibration = calibrate(_logits(logits_model, x_val), y_val)
         metrics = calibration["metrics"]
-        entry = {"epoch": epoch + 1, "loss": loss,
+        entry = {"epoch": epoch, "step": steps, "loss": float(np.mean(losses)),
                  "val_accuracy": metrics["accuracy"], "val_log_loss": calibration["before"]["log_loss"],
                  "val_log_loss_calibrated": metrics["log_loss"], "temperature": calibration["temperature"],
-                 "seconds": round(time.perf_counter() - epoch_began, 4)}
+                 "val_log_loss_selection": calibration["selection_log_loss"],
+                 "calibration_method": calibration["method"],
+                 "seconds": round(time.perf_counter() - round_began, 4)}
         history.append(entry)
-        key = selection_key(metrics["accuracy"], metrics["log_loss"], config.selection)
+        key = selection_key(metrics["accuracy"], calibration["selection_log_loss"], config.selection)
         if best["key"] is None or key > tuple(best["key"]):  # a restored key is a JSON list
-            best.update(key=key, epoch=epoch + 1, weights=[w.copy() for w in model.get_weights()],
+            best.update(key=key, epoch=epoch, step=steps, weights=[w.copy() for w in model.get_weights()],
                         calibration=calibration)
-        bar.set_postfix(val_acc=f"{metrics['accuracy']:.3f}", val_loss=f"{metrics['log_loss']:.3f}",
+        bar.update(n_epochs)
+        bar.set_postfix(val_acc=f"{metrics['accuracy']:.3f}", val_loss=f"{calibration['selection_log_loss']:.3f}",
                         best=best["epoch"])
-        if ckpt and (epoch + 1 == config.epochs or time.monotonic() - saved_at >= checkpoint_every_s):
-            ckpt.save_state(resume_key, epoch + 1, model, optimizer, rng, history, best)
+        if ckpt and (epoch >= max_epochs or time.monotonic() - saved_at >= checkpoint_every_s):
+            ckpt.save_state(resume_key, epoch, model, optimizer, rng, history, best)
             saved_at = time.monotonic()
     bar.close()
     train_seconds = time.perf_counter() - began
 
     # Save an uncompiled copy with the best weights: loading it needs no custom loss.
-    final = build_fusion_model(method, backbones, width, l2=config.l2)
+    final = build_fusion_model(method, backbones, width, l2=l2, standardize=standardize)
     final.set_weights(best["weights"])
     # Written into a staging folder and published whole, with outputs.json naming the run:
     # the folder holds one training's model, predictions and fusion.json, never a mix.
@@ -311,50 +334,48 @@ def train_fusion(
     final_dir, out_dir = out_dir, published.enter_context(
         staged_output(out_dir, kind="fuse", run_id=new_run_id(), replaces=FUSION_FILE))
     save_keras_model(final, out_dir / "model.keras")
-    final_logits = fusion_logits_model(final)
-    logits = _predict(lambda xs: final_logits(xs, training=False), data.inputs(spec.level))
+    logits = _logits(fusion_logits_model(final), data.inputs(spec.level))
     chosen = best["calibration"]
     temperature = chosen["temperature"]
     write_predictions(out_dir / PREDICTIONS_FILE, clip_ids=list(data.clip_ids), splits=list(data.splits),
                       labels=list(data.labels), probs=calibrated_probabilities(logits, temperature),
                       logits=logits)
-    write_json(out_dir / "history.json", history)
+    locations.write_json(str(out_dir / "history.json"), history)
     val_metrics = {k: v for k, v in chosen["metrics"].items() if k != "labels"}
-    meta = {
-        "format": FUSION_FORMAT,
+    if chosen["at_bound"]:
+        log.warning("%s %s: the val temperature sits at its search bound (T=%.2f): its val predictions are "
+                    "barely better than chance, or val is too small to calibrate on", method, modalities,
+                    temperature)
+    val_distance = distance_score(x_val, standardize)
+    info = FusionInfo(
+        val_distance_quantiles={f"{q:g}": float(np.quantile(val_distance, q)) for q in DISTANCE_QUANTILES},
         **_fingerprint(data, method, modalities, config),
-        "equation": spec.equation,
-        "level": spec.level,
-        "width": int(width),
-        "backbones": list(backbones),
-        "labels": list(LABELS),
-        "val_metrics": val_metrics,
-        "best_epoch": best["epoch"],
-        "selection": config.selection,
-        "calibration": {"temperature": temperature, "fitted_on": "val", "before": chosen["before"],
-                        "after": chosen["after"]},
-        "config": to_dict(config),
-        "clips_per_split": {s: int((data.splits == s).sum()) for s in sorted(set(data.splits))},
-        "train_seconds": round(train_seconds, 3),
-    }
-    write_json(out_dir / FUSION_FILE, meta)
+        equation=spec.equation, level=spec.level, width=int(width), backbones=tuple(backbones),
+        labels=tuple(LABELS), val_metrics=val_metrics, best_epoch=best["epoch"],
+        best_step=best["step"], epochs_run=epoch, steps_run=steps,
+        stopped=stopped, selection=config.selection, calibration=Calibration.from_result(chosen),
+        config=to_dict(config), clips_per_split={s: int((data.splits == s).sum()) for s in sorted(set(data.splits))},
+        train_seconds=round(train_seconds, 3), lineage=data.lineage)
+    info.write(out_dir)
     published.close()  # publishes; after an error above only the hidden staging folder is removed
     out_dir = final_dir
     # The result is the caller's to report (the CLI prints it); the log keeps a trace.
-    log.debug("%s %s: best epoch %d/%d, val accuracy %.4f, val log loss %.4f -> %.4f at T=%.2f, %.1f s -> %s",
-              method, modalities, best["epoch"], config.epochs, val_metrics["accuracy"],
-              chosen["before"]["log_loss"], val_metrics["log_loss"], temperature, train_seconds, out_dir)
+    log.debug("%s %s: best step %d of %d (%s), val accuracy %.4f, val log loss %.4f -> %.4f at T=%.2f, "
+              "%.1f s -> %s", method, modalities, info.best_step, info.steps_run, stopped,
+              val_metrics["accuracy"], chosen["before"]["log_loss"], val_metrics["log_loss"], temperature,
+              train_seconds, out_dir)
     return FusionResult(out_dir=out_dir, method=method, modalities=modalities,
                         val_accuracy=val_metrics["accuracy"], val_log_loss=val_metrics["log_loss"],
-                        best_epoch=best["epoch"], backbones=tuple(backbones), level=spec.level,
-                        train_seconds=train_seconds, history=history, temperature=temperature)
+                        best_epoch=best["epoch"], best_step=info.best_step,
+                        selection_log_loss=chosen["selection_log_loss"], backbones=tuple(backbones),
+                        level=spec.level, train_seconds=train_seconds, history=history, temperature=temperature)
 
 
-def _completed(out_dir: Path) -> dict[str, Any] | None:
-    path = out_dir / FUSION_FILE
-    if not (path.is_file() and (out_dir / "model.keras").is_file() and (out_dir / PREDICTIONS_FILE).is_file()):
+def _completed(out_dir: Path) -> FusionInfo | None:
+    if not (FusionInfo.exists_in(out_dir) and (out_dir / "model.keras").is_file()
+            and (out_dir / PREDICTIONS_FILE).is_file()):
         return None
-    return read_json(path)
+    return FusionInfo.read(out_dir)
 
 
 def train_all_fusions(
@@ -421,18 +442,19 @@ def _train_all(embeddings: Embeddings, out_root: Path, *, config: FusionConfig, 
                 if data is None:
                     data = load_fusion_data(embeddings, MODALITY_SETS[modalities])
                 wanted = _fingerprint(data, method, modalities, config)
-                found = {k: meta.get(k) for k in wanted}
+                found = {k: getattr(meta, k) for k in wanted}
+                found["embeddings"] = {b: dict(v) for b, v in found["embeddings"].items()}
                 if found != wanted:
                     raise ConfigError(f"{out_dir}: holds a fusion model made with other settings or embeddings "
-                                      f"(config {meta.get('config_hash')}, wanted {wanted['config_hash']}); "
+                                      f"(config {meta.config_hash}, wanted {wanted['config_hash']}); "
                                       "use a new output folder, or delete this one to train it again")
-                val = meta.get("val_metrics", {})
                 results.append(FusionResult(
                     out_dir=out_dir, method=method, modalities=modalities,
-                    val_accuracy=float(val.get("accuracy", float("nan"))),
-                    val_log_loss=float(val.get("log_loss", float("nan"))), best_epoch=int(meta.get("best_epoch", 0)),
-                    temperature=float(meta.get("calibration", {}).get("temperature", 1.0)),
-                    backbones=tuple(meta.get("backbones", ())), level=meta.get("level", ""), skipped=True))
+                    val_accuracy=float(meta.val_metrics["accuracy"]),
+                    val_log_loss=float(meta.val_metrics["log_loss"]), best_epoch=meta.best_epoch,
+                    best_step=meta.best_step, temperature=meta.calibration.temperature,
+                    selection_log_loss=float(meta.calibration.selection_log_loss or float("nan")),
+                    backbones=meta.backbones, level=meta.level, skipped=True))
                 log.debug("%s %s: already complete, skipped (%s)", method, modalities, out_dir)
                 continue
             results.append(train_fusion(embeddings, out_dir, method=method, modalities=modalities,

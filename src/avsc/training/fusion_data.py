@@ -17,6 +17,7 @@ import numpy as np
 
 from avsc.errors import DataError
 from avsc.labels import LABEL_INDEX, LABELS
+from avsc.records import Lineage
 from avsc.storage.files import backbone_paths
 
 __all__ = ["Embeddings", "FusionData", "load_fusion_data"]
@@ -35,6 +36,8 @@ class FusionData:
         fc1024, fc10: backbone -> [shape=(n_clips, width)] float32.
         model_sha256, config_hash: backbone -> what its Parquet metadata records.
         paths: backbone -> the Parquet file read.
+        lineage: the data the embeddings were made from, as their metadata records it
+            (None when none of them does).
     """
 
     backbones: tuple[str, ...]
@@ -46,6 +49,7 @@ class FusionData:
     model_sha256: dict[str, str]
     config_hash: dict[str, str]
     paths: dict[str, Path] = field(default_factory=dict)
+    lineage: Lineage | None = None
 
     def inputs(self, level: str, mask: np.ndarray | None = None) -> list[np.ndarray]:
         table = self.fc1024 if level == "fc1024" else self.fc10
@@ -120,7 +124,17 @@ def load_fusion_data(embeddings: Embeddings, backbones: Sequence[str]) -> Fusion
         # the visual ones); the clip, split and label checks above are what fusion needs.
         log.warning("fusing backbones trained with different settings: %s",
                     ", ".join(f"{b} {h}" for b, h in recorded.items()))
+    lineages = {b: getattr(e, "lineage", None) for b, (_, e, _) in loaded.items()}
+    known = {b: v for b, v in lineages.items() if v is not None}
+    lineage = next(iter(known.values()), None)
+    for backbone, other in known.items():
+        differences = lineage.differences(other)
+        if differences:
+            raise DataError(paths[backbone], f"its embeddings were made from other data than "
+                            f"{next(iter(known))}'s ({'; '.join(differences)})",
+                            "embed every backbone from the same feature store")
     return FusionData(
+        lineage=lineage,
         backbones=tuple(backbones), clip_ids=clip_ids, splits=splits, labels=labels,
         fc1024={b: e.fc1024[o] for b, (_, e, o) in loaded.items()},
         fc10={b: e.fc10[o] for b, (_, e, o) in loaded.items()},
