@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from records_factory import write_fusion_info
 from s3_server import s3_env, s3_server, s3_store  # noqa: F401  (fixtures)
 
 from avsc.cli import main
@@ -47,13 +48,9 @@ def _fusion_dir(root: Path, method: str, seed: int) -> Path:
                       probs=softmax(logits), logits=logits)
     write_json(out / "history.json", [{"epoch": 1, "loss": 1.0, "val_accuracy": 0.5, "val_log_loss": 1.0,
                                        "val_log_loss_calibrated": 1.0, "temperature": 1.0}])
-    write_json(out / "fusion.json", {
-        "method": method, "modalities": "audio+visual", "labels": list(LABELS), "backbones": [],
-        "val_metrics": {"accuracy": 0.5 + seed / 100, "log_loss": 1.0 - seed / 100}, "best_epoch": 1,
-        "selection": "log_loss",
-        "calibration": {"temperature": 1.0, "fitted_on": "val", "before": {"log_loss": 1.0, "ece": 0.1},
-                        "after": {"log_loss": 1.0, "ece": 0.1}},
-        "config": {}, "config_hash": "fusionhash01", "clips_per_split": {"val": 30, "test": 30}})
+    write_fusion_info(out, method, "audio+visual", config_hash="fusionhash01",
+                      val_metrics={"accuracy": 0.5 + seed / 100, "log_loss": 1.0 - seed / 100}, best_epoch=1,
+                      clips_per_split={"val": 30, "test": 30})
     return out
 
 
