@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from media_cases import make_text_as_mp4, make_video
-from records_factory import LINEAGE, write_model_info
+from records_factory import write_model_info
 from s3_server import s3_env, s3_server, s3_store  # noqa: F401  (fixtures)
 
 from avsc.config import (
@@ -44,8 +44,31 @@ TRAIN = TrainConfig(weights="none", image_size=75, audio_base_filters=8, audio_s
 # --- models, fusion models, bundle: built once for the module ------------------------------
 
 
+def _manifest(path: Path, *, synthetic: bool) -> Path:
+    """A manifest as ``avsc ingest`` writes it for a dataset of 40 clips."""
+    from avsc.data.manifest import write_manifest
+
+    rows = [{"clip_id": f"clip-{i:03d}", "video": f"video/clip-{i:03d}.mp4", "label": "park", "city": "x",
+             "location": f"x-{i}", "split": split} for i, split in enumerate(["train"] * 20 + ["val"] * 10 + ["test"] * 10)]
+    return write_manifest(rows, path, dataset_root=path.parent / "demo",
+                          extra_metadata={"dataset": {"name": "demo-7", "path": str(path.parent / "demo"),
+                                                      "synthetic": synthetic, "generator": "avsc demo-data"}})
+
+
 @pytest.fixture(scope="module")
-def models_root(tmp_path_factory) -> Path:
+def manifest(tmp_path_factory) -> Path:
+    """The (synthetic) dataset's manifest; the models and embeddings below record its lineage."""
+    return _manifest(tmp_path_factory.mktemp("dataset") / "manifest.parquet", synthetic=True)
+
+
+def _lineage(manifest: Path):
+    from avsc.data.manifest import read_manifest
+
+    return read_manifest(manifest).attrs["lineage"]
+
+
+@pytest.fixture(scope="module")
+def models_root(manifest, tmp_path_factory) -> Path:
     """``<backbone>/model.keras`` + ``config.json`` as ``avsc train`` writes them."""
     from avsc.features.spectrograms import feature_shapes
     from avsc.models.backbones import build_backbone
@@ -56,12 +79,13 @@ def models_root(tmp_path_factory) -> Path:
         model = build_backbone(backbone, shapes, TRAIN)
         (root / backbone).mkdir()
         model.save(root / backbone / "model.keras")
-        write_model_info(root / backbone, backbone, train=TRAIN, features=FEATURES, feature_shapes=shapes)
+        write_model_info(root / backbone, backbone, train=TRAIN, features=FEATURES, feature_shapes=shapes,
+                         lineage=_lineage(manifest))
     return root
 
 
 @pytest.fixture(scope="module")
-def fusion_root(models_root, tmp_path_factory) -> Path:
+def fusion_root(models_root, manifest, tmp_path_factory) -> Path:
     """``f4-audio+visual``, ``f1-visual`` and ``f2-audio`` fusion folders, trained briefly on
     random embeddings."""
     from avsc.training.embeddings import write_embeddings
@@ -78,7 +102,8 @@ def fusion_root(models_root, tmp_path_factory) -> Path:
                          fc1024=rng.random((len(splits), 1024), dtype=np.float32),
                          fc10=rng.normal(size=(len(splits), 10)).astype(np.float32),
                          backbone=backbone, config_hash=config_hash(TRAIN),
-                         model_sha256=sha256_file(models_root / backbone / "model.keras"), lineage=LINEAGE)
+                         model_sha256=sha256_file(models_root / backbone / "model.keras"),
+                         lineage=_lineage(manifest))
     config = FusionConfig(epochs=1, batch_size=8)
     train_fusion(emb_dir, root / "f4-audio+visual", method="f4", modalities="audio+visual", config=config,
                  progress=False)
@@ -87,21 +112,9 @@ def fusion_root(models_root, tmp_path_factory) -> Path:
     return root
 
 
-def _manifest(path: Path, *, synthetic: bool) -> Path:
-    """A manifest as ``avsc ingest`` writes it for a dataset of 40 clips."""
-    from avsc.data.manifest import write_manifest
-
-    rows = [{"clip_id": f"clip-{i:03d}", "video": f"video/clip-{i:03d}.mp4", "label": "park", "city": "x",
-             "location": f"x-{i}", "split": split} for i, split in enumerate(["train"] * 20 + ["val"] * 10 + ["test"] * 10)]
-    return write_manifest(rows, path, dataset_root=path.parent / "demo",
-                          extra_metadata={"dataset": {"name": "demo-7", "path": str(path.parent / "demo"),
-                                                      "synthetic": synthetic, "generator": "avsc demo-data"}})
-
-
 @pytest.fixture(scope="module")
-def bundle_dir(models_root, fusion_root, tmp_path_factory) -> Path:
+def bundle_dir(models_root, fusion_root, manifest, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "bundle"
-    manifest = _manifest(out.parent / "manifest.parquet", synthetic=True)
     return make_bundle(models_root, fusion_root / "f4-audio+visual", out,
                        visual_fusion_dir=fusion_root / "f1-visual", manifest=manifest)
 
