@@ -143,10 +143,9 @@ def step_label(component: str, executor_input: Mapping, names: Mapping[str, str]
         artifacts = output.get("artifacts", [])
         if len(artifacts) != 1:
             continue
-        metadata = artifacts[0].get("metadata") or {}
-        for key in _LABEL_INPUTS:
-            if metadata.get(key):
-                return f"{name} {metadata[key]}"
+        backbone = (artifacts[0].get("metadata") or {}).get("backbone")  # the bundle's "method" names no step
+        if backbone:
+            return f"{name} {backbone}"
     if "shard_index" in params and "shard_count" in params:
         return f"{name} {int(params['shard_index'])}/{int(params['shard_count'])}"
     return name

@@ -204,7 +204,8 @@ def test_the_one_second_protocol_runs_through_the_pipeline(tmp_path):
 def test_a_failing_step_fails_the_run_with_a_message(tmp_path):
     empty = tmp_path / "not-a-dataset"
     empty.mkdir()
-    done = _run("run", "--local", "--dataset", str(empty), "--output", str(tmp_path / "out"), timeout=300)
+    done = _run("run", "--local", "--preset", "quick", "--dataset", str(empty), "--output", str(tmp_path / "out"),
+                timeout=300)
     assert done.returncode != 0
     assert "step 'Ingest dataset' failed" in done.stderr and "ingest-dataset.log" in done.stderr
     assert "fold1_train.csv" in done.stderr  # the library's own message is shown, in one line

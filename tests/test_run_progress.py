@@ -159,3 +159,5 @@ def test_a_step_is_labelled_by_its_own_parameter_not_by_a_collected_list():
     embed = {"inputs": {"artifacts": {"features": {"artifacts": [{"metadata": {}}]},
                                       "model": {"artifacts": [{"metadata": {"backbone": "vis-conv"}}]}}}}
     assert step_label("embed-backbone", embed, names) == "Embed backbone vis-conv"
+    bundle = {"inputs": {"artifacts": {"bundle": {"artifacts": [{"metadata": {"method": "f4"}}]}}}}
+    assert step_label("publish-outputs", bundle, {"comp-publish-outputs": "Publish outputs"}) == "Publish outputs"

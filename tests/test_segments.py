@@ -130,7 +130,7 @@ def test_preprocess_decodes_each_segment_at_its_offset(segmented, tmp_path):
     from avsc.features.preprocess import preprocess
     from avsc.features.spectrograms import compute_clip_features
     from avsc.features.store import FeatureStore, decode_jpeg, encode_jpeg
-    from avsc.media.decode import demux_audio, sample_frames
+    from avsc.media.decode import demux_audio, read_wav, sample_frames
 
     root, _, cut = segmented
     frame = read_manifest(cut.manifest_path)
@@ -146,7 +146,11 @@ def test_preprocess_decodes_each_segment_at_its_offset(segmented, tmp_path):
     ids = [f"{parent}_s{k:03d}" for k in range(3)]
     assert sorted(store.clips()["clip_id"]) == ids  # the store keeps its clips in a shuffled order
     video = root / rows[1]["video"]
-    expected = compute_clip_features(demux_audio(video, ONE_SECOND.audio, offset_s=1.0),
+    # The sound comes from where the manifest says: the dataset's WAV by default (data.audio_source).
+    assert rows[1]["audio_source"] == "wav"
+    sound = read_wav(root / rows[1]["audio"], ONE_SECOND.audio, offset_s=1.0)
+    assert not np.allclose(sound, demux_audio(video, ONE_SECOND.audio, offset_s=1.0), atol=1e-3)  # not the track's
+    expected = compute_clip_features(sound,
                                      sample_frames(video, ONE_SECOND.frames, seconds=1.0, offset_s=1.0),
                                      ONE_SECOND)
     second = store.read_clip(ids[1], "mel")
