@@ -67,11 +67,20 @@ def main(work: Path) -> None:
     batch = np.stack([store.read_clip(clip_id, "mel") for clip_id in first])
     runner = _GraphRunner(embedding_model(keras.models.load_model(work / "aud-mel" / "model.keras")))
     out["runner_fc1024"], out["runner_fc10"] = embed_arrays("aud-mel", runner, batch)
+    # Phase II: a fusion model trained on the embeddings under JAX (no TensorFlow to be had).
+    import dataclasses
+
+    from avsc.config import FusionConfig
+    from avsc.training.fusion import train_fusion
+
+    fused = train_fusion(work / "emb", work / "fusion-trained", method="f1", modalities="audio+visual",
+                         config=dataclasses.replace(FusionConfig(), max_steps=60, eval_every=20), progress=False)
     np.savez(work / "jax.npz", **out)
     (work / "jax.json").write_text(json.dumps({
         "backend": keras.backend.backend(),
         "history": result.history,
         "n_clips": embedded.n_clips,
+        "fusion_best_step": fused.best_step,
         "tensorflow_imported": "tensorflow" in sys.modules,
     }))
 

@@ -22,6 +22,7 @@ import pytest
 pytest.importorskip("jax")
 keras = pytest.importorskip("keras")
 
+from embeddings_factory import make_embeddings  # noqa: E402
 from features_factory import make_feature_store  # noqa: E402
 
 from avsc.models.fusion import FUSIONS, build_fusion_model  # noqa: E402
@@ -61,6 +62,7 @@ def jax_run(tmp_path_factory):
         for i in range(len(FUSED)):
             inputs.setdefault(f"emb{i}_{width}", rng.normal(size=(5, width)).astype(np.float32))
     np.savez(work / "inputs.npz", **inputs)
+    make_embeddings(work / "emb", width=8, per_class={"train": 4, "val": 2, "test": 2})
     env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=os.pathsep.join(
         [str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, str(HERE / "jax_backend_run.py"), str(work)], env=env,
@@ -101,6 +103,12 @@ def test_a_short_jax_training_embeds_and_loads_in_tensorflow(jax_run):
     assert not meta["tensorflow_imported"]  # it ran as on an install without TensorFlow
     assert len(meta["history"]) == 2 and all(np.isfinite(e["loss"]) for e in meta["history"])
     assert meta["n_clips"] == 60
+    # Phase II ran on JAX too: a fusion folder whole, its model loadable here.
+    from avsc.records import FusionInfo
+
+    info = FusionInfo.read(work / "fusion-trained")
+    assert info.method == "f1" and info.best_step == meta["fusion_best_step"] and 0 < info.best_step <= 60
+    assert keras.models.load_model(work / "fusion-trained" / "model.keras").outputs[0].shape[-1] == 10
     jax_emb = read_embeddings(work / "aud-mel.parquet")
     assert jax_emb.fc1024.shape == (60, 32) and jax_emb.fc10.shape == (60, 10)
     # The JAX-trained model.keras, embedded by TensorFlow from its tf.data stream: the same numbers.

@@ -64,14 +64,18 @@ def _recording(fn):
 def store_errors() -> Iterator[None]:
     """Run Keras or tf.data code over a stream; a store error raised inside tf.data (a
     missing or corrupted part, an unreachable object store) comes out as itself, an
-    :class:`~avsc.errors.AvscError` the CLI prints as one line, not as TensorFlow's error."""
-    import tensorflow as tf
+    :class:`~avsc.errors.AvscError` the CLI prints as one line, not as TensorFlow's error.
+    On another Keras backend (the NumPy stream, no tf.data) the error is raised as itself
+    already, and TensorFlow, which may not be installed, is not imported."""
+    import sys
 
     with _RAISED_LOCK:
         _RAISED.clear()
+    tf = sys.modules.get("tensorflow")  # only a stream built with TensorFlow can wrap errors
+    wrapped = (tf.errors.OpError,) if tf is not None else ()
     try:
         yield
-    except tf.errors.OpError as exc:
+    except wrapped as exc:
         with _RAISED_LOCK:
             raised, _RAISED[:] = list(_RAISED), []
         if not raised:
