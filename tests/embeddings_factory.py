@@ -20,6 +20,7 @@ from records_factory import LINEAGE
 
 from avsc.config import BACKBONES
 from avsc.labels import LABELS
+from avsc.records import Lineage
 from avsc.training.embeddings import write_embeddings
 
 DEFAULT_PER_CLASS = {"train": 20, "val": 6, "test": 6}
@@ -36,6 +37,7 @@ def make_embeddings(
     noise: float = 1.0,
     seed: int = 0,
     config_hash: str = "synthetic0001",
+    lineage: Lineage = LINEAGE,
 ) -> Path:
     """Write ``<backbone>.parquet`` for each backbone into ``root`` and return ``root``.
 
@@ -44,6 +46,7 @@ def make_embeddings(
         width: width of the ``fc1024`` embedding (1024 like the real backbones; smaller
             makes tests faster).
         noise: standard deviation of the per-clip noise.
+        lineage: the data the embeddings say they were made from.
     """
     per_class = dict(DEFAULT_PER_CLASS if per_class is None else per_class)
     rng = np.random.default_rng(seed)
@@ -67,5 +70,5 @@ def make_embeddings(
         fc10 = 3.0 * strength * np.eye(len(LABELS))[y] + 1.5 * noise * rng.normal(size=(n, len(LABELS)))
         write_embeddings(root / f"{backbone}.parquet", clip_ids=clip_ids, splits=splits, labels=labels,
                          fc1024=fc1024.astype(np.float32), fc10=fc10.astype(np.float32), backbone=backbone,
-                         config_hash=config_hash, model_sha256=f"{b:02d}" * 32, lineage=LINEAGE)
+                         config_hash=config_hash, model_sha256=f"{b:02d}" * 32, lineage=lineage)
     return root

@@ -205,3 +205,27 @@ def test_evaluation_inputs_of_other_data_are_refused(tmp_path):
                                         r"\(dataset 'dsB' there, 'ds' here; labels differ\)"):
         check_lineage(models=models)
     assert check_lineage(models={"aud-mel": models["aud-mel"]})["store_hash"] == "b" * 16
+
+
+def test_a_fusion_model_of_other_data_is_not_reused(tmp_path, capsys):
+    """Embeddings of other data from the same models (same model hashes, same settings): the
+    finished fusion model in the output folder is refused, naming what differs, instead of
+    being returned as this data's."""
+    import dataclasses
+
+    from embeddings_factory import make_embeddings
+    from records_factory import LINEAGE
+
+    small = {"train": 4, "val": 2, "test": 2}
+    first = make_embeddings(tmp_path / "a", width=8, per_class=small)
+    other = make_embeddings(tmp_path / "b", width=8, per_class=small,
+                            lineage=dataclasses.replace(LINEAGE, dataset="other", manifest_hash="feedfacefeedface"))
+    args = ["--method", "all", "--modalities", "audio+visual", "-o", str(tmp_path / "fusion"), "--quiet",
+            "--set", "fusion.max_steps=20"]
+    assert main(["fuse", str(first), *args]) == 0
+    assert main(["fuse", str(first), *args]) == 0  # the same data: the finished model is reused
+    capsys.readouterr()
+    assert main(["fuse", str(other), *args]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fusion.json: the fusion model was made from other data" in err
+    assert "dataset 'demo' there, 'other' here" in err

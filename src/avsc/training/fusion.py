@@ -279,7 +279,9 @@ def train_fusion(
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"key": None, "epoch": 0, "weights": None, "calibration": None}
     ckpt = Checkpoints(checkpoints) if checkpoints else None
-    resume_key = json.dumps(_fingerprint(data, method, modalities, config), sort_keys=True)
+    # The data too: a checkpoint of embeddings of other data (even of the same models) never resumes.
+    resume_key = json.dumps({**_fingerprint(data, method, modalities, config),
+                             "lineage": data.lineage.to_json() if data.lineage else None}, sort_keys=True)
     epoch = ckpt.restore_state(resume_key, model, optimizer, rng, history, best) if ckpt else 0
     steps = history[-1]["step"] if history else 0
     saved_at = time.monotonic()
@@ -448,6 +450,9 @@ def _train_all(embeddings: Embeddings, out_root: Path, *, config: FusionConfig, 
                     raise ConfigError(f"{out_dir}: holds a fusion model made with other settings or embeddings "
                                       f"(config {meta.config_hash}, wanted {wanted['config_hash']}); "
                                       "use a new output folder, or delete this one to train it again")
+                if data.lineage is not None:
+                    data.lineage.check_same(meta.lineage, source=out_dir / FUSION_FILE, what="the fusion model",
+                                            hint="use a new output folder, or delete this one to train it again")
                 results.append(FusionResult(
                     out_dir=out_dir, method=method, modalities=modalities,
                     val_accuracy=float(meta.val_metrics["accuracy"]),
