@@ -13,9 +13,9 @@ Exit statuses: 0 success; 1 a data or runtime error (:class:`avsc.errors.AvscErr
 ``OSError``, a missing TensorFlow extra); 2 a usage error (argparse, and
 :class:`avsc.errors.ConfigError` from flags, ``--set`` or a config file); 130 interrupted;
 143 stopped by SIGTERM after saving its work (:class:`avsc.errors.Preempted`).
-Errors print as one line, ``avsc COMMAND: error: ...``, never a traceback; also an avsc error
-raised inside TensorFlow (in a part read by ``tf.data``), which TensorFlow re-raises as an
-``OpError`` whose text holds the Python traceback.
+Errors print as one line, ``avsc COMMAND: error: ...``, never a traceback; an avsc error raised
+inside ``tf.data`` (a part read while training or embedding) comes out as itself
+(:func:`avsc.training.streams.store_errors`), not as TensorFlow's ``OpError``.
 """
 
 from __future__ import annotations
@@ -119,28 +119,6 @@ def _run(handler, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"{where}: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
         return options.EXIT_INTERRUPTED
-    except Exception as exc:
-        inner = _avsc_error_in_tensorflow(exc)
-        if inner is None:
-            raise  # a bug: its traceback is what a report needs
-        name, message = inner
-        print(f"{where}: error: {message}", file=sys.stderr)
-        return options.EXIT_USAGE if name == "ConfigError" else options.EXIT_FAILURE
-
-
-def _avsc_error_in_tensorflow(exc: BaseException) -> tuple[str, str] | None:
-    """``(class name, message)`` of the avsc error TensorFlow wrapped into ``exc``, or None.
-
-    A Python function that ``tf.data`` runs (``tf.numpy_function``) and that raises reaches
-    the caller as a ``tf.errors.OpError`` whose message holds the formatted traceback, ending
-    in ``avsc.errors.StoreError: <message>``; the exception object itself is not kept.
-    """
-    import re
-
-    if not type(exc).__module__.startswith("tensorflow"):
-        return None
-    found = re.findall(r"avsc\.errors\.(\w+Error): ([^\n]+)", str(exc))
-    return found[-1] if found else None
 
 
 @contextlib.contextmanager
