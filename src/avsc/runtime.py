@@ -34,12 +34,14 @@ so they are valid on any node), in a read-only folder named by ``AVSC_NUMBA_CACH
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -220,6 +222,25 @@ def limit_tensorflow_threads(cpus: int | None = None) -> bool:
         log.debug("TensorFlow already started: its thread pools keep their size")
         return False
     return True
+
+
+@contextlib.contextmanager
+def on_sigterm(handler: Callable[[int, object], None]) -> Iterator[None]:
+    """Call ``handler(signum, frame)`` on SIGTERM (what Kubernetes sends a pod it evicts or
+    preempts, 30 s before SIGKILL) while the block runs; the previous handler is restored
+    afterwards. Outside the main thread, where Python cannot install handlers, nothing is
+    installed."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _home_folder(variable: str, fallback: str) -> Path:

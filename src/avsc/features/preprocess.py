@@ -461,21 +461,13 @@ class Terminated(KeyboardInterrupt):
 def _sigterm_as_interrupt() -> Iterator[None]:
     """While preprocessing, SIGTERM stops the run: the clips finished so far are written as
     parts (well within Kubernetes' 30-s grace period) and a re-run resumes."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    from avsc.runtime import on_sigterm
 
     def stop(signum, frame):
         raise Terminated(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
+    with on_sigterm(stop):
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_tasks(tasks: list[tuple], workers: int) -> Iterator[tuple]:

@@ -42,7 +42,6 @@ import contextlib
 import io
 import logging
 import os
-import signal
 import tempfile
 import threading
 import time
@@ -261,19 +260,15 @@ def sigterm_flag() -> Iterator[threading.Event]:
     previous handler is restored afterwards. Outside the main thread, where Python cannot
     install handlers, the event is never set.
     """
+    from avsc.runtime import on_sigterm
+
     flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
 
     def handler(signum, frame) -> None:
         log.warning("SIGTERM received: saving a checkpoint at the next step, then stopping")
         flag.set()
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
+    with on_sigterm(handler):
         yield flag
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def seed_states(model) -> list[list[int]]:
