@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss
 
-from avsc.evaluation.calibration import (
+from avsc.scoring.calibration import (
     TEMPERATURE_BOUNDS,
     calibrate,
     calibrated_probabilities,
     fit_temperature,
     selection_key,
 )
-from avsc.evaluation.metrics import (
+from avsc.scoring.metrics import (
     classification_metrics,
     equal_count_reliability,
     expected_calibration_error,

@@ -17,8 +17,8 @@ from avsc.cli import main
 from avsc.config import BACKBONES, load_config, to_dict
 from avsc.errors import ConfigError, DataError
 from avsc.evaluation.evaluate import evaluate
-from avsc.evaluation.metrics import classification_metrics, softmax, wilson_interval
-from avsc.evaluation.predictions import write_predictions
+from avsc.scoring.metrics import classification_metrics, softmax, wilson_interval
+from avsc.records.predictions import write_predictions
 from avsc.evaluation.report import results_table, write_submission_csv
 from avsc.labels import LABELS
 from avsc.records import Calibration
@@ -177,7 +177,7 @@ def test_evaluate_metrics_json_matches_predictions(fusion_root, evaluated):
     assert metrics["best_per_modalities"]["visual"] == {"method": "f4", "modalities": "visual"}
     assert metrics["provenance"]["selection"]["rule"] == "log_loss"
 
-    from avsc.evaluation.predictions import read_predictions
+    from avsc.records.predictions import read_predictions
 
     preds = read_predictions(fusion_root / "f2-audio+visual" / "predictions.parquet")
     test = preds["split"] == "test"
@@ -301,7 +301,7 @@ def test_clip_level_results_average_segment_probabilities(tmp_path, rng):
     metrics = evaluate([root], tmp_path / "report")
     result = metrics["results"][0]
     assert result["n_clips"] == 10 * 3 * 4  # segments
-    from avsc.evaluation.predictions import read_predictions
+    from avsc.records.predictions import read_predictions
 
     preds = read_predictions(root / "f4-audio+visual" / "predictions.parquet")
     test = preds["split"] == "test"
@@ -422,7 +422,7 @@ def test_logistic_reference_sits_beside_the_fusion_models(fusion_root, tmp_path)
         assert r["C"] in REFERENCE_C_GRID and r["n_clips"] == 40
         assert r["accuracy"] > 0.5  # the factory's embeddings separate the classes; chance is 0.1
     # C is chosen on val: no other C of the grid has a lower val log loss.
-    from avsc.evaluation.metrics import classification_metrics
+    from avsc.scoring.metrics import classification_metrics
     from avsc.evaluation.reference import _fit_reference, _probabilities
     from avsc.training.fusion_data import load_fusion_data
 

@@ -24,8 +24,8 @@ from avsc.config import (  # noqa: E402
     load_config,
 )
 from avsc.errors import ConfigError, DataError  # noqa: E402
-from avsc.evaluation.metrics import softmax  # noqa: E402
-from avsc.evaluation.predictions import read_predictions  # noqa: E402
+from avsc.scoring.metrics import softmax  # noqa: E402
+from avsc.records.predictions import read_predictions  # noqa: E402
 from avsc.models.fusion import (  # noqa: E402
     FUSIONS,
     ModalityConcatFusion,

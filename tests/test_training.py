@@ -13,8 +13,8 @@ from features_factory import make_feature_store  # noqa: E402
 
 from avsc.config import TrainConfig, load_config  # noqa: E402
 from avsc.errors import ConfigError, DataError  # noqa: E402
-from avsc.evaluation.calibration import calibrated_probabilities  # noqa: E402
-from avsc.evaluation.metrics import classification_metrics  # noqa: E402
+from avsc.scoring.calibration import calibrated_probabilities  # noqa: E402
+from avsc.scoring.metrics import classification_metrics  # noqa: E402
 from avsc.features.store import FeatureStore  # noqa: E402
 from avsc.labels import LABEL_INDEX  # noqa: E402
 from avsc.models.backbones import embedding_model  # noqa: E402

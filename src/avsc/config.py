@@ -49,7 +49,7 @@ MODALITY_SETS: dict[str, tuple[str, ...]] = {
 PRESETS: tuple[str, ...] = ("paper", "quick")
 # How a model is chosen on the val split (an epoch of a backbone or of a fusion model, and
 # the best fusion model): DCASE's primary metric, log loss (after temperature scaling), or
-# accuracy; see avsc.evaluation.calibration.SELECTION_RULES.
+# accuracy; see avsc.scoring.calibration.SELECTION_RULES.
 Selection = Literal["log_loss", "accuracy"]
 Stream = Literal["auto", "tfdata", "numpy"]
 # Where a clip's sound comes from (DataConfig.audio_source).

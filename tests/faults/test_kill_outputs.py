@@ -22,8 +22,8 @@ from s3_server import s3_env, s3_server, s3_store  # noqa: F401  (fixtures)
 from avsc.cli import main
 from avsc.errors import DataError
 from avsc.evaluation.evaluate import evaluate
-from avsc.evaluation.metrics import softmax
-from avsc.evaluation.predictions import write_predictions
+from avsc.scoring.metrics import softmax
+from avsc.records.predictions import write_predictions
 from avsc.labels import LABELS
 from avsc.records import OutputManifest
 from avsc.storage.files import file_digest, write_json

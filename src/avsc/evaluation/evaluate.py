@@ -2,8 +2,8 @@
 
 :func:`evaluate` reads the ``predictions.parquet`` of fusion folders written by
 :func:`avsc.training.fusion.train_fusion`, applies each model's temperature (fitted on val,
-:mod:`avsc.evaluation.calibration`), scores the calibrated probabilities with
-:func:`avsc.evaluation.metrics.classification_metrics` (log loss and ECE before
+:mod:`avsc.scoring.calibration`), scores the calibrated probabilities with
+:func:`avsc.scoring.metrics.classification_metrics` (log loss and ECE before
 calibration beside them), averages segment probabilities per clip on a segment run
 (:mod:`avsc.data.segments`), chooses the best model on val
 (:func:`best_result`), and writes ``metrics.json``, one confusion-matrix PNG and one
@@ -24,10 +24,10 @@ import numpy as np
 from avsc.config import BACKBONES, FUSION_METHODS, MODALITY_SETS
 from avsc.data.segments import average_segments, is_segment
 from avsc.errors import ConfigError, DataError
-from avsc.evaluation.calibration import SELECTION_RULES, calibrated_probabilities, selection_key
+from avsc.scoring.calibration import SELECTION_RULES, calibrated_probabilities, selection_key
 from avsc.evaluation.figures import Curves, Reliability, plot_confusion, plot_reliability, plot_training_curves
-from avsc.evaluation.metrics import classification_metrics, equal_count_reliability, label_indices
-from avsc.evaluation.predictions import FUSION_FILE, PREDICTIONS_FILE, read_predictions
+from avsc.scoring.metrics import classification_metrics, equal_count_reliability, label_indices
+from avsc.records.predictions import FUSION_FILE, PREDICTIONS_FILE, read_predictions
 from avsc.evaluation.provenance import check_lineage, collect_provenance
 from avsc.evaluation.reference import logistic_reference
 from avsc.labels import LABELS
@@ -83,7 +83,7 @@ def _selection_log_loss(result: dict[str, Any]) -> float:
 def best_result(results: Sequence[dict[str, Any]], selection: str = "log_loss",
                 modalities: str | None = None) -> dict[str, Any] | None:
     """The result the val split prefers under ``selection`` (see
-    :data:`avsc.evaluation.calibration.SELECTION_RULES`); the evaluated split never decides.
+    :data:`avsc.scoring.calibration.SELECTION_RULES`); the evaluated split never decides.
 
     Args:
         results: ``metrics.json["results"]`` rows (with ``val_accuracy`` and
@@ -254,7 +254,7 @@ def evaluate(
                            models="runs/models", manifest="runs/manifest.parquet")
         metrics["best"], metrics["results"][0]["log_loss"]
     """
-    from avsc.evaluation.provenance import new_run_id
+    from avsc.records.output_manifest import new_run_id
     from avsc.storage.publish import staged_output
 
     run_id = run_id or new_run_id()

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from avsc.evaluation.metrics import equal_count_reliability
+from avsc.scoring.metrics import equal_count_reliability
 from avsc.labels import LABELS
 from avsc.storage.files import atomic_path
 
@@ -112,12 +112,12 @@ def plot_reliability(panels: Sequence[Reliability], path: str | Path, *, columns
                      title: str = "") -> Path:
     """Reliability diagrams (accuracy against confidence) before and after calibration.
 
-    Bins hold equal numbers of rows (:func:`avsc.evaluation.metrics.equal_count_reliability`:
+    Bins hold equal numbers of rows (:func:`avsc.scoring.metrics.equal_count_reliability`:
     about 10 rows each, at most 10 bins), each point with its 95 % Wilson interval and, after
     calibration, its row count. A calibrated model lies on the diagonal; below it the model
     is over-confident.
     """
-    from avsc.evaluation.metrics import expected_calibration_error
+    from avsc.scoring.metrics import expected_calibration_error
 
     columns = max(1, min(columns, len(panels)))
     rows = max(1, math.ceil(len(panels) / columns))

@@ -21,27 +21,21 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from avsc.config import PRESETS, preset_dict
 from avsc.errors import DataError
-from avsc.evaluation.calibration import SELECTION_RULES
+from avsc.scoring.calibration import SELECTION_RULES
 from avsc.records import Lineage, ModelInfo
+from avsc.records.output_manifest import new_run_id
 from avsc.storage.files import backbone_paths
 
-__all__ = ["collect_provenance", "check_lineage", "new_run_id", "flatten"]
+__all__ = ["collect_provenance", "check_lineage", "flatten"]
 
 CALIBRATION_NOTE = ("temperature scaling, one temperature per model (each backbone and each fusion "
                     "model), fitted on the val split by minimising its log loss")
-
-
-def new_run_id(now: _dt.datetime | None = None) -> str:
-    """``YYYYMMDD-HHMMSS-xxxxxxxx``: the UTC time and 8 random hex digits."""
-    now = now or _dt.datetime.now(_dt.timezone.utc)
-    return f"{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from avsc.config import MODALITY_SETS
-from avsc.evaluation.metrics import classification_metrics
+from avsc.scoring.metrics import classification_metrics
 from avsc.labels import LABEL_INDEX, LABELS
 
 __all__ = ["logistic_reference", "REFERENCE_C_GRID"]

@@ -190,7 +190,7 @@ def make_bundle(
         ConfigError: ``visual_fusion_dir`` is not a visual-only fusion model; a key of a
             ``models`` mapping that is not a backbone.
     """
-    from avsc.evaluation.provenance import new_run_id
+    from avsc.records.output_manifest import new_run_id
     from avsc.storage import locations
     from avsc.storage.publish import staged_output
 

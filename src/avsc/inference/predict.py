@@ -292,7 +292,7 @@ class Predictor:
                          ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`predict_features` and each window's distance from the training data
         ([shape=(n,)], NaN for a fusion model without standardisation)."""
-        from avsc.evaluation.calibration import calibrated_probabilities
+        from avsc.scoring.calibration import calibrated_probabilities
         from avsc.models.fusion import distance_score
         from avsc.training.embeddings import embed_arrays
 

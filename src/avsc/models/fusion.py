@@ -333,6 +333,6 @@ def fusion_logits_model(model: keras.Model) -> keras.Model:
     """The same fusion model (shared weights) ending at ``fc10``: its logits, before softmax.
 
     Calibration divides these by the model's temperature before the softmax
-    (:mod:`avsc.evaluation.calibration`).
+    (:mod:`avsc.scoring.calibration`).
     """
     return keras.Model(model.inputs, model.get_layer("fc10").output, name=f"{model.name}_logits")

@@ -23,7 +23,7 @@ class Calibration:
         fitted_on: the split ``T`` was fitted on (always ``"val"``).
         method: ``"temperature"`` (``T`` applied) or ``"none"`` (``T = 1``: too few val
             rows, or the cross-validated check found that scaling does not lower the log
-            loss; :func:`avsc.evaluation.calibration.calibrate`).
+            loss; :func:`avsc.scoring.calibration.calibrate`).
         fitted_temperature: ``T`` fitted on every val row (applied only under ``temperature``).
         at_bound: the applied ``T`` sits at a bound of the search (a warning sign).
         cv_log_loss: pooled out-of-fold val log loss of the scaled model (None: not run).
@@ -42,7 +42,7 @@ class Calibration:
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any]) -> Calibration:
-        """The record of a :func:`avsc.evaluation.calibration.calibrate` result."""
+        """The record of a :func:`avsc.scoring.calibration.calibrate` result."""
         def number(key: str) -> float | None:
             value = result.get(key)
             return None if value is None or value != value else float(value)  # NaN: not run
@@ -67,7 +67,7 @@ class ModelInfo(Record):
         feature_shapes: every feature's per-clip shape in that store, e.g. ``{"mel": [128, 715, 2]}``.
         labels: the class names, in the order of the model's outputs.
         best_epoch: the epoch whose weights are ``model.keras`` (1-based).
-        selection: the rule that chose it (:data:`avsc.evaluation.calibration.SELECTION_RULES`).
+        selection: the rule that chose it (:data:`avsc.scoring.calibration.SELECTION_RULES`).
         calibration: the chosen epoch's temperature and val scores.
         lineage: the data it was trained on: the feature store's lineage (dataset, manifest
             and store hashes). Embedding, fusion and evaluation compare it with theirs.

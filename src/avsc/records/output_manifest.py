@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
+import uuid
 from collections.abc import Mapping
 from typing import ClassVar
 
 from avsc.records._base import Record
 
-__all__ = ["OutputManifest", "OutputFile"]
+__all__ = ["OutputManifest", "OutputFile", "new_run_id"]
+
+
+def new_run_id(now: _dt.datetime | None = None) -> str:
+    """``YYYYMMDD-HHMMSS-xxxxxxxx``: the UTC time and 8 random hex digits.
+
+    >>> new_run_id(_dt.datetime(2026, 1, 2, 3, 4, 5))[:16]
+    '20260102-030405-'
+    """
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    return f"{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclasses.dataclass(frozen=True)

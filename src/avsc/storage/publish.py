@@ -72,7 +72,7 @@ def staged_output(target: str | os.PathLike[str], *, kind: str, run_id: str,
     Args:
         target: the output folder.
         kind: the command writing it (recorded, and checked against an existing output).
-        run_id: recorded in ``outputs.json`` (e.g. :func:`avsc.evaluation.provenance.new_run_id`).
+        run_id: recorded in ``outputs.json`` (e.g. :func:`avsc.records.output_manifest.new_run_id`).
         replaces: a file that marks an output of this kind written before ``outputs.json``
             existed (``bundle.json``): a folder holding it may be replaced too.
 

@@ -21,7 +21,7 @@ the next step and ends with the same weights as a run never stopped.
 Model selection uses the VAL split only; the test split is never read here. After every
 epoch the val clips' logits (``fc10``; a visual clip's are the mean over its frames, as
 in its embedding) are scored, a temperature is fitted on them
-(:mod:`avsc.evaluation.calibration`), and ``TrainConfig.selection`` decides which epoch is
+(:mod:`avsc.scoring.calibration`), and ``TrainConfig.selection`` decides which epoch is
 kept: ``log_loss`` (default, DCASE's primary metric) keeps the lowest val log loss after
 temperature scaling, ``accuracy`` the highest val accuracy. The kept epoch's temperature is
 stored in ``config.json["calibration"]`` and applied wherever the backbone's probabilities
@@ -44,7 +44,7 @@ import numpy as np
 
 from avsc.config import TrainConfig, config_hash, to_dict
 from avsc.errors import ConfigError, DataError, Preempted
-from avsc.evaluation.calibration import SELECTION_RULES, calibrate, selection_key
+from avsc.scoring.calibration import SELECTION_RULES, calibrate, selection_key
 from avsc.labels import LABELS
 from avsc.models.losses import kl_divergence_loss
 from avsc.models.saving import save_keras_model

@@ -20,7 +20,7 @@ every ``eval_every`` steps (rounded to whole passes over train). The trainer is 
 
 Selection and calibration use the val split only (the test split is never read): at every
 evaluation a temperature is fitted on the val logits under the guards of
-:mod:`avsc.evaluation.calibration` (a prior towards 1, no sharpening on a separable val
+:mod:`avsc.scoring.calibration` (a prior towards 1, no sharpening on a separable val
 split, a cross-validated check), and ``FusionConfig.selection`` keeps the evaluation with the
 lowest cross-validated val log loss (``log_loss``, the default) or the highest val accuracy
 (``accuracy``). The kept weights' calibration is stored in ``fusion.json`` (a
@@ -59,8 +59,8 @@ from avsc.config import (
     to_dict,
 )
 from avsc.errors import ConfigError, DataError
-from avsc.evaluation.calibration import SELECTION_RULES, calibrate, calibrated_probabilities, selection_key
-from avsc.evaluation.predictions import FUSION_FILE, PREDICTIONS_FILE, write_predictions
+from avsc.scoring.calibration import SELECTION_RULES, calibrate, calibrated_probabilities, selection_key
+from avsc.records.predictions import FUSION_FILE, PREDICTIONS_FILE, write_predictions
 from avsc.labels import LABEL_INDEX, LABELS
 from avsc.models.fusion import (
     build_fusion_model,
@@ -71,7 +71,7 @@ from avsc.models.fusion import (
     standardization,
 )
 from avsc.models.saving import save_keras_model
-from avsc.evaluation.provenance import new_run_id
+from avsc.records.output_manifest import new_run_id
 from avsc.records import Calibration, FusionInfo
 from avsc.storage import locations
 from avsc.storage.publish import staged_output

@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from avsc.evaluation.metrics import classification_metrics
+from avsc.scoring.metrics import classification_metrics
 
 __all__ = [
     "fit_temperature",
@@ -89,7 +89,7 @@ SELECTION_RULES: dict[str, str] = {
 
 def row_log_losses(probs: np.ndarray, y_true: np.ndarray) -> np.ndarray:
     """Each row's ``-log p(y)``, [shape=(n,)], with probabilities clipped to ``[eps, 1 - eps]``
-    and renormalised as :func:`avsc.evaluation.metrics.classification_metrics` does (their
+    and renormalised as :func:`avsc.scoring.metrics.classification_metrics` does (their
     mean is its log loss)."""
     probs = np.asarray(probs, dtype=np.float64)
     eps = np.finfo(np.float64).eps
