@@ -18,7 +18,7 @@ from avsc.config import BACKBONES, load_config, to_dict
 from avsc.errors import ConfigError, DataError
 from avsc.evaluation.evaluate import evaluate
 from avsc.scoring.metrics import classification_metrics, softmax, wilson_interval
-from avsc.records.predictions import write_predictions
+from avsc.records.predictions import Predictions
 from avsc.evaluation.report import results_table, write_submission_csv
 from avsc.labels import LABELS
 from avsc.records import Calibration
@@ -133,8 +133,8 @@ def _fusion_dir(root: Path, method: str, modalities: str, *, rng, strength: floa
                     row[k] += strength
                     logits.append(temperature * row)
     logits = np.array(logits)
-    write_predictions(out / "predictions.parquet", clip_ids=ids, splits=sp, labels=labels,
-                      probs=softmax(logits / temperature), logits=logits)
+    Predictions(clip_ids=np.array(ids), splits=np.array(sp), labels=np.array(labels),
+                probs=softmax(logits / temperature), logits=logits).write(out)
     write_json(out / "history.json", [{"epoch": e, "loss": 1.0 / e, "val_accuracy": val[0], "val_log_loss": 2 * val[1],
                                        "val_log_loss_calibrated": val[1], "temperature": temperature}
                                       for e in (1, 2, 3)])
@@ -177,14 +177,14 @@ def test_evaluate_metrics_json_matches_predictions(fusion_root, evaluated):
     assert metrics["best_per_modalities"]["visual"] == {"method": "f4", "modalities": "visual"}
     assert metrics["provenance"]["selection"]["rule"] == "log_loss"
 
-    from avsc.records.predictions import read_predictions
+    from avsc.records.predictions import Predictions
 
-    preds = read_predictions(fusion_root / "f2-audio+visual" / "predictions.parquet")
-    test = preds["split"] == "test"
-    y = np.array([LABELS.index(lab) for lab in preds["label"][test]])
+    preds = Predictions.read(fusion_root / "f2-audio+visual")
+    test = preds.splits == "test"
+    y = np.array([LABELS.index(lab) for lab in preds.labels[test]])
     f2 = next(r for r in metrics["results"] if r["method"] == "f2")
     assert f2["n_clips"] == 30 and f2["labels"] == list(LABELS)
-    calibrated, raw = softmax(preds["logits"][test] / 2.0), softmax(preds["logits"][test])
+    calibrated, raw = softmax(preds.logits[test] / 2.0), softmax(preds.logits[test])
     assert f2["temperature"] == 2.0
     assert f2["accuracy"] == pytest.approx((calibrated.argmax(1) == y).mean())
     assert f2["n_correct"] == int(round(30 * f2["accuracy"]))
@@ -301,13 +301,13 @@ def test_clip_level_results_average_segment_probabilities(tmp_path, rng):
     metrics = evaluate([root], tmp_path / "report")
     result = metrics["results"][0]
     assert result["n_clips"] == 10 * 3 * 4  # segments
-    from avsc.records.predictions import read_predictions
+    from avsc.records.predictions import Predictions
 
-    preds = read_predictions(root / "f4-audio+visual" / "predictions.parquet")
-    test = preds["split"] == "test"
-    probs = softmax(preds["logits"][test] / 2.0)
+    preds = Predictions.read(root / "f4-audio+visual")
+    test = preds.splits == "test"
+    probs = softmax(preds.logits[test] / 2.0)
     # By hand: each clip's probabilities are the mean of its 4 segments' (ids <clip>_s000..s003).
-    ids = preds["clip_id"][test]
+    ids = preds.clip_ids[test]
     parents = sorted({c.rsplit("_s", 1)[0] for c in ids})
     clip_probs = np.array([probs[[c.rsplit("_s", 1)[0] == p for c in ids]].mean(axis=0) for p in parents])
     y = np.array([LABELS.index(p.split("-x-")[0]) for p in parents])

@@ -76,3 +76,66 @@ def test_lineages_name_what_differs():
     assert a.differences(Lineage("demo", "m1", store_hash="s2"))[0].startswith("feature store s2 there, s1 here")
     with pytest.raises(DataError, match=r"ck/state\.json: checkpoint was made from other data \(dataset 'other'"):
         a.check_same(b, source="ck/state.json", what="checkpoint", hint="use another folder")
+
+
+# --- predictions.parquet and metrics.json ----------------------------------------------------
+
+
+def _predictions(logits=True):
+    import numpy as np
+
+    from avsc.records.predictions import Predictions
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(4, 10))
+    probs = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+    return Predictions(clip_ids=np.array(["c", "a", "b", "d"]), splits=np.array(["val", "test", "test", "train"]),
+                       labels=np.array(["bus", "park", "tram", "metro"]), probs=probs,
+                       logits=scores if logits else None)
+
+
+@pytest.mark.parametrize("logits", [True, False])
+def test_predictions_read_back_as_written(tmp_path, logits):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from avsc.records.predictions import Predictions
+
+    preds = _predictions(logits)
+    preds.write(tmp_path)
+    back = Predictions.read(tmp_path)
+    assert back.clip_ids.tolist() == ["c", "a", "b", "d"] and back.splits.tolist() == preds.splits.tolist()
+    np.testing.assert_allclose(back.probs, preds.probs, rtol=1e-6)  # stored as float32
+    assert (back.logits is None) == (not logits)
+    table = pq.read_table(tmp_path / "predictions.parquet")  # readable without avsc
+    assert table.column("predicted").to_pylist() == preds.predicted
+    assert table.schema.metadata[b"avsc.format"] == b"avsc-predictions"
+    test = back.of_split("test").sorted_by_clip()
+    assert test.clip_ids.tolist() == ["a", "b"] and test.labels.tolist() == ["park", "tram"]
+
+
+@pytest.mark.parametrize("metadata, message", [
+    (None, "no avsc.format metadata"),
+    ({b"avsc.format": b"avsc-embeddings", b"avsc.version": b"1"}, "format 'avsc-embeddings'"),
+    ({b"avsc.format": b"avsc-predictions", b"avsc.version": b"0"}, "older than this avsc reads"),
+    ({b"avsc.format": b"avsc-predictions", b"avsc.version": b"9"}, "newer than this avsc reads"),
+])
+def test_predictions_of_another_format_or_version_are_refused_naming_the_file(tmp_path, metadata, message):
+    import pyarrow.parquet as pq
+
+    from avsc.records.predictions import Predictions
+
+    _predictions().write(tmp_path)
+    path = tmp_path / "predictions.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata(metadata), path)
+    with pytest.raises(RecordError, match=message) as caught:
+        Predictions.read(tmp_path)
+    assert str(path) in str(caught.value)
+
+
+def test_predictions_round_trip_through_the_object_store(s3_env):
+    from avsc.records.predictions import Predictions
+
+    _predictions().write(s3_env.uri("fusion/f1-audio"))
+    assert Predictions.read(s3_env.uri("fusion/f1-audio")).labels.tolist() == ["bus", "park", "tram", "metro"]

@@ -27,7 +27,7 @@ from avsc.errors import ConfigError, DataError
 from avsc.scoring.calibration import SELECTION_RULES, calibrated_probabilities, selection_key
 from avsc.evaluation.figures import Curves, Reliability, plot_confusion, plot_reliability, plot_training_curves
 from avsc.scoring.metrics import classification_metrics, equal_count_reliability, label_indices
-from avsc.records.predictions import FUSION_FILE, PREDICTIONS_FILE, read_predictions
+from avsc.records.predictions import FUSION_FILE, PREDICTIONS_FILE, Predictions
 from avsc.evaluation.provenance import check_lineage, collect_provenance
 from avsc.evaluation.reference import logistic_reference
 from avsc.labels import LABELS
@@ -303,14 +303,13 @@ def _evaluate(fusion_dirs, report_dir: str | Path, *, split: str, embeddings, mo
     for fusion_dir, meta in metas.items():
         if list(meta.labels) != list(LABELS):
             raise DataError(fusion_dir / FUSION_FILE, "class order differs from avsc's LABELS")
-        preds = read_predictions(fusion_dir / PREDICTIONS_FILE)
-        mask = preds["split"] == split
-        if not mask.any():
-            present = ", ".join(sorted(set(preds["split"]))) or "none"
+        every = Predictions.read(fusion_dir)
+        preds = every.of_split(split).sorted_by_clip()
+        if not len(preds.clip_ids):
+            present = ", ".join(sorted(set(every.splits))) or "none"
             raise DataError(fusion_dir / PREDICTIONS_FILE, f"no clips in the {split!r} split (splits: {present})",
                             "choose another --split")
-        order = np.argsort(preds["clip_id"][mask], kind="stable")
-        clip_ids, labels = preds["clip_id"][mask][order], preds["label"][mask][order]
+        clip_ids, labels = preds.clip_ids, preds.labels
         if reference_ids is None:
             reference_ids = clip_ids
             segmented = any(is_segment(c) for c in clip_ids)
@@ -321,11 +320,11 @@ def _evaluate(fusion_dirs, report_dir: str | Path, *, split: str, embeddings, mo
                             "evaluate fusion models trained on the same embeddings together")
         calibration = meta.calibration
         temperature = float(calibration.temperature)
-        if "logits" in preds:
-            logits = preds["logits"][mask][order]
-            raw, calibrated = calibrated_probabilities(logits, 1.0), calibrated_probabilities(logits, temperature)
+        if preds.logits is not None:
+            raw = calibrated_probabilities(preds.logits, 1.0)
+            calibrated = calibrated_probabilities(preds.logits, temperature)
         else:  # written without logits: its probabilities are all there is
-            raw = calibrated = preds["probs"][mask][order]
+            raw = calibrated = preds.probs
         y = label_indices(list(labels), fusion_dir / PREDICTIONS_FILE)
         name = f"{meta.method}-{meta.modalities}"
         val = meta.val_metrics
