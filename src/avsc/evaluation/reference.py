@@ -74,7 +74,7 @@ def logistic_reference(
 
     Returns:
         One row per modality set and level: ``{"modalities", "level", "C", "val_accuracy",
-        "val_log_loss", **classification_metrics of the split}`` (minus ``labels``).
+        "val_log_loss", **classification_metrics of the split}``.
 
     Raises:
         DataError: inconsistent embeddings (see :func:`avsc.training.fusion_data.load_fusion_data`).
@@ -105,7 +105,6 @@ def logistic_reference(
                     best = (key, c, model, val)
             _, c, model, val = best
             scores = classification_metrics(y[masks[split]], _probabilities(model, x[masks[split]]))
-            scores.pop("labels")
             rows.append({"modalities": modalities, "level": level, "C": c, "val_accuracy": val["accuracy"],
                          "val_log_loss": val["log_loss"], **scores})
             log.debug("reference %s %s: C=%g, val log loss %.3f, %s accuracy %.3f, log loss %.3f", modalities,
