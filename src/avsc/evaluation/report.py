@@ -72,7 +72,7 @@ def write_submission_csv(path: str | Path, clip_ids: Sequence[str], probs: np.nd
     """
     probs = np.asarray(probs, dtype=np.float64)
     lines = ["\t".join(["filename", "scene_label", *LABELS])]
-    for clip_id, row in zip(clip_ids, probs):
+    for clip_id, row in zip(clip_ids, probs, strict=True):
         lines.append("\t".join([f"video/{clip_id}.mp4", LABELS[int(row.argmax())],
                                 *(f"{p:.6f}" for p in row)]))
     with atomic_path(path) as tmp:
@@ -109,7 +109,10 @@ def _notes(metrics: dict[str, Any]) -> dict[str, str]:
                         "after."),
         "selection": ("The model kept for each modality set is the one with the lowest val log loss of its "
                       "calibrated probabilities, cross-validated on val (ties: higher val accuracy); the "
-                      f"{split} columns show what each candidate was worth, never used to choose."),
+                      f"{split} columns show what each candidate was worth, never used to choose. ± is the "
+                      "standard error of the mean of the per-clip val losses; ≈ marks a candidate within one "
+                      "standard error (the chosen model's) of the one chosen for its modality set: val cannot tell "
+                      "these apart, and the choice among them rests on noise."),
         "reference": ("Standardised multinomial logistic regression (scikit-learn) on the same embeddings, "
                       "concatenated across the modality set's backbones, C chosen on val by log loss: a fusion "
                       "model earns its place only if it does about as well."),
@@ -143,9 +146,9 @@ def _sections(metrics: dict[str, Any]) -> list[tuple[str, str, Any, str]]:
     if metrics.get("figures", {}).get("reliability"):
         sections.append(("figures", "Reliability diagrams (before and after temperature scaling)",
                          [(name, name.removesuffix(".png")) for name in metrics["figures"]["reliability"]],
-                         "Accuracy against confidence in bins of equal counts (n = rows per bin; bars: 95 % "
-                         "Wilson intervals); a calibrated model lies on the diagonal, "
-                         "an over-confident one below it."))
+                         ("Accuracy against confidence in bins of equal counts (n = rows per bin; bars: 95 % "
+                          "Wilson intervals); a calibrated model lies on the diagonal, "
+                          "an over-confident one below it.")))
     if metrics.get("figures", {}).get("training_curves"):
         sections.append(("figures", "Training curves: the five backbones and the best fusion model",
                          [(metrics["figures"]["training_curves"], "training curves")], notes["curves"]))
