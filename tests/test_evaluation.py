@@ -470,3 +470,23 @@ def test_model_selection_shows_standard_errors_and_what_val_cannot_tell_apart(fu
         m for (m, s), r in rows.items() if s == "audio+visual" and r["val_within_one_se"] and m != "f5"}
     assert f"{f5['val_selection_log_loss']:.3f} ± {f5['val_selection_log_loss_se']:.3f}" in \
         (report / "report.md").read_text()
+
+
+def test_score_draws_nothing_and_gives_the_scores_evaluate_writes(fusion_root, evaluated, tmp_path):
+    from avsc.evaluation.evaluate import score
+    from avsc.evaluation.report import render
+    from avsc.records import EvaluationResult
+
+    metrics, report = evaluated
+    before = sorted(p.relative_to(fusion_root) for p in fusion_root.rglob("*"))
+    result = score([fusion_root], run_id=metrics["provenance"]["run_id"])
+    assert isinstance(result, EvaluationResult) and result.figures is None
+    assert sorted(p.relative_to(fusion_root) for p in fusion_root.rglob("*")) == before  # nothing written
+    scored = result.to_dict()
+    assert scored["results"] == metrics["results"] and scored["best"] == metrics["best"]
+    assert result.result(result.best).method == "f5"
+    # metrics.json reads back as the record; without the rows behind it there is nothing to draw.
+    back = EvaluationResult.read(report)
+    assert back.results == result.results and back.figures.training_curves == "training-curves.png"
+    with pytest.raises(ValueError, match="no scored rows"):
+        render(back, tmp_path)
