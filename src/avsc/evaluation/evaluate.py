@@ -28,7 +28,7 @@ from avsc.evaluation.model_scores import score_backbones, score_fusion_folder
 from avsc.evaluation.provenance import check_lineage, collect_provenance
 from avsc.evaluation.reference import logistic_reference
 from avsc.labels import LABELS
-from avsc.records import FusionInfo, ModelInfo
+from avsc.records import FusionInfo, ModelInfo, Predictions
 from avsc.records.evaluation_result import (
     BackboneResult,
     Choice,
@@ -42,7 +42,6 @@ from avsc.records.evaluation_result import (
     SelectionRule,
     TrainingHistory,
 )
-from avsc.records.predictions import FUSION_FILE
 from avsc.scoring.calibration import SELECTION_RULES, selection_key
 from avsc.storage.files import backbone_paths, read_json
 
@@ -73,12 +72,12 @@ def find_fusion_dirs(paths: Sequence[str | Path]) -> list[Path]:
         path = Path(raw)
         if not path.is_dir():
             raise DataError(path, "fusion folder not found", "give the output folder of `avsc fuse`")
-        if (path / FUSION_FILE).is_file():
+        if (path / FusionInfo.FILE_NAME).is_file():
             found.append(path)
             continue
-        children = sorted(p for p in path.iterdir() if (p / FUSION_FILE).is_file())
+        children = sorted(p for p in path.iterdir() if (p / FusionInfo.FILE_NAME).is_file())
         if not children:
-            raise DataError(path, f"no {FUSION_FILE} here nor in its sub-folders",
+            raise DataError(path, f"no {FusionInfo.FILE_NAME} here nor in its sub-folders",
                             "give a folder written by `avsc fuse` (or the root of `avsc fuse --method all`)")
         found.extend(children)
     unique = list(dict.fromkeys(p.resolve() for p in found))
@@ -166,7 +165,7 @@ def _score_fusions(metas: Mapping[Path, FusionInfo], split: str
         if first is None:
             first = (fusion_dir, scored)
         elif list(first[1].clip_ids) != list(scored.clip_ids):
-            raise DataError(fusion_dir / "predictions.parquet", f"its {split} clips differ from those of {first[0]}",
+            raise DataError(fusion_dir / Predictions.FILE_NAME, f"its {split} clips differ from those of {first[0]}",
                             "evaluate fusion models trained on the same embeddings together")
         results.append(result)
         rows[result.name] = scored

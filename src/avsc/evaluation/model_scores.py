@@ -33,7 +33,7 @@ from avsc.records.evaluation_result import (
     ValCalibration,
 )
 from avsc.records.model_info import Calibration
-from avsc.records.predictions import FUSION_FILE, PREDICTIONS_FILE, Predictions
+from avsc.records.predictions import Predictions
 from avsc.scoring.calibration import calibrate, calibrated_probabilities, row_log_losses
 from avsc.scoring.metrics import classification_metrics, equal_count_reliability, label_indices
 from avsc.storage.files import backbone_paths
@@ -97,10 +97,10 @@ def score_fusion_folder(fusion_dir: Path, meta: FusionInfo, split: str) -> tuple
         RecordError: its ``predictions.parquet`` is not of this avsc's format.
     """
     if list(meta.labels) != list(LABELS):
-        raise DataError(fusion_dir / FUSION_FILE, "class order differs from avsc's LABELS")
+        raise DataError(fusion_dir / FusionInfo.FILE_NAME, "class order differs from avsc's LABELS")
     every = Predictions.read(fusion_dir)
     preds = every.of_split(split).sorted_by_clip()
-    where = fusion_dir / PREDICTIONS_FILE
+    where = fusion_dir / Predictions.FILE_NAME
     if not len(preds.clip_ids):
         present = ", ".join(sorted(set(every.splits))) or "none"
         raise DataError(where, f"no clips in the {split!r} split (splits: {present})", "choose another --split")
