@@ -46,8 +46,6 @@ def fuse_method(
         confusion_audio: the audio-only model's.
         confusion_visual: the visual-only model's.
     """
-    import os
-    import tempfile
     import time
 
     import avsc.evaluation.evaluate
@@ -60,14 +58,13 @@ def fuse_method(
     checkpoints = checkpoint_location(output_uri, f"fusion-{method}", settings, inputs) if output_uri else None
     avsc.training.fusion.train_all_fusions(by_backbone(embeddings), fusions.path, config=settings,
                                            methods=(method,), checkpoints=checkpoints, progress=False)
-    with tempfile.TemporaryDirectory(prefix="avsc-fuse-") as scratch:  # the report is thrown away
-        report = avsc.evaluation.evaluate.evaluate([fusions.path], os.path.join(scratch, "report"))
+    scores = avsc.evaluation.evaluate.score([fusions.path])  # scores only: no report is drawn
     confusions = {"audio+visual": confusion_audio_visual, "audio": confusion_audio, "visual": confusion_visual}
     values = {}
-    for result in report["results"]:
-        name = f"{method}_{result['modalities'].replace('+', '_')}"
-        values.update({f"{name}_accuracy": result["accuracy"], f"{name}_log_loss": result["log_loss"]})
-        confusion = confusions[result["modalities"]]
-        confusion.log_confusion_matrix(list(result["labels"]), result["confusion_matrix"])
+    for result in scores.results:
+        name = f"{method}_{result.modalities.replace('+', '_')}"
+        values.update({f"{name}_accuracy": result.accuracy, f"{name}_log_loss": result.log_loss})
+        confusion = confusions[result.modalities]
+        confusion.log_confusion_matrix(list(result.labels), [list(row) for row in result.confusion_matrix])
         save_metrics(confusion)
     save_metrics(metrics, {**values, "seconds": round(time.perf_counter() - began, 3)})

@@ -9,19 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.metrics import log_loss
 from embeddings_factory import make_embeddings
 from records_factory import write_fusion_info, write_model_info
+from sklearn.metrics import log_loss
 
 from avsc.cli import main
 from avsc.config import BACKBONES, load_config, to_dict
 from avsc.errors import ConfigError, DataError
 from avsc.evaluation.evaluate import evaluate
-from avsc.scoring.metrics import classification_metrics, softmax, wilson_interval
-from avsc.records.predictions import write_predictions
 from avsc.evaluation.report import results_table, write_submission_csv
 from avsc.labels import LABELS
 from avsc.records import Calibration
+from avsc.records.predictions import Predictions
+from avsc.scoring.metrics import classification_metrics, softmax, wilson_interval
 from avsc.storage.files import write_json
 
 # --- Metrics on a tiny example: 3 classes, 4 clips -------------------------------------------
@@ -133,8 +133,8 @@ def _fusion_dir(root: Path, method: str, modalities: str, *, rng, strength: floa
                     row[k] += strength
                     logits.append(temperature * row)
     logits = np.array(logits)
-    write_predictions(out / "predictions.parquet", clip_ids=ids, splits=sp, labels=labels,
-                      probs=softmax(logits / temperature), logits=logits)
+    Predictions(clip_ids=np.array(ids), splits=np.array(sp), labels=np.array(labels),
+                probs=softmax(logits / temperature), logits=logits).write(out)
     write_json(out / "history.json", [{"epoch": e, "loss": 1.0 / e, "val_accuracy": val[0], "val_log_loss": 2 * val[1],
                                        "val_log_loss_calibrated": val[1], "temperature": temperature}
                                       for e in (1, 2, 3)])
@@ -177,14 +177,14 @@ def test_evaluate_metrics_json_matches_predictions(fusion_root, evaluated):
     assert metrics["best_per_modalities"]["visual"] == {"method": "f4", "modalities": "visual"}
     assert metrics["provenance"]["selection"]["rule"] == "log_loss"
 
-    from avsc.records.predictions import read_predictions
+    from avsc.records.predictions import Predictions
 
-    preds = read_predictions(fusion_root / "f2-audio+visual" / "predictions.parquet")
-    test = preds["split"] == "test"
-    y = np.array([LABELS.index(lab) for lab in preds["label"][test]])
+    preds = Predictions.read(fusion_root / "f2-audio+visual")
+    test = preds.splits == "test"
+    y = np.array([LABELS.index(lab) for lab in preds.labels[test]])
     f2 = next(r for r in metrics["results"] if r["method"] == "f2")
     assert f2["n_clips"] == 30 and f2["labels"] == list(LABELS)
-    calibrated, raw = softmax(preds["logits"][test] / 2.0), softmax(preds["logits"][test])
+    calibrated, raw = softmax(preds.logits[test] / 2.0), softmax(preds.logits[test])
     assert f2["temperature"] == 2.0
     assert f2["accuracy"] == pytest.approx((calibrated.argmax(1) == y).mean())
     assert f2["n_correct"] == int(round(30 * f2["accuracy"]))
@@ -192,7 +192,7 @@ def test_evaluate_metrics_json_matches_predictions(fusion_root, evaluated):
     assert f2["uncalibrated"]["log_loss"] == pytest.approx(log_loss(y, raw, labels=range(10)))
     assert np.asarray(f2["confusion_matrix"]).sum() == 30
     assert set(f2["per_class_accuracy"]) == set(LABELS)
-    assert f2["per_class_count"] == {label: 3 for label in LABELS}
+    assert f2["per_class_count"] == dict.fromkeys(LABELS, 3)
     assert "clip_level" not in f2
 
 
@@ -301,13 +301,13 @@ def test_clip_level_results_average_segment_probabilities(tmp_path, rng):
     metrics = evaluate([root], tmp_path / "report")
     result = metrics["results"][0]
     assert result["n_clips"] == 10 * 3 * 4  # segments
-    from avsc.records.predictions import read_predictions
+    from avsc.records.predictions import Predictions
 
-    preds = read_predictions(root / "f4-audio+visual" / "predictions.parquet")
-    test = preds["split"] == "test"
-    probs = softmax(preds["logits"][test] / 2.0)
+    preds = Predictions.read(root / "f4-audio+visual")
+    test = preds.splits == "test"
+    probs = softmax(preds.logits[test] / 2.0)
     # By hand: each clip's probabilities are the mean of its 4 segments' (ids <clip>_s000..s003).
-    ids = preds["clip_id"][test]
+    ids = preds.clip_ids[test]
     parents = sorted({c.rsplit("_s", 1)[0] for c in ids})
     clip_probs = np.array([probs[[c.rsplit("_s", 1)[0] == p for c in ids]].mean(axis=0) for p in parents])
     y = np.array([LABELS.index(p.split("-x-")[0]) for p in parents])
@@ -357,7 +357,7 @@ def test_evaluate_errors(fusion_root, tmp_path, rng):
     with pytest.raises(DataError, match="not found"):
         evaluate([tmp_path / "nowhere"], tmp_path / "r1")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="fusion.json"):
+    with pytest.raises(DataError, match=r"fusion\.json"):
         evaluate([tmp_path / "empty"], tmp_path / "r2")
     with pytest.raises(DataError, match="no clips in the 'train' split"):
         evaluate([fusion_root], tmp_path / "r3", split="train")
@@ -422,8 +422,8 @@ def test_logistic_reference_sits_beside_the_fusion_models(fusion_root, tmp_path)
         assert r["C"] in REFERENCE_C_GRID and r["n_clips"] == 40
         assert r["accuracy"] > 0.5  # the factory's embeddings separate the classes; chance is 0.1
     # C is chosen on val: no other C of the grid has a lower val log loss.
-    from avsc.scoring.metrics import classification_metrics
     from avsc.evaluation.reference import _fit_reference, _probabilities
+    from avsc.scoring.metrics import classification_metrics
     from avsc.training.fusion_data import load_fusion_data
 
     data = load_fusion_data(emb, BACKBONES)
@@ -441,3 +441,52 @@ def test_logistic_reference_sits_beside_the_fusion_models(fusion_root, tmp_path)
     text = (tmp_path / "report" / "report.md").read_text()
     assert "Reference: logistic regression on the same embeddings" in text
     assert "Model selection: every candidate's val and test scores" in text
+
+
+def test_model_selection_shows_standard_errors_and_what_val_cannot_tell_apart(fusion_root, evaluated):
+    from avsc.evaluation.tables import selection_table
+    from avsc.scoring.calibration import calibrate, row_log_losses
+
+    metrics, report = evaluated
+    rows = {(r["method"], r["modalities"]): r for r in metrics["results"]}
+    # The standard error of the mean of the 30 per-clip val losses the model is chosen on.
+    val = Predictions.read(fusion_root / "f5-audio+visual").of_split("val")
+    y = np.array([LABELS.index(lab) for lab in val.labels])
+    chosen = calibrate(val.logits, y)
+    if chosen["method"] == "none":  # the raw losses, by hand
+        losses = row_log_losses(softmax(val.logits), y)
+        assert chosen["selection_log_loss_se"] == pytest.approx(losses.std(ddof=1) / math.sqrt(30))
+    f5 = rows[("f5", "audio+visual")]
+    assert f5["val_selection_log_loss_se"] == pytest.approx(chosen["selection_log_loss_se"])
+    # Within one standard error of the chosen model of their modality set (f5: 0.40).
+    for (method, modalities), r in rows.items():
+        if modalities == "audio+visual":
+            expected = abs(r["val_selection_log_loss"] - 0.40) <= f5["val_selection_log_loss_se"]
+            assert r["val_within_one_se"] == expected, method
+    assert rows[("f4", "visual")]["val_within_one_se"]  # the only visual candidate: the chosen one
+    marks = {(row[0], row[1]): row[-1] for row in selection_table(metrics)[1]}
+    assert marks[("f5", "audio+visual")] == "✓" and marks[("f4", "visual")] == "✓ (visual)"
+    assert {m for (m, s), mark in marks.items() if mark == "≈"} == {
+        m for (m, s), r in rows.items() if s == "audio+visual" and r["val_within_one_se"] and m != "f5"}
+    assert f"{f5['val_selection_log_loss']:.3f} ± {f5['val_selection_log_loss_se']:.3f}" in \
+        (report / "report.md").read_text()
+
+
+def test_score_draws_nothing_and_gives_the_scores_evaluate_writes(fusion_root, evaluated, tmp_path):
+    from avsc.evaluation.evaluate import score
+    from avsc.evaluation.report import render
+    from avsc.records import EvaluationResult
+
+    metrics, report = evaluated
+    before = sorted(p.relative_to(fusion_root) for p in fusion_root.rglob("*"))
+    result = score([fusion_root], run_id=metrics["provenance"]["run_id"])
+    assert isinstance(result, EvaluationResult) and result.figures is None
+    assert sorted(p.relative_to(fusion_root) for p in fusion_root.rglob("*")) == before  # nothing written
+    scored = result.to_dict()
+    assert scored["results"] == metrics["results"] and scored["best"] == metrics["best"]
+    assert result.result(result.best).method == "f5"
+    # metrics.json reads back as the record; without the rows behind it there is nothing to draw.
+    back = EvaluationResult.read(report)
+    assert back.results == result.results and back.figures.training_curves == "training-curves.png"
+    with pytest.raises(ValueError, match="no scored rows"):
+        render(back, tmp_path)

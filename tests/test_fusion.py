@@ -25,7 +25,7 @@ from avsc.config import (  # noqa: E402
 )
 from avsc.errors import ConfigError, DataError  # noqa: E402
 from avsc.scoring.metrics import softmax  # noqa: E402
-from avsc.records.predictions import read_predictions  # noqa: E402
+from avsc.records.predictions import Predictions  # noqa: E402
 from avsc.models.fusion import (  # noqa: E402
     FUSIONS,
     ModalityConcatFusion,
@@ -270,11 +270,11 @@ def test_train_fusion_learns_and_writes_its_outputs(trained_f1, embeddings):
     assert set(meta["val_distance_quantiles"]) == {"0.5", "0.9", "0.95", "0.99", "1"}
     assert 0.2 < meta["val_distance_quantiles"]["0.5"] < 5  # about 1 for clips like the training clips
 
-    preds = read_predictions(out / "predictions.parquet")
-    assert len(preds["clip_id"]) == 10 * (16 + 6 + 6)
-    test = preds["split"] == "test"
-    accuracy = (np.asarray([p for p in preds["probs"][test].argmax(1)])
-                == np.asarray([list(meta["labels"]).index(lab) for lab in preds["label"][test]])).mean()
+    preds = Predictions.read(out)
+    assert len(preds.clip_ids) == 10 * (16 + 6 + 6)
+    test = preds.splits == "test"
+    accuracy = (np.asarray([p for p in preds.probs[test].argmax(1)])
+                == np.asarray([list(meta["labels"]).index(lab) for lab in preds.labels[test]])).mean()
     assert accuracy > 0.6, accuracy  # chance is 0.1
 
 def test_inputs_are_standardised_with_train_statistics_inside_the_model(trained_f1, embeddings):
@@ -314,13 +314,13 @@ def test_saved_model_reproduces_predictions(trained_f1, embeddings):
     model = keras.models.load_model(result.out_dir / "model.keras", compile=False)
     data = load_fusion_data(embeddings, BACKBONES)
     probs = np.asarray(model(data.inputs("fc1024"), training=False))
-    preds = read_predictions(result.out_dir / "predictions.parquet")
-    order = np.argsort(preds["clip_id"])
+    preds = Predictions.read(result.out_dir)
+    order = np.argsort(preds.clip_ids)
     # The file holds the raw logits and the calibrated probabilities softmax(logits / T).
-    np.testing.assert_allclose(softmax(preds["logits"][order]), probs, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(preds["probs"][order], softmax(preds["logits"][order] / result.temperature),
+    np.testing.assert_allclose(softmax(preds.logits[order]), probs, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(preds.probs[order], softmax(preds.logits[order] / result.temperature),
                                rtol=1e-4, atol=1e-6)
-    np.testing.assert_array_equal(preds["probs"][order].argmax(1), probs.argmax(1))
+    np.testing.assert_array_equal(preds.probs[order].argmax(1), probs.argmax(1))
     by_name = np.asarray(model({b: x for b, x in zip(BACKBONES, data.inputs("fc1024"))}, training=False))
     np.testing.assert_allclose(by_name, probs, rtol=1e-5)
 

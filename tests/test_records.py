@@ -9,7 +9,7 @@ from records_factory import write_model_info
 from s3_server import s3_env, s3_server, s3_store  # noqa: F401  (fixtures)
 
 from avsc.errors import DataError
-from avsc.records import Calibration, Lineage, ModelInfo, RecordError
+from avsc.records import Calibration, EvaluationResult, Lineage, ModelInfo, RecordError
 
 
 def _written(tmp_path):
@@ -76,3 +76,140 @@ def test_lineages_name_what_differs():
     assert a.differences(Lineage("demo", "m1", store_hash="s2"))[0].startswith("feature store s2 there, s1 here")
     with pytest.raises(DataError, match=r"ck/state\.json: checkpoint was made from other data \(dataset 'other'"):
         a.check_same(b, source="ck/state.json", what="checkpoint", hint="use another folder")
+
+
+# --- predictions.parquet and metrics.json ----------------------------------------------------
+
+
+def _predictions(logits=True):
+    import numpy as np
+
+    from avsc.records.predictions import Predictions
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(4, 10))
+    probs = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+    return Predictions(clip_ids=np.array(["c", "a", "b", "d"]), splits=np.array(["val", "test", "test", "train"]),
+                       labels=np.array(["bus", "park", "tram", "metro"]), probs=probs,
+                       logits=scores if logits else None)
+
+
+@pytest.mark.parametrize("logits", [True, False])
+def test_predictions_read_back_as_written(tmp_path, logits):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from avsc.records.predictions import Predictions
+
+    preds = _predictions(logits)
+    preds.write(tmp_path)
+    back = Predictions.read(tmp_path)
+    assert back.clip_ids.tolist() == ["c", "a", "b", "d"] and back.splits.tolist() == preds.splits.tolist()
+    np.testing.assert_allclose(back.probs, preds.probs, rtol=1e-6)  # stored as float32
+    assert (back.logits is None) == (not logits)
+    table = pq.read_table(tmp_path / "predictions.parquet")  # readable without avsc
+    assert table.column("predicted").to_pylist() == preds.predicted
+    assert table.schema.metadata[b"avsc.format"] == b"avsc-predictions"
+    test = back.of_split("test").sorted_by_clip()
+    assert test.clip_ids.tolist() == ["a", "b"] and test.labels.tolist() == ["park", "tram"]
+
+
+@pytest.mark.parametrize("metadata, message", [
+    (None, "no avsc.format metadata"),
+    ({b"avsc.format": b"avsc-embeddings", b"avsc.version": b"1"}, "format 'avsc-embeddings'"),
+    ({b"avsc.format": b"avsc-predictions", b"avsc.version": b"0"}, "older than this avsc reads"),
+    ({b"avsc.format": b"avsc-predictions", b"avsc.version": b"9"}, "newer than this avsc reads"),
+])
+def test_predictions_of_another_format_or_version_are_refused_naming_the_file(tmp_path, metadata, message):
+    import pyarrow.parquet as pq
+
+    from avsc.records.predictions import Predictions
+
+    _predictions().write(tmp_path)
+    path = tmp_path / "predictions.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata(metadata), path)
+    with pytest.raises(RecordError, match=message) as caught:
+        Predictions.read(tmp_path)
+    assert str(path) in str(caught.value)
+
+
+def test_predictions_round_trip_through_the_object_store(s3_env):
+    from avsc.records.predictions import Predictions
+
+    _predictions().write(s3_env.uri("fusion/f1-audio"))
+    assert Predictions.read(s3_env.uri("fusion/f1-audio")).labels.tolist() == ["bus", "park", "tram", "metro"]
+
+
+def _evaluation_result():
+    import numpy as np
+
+    from avsc.evaluation.model_scores import calibrated_scores
+    from avsc.records.evaluation_result import (
+        BackboneResult,
+        Choice,
+        EvaluatedData,
+        EvaluationResult,
+        FusionResult,
+        ReliabilityBins,
+        ValCalibration,
+    )
+
+    y = np.array([0, 1, 1, 2])
+    probs = np.full((4, 10), 0.05)
+    probs[np.arange(4), [0, 1, 2, 2]] = 0.55
+    scores = calibrated_scores(y, probs, probs)
+    fusion = FusionResult(
+        **scores, method="f4", modalities="audio+visual", temperature=1.5, calibration_method="temperature",
+        temperature_at_bound=False, val_accuracy=0.75, val_log_loss=0.9, val_selection_log_loss=0.95,
+        val_selection_log_loss_se=0.1, val_within_one_se=True,
+        val_calibration=ValCalibration({"log_loss": 1.0, "ece": 0.2}, {"log_loss": 0.9, "ece": 0.1}, 0.95),
+        best_epoch=2, best_step=20, steps_run=40, stopped="patience", fusion_dir="fusion/f4-audio+visual",
+        confusion_png="confusion-f4-audio+visual.png", submission_csv="submission-f4-audio+visual.csv",
+        reliability=ReliabilityBins((0.55,), (0.75,), (4,), (0.3,), (0.95,), ((0.55, 0.55),)))
+    return EvaluationResult(
+        split="test", labels=scores["labels"], provenance=None,
+        dataset=EvaluatedData("test", {"train": 8, "val": 4, "test": 4}, 4, {"airport": 1}),
+        results=(fusion,), best=Choice("f4", "audio+visual"),
+        best_per_modalities={"audio+visual": Choice("f4", "audio+visual")},
+        backbones=(BackboneResult(**scores, backbone="aud-mel", temperature=1.0),), warnings=("a warning",))
+
+
+def test_an_evaluation_result_reads_back_equal_and_keeps_the_documented_keys(tmp_path):
+    from avsc.records import EvaluationResult
+
+    result = _evaluation_result()
+    result.write(tmp_path)
+    data = json.loads((tmp_path / "metrics.json").read_text())
+    assert data["format"] == "avsc-evaluation-result" and data["version"] == EvaluationResult.VERSION
+    assert {"split", "labels", "provenance", "dataset", "results", "backbones", "reference", "warnings", "best",
+            "best_per_modalities"} <= set(data)
+    assert data["best"] == {"method": "f4", "modalities": "audio+visual"}
+    row = data["results"][0]
+    assert row["uncalibrated"]["log_loss"] == row["log_loss"]
+    assert row["accuracy_ci"] == list(result.results[0].accuracy_ci)
+    # Optional parts that do not apply are absent, as the documented layout has them.
+    assert "clip_level" not in row and "val_calibration" not in data["backbones"][0]
+    assert "rows" not in data and "histories" not in data  # in memory only
+    back = EvaluationResult.read(tmp_path)
+    assert back == result
+    assert back.results[0].clip_level is None and back.result(back.best) == result.results[0]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("format"), "no format field"),
+    (lambda d: d.update(version=0), "older than this avsc reads"),
+    (lambda d: d.update(version=EvaluationResult.VERSION + 1), "newer than this avsc reads"),
+    (lambda d: d["results"][0].pop("method"), r"results: missing field.s. method"),
+    (lambda d: d["dataset"].update(rows=3), r"dataset: unknown field.s. rows"),
+])
+def test_an_evaluation_result_of_another_format_version_or_shape_is_refused_naming_the_file(tmp_path, change,
+                                                                                             message):
+    _evaluation_result().write(tmp_path)
+    path = tmp_path / "metrics.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(RecordError, match=message) as caught:
+        EvaluationResult.read(tmp_path)
+    assert str(path) in str(caught.value)

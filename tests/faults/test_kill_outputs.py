@@ -23,7 +23,7 @@ from avsc.cli import main
 from avsc.errors import DataError
 from avsc.evaluation.evaluate import evaluate
 from avsc.scoring.metrics import softmax
-from avsc.records.predictions import write_predictions
+from avsc.records.predictions import Predictions
 from avsc.labels import LABELS
 from avsc.records import OutputManifest
 from avsc.storage.files import file_digest, write_json
@@ -44,8 +44,8 @@ def _fusion_dir(root: Path, method: str, seed: int) -> Path:
                 row[k] += 2.0
                 logits.append(row)
     logits = np.array(logits)
-    write_predictions(out / "predictions.parquet", clip_ids=ids, splits=splits, labels=labels,
-                      probs=softmax(logits), logits=logits)
+    Predictions(clip_ids=np.array(ids), splits=np.array(splits), labels=np.array(labels),
+                probs=softmax(logits), logits=logits).write(out)
     write_json(out / "history.json", [{"epoch": 1, "loss": 1.0, "val_accuracy": 0.5, "val_log_loss": 1.0,
                                        "val_log_loss_calibrated": 1.0, "temperature": 1.0}])
     write_fusion_info(out, method, "audio+visual", config_hash="fusionhash01",

@@ -3,9 +3,13 @@
 Scoring itself (metrics, calibration, selection rules) is :mod:`avsc.scoring`; the fusion
 folder's ``predictions.parquet`` is :mod:`avsc.records.predictions`.
 
-- :mod:`avsc.evaluation.evaluate`: score fusion folders on a split, write ``metrics.json`` and the report.
+- :mod:`avsc.evaluation.evaluate`: :func:`~avsc.evaluation.evaluate.score` fusion folders on a split
+  (an :class:`avsc.records.EvaluationResult`, nothing drawn); ``evaluate``: score, draw, write
+  ``metrics.json`` and the report.
+- :mod:`avsc.evaluation.model_scores`: the scores of one fusion folder or backbone.
 - :mod:`avsc.evaluation.provenance`: where the numbers came from (dataset, settings, version, run).
 - :mod:`avsc.evaluation.tables`, :mod:`avsc.evaluation.figures`: Tables I-II and the others;
   confusion matrices, reliability diagrams, training curves.
-- :mod:`avsc.evaluation.report`: ``report.html``, ``report.md``, the Markdown summary, DCASE CSVs.
+- :mod:`avsc.evaluation.report`: ``render`` an evaluation result: ``report.html``, ``report.md``,
+  the figures, DCASE CSVs; the Markdown summary.
 """

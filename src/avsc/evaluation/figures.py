@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from avsc.scoring.metrics import equal_count_reliability
 from avsc.labels import LABELS
+from avsc.scoring.metrics import equal_count_reliability
 from avsc.storage.files import atomic_path
 
 __all__ = ["Reliability", "Curves", "plot_confusion", "plot_reliability", "plot_training_curves"]
@@ -104,7 +104,7 @@ def _reliability_line(ax, y: np.ndarray, probs: np.ndarray, colour: str, label: 
     ax.errorbar(conf, acc, yerr=errors, fmt="o-", color=colour, markersize=3, linewidth=1.2, elinewidth=0.7,
                 capsize=2, label=label)
     if counts:
-        for x, a, n in zip(conf, acc, bins["count"]):
+        for x, a, n in zip(conf, acc, bins["count"], strict=True):
             ax.annotate(f"n={n}", (x, a), textcoords="offset points", xytext=(3, -9), fontsize=5.5, color=colour)
 
 
@@ -164,8 +164,8 @@ def plot_training_curves(models: Sequence[Curves], path: str | Path) -> Path:
     for r, model in enumerate(models):
         epochs = [h["epoch"] for h in model.history]
 
-        def series(key: str) -> list[float]:
-            return [float(h.get(key, float("nan"))) for h in model.history]
+        def series(key: str, history: list[dict[str, Any]] = model.history) -> list[float]:
+            return [float(h.get(key, float("nan"))) for h in history]
 
         panels = [("training loss", [("loss", "#444", "loss")]),
                   ("val accuracy", [("val_accuracy", _AFTER, "val accuracy")]),

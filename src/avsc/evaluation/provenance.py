@@ -27,9 +27,9 @@ from typing import Any
 
 from avsc.config import PRESETS, preset_dict
 from avsc.errors import DataError
-from avsc.scoring.calibration import SELECTION_RULES
 from avsc.records import Lineage, ModelInfo
 from avsc.records.output_manifest import new_run_id
+from avsc.scoring.calibration import SELECTION_RULES
 from avsc.storage.files import backbone_paths
 
 __all__ = ["collect_provenance", "check_lineage", "flatten"]
@@ -162,7 +162,9 @@ def check_lineage(
 def _recorded_settings(models: str | Path | Mapping[str, str | Path] | None,
                        metas: Mapping[Path, dict]) -> dict[str, Any]:
     """Settings and hashes as recorded by training and fusion."""
-    features, train, hashes = None, {}, {"train": {}, "fusion": {}}
+    features: dict[str, Any] | None = None
+    train: dict[str, Any] = {}
+    hashes: dict[str, Any] = {"train": {}, "fusion": {}}
     if models is not None:
         folders = backbone_paths(models, "{backbone}", what="models",
                                  hint="give the folder holding one `avsc train` output per backbone")
@@ -275,7 +277,7 @@ def collect_provenance(
         protocol = "whole clips (as the paper reports)"
     return {
         "avsc_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
         "run_id": run_id or new_run_id(),
         "split": split,
         "dataset": dataset,

@@ -8,9 +8,10 @@ concatenated across its backbones and standardised with train-split statistics
 (lowest val log loss, ties: the stronger regularisation), and scores it on the evaluated split.
 Its probabilities are used as they come (no temperature).
 
-Example:
-    >>> rows = logistic_reference("runs/embeddings", split="test")
-    >>> [(r["modalities"], r["level"], r["accuracy"], r["log_loss"]) for r in rows]
+Example::
+
+    rows = logistic_reference("runs/embeddings", split="test")
+    [(r["modalities"], r["level"], r["accuracy"], r["log_loss"]) for r in rows]
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from avsc.config import MODALITY_SETS
-from avsc.scoring.metrics import classification_metrics
 from avsc.labels import LABEL_INDEX, LABELS
+from avsc.scoring.metrics import classification_metrics
 
 __all__ = ["logistic_reference", "REFERENCE_C_GRID"]
 
@@ -74,7 +75,7 @@ def logistic_reference(
 
     Returns:
         One row per modality set and level: ``{"modalities", "level", "C", "val_accuracy",
-        "val_log_loss", **classification_metrics of the split}`` (minus ``labels``).
+        "val_log_loss", **classification_metrics of the split}``.
 
     Raises:
         DataError: inconsistent embeddings (see :func:`avsc.training.fusion_data.load_fusion_data`).
@@ -96,16 +97,16 @@ def logistic_reference(
             continue
         for level in levels:
             x = np.concatenate(data.inputs(level), axis=1).astype(np.float64)
-            best = None
+            best: tuple[tuple[float, float], float, Any, dict[str, Any]] | None = None
             for c in REFERENCE_C_GRID:
                 model = _fit_reference(x[masks["train"]], y[masks["train"]], c)
                 val = classification_metrics(y[masks["val"]], _probabilities(model, x[masks["val"]]))
                 key = (val["log_loss"], -c)
                 if best is None or key < best[0]:
                     best = (key, c, model, val)
+            assert best is not None  # the grid is not empty
             _, c, model, val = best
             scores = classification_metrics(y[masks[split]], _probabilities(model, x[masks[split]]))
-            scores.pop("labels")
             rows.append({"modalities": modalities, "level": level, "C": c, "val_accuracy": val["accuracy"],
                          "val_log_loss": val["log_loss"], **scores})
             log.debug("reference %s %s: C=%g, val log loss %.3f, %s accuracy %.3f, log loss %.3f", modalities,

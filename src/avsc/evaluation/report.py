@@ -21,6 +21,7 @@ Both reports hold, in this order:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from avsc.evaluation.figures import plot_confusion
+from avsc.config import MODALITY_SETS
+from avsc.data.segments import average_segments
+from avsc.evaluation.figures import Curves, Reliability, plot_confusion, plot_reliability, plot_training_curves
 from avsc.evaluation.tables import (
     PUBLISHED,
     PUBLISHED_NOTE,
@@ -45,9 +48,10 @@ from avsc.evaluation.tables import (
     table2,
 )
 from avsc.labels import LABELS
+from avsc.records.evaluation_result import EvaluationResult, Figures
 from avsc.storage.files import atomic_path
 
-__all__ = ["PUBLISHED", "results_table", "plot_confusion", "write_submission_csv", "write_report",
+__all__ = ["PUBLISHED", "results_table", "plot_confusion", "write_submission_csv", "render", "write_report",
            "summary_markdown"]
 
 TITLE = "Audio-visual scene classification: evaluation report"
@@ -68,7 +72,7 @@ def write_submission_csv(path: str | Path, clip_ids: Sequence[str], probs: np.nd
     """
     probs = np.asarray(probs, dtype=np.float64)
     lines = ["\t".join(["filename", "scene_label", *LABELS])]
-    for clip_id, row in zip(clip_ids, probs):
+    for clip_id, row in zip(clip_ids, probs, strict=True):
         lines.append("\t".join([f"video/{clip_id}.mp4", LABELS[int(row.argmax())],
                                 *(f"{p:.6f}" for p in row)]))
     with atomic_path(path) as tmp:
@@ -105,7 +109,10 @@ def _notes(metrics: dict[str, Any]) -> dict[str, str]:
                         "after."),
         "selection": ("The model kept for each modality set is the one with the lowest val log loss of its "
                       "calibrated probabilities, cross-validated on val (ties: higher val accuracy); the "
-                      f"{split} columns show what each candidate was worth, never used to choose."),
+                      f"{split} columns show what each candidate was worth, never used to choose. ± is the "
+                      "standard error of the mean of the per-clip val losses; ≈ marks a candidate within one "
+                      "standard error (the chosen model's) of the one chosen for its modality set: val cannot tell "
+                      "these apart, and the choice among them rests on noise."),
         "reference": ("Standardised multinomial logistic regression (scikit-learn) on the same embeddings, "
                       "concatenated across the modality set's backbones, C chosen on val by log loss: a fusion "
                       "model earns its place only if it does about as well."),
@@ -139,9 +146,9 @@ def _sections(metrics: dict[str, Any]) -> list[tuple[str, str, Any, str]]:
     if metrics.get("figures", {}).get("reliability"):
         sections.append(("figures", "Reliability diagrams (before and after temperature scaling)",
                          [(name, name.removesuffix(".png")) for name in metrics["figures"]["reliability"]],
-                         "Accuracy against confidence in bins of equal counts (n = rows per bin; bars: 95 % "
-                         "Wilson intervals); a calibrated model lies on the diagonal, "
-                         "an over-confident one below it."))
+                         ("Accuracy against confidence in bins of equal counts (n = rows per bin; bars: 95 % "
+                          "Wilson intervals); a calibrated model lies on the diagonal, "
+                          "an over-confident one below it.")))
     if metrics.get("figures", {}).get("training_curves"):
         sections.append(("figures", "Training curves: the five backbones and the best fusion model",
                          [(metrics["figures"]["training_curves"], "training curves")], notes["curves"]))
@@ -251,6 +258,64 @@ def _html(metrics: dict[str, Any], report_dir: Path) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<title>avsc evaluation report</title>"
             f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _submissions(result: EvaluationResult, report_dir: Path) -> None:
+    """One DCASE submission CSV per fusion model (and one of whole clips on a segment run)."""
+    for r in result.results:
+        rows = result.rows[r.name]
+        write_submission_csv(report_dir / r.submission_csv, list(rows.clip_ids), rows.calibrated)
+        if r.clip_submission_csv is not None:
+            parents, _, clip_probs = average_segments(list(rows.clip_ids), list(rows.labels), rows.calibrated)
+            write_submission_csv(report_dir / r.clip_submission_csv, list(parents), clip_probs)
+
+
+def _figures(result: EvaluationResult, report_dir: Path) -> Figures:
+    """Confusion matrices, reliability diagrams per modality set (and of the backbones) and the
+    training curves; the names of the last two."""
+    for r in result.results:
+        plot_confusion(np.asarray(r.confusion_matrix), report_dir / r.confusion_png,
+                       title=f"{r.method} {r.modalities} ({result.split}): "
+                             f"accuracy {100 * r.accuracy:.1f}%, log loss {r.log_loss:.3f}")
+    reliability = []
+    for group in (*MODALITY_SETS, "backbones"):
+        panels = [Reliability(rows.name, rows.y_true, rows.raw, rows.calibrated, rows.temperature)
+                  for rows in result.rows.values() if rows.group == group]
+        if panels:
+            name = f"calibration-{group}.png"
+            plot_reliability(panels, report_dir / name, title=f"{group} ({result.split} split)")
+            reliability.append(name)
+    curves = None
+    if result.histories:
+        curves = "training-curves.png"
+        plot_training_curves([Curves(h.name, [dict(e) for e in h.epochs], h.best_epoch) for h in result.histories],
+                             report_dir / curves)
+    return Figures(tuple(reliability), curves)
+
+
+def render(result: EvaluationResult, report_dir: str | Path) -> EvaluationResult:
+    """Draw an evaluation: submission CSVs, figures, ``report.html`` and ``report.md``.
+
+    Args:
+        result: what :func:`avsc.evaluation.evaluate.score` returned (with its rows: a
+            result read back from ``metrics.json`` has none to draw from).
+        report_dir: an existing local folder; files of the same names are replaced.
+
+    Returns:
+        ``result`` with ``figures`` naming the figures drawn (what ``metrics.json`` records).
+
+    Raises:
+        ValueError: ``result`` lacks the rows of a fusion model (read back from a file).
+    """
+    missing = [r.name for r in result.results if r.name not in result.rows]
+    if missing:
+        raise ValueError(f"no scored rows for {', '.join(missing)}: render the result of score(), "
+                         "not one read from metrics.json")
+    report_dir = Path(report_dir)
+    _submissions(result, report_dir)
+    drawn = dataclasses.replace(result, figures=_figures(result, report_dir))
+    write_report(drawn.to_dict(), report_dir)
+    return drawn
 
 
 def write_report(metrics: dict[str, Any], report_dir: str | Path) -> tuple[Path, Path]:

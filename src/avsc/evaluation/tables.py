@@ -55,7 +55,7 @@ def _missing(value: Any) -> bool:
 
 
 def pct(value: float | None, digits: int = 1) -> str:
-    return DASH if _missing(value) else f"{100 * value:.{digits}f}"
+    return DASH if value is None or _missing(value) else f"{100 * value:.{digits}f}"
 
 
 def num(value: float | None, digits: int = 3) -> str:
@@ -189,20 +189,38 @@ def _temperature_cell(row: dict[str, Any]) -> str:
     return cell
 
 
+def _selection_cell(result: dict[str, Any]) -> str:
+    """``0.512 ± 0.081``: the selection log loss and its standard error over the val clips."""
+    value = num(result.get("val_selection_log_loss", result.get("val_log_loss")))
+    se = result.get("val_selection_log_loss_se")
+    return value if se is None or _missing(se) else f"{value} ± {num(se)}"
+
+
 def selection_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The candidates of the model selection, val (what chose) beside the evaluated split
-    (what it would have been worth), best first by the selection log loss."""
+    (what it would have been worth), best first by the selection log loss.
+
+    The last column marks the model chosen for each modality set (``✓`` the overall best)
+    and the candidates within one standard error of it (``≈``: val cannot tell them apart)."""
     split = metrics.get("split", "test").capitalize()
     best = metrics.get("best") or {}
-    header = ["Method", "Modalities", "Val accuracy %", "Val log loss (cross-validated)", "Best step / run",
-              f"{split} accuracy %", f"{split} log loss", "Chosen"]
+    per = {m: (c["method"], m) for m, c in (metrics.get("best_per_modalities") or {}).items()}
+    header = ["Method", "Modalities", "Val accuracy %", "Val log loss (cross-validated) ± SE", "Best step / run",
+              f"{split} accuracy %", f"{split} log loss", "Chosen (≈: within 1 SE)"]
     results = sorted(metrics.get("results", []), key=lambda r: (
         r["modalities"] != "audio+visual", r.get("val_selection_log_loss") or r.get("val_log_loss") or 0.0))
-    rows = [[r["method"], r["modalities"], pct(r.get("val_accuracy")),
-             num(r.get("val_selection_log_loss", r.get("val_log_loss"))),
+
+    def mark(r: dict[str, Any]) -> str:
+        key = (r["method"], r["modalities"])
+        if key == (best.get("method"), best.get("modalities")):
+            return "✓"
+        if per.get(r["modalities"]) == key:
+            return f"✓ ({r['modalities']})"
+        return "≈" if r.get("val_within_one_se") else ""
+
+    rows = [[r["method"], r["modalities"], pct(r.get("val_accuracy")), _selection_cell(r),
              f"{r.get('best_step', DASH)} / {r.get('steps_run', DASH)}",
-             pct(r["accuracy"]), num(r["log_loss"]),
-             "✓" if (r["method"], r["modalities"]) == (best.get("method"), best.get("modalities")) else ""]
+             pct(r["accuracy"]), num(r["log_loss"]), mark(r)]
             for r in results]
     return header, rows
 
@@ -223,12 +241,10 @@ def reference_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]
                          ("f1", "f2", "f3") else "fc10", num(r.get("val_selection_log_loss")),
                          accuracy_cell(r["accuracy"], r.get("n_correct"), r["n_clips"], r.get("accuracy_ci")),
                          num(r["log_loss"])])
-        for ref in metrics.get("reference", []):
-            if ref["modalities"] == modalities:
-                rows.append([f"logistic regression (C={ref['C']:.3g})", modalities, ref["level"],
-                             num(ref["val_log_loss"]),
-                             accuracy_cell(ref["accuracy"], ref.get("n_correct"), ref["n_clips"],
-                                           ref.get("accuracy_ci")), num(ref["log_loss"])])
+        rows.extend([f"logistic regression (C={ref['C']:.3g})", modalities, ref["level"], num(ref["val_log_loss"]),
+                     accuracy_cell(ref["accuracy"], ref.get("n_correct"), ref["n_clips"], ref.get("accuracy_ci")),
+                     num(ref["log_loss"])]
+                    for ref in metrics.get("reference", []) if ref["modalities"] == modalities)
     return header, rows
 
 
@@ -321,12 +337,12 @@ def results_table(metrics: dict[str, Any]) -> str:
     rows = []
     for r in metrics.get("results", []):
         mark = "*" if (r["method"], r["modalities"]) == (best.get("method"), best.get("modalities")) else ""
-        rows.append([r["method"] + mark, r["modalities"], r["n_clips"], pct(r["accuracy"]), interval(r.get("accuracy_ci")),
-                     num(r["log_loss"]), num(r.get("uncalibrated", {}).get("log_loss")), num(r.get("ece")),
-                     pct(r.get("val_accuracy")), num(r.get("val_log_loss"))])
-    for b in metrics.get("backbones", []):
-        rows.append([b["backbone"], "backbone", b.get("n_clips", ""), pct(b["accuracy"]), interval(b.get("accuracy_ci")),
-                     num(b["log_loss"]), num(b.get("uncalibrated", {}).get("log_loss")), num(b.get("ece")), "", ""])
+        rows.append([r["method"] + mark, r["modalities"], r["n_clips"], pct(r["accuracy"]),
+                     interval(r.get("accuracy_ci")), num(r["log_loss"]), num(r.get("uncalibrated", {}).get("log_loss")),
+                     num(r.get("ece")), pct(r.get("val_accuracy")), num(r.get("val_log_loss"))])
+    rows.extend([b["backbone"], "backbone", b.get("n_clips", ""), pct(b["accuracy"]), interval(b.get("accuracy_ci")),
+                 num(b["log_loss"]), num(b.get("uncalibrated", {}).get("log_loss")), num(b.get("ece")), "", ""]
+                for b in metrics.get("backbones", []))
     rule = (metrics.get("provenance") or {}).get("selection", {}).get("rule", "log_loss")
     table = tabulate(rows, headers=header, tablefmt="simple", disable_numparse=True)
     return (f"{table}\n({metrics.get('split', 'test')} split; log loss after temperature scaling; "

@@ -95,7 +95,7 @@ def row_log_losses(probs: np.ndarray, y_true: np.ndarray) -> np.ndarray:
     eps = np.finfo(np.float64).eps
     clipped = np.clip(probs, eps, 1.0 - eps)
     clipped = clipped / clipped.sum(axis=1, keepdims=True)
-    return -np.log(clipped[np.arange(len(y_true)), np.asarray(y_true, dtype=np.int64)])
+    return np.asarray(-np.log(clipped[np.arange(len(y_true)), np.asarray(y_true, dtype=np.int64)]), dtype=np.float64)
 
 
 def _nll(logits: np.ndarray, y_true: np.ndarray, temperature: float) -> float:
@@ -152,7 +152,7 @@ def calibrated_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np
 
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
+    return np.asarray(softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1), dtype=np.float64)
 
 
 def _folds(n: int, k: int) -> np.ndarray:
@@ -203,7 +203,7 @@ def calibrate(logits: np.ndarray, y_true: np.ndarray, *, folds: int = CV_FOLDS) 
         cv_losses = row_log_losses(out_of_fold, y_true)
     use = cv_losses is not None and fitted != 1.0 and cv_losses.mean() < raw_losses.mean()
     temperature = fitted if use else 1.0
-    chosen = cv_losses if use else raw_losses
+    chosen = cv_losses if use and cv_losses is not None else raw_losses
     before = classification_metrics(y_true, raw_probs)
     after = classification_metrics(y_true, calibrated_probabilities(logits, temperature)) if use else before
     nan = float("nan")

@@ -49,7 +49,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, [shape=(n, k)] -> [shape=(n, k)], float64 (``scipy.special.softmax``)."""
     from scipy.special import softmax as _softmax
 
-    return _softmax(np.asarray(logits, dtype=np.float64), axis=1)
+    return np.asarray(_softmax(np.asarray(logits, dtype=np.float64), axis=1), dtype=np.float64)
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -73,7 +73,7 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     return (float(interval.low), float(interval.high))
 
 
-def reliability_bins(y_true: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS) -> dict[str, list]:
+def reliability_bins(y_true: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS) -> dict[str, list[Any]]:
     """Top-label reliability of class probabilities, over ``n_bins`` equal-width bins of (0, 1].
 
     Each row falls into the bin of its confidence (its largest probability).
@@ -98,7 +98,7 @@ def reliability_bins(y_true: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BI
 
 
 def equal_count_reliability(y_true: np.ndarray, probs: np.ndarray, n_bins: int | None = None,
-                            min_count: int = 10) -> dict[str, list]:
+                            min_count: int = 10) -> dict[str, list[Any]]:
     """Top-label reliability over bins holding (nearly) the same number of rows.
 
     Rows are sorted by confidence (their largest probability) and cut into ``n_bins``
@@ -119,7 +119,7 @@ def equal_count_reliability(y_true: np.ndarray, probs: np.ndarray, n_bins: int |
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
-    out: dict[str, list] = {"confidence": [], "accuracy": [], "count": [], "low": [], "high": [], "edges": []}
+    out: dict[str, list[Any]] = {"confidence": [], "accuracy": [], "count": [], "low": [], "high": [], "edges": []}
     if len(y_true) == 0:
         return out
     if n_bins is None:
@@ -191,7 +191,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray,
     clipped = np.clip(probs, eps, 1.0 - eps)
     normalised = clipped / clipped.sum(axis=1, keepdims=True)
     n_correct = int(correct.sum())
-    present = [k for k in classes if counts[k]]
+    present = [int(k) for k in classes if counts[k]]
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "accuracy_ci": list(wilson_interval(n_correct, len(y_true))),

@@ -60,7 +60,7 @@ from avsc.config import (
 )
 from avsc.errors import ConfigError, DataError
 from avsc.scoring.calibration import SELECTION_RULES, calibrate, calibrated_probabilities, selection_key
-from avsc.records.predictions import FUSION_FILE, PREDICTIONS_FILE, write_predictions
+from avsc.records.predictions import FUSION_FILE, PREDICTIONS_FILE, Predictions
 from avsc.labels import LABEL_INDEX, LABELS
 from avsc.models.fusion import (
     build_fusion_model,
@@ -339,9 +339,9 @@ def train_fusion(
     logits = _logits(fusion_logits_model(final), data.inputs(spec.level))
     chosen = best["calibration"]
     temperature = chosen["temperature"]
-    write_predictions(out_dir / PREDICTIONS_FILE, clip_ids=list(data.clip_ids), splits=list(data.splits),
-                      labels=list(data.labels), probs=calibrated_probabilities(logits, temperature),
-                      logits=logits)
+    Predictions(clip_ids=np.asarray(data.clip_ids, dtype=str), splits=np.asarray(data.splits, dtype=str),
+                labels=np.asarray(data.labels, dtype=str), probs=calibrated_probabilities(logits, temperature),
+                logits=logits).write(out_dir)
     locations.write_json(str(out_dir / "history.json"), history)
     val_metrics = {k: v for k, v in chosen["metrics"].items() if k != "labels"}
     if chosen["at_bound"]:
