@@ -11,8 +11,9 @@ import pytest
 from media_cases import Variant, make_text_as_mp4, make_truncated, make_variant, make_video
 
 from avsc.cli import main
+from avsc.data.dataset_lists import find_metadata
 from avsc.data.demo import make_demo_dataset
-from avsc.data.ingest import find_metadata, ingest_dataset
+from avsc.data.ingest import ingest_dataset
 from avsc.data.manifest import MANIFEST_SCHEMA, read_manifest
 from avsc.errors import DataError
 
