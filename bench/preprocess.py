@@ -50,7 +50,7 @@ def make_clips(folder: Path, count: int, bitrate: str) -> list[Path]:
     """Write ``count`` real-data-shaped clips (kept if already there)."""
     import numpy as np
 
-    from avsc.data.demo import synth_audio
+    from avsc.data.demo_content import synth_audio
     from avsc.labels import LABELS
     from avsc.media.encode import write_wav
     from avsc.media.ffmpeg import ffmpeg_exe
