@@ -129,7 +129,8 @@ def test_ingest_cuts_clips_into_segments_split_by_parent(segmented):
 def test_preprocess_decodes_each_segment_at_its_offset(segmented, tmp_path):
     from avsc.features.preprocess import preprocess
     from avsc.features.spectrograms import compute_clip_features
-    from avsc.features.store import FeatureStore, decode_jpeg, encode_jpeg
+    from avsc.features.store import FeatureStore
+    from avsc.features.store_format import decode_jpeg, encode_jpeg
     from avsc.media.decode import demux_audio, read_wav, sample_frames
 
     root, _, cut = segmented
