@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from avsc.data.dataset_description import describe_dataset
 from avsc.data.dataset_lists import (
     DatasetFiles,
     ListRow,
@@ -40,7 +41,6 @@ from avsc.data.dataset_lists import (
     read_list_rows,
 )
 from avsc.data.manifest import MANIFEST_SCHEMA, SPLITS, write_manifest
-from avsc.data.provenance import describe_dataset
 from avsc.data.segments import segment_offsets, segment_records
 from avsc.errors import ConfigError, DataError, MediaError
 from avsc.labels import LABEL_INDEX
