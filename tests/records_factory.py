@@ -10,7 +10,6 @@ from avsc.config import FeatureConfig, TrainConfig, config_hash, to_dict
 from avsc.labels import LABELS
 from avsc.records import Calibration, FusionInfo, Lineage, ModelInfo
 
-
 # The data every test model folder and embedding file says it was made from.
 LINEAGE = Lineage("demo", "0123456789abcdef", "fedcba9876543210")
 

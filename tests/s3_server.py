@@ -189,7 +189,7 @@ class FlakyProxy:
                 upstream = http.client.HTTPConnection(target.host, target.port, timeout=30)
                 try:
                     upstream.request(self.command, self.path, body=body,
-                                     headers={k: v for k, v in self.headers.items()})
+                                     headers=dict(self.headers.items()))
                     response = upstream.getresponse()
                     data = response.read()
                     headers = {k: v for k, v in response.getheaders()

@@ -93,7 +93,8 @@ def docker_host(engine, scratch):
 def cpu_image(engine, scratch) -> str:
     from standin_weights import make_standin_weights
 
-    weights = os.environ.get("AVSC_TEST_WEIGHTS_DIR") or str(make_standin_weights(scratch / "weights")["inception"].parent)
+    weights = os.environ.get("AVSC_TEST_WEIGHTS_DIR") or str(
+        make_standin_weights(scratch / "weights")["inception"].parent)
     env = {**os.environ, "CONTAINER_ENGINE": engine, "REGISTRY": REGISTRY, "WEIGHTS_DIR": weights,
            "BASE_IMAGE": os.environ.get("AVSC_TEST_BASE_IMAGE", ""),
            "CA_BUNDLE": os.environ.get("SSL_CERT_FILE", "")}

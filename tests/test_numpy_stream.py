@@ -7,12 +7,12 @@ import pytest
 
 pytest.importorskip("keras")
 
-from features_factory import make_feature_store  # noqa: E402
+from features_factory import make_feature_store
 
-from avsc.errors import ConfigError  # noqa: E402
-from avsc.features.store import FeatureStore  # noqa: E402
-from avsc.training import numpy_stream  # noqa: E402
-from avsc.training.sampling import epoch_plan, mixup_draws  # noqa: E402
+from avsc.errors import ConfigError
+from avsc.features.store import FeatureStore
+from avsc.training import numpy_stream
+from avsc.training.sampling import epoch_plan, mixup_draws
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +32,13 @@ def _np_batches(stream):
 
 def _assert_same(tf_batches, np_batches):
     assert len(tf_batches) == len(np_batches)
-    for a, b in zip(tf_batches, np_batches):
-        for ta, tb in zip(a, b):
+    for a, b in zip(tf_batches, np_batches, strict=True):
+        for ta, tb in zip(a, b, strict=True):
             assert ta.dtype == tb.dtype and ta.shape == tb.shape
             np.testing.assert_array_equal(ta, tb)
 
 
-@pytest.mark.parametrize(("backbone", "kwargs"), [
+@pytest.mark.parametrize("backbone, kwargs", [
     ("aud-mel", {"batch_size": 16, "shuffle_buffer": 20}),  # groups of 3 parts, batches across them
     ("vis-inc", {"batch_size": 7, "frames_per_clip": 2, "shuffle_buffer": 40}),
 ])
@@ -108,7 +108,7 @@ def test_mixup_draws_are_beta_distributed_and_seeded():
 def test_stream_setting_is_checked():
     assert numpy_stream.stream_kind("numpy") == "numpy"
     assert numpy_stream.stream_kind("auto") in {"numpy", "tfdata"}
-    with pytest.raises(ConfigError, match="train.stream must be one of"):
+    with pytest.raises(ConfigError, match=r"train\.stream must be one of"):
         numpy_stream.stream_kind("grain")
 
 

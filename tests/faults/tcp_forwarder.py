@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import struct
@@ -150,11 +151,7 @@ class TcpForwarder:
 
 def _reset(sock: socket.socket) -> None:
     """Close ``sock`` with a TCP reset (SO_LINGER 0), as a crashed peer does."""
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
-    try:
+    with contextlib.suppress(OSError):
         sock.close()
-    except OSError:
-        pass

@@ -184,7 +184,8 @@ def test_resume_on_other_data_or_fewer_epochs_is_refused(stores, tmp_path, capsy
 
     # A corrupted part of its own store: one line from inside the embedding stream.
     part = FeatureStore.open(stores["a"]).parts("test")[0].location
-    data = bytearray(open(part, "rb").read())
+    with open(part, "rb") as handle:
+        data = bytearray(handle.read())
     data[len(data) // 3:len(data) // 3 + 1024] = bytes(1024)
     with open(part, "wb") as handle:
         handle.write(bytes(data))

@@ -64,7 +64,8 @@ def test_a_part_whose_values_do_not_match_their_digest_names_the_clip(store):
         clips.append(EncodedClip(row["clip_id"], row["label"], row["split"], values, row["source"],
                                  {"mel": row["mel_sha256"], "frames": row["frames_sha256"]}))
     write_part(part.location, clips, store_.specs)
-    with pytest.raises(DataError, match=rf"clip '{rows[1]['clip_id']}': its mel bytes do not match their recorded SHA-256"):
+    expected = rf"clip '{rows[1]['clip_id']}': its mel bytes do not match their recorded SHA-256"
+    with pytest.raises(DataError, match=expected):
         read_part_feature(part, spec)
     with pytest.raises(DataError, match="do not match"):
         store_.read_clip(rows[1]["clip_id"], "mel")

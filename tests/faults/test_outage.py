@@ -20,6 +20,7 @@ from avsc.errors import StoreError
 from avsc.storage import locations, sync
 from avsc.storage.s3 import S3Settings
 
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     from avsc.data.demo import make_demo_dataset
@@ -50,7 +51,7 @@ def test_a_stalled_store_is_reported_not_waited_for(s3_store, demo):
                                        retries=2, backoff_s=0.05)
         assert len(sync.list_objects(s3_store.uri("tau"), settings=settings)) > 0
         fwd.stall()
-        with pytest.raises(StoreError, match="cannot reach the object store.*ReadTimeoutError"):
+        with pytest.raises(StoreError, match=r"cannot reach the object store.*ReadTimeoutError"):
             sync.list_objects(s3_store.uri("tau"), settings=settings)
         with pytest.raises(StoreError, match="cannot reach the object store"):
             locations.read_bytes(s3_store.uri("tau/meta.csv"), settings=settings)

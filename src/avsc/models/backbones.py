@@ -128,7 +128,7 @@ def build_audio_backbone(
 
         model = build_audio_backbone((128, 715, 2))  # paper preset: ~12 M parameters
     """
-    n_bins, frames, channels = input_shape
+    frames = input_shape[1]
     if frames is not None and frames < 5:
         raise ConfigError(f"{name}: a spectrogram needs at least 5 frames for delta-delta, got {frames}")
     inputs = keras.Input(shape=input_shape, name="spectrogram")
@@ -285,8 +285,9 @@ def depthwise_for_grouped(model):
 
 
 def _audio(backbone: str, shapes: dict[str, tuple[int, ...]], cfg: TrainConfig) -> keras.Model:
+    n_bins, frames, channels = shapes[BACKBONE_FEATURE[backbone]]
     return build_audio_backbone(
-        tuple(shapes[BACKBONE_FEATURE[backbone]]), base_filters=cfg.audio_base_filters,
+        (n_bins, frames, channels), base_filters=cfg.audio_base_filters,
         stages=cfg.audio_stages, dense_units=cfg.dense_units, dropout=cfg.dropout, l2=cfg.l2,
         name=backbone.replace("-", "_"))
 

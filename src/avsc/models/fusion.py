@@ -107,7 +107,7 @@ class WeightedSumFusion(_FusionBase):
     def call(self, inputs):
         inputs = _as_list(inputs)
         total = inputs[0] * self.input_weights[0]
-        for x, w in zip(inputs[1:], self.input_weights[1:]):
+        for x, w in zip(inputs[1:], self.input_weights[1:], strict=True):
             total = total + x * w
         return total + self.bias
 
@@ -133,7 +133,7 @@ class _GroupedFusion(_FusionBase):
     def _group_sums(self, inputs) -> list:
         """``sum_{i in g} e_i . w_i`` for each group g, in :attr:`group_names` order."""
         sums: dict[str, Any] = {}
-        for x, w, g in zip(_as_list(inputs), self.input_weights, self.groups):
+        for x, w, g in zip(_as_list(inputs), self.input_weights, self.groups, strict=True):
             sums[g] = x * w if g not in sums else sums[g] + x * w
         return [sums[g] for g in self.group_names]
 
@@ -164,7 +164,7 @@ class ModalityWeightedFusion(_GroupedFusion):
     def call(self, inputs):
         sums = self._group_sums(inputs)
         total = sums[0] * self.group_weights[0]
-        for s, w in zip(sums[1:], self.group_weights[1:]):
+        for s, w in zip(sums[1:], self.group_weights[1:], strict=True):
             total = total + s * w
         return total + self.bias
 
@@ -271,7 +271,8 @@ def distance_score(inputs: Sequence[np.ndarray], standardize: Sequence[tuple[np.
     Returns:
         [shape=(n,)] float64.
     """
-    parts = [((np.asarray(x, np.float64) - m) ** 2 / v).mean(axis=1) for x, (m, v) in zip(inputs, standardize)]
+    parts = [((np.asarray(x, np.float64) - m) ** 2 / v).mean(axis=1)
+             for x, (m, v) in zip(inputs, standardize, strict=True)]
     return np.mean(parts, axis=0)
 
 
@@ -322,7 +323,7 @@ def build_fusion_model(method: str, backbones: Sequence[str], width: int, *,
             raise ValueError(f"standardize holds {len(standardize)} (mean, variance) pairs for "
                              f"{len(backbones)} backbones")
         x = [keras.layers.Normalization(mean=mean, variance=variance, name=f"standardize_{b}")(t)
-             for t, b, (mean, variance) in zip(inputs, backbones, standardize)]
+             for t, b, (mean, variance) in zip(inputs, backbones, standardize, strict=True)]
     x = fusion_layer(method, backbones, l2=l2)(x)
     x = keras.layers.Dense(n_classes, kernel_regularizer=l2_half(l2), name="fc10", dtype="float32")(x)
     outputs = keras.layers.Activation("softmax", name="probs", dtype="float32")(x)

@@ -19,7 +19,7 @@ def new_run_id(now: _dt.datetime | None = None) -> str:
     >>> new_run_id(_dt.datetime(2026, 1, 2, 3, 4, 5))[:16]
     '20260102-030405-'
     """
-    now = now or _dt.datetime.now(_dt.timezone.utc)
+    now = now or _dt.datetime.now(_dt.UTC)
     return f"{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
