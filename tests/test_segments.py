@@ -37,7 +37,7 @@ def test_segment_ids_and_parents():
     assert parent_clip("airport-lisbon-1000-40000_s012") == "airport-lisbon-1000-40000"
     assert parent_clip("airport-lisbon-1000-40000") == "airport-lisbon-1000-40000"  # a whole clip
     assert is_segment("park-paris-3-1_s1000") and not is_segment("park-paris-3-1")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="segment index must be >= 0, got -1"):
         segment_id("x", -1)
 
 
@@ -185,5 +185,6 @@ def test_check_segment_setting_compares_the_two_lengths():
 
     check_segment_setting(load_config(preset="quick"))  # whole clips: any clip length
     check_segment_setting(load_config(preset="quick", overrides=["data.segment_seconds=4"]))  # quick: 4-s clips
-    with pytest.raises(ConfigError, match=r"data.segment_seconds is 1, but features.audio.clip_seconds is 4.*--set features.audio.clip_seconds=1"):
+    with pytest.raises(ConfigError, match=r"data.segment_seconds is 1, but features.audio.clip_seconds is 4"
+                                          r".*--set features.audio.clip_seconds=1"):
         check_segment_setting(load_config(preset="quick", overrides=["data.segment_seconds=1"]))
