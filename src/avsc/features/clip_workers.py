@@ -166,6 +166,13 @@ def _single_threaded_env(extra: dict[str, str] | None = None) -> Iterator[None]:
 
 
 def run_tasks(tasks: list[tuple], workers: int) -> Iterator[tuple]:
+    """``(clip_id, EncodedClip, None)`` or ``(clip_id, None, reason)`` for each task, as they
+    finish: in this process when ``workers`` is 1 (or there is one task), else in a pool of
+    worker processes forked from the warm fork server.
+
+    Raises:
+        StoreError: the object store failed while a clip was read (the pool is stopped).
+    """
     if not tasks:
         return
     if workers == 1 or len(tasks) == 1:
