@@ -50,7 +50,7 @@ def make_clips(folder: Path, count: int, bitrate: str) -> list[Path]:
     """Write ``count`` real-data-shaped clips (kept if already there)."""
     import numpy as np
 
-    from avsc.data.demo import synth_audio
+    from avsc.data.demo_content import synth_audio
     from avsc.labels import LABELS
     from avsc.media.encode import write_wav
     from avsc.media.ffmpeg import ffmpeg_exe
@@ -242,9 +242,9 @@ def run_floor(paths: list[Path], workers: int, reference_only: bool) -> dict:
 def stage_breakdown(paths: list[Path], out_dir: Path) -> dict:
     """Seconds per stage for one clip in this process, after one warm-up clip."""
     from avsc.config import load_config
+    from avsc.features.part_writer import encode_clip
     from avsc.features.spectrograms import compute_clip_features, feature_shapes
-    from avsc.features.store import feature_specs
-    from avsc.features.store_writer import encode_clip
+    from avsc.features.store_format import feature_specs
     from avsc.media.decode import demux_audio, sample_frames
 
     config = load_config(preset="paper").features

@@ -105,7 +105,7 @@ def write_parts(root: Path, clips, *, spectrogram: str, compression: str, frames
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from avsc.features.store import encode_jpeg
+    from avsc.features.store_format import encode_jpeg
 
     root.mkdir(parents=True, exist_ok=True)
     clips = list(clips)
@@ -163,7 +163,7 @@ def read_parts(paths, feature, *, spectrogram: str, frames: str):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from avsc.features.store import decode_jpeg
+    from avsc.features.store_format import decode_jpeg
 
     paths = [p for p in paths if "-" not in p.stem.split("part-")[1] or p.stem.endswith(f"-{feature}")]
     touched, out = 0, []
@@ -236,7 +236,7 @@ def photo_psnr() -> dict:
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
-    from avsc.features.store import decode_jpeg, encode_jpeg
+    from avsc.features.store_format import decode_jpeg, encode_jpeg
 
     photos = [np.asarray(image) for image in load_sample_images().images]
     with cbook.get_sample_data("grace_hopper.jpg") as handle:

@@ -72,7 +72,7 @@ RUN pip install --no-cache-dir --no-deps "/wheels/avsc-${VERSION}-py3-none-any.w
 # valid on any node), and copied into each container's empty /tmp/numba-cache when avsc starts
 # (avsc.runtime.seed_numba_cache): a preprocessing pod starts in seconds, not after ~16 s of
 # compilation. Rebuilt with the code, as the kernels belong to this librosa.
-RUN NUMBA_CACHE_DIR="$AVSC_NUMBA_CACHE_SEED" python -c "from avsc.features.preprocess import warm_up; print(f'numba kernels compiled in {warm_up():.1f} s')" \
+RUN NUMBA_CACHE_DIR="$AVSC_NUMBA_CACHE_SEED" python -c "from avsc.features.clip_workers import warm_up; print(f'numba kernels compiled in {warm_up():.1f} s')" \
     && chmod -R a+rX "$AVSC_NUMBA_CACHE_SEED" \
     && rm -rf /tmp/* /tmp/.[!.]* /root/.cache /root/.config
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from avsc.config import AudioConfig, FeatureConfig, FrameConfig
-from avsc.features.store_writer import StoreWriter, write_summary
+from avsc.features.store_writer import StoreWriter
 from avsc.labels import LABELS
+from avsc.records import StoreSummary
 
 DEFAULT_PER_CLASS = {"train": 6, "val": 2, "test": 2}
 
@@ -79,5 +80,6 @@ def make_feature_store(
                 writer.add(clip_id, label, split, arrays)
                 written += 1
     writer.close()
-    write_summary(root, {"processed": written, "rejected": [], "shapes": shapes})
+    StoreSummary(processed=written, rejected=(),
+                 shapes={name: tuple(shape) for name, shape in shapes.items()}).write(root)
     return Path(root)

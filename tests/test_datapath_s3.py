@@ -46,7 +46,8 @@ def test_ingest_and_preprocess_read_the_store_in_place(s3_env, demo, monkeypatch
     from avsc.data.ingest import ingest_dataset
     from avsc.data.manifest import read_manifest
     from avsc.features import preprocess as pp
-    from avsc.features.store import FeatureStore, read_summary
+    from avsc.features.store import FeatureStore
+    from avsc.records import StoreSummary
 
     sync.push_dir(demo, s3_env.uri("tau"), progress=False)
     _no_pulls(monkeypatch)
@@ -77,7 +78,7 @@ def test_ingest_and_preprocess_read_the_store_in_place(s3_env, demo, monkeypatch
     keys = s3_env.keys("runs/r1/features/")
     assert "runs/r1/features/store.json" in keys and "runs/r1/features/summary.json" in keys
     assert any(k.startswith("runs/r1/features/parts/train/shard-00001-of-00002-") for k in keys)
-    assert read_summary(store)["processed"] == len(shard)
+    assert StoreSummary.read(store).processed == len(shard)
     opened_store = FeatureStore.open(store)
     assert sorted(opened_store.index["clip_id"]) == sorted(shard["clip_id"])
     assert opened_store.read_clip(shard["clip_id"].iloc[0], "mel").shape == (128, 72, 2)

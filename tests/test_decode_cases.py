@@ -92,14 +92,14 @@ def test_default_track_else_first(tmp_path):
 def _specs(config: FeatureConfig) -> dict:
     """How the store would keep each feature of ``config`` (what a preprocessing task encodes)."""
     from avsc.features.spectrograms import feature_shapes
-    from avsc.features.store import feature_specs
+    from avsc.features.store_format import feature_specs
 
     return feature_specs(config, feature_shapes(config))
 
 
 def test_digital_silence_is_detected_and_rejected_by_preprocessing(files, tmp_path):
     """Case 3: an anullsrc track is silence; preprocessing rejects the clip and says why."""
-    from avsc.features.preprocess import _task
+    from avsc.features.clip_workers import _task
 
     audio = demux_audio(files["silent"], AudioConfig(sample_rate=RATE, clip_seconds=2.0))
     assert is_silent(audio)
@@ -115,7 +115,7 @@ def test_digital_silence_is_detected_and_rejected_by_preprocessing(files, tmp_pa
 
 def test_non_finite_samples_are_a_truthful_error(tmp_path):
     """Case 4: NaN/Inf in float PCM are named as such, in decoding and in preprocessing."""
-    from avsc.features.preprocess import _task
+    from avsc.features.clip_workers import _task
 
     path = make_nan_video(tmp_path / "nan.mkv")
     with pytest.raises(MediaError, match=r"nan\.mkv: .*non-finite samples \(NaN or Inf"):

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avsc.data.demo import make_demo_dataset, synth_audio, synth_frames
+from avsc.data.demo import make_demo_dataset
+from avsc.data.demo_content import synth_audio, synth_frames
 from avsc.errors import ConfigError
 from avsc.labels import CITIES, LABELS
 from avsc.media.probe import probe_media

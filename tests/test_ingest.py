@@ -11,8 +11,9 @@ import pytest
 from media_cases import Variant, make_text_as_mp4, make_truncated, make_variant, make_video
 
 from avsc.cli import main
+from avsc.data.dataset_lists import find_metadata
 from avsc.data.demo import make_demo_dataset
-from avsc.data.ingest import find_metadata, ingest_dataset
+from avsc.data.ingest import ingest_dataset
 from avsc.data.manifest import MANIFEST_SCHEMA, read_manifest
 from avsc.errors import DataError
 
@@ -146,7 +147,7 @@ def test_metadata_one_folder_deeper(dataset, tmp_path):
 
 def test_location_in_train_and_test_is_a_clear_error(dataset, tmp_path):
     first_train = next(dataset.rglob("fold1_train.csv")).read_text().splitlines()[1]
-    audio, video, label = first_train.split("\t")
+    _, video, label = first_train.split("\t")
     scene, city, location, _ = Path(video).stem.split("-")
     leak = f"{scene}-{city}-{location}-49999"
     shutil.copy(dataset / video, dataset / "video" / f"{leak}.mp4")
@@ -158,7 +159,7 @@ def test_location_in_train_and_test_is_a_clear_error(dataset, tmp_path):
 
 def test_missing_metadata_and_nothing_usable(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="fold1_train.csv"):
+    with pytest.raises(DataError, match=r"fold1_train\.csv"):
         ingest_dataset(tmp_path / "empty", tmp_path / "m.parquet", progress=False)
     setup = tmp_path / "novideo" / "evaluation_setup"
     setup.mkdir(parents=True)
@@ -207,7 +208,7 @@ def test_sound_comes_from_the_wavs_when_the_videos_have_none(mute_videos, tmp_pa
     assert set(frame["audio_channels"]) == {2} and set(frame["audio_rate"]) == {48000}  # the WAVs'
     assert all(Path(p).is_file() and p.endswith(".wav") for p in frame["audio_path"])
     # The video's own track only: every clip is rejected, and the run says why.
-    with pytest.raises(DataError, match="video has no audio track \\(data.audio_source = video\\)"):
+    with pytest.raises(DataError, match=r"video has no audio track \(data\.audio_source = video\)"):
         ingest_dataset(mute_videos, tmp_path / "video.parquet", audio_source="video", progress=False)
 
 
@@ -218,7 +219,7 @@ def test_wav_mode_rejects_a_clip_without_its_wav_and_auto_falls_back_to_the_trac
     assert [Path(r["file"]).stem for r in strict.rejected] == [wav.stem]
     assert "not found (data.audio_source = wav)" in strict.rejected[0]["reason"]
     auto = read_manifest(ingest_dataset(dataset, tmp_path / "auto.parquet", progress=False).manifest_path)
-    sources = dict(zip(auto["clip_id"], auto["audio_source"]))
+    sources = dict(zip(auto["clip_id"], auto["audio_source"], strict=True))
     assert sources.pop(wav.stem) == "video" and set(sources.values()) == {"wav"}
     video = read_manifest(ingest_dataset(dataset, tmp_path / "video.parquet", audio_source="video",
                                          progress=False).manifest_path)

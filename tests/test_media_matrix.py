@@ -101,7 +101,7 @@ def check_variant(v: Variant, path) -> None:
     instants = offset + np.arange(len(frames)) / FRAMES.fps
     expected = np.array([v.source_frame(t) for t in instants]) % RAMP_PERIOD
     np.testing.assert_array_equal(ramp_index(frames), expected)
-    for got, want in zip(bar_fractions(frames[0]), BARS):
+    for got, want in zip(bar_fractions(frames[0]), BARS, strict=True):
         assert got == pytest.approx(want, abs=0.07), f"bars {bar_fractions(frames[0])}"
 
     # Reference frames only: never late, at most the skipped B-frames early.

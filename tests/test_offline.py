@@ -196,7 +196,7 @@ def test_prebuilt_numba_kernels_are_used_by_a_fresh_preprocess(dataset, tmp_path
     env = {k: v for k, v in os.environ.items() if k not in {"NUMBA_CACHE_DIR", "AVSC_NUMBA_CACHE_SEED"}}
     env.update(NUMBA_CPU_NAME="generic")
     seed, cache = tmp_path / "seed", tmp_path / "cache"
-    built = subprocess.run([sys.executable, "-c", "from avsc.features.preprocess import warm_up; warm_up()"],
+    built = subprocess.run([sys.executable, "-c", "from avsc.features.clip_workers import warm_up; warm_up()"],
                            env={**env, "NUMBA_CACHE_DIR": str(seed),
                                 "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])},
                            capture_output=True, text=True, timeout=600, check=False)

@@ -15,7 +15,8 @@ from avsc.data.manifest import read_manifest, write_manifest
 from avsc.errors import ConfigError, DataError
 from avsc.features.preprocess import parse_shard, preprocess, shard_rows
 from avsc.features.spectrograms import feature_shapes
-from avsc.features.store import FeatureStore, read_summary
+from avsc.features.store import FeatureStore
+from avsc.records import StoreSummary
 
 CONFIG = FeatureConfig(audio=AudioConfig(clip_seconds=1.0), frames=FrameConfig(fps=2.0, size=32))
 GOOD = ("airport-lisbon-1-1", "bus-lisbon-2-1", "park-paris-3-1", "tram-paris-4-1")
@@ -65,11 +66,11 @@ def test_bad_clips_are_rejected_and_the_rest_completes(dataset, tmp_path):
     assert "truncated" in reasons["park-lyon-6-1"]
 
     assert indexed_ids(out) == set(GOOD)
-    summary = read_summary(out)
-    assert {"processed", "rejected", "shapes"} <= set(summary)
-    assert summary["processed"] == len(GOOD)
-    assert {item["clip_id"] for item in summary["rejected"]} == set(BAD)
-    assert summary["shapes"] == feature_shapes(CONFIG)
+    summary = StoreSummary.read(out)
+    assert json.loads((out / "summary.json").read_text())["format"] == StoreSummary.FORMAT
+    assert summary.processed == len(GOOD)
+    assert {item.clip_id for item in summary.rejected} == set(BAD)
+    assert summary.shapes == {name: tuple(shape) for name, shape in feature_shapes(CONFIG).items()}
 
     store = FeatureStore.open(out)
     arrays = {name: store.read_clip(GOOD[0], name) for name in store.specs}
@@ -93,7 +94,7 @@ def test_rerun_resumes(dataset, tmp_path):
     assert len(again.rejected) == len(BAD)  # bad clips are retried, and fail again
     kept = [p for p in parts if p.exists()]
     assert len(kept) == 1 and kept[0].stat().st_mtime_ns == parts[kept[0]]  # not rewritten
-    assert read_summary(out)["processed"] == len(GOOD)
+    assert StoreSummary.read(out).processed == len(GOOD)
     assert sorted(FeatureStore.open(out).index["clip_id"]) == sorted(GOOD)
     done = preprocess(dataset["manifest"], out, config=CONFIG, progress=False)
     assert done.processed == 0 and done.skipped_existing == len(GOOD)
@@ -125,10 +126,10 @@ def test_shards_are_disjoint_and_complete(dataset, tmp_path):
     assert processed == len(GOOD)
     assert indexed_ids(out) == set(GOOD)
     assert len(list((out / "index").glob("shard-*-of-00003.parquet"))) == 3
-    summary = read_summary(out)
-    assert summary["processed"] == len(GOOD)
-    assert {item["clip_id"] for item in summary["rejected"]} == set(BAD)
-    assert sorted(summary["shards"]) == [[0, 3], [1, 3], [2, 3]]
+    summary = StoreSummary.read(out)
+    assert summary.processed == len(GOOD)
+    assert {item.clip_id for item in summary.rejected} == set(BAD)
+    assert sorted(summary.shards) == [(0, 3), (1, 3), (2, 3)]
 
 
 def test_shard_and_worker_arguments_are_checked(dataset, tmp_path):

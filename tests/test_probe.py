@@ -10,7 +10,7 @@ from avsc.media.probe import channels_of_layout, parse_ffmpeg_report, probe_medi
 
 
 @pytest.mark.parametrize(
-    ("channels", "has_audio"),
+    "channels, has_audio",
     [(2, True), (1, True), (6, True), (0, False)],
     ids=["stereo", "mono", "5.1", "no-audio"],
 )
@@ -41,7 +41,7 @@ def test_probe_odd_resolution_short_clip_and_other_rate(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("maker", "problem"),
+    "maker, problem",
     [(make_truncated, "truncated"), (make_text_as_mp4, "moov atom not found")],
     ids=["truncated", "text-as-mp4"],
 )
@@ -69,7 +69,7 @@ def test_decode_check_catches_corrupt_frames_inside_intact_container(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("layout", "channels"),
+    "layout, channels",
     [("mono", 1), ("stereo", 2), ("5.1", 6), ("5.1(side)", 6), ("quad", 4), ("7.1", 8),
      ("2.1", 3), ("6 channels", 6), ("3 channels (FL+FR+LFE)", 3), ("nonsense", None)],
 )
@@ -80,7 +80,8 @@ def test_channels_of_layout(layout, channels):
 def test_parse_report_first_video_and_audio_stream_and_fractional_fps():
     report = """Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'x.mp4':
   Duration: 00:00:10.01, start: 0.000000, bitrate: 20000 kb/s
-  Stream #0:0[0x1](eng): Video: h264 (High) (avc1 / 0x31637661), yuvj420p(pc, bt709, progressive), 1920x1080 [SAR 1:1 DAR 16:9], 19000 kb/s, 29.97 fps, 29.97 tbr, 90k tbn (default)
+  Stream #0:0[0x1](eng): Video: h264 (High) (avc1 / 0x31637661), yuvj420p(pc, bt709, progressive), \
+1920x1080 [SAR 1:1 DAR 16:9], 19000 kb/s, 29.97 fps, 29.97 tbr, 90k tbn (default)
   Stream #0:1[0x2](eng): Audio: aac (LC) (mp4a / 0x6134706D), 48000 Hz, 7.1, fltp, 256 kb/s (default)
   Stream #0:2[0x3](eng): Data: none (tmcd / 0x64636D74), 0 kb/s
   Stream #0:3[0x4](eng): Audio: aac (LC) (mp4a / 0x6134706D), 44100 Hz, mono, fltp, 64 kb/s

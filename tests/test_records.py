@@ -213,3 +213,49 @@ def test_an_evaluation_result_of_another_format_version_or_shape_is_refused_nami
     with pytest.raises(RecordError, match=message) as caught:
         EvaluationResult.read(tmp_path)
     assert str(path) in str(caught.value)
+
+
+# --------------------------------------------------------------------------- StoreSummary (summary.json)
+
+def _store_summary():
+    from avsc.records import RejectedClip, StoreSummary
+
+    return StoreSummary(processed=7, rejected=(RejectedClip("bus-lyon-1-1", "bus-lyon-1-1.mp4: no audio stream"),),
+                        shapes={"mel": (128, 715, 2), "frames": (20, 224, 224, 3)}, shards=((0, 2), (1, 2)),
+                        lineage=Lineage("demo", "m1", store_hash="s1"))
+
+
+def test_a_store_summary_reads_back_equal_from_a_folder_and_the_object_store(s3_env, tmp_path):
+    from avsc.records import RejectedClip, StoreSummary
+
+    summary = _store_summary()
+    assert summary.write(tmp_path) == str(tmp_path / "summary.json")
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert data["format"] == "avsc-store-summary" and data["version"] == StoreSummary.VERSION
+    assert data["rejected"] == [{"clip_id": "bus-lyon-1-1", "reason": "bus-lyon-1-1.mp4: no audio stream"}]
+    back = StoreSummary.read(tmp_path)
+    assert back == summary and isinstance(back.rejected[0], RejectedClip) and isinstance(back.lineage, Lineage)
+    assert back.shapes["frames"] == (20, 224, 224, 3) and back.shards == ((0, 2), (1, 2))
+    folder = s3_env.uri("features/abc")
+    summary.write(folder)
+    assert StoreSummary.read(folder) == summary
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("format"), "not a avsc-store-summary record .no format field"),
+    (lambda d: d.update(version=0), "older than this avsc reads"),
+    (lambda d: d.update(version=99), "newer than this avsc reads"),
+    (lambda d: d["rejected"][0].pop("reason"), r"rejected: missing field.s. reason"),
+    (lambda d: d.update(skipped=3), r"unknown field.s. skipped"),
+])
+def test_a_store_summary_of_another_format_or_version_is_refused_naming_the_file(tmp_path, change, message):
+    from avsc.records import StoreSummary
+
+    data = _store_summary().to_dict()
+    change(data)
+    (tmp_path / "summary.json").write_text(json.dumps(data))
+    with pytest.raises(RecordError, match=message) as caught:
+        StoreSummary.read(tmp_path)
+    assert caught.value.path == str(tmp_path / "summary.json")
+    with pytest.raises(RecordError, match=r"summary\.json: not found \(write it with `avsc preprocess`\)"):
+        StoreSummary.read(tmp_path / "elsewhere")

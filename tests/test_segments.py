@@ -37,7 +37,7 @@ def test_segment_ids_and_parents():
     assert parent_clip("airport-lisbon-1000-40000_s012") == "airport-lisbon-1000-40000"
     assert parent_clip("airport-lisbon-1000-40000") == "airport-lisbon-1000-40000"  # a whole clip
     assert is_segment("park-paris-3-1_s1000") and not is_segment("park-paris-3-1")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="segment index must be >= 0, got -1"):
         segment_id("x", -1)
 
 
@@ -129,7 +129,8 @@ def test_ingest_cuts_clips_into_segments_split_by_parent(segmented):
 def test_preprocess_decodes_each_segment_at_its_offset(segmented, tmp_path):
     from avsc.features.preprocess import preprocess
     from avsc.features.spectrograms import compute_clip_features
-    from avsc.features.store import FeatureStore, decode_jpeg, encode_jpeg
+    from avsc.features.store import FeatureStore
+    from avsc.features.store_format import decode_jpeg, encode_jpeg
     from avsc.media.decode import demux_audio, read_wav, sample_frames
 
     root, _, cut = segmented
@@ -184,5 +185,6 @@ def test_check_segment_setting_compares_the_two_lengths():
 
     check_segment_setting(load_config(preset="quick"))  # whole clips: any clip length
     check_segment_setting(load_config(preset="quick", overrides=["data.segment_seconds=4"]))  # quick: 4-s clips
-    with pytest.raises(ConfigError, match=r"data.segment_seconds is 1, but features.audio.clip_seconds is 4.*--set features.audio.clip_seconds=1"):
+    with pytest.raises(ConfigError, match=r"data.segment_seconds is 1, but features.audio.clip_seconds is 4"
+                                          r".*--set features.audio.clip_seconds=1"):
         check_segment_setting(load_config(preset="quick", overrides=["data.segment_seconds=1"]))

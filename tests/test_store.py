@@ -11,13 +11,8 @@ import pytest
 
 from avsc.config import FeatureConfig, FrameConfig, load_config
 from avsc.errors import ConfigError, DataError
-from avsc.features.store import (
-    FeatureStore,
-    decode_jpeg,
-    encode_jpeg,
-    read_part_feature,
-    required_feature,
-)
+from avsc.features.store import FeatureStore, read_part_feature, required_feature
+from avsc.features.store_format import decode_jpeg, encode_jpeg
 from avsc.features.store_writer import (
     StoreWriter,
     arrays_lineage,
@@ -226,10 +221,14 @@ def test_a_store_of_the_previous_format_gets_a_message_and_converts(tmp_path, rn
 def test_atomic_path_leaves_nothing_on_failure_and_keeps_the_old_file(tmp_path):
     target = tmp_path / "out.txt"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
+
+    def killed_while_writing() -> None:
         with atomic_path(target) as tmp:
             tmp.write_text("half")
             raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        killed_while_writing()
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
     with atomic_path(target) as tmp:

@@ -27,7 +27,7 @@ set the same variables (``docker/*.Dockerfile``).
 A cache under ``/tmp`` is empty in every new container, and numba then compiles librosa's
 kernels again: about 16 s of CPU before a preprocessing pod decodes its first clip. The images
 therefore ship the compiled kernels, made at build time by
-:func:`avsc.features.preprocess.warm_up` for a generic x86-64 CPU (``NUMBA_CPU_NAME=generic``,
+:func:`avsc.features.clip_workers.warm_up` for a generic x86-64 CPU (``NUMBA_CPU_NAME=generic``,
 so they are valid on any node), in a read-only folder named by ``AVSC_NUMBA_CACHE_SEED``;
 :func:`use_writable_caches` copies them into an empty ``NUMBA_CACHE_DIR`` (3 MB, milliseconds).
 """

@@ -77,21 +77,21 @@ PREPROCESS = ["--preset", "quick", "--quiet", "--set", "features.audio.clip_seco
 def test_a_store_outage_during_preprocess_fails_the_step_and_rejects_no_clip(s3_env, forwarder, demo, tmp_path,
                                                                              monkeypatch, capsys):
     from avsc.data.ingest import ingest_dataset
-    from avsc.features import preprocess as pp
+    from avsc.features import clip_workers
 
     sync.push_dir(demo, s3_env.uri("tau"), progress=False)
     manifest = tmp_path / "manifest.parquet"
     ingest = ingest_dataset(s3_env.uri("tau"), manifest, val_fraction=0.3, progress=False)
     assert ingest.n_clips == 6 and not ingest.rejected
 
-    real, calls = pp.process_clip, []
+    real, calls = clip_workers.process_clip, []
 
     def outage_from_the_third_clip(*args, **kwargs):
         calls.append(args[0])
         if len(calls) == 3:
             forwarder.stop()
         return real(*args, **kwargs)
-    monkeypatch.setattr(pp, "process_clip", outage_from_the_third_clip)
+    monkeypatch.setattr(clip_workers, "process_clip", outage_from_the_third_clip)
     features = tmp_path / "features"
     command = ["preprocess", str(manifest), "-o", str(features), *PREPROCESS]
     assert main(command) == 1

@@ -75,9 +75,10 @@ _LATER_COLUMNS: frozenset[str] = frozenset({"audio_track", "audio_tracks", "audi
 
 
 def write_manifest(rows: list[dict], path: str | Path, *, dataset_root: str | Path,
-                   extra_metadata: dict | None = None) -> Path:
+                   extra_metadata: dict | None = None) -> Path | str:
     """Write manifest rows (dicts with the schema's keys) atomically to ``path`` (a path or
-    ``s3://`` URI); ``dataset_root`` (a folder or ``s3://`` prefix) is recorded in its metadata."""
+    ``s3://`` URI); ``dataset_root`` (a folder or ``s3://`` prefix) is recorded in its metadata.
+    Returns where it went: a Path, or the ``s3://`` URI."""
     from avsc.storage import locations
 
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
@@ -189,7 +190,7 @@ def check_manifest_rows(frame, path):
         raise DataError(path, f"{len(bad)} row(s) with an unknown split: {shown}",
                         f"splits are {', '.join(SPLITS)}; fix the manifest or re-run `avsc ingest`")
     for column in ("video", "audio"):
-        outside = [i for i, value in zip(frame.index, frame[column]) if _outside_root(value)]
+        outside = [i for i, value in zip(frame.index, frame[column], strict=True) if _outside_root(value)]
         if outside:
             i = outside[0]
             raise DataError(path, f"row {i} ({frame.at[i, 'clip_id']}): {column} path "
@@ -206,8 +207,8 @@ def check_manifest_rows(frame, path):
         for other in group.index[1:]:
             differ = [c for c in columns if _plain(frame.at[first, c]) != _plain(frame.at[other, c])]
             if differ:
-                raise DataError(path, f"clip {clip_id!r} is on two different rows, {first} and {other} "
-                                      f"({', '.join(f'{c} {frame.at[first, c]!r} / {frame.at[other, c]!r}' for c in differ[:3])})",
+                pairs = ", ".join(f"{c} {frame.at[first, c]!r} / {frame.at[other, c]!r}" for c in differ[:3])
+                raise DataError(path, f"clip {clip_id!r} is on two different rows, {first} and {other} ({pairs})",
                                 "keep one row per clip: fix the manifest or re-run `avsc ingest`")
             drop.append(other)
     log.warning("%s: %d repeated row(s) dropped (rows %s)", path, len(drop), ", ".join(map(str, drop[:10])))

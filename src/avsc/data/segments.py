@@ -146,7 +146,7 @@ def average_segments(clip_ids: Sequence[str], labels: Sequence[str], probs: np.n
         DataError: two segments of one clip carry different labels.
     """
     parents = np.asarray([parent_clip(c) for c in clip_ids])
-    labels = np.asarray(labels)
+    label_array = np.asarray(labels)
     probs = np.asarray(probs, dtype=np.float64)
     unique, inverse = np.unique(parents, return_inverse=True)
     sums = np.zeros((len(unique), probs.shape[1]))
@@ -154,11 +154,11 @@ def average_segments(clip_ids: Sequence[str], labels: Sequence[str], probs: np.n
     counts = np.bincount(inverse, minlength=len(unique))
     first = np.zeros(len(unique), dtype=np.int64)
     first[inverse[::-1]] = np.arange(len(inverse))[::-1]  # first row of each parent
-    parent_labels = labels[first]
-    clash = np.flatnonzero(labels != parent_labels[inverse])
+    parent_labels = label_array[first]
+    clash = np.flatnonzero(label_array != parent_labels[inverse])
     if len(clash):
         row = clash[0]
-        raise DataError(str(clip_ids[row]), f"label {labels[row]!r} differs from {parent_labels[inverse[row]]!r} "
+        raise DataError(str(clip_ids[row]), f"label {label_array[row]!r} differs from {parent_labels[inverse[row]]!r} "
                         f"of another segment of {unique[inverse[row]]}")
     return unique, parent_labels, sums / counts[:, None]
 

@@ -15,27 +15,28 @@ worker processes, one clip per task:
    digital silence is rejected (:func:`avsc.media.decode.is_silent`);
 3. :func:`avsc.media.decode.sample_frames` -- 2 frames a second, ``size x size`` RGB;
 4. :func:`avsc.features.spectrograms.compute_clip_features` -- MEL, GAM, CQT;
-5. :func:`avsc.features.store_writer.encode_clip` -- float16 bytes and JPEG frames.
+5. :func:`avsc.features.part_writer.encode_clip` -- float16 bytes and JPEG frames.
 
 A video may be a local file or an ``s3://`` object: ffmpeg then decodes it straight from
 the store through a presigned URL, so a shard reads only its own videos (never the WAVs)
 and needs no scratch disk. The parent collects the encoded clips and writes a part file
-(:class:`avsc.features.store_writer.PartWriter`) every 32 clips of a split, and whatever it
+(:class:`avsc.features.part_writer.PartWriter`) every 32 clips of a split, and whatever it
 holds every ``flush_seconds`` (60) and on SIGTERM, atomically: a killed run loses at most the
 last interval, an evicted one nothing finished.
 
 A clip whose video is missing, corrupt, truncated, without sound, digitally silent or
 holding non-finite samples is recorded as rejected (the reason names the file and the
-problem), and so is any clip on which something unexpected fails; the rest completes. Then the shard's index
-(``index/shard-I-of-N.parquet``: every clip of the shard that has features, processed now
-or before, with the label and split of THIS manifest, and the manifest's lineage), its summary (``summary-shard-I-of-N.json``) and the store's merged
-``summary.json`` are written, each atomically. Shards may run at the same time on
-different machines sharing the store: each writes only its own parts, index and summary,
-and ``summary.json`` is re-merged from every shard summary by whichever finishes.
+problem), and so is any clip on which something unexpected fails; the rest completes. Then
+the shard's index (``index/shard-I-of-N.parquet``: every clip of the shard that has
+features, processed now or before, with the label and split of THIS manifest, and the
+manifest's lineage), its summary (``summary-shard-I-of-N.json``) and the store's merged
+``summary.json`` (:class:`avsc.records.StoreSummary`) are written, each atomically. Shards
+may run at the same time on different machines sharing the store: each writes only its own
+parts, index and summary, and ``summary.json`` is re-merged from every shard summary by
+whichever finishes.
 
-Start-up does not grow with the number of workers: the workers are forked from one fork
-server that has imported the libraries and run one clip's worth of every computation
-(:mod:`avsc.features.worker_warmup`), so each starts warm in milliseconds.
+Start-up does not grow with the number of workers: the workers are forked from one warm
+fork server (:mod:`avsc.features.clip_workers`), so each starts in milliseconds.
 
 Example::
 
@@ -49,26 +50,24 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import multiprocessing
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from avsc.config import FeatureConfig, config_hash, to_dict
-from avsc.errors import AvscError, ConfigError, DataError, MediaError, Preempted, StoreError
-from avsc.features.store_writer import PART_CLIPS, merge_summaries, shard_name
+from avsc.config import FeatureConfig, config_hash
+from avsc.errors import ConfigError, DataError, Preempted
+from avsc.features.clip_workers import run_tasks, start_worker_server
+from avsc.features.part_writer import PART_CLIPS, PartWriter
+from avsc.features.store_format import shard_name
+from avsc.features.store_writer import merge_summaries, write_index
 from avsc.storage import locations
 
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 60.0  # finished clips are written at least this often
-
-# Native thread pools a worker must not multiply by the number of workers.
-_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -145,137 +144,6 @@ def shard_rows(manifest, shard: tuple[int, int]):
     return ordered.iloc[index::count].reset_index(drop=True)
 
 
-# --------------------------------------------------------------------------- one clip
-
-
-def process_clip(video: str | Path, config: FeatureConfig, *, decoder_threads: int = 0,
-                 offset_s: float = 0.0, wav: str | Path | None = None) -> dict:
-    """Demux, sample frames and compute the features of one clip.
-
-    Args:
-        video: the clip's video: a local path or an ``s3://`` URI.
-        wav: the clip's own audio file (the manifest's ``audio`` when its ``audio_source``
-            is ``wav``), read instead of the video's audio track; None reads the track.
-
-    Returns:
-        feature name -> array (see :func:`avsc.features.spectrograms.compute_clip_features`).
-
-    ``offset_s``: where the clip starts in the video (a segment's offset); it lasts
-    ``config.audio.clip_seconds``.
-
-    Raises:
-        MediaError: the video cannot be used, or its sound is digital silence (the
-            message names the file).
-    """
-    from avsc.features.spectrograms import compute_clip_features
-    from avsc.media.decode import demux_audio, is_silent, read_wav, sample_frames
-    from avsc.media.probe import probe_media
-
-    info = probe_media(video)
-    if wav is not None:
-        audio = read_wav(wav, config.audio, offset_s=offset_s)
-    else:
-        audio = demux_audio(video, config.audio, offset_s=offset_s, info=info)
-    if is_silent(audio):
-        # Training on it would teach the audio backbones that silence is a scene.
-        span = f"{config.audio.clip_seconds:g} s from {offset_s:g} s" if offset_s else \
-            f"clip's {config.audio.clip_seconds:g} s"
-        raise MediaError(wav if wav is not None else video,
-                         f"the sound ({'the WAV' if wav is not None else f'audio track {info.audio_track}'}) "
-                         f"is digital silence over the {span} (peak below -90 dBFS)",
-                         "a clip without sound cannot train the audio models; it is left out")
-    frames = sample_frames(video, config.frames, seconds=config.audio.clip_seconds, offset_s=offset_s,
-                           info=info, threads=decoder_threads)
-    return compute_clip_features(audio, frames, config)
-
-
-def _task(args: tuple):
-    """Pool task: ``(clip_id, EncodedClip, None)``, or ``(clip_id, None, reason)`` when rejected.
-
-    ``args``: clip_id, label, split, video, config, specs, decoder threads, offset and,
-    optionally, the WAV to read the sound from and the clip's fingerprint
-    (:func:`clip_fingerprints`)."""
-    from avsc.features.store_writer import encode_clip
-
-    clip_id, label, split, video, config, specs, decoder_threads, offset_s, *rest = args
-    wav = rest[0] if rest else None
-    source = rest[1] if len(rest) > 1 else None  # None: a hash of the encoded values
-    try:
-        arrays = _process_clip_checked(video, config, decoder_threads=decoder_threads, offset_s=offset_s,
-                                       wav=wav)
-        return clip_id, encode_clip(clip_id, label, split, arrays, specs, source=source), None
-    except StoreError:
-        raise  # the store, not the clip: the run stops (finished clips kept) and a re-run resumes
-    except AvscError as exc:
-        return clip_id, None, str(exc)
-    except MemoryError:
-        return clip_id, None, f"{video}: out of memory while processing it"
-    except Exception as exc:  # noqa: BLE001 -- a bad clip must not stop thousands of others
-        log.exception("unexpected error on %s", video)
-        return clip_id, None, (f"{video}: an unexpected error stopped its processing ({type(exc).__name__}: "
-                               f"{exc}); the clip is left out (the log has the traceback)")
-
-
-def _process_clip_checked(video: str | Path, config: FeatureConfig, *, decoder_threads: int,
-                          offset_s: float, wav: str | Path | None = None, attempts: int = 2) -> dict:
-    """:func:`process_clip`, telling a fault of the object store from a bad clip.
-
-    ffmpeg reports a store that is down, stalls or answers 5xx as a failure to read the
-    file. Before such a failure of an ``s3://`` video (or WAV) counts against the clip, the
-    store is asked for the files (with the client's bounded retries): if it cannot answer, the
-    :class:`~avsc.errors.StoreError` is raised, never a rejection; if it answers, the clip
-    is tried once more, since the fault may have passed in between.
-
-    Raises:
-        StoreError: the store could not be reached (or refused) while the clip was read.
-        MediaError: the clip itself is unusable (also: the object does not exist).
-    """
-    for attempt in range(1, attempts + 1):
-        try:
-            return process_clip(video, config, decoder_threads=decoder_threads, offset_s=offset_s, wav=wav)
-        except MediaError:
-            remote = [str(f) for f in (video, wav) if f is not None and locations.is_remote(str(f))]
-            if not remote:
-                raise
-            # StoreError when the store cannot answer; a missing file is the clip's fault
-            if not all(locations.exists(f) for f in remote) or attempt == attempts:
-                raise
-            log.info("%s: reading failed while the store answers; trying the clip again", video)
-    raise AssertionError("unreachable")
-
-
-def _init_worker() -> None:
-    """Keep each worker's native libraries to one thread: the pool is the parallelism."""
-    for name in _THREAD_ENV:
-        os.environ[name] = "1"
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn (librosa)
-        pass
-
-
-@contextlib.contextmanager
-def _single_threaded_env(extra: dict[str, str] | None = None) -> Iterator[None]:
-    """Set one-thread limits (and ``extra``) in the environment while workers are started.
-
-    The fork server and spawned workers read these before importing NumPy; restored
-    afterwards so the calling process is unaffected.
-    """
-    values = {name: "1" for name in _THREAD_ENV} | dict(extra or {})
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 # --------------------------------------------------------------------------- a shard
 
 
@@ -316,40 +184,96 @@ def preprocess(
         DataError: unreadable manifest, or ``out_dir`` holds a store with another config.
         StoreError: the object store refused or could not be reached.
     """
-    from tqdm.auto import tqdm
-
-    from avsc.data.manifest import read_manifest
-    from avsc.data.segments import check_segment_length
     from avsc.features.spectrograms import feature_shapes
-    from avsc.features.store_writer import PartWriter, init_store, scan_parts, write_index
-    from avsc.runtime import detect_limits, use_writable_caches
+    from avsc.features.store_writer import init_store, scan_parts
+    from avsc.runtime import use_writable_caches
 
     use_writable_caches()  # before librosa (numba) loads here or in the workers, who inherit it
     check_shard(shard)
-    if workers < 1:
-        raise ConfigError(f"workers must be >= 1, not {workers}")
+    _check_workers(workers)
     shapes = feature_shapes(config)
     if workers > 1:
-        _start_worker_server(config)  # its imports and warm-up overlap with the reads below
-    frame = read_manifest(manifest, dataset_root=dataset_root)
-    segments = frame["segment_s"].dropna().unique()  # before anything is written
-    check_segment_length(float(segments[0]) if len(segments) else None, config.audio.clip_seconds, manifest)
+        start_worker_server(config)  # its imports and warm-up overlap with the reads below
+    frame = _read_manifest(manifest, dataset_root, config)
     out = str(out_dir)
     specs = init_store(out, config, shapes)
     rows = shard_rows(frame, shard)
     sources = clip_fingerprints(rows)
-    existing = scan_parts(out)  # every clip the store holds, from any run of any shard
-    # A clip is done when a part holds its fingerprint: same id, same source file (size and
-    # modification time), same segment. Its label and split are the manifest's, whatever
-    # the part says (they go into the index below).
-    stored = {row["source"]: row for row in existing}
-
-    todo = [(row, source) for row, source in zip(rows.itertuples(index=False), sources) if source not in stored]
+    stored = {row["source"]: row for row in scan_parts(out)}
+    todo = _clips_to_process(rows, sources, stored, shard)
     skipped = len(rows) - len(todo)
-    # In a random (seeded) order: each part then holds clips of many scenes and locations,
-    # not 32 neighbours in clip-id order (one location's segments), which a training
-    # stream's shuffle buffer of a few parts could not mix.
-    todo = [todo[i] for i in np.random.default_rng([shard[0], shard[1]]).permutation(len(todo))]
+    audio_sources = {row.clip_id: row.audio_source for row, _ in todo}
+    tasks = _clip_tasks(todo, config, specs, workers, shard=shard, clips=len(rows))
+    writer = PartWriter(out, specs, shard, part_clips, flush_seconds=flush_seconds)
+    processed, rejected = _process_shard(tasks, workers, writer, out=out, shard=shard, progress=progress)
+    stored.update((row["source"], row) for row in writer.rows)
+    index_rows = _shard_index_rows(rows, sources, stored)
+    index_path = write_index(out, shard, index_rows, lineage=frame.attrs["lineage"], features=list(specs))
+    _remove_other_shardings(out, shard)
+    _write_shard_summary(out, shard, {
+        "clips_in_shard": len(rows),
+        "clips_with_features": len(index_rows),
+        "processed": processed,
+        "skipped_existing": skipped,
+        "rejected": rejected,
+        "shapes": shapes,
+        "config_hash": config_hash(config),
+        "lineage": json.loads(frame.attrs["lineage"].to_json()),
+        # Where each clip processed in this run took its sound: "wav" or "video" (the manifest's).
+        "audio_sources": {row["clip_id"]: audio_sources[row["clip_id"]] for row in writer.rows},
+    })
+    merge_summaries(out)
+    return PreprocessResult(processed=processed, skipped_existing=skipped, rejected=rejected,
+                            shapes=shapes, out_dir=out if locations.is_remote(out) else Path(out),
+                            shard=(shard[0], shard[1]), clips_in_shard=len(rows), index_path=index_path)
+
+
+def _check_workers(workers: int) -> None:
+    """Refuse a worker count below one (:class:`~avsc.errors.ConfigError`)."""
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, not {workers}")
+
+
+def _shard_index_rows(rows: Any, sources: list[str], stored: dict[str, Any]) -> list[dict[str, Any]]:
+    """The index rows of the shard's clips that have features (``stored``: fingerprint ->
+    part row), with the label and split of THIS manifest."""
+    return [dict(stored[source], clip_id=row.clip_id, label=row.label, split=row.split)
+            for row, source in zip(rows.itertuples(index=False), sources, strict=True) if source in stored]
+
+
+def _read_manifest(manifest: str | Path, dataset_root: str | Path | None, config: FeatureConfig) -> Any:
+    """The manifest's rows, checked before anything is written: its segments must be as long
+    as the clips ``config`` cuts (:func:`avsc.data.segments.check_segment_length`)."""
+    from avsc.data.manifest import read_manifest
+    from avsc.data.segments import check_segment_length
+
+    frame = read_manifest(manifest, dataset_root=dataset_root)
+    segments = frame["segment_s"].dropna().unique()
+    check_segment_length(float(segments[0]) if len(segments) else None, config.audio.clip_seconds, manifest)
+    return frame
+
+
+def _clips_to_process(rows: Any, sources: list[str], stored: dict[str, Any],
+                      shard: tuple[int, int]) -> list[tuple[Any, str]]:
+    """The manifest rows (with their fingerprints) no part holds yet, in a seeded random order.
+
+    A clip is done when a part of any run of any shard holds its fingerprint (same id, source
+    file, segment); its label and split are the manifest's whatever the part says (they go
+    into the index). In the random order each part holds clips of many scenes and locations,
+    not 32 neighbours in clip-id order (one location's segments), which a training stream's
+    shuffle buffer of a few parts could not mix.
+    """
+    todo = [(row, source) for row, source in zip(rows.itertuples(index=False), sources, strict=True)
+            if source not in stored]
+    return [todo[i] for i in np.random.default_rng([shard[0], shard[1]]).permutation(len(todo))]
+
+
+def _clip_tasks(todo: list[tuple[Any, str]], config: FeatureConfig, specs: dict[str, Any], workers: int, *,
+                shard: tuple[int, int], clips: int) -> list[tuple[Any, ...]]:
+    """The pool tasks (:func:`avsc.features.clip_workers.run_tasks`) of the manifest rows in
+    ``todo``, each with its fingerprint; ``clips`` is the number of clips in the shard."""
+    from avsc.runtime import detect_limits
+
     # The CPUs of the pod (its CFS quota, the affinity mask), not the node's: ffmpeg's own
     # default ("auto") starts one decoder thread per core it sees.
     limits = detect_limits()
@@ -357,22 +281,35 @@ def preprocess(
     tasks = [(row.clip_id, row.label, row.split, row.video_path, config, specs, decoder_threads,
               float(row.offset_s), row.audio_path if row.audio_source == "wav" else None, source)
              for row, source in todo]
-    audio_sources = {row.clip_id: row.audio_source for row, _ in todo}
-    wavs = sum(source == "wav" for source in audio_sources.values())
+    wavs = sum(row.audio_source == "wav" for row, _ in todo)
     log.info("sound: %d clip(s) from the dataset's WAVs, %d from the videos' own audio tracks",
-             wavs, len(audio_sources) - wavs)
+             wavs, len(todo) - wavs)
     log.info("shard %d/%d: %d clips, %d already done, %d to process with %d worker(s), %d decoder "
-             "thread(s) each (%s)", shard[0], shard[1], len(rows), skipped, len(tasks), workers,
+             "thread(s) each (%s)", shard[0], shard[1], clips, clips - len(todo), len(tasks), workers,
              decoder_threads, limits.describe())
+    return tasks
 
-    rejected: list[dict] = []
+
+def _process_shard(tasks: list[tuple[Any, ...]], workers: int, writer: PartWriter, *, out: str,
+                   shard: tuple[int, int], progress: bool) -> tuple[int, list[dict[str, str]]]:
+    """Run ``tasks``, writing each finished clip through ``writer``; returns how many were
+    processed and the rejected clips (``{"clip_id", "reason"}``, sorted by clip id).
+
+    Finished clips are written even when the run is interrupted.
+
+    Raises:
+        Preempted: SIGTERM arrived (the clips finished so far are written).
+        StoreError: the object store failed while a clip was read or a part written.
+    """
+    from tqdm.auto import tqdm
+
+    rejected: list[dict[str, str]] = []
     processed = 0
-    writer = PartWriter(out, specs, shard, part_clips, flush_seconds=flush_seconds)
     bar = tqdm(total=len(tasks), desc=f"preprocess {shard[0]}/{shard[1]}", unit="clip",
                disable=not progress or not tasks)
     try:
         with _sigterm_as_interrupt():
-            for clip_id, encoded, reason in _run_tasks(tasks, workers):
+            for clip_id, encoded, reason in run_tasks(tasks, workers):
                 if reason is None:
                     writer.add(encoded)
                     processed += 1
@@ -390,29 +327,7 @@ def preprocess(
         bar.close()
         writer.flush()  # finished clips are kept even when the run is interrupted
     rejected.sort(key=lambda item: item["clip_id"])
-
-    stored.update((row["source"], row) for row in writer.rows)
-    index_rows = [dict(stored[source], clip_id=row.clip_id, label=row.label, split=row.split)
-                  for row, source in zip(rows.itertuples(index=False), sources) if source in stored]
-    index_path = write_index(out, shard, index_rows, lineage=frame.attrs["lineage"], features=list(specs))
-    _remove_other_shardings(out, shard)
-    locations.write_json(locations.join(out, f"summary-{shard_name(shard)}.json"), {
-        "shard": list(shard),
-        "clips_in_shard": len(rows),
-        "clips_with_features": len(index_rows),
-        "processed": processed,
-        "skipped_existing": skipped,
-        "rejected": rejected,
-        "shapes": shapes,
-        "config_hash": config_hash(config),
-        "lineage": json.loads(frame.attrs["lineage"].to_json()),
-        # Where each clip processed in this run took its sound: "wav" or "video" (the manifest's).
-        "audio_sources": {row["clip_id"]: audio_sources[row["clip_id"]] for row in writer.rows},
-    })
-    merge_summaries(out)
-    return PreprocessResult(processed=processed, skipped_existing=skipped, rejected=rejected,
-                            shapes=shapes, out_dir=out if locations.is_remote(out) else Path(out),
-                            shard=tuple(shard), clips_in_shard=len(rows), index_path=index_path)
+    return processed, rejected
 
 
 def clip_fingerprints(rows) -> list[str]:
@@ -442,6 +357,12 @@ def clip_fingerprints(rows) -> list[str]:
     return out
 
 
+def _write_shard_summary(out: str, shard: tuple[int, int], fields: dict[str, Any]) -> None:
+    """Write ``summary-shard-I-of-N.json``: the shard and ``fields`` (what its run did), which
+    :func:`avsc.features.store_writer.merge_summaries` reads."""
+    locations.write_json(locations.join(out, f"summary-{shard_name(shard)}.json"), {"shard": list(shard), **fields})
+
+
 def _remove_other_shardings(out: str, shard: tuple[int, int]) -> None:
     """Delete shard indexes of an earlier run with another shard count: this sharding covers
     every clip, and an index of another manifest would make the store unreadable."""
@@ -468,82 +389,3 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
     with on_sigterm(stop):
         yield
-
-
-def _run_tasks(tasks: list[tuple], workers: int) -> Iterator[tuple]:
-    if not tasks:
-        return
-    if workers == 1 or len(tasks) == 1:
-        for task in tasks:
-            yield _task(task)
-        return
-    with _single_threaded_env():
-        pool = _worker_context().Pool(min(workers, len(tasks)), initializer=_init_worker)
-    try:
-        yield from pool.imap_unordered(_task, tasks, chunksize=1)
-        pool.close()
-    finally:
-        pool.terminate()
-        pool.join()
-
-
-# Imported by the fork server before it forks any worker. "__main__" first: otherwise every
-# worker re-runs the parent's main module (the ``avsc`` script, a test runner) on start.
-# The warm-up module imports the libraries and runs one clip's worth of every computation
-# (lazy imports, numba compilation of librosa's kernels, filter banks), once for all workers.
-_PRELOAD = ("__main__", "avsc.features.worker_warmup")
-WARMUP_ENV = "AVSC_WARMUP_FEATURES"  # the feature config (JSON) the fork server warms up with
-
-
-def warm_up(config: FeatureConfig | None = None, *, seconds: float = 1.0) -> float:
-    """Run a short synthetic clip through every computation a worker does; return the seconds.
-
-    The first call in a process pays the lazy imports, numba's compilation of librosa's
-    kernels (from its cache, or from scratch in a fresh container: tens of seconds) and the
-    JPEG encoder's set-up; no later clip does. The fork server calls this once, so each
-    forked worker starts warm. ``seconds`` of sound is enough for that (the compiled code
-    does not depend on the length); the full clip's filter banks cost a worker milliseconds.
-    """
-    import time
-    from dataclasses import replace
-
-    import numpy as np
-
-    from avsc.features.spectrograms import compute_clip_features, feature_shapes
-    from avsc.features.store import feature_specs
-    from avsc.features.store_writer import encode_clip
-
-    began = time.perf_counter()
-    config = config or FeatureConfig()
-    config = replace(config, audio=replace(config.audio, clip_seconds=min(seconds, config.audio.clip_seconds),
-                                           frames=None))
-    shapes = feature_shapes(config)
-    noise = np.random.default_rng(0).normal(0, 0.01, (config.audio.n_samples, config.audio.channels))
-    frames = np.zeros(shapes["frames"], np.uint8)
-    arrays = compute_clip_features(noise.astype(np.float32), frames, config)
-    encode_clip("warm-up", "", "", arrays, feature_specs(config, shapes))
-    import avsc.media.decode  # noqa: F401  (ffmpeg-python, the decoder's command builder)
-
-    return time.perf_counter() - began
-
-
-def _worker_context():
-    """``forkserver`` (workers forked from a clean, preloaded, warmed server; safe whatever
-    threads the caller runs, e.g. TensorFlow's), else ``spawn``."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(list(_PRELOAD))
-        return context
-    return multiprocessing.get_context("spawn")
-
-
-def _start_worker_server(config: FeatureConfig) -> None:
-    """Start the fork server (its imports and warm-up for ``config``) now, without waiting."""
-    import json
-
-    context = _worker_context()
-    if context.get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        with _single_threaded_env({WARMUP_ENV: json.dumps(to_dict(config))}):
-            forkserver.ensure_running()

@@ -51,89 +51,38 @@ Why this layout (measured in docs/features.md):
   and in the index; a mismatch is a :class:`~avsc.errors.DataError` naming the part and
   the clip. JPEG frames that do not decode cleanly are an error too.
 
-Writing is in :mod:`avsc.features.store_writer`; this module holds the format and reading.
+How one clip's value of a feature is stored and verified is in
+:mod:`avsc.features.store_format`; writing is in :mod:`avsc.features.store_writer` and
+:mod:`avsc.features.part_writer`; this module reads.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from avsc.config import BACKBONE_FEATURE, FeatureConfig, feature_config_from_dict
 from avsc.errors import DataError
+from avsc.features.store_format import (
+    DIGEST_SUFFIX,
+    META_FILE,
+    REF_FILE,
+    REPREPROCESS,
+    FeatureSpec,
+    decode_feature,
+    read_store_meta,
+    value_digest,
+)
 from avsc.records.lineage import Lineage, hash_rows, hash_value
 from avsc.storage import locations
 
 log = logging.getLogger(__name__)
-
-STORE_FORMAT = "avsc-features/3"
-PREVIOUS_FORMATS = {"avsc-features/1": "one uncompressed .npz file per clip",
-                    "avsc-features/2": "parts without clip fingerprints or content digests"}
-DIGEST_SUFFIX = "_sha256"  # a part's and an index's column of each feature's digests
-FEATURE_NAMES: tuple[str, ...] = ("mel", "gam", "cqt", "frames")
-SPECTROGRAM_DTYPE = "<f2"  # little-endian float16
-META_FILE = "store.json"
-# A folder holding only this file stands for the store it names: a pipeline step's small
-# artifact pointing at a store on s3:// ({"uri": ..., "config_hash": ...}), so that a
-# step downloads a few bytes before it starts, not the store.
-REF_FILE = "feature-store.json"
-_REPREPROCESS = "re-run `avsc preprocess MANIFEST -o NEW_FOLDER`"
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """How one feature is stored.
-
-    Attributes:
-        name: ``mel``, ``gam``, ``cqt`` or ``frames``.
-        shape: one clip's array, e.g. ``(128, 715, 2)`` or ``(20, 224, 224, 3)``.
-        dtype: NumPy dtype of the decoded array (``<f2`` or ``|u1``).
-        encoding: ``raw`` (the array's C-ordered bytes) or ``jpeg`` (frames: one JPEG each).
-        jpeg_quality: the JPEG quality the frames were encoded with (``jpeg`` only).
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    encoding: str = "raw"
-    jpeg_quality: int | None = None
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of one clip's decoded array."""
-        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
-
-    def to_json(self) -> dict:
-        out = {"shape": list(self.shape), "dtype": self.dtype, "encoding": self.encoding}
-        if self.jpeg_quality is not None:
-            out["jpeg_quality"] = self.jpeg_quality
-        return out
-
-    @classmethod
-    def from_json(cls, name: str, data: dict) -> FeatureSpec:
-        return cls(name=name, shape=tuple(int(v) for v in data["shape"]), dtype=data["dtype"],
-                   encoding=data.get("encoding", "raw"), jpeg_quality=data.get("jpeg_quality"))
-
-
-def feature_specs(config: FeatureConfig, shapes: dict[str, Sequence[int]]) -> dict[str, FeatureSpec]:
-    """The spec of each feature in ``shapes`` under ``config`` (frames encoding and quality)."""
-    specs = {}
-    for name, shape in shapes.items():
-        if name == "frames":
-            jpeg = config.frames.encoding == "jpeg"
-            specs[name] = FeatureSpec(name, tuple(shape), "|u1", "jpeg" if jpeg else "raw",
-                                      config.frames.jpeg_quality if jpeg else None)
-        else:
-            specs[name] = FeatureSpec(name, tuple(shape), SPECTROGRAM_DTYPE)
-    return specs
-
 
 def required_feature(backbone: str, specs: dict, source: str | os.PathLike = "<feature store>") -> str:
     """The feature ``backbone`` reads, checked to be in ``specs`` (or shapes).
@@ -155,69 +104,8 @@ def required_feature(backbone: str, specs: dict, source: str | os.PathLike = "<f
     return feature
 
 
-# --------------------------------------------------------------------------- JPEG frames
-
-def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
-    """One ``[shape=(H, W, 3), uint8]`` RGB frame as JPEG bytes (4:4:4, no chroma subsampling)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8), "RGB").save(
-        buffer, format="JPEG", quality=int(quality), subsampling=0)
-    return buffer.getvalue()
-
-
-def decode_jpeg(data: bytes) -> np.ndarray:
-    """JPEG bytes -> ``[shape=(H, W, 3), uint8]`` RGB (Pillow; the same pixels as ``tf.io.decode_jpeg``
-    with ``dct_method="INTEGER_ACCURATE"``).
-
-    Raises:
-        OSError: the data is not a JPEG that decodes completely (Pillow refuses truncated
-            images unless told otherwise).
-    """
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
-
-
-def value_digest(value: bytes | memoryview | Sequence[bytes]) -> str:
-    """SHA-256 (hex) of one clip's stored value of a feature: its bytes, or for a list of JPEG
-    frames each frame's length (8 bytes, little-endian) and bytes in turn."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        digest.update(value)
-    else:
-        for frame in value:
-            digest.update(len(frame).to_bytes(8, "little"))
-            digest.update(frame)
-    return digest.hexdigest()
-
-
-def encode_feature(array: np.ndarray, spec: FeatureSpec) -> bytes | list[bytes]:
-    """One clip's array as stored: raw bytes, or a list of JPEG frames.
-
-    Raises:
-        ValueError: the array's shape is not ``spec.shape``.
-    """
-    array = np.asarray(array)
-    if tuple(array.shape) != spec.shape:
-        raise ValueError(f"{spec.name}: shape {array.shape}, the store expects {spec.shape}")
-    if spec.encoding == "jpeg":
-        return [encode_jpeg(frame, spec.jpeg_quality or 90) for frame in array]
-    return np.ascontiguousarray(array, dtype=spec.dtype).tobytes()
-
-
-def decode_feature(value: bytes | Sequence[bytes], spec: FeatureSpec) -> np.ndarray:
-    """One stored value back to ``[shape=spec.shape]`` (``float16`` spectrogram, ``uint8`` frames)."""
-    if spec.encoding == "jpeg":
-        return np.stack([decode_jpeg(frame) for frame in value])
-    return np.frombuffer(value, dtype=spec.dtype).reshape(spec.shape)
-
-
 # --------------------------------------------------------------------------- reading parts
+
 
 def read_part(location: str, columns: Sequence[str]):
     """The named columns of one part file (a ``pyarrow.Table``), reading only their bytes.
@@ -237,14 +125,14 @@ def read_part(location: str, columns: Sequence[str]):
                                  page_checksum_verification=True)
     except FileNotFoundError:
         raise DataError(location, "feature part listed in the index is missing",
-                        f"the store is incomplete: {_REPREPROCESS} for its shard") from None
+                        f"the store is incomplete: {REPREPROCESS} for its shard") from None
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(location, f"unreadable feature part ({str(exc).splitlines()[0]})",
                         "delete it and re-run preprocess for its shard") from None
 
 
-def read_part_feature(part: str | Part, spec: FeatureSpec, rows: Sequence[int] | None = None,
-                      *, decode: bool = True):
+def read_part_feature(part: str | Part, spec: FeatureSpec, rows: Sequence[int] | np.ndarray | None = None,
+                      *, decode: bool = True) -> Any:
     """One feature of the clips of a part, in part order (or the given ``rows``), verified.
 
     Every value read is checked against the SHA-256 its part records, and, when ``part`` is a
@@ -283,7 +171,7 @@ def read_part_feature(part: str | Part, spec: FeatureSpec, rows: Sequence[int] |
         if digest != recorded[row] or (expected_digests is not None and digest != expected_digests[number]):
             raise DataError(location, f"clip {clip_ids[row]!r}: its {spec.name} bytes do not match their "
                             "recorded SHA-256 (the part is corrupted or was replaced)",
-                            f"delete the part and {_REPREPROCESS.replace('NEW_FOLDER', 'FEATURES')} to redo it")
+                            f"delete the part and {REPREPROCESS.replace('NEW_FOLDER', 'FEATURES')} to redo it")
 
     if spec.encoding == "raw":
         expected = spec.nbytes
@@ -300,12 +188,12 @@ def read_part_feature(part: str | Part, spec: FeatureSpec, rows: Sequence[int] |
         return array[np.asarray(rows)]
     values = column.to_pylist()
     values = [values[i] for i in selected]
-    for number, (row, value) in enumerate(zip(selected, values)):
+    for number, (row, value) in enumerate(zip(selected, values, strict=True)):
         check(number, row, value)
     if not decode:
         return values
     out = []
-    for row, value in zip(selected, values):
+    for row, value in zip(selected, values, strict=True):
         try:
             out.append(decode_feature(value, spec))
         except (OSError, ValueError, SyntaxError) as exc:
@@ -355,7 +243,7 @@ class FeatureStore:
     config: FeatureConfig
     config_hash: str
     specs: dict[str, FeatureSpec]
-    index: object = field(repr=False)  # pandas.DataFrame
+    index: Any = field(repr=False)  # pandas.DataFrame
     lineage: Lineage | None = None
 
     @property
@@ -376,28 +264,25 @@ class FeatureStore:
         """
         import pandas as pd
 
-        if isinstance(roots, (str, os.PathLike)):
-            roots = [roots]
-        roots = tuple(dict.fromkeys(resolve_store(r) for r in roots))  # shards may share one store
-        if not roots:
+        given = [roots] if isinstance(roots, (str, os.PathLike)) else roots
+        stores = tuple(dict.fromkeys(resolve_store(r) for r in given))  # shards may share one store
+        if not stores:
             raise DataError("<none>", "no feature store given")
-        meta = None
+        meta = read_store_meta(stores[0])
         frames = []
         lineages: dict[str, Lineage] = {}
-        for root in roots:
-            this = read_store_meta(root)
-            if meta is None:
-                meta = this
-            elif this["config_hash"] != meta["config_hash"]:
+        for root in stores:
+            this = meta if root == stores[0] else read_store_meta(root)
+            if this["config_hash"] != meta["config_hash"]:
                 raise DataError(root, f"feature config {this['config_hash']} differs from "
-                                f"{meta['config_hash']} of {roots[0]}")
+                                f"{meta['config_hash']} of {stores[0]}")
             for shard_file in locations.list_files(locations.join(root, "index"), suffix=".parquet"):
                 part, lineage = _read_index(shard_file)
                 _check_same_manifest(lineages, shard_file, lineage)
                 part["part"] = [locations.join(root, *p.split("/")) for p in part["part"]]
                 frames.append(part)
         if not frames:
-            raise DataError(roots[0], "feature store has no indexed clips",
+            raise DataError(stores[0], "feature store has no indexed clips",
                             "run `avsc preprocess` into it (every shard) first")
         index = pd.concat(frames, ignore_index=True).drop_duplicates("clip_id", keep="last")
         index = index.sort_values(["part", "row"], kind="stable").reset_index(drop=True)
@@ -405,11 +290,11 @@ class FeatureStore:
         lineage = next(iter(lineages.values()))
         store_hash = hash_value([meta["config_hash"],
                                  hash_rows(index.to_dict("records"), ("clip_id", "label", "split", "source"))])
-        return cls(roots=roots, config=feature_config_from_dict(meta["config"]),
+        return cls(roots=stores, config=feature_config_from_dict(meta["config"]),
                    config_hash=meta["config_hash"], specs=specs, index=index,
                    lineage=dataclasses.replace(lineage, store_hash=store_hash))
 
-    def clips(self, split: str | None = None):
+    def clips(self, split: str | None = None) -> Any:
         """Index rows of one split (``train``, ``val``, ``test``) or of all clips, in store order."""
         if split is None:
             return self.index
@@ -463,35 +348,7 @@ def resolve_store(location: str | os.PathLike) -> str:
         raise DataError(ref, f"not a feature-store reference ({exc})", "re-run preprocess") from None
 
 
-def read_store_meta(root: str) -> dict:
-    """``store.json`` of a store, checked to be of the current format.
-
-    Raises:
-        DataError: not a store, or one of a previous format (saying how to get a current one).
-    """
-    meta_location = locations.join(root, META_FILE)
-    if not locations.exists(meta_location):
-        raise DataError(root, f"not a feature store (no {META_FILE})",
-                        "run `avsc preprocess MANIFEST -o FEATURES` first")
-    try:
-        meta = locations.read_json(meta_location)
-    except ValueError as exc:
-        raise DataError(meta_location, f"not valid JSON ({exc})", _REPREPROCESS) from None
-    found = meta.get("format")
-    if found in PREVIOUS_FORMATS:
-        convert = (f", or convert it: python -c \"from avsc.features.store_writer "
-                   f"import convert_store; convert_store('{root}', 'NEW_FOLDER')\""
-                   if found == "avsc-features/1" else "")
-        raise DataError(root, f"feature store of the previous format {found} "
-                        f"({PREVIOUS_FORMATS[found]}), which this version no longer reads",
-                        f"{_REPREPROCESS}{convert}")
-    if found != STORE_FORMAT:
-        raise DataError(meta_location, f"unknown store format {found!r} (this version reads {STORE_FORMAT})",
-                        _REPREPROCESS)
-    return meta
-
-
-def _read_index(location: str):
+def _read_index(location: str) -> tuple[Any, Lineage]:
     """A shard index as (pandas DataFrame, the :class:`Lineage` of the manifest it lists)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -518,8 +375,3 @@ def _check_same_manifest(seen: dict[str, Lineage], location: str, lineage: Linea
                             "re-run preprocess for every shard with the same manifest "
                             "(or remove the index of a shard that no longer exists)")
     seen[location] = lineage
-
-
-def read_summary(root: str | Path) -> dict:
-    """The store's ``summary.json`` (processed clips, rejected clips with reasons, shapes)."""
-    return locations.read_json(locations.join(str(root), "summary.json"))

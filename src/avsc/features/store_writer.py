@@ -1,15 +1,12 @@
-"""Writing the feature store (format in :mod:`avsc.features.store`): parts, indexes, summaries.
+"""Writing the feature store (format in :mod:`avsc.features.store`): its files around the parts.
 
 - :func:`init_store` creates ``store.json`` (or checks that an existing store has the same
   feature config);
-- :func:`encode_clip` turns one clip's arrays into what a part holds (float16 bytes, JPEG
-  frames); preprocessing workers call it, so the encoding runs in parallel;
-- :class:`PartWriter` collects encoded clips per split and writes a part file every
-  ``part_clips`` clips, atomically (local: temporary file + rename; ``s3://``: one object);
+- the parts themselves are written by :mod:`avsc.features.part_writer`;
 - :func:`scan_parts` lists the clips already in a store's parts (with their fingerprints),
   which is how a re-run skips them; :func:`write_index` records a shard's clips with the
   labels and splits of the current manifest; :func:`merge_summaries` rebuilds
-  ``summary.json``;
+  ``summary.json`` (:class:`avsc.records.StoreSummary`);
 - :class:`StoreWriter` does all of it for code that has arrays in hand (tests, benchmarks,
   :func:`convert_store`).
 
@@ -22,42 +19,32 @@ Example::
 from __future__ import annotations
 
 import logging
-import secrets
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from avsc.config import FeatureConfig, config_hash, to_dict
 from avsc.errors import ConfigError, DataError
-from avsc.features.store import (
+from avsc.features.part_writer import PART_CLIPS, PartWriter, encode_clip
+from avsc.features.store_format import (
     DIGEST_SUFFIX,
     META_FILE,
+    REF_FILE,
     STORE_FORMAT,
     FeatureSpec,
-    encode_feature,
     feature_specs,
     read_store_meta,
-    value_digest,
+    shard_name,
 )
 from avsc.records.lineage import Lineage, hash_value
+from avsc.records.store_summary import RejectedClip, StoreSummary
 from avsc.storage import locations
 
 log = logging.getLogger(__name__)
 
-PART_CLIPS = 32  # clips a part holds: ~12 MB per spectrogram column at the paper preset
-# Parquet compression of the parts. Spectrograms in float16 gain ~10 % with zstd and read
-# ~10 % slower; JPEG frames do not compress further (docs/features.md, the measured choice).
-COMPRESSION = "none"
 _INDEX_COLUMNS = ("clip_id", "label", "split", "part", "row", "source")
-
-
-def shard_name(shard: tuple[int, int]) -> str:
-    """``shard-00002-of-00004``: how a shard's parts, index and summary are named."""
-    return f"shard-{shard[0]:05d}-of-{shard[1]:05d}"
 
 
 def check_frame_encoding(config: FeatureConfig) -> None:
@@ -73,11 +60,12 @@ def check_frame_encoding(config: FeatureConfig) -> None:
         raise ConfigError(f"features.frames.jpeg_quality must be in 1..100, not {frames.jpeg_quality}")
 
 
-def init_store(root: str | Path, config: FeatureConfig, shapes: dict[str, Sequence[int]]) -> dict[str, FeatureSpec]:
+def init_store(root: str | Path, config: FeatureConfig,
+               shapes: Mapping[str, Sequence[int]]) -> dict[str, FeatureSpec]:
     """Create (or check) a store at ``root`` (a folder or an ``s3://`` prefix) for ``config``.
 
     Returns:
-        feature name -> :class:`~avsc.features.store.FeatureSpec`.
+        feature name -> :class:`~avsc.features.store_format.FeatureSpec`.
 
     Raises:
         ConfigError: an impossible frames encoding.
@@ -113,140 +101,9 @@ def store_location(root: str | Path, config: FeatureConfig) -> str:
 
 
 def write_store_ref(folder: str | Path, store: str, config: FeatureConfig) -> None:
-    """Make ``folder`` stand for ``store`` (see :data:`avsc.features.store.REF_FILE`)."""
-    from avsc.features.store import REF_FILE
-
+    """Make ``folder`` stand for ``store`` (see :data:`avsc.features.store_format.REF_FILE`)."""
     locations.write_json(locations.join(str(folder), REF_FILE),
                          {"uri": store, "config_hash": config_hash(config), "format": STORE_FORMAT})
-
-
-# --------------------------------------------------------------------------- encoding and parts
-
-@dataclass(frozen=True)
-class EncodedClip:
-    """One clip as a part stores it: ``values`` maps a feature to its bytes (or JPEG list),
-    ``digests`` to their SHA-256; ``source`` is the clip's fingerprint."""
-
-    clip_id: str
-    label: str
-    split: str
-    values: dict
-    source: str = ""
-    digests: dict = None  # type: ignore[assignment]
-
-
-def encode_clip(clip_id: str, label: str, split: str, arrays: dict[str, np.ndarray],
-                specs: dict[str, FeatureSpec], *, source: str | None = None) -> EncodedClip:
-    """Encode the arrays of one clip for the store (every feature of ``specs`` is required).
-
-    Args:
-        source: the clip's fingerprint (:func:`avsc.features.preprocess.clip_fingerprints`);
-            default: a hash of the clip id and the encoded values (arrays with no file behind).
-
-    Raises:
-        ValueError: a feature is missing or has the wrong shape.
-    """
-    missing = sorted(set(specs) - set(arrays))
-    if missing:
-        raise ValueError(f"{clip_id}: no {', '.join(missing)} array")
-    values = {name: encode_feature(arrays[name], spec) for name, spec in specs.items()}
-    digests = {name: value_digest(value) for name, value in values.items()}
-    if source is None:
-        source = "content:" + hash_value([clip_id, digests])
-    return EncodedClip(clip_id, label, split, values, source, digests)
-
-
-def part_schema(specs: dict[str, FeatureSpec]):
-    """The Arrow schema of a part: ids, then one column per feature with its spec as metadata."""
-    import json
-
-    import pyarrow as pa
-
-    fields = [pa.field("clip_id", pa.string(), nullable=False),
-              pa.field("label", pa.string(), nullable=False),
-              pa.field("split", pa.string(), nullable=False),
-              pa.field("source", pa.string(), nullable=False)]
-    for name, spec in specs.items():
-        kind = pa.list_(pa.binary()) if spec.encoding == "jpeg" else pa.binary(spec.nbytes)
-        fields.append(pa.field(name, kind, nullable=False,
-                               metadata={"avsc.spec": json.dumps(spec.to_json())}))
-    fields.extend(pa.field(name + DIGEST_SUFFIX, pa.string(), nullable=False) for name in specs)
-    return pa.schema(fields, metadata={"avsc.format": STORE_FORMAT})
-
-
-def write_part(location: str, clips: Sequence[EncodedClip], specs: dict[str, FeatureSpec]) -> None:
-    """Write ``clips`` as one part file (one row group, page checksums on), atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = part_schema(specs)
-    columns = {"clip_id": [c.clip_id for c in clips], "label": [c.label for c in clips],
-               "split": [c.split for c in clips], "source": [c.source for c in clips]}
-    for name in specs:
-        columns[name] = [c.values[name] for c in clips]
-    for name in specs:
-        columns[name + DIGEST_SUFFIX] = [c.digests[name] for c in clips]
-    table = pa.Table.from_pydict(columns, schema=schema)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression=COMPRESSION, row_group_size=len(clips),
-                   use_dictionary=["label", "split"], write_statistics=["clip_id", "label", "split"],
-                   write_page_checksum=True)
-    locations.write_bytes(location, sink.getvalue().to_pybytes())
-
-
-class PartWriter:
-    """Collects encoded clips per split and writes a part every ``part_clips`` clips, and
-    every ``flush_seconds`` whatever it holds (then the parts are shorter).
-
-    Parts are named ``parts/<split>/<shard>-<run>-<seq>.parquet``: ``run`` is random per
-    writer, so two runs of one shard never overwrite each other's parts.
-
-    Attributes:
-        rows: index rows (clip_id, label, split, part, row, source, digests) of every clip
-            written so far.
-    """
-
-    def __init__(self, root: str | Path, specs: dict[str, FeatureSpec], shard: tuple[int, int],
-                 part_clips: int = PART_CLIPS, *, flush_seconds: float | None = None):
-        if part_clips < 1:
-            raise ConfigError(f"part_clips must be at least 1, not {part_clips}")
-        self.root, self.specs, self.shard, self.part_clips = str(root), specs, shard, part_clips
-        self.flush_seconds = flush_seconds
-        self.run = secrets.token_hex(3)
-        self.rows: list[dict] = []
-        self._pending: dict[str, list[EncodedClip]] = {}
-        self._seq = 0
-        self._written_at = time.monotonic()
-
-    def add(self, clip: EncodedClip) -> None:
-        pending = self._pending.setdefault(clip.split, [])
-        pending.append(clip)
-        if len(pending) >= self.part_clips:
-            self._write(clip.split)
-        self.flush_if_due()
-
-    def flush_if_due(self) -> None:
-        """Write what is pending when ``flush_seconds`` have passed since the last write."""
-        if self.flush_seconds is not None and time.monotonic() - self._written_at >= self.flush_seconds:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write every split's pending clips (a last, shorter part each)."""
-        for split in sorted(self._pending):
-            if self._pending[split]:
-                self._write(split)
-        self._written_at = time.monotonic()
-
-    def _write(self, split: str) -> None:
-        clips = self._pending.pop(split)
-        relative = f"parts/{split}/{shard_name(self.shard)}-{self.run}-{self._seq:05d}.parquet"
-        self._seq += 1
-        write_part(locations.join(self.root, *relative.split("/")), clips, self.specs)
-        self.rows.extend({"clip_id": c.clip_id, "label": c.label, "split": c.split, "part": relative,
-                          "row": row, "source": c.source,
-                          **{name + DIGEST_SUFFIX: c.digests[name] for name in self.specs}}
-                         for row, c in enumerate(clips))
-        log.debug("wrote %s (%d clips)", relative, len(clips))
 
 
 def scan_parts(root: str | Path, *, workers: int = 8) -> list[dict]:
@@ -305,21 +162,19 @@ def arrays_lineage(dataset: str) -> Lineage:
     return Lineage(dataset=dataset, manifest_hash=hash_value(["arrays", dataset]))
 
 
-def write_summary(root: str | Path, summary: dict) -> None:
-    locations.write_json(locations.join(str(root), "summary.json"), summary)
-
-
-def merge_summaries(root: str | Path) -> dict:
-    """Rebuild ``summary.json`` of a store from its shard indexes and shard summaries.
+def merge_summaries(root: str | Path) -> StoreSummary:
+    """Rebuild ``summary.json`` of a store (:class:`~avsc.records.StoreSummary`) from its shard
+    indexes and shard summaries; returns what it wrote.
 
     ``processed`` counts the clips that have features in the store (over every shard, as
     their latest run's manifest lists them); ``lineage`` is the store's
-    (:attr:`avsc.features.store.FeatureStore.lineage`); ``rejected`` lists the clips the latest run of each shard could not
-    process and that still have no features; ``shapes`` are the store's feature shapes.
+    (:attr:`avsc.features.store.FeatureStore.lineage`); ``rejected`` lists the clips the
+    latest run of each shard could not process and that still have no features; ``shapes``
+    are the store's feature shapes.
     """
-    import json
-
     import pyarrow.parquet as pq
+
+    from avsc.features.store import FeatureStore
 
     root = str(root)
     clip_ids: set[str] = set()
@@ -327,31 +182,25 @@ def merge_summaries(root: str | Path) -> dict:
         with locations.open_input(index_file) as handle:
             clip_ids.update(pq.read_table(handle, columns=["clip_id"]).column("clip_id").to_pylist())
     rejected: dict[str, str] = {}
-    shards = []
+    shards: list[tuple[int, int]] = []
     for summary_file in locations.list_files(root, suffix=".json"):
         if not locations.name_of(summary_file).startswith("summary-shard-"):
             continue
         part = locations.read_json(summary_file)
-        shards.append(part.get("shard"))
+        shards.append((int(part["shard"][0]), int(part["shard"][1])))
         for item in part.get("rejected", []):
             if item["clip_id"] not in clip_ids:
                 rejected[item["clip_id"]] = item["reason"]
-    shapes = {name: spec["shape"] for name, spec in read_store_meta(root)["features"].items()}
-    from avsc.features.store import FeatureStore
-
+    shapes = {name: tuple(spec["shape"]) for name, spec in read_store_meta(root)["features"].items()}
     try:  # the data the store holds now; None while its shards list different manifests
-        lineage = FeatureStore.open(root).lineage
+        lineage: Lineage | None = FeatureStore.open(root).lineage
     except DataError as exc:
         log.info("%s: no single lineage yet (%s)", root, exc)
         lineage = None
-    summary = {
-        "processed": len(clip_ids),
-        "rejected": [{"clip_id": key, "reason": rejected[key]} for key in sorted(rejected)],
-        "shapes": shapes,
-        "shards": shards,
-        "lineage": None if lineage is None else json.loads(lineage.to_json()),
-    }
-    write_summary(root, summary)
+    summary = StoreSummary(processed=len(clip_ids),
+                           rejected=tuple(RejectedClip(key, rejected[key]) for key in sorted(rejected)),
+                           shapes=shapes, shards=tuple(shards), lineage=lineage)
+    summary.write(root)
     return summary
 
 
@@ -366,7 +215,7 @@ class StoreWriter:
             writer.add("bus-lyon-1-1", "bus", "train", {"mel": mel})
     """
 
-    def __init__(self, root: str | Path, config: FeatureConfig, shapes: dict[str, Sequence[int]],
+    def __init__(self, root: str | Path, config: FeatureConfig, shapes: Mapping[str, Sequence[int]],
                  *, shard: tuple[int, int] = (0, 1), part_clips: int = PART_CLIPS,
                  lineage: Lineage | None = None):
         self.root = str(root)
@@ -376,6 +225,7 @@ class StoreWriter:
         self._parts = PartWriter(self.root, self.specs, shard, part_clips)
 
     def add(self, clip_id: str, label: str, split: str, arrays: dict[str, np.ndarray]) -> None:
+        """Encode one clip's arrays (every feature of the store) and queue it for a part."""
         self._parts.add(encode_clip(clip_id, label, split, arrays, self.specs))
 
     def close(self) -> str:
@@ -387,7 +237,7 @@ class StoreWriter:
     def __enter__(self) -> StoreWriter:
         return self
 
-    def __exit__(self, kind, value, traceback) -> None:
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
         if kind is None:
             self.close()
 

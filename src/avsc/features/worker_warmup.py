@@ -1,7 +1,7 @@
 """Warm-up of the preprocessing fork server; imported by that server only, never by avsc.
 
 :func:`avsc.features.preprocess.preprocess` starts a ``multiprocessing`` fork server whose
-preload list names this module. Importing it runs :func:`avsc.features.preprocess.warm_up`
+preload list names this module. Importing it runs :func:`avsc.features.clip_workers.warm_up`
 once, with the feature config the parent put in ``AVSC_WARMUP_FEATURES`` (JSON; the default
 config when unset): the imports, numba's compilation of librosa's kernels and the filter
 banks are then done before any worker is forked, and each of the workers, forked from this
@@ -17,7 +17,7 @@ import logging
 import os
 
 from avsc.config import feature_config_from_dict
-from avsc.features.preprocess import WARMUP_ENV, warm_up
+from avsc.features.clip_workers import WARMUP_ENV, warm_up
 
 _text = os.environ.get(WARMUP_ENV)
 try:

@@ -3,7 +3,7 @@
 :func:`probe_media` runs one demux-only ffmpeg pass (``-c copy -f framecrc``: every packet
 is read, nothing is decoded; built with ``ffmpeg-python``, run by
 :func:`avsc.media.ffmpeg.run_ffmpeg`) and reads its report and packet table
-(:mod:`avsc.media.report`). The pass catches a file cut short ("partial file") for the
+(:mod:`avsc.media.ffmpeg_report`). The pass catches a file cut short ("partial file") for the
 price of reading it once; ``decode_check`` also decodes the first second to catch corrupt
 frames inside an intact container.
 
@@ -36,7 +36,7 @@ import ffmpeg
 
 from avsc.errors import MediaError
 from avsc.media.ffmpeg import HINT, media_path, report_problem, run_ffmpeg
-from avsc.media.report import StreamInfo, channels_of_layout, parse_packet_table, parse_report
+from avsc.media.ffmpeg_report import StreamInfo, channels_of_layout, parse_packet_table, parse_report
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class MediaInfo:
             packets start and end on the file's timeline (an AAC track's first packet
             holds the encoder's priming, about 21 ms before its first sample).
         container_duration_s, container_start_s: what the header states.
-        streams: every stream, as :class:`avsc.media.report.StreamInfo`.
+        streams: every stream, as :class:`avsc.media.ffmpeg_report.StreamInfo`.
         warnings: things a user should know that do not stop decoding.
     """
 
@@ -138,45 +138,15 @@ def parse_ffmpeg_report(path: str | Path, report: str, packets: str | None = Non
         tail = report.strip().splitlines()[-1:] or ["no report"]
         raise MediaError(path, f"ffmpeg could not open it ({tail[0].strip()})", HINT)
     parsed = parse_report(report)
-    streams = list(parsed.streams)
-    if packets is not None:
-        # The table numbers the OUTPUT streams: the mapped videos first, then the audios.
-        mapped = [s for s in streams if s.kind == "video"] + [s for s in streams if s.kind == "audio"]
-        timing = parse_packet_table(packets)
-        by_index = {}
-        for out_index, stream in enumerate(mapped):
-            start, end, count = timing.get(out_index, (None, None, 0))
-            by_index[stream.index] = dataclasses.replace(stream, start_s=start, end_s=end, packets=count)
-        streams = [by_index.get(s.index, s) for s in streams]
-
+    streams = list(parsed.streams) if packets is None else _with_timing(list(parsed.streams), packets)
     videos = [s for s in streams if s.kind == "video" and not s.attached_pic]
     audios = [s for s in streams if s.kind == "audio"]
     video, audio = _choose(videos), _choose(audios)
     if video is None:
         raise MediaError(path, "no video stream", "avsc needs a video file with picture and sound")
-    warnings: list[str] = []
-    if len(videos) > 1:
-        warnings.append(f"{len(videos)} video streams; using video stream {video.type_index}"
-                        f" ({'flagged default' if video.default else 'the first; none is flagged default'})")
-    if audio is not None and len(audios) > 1:
-        chosen = "flagged default" if audio.default else "the first; none is flagged default"
-        warnings.append(f"{len(audios)} audio tracks; using track {audio.type_index} ({audio.layout or '?'}, {chosen})")
-
     ends = [s.end_s for s in (video, audio) if s is not None and s.end_s is not None]
     duration = max(ends) if ends else parsed.duration_s
-    video_start, video_end = video.start_s, video.end_s
-    audio_start, audio_end = (audio.start_s, audio.end_s) if audio is not None else (None, None)
-    if video_start is not None and video_end is not None and audio_start is not None and audio_end is not None:
-        if abs(video_end - audio_end) > _LENGTH_SLACK_S:
-            shorter = "sound" if audio_end < video_end else "picture"
-            after = "silence" if shorter == "sound" else "its last frame"
-            warnings.append(f"picture ends at {video_end:.2f} s, sound at {audio_end:.2f} s: past its end the "
-                            f"{shorter} is {after}, as a player shows it")
-        for name, start, other_start in (("sound", audio_start, video_start), ("picture", video_start, audio_start)):
-            if start - other_start > _LATE_START_S:
-                first = "picture" if name == "sound" else "sound"
-                warnings.append(f"the {name} starts at {start:.2f} s, later than the {first}: "
-                                "it is delayed to there, as a player does")
+    warnings = _track_warnings(videos, audios, video, audio) + _timeline_warnings(video, audio)
     if parsed.duration_s is not None and duration is not None and abs(parsed.duration_s - duration) > 1.0:
         warnings.append(f"the header states {parsed.duration_s:.2f} s, the streams run {duration:.2f} s; "
                         "using the streams' length")
@@ -209,6 +179,51 @@ def parse_ffmpeg_report(path: str | Path, report: str, packets: str | None = Non
         streams=tuple(streams),
         warnings=tuple(warnings),
     )
+
+
+def _with_timing(streams: list[StreamInfo], packets: str) -> list[StreamInfo]:
+    """``streams`` with the start, end and packet count the packet table gives each."""
+    # The table numbers the OUTPUT streams: the mapped videos first, then the audios.
+    mapped = [s for s in streams if s.kind == "video"] + [s for s in streams if s.kind == "audio"]
+    timing = parse_packet_table(packets)
+    by_index = {}
+    for out_index, stream in enumerate(mapped):
+        start, end, count = timing.get(out_index, (None, None, 0))
+        by_index[stream.index] = dataclasses.replace(stream, start_s=start, end_s=end, packets=count)
+    return [by_index.get(s.index, s) for s in streams]
+
+
+def _track_warnings(videos: list[StreamInfo], audios: list[StreamInfo], video: StreamInfo,
+                    audio: StreamInfo | None) -> list[str]:
+    """Which stream of several was chosen, and why."""
+    warnings: list[str] = []
+    if len(videos) > 1:
+        warnings.append(f"{len(videos)} video streams; using video stream {video.type_index}"
+                        f" ({'flagged default' if video.default else 'the first; none is flagged default'})")
+    if audio is not None and len(audios) > 1:
+        chosen = "flagged default" if audio.default else "the first; none is flagged default"
+        warnings.append(f"{len(audios)} audio tracks; using track {audio.type_index} ({audio.layout or '?'}, {chosen})")
+    return warnings
+
+
+def _timeline_warnings(video: StreamInfo, audio: StreamInfo | None) -> list[str]:
+    """Picture and sound of different lengths, or one starting later than the other."""
+    video_start, video_end = video.start_s, video.end_s
+    audio_start, audio_end = (audio.start_s, audio.end_s) if audio is not None else (None, None)
+    if video_start is None or video_end is None or audio_start is None or audio_end is None:
+        return []
+    warnings: list[str] = []
+    if abs(video_end - audio_end) > _LENGTH_SLACK_S:
+        shorter = "sound" if audio_end < video_end else "picture"
+        after = "silence" if shorter == "sound" else "its last frame"
+        warnings.append(f"picture ends at {video_end:.2f} s, sound at {audio_end:.2f} s: past its end the "
+                        f"{shorter} is {after}, as a player shows it")
+    for name, start, other_start in (("sound", audio_start, video_start), ("picture", video_start, audio_start)):
+        if start - other_start > _LATE_START_S:
+            first = "picture" if name == "sound" else "sound"
+            warnings.append(f"the {name} starts at {start:.2f} s, later than the {first}: "
+                            "it is delayed to there, as a player does")
+    return warnings
 
 
 def probe_media(path: str | Path, *, decode_check: bool = False, timeout_s: float = 120.0) -> MediaInfo:

@@ -24,7 +24,8 @@ from avsc.records.fusion_info import FusionInfo
 from avsc.records.output_manifest import OutputFile, OutputManifest
 from avsc.records.predictions import Predictions
 from avsc.records.evaluation_result import EvaluationResult
+from avsc.records.store_summary import RejectedClip, StoreSummary
 
 __all__ = ["Record", "RecordError", "Lineage", "Calibration", "ModelInfo", "FusionInfo", "BundleInfo", "BundleFusion",
-           "BundleProvenance", "OutputFile", "OutputManifest"]
-__all__ += ["Predictions", "EvaluationResult"]
+           "BundleProvenance", "OutputFile", "OutputManifest", "Predictions", "EvaluationResult",
+           "StoreSummary", "RejectedClip"]

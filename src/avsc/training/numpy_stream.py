@@ -26,7 +26,8 @@ import keras
 import numpy as np
 
 from avsc.errors import ConfigError
-from avsc.features.store import FeatureStore, decode_jpeg
+from avsc.features.store import FeatureStore
+from avsc.features.store_format import decode_jpeg
 from avsc.training.sampling import EpochPlan, epoch_plan
 
 __all__ = ["FeatureBatches", "train_batches", "eval_batches", "stream_kind", "STREAMS"]
