@@ -59,7 +59,7 @@ def output_manifest(folder: Path, *, kind: str, run_id: str) -> OutputManifest:
         relative = path.relative_to(folder).as_posix()
         if relative != OutputManifest.FILE_NAME:
             files[relative] = OutputFile(size=path.stat().st_size, sha256=file_digest(path))
-    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     return OutputManifest(kind=kind, run_id=run_id, created=created, files=files)
 
 
