@@ -22,7 +22,7 @@ from avsc.records.predictions import write_predictions
 from avsc.evaluation.report import results_table, write_submission_csv
 from avsc.labels import LABELS
 from avsc.records import Calibration
-from avsc.storage.files import write_json
+from avsc.storage.locations import write_json
 
 # --- Metrics on a tiny example: 3 classes, 4 clips -------------------------------------------
 

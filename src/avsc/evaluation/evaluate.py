@@ -32,7 +32,8 @@ from avsc.evaluation.provenance import check_lineage, collect_provenance
 from avsc.evaluation.reference import logistic_reference
 from avsc.labels import LABELS
 from avsc.records import FusionInfo, ModelInfo
-from avsc.storage.files import backbone_paths, read_json, write_json
+from avsc.storage.files import backbone_paths
+from avsc.storage.locations import read_json, write_json
 
 __all__ = ["find_fusion_dirs", "best_result", "evaluate"]
 
