@@ -401,3 +401,33 @@ def test_cli_errors_are_one_line(s3_env, dataset, capsys, monkeypatch):
     assert main(["data", "ls", s3_env.uri()]) == 1
     assert "AVSC_S3_SECRET_KEY not set" in capsys.readouterr().err
     assert os.environ.get("AVSC_S3_ACCESS_KEY")  # the others were left alone
+
+
+# ---------------------------------------------------------------- a location's local copy
+
+def test_copy_uploads_and_downloads_between_a_folder_and_the_store(s3_env, dataset, tmp_path):
+    from avsc.storage import locations
+
+    source = dataset / "big" / "weights.bin"
+    locations.copy(source, s3_env.uri("copied/weights.bin"))
+    assert s3_env.keys("copied/") == {"copied/weights.bin": MULTIPART}
+    locations.copy(s3_env.uri("copied/weights.bin"), tmp_path / "back" / "weights.bin")
+    assert (tmp_path / "back" / "weights.bin").read_bytes() == source.read_bytes()
+    with pytest.raises(StoreError, match=r"copied/missing\.bin"):
+        locations.copy(s3_env.uri("copied/missing.bin"), tmp_path / "missing.bin")
+    assert not (tmp_path / "missing.bin").exists()
+
+
+def test_local_copy_is_the_path_itself_an_object_as_a_file_or_a_prefix_as_a_folder(s3_env, dataset):
+    from avsc.storage import locations
+
+    push_dir(dataset, s3_env.uri("ds"), progress=False)
+    with locations.local_copy(dataset) as same:
+        assert same == dataset
+    with locations.local_copy(s3_env.uri("ds/meta.csv")) as one:
+        assert one.name == "meta.csv" and one.read_bytes() == (dataset / "meta.csv").read_bytes()
+    with locations.local_copy(s3_env.uri("ds")) as folder:
+        assert _tree(folder) == _tree(dataset)
+    with locations.local_copy(s3_env.uri("ds"), include=["audio/a.wav"]) as part:
+        assert list(_tree(part)) == ["audio/a.wav"]
+    assert not one.exists() and not folder.exists() and not part.exists()  # removed when the block ends
