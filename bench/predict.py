@@ -70,7 +70,7 @@ def make_random_bundle(preset: str, root: Path, method: str = "f4") -> Path:
     from avsc.labels import LABELS
     from avsc.models.backbones import build_backbone
     from avsc.models.fusion import build_fusion_model
-    from avsc.storage.files import write_json
+    from avsc.storage.locations import write_json
 
     config = load_config(preset=preset, overrides={"train": {"weights": "none"}})
     shapes = {k: tuple(v) for k, v in feature_shapes(config.features).items()}

@@ -209,7 +209,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from avsc.config import load_config
     from avsc.evaluation.report import results_table
     from avsc.preflight import check_local_run, step_needs
-    from avsc.storage.files import read_json
+    from avsc.storage.locations import read_json
     from avsc.storage.s3 import is_remote
     from components.progress import RunProgress, display_names, duration, quiet_steps
 

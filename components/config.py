@@ -77,7 +77,8 @@ def resolve_config(
     from collections import namedtuple
 
     from avsc import __version__
-    from avsc.config import config_hash, load_config, parse_overrides, to_dict
+    from avsc.config import config_hash, load_config, to_dict
+    from avsc.config.sources import parse_overrides
     from avsc.data.segments import check_segment_setting
 
     resolved = load_config(preset=preset, overrides=overrides)

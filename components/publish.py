@@ -30,28 +30,16 @@ def publish_outputs(
         bundle: the model bundle.
         embeddings: the five backbones' embeddings, each tagged with ``metadata["backbone"]``.
     """
-    import os
-    import shutil
-
+    from avsc.storage import locations
     from avsc.storage.publish import merge_output
-    from avsc.storage.s3 import is_remote
-    from avsc.storage.sync import push_file
 
     if not output_uri:
         print("output_uri is empty: nothing published")
         return
     files = {f"embeddings/{backbone}.parquet": path for backbone, path in by_backbone(embeddings).items()}
     files["config.json"] = config.path
-    if is_remote(output_uri):
-        base = output_uri.rstrip("/")
-        merge_output(report.path, base)  # an earlier report's files there are removed
-        merge_output(bundle.path, f"{base}/bundle")
-        for name, path in files.items():
-            push_file(path, f"{base}/{name}")
-    else:
-        merge_output(report.path, output_uri)
-        merge_output(bundle.path, os.path.join(output_uri, "bundle"))
-        for name, path in files.items():
-            os.makedirs(os.path.dirname(os.path.join(output_uri, name)), exist_ok=True)
-            shutil.copyfile(path, os.path.join(output_uri, name))
+    merge_output(report.path, output_uri)  # an earlier report's files there are removed
+    merge_output(bundle.path, locations.join(output_uri, "bundle"))
+    for name, path in files.items():
+        locations.copy(path, locations.join(output_uri, *name.split("/")))
     print(f"published to {output_uri}")

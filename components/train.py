@@ -53,6 +53,7 @@ def train_backbone(
     paths = [f.path for f in features]
     # The data is part of the checkpoints' identity: a run on other data starts afresh.
     lineage = FeatureStore.open(paths).lineage
+    assert lineage is not None  # open() refuses a store index without lineage
     checkpoints = (checkpoint_location(output_uri, backbone, settings.features, settings.train, lineage.store_hash)
                    if output_uri else None)
     result = avsc.training.backbone.train_backbone(backbone, paths, model.path,

@@ -58,14 +58,14 @@ def main(work: Path) -> None:
                            progress=False)
     # The Predictor's way of running an embedding model (compiled once per shape on JAX).
     from avsc.features.store import FeatureStore
-    from avsc.inference.predict import _GraphRunner
+    from avsc.inference.graph_runner import GraphRunner
     from avsc.models.backbones import embedding_model
     from avsc.training.embeddings import embed_arrays
 
     store = FeatureStore.open(work / "features")
     first = sorted(store.clips()["clip_id"])[:3]
     batch = np.stack([store.read_clip(clip_id, "mel") for clip_id in first])
-    runner = _GraphRunner(embedding_model(keras.models.load_model(work / "aud-mel" / "model.keras")))
+    runner = GraphRunner(embedding_model(keras.models.load_model(work / "aud-mel" / "model.keras")))
     out["runner_fc1024"], out["runner_fc10"] = embed_arrays("aud-mel", runner, batch)
     # Phase II: a fusion model trained on the embeddings under JAX (no TensorFlow to be had).
     import dataclasses

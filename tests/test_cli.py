@@ -95,7 +95,7 @@ def test_settings_commands_default_to_the_paper_preset_and_take_config_and_set()
         for flag in ("--preset", "--config FILE", "--set SECTION.KEY=VALUE"):
             assert flag in text, (name, flag)
         assert "usage error (an unknown option or a bad value) also a bad --set or --config file" in text
-    for name, argv in TENSORFLOW_COMMANDS.items():
+    for name in TENSORFLOW_COMMANDS:
         assert "Needs Keras on TensorFlow" in " ".join(commands[(name,)].format_help().split()), name
     assert "Needs Keras on TensorFlow" not in commands[("preprocess",)].format_help()
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from embeddings_factory import make_embeddings
 from features_factory import make_feature_store
-from records_factory import write_model_info
 from kfp.dsl import (
     HTML,
     Artifact,
@@ -25,6 +24,7 @@ from kfp.dsl import (
     Metrics,
     Model,
 )
+from records_factory import write_model_info
 
 from avsc.config import (
     BACKBONES,
@@ -38,7 +38,8 @@ from avsc.data.demo import make_demo_dataset
 from avsc.data.manifest import read_manifest
 from avsc.errors import ConfigError
 from avsc.labels import LABELS
-from avsc.storage.files import read_json, sha256_file
+from avsc.storage.files import sha256_file
+from avsc.storage.locations import read_json
 from avsc.training.embeddings import read_embeddings, write_embeddings
 from components import (
     embed_backbone,
@@ -350,7 +351,7 @@ def test_evaluate_fusions_reports_and_bundles_the_best(fused, phase_one, manifes
     # models' recorded settings, found through the tagged artifacts.
     provenance = result["provenance"]
     assert provenance["dataset"]["synthetic"] is True
-    assert provenance["config_hashes"]["train"] == {b: "train0000001" for b in BACKBONES}
+    assert provenance["config_hashes"]["train"] == dict.fromkeys(BACKBONES, "train0000001")
     text = Path(summary.path).read_text()
     assert text.startswith("#") and "Provenance" in text and "synthetic" in text
     assert "f4" in text and "<img" not in text and ".png" not in text  # tables, no figures

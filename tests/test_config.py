@@ -73,7 +73,7 @@ def test_json_and_toml_files_load_and_errors_name_the_file(tmp_path):
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"train": {"epochz": 1}}))
-    with pytest.raises(ConfigError, match="bad.json"):
+    with pytest.raises(ConfigError, match=r"bad\.json"):
         load_config(bad)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.json")
@@ -100,7 +100,7 @@ def test_set_arguments_are_typed_toml_values_and_plain_strings():
                                                  "train.learning_rate=1e-3", "fusion.seed = 7"])
     assert cfg.features.audio.frames == 309
     assert cfg.train.weights == "imagenet" and cfg.train.learning_rate == 1e-3 and cfg.fusion.seed == 7
-    with pytest.raises(ConfigError, match="expected section.key=value"):
+    with pytest.raises(ConfigError, match=r"expected section\.key=value"):
         load_config(overrides=["train.epochs"])
     with pytest.raises(ConfigError, match=r"train.epochs: input should be a valid integer"):
         load_config(overrides=["train.epochs=many"])

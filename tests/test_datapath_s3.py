@@ -107,8 +107,8 @@ def test_streams_from_s3_equal_streams_from_disk(s3_env, local_store):
         b = [(x.numpy(), lam.numpy(), y.numpy()) for (x, lam, _), y in
              train_dataset(there, backbone, batch_size=7, seed=3, **extra)]
         assert len(a) == len(b) > 1
-        for batch_a, batch_b in zip(a, b):
-            for one, other in zip(batch_a, batch_b):
+        for batch_a, batch_b in zip(a, b, strict=True):
+            for one, other in zip(batch_a, batch_b, strict=True):
                 np.testing.assert_array_equal(one, other)
     val_here = np.concatenate([x.numpy() for x in eval_dataset(here, "vis-inc", "val", batch_size=5)])
     val_there = np.concatenate([x.numpy() for x in eval_dataset(there, "vis-inc", "val", batch_size=5)])

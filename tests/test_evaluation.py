@@ -22,7 +22,7 @@ from avsc.labels import LABELS
 from avsc.records import Calibration
 from avsc.records.predictions import Predictions
 from avsc.scoring.metrics import classification_metrics, softmax, wilson_interval
-from avsc.storage.files import write_json
+from avsc.storage.locations import write_json
 
 # --- Metrics on a tiny example: 3 classes, 4 clips -------------------------------------------
 

@@ -14,7 +14,7 @@ from avsc.cli import main
 from avsc.config import AudioConfig, FeatureConfig, FrameConfig
 from avsc.errors import DataError
 from avsc.inference.inspect import inspect_media
-from avsc.inference.predict import window_offsets
+from avsc.inference.windows import window_offsets
 from avsc.media.decode import demux_audio, sample_frames
 
 CONFIG = FeatureConfig(audio=AudioConfig(sample_rate=16000, clip_seconds=1.0, n_bins=16),

@@ -61,7 +61,7 @@ def test_steps_run_as_the_caller_read_only_with_only_the_store_settings():
     local.DockerRunner(**settings)  # every key is one kfp's DockerRunner accepts
 
 
-@pytest.mark.parametrize(("environ", "dataset", "network"), [
+@pytest.mark.parametrize("environ, dataset, network", [
     ({}, "/data/tau", "none"),
     ({"AVSC_S3_ENDPOINT": "localhost:9000"}, "s3://avsc/tau", "host"),
     ({"AVSC_S3_ENDPOINT": "127.0.0.1"}, "/data/tau", "host"),
@@ -162,7 +162,7 @@ def _task_command(output_file: Path) -> list[str]:
             json.dumps({"outputs": {"outputFile": str(output_file)}}), "--function_to_execute", "step"]
 
 
-@pytest.mark.parametrize(("exit_code", "writes_output", "expected"), [
+@pytest.mark.parametrize("exit_code, writes_output, expected", [
     (0, True, status.Status.SUCCESS),
     (0, False, status.Status.FAILURE),  # "succeeded" without its outputs
     (1, True, status.Status.FAILURE),
@@ -208,9 +208,9 @@ def test_no_docker_api_is_a_clear_error(monkeypatch, tmp_path):
         raise docker.errors.DockerException("Error while fetching server API version")
 
     monkeypatch.setattr(docker, "from_env", unreachable)
-    with pytest.raises(RuntimeError, match="podman system service"):
-        with local_runner("docker", dataset="s3://avsc/tau", output=tmp_path / "out"):
-            pass
+    with pytest.raises(RuntimeError, match="podman system service"), \
+            local_runner("docker", dataset="s3://avsc/tau", output=tmp_path / "out"):
+        pass
 
 
 def test_subprocess_runner_is_the_default_and_patches_nothing(tmp_path):

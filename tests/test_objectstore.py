@@ -14,9 +14,10 @@ from s3_server import FlakyProxy, iam_auth, s3_env, s3_server, s3_store  # noqa:
 
 from avsc.cli import main
 from avsc.errors import StoreError
-from avsc.storage import sync
+from avsc.storage import transfer
+from avsc.storage.objects import list_objects
 from avsc.storage.s3 import S3Settings, is_remote, parse_uri
-from avsc.storage.sync import TransferResult, list_objects, pull_dir, pull_file, push_dir, push_file
+from avsc.storage.sync import TransferResult, pull_dir, pull_file, push_dir, push_file
 
 MULTIPART = 6 * 1024 * 1024  # above minio's 5 MiB part size: sent as a two-part upload
 
@@ -133,7 +134,7 @@ def test_push_pull_round_trip(s3_store, dataset, tmp_path):
     uri = s3_store.uri("datasets/demo")
     pushed = push_dir(dataset, uri, settings=s3_store.settings, workers=4, progress=False)
     local = _tree(dataset)
-    assert pushed == TransferResult(uploaded=len(local), skipped=0,
+    assert pushed == TransferResult(transferred=len(local), skipped=0,
                                     bytes=sum(len(d) for d in local.values()))
     assert s3_store.keys() == {f"datasets/demo/{k}": len(v) for k, v in local.items()}
     stat = s3_store.client.stat_object(s3_store.bucket, "datasets/demo/big/weights.bin")
@@ -144,11 +145,11 @@ def test_push_pull_round_trip(s3_store, dataset, tmp_path):
     out = tmp_path / "copy"
     pulled = pull_dir(uri, out, settings=s3_store.settings, workers=3, progress=True)
     assert _tree(out) == local
-    assert pulled.uploaded == len(local) and pulled.skipped == 0
+    assert pulled.transferred == len(local) and pulled.skipped == 0
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
     again = pull_dir(uri, out, settings=s3_store.settings, progress=False)
-    assert again == TransferResult(uploaded=0, skipped=len(local), bytes=0)
+    assert again == TransferResult(transferred=0, skipped=len(local), bytes=0)
 
 
 def test_second_push_skips_and_changed_file_is_uploaded_again(s3_store, dataset):
@@ -156,14 +157,14 @@ def test_second_push_skips_and_changed_file_is_uploaded_again(s3_store, dataset)
     push_dir(dataset, uri, settings=s3_store.settings, progress=False)
     count = len(_tree(dataset))
     assert push_dir(dataset, uri, settings=s3_store.settings, progress=False) == \
-        TransferResult(uploaded=0, skipped=count, bytes=0)
+        TransferResult(transferred=0, skipped=count, bytes=0)
 
     wav = dataset / "audio" / "a.wav"
     changed = bytes(b ^ 0xFF for b in wav.read_bytes())  # same size, other bytes
     wav.write_bytes(changed)
     (dataset / "new.txt").write_bytes(b"added later")
     result = push_dir(dataset, uri, settings=s3_store.settings, progress=False)
-    assert result == TransferResult(uploaded=2, skipped=count - 1, bytes=len(changed) + 11)
+    assert result == TransferResult(transferred=2, skipped=count - 1, bytes=len(changed) + 11)
     stored = s3_store.client.get_object(s3_store.bucket, "ds/audio/a.wav").read()
     assert stored == changed
 
@@ -178,7 +179,7 @@ def test_objects_from_other_tools_compare_by_etag(s3_store, tmp_path):
     for name, data in (("same.txt", b"identical content"), ("other.txt", b"store version 2")):
         client.put_object(s3_store.bucket, f"p/{name}", io.BytesIO(data), len(data))
     result = push_dir(root, s3_store.uri("p"), settings=s3_store.settings, progress=False)
-    assert (result.uploaded, result.skipped) == (1, 1)
+    assert (result.transferred, result.skipped) == (1, 1)
     assert client.get_object(s3_store.bucket, "p/other.txt").read() == b"local version 1"
 
 
@@ -189,9 +190,9 @@ def test_pull_include_fetches_only_named_keys(s3_store, dataset, tmp_path):
     result = pull_dir(uri, out, settings=s3_store.settings, progress=False,
                       include=["meta.csv", "/video/a.mp4"])
     assert sorted(_tree(out)) == ["meta.csv", "video/a.mp4"]
-    assert result.uploaded == 2
+    assert result.transferred == 2
 
-    with pytest.raises(StoreError, match="video/missing.mp4"):
+    with pytest.raises(StoreError, match=r"video/missing\.mp4"):
         pull_dir(uri, out, settings=s3_store.settings, progress=False,
                  include=["meta.csv", "video/missing.mp4"])
 
@@ -205,7 +206,7 @@ def test_pull_replaces_a_local_file_that_differs(s3_store, dataset, tmp_path):
     target = out / "audio" / "a.wav"
     target.write_bytes(bytes(len(target.read_bytes())))  # same size, wrong content
     result = pull_dir(uri, out, settings=s3_store.settings, progress=False)
-    assert result.uploaded == 2
+    assert result.transferred == 2
     assert _tree(out) == _tree(dataset)
 
 
@@ -230,7 +231,7 @@ def test_push_file_and_pull_file(s3_store, tmp_path):
     assert push_file(src, uri, settings=s3_store.settings) == TransferResult(1, 0, src.stat().st_size)
     assert push_file(src, uri, settings=s3_store.settings) == TransferResult(0, 1, 0)
     dest = tmp_path / "back" / "bundle.json"
-    assert pull_file(uri, dest, settings=s3_store.settings).uploaded == 1
+    assert pull_file(uri, dest, settings=s3_store.settings).transferred == 1
     assert dest.read_bytes() == src.read_bytes()
 
     with pytest.raises(StoreError, match=r"s3://test-\d+/runs/r1/nothing\.json: no such object"):
@@ -255,7 +256,7 @@ def test_list_objects(s3_store, dataset):
 
 def _corrupt_after_hashing(monkeypatch, victims: dict[str, callable]) -> None:
     """Change chosen files right after push has hashed them, as a writer racing the upload would."""
-    real_hash = sync.file_digest
+    real_hash = transfer.file_digest
 
     def hash_then_corrupt(path, algorithm="sha256"):
         digest = real_hash(path, algorithm)
@@ -263,7 +264,7 @@ def _corrupt_after_hashing(monkeypatch, victims: dict[str, callable]) -> None:
         if change is not None:
             change(Path(path))
         return digest
-    monkeypatch.setattr(sync, "file_digest", hash_then_corrupt)
+    monkeypatch.setattr(transfer, "file_digest", hash_then_corrupt)
 
 
 def test_failed_uploads_leave_no_object(s3_store, dataset, monkeypatch):
@@ -289,7 +290,7 @@ def test_failed_uploads_leave_no_object(s3_store, dataset, monkeypatch):
 
     monkeypatch.undo()
     result = push_dir(dataset, uri, settings=s3_store.settings, progress=False)
-    assert (result.uploaded, result.skipped) == (2, len(_tree(dataset)) - 2)
+    assert (result.transferred, result.skipped) == (2, len(_tree(dataset)) - 2)
 
 
 def test_missing_local_folder(s3_store, tmp_path):
@@ -343,7 +344,7 @@ def test_credential_errors(s3_store, iam_auth, tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f.txt").write_text("x")
     assert push_dir(tmp_path / "d", s3_store.uri("p"), settings=allowed,
-                    progress=False).uploaded == 1
+                    progress=False).transferred == 1
 
 
 def test_slow_down_is_retried_with_backoff(s3_store, s3_server, dataset, tmp_path):
@@ -352,7 +353,7 @@ def test_slow_down_is_retried_with_backoff(s3_store, s3_server, dataset, tmp_pat
         result = push_dir(dataset, s3_store.uri("ds"), settings=settings, workers=1,
                           progress=False)
     assert proxy.refused == 2
-    assert result.uploaded == len(_tree(dataset))
+    assert result.transferred == len(_tree(dataset))
     out = tmp_path / "copy"
     pull_dir(s3_store.uri("ds"), out, settings=s3_store.settings, progress=False)
     assert _tree(out) == _tree(dataset)
@@ -400,3 +401,33 @@ def test_cli_errors_are_one_line(s3_env, dataset, capsys, monkeypatch):
     assert main(["data", "ls", s3_env.uri()]) == 1
     assert "AVSC_S3_SECRET_KEY not set" in capsys.readouterr().err
     assert os.environ.get("AVSC_S3_ACCESS_KEY")  # the others were left alone
+
+
+# ---------------------------------------------------------------- a location's local copy
+
+def test_copy_uploads_and_downloads_between_a_folder_and_the_store(s3_env, dataset, tmp_path):
+    from avsc.storage import locations
+
+    source = dataset / "big" / "weights.bin"
+    locations.copy(source, s3_env.uri("copied/weights.bin"))
+    assert s3_env.keys("copied/") == {"copied/weights.bin": MULTIPART}
+    locations.copy(s3_env.uri("copied/weights.bin"), tmp_path / "back" / "weights.bin")
+    assert (tmp_path / "back" / "weights.bin").read_bytes() == source.read_bytes()
+    with pytest.raises(StoreError, match=r"copied/missing\.bin"):
+        locations.copy(s3_env.uri("copied/missing.bin"), tmp_path / "missing.bin")
+    assert not (tmp_path / "missing.bin").exists()
+
+
+def test_local_copy_is_the_path_itself_an_object_as_a_file_or_a_prefix_as_a_folder(s3_env, dataset):
+    from avsc.storage import locations
+
+    push_dir(dataset, s3_env.uri("ds"), progress=False)
+    with locations.local_copy(dataset) as same:
+        assert same == dataset
+    with locations.local_copy(s3_env.uri("ds/meta.csv")) as one:
+        assert one.name == "meta.csv" and one.read_bytes() == (dataset / "meta.csv").read_bytes()
+    with locations.local_copy(s3_env.uri("ds")) as folder:
+        assert _tree(folder) == _tree(dataset)
+    with locations.local_copy(s3_env.uri("ds"), include=["audio/a.wav"]) as part:
+        assert list(_tree(part)) == ["audio/a.wav"]
+    assert not one.exists() and not folder.exists() and not part.exists()  # removed when the block ends

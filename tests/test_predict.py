@@ -32,9 +32,11 @@ from avsc.config import (
 )
 from avsc.errors import ConfigError, DataError, MediaError
 from avsc.inference.bundle import BUNDLE_FILE, load_bundle, make_bundle
-from avsc.inference.predict import Predictor, check_videos, window_offsets
+from avsc.inference.predict import Predictor, check_videos
+from avsc.inference.windows import window_offsets
 from avsc.labels import LABELS
-from avsc.storage.files import read_json, sha256_file, write_json
+from avsc.storage.files import sha256_file
+from avsc.storage.locations import read_json, write_json
 
 FEATURES = FeatureConfig(audio=AudioConfig(sample_rate=16000, clip_seconds=1.0, n_bins=16),
                          frames=FrameConfig(fps=2.0, size=32))
@@ -48,8 +50,9 @@ def _manifest(path: Path, *, synthetic: bool) -> Path:
     """A manifest as ``avsc ingest`` writes it for a dataset of 40 clips."""
     from avsc.data.manifest import write_manifest
 
+    splits = ["train"] * 20 + ["val"] * 10 + ["test"] * 10
     rows = [{"clip_id": f"clip-{i:03d}", "video": f"video/clip-{i:03d}.mp4", "label": "park", "city": "x",
-             "location": f"x-{i}", "split": split} for i, split in enumerate(["train"] * 20 + ["val"] * 10 + ["test"] * 10)]
+             "location": f"x-{i}", "split": split} for i, split in enumerate(splits)]
     return write_manifest(rows, path, dataset_root=path.parent / "demo",
                           extra_metadata={"dataset": {"name": "demo-7", "path": str(path.parent / "demo"),
                                                       "synthetic": synthetic, "generator": "avsc demo-data"}})
@@ -561,8 +564,8 @@ def test_bad_inputs_fail_before_any_model_loads(bundle_dir, videos, tmp_path, mo
     assert code == 1
     errors = captured.err.splitlines()
     assert len(errors) == 4, errors  # one line per input, in order, and nothing else (no TF log)
-    assert errors[0] == f"avsc predict: error: {missing}: file not found " \
-                        "(check the path, or that the dataset is fully extracted)"
+    assert errors[0] == (f"avsc predict: error: {missing}: file not found "
+                         "(check the path, or that the dataset is fully extracted)")
     assert "folder.mp4: a folder, not a file" in errors[1]
     assert "notes.mp4" in errors[2] and "not a complete MP4" in errors[2]
     assert errors[3].startswith(f"avsc predict: error: {url}: object store not configured")

@@ -59,7 +59,8 @@ def test_the_paper_preset_does_not_fit_24_gib_two_at_a_time_and_says_what_to_do(
 def test_a_training_that_cannot_fit_is_refused_with_a_smaller_batch_size_to_try():
     paper = load_config(preset="paper")
     with pytest.raises(ResourceError, match=r"train aud-mel: needs ~\d+\.\d GB at batch size 32; "
-                                            r"this machine has 4\.3 GB \(3\.9 GB usable\)\. .*--batch-size \(e\.g\. 8\)"):
+                                            r"this machine has 4\.3 GB \(3\.9 GB usable\)\. "
+                                            r".*--batch-size \(e\.g\. 8\)"):
         check_training("aud-mel", paper, limit=4 * GIB)
     assert check_training("aud-mel", load_config(preset="quick"), limit=4 * GIB) < 4 * GIB
     # Larger batches and wider inputs need more.

@@ -26,7 +26,8 @@ from avsc.scoring.metrics import softmax
 from avsc.records.predictions import Predictions
 from avsc.labels import LABELS
 from avsc.records import OutputManifest
-from avsc.storage.files import file_digest, write_json
+from avsc.storage.files import file_digest
+from avsc.storage.locations import write_json
 
 
 def _fusion_dir(root: Path, method: str, seed: int) -> Path:

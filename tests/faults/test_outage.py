@@ -17,7 +17,7 @@ from tcp_forwarder import TcpForwarder
 
 from avsc.cli import main
 from avsc.errors import StoreError
-from avsc.storage import locations, sync
+from avsc.storage import locations, objects, sync
 from avsc.storage.s3 import S3Settings
 
 
@@ -49,10 +49,10 @@ def test_a_stalled_store_is_reported_not_waited_for(s3_store, demo):
     with TcpForwarder(s3_store.server.host, s3_store.server.port) as fwd:
         settings = dataclasses.replace(s3_store.settings, endpoint=fwd.endpoint, read_timeout_s=0.5,
                                        retries=2, backoff_s=0.05)
-        assert len(sync.list_objects(s3_store.uri("tau"), settings=settings)) > 0
+        assert len(objects.list_objects(s3_store.uri("tau"), settings=settings)) > 0
         fwd.stall()
         with pytest.raises(StoreError, match=r"cannot reach the object store.*ReadTimeoutError"):
-            sync.list_objects(s3_store.uri("tau"), settings=settings)
+            objects.list_objects(s3_store.uri("tau"), settings=settings)
         with pytest.raises(StoreError, match="cannot reach the object store"):
             locations.read_bytes(s3_store.uri("tau/meta.csv"), settings=settings)
         fwd.resume()
@@ -67,7 +67,7 @@ def test_a_store_down_while_pushing_fails_the_push_and_a_rerun_completes(s3_stor
             sync.push_dir(demo, s3_store.uri("tau"), settings=settings, progress=False)
         fwd.start()
         result = sync.push_dir(demo, s3_store.uri("tau"), settings=settings, progress=False)
-    assert result.uploaded == len(s3_store.keys("tau/")) and result.skipped == 0
+    assert result.transferred == len(s3_store.keys("tau/")) and result.skipped == 0
 
 
 PREPROCESS = ["--preset", "quick", "--quiet", "--set", "features.audio.clip_seconds=1",

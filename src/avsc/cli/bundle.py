@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the manifest the models were trained from (`avsc ingest`): records the "
                              "dataset's name, whether it is synthetic and its clips per split in the "
                              "bundle (default: recorded as unknown, and predict warns so)")
-    parser.add_argument("-o", "--output", required=True, metavar="BUNDLE_DIR", help="folder (or s3://bucket/prefix) to write; every folder here may be s3://")
+    parser.add_argument("-o", "--output", required=True, metavar="BUNDLE_DIR",
+                        help="folder (or s3://bucket/prefix) to write; every folder here may be s3://")
     parser.set_defaults(handler=run)
 
 

@@ -88,7 +88,7 @@ def run_push(args: argparse.Namespace) -> int:
     from avsc.storage.sync import push_dir
 
     result = push_dir(args.source, args.uri, workers=args.workers, progress=not args.quiet)
-    print(f"{args.uri}: {result.uploaded} uploaded ({_human(result.bytes)}), "
+    print(f"{args.uri}: {result.transferred} uploaded ({_human(result.bytes)}), "
           f"{result.skipped} already there")
     return 0
 
@@ -98,14 +98,14 @@ def run_pull(args: argparse.Namespace) -> int:
 
     result = pull_dir(args.uri, args.dest, include=args.include, workers=args.workers,
                       progress=not args.quiet)
-    print(f"{args.dest}: {result.uploaded} downloaded ({_human(result.bytes)}), "
+    print(f"{args.dest}: {result.transferred} downloaded ({_human(result.bytes)}), "
           f"{result.skipped} already there")
     return 0
 
 
 def run_ls(args: argparse.Namespace) -> int:
+    from avsc.storage.objects import list_objects
     from avsc.storage.s3 import parse_uri
-    from avsc.storage.sync import list_objects
 
     bucket, prefix = parse_uri(args.uri)
     base = f"s3://{bucket}/{prefix + '/' if prefix else ''}"
@@ -119,7 +119,7 @@ def run_ls(args: argparse.Namespace) -> int:
 
 def run_uploads(args: argparse.Namespace) -> int:
     from avsc.errors import ConfigError
-    from avsc.storage.sync import abort_incomplete_uploads, list_incomplete_uploads
+    from avsc.storage.objects import abort_incomplete_uploads, list_incomplete_uploads
 
     if args.older_than < 0:
         raise ConfigError(f"--older-than must be 0 or more hours, not {args.older_than:g}")

@@ -28,7 +28,8 @@ import textwrap
 from collections.abc import Mapping
 from typing import Any
 
-from avsc.config import DEFAULT_PRESET, PRESETS, Config, load_config, parse_setting
+from avsc.config import DEFAULT_PRESET, PRESETS, Config, load_config
+from avsc.config.sources import parse_setting
 from avsc.errors import AvscError
 
 EXIT_OK = 0

@@ -43,7 +43,8 @@ from avsc.records.evaluation_result import (
     TrainingHistory,
 )
 from avsc.scoring.calibration import SELECTION_RULES, selection_key
-from avsc.storage.files import backbone_paths, read_json
+from avsc.storage.files import backbone_paths
+from avsc.storage.locations import read_json
 
 __all__ = ["find_fusion_dirs", "best_result", "score", "evaluate"]
 

@@ -32,6 +32,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -62,28 +63,6 @@ _REBUILD = "copy the bundle again, or rebuild it with `avsc bundle`"
 
 
 @dataclass(frozen=True)
-class FusionEntry:
-    """One fusion model of a bundle.
-
-    Attributes:
-        method: ``f1`` .. ``f6``.
-        modalities: ``audio+visual``, ``audio`` or ``visual``.
-        level: the embedding it reads, ``fc1024`` (f1-f3) or ``fc10`` (f4-f6, pre-softmax).
-        backbones: its inputs, in the order of the model's inputs.
-        path: absolute path of the ``.keras`` file.
-        temperature: calibrated probabilities are ``softmax(logits / temperature)``.
-    """
-
-    method: str
-    modalities: str
-    level: str
-    backbones: tuple[str, ...]
-    path: Path
-    config_hash: str = ""
-    temperature: float = 1.0
-
-
-@dataclass(frozen=True)
 class Bundle:
     """A loaded (and checksum-verified) bundle; model files are not opened here.
 
@@ -92,7 +71,9 @@ class Bundle:
         backbones: backbone name -> absolute path of its ``.keras`` file.
         feature_shapes: feature name -> shape of one clip's array, as the backbones were
             trained on (e.g. ``mel`` -> ``(128, 715, 2)``).
+        fusion: the main fusion model (its ``path`` relative to ``root``: :meth:`model_path`).
         visual_fusion: a visual-only fusion model, or None.
+        info: all of ``bundle.json``.
     """
 
     root: Path
@@ -103,9 +84,13 @@ class Bundle:
     clip_seconds: float
     backbones: dict[str, Path]
     train_config_hashes: dict[str, str]
-    fusion: FusionEntry
-    visual_fusion: FusionEntry | None
+    fusion: BundleFusion
+    visual_fusion: BundleFusion | None
     info: BundleInfo
+
+    def model_path(self, fusion: BundleFusion) -> Path:
+        """The ``.keras`` file of one of the bundle's fusion models."""
+        return self.root / fusion.path
 
 
 def _read_fusion_dir(fusion_dir: Path) -> FusionInfo:
@@ -154,6 +139,96 @@ def _provenance(meta: FusionInfo, fusion_dir: Path, model_dirs: Mapping[str, Pat
         selection=dict(facts["selection"]), lineage=lineage)
 
 
+# The fusion models a bundle holds: key in bundle.json -> (source folder, fusion.json, file in the bundle).
+_Fusions = dict[str, tuple[Path, FusionInfo, str]]
+
+
+def _fusion_inputs(fusion_dir: Path, visual_fusion_dir: Path | None) -> _Fusions:
+    """The fusion models to bundle, each read and checked."""
+    fusions = {"fusion": (fusion_dir, _read_fusion_dir(fusion_dir), "fusion.keras")}
+    if visual_fusion_dir is not None:
+        meta = _read_fusion_dir(visual_fusion_dir)
+        if any(b not in VISUAL_BACKBONES for b in meta.backbones):
+            raise ConfigError(f"{visual_fusion_dir}: not a visual-only fusion model (it reads "
+                              f"{', '.join(meta.backbones)}); train one with `avsc fuse --modalities visual`")
+        fusions["visual_fusion"] = (visual_fusion_dir, meta, "fusion-visual.keras")
+    return fusions
+
+
+def _backbone_infos(needed: list[str], model_dirs: Mapping[str, Path], fusion_dir: Path) -> dict[str, ModelInfo]:
+    """The ``config.json`` of every backbone a fusion model reads; its files must be there."""
+    configs: dict[str, ModelInfo] = {}
+    for backbone in needed:
+        if backbone not in model_dirs:
+            raise DataError(fusion_dir / "fusion.json", f"reads {backbone}, but no model of {backbone} was given",
+                            "give the models of every backbone the fusion model reads")
+        for name in ("model.keras", "config.json"):
+            if not (model_dirs[backbone] / name).is_file():
+                raise DataError(model_dirs[backbone] / name, f"not found; the fusion model needs {backbone}",
+                                f"train it with `avsc train {backbone} ... -o {model_dirs[backbone]}`")
+        configs[backbone] = ModelInfo.read(model_dirs[backbone])
+    return configs
+
+
+def _shared_feature_config(configs: Mapping[str, ModelInfo], needed: list[str],
+                           model_dirs: Mapping[str, Path]) -> tuple[FeatureConfig, str]:
+    """The one feature config (and its hash) every needed backbone was trained on."""
+    hashes = {b: c.feature_config_hash for b, c in configs.items()}
+    if len(set(hashes.values())) != 1 or None in hashes.values():
+        listing = ", ".join(f"{b}: {h}" for b, h in hashes.items())
+        odd = next((b for b in needed if hashes[b] != hashes[needed[0]] or hashes[b] is None), needed[0])
+        raise DataError(model_dirs[odd] / "config.json",
+                        f"backbones were trained on different feature configs ({listing})",
+                        "train all of them on the same feature store")
+    feature_config = feature_config_from_dict(dict(configs[needed[0]].features))
+    if config_hash(feature_config) != hashes[needed[0]]:
+        raise DataError(model_dirs[needed[0]] / "config.json",
+                        "recorded feature config does not match its recorded hash", "retrain the backbone")
+    return feature_config, hashes[needed[0]]
+
+
+def _check_fusion_trained_on(fusions: _Fusions, model_dirs: Mapping[str, Path]) -> None:
+    """Each fusion model was trained on embeddings of exactly these backbone models."""
+    for _, meta, _ in fusions.values():
+        recorded = {b: e["model_sha256"] for b, e in meta.embeddings.items() if e.get("model_sha256")}
+        for backbone in meta.backbones:
+            if backbone in recorded and recorded[backbone] != sha256_file(model_dirs[backbone] / "model.keras"):
+                raise DataError(model_dirs[backbone] / "model.keras",
+                                "differs from the model whose embeddings trained the fusion model",
+                                "bundle the backbones the fusion was trained with, or re-run embed and fuse")
+
+
+def _write_bundle(folder: Path, fusions: _Fusions, model_dirs: Mapping[str, Path], configs: Mapping[str, ModelInfo],
+                  feature_config: FeatureConfig, feature_hash: str, manifest: str | Path | None) -> None:
+    """Copy the models into ``folder`` and write its ``bundle.json``."""
+    (folder / "backbones").mkdir(parents=True)
+    sha256: dict[str, str] = {}
+    backbone_files = {}
+    for backbone in configs:
+        rel = f"backbones/{backbone}.keras"
+        shutil.copyfile(model_dirs[backbone] / "model.keras", folder / rel)
+        sha256[rel] = sha256_file(folder / rel)
+        backbone_files[backbone] = rel
+    entries: dict[str, BundleFusion] = {}
+    for key, (source, meta, rel) in fusions.items():
+        shutil.copyfile(source / "model.keras", folder / rel)
+        sha256[rel] = sha256_file(folder / rel)
+        entries[key] = _bundle_fusion(meta, rel)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for config in configs.values():
+        shapes.update({k: tuple(v) for k, v in config.feature_shapes.items()})
+    fusion_dir, fusion_meta, _ = fusions["fusion"]
+    BundleInfo(
+        avsc_version=__version__, labels=tuple(LABELS), feature_config=to_dict(feature_config),
+        feature_config_hash=feature_hash, feature_shapes=shapes,
+        clip_seconds=feature_config.audio.clip_seconds, backbones=backbone_files,
+        train_config_hashes={b: c.config_hash for b, c in configs.items()},
+        fusion=entries["fusion"], visual_fusion=entries.get("visual_fusion"),
+        provenance=_provenance(fusion_meta, fusion_dir, {b: model_dirs[b] for b in configs}, configs, manifest),
+        sha256=sha256,
+    ).write(folder)
+
+
 def make_bundle(
     models: str | Path | Mapping[str, str | Path],
     fusion_dir: str | Path,
@@ -161,14 +236,15 @@ def make_bundle(
     *,
     visual_fusion_dir: str | Path | None = None,
     manifest: str | Path | None = None,
-) -> Path:
+) -> str | Path:
     """Assemble a self-contained bundle from trained backbones and a fusion model.
 
     Args:
         models: a folder holding ``<backbone>/model.keras`` and ``<backbone>/config.json``
             (outputs of ``avsc train``) for every backbone the fusion model reads, or a
             mapping backbone -> its model folder (a pipeline step's artifacts). This and
-            every other folder argument may be an ``s3://`` prefix.
+            every other folder argument may be an ``s3://`` prefix (read through a
+            temporary local copy, :func:`avsc.storage.locations.local_copy`).
         fusion_dir: output of ``avsc fuse`` (``model.keras``, ``fusion.json``).
         out_dir: the bundle folder to write. Built beside it under a temporary name and
             published whole (:func:`avsc.storage.publish.staged_output`, with ``outputs.json``
@@ -181,7 +257,7 @@ def make_bundle(
             (without it they are recorded as unknown, and predict warns so).
 
     Returns:
-        ``out_dir``.
+        ``out_dir``: a :class:`~pathlib.Path` for a folder, the URI for an ``s3://`` prefix.
 
     Raises:
         DataError: a missing model or config file; backbones trained on different feature
@@ -194,95 +270,27 @@ def make_bundle(
     from avsc.storage import locations
     from avsc.storage.publish import staged_output
 
-    if locations.any_remote(models, fusion_dir, out_dir, visual_fusion_dir, manifest):
-        # Model folders are fetched (and the bundle pushed) through temporary local folders.
-        with contextlib.ExitStack() as stack:
-            local_models = locations.local_inputs(stack, models)
-            fused = locations.local_inputs(stack, fusion_dir)
-            visual = locations.local_inputs(stack, visual_fusion_dir)
-            local_manifest = locations.local_inputs(stack, manifest)
-            staging = stack.enter_context(staged_output(out_dir, kind="bundle", run_id=new_run_id(),
-                                                        replaces=BUNDLE_FILE))
-            make_bundle(local_models, fused, staging / "bundle", visual_fusion_dir=visual, manifest=local_manifest)
-            for path in (staging / "bundle").iterdir():  # the bundle's files, at out_dir itself
-                path.rename(staging / path.name)
-            (staging / "bundle").rmdir()
-        return out_dir
-    fusion_dir, out_dir = Path(fusion_dir), Path(out_dir)
-    model_dirs = backbone_paths(models, "{backbone}", what="models",
-                                hint="give the folder holding one `avsc train` output per backbone")
-    fusions = {"fusion": (fusion_dir, _read_fusion_dir(fusion_dir), "fusion.keras")}
-    if visual_fusion_dir is not None:
-        visual_fusion_dir = Path(visual_fusion_dir)
-        meta = _read_fusion_dir(visual_fusion_dir)
-        if any(b not in VISUAL_BACKBONES for b in meta.backbones):
-            raise ConfigError(f"{visual_fusion_dir}: not a visual-only fusion model (it reads "
-                              f"{', '.join(meta.backbones)}); train one with `avsc fuse --modalities visual`")
-        fusions["visual_fusion"] = (visual_fusion_dir, meta, "fusion-visual.keras")
-    needed = [b for b in BACKBONES if any(b in meta.backbones for _, meta, _ in fusions.values())]
-
-    configs: dict[str, ModelInfo] = {}
-    for backbone in needed:
-        if backbone not in model_dirs:
-            raise DataError(fusion_dir / "fusion.json", f"reads {backbone}, but no model of {backbone} was given",
-                            "give the models of every backbone the fusion model reads")
-        for name in ("model.keras", "config.json"):
-            if not (model_dirs[backbone] / name).is_file():
-                raise DataError(model_dirs[backbone] / name, f"not found; the fusion model needs {backbone}",
-                                f"train it with `avsc train {backbone} ... -o {model_dirs[backbone]}`")
-        configs[backbone] = ModelInfo.read(model_dirs[backbone])
-    hashes = {b: c.feature_config_hash for b, c in configs.items()}
-    if len(set(hashes.values())) != 1 or None in hashes.values():
-        listing = ", ".join(f"{b}: {h}" for b, h in hashes.items())
-        odd = next((b for b in needed if hashes[b] != hashes[needed[0]] or hashes[b] is None), needed[0])
-        raise DataError(model_dirs[odd] / "config.json",
-                        f"backbones were trained on different feature configs ({listing})",
-                        "train all of them on the same feature store")
-    first = configs[needed[0]]
-    feature_config = feature_config_from_dict(dict(first.features))
-    if config_hash(feature_config) != hashes[needed[0]]:
-        raise DataError(model_dirs[needed[0]] / "config.json",
-                        "recorded feature config does not match its recorded hash", "retrain the backbone")
-    for _, meta, _ in fusions.values():
-        recorded = {b: e["model_sha256"] for b, e in meta.embeddings.items() if e.get("model_sha256")}
-        for backbone in meta.backbones:
-            if backbone in recorded and recorded[backbone] != sha256_file(model_dirs[backbone] / "model.keras"):
-                raise DataError(model_dirs[backbone] / "model.keras",
-                                "differs from the model whose embeddings trained the fusion model",
-                                "bundle the backbones the fusion was trained with, or re-run embed and fuse")
-
-    if out_dir.exists() and not (out_dir / BUNDLE_FILE).is_file() and (
-            not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise DataError(out_dir, "exists and is not a bundle; refusing to replace it",
-                        "choose a new or empty output folder")
-    shapes: dict[str, list[int]] = {}
-    for config in configs.values():
-        shapes.update({k: list(v) for k, v in config.feature_shapes.items()})
-    with staged_output(out_dir, kind="bundle", run_id=new_run_id(), replaces=BUNDLE_FILE) as tmp:
-        (tmp / "backbones").mkdir(parents=True)
-        sha256: dict[str, str] = {}
-        backbone_files = {}
-        for backbone in needed:
-            rel = f"backbones/{backbone}.keras"
-            shutil.copyfile(model_dirs[backbone] / "model.keras", tmp / rel)
-            sha256[rel] = sha256_file(tmp / rel)
-            backbone_files[backbone] = rel
-        entries: dict[str, BundleFusion | None] = {"visual_fusion": None}
-        for key, (source, meta, rel) in fusions.items():
-            shutil.copyfile(source / "model.keras", tmp / rel)
-            sha256[rel] = sha256_file(tmp / rel)
-            entries[key] = _bundle_fusion(meta, rel)
-        BundleInfo(
-            avsc_version=__version__, labels=tuple(LABELS), feature_config=to_dict(feature_config),
-            feature_config_hash=hashes[needed[0]], feature_shapes={k: tuple(v) for k, v in shapes.items()},
-            clip_seconds=feature_config.audio.clip_seconds, backbones=backbone_files,
-            train_config_hashes={b: c.config_hash for b, c in configs.items()},
-            fusion=entries["fusion"], visual_fusion=entries["visual_fusion"],
-            provenance=_provenance(fusions["fusion"][1], fusion_dir, {b: model_dirs[b] for b in needed}, configs,
-                                   manifest),
-            sha256=sha256,
-        ).write(tmp)
-    return out_dir
+    with contextlib.ExitStack() as stack:
+        local = functools.partial(locations.local_inputs, stack)
+        model_dirs = backbone_paths(local(models), "{backbone}", what="models",
+                                    hint="give the folder holding one `avsc train` output per backbone")
+        visual, manifest = local(visual_fusion_dir), local(manifest)
+        fusions = _fusion_inputs(Path(local(fusion_dir)), None if visual is None else Path(visual))
+        needed = [b for b in BACKBONES if any(b in meta.backbones for _, meta, _ in fusions.values())]
+        configs = _backbone_infos(needed, model_dirs, fusions["fusion"][0])
+        feature_config, feature_hash = _shared_feature_config(configs, needed, model_dirs)
+        _check_fusion_trained_on(fusions, model_dirs)
+        if locations.is_remote(str(out_dir)):
+            target: str | Path = str(out_dir)
+        else:
+            target = Path(out_dir)
+            if target.exists() and not (target / BUNDLE_FILE).is_file() and (
+                    not target.is_dir() or any(target.iterdir())):
+                raise DataError(target, "exists and is not a bundle; refusing to replace it",
+                                "choose a new or empty output folder")
+        with staged_output(target, kind="bundle", run_id=new_run_id(), replaces=BUNDLE_FILE) as folder:
+            _write_bundle(folder, fusions, model_dirs, configs, feature_config, feature_hash, manifest)
+    return target
 
 
 def _bundle_file(root: Path, rel: Any, where: str) -> Path:
@@ -292,17 +300,17 @@ def _bundle_file(root: Path, rel: Any, where: str) -> Path:
     return root / rel
 
 
-def _fusion_entry(root: Path, data: BundleFusion, where: str) -> FusionEntry:
-    entry = FusionEntry(method=data.method, modalities=data.modalities, level=data.level,
-                        backbones=tuple(data.backbones), path=_bundle_file(root, data.path, where),
-                        config_hash=data.config_hash, temperature=float(data.temperature))
-    if not entry.temperature > 0:
-        raise DataError(root / BUNDLE_FILE, f"{where}: temperature must be positive, got {entry.temperature}",
-                        _REBUILD)
-    if entry.level not in FUSION_LEVELS or entry.modalities not in MODALITY_SETS:
-        raise DataError(root / BUNDLE_FILE, f"{where}: unknown level {entry.level!r} or modalities "
-                        f"{entry.modalities!r}", _REBUILD)
-    return entry
+def _checked_fusion(root: Path, data: BundleFusion, where: str) -> BundleFusion:
+    """A fusion model of ``bundle.json``, checked: its file inside the bundle, a positive
+    temperature, a known level and modality set."""
+    _bundle_file(root, data.path, where)
+    temperature = float(data.temperature)
+    if not temperature > 0:
+        raise DataError(root / BUNDLE_FILE, f"{where}: temperature must be positive, got {temperature}", _REBUILD)
+    if data.level not in FUSION_LEVELS or data.modalities not in MODALITY_SETS:
+        raise DataError(root / BUNDLE_FILE, f"{where}: unknown level {data.level!r} or modalities "
+                        f"{data.modalities!r}", _REBUILD)
+    return data
 
 
 def check_bundle_location(bundle_dir: str | Path) -> None:
@@ -313,12 +321,7 @@ def check_bundle_location(bundle_dir: str | Path) -> None:
         DataError: no bundle there.
         StoreError: an ``s3://`` bundle without the store's settings, or an unreachable store.
     """
-    from avsc.storage import locations
-
-    if locations.is_remote(str(bundle_dir)):
-        if not locations.exists(locations.join(str(bundle_dir), BUNDLE_FILE)):
-            raise DataError(bundle_dir, f"not a model bundle (no {BUNDLE_FILE})", "build one with `avsc bundle`")
-    elif not (Path(bundle_dir) / BUNDLE_FILE).is_file():
+    if not BundleInfo.exists_in(bundle_dir):
         raise DataError(bundle_dir, f"not a model bundle (no {BUNDLE_FILE})", "build one with `avsc bundle`")
 
 
@@ -342,8 +345,8 @@ def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Bundle:
     try:
         sha256 = dict(meta.sha256)
         backbones = {b: _bundle_file(root, rel, f"backbone {b}") for b, rel in meta.backbones.items()}
-        fusion = _fusion_entry(root, meta.fusion, "fusion")
-        visual_fusion = _fusion_entry(root, meta.visual_fusion, "visual_fusion") if meta.visual_fusion else None
+        fusion = _checked_fusion(root, meta.fusion, "fusion")
+        visual_fusion = _checked_fusion(root, meta.visual_fusion, "visual_fusion") if meta.visual_fusion else None
         feature_config = feature_config_from_dict(dict(meta.feature_config))
         labels = tuple(meta.labels)
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
@@ -351,10 +354,11 @@ def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Bundle:
     for entry in filter(None, (fusion, visual_fusion)):
         missing = [b for b in entry.backbones if b not in backbones]
         if missing:
-            raise DataError(meta_path, f"{entry.path.name} reads {', '.join(missing)}, which the bundle lacks",
-                            _REBUILD)
+            raise DataError(meta_path, f"{PurePosixPath(entry.path).name} reads {', '.join(missing)}, which the "
+                            "bundle lacks", _REBUILD)
     listed = {root / rel for rel in sha256}
-    for path in [*backbones.values(), fusion.path, *([visual_fusion.path] if visual_fusion else [])]:
+    fusion_files = [root / entry.path for entry in filter(None, (fusion, visual_fusion))]
+    for path in [*backbones.values(), *fusion_files]:
         if path not in listed:
             raise DataError(meta_path, f"no checksum recorded for {path.relative_to(root)}", _REBUILD)
     for rel, digest in sha256.items():

@@ -2,7 +2,7 @@
 
 :func:`inspect_media` decodes a video exactly as preprocessing and prediction do -- the
 same probe (:func:`avsc.media.probe.probe_media`), the same windows
-(:func:`avsc.inference.predict.window_offsets`), the same decoders
+(:func:`avsc.inference.windows.window_offsets`), the same decoders
 (:func:`avsc.media.decode.demux_audio`, :func:`avsc.media.decode.sample_frames`) and the
 same spectrograms (:func:`avsc.features.spectrograms.compute_clip_features`) -- and writes
 what comes out, so a user can see why a video was classified as it was:
@@ -41,7 +41,9 @@ import numpy as np
 
 from avsc.config import FeatureConfig, config_hash, to_dict
 from avsc.errors import DataError, MediaError
-from avsc.storage.files import atomic_path, write_json
+from avsc.media.probe import MediaInfo
+from avsc.storage.files import atomic_path
+from avsc.storage.locations import write_json
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +93,7 @@ def inspect_media(path: str | Path, out_dir: str | Path, config: FeatureConfig, 
     """
     from tqdm import tqdm
 
-    from avsc.inference.predict import window_offsets
-    from avsc.media.decode import demux_audio, is_silent, sample_frames
+    from avsc.inference.windows import window_offsets
     from avsc.media.ffmpeg import media_path
     from avsc.media.probe import probe_media
     from avsc.storage import locations
@@ -118,30 +119,14 @@ def inspect_media(path: str | Path, out_dir: str | Path, config: FeatureConfig, 
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for k, offset in enumerate(tqdm(offsets, desc="inspect", unit="window", disable=not progress)):
-            folder = f"window-{k:02d}-at-{offset:.3f}s"
-            (tmp / folder).mkdir()
-            frames = sample_frames(path, config.frames, seconds=clip, offset_s=offset, info=info)
-            times = [round(offset + i / config.frames.fps, 6) for i in range(len(frames))]
-            names = [f"{folder}/frame-{i:03d}-t{t:.3f}s.png" for i, t in enumerate(times)]
-            for name, frame in zip(names, frames, strict=True):
-                _write_png(tmp / name, frame)
-            window = {"offset_s": offset, "folder": folder, "frames": names, "frame_times_s": times,
-                      "audio": None, "silent": None, "spectrograms": {}, "audio_error": None}
-            if info.has_audio:
-                try:
-                    audio = demux_audio(path, config.audio, offset_s=offset, duration_s=clip, info=info)
-                except MediaError as exc:
-                    window["audio_error"] = exc.problem
-                    if k == 0:
-                        preprocess = f"rejected: {exc.problem}"
-                else:
-                    window.update(_write_sound(tmp, folder, audio, offset, config))
-                    window["silent"] = is_silent(audio)
-                    if window["silent"]:
-                        warnings.append(f"window at {offset:g} s: the sound is digital silence "
-                                        "(prediction leaves it out; preprocessing rejects such a clip)")
-                        if k == 0:
-                            preprocess = "rejected: the sound is digital silence"
+            window = _write_window(tmp, k, offset, path, info, config)
+            if window["audio_error"] is not None and k == 0:
+                preprocess = f"rejected: {window['audio_error']}"
+            if window["silent"]:
+                warnings.append(f"window at {offset:g} s: the sound is digital silence "
+                                "(prediction leaves it out; preprocessing rejects such a clip)")
+                if k == 0:
+                    preprocess = "rejected: the sound is digital silence"
             windows.append(window)
         facts = {
             "file": str(path),
@@ -156,6 +141,32 @@ def inspect_media(path: str | Path, out_dir: str | Path, config: FeatureConfig, 
         write_json(tmp / _MARKER, facts)
     return InspectResult(out_dir=out_dir, info=info.to_dict(), windows=windows, warnings=warnings,
                          preprocess=preprocess)
+
+
+def _write_window(tmp: Path, k: int, offset: float, path: str | Path, info: MediaInfo,
+                  config: FeatureConfig) -> dict[str, Any]:
+    """Write window ``k``'s frames, sound and spectrograms under ``tmp``; its entry of ``media.json``."""
+    from avsc.media.decode import demux_audio, is_silent, sample_frames
+
+    clip = config.audio.clip_seconds
+    folder = f"window-{k:02d}-at-{offset:.3f}s"
+    (tmp / folder).mkdir()
+    frames = sample_frames(path, config.frames, seconds=clip, offset_s=offset, info=info)
+    times = [round(offset + i / config.frames.fps, 6) for i in range(len(frames))]
+    names = [f"{folder}/frame-{i:03d}-t{t:.3f}s.png" for i, t in enumerate(times)]
+    for name, frame in zip(names, frames, strict=True):
+        _write_png(tmp / name, frame)
+    window: dict[str, Any] = {"offset_s": offset, "folder": folder, "frames": names, "frame_times_s": times,
+                              "audio": None, "silent": None, "spectrograms": {}, "audio_error": None}
+    if info.has_audio:
+        try:
+            audio = demux_audio(path, config.audio, offset_s=offset, duration_s=clip, info=info)
+        except MediaError as exc:
+            window["audio_error"] = exc.problem
+        else:
+            window.update(_write_sound(tmp, folder, audio, offset, config))
+            window["silent"] = is_silent(audio)
+    return window
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:

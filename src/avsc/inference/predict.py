@@ -45,10 +45,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,85 +54,14 @@ import numpy as np
 
 from avsc.config import AUDIO_BACKBONES, BACKBONE_FEATURE
 from avsc.errors import AvscError, DataError, MediaError
-from avsc.inference.bundle import Bundle, FusionEntry, load_bundle
+from avsc.inference.bundle import Bundle, load_bundle
+from avsc.inference.graph_runner import GraphRunner
+from avsc.inference.prediction import Prediction
+from avsc.inference.windows import window_offsets
 from avsc.media.probe import MediaInfo
+from avsc.records import BundleFusion
 
 log = logging.getLogger(__name__)
-
-# A video this much longer than a clip (as a fraction of the clip) is still one window.
-WINDOW_TOLERANCE = 0.025
-
-
-def window_offsets(duration_s: float | None, clip_seconds: float) -> list[float]:
-    """Start times (seconds) of the windows a video of ``duration_s`` is cut into.
-
-    ``n = max(1, ceil(duration_s / clip_seconds))`` windows (a tail of at most 2.5 % of a
-    clip is ignored); the first ``n - 1`` start at ``0, clip, 2 clip, ...`` and the last
-    one ends where the video ends. Unknown or non-positive durations give one window at 0.
-
-    Example:
-        >>> window_offsets(25.0, 10.0)
-        [0.0, 10.0, 15.0]
-    """
-    if clip_seconds <= 0:
-        raise ValueError(f"clip_seconds must be positive, got {clip_seconds}")
-    if duration_s is None or not math.isfinite(duration_s) or duration_s <= clip_seconds * (1 + WINDOW_TOLERANCE):
-        return [0.0]
-    n = max(1, math.ceil(duration_s / clip_seconds - WINDOW_TOLERANCE))
-    offsets = [float(i * clip_seconds) for i in range(n - 1)]
-    offsets.append(max(0.0, duration_s - clip_seconds))
-    return [round(float(o), 6) for o in offsets]
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The class of one video.
-
-    Attributes:
-        path: the video file.
-        label: the most probable scene.
-        probabilities: label -> probability (alphabetical labels, summing to 1): the mean
-            of the windows' probabilities.
-        windows: number of windows averaged.
-        modalities: what the fusion model used: ``audio+visual``, ``audio`` or ``visual``.
-        method: the fusion method (``f1`` .. ``f6``).
-        window_offsets: start of each window in seconds.
-        window_probabilities: [shape=(windows, 10)] each window's probabilities.
-        warnings: what the user should know (several audio tracks, silent windows left
-            out, streams of different lengths, a bundle trained on synthetic data, a video
-            far from the training data, ...).
-        distance: the windows' mean distance from the fusion model's training data
-            (:func:`avsc.models.fusion.distance_score`; about 1 for clips like the training
-            clips), NaN for a model without standardisation.
-        distance_threshold: the 99th percentile of the val clips' distance, above which the
-            video is flagged as far from the training data.
-        provenance: what the bundle's models were trained on (``bundle.json["provenance"]``).
-    """
-
-    path: str
-    label: str
-    probabilities: dict[str, float]
-    windows: int
-    modalities: str
-    method: str = ""
-    window_offsets: tuple[float, ...] = ()
-    window_probabilities: tuple[tuple[float, ...], ...] = field(default=(), repr=False)
-    warnings: tuple[str, ...] = ()
-    distance: float = float("nan")
-    distance_threshold: float = float("nan")
-    provenance: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (what ``avsc predict --json`` prints, one object a line)."""
-        def finite(value: float) -> float | None:
-            return float(value) if np.isfinite(value) else None
-
-        return {"path": self.path, "label": self.label, "probabilities": self.probabilities,
-                "windows": self.windows, "window_offsets": list(self.window_offsets),
-                "modalities": self.modalities, "method": self.method, "warnings": list(self.warnings),
-                "distance": finite(self.distance), "distance_threshold": finite(self.distance_threshold),
-                "bundle": self.provenance}
-
 
 class Predictor:
     """The bundle's models, loaded once, applied to as many videos as needed.
@@ -158,7 +85,7 @@ class Predictor:
         self.graph = graph
         # Graph functions: traced on the first video (a few seconds), then about twice as
         # fast as running the models op by op; worth it from the second video on.
-        self._runners = {b: _GraphRunner(m) if graph else m for b, m in embedding_models.items()}
+        self._runners = {b: GraphRunner(m) if graph else m for b, m in embedding_models.items()}
 
     @classmethod
     def load(cls, bundle_dir: str | Path, *, allow_visual_only: bool = False, verify: bool = True,
@@ -186,33 +113,29 @@ class Predictor:
 
         from avsc.storage import locations
 
-        if locations.is_remote(str(bundle_dir)):  # fetched once; the models are then in memory
-            with locations.local_folder(bundle_dir) as local:
-                return cls.load(local, allow_visual_only=allow_visual_only, verify=verify,
-                                max_batch_windows=max_batch_windows, graph=graph)
-        bundle = load_bundle(bundle_dir, verify=verify)
-
-        def load_model(path: Path):
+        def load_model(path: Path) -> Any:
             try:
                 return keras.models.load_model(path, compile=False)
             except Exception as exc:  # noqa: BLE001 -- Keras raises many kinds for an unreadable file
                 raise DataError(path, f"cannot load the model ({type(exc).__name__}: {exc})",
                                 "copy the bundle again, or rebuild it with `avsc bundle`") from None
 
-        entries = {"fusion": bundle.fusion}
-        if bundle.visual_fusion is not None:
-            entries["visual_fusion"] = bundle.visual_fusion
-        needed = {b for entry in entries.values() for b in entry.backbones}
-        backbones = avsc.models.backbones
-        embedding_models = {b: backbones.depthwise_for_grouped(backbones.embedding_model(load_model(p)))
-                            for b, p in bundle.backbones.items() if b in needed}
-        fusion_models = {key: load_model(entry.path) for key, entry in entries.items()}
+        with locations.local_copy(bundle_dir) as local:  # an s3:// bundle is fetched once, then held in memory
+            bundle = load_bundle(local, verify=verify)
+            entries = {"fusion": bundle.fusion}
+            if bundle.visual_fusion is not None:
+                entries["visual_fusion"] = bundle.visual_fusion
+            needed = {b for entry in entries.values() for b in entry.backbones}
+            backbones = avsc.models.backbones
+            embedding_models = {b: backbones.depthwise_for_grouped(backbones.embedding_model(load_model(p)))
+                                for b, p in bundle.backbones.items() if b in needed}
+            fusion_models = {key: load_model(bundle.model_path(entry)) for key, entry in entries.items()}
         return cls(bundle, embedding_models, fusion_models, allow_visual_only=allow_visual_only,
                    max_batch_windows=max_batch_windows, graph=graph)
 
     # --- the steps, each usable on its own --------------------------------------------
 
-    def choose_fusion(self, path: str | Path, has_audio: bool, problem: str = "no audio track") -> FusionEntry:
+    def choose_fusion(self, path: str | Path, has_audio: bool, problem: str = "no audio track") -> BundleFusion:
         """The fusion model for a video with (or without) usable sound; ``problem`` says why not."""
         main = self.bundle.fusion
         needs_audio = any(b in AUDIO_BACKBONES for b in main.backbones)
@@ -231,7 +154,7 @@ class Predictor:
                     "to the bundle (`avsc bundle --visual-fusion`) and use --allow-visual-only")
         raise MediaError(path, problem, hint)
 
-    def window_features(self, path: str | Path, offsets: Iterable[float], entry: FusionEntry,
+    def window_features(self, path: str | Path, offsets: Iterable[float], entry: BundleFusion,
                         info: MediaInfo | None = None) -> dict[str, np.ndarray]:
         """Features of each window, stacked: feature name -> [shape=(n_windows, ...)].
 
@@ -274,7 +197,7 @@ class Predictor:
                                 "the feature code differs from the one the models were trained with")
         return out
 
-    def predict_features(self, features: dict[str, np.ndarray], entry: FusionEntry | None = None
+    def predict_features(self, features: dict[str, np.ndarray], entry: BundleFusion | None = None
                          ) -> np.ndarray:
         """Class probabilities of a batch of windows.
 
@@ -288,12 +211,12 @@ class Predictor:
         """
         return self._predict_windows(features, entry)[0]
 
-    def _predict_windows(self, features: dict[str, np.ndarray], entry: FusionEntry | None = None
+    def _predict_windows(self, features: dict[str, np.ndarray], entry: BundleFusion | None = None
                          ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`predict_features` and each window's distance from the training data
         ([shape=(n,)], NaN for a fusion model without standardisation)."""
-        from avsc.scoring.calibration import calibrated_probabilities
         from avsc.models.fusion import distance_score
+        from avsc.scoring.calibration import calibrated_probabilities
         from avsc.training.embeddings import embed_arrays
 
         entry = entry or self.bundle.fusion
@@ -341,14 +264,13 @@ class Predictor:
         parts, distances = [], []
         for start in range(0, len(offsets), self.max_batch_windows):
             chunk = offsets[start:start + self.max_batch_windows]
-            probs, distance = self._predict_windows(self.window_features(path, chunk, entry, info), entry)
+            probs, window_distances = self._predict_windows(self.window_features(path, chunk, entry, info), entry)
             parts.append(probs)
-            distances.append(distance)
+            distances.append(window_distances)
         window_probs = np.concatenate(parts)
         mean = window_probs.mean(axis=0)
         distance = float(np.concatenate(distances).mean())
-        record = self.bundle.info.fusion if entry is self.bundle.fusion else self.bundle.info.visual_fusion
-        threshold = float(record.val_distance_quantiles.get("0.99", np.nan))
+        threshold = float(entry.val_distance_quantiles.get("0.99", np.nan))
         # The bundle's own warnings go into every result but into the log once.
         provenance = self._provenance_warnings()
         if not self._provenance_logged:
@@ -365,7 +287,7 @@ class Predictor:
         return Prediction(
             path=str(path),
             label=labels[int(mean.argmax())],
-            probabilities={label: float(p) for label, p in zip(labels, mean)},
+            probabilities={label: float(p) for label, p in zip(labels, mean, strict=True)},
             windows=len(offsets),
             modalities=entry.modalities,
             method=entry.method,
@@ -382,14 +304,14 @@ class Predictor:
         provenance = self.bundle.info.provenance
         name = provenance.dataset or "an unnamed dataset"
         if provenance.synthetic:
-            return [f"the bundle was trained on synthetic data ({name}, made by `avsc demo-data`): its "
-                    "classes and probabilities say nothing about real scenes"]
+            return [(f"the bundle was trained on synthetic data ({name}, made by `avsc demo-data`): its "
+                     "classes and probabilities say nothing about real scenes")]
         if provenance.synthetic is None:
-            return ["the bundle does not record whether it was trained on real recordings (it was made "
-                    "without the manifest); treat its probabilities with care"]
+            return [("the bundle does not record whether it was trained on real recordings (it was made "
+                     "without the manifest); treat its probabilities with care")]
         return []
 
-    def _silent_windows(self, path: Path, offsets: list[float], info: MediaInfo) -> list[float]:
+    def _silent_windows(self, path: str | Path, offsets: list[float], info: MediaInfo) -> list[float]:
         """Offsets of the windows whose sound is digital silence (decoding the sound is ~1 %
         of a window's cost, so it is decoded once more here rather than kept in memory)."""
         from avsc.media.decode import demux_audio, is_silent
@@ -452,41 +374,9 @@ def check_videos(paths: Iterable[str | Path]) -> dict[str, str]:
     return problems
 
 
-def _is_not_retracing_warning(record: logging.LogRecord) -> bool:
-    return "triggered tf.function retracing" not in record.getMessage()
-
-
-class _GraphRunner:
-    """An embedding model called through one ``tf.function`` (retraced only for new shapes),
-    or, on Keras' other backends, through ``predict_on_batch`` (compiled once per shape).
-
-    Each of the five runners traces its own function once; TensorFlow's detector of frequent
-    retracing counts them together and warns about "5 out of the last 5 calls", a false alarm
-    that the ``tensorflow`` logger is told to drop.
-    """
-
-    def __init__(self, model):
-        import keras
-
-        self.model = model
-        if keras.backend.backend() != "tensorflow":
-            # JAX (and others): Keras' own compiled predict step (XLA), one per input shape.
-            self._call = model.predict_on_batch
-            return
-        import tensorflow as tf
-
-        tf_log = logging.getLogger("tensorflow")
-        if _is_not_retracing_warning not in tf_log.filters:
-            tf_log.addFilter(_is_not_retracing_warning)
-        self._call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-
-    def __call__(self, inputs, training: bool = False):
-        return self._call(inputs)
-
-
 def _import_fusion_layers() -> None:
     """Register the fusion layers with Keras before a fusion model is loaded."""
     import avsc.models.fusion  # noqa: F401
 
 
-__all__ = ["Prediction", "Predictor", "check_videos", "window_offsets", "WINDOW_TOLERANCE"]
+__all__ = ["Predictor", "check_videos"]

@@ -1,16 +1,18 @@
-"""Small file helpers shared by every stage: atomic writes, checksums, JSON."""
+"""Small local-file helpers shared by every stage: atomic writes, checksums, backbone paths.
+
+JSON of a file or object: :func:`avsc.storage.locations.read_json` and
+:func:`~avsc.storage.locations.write_json`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 
 @contextlib.contextmanager
@@ -42,16 +44,6 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented, key-sorted JSON, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:

@@ -12,12 +12,15 @@ goes through these functions, so each accepts both kinds of location:
   (:func:`avsc.storage.files.atomic_path`); an object is sent with the ``minio`` client as one
   PUT (or a multipart upload that is aborted on failure), so readers see the whole object
   or nothing;
-- folders the library only knows how to use locally (a Keras model, a report) are staged:
-  :func:`local_folder` pulls a small folder into a temporary one, :func:`output_folder`
-  pushes one when the block succeeds (:mod:`avsc.storage.sync`).
+- files and folders the library only knows how to use locally (a Keras model, a bundle, a
+  report) are staged: :func:`local_copy` gives a local copy of an input for the length of a
+  block, :func:`output_folder` pushes a local folder when the block succeeds
+  (:mod:`avsc.storage.sync`); an output folder that must replace the previous one whole goes
+  through :func:`avsc.storage.publish.staged_output`.
 
 Credentials come from ``AVSC_S3_*`` (:meth:`~avsc.storage.s3.S3Settings.from_env`), read when a
-remote location is first used, never at import.
+remote location is first used, never at import; the clients are shared
+(:mod:`avsc.storage.connections`).
 
 Example::
 
@@ -29,29 +32,26 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import json
 import logging
 import os
 import posixpath
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from avsc.errors import StoreError
+from avsc.storage.connections import filesystem_of, mapped_errors, session_for
 from avsc.storage.files import atomic_path
-from avsc.storage.s3 import S3Settings, Session, is_remote, parse_uri
-
-if TYPE_CHECKING:
-    import pyarrow.fs
+from avsc.storage.s3 import S3Settings, is_remote, parse_uri
 
 log = logging.getLogger(__name__)
 
-__all__ = ["join", "is_remote", "name_of", "exists", "list_files", "read_bytes", "open_input",
-           "write_bytes", "read_json", "write_json", "copy", "remove", "local_folder", "output_folder",
-           "ffmpeg_input", "s3_filesystem", "any_remote", "local_inputs", "read_parquet"]
+__all__ = ["join", "is_remote", "name_of", "exists", "list_files", "file_stats", "read_bytes", "open_input",
+           "write_bytes", "read_json", "write_json", "copy", "remove", "local_copy", "local_folder", "output_folder",
+           "ffmpeg_input", "any_remote", "local_inputs", "read_parquet"]
 
 
 def join(location: str | os.PathLike, *parts: str) -> str:
@@ -67,88 +67,14 @@ def name_of(location: str | os.PathLike) -> str:
     return posixpath.basename(str(location).rstrip("/"))
 
 
-# ---------------------------------------------------------------- filesystems
-
-@functools.lru_cache(maxsize=4)
-def s3_filesystem(settings: S3Settings) -> pyarrow.fs.S3FileSystem:
-    """A pyarrow S3 filesystem for ``settings`` (one per settings, shared by threads).
-
-    Retries transient faults ``settings.retries`` times (AWS standard strategy) with the
-    same connect and request timeouts as the ``minio`` client of :mod:`avsc.storage.s3`.
-    """
-    import pyarrow.fs as pafs
-
-    return pafs.S3FileSystem(
-        access_key=settings.access_key, secret_key=settings.secret_key,
-        region=settings.region or "us-east-1", scheme="https" if settings.secure else "http",
-        endpoint_override=settings.endpoint,
-        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=max(1, settings.retries)),
-        connect_timeout=settings.connect_timeout_s, request_timeout=settings.read_timeout_s,
-        allow_bucket_creation=False, allow_bucket_deletion=False)
-
-
-def _settings(settings: S3Settings | None) -> S3Settings:
-    return settings or _env_settings()
-
-
-@functools.lru_cache(maxsize=1)
-def _env_settings_cached(key: tuple) -> S3Settings:
-    """Settings from the environment, cached per value of the variables (``key``)."""
-    return S3Settings.from_env()
-
-
-def _env_settings() -> S3Settings:
-    # Re-read when the variables change (tests set them per test); cached otherwise.
-    from avsc.storage.s3 import ENV_VARS
-
-    return _env_settings_cached(tuple(os.environ.get(name) for name in ENV_VARS))
-
-
-def _resolve(location: str | os.PathLike, settings: S3Settings | None = None):
-    """``(filesystem, path)`` of a location: the S3 filesystem and ``bucket/key``, or the local one."""
-    import pyarrow.fs as pafs
-
-    location = str(location)
-    if is_remote(location):
-        bucket, key = parse_uri(location)
-        return s3_filesystem(_settings(settings)), f"{bucket}/{key}" if key else bucket
-    return pafs.LocalFileSystem(), os.path.abspath(location)
-
-
-def _remote_error(exc: BaseException, location: str, settings: S3Settings | None) -> StoreError:
-    """A one-line StoreError for a pyarrow S3 failure, naming the URI and what to check."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    url = _settings(settings).url
-    if "ACCESS_DENIED" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
-        return StoreError(f"{location}: access denied by {url}; check AVSC_S3_ACCESS_KEY and "
-                          f"AVSC_S3_SECRET_KEY (Secret avsc-s3) and the key's rights on the bucket")
-    if "NETWORK_CONNECTION" in text or "Couldn't connect" in text or "curlCode" in text:
-        return StoreError(f"cannot reach the object store at {url} ({text}); check "
-                          f"AVSC_S3_ENDPOINT, AVSC_S3_SECURE and the network")
-    return StoreError(f"{location}: {text} ({url})")
-
-
-@contextlib.contextmanager
-def _mapped(location: str, settings: S3Settings | None = None) -> Iterator[None]:
-    """Turn pyarrow's OSErrors on a remote location into StoreErrors; local ones pass."""
-    try:
-        yield
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        if is_remote(location):
-            raise _remote_error(exc, location, settings) from exc
-        raise
-
-
 # ---------------------------------------------------------------- reading
 
 def exists(location: str | os.PathLike, *, settings: S3Settings | None = None) -> bool:
     """Whether a file (or object) exists at ``location``."""
     import pyarrow.fs as pafs
 
-    fs, path = _resolve(location, settings)
-    with _mapped(str(location), settings):
+    fs, path = filesystem_of(location, settings)
+    with mapped_errors(str(location), settings):
         return fs.get_file_info(path).type == pafs.FileType.File
 
 
@@ -162,8 +88,8 @@ def list_files(location: str | os.PathLike, *, suffix: str = "",
     import pyarrow.fs as pafs
 
     location = str(location)
-    fs, path = _resolve(location, settings)
-    with _mapped(location, settings):
+    fs, path = filesystem_of(location, settings)
+    with mapped_errors(location, settings):
         infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
     out = []
     for info in infos:
@@ -189,8 +115,8 @@ def file_stats(files: list[str], *, settings: S3Settings | None = None) -> dict[
         by_folder.setdefault(posixpath.dirname(str(location).replace(os.sep, "/")), []).append(str(location))
     out: dict[str, tuple[int, int] | None] = {}
     for folder, members in by_folder.items():
-        fs, path = _resolve(folder, settings)
-        with _mapped(folder, settings):
+        fs, path = filesystem_of(folder, settings)
+        with mapped_errors(folder, settings):
             infos = fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True))
         found = {info.base_name: info for info in infos if info.type == pafs.FileType.File}
         for location in members:
@@ -214,8 +140,8 @@ def open_input(location: str | os.PathLike, *, settings: S3Settings | None = Non
         if not os.path.isfile(location):
             raise FileNotFoundError(location)
         return pa.memory_map(location, "r")
-    fs, path = _resolve(location, settings)
-    with _mapped(location, settings):
+    fs, path = filesystem_of(location, settings)
+    with mapped_errors(location, settings):
         return fs.open_input_file(path)
 
 
@@ -235,7 +161,7 @@ def read_bytes(location: str | os.PathLike, *, settings: S3Settings | None = Non
     from minio.error import S3Error
 
     bucket, key = parse_uri(location)
-    session = _session(_settings(settings), bucket)
+    session = session_for(bucket, settings)
 
     def fetch() -> bytes:
         try:
@@ -258,6 +184,13 @@ def read_bytes(location: str | os.PathLike, *, settings: S3Settings | None = Non
 
 
 def read_json(location: str | os.PathLike, *, settings: S3Settings | None = None) -> Any:
+    """The JSON document in a file or object (read whole, with :func:`read_bytes`).
+
+    Raises:
+        FileNotFoundError: nothing there.
+        json.JSONDecodeError: not JSON.
+        StoreError: the object store refused or could not be reached.
+    """
     return json.loads(read_bytes(location, settings=settings))
 
 
@@ -301,7 +234,7 @@ def write_bytes(location: str | os.PathLike, data: bytes, *,
     bucket, key = parse_uri(location)
     if not key:
         raise StoreError(f"{location}: names a bucket, not an object")
-    session = _session(_settings(settings), bucket)
+    session = session_for(bucket, settings)
     session.call(lambda: session.client.put_object(bucket, key, io.BytesIO(data), len(data)), key)
 
 
@@ -313,10 +246,22 @@ def write_json(location: str | os.PathLike, data: Any, *, settings: S3Settings |
 
 def copy(source: str | os.PathLike, target: str | os.PathLike, *,
          settings: S3Settings | None = None) -> None:
-    """Copy a file to another location of the same kind, atomically (server-side for ``s3://``)."""
+    """Copy a file from one location to another, atomically: a local copy, a server-side copy
+    between two ``s3://`` objects, or a verified upload (:func:`avsc.storage.sync.push_file`)
+    or download (:func:`avsc.storage.sync.pull_file`) between the two kinds.
+
+    Raises:
+        StoreError: the object store refused or could not be reached; no such object.
+    """
     source, target = str(source), str(target)
     if is_remote(source) != is_remote(target):
-        raise StoreError(f"{source} -> {target}: copy within one kind of location only")
+        from avsc.storage import sync
+
+        if is_remote(target):
+            sync.push_file(source, target, settings=settings)
+        else:
+            sync.pull_file(source, target, settings=settings)
+        return
     if not is_remote(source):
         import shutil
 
@@ -327,7 +272,7 @@ def copy(source: str | os.PathLike, target: str | os.PathLike, *,
 
     src_bucket, src_key = parse_uri(source)
     bucket, key = parse_uri(target)
-    session = _session(_settings(settings), bucket)
+    session = session_for(bucket, settings)
     session.call(lambda: session.client.copy_object(bucket, key, CopySource(src_bucket, src_key)), key)
 
 
@@ -338,61 +283,70 @@ def remove(location: str | os.PathLike, *, settings: S3Settings | None = None) -
         Path(location).unlink(missing_ok=True)
         return
     bucket, key = parse_uri(location)
-    session = _session(_settings(settings), bucket)
+    session = session_for(bucket, settings)
     session.call(lambda: session.client.remove_object(bucket, key), key)
-
-
-@functools.lru_cache(maxsize=8)
-def _session(settings: S3Settings, bucket: str) -> Session:
-    return Session(settings, bucket)
 
 
 # ---------------------------------------------------------------- staged folders
 
 @contextlib.contextmanager
-def local_folder(location: str | os.PathLike, *, include: list[str] | None = None,
-                 settings: S3Settings | None = None) -> Iterator[Path]:
-    """A local folder holding what is at ``location``: itself, or a temporary pulled copy.
+def local_copy(location: str | os.PathLike, *, include: list[str] | None = None,
+               settings: S3Settings | None = None) -> Iterator[Path]:
+    """A local path holding what is at ``location``, for tools that read local files only
+    (Keras models, a bundle, fusion outputs, a manifest): the one way avsc reads an ``s3://``
+    input it cannot read in place.
 
-    For small folders the library reads with local-only tools (a Keras model folder, a
-    bundle, fusion outputs); the copy is removed when the block ends. ``include`` limits a
-    pull to those keys, relative to the prefix.
+    A local ``location`` is itself, nothing copied. An ``s3://`` object is downloaded into a
+    temporary file of the same name, an ``s3://`` prefix into a temporary folder (only the keys
+    of ``include``, relative to it, when given); both are verified
+    (:mod:`avsc.storage.sync`) and removed when the block ends.
+
+    Raises:
+        StoreError: nothing at ``location``, a key of ``include`` missing, or the object
+            store refused or could not be reached.
+
+    Example::
+
+        with local_copy("s3://avsc/runs/r1/bundle") as folder:
+            load_bundle(folder)
     """
     location = str(location)
     if not is_remote(location):
         yield Path(location)
         return
-    from avsc.storage.sync import pull_dir
-
     with tempfile.TemporaryDirectory(prefix="avsc-in-") as scratch:
-        pull_dir(location, scratch, include=include, settings=settings, progress=False)
+        if include is None and exists(location, settings=settings):  # one object
+            local = Path(scratch) / name_of(location)
+            copy(location, local, settings=settings)
+            yield local
+            return
+        from avsc.storage import sync
+
+        sync.pull_dir(location, scratch, include=include, settings=settings, progress=False)
         yield Path(scratch)
+
+
+def local_folder(location: str | os.PathLike, *, include: list[str] | None = None,
+                 settings: S3Settings | None = None) -> contextlib.AbstractContextManager[Path]:
+    """The :func:`local_copy` of a folder or an ``s3://`` prefix."""
+    return local_copy(location, include=include, settings=settings)
 
 
 def any_remote(*values: Any) -> bool:
     """Whether any of ``values`` (locations, or mappings of them) is an ``s3://`` URI."""
-    from collections.abc import Mapping
-
     flat = [v for value in values for v in (value.values() if isinstance(value, Mapping) else [value])]
     return any(is_remote(str(v)) for v in flat if v is not None)
 
 
 def local_inputs(stack: contextlib.ExitStack, value: Any, *, settings: S3Settings | None = None) -> Any:
-    """``value`` (a location, or a mapping name -> location) with each ``s3://`` entry fetched
-    into a temporary local copy that lives as long as ``stack``: an object as a file, a
-    prefix as a folder. Local entries (and None) are passed through."""
-    from collections.abc import Mapping
-
+    """``value`` (a location, or a mapping name -> location) with each ``s3://`` entry replaced
+    by its :func:`local_copy`, which lives as long as ``stack``. Local entries (and None) are
+    passed through as they are."""
     if isinstance(value, Mapping):
         return {key: local_inputs(stack, v, settings=settings) for key, v in value.items()}
     if value is None or not is_remote(str(value)):
         return value
-    if exists(value, settings=settings):  # one object
-        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="avsc-in-")))
-        local = scratch / name_of(value)
-        local.write_bytes(read_bytes(value, settings=settings))
-        return local
-    return stack.enter_context(local_folder(value, settings=settings))
+    return stack.enter_context(local_copy(value, settings=settings))
 
 
 @contextlib.contextmanager
@@ -410,13 +364,13 @@ def output_folder(location: str | os.PathLike, *, pull_existing: bool = False,
         Path(location).mkdir(parents=True, exist_ok=True)
         yield Path(location)
         return
-    from avsc.storage.sync import pull_dir, push_dir
+    from avsc.storage import sync
 
     with tempfile.TemporaryDirectory(prefix="avsc-out-") as scratch:
         if pull_existing and list_files(location, settings=settings):
-            pull_dir(location, scratch, settings=settings, progress=False)
+            sync.pull_dir(location, scratch, settings=settings, progress=False)
         yield Path(scratch)
-        push_dir(scratch, location, settings=settings, progress=False)
+        sync.push_dir(scratch, location, settings=settings, progress=False)
 
 
 def ffmpeg_input(location: str | os.PathLike, *, expires_s: int = 6 * 3600,
@@ -433,6 +387,6 @@ def ffmpeg_input(location: str | os.PathLike, *, expires_s: int = 6 * 3600,
     from datetime import timedelta
 
     bucket, key = parse_uri(location)
-    session = _session(_settings(settings), bucket)
+    session = session_for(bucket, settings)
     return session.call(lambda: session.client.presigned_get_object(
         bucket, key, expires=timedelta(seconds=expires_s)), key)

@@ -59,7 +59,7 @@ def output_manifest(folder: Path, *, kind: str, run_id: str) -> OutputManifest:
         relative = path.relative_to(folder).as_posix()
         if relative != OutputManifest.FILE_NAME:
             files[relative] = OutputFile(size=path.stat().st_size, sha256=file_digest(path))
-    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     return OutputManifest(kind=kind, run_id=run_id, created=created, files=files)
 
 
@@ -112,8 +112,6 @@ def merge_output(folder: str | os.PathLike[str], target: str | os.PathLike[str])
         StoreError: the object store refused or could not be reached.
     """
     from avsc.records import OutputManifest
-    from avsc.storage.files import atomic_path
-    from avsc.storage.sync import push_file
 
     folder, target = Path(folder), str(target)
     if OutputManifest.exists_in(folder):
@@ -125,12 +123,7 @@ def merge_output(folder: str | os.PathLike[str], target: str | os.PathLike[str])
     previous = OutputManifest.read(target) if OutputManifest.exists_in(target) else None
     locations.remove(OutputManifest.path_in(target))
     for name in names:
-        destination = locations.join(target, *name.split("/"))
-        if locations.is_remote(target):
-            push_file(folder / name, destination)
-        else:
-            with atomic_path(destination) as tmp:
-                shutil.copyfile(folder / name, tmp)
+        locations.copy(folder / name, locations.join(target, *name.split("/")))
     if manifest is not None:
         manifest.write(target)
     for name in sorted(set(previous.files) - set(names)) if previous else []:

@@ -226,8 +226,7 @@ def _store_error(exc: BaseException, settings: S3Settings, bucket: str,
                  key: str | None = None) -> StoreError:
     """Turn a client or network exception into a one-line, actionable StoreError."""
     from minio.error import InvalidResponseError, S3Error, ServerError
-    from urllib3.exceptions import HTTPError as Urllib3Error
-    from urllib3.exceptions import MaxRetryError, SSLError
+    from urllib3.exceptions import HTTPError as Urllib3Error, MaxRetryError, SSLError
 
     where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
     if isinstance(exc, StoreError):

@@ -50,7 +50,7 @@ from avsc.models.losses import kl_divergence_loss
 from avsc.models.saving import save_keras_model
 from avsc.records import Calibration, ModelInfo
 from avsc.storage import locations
-from avsc.storage.files import write_json
+from avsc.storage.locations import write_json
 from avsc.training.checkpoints import (
     Checkpoints,
     StepCheckpoints,

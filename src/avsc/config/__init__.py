@@ -3,7 +3,8 @@
 Frozen dataclasses whose defaults reproduce the paper (preset ``paper``); preset ``quick``
 shrinks everything so the whole system trains on a CPU in minutes. A config loads from a
 JSON or TOML file or from flags, rejects unknown keys, and is recorded with its hash in
-every output so a result can always be traced to the settings that made it.
+every output so a result can always be traced to the settings that made it. Files, ``--set``
+arguments and override text are read by :mod:`avsc.config.sources`.
 
 Example:
     >>> cfg = load_config(preset="quick", overrides={"train": {"epochs": 3}})
@@ -16,13 +17,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tomllib
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from avsc.config.sources import merge, parse_overrides, read_config_file
 from avsc.errors import ConfigError
 
 # Read by pydantic when it validates these dataclasses: unknown keys are errors, and values
@@ -247,99 +248,6 @@ def config_hash(cfg: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = dict(value) if isinstance(value, Mapping) else value
-    return merged
-
-
-def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"train.epochs": 3}`` -> ``{"train": {"epochs": 3}}``; nested mappings are kept."""
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        if isinstance(value, Mapping):
-            value = _nest(value)
-        *parents, leaf = str(key).split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{key}: {part} is a setting, not a section")
-        nested = isinstance(node.get(leaf), dict) and isinstance(value, dict)
-        node[leaf] = _merge(node[leaf], value) if nested else value
-    return out
-
-
-def parse_setting(text: str) -> dict[str, Any]:
-    """One ``--set`` argument, ``section.key=value``, as a nested dict.
-
-    The value is read as a TOML value (``309`` an integer, ``1e-3`` a float, ``true`` a
-    boolean, ``"a b"`` a string); anything that is not valid TOML is taken as a plain string
-    (``--set train.weights=imagenet``).
-
-    Raises:
-        ConfigError: no ``=``, or an empty key.
-    """
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. features.audio.frames=309")
-    raw = raw.strip()
-    try:
-        value = tomllib.loads(f"value = {raw}")["value"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return _nest({key: value})
-
-
-def parse_overrides(overrides: Mapping[str, Any] | Sequence[str] | str | None) -> dict[str, Any]:
-    """Settings to apply last, in any of the forms a user can give them, as one nested dict.
-
-    Args:
-        overrides: a mapping (nested, or with dotted keys such as ``"train.epochs"``); a
-            sequence of ``section.key=value`` strings (``--set``); TOML text (a pipeline
-            parameter, e.g. ``"[train]\nepochs = 3"`` or ``"train.epochs = 3"``); JSON text of
-            a mapping; or None. ``None`` values in a mapping are dropped, so unset flags can
-            be passed straight through.
-
-    Raises:
-        ConfigError: text that is neither TOML nor JSON of a table, a malformed ``--set``.
-    """
-    if overrides is None:
-        return {}
-    if isinstance(overrides, str):
-        text = overrides.strip()
-        if not text:
-            return {}
-        try:
-            loaded = json.loads(text) if text.startswith("{") else tomllib.loads(text)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"config overrides are neither a TOML table nor a JSON object: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config overrides must be a table of settings, got {loaded!r}")
-        return _nest(loaded)
-    if isinstance(overrides, Mapping):
-        return _drop_none(_nest(overrides))
-    merged: dict[str, Any] = {}
-    for item in overrides:
-        merged = _merge(merged, parse_setting(item))
-    return merged
-
-
-def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out[key] = _drop_none(value)  # kept even when empty, so unknown keys are still caught
-        elif value is not None:
-            out[key] = value
-    return out
-
-
 def _validate(cls: type, data: dict[str, Any], where: str) -> Any:
     """Build ``cls`` from nested dicts with pydantic; errors name the setting (and ``where``)."""
     import pydantic
@@ -377,27 +285,7 @@ def preset_dict(preset: str) -> dict[str, Any]:
     """The full settings of a preset as a nested dict."""
     if preset not in _PRESET_OVERRIDES:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return _merge(to_dict(Config()), _PRESET_OVERRIDES[preset])
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The settings of a ``.toml`` or ``.json`` file, as a nested dict (not yet validated).
-
-    Raises:
-        ConfigError: the file cannot be read or parsed (naming the file).
-    """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
-    try:
-        loaded = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from None
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: must hold a table of settings")
-    return _nest(loaded)
+    return merge(to_dict(Config()), _PRESET_OVERRIDES[preset])
 
 
 def load_config(
@@ -430,9 +318,9 @@ def load_config(
     data = preset_dict(preset)
     if path is not None:
         loaded = read_config_file(path)
-        _validate(Config, _merge(to_dict(Config()), loaded), str(path))  # name the file in errors
-        data = _merge(data, loaded)
-    data = _merge(data, parse_overrides(overrides))
+        _validate(Config, merge(to_dict(Config()), loaded), str(path))  # name the file in errors
+        data = merge(data, loaded)
+    data = merge(data, parse_overrides(overrides))
     return _validate(Config, data, "")
 
 
