@@ -162,12 +162,12 @@ def _backbone_rows(embeddings: str | Path | Mapping[str, str | Path], split: str
             raise DataError(path, f"no clips in the {split!r} split")
         y = label_indices(list(emb.labels[mask]), path)
         raw = calibrated_probabilities(emb.fc10[mask], 1.0)
-        calibrated = calibrated_probabilities(emb.fc10[mask], emb.temperature)
+        calibrated = calibrated_probabilities(emb.fc10[mask], emb.info.temperature)
         scores = _scores(y, raw, calibrated)
-        rows.append({"backbone": backbone, "temperature": emb.temperature,
+        rows.append({"backbone": backbone, "temperature": emb.info.temperature,
                      **{k: scores[k] for k in ("accuracy", "accuracy_ci", "n_correct", "log_loss", "ece",
                                                "uncalibrated", "per_class_accuracy", "per_class_count", "n_clips")}})
-        panels.append(Reliability(backbone, y, raw, calibrated, emb.temperature))
+        panels.append(Reliability(backbone, y, raw, calibrated, emb.info.temperature))
     if not rows:
         raise DataError(str(embeddings) if not isinstance(embeddings, Mapping) else "embeddings",
                         f"no <backbone>.parquet file (one of {', '.join(BACKBONES)})",

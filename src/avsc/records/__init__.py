@@ -22,6 +22,8 @@ from avsc.records.model_info import Calibration, ModelInfo
 from avsc.records.bundle_info import BundleFusion, BundleInfo, BundleProvenance
 from avsc.records.fusion_info import FusionInfo
 from avsc.records.output_manifest import OutputFile, OutputManifest
+from avsc.records.embeddings_info import EmbeddingsInfo
 
 __all__ = ["Record", "RecordError", "Lineage", "Calibration", "ModelInfo", "FusionInfo", "BundleInfo", "BundleFusion",
            "BundleProvenance", "OutputFile", "OutputManifest"]
+__all__ += ["EmbeddingsInfo"]

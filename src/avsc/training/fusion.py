@@ -76,7 +76,7 @@ from avsc.records import Calibration, FusionInfo
 from avsc.storage import locations
 from avsc.storage.publish import staged_output
 from avsc.training.checkpoints import Checkpoints
-from avsc.training.fusion_data import Embeddings, FusionData, load_fusion_data
+from avsc.training.fusion_data import EmbeddingFiles, FusionData, load_fusion_data
 
 __all__ = [
     "FusionData",
@@ -178,7 +178,7 @@ def _schedule(config: FusionConfig, n_train: int) -> tuple[int, int, int, int]:
 
 
 def train_fusion(
-    embeddings: Embeddings,
+    embeddings: EmbeddingFiles,
     out_dir: str | Path,
     *,
     method: str,
@@ -381,7 +381,7 @@ def _completed(out_dir: Path) -> FusionInfo | None:
 
 
 def train_all_fusions(
-    embeddings: Embeddings,
+    embeddings: EmbeddingFiles,
     out_root: str | Path,
     *,
     config: FusionConfig,
@@ -427,7 +427,7 @@ def train_all_fusions(
     return results
 
 
-def _train_all(embeddings: Embeddings, out_root: Path, *, config: FusionConfig, methods: Sequence[str],
+def _train_all(embeddings: EmbeddingFiles, out_root: Path, *, config: FusionConfig, methods: Sequence[str],
                modality_sets: Sequence[str], checkpoints: str | Path | None,
                progress: bool) -> list[FusionResult]:
     results = []
