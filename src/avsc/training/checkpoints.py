@@ -84,42 +84,6 @@ def checkpoint_location(root: str | os.PathLike, name: str, *identity: Any) -> s
     return locations.join(str(root), "checkpoints", f"{name}-{digest}")
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, inner in value.items():
-            out.update(_flatten(inner, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): value}
-
-
-def check_resume_key(found: Any, expected: dict[str, Any], *, location: str, what: str = "checkpoint") -> None:
-    """Refuse to resume from a checkpoint of other data or other settings, saying what differs.
-
-    A resume key is ``{"settings": {...}, "lineage": {...}}``: the settings a run depends on
-    (nested dicts, compared key by key) and its data (:class:`avsc.records.Lineage` as a dict).
-
-    Raises:
-        DataError: the checkpoint was made from other data (dataset, clips, labels, splits,
-            feature store), or records no data (an older avsc).
-        ConfigError: it was made with other settings, naming each (``train.learning_rate``).
-    """
-    from avsc.errors import ConfigError, DataError
-    from avsc.records.lineage import Lineage
-
-    hint = "use another checkpoint location, or delete these checkpoints to start over"
-    if not isinstance(found, dict) or "lineage" not in found or "settings" not in found:
-        raise DataError(location, f"{what} records no data lineage (written by an older avsc)", hint)
-    here = Lineage.from_json(expected["lineage"], source=location)
-    here.check_same(Lineage.from_json(found["lineage"], source=location), source=location, what=what, hint=hint)
-    mine, theirs = _flatten(expected["settings"]), _flatten(found["settings"])
-    differ = [f"{key} {theirs.get(key)!r} there, {mine.get(key)!r} here"
-              for key in sorted(set(mine) | set(theirs)) if mine.get(key) != theirs.get(key)]
-    if differ:
-        raise ConfigError(f"{location}: {what} of a run with other settings ({'; '.join(differ[:5])}"
-                          f"{'; ...' if len(differ) > 5 else ''}); {hint}")
-
-
 class Checkpoints:
     """Read and write the checkpoint files of one training run at ``location``."""
 

@@ -209,6 +209,53 @@ def _load_backbone(model_dir: str | Path) -> tuple[ModelInfo, str, keras.Model]:
         return ModelInfo.read(local), sha256_file(model_path), keras.models.load_model(model_path, compile=False)
 
 
+def _embed_store(emb_model: keras.Model, store, backbone: str, *, stream: str, batch_size: int,
+                 progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``fc1024`` and ``fc10`` [shape=(n_clips, width), float32] of every clip of ``store``, in
+    store order (:meth:`avsc.features.store.FeatureStore.clips`)."""
+    import keras
+    from tqdm import tqdm
+
+    from avsc.config import VISUAL_BACKBONES
+    from avsc.training.streams import clip_predictions, eval_stream, store_errors
+
+    spec = store.spec_for(backbone)  # DataError: the store lacks the backbone's feature
+    rows = store.clips()
+    per_clip = spec.shape[0] if backbone in VISUAL_BACKBONES else 1
+    fc1024_parts, fc10_parts = [], []
+    unit = "frame" if per_clip > 1 else "clip"
+    # Other backends run the model eagerly, one op at a time; predict_on_batch compiles it (XLA).
+    run = (lambda x: emb_model(x, training=False)) if keras.backend.backend() == "tensorflow" \
+        else emb_model.predict_on_batch
+    with tqdm(total=len(rows) * per_clip, desc=f"embed {backbone}", unit=unit, disable=not progress) as bar, \
+            store_errors():
+        for x in eval_stream(stream, store, backbone, None, batch_size=batch_size):
+            fc1024, fc10 = run(x)
+            fc1024_parts.append(np.asarray(fc1024, np.float32))
+            fc10_parts.append(np.asarray(fc10, np.float32))
+            bar.update(len(fc1024_parts[-1]))
+    # A visual clip's embedding is the mean over its frames (as its prediction is).
+    return (clip_predictions(np.concatenate(fc1024_parts), len(rows)),
+            clip_predictions(np.concatenate(fc10_parts), len(rows)))
+
+
+def _check_store(store, meta: ModelInfo, model_dir: str | Path) -> Lineage:
+    """The store's lineage, once the store is checked to be the one the model was trained on.
+
+    Raises:
+        DataError: the store has another feature config, or other data (clips, labels, splits).
+    """
+    lineage = store.lineage
+    assert lineage is not None  # FeatureStore.open refuses a store index without one
+    if meta.feature_config_hash != store.config_hash:
+        raise DataError(store.roots[0], f"feature config {store.config_hash} differs from "
+                        f"{meta.feature_config_hash} the model was trained on",
+                        "embed the store the model was trained on")
+    lineage.check_same(meta.lineage, source=locations.join(str(model_dir), "config.json"), what="the model",
+                       hint="embed the store the model was trained on, or train the model on this one")
+    return lineage
+
+
 def embed_clips(
     model_dir: str | Path,
     feature_dirs,
@@ -238,47 +285,18 @@ def embed_clips(
             without the backbone's feature, or holding other data than the model was
             trained on (other clips, labels or splits: the message says which).
     """
-    import keras
-    from tqdm import tqdm
-
     import avsc.models.backbones
-    from avsc.config import VISUAL_BACKBONES
     from avsc.features.store import FeatureStore
     from avsc.runtime import limit_tensorflow_threads
-    from avsc.training.streams import clip_predictions, eval_stream, store_errors
 
     limit_tensorflow_threads()  # the pod's CPUs, before the model's first operation
     meta, digest, model = _load_backbone(model_dir)
     backbone = meta.backbone
     store = FeatureStore.open(feature_dirs)
-    lineage = store.lineage
-    assert lineage is not None  # FeatureStore.open refuses a store index without one
-    if meta.feature_config_hash != store.config_hash:
-        raise DataError(store.roots[0], f"feature config {store.config_hash} differs from "
-                        f"{meta.feature_config_hash} the model was trained on",
-                        "embed the store the model was trained on")
-    lineage.check_same(meta.lineage, source=locations.join(str(model_dir), "config.json"),
-                             what="the model", hint="embed the store the model was trained on, "
-                             "or train the model on this one")
-    spec = store.spec_for(backbone)
-    emb_model = avsc.models.backbones.embedding_model(model)
+    lineage = _check_store(store, meta, model_dir)
     rows = store.clips()
-    per_clip = spec.shape[0] if backbone in VISUAL_BACKBONES else 1
-    fc1024_parts, fc10_parts = [], []
-    unit = "frame" if per_clip > 1 else "clip"
-    # Other backends run the model eagerly, one op at a time; predict_on_batch compiles it (XLA).
-    run = (lambda x: emb_model(x, training=False)) if keras.backend.backend() == "tensorflow" \
-        else emb_model.predict_on_batch
-    with tqdm(total=len(rows) * per_clip, desc=f"embed {backbone}", unit=unit, disable=not progress) as bar, \
-            store_errors():
-        for x in eval_stream(stream, store, backbone, None, batch_size=batch_size):
-            fc1024, fc10 = run(x)
-            fc1024_parts.append(np.asarray(fc1024, np.float32))
-            fc10_parts.append(np.asarray(fc10, np.float32))
-            bar.update(len(fc1024_parts[-1]))
-    # A visual clip's embedding is the mean over its frames (as its prediction is).
-    fc1024 = clip_predictions(np.concatenate(fc1024_parts), len(rows))
-    fc10 = clip_predictions(np.concatenate(fc10_parts), len(rows))
+    fc1024, fc10 = _embed_store(avsc.models.backbones.embedding_model(model), store, backbone, stream=stream,
+                                batch_size=batch_size, progress=progress)
     order = np.argsort(rows["clip_id"].to_numpy(), kind="stable")
     path = write_embeddings(
         out_path, clip_ids=list(rows["clip_id"].iloc[order]), splits=list(rows["split"].iloc[order]),

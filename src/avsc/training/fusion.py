@@ -5,20 +5,8 @@ aligning the backbones' embeddings is :mod:`avsc.training.fusion_data`; the trai
 are :mod:`avsc.training.fusion_trainer`, scored and selected by
 :class:`avsc.training.selection_loop.SelectionLoop` as Phase I's epochs are.
 
-Training (section III-A): mixup on the embeddings (one mixing weight per clip, shared by
-all its embeddings), KL-divergence loss + L2 (eq. 4; coefficient ``lambda / 2`` on the
-fusion vectors ``w`` and the dense kernel, biases excluded), Adam, seeded. Each input is
-standardised with the mean and variance of the **train** split, held by a ``Normalization``
-layer inside the saved model (so inference feeds raw embeddings): FC(10) logits of five
-backbones differ in scale by an order of magnitude, and one step size fits them all only once
-they are standardised.
-
-Training is counted in optimizer steps, not epochs, so the same settings converge on 60
-training clips (2 steps an epoch) and on 8,646 (136): it stops when the val selection log
-loss has not improved for ``FusionConfig.patience`` steps (early stopping), after
-``max_steps`` steps, or after ``epochs`` passes over train when that is set. Val is scored
-every ``eval_every`` steps (rounded to whole passes over train). The trainer is Keras only
-(``train_on_batch`` on NumPy arrays): it runs under any Keras backend.
+Training (section III-A: mixup, KL-divergence loss + L2, Adam, standardised inputs,
+counted in optimizer steps with early stopping) is :mod:`avsc.training.fusion_trainer`.
 
 Selection and calibration use the val split only (the test split is never read): at every
 evaluation a temperature is fitted on the val logits under the guards of
@@ -43,7 +31,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +41,11 @@ from avsc.config import (
     FUSION_METHODS,
     MODALITY_SETS,
     FusionConfig,
-    config_hash,
     to_dict,
 )
-from avsc.errors import ConfigError, DataError
-from avsc.scoring.calibration import SELECTION_RULES, calibrated_probabilities
+from avsc.scoring.calibration import calibrated_probabilities
 from avsc.records.predictions import FUSION_FILE, PREDICTIONS_FILE, write_predictions
-from avsc.labels import LABEL_INDEX, LABELS
+from avsc.labels import LABELS
 from avsc.models.fusion import (
     check_method,
     check_modalities,
@@ -73,12 +59,19 @@ from avsc.storage import locations
 from avsc.storage.publish import staged_output
 from avsc.training.checkpoints import Checkpoints
 from avsc.training.fusion_data import EmbeddingFiles, FusionData, load_fusion_data
-from avsc.training.fusion_trainer import FittedFusion, FusionSplits, fit_fusion, fusion_logits
+from avsc.training.fusion_result import FusionResult, completed_info, fingerprint, reused_result
+from avsc.training.fusion_trainer import (
+    FittedFusion,
+    FusionSplits,
+    check_settings,
+    fit_fusion,
+    fusion_logits,
+    fusion_splits,
+)
 
 __all__ = [
     "FusionData",
     "load_fusion_data",
-    "FusionResult",
     "train_fusion",
     "train_all_fusions",
 ]
@@ -88,44 +81,6 @@ log = logging.getLogger(__name__)
 # Quantiles of the val clips' distance score (avsc.models.fusion.distance_score) kept in
 # fusion.json and the bundle, for predict's out-of-distribution warning.
 DISTANCE_QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99, 1.0)
-
-
-@dataclass(frozen=True)
-class FusionResult:
-    """What :func:`train_fusion` did (or found, when resumed).
-
-    Attributes:
-        out_dir: holds model.keras, fusion.json, predictions.parquet, history.json (a folder,
-            or an ``s3://`` prefix).
-        best_epoch: passes over train before the kept weights (1-based).
-        best_step: optimizer steps before the kept weights.
-        val_accuracy, val_log_loss_calibrated: on val, after calibration.
-        selection_log_loss: the cross-validated val log loss the weights were kept on.
-        temperature: fitted on val for the kept weights (1.0 when calibration did not pay).
-        train_seconds: wall time of the training (0 when skipped as already complete).
-        skipped: True when :func:`train_all_fusions` found the folder complete.
-    """
-
-    out_dir: Path | str
-    method: str
-    modalities: str
-    val_accuracy: float
-    val_log_loss_calibrated: float
-    best_epoch: int = 0
-    best_step: int = 0
-    selection_log_loss: float = float("nan")
-    backbones: tuple[str, ...] = ()
-    level: str = ""
-    train_seconds: float = 0.0
-    temperature: float = 1.0
-    skipped: bool = False
-    history: list[dict[str, Any]] = field(default_factory=list, repr=False)
-
-
-def _fingerprint(data: FusionData, method: str, modalities: str, config: FusionConfig) -> dict[str, Any]:
-    return {"method": method, "modalities": modalities, "config_hash": config_hash(config),
-            "embeddings": {b: {"model_sha256": data.model_sha256[b], "config_hash": data.config_hash[b]}
-                           for b in data.backbones}}
 
 
 def train_fusion(
@@ -182,16 +137,20 @@ def train_fusion(
                                     progress=progress)
     spec = check_method(method)
     backbones = check_modalities(modalities)
-    _check_settings(config)
+    check_settings(config)
     data = load_fusion_data(embeddings, backbones)
-    splits = _splits(data, spec.level)
-    # The data too: a checkpoint of embeddings of other data (even of the same models) never resumes.
-    resume_key = json.dumps({**_fingerprint(data, method, modalities, config),
-                             "lineage": data.lineage.to_json() if data.lineage else None}, sort_keys=True)
+    splits = fusion_splits(data, spec.level)
     fitted = fit_fusion(method, tuple(backbones), splits, config, fc1024=spec.level == "fc1024",
-                        resume_key=resume_key, checkpoints=Checkpoints(checkpoints) if checkpoints else None,
+                        resume_key=_resume_key(data, method, modalities, config),
+                        checkpoints=Checkpoints(checkpoints) if checkpoints else None,
                         every_s=checkpoint_every_s, progress=progress, desc=f"fuse {method} {modalities}")
     return _write_outputs(fitted, data, splits, Path(out_dir), method=method, modalities=modalities, config=config)
+
+
+def _resume_key(data: FusionData, method: str, modalities: str, config: FusionConfig) -> str:
+    # The data too: a checkpoint of embeddings of other data (even of the same models) never resumes.
+    return json.dumps({**fingerprint(data, method, modalities, config),
+                       "lineage": data.lineage.to_json() if data.lineage else None}, sort_keys=True)
 
 
 def _train_fusion_remote(embeddings: EmbeddingFiles, out_dir: str | Path, **kwargs: Any) -> FusionResult:
@@ -202,32 +161,6 @@ def _train_fusion_remote(embeddings: EmbeddingFiles, out_dir: str | Path, **kwar
                                                       replaces=FUSION_FILE))
         result = train_fusion(local_in, local_out, **kwargs)
     return replace(result, out_dir=out_dir)
-
-
-def _check_settings(config: FusionConfig) -> None:
-    for name in ("max_steps", "patience", "eval_every", "batch_size", "epochs"):
-        value = getattr(config, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"fusion.{name} must be at least 1, got {value}")
-    if config.selection not in SELECTION_RULES:
-        raise ConfigError(f"fusion.selection must be one of {', '.join(SELECTION_RULES)}, got {config.selection!r}")
-
-
-def _splits(data: FusionData, level: str) -> FusionSplits:
-    """The train and val inputs and labels of ``data`` at embedding ``level``.
-
-    Raises:
-        DataError: the train or the val split has no clips.
-    """
-    masks = {s: data.splits == s for s in ("train", "val")}
-    for split, mask in masks.items():
-        if not mask.any():
-            raise DataError(data.paths[data.backbones[0]], f"the {split} split has no clips",
-                            "fusion needs train clips and val clips (val selects the model)")
-    y_index = np.asarray([LABEL_INDEX[label] for label in data.labels])
-    return FusionSplits(x_train=data.inputs(level, masks["train"]),
-                        y_train=np.eye(len(LABELS), dtype=np.float32)[y_index[masks["train"]]],
-                        x_val=data.inputs(level, masks["val"]), y_val=y_index[masks["val"]])
 
 
 def _write_outputs(fitted: FittedFusion, data: FusionData, splits: FusionSplits, out_dir: Path, *, method: str,
@@ -281,7 +214,7 @@ def _fusion_info(fitted: FittedFusion, data: FusionData, splits: FusionSplits, *
     val_distance = distance_score(splits.x_val, fitted.standardize)
     return FusionInfo(
         val_distance_quantiles={f"{q:g}": float(np.quantile(val_distance, q)) for q in DISTANCE_QUANTILES},
-        **_fingerprint(data, method, modalities, config),
+        **fingerprint(data, method, modalities, config),
         equation=spec.equation, level=spec.level, width=int(splits.x_train[0].shape[1]),
         backbones=tuple(data.backbones), labels=tuple(LABELS), val_metrics=val_metrics,
         best_epoch=state.best_epoch, best_step=state.best_step, epochs_run=state.epoch, steps_run=fitted.steps,
@@ -289,13 +222,6 @@ def _fusion_info(fitted: FittedFusion, data: FusionData, splits: FusionSplits, *
         calibration=Calibration.from_result(state.best_calibration), config=to_dict(config),
         clips_per_split={s: int((data.splits == s).sum()) for s in sorted(set(data.splits))},
         train_seconds=round(fitted.train_seconds, 3), lineage=data.lineage)
-
-
-def _completed(out_dir: Path) -> FusionInfo | None:
-    if not (FusionInfo.exists_in(out_dir) and (out_dir / "model.keras").is_file()
-            and (out_dir / PREDICTIONS_FILE).is_file()):
-        return None
-    return FusionInfo.read(out_dir)
 
 
 def train_all_fusions(
@@ -352,30 +278,15 @@ def _train_all(embeddings: EmbeddingFiles, out_root: Path, *, config: FusionConf
         for method in methods:
             out_dir = out_root / f"{method}-{modalities}"
             ckpt = locations.join(str(checkpoints), out_dir.name) if checkpoints else None
-            if _completed(out_dir) is None and ckpt and Checkpoints(ckpt).fetch_folder("done", out_dir,
-                                                                                        FUSION_FILE):
+            if completed_info(out_dir) is None and ckpt and \
+                    Checkpoints(ckpt).fetch_folder("done", out_dir, FUSION_FILE):
                 log.info("%s: finished before, copied from %s", out_dir.name, ckpt)
-            meta = _completed(out_dir)
+            meta = completed_info(out_dir)
             if meta is not None:
                 if data is None:
                     data = load_fusion_data(embeddings, MODALITY_SETS[modalities])
-                wanted = _fingerprint(data, method, modalities, config)
-                found = {k: getattr(meta, k) for k in wanted}
-                found["embeddings"] = {b: dict(v) for b, v in found["embeddings"].items()}
-                if found != wanted:
-                    raise ConfigError(f"{out_dir}: holds a fusion model made with other settings or embeddings "
-                                      f"(config {meta.config_hash}, wanted {wanted['config_hash']}); "
-                                      "use a new output folder, or delete this one to train it again")
-                if data.lineage is not None:
-                    data.lineage.check_same(meta.lineage, source=out_dir / FUSION_FILE, what="the fusion model",
-                                            hint="use a new output folder, or delete this one to train it again")
-                results.append(FusionResult(
-                    out_dir=out_dir, method=method, modalities=modalities,
-                    val_accuracy=float(meta.val_metrics["accuracy"]),
-                    val_log_loss_calibrated=float(meta.val_metrics["log_loss"]), best_epoch=meta.best_epoch,
-                    best_step=meta.best_step, temperature=meta.calibration.temperature,
-                    selection_log_loss=float(meta.calibration.selection_log_loss or float("nan")),
-                    backbones=meta.backbones, level=meta.level, skipped=True))
+                results.append(reused_result(out_dir, meta, data, method=method, modalities=modalities,
+                                             config=config))
                 log.debug("%s %s: already complete, skipped (%s)", method, modalities, out_dir)
                 continue
             results.append(train_fusion(embeddings, out_dir, method=method, modalities=modalities,

@@ -85,38 +85,11 @@ def _read_one(path: Path, backbone: str) -> tuple[BackboneEmbeddings, np.ndarray
     return emb, order
 
 
-def load_fusion_data(embeddings: EmbeddingFiles, backbones: Sequence[str]) -> FusionData:
-    """Read each backbone's embeddings and check they describe the same clips.
-
-    Args:
-        embeddings: a folder holding ``<backbone>.parquet`` (``avsc embed`` outputs), or a
-            mapping backbone -> Parquet file (a pipeline step's artifacts).
-        backbones: the backbones to read, in the order of the fusion model's inputs.
-
-    Raises:
-        DataError: a missing file (named), a file of another backbone, duplicate clips, or
-            files that disagree on clip ids, splits, labels or recorded config hash.
-        ConfigError: a mapping key that is not a backbone.
-    """
-    paths = backbone_paths(embeddings, "{backbone}.parquet", what="embeddings",
-                           hint="give the folder holding `avsc embed` outputs")
-    loaded = {}
-    for backbone in backbones:
-        path = paths.get(backbone)
-        if path is None or not path.is_file():
-            raise DataError(path or backbone, f"embedding file of {backbone} is missing",
-                            f"run `avsc embed` for {backbone}, or fuse a modality set without it")
-        emb, order = _read_one(path, backbone)
-        loaded[backbone] = (path, emb, order)
-
-    first_backbone = backbones[0]
-    first_path, first, first_order = loaded[first_backbone]
-    clip_ids, splits, labels = (first.clip_ids[first_order], first.splits[first_order],
-                                first.labels[first_order])
-    unknown = sorted(set(labels) - set(LABEL_INDEX))
-    if unknown:
-        raise DataError(first_path, f"unknown scene label(s) {', '.join(unknown)}",
-                        f"labels must be among {', '.join(LABELS)}")
+def _check_rows_agree(loaded: dict[str, tuple[Path, BackboneEmbeddings, np.ndarray]], first_backbone: str,
+                      clip_ids: np.ndarray, splits: np.ndarray, labels: np.ndarray) -> None:
+    """Raise :class:`~avsc.errors.DataError` naming the file whose clips, or whose clips'
+    splits or labels, differ from ``first_backbone``'s (rows in clip-id order)."""
+    first_path = loaded[first_backbone][0]
     for backbone, (path, emb, order) in loaded.items():
         if backbone == first_backbone:
             continue
@@ -133,6 +106,41 @@ def load_fusion_data(embeddings: EmbeddingFiles, backbones: Sequence[str]) -> Fu
                 raise DataError(path, f"clip {clip!r} has {name} {mine[bad[0]]!r} but {theirs[bad[0]]!r} in "
                                 f"{first_path.name} ({len(bad)} clips differ)",
                                 "embed every backbone from the same feature store")
+
+
+def load_fusion_data(embeddings: EmbeddingFiles, backbones: Sequence[str]) -> FusionData:
+    """Read each backbone's embeddings and check they describe the same clips.
+
+    Args:
+        embeddings: a folder holding ``<backbone>.parquet`` (``avsc embed`` outputs), or a
+            mapping backbone -> Parquet file (a pipeline step's artifacts).
+        backbones: the backbones to read, in the order of the fusion model's inputs.
+
+    Raises:
+        DataError: a missing file (named), a file of another backbone, duplicate clips, or
+            files that disagree on clip ids, splits, labels or recorded config hash.
+        ConfigError: a mapping key that is not a backbone.
+    """
+    paths = backbone_paths(embeddings, "{backbone}.parquet", what="embeddings",
+                           hint="give the folder holding `avsc embed` outputs")
+    loaded: dict[str, tuple[Path, BackboneEmbeddings, np.ndarray]] = {}
+    for backbone in backbones:
+        path = paths.get(backbone)
+        if path is None or not path.is_file():
+            raise DataError(path or backbone, f"embedding file of {backbone} is missing",
+                            f"run `avsc embed` for {backbone}, or fuse a modality set without it")
+        emb, order = _read_one(path, backbone)
+        loaded[backbone] = (path, emb, order)
+
+    first_backbone = backbones[0]
+    first_path, first, first_order = loaded[first_backbone]
+    clip_ids, splits, labels = (first.clip_ids[first_order], first.splits[first_order],
+                                first.labels[first_order])
+    unknown = sorted(set(labels) - set(LABEL_INDEX))
+    if unknown:
+        raise DataError(first_path, f"unknown scene label(s) {', '.join(unknown)}",
+                        f"labels must be among {', '.join(LABELS)}")
+    _check_rows_agree(loaded, first_backbone, clip_ids, splits, labels)
     recorded = {b: e.info.config_hash for b, (_, e, _) in loaded.items() if e.info.config_hash}
     if len(set(recorded.values())) > 1:
         # Backbones may legitimately be trained with their own settings (e.g. more epochs for

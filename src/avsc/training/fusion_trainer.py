@@ -1,12 +1,23 @@
 """Phase II's trainer: a fusion model fitted on the embeddings of the train split, selected on val.
 
-Training (paper, section III-A): mixup on the embeddings (one mixing weight per clip, shared
-by all its embeddings), KL-divergence loss + L2, Adam, seeded. It is counted in optimizer
-steps and runs in rounds of whole passes over train (about ``FusionConfig.eval_every``
-steps); after each round :class:`~avsc.training.selection_loop.SelectionLoop` scores val,
-calibrates, keeps the best weights so far and checkpoints. It stops when the best has not
-improved for ``patience`` steps, after ``max_steps`` steps, or after ``epochs`` passes. The
-trainer is Keras only (``train_on_batch`` on NumPy arrays): it runs under any Keras backend.
+Training (paper, section III-A): mixup on the embeddings (one mixing weight per clip, shared by
+all its embeddings), KL-divergence loss + L2 (eq. 4; coefficient ``lambda / 2`` on the
+fusion vectors ``w`` and the dense kernel, biases excluded), Adam, seeded. Each input is
+standardised with the mean and variance of the **train** split, held by a ``Normalization``
+layer inside the saved model (so inference feeds raw embeddings): FC(10) logits of five
+backbones differ in scale by an order of magnitude, and one step size fits them all only once
+they are standardised.
+
+Training is counted in optimizer steps, not epochs, so the same settings converge on 60
+training clips (2 steps an epoch) and on 8,646 (136): it stops when the val selection log
+loss has not improved for ``FusionConfig.patience`` steps (early stopping), after
+``max_steps`` steps, or after ``epochs`` passes over train when that is set. Val is scored
+every ``eval_every`` steps (rounded to whole passes over train). The trainer is Keras only
+(``train_on_batch`` on NumPy arrays): it runs under any Keras backend.
+
+After each round of whole passes over train (about ``eval_every`` steps),
+:class:`~avsc.training.selection_loop.SelectionLoop` scores val, calibrates, keeps the best
+weights so far and checkpoints.
 """
 
 from __future__ import annotations
@@ -20,13 +31,17 @@ import keras
 import numpy as np
 
 from avsc.config import FusionConfig
-from avsc.labels import LABELS
+from avsc.errors import ConfigError, DataError
+from avsc.labels import LABEL_INDEX, LABELS
 from avsc.models.fusion import build_fusion_model, fusion_logits_model, standardization
+from avsc.scoring.calibration import SELECTION_RULES
 from avsc.training.checkpoints import Checkpoints
+from avsc.training.fusion_data import FusionData
 from avsc.training.selection_loop import SelectionLoop
 from avsc.training.state import TrainingState
 
-__all__ = ["FittedFusion", "FusionSplits", "fit_fusion", "fusion_logits", "mixed_epochs", "schedule"]
+__all__ = ["FittedFusion", "FusionSplits", "check_settings", "fit_fusion", "fusion_logits", "fusion_splits",
+           "mixed_epochs", "schedule"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +127,33 @@ def schedule(config: FusionConfig, n_train: int) -> tuple[int, int, int, int]:
         max_epochs = min(max_epochs, config.epochs)
     patience = max(per_round, math.ceil(config.patience / steps_per_epoch))
     return steps_per_epoch, per_round, max_epochs, patience
+
+
+def check_settings(config: FusionConfig) -> None:
+    """Raise :class:`~avsc.errors.ConfigError` for a step setting below 1 or an unknown selection rule."""
+    for name in ("max_steps", "patience", "eval_every", "batch_size", "epochs"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"fusion.{name} must be at least 1, got {value}")
+    if config.selection not in SELECTION_RULES:
+        raise ConfigError(f"fusion.selection must be one of {', '.join(SELECTION_RULES)}, got {config.selection!r}")
+
+
+def fusion_splits(data: FusionData, level: str) -> FusionSplits:
+    """The train and val inputs and labels of ``data`` at embedding ``level``.
+
+    Raises:
+        DataError: the train or the val split has no clips.
+    """
+    masks = {s: data.splits == s for s in ("train", "val")}
+    for split, mask in masks.items():
+        if not mask.any():
+            raise DataError(data.paths[data.backbones[0]], f"the {split} split has no clips",
+                            "fusion needs train clips and val clips (val selects the model)")
+    y_index = np.asarray([LABEL_INDEX[label] for label in data.labels])
+    return FusionSplits(x_train=data.inputs(level, masks["train"]),
+                        y_train=np.eye(len(LABELS), dtype=np.float32)[y_index[masks["train"]]],
+                        x_val=data.inputs(level, masks["val"]), y_val=y_index[masks["val"]])
 
 
 class _RoundLoop(SelectionLoop):
