@@ -63,6 +63,6 @@ def train_backbone(
     # the selected model. Durable ones stay, for a retried pod.
     shutil.rmtree(os.path.join(model.path, "checkpoints"), ignore_errors=True)
     model.metadata.update(backbone=backbone, best_epoch=result.best_epoch)
-    save_metrics(metrics, {"val_accuracy": result.val_accuracy, "val_log_loss": result.val_log_loss,
+    save_metrics(metrics, {"val_accuracy": result.val_accuracy, "val_log_loss": result.val_log_loss_calibrated,
                            "temperature": result.temperature, "best_epoch": result.best_epoch,
                            "seconds": round(time.perf_counter() - began, 3)})

@@ -15,8 +15,9 @@ from s3_server import s3_env, s3_server, s3_store  # noqa: F401, E402  (fixtures
 from avsc.config import load_config  # noqa: E402
 from avsc.errors import ConfigError  # noqa: E402
 from avsc.storage import locations  # noqa: E402
-from avsc.training import fusion  # noqa: E402
+from avsc.training import fusion, selection_loop  # noqa: E402
 from avsc.training.checkpoints import Checkpoints  # noqa: E402
+from avsc.training.state import TrainingState  # noqa: E402
 
 # One val evaluation (and checkpoint) per epoch, as the test counts them.
 CONFIG = load_config(preset="quick", overrides={"fusion": {"epochs": 8, "eval_every": 1}}).fusion
@@ -35,7 +36,7 @@ class _Preempted(Exception):
 def test_an_interrupted_fusion_resumes_with_the_same_history(embeddings, tmp_path, monkeypatch):
     whole = fusion.train_fusion(embeddings, tmp_path / "whole", method="f4", config=CONFIG, progress=False)
 
-    real = fusion.calibrate  # called once per epoch, after its training
+    real = selection_loop.calibrate  # called once per epoch, after its training
     calls = {"n": 0}
 
     def preempt_in_epoch_6(*args, **kwargs):
@@ -45,11 +46,11 @@ def test_an_interrupted_fusion_resumes_with_the_same_history(embeddings, tmp_pat
         return real(*args, **kwargs)
 
     ckpt = tmp_path / "ckpt"
-    monkeypatch.setattr(fusion, "calibrate", preempt_in_epoch_6)
+    monkeypatch.setattr(selection_loop, "calibrate", preempt_in_epoch_6)
     with pytest.raises(_Preempted):
         fusion.train_fusion(embeddings, tmp_path / "a", method="f4", config=CONFIG, checkpoints=ckpt,
                             checkpoint_every_s=0, progress=False)
-    monkeypatch.setattr(fusion, "calibrate", real)
+    monkeypatch.setattr(selection_loop, "calibrate", real)
     state = json.loads((ckpt / "state.json").read_text())
     assert state["epoch"] == 5 and sorted(p.name for p in ckpt.iterdir()) == ["state-epoch-00005.npz",
                                                                              "state.json"]
@@ -93,12 +94,13 @@ def test_checkpoint_files_are_replaced_not_accumulated(tmp_path):
     optimizer.build(model.trainable_variables)
     rng = np.random.default_rng(1)
     for epoch in (1, 2):
-        ckpt.save_state("key", epoch, model, optimizer, rng, [{"epoch": epoch}], {"epoch": epoch, "weights": None})
+        ckpt.save_state(TrainingState(resume_key="key", epoch=epoch, history=({"epoch": epoch},), best_epoch=epoch),
+                        model, optimizer, rng, None)
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["state-epoch-00002.npz", "state.json"]
-    history, best = [], {}
     other = np.random.default_rng(99)
-    assert ckpt.restore_state("key", model, optimizer, other, history, best) == 2
-    assert other.random() == rng.random() and history == [{"epoch": 2}]
+    state, best_weights = ckpt.restore_state("key", model, optimizer, other)
+    assert state.epoch == 2 and best_weights is None
+    assert other.random() == rng.random() and list(state.history) == [{"epoch": 2}]
     assert locations.read_json(str(tmp_path / "c" / "state.json"))["epoch"] == 2
 
 
@@ -114,3 +116,15 @@ def test_evaluate_reads_fusions_and_writes_its_report_on_the_store(s3_env, embed
     keys = s3_env.keys("report/")
     assert {"report/metrics.json", "report/report.html"} <= set(keys)
     assert locations.read_json(s3_env.uri("report/metrics.json"))["best"] == metrics["best"]
+
+
+def test_a_state_of_an_older_avsc_is_refused_naming_it(tmp_path):
+    from avsc.errors import DataError
+
+    (tmp_path / "state.json").write_text(json.dumps({"resume_key": "key", "epoch": 2, "arrays": "x.npz",
+                                                     "history": [], "rng": {}, "best": {}}))
+    with pytest.raises(DataError, match=r"state\.json: not a avsc-training-state record .*delete these checkpoints"):
+        Checkpoints(tmp_path).read_state()
+    state = TrainingState(resume_key={"settings": {}}, epoch=1, best_key=(-1.0, 0.5))
+    Checkpoints(tmp_path).write_state(state)
+    assert Checkpoints(tmp_path).read_state() == state

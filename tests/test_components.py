@@ -274,7 +274,7 @@ def test_embed_backbone_writes_every_clip(trained, tmp_path):
     embeddings, metrics = Dataset(uri=str(tmp_path / "embeddings")), Metrics(uri=str(tmp_path / "metrics"))
     embed_backbone.python_func(model=model, features=[store], embeddings=embeddings, metrics=metrics)
     table = read_embeddings(embeddings.path)
-    assert table.backbone == "aud-mel" and len(table.clip_ids) == 16
+    assert table.info.backbone == "aud-mel" and len(table.clip_ids) == 16
     assert table.fc10.shape == (16, len(LABELS))
     assert embeddings.metadata["backbone"] == "aud-mel"  # how later steps tell the loop's outputs apart
     assert embeddings.metadata["model_sha256"] == sha256_file(Path(model.path) / "model.keras")
@@ -303,7 +303,7 @@ def phase_one(manifest, tmp_path_factory) -> tuple[list[Model], list[Dataset]]:
         source = read_embeddings(synthetic / f"{backbone}.parquet")
         write_embeddings(iteration / "embeddings", clip_ids=list(source.clip_ids), splits=list(source.splits),
                          labels=list(source.labels), fc1024=source.fc1024, fc10=source.fc10, backbone=backbone,
-                         config_hash=source.config_hash,
+                         config_hash=source.info.config_hash,
                          model_sha256=sha256_file(iteration / "model" / "model.keras"), lineage=lineage)
         models.append(Model(uri=str(iteration / "model"), metadata={"backbone": backbone}))
         embeddings.append(Dataset(uri=str(iteration / "embeddings"), metadata={"backbone": backbone}))
@@ -385,7 +385,7 @@ def test_publish_outputs_to_a_local_folder(config, phase_one, tmp_path):
     assert read_json(out / "config.json") == read_json(config.path)
     assert (out / "metrics.json").is_file() and (out / "bundle" / "bundle.json").is_file()
     for backbone in BACKBONES:
-        assert read_embeddings(out / "embeddings" / f"{backbone}.parquet").backbone == backbone
+        assert read_embeddings(out / "embeddings" / f"{backbone}.parquet").info.backbone == backbone
     shutil.rmtree(out)
     publish_outputs.python_func(output_uri="", config=config, report=Dataset(uri=str(report)),
                                 bundle=Model(uri=str(bundle)), embeddings=phase_one[1])

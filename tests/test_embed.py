@@ -16,6 +16,7 @@ from features_factory import make_feature_store  # noqa: E402
 from avsc.cli import main  # noqa: E402
 from avsc.features.store import FeatureStore  # noqa: E402
 from avsc.models.backbones import embedding_model  # noqa: E402
+from avsc.records import EmbeddingsInfo  # noqa: E402
 from avsc.storage.files import sha256_file  # noqa: E402
 from avsc.training.embeddings import embed_arrays, read_embeddings  # noqa: E402
 
@@ -45,10 +46,12 @@ def test_parquet_schema_and_metadata(exported):
     schema = pq.read_schema(out)
     assert schema.field("fc1024").type == pa.list_(pa.float32(), 1024)
     assert schema.field("fc10").type == pa.list_(pa.float32(), 10)
-    meta = {k.decode(): v.decode() for k, v in schema.metadata.items()}
-    assert meta["avsc.backbone"] == "aud-gam"
-    assert meta["avsc.config_hash"] == json.loads((model_dir / "config.json").read_text())["config_hash"]
-    assert meta["avsc.model_sha256"] == sha256_file(model_dir / "model.keras")
+    meta = EmbeddingsInfo.from_metadata(schema.metadata, source=out)
+    assert meta == EmbeddingsInfo.read_parquet(out) == read_embeddings(out).info
+    assert meta.backbone == "aud-gam"
+    assert meta.config_hash == json.loads((model_dir / "config.json").read_text())["config_hash"]
+    assert meta.model_sha256 == sha256_file(model_dir / "model.keras")
+    assert meta.temperature == json.loads((model_dir / "config.json").read_text())["calibration"]["temperature"]
 
 
 def test_every_clip_of_every_split_sorted(exported):

@@ -343,7 +343,7 @@ def test_evaluate_backbone_rows(fusion_root, tmp_path):
     y = np.array([LABELS.index(lab) for lab in e.labels[test]])
     row = next(b for b in metrics["backbones"] if b["backbone"] == "vis-inc")
     assert row["accuracy"] == pytest.approx((e.fc10[test].argmax(1) == y).mean())
-    assert row["log_loss"] == pytest.approx(log_loss(y, softmax(e.fc10[test] / e.temperature), labels=range(10)))
+    assert row["log_loss"] == pytest.approx(log_loss(y, softmax(e.fc10[test] / e.info.temperature), labels=range(10)))
     assert "vis-inc" in (tmp_path / "report" / "report.html").read_text()
     assert "calibration-backbones.png" in metrics["figures"]["reliability"]
     # The same rows from a mapping backbone -> file (pipeline artifacts), here two backbones.

@@ -154,8 +154,8 @@ def _copy_embeddings(src, dst, **changes):
     for backbone in BACKBONES:
         e = read_embeddings(src / f"{backbone}.parquet")
         fields = {"clip_ids": list(e.clip_ids), "splits": list(e.splits), "labels": list(e.labels),
-                  "fc1024": e.fc1024, "fc10": e.fc10, "backbone": e.backbone, "config_hash": e.config_hash,
-                  "model_sha256": e.model_sha256, "lineage": e.lineage}
+                  "fc1024": e.fc1024, "fc10": e.fc10, "backbone": e.info.backbone,
+                  "config_hash": e.info.config_hash, "model_sha256": e.info.model_sha256, "lineage": e.info.lineage}
         fields.update(changes.get(backbone, {}))
         write_embeddings(dst / f"{backbone}.parquet", **fields)
     return dst
@@ -249,7 +249,8 @@ def test_train_fusion_learns_and_writes_its_outputs(trained_f1, embeddings):
     assert meta["format"] == "avsc-fusion-info" and meta["version"] == 1
     assert meta["method"] == "f1" and meta["modalities"] == "audio+visual" and meta["level"] == "fc1024"
     assert meta["backbones"] == list(BACKBONES)
-    assert meta["embeddings"]["aud-gam"]["model_sha256"] == read_embeddings(embeddings / "aud-gam.parquet").model_sha256
+    recorded = read_embeddings(embeddings / "aud-gam.parquet").info
+    assert meta["embeddings"]["aud-gam"]["model_sha256"] == recorded.model_sha256
     assert meta["config"]["max_steps"] == 300 and len(meta["config_hash"]) == 12
     assert meta["val_metrics"]["accuracy"] == pytest.approx(result.val_accuracy)
     history = json.loads((out / "history.json").read_text())

@@ -259,3 +259,55 @@ def test_a_store_summary_of_another_format_or_version_is_refused_naming_the_file
     assert caught.value.path == str(tmp_path / "summary.json")
     with pytest.raises(RecordError, match=r"summary\.json: not found \(write it with `avsc preprocess`\)"):
         StoreSummary.read(tmp_path / "elsewhere")
+
+
+# --- EmbeddingsInfo: the record in an embedding file's Parquet metadata -----------------------
+
+def _embedding_file(path, **info_fields):
+    import numpy as np
+
+    from avsc.training.embeddings import write_embeddings
+
+    fields = dict(backbone="vis-inc", config_hash="c1", model_sha256="ab" * 32,
+                  lineage=Lineage(dataset="demo", manifest_hash="m1", store_hash="s1"), temperature=1.5)
+    fields.update(info_fields)
+    return write_embeddings(path, clip_ids=["a", "b"], splits=["train", "val"], labels=["bus", "park"],
+                            fc1024=np.zeros((2, 4)), fc10=np.zeros((2, 10)), **fields)
+
+
+def test_embeddings_info_round_trips_through_a_parquet_file_local_and_on_the_store(s3_env, tmp_path):
+    from avsc.labels import LABELS
+    from avsc.records import EmbeddingsInfo
+    from avsc.training.embeddings import read_embeddings
+
+    path = _embedding_file(tmp_path / "vis-inc.parquet")
+    info = EmbeddingsInfo.read_parquet(path)
+    assert info == EmbeddingsInfo(backbone="vis-inc", config_hash="c1", model_sha256="ab" * 32, labels=tuple(LABELS),
+                                  lineage=Lineage(dataset="demo", manifest_hash="m1", store_hash="s1"),
+                                  temperature=1.5)
+    assert read_embeddings(path).info == info
+    remote = _embedding_file(s3_env.uri("emb/vis-inc.parquet"))
+    assert EmbeddingsInfo.read_parquet(remote) == info == read_embeddings(remote).info
+
+
+@pytest.mark.parametrize("metadata, message", [
+    ({}, r"not an avsc embedding file \(no avsc.embeddings metadata\)"),
+    ({"avsc.backbone": "vis-inc", "avsc.lineage": "{}"}, "an embedding file written by an older avsc"),
+    ({"avsc.embeddings": "{not json"}, "avsc.embeddings metadata is not valid JSON"),
+    ({"avsc.embeddings": json.dumps({"format": "avsc-embeddings-info", "version": 0})}, "older than this avsc reads"),
+    ({"avsc.embeddings": json.dumps({"format": "avsc-embeddings-info", "version": 2})}, "newer than this avsc reads"),
+])
+def test_an_embedding_file_without_a_current_record_is_refused_naming_it(tmp_path, metadata, message):
+    import pyarrow.parquet as pq
+
+    from avsc.records import EmbeddingsInfo
+    from avsc.training.embeddings import read_embeddings
+
+    path = _embedding_file(tmp_path / "vis-inc.parquet")
+    pq.write_table(pq.read_table(path).replace_schema_metadata(metadata), path)
+    for read in (EmbeddingsInfo.read_parquet, read_embeddings):
+        with pytest.raises(RecordError, match=message) as caught:
+            read(path)
+        assert caught.value.path == str(path) and caught.value.hint  # says what to do: embed again, upgrade
+    with pytest.raises(RecordError, match="not found"):
+        EmbeddingsInfo.read_parquet(tmp_path / "aud-mel.parquet")

@@ -180,7 +180,7 @@ def test_visual_backbone_trains_and_embeds(tmp_path):
     assert 0.0 <= result.val_accuracy <= 1.0
     embedded = embed_clips(result.model_dir, [store_dir], tmp_path / "vis-conv.parquet", progress=False)
     table = read_embeddings(embedded.path)
-    assert table.backbone == "vis-conv" and table.fc1024.shape == (30, 1024) and table.fc10.shape == (30, 10)
+    assert table.info.backbone == "vis-conv" and table.fc1024.shape == (30, 1024) and table.fc10.shape == (30, 10)
     # A clip's visual embedding is the mean of its frames' embeddings.
     frames = FeatureStore.open(store_dir).read_clip(table.clip_ids[0], "frames").astype(np.float32)
     emb = embedding_model(keras.models.load_model(result.model_dir / "model.keras"))

@@ -70,5 +70,5 @@ def run(args: argparse.Namespace) -> int:
     for r in results:
         note = " (already complete)" if r.skipped else f", {r.train_seconds:.1f} s"
         print(f"{r.method} {r.modalities}: best step {r.best_step}, val accuracy {r.val_accuracy:.4f}, "
-              f"val log loss {r.val_log_loss:.4f} (temperature {r.temperature:.2f}){note} -> {r.out_dir}")
+              f"val log loss {r.val_log_loss_calibrated:.4f} (temperature {r.temperature:.2f}){note} -> {r.out_dir}")
     return 0

@@ -70,6 +70,6 @@ def run(args: argparse.Namespace) -> int:
     result = train_backbone(args.backbone, args.features, args.output, config=config.train,
                             checkpoints=args.checkpoints, progress=not args.quiet)
     print(f"{result.backbone}: best epoch {result.best_epoch}, val accuracy {result.val_accuracy:.4f}, "
-          f"val log loss {result.val_log_loss:.4f} (temperature {result.temperature:.2f}) "
+          f"val log loss {result.val_log_loss_calibrated:.4f} (temperature {result.temperature:.2f}) "
           f"-> {result.model_dir}")
     return 0

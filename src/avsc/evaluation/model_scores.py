@@ -158,16 +158,16 @@ def score_backbones(embeddings: str | Path | Mapping[str, str | Path], split: st
             raise DataError(path, f"no clips in the {split!r} split")
         y = label_indices(list(emb.labels[mask]), path)
         raw = calibrated_probabilities(emb.fc10[mask], 1.0)
-        calibrated = calibrated_probabilities(emb.fc10[mask], emb.temperature)
+        calibrated = calibrated_probabilities(emb.fc10[mask], emb.info.temperature)
         info = model_infos.get(backbone)
         results.append(BackboneResult(
-            **calibrated_scores(y, raw, calibrated), backbone=backbone, temperature=float(emb.temperature),
+            **calibrated_scores(y, raw, calibrated), backbone=backbone, temperature=float(emb.info.temperature),
             val_calibration=_val_calibration(info.calibration) if info else None,
             calibration_method=info.calibration.method if info else None,
             temperature_at_bound=info.calibration.at_bound if info else False))
         rows[backbone] = ScoredRows(backbone, "backbones", np.asarray(emb.clip_ids[mask], dtype=str),
                                     np.asarray(emb.labels[mask], dtype=str), y, raw, calibrated,
-                                    float(emb.temperature))
+                                    float(emb.info.temperature))
     if not results:
         raise DataError(str(embeddings) if not isinstance(embeddings, Mapping) else "embeddings",
                         f"no <backbone>.parquet file (one of {', '.join(BACKBONES)})",

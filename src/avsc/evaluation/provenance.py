@@ -107,7 +107,7 @@ def check_lineage(
 
     The reference is the manifest's lineage when a manifest is given (the data the run is
     about), else the first model's or embedding file's. Model folders (``config.json``),
-    embedding files (their ``avsc.lineage`` metadata) and fusion folders (``fusion.json``'s
+    embedding files (their :class:`~avsc.records.EmbeddingsInfo`) and fusion folders (``fusion.json``'s
     ``lineage``, where recorded) are compared with it.
 
     Returns:
@@ -118,7 +118,7 @@ def check_lineage(
             clips, labels, splits, feature store).
     """
     from avsc.storage.files import backbone_paths
-    from avsc.training.embeddings import read_embeddings_lineage
+    from avsc.records import EmbeddingsInfo
 
     found: list[tuple[str, str, Lineage]] = []
     if manifest is not None:
@@ -133,7 +133,7 @@ def check_lineage(
                                hint="give the folder of `avsc embed` outputs")
         for backbone, path in paths.items():
             if Path(path).is_file():
-                found.append((str(path), f"the {backbone} embeddings", read_embeddings_lineage(path)))
+                found.append((str(path), f"the {backbone} embeddings", EmbeddingsInfo.read_parquet(path).lineage))
     for folder, meta in (metas or {}).items():
         recorded = meta.get("lineage") if isinstance(meta, Mapping) else meta.lineage  # a dict or a FusionInfo
         if isinstance(recorded, Lineage):

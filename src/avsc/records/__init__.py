@@ -17,15 +17,16 @@ Example:
 """
 
 from avsc.records._base import Record, RecordError
+from avsc.records.bundle_info import BundleFusion, BundleInfo, BundleProvenance
+from avsc.records.embeddings_info import EmbeddingsInfo
+from avsc.records.evaluation_result import EvaluationResult
+from avsc.records.fusion_info import FusionInfo
 from avsc.records.lineage import Lineage
 from avsc.records.model_info import Calibration, ModelInfo
-from avsc.records.bundle_info import BundleFusion, BundleInfo, BundleProvenance
-from avsc.records.fusion_info import FusionInfo
 from avsc.records.output_manifest import OutputFile, OutputManifest
 from avsc.records.predictions import Predictions
-from avsc.records.evaluation_result import EvaluationResult
 from avsc.records.store_summary import RejectedClip, StoreSummary
 
 __all__ = ["Record", "RecordError", "Lineage", "Calibration", "ModelInfo", "FusionInfo", "BundleInfo", "BundleFusion",
            "BundleProvenance", "OutputFile", "OutputManifest", "Predictions", "EvaluationResult",
-           "StoreSummary", "RejectedClip"]
+           "StoreSummary", "RejectedClip", "EmbeddingsInfo"]

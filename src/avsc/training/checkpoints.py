@@ -7,14 +7,15 @@ process pointed at the same location continues after the last finished epoch.
 
 Layout under the location::
 
-    state.json                 what a resumed run needs: the epoch reached, the history,
-                               the best epoch so far, and the names of the files below
+    state.json                 what a resumed run needs (:class:`~avsc.training.state.TrainingState`):
+                               the epoch reached, the history, the best epoch so far, and
+                               the names of the files below
     epoch-0003.keras           the model (with optimizer state) after the last epoch
     best-epoch-0002.keras      the model of the best epoch so far
     step-0004-000120.keras     the model within an epoch (epoch 4 after step 120), written
                                every ~60 s and on SIGTERM (:class:`StepCheckpoints`); named by
-                               ``state.json["in_epoch"]`` until the epoch ends
-    <anything>.npz             arrays a trainer keeps (the fusion trainers' weights)
+                               ``state.json``'s ``in_epoch`` until the epoch ends
+    state-epoch-00005.npz      a fusion training's weights, Adam's state and best weights
 
 Every file is written atomically; ``state.json`` is written last and is the commit point: a
 run killed while it saves leaves the previous state and its files intact. Files the state
@@ -39,13 +40,14 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,7 @@ import keras
 import numpy as np
 
 from avsc.storage import locations
+from avsc.training.state import InEpoch, TrainingState
 
 log = logging.getLogger(__name__)
 
@@ -81,42 +84,6 @@ def checkpoint_location(root: str | os.PathLike, name: str, *identity: Any) -> s
     return locations.join(str(root), "checkpoints", f"{name}-{digest}")
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, inner in value.items():
-            out.update(_flatten(inner, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): value}
-
-
-def check_resume_key(found: Any, expected: dict[str, Any], *, location: str, what: str = "checkpoint") -> None:
-    """Refuse to resume from a checkpoint of other data or other settings, saying what differs.
-
-    A resume key is ``{"settings": {...}, "lineage": {...}}``: the settings a run depends on
-    (nested dicts, compared key by key) and its data (:class:`avsc.records.Lineage` as a dict).
-
-    Raises:
-        DataError: the checkpoint was made from other data (dataset, clips, labels, splits,
-            feature store), or records no data (an older avsc).
-        ConfigError: it was made with other settings, naming each (``train.learning_rate``).
-    """
-    from avsc.errors import ConfigError, DataError
-    from avsc.records.lineage import Lineage
-
-    hint = "use another checkpoint location, or delete these checkpoints to start over"
-    if not isinstance(found, dict) or "lineage" not in found or "settings" not in found:
-        raise DataError(location, f"{what} records no data lineage (written by an older avsc)", hint)
-    here = Lineage.from_json(expected["lineage"], source=location)
-    here.check_same(Lineage.from_json(found["lineage"], source=location), source=location, what=what, hint=hint)
-    mine, theirs = _flatten(expected["settings"]), _flatten(found["settings"])
-    differ = [f"{key} {theirs.get(key)!r} there, {mine.get(key)!r} here"
-              for key in sorted(set(mine) | set(theirs)) if mine.get(key) != theirs.get(key)]
-    if differ:
-        raise ConfigError(f"{location}: {what} of a run with other settings ({'; '.join(differ[:5])}"
-                          f"{'; ...' if len(differ) > 5 else ''}); {hint}")
-
-
 class Checkpoints:
     """Read and write the checkpoint files of one training run at ``location``."""
 
@@ -129,14 +96,28 @@ class Checkpoints:
     def _at(self, name: str) -> str:
         return locations.join(self.location, name)
 
-    def read_state(self) -> dict[str, Any] | None:
-        """The committed state, or None when no epoch was checkpointed here."""
-        where = self._at(STATE_FILE)
-        return locations.read_json(where) if locations.exists(where) else None
+    def read_state(self) -> TrainingState | None:
+        """The committed state, or None when nothing was checkpointed here.
 
-    def write_state(self, state: dict[str, Any]) -> None:
+        Raises:
+            DataError: a ``state.json`` that is not a training state of this avsc (an older
+                avsc wrote it, or another file), naming it.
+        """
+        from avsc.errors import DataError
+        from avsc.records import RecordError
+
+        where = self._at(STATE_FILE)
+        if not locations.exists(where):
+            return None
+        try:
+            return TrainingState.read_file(where)
+        except RecordError as exc:
+            raise DataError(where, exc.problem, "use another checkpoint location, or delete these checkpoints "
+                                                "to start over") from None
+
+    def write_state(self, state: TrainingState) -> None:
         """Commit ``state`` (write it after the files it names)."""
-        locations.write_json(self._at(STATE_FILE), state)
+        locations.write_json(self._at(STATE_FILE), state.to_dict())
 
     def save_model(self, model, name: str) -> None:
         """Save a Keras model (with its optimizer state) as ``name`` (a ``.keras`` file)."""
@@ -164,7 +145,7 @@ class Checkpoints:
     def save_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> None:
         """Save named arrays as one ``.npz`` file ``name``."""
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as the allow_pickle flag
         locations.write_bytes(self._at(name), buffer.getvalue())
 
     def load_arrays(self, name: str) -> dict[str, np.ndarray]:
@@ -185,28 +166,28 @@ class Checkpoints:
 
     # ------------------------------------------------------------ a whole training state
 
-    def save_state(self, resume_key: str, epoch: int, model, optimizer, rng: np.random.Generator,
-                   history: list, best: dict) -> None:
-        """Save a trainer's state after ``epoch``: arrays first, then ``state.json`` (the commit).
+    def save_state(self, state: TrainingState, model, optimizer, rng: np.random.Generator,
+                   best_weights: list[np.ndarray] | None) -> TrainingState:
+        """Checkpoint a trainer that keeps its model in memory between evaluations (Phase II).
 
-        For trainers that keep their model in memory between epochs (the fusion models):
-        the weights, the optimizer's variables (Adam's moments and step), the NumPy
-        generator's state, the history and ``best`` (its ``weights`` as arrays).
+        The weights, the optimizer's variables (Adam's moments and step) and ``best_weights``
+        go to one ``.npz`` file, then ``state`` naming it and holding the NumPy generator's
+        state is committed; returns that state.
         """
-        name = f"state-epoch-{epoch:05d}.npz"
+        name = f"state-epoch-{state.epoch:05d}.npz"
         arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
         arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
-        arrays.update({f"b{i}": w for i, w in enumerate(best.get("weights") or [])})
+        arrays.update({f"b{i}": w for i, w in enumerate(best_weights or [])})
         self.save_arrays(name, arrays)
-        self.write_state({"resume_key": resume_key, "epoch": epoch, "arrays": name, "history": history,
-                          "rng": rng.bit_generator.state,
-                          "best": {k: v for k, v in best.items() if k != "weights"}})
-        self.prune({name})
+        state = dataclasses.replace(state, last=name, rng=rng.bit_generator.state)
+        self.write_state(state)
+        self.prune(state.files())
+        return state
 
-    def restore_state(self, resume_key: str, model, optimizer, rng: np.random.Generator,
-                      history: list, best: dict) -> int:
-        """Load what :meth:`save_state` saved into the model, optimizer (built), generator,
-        ``history`` and ``best``; return the epoch reached (0 when nothing was saved).
+    def restore_state(self, resume_key: str, model, optimizer,
+                      rng: np.random.Generator) -> tuple[TrainingState, list[np.ndarray] | None] | None:
+        """Load what :meth:`save_state` saved into the model, the optimizer (built) and the
+        generator; return the state and the best weights (None when nothing was saved).
 
         Raises:
             ConfigError: the saved state belongs to another run (another ``resume_key``).
@@ -215,21 +196,22 @@ class Checkpoints:
 
         state = self.read_state()
         if state is None:
-            return 0
-        if state.get("resume_key") != resume_key:
+            return None
+        if state.resume_key != resume_key:
             raise ConfigError(f"{self.location}: holds the checkpoint of another run; use another "
                               "checkpoint location, or delete it to start over")
-        arrays = self.load_arrays(state["arrays"])
+        if state.last is None or state.rng is None:
+            raise ConfigError(f"{self.location}: holds the checkpoint of another kind of training; use "
+                              "another checkpoint location, or delete it to start over")
+        arrays = self.load_arrays(state.last)
         n_weights = len(model.get_weights())
         model.set_weights([arrays[f"w{i}"] for i in range(n_weights)])
         for i, variable in enumerate(optimizer.variables):
             variable.assign(arrays[f"o{i}"])
-        rng.bit_generator.state = state["rng"]
-        history.extend(state["history"])
-        best.update(state["best"])
-        best["weights"] = [arrays[f"b{i}"] for i in range(n_weights)] if "b0" in arrays else None
-        log.info("resuming after epoch %d from %s", state["epoch"], self.location)
-        return int(state["epoch"])
+        rng.bit_generator.state = dict(state.rng)
+        best_weights = [arrays[f"b{i}"] for i in range(n_weights)] if "b0" in arrays else None
+        log.info("resuming after epoch %d from %s", state.epoch, self.location)
+        return state, best_weights
 
     # ------------------------------------------------------------ finished outputs
 
@@ -271,23 +253,23 @@ def sigterm_flag() -> Iterator[threading.Event]:
         yield flag
 
 
-def seed_states(model) -> list[list[int]]:
+def seed_states(model) -> tuple[tuple[int, ...], ...]:
     """The states of the model's random generators (its dropout layers'), in layer order.
 
     A ``.keras`` file does not keep them: a model loaded from one draws other dropout masks
     than the model that was saved would have drawn next.
     """
-    return [np.asarray(v.numpy()).astype(np.int64).tolist() for v in _seed_variables(model)]
+    return tuple(tuple(np.asarray(v.numpy()).astype(np.int64).tolist()) for v in _seed_variables(model))
 
 
-def restore_seed_states(model, states: list[list[int]] | None) -> None:
+def restore_seed_states(model, states: Sequence[Sequence[int]] | None) -> None:
     """Put back what :func:`seed_states` returned (nothing when ``states`` is None)."""
     if states is None:
         return
     variables = _seed_variables(model)
     if len(variables) != len(states):
         raise ValueError(f"checkpoint has {len(states)} random generator states, the model {len(variables)}")
-    for variable, value in zip(variables, states):
+    for variable, value in zip(variables, states, strict=True):
         variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
@@ -300,10 +282,10 @@ class StepCheckpoints(keras.callbacks.Callback):
     ``every_steps`` steps (if given) and when ``stop`` is set (then it stops the training).
 
     Each checkpoint is the training model (``step-EEEE-SSSSSS.keras``, with its optimizer
-    state) and ``state.json`` holding the trainer's ``state`` plus ``in_epoch``: the epoch
-    (1-based) and step reached, the loss summed over the examples seen, and the random
-    generators' states. The epoch's last step is never saved here (the end-of-epoch
-    checkpoint follows at once).
+    state) and ``state.json`` holding the trainer's ``state`` with its ``in_epoch``
+    (:class:`~avsc.training.state.InEpoch`: the epoch (1-based) and step reached, the loss
+    summed over the examples seen, and the random generators' states). The epoch's last step
+    is never saved here (the end-of-epoch checkpoint follows at once).
 
     Args:
         ckpt: where to save.
@@ -315,19 +297,19 @@ class StepCheckpoints(keras.callbacks.Callback):
         prior: ``in_epoch`` of the checkpoint resumed from, or None.
     """
 
-    def __init__(self, ckpt: Checkpoints, state: dict[str, Any], *, epoch: int, first_step: int,
+    def __init__(self, ckpt: Checkpoints, state: TrainingState, *, epoch: int, first_step: int,
                  examples: int, batch_size: int, stop: threading.Event, every_s: float = 60.0,
-                 every_steps: int | None = None, prior: dict[str, Any] | None = None):
+                 every_steps: int | None = None, prior: InEpoch | None = None):
         super().__init__()
         self.ckpt, self.state, self.epoch, self.first_step = ckpt, state, epoch, first_step
         self.examples, self.batch_size, self.stop = examples, batch_size, stop
         self.every_s, self.every_steps = every_s, every_steps
-        self.prior_sum = float(prior["loss_sum"]) if prior else 0.0
+        self.prior_sum = float(prior.loss_sum) if prior else 0.0
         self.prior_seen = first_step * batch_size
         self.stopped_at: int | None = None
         self._last = time.monotonic()
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         step = self.first_step + batch + 1
         if step >= self.first_step + int(self.params.get("steps") or 0):
             return  # the end-of-epoch checkpoint comes next
@@ -336,7 +318,7 @@ class StepCheckpoints(keras.callbacks.Callback):
         if not due:
             return
         seen_now = (batch + 1) * self.batch_size
-        self.save(step, self.prior_sum + float(logs["loss"]) * seen_now)
+        self.save(step, self.prior_sum + float((logs or {})["loss"]) * seen_now)
         if self.stop.is_set():
             self.stopped_at = step
             self.model.stop_training = True
@@ -344,10 +326,10 @@ class StepCheckpoints(keras.callbacks.Callback):
     def save(self, step: int, loss_sum: float) -> None:
         name = f"step-{self.epoch + 1:04d}-{step:06d}.keras"
         self.ckpt.save_model(self.model, name)
-        self.ckpt.write_state({**self.state, "in_epoch": {
-            "epoch": self.epoch + 1, "step": step, "model": name, "loss_sum": loss_sum,
-            "seed_states": seed_states(self.model)}})
-        self.ckpt.prune({self.state.get("last"), self.state.get("best"), name})
+        state = dataclasses.replace(self.state, in_epoch=InEpoch(
+            epoch=self.epoch + 1, step=step, model=name, loss_sum=loss_sum, seed_states=seed_states(self.model)))
+        self.ckpt.write_state(state)
+        self.ckpt.prune(state.files())
         self._last = time.monotonic()
         log.info("checkpoint at epoch %d, step %d in %s", self.epoch + 1, step, self.ckpt.location)
 

@@ -3,19 +3,20 @@
 Columns: ``clip_id`` (string), ``split`` (string), ``label`` (string), ``fc1024``
 (fixed-size list of float32, the first dense layer's output) and ``fc10`` (fixed-size
 list of 10 float32, the second dense layer's output, before softmax: raw logits, what
-fusion f4-f6 read). Schema metadata: ``avsc.backbone``, ``avsc.config_hash``,
-``avsc.model_sha256``, ``avsc.labels``, ``avsc.temperature`` (the backbone's temperature,
-fitted on val: its calibrated class probabilities are ``softmax(fc10 / temperature)``) and
-``avsc.lineage`` (the data: :class:`avsc.records.Lineage` as JSON; ``read_embeddings(path).lineage``).
+fusion f4-f6 read). Schema metadata ``avsc.embeddings``: an :class:`avsc.records.EmbeddingsInfo`
+as JSON (the backbone, its config hash, the SHA-256 of its ``model.keras``, the labels, its
+temperature, fitted on val: its calibrated class probabilities are ``softmax(fc10 /
+temperature)``, and the data's :class:`avsc.records.Lineage`; ``read_embeddings(path).info``,
+or ``EmbeddingsInfo.read_parquet(path)`` without reading the rows).
 
 Readable as is: ``pandas.read_parquet(path)`` or ``duckdb.sql("select * from 'x.parquet'")``.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -23,8 +24,12 @@ import pyarrow.parquet as pq
 
 from avsc.errors import DataError
 from avsc.labels import LABELS
+from avsc.records import EmbeddingsInfo, ModelInfo
 from avsc.records.lineage import Lineage
 from avsc.storage import locations
+
+if TYPE_CHECKING:
+    import keras
 
 
 def embedding_schema(fc_width: int = 1024, n_classes: int = len(LABELS)) -> pa.Schema:
@@ -52,10 +57,13 @@ def write_embeddings(
     model_sha256: str,
     lineage: Lineage,
     temperature: float = 1.0,
-) -> Path:
-    """Write one backbone's embeddings atomically.
+) -> Path | str:
+    """Write one backbone's embeddings atomically, their :class:`avsc.records.EmbeddingsInfo`
+    in the schema metadata; returns the path (a ``Path`` when local).
 
     Args:
+        backbone, config_hash, model_sha256: the backbone and its model (its ``config.json``'s
+            hash, the SHA-256 of its ``model.keras``).
         lineage: the data the clips and the model come from (the store's lineage).
         fc1024: [shape=(n_clips, width), float32] first dense layer outputs.
         fc10: [shape=(n_clips, 10), float32] second dense layer outputs (pre-softmax).
@@ -76,14 +84,9 @@ def write_embeddings(
             pa.FixedSizeListArray.from_arrays(pa.array(fc10.reshape(-1)), fc10.shape[1]),
         ],
         schema=schema,
-    ).replace_schema_metadata({
-        "avsc.backbone": backbone,
-        "avsc.config_hash": config_hash,
-        "avsc.model_sha256": model_sha256,
-        "avsc.labels": json.dumps(list(LABELS)),
-        "avsc.temperature": repr(float(temperature)),
-        "avsc.lineage": lineage.to_json(),
-    })
+    ).replace_schema_metadata(EmbeddingsInfo(
+        backbone=backbone, config_hash=config_hash, model_sha256=model_sha256, labels=tuple(LABELS),
+        lineage=lineage, temperature=float(temperature)).to_metadata())
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     locations.write_bytes(path, sink.getvalue().to_pybytes())
@@ -91,74 +94,46 @@ def write_embeddings(
 
 
 @dataclass(frozen=True)
-class Embeddings:
-    """One backbone's embeddings in memory.
+class BackboneEmbeddings:
+    """One backbone's embeddings in memory, one row per clip.
 
     Attributes:
+        info: what they are and how they were made (backbone, model, temperature, lineage).
+        clip_ids, splits, labels: [shape=(n_clips,)] strings.
         fc1024: [shape=(n_clips, width), float32]
-        fc10: [shape=(n_clips, 10), float32] logits, before softmax and before calibration.
-        temperature: calibrated probabilities are ``softmax(fc10 / temperature)``; 1.0 for
-            files written before calibration existed.
-        lineage: the data the clips and the model come from.
+        fc10: [shape=(n_clips, 10), float32] logits, before softmax and before calibration
+            (calibrated probabilities are ``softmax(fc10 / info.temperature)``).
     """
 
-    backbone: str
-    config_hash: str
-    model_sha256: str
+    info: EmbeddingsInfo
     clip_ids: np.ndarray
     splits: np.ndarray
     labels: np.ndarray
     fc1024: np.ndarray
     fc10: np.ndarray
-    lineage: Lineage
-    temperature: float = 1.0
 
 
-def read_embeddings(path: str | Path) -> Embeddings:
+def read_embeddings(path: str | Path) -> BackboneEmbeddings:
     """Read a backbone's embedding file written by :func:`write_embeddings` (a path or ``s3://``).
 
     Raises:
-        DataError: not there, not an avsc embedding file, or without a data lineage (written
-            by an older avsc).
+        DataError: not there, not an avsc embedding file, or one written by an older avsc
+            (:class:`avsc.records.RecordError`).
     """
     table = locations.read_parquet(path, what="embedding file", hint="run `avsc embed` first")
-    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-    if "avsc.backbone" not in meta:
-        raise DataError(path, "Parquet file has no avsc.backbone metadata; not an avsc embedding file")
-    if "avsc.lineage" not in meta:
-        raise DataError(path, "embedding file records no data lineage (written by an older avsc)",
-                        "run `avsc embed` again")
+    info = EmbeddingsInfo.from_metadata(table.schema.metadata, source=path)
+
     def matrix(name: str) -> np.ndarray:
         column = table.column(name).combine_chunks()
         return column.values.to_numpy(zero_copy_only=False).reshape(len(column), -1).astype(np.float32)
-    return Embeddings(
-        backbone=meta["avsc.backbone"],
-        config_hash=meta.get("avsc.config_hash", ""),
-        model_sha256=meta.get("avsc.model_sha256", ""),
+    return BackboneEmbeddings(
+        info=info,
         clip_ids=np.asarray(table.column("clip_id").to_pylist()),
         splits=np.asarray(table.column("split").to_pylist()),
         labels=np.asarray(table.column("label").to_pylist()),
         fc1024=matrix("fc1024"),
         fc10=matrix("fc10"),
-        lineage=Lineage.from_json(meta["avsc.lineage"], source=path),
-        temperature=float(meta.get("avsc.temperature", "1.0")),
     )
-
-
-def read_embeddings_lineage(path: str | Path) -> Lineage:
-    """The data lineage of an embedding file, from its metadata only (a local path).
-
-    Raises:
-        DataError: not a readable embedding file, or one without a lineage.
-    """
-    try:
-        meta = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise DataError(path, f"not a readable embedding file ({exc})", "run `avsc embed` again") from None
-    if b"avsc.lineage" not in meta:
-        raise DataError(path, "embedding file records no data lineage (written by an older avsc)",
-                        "run `avsc embed` again")
-    return Lineage.from_json(meta[b"avsc.lineage"], source=path)
 
 
 # --- Export: backbone model -> embeddings ------------------------------------------------
@@ -213,6 +188,74 @@ class EmbedResult:
     lineage: Lineage | None = None
 
 
+def _load_backbone(model_dir: str | Path) -> tuple[ModelInfo, str, keras.Model]:
+    """A trained backbone's ``config.json`` record, the SHA-256 of its ``model.keras`` and the
+    model (a folder or ``s3://`` prefix; those two files are fetched).
+
+    Raises:
+        DataError: either file is missing.
+    """
+    import keras
+
+    import avsc.models.backbones  # noqa: F401  (registers the custom layers)
+    from avsc.storage.files import sha256_file
+
+    with locations.local_folder(model_dir, include=["model.keras", "config.json"]) as local:
+        model_path, config_path = local / "model.keras", local / "config.json"
+        for needed in (model_path, config_path):
+            if not needed.is_file():
+                raise DataError(locations.join(str(model_dir), needed.name), "not found",
+                                "give the output folder of `avsc train`")
+        return ModelInfo.read(local), sha256_file(model_path), keras.models.load_model(model_path, compile=False)
+
+
+def _embed_store(emb_model: keras.Model, store, backbone: str, *, stream: str, batch_size: int,
+                 progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``fc1024`` and ``fc10`` [shape=(n_clips, width), float32] of every clip of ``store``, in
+    store order (:meth:`avsc.features.store.FeatureStore.clips`)."""
+    import keras
+    from tqdm import tqdm
+
+    from avsc.config import VISUAL_BACKBONES
+    from avsc.training.streams import clip_predictions, eval_stream, store_errors
+
+    spec = store.spec_for(backbone)  # DataError: the store lacks the backbone's feature
+    rows = store.clips()
+    per_clip = spec.shape[0] if backbone in VISUAL_BACKBONES else 1
+    fc1024_parts, fc10_parts = [], []
+    unit = "frame" if per_clip > 1 else "clip"
+    # Other backends run the model eagerly, one op at a time; predict_on_batch compiles it (XLA).
+    run = (lambda x: emb_model(x, training=False)) if keras.backend.backend() == "tensorflow" \
+        else emb_model.predict_on_batch
+    with tqdm(total=len(rows) * per_clip, desc=f"embed {backbone}", unit=unit, disable=not progress) as bar, \
+            store_errors():
+        for x in eval_stream(stream, store, backbone, None, batch_size=batch_size):
+            fc1024, fc10 = run(x)
+            fc1024_parts.append(np.asarray(fc1024, np.float32))
+            fc10_parts.append(np.asarray(fc10, np.float32))
+            bar.update(len(fc1024_parts[-1]))
+    # A visual clip's embedding is the mean over its frames (as its prediction is).
+    return (clip_predictions(np.concatenate(fc1024_parts), len(rows)),
+            clip_predictions(np.concatenate(fc10_parts), len(rows)))
+
+
+def _check_store(store, meta: ModelInfo, model_dir: str | Path) -> Lineage:
+    """The store's lineage, once the store is checked to be the one the model was trained on.
+
+    Raises:
+        DataError: the store has another feature config, or other data (clips, labels, splits).
+    """
+    lineage = store.lineage
+    assert lineage is not None  # FeatureStore.open refuses a store index without one
+    if meta.feature_config_hash != store.config_hash:
+        raise DataError(store.roots[0], f"feature config {store.config_hash} differs from "
+                        f"{meta.feature_config_hash} the model was trained on",
+                        "embed the store the model was trained on")
+    lineage.check_same(meta.lineage, source=locations.join(str(model_dir), "config.json"), what="the model",
+                       hint="embed the store the model was trained on, or train the model on this one")
+    return lineage
+
+
 def embed_clips(
     model_dir: str | Path,
     feature_dirs,
@@ -242,60 +285,22 @@ def embed_clips(
             without the backbone's feature, or holding other data than the model was
             trained on (other clips, labels or splits: the message says which).
     """
-    import keras
-    from tqdm import tqdm
-
-    import avsc.models.backbones  # noqa: F401  (registers the custom layers)
-    from avsc.config import VISUAL_BACKBONES
+    import avsc.models.backbones
     from avsc.features.store import FeatureStore
-    from avsc.records import ModelInfo
     from avsc.runtime import limit_tensorflow_threads
-    from avsc.storage.files import sha256_file
-    from avsc.training.streams import clip_predictions, eval_stream, store_errors
 
     limit_tensorflow_threads()  # the pod's CPUs, before the model's first operation
-    with locations.local_folder(model_dir, include=["model.keras", "config.json"]) as local:
-        model_path, config_path = local / "model.keras", local / "config.json"
-        for needed in (model_path, config_path):
-            if not needed.is_file():
-                raise DataError(locations.join(str(model_dir), needed.name), "not found",
-                                "give the output folder of `avsc train`")
-        meta = ModelInfo.read(local)
-        digest = sha256_file(model_path)
-        model = keras.models.load_model(model_path, compile=False)
+    meta, digest, model = _load_backbone(model_dir)
     backbone = meta.backbone
     store = FeatureStore.open(feature_dirs)
-    if meta.feature_config_hash != store.config_hash:
-        raise DataError(store.roots[0], f"feature config {store.config_hash} differs from "
-                        f"{meta.feature_config_hash} the model was trained on",
-                        "embed the store the model was trained on")
-    store.lineage.check_same(meta.lineage, source=locations.join(str(model_dir), "config.json"),
-                             what="the model", hint="embed the store the model was trained on, "
-                             "or train the model on this one")
-    spec = store.spec_for(backbone)
-    emb_model = avsc.models.backbones.embedding_model(model)
+    lineage = _check_store(store, meta, model_dir)
     rows = store.clips()
-    per_clip = spec.shape[0] if backbone in VISUAL_BACKBONES else 1
-    fc1024_parts, fc10_parts = [], []
-    unit = "frame" if per_clip > 1 else "clip"
-    # Other backends run the model eagerly, one op at a time; predict_on_batch compiles it (XLA).
-    run = (lambda x: emb_model(x, training=False)) if keras.backend.backend() == "tensorflow" \
-        else emb_model.predict_on_batch
-    with tqdm(total=len(rows) * per_clip, desc=f"embed {backbone}", unit=unit, disable=not progress) as bar, \
-            store_errors():
-        for x in eval_stream(stream, store, backbone, None, batch_size=batch_size):
-            fc1024, fc10 = run(x)
-            fc1024_parts.append(np.asarray(fc1024, np.float32))
-            fc10_parts.append(np.asarray(fc10, np.float32))
-            bar.update(len(fc1024_parts[-1]))
-    # A visual clip's embedding is the mean over its frames (as its prediction is).
-    fc1024 = clip_predictions(np.concatenate(fc1024_parts), len(rows))
-    fc10 = clip_predictions(np.concatenate(fc10_parts), len(rows))
+    fc1024, fc10 = _embed_store(avsc.models.backbones.embedding_model(model), store, backbone, stream=stream,
+                                batch_size=batch_size, progress=progress)
     order = np.argsort(rows["clip_id"].to_numpy(), kind="stable")
     path = write_embeddings(
         out_path, clip_ids=list(rows["clip_id"].iloc[order]), splits=list(rows["split"].iloc[order]),
         labels=list(rows["label"].iloc[order]), fc1024=fc1024[order], fc10=fc10[order], backbone=backbone,
-        config_hash=meta.config_hash, model_sha256=digest, temperature=meta.temperature,
-        lineage=store.lineage)
+        config_hash=meta.config_hash, model_sha256=digest, temperature=meta.temperature, lineage=lineage)
     return EmbedResult(path=path, backbone=backbone, n_clips=len(rows), config_hash=meta.config_hash,
-                       model_sha256=digest, lineage=store.lineage)
+                       model_sha256=digest, lineage=lineage)

@@ -1,22 +1,12 @@
 """Phase II: train the fusion layer + FC(10) on frozen embeddings (paper, section II-B).
 
 The fusion layers and the model builder are in :mod:`avsc.models.fusion`; reading and
-aligning the backbones' embeddings is :mod:`avsc.training.fusion_data`.
+aligning the backbones' embeddings is :mod:`avsc.training.fusion_data`; the training rounds
+are :mod:`avsc.training.fusion_trainer`, scored and selected by
+:class:`avsc.training.selection_loop.SelectionLoop` as Phase I's epochs are.
 
-Training (section III-A): mixup on the embeddings (one mixing weight per clip, shared by
-all its embeddings), KL-divergence loss + L2 (eq. 4; coefficient ``lambda / 2`` on the
-fusion vectors ``w`` and the dense kernel, biases excluded), Adam, seeded. Each input is
-standardised with the mean and variance of the **train** split, held by a ``Normalization``
-layer inside the saved model (so inference feeds raw embeddings): FC(10) logits of five
-backbones differ in scale by an order of magnitude, and one step size fits them all only once
-they are standardised.
-
-Training is counted in optimizer steps, not epochs, so the same settings converge on 60
-training clips (2 steps an epoch) and on 8,646 (136): it stops when the val selection log
-loss has not improved for ``FusionConfig.patience`` steps (early stopping), after
-``max_steps`` steps, or after ``epochs`` passes over train when that is set. Val is scored
-every ``eval_every`` steps (rounded to whole passes over train). The trainer is Keras only
-(``train_on_batch`` on NumPy arrays): it runs under any Keras backend.
+Training (section III-A: mixup, KL-divergence loss + L2, Adam, standardised inputs,
+counted in optimizer steps with early stopping) is :mod:`avsc.training.fusion_trainer`.
 
 Selection and calibration use the val split only (the test split is never read): at every
 evaluation a temperature is fitted on the val logits under the guards of
@@ -40,48 +30,48 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
-import sys
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 
 from avsc.config import (
     FUSION_METHODS,
     MODALITY_SETS,
     FusionConfig,
-    config_hash,
     to_dict,
 )
-from avsc.errors import ConfigError, DataError
-from avsc.scoring.calibration import SELECTION_RULES, calibrate, calibrated_probabilities, selection_key
-from avsc.records.predictions import FUSION_FILE, PREDICTIONS_FILE, Predictions
-from avsc.labels import LABEL_INDEX, LABELS
+from avsc.labels import LABELS
 from avsc.models.fusion import (
-    build_fusion_model,
     check_method,
     check_modalities,
     distance_score,
     fusion_logits_model,
-    standardization,
 )
 from avsc.models.saving import save_keras_model
-from avsc.records.output_manifest import new_run_id
 from avsc.records import Calibration, FusionInfo
+from avsc.records.output_manifest import new_run_id
+from avsc.records.predictions import FUSION_FILE, Predictions
+from avsc.scoring.calibration import calibrated_probabilities
 from avsc.storage import locations
 from avsc.storage.publish import staged_output
 from avsc.training.checkpoints import Checkpoints
-from avsc.training.fusion_data import Embeddings, FusionData, load_fusion_data
+from avsc.training.fusion_data import EmbeddingFiles, FusionData, load_fusion_data
+from avsc.training.fusion_result import FusionResult, completed_info, fingerprint, reused_result
+from avsc.training.fusion_trainer import (
+    FittedFusion,
+    FusionSplits,
+    check_settings,
+    fit_fusion,
+    fusion_logits,
+    fusion_splits,
+)
 
 __all__ = [
     "FusionData",
     "load_fusion_data",
-    "FusionResult",
     "train_fusion",
     "train_all_fusions",
 ]
@@ -93,92 +83,8 @@ log = logging.getLogger(__name__)
 DISTANCE_QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99, 1.0)
 
 
-@dataclass(frozen=True)
-class FusionResult:
-    """What :func:`train_fusion` did (or found, when resumed).
-
-    Attributes:
-        out_dir: holds model.keras, fusion.json, predictions.parquet, history.json.
-        best_epoch: passes over train before the kept weights (1-based).
-        best_step: optimizer steps before the kept weights.
-        val_accuracy, val_log_loss: on val, after calibration.
-        selection_log_loss: the cross-validated val log loss the weights were kept on.
-        temperature: fitted on val for the kept weights (1.0 when calibration did not pay).
-        train_seconds: wall time of the training (0 when skipped as already complete).
-        skipped: True when :func:`train_all_fusions` found the folder complete.
-    """
-
-    out_dir: Path
-    method: str
-    modalities: str
-    val_accuracy: float
-    val_log_loss: float
-    best_epoch: int = 0
-    best_step: int = 0
-    selection_log_loss: float = float("nan")
-    backbones: tuple[str, ...] = ()
-    level: str = ""
-    train_seconds: float = 0.0
-    temperature: float = 1.0
-    skipped: bool = False
-    history: list[dict[str, Any]] = field(default_factory=list, repr=False)
-
-
-def _logits(model: keras.Model, inputs: list[np.ndarray], chunk: int = 8192) -> np.ndarray:
-    """The ``fc10`` output of ``model`` (a logits model) for every row, [shape=(n, 10)] float64."""
-    n = len(inputs[0])
-    parts = [np.asarray(keras.ops.convert_to_numpy(model([x[i:i + chunk] for x in inputs], training=False)),
-                        dtype=np.float64) for i in range(0, n, chunk)]
-    return np.concatenate(parts) if parts else np.zeros((0, len(LABELS)))
-
-
-def _mixed_epochs(rng: np.random.Generator, x: list[np.ndarray], y: np.ndarray, epochs: int,
-                  alpha: float) -> tuple[list[np.ndarray], np.ndarray]:
-    """``epochs`` passes over the train rows, each shuffled and mixed, one after the other.
-
-    Each pass draws a permutation (the order of the minibatches), a partner for every clip
-    and a mixing weight ``lam ~ Beta(alpha, alpha)`` per clip, shared by all its embeddings
-    and its label (``alpha = 0``: no mixup).
-
-    Returns:
-        ``(xs, ys)``: one [shape=(epochs * n, width)] array per input, and the soft labels.
-    """
-    n = len(y)
-    xs: list[list[np.ndarray]] = [[] for _ in x]
-    ys: list[np.ndarray] = []
-    for _ in range(epochs):
-        order = rng.permutation(n)
-        if alpha > 0:
-            lam = rng.beta(alpha, alpha, size=n).astype(np.float32)[:, None]
-            partner = order[rng.permutation(n)]
-        else:
-            lam, partner = np.ones((n, 1), np.float32), order
-        for parts, table in zip(xs, x):
-            parts.append(lam * table[order] + (1.0 - lam) * table[partner])
-        ys.append(lam * y[order] + (1.0 - lam) * y[partner])
-    return [np.concatenate(parts) for parts in xs], np.concatenate(ys)
-
-
-def _fingerprint(data: FusionData, method: str, modalities: str, config: FusionConfig) -> dict[str, Any]:
-    return {"method": method, "modalities": modalities, "config_hash": config_hash(config),
-            "embeddings": {b: {"model_sha256": data.model_sha256[b], "config_hash": data.config_hash[b]}
-                           for b in data.backbones}}
-
-
-def _schedule(config: FusionConfig, n_train: int) -> tuple[int, int, int, int]:
-    """``(steps_per_epoch, epochs_per_round, max_epochs, patience_epochs)`` of a training on
-    ``n_train`` clips: the step settings of ``config`` as whole passes over train."""
-    steps_per_epoch = math.ceil(n_train / config.batch_size)
-    per_round = max(1, round(config.eval_every / steps_per_epoch))
-    max_epochs = max(1, math.ceil(config.max_steps / steps_per_epoch))
-    if config.epochs is not None:
-        max_epochs = min(max_epochs, config.epochs)
-    patience = max(per_round, math.ceil(config.patience / steps_per_epoch))
-    return steps_per_epoch, per_round, max_epochs, patience
-
-
 def train_fusion(
-    embeddings: Embeddings,
+    embeddings: EmbeddingFiles,
     out_dir: str | Path,
     *,
     method: str,
@@ -222,122 +128,56 @@ def train_fusion(
         result = train_fusion("embeddings", "fusion/f4", method="f4", config=cfg)
         result.val_accuracy
     """
-    from tqdm import tqdm
-
-    from avsc.models.losses import kl_divergence_loss
     from avsc.runtime import limit_tensorflow_threads
 
     limit_tensorflow_threads()  # the pod's CPUs, before the first operation (a no-op after it)
     if locations.any_remote(embeddings, out_dir):
-        from dataclasses import replace
-
-        with contextlib.ExitStack() as stack:
-            local_in = locations.local_inputs(stack, embeddings)
-            local_out = stack.enter_context(staged_output(out_dir, kind="fuse", run_id=new_run_id(),
-                                                          replaces=FUSION_FILE))
-            result = train_fusion(local_in, local_out, method=method, modalities=modalities, config=config,
-                                  checkpoints=checkpoints, checkpoint_every_s=checkpoint_every_s,
-                                  progress=progress)
-        return replace(result, out_dir=out_dir)
+        return _train_fusion_remote(embeddings, out_dir, method=method, modalities=modalities, config=config,
+                                    checkpoints=checkpoints, checkpoint_every_s=checkpoint_every_s,
+                                    progress=progress)
     spec = check_method(method)
     backbones = check_modalities(modalities)
-    for name in ("max_steps", "patience", "eval_every", "batch_size", "epochs"):
-        value = getattr(config, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"fusion.{name} must be at least 1, got {value}")
-    if config.selection not in SELECTION_RULES:
-        raise ConfigError(f"fusion.selection must be one of {', '.join(SELECTION_RULES)}, got {config.selection!r}")
+    check_settings(config)
     data = load_fusion_data(embeddings, backbones)
-    out_dir = Path(out_dir)
-    masks = {s: data.splits == s for s in ("train", "val")}
-    for split, mask in masks.items():
-        if not mask.any():
-            raise DataError(data.paths[backbones[0]], f"the {split} split has no clips",
-                            "fusion needs train clips and val clips (val selects the model)")
-    y_index = np.asarray([LABEL_INDEX[label] for label in data.labels])
-    x_train = data.inputs(spec.level, masks["train"])
-    x_val = data.inputs(spec.level, masks["val"])
-    y_train = np.eye(len(LABELS), dtype=np.float32)[y_index[masks["train"]]]
-    y_val = y_index[masks["val"]]
-    width = x_train[0].shape[1]
-    standardize = [standardization(x) for x in x_train]
-    fc1024 = spec.level == "fc1024"
-    learning_rate = config.learning_rate_fc1024 if fc1024 and config.learning_rate_fc1024 is not None \
-        else config.learning_rate
-    l2 = config.l2_fc1024 if fc1024 and config.l2_fc1024 is not None else config.l2
+    splits = fusion_splits(data, spec.level)
+    fitted = fit_fusion(method, tuple(backbones), splits, config, fc1024=spec.level == "fc1024",
+                        resume_key=_resume_key(data, method, modalities, config),
+                        checkpoints=Checkpoints(checkpoints) if checkpoints else None,
+                        every_s=checkpoint_every_s, progress=progress, desc=f"fuse {method} {modalities}")
+    return _write_outputs(fitted, data, splits, Path(out_dir), method=method, modalities=modalities, config=config)
 
-    began = time.perf_counter()
-    keras.utils.set_random_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    model = build_fusion_model(method, backbones, width, l2=l2, standardize=standardize)
-    optimizer = keras.optimizers.Adam(learning_rate)
-    model.compile(optimizer=optimizer, loss=kl_divergence_loss)
-    optimizer.build(model.trainable_variables)
-    logits_model = fusion_logits_model(model)
-    n_train = len(y_train)
-    _, per_round, max_epochs, patience = _schedule(config, n_train)
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"key": None, "epoch": 0, "weights": None, "calibration": None}
-    ckpt = Checkpoints(checkpoints) if checkpoints else None
+
+def _resume_key(data: FusionData, method: str, modalities: str, config: FusionConfig) -> str:
     # The data too: a checkpoint of embeddings of other data (even of the same models) never resumes.
-    resume_key = json.dumps({**_fingerprint(data, method, modalities, config),
-                             "lineage": data.lineage.to_json() if data.lineage else None}, sort_keys=True)
-    epoch = ckpt.restore_state(resume_key, model, optimizer, rng, history, best) if ckpt else 0
-    steps = history[-1]["step"] if history else 0
-    saved_at = time.monotonic()
-    bar = tqdm(total=max_epochs, initial=epoch, desc=f"fuse {method} {modalities}", unit="epoch",
-               disable=not progress, file=sys.stderr)
-    stopped = "max_steps" if config.epochs is None or max_epochs < config.epochs else "epochs"
-    while epoch < max_epochs:
-        if best["epoch"] and epoch - best["epoch"] >= patience:
-            stopped = "patience"
-            break
-        round_began = time.perf_counter()
-        n_epochs = min(per_round, max_epochs - epoch)
-        xs, ys = _mixed_epochs(rng, x_train, y_train, n_epochs, config.mixup_alpha)
-        short = -len(ys) % config.batch_size
-        if short:  # full batches only: a last, smaller batch would trace the step a second time
-            xs, ys = [np.concatenate([x, x[:short]]) for x in xs], np.concatenate([ys, ys[:short]])
-        # One train_on_batch per step: model.fit's per-call set-up costs more than the few
-        # steps between two evaluations of these small models.
-        losses = [float(model.train_on_batch([x[i:i + config.batch_size] for x in xs],
-                                             ys[i:i + config.batch_size]))
-                  for i in range(0, len(ys), config.batch_size)]
-        epoch += n_epochs
-        steps += len(ys) // config.batch_size
-        calibration = calibrate(_logits(logits_model, x_val), y_val)
-        metrics = calibration["metrics"]
-        entry = {"epoch": epoch, "step": steps, "loss": float(np.mean(losses)),
-                 "val_accuracy": metrics["accuracy"], "val_log_loss": calibration["before"]["log_loss"],
-                 "val_log_loss_calibrated": metrics["log_loss"], "temperature": calibration["temperature"],
-                 "val_log_loss_selection": calibration["selection_log_loss"],
-                 "calibration_method": calibration["method"],
-                 "seconds": round(time.perf_counter() - round_began, 4)}
-        history.append(entry)
-        key = selection_key(metrics["accuracy"], calibration["selection_log_loss"], config.selection)
-        if best["key"] is None or key > tuple(best["key"]):  # a restored key is a JSON list
-            best.update(key=key, epoch=epoch, step=steps, weights=[w.copy() for w in model.get_weights()],
-                        calibration=calibration)
-        bar.update(n_epochs)
-        bar.set_postfix(val_acc=f"{metrics['accuracy']:.3f}", val_loss=f"{calibration['selection_log_loss']:.3f}",
-                        best=best["epoch"])
-        if ckpt and (epoch >= max_epochs or time.monotonic() - saved_at >= checkpoint_every_s):
-            ckpt.save_state(resume_key, epoch, model, optimizer, rng, history, best)
-            saved_at = time.monotonic()
-    bar.close()
-    train_seconds = time.perf_counter() - began
+    return json.dumps({**fingerprint(data, method, modalities, config),
+                       "lineage": data.lineage.to_json() if data.lineage else None}, sort_keys=True)
 
-    # Save an uncompiled copy with the best weights: loading it needs no custom loss.
-    final = build_fusion_model(method, backbones, width, l2=l2, standardize=standardize)
-    final.set_weights(best["weights"])
+
+def _train_fusion_remote(embeddings: EmbeddingFiles, out_dir: str | Path, **kwargs: Any) -> FusionResult:
+    """:func:`train_fusion` with ``s3://`` inputs or output: fetched, trained locally, published."""
+    with contextlib.ExitStack() as stack:
+        local_in = locations.local_inputs(stack, embeddings)
+        local_out = stack.enter_context(staged_output(out_dir, kind="fuse", run_id=new_run_id(),
+                                                      replaces=FUSION_FILE))
+        result = train_fusion(local_in, local_out, **kwargs)
+    return replace(result, out_dir=out_dir)
+
+
+def _write_outputs(fitted: FittedFusion, data: FusionData, splits: FusionSplits, out_dir: Path, *, method: str,
+                   modalities: str, config: FusionConfig) -> FusionResult:
+    """Write the folder (model, predictions, history, fusion.json) and publish it whole."""
+    spec = check_method(method)
+    state = fitted.state
+    chosen = state.best_calibration
+    assert chosen is not None  # every training scores val at least once
+    history = [dict(entry) for entry in state.history]
     # Written into a staging folder and published whole, with outputs.json naming the run:
     # the folder holds one training's model, predictions and fusion.json, never a mix.
     published = contextlib.ExitStack()
     final_dir, out_dir = out_dir, published.enter_context(
         staged_output(out_dir, kind="fuse", run_id=new_run_id(), replaces=FUSION_FILE))
-    save_keras_model(final, out_dir / "model.keras")
-    logits = _logits(fusion_logits_model(final), data.inputs(spec.level))
-    chosen = best["calibration"]
+    save_keras_model(fitted.model, out_dir / "model.keras")
+    logits = fusion_logits(fusion_logits_model(fitted.model), data.inputs(spec.level))
     temperature = chosen["temperature"]
     Predictions(clip_ids=np.asarray(data.clip_ids, dtype=str), splits=np.asarray(data.splits, dtype=str),
                 labels=np.asarray(data.labels, dtype=str), probs=calibrated_probabilities(logits, temperature),
@@ -348,40 +188,44 @@ def train_fusion(
         log.warning("%s %s: the val temperature sits at its search bound (T=%.2f): its val predictions are "
                     "barely better than chance, or val is too small to calibrate on", method, modalities,
                     temperature)
-    val_distance = distance_score(x_val, standardize)
-    info = FusionInfo(
-        val_distance_quantiles={f"{q:g}": float(np.quantile(val_distance, q)) for q in DISTANCE_QUANTILES},
-        **_fingerprint(data, method, modalities, config),
-        equation=spec.equation, level=spec.level, width=int(width), backbones=tuple(backbones),
-        labels=tuple(LABELS), val_metrics=val_metrics, best_epoch=best["epoch"],
-        best_step=best["step"], epochs_run=epoch, steps_run=steps,
-        stopped=stopped, selection=config.selection, calibration=Calibration.from_result(chosen),
-        config=to_dict(config), clips_per_split={s: int((data.splits == s).sum()) for s in sorted(set(data.splits))},
-        train_seconds=round(train_seconds, 3), lineage=data.lineage)
+    info = _fusion_info(fitted, data, splits, method=method, modalities=modalities, config=config,
+                        val_metrics=val_metrics)
     info.write(out_dir)
     published.close()  # publishes; after an error above only the hidden staging folder is removed
     out_dir = final_dir
     # The result is the caller's to report (the CLI prints it); the log keeps a trace.
     log.debug("%s %s: best step %d of %d (%s), val accuracy %.4f, val log loss %.4f -> %.4f at T=%.2f, "
-              "%.1f s -> %s", method, modalities, info.best_step, info.steps_run, stopped,
+              "%.1f s -> %s", method, modalities, info.best_step, info.steps_run, fitted.stopped,
               val_metrics["accuracy"], chosen["before"]["log_loss"], val_metrics["log_loss"], temperature,
-              train_seconds, out_dir)
+              fitted.train_seconds, out_dir)
     return FusionResult(out_dir=out_dir, method=method, modalities=modalities,
-                        val_accuracy=val_metrics["accuracy"], val_log_loss=val_metrics["log_loss"],
-                        best_epoch=best["epoch"], best_step=info.best_step,
-                        selection_log_loss=chosen["selection_log_loss"], backbones=tuple(backbones),
-                        level=spec.level, train_seconds=train_seconds, history=history, temperature=temperature)
+                        val_accuracy=val_metrics["accuracy"], val_log_loss_calibrated=val_metrics["log_loss"],
+                        best_epoch=state.best_epoch, best_step=info.best_step,
+                        selection_log_loss=chosen["selection_log_loss"], backbones=tuple(data.backbones),
+                        level=spec.level, train_seconds=fitted.train_seconds, history=history,
+                        temperature=temperature)
 
 
-def _completed(out_dir: Path) -> FusionInfo | None:
-    if not (FusionInfo.exists_in(out_dir) and (out_dir / "model.keras").is_file()
-            and (out_dir / PREDICTIONS_FILE).is_file()):
-        return None
-    return FusionInfo.read(out_dir)
+def _fusion_info(fitted: FittedFusion, data: FusionData, splits: FusionSplits, *, method: str, modalities: str,
+                 config: FusionConfig, val_metrics: dict[str, Any]) -> FusionInfo:
+    spec = check_method(method)
+    state = fitted.state
+    assert state.best_calibration is not None
+    val_distance = distance_score(splits.x_val, fitted.standardize)
+    return FusionInfo(
+        val_distance_quantiles={f"{q:g}": float(np.quantile(val_distance, q)) for q in DISTANCE_QUANTILES},
+        **fingerprint(data, method, modalities, config),
+        equation=spec.equation, level=spec.level, width=int(splits.x_train[0].shape[1]),
+        backbones=tuple(data.backbones), labels=tuple(LABELS), val_metrics=val_metrics,
+        best_epoch=state.best_epoch, best_step=state.best_step, epochs_run=state.epoch, steps_run=fitted.steps,
+        stopped=fitted.stopped, selection=config.selection,
+        calibration=Calibration.from_result(state.best_calibration), config=to_dict(config),
+        clips_per_split={s: int((data.splits == s).sum()) for s in sorted(set(data.splits))},
+        train_seconds=round(fitted.train_seconds, 3), lineage=data.lineage)
 
 
 def train_all_fusions(
-    embeddings: Embeddings,
+    embeddings: EmbeddingFiles,
     out_root: str | Path,
     *,
     config: FusionConfig,
@@ -421,13 +265,11 @@ def train_all_fusions(
         results = _train_all(local_embeddings, local_root, config=config, methods=methods,
                              modality_sets=modality_sets, checkpoints=checkpoints, progress=progress)
     if locations.is_remote(str(out_root)):
-        from dataclasses import replace
-
-        results = [replace(r, out_dir=locations.join(str(out_root), r.out_dir.name)) for r in results]
+        results = [replace(r, out_dir=locations.join(str(out_root), Path(r.out_dir).name)) for r in results]
     return results
 
 
-def _train_all(embeddings: Embeddings, out_root: Path, *, config: FusionConfig, methods: Sequence[str],
+def _train_all(embeddings: EmbeddingFiles, out_root: Path, *, config: FusionConfig, methods: Sequence[str],
                modality_sets: Sequence[str], checkpoints: str | Path | None,
                progress: bool) -> list[FusionResult]:
     results = []
@@ -436,30 +278,15 @@ def _train_all(embeddings: Embeddings, out_root: Path, *, config: FusionConfig, 
         for method in methods:
             out_dir = out_root / f"{method}-{modalities}"
             ckpt = locations.join(str(checkpoints), out_dir.name) if checkpoints else None
-            if _completed(out_dir) is None and ckpt and Checkpoints(ckpt).fetch_folder("done", out_dir,
-                                                                                        FUSION_FILE):
+            if completed_info(out_dir) is None and ckpt and \
+                    Checkpoints(ckpt).fetch_folder("done", out_dir, FUSION_FILE):
                 log.info("%s: finished before, copied from %s", out_dir.name, ckpt)
-            meta = _completed(out_dir)
+            meta = completed_info(out_dir)
             if meta is not None:
                 if data is None:
                     data = load_fusion_data(embeddings, MODALITY_SETS[modalities])
-                wanted = _fingerprint(data, method, modalities, config)
-                found = {k: getattr(meta, k) for k in wanted}
-                found["embeddings"] = {b: dict(v) for b, v in found["embeddings"].items()}
-                if found != wanted:
-                    raise ConfigError(f"{out_dir}: holds a fusion model made with other settings or embeddings "
-                                      f"(config {meta.config_hash}, wanted {wanted['config_hash']}); "
-                                      "use a new output folder, or delete this one to train it again")
-                if data.lineage is not None:
-                    data.lineage.check_same(meta.lineage, source=out_dir / FUSION_FILE, what="the fusion model",
-                                            hint="use a new output folder, or delete this one to train it again")
-                results.append(FusionResult(
-                    out_dir=out_dir, method=method, modalities=modalities,
-                    val_accuracy=float(meta.val_metrics["accuracy"]),
-                    val_log_loss=float(meta.val_metrics["log_loss"]), best_epoch=meta.best_epoch,
-                    best_step=meta.best_step, temperature=meta.calibration.temperature,
-                    selection_log_loss=float(meta.calibration.selection_log_loss or float("nan")),
-                    backbones=meta.backbones, level=meta.level, skipped=True))
+                results.append(reused_result(out_dir, meta, data, method=method, modalities=modalities,
+                                             config=config))
                 log.debug("%s %s: already complete, skipped (%s)", method, modalities, out_dir)
                 continue
             results.append(train_fusion(embeddings, out_dir, method=method, modalities=modalities,

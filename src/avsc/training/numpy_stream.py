@@ -19,6 +19,7 @@ TensorFlow, this stream otherwise, so a JAX run never imports TensorFlow), ``tfd
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -144,7 +145,7 @@ class FeatureBatches(keras.utils.PyDataset):
         index += self._first
         start = index * self.batch_size
         x, labels = self.examples(start, min(start + self.batch_size, self.plan.n_examples))
-        if self.plan.jpeg:
+        if self._decoders is not None:  # the stored frames are JPEG (self.plan.jpeg)
             x = np.stack(list(self._decoders.map(decode_jpeg, x)))
         if not self.plan.shuffle:
             return x
@@ -162,10 +163,8 @@ class FeatureBatches(keras.utils.PyDataset):
             self._decoders.shutdown(wait=False, cancel_futures=True)
 
     def __del__(self):
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown
             self.close()
-        except Exception:  # noqa: BLE001 -- interpreter shutdown
-            pass
 
 
 def train_batches(store: FeatureStore, backbone: str, *, batch_size: int, mixup_alpha: float = 0.4,

@@ -53,13 +53,14 @@ def part_loader(parts: list[Part], spec: FeatureSpec, frames_per_clip: int | Non
         chosen = [np.arange(n_frames) if frames_per_clip is None or frames_per_clip >= n_frames
                   else np.sort(rng.choice(n_frames, frames_per_clip, replace=False))
                   for _ in range(len(part.rows))]
-        clip_labels = np.concatenate([np.full(len(c), y, np.int32) for c, y in zip(chosen, labels[number])]) \
+        clip_labels = np.concatenate([np.full(len(c), y, np.int32)
+                                      for c, y in zip(chosen, labels[number], strict=True)]) \
             if chosen else np.zeros(0, np.int32)
         if spec.encoding == "jpeg":
             jpegs = np.empty(sum(len(c) for c in chosen), dtype=object)
-            jpegs[:] = [clip[i] for clip, picks in zip(values, chosen) for i in picks]
+            jpegs[:] = [clip[i] for clip, picks in zip(values, chosen, strict=True) for i in picks]
             return jpegs, clip_labels
-        return np.concatenate([clip[picks] for clip, picks in zip(values, chosen)]), clip_labels
+        return np.concatenate([clip[picks] for clip, picks in zip(values, chosen, strict=True)]), clip_labels
     return load
 
 
@@ -153,7 +154,7 @@ def epoch_plan(parts: list[Part], spec: FeatureSpec, *, train: bool, seed: int =
         spec.shape[0] if frames_per_clip is None else min(frames_per_clip, spec.shape[0])
     sizes = [len(part.rows) * per_clip for part in parts]
     if not train:
-        groups = [(n,) for n in range(len(parts))]
+        groups: list[tuple[int, ...]] = [(n,) for n in range(len(parts))]
     else:
         order = np.random.default_rng([seed, _ORDER]).permutation(len(parts))
         per_group = max(1, -(-shuffle_buffer // max([1, *sizes])))

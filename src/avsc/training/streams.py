@@ -15,10 +15,11 @@ store and never the other features. Memory is bounded by the parts in flight
 Training follows an :class:`avsc.training.sampling.EpochPlan`: the parts in a seeded order,
 then the examples of each group of consecutive parts (about ``shuffle_buffer`` examples)
 shuffled, and mixup draws made in NumPy, so the NumPy stream (:mod:`avsc.training.numpy_stream`,
-for installs without TensorFlow) gives the same batches for a given seed. A training batch is ``((x, lam, perm), y)``: ``x`` as stored
-(float16 spectrograms, uint8 frames), the mixup weights and partners, and the mixed soft
-labels; the cast to float32 and the mixing of ``x`` happen in the model
-(:mod:`avsc.training.mixup`), on the accelerator, not on the CPU cores feeding it. Evaluation streams keep the store's order
+for installs without TensorFlow) gives the same batches for a given seed. A training batch is
+``((x, lam, perm), y)``: ``x`` as stored (float16 spectrograms, uint8 frames), the mixup
+weights and partners, and the mixed soft labels; the cast to float32 and the mixing of ``x``
+happen in the model (:mod:`avsc.training.mixup`), on the accelerator, not on the CPU cores
+feeding it. Evaluation streams keep the store's order
 (:meth:`avsc.features.store.FeatureStore.clips`): whole clips (audio) or every frame of every
 clip in order (visual; a clip's prediction is the mean over its frames, see
 :func:`clip_predictions`).
