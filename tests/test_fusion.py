@@ -24,8 +24,6 @@ from avsc.config import (  # noqa: E402
     load_config,
 )
 from avsc.errors import ConfigError, DataError  # noqa: E402
-from avsc.scoring.metrics import softmax  # noqa: E402
-from avsc.records.predictions import Predictions  # noqa: E402
 from avsc.models.fusion import (  # noqa: E402
     FUSIONS,
     ModalityConcatFusion,
@@ -33,6 +31,8 @@ from avsc.models.fusion import (  # noqa: E402
     WeightedSumFusion,
     build_fusion_model,
 )
+from avsc.records.predictions import Predictions  # noqa: E402
+from avsc.scoring.metrics import softmax  # noqa: E402
 from avsc.training.embeddings import read_embeddings, write_embeddings  # noqa: E402
 from avsc.training.fusion import (  # noqa: E402
     load_fusion_data,
@@ -203,9 +203,9 @@ def test_embeddings_given_as_a_mapping_read_like_the_folder(embeddings, tmp_path
         assert data.paths[backbone] == Path(scattered[backbone])
     audio = {b: scattered[b] for b in MODALITY_SETS["audio"]}
     assert load_fusion_data(audio, MODALITY_SETS["audio"]).backbones == MODALITY_SETS["audio"]
-    with pytest.raises(DataError, match="vis-inc.*missing"):
+    with pytest.raises(DataError, match=r"vis-inc.*missing"):
         load_fusion_data(audio, BACKBONES)
-    with pytest.raises(ConfigError, match="unknown backbone.*aud-xyz"):
+    with pytest.raises(ConfigError, match=r"unknown backbone.*aud-xyz"):
         load_fusion_data({**scattered, "aud-xyz": scattered["aud-mel"]}, BACKBONES)
     with pytest.raises(DataError, match=r"nowhere\.parquet: embeddings of vis-conv not found"):
         load_fusion_data({**scattered, "vis-conv": tmp_path / "nowhere.parquet"}, BACKBONES)
@@ -243,7 +243,7 @@ def trained_f1(embeddings, tmp_path_factory):
     return train_fusion(embeddings, out, method="f1", config=config, progress=False), config
 
 def test_train_fusion_learns_and_writes_its_outputs(trained_f1, embeddings):
-    result, config = trained_f1
+    result, _config = trained_f1
     out = result.out_dir
     meta = json.loads((out / "fusion.json").read_text())
     assert meta["format"] == "avsc-fusion-info" and meta["version"] == 1
@@ -274,7 +274,7 @@ def test_train_fusion_learns_and_writes_its_outputs(trained_f1, embeddings):
     preds = Predictions.read(out)
     assert len(preds.clip_ids) == 10 * (16 + 6 + 6)
     test = preds.splits == "test"
-    accuracy = (np.asarray([p for p in preds.probs[test].argmax(1)])
+    accuracy = (preds.probs[test].argmax(1)
                 == np.asarray([list(meta["labels"]).index(lab) for lab in preds.labels[test]])).mean()
     assert accuracy > 0.6, accuracy  # chance is 0.1
 
@@ -283,7 +283,7 @@ def test_inputs_are_standardised_with_train_statistics_inside_the_model(trained_
     model = keras.models.load_model(result.out_dir / "model.keras", compile=False)
     data = load_fusion_data(embeddings, BACKBONES)
     train = data.inputs("fc1024", data.splits == "train")
-    for backbone, x in zip(BACKBONES, train):
+    for backbone, x in zip(BACKBONES, train, strict=True):
         layer = model.get_layer(f"standardize_{backbone}")
         z = np.asarray(layer(x))
         np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-4)
@@ -300,7 +300,7 @@ def test_distance_score_flags_rows_unlike_the_training_rows(rng):
     assert unlike.min() > np.quantile(alike, 0.99)
     # A unit no training row activates gets variance 1, not a tiny one.
     dead = np.zeros((50, 4))
-    mean, variance = standardization(np.concatenate([dead, rng.normal(size=(50, 4))], axis=1))
+    _mean, variance = standardization(np.concatenate([dead, rng.normal(size=(50, 4))], axis=1))
     assert (variance[:4] == 1.0).all()
 
 def test_training_stops_early_when_val_stops_improving(embeddings, tmp_path):
@@ -322,7 +322,7 @@ def test_saved_model_reproduces_predictions(trained_f1, embeddings):
     np.testing.assert_allclose(preds.probs[order], softmax(preds.logits[order] / result.temperature),
                                rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(preds.probs[order].argmax(1), probs.argmax(1))
-    by_name = np.asarray(model({b: x for b, x in zip(BACKBONES, data.inputs("fc1024"))}, training=False))
+    by_name = np.asarray(model(dict(zip(BACKBONES, data.inputs("fc1024"), strict=True)), training=False))
     np.testing.assert_allclose(by_name, probs, rtol=1e-5)
 
 def test_fc1024_fusions_take_their_own_learning_rate(embeddings, tmp_path):

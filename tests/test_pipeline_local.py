@@ -185,7 +185,8 @@ def test_the_one_second_protocol_runs_through_the_pipeline(tmp_path):
                 "--set", "features.audio.frames=40", "--set", "train.epochs=1", "--set", "fusion.epochs=2",
                 "--shards", "1")
     assert done.returncode == 0, f"run --local failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    assert json.loads((output / "config.json").read_text())["config"]["data"] == {"segment_seconds": 1.0, "audio_source": "auto"}
+    data_config = json.loads((output / "config.json").read_text())["config"]["data"]
+    assert data_config == {"segment_seconds": 1.0, "audio_source": "auto"}
     ingest = json.loads(next(_runs(output)[0].rglob("ingest-dataset/metrics")).read_text())
     assert (ingest["segment_seconds"], ingest["test_clips"]) == (1.0, 4)  # two 2-s clips, two segments each
     metrics = json.loads((output / "metrics.json").read_text())

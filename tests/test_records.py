@@ -28,7 +28,7 @@ def test_a_record_reads_back_equal_with_its_nested_types(tmp_path):
     assert back.temperature == 1.0
 
 
-@pytest.mark.parametrize(("change", "message"), [
+@pytest.mark.parametrize("change, message", [
     (lambda d: d.pop("format"), "not a avsc-model-info record .no format field"),
     (lambda d: d.update(format="avsc-fusion-info"), "format 'avsc-fusion-info'"),
     (lambda d: d.update(version=ModelInfo.VERSION + 1), "newer than this avsc reads"),

@@ -13,12 +13,12 @@ from features_factory import make_feature_store  # noqa: E402
 
 from avsc.config import TrainConfig, load_config  # noqa: E402
 from avsc.errors import ConfigError, DataError  # noqa: E402
-from avsc.scoring.calibration import calibrated_probabilities  # noqa: E402
-from avsc.scoring.metrics import classification_metrics  # noqa: E402
 from avsc.features.store import FeatureStore  # noqa: E402
 from avsc.labels import LABEL_INDEX  # noqa: E402
 from avsc.models.backbones import embedding_model  # noqa: E402
 from avsc.models.losses import kl_divergence_loss  # noqa: E402
+from avsc.scoring.calibration import calibrated_probabilities  # noqa: E402
+from avsc.scoring.metrics import classification_metrics  # noqa: E402
 from avsc.training.backbone import train_backbone  # noqa: E402
 from avsc.training.mixup import mix_batch, mixup  # noqa: E402
 from avsc.training.streams import eval_dataset, train_dataset  # noqa: E402
@@ -68,7 +68,7 @@ def test_train_stream_is_deterministic_and_mixed(store_dir):
     (x, lam, perm), y = next(iter(train_dataset(store, "aud-gam", batch_size=16, seed=5)))
     assert x.dtype == "float16" and lam.dtype == "float32" and perm.dtype == "int32"  # mixed in the model
     np.testing.assert_allclose(first[0][0], mixup(np.asarray(x, np.float32), y, lam, perm)[0], rtol=1e-6)
-    for (xa, ya), (xb, yb) in zip(first, again):
+    for (xa, ya), (xb, yb) in zip(first, again, strict=True):
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ya, yb)
     assert not np.array_equal(first[0][0], other[0][0])
@@ -159,7 +159,7 @@ def test_resume_continues_from_last_epoch(store_dir, tmp_path):
 
 def test_bad_inputs_raise_clear_errors(tmp_path):
     no_val = make_feature_store(tmp_path / "no-val", per_class={"train": 1}, features=("mel",))
-    with pytest.raises(DataError, match="val split .* is empty"):
+    with pytest.raises(DataError, match=r"val split .* is empty"):
         train_backbone("aud-mel", [no_val], tmp_path / "m1", config=QUICK, progress=False)
     with pytest.raises(DataError, match="no 'gam' feature"):
         train_backbone("aud-gam", [no_val], tmp_path / "m2", config=QUICK, progress=False)
@@ -188,7 +188,7 @@ def test_visual_backbone_trains_and_embeds(tmp_path):
     np.testing.assert_allclose(table.fc10[0], np.asarray(per_frame_10).mean(axis=0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(table.fc1024[0], np.asarray(per_frame_1024).mean(axis=0), rtol=1e-4,
                                atol=1e-5)
-    fc1024, fc10 = embed_arrays("vis-conv", emb, frames[None])
+    _fc1024, fc10 = embed_arrays("vis-conv", emb, frames[None])
     np.testing.assert_allclose(fc10[0], table.fc10[0], rtol=1e-4, atol=1e-5)
 
 

@@ -22,10 +22,10 @@ from s3_server import s3_env, s3_server, s3_store  # noqa: F401  (fixtures)
 from avsc.cli import main
 from avsc.errors import DataError
 from avsc.evaluation.evaluate import evaluate
-from avsc.scoring.metrics import softmax
-from avsc.records.predictions import Predictions
 from avsc.labels import LABELS
 from avsc.records import OutputManifest
+from avsc.records.predictions import Predictions
+from avsc.scoring.metrics import softmax
 from avsc.storage.files import file_digest
 from avsc.storage.locations import write_json
 
@@ -164,7 +164,7 @@ def test_a_push_killed_mid_multipart_upload_leaves_no_object_and_its_upload_is_c
     assert s3_env.pending_multipart_uploads() == ["pushed/big.bin"]
 
     assert main(["data", "uploads", uri]) == 0
-    assert "s3://{}/pushed/big.bin".format(s3_env.bucket) in capsys.readouterr().out
+    assert f"s3://{s3_env.bucket}/pushed/big.bin" in capsys.readouterr().out
     assert main(["data", "uploads", uri, "--abort", "--older-than", "0"]) == 0
     assert s3_env.pending_multipart_uploads() == []
     assert main(["data", "push", str(folder), uri, "--quiet"]) == 0

@@ -117,8 +117,8 @@ def check_lineage(
         DataError: an input was made from other data, naming it and what differs (dataset,
             clips, labels, splits, feature store).
     """
-    from avsc.storage.files import backbone_paths
     from avsc.records import EmbeddingsInfo
+    from avsc.storage.files import backbone_paths
 
     found: list[tuple[str, str, Lineage]] = []
     if manifest is not None:
