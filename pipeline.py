@@ -61,21 +61,28 @@ def build_pipeline(options: ClusterOptions = ClusterOptions()):
     # ordinary artifact list that the loop body reads.
     @dsl.pipeline(name="train-and-embed", description="Phase I: each backbone trained and embedded.")
     def train_and_embed(
-        backbones: list[str], config: Input[Artifact], features: Input[list[Dataset]], output_uri: str,
+        backbones: list[str],
+        config: Input[Artifact],
+        features: Input[list[Dataset]],
+        output_uri: str,
     ) -> BackboneOutputs:
         with dsl.ParallelFor(backbones, name="Each backbone", parallelism=options.parallel_trainings) as backbone:
             # Streams its own feature from the store and checkpoints every epoch under
             # output_uri, so a retried pod resumes after the last finished epoch.
-            train = configure(train_backbone(backbone=backbone, config=config, features=features,
-                                             output_uri=output_uri), "train", options)
+            train = configure(
+                train_backbone(backbone=backbone, config=config, features=features, output_uri=output_uri),
+                "train",
+                options,
+            )
             embed = configure(embed_backbone(model=train.outputs["model"], features=features), "embed", options)
-        return BackboneOutputs(models=dsl.Collected(train.outputs["model"]),
-                               embeddings=dsl.Collected(embed.outputs["embeddings"]))
+        return BackboneOutputs(
+            models=dsl.Collected(train.outputs["model"]), embeddings=dsl.Collected(embed.outputs["embeddings"])
+        )
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="Audio-visual scene classification: five backbones (phase I), six fusion "
-                    "methods on their embeddings (phase II), evaluated on the test split.",
+        "methods on their embeddings (phase II), evaluated on the test split.",
     )
     def avsc_pipeline(
         dataset: str,
@@ -85,48 +92,85 @@ def build_pipeline(options: ClusterOptions = ClusterOptions()):
         shard_count: int = 4,
     ):
         """Args:
-            dataset: dataset folder (local runs) or ``s3://bucket/prefix``.
-            output_uri: where to publish config.json, metrics.json, report.html, embeddings
-                and the bundle: ``s3://bucket/prefix`` or a local folder; empty publishes nothing.
-                Also where the feature store (``features/<hash>``, reused by runs with the same
-                feature settings) and the training checkpoints (``checkpoints/``) live, so no
-                pod's disk holds the dataset or its features and a retried pod resumes.
-            preset: ``paper`` (the paper's settings) or ``quick`` (CPU-sized).
-            config: settings over the preset, as TOML text (``train.epochs = 3``) or a JSON
-                object (``{"features": {"audio": {"frames": 309}}}``); empty for none.
-            shard_count: preprocessing tasks (the dataset split round-robin).
+        dataset: dataset folder (local runs) or ``s3://bucket/prefix``.
+        output_uri: where to publish config.json, metrics.json, report.html, embeddings
+            and the bundle: ``s3://bucket/prefix`` or a local folder; empty publishes nothing.
+            Also where the feature store (``features/<hash>``, reused by runs with the same
+            feature settings) and the training checkpoints (``checkpoints/``) live, so no
+            pod's disk holds the dataset or its features and a retried pod resumes.
+        preset: ``paper`` (the paper's settings) or ``quick`` (CPU-sized).
+        config: settings over the preset, as TOML text (``train.epochs = 3``) or a JSON
+            object (``{"features": {"audio": {"frames": 309}}}``); empty for none.
+        shard_count: preprocessing tasks (the dataset split round-robin).
         """
         settings = configure(resolve_config(preset=preset, overrides=config), "config", options)
-        ingest = configure(ingest_dataset(dataset=dataset, segment_seconds=settings.outputs["segment_seconds"],
-                                          audio_source=settings.outputs["audio_source"]), "ingest", options)
+        ingest = configure(
+            ingest_dataset(
+                dataset=dataset,
+                segment_seconds=settings.outputs["segment_seconds"],
+                audio_source=settings.outputs["audio_source"],
+            ),
+            "ingest",
+            options,
+        )
         shards = configure(list_shards(shard_count=shard_count), "shards", options)
 
         with dsl.ParallelFor(shards.output, name="Each shard") as shard_index:
-            shard = configure(preprocess_shard(
-                config=settings.outputs["config"], manifest=ingest.outputs["manifest"], dataset=dataset,
-                shard_index=shard_index, shard_count=shard_count, workers=options.preprocess_workers,
-                output_uri=output_uri,
-            ), "preprocess", options)
+            shard = configure(
+                preprocess_shard(
+                    config=settings.outputs["config"],
+                    manifest=ingest.outputs["manifest"],
+                    dataset=dataset,
+                    shard_index=shard_index,
+                    shard_count=shard_count,
+                    workers=options.preprocess_workers,
+                    output_uri=output_uri,
+                ),
+                "preprocess",
+                options,
+            )
 
         phase_one = train_and_embed(
-            backbones=list(BACKBONES), config=settings.outputs["config"],
-            features=dsl.Collected(shard.outputs["features"]), output_uri=output_uri,
+            backbones=list(BACKBONES),
+            config=settings.outputs["config"],
+            features=dsl.Collected(shard.outputs["features"]),
+            output_uri=output_uri,
         ).set_display_name("Train and embed backbones")
 
         with dsl.ParallelFor(list(FUSION_METHODS), name="Each fusion method") as method:
-            fuse = configure(fuse_method(method=method, config=settings.outputs["config"],
-                                         embeddings=phase_one.outputs["embeddings"], output_uri=output_uri),
-                             "fuse", options)
+            fuse = configure(
+                fuse_method(
+                    method=method,
+                    config=settings.outputs["config"],
+                    embeddings=phase_one.outputs["embeddings"],
+                    output_uri=output_uri,
+                ),
+                "fuse",
+                options,
+            )
 
-        evaluate = configure(evaluate_fusions(
-            fusions=dsl.Collected(fuse.outputs["fusions"]), models=phase_one.outputs["models"],
-            embeddings=phase_one.outputs["embeddings"], manifest=ingest.outputs["manifest"],
-        ), "evaluate", options)
+        evaluate = configure(
+            evaluate_fusions(
+                fusions=dsl.Collected(fuse.outputs["fusions"]),
+                models=phase_one.outputs["models"],
+                embeddings=phase_one.outputs["embeddings"],
+                manifest=ingest.outputs["manifest"],
+            ),
+            "evaluate",
+            options,
+        )
 
-        configure(publish_outputs(
-            output_uri=output_uri, config=settings.outputs["config"], report=evaluate.outputs["report"],
-            bundle=evaluate.outputs["bundle"], embeddings=phase_one.outputs["embeddings"],
-        ), "publish", options)
+        configure(
+            publish_outputs(
+                output_uri=output_uri,
+                config=settings.outputs["config"],
+                report=evaluate.outputs["report"],
+                bundle=evaluate.outputs["bundle"],
+                embeddings=phase_one.outputs["embeddings"],
+            ),
+            "publish",
+            options,
+        )
 
     return avsc_pipeline
 

@@ -57,8 +57,10 @@ def measure(backbone: str, preset: str, locations: list[str]) -> None:
         loaded = time.perf_counter() - began
         size = len(locs.read_bytes(locs.join(location, "step-0001-000001.keras"))) / 2**20
         kind = "s3" if locs.is_remote(location) else "local"
-        print(f"{backbone:9s} {preset:6s} {kind:5s} {size:8.1f} MiB  save {saved:6.2f} s  load {loaded:6.2f} s",
-              flush=True)
+        print(
+            f"{backbone:9s} {preset:6s} {kind:5s} {size:8.1f} MiB  save {saved:6.2f} s  load {loaded:6.2f} s",
+            flush=True,
+        )
         locs.remove(locs.join(location, "step-0001-000001.keras"))
 
 

@@ -49,6 +49,7 @@ from datapath_tools import RssWatcher, ScratchWatcher, start_s3  # noqa: E402
 
 # --------------------------------------------------------------------------- synthetic data
 
+
 def paper_shapes() -> dict[str, list[int]]:
     from avsc.config import load_config
     from avsc.features.spectrograms import feature_shapes
@@ -81,7 +82,7 @@ def write_synthetic_store(root: str, n_clips: int, *, split_val: bool = False, s
             for _ in range(n_frames):
                 y = rng.integers(0, photo.shape[0] - size)
                 x = rng.integers(0, photo.shape[1] - size)
-                frames.append(photo[y:y + size, x:x + size])
+                frames.append(photo[y : y + size, x : x + size])
             arrays["frames"] = np.stack(frames)
             split = "val" if split_val and k % 5 == 4 else "train"
             writer.add(f"{LABELS[k % 10]}-bench-{k}-0", LABELS[k % 10], split, arrays)
@@ -99,13 +100,17 @@ def feature_bytes(store, feature: str, split: str | None) -> int:
         with locations.open_input(part.location) as handle:
             meta = pq.ParquetFile(handle).metadata
         group = meta.row_group(0)
-        chunk = sum(group.column(i).total_compressed_size for i in range(meta.num_columns)
-                    if group.column(i).path_in_schema.split(".")[0] == feature)
+        chunk = sum(
+            group.column(i).total_compressed_size
+            for i in range(meta.num_columns)
+            if group.column(i).path_in_schema.split(".")[0] == feature
+        )
         total += chunk * len(part.rows) // group.num_rows
     return total
 
 
 # --------------------------------------------------------------------------- steps
+
 
 def run_steps(args, work: Path) -> dict:
     """Ingest, preprocess, one training task, and each backbone's train/embed reads, via S3."""
@@ -121,9 +126,17 @@ def run_steps(args, work: Path) -> dict:
     dataset = work / "dataset"
     if not (dataset / "meta.csv").exists():
         classes = min(10, max(2, args.clips // 3))
-        make_demo_dataset(dataset, classes=classes, clips_per_class=max(3, args.clips // classes),
-                          locations_per_class=3, seconds=10.0, width=320, height=180, fps=15.0,
-                          progress=False)
+        make_demo_dataset(
+            dataset,
+            classes=classes,
+            clips_per_class=max(3, args.clips // classes),
+            locations_per_class=3,
+            seconds=10.0,
+            width=320,
+            height=180,
+            fps=15.0,
+            progress=False,
+        )
     server, proxy, direct = start_s3("bench")
     steps: dict[str, dict] = {}
     try:
@@ -152,24 +165,36 @@ def run_steps(args, work: Path) -> dict:
             finally:
                 os.environ.pop("TMPDIR") if previous is None else os.environ.update(TMPDIR=previous)
                 tempfile.tempdir = None
-            steps[name] = {"read_bytes": proxy.read, "written_bytes": proxy.written,
-                           "requests": proxy.requests, "clips": clips,
-                           "read_per_clip": proxy.read / max(clips, 1),
-                           "written_per_clip": proxy.written / max(clips, 1),
-                           "scratch_peak_bytes": watcher.peak,
-                           "seconds": round(time.perf_counter() - began, 2), **extra}
+            steps[name] = {
+                "read_bytes": proxy.read,
+                "written_bytes": proxy.written,
+                "requests": proxy.requests,
+                "clips": clips,
+                "read_per_clip": proxy.read / max(clips, 1),
+                "written_per_clip": proxy.written / max(clips, 1),
+                "scratch_peak_bytes": watcher.peak,
+                "seconds": round(time.perf_counter() - began, 2),
+                **extra,
+            }
 
         manifest = "s3://bench/run/manifest.parquet"
         result = {}
-        step("ingest", lambda: result.update(ingest=ingest_dataset("s3://bench/tau", manifest, progress=False)),
-             clips=0)
+        step(
+            "ingest", lambda: result.update(ingest=ingest_dataset("s3://bench/tau", manifest, progress=False)), clips=0
+        )
         n = result["ingest"].n_clips
-        steps["ingest"].update(clips=n, read_per_clip=steps["ingest"]["read_bytes"] / n,
-                               written_per_clip=steps["ingest"]["written_bytes"] / n)
+        steps["ingest"].update(
+            clips=n,
+            read_per_clip=steps["ingest"]["read_bytes"] / n,
+            written_per_clip=steps["ingest"]["written_bytes"] / n,
+        )
         config = load_config(preset="paper")
         features = "s3://bench/run/features"
-        step("preprocess", lambda: preprocess(manifest, features, config=config.features, workers=2,
-                                              progress=False), clips=n)
+        step(
+            "preprocess",
+            lambda: preprocess(manifest, features, config=config.features, workers=2, progress=False),
+            clips=n,
+        )
         store = FeatureStore.open(features)
         own = {name: feature_bytes(store, name, None) for name in ("mel", "gam", "cqt", "frames")}
         n_train_val = len(store.clips("train")) + len(store.clips("val"))
@@ -186,25 +211,50 @@ def run_steps(args, work: Path) -> dict:
             def embed(backbone=backbone):
                 for _ in eval_dataset(store, backbone, None, batch_size=32):
                     pass
+
             step(f"train-epoch {backbone}", epoch, clips=n_train_val, own_feature_bytes=epoch_own)
             step(f"embed {backbone}", embed, clips=n, own_feature_bytes=own[feature])
-        small = load_config(preset="paper", overrides={"train": {
-            "epochs": 1, "audio_stages": 2, "audio_base_filters": 4, "batch_size": 16}}).train
-        step("train aud-mel (small network, 1 epoch)",
-             lambda: train_backbone("aud-mel", features, "s3://bench/run/models/aud-mel", config=small,
-                                    checkpoints="s3://bench/run/checkpoints/aud-mel", progress=False),
-             clips=n_train_val, own_feature_bytes=feature_bytes(store, "mel", "train")
-             + feature_bytes(store, "mel", "val"))
+        small = load_config(
+            preset="paper",
+            overrides={"train": {"epochs": 1, "audio_stages": 2, "audio_base_filters": 4, "batch_size": 16}},
+        ).train
+        step(
+            "train aud-mel (small network, 1 epoch)",
+            lambda: train_backbone(
+                "aud-mel",
+                features,
+                "s3://bench/run/models/aud-mel",
+                config=small,
+                checkpoints="s3://bench/run/checkpoints/aud-mel",
+                progress=False,
+            ),
+            clips=n_train_val,
+            own_feature_bytes=feature_bytes(store, "mel", "train") + feature_bytes(store, "mel", "val"),
+        )
     finally:
         server.stop()
-    return {"clips": n, "dataset_bytes": dataset_bytes, "video_bytes": video_bytes, "steps": steps,
-            "store_feature_bytes": own}
+    return {
+        "clips": n,
+        "dataset_bytes": dataset_bytes,
+        "video_bytes": video_bytes,
+        "steps": steps,
+        "store_feature_bytes": own,
+    }
 
 
 # --------------------------------------------------------------------------- streams
 
-def stream_rates(store, backbone: str, *, batch_size: int, repeats: int, min_examples: int = 4000,
-                 cached_batches: int = 8, kind: str = "tfdata") -> dict:
+
+def stream_rates(
+    store,
+    backbone: str,
+    *,
+    batch_size: int,
+    repeats: int,
+    min_examples: int = 4000,
+    cached_batches: int = 8,
+    kind: str = "tfdata",
+) -> dict:
     """Examples/s of the training stream from ``store``, and of the same batches cached in memory.
 
     The stream is one pipeline run over the store's epochs again and again (``repeat``) until
@@ -218,8 +268,14 @@ def stream_rates(store, backbone: str, *, batch_size: int, repeats: int, min_exa
     after another, its cache is a list of the batches).
     """
     if kind == "numpy":
-        return _numpy_stream_rates(store, backbone, batch_size=batch_size, repeats=repeats,
-                                   min_examples=min_examples, cached_batches=cached_batches)
+        return _numpy_stream_rates(
+            store,
+            backbone,
+            batch_size=batch_size,
+            repeats=repeats,
+            min_examples=min_examples,
+            cached_batches=cached_batches,
+        )
     from avsc.training.streams import train_dataset
 
     def stream():
@@ -245,13 +301,20 @@ def stream_rates(store, backbone: str, *, batch_size: int, repeats: int, min_exa
         began = time.perf_counter()
         n = count(cached.repeat(max(1, -(-min_examples // cached_examples))))
         best_cached = max(best_cached, n / (time.perf_counter() - began))
-    return {"samples_per_s": round(best, 1), "cached_samples_per_s": round(best_cached, 1),
-            "ratio": round(best / best_cached, 3), "rss_growth_bytes": rss.peak - rss.start,
-            "streamed_bytes_per_run": streamed, "examples_per_epoch": per_epoch, "passes": passes}
+    return {
+        "samples_per_s": round(best, 1),
+        "cached_samples_per_s": round(best_cached, 1),
+        "ratio": round(best / best_cached, 3),
+        "rss_growth_bytes": rss.peak - rss.start,
+        "streamed_bytes_per_run": streamed,
+        "examples_per_epoch": per_epoch,
+        "passes": passes,
+    }
 
 
-def _numpy_stream_rates(store, backbone: str, *, batch_size: int, repeats: int, min_examples: int,
-                        cached_batches: int) -> dict:
+def _numpy_stream_rates(
+    store, backbone: str, *, batch_size: int, repeats: int, min_examples: int, cached_batches: int
+) -> dict:
     """:func:`stream_rates` of the NumPy stream: each pass a new stream (seed 1), as an epoch is."""
     from avsc.training.numpy_stream import train_batches
 
@@ -278,9 +341,15 @@ def _numpy_stream_rates(store, backbone: str, *, batch_size: int, repeats: int, 
         began = time.perf_counter()
         n = sum(count(cached) for _ in range(max(1, -(-min_examples // cached_examples))))
         best_cached = max(best_cached, n / (time.perf_counter() - began))
-    return {"samples_per_s": round(best, 1), "cached_samples_per_s": round(best_cached, 1),
-            "ratio": round(best / best_cached, 3), "rss_growth_bytes": rss.peak - rss.start,
-            "streamed_bytes_per_run": streamed, "examples_per_epoch": per_epoch, "passes": passes}
+    return {
+        "samples_per_s": round(best, 1),
+        "cached_samples_per_s": round(best_cached, 1),
+        "ratio": round(best / best_cached, 3),
+        "rss_growth_bytes": rss.peak - rss.start,
+        "streamed_bytes_per_run": streamed,
+        "examples_per_epoch": per_epoch,
+        "passes": passes,
+    }
 
 
 def run_streams(args, work: Path) -> dict:
@@ -291,8 +360,11 @@ def run_streams(args, work: Path) -> dict:
     if not (local / "store.json").exists():
         write_synthetic_store(str(local), args.stream_clips)
     server, _, direct = start_s3("streams", counted=False)
-    out = {"clips": args.stream_clips, "cpus": os.cpu_count(),
-           "store_bytes": sum(p.stat().st_size for p in local.rglob("*") if p.is_file())}
+    out = {
+        "clips": args.stream_clips,
+        "cpus": os.cpu_count(),
+        "store_bytes": sum(p.stat().st_size for p in local.rglob("*") if p.is_file()),
+    }
     try:
         push_dir(local, "s3://streams/features", settings=direct, progress=False)
         stores = {"local": FeatureStore.open(local), "s3": FeatureStore.open("s3://streams/features")}
@@ -301,8 +373,7 @@ def run_streams(args, work: Path) -> dict:
             for kind in args.stream_kinds.split(","):  # one after the other: the same machine load
                 row = {}
                 for where, store in stores.items():
-                    rates = stream_rates(store, backbone, batch_size=args.batch_size, repeats=args.repeats,
-                                         kind=kind)
+                    rates = stream_rates(store, backbone, batch_size=args.batch_size, repeats=args.repeats, kind=kind)
                     row[where] = rates
                 out[backbone if kind == "tfdata" else f"{backbone} ({kind})"] = row
     finally:
@@ -312,6 +383,7 @@ def run_streams(args, work: Path) -> dict:
 
 # --------------------------------------------------------------------------- start-up
 
+
 def run_startup(work: Path, workers: int = 16) -> dict:
     """Seconds from launching ``avsc preprocess --workers N`` until ffmpeg decoders run."""
     from avsc.data.demo import make_demo_dataset
@@ -319,16 +391,27 @@ def run_startup(work: Path, workers: int = 16) -> dict:
 
     dataset = work / "startup-dataset"
     if not (dataset / "meta.csv").exists():
-        make_demo_dataset(dataset, classes=4, clips_per_class=5, locations_per_class=3, seconds=10.0,
-                          width=320, height=180, fps=15.0, progress=False)
+        make_demo_dataset(
+            dataset,
+            classes=4,
+            clips_per_class=5,
+            locations_per_class=3,
+            seconds=10.0,
+            width=320,
+            height=180,
+            fps=15.0,
+            progress=False,
+        )
     manifest = work / "startup-manifest.parquet"
     ingest_dataset(dataset, manifest, val_fraction=0.0, progress=False)
     out = work / "startup-features"
     code = "import sys; from avsc.cli import main; sys.exit(main(sys.argv[1:]))"
     began = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-c", code, "preprocess", str(manifest), "-o", str(out),
-                             "--workers", str(workers), "--quiet"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "preprocess", str(manifest), "-o", str(out), "--workers", str(workers), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     seen: dict[int, float] = {}
     while proc.poll() is None:
         for pid in os.listdir("/proc"):
@@ -339,20 +422,29 @@ def run_startup(work: Path, workers: int = 16) -> dict:
                     cmdline = handle.read()
             except OSError:
                 continue
-            if b"ffmpeg" in cmdline.split(b"\0", 1)[0] and str(out).encode() not in cmdline and \
-                    str(dataset).encode() in cmdline:
+            if (
+                b"ffmpeg" in cmdline.split(b"\0", 1)[0]
+                and str(out).encode() not in cmdline
+                and str(dataset).encode() in cmdline
+            ):
                 seen[int(pid)] = time.monotonic() - began
         time.sleep(0.01)
     starts = sorted(seen.values())
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
-    return {"workers": workers, "clips": 20, "first_decoder_s": round(starts[0], 2) if starts else None,
-            "all_workers_decoding_s": round(starts[workers - 1], 2) if len(starts) >= workers else None,
-            "total_s": round(time.monotonic() - began, 2), "returncode": proc.returncode}
+    return {
+        "workers": workers,
+        "clips": 20,
+        "first_decoder_s": round(starts[0], 2) if starts else None,
+        "all_workers_decoding_s": round(starts[workers - 1], 2) if len(starts) >= workers else None,
+        "total_s": round(time.monotonic() - began, 2),
+        "returncode": proc.returncode,
+    }
 
 
 # --------------------------------------------------------------------------- report
+
 
 def mib(n: float) -> str:
     return f"{n / 2**20:8.2f} MiB"
@@ -361,40 +453,57 @@ def mib(n: float) -> str:
 def report(summary: dict) -> None:
     steps = summary.get("steps")
     if steps:
-        print(f"\nSteps through s3:// ({steps['clips']} clips; dataset {mib(steps['dataset_bytes'])}, "
-              f"videos {mib(steps['video_bytes'])}):")
-        print(f"{'step':42s} {'read/clip':>12s} {'written/clip':>13s} {'read, TAU':>11s} "
-              f"{'scratch peak':>13s} {'own feature':>11s}")
+        print(
+            f"\nSteps through s3:// ({steps['clips']} clips; dataset {mib(steps['dataset_bytes'])}, "
+            f"videos {mib(steps['video_bytes'])}):"
+        )
+        print(
+            f"{'step':42s} {'read/clip':>12s} {'written/clip':>13s} {'read, TAU':>11s} "
+            f"{'scratch peak':>13s} {'own feature':>11s}"
+        )
         for name, row in steps["steps"].items():
             tau = row["read_per_clip"] * TAU_CLIPS / 1e9
             own = f"{row['read_bytes'] / row['own_feature_bytes']:.3f}x" if row.get("own_feature_bytes") else ""
-            print(f"{name:42s} {row['read_per_clip'] / 1e6:9.3f} MB {row['written_per_clip'] / 1e6:10.3f} MB "
-                  f"{tau:8.1f} GB {row['scratch_peak_bytes'] / 1e6:10.2f} MB {own:>11s}")
+            print(
+                f"{name:42s} {row['read_per_clip'] / 1e6:9.3f} MB {row['written_per_clip'] / 1e6:10.3f} MB "
+                f"{tau:8.1f} GB {row['scratch_peak_bytes'] / 1e6:10.2f} MB {own:>11s}"
+            )
         per_feature = {k: v / steps["clips"] for k, v in steps["store_feature_bytes"].items()}
-        print("store per clip: " + ", ".join(f"{k} {v / 1e6:.3f} MB" for k, v in per_feature.items())
-              + f"; total {sum(per_feature.values()) / 1e6:.3f} MB "
-              f"(TAU: {sum(per_feature.values()) * TAU_CLIPS / 1e9:.1f} GB)")
+        print(
+            "store per clip: "
+            + ", ".join(f"{k} {v / 1e6:.3f} MB" for k, v in per_feature.items())
+            + f"; total {sum(per_feature.values()) / 1e6:.3f} MB "
+            f"(TAU: {sum(per_feature.values()) * TAU_CLIPS / 1e9:.1f} GB)"
+        )
     streams = summary.get("streams")
     if streams:
-        print(f"\nTraining streams, batch 32, {streams['clips']} clips ({mib(streams['store_bytes'])} store), "
-              f"{streams['cpus']} CPUs; samples = clips (audio) or frames (visual):")
+        print(
+            f"\nTraining streams, batch 32, {streams['clips']} clips ({mib(streams['store_bytes'])} store), "
+            f"{streams['cpus']} CPUs; samples = clips (audio) or frames (visual):"
+        )
         for backbone in [k for k in streams if k.split(" ")[0] in BACKBONES]:
             local, remote = streams[backbone].get("local"), streams[backbone].get("s3")
             line = f"{backbone:17s}"
             if local:
                 per_core = local["samples_per_s"] / streams["cpus"]
-                line += (f" local {local['samples_per_s']:8.1f}/s (cached {local['cached_samples_per_s']:8.1f}/s, "
-                         f"{local['ratio']:.2f}x; {per_core:6.1f}/s per core)")
+                line += (
+                    f" local {local['samples_per_s']:8.1f}/s (cached {local['cached_samples_per_s']:8.1f}/s, "
+                    f"{local['ratio']:.2f}x; {per_core:6.1f}/s per core)"
+                )
             if remote:
-                line += (f"   s3 {remote['samples_per_s']:8.1f}/s (cached {remote['cached_samples_per_s']:8.1f}/s, "
-                         f"{remote['ratio']:.2f}x, RSS +{remote['rss_growth_bytes'] / 2**20:.0f} MiB while streaming "
-                         f"{remote['streamed_bytes_per_run'] / 2**20:.0f} MiB a run)")
+                line += (
+                    f"   s3 {remote['samples_per_s']:8.1f}/s (cached {remote['cached_samples_per_s']:8.1f}/s, "
+                    f"{remote['ratio']:.2f}x, RSS +{remote['rss_growth_bytes'] / 2**20:.0f} MiB while streaming "
+                    f"{remote['streamed_bytes_per_run'] / 2**20:.0f} MiB a run)"
+                )
             print(line)
     startup = summary.get("startup")
     if startup:
-        print(f"\nStart-up, avsc preprocess --workers {startup['workers']}: first decoder after "
-              f"{startup['first_decoder_s']} s, all {startup['workers']} workers decoding after "
-              f"{startup['all_workers_decoding_s']} s ({startup['clips']} clips done in {startup['total_s']} s)")
+        print(
+            f"\nStart-up, avsc preprocess --workers {startup['workers']}: first decoder after "
+            f"{startup['first_decoder_s']} s, all {startup['workers']} workers decoding after "
+            f"{startup['all_workers_decoding_s']} s ({startup['clips']} clips done in {startup['total_s']} s)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -406,10 +515,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", metavar="DIR", help="keep the synthetic data here (reused by later runs)")
     parser.add_argument("--skip-steps", action="store_true")
     parser.add_argument("--skip-streams", action="store_true")
-    parser.add_argument("--stream-kinds", default="tfdata,numpy",
-                        help="input streams to measure, comma-separated: tfdata, numpy")
-    parser.add_argument("--stream-sources", default="local,s3",
-                        help="where the streams read the store from, comma-separated: local, s3")
+    parser.add_argument(
+        "--stream-kinds", default="tfdata,numpy", help="input streams to measure, comma-separated: tfdata, numpy"
+    )
+    parser.add_argument(
+        "--stream-sources", default="local,s3", help="where the streams read the store from, comma-separated: local, s3"
+    )
     parser.add_argument("--skip-startup", action="store_true")
     parser.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     args = parser.parse_args(argv)
@@ -427,8 +538,10 @@ def main(argv: list[str] | None = None) -> int:
             summary["streams"] = run_streams(args, work)
         summary["load_average_after"] = os.getloadavg()
         report(summary)
-        print(f"\nload average before {summary['load_average_before'][0]:.1f}, "
-              f"after {summary['load_average_after'][0]:.1f}")
+        print(
+            f"\nload average before {summary['load_average_before'][0]:.1f}, "
+            f"after {summary['load_average_after'][0]:.1f}"
+        )
         if args.json:
             print(json.dumps(summary, indent=2, default=float))
     return 0

@@ -137,8 +137,11 @@ class MotoProcess:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
-        self._proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                                       str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -163,13 +166,18 @@ def start_s3(bucket: str, *, counted: bool = True):
 
     server = MotoProcess()
     host, port = server.get_host_and_port()
-    direct = S3Settings(endpoint=f"{host}:{port}", access_key="bench", secret_key="bench",
-                        region="us-east-1", secure=False)
+    direct = S3Settings(
+        endpoint=f"{host}:{port}", access_key="bench", secret_key="bench", region="us-east-1", secure=False
+    )
     make_client(direct).make_bucket(bucket)
     proxy = CountingProxy(host, port)
     endpoint = proxy.endpoint if counted else f"{host}:{port}"
-    os.environ.update({"AVSC_S3_ENDPOINT": f"http://{endpoint}", "AVSC_S3_ACCESS_KEY": "bench",
-                       "AVSC_S3_SECRET_KEY": "bench", "AVSC_S3_REGION": "us-east-1"})
+    os.environ.update(
+        {
+            "AVSC_S3_ENDPOINT": f"http://{endpoint}",
+            "AVSC_S3_ACCESS_KEY": "bench",
+            "AVSC_S3_SECRET_KEY": "bench",
+            "AVSC_S3_REGION": "us-east-1",
+        }
+    )
     return server, proxy, direct
-
-

@@ -56,9 +56,18 @@ def write_synthetic_embeddings(root: Path, seed: int = 0) -> Path:
         means = rng.normal(size=(len(LABELS), 1024)).astype(np.float32)
         fc1024 = np.maximum(0.5 * means[y] + rng.normal(size=(len(y), 1024)).astype(np.float32), 0)
         fc10 = (2.0 * np.eye(len(LABELS))[y] + 1.5 * rng.normal(size=(len(y), len(LABELS)))).astype(np.float32)
-        write_embeddings(root / f"{backbone}.parquet", clip_ids=clip_ids, splits=splits, labels=labels,
-                         fc1024=fc1024, fc10=fc10, backbone=backbone, config_hash="bench", model_sha256="0" * 64,
-                         lineage=Lineage("bench", "0" * 16))
+        write_embeddings(
+            root / f"{backbone}.parquet",
+            clip_ids=clip_ids,
+            splits=splits,
+            labels=labels,
+            fc1024=fc1024,
+            fc10=fc10,
+            backbone=backbone,
+            config_hash="bench",
+            model_sha256="0" * 64,
+            lineage=Lineage("bench", "0" * 16),
+        )
     return root
 
 
@@ -71,16 +80,24 @@ def run_one(embeddings: Path, method: str, modalities: str, preset: str, epochs:
     config = load_config(preset=preset, overrides={"fusion": {"epochs": epochs}}).fusion
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        result = train_fusion(embeddings, Path(out) / "fusion", method=method, modalities=modalities,
-                              config=config, progress=False)
+        result = train_fusion(
+            embeddings, Path(out) / "fusion", method=method, modalities=modalities, config=config, progress=False
+        )
     total = time.perf_counter() - began
-    return {"method": method, "modalities": modalities, "preset": preset, "epochs": config.epochs,
-            "batch_size": config.batch_size, "total_s": round(total, 2),
-            "train_s": round(result.train_seconds, 2),
-            "epoch_s": round(float(np.median([h["seconds"] for h in result.history])), 4),
-            "first_epoch_s": round(result.history[0]["seconds"], 2),
-            "val_accuracy": round(result.val_accuracy, 4), "best_epoch": result.best_epoch,
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)}
+    return {
+        "method": method,
+        "modalities": modalities,
+        "preset": preset,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "total_s": round(total, 2),
+        "train_s": round(result.train_seconds, 2),
+        "epoch_s": round(float(np.median([h["seconds"] for h in result.history])), 4),
+        "first_epoch_s": round(result.history[0]["seconds"], 2),
+        "val_accuracy": round(result.val_accuracy, 4),
+        "best_epoch": result.best_epoch,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,14 +123,26 @@ def main(argv: list[str] | None = None) -> int:
         if embeddings is None:
             began = time.perf_counter()
             embeddings = write_synthetic_embeddings(Path(tmp))
-            print(f"synthetic embeddings: {sum(SPLITS.values())} clips x 5 backbones "
-                  f"({', '.join(f'{k} {v}' for k, v in SPLITS.items())}) in {time.perf_counter() - began:.1f} s",
-                  flush=True)
+            print(
+                f"synthetic embeddings: {sum(SPLITS.values())} clips x 5 backbones "
+                f"({', '.join(f'{k} {v}' for k, v in SPLITS.items())}) in {time.perf_counter() - began:.1f} s",
+                flush=True,
+            )
         results = []
         for modalities in args.modalities or ["audio+visual"]:
             for method in args.method or METHODS:
-                command = [sys.executable, str(Path(__file__).resolve()), "--one", str(embeddings), method,
-                           modalities, "--preset", args.preset, "--device", args.device]
+                command = [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--one",
+                    str(embeddings),
+                    method,
+                    modalities,
+                    "--preset",
+                    args.preset,
+                    "--device",
+                    args.device,
+                ]
                 if args.epochs:
                     command += ["--epochs", str(args.epochs)]
                 done = subprocess.run(command, capture_output=True, text=True)
@@ -122,12 +151,15 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 row = json.loads(done.stdout.strip().splitlines()[-1])
                 results.append(row)
-                print(f"{method} {modalities:12s} {args.device}: {row['total_s']:7.1f} s total, "
-                      f"{row['train_s']:7.1f} s training ({row['epochs']} epochs, "
-                      f"{row['epoch_s']:.3f} s/epoch median, first "
-                      f"{row['first_epoch_s']:.1f} s, "
-                      f"batch {row['batch_size']}), val accuracy {row['val_accuracy']:.3f}, "
-                      f"peak RSS {row['peak_rss_mib']:.0f} MiB", flush=True)
+                print(
+                    f"{method} {modalities:12s} {args.device}: {row['total_s']:7.1f} s total, "
+                    f"{row['train_s']:7.1f} s training ({row['epochs']} epochs, "
+                    f"{row['epoch_s']:.3f} s/epoch median, first "
+                    f"{row['first_epoch_s']:.1f} s, "
+                    f"batch {row['batch_size']}), val accuracy {row['val_accuracy']:.3f}, "
+                    f"peak RSS {row['peak_rss_mib']:.0f} MiB",
+                    flush=True,
+                )
     if args.json:
         print(json.dumps(results, indent=2))
     return 0

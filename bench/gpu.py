@@ -72,11 +72,14 @@ def write_store(root: Path, config, n_clips: int, seed: int = 0) -> Path:
     yy, xx = np.mgrid[0:size, 0:size] / size
     with StoreWriter(root, config, shapes) as writer:
         for k in range(n_clips):
-            arrays = {name: (rng.normal(-5, 1.5, size=shapes[name])).astype(np.float16)
-                      for name in ("mel", "gam", "cqt")}
+            arrays = {
+                name: (rng.normal(-5, 1.5, size=shapes[name])).astype(np.float16) for name in ("mel", "gam", "cqt")
+            }
             base = np.stack([np.sin(6 * xx + k), np.cos(5 * yy - k), np.sin(4 * (xx + yy))], axis=-1)
-            frames = [(127 + 100 * base + rng.normal(0, 12, base.shape)).clip(0, 255).astype(np.uint8)
-                      for _ in range(n_frames)]
+            frames = [
+                (127 + 100 * base + rng.normal(0, 12, base.shape)).clip(0, 255).astype(np.uint8)
+                for _ in range(n_frames)
+            ]
             arrays["frames"] = np.stack(frames)
             writer.add(f"{LABELS[k % 10]}-bench-{k}-0", LABELS[k % 10], "train", arrays)
     return root
@@ -90,8 +93,7 @@ def _device_info() -> dict:
         import jax
 
         device = jax.devices()[0]
-        info.update(platform=device.platform, device=getattr(device, "device_kind", str(device)),
-                    jax=jax.__version__)
+        info.update(platform=device.platform, device=getattr(device, "device_kind", str(device)), jax=jax.__version__)
     else:
         info.update(platform="cpu", device=platform.processor() or "cpu")
     info["keras"] = keras.__version__
@@ -123,8 +125,13 @@ def _forward_flops(model, batch_x) -> float | None:
         return model.stateless_call(trainable, non_trainable, x, training=False)[0]
 
     try:
-        compiled = jax.jit(forward).lower([v.value for v in model.trainable_variables],
-                                          [v.value for v in model.non_trainable_variables], batch_x).compile()
+        compiled = (
+            jax.jit(forward)
+            .lower(
+                [v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables], batch_x
+            )
+            .compile()
+        )
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
         return float(cost["flops"]) if cost and cost.get("flops") else None
@@ -152,8 +159,17 @@ def _prefetched(stream, n_batches: int):
         yield waited, batch
 
 
-def bench_backbone(backbone: str, store_dir: Path, cfg, *, jit: bool, precision: str, steps: int,
-                   warmup: int, peak_tflops: float | None) -> dict:
+def bench_backbone(
+    backbone: str,
+    store_dir: Path,
+    cfg,
+    *,
+    jit: bool,
+    precision: str,
+    steps: int,
+    warmup: int,
+    peak_tflops: float | None,
+) -> dict:
     import keras
     import numpy as np
 
@@ -169,10 +185,16 @@ def bench_backbone(backbone: str, store_dir: Path, cfg, *, jit: bool, precision:
         keras.utils.set_random_seed(0)
         model = build_backbone(backbone, store.shapes, cfg)
         trainer = with_mixup(model, x_dtype=np.dtype(store.spec_for(backbone).dtype).name)
-        trainer.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=kl_divergence_loss,
-                        jit_compile=jit)
-        stream = train_batches(store, backbone, batch_size=cfg.batch_size, mixup_alpha=cfg.mixup_alpha,
-                               frames_per_clip=cfg.frames_per_clip, seed=1, workers=1)
+        trainer.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=kl_divergence_loss, jit_compile=jit)
+        stream = train_batches(
+            store,
+            backbone,
+            batch_size=cfg.batch_size,
+            mixup_alpha=cfg.mixup_alpha,
+            frames_per_clip=cfg.frames_per_clip,
+            seed=1,
+            workers=1,
+        )
         n_batches = warmup + steps
         began = time.perf_counter()
         first = stream[0]
@@ -213,14 +235,24 @@ def bench_backbone(backbone: str, store_dir: Path, cfg, *, jit: bool, precision:
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     row = {
-        "backbone": backbone, "jit_compile": jit, "precision": precision, "batch_size": cfg.batch_size,
-        "params": int(model.count_params()), "steps": steps, "warmup_steps": warmup,
-        "compile_s": round(compile_s, 2), "batches_in_stream": len(stream), "n_batches_run": n_batches,
-        "full_samples_per_s": round(full_rate, 1), "compute_bound_samples_per_s": round(bound_rate, 1),
+        "backbone": backbone,
+        "jit_compile": jit,
+        "precision": precision,
+        "batch_size": cfg.batch_size,
+        "params": int(model.count_params()),
+        "steps": steps,
+        "warmup_steps": warmup,
+        "compile_s": round(compile_s, 2),
+        "batches_in_stream": len(stream),
+        "n_batches_run": n_batches,
+        "full_samples_per_s": round(full_rate, 1),
+        "compute_bound_samples_per_s": round(bound_rate, 1),
         "full_vs_bound": round(full_rate / bound_rate, 3),
-        "step_ms": round(1e3 * full_s / steps, 2), "input_wait_ms": round(1e3 * waited / steps, 2),
+        "step_ms": round(1e3 * full_s / steps, 2),
+        "input_wait_ms": round(1e3 * waited / steps, 2),
         "compute_ms": round(1e3 * computing / steps, 2),
-        "peak_memory_bytes": memory, "peak_memory_kind": memory_kind,
+        "peak_memory_bytes": memory,
+        "peak_memory_kind": memory_kind,
         "forward_gflops_per_sample": round(per_sample / 1e9, 4) if per_sample else None,
     }
     if per_sample and peak_tflops:
@@ -231,34 +263,48 @@ def bench_backbone(backbone: str, store_dir: Path, cfg, *, jit: bool, precision:
 
 def report(summary: dict) -> None:
     d = summary["device"]
-    print(f"\n{d.get('device')} ({d.get('platform')}), Keras {d['keras']} on {d['backend']}, preset "
-          f"{summary['preset']}, {summary['clips']} clips on local disk; samples = clips (audio) or frames (visual)")
-    print(f"{'backbone':9s} {'jit':>3s} {'precision':>15s} {'full /s':>9s} {'bound /s':>9s} {'ratio':>6s} "
-          f"{'step ms':>8s} {'wait ms':>8s} {'compute':>8s} {'peak MiB':>9s} {'GFLOP/s.':>9s} {'bf16 %':>7s}")
+    print(
+        f"\n{d.get('device')} ({d.get('platform')}), Keras {d['keras']} on {d['backend']}, preset "
+        f"{summary['preset']}, {summary['clips']} clips on local disk; samples = clips (audio) or frames (visual)"
+    )
+    print(
+        f"{'backbone':9s} {'jit':>3s} {'precision':>15s} {'full /s':>9s} {'bound /s':>9s} {'ratio':>6s} "
+        f"{'step ms':>8s} {'wait ms':>8s} {'compute':>8s} {'peak MiB':>9s} {'GFLOP/s.':>9s} {'bf16 %':>7s}"
+    )
     for r in summary["results"]:
         share = f"{100 * r['bf16_peak_share']:.2f}" if r.get("bf16_peak_share") is not None else "n/a"
         gflops = f"{r['forward_gflops_per_sample']:.3f}" if r["forward_gflops_per_sample"] else "n/a"
-        print(f"{r['backbone']:9s} {'on' if r['jit_compile'] else 'off':>3s} {r['precision']:>15s} "
-              f"{r['full_samples_per_s']:9.1f} {r['compute_bound_samples_per_s']:9.1f} {r['full_vs_bound']:6.2f} "
-              f"{r['step_ms']:8.1f} {r['input_wait_ms']:8.1f} {r['compute_ms']:8.1f} "
-              f"{r['peak_memory_bytes'] / 2**20:9.0f} {gflops:>9s} {share:>7s}")
-    print(f"peak memory: {summary['results'][0]['peak_memory_kind'] if summary['results'] else ''}; "
-          "GFLOP/s. = forward GFLOP per sample; bf16 % = 3 x forward FLOPs x full rate / peak")
+        print(
+            f"{r['backbone']:9s} {'on' if r['jit_compile'] else 'off':>3s} {r['precision']:>15s} "
+            f"{r['full_samples_per_s']:9.1f} {r['compute_bound_samples_per_s']:9.1f} {r['full_vs_bound']:6.2f} "
+            f"{r['step_ms']:8.1f} {r['input_wait_ms']:8.1f} {r['compute_ms']:8.1f} "
+            f"{r['peak_memory_bytes'] / 2**20:9.0f} {gflops:>9s} {share:>7s}"
+        )
+    print(
+        f"peak memory: {summary['results'][0]['peak_memory_kind'] if summary['results'] else ''}; "
+        "GFLOP/s. = forward GFLOP per sample; bf16 % = 3 x forward FLOPs x full rate / peak"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cpu", "gpu"), default="gpu")
     parser.add_argument("--preset", choices=("paper", "quick"), default="paper")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config overrides, e.g. train.batch_size=64 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. train.batch_size=64 (repeatable)",
+    )
     parser.add_argument("--backbones", default=",".join(BACKBONES))
     parser.add_argument("--clips", type=int, default=256, help="train clips of the synthetic store")
     parser.add_argument("--steps", type=int, default=20, help="timed steps of each measurement")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (XLA compilation)")
     parser.add_argument("--jit", default="on", help="jit_compile settings: on, off or on,off")
-    parser.add_argument("--precision", default="float32",
-                        help="dtype policies, comma-separated: float32, mixed_bfloat16, mixed_float16")
+    parser.add_argument(
+        "--precision", default="float32", help="dtype policies, comma-separated: float32, mixed_bfloat16, mixed_float16"
+    )
     parser.add_argument("--peak-tflops", type=float, help="the chip's dense bf16 peak (default: by device name)")
     parser.add_argument("--store", type=Path, help="keep (and reuse) the synthetic store here")
     parser.add_argument("--json", type=Path, help="write the JSON summary to this file")
@@ -270,8 +316,14 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(preset=args.preset, overrides=[*args.set, "train.weights=none"])
     info = _device_info()
     peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in str(info.get("device"))), None)
-    summary = {"device": info, "preset": args.preset, "overrides": args.set, "clips": args.clips,
-               "peak_bf16_tflops": peak, "results": []}
+    summary = {
+        "device": info,
+        "preset": args.preset,
+        "overrides": args.set,
+        "clips": args.clips,
+        "peak_bf16_tflops": peak,
+        "results": [],
+    }
     with tempfile.TemporaryDirectory(prefix="avsc-gpu-bench-") as scratch:
         store_dir = args.store or Path(scratch) / "features"
         if not (store_dir / "store.json").exists():
@@ -281,8 +333,16 @@ def main(argv: list[str] | None = None) -> int:
         for backbone in args.backbones.split(","):
             for jit in args.jit.split(","):
                 for precision in args.precision.split(","):
-                    row = bench_backbone(backbone, store_dir, config.train, jit=jit == "on", precision=precision,
-                                         steps=args.steps, warmup=args.warmup, peak_tflops=peak)
+                    row = bench_backbone(
+                        backbone,
+                        store_dir,
+                        config.train,
+                        jit=jit == "on",
+                        precision=precision,
+                        steps=args.steps,
+                        warmup=args.warmup,
+                        peak_tflops=peak,
+                    )
                     summary["results"].append(row)
                     print(json.dumps(row), flush=True)
     report(summary)

@@ -29,8 +29,10 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 START = re.compile(r"^(?P<time>\d\d:\d\d:\d\d\.\d+) - INFO - Executing task '(?P<task>[^']+)'")
 # Written by each task's own process as it ends; unlike kfp.local's "Task ... finished" line
 # (which can be lost when two loop iterations end together) there is one per task run.
-END = re.compile(r"^\[KFP Executor \d{4}-\d\d-\d\d (?P<time>\d\d:\d\d:\d\d,\d+) INFO\]: Wrote executor "
-                 r"output file to .*/(?P<task>[^/]+)/executor_output\.json")
+END = re.compile(
+    r"^\[KFP Executor \d{4}-\d\d-\d\d (?P<time>\d\d:\d\d:\d\d,\d+) INFO\]: Wrote executor "
+    r"output file to .*/(?P<task>[^/]+)/executor_output\.json"
+)
 STAGES = (  # task name prefix -> stage, in DAG order
     ("resolve-config", "config"),
     ("ingest-dataset", "ingest"),
@@ -89,11 +91,24 @@ def main(argv: list[str] | None = None) -> int:
     make_demo_dataset(output / "dataset", progress=False)  # the default demo dataset (reused if there)
     demo_s = time.perf_counter() - began
 
-    command = [sys.executable, "pipeline.py", "run", "--local", "-v", "--output", str(output), "--preset", "quick",
-               "--shards", str(args.shards), *args.extra]
+    command = [
+        sys.executable,
+        "pipeline.py",
+        "run",
+        "--local",
+        "-v",
+        "--output",
+        str(output),
+        "--preset",
+        "quick",
+        "--shards",
+        str(args.shards),
+        *args.extra,
+    ]
     began = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, check=False, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     total_s = time.perf_counter() - began
     (output / "bench.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
@@ -125,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds = artifacts["metrics"]["artifacts"][0]["metadata"]["seconds"]
             print(f"  {stage} {backbone:<9} {seconds:8.1f} s (inside the task)")
     print(f"run --local total:           {total_s:7.1f} s  ({total_s / 60:.1f} min; target < 10 min)")
-    table = done.stdout[done.stdout.rfind("method"):] if "method" in done.stdout else ""
+    table = done.stdout[done.stdout.rfind("method") :] if "method" in done.stdout else ""
     if table:
         print(table.strip())
     return 0

@@ -52,12 +52,38 @@ def cpu_seconds() -> float:
 def make_video(path: Path, seconds: float = 10.0, width: int = 1280, height: int = 720, fps: int = 30) -> Path:
     from avsc.media.ffmpeg import ffmpeg_exe
 
-    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-           "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}",
-           "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-           "-vf", "noise=alls=12:allf=t", "-ac", "2", "-t", str(seconds),
-           "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "192k",
-           str(path)]
+    cmd = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size={width}x{height}:rate={fps}",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-vf",
+        "noise=alls=12:allf=t",
+        "-ac",
+        "2",
+        "-t",
+        str(seconds),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "192k",
+        str(path),
+    ]
     subprocess.run(cmd, check=True)
     return path
 
@@ -78,16 +104,31 @@ def make_random_bundle(preset: str, root: Path, method: str = "f4") -> Path:
         model = build_backbone(backbone, shapes, config.train)
         (root / "models" / backbone).mkdir(parents=True)
         model.save(root / "models" / backbone / "model.keras")
-        write_json(root / "models" / backbone / "config.json", {
-            "backbone": backbone, "config_hash": config_hash(config.train), "features": to_dict(config.features),
-            "feature_config_hash": config_hash(config.features),
-            "feature_shapes": {k: list(v) for k, v in shapes.items()}, "labels": list(LABELS)})
+        write_json(
+            root / "models" / backbone / "config.json",
+            {
+                "backbone": backbone,
+                "config_hash": config_hash(config.train),
+                "features": to_dict(config.features),
+                "feature_config_hash": config_hash(config.features),
+                "feature_shapes": {k: list(v) for k, v in shapes.items()},
+                "labels": list(LABELS),
+            },
+        )
     level, width = ("fc10", 10) if method in ("f4", "f5", "f6") else ("fc1024", config.train.dense_units)
     fusion_dir = root / "fusion"
     fusion_dir.mkdir()
     build_fusion_model(method, BACKBONES, width).save(fusion_dir / "model.keras")
-    write_json(fusion_dir / "fusion.json", {"method": method, "modalities": "audio+visual",
-                                            "backbones": list(BACKBONES), "level": level, "labels": list(LABELS)})
+    write_json(
+        fusion_dir / "fusion.json",
+        {
+            "method": method,
+            "modalities": "audio+visual",
+            "backbones": list(BACKBONES),
+            "level": level,
+            "labels": list(LABELS),
+        },
+    )
     return make_bundle(root / "models", fusion_dir, root / "bundle")
 
 
@@ -191,17 +232,20 @@ def main(argv: list[str] | None = None) -> int:
         if proc.returncode != 0 or not lines:
             print(f"{preset}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)
             return 1
-        row = json.loads(lines[-1][len("RESULT "):])
+        row = json.loads(lines[-1][len("RESULT ") :])
         rows.append(row)
-        print(f"{preset}: 10-s 1280x720 clip, {row['windows']} window(s) of {row['clip_seconds']:g} s, "
-              f"{row['frames_per_window']} frames each, {row['threads']} threads: "
-              f"{row['mean_s']:.2f} s per clip (min {row['min_s']:.2f}, max {row['max_s']:.2f}, "
-              f"{row['clips']} clips; {row['real_time_factor']:.2f}x real time; {row['cpu_s']:.2f} CPU s) "
-              f"= decode+features "
-              f"{row['features_s']:.2f} s + networks {row['networks_s']:.2f} s; model load {row['load_s']:.2f} s "
-              f"(bundle {row['bundle_mib']:.0f} MiB), warm-up {row['warmup_s']:.2f} s; peak RSS "
-              f"{row['peak_rss_mib']} MiB; op by op (no tracing): first clip {row['eager_first_s']:.2f} s, "
-              f"then {row['eager_mean_s']:.2f} s per clip, peak RSS {row['peak_rss_eager_mib']} MiB", flush=True)
+        print(
+            f"{preset}: 10-s 1280x720 clip, {row['windows']} window(s) of {row['clip_seconds']:g} s, "
+            f"{row['frames_per_window']} frames each, {row['threads']} threads: "
+            f"{row['mean_s']:.2f} s per clip (min {row['min_s']:.2f}, max {row['max_s']:.2f}, "
+            f"{row['clips']} clips; {row['real_time_factor']:.2f}x real time; {row['cpu_s']:.2f} CPU s) "
+            f"= decode+features "
+            f"{row['features_s']:.2f} s + networks {row['networks_s']:.2f} s; model load {row['load_s']:.2f} s "
+            f"(bundle {row['bundle_mib']:.0f} MiB), warm-up {row['warmup_s']:.2f} s; peak RSS "
+            f"{row['peak_rss_mib']} MiB; op by op (no tracing): first clip {row['eager_first_s']:.2f} s, "
+            f"then {row['eager_mean_s']:.2f} s per clip, peak RSS {row['peak_rss_eager_mib']} MiB",
+            flush=True,
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0

@@ -66,13 +66,47 @@ def make_clips(folder: Path, count: int, bitrate: str) -> list[Path]:
         wav = folder / f"clip{k}.wav"
         audio = synth_audio(label, SECONDS, 48000, np.random.default_rng(k), np.random.default_rng(1000 + k))
         write_wav(wav, audio, 48000, sample_width=2)
-        source = (f"testsrc2=size={WIDTH}x{HEIGHT}:rate={FPS}:duration={SECONDS},"
-                  f"hue=h={37 * k},noise=alls=6:allf=t:all_seed={k}")
-        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source,
-               "-i", str(wav), "-c:v", "libx264", "-preset", "veryfast", "-b:v", bitrate,
-               "-maxrate", bitrate, "-bufsize", "10M", "-pix_fmt", "yuv420p",
-               "-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2", "-shortest",
-               "-movflags", "+faststart", str(path) + ".tmp.mp4"]
+        source = (
+            f"testsrc2=size={WIDTH}x{HEIGHT}:rate={FPS}:duration={SECONDS},"
+            f"hue=h={37 * k},noise=alls=6:allf=t:all_seed={k}"
+        )
+        cmd = [
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            source,
+            "-i",
+            str(wav),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-b:v",
+            bitrate,
+            "-maxrate",
+            bitrate,
+            "-bufsize",
+            "10M",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-ar",
+            "48000",
+            "-ac",
+            "2",
+            "-shortest",
+            "-movflags",
+            "+faststart",
+            str(path) + ".tmp.mp4",
+        ]
         subprocess.run(cmd, check=True)
         os.replace(str(path) + ".tmp.mp4", path)
         wav.unlink()
@@ -85,10 +119,23 @@ def write_bench_manifest(paths: list[Path], out: Path) -> Path:
     rows = []
     for path in paths:
         label = path.stem.split("-bench-")[0]
-        rows.append({"clip_id": path.stem, "video": path.name, "audio": None, "label": label,
-                     "city": "bench", "location": f"bench-{path.stem}", "split": "train",
-                     "duration_s": SECONDS, "fps": float(FPS), "width": WIDTH, "height": HEIGHT,
-                     "audio_channels": 2, "audio_rate": 48000})
+        rows.append(
+            {
+                "clip_id": path.stem,
+                "video": path.name,
+                "audio": None,
+                "label": label,
+                "city": "bench",
+                "location": f"bench-{path.stem}",
+                "split": "train",
+                "duration_s": SECONDS,
+                "fps": float(FPS),
+                "width": WIDTH,
+                "height": HEIGHT,
+                "audio_channels": 2,
+                "audio_rate": 48000,
+            }
+        )
     return write_manifest(rows, out, dataset_root=paths[0].parent)
 
 
@@ -151,8 +198,7 @@ class ProcessWatcher:
             self._stop.wait(self.interval_s)
 
     def peak_mib(self, python: bool) -> float:
-        peaks = [kib for pid, kib in self.peak_kib.items()
-                 if self.names.get(pid, "").startswith("python") == python]
+        peaks = [kib for pid, kib in self.peak_kib.items() if self.names.get(pid, "").startswith("python") == python]
         return max(peaks, default=0) / 1024.0
 
     def cpu_s(self) -> float:
@@ -168,21 +214,34 @@ def measure_full(manifest: Path, out_dir: Path, workers: int) -> dict:
     cpu = cpu_seconds()
     with ProcessWatcher() as watcher:
         # One clip a part file, so each clip's completion time is a file's mtime (steady rate).
-        result = preprocess(manifest, out_dir, config=load_config(preset="paper").features,
-                            workers=workers, progress=False, part_clips=1)
-    return {"wall_s": time.perf_counter() - start, "processed": result.processed,
-            "rejected": len(result.rejected),
-            "worker_peak_rss_mib": watcher.peak_mib(python=True),
-            "ffmpeg_peak_rss_mib": watcher.peak_mib(python=False),
-            "parent_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-            # Workers' own CPU (sampled every 0.1 s) + this process and its waited children.
-            "cpu_s": watcher.cpu_s() + cpu_seconds() - cpu}
+        result = preprocess(
+            manifest,
+            out_dir,
+            config=load_config(preset="paper").features,
+            workers=workers,
+            progress=False,
+            part_clips=1,
+        )
+    return {
+        "wall_s": time.perf_counter() - start,
+        "processed": result.processed,
+        "rejected": len(result.rejected),
+        "worker_peak_rss_mib": watcher.peak_mib(python=True),
+        "ffmpeg_peak_rss_mib": watcher.peak_mib(python=False),
+        "parent_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        # Workers' own CPU (sampled every 0.1 s) + this process and its waited children.
+        "cpu_s": watcher.cpu_s() + cpu_seconds() - cpu,
+    }
 
 
 def run_full(manifest: Path, out_dir: Path, workers: int) -> dict:
     """Time the full preprocess in a fresh interpreter (imports and worker start-up included)."""
-    proc = subprocess.run([sys.executable, __file__, "--measure-full", str(manifest), str(out_dir),
-                           str(workers)], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--measure-full", str(manifest), str(out_dir), str(workers)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     # Steady state, without worker start-up: completion times of the clip files after each
     # worker's first clip.
@@ -208,14 +267,28 @@ def run_naive(paths: list[Path]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for path in paths:
             wav = Path(tmp) / "audio.wav"
-            subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(path),
-                            "-vn", "-acodec", "pcm_s16le", str(wav)], check=True)
+            subprocess.run(
+                [
+                    ffmpeg_exe(),
+                    "-hide_banner",
+                    "-loglevel",
+                    "error",
+                    "-y",
+                    "-i",
+                    str(path),
+                    "-vn",
+                    "-acodec",
+                    "pcm_s16le",
+                    str(wav),
+                ],
+                check=True,
+            )
             y, sr = librosa.load(wav, sr=32000, mono=False)
             for channel in y:
-                librosa.power_to_db(librosa.feature.melspectrogram(
-                    y=channel, sr=sr, n_fft=2560, hop_length=448, n_mels=128))
-                librosa.amplitude_to_db(abs(librosa.cqt(channel, sr=sr, n_bins=128, bins_per_octave=15,
-                                                        fmin=32.70)))
+                librosa.power_to_db(
+                    librosa.feature.melspectrogram(y=channel, sr=sr, n_fft=2560, hop_length=448, n_mels=128)
+                )
+                librosa.amplitude_to_db(abs(librosa.cqt(channel, sr=sr, n_bins=128, bins_per_octave=15, fmin=32.70)))
                 gtgram(channel, sr, 0.080, 0.014, 128, 50.0)
     return {"wall_s": time.perf_counter() - start, "cpu_s": cpu_seconds() - cpu, "clips": len(paths)}
 
@@ -275,8 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=8, help="clips to generate and preprocess (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--naive-clips", type=int, default=2,
-                        help="clips for the naive path (default 2; it is slow)")
+    parser.add_argument("--naive-clips", type=int, default=2, help="clips for the naive path (default 2; it is slow)")
     parser.add_argument("--bitrate", default="5M", help="H.264 bitrate of the generated clips (default 5M)")
     parser.add_argument("--keep", metavar="DIR", help="keep (and reuse) the generated clips here")
     parser.add_argument("--json", action="store_true", help="also print a JSON summary")
@@ -289,25 +361,31 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         paths = make_clips(clip_dir, args.clips, args.bitrate)
         size_mb = sum(p.stat().st_size for p in paths) / len(paths) / 1e6
-        print(f"clips: {len(paths)} x 10 s {WIDTH}x{HEIGHT} {FPS} fps H.264 ({size_mb:.1f} MB each) "
-              f"+ stereo 48 kHz AAC, ready in {time.perf_counter() - start:.0f} s; "
-              f"{os.cpu_count()} CPUs, {args.workers} workers")
+        print(
+            f"clips: {len(paths)} x 10 s {WIDTH}x{HEIGHT} {FPS} fps H.264 ({size_mb:.1f} MB each) "
+            f"+ stereo 48 kHz AAC, ready in {time.perf_counter() - start:.0f} s; "
+            f"{os.cpu_count()} CPUs, {args.workers} workers"
+        )
         manifest = write_bench_manifest(paths, tmp / "manifest.parquet")
 
         full = run_full(manifest, tmp / "features", args.workers)
         full["clips_per_s"] = full["processed"] / full["wall_s"]
-        print(f"full preprocess: {full['processed']} clips in {full['wall_s']:.1f} s = "
-              f"{full['clips_per_s']:.2f} clips/s, {full.get('steady_clips_per_s', float('nan')):.2f} clips/s "
-              f"after start-up ({full['rejected']} rejected; CPU {full['cpu_s'] / max(full['processed'], 1):.2f}"
-              f" s/clip incl. start-up); peak RSS: worker {full['worker_peak_rss_mib']:.0f} MiB, "
-              f"ffmpeg {full['ffmpeg_peak_rss_mib']:.0f} MiB, parent {full['parent_peak_rss_mib']:.0f} MiB")
+        print(
+            f"full preprocess: {full['processed']} clips in {full['wall_s']:.1f} s = "
+            f"{full['clips_per_s']:.2f} clips/s, {full.get('steady_clips_per_s', float('nan')):.2f} clips/s "
+            f"after start-up ({full['rejected']} rejected; CPU {full['cpu_s'] / max(full['processed'], 1):.2f}"
+            f" s/clip incl. start-up); peak RSS: worker {full['worker_peak_rss_mib']:.0f} MiB, "
+            f"ffmpeg {full['ffmpeg_peak_rss_mib']:.0f} MiB, parent {full['parent_peak_rss_mib']:.0f} MiB"
+        )
 
-        naive_paths = paths[:max(1, min(args.naive_clips, len(paths)))]
+        naive_paths = paths[: max(1, min(args.naive_clips, len(paths)))]
         naive = run_naive(naive_paths)
         naive["clips_per_s"] = naive["clips"] / naive["wall_s"]
-        print(f"naive (1 process, audio only, on {naive['clips']} of {len(paths)} clips): "
-              f"{naive['wall_s']:.1f} s = {naive['clips_per_s']:.3f} clips/s "
-              f"({naive['wall_s'] / naive['clips']:.1f} s/clip, CPU {naive['cpu_s'] / naive['clips']:.2f} s/clip)")
+        print(
+            f"naive (1 process, audio only, on {naive['clips']} of {len(paths)} clips): "
+            f"{naive['wall_s']:.1f} s = {naive['clips_per_s']:.3f} clips/s "
+            f"({naive['wall_s'] / naive['clips']:.1f} s/clip, CPU {naive['cpu_s'] / naive['clips']:.2f} s/clip)"
+        )
 
         floors = {}
         for reference_only in (False, True):
@@ -316,8 +394,10 @@ def main(argv: list[str] | None = None) -> int:
             floor["clips_per_s"] = floor["clips"] / floor["wall_s"]
             floors[key] = floor
             what = "reference frames only" if reference_only else "every frame"
-            print(f"decode floor ({what}, {args.workers} at a time): {floor['wall_s']:.1f} s = "
-                  f"{floor['clips_per_s']:.2f} clips/s (CPU {floor['cpu_s'] / floor['clips']:.2f} s/clip)")
+            print(
+                f"decode floor ({what}, {args.workers} at a time): {floor['wall_s']:.1f} s = "
+                f"{floor['clips_per_s']:.2f} clips/s (CPU {floor['cpu_s'] / floor['clips']:.2f} s/clip)"
+            )
 
         stages = stage_breakdown(paths, tmp / "features-inproc")
         print("one clip in one process: " + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()))
@@ -331,15 +411,18 @@ def main(argv: list[str] | None = None) -> int:
                     "time_vs_reference_floor": floors["floor_reference_frames"]["clips_per_s"] / rate,
                 }
                 r = ratios[key]
-                print(f"{key.replace('_', '-')}: speed-up over naive {r['speedup_vs_naive']:.1f}x; "
-                      f"time vs decode floor {r['time_vs_floor']:.2f}x (every frame), "
-                      f"{r['time_vs_reference_floor']:.2f}x (reference frames only)")
-        print(f"peak RSS per worker: {full['worker_peak_rss_mib']:.0f} MiB "
-              f"(+ its ffmpeg: {full['ffmpeg_peak_rss_mib']:.0f} MiB); load average after: "
-              + " ".join(f"{x:.1f}" for x in os.getloadavg()))
+                print(
+                    f"{key.replace('_', '-')}: speed-up over naive {r['speedup_vs_naive']:.1f}x; "
+                    f"time vs decode floor {r['time_vs_floor']:.2f}x (every frame), "
+                    f"{r['time_vs_reference_floor']:.2f}x (reference frames only)"
+                )
+        print(
+            f"peak RSS per worker: {full['worker_peak_rss_mib']:.0f} MiB "
+            f"(+ its ffmpeg: {full['ffmpeg_peak_rss_mib']:.0f} MiB); load average after: "
+            + " ".join(f"{x:.1f}" for x in os.getloadavg())
+        )
         if args.json:
-            print(json.dumps({"full": full, "naive": naive, **floors, "stages": stages, "ratios": ratios},
-                             indent=2))
+            print(json.dumps({"full": full, "naive": naive, **floors, "stages": stages, "ratios": ratios}, indent=2))
     return 0
 
 

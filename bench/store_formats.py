@@ -73,18 +73,18 @@ def synthetic_clips(n: int):
     slope = np.linspace(-2.0, -9.0, shapes["mel"][0])[:, None, None]
     size = shapes["frames"][1]
     for k in range(n):
-        arrays = {name: (slope + rng.normal(0, 1.5, size=shapes[name])).astype(np.float16)
-                  for name in SPECTROGRAMS}
+        arrays = {name: (slope + rng.normal(0, 1.5, size=shapes[name])).astype(np.float16) for name in SPECTROGRAMS}
         photo = photos[k % len(photos)]
         frames = []
         for _ in range(shapes["frames"][0]):
             y, x = rng.integers(0, photo.shape[0] - size), rng.integers(0, photo.shape[1] - size)
-            frames.append(photo[y:y + size, x:x + size])
+            frames.append(photo[y : y + size, x : x + size])
         arrays["frames"] = np.stack(frames)
         yield f"clip-{k:04d}", arrays
 
 
 # --------------------------------------------------------------------------- writers
+
 
 def write_npz(root: Path, clips) -> list[Path]:
     import numpy as np
@@ -98,8 +98,16 @@ def write_npz(root: Path, clips) -> list[Path]:
     return paths
 
 
-def write_parts(root: Path, clips, *, spectrogram: str, compression: str, frames: str,
-                per_feature: bool = False, part_clips: int = 32) -> list[Path]:
+def write_parts(
+    root: Path,
+    clips,
+    *,
+    spectrogram: str,
+    compression: str,
+    frames: str,
+    per_feature: bool = False,
+    part_clips: int = 32,
+) -> list[Path]:
     """Parquet parts; ``spectrogram`` is ``binary`` or ``list``, ``frames`` ``jpeg`` or ``raw``."""
     import numpy as np
     import pyarrow as pa
@@ -111,28 +119,34 @@ def write_parts(root: Path, clips, *, spectrogram: str, compression: str, frames
     clips = list(clips)
     paths = []
     for start in range(0, len(clips), part_clips):
-        chunk = clips[start:start + part_clips]
+        chunk = clips[start : start + part_clips]
         columns = {"clip_id": pa.array([c for c, _ in chunk])}
         for name in SPECTROGRAMS:
             data = np.stack([a[name] for _, a in chunk])
             if spectrogram == "binary":
                 columns[name] = pa.FixedSizeBinaryArray.from_buffers(
-                    pa.binary(data[0].nbytes), len(chunk), [None, pa.py_buffer(data.tobytes())])
+                    pa.binary(data[0].nbytes), len(chunk), [None, pa.py_buffer(data.tobytes())]
+                )
             else:
                 columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(data.reshape(-1)), data[0].size)
         if frames == "jpeg":
-            columns["frames"] = pa.array([[encode_jpeg(f, 90) for f in a["frames"]] for _, a in chunk],
-                                         pa.list_(pa.binary()))
+            columns["frames"] = pa.array(
+                [[encode_jpeg(f, 90) for f in a["frames"]] for _, a in chunk], pa.list_(pa.binary())
+            )
         else:
             data = np.stack([a["frames"] for _, a in chunk])
             columns["frames"] = pa.FixedSizeBinaryArray.from_buffers(
-                pa.binary(data[0].nbytes), len(chunk), [None, pa.py_buffer(data.tobytes())])
-        options = {"compression": compression, "row_group_size": len(chunk), "use_dictionary": False,
-                   "write_statistics": ["clip_id"]}
+                pa.binary(data[0].nbytes), len(chunk), [None, pa.py_buffer(data.tobytes())]
+            )
+        options = {
+            "compression": compression,
+            "row_group_size": len(chunk),
+            "use_dictionary": False,
+            "write_statistics": ["clip_id"],
+        }
         if spectrogram == "list":
             options["use_byte_stream_split"] = [f"{n}.list.element" for n in SPECTROGRAMS]
-        groups = ([[name] for name in (*SPECTROGRAMS, "frames")] if per_feature
-                  else [[*SPECTROGRAMS, "frames"]])
+        groups = [[name] for name in (*SPECTROGRAMS, "frames")] if per_feature else [[*SPECTROGRAMS, "frames"]]
         for names in groups:
             table = pa.table({"clip_id": columns["clip_id"], **{n: columns[n] for n in names}})
             suffix = f"-{names[0]}" if per_feature else ""
@@ -143,6 +157,7 @@ def write_parts(root: Path, clips, *, spectrogram: str, compression: str, frames
 
 
 # --------------------------------------------------------------------------- readers
+
 
 def read_npz(paths, feature):
     import numpy as np
@@ -199,14 +214,23 @@ def measure(name: str, write, read, n_clips: int, repeats: int = 3) -> dict:
             began = time.perf_counter()
             _, frame_bytes = read(paths, "frames")
             frames_s = min(frames_s, time.perf_counter() - began)
-    row = {"design": name, "files": len(paths), "bytes_per_clip": size / n_clips,
-           "mel_bytes_read_per_clip": mel_bytes / n_clips, "frames_bytes_read_per_clip": frame_bytes / n_clips,
-           "mel_clips_per_s": n_clips / mel_s, "frames_per_s": n_clips * 20 / frames_s,
-           "write_s_per_clip": write_s / n_clips}
-    print(f"{name:20s} {row['bytes_per_clip'] / 1e6:6.3f} MB/clip, {row['files']:4d} files; mel reader reads "
-          f"{row['mel_bytes_read_per_clip'] / 1e6:6.3f} MB/clip at {row['mel_clips_per_s']:7.0f} clips/s; "
-          f"frames reader {row['frames_bytes_read_per_clip'] / 1e6:6.3f} MB/clip at "
-          f"{row['frames_per_s']:7.0f} frames/s; write {row['write_s_per_clip'] * 1000:5.1f} ms/clip", flush=True)
+    row = {
+        "design": name,
+        "files": len(paths),
+        "bytes_per_clip": size / n_clips,
+        "mel_bytes_read_per_clip": mel_bytes / n_clips,
+        "frames_bytes_read_per_clip": frame_bytes / n_clips,
+        "mel_clips_per_s": n_clips / mel_s,
+        "frames_per_s": n_clips * 20 / frames_s,
+        "write_s_per_clip": write_s / n_clips,
+    }
+    print(
+        f"{name:20s} {row['bytes_per_clip'] / 1e6:6.3f} MB/clip, {row['files']:4d} files; mel reader reads "
+        f"{row['mel_bytes_read_per_clip'] / 1e6:6.3f} MB/clip at {row['mel_clips_per_s']:7.0f} clips/s; "
+        f"frames reader {row['frames_bytes_read_per_clip'] / 1e6:6.3f} MB/clip at "
+        f"{row['frames_per_s']:7.0f} frames/s; write {row['write_s_per_clip'] * 1000:5.1f} ms/clip",
+        flush=True,
+    )
     return row
 
 
@@ -214,20 +238,27 @@ def run_designs(n_clips: int) -> list[dict]:
     clips = list(synthetic_clips(n_clips))
     rows = [measure("npz-per-clip", lambda d: write_npz(d, clips), read_npz, n_clips)]
     for name, spectrogram, compression, frames, per_feature in (
-            ("parts-binary", "binary", "none", "jpeg", False),
-            ("parts-binary-zstd", "binary", "zstd", "jpeg", False),
-            ("parts-list-zstd", "list", "zstd", "jpeg", False),
-            ("parts-raw-frames", "binary", "none", "raw", False),
-            ("per-feature-files", "binary", "none", "jpeg", True)):
-        rows.append(measure(
-            name, lambda d, s=spectrogram, c=compression, f=frames, p=per_feature: write_parts(
-                d, clips, spectrogram=s, compression=c, frames=f, per_feature=p),
-            lambda paths, feature, s=spectrogram, f=frames: read_parts(paths, feature, spectrogram=s, frames=f),
-            n_clips))
+        ("parts-binary", "binary", "none", "jpeg", False),
+        ("parts-binary-zstd", "binary", "zstd", "jpeg", False),
+        ("parts-list-zstd", "list", "zstd", "jpeg", False),
+        ("parts-raw-frames", "binary", "none", "raw", False),
+        ("per-feature-files", "binary", "none", "jpeg", True),
+    ):
+        rows.append(
+            measure(
+                name,
+                lambda d, s=spectrogram, c=compression, f=frames, p=per_feature: write_parts(
+                    d, clips, spectrogram=s, compression=c, frames=f, per_feature=p
+                ),
+                lambda paths, feature, s=spectrogram, f=frames: read_parts(paths, feature, spectrogram=s, frames=f),
+                n_clips,
+            )
+        )
     return rows
 
 
 # --------------------------------------------------------------------------- JPEG fidelity
+
 
 def photo_psnr() -> dict:
     """PSNR of 224x224 crops of photographs (scikit-learn's and matplotlib's samples)."""
@@ -245,8 +276,9 @@ def photo_psnr() -> dict:
     for photo in photos:  # shorter side to 224 (area filter), centre crop: as the frames are made
         image = Image.fromarray(photo)
         scale = 224 / min(image.size)
-        image = image.resize((max(224, round(image.size[0] * scale)), max(224, round(image.size[1] * scale))),
-                             Image.BOX)
+        image = image.resize(
+            (max(224, round(image.size[0] * scale)), max(224, round(image.size[1] * scale))), Image.BOX
+        )
         left, top = (image.size[0] - 224) // 2, (image.size[1] - 224) // 2
         crops.append(np.asarray(image.crop((left, top, left + 224, top + 224))))
     out = {}
@@ -255,12 +287,18 @@ def photo_psnr() -> dict:
         for crop in crops:
             data = encode_jpeg(crop, quality)
             error = decode_jpeg(data).astype(float) - crop
-            psnr.append(10 * np.log10(255.0 ** 2 / np.mean(error ** 2)))
+            psnr.append(10 * np.log10(255.0**2 / np.mean(error**2)))
             size.append(len(data))
-        out[quality] = {"psnr_db_min": round(min(psnr), 1), "psnr_db_mean": round(float(np.mean(psnr)), 1),
-                        "kb_per_frame": round(float(np.mean(size)) / 1024, 1)}
-        print(f"JPEG quality {quality}: PSNR {out[quality]['psnr_db_min']}-{max(psnr):.1f} dB on "
-              f"{len(crops)} photographs, {out[quality]['kb_per_frame']} KiB a 224x224 frame", flush=True)
+        out[quality] = {
+            "psnr_db_min": round(min(psnr), 1),
+            "psnr_db_mean": round(float(np.mean(psnr)), 1),
+            "kb_per_frame": round(float(np.mean(size)) / 1024, 1),
+        }
+        print(
+            f"JPEG quality {quality}: PSNR {out[quality]['psnr_db_min']}-{max(psnr):.1f} dB on "
+            f"{len(crops)} photographs, {out[quality]['kb_per_frame']} KiB a 224x224 frame",
+            flush=True,
+        )
     return out
 
 
@@ -298,31 +336,41 @@ def model_fidelity(work: Path) -> dict:
         clips = store.clips("test").sort_values("clip_id")
         by_id = {cid: i for i, cid in enumerate(store.clips("test")["clip_id"])}
         order = [by_id[c] for c in clips["clip_id"]]
-        frames = [np.asarray(embed(x, training=False)[0])
-                  for x in eval_dataset(store, "vis-inc", "test", batch_size=64)]
-        probs = np.concatenate([np.asarray(model(x, training=False)) for x in
-                                eval_dataset(store, "vis-inc", "test", batch_size=64)])
+        frames = [
+            np.asarray(embed(x, training=False)[0]) for x in eval_dataset(store, "vis-inc", "test", batch_size=64)
+        ]
+        probs = np.concatenate(
+            [np.asarray(model(x, training=False)) for x in eval_dataset(store, "vis-inc", "test", batch_size=64)]
+        )
         n = len(store.clips("test"))
-        outputs[name] = {"probs": clip_predictions(probs, n)[order],
-                         "fc1024": clip_predictions(np.concatenate(frames), n)[order],
-                         "labels": list(clips["label"])}
+        outputs[name] = {
+            "probs": clip_predictions(probs, n)[order],
+            "fc1024": clip_predictions(np.concatenate(frames), n)[order],
+            "labels": list(clips["label"]),
+        }
     from avsc.labels import LABEL_INDEX
 
     y = np.array([LABEL_INDEX[v] for v in outputs["raw"]["labels"]])
     a, b = outputs["raw"], outputs["jpeg"]
-    cosine = (a["fc1024"] * b["fc1024"]).sum(1) / (np.linalg.norm(a["fc1024"], axis=1) *
-                                                  np.linalg.norm(b["fc1024"], axis=1) + 1e-12)
-    out = {"test_clips": int(len(y)), "val_accuracy": result.val_accuracy,
-           "accuracy_raw": float((a["probs"].argmax(1) == y).mean()),
-           "accuracy_jpeg": float((b["probs"].argmax(1) == y).mean()),
-           "same_prediction": float((a["probs"].argmax(1) == b["probs"].argmax(1)).mean()),
-           "max_probability_change": float(np.abs(a["probs"] - b["probs"]).max()),
-           "mean_probability_change": float(np.abs(a["probs"] - b["probs"]).mean()),
-           "fc1024_cosine_min": float(cosine.min())}
-    print(f"vis-inc (quick, trained on raw frames), {out['test_clips']} test clips: accuracy raw "
-          f"{out['accuracy_raw']:.3f}, JPEG {out['accuracy_jpeg']:.3f}; same scene predicted for "
-          f"{out['same_prediction']:.1%}; probability change max {out['max_probability_change']:.4f}, "
-          f"mean {out['mean_probability_change']:.5f}; fc1024 cosine >= {out['fc1024_cosine_min']:.5f}")
+    cosine = (a["fc1024"] * b["fc1024"]).sum(1) / (
+        np.linalg.norm(a["fc1024"], axis=1) * np.linalg.norm(b["fc1024"], axis=1) + 1e-12
+    )
+    out = {
+        "test_clips": int(len(y)),
+        "val_accuracy": result.val_accuracy,
+        "accuracy_raw": float((a["probs"].argmax(1) == y).mean()),
+        "accuracy_jpeg": float((b["probs"].argmax(1) == y).mean()),
+        "same_prediction": float((a["probs"].argmax(1) == b["probs"].argmax(1)).mean()),
+        "max_probability_change": float(np.abs(a["probs"] - b["probs"]).max()),
+        "mean_probability_change": float(np.abs(a["probs"] - b["probs"]).mean()),
+        "fc1024_cosine_min": float(cosine.min()),
+    }
+    print(
+        f"vis-inc (quick, trained on raw frames), {out['test_clips']} test clips: accuracy raw "
+        f"{out['accuracy_raw']:.3f}, JPEG {out['accuracy_jpeg']:.3f}; same scene predicted for "
+        f"{out['same_prediction']:.1%}; probability change max {out['max_probability_change']:.4f}, "
+        f"mean {out['mean_probability_change']:.5f}; fc1024 cosine >= {out['fc1024_cosine_min']:.5f}"
+    )
     return out
 
 

@@ -40,8 +40,9 @@ def main() -> None:
         root = Path(scratch) / "features"
         with StoreWriter(root, FeatureConfig(), {"mel": [128, 715, 2]}, part_clips=args.clips) as writer:
             for i in range(args.clips):
-                writer.add(f"bus-bench-{i}-1", "bus", "train",
-                           {"mel": rng.normal(-4, 2, (128, 715, 2)).astype(np.float16)})
+                writer.add(
+                    f"bus-bench-{i}-1", "bus", "train", {"mel": rng.normal(-4, 2, (128, 715, 2)).astype(np.float16)}
+                )
         store = FeatureStore.open(root)
         part, spec = store.parts("train")[0], store.specs["mel"]
 
@@ -49,8 +50,11 @@ def main() -> None:
             with open(part.location, "rb") as handle:
                 return pq.read_table(handle, columns=["mel"], page_checksum_verification=verify)
 
-        ways = {"plain": lambda: plain(False), "page checksums": lambda: plain(True),
-                "avsc (checksums + SHA-256)": lambda: read_part_feature(part, spec)}
+        ways = {
+            "plain": lambda: plain(False),
+            "page checksums": lambda: plain(True),
+            "avsc (checksums + SHA-256)": lambda: read_part_feature(part, spec),
+        }
         nbytes = args.clips * spec.nbytes
         for name, read in ways.items():
             read()
@@ -60,8 +64,10 @@ def main() -> None:
                 read()
                 times.append(time.perf_counter() - began)
             seconds = statistics.median(times)
-            print(f"{name:28s} {seconds * 1000:7.1f} ms/part  {args.clips / seconds:7.0f} clips/s  "
-                  f"{nbytes / seconds / 1e6:6.0f} MB/s")
+            print(
+                f"{name:28s} {seconds * 1000:7.1f} ms/part  {args.clips / seconds:7.0f} clips/s  "
+                f"{nbytes / seconds / 1e6:6.0f} MB/s"
+            )
 
 
 if __name__ == "__main__":

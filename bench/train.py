@@ -84,11 +84,20 @@ def bench_model(backbone: str, preset: str, batch_size: int, steps: int, warmup:
         model.train_on_batch(x, y)
     seconds = time.perf_counter() - began
     params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
-    return {"kind": "model", "backbone": backbone, "preset": preset, "batch_size": batch_size,
-            "input": list(example), "params_m": round(params / 1e6, 2),
-            "first_steps_s": round(first, 1), "step_s": round(seconds / steps, 3),
-            "samples_per_s": round(batch_size * steps / seconds, 1),
-            "peak_rss_mib": round(peak_rss_mib()), "gpu_peak_mib": gpu_peak_mib(), "mixed_precision": mixed}
+    return {
+        "kind": "model",
+        "backbone": backbone,
+        "preset": preset,
+        "batch_size": batch_size,
+        "input": list(example),
+        "params_m": round(params / 1e6, 2),
+        "first_steps_s": round(first, 1),
+        "step_s": round(seconds / steps, 3),
+        "samples_per_s": round(batch_size * steps / seconds, 1),
+        "peak_rss_mib": round(peak_rss_mib()),
+        "gpu_peak_mib": gpu_peak_mib(),
+        "mixed_precision": mixed,
+    }
 
 
 def bench_pipeline(preset: str, batch_size: int, n_clips: int) -> list[dict]:
@@ -114,10 +123,17 @@ def bench_pipeline(preset: str, batch_size: int, n_clips: int) -> list[dict]:
         store = FeatureStore.open(root)
         for backbone in ("aud-mel", "vis-inc"):
             rates = stream_rates(store, backbone, batch_size=batch_size, repeats=2)
-            results.append({"kind": "pipeline", "backbone": backbone, "preset": preset,
-                            "batch_size": batch_size, "clips": n_clips,
-                            "store_samples_per_s": rates["samples_per_s"],
-                            "cached_samples_per_s": rates["cached_samples_per_s"]})
+            results.append(
+                {
+                    "kind": "pipeline",
+                    "backbone": backbone,
+                    "preset": preset,
+                    "batch_size": batch_size,
+                    "clips": n_clips,
+                    "store_samples_per_s": rates["samples_per_s"],
+                    "cached_samples_per_s": rates["cached_samples_per_s"],
+                }
+            )
     return results
 
 
@@ -132,7 +148,7 @@ def _quick_store(root: str, n_clips: int, shapes: dict) -> str:
     with StoreWriter(root, load_config(preset="quick").features, shapes) as writer:
         for k in range(n_clips):
             arrays = {name: rng.normal(-5, 1.5, size=shape) for name, shape in shapes.items() if name != "frames"}
-            y, x = np.mgrid[0:shapes["frames"][1], 0:shapes["frames"][2]]
+            y, x = np.mgrid[0 : shapes["frames"][1], 0 : shapes["frames"][2]]
             picture = np.stack([x * 2 + k, y * 2, (x + y) + 3 * k], axis=-1) % 256
             arrays["frames"] = np.broadcast_to(picture, shapes["frames"]).astype(np.uint8)
             writer.add(f"{LABELS[k % 10]}-bench-{k}-0", LABELS[k % 10], "train", arrays)
@@ -143,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=("quick", "paper"), action="append")
     parser.add_argument("--backbone", choices=BACKBONES, action="append")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
-                        help="gpu: mixed precision on, batch 32 at both presets")
+    parser.add_argument(
+        "--device", choices=("cpu", "gpu"), default="cpu", help="gpu: mixed precision on, batch 32 at both presets"
+    )
     parser.add_argument("--batch-size", type=int, help="default: 16 quick, 8 paper on CPU; 32 on GPU")
     parser.add_argument("--steps", type=int, help="measured steps (default: 5 quick, 2 paper on CPU; 20 GPU)")
     parser.add_argument("--skip-pipeline", action="store_true")
@@ -170,8 +187,15 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for preset in args.preset or ["quick", "paper"]:
         for backbone in [] if args.skip_models else args.backbone or BACKBONES:
-            command = [sys.executable, str(Path(__file__).resolve()), "--one", backbone, preset,
-                       "--device", args.device]
+            command = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--one",
+                backbone,
+                preset,
+                "--device",
+                args.device,
+            ]
             if args.batch_size:
                 command += ["--batch-size", str(args.batch_size)]
             if args.steps:
@@ -183,17 +207,23 @@ def main(argv: list[str] | None = None) -> int:
             row = json.loads(done.stdout.strip().splitlines()[-1])
             results.append(row)
             gpu_text = f", GPU peak {row['gpu_peak_mib']:.0f} MiB" if row["gpu_peak_mib"] else ""
-            print(f"{preset:5s} {backbone:8s} {row['params_m']:6.2f} M params, input {row['input']}, "
-                  f"batch {row['batch_size']}: {row['samples_per_s']:8.1f} samples/s "
-                  f"({row['step_s']:.3f} s/step; first 2 steps {row['first_steps_s']} s), "
-                  f"peak RSS {row['peak_rss_mib']} MiB{gpu_text}", flush=True)
+            print(
+                f"{preset:5s} {backbone:8s} {row['params_m']:6.2f} M params, input {row['input']}, "
+                f"batch {row['batch_size']}: {row['samples_per_s']:8.1f} samples/s "
+                f"({row['step_s']:.3f} s/step; first 2 steps {row['first_steps_s']} s), "
+                f"peak RSS {row['peak_rss_mib']} MiB{gpu_text}",
+                flush=True,
+            )
         if not args.skip_pipeline:
             batch, _ = sizes(preset)
             for row in bench_pipeline(preset, batch, n_clips=48 if preset == "quick" else 24):
                 results.append(row)
-                print(f"{preset:5s} pipeline {row['backbone']:8s} batch {row['batch_size']}: "
-                      f"{row['store_samples_per_s']:8.1f} samples/s from the store, "
-                      f"{row['cached_samples_per_s']:8.1f} samples/s cached in memory", flush=True)
+                print(
+                    f"{preset:5s} pipeline {row['backbone']:8s} batch {row['batch_size']}: "
+                    f"{row['store_samples_per_s']:8.1f} samples/s from the store, "
+                    f"{row['cached_samples_per_s']:8.1f} samples/s cached in memory",
+                    flush=True,
+                )
     if args.json:
         print(json.dumps(results, indent=2))
     return 0

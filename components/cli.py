@@ -32,8 +32,18 @@ from components.cluster import LOCAL_OPTIONS, REGISTRY_PATTERN, RESOURCES, STEPS
 from components.local_runner import add_runner_flags, local_runner
 
 # What `run --local` publishes into its output folder (cleared before a run).
-PUBLISHED = ("config.json", "metrics.json", "report.html", "report.md", "bundle", "embeddings",
-             "confusion-*.png", "calibration-*.png", "training-curves.png", "submission-*.csv")
+PUBLISHED = (
+    "config.json",
+    "metrics.json",
+    "report.html",
+    "report.md",
+    "bundle",
+    "embeddings",
+    "confusion-*.png",
+    "calibration-*.png",
+    "training-curves.png",
+    "submission-*.csv",
+)
 # The pipeline's builder: ClusterOptions -> the pipeline function (pipeline.build_pipeline).
 Builder = Callable[[ClusterOptions], Callable]
 
@@ -90,38 +100,75 @@ def _options(args: argparse.Namespace) -> ClusterOptions:
     if args.registry and not re.fullmatch(REGISTRY_PATTERN, args.registry.rstrip("/")):
         raise SystemExit(f"--registry must look like host[:port][/path], got {args.registry!r}")
     resources = args.resources or ("small" if args.no_gpu else "standard")
-    return ClusterOptions(gpu=not args.no_gpu, accelerator=args.accelerator, node_selector=selector,
-                          toleration=args.toleration or None, secret=args.secret, resources=resources,
-                          registry=args.registry)
+    return ClusterOptions(
+        gpu=not args.no_gpu,
+        accelerator=args.accelerator,
+        node_selector=selector,
+        toleration=args.toleration or None,
+        secret=args.secret,
+        resources=resources,
+        registry=args.registry,
+    )
 
 
 def _cluster_flags(parser: argparse.ArgumentParser) -> None:
     defaults = ClusterOptions()
     group = parser.add_argument_group("cluster settings (compiled into the pipeline)")
-    group.add_argument("--no-gpu", action="store_true",
-                       help="no accelerator request, node selector or toleration (CPU-only clusters)")
-    group.add_argument("--accelerator", default=defaults.accelerator,
-                       help="accelerator resource each training/embedding task requests (default %(default)s)")
-    group.add_argument("--node-selector", default="=".join(defaults.node_selector or ()), metavar="LABEL=VALUE",
-                       help="node label GPU tasks select (default %(default)s; empty for none)")
-    group.add_argument("--toleration", default=defaults.toleration, metavar="TAINT_KEY",
-                       help="taint key GPU tasks tolerate (default %(default)s; empty for none)")
-    group.add_argument("--resources", choices=sorted(RESOURCES),
-                       help="CPU/memory requests and limits (default: small with --no-gpu, else standard)")
-    group.add_argument("--registry", metavar="HOST[/PATH]",
-                       help="take the avsc images from this registry (as pushed by `make push REGISTRY=...`; "
-                            "default: the names in components/images.py)")
-    group.add_argument("--secret", default=defaults.secret,
-                       help="Kubernetes Secret with the object-store endpoint and keys (default %(default)s)")
+    group.add_argument(
+        "--no-gpu", action="store_true", help="no accelerator request, node selector or toleration (CPU-only clusters)"
+    )
+    group.add_argument(
+        "--accelerator",
+        default=defaults.accelerator,
+        help="accelerator resource each training/embedding task requests (default %(default)s)",
+    )
+    group.add_argument(
+        "--node-selector",
+        default="=".join(defaults.node_selector or ()),
+        metavar="LABEL=VALUE",
+        help="node label GPU tasks select (default %(default)s; empty for none)",
+    )
+    group.add_argument(
+        "--toleration",
+        default=defaults.toleration,
+        metavar="TAINT_KEY",
+        help="taint key GPU tasks tolerate (default %(default)s; empty for none)",
+    )
+    group.add_argument(
+        "--resources",
+        choices=sorted(RESOURCES),
+        help="CPU/memory requests and limits (default: small with --no-gpu, else standard)",
+    )
+    group.add_argument(
+        "--registry",
+        metavar="HOST[/PATH]",
+        help="take the avsc images from this registry (as pushed by `make push REGISTRY=...`; "
+        "default: the names in components/images.py)",
+    )
+    group.add_argument(
+        "--secret",
+        default=defaults.secret,
+        help="Kubernetes Secret with the object-store endpoint and keys (default %(default)s)",
+    )
 
 
 def _run_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("run settings (pipeline parameters)")
-    group.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET,
-                       help="settings to start from: paper or quick (CPU-sized) (default %(default)s)")
+    group.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default=DEFAULT_PRESET,
+        help="settings to start from: paper or quick (CPU-sized) (default %(default)s)",
+    )
     group.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings over the preset")
-    group.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="settings",
-                       help="one setting, applied last; repeatable (e.g. --set features.audio.frames=309)")
+    group.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        dest="settings",
+        help="one setting, applied last; repeatable (e.g. --set features.audio.frames=309)",
+    )
     group.add_argument("--shards", type=int, default=4, help="preprocessing tasks (default %(default)s)")
 
 
@@ -134,13 +181,19 @@ def pipeline_arguments(args: argparse.Namespace, dataset: str, output_uri: str) 
     """
     if args.shards < 1:
         raise SystemExit("--shards must be at least 1")
-    return {"dataset": dataset, "output_uri": output_uri, "preset": args.preset,
-            "config": config_parameter(args.preset, args.config, args.settings), "shard_count": args.shards}
+    return {
+        "dataset": dataset,
+        "output_uri": output_uri,
+        "preset": args.preset,
+        "config": config_parameter(args.preset, args.config, args.settings),
+        "shard_count": args.shards,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pipeline.py", description="Compile, run locally or submit the avsc Kubeflow pipeline.")
+        prog="pipeline.py", description="Compile, run locally or submit the avsc Kubeflow pipeline."
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     comp = commands.add_parser("compile", help="compile the pipeline to a YAML package")
@@ -149,20 +202,38 @@ def build_parser() -> argparse.ArgumentParser:
     comp.set_defaults(handler=_cmd_compile)
 
     run = commands.add_parser("run", help="run the whole pipeline here with kfp.local (no cluster)")
-    run.add_argument("--local", action="store_true", required=True,
-                     help="run every step on this machine (see --runner; submit runs on a cluster)")
-    run.add_argument("--dataset", help="dataset folder or s3://bucket/prefix "
-                                       "(default: generate the demo dataset into OUTPUT/dataset)")
+    run.add_argument(
+        "--local",
+        action="store_true",
+        required=True,
+        help="run every step on this machine (see --runner; submit runs on a cluster)",
+    )
+    run.add_argument(
+        "--dataset",
+        help="dataset folder or s3://bucket/prefix (default: generate the demo dataset into OUTPUT/dataset)",
+    )
     run.add_argument("--output", default="runs/local", help="output folder (default %(default)s)")
-    run.add_argument("--cache", action="store_true",
-                     help="reuse results of unchanged steps from earlier runs into the same OUTPUT")
-    run.add_argument("--parallel", type=int, choices=(1, 2), default=2,
-                     help="backbones trained at once (kfp.local runs at most 2; default %(default)s)")
-    run.add_argument("--skip-memory-check", action="store_true",
-                     help="start even when the steps' estimated memory exceeds this machine's")
-    run.add_argument("-v", "--verbose", action="store_true",
-                     help="show every step's full output (kfp's executor input, TensorFlow's log), "
-                          "not only its start and end")
+    run.add_argument(
+        "--cache", action="store_true", help="reuse results of unchanged steps from earlier runs into the same OUTPUT"
+    )
+    run.add_argument(
+        "--parallel",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="backbones trained at once (kfp.local runs at most 2; default %(default)s)",
+    )
+    run.add_argument(
+        "--skip-memory-check",
+        action="store_true",
+        help="start even when the steps' estimated memory exceeds this machine's",
+    )
+    run.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show every step's full output (kfp's executor input, TensorFlow's log), not only its start and end",
+    )
     _run_flags(run)
     add_runner_flags(run)
     run.set_defaults(handler=_cmd_run)
@@ -235,33 +306,52 @@ def _cmd_run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # kfp.local warns for every task that its cluster settings (resources, display name) have no
     # effect here: said once instead.
-    warnings.filterwarnings("ignore", message=r"Task '.*': settings .* have no effect in the current local runner",
-                            category=UserWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"Task '.*': settings .* have no effect in the current local runner", category=UserWarning
+    )
     options = replace(LOCAL_OPTIONS, parallel_trainings=args.parallel)
     pipeline = args.build(options)
     logs = output / "logs" / time.strftime("%Y%m%d-%H%M%S")
     total = local_step_count(args.shards)
-    print(f"pipeline.py run: {total} steps here, {args.parallel} training(s) at once; step logs in {logs} "
-          "(-v shows them); cluster settings (resources, GPUs, retries) apply only on a cluster", flush=True)
-    needs = {" ".join(filter(None, (STEPS[need.step].display_name, need.item))): need.bytes
-             for need in step_needs(config)}
-    progress = RunProgress(total=total, logs=logs, names=display_names(pipeline.pipeline_spec), needs=needs,
-                           verbose=args.verbose)
+    print(
+        f"pipeline.py run: {total} steps here, {args.parallel} training(s) at once; step logs in {logs} "
+        "(-v shows them); cluster settings (resources, GPUs, retries) apply only on a cluster",
+        flush=True,
+    )
+    needs = {
+        " ".join(filter(None, (STEPS[need.step].display_name, need.item))): need.bytes for need in step_needs(config)
+    }
+    progress = RunProgress(
+        total=total, logs=logs, names=display_names(pipeline.pipeline_spec), needs=needs, verbose=args.verbose
+    )
     quiet = quiet_steps(progress) if args.runner == "subprocess" else contextlib.nullcontext()
     try:
-        with local_runner(args.runner, dataset=arguments["dataset"], output=output, registry=args.registry,
-                          gpu=not args.no_gpu) as runner, quiet:
-            local.init(runner=runner, pipeline_root=str(output / "pipeline-root"),
-                       enable_caching=args.cache, cache_root=str(output / "cache") if args.cache else None)
+        with (
+            local_runner(
+                args.runner, dataset=arguments["dataset"], output=output, registry=args.registry, gpu=not args.no_gpu
+            ) as runner,
+            quiet,
+        ):
+            local.init(
+                runner=runner,
+                pipeline_root=str(output / "pipeline-root"),
+                enable_caching=args.cache,
+                cache_root=str(output / "cache") if args.cache else None,
+            )
             pipeline(**arguments)
     except RuntimeError as exc:
         failure = progress.failure
         if failure is not None:
-            print(f"pipeline.py run: error: step {failure.label!r} failed: {failure.detail}; "
-                  f"the run stopped there. Its log: {failure.log}", file=sys.stderr)
+            print(
+                f"pipeline.py run: error: step {failure.label!r} failed: {failure.detail}; "
+                f"the run stopped there. Its log: {failure.log}",
+                file=sys.stderr,
+            )
         else:
-            print(f"pipeline.py run: error: {exc} The log: {logs if args.runner == 'subprocess' else 'above'}",
-                  file=sys.stderr)
+            print(
+                f"pipeline.py run: error: {exc} The log: {logs if args.runner == 'subprocess' else 'above'}",
+                file=sys.stderr,
+            )
         return 1
     metrics_path = output / "metrics.json"
     if not metrics_path.is_file():
@@ -285,19 +375,22 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         package = compile_pipeline(Path(tmp) / "avsc_pipeline.yaml", args.build, _options(args))
         client = kfp.Client(**client_kwargs)
         run = client.create_run_from_pipeline_package(
-            str(package), arguments=arguments,
+            str(package),
+            arguments=arguments,
             run_name=args.run_name or f"avsc-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}",
             experiment_name=args.experiment,
-            namespace=args.namespace, pipeline_root=args.pipeline_root,
-            enable_caching=False if args.no_cache else None, service_account=args.service_account)
+            namespace=args.namespace,
+            pipeline_root=args.pipeline_root,
+            enable_caching=False if args.no_cache else None,
+            service_account=args.service_account,
+        )
     print(f"{args.host.rstrip('/')}/#/runs/details/{run.run_id}", flush=True)
     if not args.wait:
         return 0
     try:
         detail = client.wait_for_run_completion(run.run_id, timeout=args.timeout)
     except TimeoutError:
-        print(f"pipeline.py submit: error: run {run.run_id} not finished after {args.timeout} s",
-              file=sys.stderr)
+        print(f"pipeline.py submit: error: run {run.run_id} not finished after {args.timeout} s", file=sys.stderr)
         return 1
     state = str(detail.state or "unknown").upper()
     print(f"run {run.run_id}: {state}")
@@ -324,6 +417,4 @@ def main(argv: list[str] | None, build: Builder) -> int:
         return 130
 
 
-
-__all__ = ["PUBLISHED", "build_parser", "compile_pipeline", "config_parameter",
-           "main", "pipeline_arguments"]
+__all__ = ["PUBLISHED", "build_parser", "compile_pipeline", "config_parameter", "main", "pipeline_arguments"]

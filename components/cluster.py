@@ -147,13 +147,11 @@ def configure(task: dsl.PipelineTask, step: str, options: ClusterOptions) -> dsl
         cpu = cpu_limit = str(options.preprocess_workers)
     task.set_cpu_request(cpu).set_cpu_limit(cpu_limit).set_memory_request(memory).set_memory_limit(memory_limit)
     if options.choose_images:
-        task.set_container_image(resolve_image(task.container_spec.image, registry=options.registry,
-                                               gpu=options.gpu))
+        task.set_container_image(resolve_image(task.container_spec.image, registry=options.registry, gpu=options.gpu))
     if settings.accelerator and options.gpu:
         task.set_accelerator_type(options.accelerator).set_accelerator_limit(1)
         if options.node_selector:
-            kubernetes.add_node_selector(task, label_key=options.node_selector[0],
-                                         label_value=options.node_selector[1])
+            kubernetes.add_node_selector(task, label_key=options.node_selector[0], label_value=options.node_selector[1])
         if options.toleration:
             kubernetes.add_toleration(task, key=options.toleration, operator="Exists", effect="NoSchedule")
     if settings.store:

@@ -48,7 +48,10 @@ def config_markdown(record: dict[str, Any]) -> str:
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False, additional_funcs=[*HELPERS, config_markdown])
 def resolve_config(
-    preset: str, overrides: str, config: Output[Artifact], summary: Output[Markdown],
+    preset: str,
+    overrides: str,
+    config: Output[Artifact],
+    summary: Output[Markdown],
 ) -> NamedTuple("Settings", [("segment_seconds", float), ("audio_source", str)]):  # type: ignore[valid-type]
     """Resolve the run's settings once: the preset, then the overrides, validated.
 
@@ -84,13 +87,20 @@ def resolve_config(
     resolved = load_config(preset=preset, overrides=overrides)
     check_segment_setting(resolved)
     hashes = {name: config_hash(getattr(resolved, name)) for name in ("features", "train", "fusion")}
-    record = {"format": "avsc-pipeline-config/1", "avsc_version": __version__, "preset": preset,
-              "overrides": parse_overrides(overrides), "config": to_dict(resolved),
-              "config_hash": config_hash(resolved), "hashes": hashes}
+    record = {
+        "format": "avsc-pipeline-config/1",
+        "avsc_version": __version__,
+        "preset": preset,
+        "overrides": parse_overrides(overrides),
+        "config": to_dict(resolved),
+        "config_hash": config_hash(resolved),
+        "hashes": hashes,
+    }
     with open(config.path, "w") as handle:
         json.dump(record, handle, indent=2, sort_keys=True)
-    config.metadata.update(preset=preset, config_hash=record["config_hash"],
-                           **{f"{name}_hash": value for name, value in hashes.items()})
+    config.metadata.update(
+        preset=preset, config_hash=record["config_hash"], **{f"{name}_hash": value for name, value in hashes.items()}
+    )
     with open(summary.path, "w") as handle:
         handle.write(config_markdown(record))
     Settings = namedtuple("Settings", ["segment_seconds", "audio_source"])

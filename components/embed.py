@@ -30,8 +30,8 @@ def embed_backbone(
     import avsc.training.embeddings
 
     began = time.perf_counter()
-    result = avsc.training.embeddings.embed_clips(model.path, [f.path for f in features], embeddings.path,
-                                                  progress=False)
-    embeddings.metadata.update(backbone=result.backbone, clips=result.n_clips,
-                               model_sha256=result.model_sha256)
+    result = avsc.training.embeddings.embed_clips(
+        model.path, [f.path for f in features], embeddings.path, progress=False
+    )
+    embeddings.metadata.update(backbone=result.backbone, clips=result.n_clips, model_sha256=result.model_sha256)
     save_metrics(metrics, {"clips": result.n_clips, "seconds": round(time.perf_counter() - began, 3)})

@@ -60,8 +60,12 @@ def evaluate_fusions(
     began = time.perf_counter()
     manifest_file = os.path.join(manifest.path, "manifest.parquet") if manifest is not None else None
     result = avsc.evaluation.evaluate.evaluate(
-        [f.path for f in fusions], report.path, embeddings=by_backbone(embeddings), models=by_backbone(models),
-        manifest=manifest_file)
+        [f.path for f in fusions],
+        report.path,
+        embeddings=by_backbone(embeddings),
+        models=by_backbone(models),
+        manifest=manifest_file,
+    )
     shutil.copyfile(os.path.join(report.path, "report.html"), report_html.path)
     with open(summary.path, "w", encoding="utf-8") as handle:
         handle.write(avsc.evaluation.report.summary_markdown(result))
@@ -69,8 +73,13 @@ def evaluate_fusions(
     by_key = {(r["method"], r["modalities"]): r for r in result["results"]}
     best = by_key[(result["best"]["method"], result["best"]["modalities"])]
     visual = by_key[(result["best_per_modalities"]["visual"]["method"], "visual")]
-    avsc.inference.bundle.make_bundle(by_backbone(models), best["fusion_dir"], bundle.path,
-                                      visual_fusion_dir=visual["fusion_dir"], manifest=manifest_file)
+    avsc.inference.bundle.make_bundle(
+        by_backbone(models),
+        best["fusion_dir"],
+        bundle.path,
+        visual_fusion_dir=visual["fusion_dir"],
+        manifest=manifest_file,
+    )
     bundle.metadata.update(method=best["method"], modalities=best["modalities"], accuracy=best["accuracy"])
     values = {"best_accuracy": best["accuracy"], "best_log_loss": best["log_loss"]}
     for r in result["results"]:  # calibrated test scores of every method x modality set

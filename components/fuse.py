@@ -56,8 +56,14 @@ def fuse_method(
     settings = read_config(config).fusion
     inputs = sorted((e.metadata.get("backbone"), e.metadata.get("model_sha256")) for e in embeddings)
     checkpoints = checkpoint_location(output_uri, f"fusion-{method}", settings, inputs) if output_uri else None
-    avsc.training.fusion.train_all_fusions(by_backbone(embeddings), fusions.path, config=settings,
-                                           methods=(method,), checkpoints=checkpoints, progress=False)
+    avsc.training.fusion.train_all_fusions(
+        by_backbone(embeddings),
+        fusions.path,
+        config=settings,
+        methods=(method,),
+        checkpoints=checkpoints,
+        progress=False,
+    )
     scores = avsc.evaluation.evaluate.score([fusions.path])  # scores only: no report is drawn
     confusions = {"audio+visual": confusion_audio_visual, "audio": confusion_audio, "visual": confusion_visual}
     values = {}

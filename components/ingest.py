@@ -8,8 +8,13 @@ from components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False, additional_funcs=HELPERS)
-def ingest_dataset(dataset: str, manifest: Output[Dataset], metrics: Output[Metrics], segment_seconds: float = 0.0,
-                   audio_source: str = "auto"):
+def ingest_dataset(
+    dataset: str,
+    manifest: Output[Dataset],
+    metrics: Output[Metrics],
+    segment_seconds: float = 0.0,
+    audio_source: str = "auto",
+):
     """Validate every clip of ``dataset`` and split it train/val/test by location.
 
     Args:
@@ -36,12 +41,22 @@ def ingest_dataset(dataset: str, manifest: Output[Dataset], metrics: Output[Metr
 
     began = time.perf_counter()
     os.makedirs(manifest.path, exist_ok=True)
-    result = avsc.data.ingest.ingest_dataset(dataset, os.path.join(manifest.path, "manifest.parquet"),
-                                             segment_seconds=segment_seconds or None, progress=False,
-                                             audio_source=audio_source)
-    save_metrics(metrics, {**{f"{split}_clips": count for split, count in result.counts.items()},
-                           "rejected_clips": len(result.rejected), "segment_seconds": segment_seconds,
-                           "seconds": round(time.perf_counter() - began, 3)})
+    result = avsc.data.ingest.ingest_dataset(
+        dataset,
+        os.path.join(manifest.path, "manifest.parquet"),
+        segment_seconds=segment_seconds or None,
+        progress=False,
+        audio_source=audio_source,
+    )
+    save_metrics(
+        metrics,
+        {
+            **{f"{split}_clips": count for split, count in result.counts.items()},
+            "rejected_clips": len(result.rejected),
+            "segment_seconds": segment_seconds,
+            "seconds": round(time.perf_counter() - began, 3),
+        },
+    )
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

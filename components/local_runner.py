@@ -45,15 +45,22 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 def add_runner_flags(parser: argparse.ArgumentParser) -> None:
     """The ``run`` command's ``--runner``, ``--registry`` and ``--no-gpu`` flags."""
     group = parser.add_argument_group("where the steps run")
-    group.add_argument("--runner", choices=RUNNERS, default="subprocess",
-                       help="subprocess: in this Python (default); docker: each step in its image, "
-                            "as your user with a read-only root file system, through the Docker API "
-                            "of docker or podman (DOCKER_HOST)")
-    group.add_argument("--registry", metavar="HOST[/PATH]", type=_registry,
-                       help="with --runner docker: take the avsc images from this registry "
-                            "(default: the names in components/images.py)")
-    group.add_argument("--no-gpu", action="store_true",
-                       help="with --runner docker: run every step in the CPU image")
+    group.add_argument(
+        "--runner",
+        choices=RUNNERS,
+        default="subprocess",
+        help="subprocess: in this Python (default); docker: each step in its image, "
+        "as your user with a read-only root file system, through the Docker API "
+        "of docker or podman (DOCKER_HOST)",
+    )
+    group.add_argument(
+        "--registry",
+        metavar="HOST[/PATH]",
+        type=_registry,
+        help="with --runner docker: take the avsc images from this registry "
+        "(default: the names in components/images.py)",
+    )
+    group.add_argument("--no-gpu", action="store_true", help="with --runner docker: run every step in the CPU image")
 
 
 def _registry(text: str) -> str:
@@ -64,8 +71,9 @@ def _registry(text: str) -> str:
     return text
 
 
-def container_settings(*, dataset: str, output: str | Path, environ: Mapping[str, str] | None = None,
-                       user: str | None = None) -> dict:
+def container_settings(
+    *, dataset: str, output: str | Path, environ: Mapping[str, str] | None = None, user: str | None = None
+) -> dict:
     """``docker run`` settings (docker SDK ``containers.run`` keywords) for every step.
 
     Args:
@@ -138,16 +146,20 @@ def _guarded_handler(images: Mapping[str, str], extra_mounts: Mapping[str, dict]
                 settings = dict(self.runner.container_run_args)
                 # kfp's dispatcher has merged the runner's environment into env_vars already.
                 settings["environment"] = {**self.env_vars, **settings.get("environment", {})}
-                code = run_container(client, images.get(self.image, self.image), self.full_command,
-                                     self.get_volumes_to_mount(client), **settings)
+                code = run_container(
+                    client,
+                    images.get(self.image, self.image),
+                    self.full_command,
+                    self.get_volumes_to_mount(client),
+                    **settings,
+                )
             finally:
                 client.close()
             if code != 0:
                 return status.Status.FAILURE
             output_file = executor_output_file(self.full_command)
             if output_file and not os.path.isfile(output_file):
-                print(f"error: the step's container exited 0 but wrote no {output_file}: "
-                      "counted as failed", flush=True)
+                print(f"error: the step's container exited 0 but wrote no {output_file}: counted as failed", flush=True)
                 return status.Status.FAILURE
             return status.Status.SUCCESS
 
@@ -172,12 +184,15 @@ def run_container(client, image: str, command: list[str], volumes: dict, **setti
             raise RuntimeError(
                 f"image {image} is not in the container engine and could not be pulled ({exc}). "
                 "Build it with `make images` (or `make images FLAVOURS=cpu` with --no-gpu), or "
-                "name the registry holding it with --registry.") from exc
+                "name the registry holding it with --registry."
+            ) from exc
     settings = {key: value for key, value in settings.items() if key not in {"auto_remove", "remove"}}
-    print(f"Running in {image} as user {settings.get('user', 'of the image')}"
-          f"{', read-only root' if settings.get('read_only') else ''}", flush=True)
-    container = client.containers.run(image=image, command=command, volumes=volumes, detach=True,
-                                      **settings)
+    print(
+        f"Running in {image} as user {settings.get('user', 'of the image')}"
+        f"{', read-only root' if settings.get('read_only') else ''}",
+        flush=True,
+    )
+    container = client.containers.run(image=image, command=command, volumes=volumes, detach=True, **settings)
     try:
         for line in container.logs(stream=True, follow=True):
             print(line.decode(errors="replace"), end="", flush=True)
@@ -188,8 +203,15 @@ def run_container(client, image: str, command: list[str], volumes: dict, **setti
 
 
 @contextlib.contextmanager
-def local_runner(runner: str, *, dataset: str, output: str | Path, registry: str | None = None,
-                 gpu: bool = True, environ: Mapping[str, str] | None = None) -> Iterator[object]:
+def local_runner(
+    runner: str,
+    *,
+    dataset: str,
+    output: str | Path,
+    registry: str | None = None,
+    gpu: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> Iterator[object]:
     """The kfp.local runner for ``runner`` (``subprocess`` or ``docker``), for the length of a run.
 
     For ``docker``, kfp.local's Docker task handler is replaced by the guarded one while the
@@ -219,7 +241,8 @@ def local_runner(runner: str, *, dataset: str, output: str | Path, registry: str
         raise RuntimeError(
             f"--runner docker: no Docker API answers ({exc}). Start the docker daemon, or podman's "
             "Docker-compatible service (`podman system service --time=0 unix:///run/podman/podman.sock &`, "
-            "then DOCKER_HOST=unix:///run/podman/podman.sock).") from exc
+            "then DOCKER_HOST=unix:///run/podman/podman.sock)."
+        ) from exc
     Path(output).mkdir(parents=True, exist_ok=True)
     images = {image: resolve_image(image, registry=registry, gpu=gpu) for image in (CPU_IMAGE, GPU_IMAGE)}
     settings = container_settings(dataset=dataset, output=output, environ=environ)
@@ -228,12 +251,20 @@ def local_runner(runner: str, *, dataset: str, output: str | Path, registry: str
 
     original = docker_task_handler.DockerTaskHandler
     docker_task_handler.DockerTaskHandler = _guarded_handler(
-        images, bind_mounts(dataset=dataset, output=output, selinux=selinux))
+        images, bind_mounts(dataset=dataset, output=output, selinux=selinux)
+    )
     try:
         yield local.DockerRunner(**settings)
     finally:
         docker_task_handler.DockerTaskHandler = original
 
 
-__all__ = ["RUNNERS", "add_runner_flags", "bind_mounts", "container_settings", "executor_output_file",
-           "local_runner", "run_container"]
+__all__ = [
+    "RUNNERS",
+    "add_runner_flags",
+    "bind_mounts",
+    "container_settings",
+    "executor_output_file",
+    "local_runner",
+    "run_container",
+]

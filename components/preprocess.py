@@ -57,12 +57,24 @@ def preprocess_shard(
         if run_config.data.audio_source != "video":  # features of other sound: a store of their own
             store = f"{store}-audio-{run_config.data.audio_source}"
     result = avsc.features.preprocess.preprocess(
-        os.path.join(manifest.path, "manifest.parquet"), store, config=settings,
-        shard=(shard_index, shard_count), workers=workers, dataset_root=dataset, progress=False)
+        os.path.join(manifest.path, "manifest.parquet"),
+        store,
+        config=settings,
+        shard=(shard_index, shard_count),
+        workers=workers,
+        dataset_root=dataset,
+        progress=False,
+    )
     if output_uri:
         writer.write_store_ref(features.path, store, settings)
     features.metadata.update(store=str(store), shard=f"{shard_index}/{shard_count}")
     result.raise_if_all_rejected()  # a shard of nothing but rejected clips fails its task
-    save_metrics(metrics, {"processed_clips": result.processed, "rejected_clips": len(result.rejected),
-                           "skipped_clips": result.skipped_existing,
-                           "seconds": round(time.perf_counter() - began, 3)})
+    save_metrics(
+        metrics,
+        {
+            "processed_clips": result.processed,
+            "rejected_clips": len(result.rejected),
+            "skipped_clips": result.skipped_existing,
+            "seconds": round(time.perf_counter() - began, 3),
+        },
+    )

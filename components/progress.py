@@ -184,8 +184,10 @@ def describe_exit(code: int, peak: int | None, need: int | None) -> tuple[str, s
     if code == -signal.SIGKILL:
         reached = f" (it had reached {peak / GB:.1f} GB)" if peak else ""
         needed = max(need or 0, peak or 0)
-        return "killed", (f"killed: out of memory, needed ~{max(1, round(needed / GB))} GB{reached}; use "
-                          "--preset quick, or a machine with more memory")
+        return "killed", (
+            f"killed: out of memory, needed ~{max(1, round(needed / GB))} GB{reached}; use "
+            "--preset quick, or a machine with more memory"
+        )
     if code < 0:
         return "failed", f"ended by signal {signal.Signals(-code).name}"
     return "failed", f"exited with status {code}"
@@ -244,8 +246,9 @@ def _task_handler(progress: RunProgress):
             memory = f", peak {peak / GB:.1f} GB" if peak else ""
             if state == "done":
                 figures = step_figures(output_file)
-                progress.say(f"{counter} {label}: done in {duration(seconds)}{memory}"
-                             f"{', ' + figures if figures else ''}")
+                progress.say(
+                    f"{counter} {label}: done in {duration(seconds)}{memory}{', ' + figures if figures else ''}"
+                )
                 return status.Status.SUCCESS
             progress.say(f"{counter} {label}: {detail} (log: {log_path})")
             if state != "stopped":
@@ -261,8 +264,15 @@ def _run_logged(command: list[str], env: dict, log_path: Path, progress: RunProg
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w", buffering=1) as log:
         # A session of its own: stopping the step stops the shell kfp starts and the Python under it.
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   bufsize=1, env=env, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env=env,
+            start_new_session=True,
+        )
         with progress._lock:
             progress._running[process.pid] = process
             stopped = progress.failure is not None  # a step failed while this one was starting
@@ -302,8 +312,9 @@ class _RunLog(logging.Handler):
         self.progress = progress
         # kfp.local's own format ("10:15:02.123 - INFO - Executing task ..."): tools that read
         # its log (bench/pipeline.py, with -v) read these lines the same.
-        self.setFormatter(logging_utils.MillisecondFormatter(fmt="%(asctime)s - %(levelname)s - %(message)s",
-                                                             datefmt="%H:%M:%S.%f"))
+        self.setFormatter(
+            logging_utils.MillisecondFormatter(fmt="%(asctime)s - %(levelname)s - %(message)s", datefmt="%H:%M:%S.%f")
+        )
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
@@ -332,8 +343,12 @@ def quiet_steps(progress: RunProgress) -> Iterator[RunProgress]:
     Python warnings into ``run.log``. Everything is restored afterwards."""
     from kfp.local import logging_utils, subprocess_task_handler
 
-    saved = (subprocess_task_handler.SubprocessTaskHandler, logging_utils.local_logger_context,
-             logging_utils.print_horizontal_line, logging_utils.indented_print)
+    saved = (
+        subprocess_task_handler.SubprocessTaskHandler,
+        logging_utils.local_logger_context,
+        logging_utils.print_horizontal_line,
+        logging_utils.indented_print,
+    )
     root = logging.getLogger()
     handler = _RunLog(progress.logs / "run.log", progress)
     level = root.level
@@ -357,8 +372,12 @@ def quiet_steps(progress: RunProgress) -> Iterator[RunProgress]:
         root.removeHandler(handler)
         root.setLevel(level)
         handler.close()
-        (subprocess_task_handler.SubprocessTaskHandler, logging_utils.local_logger_context,
-         logging_utils.print_horizontal_line, logging_utils.indented_print) = saved
+        (
+            subprocess_task_handler.SubprocessTaskHandler,
+            logging_utils.local_logger_context,
+            logging_utils.print_horizontal_line,
+            logging_utils.indented_print,
+        ) = saved
 
 
 def display_names(pipeline_spec) -> dict[str, str]:
@@ -379,5 +398,14 @@ def display_names(pipeline_spec) -> dict[str, str]:
     return names
 
 
-__all__ = ["RunProgress", "StepOutcome", "describe_exit", "display_names", "duration", "last_error", "quiet_steps",
-           "step_figures", "step_label"]
+__all__ = [
+    "RunProgress",
+    "StepOutcome",
+    "describe_exit",
+    "display_names",
+    "duration",
+    "last_error",
+    "quiet_steps",
+    "step_figures",
+    "step_label",
+]

@@ -54,15 +54,25 @@ def train_backbone(
     # The data is part of the checkpoints' identity: a run on other data starts afresh.
     lineage = FeatureStore.open(paths).lineage
     assert lineage is not None  # open() refuses a store index without lineage
-    checkpoints = (checkpoint_location(output_uri, backbone, settings.features, settings.train, lineage.store_hash)
-                   if output_uri else None)
-    result = avsc.training.backbone.train_backbone(backbone, paths, model.path,
-                                                   config=settings.train, checkpoints=checkpoints,
-                                                   progress=False)
+    checkpoints = (
+        checkpoint_location(output_uri, backbone, settings.features, settings.train, lineage.store_hash)
+        if output_uri
+        else None
+    )
+    result = avsc.training.backbone.train_backbone(
+        backbone, paths, model.path, config=settings.train, checkpoints=checkpoints, progress=False
+    )
     # Checkpoints inside the model folder only serve a retry of this task; the artifact keeps
     # the selected model. Durable ones stay, for a retried pod.
     shutil.rmtree(os.path.join(model.path, "checkpoints"), ignore_errors=True)
     model.metadata.update(backbone=backbone, best_epoch=result.best_epoch)
-    save_metrics(metrics, {"val_accuracy": result.val_accuracy, "val_log_loss": result.val_log_loss_calibrated,
-                           "temperature": result.temperature, "best_epoch": result.best_epoch,
-                           "seconds": round(time.perf_counter() - began, 3)})
+    save_metrics(
+        metrics,
+        {
+            "val_accuracy": result.val_accuracy,
+            "val_log_loss": result.val_log_loss_calibrated,
+            "temperature": result.temperature,
+            "best_epoch": result.best_epoch,
+            "seconds": round(time.perf_counter() - began, 3),
+        },
+    )

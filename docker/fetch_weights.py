@@ -42,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copyfile(Path(download) / "models" / weights.name, path)
             model = network(include_top=False, weights=str(path), pooling="avg")
             verdict = "matches" if weights.matches(path) else "DIFFERS FROM"
-            print(f"{weights.network}: {model.count_params():,} parameters loaded from {path}; "
-                  f"{weights.algorithm} {verdict} the published digest ({kind})")
+            print(
+                f"{weights.network}: {model.count_params():,} parameters loaded from {path}; "
+                f"{weights.algorithm} {verdict} the published digest ({kind})"
+            )
     return 0
 
 

@@ -72,8 +72,22 @@ def main() -> int:
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="smoke-") as work:
         dataset, manifest, features = (os.path.join(work, name) for name in ("dataset", "manifest.parquet", "features"))
-        avsc("demo-data", dataset, "--classes", "2", "--clips-per-class", "3", "--locations-per-class", "3",
-             "--seconds", "2", "--width", "96", "--height", "72")
+        avsc(
+            "demo-data",
+            dataset,
+            "--classes",
+            "2",
+            "--clips-per-class",
+            "3",
+            "--locations-per-class",
+            "3",
+            "--seconds",
+            "2",
+            "--width",
+            "96",
+            "--height",
+            "72",
+        )
         avsc("ingest", dataset, "-o", manifest)
         out = avsc("preprocess", manifest, "-o", features, "--preset", "quick", "--workers", "2", "--quiet")
         if " 6 processed" not in out:
@@ -87,10 +101,11 @@ def main() -> int:
     if not any(name.endswith(".nbi") for name in prebuilt):
         sys.exit(f"FAIL {seed} holds no numba kernels")
     if files(cache) != prebuilt:  # numba rewrites an index whenever it compiles
-        sys.exit(f"FAIL numba compiled kernels again: {cache} differs from the prebuilt {seed} "
-                 "(another librosa, or NUMBA_CPU_NAME unset)")
-    step(f"librosa's {sum(n.endswith('.nbi') for n in prebuilt)} prebuilt numba kernels used, none compiled",
-         began)
+        sys.exit(
+            f"FAIL numba compiled kernels again: {cache} differs from the prebuilt {seed} "
+            "(another librosa, or NUMBA_CPU_NAME unset)"
+        )
+    step(f"librosa's {sum(n.endswith('.nbi') for n in prebuilt)} prebuilt numba kernels used, none compiled", began)
     return 0
 
 

@@ -68,7 +68,16 @@ def make_embeddings(
         fc1024 = strength * means_wide[y] + noise * rng.normal(size=(n, width))
         fc1024 = np.maximum(fc1024, 0.0)  # like the ReLU output of a real fc1024
         fc10 = 3.0 * strength * np.eye(len(LABELS))[y] + 1.5 * noise * rng.normal(size=(n, len(LABELS)))
-        write_embeddings(root / f"{backbone}.parquet", clip_ids=clip_ids, splits=splits, labels=labels,
-                         fc1024=fc1024.astype(np.float32), fc10=fc10.astype(np.float32), backbone=backbone,
-                         config_hash=config_hash, model_sha256=f"{b:02d}" * 32, lineage=lineage)
+        write_embeddings(
+            root / f"{backbone}.parquet",
+            clip_ids=clip_ids,
+            splits=splits,
+            labels=labels,
+            fc1024=fc1024.astype(np.float32),
+            fc10=fc10.astype(np.float32),
+            backbone=backbone,
+            config_hash=config_hash,
+            model_sha256=f"{b:02d}" * 32,
+            lineage=lineage,
+        )
     return root

@@ -50,8 +50,9 @@ def make_feature_store(
     """
     per_class = dict(DEFAULT_PER_CLASS if per_class is None else per_class)
     rng = np.random.default_rng(seed)
-    config = FeatureConfig(audio=AudioConfig(n_bins=n_bins, clip_seconds=1.0),
-                           frames=FrameConfig(size=size, encoding=frame_encoding))
+    config = FeatureConfig(
+        audio=AudioConfig(n_bins=n_bins, clip_seconds=1.0), frames=FrameConfig(size=size, encoding=frame_encoding)
+    )
     shapes = {name: [n_bins, frames, 2] for name in features if name != "frames"}
     if "frames" in features:
         shapes["frames"] = [n_frames, size, size, 3]
@@ -66,20 +67,23 @@ def make_feature_store(
                 for offset, name in enumerate(n for n in features if n != "frames"):
                     spec = rng.normal(-4.0, noise, size=(n_bins, frames, 2))
                     band = (label_number * n_bins) // n_labels + offset % 2
-                    spec[band:band + max(1, n_bins // n_labels), :, :] += 3.0
+                    spec[band : band + max(1, n_bins // n_labels), :, :] += 3.0
                     spec += 0.5 * np.sin(np.arange(frames) * (label_number + 1) * 0.3)[None, :, None]
                     arrays[name] = spec
                 if "frames" in features:
-                    colour = np.array([(label_number * 25) % 256, (255 - label_number * 25) % 256,
-                                       (label_number * 70) % 256], dtype=np.float64)
+                    colour = np.array(
+                        [(label_number * 25) % 256, (255 - label_number * 25) % 256, (label_number * 70) % 256],
+                        dtype=np.float64,
+                    )
                     image = np.broadcast_to(colour, (n_frames, size, size, 3)).copy()
                     stripe = (label_number * size) // n_labels
-                    image[:, stripe:stripe + max(1, size // n_labels), :, :] = 255.0
+                    image[:, stripe : stripe + max(1, size // n_labels), :, :] = 255.0
                     image += rng.normal(0, 20, size=image.shape)
                     arrays["frames"] = np.clip(image, 0, 255).astype(np.uint8)
                 writer.add(clip_id, label, split, arrays)
                 written += 1
     writer.close()
-    StoreSummary(processed=written, rejected=(),
-                 shapes={name: tuple(shape) for name, shape in shapes.items()}).write(root)
+    StoreSummary(processed=written, rejected=(), shapes={name: tuple(shape) for name, shape in shapes.items()}).write(
+        root
+    )
     return Path(root)

@@ -44,18 +44,30 @@ def main(work: Path) -> None:
     out["mixup_x"], out["mixup_y"] = np.asarray(x_mixed), np.asarray(y_mixed)
     out["mixup_layer"] = np.asarray(MixupInputs()([inputs["x16"], inputs["lam"], inputs["perm"]]))
     import avsc.models.fusion  # noqa: F401  (registers the fusion layers)
+
     for path in sorted(work.glob("fusion-*.keras")):
         model = keras.models.load_model(path)
         width = model.inputs[0].shape[-1]
-        out[path.stem] = np.asarray(model.predict_on_batch([inputs[f"emb{i}_{width}"]
-                                                            for i in range(len(model.inputs))]))
+        out[path.stem] = np.asarray(
+            model.predict_on_batch([inputs[f"emb{i}_{width}"] for i in range(len(model.inputs))])
+        )
 
     quick = load_config(preset="quick").train
-    config = TrainConfig(**{**quick.__dict__, "epochs": 2, "batch_size": 20, "audio_stages": 2,
-                            "audio_base_filters": 8, "dense_units": 32, "seed": 3})
+    config = TrainConfig(
+        **{
+            **quick.__dict__,
+            "epochs": 2,
+            "batch_size": 20,
+            "audio_stages": 2,
+            "audio_base_filters": 8,
+            "dense_units": 32,
+            "seed": 3,
+        }
+    )
     result = train_backbone("aud-mel", [work / "features"], work / "aud-mel", config=config, progress=False)
-    embedded = embed_clips(work / "aud-mel", [work / "features"], work / "aud-mel.parquet", batch_size=20,
-                           progress=False)
+    embedded = embed_clips(
+        work / "aud-mel", [work / "features"], work / "aud-mel.parquet", batch_size=20, progress=False
+    )
     # The Predictor's way of running an embedding model (compiled once per shape on JAX).
     from avsc.features.store import FeatureStore
     from avsc.inference.graph_runner import GraphRunner
@@ -73,16 +85,26 @@ def main(work: Path) -> None:
     from avsc.config import FusionConfig
     from avsc.training.fusion import train_fusion
 
-    fused = train_fusion(work / "emb", work / "fusion-trained", method="f1", modalities="audio+visual",
-                         config=dataclasses.replace(FusionConfig(), max_steps=60, eval_every=20), progress=False)
+    fused = train_fusion(
+        work / "emb",
+        work / "fusion-trained",
+        method="f1",
+        modalities="audio+visual",
+        config=dataclasses.replace(FusionConfig(), max_steps=60, eval_every=20),
+        progress=False,
+    )
     np.savez(work / "jax.npz", **out)
-    (work / "jax.json").write_text(json.dumps({
-        "backend": keras.backend.backend(),
-        "history": result.history,
-        "n_clips": embedded.n_clips,
-        "fusion_best_step": fused.best_step,
-        "tensorflow_imported": "tensorflow" in sys.modules,
-    }))
+    (work / "jax.json").write_text(
+        json.dumps(
+            {
+                "backend": keras.backend.backend(),
+                "history": result.history,
+                "n_clips": embedded.n_clips,
+                "fusion_best_step": fused.best_step,
+                "tensorflow_imported": "tensorflow" in sys.modules,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

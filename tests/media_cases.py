@@ -24,8 +24,9 @@ import numpy as np
 from avsc.media.encode import write_clip, write_wav
 
 
-def make_frames(seconds: float = 4.0, width: int = 160, height: int = 120, fps: float = 10.0,
-                seed: int = 0) -> np.ndarray:
+def make_frames(
+    seconds: float = 4.0, width: int = 160, height: int = 120, fps: float = 10.0, seed: int = 0
+) -> np.ndarray:
     """Moving colour bars [shape=(frames, height, width, 3), uint8]; frame i is shifted by i."""
     n = max(1, int(round(seconds * fps)))
     x = np.arange(width)
@@ -38,8 +39,9 @@ def make_frames(seconds: float = 4.0, width: int = 160, height: int = 120, fps: 
     return frames
 
 
-def make_audio(seconds: float = 4.0, channels: int = 2, sample_rate: int = 48000,
-               tone_hz: float | None = None, seed: int = 0) -> np.ndarray:
+def make_audio(
+    seconds: float = 4.0, channels: int = 2, sample_rate: int = 48000, tone_hz: float | None = None, seed: int = 0
+) -> np.ndarray:
     """[shape=(samples, channels), float] a tone (if given) plus quiet noise in every channel."""
     n = int(round(seconds * sample_rate))
     rng = np.random.default_rng(seed)
@@ -49,17 +51,31 @@ def make_audio(seconds: float = 4.0, channels: int = 2, sample_rate: int = 48000
     return audio.astype(np.float32)
 
 
-def make_video(path: str | Path, seconds: float = 4.0, width: int = 160, height: int = 120,
-               fps: float = 10.0, channels: int = 2, sample_rate: int = 48000,
-               tone_hz: float | None = None, seed: int = 0) -> Path:
+def make_video(
+    path: str | Path,
+    seconds: float = 4.0,
+    width: int = 160,
+    height: int = 120,
+    fps: float = 10.0,
+    channels: int = 2,
+    sample_rate: int = 48000,
+    tone_hz: float | None = None,
+    seed: int = 0,
+) -> Path:
     """Write an H.264 + AAC MP4. ``channels=0``: no audio track; 1 mono; 2 stereo; 6 = 5.1."""
     frames = make_frames(seconds, width, height, fps, seed)
     audio = make_audio(seconds, channels, sample_rate, tone_hz, seed) if channels else None
     return write_clip(path, frames, fps, audio, sample_rate)
 
 
-def make_wav(path: str | Path, seconds: float = 4.0, channels: int = 2, sample_rate: int = 48000,
-             tone_hz: float | None = None, seed: int = 0) -> Path:
+def make_wav(
+    path: str | Path,
+    seconds: float = 4.0,
+    channels: int = 2,
+    sample_rate: int = 48000,
+    tone_hz: float | None = None,
+    seed: int = 0,
+) -> Path:
     """Write a 24-bit PCM WAV, as the dataset's."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,7 +109,7 @@ def make_corrupt(path: str | Path, seconds: float = 4.0, **video_kwargs) -> Path
     data = bytearray(path.read_bytes())
     start = data.find(b"mdat") + 8
     rng = np.random.default_rng(1)
-    data[start + 16:start + 4016] = rng.integers(0, 256, size=4000, dtype=np.uint8).tobytes()
+    data[start + 16 : start + 4016] = rng.integers(0, 256, size=4000, dtype=np.uint8).tobytes()
     path.write_bytes(bytes(data))
     return path
 
@@ -178,7 +194,7 @@ class Variant:
 
 def ramp_index(frames: np.ndarray) -> np.ndarray:
     """Source frame number (mod RAMP_PERIOD) shown by each of [shape=(n, s, s, 3)] frames."""
-    bottom = frames[:, frames.shape[1] * 5 // 8:, :, :].astype(np.float64).mean(axis=(1, 2, 3))
+    bottom = frames[:, frames.shape[1] * 5 // 8 :, :, :].astype(np.float64).mean(axis=(1, 2, 3))
     luma = bottom * 219.0 / 255.0 + 16.0  # full-range RGB back to limited-range luma
     return np.round((luma - 16.0) / 7.0).astype(int)
 
@@ -199,12 +215,12 @@ def beep_onset(audio: np.ndarray, sample_rate: int) -> float | None:
     hop = max(1, sample_rate // 200)
     mono = audio.astype(np.float64).mean(axis=1) if audio.ndim == 2 else audio.astype(np.float64)
     frames = mono[: len(mono) // hop * hop].reshape(-1, hop)
-    energy = (frames ** 2).mean(axis=1)
+    energy = (frames**2).mean(axis=1)
     if energy.size == 0 or energy.max() <= 1e-8:
         return None
     first = int(np.argmax(energy > 0.25 * energy.max()))
     # Refine inside the frame: first sample above a quarter of the beep's amplitude.
-    segment = np.abs(mono[max(0, (first - 1) * hop):(first + 1) * hop])
+    segment = np.abs(mono[max(0, (first - 1) * hop) : (first + 1) * hop])
     above = np.flatnonzero(segment > 0.25 * np.abs(mono).max())
     return (max(0, (first - 1) * hop) + (int(above[0]) if above.size else hop)) / sample_rate
 
@@ -213,11 +229,13 @@ def _video_graph(v: Variant) -> str:
     half = HEIGHT // 2
     third = WIDTH // 3
     src = f"r={v.fps:g}:d={v.seconds:g}"
-    bars = (f"color=c=blue:s={WIDTH}x{half}:{src},"
-            f"drawbox=x={third}:y=0:w={third}:h={half}:color=red:t=fill,"
-            f"drawbox=x={2 * third}:y=0:w={WIDTH - 2 * third}:h={half}:color=green:t=fill,format=yuv420p[bars];"
-            f"color=c=black:s={WIDTH}x{half}:{src},format=yuv420p,"
-            f"geq=lum='16+7*mod(N\\,{RAMP_PERIOD})':cb=128:cr=128[ramp];[bars][ramp]vstack=inputs=2")
+    bars = (
+        f"color=c=blue:s={WIDTH}x{half}:{src},"
+        f"drawbox=x={third}:y=0:w={third}:h={half}:color=red:t=fill,"
+        f"drawbox=x={2 * third}:y=0:w={WIDTH - 2 * third}:h={half}:color=green:t=fill,format=yuv420p[bars];"
+        f"color=c=black:s={WIDTH}x{half}:{src},format=yuv420p,"
+        f"geq=lum='16+7*mod(N\\,{RAMP_PERIOD})':cb=128:cr=128[ramp];[bars][ramp]vstack=inputs=2"
+    )
     stored = []
     if v.sar != 1.0:
         stored.append(f"scale={int(round(WIDTH / v.sar))}:{HEIGHT},setsar={v.sar:g}")
@@ -290,9 +308,26 @@ def make_variant(path: str | Path, v: Variant) -> Path:
     target = path.with_name(f".{path.stem}.unrotated{path.suffix}") if rotate else path
     run_ffmpeg(target, args + [str(target)], what="generated streams", timeout_s=120, exe=shipped_ffmpeg())
     if rotate:  # the display matrix is written by a stream copy (an encode would turn the pixels)
-        run_ffmpeg(path, ["-loglevel", "error", "-y", "-display_rotation:v:0", str(v.rotation), "-i", str(target),
-                          "-map", "0", "-c", "copy", str(path)], what="rotation", timeout_s=60,
-                   exe=shipped_ffmpeg())
+        run_ffmpeg(
+            path,
+            [
+                "-loglevel",
+                "error",
+                "-y",
+                "-display_rotation:v:0",
+                str(v.rotation),
+                "-i",
+                str(target),
+                "-map",
+                "0",
+                "-c",
+                "copy",
+                str(path),
+            ],
+            what="rotation",
+            timeout_s=60,
+            exe=shipped_ffmpeg(),
+        )
         target.unlink()
     return path
 
@@ -306,8 +341,34 @@ def make_nan_video(path: Path) -> Path:
     audio.tofile(raw)
     from avsc.media.ffmpeg import run_ffmpeg
 
-    run_ffmpeg(path, ["-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:s=64x48:r=10:d=2", "-f", "f32le",
-                      "-ar", "48000", "-ac", "2", "-i", str(raw), "-c:v", "libx264", "-preset", "ultrafast",
-                      "-c:a", "pcm_f32le", str(path)], what="generated streams", exe=shipped_ffmpeg())
+    run_ffmpeg(
+        path,
+        [
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=gray:s=64x48:r=10:d=2",
+            "-f",
+            "f32le",
+            "-ar",
+            "48000",
+            "-ac",
+            "2",
+            "-i",
+            str(raw),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "pcm_f32le",
+            str(path),
+        ],
+        what="generated streams",
+        exe=shipped_ffmpeg(),
+    )
     raw.unlink()
     return path

@@ -45,8 +45,15 @@ class S3Server:
 
     def settings(self, **overrides) -> S3Settings:
         """Settings for this server: any key is accepted unless ``iam_auth`` is on."""
-        values = dict(endpoint=self.endpoint, access_key="test-access", secret_key="test-secret",
-                      region=_REGION, secure=False, retries=3, backoff_s=0.01)
+        values = dict(
+            endpoint=self.endpoint,
+            access_key="test-access",
+            secret_key="test-secret",
+            region=_REGION,
+            secure=False,
+            retries=3,
+            backoff_s=0.01,
+        )
         values.update(overrides)
         return S3Settings(**values)
 
@@ -66,15 +73,22 @@ class S3Store:
 
     def keys(self, prefix: str = "") -> dict[str, int]:
         """Every object name under ``prefix`` with its size."""
-        return {obj.object_name: obj.size for obj in
-                self.client.list_objects(self.bucket, prefix=prefix or None, recursive=True)}
+        return {
+            obj.object_name: obj.size
+            for obj in self.client.list_objects(self.bucket, prefix=prefix or None, recursive=True)
+        }
 
     def pending_multipart_uploads(self) -> list[str]:
         """Keys of multipart uploads started and neither completed nor aborted."""
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=self.server.url, region_name=_REGION,
-                          aws_access_key_id="test-access", aws_secret_access_key="test-secret")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.server.url,
+            region_name=_REGION,
+            aws_access_key_id="test-access",
+            aws_secret_access_key="test-secret",
+        )
         return [up["Key"] for up in s3.list_multipart_uploads(Bucket=self.bucket).get("Uploads", [])]
 
 
@@ -128,16 +142,25 @@ def iam_auth(s3_server) -> Iterator[IamKeys]:
     """
     import boto3
 
-    iam = boto3.client("iam", endpoint_url=s3_server.url, region_name=_REGION,
-                       aws_access_key_id="test-access", aws_secret_access_key="test-secret")
+    iam = boto3.client(
+        "iam",
+        endpoint_url=s3_server.url,
+        region_name=_REGION,
+        aws_access_key_id="test-access",
+        aws_secret_access_key="test-secret",
+    )
     suffix = next(_buckets)
     keys = []
     for name, policy in ((f"allowed-{suffix}", True), (f"no-policy-{suffix}", False)):
         iam.create_user(UserName=name)
         if policy:
-            iam.put_user_policy(UserName=name, PolicyName="s3", PolicyDocument=json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+            iam.put_user_policy(
+                UserName=name,
+                PolicyName="s3",
+                PolicyDocument=json.dumps(
+                    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+                ),
+            )
         key = iam.create_access_key(UserName=name)["AccessKey"]
         keys.append((key["AccessKeyId"], key["SecretAccessKey"]))
     _reset_auth(s3_server, "0")
@@ -148,14 +171,17 @@ def iam_auth(s3_server) -> Iterator[IamKeys]:
 
 
 def _reset_auth(server: S3Server, count: str) -> None:
-    request = urllib.request.Request(f"{server.url}/moto-api/reset-auth", data=count.encode(),
-                                     headers={"Content-Type": "text/plain"}, method="POST")
+    request = urllib.request.Request(
+        f"{server.url}/moto-api/reset-auth", data=count.encode(), headers={"Content-Type": "text/plain"}, method="POST"
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
 
 
-_SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
-              b'<Message>Please reduce your request rate.</Message></Error>')
+_SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
 
 
 class FlakyProxy:
@@ -188,21 +214,22 @@ class FlakyProxy:
                     return
                 upstream = http.client.HTTPConnection(target.host, target.port, timeout=30)
                 try:
-                    upstream.request(self.command, self.path, body=body,
-                                     headers=dict(self.headers.items()))
+                    upstream.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
                     response = upstream.getresponse()
                     data = response.read()
-                    headers = {k: v for k, v in response.getheaders()
-                               if k.lower() not in ("content-length", "connection",
-                                                    "transfer-encoding")}
-                    length = response.getheader("Content-Length") if self.command == "HEAD" \
-                        else None  # a HEAD's length is the object's, not its empty body's
+                    headers = {
+                        k: v
+                        for k, v in response.getheaders()
+                        if k.lower() not in ("content-length", "connection", "transfer-encoding")
+                    }
+                    length = (
+                        response.getheader("Content-Length") if self.command == "HEAD" else None
+                    )  # a HEAD's length is the object's, not its empty body's
                     self._reply(response.status, headers, data, length)
                 finally:
                     upstream.close()
 
-            def _reply(self, status: int, headers: dict, data: bytes,
-                       length: str | None = None) -> None:
+            def _reply(self, status: int, headers: dict, data: bytes, length: str | None = None) -> None:
                 self.send_response(status)
                 for key, value in headers.items():
                     self.send_header(key, value)

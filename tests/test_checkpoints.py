@@ -25,8 +25,9 @@ CONFIG = load_config(preset="quick", overrides={"fusion": {"epochs": 8, "eval_ev
 
 @pytest.fixture(scope="module")
 def embeddings(tmp_path_factory):
-    return make_embeddings(tmp_path_factory.mktemp("emb") / "embeddings", width=16,
-                           per_class={"train": 8, "val": 3, "test": 3})
+    return make_embeddings(
+        tmp_path_factory.mktemp("emb") / "embeddings", width=16, per_class={"train": 8, "val": 3, "test": 3}
+    )
 
 
 class _Preempted(Exception):
@@ -48,21 +49,27 @@ def test_an_interrupted_fusion_resumes_with_the_same_history(embeddings, tmp_pat
     ckpt = tmp_path / "ckpt"
     monkeypatch.setattr(selection_loop, "calibrate", preempt_in_epoch_6)
     with pytest.raises(_Preempted):
-        fusion.train_fusion(embeddings, tmp_path / "a", method="f4", config=CONFIG, checkpoints=ckpt,
-                            checkpoint_every_s=0, progress=False)
+        fusion.train_fusion(
+            embeddings,
+            tmp_path / "a",
+            method="f4",
+            config=CONFIG,
+            checkpoints=ckpt,
+            checkpoint_every_s=0,
+            progress=False,
+        )
     monkeypatch.setattr(selection_loop, "calibrate", real)
     state = json.loads((ckpt / "state.json").read_text())
-    assert state["epoch"] == 5 and sorted(p.name for p in ckpt.iterdir()) == ["state-epoch-00005.npz",
-                                                                             "state.json"]
-    resumed = fusion.train_fusion(embeddings, tmp_path / "b", method="f4", config=CONFIG, checkpoints=ckpt,
-                                  progress=False)
+    assert state["epoch"] == 5 and sorted(p.name for p in ckpt.iterdir()) == ["state-epoch-00005.npz", "state.json"]
+    resumed = fusion.train_fusion(
+        embeddings, tmp_path / "b", method="f4", config=CONFIG, checkpoints=ckpt, progress=False
+    )
     strip = [{k: v for k, v in e.items() if k != "seconds"} for e in resumed.history]
     assert strip == [{k: v for k, v in e.items() if k != "seconds"} for e in whole.history]
     assert resumed.best_epoch == whole.best_epoch and resumed.val_accuracy == whole.val_accuracy
     assert resumed.temperature == whole.temperature  # the chosen epoch's calibration came through
     with pytest.raises(ConfigError, match="another run"):
-        fusion.train_fusion(embeddings, tmp_path / "c", method="f5", config=CONFIG, checkpoints=ckpt,
-                            progress=False)
+        fusion.train_fusion(embeddings, tmp_path / "c", method="f5", config=CONFIG, checkpoints=ckpt, progress=False)
 
 
 def test_finished_fusions_are_kept_and_copied_by_a_new_process(s3_env, embeddings, tmp_path, monkeypatch):
@@ -71,17 +78,32 @@ def test_finished_fusions_are_kept_and_copied_by_a_new_process(s3_env, embedding
     push_dir(embeddings, s3_env.uri("emb"), progress=False)
     ckpt = s3_env.uri("ckpt/fusion")
     out = s3_env.uri("runs/r1/fusion")
-    first = fusion.train_all_fusions(s3_env.uri("emb"), out, config=CONFIG, methods=("f1",),
-                                     modality_sets=("audio", "visual"), checkpoints=ckpt, progress=False)
+    first = fusion.train_all_fusions(
+        s3_env.uri("emb"),
+        out,
+        config=CONFIG,
+        methods=("f1",),
+        modality_sets=("audio", "visual"),
+        checkpoints=ckpt,
+        progress=False,
+    )
     assert [r.out_dir for r in first] == [f"{out}/f1-audio", f"{out}/f1-visual"]
     assert "runs/r1/fusion/f1-visual/fusion.json" in s3_env.keys("runs/")
     assert "ckpt/fusion/f1-audio/done/fusion.json" in s3_env.keys("ckpt/")
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished fusion was trained again")
+
     monkeypatch.setattr(fusion, "train_fusion", no_training)
-    again = fusion.train_all_fusions(s3_env.uri("emb"), tmp_path / "empty", config=CONFIG, methods=("f1",),
-                                     modality_sets=("audio", "visual"), checkpoints=ckpt, progress=False)
+    again = fusion.train_all_fusions(
+        s3_env.uri("emb"),
+        tmp_path / "empty",
+        config=CONFIG,
+        methods=("f1",),
+        modality_sets=("audio", "visual"),
+        checkpoints=ckpt,
+        progress=False,
+    )
     assert [r.skipped for r in again] == [True, True]
     assert [r.val_accuracy for r in again] == [r.val_accuracy for r in first]
     assert (tmp_path / "empty" / "f1-audio" / "model.keras").is_file()
@@ -94,8 +116,13 @@ def test_checkpoint_files_are_replaced_not_accumulated(tmp_path):
     optimizer.build(model.trainable_variables)
     rng = np.random.default_rng(1)
     for epoch in (1, 2):
-        ckpt.save_state(TrainingState(resume_key="key", epoch=epoch, history=({"epoch": epoch},), best_epoch=epoch),
-                        model, optimizer, rng, None)
+        ckpt.save_state(
+            TrainingState(resume_key="key", epoch=epoch, history=({"epoch": epoch},), best_epoch=epoch),
+            model,
+            optimizer,
+            rng,
+            None,
+        )
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["state-epoch-00002.npz", "state.json"]
     other = np.random.default_rng(99)
     state, best_weights = ckpt.restore_state("key", model, optimizer, other)
@@ -109,8 +136,14 @@ def test_evaluate_reads_fusions_and_writes_its_report_on_the_store(s3_env, embed
     from avsc.storage.sync import push_dir
 
     push_dir(embeddings, s3_env.uri("emb"), progress=False)
-    fusion.train_all_fusions(s3_env.uri("emb"), s3_env.uri("fusion"), config=CONFIG, methods=("f4",),
-                             modality_sets=("audio",), progress=False)
+    fusion.train_all_fusions(
+        s3_env.uri("emb"),
+        s3_env.uri("fusion"),
+        config=CONFIG,
+        methods=("f4",),
+        modality_sets=("audio",),
+        progress=False,
+    )
     metrics = evaluate([s3_env.uri("fusion")], s3_env.uri("report"), embeddings=s3_env.uri("emb"))
     assert [(r["method"], r["modalities"]) for r in metrics["results"]] == [("f4", "audio")]
     keys = s3_env.keys("report/")
@@ -121,8 +154,9 @@ def test_evaluate_reads_fusions_and_writes_its_report_on_the_store(s3_env, embed
 def test_a_state_of_an_older_avsc_is_refused_naming_it(tmp_path):
     from avsc.errors import DataError
 
-    (tmp_path / "state.json").write_text(json.dumps({"resume_key": "key", "epoch": 2, "arrays": "x.npz",
-                                                     "history": [], "rng": {}, "best": {}}))
+    (tmp_path / "state.json").write_text(
+        json.dumps({"resume_key": "key", "epoch": 2, "arrays": "x.npz", "history": [], "rng": {}, "best": {}})
+    )
     with pytest.raises(DataError, match=r"state\.json: not a avsc-training-state record .*delete these checkpoints"):
         Checkpoints(tmp_path).read_state()
     state = TrainingState(resume_key={"settings": {}}, epoch=1, best_key=(-1.0, 0.5))

@@ -32,8 +32,9 @@ HEAVY = ("tensorflow", "keras", "librosa", "numba", "kfp", "pandas", "pyarrow", 
 def _python(code: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter that imports avsc from this checkout."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
+    )
 
 
 def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
@@ -46,6 +47,7 @@ def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
 
 
 # ---------------------------------------------------------------- registration and help
+
 
 def test_every_module_in_the_list_is_a_command_named_after_it():
     names = [path[0] for path, _ in _commands(build_parser()) if len(path) == 1]
@@ -110,15 +112,36 @@ def test_predict_and_preprocess_document_their_failure_status():
 
 # ---------------------------------------------------------------- one settings path
 
+
 def test_shorthands_config_file_and_set_resolve_in_order(tmp_path):
     config_file = tmp_path / "fusion.toml"
     config_file.write_text("[fusion]\nepochs = 7\nbatch_size = 8\nseed = 5\n")
-    args = build_parser().parse_args([
-        "fuse", "emb", "--method", "f1", "-o", "out", "--preset", "quick", "--config", str(config_file),
-        "--epochs", "3", "--learning-rate", "0.5", "--set", "fusion.epochs=2", "--set", "fusion.l2=0.0"])
+    args = build_parser().parse_args(
+        [
+            "fuse",
+            "emb",
+            "--method",
+            "f1",
+            "-o",
+            "out",
+            "--preset",
+            "quick",
+            "--config",
+            str(config_file),
+            "--epochs",
+            "3",
+            "--learning-rate",
+            "0.5",
+            "--set",
+            "fusion.epochs=2",
+            "--set",
+            "fusion.l2=0.0",
+        ]
+    )
     config = options.resolve_config(args)
-    assert config == load_config(config_file, preset="quick", overrides={
-        "fusion.epochs": 2, "fusion.learning_rate": 0.5, "fusion.l2": 0.0})
+    assert config == load_config(
+        config_file, preset="quick", overrides={"fusion.epochs": 2, "fusion.learning_rate": 0.5, "fusion.l2": 0.0}
+    )
     assert (config.fusion.epochs, config.fusion.batch_size, config.fusion.seed) == (2, 8, 5)
     assert config.train == load_config(preset="quick").train
 
@@ -131,9 +154,30 @@ def demo_manifest(tmp_path_factory):
     """`avsc demo-data` (3 one-second clips of one scene) and `avsc ingest`."""
     root = tmp_path_factory.mktemp("cli")
     dataset, manifest = root / "demo", root / "manifest.parquet"
-    assert main(["demo-data", str(dataset), "--classes", "1", "--clips-per-class", "3",
-                 "--locations-per-class", "3", "--seconds", "1", "--width", "32", "--height", "32",
-                 "--fps", "4", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "demo-data",
+                str(dataset),
+                "--classes",
+                "1",
+                "--clips-per-class",
+                "3",
+                "--locations-per-class",
+                "3",
+                "--seconds",
+                "1",
+                "--width",
+                "32",
+                "--height",
+                "32",
+                "--fps",
+                "4",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert main(["ingest", str(dataset), "-o", str(manifest), "--quiet"]) == 0
     return manifest
 
@@ -142,10 +186,15 @@ def test_set_reaches_the_features_and_their_recorded_config(demo_manifest, tmp_p
     from avsc.features.store import FeatureStore
 
     out = tmp_path / "features"
-    settings = ["--set", "features.audio.clip_seconds=1.0", "--set", "features.frames.size=32",
-                "--set", "features.audio.frames=309"]
-    assert main(["preprocess", str(demo_manifest), "-o", str(out), "--preset", "quick", *settings,
-                 "--quiet"]) == 0
+    settings = [
+        "--set",
+        "features.audio.clip_seconds=1.0",
+        "--set",
+        "features.frames.size=32",
+        "--set",
+        "features.audio.frames=309",
+    ]
+    assert main(["preprocess", str(demo_manifest), "-o", str(out), "--preset", "quick", *settings, "--quiet"]) == 0
     assert "mel 128x309x2" in capsys.readouterr().out
     store = FeatureStore.open(out)
     expected = load_config(preset="quick", overrides=[s for s in settings if s != "--set"]).features
@@ -156,13 +205,16 @@ def test_set_reaches_the_features_and_their_recorded_config(demo_manifest, tmp_p
     assert [store.read_clip(clip_id, name).shape[1] for name in ("mel", "gam", "cqt")] == [309, 309, 309]
 
 
-@pytest.mark.parametrize("argv, named", [
-    (["--set", "features.audio.framez=309"], "framez"),
-    (["--set", "features.audio.frames=many"], "features.audio.frames"),
-    (["--set", "features.audio.frames"], "expected section.key=value"),
-    (["--preset", "quick", "--config", "missing.toml"], "missing.toml"),
-    (["--shard", "3/2"], "shard"),
-])
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["--set", "features.audio.framez=309"], "framez"),
+        (["--set", "features.audio.frames=many"], "features.audio.frames"),
+        (["--set", "features.audio.frames"], "expected section.key=value"),
+        (["--preset", "quick", "--config", "missing.toml"], "missing.toml"),
+        (["--shard", "3/2"], "shard"),
+    ],
+)
 def test_bad_settings_are_usage_errors_naming_the_setting(demo_manifest, tmp_path, capsys, argv, named):
     out = tmp_path / "features"
     assert main(["preprocess", str(demo_manifest), "-o", str(out), *argv]) == 2
@@ -186,20 +238,35 @@ def test_argparse_errors_and_missing_commands_exit_2(capsys):
 def test_fuse_prints_each_result_once_and_the_library_only_logs(tmp_path, capsys, caplog):
     from embeddings_factory import make_embeddings
 
-    embeddings = make_embeddings(tmp_path / "emb", width=8, per_class={"train": 2, "val": 1, "test": 1},
-                                 backbones=("vis-inc", "vis-conv"))
-    argv = ["fuse", str(embeddings), "--method", "f4", "--modalities", "visual", "-o", str(tmp_path / "f"),
-            "--preset", "quick", "--epochs", "1"]
+    embeddings = make_embeddings(
+        tmp_path / "emb", width=8, per_class={"train": 2, "val": 1, "test": 1}, backbones=("vis-inc", "vis-conv")
+    )
+    argv = [
+        "fuse",
+        str(embeddings),
+        "--method",
+        "f4",
+        "--modalities",
+        "visual",
+        "-o",
+        str(tmp_path / "f"),
+        "--preset",
+        "quick",
+        "--epochs",
+        "1",
+    ]
     with caplog.at_level("DEBUG"):
         assert main(["-v", *argv]) == 0  # -v: the library's debug messages too
     captured = capsys.readouterr()
     line = "f4 visual: best step 1"
     assert (captured.out + captured.err).count(line) == 1 and captured.out.startswith(line)
-    assert any("f4 visual: best step 1 of 1" in r.getMessage() for r in caplog.records
-               if r.name == "avsc.training.fusion")
+    assert any(
+        "f4 visual: best step 1 of 1" in r.getMessage() for r in caplog.records if r.name == "avsc.training.fusion"
+    )
 
 
 # ---------------------------------------------------------------- data and runtime errors
+
 
 def test_a_missing_input_exits_1_naming_it(tmp_path, capsys):
     manifest = tmp_path / "nowhere" / "manifest.parquet"
@@ -217,6 +284,7 @@ def test_runtime_errors_interrupts_and_missing_extras_map_to_their_status(capsys
     def raising(exc):
         def handler(args):
             raise exc
+
         return handler
 
     assert cli._run(raising(PermissionError(13, "Permission denied", "out/model.keras")), args) == 1
@@ -249,8 +317,9 @@ sys.exit(main(sys.argv[1:]))
 def test_commands_that_need_tensorflow_say_which_extra_to_install(name, tmp_path):
     done = _python(_WITHOUT_TENSORFLOW, *TENSORFLOW_COMMANDS[name], cwd=tmp_path)
     assert done.returncode == 1, done.stderr
-    assert done.stderr.strip() == (f"avsc {name}: error: this command needs TensorFlow: "
-                                   "pip install 'avsc[cpu]' or 'avsc[gpu]'")
+    assert done.stderr.strip() == (
+        f"avsc {name}: error: this command needs TensorFlow: pip install 'avsc[cpu]' or 'avsc[gpu]'"
+    )
     assert done.stdout == ""
     helped = _python(_WITHOUT_TENSORFLOW, name, "--help", cwd=tmp_path)
     assert helped.returncode == 0 and "exit status:" in helped.stdout
@@ -258,16 +327,25 @@ def test_commands_that_need_tensorflow_say_which_extra_to_install(name, tmp_path
 
 def test_a_jax_backend_without_jax_says_which_extra_to_install(tmp_path):
     hide_jax = _WITHOUT_TENSORFLOW.replace('("tensorflow", "keras")', '("jax", "jaxlib")')
-    env = dict(os.environ, KERAS_BACKEND="jax",
-               PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, "-c", hide_jax, *TENSORFLOW_COMMANDS["train"]], capture_output=True,
-                          text=True, env=env, cwd=tmp_path, timeout=120)
+    env = dict(
+        os.environ, KERAS_BACKEND="jax", PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", hide_jax, *TENSORFLOW_COMMANDS["train"]],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 1, done.stderr
-    assert done.stderr.strip() == ("avsc train: error: this command with KERAS_BACKEND=jax needs JAX: "
-                                   "pip install 'avsc[jax]'")
+    assert done.stderr.strip() == (
+        "avsc train: error: this command with KERAS_BACKEND=jax needs JAX: pip install 'avsc[jax]'"
+    )
 
 
 # ---------------------------------------------------------------- cheap imports
+
 
 def test_import_avsc_and_every_help_import_no_heavy_library():
     code = f"""

@@ -80,8 +80,9 @@ def config(tmp_path_factory) -> Artifact:
     """The config artifact of a run: the quick preset with :data:`OVERRIDES`."""
     root = tmp_path_factory.mktemp("config")
     artifact = Artifact(uri=str(root / "config"))
-    resolve_config.python_func(preset="quick", overrides=OVERRIDES, config=artifact,
-                               summary=Markdown(uri=str(root / "summary")))
+    resolve_config.python_func(
+        preset="quick", overrides=OVERRIDES, config=artifact, summary=Markdown(uri=str(root / "summary"))
+    )
     return artifact
 
 
@@ -118,23 +119,33 @@ def test_resolve_config_takes_json_and_nothing(tmp_path):
     assert "None: the preset as it is." in Path(summary.path).read_text()
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ("train.epochz = 3", "unknown setting.*epochz"),
-    ('train.epochs = "ten"', "train.epochs"),
-    ("[train", "neither a TOML table nor a JSON object"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ("train.epochz = 3", "unknown setting.*epochz"),
+        ('train.epochs = "ten"', "train.epochs"),
+        ("[train", "neither a TOML table nor a JSON object"),
+    ],
+)
 def test_resolve_config_refuses_bad_settings(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
-        resolve_config.python_func(preset="quick", overrides=overrides, config=Artifact(uri=str(tmp_path / "c")),
-                                   summary=Markdown(uri=str(tmp_path / "s")))
+        resolve_config.python_func(
+            preset="quick",
+            overrides=overrides,
+            config=Artifact(uri=str(tmp_path / "c")),
+            summary=Markdown(uri=str(tmp_path / "s")),
+        )
     assert not (tmp_path / "c").exists()
 
 
 def test_resolve_config_hands_ingest_the_segment_length(tmp_path):
     def resolve(overrides: str):
-        return resolve_config.python_func(preset="quick", overrides=overrides,
-                                          config=Artifact(uri=str(tmp_path / "c")),
-                                          summary=Markdown(uri=str(tmp_path / "s")))
+        return resolve_config.python_func(
+            preset="quick",
+            overrides=overrides,
+            config=Artifact(uri=str(tmp_path / "c")),
+            summary=Markdown(uri=str(tmp_path / "s")),
+        )
 
     assert resolve("").segment_seconds == 0.0  # whole clips
     one_second = resolve("data.segment_seconds = 1\nfeatures.audio.clip_seconds = 1.0")
@@ -153,8 +164,16 @@ def test_resolve_config_hands_ingest_the_segment_length(tmp_path):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    return make_demo_dataset(tmp_path_factory.mktemp("demo") / "dataset", classes=2, clips_per_class=3,
-                             locations_per_class=3, seconds=1.0, width=64, height=48, progress=False).root
+    return make_demo_dataset(
+        tmp_path_factory.mktemp("demo") / "dataset",
+        classes=2,
+        clips_per_class=3,
+        locations_per_class=3,
+        seconds=1.0,
+        width=64,
+        height=48,
+        progress=False,
+    ).root
 
 
 @pytest.fixture(scope="module")
@@ -196,8 +215,17 @@ def test_preprocess_shard_follows_the_config(config, dataset, manifest, tmp_path
     from avsc.features.store import FeatureStore
 
     features, metrics = Dataset(uri=str(tmp_path / "features")), Metrics(uri=str(tmp_path / "metrics"))
-    preprocess_shard.python_func(config=config, manifest=manifest[0], dataset=str(dataset), shard_index=0,
-                                 shard_count=2, workers=1, output_uri="", features=features, metrics=metrics)
+    preprocess_shard.python_func(
+        config=config,
+        manifest=manifest[0],
+        dataset=str(dataset),
+        shard_index=0,
+        shard_count=2,
+        workers=1,
+        output_uri="",
+        features=features,
+        metrics=metrics,
+    )
     store = read_json(Path(features.path) / "store.json")  # without an output URI: the shard's own store
     assert store["config_hash"] == read_json(config.path)["hashes"]["features"]
     assert store["features"]["mel"]["shape"] == [128, 40, 2]  # features.audio.frames of the config
@@ -213,9 +241,17 @@ def test_preprocess_shards_share_the_run_store_and_hand_on_a_reference(config, d
     refs = []
     for index in (0, 1):
         features = Dataset(uri=str(tmp_path / f"features-{index}"))
-        preprocess_shard.python_func(config=config, manifest=manifest[0], dataset=str(dataset), shard_index=index,
-                                     shard_count=2, workers=1, output_uri=str(tmp_path / "run"),
-                                     features=features, metrics=Metrics(uri=str(tmp_path / f"metrics-{index}")))
+        preprocess_shard.python_func(
+            config=config,
+            manifest=manifest[0],
+            dataset=str(dataset),
+            shard_index=index,
+            shard_count=2,
+            workers=1,
+            output_uri=str(tmp_path / "run"),
+            features=features,
+            metrics=Metrics(uri=str(tmp_path / f"metrics-{index}")),
+        )
         assert sorted(p.name for p in Path(features.path).iterdir()) == ["feature-store.json"]
         refs.append(features.path)
     # Keyed by the feature settings and, sound from WAVs where there are some (data.audio_source
@@ -233,11 +269,18 @@ def test_preprocess_shards_share_the_run_store_and_hand_on_a_reference(config, d
 def trained(config, tmp_path_factory) -> tuple[Model, Metrics, Dataset]:
     """aud-mel trained for one epoch on a tiny two-scene store (one of the five loop iterations)."""
     root = tmp_path_factory.mktemp("train")
-    store = make_feature_store(root / "features", per_class={"train": 4, "val": 2, "test": 2},
-                               labels=LABELS[:2], features=("mel",))
+    store = make_feature_store(
+        root / "features", per_class={"train": 4, "val": 2, "test": 2}, labels=LABELS[:2], features=("mel",)
+    )
     model, metrics = Model(uri=str(root / "model")), Metrics(uri=str(root / "metrics"))
-    train_backbone.python_func(backbone="aud-mel", config=config, features=[Dataset(uri=str(store))],
-                               output_uri="", model=model, metrics=metrics)
+    train_backbone.python_func(
+        backbone="aud-mel",
+        config=config,
+        features=[Dataset(uri=str(store))],
+        output_uri="",
+        model=model,
+        metrics=metrics,
+    )
     return model, metrics, Dataset(uri=str(store))
 
 
@@ -257,14 +300,26 @@ def test_train_backbone_writes_the_model_tagged_with_its_backbone(trained, confi
 def test_train_backbone_checkpoints_under_the_output_uri_for_a_retried_pod(trained, config, tmp_path):
     _, _, store = trained
     first = Model(uri=str(tmp_path / "pod-1" / "model"))
-    train_backbone.python_func(backbone="aud-mel", config=config, features=[store], output_uri=str(tmp_path / "run"),
-                               model=first, metrics=Metrics(uri=str(tmp_path / "pod-1" / "metrics")))
+    train_backbone.python_func(
+        backbone="aud-mel",
+        config=config,
+        features=[store],
+        output_uri=str(tmp_path / "run"),
+        model=first,
+        metrics=Metrics(uri=str(tmp_path / "pod-1" / "metrics")),
+    )
     [location] = (tmp_path / "run" / "checkpoints").iterdir()
     assert location.name.startswith("aud-mel-") and read_json(location / "state.json")["epoch"] == 1
     assert not (Path(first.path) / "checkpoints").exists()
     retried = Model(uri=str(tmp_path / "pod-2" / "model"))  # a new pod, an empty disk: nothing to train
-    train_backbone.python_func(backbone="aud-mel", config=config, features=[store], output_uri=str(tmp_path / "run"),
-                               model=retried, metrics=Metrics(uri=str(tmp_path / "pod-2" / "metrics")))
+    train_backbone.python_func(
+        backbone="aud-mel",
+        config=config,
+        features=[store],
+        output_uri=str(tmp_path / "run"),
+        model=retried,
+        metrics=Metrics(uri=str(tmp_path / "pod-2" / "metrics")),
+    )
     assert read_json(Path(retried.path) / "history.json") == read_json(Path(first.path) / "history.json")
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == [location.name]
 
@@ -298,13 +353,20 @@ def phase_one(manifest, tmp_path_factory) -> tuple[list[Model], list[Dataset]]:
         iteration = root / f"iteration-{number}"
         (iteration / "model").mkdir(parents=True)
         (iteration / "model" / "model.keras").write_bytes(f"model of {backbone}".encode())
-        write_model_info(iteration / "model", backbone, features=features, config_hash="train0000001",
-                         lineage=lineage)
+        write_model_info(iteration / "model", backbone, features=features, config_hash="train0000001", lineage=lineage)
         source = read_embeddings(synthetic / f"{backbone}.parquet")
-        write_embeddings(iteration / "embeddings", clip_ids=list(source.clip_ids), splits=list(source.splits),
-                         labels=list(source.labels), fc1024=source.fc1024, fc10=source.fc10, backbone=backbone,
-                         config_hash=source.info.config_hash,
-                         model_sha256=sha256_file(iteration / "model" / "model.keras"), lineage=lineage)
+        write_embeddings(
+            iteration / "embeddings",
+            clip_ids=list(source.clip_ids),
+            splits=list(source.splits),
+            labels=list(source.labels),
+            fc1024=source.fc1024,
+            fc10=source.fc10,
+            backbone=backbone,
+            config_hash=source.info.config_hash,
+            model_sha256=sha256_file(iteration / "model" / "model.keras"),
+            lineage=lineage,
+        )
         models.append(Model(uri=str(iteration / "model"), metadata={"backbone": backbone}))
         embeddings.append(Dataset(uri=str(iteration / "embeddings"), metadata={"backbone": backbone}))
     return models[::-1], embeddings[::-1]  # Collected lists come in no promised order
@@ -315,9 +377,15 @@ def fused(config, phase_one, tmp_path_factory) -> tuple[Model, Metrics, dict[str
     root = tmp_path_factory.mktemp("fuse")
     fusions, metrics = Model(uri=str(root / "fusions")), Metrics(uri=str(root / "metrics"))
     confusions = {name: ClassificationMetrics(uri=str(root / name)) for name in ("audio_visual", "audio", "visual")}
-    fuse_method.python_func(method="f4", config=config, embeddings=phase_one[1], output_uri="",
-                            fusions=fusions, metrics=metrics,
-                            **{f"confusion_{name}": artifact for name, artifact in confusions.items()})
+    fuse_method.python_func(
+        method="f4",
+        config=config,
+        embeddings=phase_one[1],
+        output_uri="",
+        fusions=fusions,
+        metrics=metrics,
+        **{f"confusion_{name}": artifact for name, artifact in confusions.items()},
+    )
     return fusions, metrics, confusions
 
 
@@ -342,9 +410,17 @@ def test_evaluate_fusions_reports_and_bundles_the_best(fused, phase_one, manifes
     report, bundle = Dataset(uri=str(tmp_path / "report")), Model(uri=str(tmp_path / "bundle"))
     html, metrics = HTML(uri=str(tmp_path / "report.html")), Metrics(uri=str(tmp_path / "metrics"))
     summary = Markdown(uri=str(tmp_path / "summary"))
-    evaluate_fusions.python_func(fusions=[fusions], models=models, embeddings=embeddings, report=report,
-                                 report_html=html, metrics=metrics, bundle=bundle, summary=summary,
-                                 manifest=manifest[0])
+    evaluate_fusions.python_func(
+        fusions=[fusions],
+        models=models,
+        embeddings=embeddings,
+        report=report,
+        report_html=html,
+        metrics=metrics,
+        bundle=bundle,
+        summary=summary,
+        manifest=manifest[0],
+    )
     result = read_json(Path(report.path) / "metrics.json")
     assert len(result["results"]) == 3
     # The provenance block names the ingested dataset (the demo data, synthetic) and the
@@ -380,15 +456,25 @@ def test_publish_outputs_to_a_local_folder(config, phase_one, tmp_path):
     bundle.mkdir()
     (bundle / "bundle.json").write_text("{}")
     out = tmp_path / "out"
-    publish_outputs.python_func(output_uri=str(out), config=config, report=Dataset(uri=str(report)),
-                                bundle=Model(uri=str(bundle)), embeddings=phase_one[1])
+    publish_outputs.python_func(
+        output_uri=str(out),
+        config=config,
+        report=Dataset(uri=str(report)),
+        bundle=Model(uri=str(bundle)),
+        embeddings=phase_one[1],
+    )
     assert read_json(out / "config.json") == read_json(config.path)
     assert (out / "metrics.json").is_file() and (out / "bundle" / "bundle.json").is_file()
     for backbone in BACKBONES:
         assert read_embeddings(out / "embeddings" / f"{backbone}.parquet").info.backbone == backbone
     shutil.rmtree(out)
-    publish_outputs.python_func(output_uri="", config=config, report=Dataset(uri=str(report)),
-                                bundle=Model(uri=str(bundle)), embeddings=phase_one[1])
+    publish_outputs.python_func(
+        output_uri="",
+        config=config,
+        report=Dataset(uri=str(report)),
+        bundle=Model(uri=str(bundle)),
+        embeddings=phase_one[1],
+    )
     assert not out.exists()  # empty output_uri: nothing published
 
 

@@ -96,8 +96,15 @@ def test_feature_config_round_trips_through_a_dict():
 
 
 def test_set_arguments_are_typed_toml_values_and_plain_strings():
-    cfg = load_config(preset="quick", overrides=["features.audio.frames=309", "train.weights=imagenet",
-                                                 "train.learning_rate=1e-3", "fusion.seed = 7"])
+    cfg = load_config(
+        preset="quick",
+        overrides=[
+            "features.audio.frames=309",
+            "train.weights=imagenet",
+            "train.learning_rate=1e-3",
+            "fusion.seed = 7",
+        ],
+    )
     assert cfg.features.audio.frames == 309
     assert cfg.train.weights == "imagenet" and cfg.train.learning_rate == 1e-3 and cfg.fusion.seed == 7
     with pytest.raises(ConfigError, match=r"expected section\.key=value"):

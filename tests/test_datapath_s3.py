@@ -30,14 +30,23 @@ ROOT = Path(__file__).resolve().parents[1]
 def demo(tmp_path_factory):
     from avsc.data.demo import make_demo_dataset
 
-    return make_demo_dataset(tmp_path_factory.mktemp("demo") / "demo", classes=2, clips_per_class=6,
-                             locations_per_class=3, seconds=1.0, width=64, height=48, fps=5.0,
-                             progress=False).root
+    return make_demo_dataset(
+        tmp_path_factory.mktemp("demo") / "demo",
+        classes=2,
+        clips_per_class=6,
+        locations_per_class=3,
+        seconds=1.0,
+        width=64,
+        height=48,
+        fps=5.0,
+        progress=False,
+    ).root
 
 
 def _no_pulls(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the dataset must not be copied")
+
     monkeypatch.setattr(sync, "pull_dir", refuse)
     monkeypatch.setattr(sync, "pull_file", refuse)
 
@@ -88,9 +97,14 @@ def test_ingest_and_preprocess_read_the_store_in_place(s3_env, demo, monkeypatch
 def local_store(tmp_path_factory):
     from features_factory import make_feature_store
 
-    return make_feature_store(tmp_path_factory.mktemp("features") / "features",
-                              per_class={"train": 4, "val": 2, "test": 1}, n_bins=16, frames=24,
-                              size=32, part_clips=6)
+    return make_feature_store(
+        tmp_path_factory.mktemp("features") / "features",
+        per_class={"train": 4, "val": 2, "test": 1},
+        n_bins=16,
+        frames=24,
+        size=32,
+        part_clips=6,
+    )
 
 
 def test_streams_from_s3_equal_streams_from_disk(s3_env, local_store):
@@ -102,10 +116,14 @@ def test_streams_from_s3_equal_streams_from_disk(s3_env, local_store):
     here, there = FeatureStore.open(local_store), FeatureStore.open(s3_env.uri("features"))
     assert there.parts("train")[0].location.startswith("s3://")
     for backbone, extra in (("aud-cqt", {}), ("vis-inc", {"frames_per_clip": 1})):
-        a = [(x.numpy(), lam.numpy(), y.numpy()) for (x, lam, _), y in
-             train_dataset(here, backbone, batch_size=7, seed=3, **extra)]
-        b = [(x.numpy(), lam.numpy(), y.numpy()) for (x, lam, _), y in
-             train_dataset(there, backbone, batch_size=7, seed=3, **extra)]
+        a = [
+            (x.numpy(), lam.numpy(), y.numpy())
+            for (x, lam, _), y in train_dataset(here, backbone, batch_size=7, seed=3, **extra)
+        ]
+        b = [
+            (x.numpy(), lam.numpy(), y.numpy())
+            for (x, lam, _), y in train_dataset(there, backbone, batch_size=7, seed=3, **extra)
+        ]
         assert len(a) == len(b) > 1
         for batch_a, batch_b in zip(a, b, strict=True):
             for one, other in zip(batch_a, batch_b, strict=True):
@@ -117,8 +135,14 @@ def test_streams_from_s3_equal_streams_from_disk(s3_env, local_store):
 
 def _cli(*args: str, env: dict) -> subprocess.Popen:
     code = "import sys; from avsc.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _env() -> dict:
@@ -134,15 +158,30 @@ def test_a_killed_training_resumes_from_checkpoints_on_the_store(s3_env, tmp_pat
     pytest.importorskip("tensorflow")
     from features_factory import make_feature_store
 
-    store = make_feature_store(tmp_path / "features", per_class={"train": 24, "val": 2}, features=("mel",),
-                               n_bins=16, frames=48, part_clips=16)
+    store = make_feature_store(
+        tmp_path / "features", per_class={"train": 24, "val": 2}, features=("mel",), n_bins=16, frames=48, part_clips=16
+    )
     sync.push_dir(store, s3_env.uri("features"), progress=False)
     checkpoints = s3_env.uri("checkpoints/aud-mel-1")
     state_uri = locations.join(checkpoints, "state.json")
     settings = tmp_path / "small.toml"  # a small network: the test is about resuming, not learning
     settings.write_text("[train]\naudio_stages = 2\naudio_base_filters = 4\n")
-    args = ["train", "aud-mel", s3_env.uri("features"), "--checkpoints", checkpoints, "--preset", "quick",
-            "--config", str(settings), "--epochs", "5", "--batch-size", "4", "--quiet"]
+    args = [
+        "train",
+        "aud-mel",
+        s3_env.uri("features"),
+        "--checkpoints",
+        checkpoints,
+        "--preset",
+        "quick",
+        "--config",
+        str(settings),
+        "--epochs",
+        "5",
+        "--batch-size",
+        "4",
+        "--quiet",
+    ]
     first = _cli(*args, "-o", str(tmp_path / "out-1"), env=_env())
     state = None
     deadline = time.monotonic() + 600
@@ -179,14 +218,15 @@ def test_train_and_embed_read_and_write_the_store(s3_env, local_store):
     from avsc.training.embeddings import embed_clips, read_embeddings
 
     sync.push_dir(local_store, s3_env.uri("features"), progress=False)
-    config = load_config(preset="quick", overrides={"train": {"epochs": 1, "audio_stages": 2,
-                                                              "batch_size": 8}}).train
+    config = load_config(preset="quick", overrides={"train": {"epochs": 1, "audio_stages": 2, "batch_size": 8}}).train
     model_dir = s3_env.uri("runs/r2/models/aud-gam")
     result = train_backbone("aud-gam", s3_env.uri("features"), model_dir, config=config, progress=False)
     assert result.model_dir == model_dir and result.epochs_run == 1
     keys = set(s3_env.keys("runs/r2/models/aud-gam/"))
-    assert {f"runs/r2/models/aud-gam/{n}" for n in ("model.keras", "config.json", "history.json",
-                                                    "val_metrics.json", "checkpoints/state.json")} <= keys
+    assert {
+        f"runs/r2/models/aud-gam/{n}"
+        for n in ("model.keras", "config.json", "history.json", "val_metrics.json", "checkpoints/state.json")
+    } <= keys
     out = s3_env.uri("runs/r2/embeddings/aud-gam.parquet")
     embedded = embed_clips(model_dir, s3_env.uri("features"), out, progress=False)
     table = read_embeddings(out)

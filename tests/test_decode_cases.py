@@ -29,8 +29,13 @@ BEEP = "aevalsrc=exprs='if(between(t\\,1\\,1.3)\\,0.5*sin(2*PI*1000*t)\\,0)':s=4
 
 
 def _ffmpeg(path: Path, *args: str) -> Path:
-    run_ffmpeg(path, ["-loglevel", "error", "-y", *args, str(path)], what="generated streams", timeout_s=120,
-               exe=shipped_ffmpeg())
+    run_ffmpeg(
+        path,
+        ["-loglevel", "error", "-y", *args, str(path)],
+        what="generated streams",
+        timeout_s=120,
+        exe=shipped_ffmpeg(),
+    )
     return path
 
 
@@ -40,17 +45,52 @@ def files(tmp_path_factory):
     gray = "color=c=gray:s=160x120:r=30:d=4"
     return {
         # 1. Picture from 0 s; sound track starting at 1.0 s, its beep 1.0 s into it.
-        "late": _ffmpeg(root / "late.mp4", "-f", "lavfi", "-i", gray, "-itsoffset", "1.0", "-f", "lavfi",
-                        "-i", BEEP, "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"),
+        "late": _ffmpeg(
+            root / "late.mp4",
+            "-f",
+            "lavfi",
+            "-i",
+            gray,
+            "-itsoffset",
+            "1.0",
+            "-f",
+            "lavfi",
+            "-i",
+            BEEP,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+        ),
         # 3. Digital silence as the sound track.
-        "silent": _ffmpeg(root / "silent.mp4", "-f", "lavfi", "-i", gray, "-f", "lavfi", "-i",
-                          "anullsrc=r=48000:cl=stereo", "-t", "4", "-c:v", "libx264", "-preset", "ultrafast",
-                          "-c:a", "aac"),
+        "silent": _ffmpeg(
+            root / "silent.mp4",
+            "-f",
+            "lavfi",
+            "-i",
+            gray,
+            "-f",
+            "lavfi",
+            "-i",
+            "anullsrc=r=48000:cl=stereo",
+            "-t",
+            "4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+        ),
         # 5. Streams of different lengths.
-        "long_sound": make_variant(root / "long_sound.mp4", Variant("long-sound", seconds=4.0, audio_seconds=12.0,
-                                                                  beep_at=9.0, fps=10.0)),
-        "short_sound": make_variant(root / "short_sound.mp4", Variant("short-sound", seconds=12.0,
-                                                                    audio_seconds=3.0, fps=10.0)),
+        "long_sound": make_variant(
+            root / "long_sound.mp4", Variant("long-sound", seconds=4.0, audio_seconds=12.0, beep_at=9.0, fps=10.0)
+        ),
+        "short_sound": make_variant(
+            root / "short_sound.mp4", Variant("short-sound", seconds=12.0, audio_seconds=3.0, fps=10.0)
+        ),
         # 6. A 0.2-s clip: three frames at 15 frames/s.
         "tiny": make_video(root / "tiny.mp4", seconds=0.2, fps=15.0),
         # 7. MPEG-TS.
@@ -82,8 +122,9 @@ def test_default_track_else_first(tmp_path):
     assert 0.495 <= beep_onset(audio, RATE) <= 0.525  # AAC in MKV: + 21 ms of priming, in any player
     assert np.abs(audio[: int(0.45 * RATE)]).max() < 1e-3  # no noise: not the 5.1 track
 
-    flagged = make_variant(tmp_path / "flagged.mkv",
-                           Variant("flagged", container="mkv", tracks="noise-first-default-second"))
+    flagged = make_variant(
+        tmp_path / "flagged.mkv", Variant("flagged", container="mkv", tracks="noise-first-default-second")
+    )
     info = probe_media(flagged)
     assert (info.audio_track, info.audio_tracks) == (1, 2)
     assert "flagged default" in " ".join(info.warnings)
@@ -103,12 +144,13 @@ def test_digital_silence_is_detected_and_rejected_by_preprocessing(files, tmp_pa
 
     audio = demux_audio(files["silent"], AudioConfig(sample_rate=RATE, clip_seconds=2.0))
     assert is_silent(audio)
-    assert not is_silent(demux_audio(files["late"], AudioConfig(sample_rate=RATE, clip_seconds=2.0),
-                                     offset_s=1.8))
-    config = FeatureConfig(audio=AudioConfig(sample_rate=RATE, clip_seconds=1.0, n_bins=16),
-                           frames=FrameConfig(fps=2.0, size=16))
-    clip_id, encoded, reason = _task(("silent", "bus", "train", str(files["silent"]), config,
-                                      _specs(config), 1, 0.0, None))
+    assert not is_silent(demux_audio(files["late"], AudioConfig(sample_rate=RATE, clip_seconds=2.0), offset_s=1.8))
+    config = FeatureConfig(
+        audio=AudioConfig(sample_rate=RATE, clip_seconds=1.0, n_bins=16), frames=FrameConfig(fps=2.0, size=16)
+    )
+    clip_id, encoded, reason = _task(
+        ("silent", "bus", "train", str(files["silent"]), config, _specs(config), 1, 0.0, None)
+    )
     assert clip_id == "silent" and encoded is None
     assert "silent.mp4" in reason and "digital silence" in reason
 
@@ -120,8 +162,9 @@ def test_non_finite_samples_are_a_truthful_error(tmp_path):
     path = make_nan_video(tmp_path / "nan.mkv")
     with pytest.raises(MediaError, match=r"nan\.mkv: .*non-finite samples \(NaN or Inf"):
         demux_audio(path, AudioConfig(sample_rate=RATE, clip_seconds=2.0))
-    config = FeatureConfig(audio=AudioConfig(sample_rate=RATE, clip_seconds=1.0, n_bins=16),
-                           frames=FrameConfig(fps=2.0, size=16))
+    config = FeatureConfig(
+        audio=AudioConfig(sample_rate=RATE, clip_seconds=1.0, n_bins=16), frames=FrameConfig(fps=2.0, size=16)
+    )
     _, _, reason = _task(("nan", "bus", "train", str(path), config, _specs(config), 1, 0.0, None))
     assert "non-finite" in reason and "unexpected" not in reason and "ParameterError" not in reason
 
@@ -132,24 +175,27 @@ def test_streams_of_different_lengths_are_padded_as_a_player_does(files):
     long_sound = probe_media(files["long_sound"])
     assert long_sound.duration_s == pytest.approx(12.0, abs=0.05)
     assert any("picture is its last frame" in w for w in long_sound.warnings)
-    last = sample_frames(files["long_sound"], frames_cfg, seconds=4.0, offset_s=3.0, info=long_sound,
-                         reference_only=False)
+    last = sample_frames(
+        files["long_sound"], frames_cfg, seconds=4.0, offset_s=3.0, info=long_sound, reference_only=False
+    )
     after = sample_frames(files["long_sound"], frames_cfg, seconds=4.0, offset_s=8.0, info=long_sound)
     assert after.shape == (8, 32, 32, 3)
     for frame in after:  # the picture ended at 4 s: its last frame, as at 3.5 s and later
         np.testing.assert_array_equal(frame, last[-1])
-    audio = demux_audio(files["long_sound"], AudioConfig(sample_rate=RATE, clip_seconds=4.0), offset_s=8.0,
-                        info=long_sound)
+    audio = demux_audio(
+        files["long_sound"], AudioConfig(sample_rate=RATE, clip_seconds=4.0), offset_s=8.0, info=long_sound
+    )
     assert beep_onset(audio, RATE) == pytest.approx(1.0, abs=0.012)
 
     short_sound = probe_media(files["short_sound"])
     assert short_sound.duration_s == pytest.approx(12.0, abs=0.05)
     assert any("sound is silence" in w for w in short_sound.warnings)
-    quiet = demux_audio(files["short_sound"], AudioConfig(sample_rate=RATE, clip_seconds=4.0), offset_s=8.0,
-                        info=short_sound)
+    quiet = demux_audio(
+        files["short_sound"], AudioConfig(sample_rate=RATE, clip_seconds=4.0), offset_s=8.0, info=short_sound
+    )
     assert quiet.shape == (4 * RATE, 2) and not quiet.any()  # past the sound's end: silence
     frames = sample_frames(files["short_sound"], frames_cfg, seconds=4.0, offset_s=8.0, info=short_sound)
-    assert len({ramp_index(frames[i:i + 1])[0] for i in range(len(frames))}) == 8  # the picture goes on
+    assert len({ramp_index(frames[i : i + 1])[0] for i in range(len(frames))}) == 8  # the picture goes on
 
 
 def test_very_short_video_repeats_its_last_frame(files):
@@ -178,8 +224,12 @@ def test_the_shipped_ffmpeg_crash_on_mpeg_ts_is_reproduced_without_the_fix(files
     if not is_bundled(exe):
         pytest.skip("AVSC_FFMPEG points at another ffmpeg")
     env = {k: v for k, v in os.environ.items() if k != "GCONV_PATH"}
-    proc = subprocess.run([exe, "-nostdin", "-v", "error", "-i", str(files["ts"]), "-f", "null", "-"],
-                          capture_output=True, env=env, timeout=60)
+    proc = subprocess.run(
+        [exe, "-nostdin", "-v", "error", "-i", str(files["ts"]), "-f", "null", "-"],
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
     if proc.returncode >= 0:
         pytest.skip("the shipped ffmpeg does not crash on MPEG-TS with this machine's C library")
     assert proc.returncode == -11  # SIGSEGV, as reported; avsc runs it with GCONV_PATH set instead

@@ -15,8 +15,9 @@ from avsc.errors import ConfigError
 from avsc.labels import CITIES, LABELS
 from avsc.media.probe import probe_media
 
-SMALL = dict(classes=3, clips_per_class=6, locations_per_class=3, seconds=1.0, width=64,
-             height=48, fps=5.0, progress=False)
+SMALL = dict(
+    classes=3, clips_per_class=6, locations_per_class=3, seconds=1.0, width=64, height=48, fps=5.0, progress=False
+)
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +104,7 @@ def test_rerun_makes_only_missing_clips(tmp_path):
     assert videos[1].stat().st_mtime_ns == kept_mtime
 
 
-@pytest.mark.parametrize("bad", [{"locations_per_class": 2}, {"classes": 11},
-                                 {"clips_per_class": 2}])
+@pytest.mark.parametrize("bad", [{"locations_per_class": 2}, {"classes": 11}, {"clips_per_class": 2}])
 def test_impossible_settings_are_refused(tmp_path, bad):
     with pytest.raises(ConfigError):
         make_demo_dataset(tmp_path / "x", **{**SMALL, **bad})
@@ -121,16 +121,17 @@ def test_audio_alike_pairs_share_their_sound_others_differ():
         rng = np.random.default_rng(seed)
         return synth_audio(label, 1.0, 16000, rng, np.random.default_rng(seed + 100))
 
-    low = {label: np.mean([_band_energy(sound(label, s), 16000, 40, 450) for s in range(4)])
-           for label in ("bus", "tram", "park")}
+    low = {
+        label: np.mean([_band_energy(sound(label, s), 16000, 40, 450) for s in range(4)])
+        for label in ("bus", "tram", "park")
+    }
     assert low["bus"] > 0.3 and low["tram"] > 0.3  # vehicle rumble, alike
     assert low["park"] < 0.1  # birds are high-pitched
 
 
 def test_visually_alike_pairs_share_their_look_others_differ():
     def mean_colour(label, seed):
-        frames = synth_frames(label, 0.4, 64, 48, 5.0, np.random.default_rng(seed),
-                              np.random.default_rng(seed + 100))
+        frames = synth_frames(label, 0.4, 64, 48, 5.0, np.random.default_rng(seed), np.random.default_rng(seed + 100))
         return frames.reshape(-1, 3).mean(axis=0)
 
     metro = np.mean([mean_colour("metro", s) for s in range(4)], axis=0)

@@ -24,11 +24,31 @@ from avsc.training.embeddings import embed_arrays, read_embeddings  # noqa: E402
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("embed")
-    store_dir = make_feature_store(root / "features", per_class={"train": 3, "val": 1, "test": 1},
-                                   features=("mel", "gam"), seed=3)
+    store_dir = make_feature_store(
+        root / "features", per_class={"train": 3, "val": 1, "test": 1}, features=("mel", "gam"), seed=3
+    )
     model_dir = root / "aud-gam"
-    assert main(["train", "aud-gam", str(store_dir), "-o", str(model_dir), "--preset", "quick",
-                 "--epochs", "2", "--batch-size", "10", "--learning-rate", "0.003", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "aud-gam",
+                str(store_dir),
+                "-o",
+                str(model_dir),
+                "--preset",
+                "quick",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "10",
+                "--learning-rate",
+                "0.003",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = root / "aud-gam.parquet"
     assert main(["embed", str(model_dir), str(store_dir), "-o", str(out), "--quiet"]) == 0
     return store_dir, model_dir, out

@@ -27,12 +27,14 @@ from avsc.storage.locations import write_json
 # --- Metrics on a tiny example: 3 classes, 4 clips -------------------------------------------
 
 Y = np.array([0, 1, 2, 2])
-P = np.array([
-    [0.7, 0.2, 0.1],  # true 0, predicted 0
-    [0.5, 0.4, 0.1],  # true 1, predicted 0
-    [0.2, 0.2, 0.6],  # true 2, predicted 2
-    [0.1, 0.8, 0.1],  # true 2, predicted 1
-])
+P = np.array(
+    [
+        [0.7, 0.2, 0.1],  # true 0, predicted 0
+        [0.5, 0.4, 0.1],  # true 1, predicted 0
+        [0.2, 0.2, 0.6],  # true 2, predicted 2
+        [0.1, 0.8, 0.1],  # true 2, predicted 1
+    ]
+)
 
 
 def _metrics(y, p, labels=("a", "b", "c")):
@@ -52,9 +54,7 @@ def test_log_loss_by_hand():
 
 
 def test_confusion_matrix_rows_true_columns_predicted():
-    expected = [[1, 0, 0],
-                [1, 0, 0],
-                [0, 1, 1]]
+    expected = [[1, 0, 0], [1, 0, 0], [0, 1, 1]]
     assert _metrics(Y, P)["confusion_matrix"] == expected
 
 
@@ -110,12 +110,29 @@ def test_submission_csv_format(tmp_path):
 
 # Val scores of the hand-made fusion models: f4 has the best val accuracy, f5 the lowest
 # val log loss, f1 the best test scores (the test split must never choose).
-VAL = {"f1": (0.80, 0.60), "f2": (0.70, 0.90), "f3": (0.75, 0.70), "f4": (0.90, 0.45), "f5": (0.85, 0.40),
-       "f6": (0.60, 1.00)}
+VAL = {
+    "f1": (0.80, 0.60),
+    "f2": (0.70, 0.90),
+    "f3": (0.75, 0.70),
+    "f4": (0.90, 0.45),
+    "f5": (0.85, 0.40),
+    "f6": (0.60, 1.00),
+}
 
 
-def _fusion_dir(root: Path, method: str, modalities: str, *, rng, strength: float, val: tuple[float, float],
-                splits=("val", "test"), per_class: int = 3, temperature: float = 2.0, segments: int = 0) -> Path:
+def _fusion_dir(
+    root: Path,
+    method: str,
+    modalities: str,
+    *,
+    rng,
+    strength: float,
+    val: tuple[float, float],
+    splits=("val", "test"),
+    per_class: int = 3,
+    temperature: float = 2.0,
+    segments: int = 0,
+) -> Path:
     """A fusion folder with hand-made predictions (no training needed): over-confident
     logits (``strength`` on the true class, times ``temperature``) and ``probs`` =
     ``softmax(logits / temperature)``, as :func:`avsc.training.fusion.train_fusion` writes them."""
@@ -133,18 +150,43 @@ def _fusion_dir(root: Path, method: str, modalities: str, *, rng, strength: floa
                     row[k] += strength
                     logits.append(temperature * row)
     logits = np.array(logits)
-    Predictions(clip_ids=np.array(ids), splits=np.array(sp), labels=np.array(labels),
-                probs=softmax(logits / temperature), logits=logits).write(out)
-    write_json(out / "history.json", [{"epoch": e, "loss": 1.0 / e, "val_accuracy": val[0], "val_log_loss": 2 * val[1],
-                                       "val_log_loss_calibrated": val[1], "temperature": temperature}
-                                      for e in (1, 2, 3)])
+    Predictions(
+        clip_ids=np.array(ids),
+        splits=np.array(sp),
+        labels=np.array(labels),
+        probs=softmax(logits / temperature),
+        logits=logits,
+    ).write(out)
+    write_json(
+        out / "history.json",
+        [
+            {
+                "epoch": e,
+                "loss": 1.0 / e,
+                "val_accuracy": val[0],
+                "val_log_loss": 2 * val[1],
+                "val_log_loss_calibrated": val[1],
+                "temperature": temperature,
+            }
+            for e in (1, 2, 3)
+        ],
+    )
     write_fusion_info(
-        out, method, modalities, val_metrics={"accuracy": val[0], "log_loss": val[1]}, best_epoch=2,
-        calibration=Calibration(temperature, {"log_loss": 2 * val[1], "ece": 0.3}, {"log_loss": val[1], "ece": 0.05},
-                                selection_log_loss=val[1]),
+        out,
+        method,
+        modalities,
+        val_metrics={"accuracy": val[0], "log_loss": val[1]},
+        best_epoch=2,
+        calibration=Calibration(
+            temperature,
+            {"log_loss": 2 * val[1], "ece": 0.3},
+            {"log_loss": val[1], "ece": 0.05},
+            selection_log_loss=val[1],
+        ),
         config=to_dict(load_config(preset="quick").fusion),
         config_hash="fusionhash01",
-        clips_per_split={s: 10 * per_class * max(1, segments) for s in splits})
+        clips_per_split={s: 10 * per_class * max(1, segments) for s in splits},
+    )
     return out
 
 
@@ -170,7 +212,8 @@ def test_evaluate_metrics_json_matches_predictions(fusion_root, evaluated):
     saved = json.loads((report / "metrics.json").read_text())
     assert saved["results"] == json.loads(json.dumps(metrics["results"]))
     assert [(r["method"], r["modalities"]) for r in metrics["results"]][:6] == [
-        (m, "audio+visual") for m in ("f1", "f2", "f3", "f4", "f5", "f6")]
+        (m, "audio+visual") for m in ("f1", "f2", "f3", "f4", "f5", "f6")
+    ]
     assert len(metrics["results"]) == 8
     # Chosen on val by log loss (the rule the models were trained with), not on test.
     assert metrics["best"] == {"method": "f5", "modalities": "audio+visual"}
@@ -213,8 +256,11 @@ def test_evaluate_writes_report_files(evaluated):
         rows = list(csv.reader((report / f"submission-{name}.csv").read_text().splitlines(), delimiter="\t"))
         assert len(rows) == 1 + r["n_clips"]
         assert max(max(float(v) for v in row[2:]) for row in rows[1:]) < 0.9999  # calibrated, not raw
-    assert metrics["figures"]["reliability"] == ["calibration-audio+visual.png", "calibration-audio.png",
-                                                 "calibration-visual.png"]
+    assert metrics["figures"]["reliability"] == [
+        "calibration-audio+visual.png",
+        "calibration-audio.png",
+        "calibration-visual.png",
+    ]
     assert metrics["figures"]["training_curves"] == "training-curves.png"
     html = (report / "report.html").read_text()
     assert "Table I" in html and "Table II" in html and "Figure 4" in html
@@ -222,7 +268,7 @@ def test_evaluate_writes_report_files(evaluated):
         assert label in html
     # 8 confusion matrices, 3 reliability figures, 1 training-curves figure, all inline.
     assert html.count("<img") == 12 and "data:image/png;base64," in html
-    assert "src=\"confusion-" not in html  # self-contained: no links to files beside it
+    assert 'src="confusion-' not in html  # self-contained: no links to files beside it
     assert "Published, on the real TAU Urban Audio-Visual Scenes 2021 dataset" in html  # name kept as spelled
     for number in ("95.3", "80.5", "91.8", "77.0", "64.9", "0.658"):  # paper and DCASE baseline
         assert number in html
@@ -235,7 +281,7 @@ def test_evaluate_writes_report_files(evaluated):
 def test_table_one_pairs_measured_and_published_with_counts_and_intervals(evaluated):
     metrics, report = evaluated
     md = (report / "report.md").read_text()
-    table = md[md.index("## Table I"):md.index("## Table II")]
+    table = md[md.index("## Table I") : md.index("## Table II")]
     assert table.count("| airport") == 1  # one Table I, not a measured and a published one
     f1 = next(r for r in metrics["results"] if r["method"] == "f1")
     k, n = f1["per_class_correct"]["airport"], f1["per_class_count"]["airport"]
@@ -252,20 +298,56 @@ def test_report_shows_the_provenance_block(fusion_root, tmp_path):
     from avsc.data.manifest import read_manifest, write_manifest
 
     quick = load_config(preset="quick")
-    rows = [{"clip_id": f"park-x-{i}-test", "video": f"video/park-x-{i}.mp4", "label": "park", "city": "x",
-             "location": "x-1", "split": split} for i, split in enumerate(["train"] * 5 + ["val"] * 2 + ["test"] * 3)]
-    manifest = write_manifest(rows, tmp_path / "manifest.parquet", dataset_root=tmp_path / "demo",
-                              extra_metadata={"dataset": {"name": "demo", "path": str(tmp_path / "demo"),
-                                                          "synthetic": True, "generator": "avsc demo-data"}})
+    rows = [
+        {
+            "clip_id": f"park-x-{i}-test",
+            "video": f"video/park-x-{i}.mp4",
+            "label": "park",
+            "city": "x",
+            "location": "x-1",
+            "split": split,
+        }
+        for i, split in enumerate(["train"] * 5 + ["val"] * 2 + ["test"] * 3)
+    ]
+    manifest = write_manifest(
+        rows,
+        tmp_path / "manifest.parquet",
+        dataset_root=tmp_path / "demo",
+        extra_metadata={
+            "dataset": {
+                "name": "demo",
+                "path": str(tmp_path / "demo"),
+                "synthetic": True,
+                "generator": "avsc demo-data",
+            }
+        },
+    )
     lineage = read_manifest(manifest).attrs["lineage"]
     models = tmp_path / "models"
     for i, backbone in enumerate(BACKBONES):
-        write_model_info(models / backbone, backbone, train=to_dict(quick.train), config_hash=f"trainhash{i:03d}",
-                         features=to_dict(quick.features), feature_config_hash="featurehash1", best_epoch=2,
-                         lineage=lineage)
-        write_json(models / backbone / "history.json", [
-            {"epoch": e, "loss": 2.0 / e, "val_accuracy": 0.1 * e, "val_log_loss": 2.0, "val_log_loss_calibrated": 1.5}
-            for e in (1, 2, 3)])
+        write_model_info(
+            models / backbone,
+            backbone,
+            train=to_dict(quick.train),
+            config_hash=f"trainhash{i:03d}",
+            features=to_dict(quick.features),
+            feature_config_hash="featurehash1",
+            best_epoch=2,
+            lineage=lineage,
+        )
+        write_json(
+            models / backbone / "history.json",
+            [
+                {
+                    "epoch": e,
+                    "loss": 2.0 / e,
+                    "val_accuracy": 0.1 * e,
+                    "val_log_loss": 2.0,
+                    "val_log_loss_calibrated": 1.5,
+                }
+                for e in (1, 2, 3)
+            ],
+        )
     metrics = evaluate([fusion_root], tmp_path / "report", models=models, manifest=manifest, run_id="run-42")
     prov = metrics["provenance"]
     assert prov["dataset"]["synthetic"] is True and prov["dataset"]["name"] == "demo"
@@ -281,14 +363,30 @@ def test_report_shows_the_provenance_block(fusion_root, tmp_path):
 
     for path in (tmp_path / "report" / "report.md", tmp_path / "report" / "report.html"):
         text = path.read_text()
-        head = text[:text.index("Table I")]  # the block comes first
-        for expected in ("Provenance", "demo", "synthetic", "train 5, val 2, test 3", "features.audio.clip_seconds",
-                         "featurehash1", "trainhash000", "run-42", __version__, "log_loss", "temperature scaling"):
+        head = text[: text.index("Table I")]  # the block comes first
+        for expected in (
+            "Provenance",
+            "demo",
+            "synthetic",
+            "train 5, val 2, test 3",
+            "features.audio.clip_seconds",
+            "featurehash1",
+            "trainhash000",
+            "run-42",
+            __version__,
+            "log_loss",
+            "temperature scaling",
+        ):
             assert expected in head, (path.name, expected)
     assert metrics["figures"]["training_curves"] == "training-curves.png"  # five backbones + the best fusion
     # A mapping backbone -> model folder (pipeline artifacts) gives the same provenance.
-    mapped = evaluate([fusion_root], tmp_path / "report2", models={b: models / b for b in BACKBONES},
-                      manifest=manifest, run_id="run-42")
+    mapped = evaluate(
+        [fusion_root],
+        tmp_path / "report2",
+        models={b: models / b for b in BACKBONES},
+        manifest=manifest,
+        run_id="run-42",
+    )
     assert mapped["provenance"]["config_hashes"] == prov["config_hashes"]
     assert mapped["provenance"]["differences_from_paper"] == prov["differences_from_paper"]
     with pytest.raises(ConfigError, match="unknown backbone"):
@@ -368,8 +466,20 @@ def test_evaluate_errors(fusion_root, tmp_path, rng):
 
 
 def test_cli_evaluate_prints_table(fusion_root, tmp_path, capsys):
-    assert main(["evaluate", str(fusion_root / "f4-audio"), str(fusion_root / "f4-visual"),
-                 "-o", str(tmp_path / "report"), "--run-id", "cli-run"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(fusion_root / "f4-audio"),
+                str(fusion_root / "f4-visual"),
+                "-o",
+                str(tmp_path / "report"),
+                "--run-id",
+                "cli-run",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "f4" in out and "audio" in out and "visual" in out and "report.html" in out
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
@@ -397,11 +507,19 @@ def test_backbone_rows_carry_the_val_calibration_of_their_model_folder(fusion_ro
 
     emb = make_embeddings(tmp_path / "emb", width=4, per_class={"train": 1, "val": 1, "test": 3})
     models = tmp_path / "models"
-    write_model_info(models / "aud-mel", "aud-mel", calibration=Calibration(
-        temperature=0.8, fitted_on="val", before={"log_loss": 1.851, "ece": 0.12},
-        after={"log_loss": 1.843, "ece": 0.11}))
-    metrics = evaluate([fusion_root / "f1-audio+visual"], tmp_path / "report", embeddings=emb,
-                       models={"aud-mel": models / "aud-mel"})
+    write_model_info(
+        models / "aud-mel",
+        "aud-mel",
+        calibration=Calibration(
+            temperature=0.8,
+            fitted_on="val",
+            before={"log_loss": 1.851, "ece": 0.12},
+            after={"log_loss": 1.843, "ece": 0.11},
+        ),
+    )
+    metrics = evaluate(
+        [fusion_root / "f1-audio+visual"], tmp_path / "report", embeddings=emb, models={"aud-mel": models / "aud-mel"}
+    )
     rows = {b["backbone"]: b for b in metrics["backbones"]}
     assert rows["aud-mel"]["val_calibration"]["before"]["log_loss"] == 1.851
     assert "val_calibration" not in rows["vis-inc"]  # no model folder given for it
@@ -416,8 +534,11 @@ def test_logistic_reference_sits_beside_the_fusion_models(fusion_root, tmp_path)
 
     emb = make_embeddings(tmp_path / "emb", width=4, per_class={"train": 8, "val": 4, "test": 4})
     rows = logistic_reference(emb)
-    assert [(r["modalities"], r["level"]) for r in rows] == [("audio+visual", "fc10"), ("audio", "fc10"),
-                                                             ("visual", "fc10")]
+    assert [(r["modalities"], r["level"]) for r in rows] == [
+        ("audio+visual", "fc10"),
+        ("audio", "fc10"),
+        ("visual", "fc10"),
+    ]
     for r in rows:
         assert r["C"] in REFERENCE_C_GRID and r["n_clips"] == 40
         assert r["accuracy"] > 0.5  # the factory's embeddings separate the classes; chance is 0.1
@@ -430,8 +551,10 @@ def test_logistic_reference_sits_beside_the_fusion_models(fusion_root, tmp_path)
     x = np.concatenate(data.inputs("fc10"), axis=1)
     y = np.array([LABELS.index(lab) for lab in data.labels])
     train, val = data.splits == "train", data.splits == "val"
-    losses = [classification_metrics(y[val], _probabilities(_fit_reference(x[train], y[train], c), x[val]))["log_loss"]
-              for c in REFERENCE_C_GRID]
+    losses = [
+        classification_metrics(y[val], _probabilities(_fit_reference(x[train], y[train], c), x[val]))["log_loss"]
+        for c in REFERENCE_C_GRID
+    ]
     assert rows[0]["val_log_loss"] == pytest.approx(min(losses))
 
     metrics = evaluate([fusion_root], tmp_path / "report", embeddings=emb)
@@ -467,9 +590,12 @@ def test_model_selection_shows_standard_errors_and_what_val_cannot_tell_apart(fu
     marks = {(row[0], row[1]): row[-1] for row in selection_table(metrics)[1]}
     assert marks[("f5", "audio+visual")] == "✓" and marks[("f4", "visual")] == "✓ (visual)"
     assert {m for (m, s), mark in marks.items() if mark == "≈"} == {
-        m for (m, s), r in rows.items() if s == "audio+visual" and r["val_within_one_se"] and m != "f5"}
-    assert f"{f5['val_selection_log_loss']:.3f} ± {f5['val_selection_log_loss_se']:.3f}" in \
-        (report / "report.md").read_text()
+        m for (m, s), r in rows.items() if s == "audio+visual" and r["val_within_one_se"] and m != "f5"
+    }
+    assert (
+        f"{f5['val_selection_log_loss']:.3f} ± {f5['val_selection_log_loss_se']:.3f}"
+        in (report / "report.md").read_text()
+    )
 
 
 def test_score_draws_nothing_and_gives_the_scores_evaluate_writes(fusion_root, evaluated, tmp_path):

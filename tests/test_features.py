@@ -37,7 +37,7 @@ def tone(freq: float, cfg: AudioConfig, channels: int = 2, amplitude: float = 0.
 def peak_bin(spec: np.ndarray) -> int:
     """Bin with the most energy, over the middle frames of channel 0."""
     frames = spec.shape[1]
-    return int(np.argmax(spec[:, frames // 4: 3 * frames // 4, 0].mean(axis=1)))
+    return int(np.argmax(spec[:, frames // 4 : 3 * frames // 4, 0].mean(axis=1)))
 
 
 @pytest.mark.parametrize("k", [10, 40, 75, 110])
@@ -50,8 +50,7 @@ def test_tone_peaks_in_its_mel_bin(k):
 
 @pytest.mark.parametrize("k", [5, 30, 64, 100, 127])
 def test_tone_peaks_in_its_cqt_bin(k):
-    centres = librosa.cqt_frequencies(SHORT.n_bins, fmin=SHORT.cqt_fmin,
-                                      bins_per_octave=SHORT.cqt_bins_per_octave)
+    centres = librosa.cqt_frequencies(SHORT.n_bins, fmin=SHORT.cqt_fmin, bins_per_octave=SHORT.cqt_bins_per_octave)
     spec = compute_cqt(tone(centres[k], SHORT), SHORT)
     assert peak_bin(spec) == k
 
@@ -69,8 +68,15 @@ def test_mel_matches_librosa_melspectrogram(rng):
     ours = compute_mel(audio, SHORT)
     for channel in range(2):
         reference = librosa.feature.melspectrogram(
-            y=audio[:, channel], sr=SHORT.sample_rate, n_fft=stft_size(SHORT), hop_length=SHORT.hop_length,
-            win_length=SHORT.win_length, n_mels=SHORT.n_bins, fmin=SHORT.fmin, power=2.0)
+            y=audio[:, channel],
+            sr=SHORT.sample_rate,
+            n_fft=stft_size(SHORT),
+            hop_length=SHORT.hop_length,
+            win_length=SHORT.win_length,
+            n_mels=SHORT.n_bins,
+            fmin=SHORT.fmin,
+            power=2.0,
+        )
         np.testing.assert_allclose(ours[:, :, channel], np.log(reference + SHORT.log_floor), atol=1e-3)
 
 
@@ -79,13 +85,15 @@ def test_fast_gammatone_agrees_with_exact_gtgram(rng):
 
     cfg = AudioConfig(clip_seconds=0.5, n_bins=32)
     t = np.arange(cfg.n_samples) / cfg.sample_rate
-    wave = (0.05 * rng.standard_normal(cfg.n_samples) + 0.3 * np.sin(2 * np.pi * 440 * t)
-            + 0.2 * np.sin(2 * np.pi * 3000 * t))
-    exact = gtgram(wave, cfg.sample_rate, cfg.window_ms / 1000, cfg.hop_ms / 1000, cfg.n_bins,
-                   cfg.gammatone_fmin)
+    wave = (
+        0.05 * rng.standard_normal(cfg.n_samples)
+        + 0.3 * np.sin(2 * np.pi * 440 * t)
+        + 0.2 * np.sin(2 * np.pi * 3000 * t)
+    )
+    exact = gtgram(wave, cfg.sample_rate, cfg.window_ms / 1000, cfg.hop_ms / 1000, cfg.n_bins, cfg.gammatone_fmin)
     fast = compute_gammatone(wave[:, None], cfg)[:, 4:-4, 0]  # away from the zero-padded edges
     # Both describe stationary sound: compare mean power per band, in dB.
-    exact_db = 10 * np.log10((exact ** 2).mean(axis=1))
+    exact_db = 10 * np.log10((exact**2).mean(axis=1))
     fast_db = 10 * np.log10(np.exp(fast).mean(axis=1))
     difference = np.abs(fast_db - exact_db)
     assert np.median(difference) < 0.25
@@ -93,11 +101,15 @@ def test_fast_gammatone_agrees_with_exact_gtgram(rng):
     assert np.argmax(fast_db) == np.argmax(exact_db)
 
 
-@pytest.mark.parametrize("config", [
-    FeatureConfig(),
-    load_config(preset="quick").features,
-    FeatureConfig(audio=AudioConfig(clip_seconds=3.0, frames=100), frames=FrameConfig(fps=1.5, size=40)),
-], ids=["paper", "quick", "resampled"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        FeatureConfig(),
+        load_config(preset="quick").features,
+        FeatureConfig(audio=AudioConfig(clip_seconds=3.0, frames=100), frames=FrameConfig(fps=1.5, size=40)),
+    ],
+    ids=["paper", "quick", "resampled"],
+)
 def test_feature_shapes_match_computed(config, rng):
     shapes = feature_shapes(config)
     audio = (0.1 * rng.standard_normal((config.audio.n_samples, config.audio.channels))).astype(np.float32)

@@ -17,8 +17,9 @@ from avsc.data.ingest import ingest_dataset
 from avsc.data.manifest import MANIFEST_SCHEMA, read_manifest
 from avsc.errors import DataError
 
-SMALL = dict(classes=3, clips_per_class=8, locations_per_class=4, seconds=1.0, width=64,
-             height=48, fps=5.0, progress=False)
+SMALL = dict(
+    classes=3, clips_per_class=8, locations_per_class=4, seconds=1.0, width=64, height=48, fps=5.0, progress=False
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +77,14 @@ def test_bad_rows_are_reported_by_name_and_the_rest_kept(dataset, tmp_path):
     make_video(video / "beach-paris-1193-40000.mp4", seconds=1.0)
     make_video(video / "bus_paris_1194.mp4", seconds=1.0)
     first_train = next(dataset.rglob("fold1_train.csv")).read_text().splitlines()[1]
-    for stem, label in [("bus-paris-1190-40000", "bus"), ("bus-paris-1191-40000", "bus"),
-                        ("bus-paris-1192-40000", "bus"), ("beach-paris-1193-40000", "beach"),
-                        ("bus-paris-1195-40000", "bus"), ("bus_paris_1194", "bus")]:
+    for stem, label in [
+        ("bus-paris-1190-40000", "bus"),
+        ("bus-paris-1191-40000", "bus"),
+        ("bus-paris-1192-40000", "bus"),
+        ("beach-paris-1193-40000", "beach"),
+        ("bus-paris-1195-40000", "bus"),
+        ("bus_paris_1194", "bus"),
+    ]:
         _append(dataset, "fold1_train.csv", f"audio/{stem}.wav\tvideo/{stem}.mp4\t{label}")
     _append(dataset, "fold1_train.csv", first_train)  # duplicate id
     kept_without_wav = first_train.split("\t")[0]
@@ -164,17 +170,38 @@ def test_missing_metadata_and_nothing_usable(tmp_path):
     setup = tmp_path / "novideo" / "evaluation_setup"
     setup.mkdir(parents=True)
     for name in ("fold1_train.csv", "fold1_evaluate.csv"):
-        (setup / name).write_text("filename_audio\tfilename_video\tscene_label\n"
-                                  "audio/bus-lyon-1-2.wav\tvideo/bus-lyon-1-2.mp4\tbus\n")
+        (setup / name).write_text(
+            "filename_audio\tfilename_video\tscene_label\naudio/bus-lyon-1-2.wav\tvideo/bus-lyon-1-2.mp4\tbus\n"
+        )
     with pytest.raises(DataError, match="no usable clip"):
         ingest_dataset(tmp_path / "novideo", tmp_path / "m.parquet", progress=False)
 
 
 def test_cli_demo_data_and_ingest(tmp_path, capsys):
     root = tmp_path / "demo"
-    assert main(["demo-data", str(root), "--classes", "2", "--clips-per-class", "3",
-                 "--locations-per-class", "3", "--seconds", "0.5", "--width", "32",
-                 "--height", "32", "--fps", "4"]) == 0
+    assert (
+        main(
+            [
+                "demo-data",
+                str(root),
+                "--classes",
+                "2",
+                "--clips-per-class",
+                "3",
+                "--locations-per-class",
+                "3",
+                "--seconds",
+                "0.5",
+                "--width",
+                "32",
+                "--height",
+                "32",
+                "--fps",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert "6 synthetic clips" in capsys.readouterr().out
     make_text_as_mp4(root / "video" / "bus-lyon-1999-40000.mp4")
     _append(root, "fold1_train.csv", "audio/bus-lyon-1999-40000.wav\tvideo/bus-lyon-1999-40000.mp4\tbus")
@@ -196,8 +223,7 @@ def test_cli_demo_data_and_ingest(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def mute_videos(tmp_path_factory) -> Path:
     """The TAU layout with the sound only in audio/*.wav: videos without an audio track."""
-    return make_demo_dataset(tmp_path_factory.mktemp("mute") / "TAU-mute", seed=2, video_audio=False,
-                             **SMALL).root
+    return make_demo_dataset(tmp_path_factory.mktemp("mute") / "TAU-mute", seed=2, video_audio=False, **SMALL).root
 
 
 def test_sound_comes_from_the_wavs_when_the_videos_have_none(mute_videos, tmp_path):
@@ -221,8 +247,9 @@ def test_wav_mode_rejects_a_clip_without_its_wav_and_auto_falls_back_to_the_trac
     auto = read_manifest(ingest_dataset(dataset, tmp_path / "auto.parquet", progress=False).manifest_path)
     sources = dict(zip(auto["clip_id"], auto["audio_source"], strict=True))
     assert sources.pop(wav.stem) == "video" and set(sources.values()) == {"wav"}
-    video = read_manifest(ingest_dataset(dataset, tmp_path / "video.parquet", audio_source="video",
-                                         progress=False).manifest_path)
+    video = read_manifest(
+        ingest_dataset(dataset, tmp_path / "video.parquet", audio_source="video", progress=False).manifest_path
+    )
     assert set(video["audio_source"]) == {"video"}
     assert main(["ingest", str(dataset), "-o", str(tmp_path / "bad.parquet"), "--set", "data.audio_source=mp3"]) == 2
     assert "data.audio_source: input should be 'auto', 'wav' or 'video'" in capsys.readouterr().err

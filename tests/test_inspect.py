@@ -17,16 +17,27 @@ from avsc.inference.inspect import inspect_media
 from avsc.inference.windows import window_offsets
 from avsc.media.decode import demux_audio, sample_frames
 
-CONFIG = FeatureConfig(audio=AudioConfig(sample_rate=16000, clip_seconds=1.0, n_bins=16),
-                       frames=FrameConfig(fps=2.0, size=32))
+CONFIG = FeatureConfig(
+    audio=AudioConfig(sample_rate=16000, clip_seconds=1.0, n_bins=16), frames=FrameConfig(fps=2.0, size=32)
+)
 
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     # 2.5 s, two audio tracks (the first used), sound starting 0.5 s late with its beep at 1.5 s.
-    return make_variant(tmp_path_factory.mktemp("inspect") / "clip.mkv",
-                        Variant("clip", container="mkv", acodec="flac", seconds=2.5, audio_seconds=2.0,
-                                audio_start=0.5, beep_at=1.0, tracks="noise-second"))
+    return make_variant(
+        tmp_path_factory.mktemp("inspect") / "clip.mkv",
+        Variant(
+            "clip",
+            container="mkv",
+            acodec="flac",
+            seconds=2.5,
+            audio_seconds=2.0,
+            audio_start=0.5,
+            beep_at=1.0,
+            tracks="noise-second",
+        ),
+    )
 
 
 def test_inspect_writes_what_the_networks_get(video, tmp_path):
@@ -47,15 +58,17 @@ def test_inspect_writes_what_the_networks_get(video, tmp_path):
     assert offsets == window_offsets(media["duration_s"], 1.0) and len(offsets) == 3  # window 0: preprocessing's
     for window in facts["windows"]:
         assert [p.rsplit("/", 1)[1] for p in window["frames"]] == [
-            f"frame-{i:03d}-t{window['offset_s'] + i / 2:.3f}s.png" for i in range(2)]
+            f"frame-{i:03d}-t{window['offset_s'] + i / 2:.3f}s.png" for i in range(2)
+        ]
         # Byte for byte what the decoder gives prediction for this window.
         expected = sample_frames(video, CONFIG.frames, seconds=1.0, offset_s=window["offset_s"])
         pngs = np.stack([np.asarray(Image.open(out / p)) for p in window["frames"]])
         np.testing.assert_array_equal(pngs, expected)
         sound, rate = soundfile.read(out / window["audio"], dtype="float32")
         assert rate == 16000
-        np.testing.assert_array_equal(sound, demux_audio(video, CONFIG.audio, offset_s=window["offset_s"],
-                                                         duration_s=1.0))
+        np.testing.assert_array_equal(
+            sound, demux_audio(video, CONFIG.audio, offset_s=window["offset_s"], duration_s=1.0)
+        )
         for name in ("mel", "gam", "cqt"):
             assert Image.open(out / window["spectrograms"][name]).size[0] > 100
     assert facts["windows"][0]["silent"] is True  # the sound starts at 0.5 s, its beep at 1.5 s
@@ -77,8 +90,21 @@ def test_inspect_refuses_a_folder_it_did_not_write(video, tmp_path):
 
 def test_cli_inspect(video, tmp_path, capsys):
     out = tmp_path / "cli"
-    code = main(["inspect", str(video), "-o", str(out), "--preset", "quick", "--set", "features.frames.size=24",
-                 "--set", "features.audio.clip_seconds=2.0", "--quiet"])
+    code = main(
+        [
+            "inspect",
+            str(video),
+            "-o",
+            str(out),
+            "--preset",
+            "quick",
+            "--set",
+            "features.frames.size=24",
+            "--set",
+            "features.audio.clip_seconds=2.0",
+            "--quiet",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert "160x120 displayed" in printed and "audio track 0 of 2" in printed and "warning: 2 audio tracks" in printed

@@ -48,9 +48,11 @@ def jax_run(tmp_path_factory):
         "spectrogram": rng.normal(size=(2, 4, 9, 2)).astype(np.float32),
         "y_true": np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]], np.float32),
         "y_pred": np.array([[0.25, 0.5, 0.25], [0.5, 0.25, 0.25]], np.float32),
-        "x": rng.normal(size=(6, 3, 2)).astype(np.float32), "y": y,
+        "x": rng.normal(size=(6, 3, 2)).astype(np.float32),
+        "y": y,
         "x16": rng.normal(size=(6, 3, 2)).astype(np.float16),
-        "lam": rng.uniform(size=6).astype(np.float32), "perm": rng.permutation(6).astype(np.int32),
+        "lam": rng.uniform(size=6).astype(np.float32),
+        "perm": rng.permutation(6).astype(np.int32),
     }
     for method, spec in FUSIONS.items():
         width = 1024 if spec.level == "fc1024" else 10
@@ -63,10 +65,18 @@ def jax_run(tmp_path_factory):
             inputs.setdefault(f"emb{i}_{width}", rng.normal(size=(5, width)).astype(np.float32))
     np.savez(work / "inputs.npz", **inputs)
     make_embeddings(work / "emb", width=8, per_class={"train": 4, "val": 2, "test": 2})
-    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=os.pathsep.join(
-        [str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, str(HERE / "jax_backend_run.py"), str(work)], env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = dict(
+        os.environ,
+        KERAS_BACKEND="jax",
+        PYTHONPATH=os.pathsep.join([str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]),
+    )
+    done = subprocess.run(
+        [sys.executable, str(HERE / "jax_backend_run.py"), str(work)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return work, inputs, dict(np.load(work / "jax.npz")), json.loads((work / "jax.json").read_text())
 
@@ -77,12 +87,14 @@ def test_layers_loss_and_mixup_compute_the_same_under_jax(jax_run):
     np.testing.assert_allclose(jax_out["deltas"], _deltas(inputs["spectrogram"]), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(jax_out["loss"], [0.5 * np.log(2), np.log(2)], rtol=1e-5)
     lam, perm, x, y = inputs["lam"], inputs["perm"], inputs["x"], inputs["y"]
-    np.testing.assert_allclose(jax_out["mixup_x"], lam[:, None, None] * x + (1 - lam[:, None, None]) * x[perm],
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        jax_out["mixup_x"], lam[:, None, None] * x + (1 - lam[:, None, None]) * x[perm], rtol=1e-6, atol=1e-6
+    )
     np.testing.assert_allclose(jax_out["mixup_y"], lam[:, None] * y + (1 - lam[:, None]) * y[perm], rtol=1e-6)
     x16 = inputs["x16"].astype(np.float32)
-    np.testing.assert_allclose(jax_out["mixup_layer"], lam[:, None, None] * x16 + (1 - lam[:, None, None]) * x16[perm],
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        jax_out["mixup_layer"], lam[:, None, None] * x16 + (1 - lam[:, None, None]) * x16[perm], rtol=1e-6, atol=1e-6
+    )
 
 
 def test_fusion_models_agree_across_backends(jax_run):
@@ -112,8 +124,9 @@ def test_a_short_jax_training_embeds_and_loads_in_tensorflow(jax_run):
     jax_emb = read_embeddings(work / "aud-mel.parquet")
     assert jax_emb.fc1024.shape == (60, 32) and jax_emb.fc10.shape == (60, 10)
     # The JAX-trained model.keras, embedded by TensorFlow from its tf.data stream: the same numbers.
-    tf_emb = read_embeddings(embed_clips(work / "aud-mel", [work / "features"], work / "tf.parquet",
-                                         batch_size=20, progress=False).path)
+    tf_emb = read_embeddings(
+        embed_clips(work / "aud-mel", [work / "features"], work / "tf.parquet", batch_size=20, progress=False).path
+    )
     assert list(tf_emb.clip_ids) == list(jax_emb.clip_ids)
     np.testing.assert_allclose(tf_emb.fc10, jax_emb.fc10, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(tf_emb.fc1024, jax_emb.fc1024, rtol=1e-4, atol=1e-4)

@@ -33,10 +33,14 @@ from components.local_runner import (
 def test_resolve_image_applies_no_gpu_then_the_registry():
     assert resolve_image(CPU_IMAGE) == CPU_IMAGE and resolve_image(GPU_IMAGE) == GPU_IMAGE
     assert resolve_image(GPU_IMAGE, gpu=False) == CPU_IMAGE
-    assert resolve_image(GPU_IMAGE, registry="registry.local:5000/ml/") == \
-        "registry.local:5000/ml/" + GPU_IMAGE.rsplit("/", 1)[1]
-    assert resolve_image(GPU_IMAGE, registry="localhost/avsc-dev", gpu=False) == \
-        "localhost/avsc-dev/" + CPU_IMAGE.rsplit("/", 1)[1]
+    assert (
+        resolve_image(GPU_IMAGE, registry="registry.local:5000/ml/")
+        == "registry.local:5000/ml/" + GPU_IMAGE.rsplit("/", 1)[1]
+    )
+    assert (
+        resolve_image(GPU_IMAGE, registry="localhost/avsc-dev", gpu=False)
+        == "localhost/avsc-dev/" + CPU_IMAGE.rsplit("/", 1)[1]
+    )
 
 
 def test_compiled_without_gpus_every_step_names_the_cpu_image(tmp_path):
@@ -48,28 +52,39 @@ def test_compiled_without_gpus_every_step_names_the_cpu_image(tmp_path):
 
 
 def test_steps_run_as_the_caller_read_only_with_only_the_store_settings():
-    environ = {"AVSC_S3_ENDPOINT": "minio.example:9000", "AVSC_S3_ACCESS_KEY": "key",
-               "AVSC_S3_SECRET_KEY": "secret", "HOME": "/root", "AWS_PROFILE": "x"}
+    environ = {
+        "AVSC_S3_ENDPOINT": "minio.example:9000",
+        "AVSC_S3_ACCESS_KEY": "key",
+        "AVSC_S3_SECRET_KEY": "secret",
+        "HOME": "/root",
+        "AWS_PROFILE": "x",
+    }
     settings = container_settings(dataset="/data/tau", output="/runs/out", environ=environ)
     assert settings["user"] == f"{os.getuid()}:{os.getgid()}"
     assert settings["read_only"] is True
     assert settings["tmpfs"] == {"/tmp": "rw,nosuid,nodev,mode=1777"}
     assert settings["cap_drop"] == ["ALL"] and settings["security_opt"] == ["no-new-privileges"]
-    assert settings["environment"] == {"AVSC_S3_ENDPOINT": "minio.example:9000",
-                                       "AVSC_S3_ACCESS_KEY": "key", "AVSC_S3_SECRET_KEY": "secret"}
+    assert settings["environment"] == {
+        "AVSC_S3_ENDPOINT": "minio.example:9000",
+        "AVSC_S3_ACCESS_KEY": "key",
+        "AVSC_S3_SECRET_KEY": "secret",
+    }
     assert "network_mode" not in settings  # a remote store: the engine's default network
     local.DockerRunner(**settings)  # every key is one kfp's DockerRunner accepts
 
 
-@pytest.mark.parametrize("environ, dataset, network", [
-    ({}, "/data/tau", "none"),
-    ({"AVSC_S3_ENDPOINT": "localhost:9000"}, "s3://avsc/tau", "host"),
-    ({"AVSC_S3_ENDPOINT": "127.0.0.1"}, "/data/tau", "host"),
-    ({"AVSC_S3_ENDPOINT": "[::1]:9000"}, "/data/tau", "host"),
-    ({"AVSC_S3_ENDPOINT": "http://localhost:9000"}, "/data/tau", "host"),
-    ({"AVSC_S3_ENDPOINT": "localhost.example.org:9000"}, "/data/tau", None),
-    ({}, "s3://avsc/tau", None),
-])
+@pytest.mark.parametrize(
+    "environ, dataset, network",
+    [
+        ({}, "/data/tau", "none"),
+        ({"AVSC_S3_ENDPOINT": "localhost:9000"}, "s3://avsc/tau", "host"),
+        ({"AVSC_S3_ENDPOINT": "127.0.0.1"}, "/data/tau", "host"),
+        ({"AVSC_S3_ENDPOINT": "[::1]:9000"}, "/data/tau", "host"),
+        ({"AVSC_S3_ENDPOINT": "http://localhost:9000"}, "/data/tau", "host"),
+        ({"AVSC_S3_ENDPOINT": "localhost.example.org:9000"}, "/data/tau", None),
+        ({}, "s3://avsc/tau", None),
+    ],
+)
 def test_network_is_off_unless_the_store_is_used(environ, dataset, network):
     settings = container_settings(dataset=dataset, output="/runs/out", environ=environ, user="1234:0")
     assert settings.get("network_mode") == network
@@ -78,21 +93,30 @@ def test_network_is_off_unless_the_store_is_used(environ, dataset, network):
 
 def test_dataset_is_mounted_read_only_and_the_output_read_write(tmp_path):
     mounts = bind_mounts(dataset=str(tmp_path / "data" / ".." / "data"), output=tmp_path / "out")
-    assert mounts == {str(tmp_path / "out"): {"bind": str(tmp_path / "out"), "mode": "rw"},
-                      str(tmp_path / "data"): {"bind": str(tmp_path / "data"), "mode": "ro"}}
+    assert mounts == {
+        str(tmp_path / "out"): {"bind": str(tmp_path / "out"), "mode": "rw"},
+        str(tmp_path / "data"): {"bind": str(tmp_path / "data"), "mode": "ro"},
+    }
     remote = bind_mounts(dataset="s3://avsc/tau", output=tmp_path / "out", selinux=True)
     assert remote == {str(tmp_path / "out"): {"bind": str(tmp_path / "out"), "mode": "rw,z"}}
 
 
 def test_executor_output_file_is_read_from_the_command_line():
-    command = ["sh", "-c", "...", "--executor_input",
-               json.dumps({"outputs": {"outputFile": "/runs/out/task/executor_output.json"}}),
-               "--function_to_execute", "ingest_dataset"]
+    command = [
+        "sh",
+        "-c",
+        "...",
+        "--executor_input",
+        json.dumps({"outputs": {"outputFile": "/runs/out/task/executor_output.json"}}),
+        "--function_to_execute",
+        "ingest_dataset",
+    ]
     assert executor_output_file(command) == "/runs/out/task/executor_output.json"
     assert executor_output_file(["python", "-c", "pass"]) is None
 
 
 # ---------------------------------------------------------------- the Docker API, faked
+
 
 class FakeContainer:
     def __init__(self, exit_code: int, on_run=None):
@@ -158,17 +182,28 @@ def test_a_missing_image_that_cannot_be_pulled_says_how_to_build_it():
 
 
 def _task_command(output_file: Path) -> list[str]:
-    return ["sh", "-c", "run the step", "--executor_input",
-            json.dumps({"outputs": {"outputFile": str(output_file)}}), "--function_to_execute", "step"]
+    return [
+        "sh",
+        "-c",
+        "run the step",
+        "--executor_input",
+        json.dumps({"outputs": {"outputFile": str(output_file)}}),
+        "--function_to_execute",
+        "step",
+    ]
 
 
-@pytest.mark.parametrize("exit_code, writes_output, expected", [
-    (0, True, status.Status.SUCCESS),
-    (0, False, status.Status.FAILURE),  # "succeeded" without its outputs
-    (1, True, status.Status.FAILURE),
-])
-def test_guarded_handler_counts_a_step_by_exit_code_and_outputs(tmp_path, monkeypatch, capsys,
-                                                                 exit_code, writes_output, expected):
+@pytest.mark.parametrize(
+    "exit_code, writes_output, expected",
+    [
+        (0, True, status.Status.SUCCESS),
+        (0, False, status.Status.FAILURE),  # "succeeded" without its outputs
+        (1, True, status.Status.FAILURE),
+    ],
+)
+def test_guarded_handler_counts_a_step_by_exit_code_and_outputs(
+    tmp_path, monkeypatch, capsys, exit_code, writes_output, expected
+):
     output_file = tmp_path / "pipeline-root" / "task" / "executor_output.json"
 
     def write_outputs():
@@ -181,13 +216,18 @@ def test_guarded_handler_counts_a_step_by_exit_code_and_outputs(tmp_path, monkey
     monkeypatch.setattr(docker, "from_env", lambda: client)
     (tmp_path / "data").mkdir()
     monkeypatch.setattr(local.config.LocalExecutionConfig, "instance", None)
-    with local_runner("docker", dataset=str(tmp_path / "data"), output=tmp_path / "out",
-                      gpu=False, environ={}) as runner:
+    with local_runner(
+        "docker", dataset=str(tmp_path / "data"), output=tmp_path / "out", gpu=False, environ={}
+    ) as runner:
         handler_class = docker_task_handler.DockerTaskHandler
         assert handler_class.__name__ == "GuardedDockerTaskHandler"
-        handler = handler_class(image=GPU_IMAGE, full_command=_task_command(output_file),
-                                pipeline_root=str(tmp_path / "out" / "pipeline-root"), runner=runner,
-                                env_vars={"AVSC_S3_ENDPOINT": "x"})
+        handler = handler_class(
+            image=GPU_IMAGE,
+            full_command=_task_command(output_file),
+            pipeline_root=str(tmp_path / "out" / "pipeline-root"),
+            runner=runner,
+            env_vars={"AVSC_S3_ENDPOINT": "x"},
+        )
         assert handler.run() == expected
     assert docker_task_handler.DockerTaskHandler.__name__ == "DockerTaskHandler"  # restored
     (run,) = client.runs
@@ -208,8 +248,10 @@ def test_no_docker_api_is_a_clear_error(monkeypatch, tmp_path):
         raise docker.errors.DockerException("Error while fetching server API version")
 
     monkeypatch.setattr(docker, "from_env", unreachable)
-    with pytest.raises(RuntimeError, match="podman system service"), \
-            local_runner("docker", dataset="s3://avsc/tau", output=tmp_path / "out"):
+    with (
+        pytest.raises(RuntimeError, match="podman system service"),
+        local_runner("docker", dataset="s3://avsc/tau", output=tmp_path / "out"),
+    ):
         pass
 
 
@@ -224,6 +266,7 @@ def test_subprocess_runner_is_the_default_and_patches_nothing(tmp_path):
         cli.build_parser().parse_args(["run", "--local", "--runner", "kubernetes"])
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["run", "--local", "--runner", "docker", "--registry", "Bad Registry!"])
-    args = cli.build_parser().parse_args(["run", "--local", "--runner", "docker", "--registry",
-                                               "registry.local:5000/ml", "--no-gpu"])
+    args = cli.build_parser().parse_args(
+        ["run", "--local", "--runner", "docker", "--registry", "registry.local:5000/ml", "--no-gpu"]
+    )
     assert (args.runner, args.registry, args.no_gpu) == ("docker", "registry.local:5000/ml", True)

@@ -69,7 +69,7 @@ def test_short_clip_is_padded(videos):
     audio = demux_audio(videos["short"], AUDIO)
     assert audio.shape == (AUDIO.n_samples, 2)
     assert rms(audio[: AUDIO.sample_rate // 2]).min() > 0.001
-    assert np.all(audio[int(1.2 * AUDIO.sample_rate):] == 0.0)
+    assert np.all(audio[int(1.2 * AUDIO.sample_rate) :] == 0.0)
     frames = sample_frames(videos["short"], FrameConfig(fps=4.0, size=24), seconds=2.0)
     assert frames.shape == (8, 24, 24, 3)
     # 1 s of video at 10 frames/s sampled at 4 frames/s: from t = 1.0 s on, past the end,
@@ -86,8 +86,7 @@ def test_long_clip_is_cropped_and_offset_moves_the_window(videos):
     assert rms(audio[-1000:]).min() > 0.001  # still sound at the end: cropped, not padded
     later = demux_audio(videos["long"], AUDIO, offset_s=1.0, duration_s=1.0)
     assert later.shape == (AUDIO.sample_rate, 2)
-    np.testing.assert_allclose(later[5000:6000], audio[AUDIO.sample_rate + 5000:AUDIO.sample_rate + 6000],
-                               atol=0.02)
+    np.testing.assert_allclose(later[5000:6000], audio[AUDIO.sample_rate + 5000 : AUDIO.sample_rate + 6000], atol=0.02)
     frames = sample_frames(videos["long"], FrameConfig(fps=2.0, size=16), seconds=2.0)
     assert frames.shape == (4, 16, 16, 3)
 
@@ -112,8 +111,7 @@ def test_frames_keep_proportions_by_centre_crop(tmp_path):
 
 def test_every_frame_mode_matches_shape(videos):
     fast = sample_frames(videos["long"], FrameConfig(fps=2.0, size=16), seconds=3.0)
-    exact = sample_frames(videos["long"], FrameConfig(fps=2.0, size=16), seconds=3.0,
-                          reference_only=False, threads=1)
+    exact = sample_frames(videos["long"], FrameConfig(fps=2.0, size=16), seconds=3.0, reference_only=False, threads=1)
     assert fast.shape == exact.shape == (6, 16, 16, 3)
 
 

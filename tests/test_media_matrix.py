@@ -24,32 +24,51 @@ from avsc.media.probe import probe_media
 
 FAST = [
     Variant("mp4-h264-aac"),
-    Variant("mkv-h264-flac-mono-96k-late-audio-two-tracks", container="mkv", acodec="flac", layout="mono",
-            rate=96000, audio_start=1.0, tracks="noise-second"),
-    Variant("mkv-vp9-opus-5.1-default-second-track", container="mkv", vcodec="libvpx-vp9", acodec="libopus",
-            layout="5.1", tracks="noise-first-default-second"),
-    Variant("mov-h264-pcm-7.1-44k-rot90", container="mov", acodec="pcm_s16le", layout="7.1", rate=44100,
-            rotation=90),
+    Variant(
+        "mkv-h264-flac-mono-96k-late-audio-two-tracks",
+        container="mkv",
+        acodec="flac",
+        layout="mono",
+        rate=96000,
+        audio_start=1.0,
+        tracks="noise-second",
+    ),
+    Variant(
+        "mkv-vp9-opus-5.1-default-second-track",
+        container="mkv",
+        vcodec="libvpx-vp9",
+        acodec="libopus",
+        layout="5.1",
+        tracks="noise-first-default-second",
+    ),
+    Variant("mov-h264-pcm-7.1-44k-rot90", container="mov", acodec="pcm_s16le", layout="7.1", rate=44100, rotation=90),
     Variant("mp4-hevc-aac-5.1-sar2-rot180", vcodec="libx265", layout="5.1", rate=44100, sar=2.0, rotation=180),
-    Variant("webm-vp8-vorbis-late-video", container="webm", vcodec="libvpx", acodec="libvorbis", rate=44100,
-            video_start=0.6),
-    Variant("avi-mpeg4-mp3-mono-22k", container="avi", vcodec="mpeg4", acodec="libmp3lame", layout="mono",
-            rate=22050),
+    Variant(
+        "webm-vp8-vorbis-late-video", container="webm", vcodec="libvpx", acodec="libvorbis", rate=44100, video_start=0.6
+    ),
+    Variant("avi-mpeg4-mp3-mono-22k", container="avi", vcodec="mpeg4", acodec="libmp3lame", layout="mono", rate=22050),
     Variant("ts-mpeg2-mp2-25fps", container="ts", vcodec="mpeg2video", acodec="mp2", fps=25.0),
     Variant("m2ts-h264-aac-sar-half", container="m2ts", sar=0.5),  # TS carries no rotation
     Variant("mov-mjpeg-pcm-rot270", container="mov", vcodec="mjpeg", acodec="pcm_s16le", rotation=270),
-    Variant("mkv-h264-f32-8k-short-sound", container="mkv", acodec="pcm_f32le", rate=8000, seconds=3.0,
-            audio_seconds=1.0),
+    Variant(
+        "mkv-h264-f32-8k-short-sound", container="mkv", acodec="pcm_f32le", rate=8000, seconds=3.0, audio_seconds=1.0
+    ),
     Variant("mp4-short-picture-long-sound", seconds=1.0, audio_seconds=3.0, beep_at=2.0, fps=30.0),
     Variant("mp4-0.2s", seconds=0.2, beep_at=0.05, audio_seconds=0.3),
     Variant("mp4-h264-bframes-30fps", vcodec="libx264-bframes", fps=30.0),
 ]
 SLOW = [
-    Variant(f"{container}-{layout}-{start}", container=container, layout=layout,
-            acodec={"mkv": "libopus", "mov": "pcm_s16le"}.get(container, "aac"),
-            audio_start=0.8 if start == "late-audio" else 0.0, video_start=0.6 if start == "late-video" else 0.0)
-    for container, layout, start in itertools.product(("mp4", "mkv", "mov", "ts"), ("mono", "stereo", "5.1"),
-                                                      ("together", "late-audio", "late-video"))
+    Variant(
+        f"{container}-{layout}-{start}",
+        container=container,
+        layout=layout,
+        acodec={"mkv": "libopus", "mov": "pcm_s16le"}.get(container, "aac"),
+        audio_start=0.8 if start == "late-audio" else 0.0,
+        video_start=0.6 if start == "late-video" else 0.0,
+    )
+    for container, layout, start in itertools.product(
+        ("mp4", "mkv", "mov", "ts"), ("mono", "stereo", "5.1"), ("together", "late-audio", "late-video")
+    )
 ]
 # The displayed picture's three bars after a centre crop of 4:3 to a square: the crop keeps
 # x in [1/8, 7/8], so blue 0.278, red 0.444, green 0.278 of the width.
@@ -85,14 +104,13 @@ def check_variant(v: Variant, path) -> None:
     assert info.duration_s == pytest.approx(v.duration, abs=max(0.08, 2 * 1024 / v.rate))
 
     # The sound of the whole recording: the beep where a player plays it, silence before.
-    audio = demux_audio(path, AudioConfig(sample_rate=RATE, clip_seconds=1.0), duration_s=v.duration + 0.5,
-                        info=info)
+    audio = demux_audio(path, AudioConfig(sample_rate=RATE, clip_seconds=1.0), duration_s=v.duration + 0.5, info=info)
     onset = beep_onset(audio, RATE)
     assert onset is not None
     assert v.beep_time - 0.005 <= onset <= v.beep_time + _late_slack(v), f"beep at {onset:.3f} s"
     before = audio[: max(0, int((v.beep_time - 0.05) * RATE))]
     assert before.size == 0 or np.abs(before).max() < 0.01, "sound before the beep: the wrong track, or shifted"
-    assert np.abs(audio[int((v.beep_time + 0.05) * RATE):int((v.beep_time + 0.15) * RATE)]).max() > 0.2
+    assert np.abs(audio[int((v.beep_time + 0.05) * RATE) : int((v.beep_time + 0.15) * RATE)]).max() > 0.2
 
     # Frames half a source frame after each instant: the latest source frame at or before it.
     offset = 0.5 / v.fps

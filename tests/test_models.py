@@ -97,25 +97,28 @@ def test_l2_is_half_lambda_times_squared_kernels(rng):
 
 
 def test_weights_file_is_loaded(tmp_path):
-    base = keras.applications.ConvNeXtTiny(include_top=False, weights=None, input_shape=(32, 32, 3),
-                                           pooling="avg")
+    base = keras.applications.ConvNeXtTiny(include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg")
     path = tmp_path / "convnext_notop.weights.h5"
     base.save_weights(path)
     model = build_visual_backbone("convnext", image_size=32, weights=str(path), dense_units=16)
     inner = next(layer for layer in model.layers if isinstance(layer, keras.Model))
     # Same weights (the depthwise kernels held with two axes swapped): same outputs.
     x = np.random.default_rng(0).uniform(0, 255, size=(2, 32, 32, 3)).astype(np.float32)
-    np.testing.assert_allclose(np.asarray(inner(x, training=False)), np.asarray(base(x, training=False)),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(inner(x, training=False)), np.asarray(base(x, training=False)), rtol=1e-4, atol=1e-4
+    )
     assert len(inner.weights) == len(base.weights)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: build_visual_backbone("convnext", image_size=32, weights="/nonexistent/w.h5"), "not found"),
-    (lambda: build_visual_backbone("inception", image_size=40, weights="none"), "at least 75"),
-    (lambda: build_visual_backbone("resnet", weights="none"), "unknown visual backbone"),
-    (lambda: build_backbone("aud-xyz", SHAPES, SMALL), "unknown backbone"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: build_visual_backbone("convnext", image_size=32, weights="/nonexistent/w.h5"), "not found"),
+        (lambda: build_visual_backbone("inception", image_size=40, weights="none"), "at least 75"),
+        (lambda: build_visual_backbone("resnet", weights="none"), "unknown visual backbone"),
+        (lambda: build_backbone("aud-xyz", SHAPES, SMALL), "unknown backbone"),
+    ],
+)
 def test_bad_settings_raise_clear_errors(call, message):
     with pytest.raises(ConfigError, match=message):
         call()
@@ -134,14 +137,14 @@ def test_from_scratch_inception_uses_fast_batchnorm_statistics(tmp_path):
     # or a quick-preset model predicts one class at inference; the setting must survive saving.
     model = build_visual_backbone("inception", image_size=75, weights="none", dense_units=16)
     base = next(layer for layer in model.layers if isinstance(layer, keras.Model))
-    momenta = {layer.momentum for layer in base.layers
-               if isinstance(layer, keras.layers.BatchNormalization)}
+    momenta = {layer.momentum for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)}
     assert momenta == {0.9}
     model.save(tmp_path / "vis.keras")
     again = keras.models.load_model(tmp_path / "vis.keras", compile=False)
     base_again = next(layer for layer in again.layers if isinstance(layer, keras.Model))
-    assert {layer.momentum for layer in base_again.layers
-            if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
+    assert {layer.momentum for layer in base_again.layers if isinstance(layer, keras.layers.BatchNormalization)} == {
+        0.9
+    }
 
 
 def _all_layers(model):
@@ -154,17 +157,21 @@ def _all_layers(model):
 def test_grouped_convolutions_become_depthwise_with_the_same_outputs(rng):
     from avsc.models.backbones import depthwise_for_grouped
 
-    convnext = keras.applications.ConvNeXtTiny(include_top=False, weights=None, input_shape=(32, 32, 3),
-                                               pooling="avg")
-    grouped = sum(isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.DepthwiseConv2D)
-                  and layer.groups > 1 for layer in _all_layers(convnext))
+    convnext = keras.applications.ConvNeXtTiny(include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg")
+    grouped = sum(
+        isinstance(layer, keras.layers.Conv2D)
+        and not isinstance(layer, keras.layers.DepthwiseConv2D)
+        and layer.groups > 1
+        for layer in _all_layers(convnext)
+    )
     fast = depthwise_for_grouped(convnext)
     assert grouped == 18  # one 7x7 depthwise convolution per ConvNeXt block (3 + 3 + 9 + 3)
     assert sum(isinstance(layer, keras.layers.DepthwiseConv2D) for layer in _all_layers(fast)) == grouped
     assert not any(isinstance(layer, keras.layers.Conv2D) and layer.groups > 1 for layer in _all_layers(fast))
     x = rng.uniform(0, 255, size=(2, 32, 32, 3)).astype(np.float32)
-    np.testing.assert_allclose(np.asarray(fast(x, training=False)), np.asarray(convnext(x, training=False)),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(fast(x, training=False)), np.asarray(convnext(x, training=False)), rtol=1e-4, atol=1e-4
+    )
     # The backbone is built with the fast layers (the grouped form is ~30x slower on CPU).
     model = build_visual_backbone("convnext", image_size=32, weights="none", dense_units=16)
     assert not any(isinstance(layer, keras.layers.Conv2D) and layer.groups > 1 for layer in _all_layers(model))

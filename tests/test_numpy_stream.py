@@ -18,8 +18,9 @@ from avsc.training.sampling import epoch_plan, mixup_draws
 @pytest.fixture(scope="module")
 def store_dir(tmp_path_factory):
     # 8 clips a part: 60 train clips in 8 parts, so shuffle groups span several parts.
-    return make_feature_store(tmp_path_factory.mktemp("features"), per_class={"train": 6, "val": 2},
-                              n_frames=3, features=("mel", "frames"))
+    return make_feature_store(
+        tmp_path_factory.mktemp("features"), per_class={"train": 6, "val": 2}, n_frames=3, features=("mel", "frames")
+    )
 
 
 def _tf_batches(dataset):
@@ -38,10 +39,13 @@ def _assert_same(tf_batches, np_batches):
             np.testing.assert_array_equal(ta, tb)
 
 
-@pytest.mark.parametrize("backbone, kwargs", [
-    ("aud-mel", {"batch_size": 16, "shuffle_buffer": 20}),  # groups of 3 parts, batches across them
-    ("vis-inc", {"batch_size": 7, "frames_per_clip": 2, "shuffle_buffer": 40}),
-])
+@pytest.mark.parametrize(
+    "backbone, kwargs",
+    [
+        ("aud-mel", {"batch_size": 16, "shuffle_buffer": 20}),  # groups of 3 parts, batches across them
+        ("vis-inc", {"batch_size": 7, "frames_per_clip": 2, "shuffle_buffer": 40}),
+    ],
+)
 def test_numpy_stream_gives_the_tf_data_batches(store_dir, backbone, kwargs):
     from avsc.training.streams import train_dataset
 

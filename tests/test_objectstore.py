@@ -27,8 +27,7 @@ def _sha256(data: bytes) -> str:
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
@@ -57,13 +56,17 @@ def _closed_port() -> int:
 
 # ---------------------------------------------------------------- URIs and settings
 
-@pytest.mark.parametrize("uri, expected", [
-    ("s3://avsc/datasets/tau2021", ("avsc", "datasets/tau2021")),
-    ("s3://avsc/datasets/tau2021/", ("avsc", "datasets/tau2021")),
-    ("s3://avsc//a//b/", ("avsc", "a/b")),
-    ("s3://avsc", ("avsc", "")),
-    ("s3://avsc/", ("avsc", "")),
-])
+
+@pytest.mark.parametrize(
+    "uri, expected",
+    [
+        ("s3://avsc/datasets/tau2021", ("avsc", "datasets/tau2021")),
+        ("s3://avsc/datasets/tau2021/", ("avsc", "datasets/tau2021")),
+        ("s3://avsc//a//b/", ("avsc", "a/b")),
+        ("s3://avsc", ("avsc", "")),
+        ("s3://avsc/", ("avsc", "")),
+    ],
+)
 def test_parse_uri(uri, expected):
     assert parse_uri(uri) == expected
     assert is_remote(uri)
@@ -81,16 +84,18 @@ def test_is_remote_for_paths():
     assert not is_remote("data/s3://x")
 
 
-@pytest.mark.parametrize("endpoint, secure_env, endpoint_out, secure_out", [
-    ("minio.avsc.svc:9000", None, "minio.avsc.svc:9000", True),
-    ("minio.avsc.svc:9000", "false", "minio.avsc.svc:9000", False),
-    ("http://127.0.0.1:9000", None, "127.0.0.1:9000", False),
-    ("https://s3.example.internal/", None, "s3.example.internal", True),
-    ("http://127.0.0.1:9000", "true", "127.0.0.1:9000", True),  # the variable wins
-])
+@pytest.mark.parametrize(
+    "endpoint, secure_env, endpoint_out, secure_out",
+    [
+        ("minio.avsc.svc:9000", None, "minio.avsc.svc:9000", True),
+        ("minio.avsc.svc:9000", "false", "minio.avsc.svc:9000", False),
+        ("http://127.0.0.1:9000", None, "127.0.0.1:9000", False),
+        ("https://s3.example.internal/", None, "s3.example.internal", True),
+        ("http://127.0.0.1:9000", "true", "127.0.0.1:9000", True),  # the variable wins
+    ],
+)
 def test_settings_from_env(endpoint, secure_env, endpoint_out, secure_out):
-    env = {"AVSC_S3_ENDPOINT": endpoint, "AVSC_S3_ACCESS_KEY": "AKEXAMPLE",
-           "AVSC_S3_SECRET_KEY": "very-secret-value"}
+    env = {"AVSC_S3_ENDPOINT": endpoint, "AVSC_S3_ACCESS_KEY": "AKEXAMPLE", "AVSC_S3_SECRET_KEY": "very-secret-value"}
     if secure_env is not None:
         env["AVSC_S3_SECURE"] = secure_env
     settings = S3Settings.from_env(env)
@@ -102,8 +107,12 @@ def test_settings_from_env(endpoint, secure_env, endpoint_out, secure_out):
 
 
 def test_settings_region_and_overrides():
-    env = {"AVSC_S3_ENDPOINT": "h:1", "AVSC_S3_ACCESS_KEY": "a", "AVSC_S3_SECRET_KEY": "b",
-           "AVSC_S3_REGION": "eu-west-1"}
+    env = {
+        "AVSC_S3_ENDPOINT": "h:1",
+        "AVSC_S3_ACCESS_KEY": "a",
+        "AVSC_S3_SECRET_KEY": "b",
+        "AVSC_S3_REGION": "eu-west-1",
+    }
     settings = S3Settings.from_env(env, retries=2)
     assert settings.region == "eu-west-1"
     assert settings.retries == 2
@@ -118,10 +127,13 @@ def test_settings_missing_variables_are_named():
     assert "s3cr3t-value" not in message
 
 
-@pytest.mark.parametrize("env, problem", [
-    ({"AVSC_S3_ENDPOINT": "http://h:9000/bucket"}, "without a path"),
-    ({"AVSC_S3_ENDPOINT": "h:9000", "AVSC_S3_SECURE": "maybe"}, "AVSC_S3_SECURE"),
-])
+@pytest.mark.parametrize(
+    "env, problem",
+    [
+        ({"AVSC_S3_ENDPOINT": "http://h:9000/bucket"}, "without a path"),
+        ({"AVSC_S3_ENDPOINT": "h:9000", "AVSC_S3_SECURE": "maybe"}, "AVSC_S3_SECURE"),
+    ],
+)
 def test_settings_malformed_values(env, problem):
     env = {"AVSC_S3_ACCESS_KEY": "a", "AVSC_S3_SECRET_KEY": "b", **env}
     with pytest.raises(StoreError, match=problem):
@@ -130,12 +142,12 @@ def test_settings_malformed_values(env, problem):
 
 # ---------------------------------------------------------------- push and pull
 
+
 def test_push_pull_round_trip(s3_store, dataset, tmp_path):
     uri = s3_store.uri("datasets/demo")
     pushed = push_dir(dataset, uri, settings=s3_store.settings, workers=4, progress=False)
     local = _tree(dataset)
-    assert pushed == TransferResult(transferred=len(local), skipped=0,
-                                    bytes=sum(len(d) for d in local.values()))
+    assert pushed == TransferResult(transferred=len(local), skipped=0, bytes=sum(len(d) for d in local.values()))
     assert s3_store.keys() == {f"datasets/demo/{k}": len(v) for k, v in local.items()}
     stat = s3_store.client.stat_object(s3_store.bucket, "datasets/demo/big/weights.bin")
     assert stat.metadata["x-amz-meta-sha256"] == _sha256(local["big/weights.bin"])
@@ -156,8 +168,9 @@ def test_second_push_skips_and_changed_file_is_uploaded_again(s3_store, dataset)
     uri = s3_store.uri("ds")
     push_dir(dataset, uri, settings=s3_store.settings, progress=False)
     count = len(_tree(dataset))
-    assert push_dir(dataset, uri, settings=s3_store.settings, progress=False) == \
-        TransferResult(transferred=0, skipped=count, bytes=0)
+    assert push_dir(dataset, uri, settings=s3_store.settings, progress=False) == TransferResult(
+        transferred=0, skipped=count, bytes=0
+    )
 
     wav = dataset / "audio" / "a.wav"
     changed = bytes(b ^ 0xFF for b in wav.read_bytes())  # same size, other bytes
@@ -187,14 +200,12 @@ def test_pull_include_fetches_only_named_keys(s3_store, dataset, tmp_path):
     uri = s3_store.uri("ds")
     push_dir(dataset, uri, settings=s3_store.settings, progress=False)
     out = tmp_path / "partial"
-    result = pull_dir(uri, out, settings=s3_store.settings, progress=False,
-                      include=["meta.csv", "/video/a.mp4"])
+    result = pull_dir(uri, out, settings=s3_store.settings, progress=False, include=["meta.csv", "/video/a.mp4"])
     assert sorted(_tree(out)) == ["meta.csv", "video/a.mp4"]
     assert result.transferred == 2
 
     with pytest.raises(StoreError, match=r"video/missing\.mp4"):
-        pull_dir(uri, out, settings=s3_store.settings, progress=False,
-                 include=["meta.csv", "video/missing.mp4"])
+        pull_dir(uri, out, settings=s3_store.settings, progress=False, include=["meta.csv", "video/missing.mp4"])
 
 
 def test_pull_replaces_a_local_file_that_differs(s3_store, dataset, tmp_path):
@@ -213,10 +224,16 @@ def test_pull_replaces_a_local_file_that_differs(s3_store, dataset, tmp_path):
 def test_pull_refuses_an_object_whose_bytes_differ_from_its_recorded_sha256(s3_store, tmp_path):
     """The download lands in a temporary file; a failed check leaves neither it nor the target."""
     data = b"weights that were damaged after upload"
-    s3_store.client.put_object(s3_store.bucket, "ds/model.keras", io.BytesIO(data), len(data),
-                               metadata={"sha256": _sha256(b"the original weights")})
-    s3_store.client.put_object(s3_store.bucket, "ds/ok.txt", io.BytesIO(b"fine"), 4,
-                               metadata={"sha256": _sha256(b"fine")})
+    s3_store.client.put_object(
+        s3_store.bucket,
+        "ds/model.keras",
+        io.BytesIO(data),
+        len(data),
+        metadata={"sha256": _sha256(b"the original weights")},
+    )
+    s3_store.client.put_object(
+        s3_store.bucket, "ds/ok.txt", io.BytesIO(b"fine"), 4, metadata={"sha256": _sha256(b"fine")}
+    )
     out = tmp_path / "copy"
     with pytest.raises(StoreError, match=r"ds/model\.keras: content does not match its recorded SHA-256"):
         pull_dir(s3_store.uri("ds"), out, settings=s3_store.settings, progress=False, workers=1)
@@ -241,8 +258,7 @@ def test_push_file_and_pull_file(s3_store, tmp_path):
 
 def test_pull_empty_prefix_is_an_error(s3_store, tmp_path):
     with pytest.raises(StoreError, match="no objects under this prefix"):
-        pull_dir(s3_store.uri("nothing/here"), tmp_path / "o", settings=s3_store.settings,
-                 progress=False)
+        pull_dir(s3_store.uri("nothing/here"), tmp_path / "o", settings=s3_store.settings, progress=False)
 
 
 def test_list_objects(s3_store, dataset):
@@ -254,6 +270,7 @@ def test_list_objects(s3_store, dataset):
 
 # ---------------------------------------------------------------- no partial objects
 
+
 def _corrupt_after_hashing(monkeypatch, victims: dict[str, callable]) -> None:
     """Change chosen files right after push has hashed them, as a writer racing the upload would."""
     real_hash = transfer.file_digest
@@ -264,11 +281,13 @@ def _corrupt_after_hashing(monkeypatch, victims: dict[str, callable]) -> None:
         if change is not None:
             change(Path(path))
         return digest
+
     monkeypatch.setattr(transfer, "file_digest", hash_then_corrupt)
 
 
 def test_failed_uploads_leave_no_object(s3_store, dataset, monkeypatch):
     """A file truncated during a multipart upload, and one rewritten before its single PUT."""
+
     def truncate(path):
         with open(path, "r+b") as handle:
             handle.truncate(MULTIPART - 1000)
@@ -299,6 +318,7 @@ def test_missing_local_folder(s3_store, tmp_path):
 
 
 # ---------------------------------------------------------------- failures with clear messages
+
 
 def test_missing_bucket_names_it_and_says_how_to_create_it(s3_server, dataset):
     settings = s3_server.settings()
@@ -339,19 +359,16 @@ def test_credential_errors(s3_store, iam_auth, tmp_path):
         message = str(caught.value)
         assert code in message and "AVSC_S3_SECRET_KEY" in message, message
         assert secret_key not in message
-    allowed = dataclasses.replace(s3_store.settings, access_key=iam_auth.allowed[0],
-                                  secret_key=iam_auth.allowed[1])
+    allowed = dataclasses.replace(s3_store.settings, access_key=iam_auth.allowed[0], secret_key=iam_auth.allowed[1])
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f.txt").write_text("x")
-    assert push_dir(tmp_path / "d", s3_store.uri("p"), settings=allowed,
-                    progress=False).transferred == 1
+    assert push_dir(tmp_path / "d", s3_store.uri("p"), settings=allowed, progress=False).transferred == 1
 
 
 def test_slow_down_is_retried_with_backoff(s3_store, s3_server, dataset, tmp_path):
     with FlakyProxy(s3_server, failures=2) as proxy:
         settings = dataclasses.replace(s3_store.settings, endpoint=proxy.endpoint)
-        result = push_dir(dataset, s3_store.uri("ds"), settings=settings, workers=1,
-                          progress=False)
+        result = push_dir(dataset, s3_store.uri("ds"), settings=settings, workers=1, progress=False)
     assert proxy.refused == 2
     assert result.transferred == len(_tree(dataset))
     out = tmp_path / "copy"
@@ -370,6 +387,7 @@ def test_persistent_slow_down_gives_up_after_the_configured_attempts(s3_store, s
 
 # ---------------------------------------------------------------- command line
 
+
 def test_cli_push_ls_pull(s3_env, dataset, tmp_path, capsys):
     uri = s3_env.uri("datasets/demo")
     local = _tree(dataset)
@@ -386,8 +404,7 @@ def test_cli_push_ls_pull(s3_env, dataset, tmp_path, capsys):
     out = tmp_path / "pulled"
     assert main(["data", "pull", uri, str(out), "--quiet"]) == 0
     assert _tree(out) == local
-    assert main(["data", "pull", uri, str(tmp_path / "one"), "--include", "meta.csv",
-                 "--quiet"]) == 0
+    assert main(["data", "pull", uri, str(tmp_path / "one"), "--include", "meta.csv", "--quiet"]) == 0
     assert sorted(_tree(tmp_path / "one")) == ["meta.csv"]
 
 
@@ -404,6 +421,7 @@ def test_cli_errors_are_one_line(s3_env, dataset, capsys, monkeypatch):
 
 
 # ---------------------------------------------------------------- a location's local copy
+
 
 def test_copy_uploads_and_downloads_between_a_folder_and_the_store(s3_env, dataset, tmp_path):
     from avsc.storage import locations

@@ -34,6 +34,7 @@ CONFIG = FeatureConfig(audio=AudioConfig(clip_seconds=1.0), frames=FrameConfig(f
 
 # ---------------------------------------------------------------- cache folders
 
+
 @pytest.fixture
 def unwritable_home(tmp_path, monkeypatch):
     """HOME is a regular file: nothing can be created below it, even by root."""
@@ -57,8 +58,10 @@ def test_is_writable_walks_up_to_the_nearest_existing_folder(tmp_path):
 def test_unwritable_defaults_move_under_the_temporary_folder(unwritable_home, tmp_path):
     changed = use_writable_caches()
     user = f"avsc-{os.getuid()}"
-    assert changed == {"NUMBA_CACHE_DIR": str(tmp_path / "tmp" / user / "numba"),
-                       "MPLCONFIGDIR": str(tmp_path / "tmp" / user / "matplotlib")}
+    assert changed == {
+        "NUMBA_CACHE_DIR": str(tmp_path / "tmp" / user / "numba"),
+        "MPLCONFIGDIR": str(tmp_path / "tmp" / user / "matplotlib"),
+    }
     for name, folder in changed.items():
         assert os.environ[name] == folder and Path(folder).is_dir()
 
@@ -73,11 +76,24 @@ def test_a_set_variable_or_a_writable_default_is_left_alone(unwritable_home, tmp
 
 # ---------------------------------------------------------------- preprocessing
 
+
 def _row(clip_id: str) -> dict:
     label, city, location, _ = clip_id.split("-")
-    return {"clip_id": clip_id, "video": f"video/{clip_id}.mp4", "audio": None, "label": label,
-            "city": city, "location": f"{city}-{location}", "split": "train", "duration_s": 1.0,
-            "fps": 10.0, "width": 64, "height": 48, "audio_channels": 2, "audio_rate": 48000}
+    return {
+        "clip_id": clip_id,
+        "video": f"video/{clip_id}.mp4",
+        "audio": None,
+        "label": label,
+        "city": city,
+        "location": f"{city}-{location}",
+        "split": "train",
+        "duration_s": 1.0,
+        "fps": 10.0,
+        "width": 64,
+        "height": 48,
+        "audio_channels": 2,
+        "audio_rate": 48000,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +107,10 @@ def dataset(tmp_path_factory):
     bad = ["bus-lyon-3-1", "metro-lyon-4-1", "tram-lyon-5-1"]
     return {
         "root": root,
-        "good": write_manifest([_row(c) for c in ("park-paris-1-1", "tram-paris-2-1")],
-                               root / "good.parquet", dataset_root=root),
-        "mixed": write_manifest([_row(c) for c in ("park-paris-1-1", *bad)], root / "mixed.parquet",
-                                dataset_root=root),
+        "good": write_manifest(
+            [_row(c) for c in ("park-paris-1-1", "tram-paris-2-1")], root / "good.parquet", dataset_root=root
+        ),
+        "mixed": write_manifest([_row(c) for c in ("park-paris-1-1", *bad)], root / "mixed.parquet", dataset_root=root),
         "bad": write_manifest([_row(c) for c in bad], root / "bad.parquet", dataset_root=root),
     }
 
@@ -124,18 +140,25 @@ def test_the_preprocess_step_fails_a_shard_of_rejected_clips(dataset, tmp_path):
     from components import preprocess_shard, resolve_config
 
     config = Artifact(uri=str(tmp_path / "config"))
-    resolve_config.python_func(preset="quick", overrides="", config=config,
-                               summary=Markdown(uri=str(tmp_path / "summary")))
+    resolve_config.python_func(
+        preset="quick", overrides="", config=config, summary=Markdown(uri=str(tmp_path / "summary"))
+    )
     manifest = tmp_path / "manifest"
     manifest.mkdir()
     (manifest / "manifest.parquet").write_bytes(Path(dataset["bad"]).read_bytes())
     features, metrics = tmp_path / "features", tmp_path / "metrics.json"
     with pytest.raises(DataError, match="all 3 clips of shard 0/1 were rejected"):
         preprocess_shard.python_func(
-            config=config, manifest=Dataset(name="manifest", uri=str(manifest)),
-            dataset=str(dataset["root"]), shard_index=0, shard_count=1, workers=1, output_uri="",
+            config=config,
+            manifest=Dataset(name="manifest", uri=str(manifest)),
+            dataset=str(dataset["root"]),
+            shard_index=0,
+            shard_count=1,
+            workers=1,
+            output_uri="",
             features=Dataset(name="features", uri=str(features)),
-            metrics=Metrics(name="metrics", uri=str(metrics)))
+            metrics=Metrics(name="metrics", uri=str(metrics)),
+        )
 
 
 def _preprocess_in_a_new_interpreter(manifest: Path, out: Path, env: dict[str, str]) -> str:
@@ -145,10 +168,12 @@ def _preprocess_in_a_new_interpreter(manifest: Path, out: Path, env: dict[str, s
         "from avsc.features.preprocess import preprocess\n"
         "config = FeatureConfig(audio=AudioConfig(clip_seconds=1.0), frames=FrameConfig(fps=2.0, size=32))\n"
         f"result = preprocess({str(manifest)!r}, {str(out)!r}, config=config, workers=2, progress=False)\n"
-        "print('processed', result.processed, 'rejected', len(result.rejected))\n")
+        "print('processed', result.processed, 'rejected', len(result.rejected))\n"
+    )
     env = {**env, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -196,20 +221,32 @@ def test_prebuilt_numba_kernels_are_used_by_a_fresh_preprocess(dataset, tmp_path
     env = {k: v for k, v in os.environ.items() if k not in {"NUMBA_CACHE_DIR", "AVSC_NUMBA_CACHE_SEED"}}
     env.update(NUMBA_CPU_NAME="generic")
     seed, cache = tmp_path / "seed", tmp_path / "cache"
-    built = subprocess.run([sys.executable, "-c", "from avsc.features.clip_workers import warm_up; warm_up()"],
-                           env={**env, "NUMBA_CACHE_DIR": str(seed),
-                                "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])},
-                           capture_output=True, text=True, timeout=600, check=False)
+    built = subprocess.run(
+        [sys.executable, "-c", "from avsc.features.clip_workers import warm_up; warm_up()"],
+        env={
+            **env,
+            "NUMBA_CACHE_DIR": str(seed),
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]),
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     prebuilt = _files(seed)
     assert any(name.endswith(".nbi") for name in prebuilt)
-    out = _preprocess_in_a_new_interpreter(dataset["good"], tmp_path / "features",
-                                           {**env, "NUMBA_CACHE_DIR": str(cache), "AVSC_NUMBA_CACHE_SEED": str(seed)})
+    out = _preprocess_in_a_new_interpreter(
+        dataset["good"],
+        tmp_path / "features",
+        {**env, "NUMBA_CACHE_DIR": str(cache), "AVSC_NUMBA_CACHE_SEED": str(seed)},
+    )
     assert "processed 2 rejected 0" in out
     assert _files(cache) == prebuilt
 
 
 # ---------------------------------------------------------------- ImageNet weights
+
 
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory):

@@ -34,8 +34,17 @@ from components.images import CPU_IMAGE, GPU_IMAGE
 FAKE_ACCESS_KEY = "AKIAFAKEACCESSKEY1234"
 FAKE_SECRET_KEY = "fake+secret/key+9f8e7d6c5b4a"
 TRAIN, EMBED = "Train backbone", "Embed backbone"
-COMPONENTS = [resolve_config, ingest_dataset, list_shards, preprocess_shard, train_backbone, embed_backbone,
-              fuse_method, evaluate_fusions, publish_outputs]
+COMPONENTS = [
+    resolve_config,
+    ingest_dataset,
+    list_shards,
+    preprocess_shard,
+    train_backbone,
+    embed_backbone,
+    fuse_method,
+    evaluate_fusions,
+    publish_outputs,
+]
 
 
 class Compiled:
@@ -93,8 +102,11 @@ def _compile(tmp_path_factory, monkeypatch_env: dict[str, str], *flags: str) -> 
     return Compiled(path)
 
 
-CREDENTIAL_ENV = {"AVSC_S3_ACCESS_KEY": FAKE_ACCESS_KEY, "AVSC_S3_SECRET_KEY": FAKE_SECRET_KEY,
-                  "AVSC_S3_ENDPOINT": "store.internal.example:9000"}
+CREDENTIAL_ENV = {
+    "AVSC_S3_ACCESS_KEY": FAKE_ACCESS_KEY,
+    "AVSC_S3_SECRET_KEY": FAKE_SECRET_KEY,
+    "AVSC_S3_ENDPOINT": "store.internal.example:9000",
+}
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +122,19 @@ def compiled_no_gpu(tmp_path_factory) -> Compiled:
 def test_every_stage_is_present_with_a_readable_name(compiled):
     tasks = [task for _, task in compiled.all_tasks()]
     steps = [t["taskInfo"]["name"] for t in tasks if "executorLabel" in compiled.components[t["componentRef"]["name"]]]
-    assert sorted(steps) == sorted({"Resolve config", "Ingest dataset", "List shards", "Preprocess shard", TRAIN,
-                                    EMBED, "Fuse embeddings", "Evaluate and bundle", "Publish outputs"})
+    assert sorted(steps) == sorted(
+        {
+            "Resolve config",
+            "Ingest dataset",
+            "List shards",
+            "Preprocess shard",
+            TRAIN,
+            EMBED,
+            "Fuse embeddings",
+            "Evaluate and bundle",
+            "Publish outputs",
+        }
+    )
     groups = [t["taskInfo"]["name"] for t in tasks if "dag" in compiled.components[t["componentRef"]["name"]]]
     assert sorted(groups) == ["Each backbone", "Each fusion method", "Each shard", "Train and embed backbones"]
     for name in steps + groups:  # no task left with its generated name
@@ -129,8 +152,10 @@ def test_pipeline_parameters_and_defaults(compiled):
 
 def test_settings_are_resolved_once_and_read_from_the_config_artifact(compiled):
     resolve, task = compiled.by_display("Resolve config")
-    assert task["inputs"]["parameters"] == {"preset": {"componentInputParameter": "preset"},
-                                            "overrides": {"componentInputParameter": "config"}}
+    assert task["inputs"]["parameters"] == {
+        "preset": {"componentInputParameter": "preset"},
+        "overrides": {"componentInputParameter": "config"},
+    }
     outputs = compiled.components[task["componentRef"]["name"]]["outputDefinitions"]["artifacts"]
     assert outputs["summary"]["artifactType"]["schemaTitle"] == "system.Markdown"  # shown in the UI
     # Every step that needs settings reads that artifact (through its loop or sub-pipeline);
@@ -144,13 +169,18 @@ def test_settings_are_resolved_once_and_read_from_the_config_artifact(compiled):
             assert not params & {"preset", "overrides", "epochs", "image_size", "fusion_epochs", "seed"}, name
     consumers = [t for t in compiled.root.values() if resolve in json.dumps(t.get("inputs", {}).get("artifacts", {}))]
     assert {t["taskInfo"]["name"] for t in consumers} == {
-        "Each shard", "Train and embed backbones", "Each fusion method", "Publish outputs"}
+        "Each shard",
+        "Train and embed backbones",
+        "Each fusion method",
+        "Publish outputs",
+    }
     # Ingest reads one setting, data.segment_seconds, as a parameter output of that step: a
     # change to any other setting leaves ingest's inputs, and so its cached result, as they were.
     ingest = compiled.root[compiled.by_display("Ingest dataset")[0]]
     for name in ("segment_seconds", "audio_source"):  # and data.audio_source, the clips' sound
         assert ingest["inputs"]["parameters"][name] == {
-            "taskOutputParameter": {"outputParameterKey": name, "producerTask": resolve}}
+            "taskOutputParameter": {"outputParameterKey": name, "producerTask": resolve}
+        }
     assert "artifacts" not in ingest["inputs"]
     produced = compiled.components[task["componentRef"]["name"]]["outputDefinitions"]["parameters"]
     assert set(produced) == {"segment_seconds", "audio_source"}
@@ -161,13 +191,15 @@ def test_settings_are_resolved_once_and_read_from_the_config_artifact(compiled):
 def test_preprocessing_fans_out_over_the_shard_list(compiled):
     shard_list, _ = compiled.by_display("List shards")
     assert compiled.root[shard_list]["inputs"]["parameters"]["shard_count"] == {
-        "componentInputParameter": "shard_count"}
+        "componentInputParameter": "shard_count"
+    }
     loop_name, loop = compiled.by_display("Each shard")
     items = loop["parameterIterator"]["items"]["inputParameter"]
     assert loop["inputs"]["parameters"][items]["taskOutputParameter"]["producerTask"] == shard_list
     body = compiled.components[loop["componentRef"]["name"]]["dag"]["tasks"]["preprocess-shard"]
-    assert body["inputs"]["parameters"]["shard_index"]["componentInputParameter"] == \
-        loop["parameterIterator"]["itemInput"]
+    assert (
+        body["inputs"]["parameters"]["shard_index"]["componentInputParameter"] == loop["parameterIterator"]["itemInput"]
+    )
     # The loop's features are collected into one list for the backbone trainings.
     outputs = compiled.components[loop["componentRef"]["name"]]["outputDefinitions"]["artifacts"]
     assert all(spec.get("isArtifactList") for spec in outputs.values())
@@ -186,8 +218,9 @@ def test_five_trainings_are_independent_and_each_requests_a_gpu(compiled):
     train_name, train = compiled.by_display(TRAIN)
     embed_name, embed = compiled.by_display(EMBED)
     assert set(body) == {train_name, embed_name}
-    assert train["inputs"]["parameters"]["backbone"]["componentInputParameter"] == \
-        loop["parameterIterator"]["itemInput"]
+    assert (
+        train["inputs"]["parameters"]["backbone"]["componentInputParameter"] == loop["parameterIterator"]["itemInput"]
+    )
     assert not train.get("dependentTasks")  # an iteration waits for nothing inside the loop
     assert embed["dependentTasks"] == [train_name]
     assert embed["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == train_name
@@ -211,8 +244,7 @@ def test_fusion_fans_out_over_the_six_methods_with_a_confusion_matrix_per_modali
     assert json.loads(loop["parameterIterator"]["items"]["raw"]) == list(FUSION_METHODS)
     assert phase_one in loop["dependentTasks"]
     outputs = compiled.components["comp-fuse-method"]["outputDefinitions"]["artifacts"]
-    confusions = [n for n, o in outputs.items()
-                  if o["artifactType"]["schemaTitle"] == "system.ClassificationMetrics"]
+    confusions = [n for n, o in outputs.items() if o["artifactType"]["schemaTitle"] == "system.ClassificationMetrics"]
     assert len(confusions) == 3
     assert compiled.components["comp-fuse-method"]["inputDefinitions"]["artifacts"]["embeddings"]["isArtifactList"]
     name, evaluate = compiled.by_display("Evaluate and bundle")
@@ -282,8 +314,16 @@ def test_retries_and_caching(compiled):
     for display in ("Resolve config", "List shards", "Evaluate and bundle"):  # nothing to retry for
         assert "retryPolicy" not in compiled.by_display(display)[1]
     assert compiled.by_display("Publish outputs")[1]["cachingOptions"].get("enableCache", False) is False
-    for display in ("Resolve config", "Ingest dataset", "List shards", "Preprocess shard", TRAIN, EMBED,
-                    "Fuse embeddings", "Evaluate and bundle"):
+    for display in (
+        "Resolve config",
+        "Ingest dataset",
+        "List shards",
+        "Preprocess shard",
+        TRAIN,
+        EMBED,
+        "Fuse embeddings",
+        "Evaluate and bundle",
+    ):
         assert compiled.by_display(display)[1]["cachingOptions"]["enableCache"] is True
 
 
@@ -303,8 +343,24 @@ def test_no_gpu_drops_every_gpu_setting_and_shrinks_requests(compiled, compiled_
 
 def test_cluster_flags_reach_the_package(tmp_path):
     path = tmp_path / "custom.yaml"
-    assert pipeline.main(["compile", "-o", str(path), "--accelerator", "amd.com/gpu", "--secret", "my-store",
-                          "--node-selector", "pool=gpu", "--toleration", "dedicated"]) == 0
+    assert (
+        pipeline.main(
+            [
+                "compile",
+                "-o",
+                str(path),
+                "--accelerator",
+                "amd.com/gpu",
+                "--secret",
+                "my-store",
+                "--node-selector",
+                "pool=gpu",
+                "--toleration",
+                "dedicated",
+            ]
+        )
+        == 0
+    )
     custom = Compiled(path)
     label, container = custom.executor(custom.by_display(TRAIN)[1])
     assert container["resources"]["accelerator"]["resourceType"] == "amd.com/gpu"
@@ -326,20 +382,49 @@ def test_registry_flag_retargets_every_image(tmp_path):
 def test_submit_arguments_parse_into_pipeline_parameters(tmp_path):
     settings = tmp_path / "settings.toml"
     settings.write_text("[train]\nepochs = 3\nbatch_size = 16\n\n[fusion]\nseed = 7\n")
-    args = cli.build_parser().parse_args([
-        "submit", "--host", "http://localhost:8080", "--dataset", "s3://avsc/data", "--output-uri",
-        "s3://avsc/out", "--preset", "quick", "--config", str(settings), "--set", "train.epochs=4",
-        "--set", "features.audio.frames=309", "--shards", "2", "--no-gpu", "--wait", "--timeout", "600",
-        "--namespace", "team"])
+    args = cli.build_parser().parse_args(
+        [
+            "submit",
+            "--host",
+            "http://localhost:8080",
+            "--dataset",
+            "s3://avsc/data",
+            "--output-uri",
+            "s3://avsc/out",
+            "--preset",
+            "quick",
+            "--config",
+            str(settings),
+            "--set",
+            "train.epochs=4",
+            "--set",
+            "features.audio.frames=309",
+            "--shards",
+            "2",
+            "--no-gpu",
+            "--wait",
+            "--timeout",
+            "600",
+            "--namespace",
+            "team",
+        ]
+    )
     assert args.handler is cli._cmd_submit
     assert (args.host, args.wait, args.timeout, args.namespace) == ("http://localhost:8080", True, 600, "team")
     assert args.service_account == "avsc-pipeline-runner"
     arguments = cli.pipeline_arguments(args, args.dataset, args.output_uri)
     # --set wins over the file; batch_size 16 is the quick preset's own value, so not an override.
-    assert json.loads(arguments.pop("config")) == {"train": {"epochs": 4}, "fusion": {"seed": 7},
-                                                   "features": {"audio": {"frames": 309}}}
-    assert arguments == {"dataset": "s3://avsc/data", "output_uri": "s3://avsc/out", "preset": "quick",
-                         "shard_count": 2}
+    assert json.loads(arguments.pop("config")) == {
+        "train": {"epochs": 4},
+        "fusion": {"seed": 7},
+        "features": {"audio": {"frames": 309}},
+    }
+    assert arguments == {
+        "dataset": "s3://avsc/data",
+        "output_uri": "s3://avsc/out",
+        "preset": "quick",
+        "shard_count": 2,
+    }
     options = cli._options(args)
     assert options.gpu is False and options.resources == "small" and options.secret == "avsc-s3"
 
@@ -351,13 +436,16 @@ def test_run_defaults_to_the_default_preset_and_no_overrides():
     assert cli.config_parameter("quick", None, ["train.epochs=6"]) == ""  # the preset's own value
 
 
-@pytest.mark.parametrize("argv", [
-    ["submit", "--dataset", "s3://b/d"],  # no --host
-    ["run"],  # no --local
-    ["run", "--local", "--preset", "huge"],
-    ["run", "--local", "--epochs", "3"],  # settings go through --set / --config
-    ["compile", "--resources", "tiny"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["submit", "--dataset", "s3://b/d"],  # no --host
+        ["run"],  # no --local
+        ["run", "--local", "--preset", "huge"],
+        ["run", "--local", "--epochs", "3"],  # settings go through --set / --config
+        ["compile", "--resources", "tiny"],
+    ],
+)
 def test_bad_command_lines_are_refused(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.build_parser().parse_args(argv)
@@ -372,10 +460,13 @@ def test_bad_values_are_refused_before_anything_runs(tmp_path, capsys):
     args = cli.build_parser().parse_args(["compile", "--node-selector", "no-equals-sign"])
     with pytest.raises(SystemExit, match="LABEL=VALUE"):
         cli._options(args)
-    for setting, message in (("train.epochz=3", "unknown setting.*epochz"), ("train.epochs=ten", "train.epochs"),
-                             ("nonsense", "section.key=value"),
-                             # 1-s segments under the paper's 10-s clip length: refused before ingest runs
-                             ("data.segment_seconds=1", "features.audio.clip_seconds is 10")):
+    for setting, message in (
+        ("train.epochz=3", "unknown setting.*epochz"),
+        ("train.epochs=ten", "train.epochs"),
+        ("nonsense", "section.key=value"),
+        # 1-s segments under the paper's 10-s clip length: refused before ingest runs
+        ("data.segment_seconds=1", "features.audio.clip_seconds is 10"),
+    ):
         args = cli.build_parser().parse_args(["run", "--local", "--set", setting])
         with pytest.raises(ConfigError, match=message):
             cli.pipeline_arguments(args, "data", str(tmp_path))
@@ -387,8 +478,11 @@ def test_bad_values_are_refused_before_anything_runs(tmp_path, capsys):
 
 
 def test_compiling_imports_no_heavy_library():
-    code = ("import sys, pipeline, components; "
-            "print(sorted(m for m in ('tensorflow', 'keras', 'librosa', 'pandas', 'minio') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          cwd=Path(pipeline.__file__).parent)
+    code = (
+        "import sys, pipeline, components; "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'librosa', 'pandas', 'minio') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(pipeline.__file__).parent
+    )
     assert done.stdout.strip() == "[]"

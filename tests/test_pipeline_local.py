@@ -40,19 +40,34 @@ FRAMES = 309  # the paper's spectrogram width, set on the command line (the pres
 
 
 def _run(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "pipeline.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "pipeline.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
     """The one whole run of the suite: (output folder, its process, the command line)."""
     base = tmp_path_factory.mktemp("pipeline")
-    dataset = make_demo_dataset(base / "dataset", clips_per_class=6, locations_per_class=3,
-                                progress=False).root
+    dataset = make_demo_dataset(base / "dataset", clips_per_class=6, locations_per_class=3, progress=False).root
     output = base / "out"
-    argv = ("run", "--local", "--dataset", str(dataset), "--output", str(output), "--preset", "quick",
-            "--set", "train.epochs=2", "--set", f"features.audio.frames={FRAMES}", "--shards", "2", "--cache")
+    argv = (
+        "run",
+        "--local",
+        "--dataset",
+        str(dataset),
+        "--output",
+        str(output),
+        "--preset",
+        "quick",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        f"features.audio.frames={FRAMES}",
+        "--shards",
+        "2",
+        "--cache",
+    )
     done = _run(*argv)
     assert done.returncode == 0, f"run --local failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return output, done, argv
@@ -118,8 +133,13 @@ def test_the_kubeflow_ui_artifacts_are_written(local_run):
     output, _, _ = local_run
     first = _runs(output)[0]
     outputs = [json.loads(p.read_text()) for p in first.rglob("executor_output.json")]
-    confusions = [a for out in outputs for name, arts in out.get("artifacts", {}).items()
-                  if name.startswith("confusion_") for a in arts["artifacts"]]
+    confusions = [
+        a
+        for out in outputs
+        for name, arts in out.get("artifacts", {}).items()
+        if name.startswith("confusion_")
+        for a in arts["artifacts"]
+    ]
     assert len(confusions) == len(FUSION_METHODS) * len(MODALITY_SETS)
     for artifact in confusions:
         matrix = artifact["metadata"]["confusionMatrix"]
@@ -177,13 +197,39 @@ def test_a_second_cached_run_reexecutes_no_step(local_run, cached_rerun):
 def test_the_one_second_protocol_runs_through_the_pipeline(tmp_path):
     """``--set data.segment_seconds=1`` with the matching clip length: ingest cuts 2-s clips into
     1-s segments, every later step treats a segment as a clip, the evaluation adds whole clips."""
-    dataset = make_demo_dataset(tmp_path / "dataset", classes=2, clips_per_class=3, locations_per_class=3,
-                                seconds=2.0, width=64, height=48, progress=False).root
+    dataset = make_demo_dataset(
+        tmp_path / "dataset",
+        classes=2,
+        clips_per_class=3,
+        locations_per_class=3,
+        seconds=2.0,
+        width=64,
+        height=48,
+        progress=False,
+    ).root
     output = tmp_path / "out"
-    done = _run("run", "--local", "--dataset", str(dataset), "--output", str(output), "--preset", "quick",
-                "--set", "data.segment_seconds=1", "--set", "features.audio.clip_seconds=1",
-                "--set", "features.audio.frames=40", "--set", "train.epochs=1", "--set", "fusion.epochs=2",
-                "--shards", "1")
+    done = _run(
+        "run",
+        "--local",
+        "--dataset",
+        str(dataset),
+        "--output",
+        str(output),
+        "--preset",
+        "quick",
+        "--set",
+        "data.segment_seconds=1",
+        "--set",
+        "features.audio.clip_seconds=1",
+        "--set",
+        "features.audio.frames=40",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "fusion.epochs=2",
+        "--shards",
+        "1",
+    )
     assert done.returncode == 0, f"run --local failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     data_config = json.loads((output / "config.json").read_text())["config"]["data"]
     assert data_config == {"segment_seconds": 1.0, "audio_source": "auto"}
@@ -196,8 +242,11 @@ def test_the_one_second_protocol_runs_through_the_pipeline(tmp_path):
         assert (result["n_clips"], result["clip_level"]["n_clips"]) == (4, 2)
         clip_rows = (output / result["clip_submission_csv"]).read_text().splitlines()[1:]
         assert sorted(row.split("\t")[0] for row in clip_rows) == sorted(
-            f"video/{c}.mp4" for c in read_manifest(next(_runs(output)[0].rglob("manifest.parquet")))
-            .query("split == 'test'")["parent_clip"].unique())
+            f"video/{c}.mp4"
+            for c in read_manifest(next(_runs(output)[0].rglob("manifest.parquet")))
+            .query("split == 'test'")["parent_clip"]
+            .unique()
+        )
     assert (output / "calibration-audio+visual.png").is_file() and (output / "training-curves.png").is_file()
 
 
@@ -205,8 +254,9 @@ def test_the_one_second_protocol_runs_through_the_pipeline(tmp_path):
 def test_a_failing_step_fails_the_run_with_a_message(tmp_path):
     empty = tmp_path / "not-a-dataset"
     empty.mkdir()
-    done = _run("run", "--local", "--preset", "quick", "--dataset", str(empty), "--output", str(tmp_path / "out"),
-                timeout=300)
+    done = _run(
+        "run", "--local", "--preset", "quick", "--dataset", str(empty), "--output", str(tmp_path / "out"), timeout=300
+    )
     assert done.returncode != 0
     assert "step 'Ingest dataset' failed" in done.stderr and "ingest-dataset.log" in done.stderr
     assert "fold1_train.csv" in done.stderr  # the library's own message is shown, in one line
@@ -216,8 +266,16 @@ def test_a_failing_step_fails_the_run_with_a_message(tmp_path):
 def test_ingest_and_preprocess_read_a_remote_dataset_in_place(s3_env, tmp_path, monkeypatch):
     """The components as a cluster runs them: nothing of the dataset is copied to a scratch
     folder; the shard's features land in the run's store on s3://, the artifact only names it."""
-    dataset = make_demo_dataset(tmp_path / "dataset", classes=2, clips_per_class=3, locations_per_class=3,
-                                seconds=1.0, width=64, height=48, progress=False).root
+    dataset = make_demo_dataset(
+        tmp_path / "dataset",
+        classes=2,
+        clips_per_class=3,
+        locations_per_class=3,
+        seconds=1.0,
+        width=64,
+        height=48,
+        progress=False,
+    ).root
     push_dir(dataset, s3_env.uri("tau"), progress=False)
     scratch = tmp_path / "scratch"  # a pod's scratch disk
     scratch.mkdir()
@@ -225,22 +283,36 @@ def test_ingest_and_preprocess_read_a_remote_dataset_in_place(s3_env, tmp_path, 
 
     def no_pull(*args, **kwargs):
         raise AssertionError("the dataset must not be copied")
+
     monkeypatch.setattr(avsc.storage.sync, "pull_dir", no_pull)
 
     manifest = Dataset(uri=str(tmp_path / "manifest"))
-    ingest_dataset.python_func(dataset=s3_env.uri("tau"), manifest=manifest,
-                               metrics=Metrics(uri=str(tmp_path / "ingest-metrics")))
+    ingest_dataset.python_func(
+        dataset=s3_env.uri("tau"), manifest=manifest, metrics=Metrics(uri=str(tmp_path / "ingest-metrics"))
+    )
     rows = read_manifest(Path(manifest.path) / "manifest.parquet")
     assert len(rows) == 6 and not rows["video"].str.startswith("/").any()  # paths relative to the root
 
     config = Artifact(uri=str(tmp_path / "config"))
-    resolve_config.python_func(preset="quick", overrides="features.audio.clip_seconds = 1.0", config=config,
-                               summary=Markdown(uri=str(tmp_path / "summary")))
+    resolve_config.python_func(
+        preset="quick",
+        overrides="features.audio.clip_seconds = 1.0",
+        config=config,
+        summary=Markdown(uri=str(tmp_path / "summary")),
+    )
     features = Dataset(uri=str(tmp_path / "features"))
     shard_metrics = Metrics(uri=str(tmp_path / "shard-metrics"))
-    preprocess_shard.python_func(config=config, manifest=manifest, dataset=s3_env.uri("tau"), shard_index=1,
-                                 shard_count=2, workers=1, output_uri=s3_env.uri("runs/r1"), features=features,
-                                 metrics=shard_metrics)
+    preprocess_shard.python_func(
+        config=config,
+        manifest=manifest,
+        dataset=s3_env.uri("tau"),
+        shard_index=1,
+        shard_count=2,
+        workers=1,
+        output_uri=s3_env.uri("runs/r1"),
+        features=features,
+        metrics=shard_metrics,
+    )
     assert list(scratch.iterdir()) == []
     assert sorted(p.name for p in Path(features.path).iterdir()) == ["feature-store.json"]
     store_uri = json.loads((Path(features.path) / "feature-store.json").read_text())["uri"]
@@ -251,9 +323,17 @@ def test_ingest_and_preprocess_read_a_remote_dataset_in_place(s3_env, tmp_path, 
     assert sorted(FeatureStore.open(features.path).index["clip_id"]) == sorted(mine["clip_id"])
     assert shard_metrics.metadata["processed_clips"] == len(mine) == 3
     again = Metrics(uri=str(tmp_path / "shard-metrics-2"))  # a retried pod: the clips are there
-    preprocess_shard.python_func(config=config, manifest=manifest, dataset=s3_env.uri("tau"), shard_index=1,
-                                 shard_count=2, workers=1, output_uri=s3_env.uri("runs/r1"),
-                                 features=Dataset(uri=str(tmp_path / "features-2")), metrics=again)
+    preprocess_shard.python_func(
+        config=config,
+        manifest=manifest,
+        dataset=s3_env.uri("tau"),
+        shard_index=1,
+        shard_count=2,
+        workers=1,
+        output_uri=s3_env.uri("runs/r1"),
+        features=Dataset(uri=str(tmp_path / "features-2")),
+        metrics=again,
+    )
     assert again.metadata["processed_clips"] == 0 and again.metadata["skipped_clips"] == 3
 
 
@@ -274,11 +354,20 @@ def test_publish_pushes_report_bundle_and_embeddings(s3_env, tmp_path):
         embeddings.append(Dataset(uri=str(path), metadata={"backbone": backbone}))
     config = tmp_path / "config"
     config.write_text('{"preset": "quick"}')
-    publish_outputs.python_func(output_uri=s3_env.uri("runs/one"), config=Artifact(uri=str(config)),
-                                report=Dataset(uri=str(report)), bundle=Model(uri=str(bundle)),
-                                embeddings=embeddings)
-    expected = {"runs/one/config.json", "runs/one/metrics.json", "runs/one/report.html",
-                "runs/one/bundle/bundle.json", "runs/one/bundle/backbones/aud-mel.keras"}
+    publish_outputs.python_func(
+        output_uri=s3_env.uri("runs/one"),
+        config=Artifact(uri=str(config)),
+        report=Dataset(uri=str(report)),
+        bundle=Model(uri=str(bundle)),
+        embeddings=embeddings,
+    )
+    expected = {
+        "runs/one/config.json",
+        "runs/one/metrics.json",
+        "runs/one/report.html",
+        "runs/one/bundle/bundle.json",
+        "runs/one/bundle/backbones/aud-mel.keras",
+    }
     expected |= {f"runs/one/embeddings/{b}.parquet" for b in BACKBONES}
     assert set(s3_env.keys("runs/")) == expected
     back = tmp_path / "back"

@@ -38,8 +38,9 @@ from avsc.labels import LABELS
 from avsc.storage.files import sha256_file
 from avsc.storage.locations import read_json, write_json
 
-FEATURES = FeatureConfig(audio=AudioConfig(sample_rate=16000, clip_seconds=1.0, n_bins=16),
-                         frames=FrameConfig(fps=2.0, size=32))
+FEATURES = FeatureConfig(
+    audio=AudioConfig(sample_rate=16000, clip_seconds=1.0, n_bins=16), frames=FrameConfig(fps=2.0, size=32)
+)
 TRAIN = TrainConfig(weights="none", image_size=75, audio_base_filters=8, audio_stages=2)
 
 
@@ -51,11 +52,30 @@ def _manifest(path: Path, *, synthetic: bool) -> Path:
     from avsc.data.manifest import write_manifest
 
     splits = ["train"] * 20 + ["val"] * 10 + ["test"] * 10
-    rows = [{"clip_id": f"clip-{i:03d}", "video": f"video/clip-{i:03d}.mp4", "label": "park", "city": "x",
-             "location": f"x-{i}", "split": split} for i, split in enumerate(splits)]
-    return write_manifest(rows, path, dataset_root=path.parent / "demo",
-                          extra_metadata={"dataset": {"name": "demo-7", "path": str(path.parent / "demo"),
-                                                      "synthetic": synthetic, "generator": "avsc demo-data"}})
+    rows = [
+        {
+            "clip_id": f"clip-{i:03d}",
+            "video": f"video/clip-{i:03d}.mp4",
+            "label": "park",
+            "city": "x",
+            "location": f"x-{i}",
+            "split": split,
+        }
+        for i, split in enumerate(splits)
+    ]
+    return write_manifest(
+        rows,
+        path,
+        dataset_root=path.parent / "demo",
+        extra_metadata={
+            "dataset": {
+                "name": "demo-7",
+                "path": str(path.parent / "demo"),
+                "synthetic": synthetic,
+                "generator": "avsc demo-data",
+            }
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +102,9 @@ def models_root(manifest, tmp_path_factory) -> Path:
         model = build_backbone(backbone, shapes, TRAIN)
         (root / backbone).mkdir()
         model.save(root / backbone / "model.keras")
-        write_model_info(root / backbone, backbone, train=TRAIN, features=FEATURES, feature_shapes=shapes,
-                         lineage=_lineage(manifest))
+        write_model_info(
+            root / backbone, backbone, train=TRAIN, features=FEATURES, feature_shapes=shapes, lineage=_lineage(manifest)
+        )
     return root
 
 
@@ -100,16 +121,22 @@ def fusion_root(models_root, manifest, tmp_path_factory) -> Path:
     splits = ["train"] * 20 + ["val"] * 10 + ["test"] * 10
     labels = [LABELS[i % len(LABELS)] for i in range(len(splits))]
     for backbone in BACKBONES:
-        write_embeddings(emb_dir / f"{backbone}.parquet", clip_ids=[f"clip-{i:03d}" for i in range(len(splits))],
-                         splits=splits, labels=labels,
-                         fc1024=rng.random((len(splits), 1024), dtype=np.float32),
-                         fc10=rng.normal(size=(len(splits), 10)).astype(np.float32),
-                         backbone=backbone, config_hash=config_hash(TRAIN),
-                         model_sha256=sha256_file(models_root / backbone / "model.keras"),
-                         lineage=_lineage(manifest))
+        write_embeddings(
+            emb_dir / f"{backbone}.parquet",
+            clip_ids=[f"clip-{i:03d}" for i in range(len(splits))],
+            splits=splits,
+            labels=labels,
+            fc1024=rng.random((len(splits), 1024), dtype=np.float32),
+            fc10=rng.normal(size=(len(splits), 10)).astype(np.float32),
+            backbone=backbone,
+            config_hash=config_hash(TRAIN),
+            model_sha256=sha256_file(models_root / backbone / "model.keras"),
+            lineage=_lineage(manifest),
+        )
     config = FusionConfig(epochs=1, batch_size=8)
-    train_fusion(emb_dir, root / "f4-audio+visual", method="f4", modalities="audio+visual", config=config,
-                 progress=False)
+    train_fusion(
+        emb_dir, root / "f4-audio+visual", method="f4", modalities="audio+visual", config=config, progress=False
+    )
     train_fusion(emb_dir, root / "f1-visual", method="f1", modalities="visual", config=config, progress=False)
     train_fusion(emb_dir, root / "f2-audio", method="f2", modalities="audio", config=config, progress=False)
     return root
@@ -118,8 +145,13 @@ def fusion_root(models_root, manifest, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def bundle_dir(models_root, fusion_root, manifest, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "bundle"
-    return make_bundle(models_root, fusion_root / "f4-audio+visual", out,
-                       visual_fusion_dir=fusion_root / "f1-visual", manifest=manifest)
+    return make_bundle(
+        models_root,
+        fusion_root / "f4-audio+visual",
+        out,
+        visual_fusion_dir=fusion_root / "f1-visual",
+        manifest=manifest,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -132,16 +164,26 @@ def videos(tmp_path_factory) -> dict[str, Path]:
     from avsc.data.demo import make_demo_dataset
 
     root = tmp_path_factory.mktemp("videos")
-    demo = make_demo_dataset(root / "demo", classes=1, clips_per_class=3, locations_per_class=3, seconds=2.0, width=160,
-                             height=120, fps=10.0, progress=False)
+    demo = make_demo_dataset(
+        root / "demo",
+        classes=1,
+        clips_per_class=3,
+        locations_per_class=3,
+        seconds=2.0,
+        width=160,
+        height=120,
+        fps=10.0,
+        progress=False,
+    )
     demo_video = sorted((demo.root / "video").glob("*.mp4"))[0]
     return {
         "demo": demo_video,
         # Content changes over time (moving bars, a tone), so windows differ.
         "long": make_video(root / "long.mp4", seconds=2.5, width=96, height=64, tone_hz=660.0),
         "silent": make_video(root / "silent.mp4", seconds=1.0, width=96, height=64, channels=0),
-        "surround": make_video(root / "surround.mp4", seconds=1.5, width=70, height=100, fps=25.0, channels=6,
-                               sample_rate=44100),
+        "surround": make_video(
+            root / "surround.mp4", seconds=1.5, width=70, height=100, fps=25.0, channels=6, sample_rate=44100
+        ),
         "not_video": make_text_as_mp4(root / "notes.mp4"),
     }
 
@@ -149,15 +191,18 @@ def videos(tmp_path_factory) -> dict[str, Path]:
 # --- windows --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("duration, clip, expected", [
-    (4.0, 10.0, [0.0]),            # shorter than a clip: one padded window
-    (10.0, 10.0, [0.0]),
-    (10.2, 10.0, [0.0]),           # container slack within 2.5 %: still one clip
-    (20.0, 10.0, [0.0, 10.0]),
-    (25.0, 10.0, [0.0, 10.0, 15.0]),  # last window aligned to the end
-    (2.5, 1.0, [0.0, 1.0, 1.5]),
-    (None, 10.0, [0.0]),
-])
+@pytest.mark.parametrize(
+    "duration, clip, expected",
+    [
+        (4.0, 10.0, [0.0]),  # shorter than a clip: one padded window
+        (10.0, 10.0, [0.0]),
+        (10.2, 10.0, [0.0]),  # container slack within 2.5 %: still one clip
+        (20.0, 10.0, [0.0, 10.0]),
+        (25.0, 10.0, [0.0, 10.0, 15.0]),  # last window aligned to the end
+        (2.5, 1.0, [0.0, 1.0, 1.5]),
+        (None, 10.0, [0.0]),
+    ],
+)
 def test_window_offsets(duration, clip, expected):
     assert window_offsets(duration, clip) == expected
 
@@ -344,8 +389,7 @@ def test_long_video_averages_windows(predictor, videos):
     windows = np.array(prediction.window_probabilities)
     assert windows.shape == (3, len(LABELS))
     np.testing.assert_allclose(windows.sum(axis=1), 1.0, atol=1e-6)
-    np.testing.assert_allclose([prediction.probabilities[label] for label in LABELS], windows.mean(axis=0),
-                               atol=1e-9)
+    np.testing.assert_allclose([prediction.probabilities[label] for label in LABELS], windows.mean(axis=0), atol=1e-9)
     assert np.ptp(windows, axis=0).max() > 0  # the windows saw different content
 
     # The last window, end-aligned, recomputed from scratch and alone (batch of one).
@@ -361,8 +405,9 @@ def test_video_without_audio(predictor, videos):
     with pytest.raises(MediaError, match=rf"{path.name}: no audio track.*--allow-visual-only"):
         predictor.predict_file(path)
 
-    visual = Predictor(predictor.bundle, predictor.embedding_models, predictor.fusion_models,
-                       allow_visual_only=True, graph=False)
+    visual = Predictor(
+        predictor.bundle, predictor.embedding_models, predictor.fusion_models, allow_visual_only=True, graph=False
+    )
     prediction = visual.predict_file(path)
     assert (prediction.modalities, prediction.method, prediction.windows) == ("visual", "f1", 1)
     assert prediction.label in LABELS
@@ -370,8 +415,13 @@ def test_video_without_audio(predictor, videos):
     # A video with sound still uses the audio-visual model.
     assert visual.predict_file(videos["demo"]).modalities == "audio+visual"
 
-    without = Predictor(replace(predictor.bundle, visual_fusion=None), predictor.embedding_models,
-                        predictor.fusion_models, allow_visual_only=True, graph=False)
+    without = Predictor(
+        replace(predictor.bundle, visual_fusion=None),
+        predictor.embedding_models,
+        predictor.fusion_models,
+        allow_visual_only=True,
+        graph=False,
+    )
     with pytest.raises(MediaError, match=rf"{path.name}: no audio track.*no visual-only fusion model"):
         without.predict_file(path)
 
@@ -409,20 +459,21 @@ def test_cli_bundle_and_predict_json(models_root, fusion_root, videos, tmp_path,
 
     # An audio-only bundle: its small models load in a moment, once per command.
     out = tmp_path / "bundle"
-    assert main(["bundle", "--models", str(models_root), "--fusion", str(fusion_root / "f2-audio"),
-                 "-o", str(out)]) == 0
+    assert (
+        main(["bundle", "--models", str(models_root), "--fusion", str(fusion_root / "f2-audio"), "-o", str(out)]) == 0
+    )
     bundle = load_bundle(out)
     assert (bundle.fusion.method, bundle.fusion.modalities) == ("f2", "audio")
     assert set(bundle.backbones) == {"aud-mel", "aud-gam", "aud-cqt"}
     assert str(out) in capsys.readouterr().out
 
-    code = main(["predict", str(videos["demo"]), str(videos["not_video"]), str(videos["long"]),
-                 "--bundle", str(out), "--json"])
+    code = main(
+        ["predict", str(videos["demo"]), str(videos["not_video"]), str(videos["long"]), "--bundle", str(out), "--json"]
+    )
     captured = capsys.readouterr()
     assert code == 1
     lines = [json.loads(line) for line in captured.out.splitlines()]
-    assert [line["path"] for line in lines] == [str(videos["demo"]), str(videos["not_video"]),
-                                               str(videos["long"])]
+    assert [line["path"] for line in lines] == [str(videos["demo"]), str(videos["not_video"]), str(videos["long"])]
     good = lines[0]
     assert good["label"] in LABELS and good["modalities"] == "audio" and good["windows"] == 2
     assert sum(good["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
@@ -469,14 +520,51 @@ def odd_videos(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("odd")
     silent = root / "anullsrc.mp4"
-    run_ffmpeg(silent, ["-loglevel", "error", "-f", "lavfi", "-i", "testsrc=s=96x64:r=10:d=2", "-f", "lavfi",
-                        "-i", "anullsrc=r=48000:cl=stereo", "-t", "2", "-c:v", "libx264", "-c:a", "aac", str(silent)])
+    run_ffmpeg(
+        silent,
+        [
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=s=96x64:r=10:d=2",
+            "-f",
+            "lavfi",
+            "-i",
+            "anullsrc=r=48000:cl=stereo",
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-c:a",
+            "aac",
+            str(silent),
+        ],
+    )
     streams = {}
     for name, picture_s, sound_s in (("long_sound", 1, 3), ("short_sound", 3, 1)):
         streams[name] = root / f"{name}.mp4"
-        run_ffmpeg(streams[name], ["-loglevel", "error", "-f", "lavfi", "-i", f"testsrc=s=96x64:r=10:d={picture_s}",
-                                   "-f", "lavfi", "-i", f"sine=f=440:d={sound_s}", "-c:v", "libx264", "-c:a", "aac",
-                                   str(streams[name])])
+        run_ffmpeg(
+            streams[name],
+            [
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                f"testsrc=s=96x64:r=10:d={picture_s}",
+                "-f",
+                "lavfi",
+                "-i",
+                f"sine=f=440:d={sound_s}",
+                "-c:v",
+                "libx264",
+                "-c:a",
+                "aac",
+                str(streams[name]),
+            ],
+        )
     return {"silent_track": silent, "nan": make_nan_video(root / "nan.mkv"), **streams}
 
 
@@ -484,8 +572,9 @@ def test_a_silent_track_is_treated_like_a_missing_one(predictor, odd_videos):
     path = odd_videos["silent_track"]
     with pytest.raises(MediaError, match=rf"{path.name}: the sound .* is digital silence.*--allow-visual-only"):
         predictor.predict_file(path)
-    visual = Predictor(predictor.bundle, predictor.embedding_models, predictor.fusion_models,
-                       allow_visual_only=True, graph=False)
+    visual = Predictor(
+        predictor.bundle, predictor.embedding_models, predictor.fusion_models, allow_visual_only=True, graph=False
+    )
     prediction = visual.predict_file(path)
     assert prediction.modalities == "visual" and prediction.windows == 2
     assert any("digital silence throughout" in w for w in prediction.warnings)
@@ -537,8 +626,9 @@ def test_bundle_and_videos_straight_from_the_object_store(s3_env, models_root, f
     there = remote.predict_file(s3_env.uri("videos/long.mp4"))
     here = predictor.predict_file(videos["long"])
     assert there.path == s3_env.uri("videos/long.mp4") and there.windows == here.windows
-    np.testing.assert_allclose(list(there.probabilities.values()), list(here.probabilities.values()),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        list(there.probabilities.values()), list(here.probabilities.values()), rtol=1e-5, atol=1e-6
+    )
     missing = dict(remote.predict_files([s3_env.uri("videos/none.mp4")]))[s3_env.uri("videos/none.mp4")]
     assert "videos/none.mp4" in missing and "X-Amz-Signature" not in missing
 
@@ -558,19 +648,23 @@ def test_bad_inputs_fail_before_any_model_loads(bundle_dir, videos, tmp_path, mo
     for name in ("AVSC_S3_ENDPOINT", "AVSC_S3_ACCESS_KEY", "AVSC_S3_SECRET_KEY"):
         monkeypatch.delenv(name, raising=False)
     missing, url = str(tmp_path / "missing.mp4"), "s3://videos/park.mp4"
-    code = main(["predict", missing, str(folder), str(videos["not_video"]), url, "--bundle", str(bundle_dir),
-                 "--json"])
+    code = main(["predict", missing, str(folder), str(videos["not_video"]), url, "--bundle", str(bundle_dir), "--json"])
     captured = capsys.readouterr()
     assert code == 1
     errors = captured.err.splitlines()
     assert len(errors) == 4, errors  # one line per input, in order, and nothing else (no TF log)
-    assert errors[0] == (f"avsc predict: error: {missing}: file not found "
-                         "(check the path, or that the dataset is fully extracted)")
+    assert errors[0] == (
+        f"avsc predict: error: {missing}: file not found (check the path, or that the dataset is fully extracted)"
+    )
     assert "folder.mp4: a folder, not a file" in errors[1]
     assert "notes.mp4" in errors[2] and "not a complete MP4" in errors[2]
     assert errors[3].startswith(f"avsc predict: error: {url}: object store not configured")
     assert [json.loads(line)["path"] for line in captured.out.splitlines()] == [
-        missing, str(folder), str(videos["not_video"]), url]
+        missing,
+        str(folder),
+        str(videos["not_video"]),
+        url,
+    ]
     code = main(["predict", str(videos["demo"]), "--bundle", str(tmp_path / "nowhere")])
     assert code == 1 and "not a model bundle" in capsys.readouterr().err
 
@@ -598,6 +692,7 @@ def test_tensorflow_starts_without_a_word_unless_verbose():
     code = "from avsc.cli.options import require_tensorflow; require_tensorflow(load=True, verbose={})"
     quiet = subprocess.run([sys.executable, "-c", code.format(False)], capture_output=True, text=True, check=True)
     assert quiet.stderr == ""
-    loud = subprocess.run([sys.executable, "-c", code.format(True) + "; import tensorflow"],
-                          capture_output=True, text=True, check=True)
+    loud = subprocess.run(
+        [sys.executable, "-c", code.format(True) + "; import tensorflow"], capture_output=True, text=True, check=True
+    )
     assert "oneDNN" in loud.stderr or "absl" in loud.stderr  # what the quiet start hides

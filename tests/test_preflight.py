@@ -58,9 +58,12 @@ def test_the_paper_preset_does_not_fit_24_gib_two_at_a_time_and_says_what_to_do(
 
 def test_a_training_that_cannot_fit_is_refused_with_a_smaller_batch_size_to_try():
     paper = load_config(preset="paper")
-    with pytest.raises(ResourceError, match=r"train aud-mel: needs ~\d+\.\d GB at batch size 32; "
-                                            r"this machine has 4\.3 GB \(3\.9 GB usable\)\. "
-                                            r".*--batch-size \(e\.g\. 8\)"):
+    with pytest.raises(
+        ResourceError,
+        match=r"train aud-mel: needs ~\d+\.\d GB at batch size 32; "
+        r"this machine has 4\.3 GB \(3\.9 GB usable\)\. "
+        r".*--batch-size \(e\.g\. 8\)",
+    ):
         check_training("aud-mel", paper, limit=4 * GIB)
     assert check_training("aud-mel", load_config(preset="quick"), limit=4 * GIB) < 4 * GIB
     # Larger batches and wider inputs need more.
@@ -74,8 +77,9 @@ def test_a_local_paper_run_stops_before_any_work_with_one_line(tmp_path, monkeyp
     out = tmp_path / "out"
     assert pipeline.main(["run", "--local", "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("pipeline.py run: error: not enough memory for step "
-                                                  "'Train backbone'")
+    assert err.count("\n") == 0 and err.startswith(
+        "pipeline.py run: error: not enough memory for step 'Train backbone'"
+    )
     assert not out.exists()  # no demo data, no step
 
 
@@ -86,8 +90,10 @@ def test_avsc_train_refuses_a_training_that_cannot_fit_before_tensorflow_loads(t
 
     store = make_feature_store(tmp_path / "features", per_class={"train": 1, "val": 1, "test": 0})
     monkeypatch.setattr("avsc.runtime.memory_limit", lambda *a, **k: 1 * GIB)
-    monkeypatch.setattr("avsc.training.backbone.train_backbone",
-                        lambda *a, **k: pytest.fail("training started without the memory check"))
+    monkeypatch.setattr(
+        "avsc.training.backbone.train_backbone",
+        lambda *a, **k: pytest.fail("training started without the memory check"),
+    )
     code = main(["train", "vis-inc", str(store), "-o", str(tmp_path / "model"), "--preset", "paper"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.count("\n") == 0

@@ -25,9 +25,21 @@ BAD = {"metro-lyon-5-1": "silent", "park-lyon-6-1": "truncated", "tram-lyon-7-1"
 
 def _row(clip_id: str, split: str = "train") -> dict:
     label, city, location, _ = clip_id.split("-")
-    return {"clip_id": clip_id, "video": f"video/{clip_id}.mp4", "audio": None, "label": label,
-            "city": city, "location": f"{city}-{location}", "split": split, "duration_s": 1.0,
-            "fps": 10.0, "width": 64, "height": 48, "audio_channels": 2, "audio_rate": 48000}
+    return {
+        "clip_id": clip_id,
+        "video": f"video/{clip_id}.mp4",
+        "audio": None,
+        "label": label,
+        "city": city,
+        "location": f"{city}-{location}",
+        "split": split,
+        "duration_s": 1.0,
+        "fps": 10.0,
+        "width": 64,
+        "height": 48,
+        "audio_channels": 2,
+        "audio_rate": 48000,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +48,15 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("dataset")
     video = root / "video"
     for number, clip_id in enumerate(GOOD):
-        make_video(video / f"{clip_id}.mp4", seconds=1.0, width=64, height=48,
-                   channels=1 if number == 0 else 2, tone_hz=300.0 * (number + 1), seed=number)
+        make_video(
+            video / f"{clip_id}.mp4",
+            seconds=1.0,
+            width=64,
+            height=48,
+            channels=1 if number == 0 else 2,
+            tone_hz=300.0 * (number + 1),
+            seed=number,
+        )
     make_video(video / "metro-lyon-5-1.mp4", seconds=1.0, width=64, height=48, channels=0)
     make_truncated(video / "park-lyon-6-1.mp4", seconds=1.0, width=64, height=48)
     make_text_as_mp4(video / "tram-lyon-7-1.mp4")
@@ -113,9 +132,10 @@ def test_shards_are_disjoint_and_complete(dataset, tmp_path):
     parts = [set(shard_rows(manifest, (i, 3))["clip_id"]) for i in range(3)]
     assert sum(len(p) for p in parts) == len(manifest)
     assert set().union(*parts) == set(manifest["clip_id"])
-    assert all(not (a & b) for i, a in enumerate(parts) for b in parts[i + 1:])
-    assert [set(shard_rows(manifest.sample(frac=1.0, random_state=1), (i, 3))["clip_id"])
-            for i in range(3)] == parts  # independent of the manifest's row order
+    assert all(not (a & b) for i, a in enumerate(parts) for b in parts[i + 1 :])
+    assert [
+        set(shard_rows(manifest.sample(frac=1.0, random_state=1), (i, 3))["clip_id"]) for i in range(3)
+    ] == parts  # independent of the manifest's row order
 
     out = tmp_path / "features"
     processed = 0
@@ -142,8 +162,7 @@ def test_shard_and_worker_arguments_are_checked(dataset, tmp_path):
 
 
 def test_cli_exits_1_when_every_clip_is_rejected(dataset, tmp_path, capsys):
-    code = main(["preprocess", str(dataset["only_bad"]), "-o", str(tmp_path / "f"), "--preset", "quick",
-                 "--quiet"])
+    code = main(["preprocess", str(dataset["only_bad"]), "-o", str(tmp_path / "f"), "--preset", "quick", "--quiet"])
     out = capsys.readouterr().out
     assert code == 1
     assert "3 rejected" in out and "tram-lyon-7-1.mp4" in out
@@ -158,13 +177,19 @@ def test_cli_end_to_end_demo_to_training_batch(tmp_path, capsys):
     from avsc.data.ingest import ingest_dataset
     from avsc.training.streams import train_dataset
 
-    demo = make_demo_dataset(tmp_path / "demo", classes=3, clips_per_class=3, locations_per_class=3,
-                             seconds=2.0, width=64, height=48, progress=False)
-    manifest = ingest_dataset(demo.root, tmp_path / "manifest.parquet", val_fraction=0.3,
-                              progress=False).manifest_path
+    demo = make_demo_dataset(
+        tmp_path / "demo",
+        classes=3,
+        clips_per_class=3,
+        locations_per_class=3,
+        seconds=2.0,
+        width=64,
+        height=48,
+        progress=False,
+    )
+    manifest = ingest_dataset(demo.root, tmp_path / "manifest.parquet", val_fraction=0.3, progress=False).manifest_path
     out = tmp_path / "features"
-    code = main(["preprocess", str(manifest), "-o", str(out), "--preset", "quick", "--workers", "2",
-                 "--quiet"])
+    code = main(["preprocess", str(manifest), "-o", str(out), "--preset", "quick", "--workers", "2", "--quiet"])
     line = capsys.readouterr().out.strip().splitlines()[0]
     assert code == 0
     assert "9 processed" in line and "0 rejected" in line
@@ -187,8 +212,18 @@ def test_a_tau_layout_with_mute_videos_preprocesses_every_clip_from_its_wav(tmp_
     from avsc.data.ingest import ingest_dataset
     from avsc.media.encode import write_wav
 
-    root = make_demo_dataset(tmp_path / "TAU", classes=2, clips_per_class=6, locations_per_class=3, seconds=1.0,
-                             width=64, height=48, fps=5.0, video_audio=False, progress=False).root
+    root = make_demo_dataset(
+        tmp_path / "TAU",
+        classes=2,
+        clips_per_class=6,
+        locations_per_class=3,
+        seconds=1.0,
+        width=64,
+        height=48,
+        fps=5.0,
+        video_audio=False,
+        progress=False,
+    ).root
     # TAU's WAVs are a sample short or long now and then: padded or cropped to the clip.
     wavs = sorted((root / "audio").glob("*.wav"))
     t = np.arange(47_999) / 48_000

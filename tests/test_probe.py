@@ -31,8 +31,7 @@ def test_probe_reports_audio_layout(tmp_path, channels, has_audio):
 
 
 def test_probe_odd_resolution_short_clip_and_other_rate(tmp_path):
-    path = make_video(tmp_path / "odd.mp4", seconds=0.5, width=322, height=182, fps=25.0,
-                      sample_rate=44100)
+    path = make_video(tmp_path / "odd.mp4", seconds=0.5, width=322, height=182, fps=25.0, sample_rate=44100)
     info = probe_media(path, decode_check=True)
     assert (info.width, info.height) == (322, 182)
     assert info.fps == pytest.approx(25.0)
@@ -70,8 +69,18 @@ def test_decode_check_catches_corrupt_frames_inside_intact_container(tmp_path):
 
 @pytest.mark.parametrize(
     "layout, channels",
-    [("mono", 1), ("stereo", 2), ("5.1", 6), ("5.1(side)", 6), ("quad", 4), ("7.1", 8),
-     ("2.1", 3), ("6 channels", 6), ("3 channels (FL+FR+LFE)", 3), ("nonsense", None)],
+    [
+        ("mono", 1),
+        ("stereo", 2),
+        ("5.1", 6),
+        ("5.1(side)", 6),
+        ("quad", 4),
+        ("7.1", 8),
+        ("2.1", 3),
+        ("6 channels", 6),
+        ("3 channels (FL+FR+LFE)", 3),
+        ("nonsense", None),
+    ],
 )
 def test_channels_of_layout(layout, channels):
     assert channels_of_layout(layout) == channels

@@ -55,13 +55,18 @@ def flaky_pipeline():
 
 
 def _progress(tmp_path: Path, pipeline, total: int, **kwargs) -> RunProgress:
-    return RunProgress(total=total, logs=tmp_path / "logs", names=display_names(pipeline.pipeline_spec),
-                       out=io.StringIO(), **kwargs)
+    return RunProgress(
+        total=total, logs=tmp_path / "logs", names=display_names(pipeline.pipeline_spec), out=io.StringIO(), **kwargs
+    )
 
 
 def _init(tmp_path: Path, cache: bool = False) -> None:
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
-               enable_caching=cache, cache_root=str(tmp_path / "cache") if cache else None)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "root"),
+        enable_caching=cache,
+        cache_root=str(tmp_path / "cache") if cache else None,
+    )
 
 
 def test_a_step_prints_two_lines_and_its_output_goes_to_its_log(tmp_path, capsys):
@@ -110,8 +115,10 @@ def test_exit_codes_read_as_a_person_would_say_them():
 
 def test_iterations_are_told_apart_by_their_inputs():
     names = {"comp-train-backbone": "Train backbone", "comp-preprocess-shard": "Preprocess shard"}
-    assert step_label("train-backbone", {"inputs": {"parameterValues": {"backbone": "aud-mel"}}}, names) == \
-        "Train backbone aud-mel"
+    assert (
+        step_label("train-backbone", {"inputs": {"parameterValues": {"backbone": "aud-mel"}}}, names)
+        == "Train backbone aud-mel"
+    )
     shard = {"inputs": {"parameterValues": {"shard_index": 2, "shard_count": 4.0}}}
     assert step_label("preprocess-shard", shard, names) == "Preprocess shard 2/4"
     assert step_label("other", {}, names) == "other"
@@ -124,8 +131,10 @@ def test_a_failed_step_is_named_with_the_error_its_log_ends_with(tmp_path):
     from components.progress import last_error
 
     log = tmp_path / "03-ingest-dataset.log"
-    log.write_text("Traceback (most recent call last):\n  File \"x\", line 1\n"
-                   "avsc.errors.DataError: /data: no fold1_train.csv or fold1_evaluate.csv found in it\n\n")
+    log.write_text(
+        'Traceback (most recent call last):\n  File "x", line 1\n'
+        "avsc.errors.DataError: /data: no fold1_train.csv or fold1_evaluate.csv found in it\n\n"
+    )
     assert last_error(log) == "DataError: /data: no fold1_train.csv or fold1_evaluate.csv found in it"
     log.write_text("all fine\n")
     assert last_error(log) == "" and last_error(tmp_path / "missing.log") == ""
@@ -149,15 +158,26 @@ def test_a_step_is_labelled_by_its_own_parameter_not_by_a_collected_list():
     """The fusion steps read all five embeddings (a collected list, the first one tagged
     aud-mel): each is named by its method; a step with only lists is named alone; an untagged
     input before the tagged model does not hide the model's backbone."""
-    names = {"comp-fuse-embeddings": "Fuse embeddings", "comp-evaluate": "Evaluate and bundle",
-             "comp-embed-backbone": "Embed backbone"}
+    names = {
+        "comp-fuse-embeddings": "Fuse embeddings",
+        "comp-evaluate": "Evaluate and bundle",
+        "comp-embed-backbone": "Embed backbone",
+    }
     five = {"artifacts": [{"metadata": {"backbone": b}} for b in ("aud-mel", "aud-gam", "aud-cqt")]}
     fuse = {"inputs": {"parameterValues": {"method": "f3"}, "artifacts": {"embeddings": five}}}
     assert step_label("fuse-embeddings", fuse, names) == "Fuse embeddings f3"
-    assert step_label("evaluate", {"inputs": {"artifacts": {"models": five, "embeddings": five}}},
-                      names) == "Evaluate and bundle"
-    embed = {"inputs": {"artifacts": {"features": {"artifacts": [{"metadata": {}}]},
-                                      "model": {"artifacts": [{"metadata": {"backbone": "vis-conv"}}]}}}}
+    assert (
+        step_label("evaluate", {"inputs": {"artifacts": {"models": five, "embeddings": five}}}, names)
+        == "Evaluate and bundle"
+    )
+    embed = {
+        "inputs": {
+            "artifacts": {
+                "features": {"artifacts": [{"metadata": {}}]},
+                "model": {"artifacts": [{"metadata": {"backbone": "vis-conv"}}]},
+            }
+        }
+    }
     assert step_label("embed-backbone", embed, names) == "Embed backbone vis-conv"
     bundle = {"inputs": {"artifacts": {"bundle": {"artifacts": [{"metadata": {"method": "f4"}}]}}}}
     assert step_label("publish-outputs", bundle, {"comp-publish-outputs": "Publish outputs"}) == "Publish outputs"

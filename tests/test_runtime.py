@@ -35,13 +35,16 @@ def _affinity() -> int:
     return len(os.sched_getaffinity(0))
 
 
-@pytest.mark.parametrize("files, cpus", [
-    ({"cpu.max": "150000 100000"}, 1.5),  # cgroup v2: cpu: 1500m
-    ({"cpu.max": "max 100000"}, None),  # v2, no limit
-    ({"cpu/cpu.cfs_quota_us": "50000", "cpu/cpu.cfs_period_us": "100000"}, 0.5),  # v1
-    ({"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, None),  # v1, no limit
-    ({}, None),  # no cgroup file system at all
-])
+@pytest.mark.parametrize(
+    "files, cpus",
+    [
+        ({"cpu.max": "150000 100000"}, 1.5),  # cgroup v2: cpu: 1500m
+        ({"cpu.max": "max 100000"}, None),  # v2, no limit
+        ({"cpu/cpu.cfs_quota_us": "50000", "cpu/cpu.cfs_period_us": "100000"}, 0.5),  # v1
+        ({"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, None),  # v1, no limit
+        ({}, None),  # no cgroup file system at all
+    ],
+)
 def test_cpu_quota_from_cgroup_v1_and_v2(tmp_path, files, cpus):
     assert cgroup_cpu_limit(_tree(tmp_path, files)) == cpus
 
@@ -78,9 +81,21 @@ def test_under_one_cpu_preprocessing_uses_one_worker_one_decoder_thread_and_says
 
     clip_id = "park-paris-1-1"
     make_video(tmp_path / "video" / f"{clip_id}.mp4", seconds=1.0, width=64, height=48)
-    row = {"clip_id": clip_id, "video": f"video/{clip_id}.mp4", "audio": None, "label": "park",
-           "city": "paris", "location": "paris-1", "split": "train", "duration_s": 1.0, "fps": 10.0,
-           "width": 64, "height": 48, "audio_channels": 2, "audio_rate": 48000}
+    row = {
+        "clip_id": clip_id,
+        "video": f"video/{clip_id}.mp4",
+        "audio": None,
+        "label": "park",
+        "city": "paris",
+        "location": "paris-1",
+        "split": "train",
+        "duration_s": 1.0,
+        "fps": 10.0,
+        "width": 64,
+        "height": 48,
+        "audio_channels": 2,
+        "audio_rate": 48000,
+    }
     manifest = write_manifest([row], tmp_path / "manifest.parquet", dataset_root=tmp_path)
     code = textwrap.dedent(f"""
         import logging
@@ -88,11 +103,17 @@ def test_under_one_cpu_preprocessing_uses_one_worker_one_decoder_thread_and_says
         from avsc.features.preprocess import preprocess
         logging.basicConfig(level=logging.INFO)
         config = FeatureConfig(audio=AudioConfig(clip_seconds=1.0), frames=FrameConfig(fps=2.0, size=32))
-        print(preprocess({str(manifest)!r}, {str(tmp_path / 'features')!r}, config=config, progress=False).processed)
+        print(preprocess({str(manifest)!r}, {str(tmp_path / "features")!r}, config=config, progress=False).processed)
     """)
     first = min(os.sched_getaffinity(0))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          preexec_fn=lambda: os.sched_setaffinity(0, {first}), check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: os.sched_setaffinity(0, {first}),
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "1"
     assert "1 worker(s), 1 decoder thread(s) each (using 1 of" in done.stderr
@@ -109,7 +130,13 @@ def test_tensorflow_thread_pools_take_the_usable_cpus_before_it_starts():
         print(limit_tensorflow_threads(3))
     """)
     first = min(os.sched_getaffinity(0))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          preexec_fn=lambda: os.sched_setaffinity(0, {first}), check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: os.sched_setaffinity(0, {first}),
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["1", "1", "False"]

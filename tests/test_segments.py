@@ -54,16 +54,29 @@ def test_segment_offsets():
 
 def test_segment_records_inherit_their_parent():
     records = [
-        {"clip_id": "bus-lyon-2-7", "video": "video/bus-lyon-2-7.mp4", "label": "bus", "location": "lyon-2",
-         "split": "val", "duration_s": 3.01},
-        {"clip_id": "park-lyon-3-1", "video": "video/park-lyon-3-1.mp4", "label": "park", "location": "lyon-3",
-         "split": "test", "duration_s": 0.4},
+        {
+            "clip_id": "bus-lyon-2-7",
+            "video": "video/bus-lyon-2-7.mp4",
+            "label": "bus",
+            "location": "lyon-2",
+            "split": "val",
+            "duration_s": 3.01,
+        },
+        {
+            "clip_id": "park-lyon-3-1",
+            "video": "video/park-lyon-3-1.mp4",
+            "label": "park",
+            "location": "lyon-3",
+            "split": "test",
+            "duration_s": 0.4,
+        },
     ]
     segments, rejected = segment_records(records, 1.0)
     assert [s["clip_id"] for s in segments] == ["bus-lyon-2-7_s000", "bus-lyon-2-7_s001", "bus-lyon-2-7_s002"]
     assert [s["offset_s"] for s in segments] == [0.0, 1.0, 2.0]
     assert {(s["parent_clip"], s["label"], s["location"], s["split"], s["segment_s"]) for s in segments} == {
-        ("bus-lyon-2-7", "bus", "lyon-2", "val", 1.0)}
+        ("bus-lyon-2-7", "bus", "lyon-2", "val", 1.0)
+    }
     assert rejected == [{"file": "video/park-lyon-3-1.mp4", "reason": "0.400 s long, shorter than one 1-s segment"}]
     assert records[0]["clip_id"] == "bus-lyon-2-7"  # the input is not modified
 
@@ -71,8 +84,9 @@ def test_segment_records_inherit_their_parent():
 def test_average_segments_by_hand():
     ids = ["b-x-1-1_s001", "a-x-1-1_s000", "b-x-1-1_s000", "a-x-1-1_s001", "a-x-1-1_s002", "c-x-9-9"]
     labels = ["b", "a", "b", "a", "a", "c"]
-    probs = np.array([[0.2, 0.8, 0.0], [0.9, 0.1, 0.0], [0.6, 0.4, 0.0], [0.3, 0.7, 0.0], [0.6, 0.2, 0.2],
-                      [0.0, 0.0, 1.0]])
+    probs = np.array(
+        [[0.2, 0.8, 0.0], [0.9, 0.1, 0.0], [0.6, 0.4, 0.0], [0.3, 0.7, 0.0], [0.6, 0.2, 0.2], [0.0, 0.0, 1.0]]
+    )
     parents, parent_labels, clip_probs = average_segments(ids, labels, probs)
     assert list(parents) == ["a-x-1-1", "b-x-1-1", "c-x-9-9"] and list(parent_labels) == ["a", "b", "c"]
     np.testing.assert_allclose(clip_probs, [[0.6, 1 / 3, 0.2 / 3], [0.4, 0.6, 0.0], [0.0, 0.0, 1.0]])
@@ -92,9 +106,18 @@ def test_clip_length_must_match_the_segments(tmp_path):
 
 @pytest.fixture(scope="module")
 def segmented(tmp_path_factory):
-    root = make_demo_dataset(tmp_path_factory.mktemp("demo") / "TAU-demo", classes=3, clips_per_class=6,
-                             locations_per_class=3, seconds=3.0, width=64, height=48, fps=5.0, seed=3,
-                             progress=False).root
+    root = make_demo_dataset(
+        tmp_path_factory.mktemp("demo") / "TAU-demo",
+        classes=3,
+        clips_per_class=6,
+        locations_per_class=3,
+        seconds=3.0,
+        width=64,
+        height=48,
+        fps=5.0,
+        seed=3,
+        progress=False,
+    ).root
     out = tmp_path_factory.mktemp("manifests")
     whole = ingest_dataset(root, out / "clips.parquet", progress=False)
     cut = ingest_dataset(root, out / "segments.parquet", segment_seconds=1.0, progress=False)
@@ -116,8 +139,11 @@ def test_ingest_cuts_clips_into_segments_split_by_parent(segmented):
         parent_row = clips.set_index("clip_id").loc[parent]
         assert set(group["split"]) == {parent_row["split"]} and set(group["location"]) == {parent_row["location"]}
     locations = {s: set(segments.loc[segments.split == s, "location"]) for s in ("train", "val", "test")}
-    assert not (locations["train"] & locations["val"] or locations["train"] & locations["test"]
-                or locations["val"] & locations["test"])
+    assert not (
+        locations["train"] & locations["val"]
+        or locations["train"] & locations["test"]
+        or locations["val"] & locations["test"]
+    )
     # Whole clips read as their own parent, from 0 s.
     assert (clips["parent_clip"] == clips["clip_id"]).all() and (clips["offset_s"] == 0.0).all()
     meta = pq.read_schema(cut.manifest_path).metadata
@@ -151,15 +177,16 @@ def test_preprocess_decodes_each_segment_at_its_offset(segmented, tmp_path):
     assert rows[1]["audio_source"] == "wav"
     sound = read_wav(root / rows[1]["audio"], ONE_SECOND.audio, offset_s=1.0)
     assert not np.allclose(sound, demux_audio(video, ONE_SECOND.audio, offset_s=1.0), atol=1e-3)  # not the track's
-    expected = compute_clip_features(sound,
-                                     sample_frames(video, ONE_SECOND.frames, seconds=1.0, offset_s=1.0),
-                                     ONE_SECOND)
+    expected = compute_clip_features(
+        sound, sample_frames(video, ONE_SECOND.frames, seconds=1.0, offset_s=1.0), ONE_SECOND
+    )
     second = store.read_clip(ids[1], "mel")
     np.testing.assert_allclose(second, expected["mel"].astype(np.float16), rtol=1e-3, atol=1e-3)
     # Frames are stored as JPEG: the stored ones are the expected frames through the same codec.
     quality = store.specs["frames"].jpeg_quality
-    np.testing.assert_array_equal(store.read_clip(ids[1], "frames"),
-                                  np.stack([decode_jpeg(encode_jpeg(f, quality)) for f in expected["frames"]]))
+    np.testing.assert_array_equal(
+        store.read_clip(ids[1], "frames"), np.stack([decode_jpeg(encode_jpeg(f, quality)) for f in expected["frames"]])
+    )
     first = store.read_clip(ids[0], "mel")
     assert not np.allclose(first, second)  # another second of the recording
 
@@ -185,6 +212,9 @@ def test_check_segment_setting_compares_the_two_lengths():
 
     check_segment_setting(load_config(preset="quick"))  # whole clips: any clip length
     check_segment_setting(load_config(preset="quick", overrides=["data.segment_seconds=4"]))  # quick: 4-s clips
-    with pytest.raises(ConfigError, match=r"data.segment_seconds is 1, but features.audio.clip_seconds is 4"
-                                          r".*--set features.audio.clip_seconds=1"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data.segment_seconds is 1, but features.audio.clip_seconds is 4"
+        r".*--set features.audio.clip_seconds=1",
+    ):
         check_segment_setting(load_config(preset="quick", overrides=["data.segment_seconds=1"]))

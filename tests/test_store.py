@@ -73,18 +73,28 @@ def test_a_reader_of_one_feature_reads_only_its_bytes(tmp_path, rng, monkeypatch
     shapes = {"mel": [64, 100, 2], "cqt": [64, 100, 2], "frames": [2, 16, 16, 3]}
     with StoreWriter(tmp_path, FeatureConfig(), shapes, part_clips=8) as writer:
         for k in range(8):
-            writer.add(f"bus-a-1-{k}", "bus", "train", {"mel": rng.normal(size=(64, 100, 2)),
-                                                       "cqt": rng.normal(size=(64, 100, 2)),
-                                                       "frames": _smooth_frames(rng)})
+            writer.add(
+                f"bus-a-1-{k}",
+                "bus",
+                "train",
+                {
+                    "mel": rng.normal(size=(64, 100, 2)),
+                    "cqt": rng.normal(size=(64, 100, 2)),
+                    "frames": _smooth_frames(rng),
+                },
+            )
     store = FeatureStore.open(tmp_path)
     part = store.parts("train")[0].location
     meta = pq.ParquetFile(part).metadata
     assert meta.num_row_groups == 1  # each feature is one contiguous column chunk
-    sizes = {meta.row_group(0).column(i).path_in_schema.split(".")[0]:
-             meta.row_group(0).column(i).total_compressed_size for i in range(meta.num_columns)}
+    sizes = {
+        meta.row_group(0).column(i).path_in_schema.split(".")[0]: meta.row_group(0).column(i).total_compressed_size
+        for i in range(meta.num_columns)
+    }
     opened = []
-    monkeypatch.setattr(locations, "open_input",
-                        lambda location: opened.append(_CountingFile(location)) or pa.PythonFile(opened[-1]))
+    monkeypatch.setattr(
+        locations, "open_input", lambda location: opened.append(_CountingFile(location)) or pa.PythonFile(opened[-1])
+    )
     mel = read_part_feature(part, store.specs["mel"])
     assert mel.shape == (8, 64, 100, 2)
     # the mel chunk and the file's tail (Parquet reads the last 64 KiB to find its footer)
@@ -96,7 +106,7 @@ def test_jpeg_frames_are_close_and_decode_like_tensorflow(tmp_path, rng):
     frames = _smooth_frames(rng, size=32)
     data = encode_jpeg(frames[0], 90)
     decoded = decode_jpeg(data)
-    psnr = 10 * np.log10(255.0 ** 2 / np.mean((decoded.astype(float) - frames[0]) ** 2))
+    psnr = 10 * np.log10(255.0**2 / np.mean((decoded.astype(float) - frames[0]) ** 2))
     assert psnr > 35 and len(data) < frames[0].nbytes
     tf = pytest.importorskip("tensorflow")
     np.testing.assert_array_equal(tf.io.decode_jpeg(data, dct_method="INTEGER_ACCURATE").numpy(), decoded)
@@ -115,8 +125,9 @@ def test_files_are_readable_without_avsc(tmp_path, rng):
     frame = pd.read_parquet(tmp_path / "parts" / "val", columns=["clip_id", "mel"])
     mel = np.frombuffer(frame["mel"].iloc[0], meta["features"]["mel"]["dtype"]).reshape(8, 5, 2)
     assert mel.shape == (8, 5, 2) and len(frame) == 2
-    counts = duckdb.sql(f"select split, count(*) from '{tmp_path}/parts/*/*.parquet' group by split "
-                        "order by split").fetchall()
+    counts = duckdb.sql(
+        f"select split, count(*) from '{tmp_path}/parts/*/*.parquet' group by split order by split"
+    ).fetchall()
     assert counts == [("train", 1), ("val", 2)]
     field = pq.read_schema(next((tmp_path / "parts" / "train").iterdir())).field("mel")
     assert json.loads(field.metadata[b"avsc.spec"])["shape"] == [8, 5, 2]
@@ -148,16 +159,24 @@ def test_the_one_feature_check_names_store_and_backbone(tmp_path, rng):
 
 def test_stores_with_different_configs_are_refused(tmp_path):
     init_store(tmp_path / "a", FeatureConfig(), SHAPES)
-    write_index(tmp_path / "a", (0, 1), [{"clip_id": "x", "label": "bus", "split": "train",
-                                          "part": "parts/train/p.parquet", "row": 0, "source": "s"}],
-                lineage=arrays_lineage("d"), features=[])
+    write_index(
+        tmp_path / "a",
+        (0, 1),
+        [{"clip_id": "x", "label": "bus", "split": "train", "part": "parts/train/p.parquet", "row": 0, "source": "s"}],
+        lineage=arrays_lineage("d"),
+        features=[],
+    )
     quick = load_config(preset="quick").features
     with pytest.raises(DataError, match="made with config"):
         init_store(tmp_path / "a", quick, SHAPES)
     init_store(tmp_path / "b", quick, SHAPES)
-    write_index(tmp_path / "b", (0, 1), [{"clip_id": "y", "label": "bus", "split": "train",
-                                          "part": "parts/train/q.parquet", "row": 0, "source": "s"}],
-                lineage=arrays_lineage("d"), features=[])
+    write_index(
+        tmp_path / "b",
+        (0, 1),
+        [{"clip_id": "y", "label": "bus", "split": "train", "part": "parts/train/q.parquet", "row": 0, "source": "s"}],
+        lineage=arrays_lineage("d"),
+        features=[],
+    )
     with pytest.raises(DataError, match="differs"):
         FeatureStore.open([tmp_path / "a", tmp_path / "b"])
     with pytest.raises(ConfigError, match="jpeg_quality"):
@@ -188,10 +207,19 @@ def _old_store(root, rng):
     (root / "index").mkdir()
     recorded = to_dict(config)
     recorded["frames"] = {"fps": 2.0, "size": 224}
-    (root / "store.json").write_text(json.dumps({
-        "format": "avsc-features/1", "config": recorded, "config_hash": config_hash(config),
-        "features": {"mel": {"shape": [8, 5, 2], "dtype": "float16"},
-                     "frames": {"shape": [2, 16, 16, 3], "dtype": "uint8"}}}))
+    (root / "store.json").write_text(
+        json.dumps(
+            {
+                "format": "avsc-features/1",
+                "config": recorded,
+                "config_hash": config_hash(config),
+                "features": {
+                    "mel": {"shape": [8, 5, 2], "dtype": "float16"},
+                    "frames": {"shape": [2, 16, 16, 3], "dtype": "uint8"},
+                },
+            }
+        )
+    )
     rows, clips = [], {}
     for k in range(3):
         clip = {"mel": rng.normal(size=(8, 5, 2)).astype(np.float16), "frames": _smooth_frames(rng)}

@@ -133,15 +133,17 @@ def test_outputs_are_complete_and_model_reloads(trained, store_dir):
     assert calibration["after"]["log_loss"] == pytest.approx(val_metrics["log_loss"])
     assert calibration["after"]["log_loss"] <= calibration["before"]["log_loss"] + 1e-9
     assert sorted(p.name for p in (model_dir / "checkpoints").glob("*.keras")) == sorted(
-        {f"epoch-{12:04d}.keras", f"best-epoch-{trained.best_epoch:04d}.keras"})
+        {f"epoch-{12:04d}.keras", f"best-epoch-{trained.best_epoch:04d}.keras"}
+    )
 
 
 def test_resume_continues_from_last_epoch(store_dir, tmp_path):
     config = TrainConfig(**{**QUICK.__dict__, "epochs": 1, "batch_size": 32, "audio_stages": 2})
     first = train_backbone("aud-cqt", [store_dir], tmp_path, config=config, progress=False)
     assert first.epochs_run == 1 and len(first.history) == 1
-    second = train_backbone("aud-cqt", [store_dir], tmp_path, config=TrainConfig(
-        **{**config.__dict__, "epochs": 2}), progress=False)
+    second = train_backbone(
+        "aud-cqt", [store_dir], tmp_path, config=TrainConfig(**{**config.__dict__, "epochs": 2}), progress=False
+    )
     assert second.epochs_run == 1 and [e["epoch"] for e in second.history] == [1, 2]
     assert second.history[0] == first.history[0]
     state = json.loads((tmp_path / "checkpoints" / "state.json").read_text())
@@ -149,12 +151,18 @@ def test_resume_continues_from_last_epoch(store_dir, tmp_path):
     # The optimizer state travelled with the checkpoint: Adam has taken both epochs' steps.
     ckpt = keras.models.load_model(tmp_path / "checkpoints" / state["last"])  # the training model
     assert int(ckpt.optimizer.iterations.numpy()) == 2 * 2  # 60 clips / batch 32 = 2 steps an epoch
-    done = train_backbone("aud-cqt", [store_dir], tmp_path, config=TrainConfig(
-        **{**config.__dict__, "epochs": 2}), progress=False)
+    done = train_backbone(
+        "aud-cqt", [store_dir], tmp_path, config=TrainConfig(**{**config.__dict__, "epochs": 2}), progress=False
+    )
     assert done.epochs_run == 0 and len(done.history) == 2
     with pytest.raises(ConfigError, match=r"run with other settings \(train.learning_rate .* there, 0.5 here\)"):
-        train_backbone("aud-cqt", [store_dir], tmp_path, config=TrainConfig(
-            **{**config.__dict__, "epochs": 3, "learning_rate": 0.5}), progress=False)
+        train_backbone(
+            "aud-cqt",
+            [store_dir],
+            tmp_path,
+            config=TrainConfig(**{**config.__dict__, "epochs": 3, "learning_rate": 0.5}),
+            progress=False,
+        )
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path):
@@ -171,10 +179,10 @@ def test_visual_backbone_trains_and_embeds(tmp_path):
     from avsc.models.backbones import embedding_model
     from avsc.training.embeddings import embed_arrays, embed_clips, read_embeddings
 
-    store_dir = make_feature_store(tmp_path / "features", per_class={"train": 2, "val": 1},
-                                   features=("frames",), size=40, n_frames=2)
-    config = TrainConfig(**{**QUICK.__dict__, "epochs": 1, "batch_size": 8, "image_size": 32,
-                            "frames_per_clip": 1})
+    store_dir = make_feature_store(
+        tmp_path / "features", per_class={"train": 2, "val": 1}, features=("frames",), size=40, n_frames=2
+    )
+    config = TrainConfig(**{**QUICK.__dict__, "epochs": 1, "batch_size": 8, "image_size": 32, "frames_per_clip": 1})
     result = train_backbone("vis-conv", [store_dir], tmp_path / "vis-conv", config=config, progress=False)
     assert result.epochs_run == 1 and np.isfinite(result.history[0]["loss"])
     assert 0.0 <= result.val_accuracy <= 1.0
@@ -186,15 +194,15 @@ def test_visual_backbone_trains_and_embeds(tmp_path):
     emb = embedding_model(keras.models.load_model(result.model_dir / "model.keras"))
     per_frame_1024, per_frame_10 = emb(frames, training=False)
     np.testing.assert_allclose(table.fc10[0], np.asarray(per_frame_10).mean(axis=0), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(table.fc1024[0], np.asarray(per_frame_1024).mean(axis=0), rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(table.fc1024[0], np.asarray(per_frame_1024).mean(axis=0), rtol=1e-4, atol=1e-5)
     _fc1024, fc10 = embed_arrays("vis-conv", emb, frames[None])
     np.testing.assert_allclose(fc10[0], table.fc10[0], rtol=1e-4, atol=1e-5)
 
 
 def test_mixed_precision_keeps_float32_probabilities(store_dir, tmp_path):
-    config = TrainConfig(**{**QUICK.__dict__, "epochs": 1, "batch_size": 32, "audio_stages": 2,
-                            "mixed_precision": "on"})
+    config = TrainConfig(
+        **{**QUICK.__dict__, "epochs": 1, "batch_size": 32, "audio_stages": 2, "mixed_precision": "on"}
+    )
     result = train_backbone("aud-mel", [store_dir], tmp_path, config=config, progress=False)
     assert np.isfinite(result.history[0]["loss"])
     model = keras.models.load_model(tmp_path / "model.keras")

@@ -56,10 +56,13 @@ USABLE_SHARE = 0.9
 
 def _audio_params(config: Config) -> float:
     train = config.train
-    stage_weight = (4 ** train.audio_stages - 1) / 3
+    stage_weight = (4**train.audio_stages - 1) / 3
     last_width = train.audio_base_filters * 2 ** (train.audio_stages - 1)
-    return (AUDIO_PARAMS_PER_UNIT * train.audio_base_filters ** 2 * stage_weight
-            + last_width * train.dense_units + train.dense_units * 10)
+    return (
+        AUDIO_PARAMS_PER_UNIT * train.audio_base_filters**2 * stage_weight
+        + last_width * train.dense_units
+        + train.dense_units * 10
+    )
 
 
 def _audio_input(config: Config) -> int:
@@ -84,7 +87,7 @@ def training_bytes(backbone: str, config: Config) -> int:
         stream: float = SHUFFLE_BUFFER * values * 2  # float16 spectrograms
     else:
         params = VISUAL_PARAMS[backbone] + VISUAL_FEATURES[backbone] * train.dense_units + train.dense_units * 10
-        activations = VISUAL_ACTIVATION_BYTES[backbone] * train.image_size ** 2 * train.batch_size
+        activations = VISUAL_ACTIVATION_BYTES[backbone] * train.image_size**2 * train.batch_size
         size = config.features.frames.size
         stream = SHUFFLE_BUFFER * size * size * 3 * JPEG_RATIO
     return int(RUNTIME_BYTES + TRAIN_BYTES_PER_PARAM * params + activations + stream)
@@ -120,8 +123,9 @@ def _gb(value: float) -> str:
     return f"{value / GB:.1f} GB"
 
 
-def check_local_run(config: Config, *, parallel_trainings: int = 2, preprocess_parallel: int = 2,
-                    limit: int | None = None) -> int:
+def check_local_run(
+    config: Config, *, parallel_trainings: int = 2, preprocess_parallel: int = 2, limit: int | None = None
+) -> int:
     """Refuse a local run whose steps cannot fit in :data:`USABLE_SHARE` of ``limit`` (default:
     this machine's memory, :func:`avsc.runtime.memory_limit`).
 
@@ -141,7 +145,7 @@ def check_local_run(config: Config, *, parallel_trainings: int = 2, preprocess_p
     limit = memory_limit() if limit is None else limit
     needs = step_needs(config)
     trainings = sorted(((n.bytes, n.item) for n in needs if n.step == "train"), reverse=True)
-    together = trainings[:max(1, parallel_trainings)]
+    together = trainings[: max(1, parallel_trainings)]
     training = sum(b for b, _ in together) + ORCHESTRATOR_BYTES
     preprocess = preprocess_parallel * next(n.bytes for n in needs if n.step == "preprocess") + ORCHESTRATOR_BYTES
     largest = max(training, preprocess)
@@ -158,9 +162,12 @@ def check_local_run(config: Config, *, parallel_trainings: int = 2, preprocess_p
         fixes.append(f"--set train.batch_size={max(1, config.train.batch_size // 4)}")
         raise ResourceError(
             f"not enough memory for step 'Train backbone': {len(together)} at once, {names}, need "
-            f"~{_gb(training)}; {has}. Run with {' or '.join(fixes)}")
-    raise ResourceError(f"not enough memory for step 'Preprocess shard': {preprocess_parallel} at once need "
-                        f"~{_gb(preprocess)}; {has}. Run with --preset quick")
+            f"~{_gb(training)}; {has}. Run with {' or '.join(fixes)}"
+        )
+    raise ResourceError(
+        f"not enough memory for step 'Preprocess shard': {preprocess_parallel} at once need "
+        f"~{_gb(preprocess)}; {has}. Run with --preset quick"
+    )
 
 
 def check_training(backbone: str, config: Config, *, limit: int | None = None) -> int:
@@ -182,7 +189,8 @@ def check_training(backbone: str, config: Config, *, limit: int | None = None) -
             f"not enough memory to train {backbone}: needs ~{_gb(need)} at batch size "
             f"{config.train.batch_size}; this machine has {_gb(limit)} ({_gb(USABLE_SHARE * limit)} "
             "usable). Use --preset quick or a "
-            f"smaller --batch-size (e.g. {max(1, config.train.batch_size // 4)})")
+            f"smaller --batch-size (e.g. {max(1, config.train.batch_size // 4)})"
+        )
     return need
 
 

@@ -289,8 +289,7 @@ def use_writable_caches() -> dict[str, str]:
         try:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
-            log.warning("%s unset and %s not writable; could not create %s either (%s)",
-                        variable, default, folder, exc)
+            log.warning("%s unset and %s not writable; could not create %s either (%s)", variable, default, folder, exc)
             continue
         os.environ[variable] = changed[variable] = str(folder)
         log.debug("%s=%s (%s is not writable)", variable, folder, default)
@@ -322,13 +321,30 @@ def seed_numba_cache(seed: str | Path | None = None) -> bool:
     try:
         shutil.copytree(seed, target, dirs_exist_ok=True)
     except OSError as exc:
-        log.warning("could not copy the prebuilt numba kernels from %s to %s (%s); librosa's "
-                    "kernels will be compiled on first use", seed, target, exc)
+        log.warning(
+            "could not copy the prebuilt numba kernels from %s to %s (%s); librosa's "
+            "kernels will be compiled on first use",
+            seed,
+            target,
+            exc,
+        )
         return False
     log.debug("numba cache %s seeded from %s", target, seed)
     return True
 
 
-__all__ = ["SEED_VARIABLE", "Limits", "cgroup_cpu_limit", "cgroup_memory_limit", "describe_limits", "detect_limits",
-           "is_writable", "limit_tensorflow_threads", "memory_limit", "physical_memory", "seed_numba_cache",
-           "usable_cpus", "use_writable_caches"]
+__all__ = [
+    "SEED_VARIABLE",
+    "Limits",
+    "cgroup_cpu_limit",
+    "cgroup_memory_limit",
+    "describe_limits",
+    "detect_limits",
+    "is_writable",
+    "limit_tensorflow_threads",
+    "memory_limit",
+    "physical_memory",
+    "seed_numba_cache",
+    "usable_cpus",
+    "use_writable_caches",
+]

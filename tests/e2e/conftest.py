@@ -25,8 +25,9 @@ import pytest
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("AVSC_KFP_HOST"):
         return
-    skip = pytest.mark.skip(reason="needs a Kubeflow Pipelines endpoint: set AVSC_KFP_HOST "
-                                   "(make kind-up && make kind-e2e does)")
+    skip = pytest.mark.skip(
+        reason="needs a Kubeflow Pipelines endpoint: set AVSC_KFP_HOST (make kind-up && make kind-e2e does)"
+    )
     for item in items:
         if "e2e" in item.keywords:
             item.add_marker(skip)
@@ -43,8 +44,9 @@ class Cluster:
 
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
-    missing = [name for name in ("AVSC_S3_ENDPOINT", "AVSC_S3_ACCESS_KEY", "AVSC_S3_SECRET_KEY")
-               if not os.environ.get(name)]
+    missing = [
+        name for name in ("AVSC_S3_ENDPOINT", "AVSC_S3_ACCESS_KEY", "AVSC_S3_SECRET_KEY") if not os.environ.get(name)
+    ]
     if missing:
         pytest.fail(f"set {', '.join(missing)} to reach the object store from this machine")
     return Cluster(

@@ -32,8 +32,7 @@ def _avsc(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def _objects(store, bucket: str, prefix: str) -> dict[str, int]:
-    return {obj.object_name: obj.size
-            for obj in store.list_objects(bucket, prefix=prefix, recursive=True)}
+    return {obj.object_name: obj.size for obj in store.list_objects(bucket, prefix=prefix, recursive=True)}
 
 
 def test_pipeline_run_publishes_metrics_and_embeddings(cluster, store, tmp_path):
@@ -53,10 +52,24 @@ def test_pipeline_run_publishes_metrics_and_embeddings(cluster, store, tmp_path)
     in_store = _objects(store, cluster.bucket, f"{prefix}/dataset/")
     assert len(in_store) == len(local_files), "not every dataset file reached the store"
 
-    submit = [sys.executable, "pipeline.py", "submit", "--host", cluster.host,
-              "--experiment", "avsc-e2e", "--preset", "quick",
-              "--dataset", dataset_uri, "--output-uri", output_uri,
-              "--wait", "--timeout", str(cluster.timeout_s)]
+    submit = [
+        sys.executable,
+        "pipeline.py",
+        "submit",
+        "--host",
+        cluster.host,
+        "--experiment",
+        "avsc-e2e",
+        "--preset",
+        "quick",
+        "--dataset",
+        dataset_uri,
+        "--output-uri",
+        output_uri,
+        "--wait",
+        "--timeout",
+        str(cluster.timeout_s),
+    ]
     if cluster.no_gpu:
         submit.append("--no-gpu")
     run = _run(submit, timeout=cluster.timeout_s + 300)
@@ -81,5 +94,6 @@ def test_pipeline_run_publishes_metrics_and_embeddings(cluster, store, tmp_path)
 
     if cluster.pipeline_root:
         bucket, _, root_prefix = cluster.pipeline_root.removeprefix("s3://").partition("/")
-        assert any(True for _ in store.list_objects(bucket, prefix=root_prefix, recursive=True)), \
+        assert any(True for _ in store.list_objects(bucket, prefix=root_prefix, recursive=True)), (
             f"no artifacts under the pipeline root {cluster.pipeline_root} (kfp-launcher config)"
+        )

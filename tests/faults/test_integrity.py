@@ -23,15 +23,22 @@ from avsc.features.store_format import value_digest
 def _flip(path: Path, offset: int, length: int, seed: int = 0) -> None:
     data = bytearray(path.read_bytes())
     noise = np.random.default_rng(seed).integers(0, 256, length, dtype=np.uint8)
-    data[offset:offset + length] = bytes(np.bitwise_xor(np.frombuffer(data[offset:offset + length], np.uint8),
-                                                        noise | 1))
+    data[offset : offset + length] = bytes(
+        np.bitwise_xor(np.frombuffer(data[offset : offset + length], np.uint8), noise | 1)
+    )
     path.write_bytes(bytes(data))
 
 
 @pytest.fixture
 def store(tmp_path):
-    return make_feature_store(tmp_path / "features", per_class={"train": 2, "val": 1, "test": 1},
-                              n_bins=32, frames=48, features=("mel", "frames"), part_clips=40)
+    return make_feature_store(
+        tmp_path / "features",
+        per_class={"train": 2, "val": 1, "test": 1},
+        n_bins=32,
+        frames=48,
+        features=("mel", "frames"),
+        part_clips=40,
+    )
 
 
 def _first_train_part(root) -> Path:
@@ -41,8 +48,24 @@ def _first_train_part(root) -> Path:
 def test_flipped_bytes_in_a_part_fail_train_in_one_line(store, tmp_path, capsys):
     part = _first_train_part(store)
     _flip(part, part.stat().st_size // 4, 4096)  # inside the mel column
-    code = main(["train", "aud-mel", str(store), "-o", str(tmp_path / "m"), "--epochs", "1", "--quiet",
-                 "--preset", "quick", "--set", "train.audio_stages=2", "--batch-size", "8"])
+    code = main(
+        [
+            "train",
+            "aud-mel",
+            str(store),
+            "-o",
+            str(tmp_path / "m"),
+            "--epochs",
+            "1",
+            "--quiet",
+            "--preset",
+            "quick",
+            "--set",
+            "train.audio_stages=2",
+            "--batch-size",
+            "8",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1
     assert err.startswith("avsc train: error: ") and "\n" not in err
@@ -61,8 +84,16 @@ def test_a_part_whose_values_do_not_match_their_digest_names_the_clip(store):
             mel = bytearray(values["mel"])
             mel[100:104] = b"\x00\x7c\x00\x7c"  # float16 +inf twice
             values["mel"] = bytes(mel)
-        clips.append(EncodedClip(row["clip_id"], row["label"], row["split"], values, row["source"],
-                                 {"mel": row["mel_sha256"], "frames": row["frames_sha256"]}))
+        clips.append(
+            EncodedClip(
+                row["clip_id"],
+                row["label"],
+                row["split"],
+                values,
+                row["source"],
+                {"mel": row["mel_sha256"], "frames": row["frames_sha256"]},
+            )
+        )
     write_part(part.location, clips, store_.specs)
     expected = rf"clip '{rows[1]['clip_id']}': its mel bytes do not match their recorded SHA-256"
     with pytest.raises(DataError, match=expected):
@@ -70,9 +101,21 @@ def test_a_part_whose_values_do_not_match_their_digest_names_the_clip(store):
     with pytest.raises(DataError, match="do not match"):
         store_.read_clip(rows[1]["clip_id"], "mel")
     # The digests of the index catch a part replaced by another valid one as well.
-    write_part(part.location, [EncodedClip(c.clip_id, c.label, c.split, c.values, c.source,
-                                           {"mel": value_digest(c.values["mel"]), "frames": c.digests["frames"]})
-                for c in clips], store_.specs)
+    write_part(
+        part.location,
+        [
+            EncodedClip(
+                c.clip_id,
+                c.label,
+                c.split,
+                c.values,
+                c.source,
+                {"mel": value_digest(c.values["mel"]), "frames": c.digests["frames"]},
+            )
+            for c in clips
+        ],
+        store_.specs,
+    )
     with pytest.raises(DataError, match=rf"clip '{rows[1]['clip_id']}'.*replaced"):
         read_part_feature(part, spec)
 
@@ -95,9 +138,17 @@ def test_a_frame_that_does_not_decode_names_the_part_and_the_clip(store):
     for number, row in enumerate(rows):
         frames = list(row["frames"])
         if number == 0:
-            frames[1] = frames[1][:len(frames[1]) // 2]  # a truncated JPEG, digest made to match
-        clips.append(EncodedClip(row["clip_id"], row["label"], row["split"], {"mel": row["mel"], "frames": frames},
-                                 row["source"], {"mel": row["mel_sha256"], "frames": value_digest(frames)}))
+            frames[1] = frames[1][: len(frames[1]) // 2]  # a truncated JPEG, digest made to match
+        clips.append(
+            EncodedClip(
+                row["clip_id"],
+                row["label"],
+                row["split"],
+                {"mel": row["mel"], "frames": frames},
+                row["source"],
+                {"mel": row["mel_sha256"], "frames": value_digest(frames)},
+            )
+        )
     write_part(part.location, clips, opened.specs)
     with pytest.raises(DataError, match=rf"{part.location}: clip '{rows[0]['clip_id']}': a frame does not decode"):
         read_part_feature(part.location, opened.specs["frames"])
@@ -112,8 +163,18 @@ def test_a_video_with_decode_errors_is_rejected_in_ffmpegs_words(tmp_path):
     data = video.read_bytes()
     start = data.find(b"mdat") + 8
     _flip(video, start + (len(data) - start) // 2, 2000)
-    rows = [{"clip_id": c, "video": f"video/{c}.mp4", "audio": None, "label": c.split("-")[0], "city": "lyon",
-             "location": f"lyon-{n}", "split": "train"} for n, c in enumerate((good, bad))]
+    rows = [
+        {
+            "clip_id": c,
+            "video": f"video/{c}.mp4",
+            "audio": None,
+            "label": c.split("-")[0],
+            "city": "lyon",
+            "location": f"lyon-{n}",
+            "split": "train",
+        }
+        for n, c in enumerate((good, bad))
+    ]
     manifest = write_manifest(rows, tmp_path / "m.parquet", dataset_root=root)
     config = FeatureConfig(audio=AudioConfig(clip_seconds=4.0), frames=FrameConfig(fps=2.0, size=32))
     result = preprocess(manifest, tmp_path / "features", config=config, progress=False)

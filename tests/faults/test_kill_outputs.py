@@ -45,13 +45,31 @@ def _fusion_dir(root: Path, method: str, seed: int) -> Path:
                 row[k] += 2.0
                 logits.append(row)
     logits = np.array(logits)
-    Predictions(clip_ids=np.array(ids), splits=np.array(splits), labels=np.array(labels),
-                probs=softmax(logits), logits=logits).write(out)
-    write_json(out / "history.json", [{"epoch": 1, "loss": 1.0, "val_accuracy": 0.5, "val_log_loss": 1.0,
-                                       "val_log_loss_calibrated": 1.0, "temperature": 1.0}])
-    write_fusion_info(out, method, "audio+visual", config_hash="fusionhash01",
-                      val_metrics={"accuracy": 0.5 + seed / 100, "log_loss": 1.0 - seed / 100}, best_epoch=1,
-                      clips_per_split={"val": 30, "test": 30})
+    Predictions(
+        clip_ids=np.array(ids), splits=np.array(splits), labels=np.array(labels), probs=softmax(logits), logits=logits
+    ).write(out)
+    write_json(
+        out / "history.json",
+        [
+            {
+                "epoch": 1,
+                "loss": 1.0,
+                "val_accuracy": 0.5,
+                "val_log_loss": 1.0,
+                "val_log_loss_calibrated": 1.0,
+                "temperature": 1.0,
+            }
+        ],
+    )
+    write_fusion_info(
+        out,
+        method,
+        "audio+visual",
+        config_hash="fusionhash01",
+        val_metrics={"accuracy": 0.5 + seed / 100, "log_loss": 1.0 - seed / 100},
+        best_epoch=1,
+        clips_per_split={"val": 30, "test": 30},
+    )
     return out
 
 
@@ -72,8 +90,13 @@ def assert_one_whole_run(folder: Path, run_id: str) -> None:
 
 
 def _run_killed(script: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
-                            timeout=300, env={**os.environ, **(env or {})})
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
     assert result.returncode == -9, result.stderr[-3000:]  # it really died of SIGKILL
     return result
 
@@ -118,7 +141,7 @@ def test_a_report_on_the_store_lists_its_files_last_and_drops_an_earlier_runs(fu
     uri = s3_env.uri("runs/report")
     evaluate(fusions, uri, run_id="run-a")
     evaluate(fusions[:1], uri, run_id="run-b")
-    keys = {key[len("runs/report/"):] for key in s3_env.keys("runs/report/")}
+    keys = {key[len("runs/report/") :] for key in s3_env.keys("runs/report/")}
     manifest = OutputManifest.read(uri)
     assert manifest.run_id == "run-b" and keys == set(manifest.files) | {OutputManifest.FILE_NAME}
     assert "submission-f4-audio+visual.csv" not in keys
@@ -135,7 +158,7 @@ def test_a_report_merged_into_an_output_root_replaces_the_earlier_reports_files(
     merge_output(tmp_path / "report-a", root)
     evaluate(fusions[:1], tmp_path / "report-b", run_id="run-b")
     merge_output(tmp_path / "report-b", root)
-    names = {location[len(root) + 1:] for location in locations.list_files(root)}
+    names = {location[len(root) + 1 :] for location in locations.list_files(root)}
     assert OutputManifest.read(root).run_id == "run-b"
     assert names == set(OutputManifest.read(root).files) | {"outputs.json", "config.json"}
     assert "submission-f4-audio+visual.csv" not in names
@@ -147,9 +170,14 @@ def test_a_push_killed_mid_multipart_upload_leaves_no_object_and_its_upload_is_c
     big = folder / "big.bin"
     big.write_bytes(np.random.default_rng(0).bytes(12 << 20))  # 3 parts of 5 MiB (the last smaller)
     uri = s3_env.uri("pushed")
-    env = {"AVSC_S3_ENDPOINT": s3_env.server.url, "AVSC_S3_ACCESS_KEY": s3_env.settings.access_key,
-           "AVSC_S3_SECRET_KEY": s3_env.settings.secret_key, "AVSC_S3_REGION": "us-east-1"}
-    _run_killed(f"""
+    env = {
+        "AVSC_S3_ENDPOINT": s3_env.server.url,
+        "AVSC_S3_ACCESS_KEY": s3_env.settings.access_key,
+        "AVSC_S3_SECRET_KEY": s3_env.settings.secret_key,
+        "AVSC_S3_REGION": "us-east-1",
+    }
+    _run_killed(
+        f"""
         import os, signal
         from minio import Minio
         real = Minio._upload_part
@@ -159,7 +187,9 @@ def test_a_push_killed_mid_multipart_upload_leaves_no_object_and_its_upload_is_c
         Minio._upload_part = killed_after_the_first_part
         from avsc.cli import main
         main(["data", "push", {str(folder)!r}, {uri!r}, "--quiet"])
-    """, env)
+    """,
+        env,
+    )
     assert s3_env.keys("pushed/") == {}  # no partial object
     assert s3_env.pending_multipart_uploads() == ["pushed/big.bin"]
 

@@ -13,8 +13,15 @@ from avsc.errors import DataError
 
 def _row(clip_id: str, split: str = "train", label: str | None = None, video: str | None = None) -> dict:
     scene, city, location, _ = clip_id.split("-")
-    return {"clip_id": clip_id, "video": video or f"video/{clip_id}.mp4", "audio": None,
-            "label": label or scene, "city": city, "location": f"{city}-{location}", "split": split}
+    return {
+        "clip_id": clip_id,
+        "video": video or f"video/{clip_id}.mp4",
+        "audio": None,
+        "label": label or scene,
+        "city": city,
+        "location": f"{city}-{location}",
+        "split": split,
+    }
 
 
 def _write(tmp_path, rows, name="manifest.parquet"):
@@ -29,8 +36,7 @@ def test_an_unknown_split_is_an_error_naming_the_row(tmp_path):
 
 
 def test_one_clip_on_two_different_rows_names_both(tmp_path):
-    path = _write(tmp_path, [_row("bus-lyon-1-1"), _row("park-lyon-2-1"),
-                             _row("bus-lyon-1-1", split="test")])
+    path = _write(tmp_path, [_row("bus-lyon-1-1"), _row("park-lyon-2-1"), _row("bus-lyon-1-1", split="test")])
     with pytest.raises(DataError, match=r"'bus-lyon-1-1' is on two different rows, 0 and 2 \(split 'train' / 'test'\)"):
         read_manifest(path)
 
@@ -60,8 +66,11 @@ def test_the_lineage_names_what_differs(tmp_path):
     relabelled = [dict(rows[0], label="metro"), *rows[1:]]
     moved = [rows[0], dict(rows[1], split="val"), rows[2]]
     renamed = [rows[0], rows[1], _row("tram-lyon-3-2", split="test")]
-    for changed, words in ((relabelled, ["labels differ"]), (moved, ["splits differ"]),
-                           (renamed, ["clips differ", "labels differ", "splits differ"])):
+    for changed, words in (
+        (relabelled, ["labels differ"]),
+        (moved, ["splits differ"]),
+        (renamed, ["clips differ", "labels differ", "splits differ"]),
+    ):
         other = read_manifest(_write(tmp_path, changed, "changed.parquet")).attrs["lineage"]
         assert other.manifest_hash != base.manifest_hash
         assert other.differences(base) == words

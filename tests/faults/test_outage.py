@@ -25,9 +25,17 @@ from avsc.storage.s3 import S3Settings
 def demo(tmp_path_factory):
     from avsc.data.demo import make_demo_dataset
 
-    return make_demo_dataset(tmp_path_factory.mktemp("demo") / "demo", classes=2, clips_per_class=3,
-                             locations_per_class=3, seconds=1.0, width=64, height=48, fps=5.0,
-                             progress=False).root
+    return make_demo_dataset(
+        tmp_path_factory.mktemp("demo") / "demo",
+        classes=2,
+        clips_per_class=3,
+        locations_per_class=3,
+        seconds=1.0,
+        width=64,
+        height=48,
+        fps=5.0,
+        progress=False,
+    ).root
 
 
 @pytest.fixture
@@ -47,8 +55,9 @@ def test_the_default_settings_report_a_dead_store_within_60_s():
 def test_a_stalled_store_is_reported_not_waited_for(s3_store, demo):
     sync.push_dir(demo, s3_store.uri("tau"), settings=s3_store.settings, progress=False)
     with TcpForwarder(s3_store.server.host, s3_store.server.port) as fwd:
-        settings = dataclasses.replace(s3_store.settings, endpoint=fwd.endpoint, read_timeout_s=0.5,
-                                       retries=2, backoff_s=0.05)
+        settings = dataclasses.replace(
+            s3_store.settings, endpoint=fwd.endpoint, read_timeout_s=0.5, retries=2, backoff_s=0.05
+        )
         assert len(objects.list_objects(s3_store.uri("tau"), settings=settings)) > 0
         fwd.stall()
         with pytest.raises(StoreError, match=r"cannot reach the object store.*ReadTimeoutError"):
@@ -70,12 +79,20 @@ def test_a_store_down_while_pushing_fails_the_push_and_a_rerun_completes(s3_stor
     assert result.transferred == len(s3_store.keys("tau/")) and result.skipped == 0
 
 
-PREPROCESS = ["--preset", "quick", "--quiet", "--set", "features.audio.clip_seconds=1",
-              "--set", "features.frames.size=32"]
+PREPROCESS = [
+    "--preset",
+    "quick",
+    "--quiet",
+    "--set",
+    "features.audio.clip_seconds=1",
+    "--set",
+    "features.frames.size=32",
+]
 
 
-def test_a_store_outage_during_preprocess_fails_the_step_and_rejects_no_clip(s3_env, forwarder, demo, tmp_path,
-                                                                             monkeypatch, capsys):
+def test_a_store_outage_during_preprocess_fails_the_step_and_rejects_no_clip(
+    s3_env, forwarder, demo, tmp_path, monkeypatch, capsys
+):
     from avsc.data.ingest import ingest_dataset
     from avsc.features import clip_workers
 
@@ -91,13 +108,15 @@ def test_a_store_outage_during_preprocess_fails_the_step_and_rejects_no_clip(s3_
         if len(calls) == 3:
             forwarder.stop()
         return real(*args, **kwargs)
+
     monkeypatch.setattr(clip_workers, "process_clip", outage_from_the_third_clip)
     features = tmp_path / "features"
     command = ["preprocess", str(manifest), "-o", str(features), *PREPROCESS]
     assert main(command) == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0].startswith(
-        f"avsc preprocess: error: cannot reach the object store at http://{forwarder.endpoint}")
+        f"avsc preprocess: error: cannot reach the object store at http://{forwarder.endpoint}"
+    )
     assert not (features / "summary.json").exists()  # no clip recorded as rejected
 
     forwarder.start()
@@ -108,8 +127,9 @@ def test_a_store_outage_during_preprocess_fails_the_step_and_rejects_no_clip(s3_
     assert summary["rejected"] == [] and summary["processed"] == 6
 
 
-def test_a_clip_that_failed_during_a_passing_fault_is_tried_again(s3_env, forwarder, demo, tmp_path,
-                                                                   monkeypatch, capsys):
+def test_a_clip_that_failed_during_a_passing_fault_is_tried_again(
+    s3_env, forwarder, demo, tmp_path, monkeypatch, capsys
+):
     from avsc.data.ingest import ingest_dataset
 
     sync.push_dir(demo, s3_env.uri("tau"), progress=False)
@@ -132,6 +152,7 @@ def test_a_clip_that_failed_during_a_passing_fault_is_tried_again(s3_env, forwar
         if not forwarder.listening:
             forwarder.start()
         return real_redact(report, urls)
+
     monkeypatch.setattr(locations, "ffmpeg_input", url)
     monkeypatch.setattr(ffmpeg, "redact", redact)
     assert main(["preprocess", str(manifest), "-o", str(tmp_path / "features"), *PREPROCESS]) == 0
@@ -154,12 +175,22 @@ def test_incomplete_multipart_uploads_are_listed_and_aborted(s3_env, capsys):
     assert s3_env.pending_multipart_uploads() == ["other/kept.bin"]
 
 
-TRAIN = ["--preset", "quick", "--quiet", "--set", "train.epochs=1", "--set", "train.batch_size=8",
-         "--set", "train.audio_stages=2"]
+TRAIN = [
+    "--preset",
+    "quick",
+    "--quiet",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "train.audio_stages=2",
+]
 
 
-def test_a_store_outage_during_training_is_one_line_and_a_rerun_completes(s3_env, forwarder, tmp_path,
-                                                                          monkeypatch, capsys):
+def test_a_store_outage_during_training_is_one_line_and_a_rerun_completes(
+    s3_env, forwarder, tmp_path, monkeypatch, capsys
+):
     from features_factory import make_feature_store
 
     from avsc.training import checkpoints as ck
@@ -172,14 +203,24 @@ def test_a_store_outage_during_training_is_one_line_and_a_rerun_completes(s3_env
         if self.first_step + batch + 1 == 3:
             forwarder.stop()
         return real(self, batch, logs)
+
     monkeypatch.setattr(ck.StepCheckpoints, "on_train_batch_end", outage_at_step_3)
-    command = ["train", "aud-mel", s3_env.uri("features"), "-o", str(tmp_path / "model"),
-               "--checkpoints", str(tmp_path / "checkpoints"), *TRAIN]
+    command = [
+        "train",
+        "aud-mel",
+        s3_env.uri("features"),
+        "-o",
+        str(tmp_path / "model"),
+        "--checkpoints",
+        str(tmp_path / "checkpoints"),
+        *TRAIN,
+    ]
     assert main(command) == 1
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if "error" in line.lower()]  # not TensorFlow's start-up lines
     assert errors == [errors[0]] and errors[0].startswith(
-        f"avsc train: error: cannot reach the object store at http://{forwarder.endpoint}"), err
+        f"avsc train: error: cannot reach the object store at http://{forwarder.endpoint}"
+    ), err
 
     forwarder.start()
     monkeypatch.setattr(ck.StepCheckpoints, "on_train_batch_end", real)

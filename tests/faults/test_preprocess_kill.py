@@ -21,8 +21,14 @@ from avsc.features.store_writer import scan_parts
 SCENES = ("airport", "bus", "metro", "park", "tram", "shopping_mall")
 CLIPS = tuple(f"{scene}-lyon-{n}-{k}" for n, scene in enumerate(SCENES) for k in (1, 2))  # 12
 CONFIG = FeatureConfig(audio=AudioConfig(clip_seconds=1.0), frames=FrameConfig(fps=2.0, size=32))
-SETTINGS = ["--set", "features.audio.clip_seconds=1.0", "--set", "features.frames.fps=2.0",
-            "--set", "features.frames.size=32"]
+SETTINGS = [
+    "--set",
+    "features.audio.clip_seconds=1.0",
+    "--set",
+    "features.frames.fps=2.0",
+    "--set",
+    "features.frames.size=32",
+]
 WAIT_S = 300  # generous: the machine may be busy; the run itself takes seconds
 
 
@@ -31,17 +37,43 @@ def manifest(tmp_path_factory):
     root = tmp_path_factory.mktemp("dataset")
     rows = []
     for number, clip_id in enumerate(CLIPS):
-        make_video(root / "video" / f"{clip_id}.mp4", seconds=1.0, width=64, height=48,
-                   tone_hz=200.0 + 50 * number, seed=number)
+        make_video(
+            root / "video" / f"{clip_id}.mp4",
+            seconds=1.0,
+            width=64,
+            height=48,
+            tone_hz=200.0 + 50 * number,
+            seed=number,
+        )
         scene, city, location, _ = clip_id.split("-")
-        rows.append({"clip_id": clip_id, "video": f"video/{clip_id}.mp4", "audio": None, "label": scene,
-                     "city": city, "location": f"{city}-{location}", "split": "train"})
+        rows.append(
+            {
+                "clip_id": clip_id,
+                "video": f"video/{clip_id}.mp4",
+                "audio": None,
+                "label": scene,
+                "city": city,
+                "location": f"{city}-{location}",
+                "split": "train",
+            }
+        )
     return write_manifest(rows, root / "manifest.parquet", dataset_root=root)
 
 
 def _start(manifest, out, *flags):
-    command = [sys.executable, "-c", "import sys; from avsc.cli import main; sys.exit(main())",
-               "-v", "preprocess", str(manifest), "-o", str(out), "--quiet", *SETTINGS, *flags]
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from avsc.cli import main; sys.exit(main())",
+        "-v",
+        "preprocess",
+        str(manifest),
+        "-o",
+        str(out),
+        "--quiet",
+        *SETTINGS,
+        *flags,
+    ]
     return subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
 
 

@@ -44,20 +44,37 @@ def _sigterm_at(monkeypatch, epoch: int, step: int) -> None:
         if self.epoch + 1 == epoch and self.first_step + batch + 1 == step:
             os.kill(os.getpid(), signal.SIGTERM)
         return real(self, batch, logs)
+
     monkeypatch.setattr(ck.StepCheckpoints, "on_train_batch_end", on_train_batch_end)
 
 
-def test_sigterm_mid_epoch_saves_and_the_resumed_run_ends_as_one_never_stopped(store, uninterrupted, tmp_path,
-                                                                                monkeypatch, capsys):
+def test_sigterm_mid_epoch_saves_and_the_resumed_run_ends_as_one_never_stopped(
+    store, uninterrupted, tmp_path, monkeypatch, capsys
+):
     expected, expected_weights = uninterrupted
     model_dir, checkpoints = tmp_path / "model", tmp_path / "checkpoints"
     _sigterm_at(monkeypatch, epoch=1, step=3)
-    command = ["train", "aud-mel", str(store), "-o", str(model_dir), "--checkpoints", str(checkpoints),
-               "--preset", "quick", "--quiet", *(f"--set={setting}" for setting in SETTINGS)]
+    command = [
+        "train",
+        "aud-mel",
+        str(store),
+        "-o",
+        str(model_dir),
+        "--checkpoints",
+        str(checkpoints),
+        "--preset",
+        "quick",
+        "--quiet",
+        *(f"--set={setting}" for setting in SETTINGS),
+    ]
     assert main(command) == 143
     said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("avsc train")]
-    assert said == [(f"avsc train: stopped by SIGTERM in epoch 1, after step 3; checkpoint saved in {checkpoints}: "
-                     "run the same command again to resume")]
+    assert said == [
+        (
+            f"avsc train: stopped by SIGTERM in epoch 1, after step 3; checkpoint saved in {checkpoints}: "
+            "run the same command again to resume"
+        )
+    ]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler lives as long as the training
     state = json.loads((checkpoints / "state.json").read_text())
     assert state["epoch"] == 0 and state["in_epoch"]["epoch"] == 1 and state["in_epoch"]["step"] == 3
@@ -65,8 +82,7 @@ def test_sigterm_mid_epoch_saves_and_the_resumed_run_ends_as_one_never_stopped(s
     assert not (model_dir / "model.keras").exists()
 
     monkeypatch.undo()
-    resumed = train_backbone("aud-mel", [store], model_dir, config=CONFIG, checkpoints=checkpoints,
-                             progress=False)
+    resumed = train_backbone("aud-mel", [store], model_dir, config=CONFIG, checkpoints=checkpoints, progress=False)
     assert resumed.epochs_run == 1
     weights = keras.models.load_model(model_dir / "model.keras", compile=False).get_weights()
     for got, want in zip(weights, expected_weights, strict=True):
@@ -75,7 +91,8 @@ def test_sigterm_mid_epoch_saves_and_the_resumed_run_ends_as_one_never_stopped(s
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
         assert got["val_log_loss"] == pytest.approx(want["val_log_loss"], rel=1e-5)
     assert sorted(p.name for p in checkpoints.glob("*.keras")) == sorted(
-        {"epoch-0001.keras", "best-epoch-0001.keras"})  # the step file is gone
+        {"epoch-0001.keras", "best-epoch-0001.keras"}
+    )  # the step file is gone
 
 
 def test_a_checkpoint_every_n_steps_resumes_after_a_kill(store, uninterrupted, tmp_path, monkeypatch):
@@ -86,22 +103,38 @@ def test_a_checkpoint_every_n_steps_resumes_after_a_kill(store, uninterrupted, t
 
     class Killed(BaseException):
         pass
+
     real = ck.StepCheckpoints.on_train_batch_end
 
     def killed_at_epoch_1_step_6(self, batch, logs=None):
         real(self, batch, logs)
         if self.epoch == 0 and batch + 1 == 6:
             raise Killed  # the process is gone: nothing after this point runs
+
     monkeypatch.setattr(ck.StepCheckpoints, "on_train_batch_end", killed_at_epoch_1_step_6)
     with pytest.raises(Killed):
-        train_backbone("aud-mel", [store], tmp_path / "model", config=CONFIG, checkpoints=checkpoints,
-                       progress=False, checkpoint_every_steps=4)
+        train_backbone(
+            "aud-mel",
+            [store],
+            tmp_path / "model",
+            config=CONFIG,
+            checkpoints=checkpoints,
+            progress=False,
+            checkpoint_every_steps=4,
+        )
     state = json.loads((checkpoints / "state.json").read_text())
     assert state["epoch"] == 0 and state["in_epoch"]["step"] == 4  # the last interval (steps 5-6) is lost
 
     monkeypatch.undo()
-    resumed = train_backbone("aud-mel", [store], tmp_path / "model", config=CONFIG, checkpoints=checkpoints,
-                             progress=False, checkpoint_every_steps=4)
+    resumed = train_backbone(
+        "aud-mel",
+        [store],
+        tmp_path / "model",
+        config=CONFIG,
+        checkpoints=checkpoints,
+        progress=False,
+        checkpoint_every_steps=4,
+    )
     assert resumed.epochs_run == 1
     weights = keras.models.load_model(tmp_path / "model" / "model.keras", compile=False).get_weights()
     for got, want in zip(weights, expected_weights, strict=True):

@@ -56,16 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="avsc",
         description="Audio-visual scene classification (Pham et al., DCASE 2021 Task 1B): demo "
-                    "data, ingest, features, five backbones, embeddings, fusion, evaluation and "
-                    "prediction. Commands that take settings (ingest, preprocess, train, fuse, inspect) start from "
-                    f"the {DEFAULT_PRESET!r} preset and accept --preset, --config FILE and --set "
-                    "section.key=value.",
+        "data, ingest, features, five backbones, embeddings, fusion, evaluation and "
+        "prediction. Commands that take settings (ingest, preprocess, train, fuse, inspect) start from "
+        f"the {DEFAULT_PRESET!r} preset and accept --preset, --config FILE and --set "
+        "section.key=value.",
         epilog=options.exit_status_epilog(),
         formatter_class=options.HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"avsc {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="debug messages from the library's log")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug messages from the library's log")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"avsc.cli.{name}").register(subparsers)
@@ -83,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return options.EXIT_USAGE
-    level = (logging.DEBUG if args.verbose
-             else logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    level = logging.DEBUG if args.verbose else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
     from avsc.runtime import use_writable_caches
 
     use_writable_caches()  # numba and matplotlib caches, for any user and a read-only root

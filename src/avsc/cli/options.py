@@ -72,8 +72,13 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if ("default" in text or not action.option_strings or action.required
-                or action.nargs == 0 or action.default in (None, argparse.SUPPRESS)):
+        if (
+            "default" in text
+            or not action.option_strings
+            or action.required
+            or action.nargs == 0
+            or action.default in (None, argparse.SUPPRESS)
+        ):
             return text
         return f"{text} (default: %(default)s)"
 
@@ -101,9 +106,15 @@ def exit_status_epilog(**notes: str) -> str:
     return "\n".join(lines)
 
 
-def add_command(subparsers: argparse._SubParsersAction, name: str, *, help: str,
-                description: str, needs_tensorflow: bool = False,
-                **exit_notes: str) -> argparse.ArgumentParser:
+def add_command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    *,
+    help: str,
+    description: str,
+    needs_tensorflow: bool = False,
+    **exit_notes: str,
+) -> argparse.ArgumentParser:
     """A subcommand parser with avsc's help layout and its exit-status epilog.
 
     Args:
@@ -115,16 +126,19 @@ def add_command(subparsers: argparse._SubParsersAction, name: str, *, help: str,
         exit_notes: ``failure=`` / ``usage=``: command-specific meanings of statuses 1 and 2.
     """
     if needs_tensorflow:
-        description += (" Needs Keras on TensorFlow: install avsc with the cpu or gpu extra "
-                        "(pip install 'avsc[cpu]'), or on JAX: the jax extra and KERAS_BACKEND=jax.")
-    parser = subparsers.add_parser(name, help=help, description=description,
-                                   epilog=exit_status_epilog(**exit_notes),
-                                   formatter_class=HelpFormatter)
+        description += (
+            " Needs Keras on TensorFlow: install avsc with the cpu or gpu extra "
+            "(pip install 'avsc[cpu]'), or on JAX: the jax extra and KERAS_BACKEND=jax."
+        )
+    parser = subparsers.add_parser(
+        name, help=help, description=description, epilog=exit_status_epilog(**exit_notes), formatter_class=HelpFormatter
+    )
     parser.exit_notes = dict(exit_notes)  # read again by add_settings_options
     return parser
 
 
 # ---------------------------------------------------------------- argument types
+
 
 def positive_int(text: str) -> int:
     """An argparse type: an integer of at least 1 (``--workers``, ``--batch-size``)."""
@@ -143,6 +157,7 @@ def add_quiet(parser: argparse.ArgumentParser, what: str = "no progress bar") ->
 
 
 # ---------------------------------------------------------------- settings
+
 
 def add_settings_options(parser: argparse.ArgumentParser, *, sections: str) -> argparse._ArgumentGroup:
     """``--preset``, ``--config FILE`` and ``--set section.key=value`` (repeatable).
@@ -163,33 +178,50 @@ def add_settings_options(parser: argparse.ArgumentParser, *, sections: str) -> a
         "settings",
         f"This command uses the [{sections}] settings. They are resolved once: the preset, then "
         "--config FILE, then the shorthand flags and --set, later ones winning; the result is "
-        "recorded with its hash in the outputs.")
-    group.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET,
-                       help="base settings: paper (the paper's settings) or quick (a run that "
-                            "fits a CPU in minutes)")
-    group.add_argument("--config", metavar="FILE",
-                       help="TOML or JSON file with any subset of the settings, nested as "
-                            "[data], [features.audio], [features.frames], [train], [fusion] "
-                            "(default: none)")
-    group.add_argument("--set", dest="overrides", action="append", default=[],
-                       metavar="SECTION.KEY=VALUE",
-                       help="one setting, applied last; repeatable; the value is read as TOML "
-                            "(309, 1e-3, true, \"text\"), e.g. --set features.audio.frames=309 "
-                            "(default: none)")
+        "recorded with its hash in the outputs.",
+    )
+    group.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default=DEFAULT_PRESET,
+        help="base settings: paper (the paper's settings) or quick (a run that fits a CPU in minutes)",
+    )
+    group.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML or JSON file with any subset of the settings, nested as "
+        "[data], [features.audio], [features.frames], [train], [fusion] "
+        "(default: none)",
+    )
+    group.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="one setting, applied last; repeatable; the value is read as TOML "
+        '(309, 1e-3, true, "text"), e.g. --set features.audio.frames=309 '
+        "(default: none)",
+    )
     return group
 
 
-def add_shorthand(group: argparse._ArgumentGroup, flag: str, setting: str, *,
-                  type: Any = str, metavar: str = "VALUE", what: str = "") -> None:
+def add_shorthand(
+    group: argparse._ArgumentGroup, flag: str, setting: str, *, type: Any = str, metavar: str = "VALUE", what: str = ""
+) -> None:
     """A documented shorthand for ``--set SETTING=VALUE`` (``--epochs 3`` for ``train.epochs``).
 
     Its value lands in ``args`` under the dotted setting name, which is how
     :func:`resolve_config` finds it.
     """
     prefix = f"{what}; " if what else ""
-    group.add_argument(flag, dest=setting, type=type, metavar=metavar,
-                       help=f"{prefix}shorthand for --set {setting}={metavar} "
-                            f"(default: the preset's value)")
+    group.add_argument(
+        flag,
+        dest=setting,
+        type=type,
+        metavar=metavar,
+        help=f"{prefix}shorthand for --set {setting}={metavar} (default: the preset's value)",
+    )
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
@@ -199,8 +231,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
         ConfigError: an unknown preset, an unreadable config file, a malformed ``--set``,
             an unknown setting or a value of the wrong type (the message names it).
     """
-    overrides = {key: value for key, value in vars(args).items()
-                 if "." in key and value is not None}
+    overrides = {key: value for key, value in vars(args).items() if "." in key and value is not None}
     for text in args.overrides:
         overrides.update(_dotted(parse_setting(text)))
     return load_config(args.config, preset=args.preset, overrides=overrides)
@@ -218,6 +249,7 @@ def _dotted(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- TensorFlow
+
 
 def require_tensorflow(*, load: bool = False, verbose: bool = False) -> None:
     """Fail in one line, before any work, when Keras or its backend is not installed: TensorFlow

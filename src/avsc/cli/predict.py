@@ -12,23 +12,30 @@ from avsc.cli.options import EXIT_FAILURE, add_command, add_quiet, require_tenso
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(
-        subparsers, "predict", help="classify video files with a model bundle",
+        subparsers,
+        "predict",
+        help="classify video files with a model bundle",
         description="Classify each video (any length, resolution, channel layout): windows of "
-                    "the training clip length, features, the backbones and the fusion model; "
-                    "window probabilities are averaged. Prints FILE<TAB>LABEL<TAB>PROBABILITY per "
-                    "video, or one JSON object per video with --json. A video that cannot be "
-                    "classified is reported on stderr (and as {\"path\", \"error\"} with --json); "
-                    "the others are still classified.",
+        "the training clip length, features, the backbones and the fusion model; "
+        "window probabilities are averaged. Prints FILE<TAB>LABEL<TAB>PROBABILITY per "
+        "video, or one JSON object per video with --json. A video that cannot be "
+        'classified is reported on stderr (and as {"path", "error"} with --json); '
+        "the others are still classified.",
         needs_tensorflow=True,
-        failure="also when any video could not be classified, or the bundle is unusable")
-    parser.add_argument("videos", nargs="+", metavar="VIDEO",
-                        help="video files (paths or s3:// URIs, decoded in place)")
-    parser.add_argument("--bundle", required=True, metavar="BUNDLE_DIR",
-                        help="folder written by `avsc bundle`")
-    parser.add_argument("--json", action="store_true",
-                        help="one JSON object per line: path, label, probabilities, windows, modalities")
-    parser.add_argument("--allow-visual-only", action="store_true",
-                        help="classify videos without sound with the bundle's visual-only fusion model")
+        failure="also when any video could not be classified, or the bundle is unusable",
+    )
+    parser.add_argument(
+        "videos", nargs="+", metavar="VIDEO", help="video files (paths or s3:// URIs, decoded in place)"
+    )
+    parser.add_argument("--bundle", required=True, metavar="BUNDLE_DIR", help="folder written by `avsc bundle`")
+    parser.add_argument(
+        "--json", action="store_true", help="one JSON object per line: path, label, probabilities, windows, modalities"
+    )
+    parser.add_argument(
+        "--allow-visual-only",
+        action="store_true",
+        help="classify videos without sound with the bundle's visual-only fusion model",
+    )
     add_quiet(parser)
     parser.set_defaults(handler=run)
 
@@ -49,8 +56,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     # A video brought to predict has no dataset WAV beside it: its own track is the sound,
     # whatever data.audio_source the models were trained with.
-    logging.getLogger(__name__).info("sound: each video's own audio track (a dataset's separate WAV files "
-                                     "are read in training only, per data.audio_source)")
+    logging.getLogger(__name__).info(
+        "sound: each video's own audio track (a dataset's separate WAV files "
+        "are read in training only, per data.audio_source)"
+    )
     require_tensorflow(load=True, verbose=args.verbose)
     from avsc.inference.predict import Predictor
     from avsc.runtime import limit_tensorflow_threads

@@ -70,7 +70,6 @@ class AudioConfig:
 
     __pydantic_config__ = _VALIDATION
 
-
     sample_rate: int = 32000
     channels: int = 2
     clip_seconds: float = 10.0
@@ -107,7 +106,6 @@ class FrameConfig:
 
     __pydantic_config__ = _VALIDATION
 
-
     fps: float = 2.0
     size: int = 224
     encoding: str = "jpeg"
@@ -127,7 +125,6 @@ class TrainConfig:
     """Phase I training of one backbone: mixup, KL-divergence + L2 (eq. 4), Adam."""
 
     __pydantic_config__ = _VALIDATION
-
 
     epochs: int = 60
     batch_size: int = 32
@@ -155,7 +152,6 @@ class FusionConfig:
     """Phase II: fusion layer + FC(10) softmax on frozen embeddings (eqs. 1-3)."""
 
     __pydantic_config__ = _VALIDATION
-
 
     # Training runs until the val selection log loss has not improved for `patience` optimizer
     # steps, or `max_steps` steps were taken, or (when set) `epochs` passes over train: counted

@@ -140,5 +140,3 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: must hold a table of settings")
     return _nest(loaded)
-
-

@@ -49,5 +49,10 @@ def describe_dataset(root: str | Path) -> dict[str, Any]:
         except ValueError:
             settings = {}
     path = str(root).rstrip("/") if remote else str(Path(root).resolve())
-    return {"name": locations.name_of(path), "path": path, "synthetic": synthetic,
-            "generator": "avsc demo-data" if synthetic else None, "settings": settings}
+    return {
+        "name": locations.name_of(path),
+        "path": path,
+        "synthetic": synthetic,
+        "generator": "avsc demo-data" if synthetic else None,
+        "settings": settings,
+    }

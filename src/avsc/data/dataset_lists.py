@@ -59,14 +59,19 @@ class DatasetFiles:
         self.root = str(root)
         self.remote = locations.is_remote(self.root)
         if not self.remote and not Path(self.root).is_dir():
-            raise DataError(root, "dataset folder not found",
-                            "give the folder that holds audio/, video/ and the metadata")
+            raise DataError(
+                root, "dataset folder not found", "give the folder that holds audio/, video/ and the metadata"
+            )
         base = self.root.rstrip("/")
-        self.files = {location[len(base):].lstrip("/").replace(os.sep, "/")
-                      for location in locations.list_files(self.root)}
+        self.files = {
+            location[len(base) :].lstrip("/").replace(os.sep, "/") for location in locations.list_files(self.root)
+        }
         if self.remote and not self.files:
-            raise DataError(root, "no objects under this prefix",
-                            "check the URI (`avsc data ls`), or push the dataset first (`avsc data push`)")
+            raise DataError(
+                root,
+                "no objects under this prefix",
+                "check the URI (`avsc data ls`), or push the dataset first (`avsc data push`)",
+            )
 
     def location(self, relative: str) -> Path | str:
         """The file as a local Path or an ``s3://`` URI."""
@@ -100,20 +105,20 @@ def find_lists(files: DatasetFiles) -> dict[str, str]:
         for key, name in wanted.items():
             if key in found:
                 continue
-            matches = sorted(f for f in files.files
-                             if f.count("/") == depth and posixpath.basename(f) == name)
+            matches = sorted(f for f in files.files if f.count("/") == depth and posixpath.basename(f) == name)
             if matches:
                 found[key] = matches[0]
     missing = [wanted[k] for k in ("train", "evaluate") if k not in found]
     if missing:
-        raise DataError(files.root, f"no {' or '.join(missing)} found in it or up to "
-                                    f"{_SEARCH_DEPTH} folders below",
-                        "extract the dataset's meta archive (evaluation_setup/) into this folder")
+        raise DataError(
+            files.root,
+            f"no {' or '.join(missing)} found in it or up to {_SEARCH_DEPTH} folders below",
+            "extract the dataset's meta archive (evaluation_setup/) into this folder",
+        )
     return found
 
 
-def read_tsv(files: DatasetFiles, relative: str,
-             required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+def read_tsv(files: DatasetFiles, relative: str, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     """Rows of a TAB-separated list with a header, as (line number, row).
 
     Raises:
@@ -128,11 +133,12 @@ def read_tsv(files: DatasetFiles, relative: str,
         header = reader.fieldnames or []
         missing = [c for c in required if c not in header]
         if missing:
-            raise DataError(path, f"lacks column(s) {', '.join(missing)} (has: "
-                                  f"{', '.join(header) or 'no header'})",
-                            "the lists must be TAB-separated with a header line")
-        return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k})
-                for row in reader]
+            raise DataError(
+                path,
+                f"lacks column(s) {', '.join(missing)} (has: {', '.join(header) or 'no header'})",
+                "the lists must be TAB-separated with a header line",
+            )
+        return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k}) for row in reader]
     except UnicodeDecodeError:
         raise DataError(path, "not a UTF-8 text file") from None
 
@@ -147,8 +153,11 @@ def read_identifiers(files: DatasetFiles, lists: dict[str, str]) -> dict[str, st
     except DataError as exc:
         log.warning("ignoring meta.csv: %s", exc)
         return {}
-    return {Path(row["filename_video"]).stem: row["identifier"] for _, row in meta_rows
-            if row.get("filename_video") and row.get("identifier")}
+    return {
+        Path(row["filename_video"]).stem: row["identifier"]
+        for _, row in meta_rows
+        if row.get("filename_video") and row.get("identifier")
+    }
 
 
 def read_list_rows(files: DatasetFiles, lists: dict[str, str]) -> list[ListRow]:
@@ -160,9 +169,15 @@ def read_list_rows(files: DatasetFiles, lists: dict[str, str]) -> list[ListRow]:
     rows: list[ListRow] = []
     for fold in ("train", "evaluate"):
         for line, row in read_tsv(files, lists[fold], _LIST_COLUMNS):
-            rows.append(ListRow(source=f"{posixpath.basename(lists[fold])}:{line}", fold=fold,
-                                video=row.get("filename_video", ""), audio=row.get("filename_audio", ""),
-                                label=row.get("scene_label", "")))
+            rows.append(
+                ListRow(
+                    source=f"{posixpath.basename(lists[fold])}:{line}",
+                    fold=fold,
+                    video=row.get("filename_video", ""),
+                    audio=row.get("filename_audio", ""),
+                    label=row.get("scene_label", ""),
+                )
+            )
     if not rows:
         raise DataError(files.location(posixpath.dirname(lists["train"])), "the split lists have no rows")
     return rows

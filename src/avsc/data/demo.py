@@ -46,6 +46,7 @@ from avsc.storage.files import atomic_path
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class DemoResult:
     """What :func:`make_demo_dataset` wrote: the root and how many clips per split."""
@@ -67,19 +68,22 @@ class _Clip:
     fold: str  # train | evaluate
 
 
-def plan_demo_clips(*, classes: int, clips_per_class: int, locations_per_class: int,
-                    seed: int) -> list[_Clip]:
+def plan_demo_clips(*, classes: int, clips_per_class: int, locations_per_class: int, seed: int) -> list[_Clip]:
     """Which clips the demo dataset has: names, locations and their fold (no media)."""
     if not 1 <= classes <= len(LABELS):
         raise ConfigError(f"demo dataset: classes must be 1..{len(LABELS)}, not {classes}")
     if locations_per_class < 3:
-        raise ConfigError("demo dataset: locations_per_class must be >= 3 (two to train on, "
-                          f"one to evaluate), not {locations_per_class}")
+        raise ConfigError(
+            "demo dataset: locations_per_class must be >= 3 (two to train on, "
+            f"one to evaluate), not {locations_per_class}"
+        )
     if locations_per_class > 99:
         raise ConfigError(f"demo dataset: locations_per_class must be <= 99, not {locations_per_class}")
     if clips_per_class < locations_per_class:
-        raise ConfigError(f"demo dataset: clips_per_class ({clips_per_class}) must be >= "
-                          f"locations_per_class ({locations_per_class}) so every location has a clip")
+        raise ConfigError(
+            f"demo dataset: clips_per_class ({clips_per_class}) must be >= "
+            f"locations_per_class ({locations_per_class}) so every location has a clip"
+        )
     clips = []
     for class_index, label in enumerate(LABELS[:classes]):
         rng = np.random.default_rng([seed, class_index, 0])
@@ -90,10 +94,17 @@ def plan_demo_clips(*, classes: int, clips_per_class: int, locations_per_class: 
             city = CITIES[(class_index * locations_per_class + loc) % len(CITIES)]
             location_id = 1000 + 100 * class_index + loc
             segment = 40000 + k // locations_per_class
-            clips.append(_Clip(
-                stem=f"{label}-{city}-{location_id}-{segment}", label=label, city=city,
-                location_id=location_id, location_index=loc, segment=segment,
-                fold="evaluate" if loc in evaluate else "train"))
+            clips.append(
+                _Clip(
+                    stem=f"{label}-{city}-{location_id}-{segment}",
+                    label=label,
+                    city=city,
+                    location_id=location_id,
+                    location_index=loc,
+                    segment=segment,
+                    fold="evaluate" if loc in evaluate else "train",
+                )
+            )
     return sorted(clips, key=lambda c: c.stem)
 
 
@@ -143,14 +154,22 @@ def make_demo_dataset(
     from tqdm import tqdm
 
     if seconds <= 0 or width < 16 or height < 16 or fps <= 0 or sample_rate < 8000:
-        raise ConfigError("demo dataset: seconds and fps must be > 0, width/height >= 16, "
-                          "sample_rate >= 8000")
+        raise ConfigError("demo dataset: seconds and fps must be > 0, width/height >= 16, sample_rate >= 8000")
     root = Path(out_dir)
-    clips = plan_demo_clips(classes=classes, clips_per_class=clips_per_class,
-                            locations_per_class=locations_per_class, seed=seed)
+    clips = plan_demo_clips(
+        classes=classes, clips_per_class=clips_per_class, locations_per_class=locations_per_class, seed=seed
+    )
     params: dict[str, Any] = {
-        "classes": classes, "clips_per_class": clips_per_class, "locations_per_class": locations_per_class,
-        "seconds": seconds, "seed": seed, "width": width, "height": height, "fps": fps, "sample_rate": sample_rate}
+        "classes": classes,
+        "clips_per_class": clips_per_class,
+        "locations_per_class": locations_per_class,
+        "seconds": seconds,
+        "seed": seed,
+        "width": width,
+        "height": height,
+        "fps": fps,
+        "sample_rate": sample_rate,
+    }
     if not video_audio:  # only when set, so the stamps of existing demo datasets stay valid
         params["video_audio"] = False
     stamp = root / ".avsc-demo.json"
@@ -164,18 +183,15 @@ def make_demo_dataset(
 
         workers = usable_cpus()  # the pod's or taskset's CPUs, not the node's
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(tqdm(pool.map(make_one, clips), total=len(clips), desc="demo clips",
-                  unit="clip", disable=not progress))
+        list(tqdm(pool.map(make_one, clips), total=len(clips), desc="demo clips", unit="clip", disable=not progress))
 
     _write_metadata(root, clips)
     _write_readme(root, params, clips)
     with atomic_path(stamp) as tmp:
         tmp.write_text(json.dumps({"params": params}, sort_keys=True) + "\n")
     n_train = sum(c.fold == "train" for c in clips)
-    log.debug("demo dataset: %d clips (%d train, %d evaluate) in %s",
-              len(clips), n_train, len(clips) - n_train, root)
-    return DemoResult(root=root, n_clips=len(clips), n_train=n_train,
-                      n_evaluate=len(clips) - n_train)
+    log.debug("demo dataset: %d clips (%d train, %d evaluate) in %s", len(clips), n_train, len(clips) - n_train, root)
+    return DemoResult(root=root, n_clips=len(clips), n_train=n_train, n_evaluate=len(clips) - n_train)
 
 
 def _prepare_folder(root: Path, stamp: Path, params: dict[str, Any]) -> bool:
@@ -208,15 +224,15 @@ def _make_clip(root: Path, clip: _Clip, params: dict[str, Any], *, keep_existing
     where = [params["seed"], LABELS.index(clip.label), 1 + clip.location_index]
     rng = np.random.default_rng(where + [clip.segment])
     audio = synth_audio(clip.label, seconds, sample_rate, rng, np.random.default_rng(where + [1]))
-    frames = synth_frames(clip.label, seconds, params["width"], params["height"], fps, rng,
-                          np.random.default_rng(where + [2]))
+    frames = synth_frames(
+        clip.label, seconds, params["width"], params["height"], fps, rng, np.random.default_rng(where + [2])
+    )
     with atomic_path(wav) as tmp:
         write_wav(tmp, audio, sample_rate, sample_width=3)
     _write_clip_atomic(mp4, frames, fps, audio if params.get("video_audio", True) else None, sample_rate)
 
 
-def _write_clip_atomic(path: Path, frames: np.ndarray, fps: float, audio: np.ndarray | None,
-                       sample_rate: int) -> None:
+def _write_clip_atomic(path: Path, frames: np.ndarray, fps: float, audio: np.ndarray | None, sample_rate: int) -> None:
     """Encode beside ``path`` under a temporary name that keeps the .mp4 suffix, then move."""
     from avsc.media.encode import write_clip
 
@@ -244,16 +260,19 @@ def _write_metadata(root: Path, clips: list[_Clip]) -> None:
     files = {
         root / "meta.csv": _tsv(
             ["filename_audio", "filename_video", "scene_label", "identifier"],
-            [names(c) + [c.label, f"{c.city}-{c.location_id}"] for c in clips]),
+            [names(c) + [c.label, f"{c.city}-{c.location_id}"] for c in clips],
+        ),
         root / "evaluation_setup" / "fold1_train.csv": _tsv(
             ["filename_audio", "filename_video", "scene_label"],
-            [names(c) + [c.label] for c in clips if c.fold == "train"]),
+            [names(c) + [c.label] for c in clips if c.fold == "train"],
+        ),
         root / "evaluation_setup" / "fold1_evaluate.csv": _tsv(
             ["filename_audio", "filename_video", "scene_label"],
-            [names(c) + [c.label] for c in clips if c.fold == "evaluate"]),
+            [names(c) + [c.label] for c in clips if c.fold == "evaluate"],
+        ),
         root / "evaluation_setup" / "fold1_test.csv": _tsv(
-            ["filename_audio", "filename_video"],
-            [names(c) for c in clips if c.fold == "evaluate"]),
+            ["filename_audio", "filename_video"], [names(c) for c in clips if c.fold == "evaluate"]
+        ),
     }
     for path, text in files.items():
         with atomic_path(path) as tmp:

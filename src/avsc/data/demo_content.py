@@ -24,10 +24,16 @@ __all__ = ["synth_audio", "synth_frames"]
 
 # Audio signatures: scenes that share a key sound alike (bar a faint per-scene cue).
 _AUDIO_GROUP: dict[str, str] = {
-    "airport": "hall", "shopping_mall": "hall",
-    "bus": "vehicle", "tram": "vehicle",
-    "public_square": "crowd", "street_pedestrian": "crowd",
-    "metro": "tunnel", "metro_station": "platform", "park": "birds", "street_traffic": "cars",
+    "airport": "hall",
+    "shopping_mall": "hall",
+    "bus": "vehicle",
+    "tram": "vehicle",
+    "public_square": "crowd",
+    "street_pedestrian": "crowd",
+    "metro": "tunnel",
+    "metro_station": "platform",
+    "park": "birds",
+    "street_traffic": "cars",
 }
 # band: noise band in Hz; tones: steady tones in Hz; am_hz: slow loudness modulation;
 # bursts_per_s: short loud events (steps, chirps, passing cars).
@@ -42,42 +48,81 @@ _AUDIO_SIGNATURES: dict[str, dict] = {
 }
 # Visual signatures: scenes that share a key look alike (bar a faint per-scene cue).
 _VISUAL_GROUP: dict[str, str] = {
-    "metro": "underground", "metro_station": "underground",
-    "airport": "interior", "bus": "interior",
-    "park": "green", "public_square": "green",
-    "street_traffic": "road", "tram": "road",
-    "shopping_mall": "shops", "street_pedestrian": "facade",
+    "metro": "underground",
+    "metro_station": "underground",
+    "airport": "interior",
+    "bus": "interior",
+    "park": "green",
+    "public_square": "green",
+    "street_traffic": "road",
+    "tram": "road",
+    "shopping_mall": "shops",
+    "street_pedestrian": "facade",
 }
 # top/bottom: RGB of the upper and lower part; horizon: where they meet (fraction of
 # height); stripes: (angle in degrees, cycles across the width, contrast); shapes: count,
 # RGB, radius (fraction of height), speed (fraction of width per second).
 _VISUAL_SIGNATURES: dict[str, dict] = {
-    "underground": {"top": (40, 45, 70), "bottom": (110, 110, 115), "horizon": 0.35,
-                    "stripes": (0.0, 6.0, 30.0), "shapes": (2, (230, 220, 120), 0.08, 0.05)},
-    "interior": {"top": (200, 205, 215), "bottom": (170, 150, 120), "horizon": 0.55,
-                 "stripes": (90.0, 8.0, 35.0), "shapes": (4, (60, 60, 160), 0.07, 0.15)},
-    "green": {"top": (120, 175, 235), "bottom": (70, 150, 60), "horizon": 0.45,
-              "stripes": (60.0, 3.0, 15.0), "shapes": (3, (240, 240, 240), 0.05, 0.08)},
-    "road": {"top": (150, 170, 195), "bottom": (70, 70, 75), "horizon": 0.5,
-             "stripes": (135.0, 4.0, 40.0), "shapes": (3, (200, 40, 40), 0.12, 0.4)},
-    "shops": {"top": (230, 180, 120), "bottom": (200, 200, 190), "horizon": 0.3,
-              "stripes": (90.0, 14.0, 45.0), "shapes": (5, (240, 120, 180), 0.06, 0.1)},
-    "facade": {"top": (185, 120, 90), "bottom": (160, 155, 145), "horizon": 0.7,
-               "stripes": (0.0, 10.0, 35.0), "shapes": (6, (30, 30, 30), 0.05, 0.12)},
+    "underground": {
+        "top": (40, 45, 70),
+        "bottom": (110, 110, 115),
+        "horizon": 0.35,
+        "stripes": (0.0, 6.0, 30.0),
+        "shapes": (2, (230, 220, 120), 0.08, 0.05),
+    },
+    "interior": {
+        "top": (200, 205, 215),
+        "bottom": (170, 150, 120),
+        "horizon": 0.55,
+        "stripes": (90.0, 8.0, 35.0),
+        "shapes": (4, (60, 60, 160), 0.07, 0.15),
+    },
+    "green": {
+        "top": (120, 175, 235),
+        "bottom": (70, 150, 60),
+        "horizon": 0.45,
+        "stripes": (60.0, 3.0, 15.0),
+        "shapes": (3, (240, 240, 240), 0.05, 0.08),
+    },
+    "road": {
+        "top": (150, 170, 195),
+        "bottom": (70, 70, 75),
+        "horizon": 0.5,
+        "stripes": (135.0, 4.0, 40.0),
+        "shapes": (3, (200, 40, 40), 0.12, 0.4),
+    },
+    "shops": {
+        "top": (230, 180, 120),
+        "bottom": (200, 200, 190),
+        "horizon": 0.3,
+        "stripes": (90.0, 14.0, 45.0),
+        "shapes": (5, (240, 120, 180), 0.06, 0.1),
+    },
+    "facade": {
+        "top": (185, 120, 90),
+        "bottom": (160, 155, 145),
+        "horizon": 0.7,
+        "stripes": (0.0, 10.0, 35.0),
+        "shapes": (6, (30, 30, 30), 0.05, 0.12),
+    },
 }
 # Faint per-scene cues that separate scenes sharing a signature: a tone (Hz) and a patch
 # (centre x, centre y as fractions, RGB).
 _CUE_RATE = 0.5  # share of clips that carry their scene's cue
-_AUDIO_CUE_HZ: dict[str, float] = {label: 1800.0 * 1.19 ** i for i, label in enumerate(LABELS)}
+_AUDIO_CUE_HZ: dict[str, float] = {label: 1800.0 * 1.19**i for i, label in enumerate(LABELS)}
 _VISUAL_CUE: dict[str, tuple[float, float, tuple[int, int, int]]] = {
-    label: ((0.15 + 0.7 * ((i * 3) % 10) / 9), (0.2 + 0.6 * ((i * 7) % 10) / 9),
-            ((i * 80) % 256, (i * 140 + 60) % 256, (i * 200 + 120) % 256))
+    label: (
+        (0.15 + 0.7 * ((i * 3) % 10) / 9),
+        (0.2 + 0.6 * ((i * 7) % 10) / 9),
+        ((i * 80) % 256, (i * 140 + 60) % 256, (i * 200 + 120) % 256),
+    )
     for i, label in enumerate(LABELS)
 }
 
 
-def synth_audio(label: str, seconds: float, sample_rate: int, rng: np.random.Generator,
-                loc_rng: np.random.Generator) -> np.ndarray:
+def synth_audio(
+    label: str, seconds: float, sample_rate: int, rng: np.random.Generator, loc_rng: np.random.Generator
+) -> np.ndarray:
     """One clip's sound [shape=(samples, 2), float in -1..1].
 
     The scene's signature (its group's band, tones, modulation and bursts) plus a faint
@@ -109,8 +154,9 @@ def synth_audio(label: str, seconds: float, sample_rate: int, rng: np.random.Gen
     signal = 0.5 * band
     if sig["am_hz"] > 0:
         depth = rng.uniform(0.4, 0.8)
-        signal *= (1 - depth / 2 + depth / 2 * np.sin(2 * np.pi * sig["am_hz"] * t
-                                                       + rng.uniform(0, 2 * np.pi)))[:, None]
+        signal *= (1 - depth / 2 + depth / 2 * np.sin(2 * np.pi * sig["am_hz"] * t + rng.uniform(0, 2 * np.pi)))[
+            :, None
+        ]
     for f in sig["tones"]:
         f *= rng.uniform(0.97, 1.03)
         signal += rng.uniform(0.15, 0.3) * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))[:, None]
@@ -119,7 +165,7 @@ def synth_audio(label: str, seconds: float, sample_rate: int, rng: np.random.Gen
     for _ in range(n_bursts):
         start = rng.integers(0, max(1, n - burst_len))
         envelope = np.hanning(burst_len)[:, None] * rng.uniform(1.0, 2.5)
-        signal[start:start + burst_len] += envelope * band[start:start + burst_len]
+        signal[start : start + burst_len] += envelope * band[start : start + burst_len]
 
     # The scene cue that separates sound-alike scenes: in about half the clips only, so
     # sound alone cannot tell those scenes apart every time.
@@ -134,8 +180,15 @@ def synth_audio(label: str, seconds: float, sample_rate: int, rng: np.random.Gen
     return (signal / peak * 0.5 * gain).clip(-1, 1).astype(np.float32)
 
 
-def synth_frames(label: str, seconds: float, width: int, height: int, fps: float,
-                 rng: np.random.Generator, loc_rng: np.random.Generator) -> np.ndarray:
+def synth_frames(
+    label: str,
+    seconds: float,
+    width: int,
+    height: int,
+    fps: float,
+    rng: np.random.Generator,
+    loc_rng: np.random.Generator,
+) -> np.ndarray:
     """One clip's pictures [shape=(frames, height, width, 3), uint8].
 
     The scene's look (its group's colours, horizon, stripes and moving shapes) plus a
@@ -165,8 +218,9 @@ def synth_frames(label: str, seconds: float, width: int, height: int, fps: float
     cue_mask = ((np.abs(xn - cue_x) < 0.09) & (np.abs(yn - cue_y) < 0.12)).astype(np.float32)
     present, strength = rng.random() < _CUE_RATE, rng.uniform(0.5, 0.8)
     strength *= present  # as for sound: the look-alike scenes differ in about half the clips
-    background = background * (1 - strength * cue_mask[..., None]) + \
-        strength * cue_mask[..., None] * np.array(cue_rgb, np.float32)
+    background = background * (1 - strength * cue_mask[..., None]) + strength * cue_mask[..., None] * np.array(
+        cue_rgb, np.float32
+    )
     background = background * brightness + cast
 
     # Blocky per-clip noise (cheap to encode, survives downscaling).

@@ -133,15 +133,29 @@ def ingest_dataset(
     rows = read_list_rows(files, lists)
     findings = _Findings()
     pending = _check_rows(rows, files, media_root(files, lists, rows), identifiers, audio_source, findings)
-    kept = _probe_clips(files, pending, findings, decode_check=decode_check, workers=workers,
-                        progress=progress, audio_source=audio_source)
+    kept = _probe_clips(
+        files,
+        pending,
+        findings,
+        decode_check=decode_check,
+        workers=workers,
+        progress=progress,
+        audio_source=audio_source,
+    )
     if not kept:
         first = "; ".join(f"{r['file']}: {r['reason']}" for r in findings.rejected[:3])
-        raise DataError(files.root, f"no usable clip ({len(findings.rejected)} rejected; first: {first})",
-                        "check that the videos are extracted next to the metadata")
+        raise DataError(
+            files.root,
+            f"no usable clip ({len(findings.rejected)} rejected; first: {first})",
+            "check that the videos are extracted next to the metadata",
+        )
     wavs = sum(r["audio_source"] == "wav" for r in kept)
-    log.info("sound: %d clip(s) from the dataset's WAVs, %d from the videos' own audio tracks "
-             "(data.audio_source = %s)", wavs, len(kept) - wavs, audio_source)
+    log.info(
+        "sound: %d clip(s) from the dataset's WAVs, %d from the videos' own audio tracks (data.audio_source = %s)",
+        wavs,
+        len(kept) - wavs,
+        audio_source,
+    )
     _assign_val(kept, val_fraction, seed)
     _check_locations_disjoint(kept, files.location(lists["evaluate"]))
     if segment_seconds is not None:  # after the split, so it stays by location and parent clip
@@ -150,8 +164,9 @@ def ingest_dataset(
         if not kept:
             raise DataError(files.root, f"no clip is at least {segment_seconds:g} s long", "use shorter segments")
     kept.sort(key=lambda r: r["clip_id"])
-    return _write_manifest_and_report(kept, findings, files, manifest_path, val_fraction=val_fraction,
-                                      seed=seed, segment_seconds=segment_seconds)
+    return _write_manifest_and_report(
+        kept, findings, files, manifest_path, val_fraction=val_fraction, seed=seed, segment_seconds=segment_seconds
+    )
 
 
 def _check_arguments(val_fraction: float, segment_seconds: float | None, audio_source: str) -> None:
@@ -164,8 +179,14 @@ def _check_arguments(val_fraction: float, segment_seconds: float | None, audio_s
         raise ConfigError(f"data.audio_source must be one of {', '.join(AUDIO_SOURCES)}, not {audio_source!r}")
 
 
-def _check_rows(rows: list[ListRow], files: DatasetFiles, root: str, identifiers: dict[str, str],
-                audio_source: str, findings: _Findings) -> list[tuple[ListRow, dict[str, Any]]]:
+def _check_rows(
+    rows: list[ListRow],
+    files: DatasetFiles,
+    root: str,
+    identifiers: dict[str, str],
+    audio_source: str,
+    findings: _Findings,
+) -> list[tuple[ListRow, dict[str, Any]]]:
     """The rows whose name, label and files are in order, each with its manifest record so far.
 
     ``root`` is the folder the lists' paths are relative to; the others are rejected in
@@ -194,16 +215,21 @@ def _check_rows(rows: list[ListRow], files: DatasetFiles, root: str, identifiers
             continue
         elif audio_source == "auto":
             findings.notes.append(f"{row.audio or stem}: WAV not found; the video's own audio track will be used")
-        pending.append((row, {
-            "clip_id": stem,
-            "video": video_rel,
-            "audio": audio_rel,
-            "label": row.label,
-            "city": match["city"],
-            "location": identifiers.get(stem) or f"{match['city']}-{match['location']}",
-            "split": "test" if row.fold == "evaluate" else "train",
-            "audio_source": "wav" if audio_rel and audio_source != "video" else "video",
-        }))
+        pending.append(
+            (
+                row,
+                {
+                    "clip_id": stem,
+                    "video": video_rel,
+                    "audio": audio_rel,
+                    "label": row.label,
+                    "city": match["city"],
+                    "location": identifiers.get(stem) or f"{match['city']}-{match['location']}",
+                    "split": "test" if row.fold == "evaluate" else "train",
+                    "audio_source": "wav" if audio_rel and audio_source != "video" else "video",
+                },
+            )
+        )
     return pending
 
 
@@ -223,8 +249,16 @@ def _row_problem(row: ListRow, match: re.Match[str] | None, seen: dict[str, str]
     return None
 
 
-def _probe_clips(files: DatasetFiles, pending: list[tuple[ListRow, dict[str, Any]]], findings: _Findings, *,
-                 decode_check: bool, workers: int | None, progress: bool, audio_source: str) -> list[dict[str, Any]]:
+def _probe_clips(
+    files: DatasetFiles,
+    pending: list[tuple[ListRow, dict[str, Any]]],
+    findings: _Findings,
+    *,
+    decode_check: bool,
+    workers: int | None,
+    progress: bool,
+    audio_source: str,
+) -> list[dict[str, Any]]:
     """The records of the clips whose media probe well, completed with their media facts.
 
     A clip whose video does not probe, or that has no sound where its sound must come from
@@ -252,20 +286,33 @@ def _probe_clips(files: DatasetFiles, pending: list[tuple[ListRow, dict[str, Any
     kept: list[dict[str, Any]] = []
     with ThreadPoolExecutor(max_workers=workers or _probe_threads()) as pool:
         results = pool.map(probe, pending)
-        for (row, record), (info, problem) in tqdm(zip(pending, results, strict=True), total=len(pending),
-                                                   desc="probing videos", unit="clip",
-                                                   disable=not progress):
+        for (row, record), (info, problem) in tqdm(
+            zip(pending, results, strict=True),
+            total=len(pending),
+            desc="probing videos",
+            unit="clip",
+            disable=not progress,
+        ):
             if info is None:
                 findings.reject(row, problem or "")
                 continue
             if not info.has_audio and record["audio_source"] == "video":
-                findings.reject(row, "video has no audio track" + (
-                    " and no WAV is listed or found" if audio_source == "auto" else " (data.audio_source = video)"))
+                findings.reject(
+                    row,
+                    "video has no audio track"
+                    + (" and no WAV is listed or found" if audio_source == "auto" else " (data.audio_source = video)"),
+                )
                 continue
-            record.update(duration_s=info.duration_s, fps=info.fps, width=info.width,
-                          height=info.height, audio_channels=info.audio_channels,
-                          audio_rate=info.audio_rate, audio_track=info.audio_track,
-                          audio_tracks=info.audio_tracks)
+            record.update(
+                duration_s=info.duration_s,
+                fps=info.fps,
+                width=info.width,
+                height=info.height,
+                audio_channels=info.audio_channels,
+                audio_rate=info.audio_rate,
+                audio_track=info.audio_track,
+                audio_tracks=info.audio_tracks,
+            )
             if record["audio_source"] == "wav":  # the sound every later stage reads
                 record.update(audio_channels=record.pop("wav_channels"), audio_rate=record.pop("wav_rate"))
             findings.notes.extend(f"{row.video}: {warning}" for warning in info.warnings)
@@ -294,32 +341,58 @@ def _check_locations_disjoint(records: list[dict[str, Any]], evaluate_list: Path
     test_locs = {r["location"] for r in records if r["split"] == "test"}
     shared = sorted(train_locs & test_locs)
     if shared:
-        raise DataError(evaluate_list, f"location(s) {', '.join(shared[:10])}"
-                        f"{' ...' if len(shared) > 10 else ''} appear in both fold1_train and "
-                        "fold1_evaluate; test results would be inflated",
-                        "use the official split lists, or remove those clips from one list")
+        raise DataError(
+            evaluate_list,
+            f"location(s) {', '.join(shared[:10])}"
+            f"{' ...' if len(shared) > 10 else ''} appear in both fold1_train and "
+            "fold1_evaluate; test results would be inflated",
+            "use the official split lists, or remove those clips from one list",
+        )
 
 
-def _write_manifest_and_report(kept: list[dict[str, Any]], findings: _Findings, files: DatasetFiles,
-                               manifest_path: str | Path, *, val_fraction: float, seed: int,
-                               segment_seconds: float | None) -> IngestResult:
+def _write_manifest_and_report(
+    kept: list[dict[str, Any]],
+    findings: _Findings,
+    files: DatasetFiles,
+    manifest_path: str | Path,
+    *,
+    val_fraction: float,
+    seed: int,
+    segment_seconds: float | None,
+) -> IngestResult:
     """Write the manifest of ``kept`` and ``<manifest stem>.rejected.json`` beside it."""
     root = files.root
     rejected, notes = findings.rejected, findings.notes
     rows_out = [{name: r.get(name) for name in MANIFEST_SCHEMA.names} for r in kept]
     if not locations.is_remote(str(manifest_path)):
         manifest_path = Path(manifest_path)
-    write_manifest(rows_out, manifest_path, dataset_root=root,
-                   extra_metadata={"rejected": rejected, "val_fraction": val_fraction, "seed": seed,
-                                   "segment_seconds": segment_seconds, "dataset": describe_dataset(root)})
+    write_manifest(
+        rows_out,
+        manifest_path,
+        dataset_root=root,
+        extra_metadata={
+            "rejected": rejected,
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "segment_seconds": segment_seconds,
+            "dataset": describe_dataset(root),
+        },
+    )
     counts = {split: sum(r["split"] == split for r in kept) for split in SPLITS}
     rejected_path = _beside(manifest_path, ".rejected.json")
     dataset_name = root if files.remote else str(Path(root).resolve())
-    locations.write_json(rejected_path, {"dataset_root": dataset_name, "counts": counts,
-                                         "rejected": rejected, "notes": notes})
+    locations.write_json(
+        rejected_path, {"dataset_root": dataset_name, "counts": counts, "rejected": rejected, "notes": notes}
+    )
     log.debug("manifest %s: %s; %d rejected", manifest_path, counts, len(rejected))
-    return IngestResult(manifest_path=manifest_path, n_clips=len(kept), counts=counts,
-                        rejected=rejected, notes=notes, rejected_path=rejected_path)
+    return IngestResult(
+        manifest_path=manifest_path,
+        n_clips=len(kept),
+        counts=counts,
+        rejected=rejected,
+        notes=notes,
+        rejected_path=rejected_path,
+    )
 
 
 def _beside(path: str | Path, suffix: str) -> str | Path:

@@ -74,8 +74,9 @@ SEGMENT_COLUMNS: tuple[str, ...] = ("parent_clip", "offset_s", "segment_s")
 _LATER_COLUMNS: frozenset[str] = frozenset({"audio_track", "audio_tracks", "audio_source", *SEGMENT_COLUMNS})
 
 
-def write_manifest(rows: list[dict], path: str | Path, *, dataset_root: str | Path,
-                   extra_metadata: dict | None = None) -> Path | str:
+def write_manifest(
+    rows: list[dict], path: str | Path, *, dataset_root: str | Path, extra_metadata: dict | None = None
+) -> Path | str:
     """Write manifest rows (dicts with the schema's keys) atomically to ``path`` (a path or
     ``s3://`` URI); ``dataset_root`` (a folder or ``s3://`` prefix) is recorded in its metadata.
     Returns where it went: a Path, or the ``s3://`` URI."""
@@ -107,8 +108,9 @@ def read_manifest(path: str | Path, *, dataset_root: str | Path | None = None):
     """
     from avsc.storage import locations
 
-    table = locations.read_parquet(path, what="manifest", hint="run `avsc ingest DATASET -o MANIFEST` first",
-                                   kind="Parquet manifest")
+    table = locations.read_parquet(
+        path, what="manifest", hint="run `avsc ingest DATASET -o MANIFEST` first", kind="Parquet manifest"
+    )
     missing = set(MANIFEST_SCHEMA.names) - set(table.column_names) - _LATER_COLUMNS
     if missing:
         raise DataError(path, f"manifest lacks column(s) {', '.join(sorted(missing))}")
@@ -123,8 +125,9 @@ def read_manifest(path: str | Path, *, dataset_root: str | Path | None = None):
     frame["segment_s"] = frame["segment_s"].astype("float64")
     frame = check_manifest_rows(frame, path)
     frame["video_path"] = [locations.join(root, *v.split("/")) for v in frame["video"]]
-    frame["audio_path"] = [locations.join(root, *a.split("/")) if isinstance(a, str) and a else None
-                           for a in frame["audio"]]
+    frame["audio_path"] = [
+        locations.join(root, *a.split("/")) if isinstance(a, str) and a else None for a in frame["audio"]
+    ]
     # Manifests written before audio_source existed: every stage read the video's track.
     frame["audio_source"] = frame["audio_source"].where(frame["audio_source"].notna(), "video")
     frame.attrs["dataset_root"] = root
@@ -133,8 +136,7 @@ def read_manifest(path: str | Path, *, dataset_root: str | Path | None = None):
 
 
 # Columns that say which clip a row is and where its media are (``clips`` of its lineage).
-CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "video", "audio", "audio_source", "parent_clip", "offset_s",
-                                 "segment_s")
+CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "video", "audio", "audio_source", "parent_clip", "offset_s", "segment_s")
 
 
 def _dataset_name(meta: dict[str, str], root: str) -> str:
@@ -160,13 +162,20 @@ def manifest_lineage(frame, dataset: str):
     the three. Independent of row order."""
     from avsc.records.lineage import Lineage, hash_rows, hash_value
 
-    rows = [{k: _plain(v) for k, v in row.items()}
-            for row in frame[list(dict.fromkeys(CLIP_COLUMNS + ("label", "split")))].to_dict("records")]
+    rows = [
+        {k: _plain(v) for k, v in row.items()}
+        for row in frame[list(dict.fromkeys(CLIP_COLUMNS + ("label", "split")))].to_dict("records")
+    ]
     clips = hash_rows(rows, CLIP_COLUMNS)
     labels = hash_rows(rows, ("clip_id", "label"))
     splits = hash_rows(rows, ("clip_id", "split"))
-    return Lineage(dataset=dataset, manifest_hash=hash_value([clips, labels, splits]),
-                   clips_hash=clips, labels_hash=labels, splits_hash=splits)
+    return Lineage(
+        dataset=dataset,
+        manifest_hash=hash_value([clips, labels, splits]),
+        clips_hash=clips,
+        labels_hash=labels,
+        splits_hash=splits,
+    )
 
 
 def _outside_root(relative) -> bool:
@@ -187,16 +196,22 @@ def check_manifest_rows(frame, path):
     bad = frame.index[~frame["split"].isin(SPLITS)]
     if len(bad):
         shown = ", ".join(f"row {i} ({frame.at[i, 'clip_id']}: {frame.at[i, 'split']!r})" for i in bad[:5])
-        raise DataError(path, f"{len(bad)} row(s) with an unknown split: {shown}",
-                        f"splits are {', '.join(SPLITS)}; fix the manifest or re-run `avsc ingest`")
+        raise DataError(
+            path,
+            f"{len(bad)} row(s) with an unknown split: {shown}",
+            f"splits are {', '.join(SPLITS)}; fix the manifest or re-run `avsc ingest`",
+        )
     for column in ("video", "audio"):
         outside = [i for i, value in zip(frame.index, frame[column], strict=True) if _outside_root(value)]
         if outside:
             i = outside[0]
-            raise DataError(path, f"row {i} ({frame.at[i, 'clip_id']}): {column} path "
-                                  f"{frame.at[i, column]!r} is outside the dataset root"
-                                  f"{f' (and {len(outside) - 1} more)' if len(outside) > 1 else ''}",
-                            "media paths are relative to the dataset root, without '..'")
+            raise DataError(
+                path,
+                f"row {i} ({frame.at[i, 'clip_id']}): {column} path "
+                f"{frame.at[i, column]!r} is outside the dataset root"
+                f"{f' (and {len(outside) - 1} more)' if len(outside) > 1 else ''}",
+                "media paths are relative to the dataset root, without '..'",
+            )
     repeated = frame["clip_id"].duplicated(keep=False)
     if not repeated.any():
         return frame
@@ -208,8 +223,11 @@ def check_manifest_rows(frame, path):
             differ = [c for c in columns if _plain(frame.at[first, c]) != _plain(frame.at[other, c])]
             if differ:
                 pairs = ", ".join(f"{c} {frame.at[first, c]!r} / {frame.at[other, c]!r}" for c in differ[:3])
-                raise DataError(path, f"clip {clip_id!r} is on two different rows, {first} and {other} ({pairs})",
-                                "keep one row per clip: fix the manifest or re-run `avsc ingest`")
+                raise DataError(
+                    path,
+                    f"clip {clip_id!r} is on two different rows, {first} and {other} ({pairs})",
+                    "keep one row per clip: fix the manifest or re-run `avsc ingest`",
+                )
             drop.append(other)
     log.warning("%s: %d repeated row(s) dropped (rows %s)", path, len(drop), ", ".join(map(str, drop[:10])))
     return frame.drop(index=drop).reset_index(drop=True)

@@ -120,17 +120,29 @@ def segment_records(records: Sequence[dict], segment_s: float) -> tuple[list[dic
         if not offsets:
             duration = record.get("duration_s")
             known = f"{duration:.3f} s long" if isinstance(duration, (int, float)) else "of unknown length"
-            rejected.append({"file": record.get("video") or record["clip_id"],
-                             "reason": f"{known}, shorter than one {segment_s:g}-s segment"})
+            rejected.append(
+                {
+                    "file": record.get("video") or record["clip_id"],
+                    "reason": f"{known}, shorter than one {segment_s:g}-s segment",
+                }
+            )
             continue
         for index, offset in enumerate(offsets):
-            segments.append({**record, "clip_id": segment_id(record["clip_id"], index),
-                             "parent_clip": record["clip_id"], "offset_s": offset, "segment_s": float(segment_s)})
+            segments.append(
+                {
+                    **record,
+                    "clip_id": segment_id(record["clip_id"], index),
+                    "parent_clip": record["clip_id"],
+                    "offset_s": offset,
+                    "segment_s": float(segment_s),
+                }
+            )
     return segments, rejected
 
 
-def average_segments(clip_ids: Sequence[str], labels: Sequence[str], probs: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def average_segments(
+    clip_ids: Sequence[str], labels: Sequence[str], probs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Clip-level probabilities: the mean of each parent clip's segment probabilities.
 
     Args:
@@ -158,8 +170,11 @@ def average_segments(clip_ids: Sequence[str], labels: Sequence[str], probs: np.n
     clash = np.flatnonzero(label_array != parent_labels[inverse])
     if len(clash):
         row = clash[0]
-        raise DataError(str(clip_ids[row]), f"label {label_array[row]!r} differs from {parent_labels[inverse[row]]!r} "
-                        f"of another segment of {unique[inverse[row]]}")
+        raise DataError(
+            str(clip_ids[row]),
+            f"label {label_array[row]!r} differs from {parent_labels[inverse[row]]!r} "
+            f"of another segment of {unique[inverse[row]]}",
+        )
     return unique, parent_labels, sums / counts[:, None]
 
 
@@ -181,7 +196,8 @@ def check_segment_length(segment_s: float | None, clip_seconds: float, manifest:
             f"{manifest}: holds {segment_s:g}-s segments, but the feature config's clip length "
             f"(features.audio.clip_seconds) is {clip_seconds:g} s; set it to {segment_s:g} "
             f"(--set features.audio.clip_seconds={segment_s:g}, or [features.audio] "
-            f"clip_seconds = {segment_s:g} in the --config file)")
+            f"clip_seconds = {segment_s:g} in the --config file)"
+        )
 
 
 def check_segment_setting(config: Config) -> None:
@@ -202,4 +218,5 @@ def check_segment_setting(config: Config) -> None:
         raise ConfigError(
             f"data.segment_seconds is {segment_s:g}, but features.audio.clip_seconds is {clip_seconds:g}: "
             f"a segment is the clip every later stage sees; set both to {segment_s:g} "
-            f"(--set features.audio.clip_seconds={segment_s:g})")
+            f"(--set features.audio.clip_seconds={segment_s:g})"
+        )

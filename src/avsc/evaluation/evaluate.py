@@ -78,15 +78,19 @@ def find_fusion_dirs(paths: Sequence[str | Path]) -> list[Path]:
             continue
         children = sorted(p for p in path.iterdir() if (p / FusionInfo.FILE_NAME).is_file())
         if not children:
-            raise DataError(path, f"no {FusionInfo.FILE_NAME} here nor in its sub-folders",
-                            "give a folder written by `avsc fuse` (or the root of `avsc fuse --method all`)")
+            raise DataError(
+                path,
+                f"no {FusionInfo.FILE_NAME} here nor in its sub-folders",
+                "give a folder written by `avsc fuse` (or the root of `avsc fuse --method all`)",
+            )
         found.extend(children)
     unique = list(dict.fromkeys(p.resolve() for p in found))
     return sorted(unique, key=lambda p: (_result_order(FusionInfo.read(p)), str(p)))
 
 
-def best_result(results: Sequence[FusionResult], selection: str = "log_loss",
-                modalities: str | None = None) -> FusionResult | None:
+def best_result(
+    results: Sequence[FusionResult], selection: str = "log_loss", modalities: str | None = None
+) -> FusionResult | None:
     """The result the val split prefers under ``selection`` (see
     :data:`avsc.scoring.calibration.SELECTION_RULES`); the evaluated split never decides.
 
@@ -121,8 +125,9 @@ def _within_one_se(results: Sequence[FusionResult], chosen: Mapping[str, FusionR
     for r in results:
         best = chosen.get(r.modalities)
         se = None if best is None else best.val_selection_log_loss_se
-        within = best is not None and (r is best or (
-            se is not None and abs(r.selection_log_loss - best.selection_log_loss) <= se))
+        within = best is not None and (
+            r is best or (se is not None and abs(r.selection_log_loss - best.selection_log_loss) <= se)
+        )
         out.append(dataclasses.replace(r, val_within_one_se=within))
     return out
 
@@ -137,8 +142,10 @@ def _selection(metas: Mapping[Path, FusionInfo], asked: str | None) -> str:
     if len(recorded) == 1:
         return recorded.pop()
     if recorded:
-        log.warning("fusion models were selected by different rules (%s); choosing the best by log_loss",
-                    ", ".join(sorted(recorded)))
+        log.warning(
+            "fusion models were selected by different rules (%s); choosing the best by log_loss",
+            ", ".join(sorted(recorded)),
+        )
     return "log_loss"
 
 
@@ -149,14 +156,18 @@ def _read_fusions(fusion_dirs: Sequence[str | Path]) -> dict[Path, FusionInfo]:
     for fusion_dir, meta in metas.items():
         key = (meta.method, meta.modalities)
         if key in seen:
-            raise DataError(fusion_dir, f"a second result for {key[0]} {key[1]} (first: {seen[key]})",
-                            "evaluate one folder per method and modality set")
+            raise DataError(
+                fusion_dir,
+                f"a second result for {key[0]} {key[1]} (first: {seen[key]})",
+                "evaluate one folder per method and modality set",
+            )
         seen[key] = fusion_dir
     return metas
 
 
-def _score_fusions(metas: Mapping[Path, FusionInfo], split: str
-                   ) -> tuple[list[FusionResult], dict[str, ScoredRows], EvaluatedData]:
+def _score_fusions(
+    metas: Mapping[Path, FusionInfo], split: str
+) -> tuple[list[FusionResult], dict[str, ScoredRows], EvaluatedData]:
     """Every fusion folder scored on ``split``; all must hold the same clips."""
     results: list[FusionResult] = []
     rows: dict[str, ScoredRows] = {}
@@ -166,52 +177,79 @@ def _score_fusions(metas: Mapping[Path, FusionInfo], split: str
         if first is None:
             first = (fusion_dir, scored)
         elif list(first[1].clip_ids) != list(scored.clip_ids):
-            raise DataError(fusion_dir / Predictions.FILE_NAME, f"its {split} clips differ from those of {first[0]}",
-                            "evaluate fusion models trained on the same embeddings together")
+            raise DataError(
+                fusion_dir / Predictions.FILE_NAME,
+                f"its {split} clips differ from those of {first[0]}",
+                "evaluate fusion models trained on the same embeddings together",
+            )
         results.append(result)
         rows[result.name] = scored
     assert first is not None  # find_fusion_dirs found at least one
     labels = list(first[1].labels)
-    dataset = EvaluatedData(split, dict(metas[first[0]].clips_per_split), len(labels),
-                            {lab: labels.count(lab) for lab in LABELS})
+    dataset = EvaluatedData(
+        split, dict(metas[first[0]].clips_per_split), len(labels), {lab: labels.count(lab) for lab in LABELS}
+    )
     return results, rows, dataset
 
 
 def _warnings(results: Sequence[FusionResult], backbones: Sequence[BackboneResult]) -> tuple[str, ...]:
     """What a reader of the report must not miss: temperatures at a bound of their search."""
-    out = [f"{r.method} {r.modalities}: the val temperature sits at its search bound (T={r.temperature:.2f}): its "
-           "probabilities are barely better than chance or val is too small to calibrate on"
-           for r in results if r.temperature_at_bound]
-    out += [f"backbone {b.backbone}: the val temperature sits at its search bound (T={b.temperature:.2f})"
-            for b in backbones if b.temperature_at_bound]
+    out = [
+        f"{r.method} {r.modalities}: the val temperature sits at its search bound (T={r.temperature:.2f}): its "
+        "probabilities are barely better than chance or val is too small to calibrate on"
+        for r in results
+        if r.temperature_at_bound
+    ]
+    out += [
+        f"backbone {b.backbone}: the val temperature sits at its search bound (T={b.temperature:.2f})"
+        for b in backbones
+        if b.temperature_at_bound
+    ]
     return tuple(out)
 
 
-def _histories(model_dirs: Mapping[str, Path], infos: Mapping[str, ModelInfo],
-               best: FusionResult | None) -> tuple[TrainingHistory, ...]:
+def _histories(
+    model_dirs: Mapping[str, Path], infos: Mapping[str, ModelInfo], best: FusionResult | None
+) -> tuple[TrainingHistory, ...]:
     """The training histories of the backbones found in ``model_dirs`` and of the best fusion."""
     out = []
     for backbone, folder in model_dirs.items():
         if (folder / "history.json").is_file():
             info = infos.get(backbone)
-            out.append(TrainingHistory(backbone, tuple(read_json(folder / "history.json")),
-                                       info.best_epoch if info else 0))
+            out.append(
+                TrainingHistory(backbone, tuple(read_json(folder / "history.json")), info.best_epoch if info else 0)
+            )
     if best is not None and (Path(best.fusion_dir) / "history.json").is_file():
-        out.append(TrainingHistory(f"fusion {best.method} {best.modalities}",
-                                   tuple(read_json(Path(best.fusion_dir) / "history.json")), best.best_epoch))
+        out.append(
+            TrainingHistory(
+                f"fusion {best.method} {best.modalities}",
+                tuple(read_json(Path(best.fusion_dir) / "history.json")),
+                best.best_epoch,
+            )
+        )
     return tuple(out)
 
 
 def _provenance(facts: Mapping[str, Any]) -> Provenance:
     """The typed provenance block of :func:`collect_provenance`'s dict."""
-    return Provenance(**{**facts, "differences_from_paper": tuple(facts["differences_from_paper"]),
-                         "selection": SelectionRule(**facts["selection"])})
+    return Provenance(
+        **{
+            **facts,
+            "differences_from_paper": tuple(facts["differences_from_paper"]),
+            "selection": SelectionRule(**facts["selection"]),
+        }
+    )
 
 
 def _reference(row: Mapping[str, Any]) -> ReferenceResult:
-    return ReferenceResult(**ClassificationScores.fields_of(row), modalities=row["modalities"], level=row["level"],
-                           C=float(row["C"]), val_accuracy=float(row["val_accuracy"]),
-                           val_log_loss=float(row["val_log_loss"]))
+    return ReferenceResult(
+        **ClassificationScores.fields_of(row),
+        modalities=row["modalities"],
+        level=row["level"],
+        C=float(row["C"]),
+        val_accuracy=float(row["val_accuracy"]),
+        val_log_loss=float(row["val_log_loss"]),
+    )
 
 
 def score(
@@ -248,16 +286,36 @@ def score(
         if locations.any_remote(*paths, embeddings, models, manifest):  # small files: fetched
             paths = [locations.local_inputs(stack, d) for d in paths]
             embeddings, models, manifest = (locations.local_inputs(stack, v) for v in (embeddings, models, manifest))
-        return _score(paths, split=split, embeddings=embeddings, models=models, manifest=manifest,
-                      run_id=run_id, selection=selection)
+        return _score(
+            paths,
+            split=split,
+            embeddings=embeddings,
+            models=models,
+            manifest=manifest,
+            run_id=run_id,
+            selection=selection,
+        )
 
 
-def _score(fusion_dirs: Sequence[str | Path], *, split: str, embeddings: Paths | None, models: Paths | None,
-           manifest: str | Path | None, run_id: str | None, selection: str | None) -> EvaluationResult:
+def _score(
+    fusion_dirs: Sequence[str | Path],
+    *,
+    split: str,
+    embeddings: Paths | None,
+    models: Paths | None,
+    manifest: str | Path | None,
+    run_id: str | None,
+    selection: str | None,
+) -> EvaluationResult:
     metas = _read_fusions(fusion_dirs)
     rule = _selection(metas, selection)
-    model_dirs = {} if models is None else backbone_paths(
-        models, "{backbone}", what="models", hint="give the folder holding one `avsc train` output per backbone")
+    model_dirs = (
+        {}
+        if models is None
+        else backbone_paths(
+            models, "{backbone}", what="models", hint="give the folder holding one `avsc train` output per backbone"
+        )
+    )
     infos = {b: ModelInfo.read(folder) for b, folder in model_dirs.items() if ModelInfo.exists_in(folder)}
     # Every input must be of the same data (the manifest's) before anything is scored.
     lineage = check_lineage(metas=metas, manifest=manifest, models=model_dirs, embeddings=embeddings)
@@ -272,18 +330,33 @@ def _score(fusion_dirs: Sequence[str | Path], *, split: str, embeddings: Paths |
         rows.update(backbone_rows)
         reference = tuple(_reference(r) for r in logistic_reference(embeddings, split=split))
     segmented = any(r.clip_level is not None for r in results)
-    provenance = collect_provenance(metas={d: m.to_dict() for d, m in metas.items()}, split=split, selection=rule,
-                                    manifest=manifest, models=model_dirs, run_id=run_id, segmented=segmented,
-                                    lineage=lineage)
+    provenance = collect_provenance(
+        metas={d: m.to_dict() for d, m in metas.items()},
+        split=split,
+        selection=rule,
+        manifest=manifest,
+        models=model_dirs,
+        run_id=run_id,
+        segmented=segmented,
+        lineage=lineage,
+    )
     warnings = _warnings(results, backbones)
     for warning in warnings:
         log.warning("%s", warning)
     return EvaluationResult(
-        split=split, labels=tuple(LABELS), provenance=_provenance(provenance), dataset=dataset,
-        results=tuple(results), best=None if best is None else Choice(best.method, best.modalities),
+        split=split,
+        labels=tuple(LABELS),
+        provenance=_provenance(provenance),
+        dataset=dataset,
+        results=tuple(results),
+        best=None if best is None else Choice(best.method, best.modalities),
         best_per_modalities={m: Choice(r.method, r.modalities) for m, r in chosen.items()},
-        backbones=tuple(backbones), reference=reference, warnings=warnings, rows=rows,
-        histories=_histories(model_dirs, infos, best))
+        backbones=tuple(backbones),
+        reference=reference,
+        warnings=warnings,
+        rows=rows,
+        histories=_histories(model_dirs, infos, best),
+    )
 
 
 def evaluate(
@@ -350,8 +423,15 @@ def evaluate(
 
     run_id = run_id or new_run_id()
     with staged_output(report_dir, kind="evaluate", run_id=run_id) as staging:
-        result = score(fusion_dirs, split=split, embeddings=embeddings, models=models, manifest=manifest,
-                       run_id=run_id, selection=selection)
+        result = score(
+            fusion_dirs,
+            split=split,
+            embeddings=embeddings,
+            models=models,
+            manifest=manifest,
+            run_id=run_id,
+            selection=selection,
+        )
         drawn = render(result, staging)
         drawn.write(staging)
     return drawn.to_dict()

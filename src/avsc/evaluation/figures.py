@@ -47,8 +47,7 @@ def _readable(label: str) -> str:
     return label.replace("_", " ")
 
 
-def plot_confusion(matrix: np.ndarray, path: str | Path, *, labels: Sequence[str] = LABELS,
-                   title: str = "") -> Path:
+def plot_confusion(matrix: np.ndarray, path: str | Path, *, labels: Sequence[str] = LABELS, title: str = "") -> Path:
     """A confusion-matrix PNG: colour = share of the true class (rows sum to 1), text = count.
 
     Args:
@@ -69,8 +68,15 @@ def plot_confusion(matrix: np.ndarray, path: str | Path, *, labels: Sequence[str
     for i in range(n):
         for j in range(n):
             if matrix[i, j]:
-                ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=8,
-                        color="white" if share[i, j] > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(int(matrix[i, j])),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if share[i, j] > 0.6 else "black",
+                )
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
@@ -94,22 +100,30 @@ class Reliability:
     temperature: float = 1.0
 
 
-def _reliability_line(ax, y: np.ndarray, probs: np.ndarray, colour: str, label: str, *,
-                      counts: bool = False) -> None:
+def _reliability_line(ax, y: np.ndarray, probs: np.ndarray, colour: str, label: str, *, counts: bool = False) -> None:
     """Accuracy against mean confidence over equal-count bins, each with its 95 % Wilson
     interval (and, with ``counts``, its row count written beside it)."""
     bins = equal_count_reliability(y, probs)
     conf, acc = np.asarray(bins["confidence"]), np.asarray(bins["accuracy"])
     errors = np.abs(np.vstack([acc - np.asarray(bins["low"]), np.asarray(bins["high"]) - acc]))
-    ax.errorbar(conf, acc, yerr=errors, fmt="o-", color=colour, markersize=3, linewidth=1.2, elinewidth=0.7,
-                capsize=2, label=label)
+    ax.errorbar(
+        conf,
+        acc,
+        yerr=errors,
+        fmt="o-",
+        color=colour,
+        markersize=3,
+        linewidth=1.2,
+        elinewidth=0.7,
+        capsize=2,
+        label=label,
+    )
     if counts:
         for x, a, n in zip(conf, acc, bins["count"], strict=True):
             ax.annotate(f"n={n}", (x, a), textcoords="offset points", xytext=(3, -9), fontsize=5.5, color=colour)
 
 
-def plot_reliability(panels: Sequence[Reliability], path: str | Path, *, columns: int = 3,
-                     title: str = "") -> Path:
+def plot_reliability(panels: Sequence[Reliability], path: str | Path, *, columns: int = 3, title: str = "") -> Path:
     """Reliability diagrams (accuracy against confidence) before and after calibration.
 
     Bins hold equal numbers of rows (:func:`avsc.scoring.metrics.equal_count_reliability`:
@@ -128,8 +142,9 @@ def plot_reliability(panels: Sequence[Reliability], path: str | Path, *, columns
         before = expected_calibration_error(panel.y_true, panel.before)
         after = expected_calibration_error(panel.y_true, panel.after)
         _reliability_line(ax, panel.y_true, panel.before, _BEFORE, f"raw (ECE {before:.3f})")
-        _reliability_line(ax, panel.y_true, panel.after, _AFTER, f"T={panel.temperature:.2f} (ECE {after:.3f})",
-                          counts=True)
+        _reliability_line(
+            ax, panel.y_true, panel.after, _AFTER, f"T={panel.temperature:.2f} (ECE {after:.3f})", counts=True
+        )
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_title(panel.title, fontsize=9)
@@ -167,10 +182,14 @@ def plot_training_curves(models: Sequence[Curves], path: str | Path) -> Path:
         def series(key: str, history: list[dict[str, Any]] = model.history) -> list[float]:
             return [float(h.get(key, float("nan"))) for h in history]
 
-        panels = [("training loss", [("loss", "#444", "loss")]),
-                  ("val accuracy", [("val_accuracy", _AFTER, "val accuracy")]),
-                  ("val log loss", [("val_log_loss", _BEFORE, "raw"),
-                                    ("val_log_loss_calibrated", _AFTER, "after temperature")])]
+        panels = [
+            ("training loss", [("loss", "#444", "loss")]),
+            ("val accuracy", [("val_accuracy", _AFTER, "val accuracy")]),
+            (
+                "val log loss",
+                [("val_log_loss", _BEFORE, "raw"), ("val_log_loss_calibrated", _AFTER, "after temperature")],
+            ),
+        ]
         for c, (name, lines) in enumerate(panels):
             ax = fig.add_subplot(rows, 3, 3 * r + c + 1)
             for key, colour, label in lines:
@@ -178,8 +197,13 @@ def plot_training_curves(models: Sequence[Curves], path: str | Path) -> Path:
                 if not all(math.isnan(v) for v in values):
                     ax.plot(epochs, values, color=colour, linewidth=1.2, label=label)
             if model.selected_epoch:
-                ax.axvline(model.selected_epoch, color="#2a9d3a", linestyle=":", linewidth=1.2,
-                           label=f"selected (epoch {model.selected_epoch})")
+                ax.axvline(
+                    model.selected_epoch,
+                    color="#2a9d3a",
+                    linestyle=":",
+                    linewidth=1.2,
+                    label=f"selected (epoch {model.selected_epoch})",
+                )
             ax.tick_params(labelsize=7)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_title(f"{model.title}: {name}", fontsize=8.5)

@@ -45,8 +45,10 @@ def calibrated_scores(y: np.ndarray, raw: np.ndarray, calibrated: np.ndarray) ->
     """The fields of a :class:`CalibratedScores`: metrics of ``calibrated`` [shape=(n, 10)],
     the log loss and ECE of ``raw`` beside them."""
     before = classification_metrics(y, raw)
-    return {**ClassificationScores.fields_of(classification_metrics(y, calibrated)),
-            "uncalibrated": Uncalibrated(float(before["log_loss"]), float(before["ece"]))}
+    return {
+        **ClassificationScores.fields_of(classification_metrics(y, calibrated)),
+        "uncalibrated": Uncalibrated(float(before["log_loss"]), float(before["ece"])),
+    }
 
 
 def _val_calibration(calibration: Calibration) -> ValCalibration:
@@ -108,32 +110,56 @@ def score_fusion_folder(fusion_dir: Path, meta: FusionInfo, split: str) -> tuple
     temperature = float(calibration.temperature)
     raw, calibrated = _probabilities(preds, temperature)
     y = label_indices(list(preds.labels), where)
-    rows = ScoredRows(f"{meta.method} {meta.modalities}", meta.modalities, preds.clip_ids, preds.labels,
-                      y, raw, calibrated, temperature)
+    rows = ScoredRows(
+        f"{meta.method} {meta.modalities}",
+        meta.modalities,
+        preds.clip_ids,
+        preds.labels,
+        y,
+        raw,
+        calibrated,
+        temperature,
+    )
     name = f"{meta.method}-{meta.modalities}"
     segmented = any(is_segment(str(c)) for c in preds.clip_ids)
     bins = equal_count_reliability(y, calibrated)
     result = FusionResult(
         **calibrated_scores(y, raw, calibrated),
-        method=meta.method, modalities=meta.modalities, temperature=temperature,
-        calibration_method=calibration.method, temperature_at_bound=calibration.at_bound,
-        val_accuracy=float(meta.val_metrics["accuracy"]), val_log_loss=float(meta.val_metrics["log_loss"]),
+        method=meta.method,
+        modalities=meta.modalities,
+        temperature=temperature,
+        calibration_method=calibration.method,
+        temperature_at_bound=calibration.at_bound,
+        val_accuracy=float(meta.val_metrics["accuracy"]),
+        val_log_loss=float(meta.val_metrics["log_loss"]),
         val_selection_log_loss=calibration.selection_log_loss,
-        val_selection_log_loss_se=selection_standard_error(every.of_split("val"), where), val_within_one_se=False,
+        val_selection_log_loss_se=selection_standard_error(every.of_split("val"), where),
+        val_within_one_se=False,
         val_calibration=_val_calibration(calibration),
-        best_epoch=meta.best_epoch, best_step=meta.best_step, steps_run=meta.steps_run, stopped=meta.stopped,
-        fusion_dir=str(fusion_dir), confusion_png=f"confusion-{name}.png", submission_csv=f"submission-{name}.csv",
-        reliability=ReliabilityBins(tuple(bins["confidence"]), tuple(bins["accuracy"]), tuple(bins["count"]),
-                                    tuple(bins["low"]), tuple(bins["high"]),
-                                    tuple((float(a), float(b)) for a, b in bins["edges"])),
+        best_epoch=meta.best_epoch,
+        best_step=meta.best_step,
+        steps_run=meta.steps_run,
+        stopped=meta.stopped,
+        fusion_dir=str(fusion_dir),
+        confusion_png=f"confusion-{name}.png",
+        submission_csv=f"submission-{name}.csv",
+        reliability=ReliabilityBins(
+            tuple(bins["confidence"]),
+            tuple(bins["accuracy"]),
+            tuple(bins["count"]),
+            tuple(bins["low"]),
+            tuple(bins["high"]),
+            tuple((float(a), float(b)) for a, b in bins["edges"]),
+        ),
         clip_level=_clip_level(rows, where) if segmented else None,
         clip_submission_csv=f"submission-{name}-clips.csv" if segmented else None,
     )
     return result, rows
 
 
-def score_backbones(embeddings: str | Path | Mapping[str, str | Path], split: str,
-                    model_infos: Mapping[str, ModelInfo]) -> tuple[list[BackboneResult], dict[str, ScoredRows]]:
+def score_backbones(
+    embeddings: str | Path | Mapping[str, str | Path], split: str, model_infos: Mapping[str, ModelInfo]
+) -> tuple[list[BackboneResult], dict[str, ScoredRows]]:
     """Each backbone alone on ``split``: the calibrated softmax of its ``fc10`` embeddings.
 
     Args:
@@ -146,8 +172,9 @@ def score_backbones(embeddings: str | Path | Mapping[str, str | Path], split: st
     """
     from avsc.training.embeddings import read_embeddings
 
-    paths = backbone_paths(embeddings, "{backbone}.parquet", what="embeddings",
-                           hint="give the folder of `avsc embed` outputs")
+    paths = backbone_paths(
+        embeddings, "{backbone}.parquet", what="embeddings", hint="give the folder of `avsc embed` outputs"
+    )
     results, rows = [], {}
     for backbone, path in paths.items():
         if not path.is_file():
@@ -160,16 +187,30 @@ def score_backbones(embeddings: str | Path | Mapping[str, str | Path], split: st
         raw = calibrated_probabilities(emb.fc10[mask], 1.0)
         calibrated = calibrated_probabilities(emb.fc10[mask], emb.info.temperature)
         info = model_infos.get(backbone)
-        results.append(BackboneResult(
-            **calibrated_scores(y, raw, calibrated), backbone=backbone, temperature=float(emb.info.temperature),
-            val_calibration=_val_calibration(info.calibration) if info else None,
-            calibration_method=info.calibration.method if info else None,
-            temperature_at_bound=info.calibration.at_bound if info else False))
-        rows[backbone] = ScoredRows(backbone, "backbones", np.asarray(emb.clip_ids[mask], dtype=str),
-                                    np.asarray(emb.labels[mask], dtype=str), y, raw, calibrated,
-                                    float(emb.info.temperature))
+        results.append(
+            BackboneResult(
+                **calibrated_scores(y, raw, calibrated),
+                backbone=backbone,
+                temperature=float(emb.info.temperature),
+                val_calibration=_val_calibration(info.calibration) if info else None,
+                calibration_method=info.calibration.method if info else None,
+                temperature_at_bound=info.calibration.at_bound if info else False,
+            )
+        )
+        rows[backbone] = ScoredRows(
+            backbone,
+            "backbones",
+            np.asarray(emb.clip_ids[mask], dtype=str),
+            np.asarray(emb.labels[mask], dtype=str),
+            y,
+            raw,
+            calibrated,
+            float(emb.info.temperature),
+        )
     if not results:
-        raise DataError(str(embeddings) if not isinstance(embeddings, Mapping) else "embeddings",
-                        f"no <backbone>.parquet file (one of {', '.join(BACKBONES)})",
-                        "give the folder of `avsc embed` outputs")
+        raise DataError(
+            str(embeddings) if not isinstance(embeddings, Mapping) else "embeddings",
+            f"no <backbone>.parquet file (one of {', '.join(BACKBONES)})",
+            "give the folder of `avsc embed` outputs",
+        )
     return results, rows

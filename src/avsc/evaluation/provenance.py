@@ -34,8 +34,10 @@ from avsc.storage.files import backbone_paths
 
 __all__ = ["collect_provenance", "check_lineage", "flatten"]
 
-CALIBRATION_NOTE = ("temperature scaling, one temperature per model (each backbone and each fusion "
-                    "model), fitted on the val split by minimising its log loss")
+CALIBRATION_NOTE = (
+    "temperature scaling, one temperature per model (each backbone and each fusion "
+    "model), fitted on the val split by minimising its log loss"
+)
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -129,8 +131,9 @@ def check_lineage(
         if ModelInfo.exists_in(folder):
             found.append((ModelInfo.path_in(folder), f"the {backbone} model", ModelInfo.read(folder).lineage))
     if embeddings is not None:
-        paths = backbone_paths(embeddings, "{backbone}.parquet", what="embeddings",
-                               hint="give the folder of `avsc embed` outputs")
+        paths = backbone_paths(
+            embeddings, "{backbone}.parquet", what="embeddings", hint="give the folder of `avsc embed` outputs"
+        )
         for backbone, path in paths.items():
             if Path(path).is_file():
                 found.append((str(path), f"the {backbone} embeddings", EmbeddingsInfo.read_parquet(path).lineage))
@@ -146,28 +149,37 @@ def check_lineage(
     reference_source, reference_what, reference = found[0]
     store_hash = reference.store_hash
     for source, what, lineage in found[1:]:
-        reference.check_same(lineage, source=source, what=what,
-                             hint=f"{reference_what} ({reference_source}) is of other data; evaluate the "
-                                  "outputs of one run, or re-run the steps after the one that differs")
+        reference.check_same(
+            lineage,
+            source=source,
+            what=what,
+            hint=f"{reference_what} ({reference_source}) is of other data; evaluate the "
+            "outputs of one run, or re-run the steps after the one that differs",
+        )
         if store_hash is None:
             store_hash = lineage.store_hash
         elif lineage.store_hash is not None and lineage.store_hash != store_hash:
-            raise DataError(source, f"{what} was made from another feature store ({lineage.store_hash}, "
-                                    f"not {store_hash})", "re-run the steps after preprocessing")
+            raise DataError(
+                source,
+                f"{what} was made from another feature store ({lineage.store_hash}, not {store_hash})",
+                "re-run the steps after preprocessing",
+            )
     out = json.loads(reference.to_json())
     out["store_hash"] = store_hash
     return out
 
 
-def _recorded_settings(models: str | Path | Mapping[str, str | Path] | None,
-                       metas: Mapping[Path, dict]) -> dict[str, Any]:
+def _recorded_settings(
+    models: str | Path | Mapping[str, str | Path] | None, metas: Mapping[Path, dict]
+) -> dict[str, Any]:
     """Settings and hashes as recorded by training and fusion."""
     features: dict[str, Any] | None = None
     train: dict[str, Any] = {}
     hashes: dict[str, Any] = {"train": {}, "fusion": {}}
     if models is not None:
-        folders = backbone_paths(models, "{backbone}", what="models",
-                                 hint="give the folder holding one `avsc train` output per backbone")
+        folders = backbone_paths(
+            models, "{backbone}", what="models", hint="give the folder holding one `avsc train` output per backbone"
+        )
         for backbone, folder in folders.items():
             if ModelInfo.exists_in(folder):
                 info = ModelInfo.read(folder)
@@ -189,25 +201,37 @@ def _recorded_settings(models: str | Path | Mapping[str, str | Path] | None,
 def _differences(mine: Mapping[str, Any], preset: str) -> list[dict[str, Any]]:
     """``{"setting", "value", "paper"}`` for each flattened setting that differs from ``preset``'s."""
     reference = flatten(preset_dict(preset))
-    return [{"setting": key, "value": value, "paper": reference[key]}
-            for key, value in sorted(mine.items()) if key in reference and reference[key] != value]
+    return [
+        {"setting": key, "value": value, "paper": reference[key]}
+        for key, value in sorted(mine.items())
+        if key in reference and reference[key] != value
+    ]
 
 
 def _compare(settings: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     """The preset the recorded settings match, and every setting that differs from the paper's."""
     trains = settings["train"]
-    sections = {name: value for name, value in (("features", settings["features"]),
-                                                ("train", next(iter(trains.values()), None)),
-                                                ("fusion", settings["fusion"])) if value is not None}
+    sections = {
+        name: value
+        for name, value in (
+            ("features", settings["features"]),
+            ("train", next(iter(trains.values()), None)),
+            ("fusion", settings["fusion"]),
+        )
+        if value is not None
+    }
     if not sections:
         return "unknown", []
     mine = flatten(sections)
     # A backbone trained with its own settings (e.g. more epochs) is listed by name.
     first = flatten(next(iter(trains.values()), {}))
     paper = flatten(preset_dict("paper"))
-    per_backbone = [{"setting": f"train.{key} ({backbone})", "value": value, "paper": paper.get(f"train.{key}")}
-                    for backbone, config in list(trains.items())[1:]
-                    for key, value in sorted(flatten(config).items()) if first.get(key) != value]
+    per_backbone = [
+        {"setting": f"train.{key} ({backbone})", "value": value, "paper": paper.get(f"train.{key}")}
+        for backbone, config in list(trains.items())[1:]
+        for key, value in sorted(flatten(config).items())
+        if first.get(key) != value
+    ]
     counts = {preset: len(_differences(mine, preset)) for preset in PRESETS}
     closest = min(PRESETS, key=lambda preset: (counts[preset], preset != "paper"))
     name = closest if counts[closest] == 0 and not per_backbone else f"custom (closest preset: {closest})"
@@ -257,22 +281,29 @@ def collect_provenance(
         if models is not None:
             from avsc.storage.files import backbone_paths
 
-            folders = backbone_paths(models, "{backbone}", what="models",
-                                     hint="give the folder holding one `avsc train` output per backbone")
+            folders = backbone_paths(
+                models, "{backbone}", what="models", hint="give the folder holding one `avsc train` output per backbone"
+            )
         lineage = check_lineage(metas=metas, manifest=manifest, models=folders)
     if manifest is not None:
         dataset = _manifest_facts(manifest)
     else:
         first = next(iter(metas.values()), {})
-        dataset = {"name": None, "path": None, "synthetic": None,
-                   "clips_per_split": dict(first.get("clips_per_split", {}))}
+        dataset = {
+            "name": None,
+            "path": None,
+            "synthetic": None,
+            "clips_per_split": dict(first.get("clips_per_split", {})),
+        }
     settings = _recorded_settings(models, metas)
     preset, differences = _compare(settings)
     segment_s = dataset.get("segment_seconds")
     if segmented or segment_s:
         length = f"{segment_s:g}-second" if segment_s else "fixed-length"
-        protocol = (f"{length} segments (the DCASE 2021 Task 1B protocol scores 1-second segments); "
-                    "clip-level results average each clip's segment probabilities")
+        protocol = (
+            f"{length} segments (the DCASE 2021 Task 1B protocol scores 1-second segments); "
+            "clip-level results average each clip's segment probabilities"
+        )
     else:
         protocol = "whole clips (as the paper reports)"
     return {

@@ -83,8 +83,9 @@ def logistic_reference(
     from avsc.storage.files import backbone_paths
     from avsc.training.fusion_data import load_fusion_data
 
-    paths = backbone_paths(embeddings, "{backbone}.parquet", what="embeddings",
-                           hint="give the folder of `avsc embed` outputs")
+    paths = backbone_paths(
+        embeddings, "{backbone}.parquet", what="embeddings", hint="give the folder of `avsc embed` outputs"
+    )
     rows = []
     for modalities in modality_sets:
         backbones = MODALITY_SETS[modalities]
@@ -107,8 +108,24 @@ def logistic_reference(
             assert best is not None  # the grid is not empty
             _, c, model, val = best
             scores = classification_metrics(y[masks[split]], _probabilities(model, x[masks[split]]))
-            rows.append({"modalities": modalities, "level": level, "C": c, "val_accuracy": val["accuracy"],
-                         "val_log_loss": val["log_loss"], **scores})
-            log.debug("reference %s %s: C=%g, val log loss %.3f, %s accuracy %.3f, log loss %.3f", modalities,
-                      level, c, val["log_loss"], split, scores["accuracy"], scores["log_loss"])
+            rows.append(
+                {
+                    "modalities": modalities,
+                    "level": level,
+                    "C": c,
+                    "val_accuracy": val["accuracy"],
+                    "val_log_loss": val["log_loss"],
+                    **scores,
+                }
+            )
+            log.debug(
+                "reference %s %s: C=%g, val log loss %.3f, %s accuracy %.3f, log loss %.3f",
+                modalities,
+                level,
+                c,
+                val["log_loss"],
+                split,
+                scores["accuracy"],
+                scores["log_loss"],
+            )
     return rows

@@ -51,8 +51,15 @@ from avsc.labels import LABELS
 from avsc.records.evaluation_result import EvaluationResult, Figures
 from avsc.storage.files import atomic_path
 
-__all__ = ["PUBLISHED", "results_table", "plot_confusion", "write_submission_csv", "render", "write_report",
-           "summary_markdown"]
+__all__ = [
+    "PUBLISHED",
+    "results_table",
+    "plot_confusion",
+    "write_submission_csv",
+    "render",
+    "write_report",
+    "summary_markdown",
+]
 
 TITLE = "Audio-visual scene classification: evaluation report"
 _PUBLISHED_SENTENCE = PUBLISHED_NOTE[0].upper() + PUBLISHED_NOTE[1:]
@@ -73,8 +80,7 @@ def write_submission_csv(path: str | Path, clip_ids: Sequence[str], probs: np.nd
     probs = np.asarray(probs, dtype=np.float64)
     lines = ["\t".join(["filename", "scene_label", *LABELS])]
     for clip_id, row in zip(clip_ids, probs, strict=True):
-        lines.append("\t".join([f"video/{clip_id}.mp4", LABELS[int(row.argmax())],
-                                *(f"{p:.6f}" for p in row)]))
+        lines.append("\t".join([f"video/{clip_id}.mp4", LABELS[int(row.argmax())], *(f"{p:.6f}" for p in row)]))
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return Path(path)
@@ -86,36 +92,52 @@ def write_submission_csv(path: str | Path, clip_ids: Sequence[str], probs: np.nd
 def _figure4(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     best = metrics.get("best") or {}
     results = by_key(metrics)
-    return [results[(best["method"], m)] for m in ("audio", "visual", "audio+visual")
-            if best and (best["method"], m) in results]
+    return [
+        results[(best["method"], m)]
+        for m in ("audio", "visual", "audio+visual")
+        if best and (best["method"], m) in results
+    ]
 
 
 def _notes(metrics: dict[str, Any]) -> dict[str, str]:
     split = metrics.get("split", "test")
     synthetic = ((metrics.get("provenance") or {}).get("dataset") or {}).get("synthetic")
-    caution = (" These numbers were measured on synthetic data: they check that the system runs end to "
-               "end and say nothing about real scenes; the published numbers beside them are for layout only."
-               if synthetic else "")
+    caution = (
+        " These numbers were measured on synthetic data: they check that the system runs end to "
+        "end and say nothing about real scenes; the published numbers beside them are for layout only."
+        if synthetic
+        else ""
+    )
     return {
-        "table1": (f"Each cell: measured on the {split} split / {PUBLISHED_NOTE} (correct/clips, 95 % Wilson "
-                   "interval of the measured accuracy). Log loss and ECE after temperature scaling; the paper "
-                   f"published accuracy only (—).{caution}"),
-        "table2": (f"First rows: measured here (correct/clips, 95 % Wilson interval). Other rows: "
-                   f"{PUBLISHED_NOTE}. — : not published.{caution}"),
-        "calibration": ("One temperature T per model, fitted on the val split only (raw: T = 1) with a prior "
-                        "towards 1, never below 1 when every val clip is right, and applied only when it lowers "
-                        "the val log loss cross-validated over 5 folds of val ('(none)': it did not). "
-                        "Calibration never changes a prediction's class, so accuracies are the same before and "
-                        "after."),
-        "selection": ("The model kept for each modality set is the one with the lowest val log loss of its "
-                      "calibrated probabilities, cross-validated on val (ties: higher val accuracy); the "
-                      f"{split} columns show what each candidate was worth, never used to choose. ± is the "
-                      "standard error of the mean of the per-clip val losses; ≈ marks a candidate within one "
-                      "standard error (the chosen model's) of the one chosen for its modality set: val cannot tell "
-                      "these apart, and the choice among them rests on noise."),
-        "reference": ("Standardised multinomial logistic regression (scikit-learn) on the same embeddings, "
-                      "concatenated across the modality set's backbones, C chosen on val by log loss: a fusion "
-                      "model earns its place only if it does about as well."),
+        "table1": (
+            f"Each cell: measured on the {split} split / {PUBLISHED_NOTE} (correct/clips, 95 % Wilson "
+            "interval of the measured accuracy). Log loss and ECE after temperature scaling; the paper "
+            f"published accuracy only (—).{caution}"
+        ),
+        "table2": (
+            f"First rows: measured here (correct/clips, 95 % Wilson interval). Other rows: "
+            f"{PUBLISHED_NOTE}. — : not published.{caution}"
+        ),
+        "calibration": (
+            "One temperature T per model, fitted on the val split only (raw: T = 1) with a prior "
+            "towards 1, never below 1 when every val clip is right, and applied only when it lowers "
+            "the val log loss cross-validated over 5 folds of val ('(none)': it did not). "
+            "Calibration never changes a prediction's class, so accuracies are the same before and "
+            "after."
+        ),
+        "selection": (
+            "The model kept for each modality set is the one with the lowest val log loss of its "
+            "calibrated probabilities, cross-validated on val (ties: higher val accuracy); the "
+            f"{split} columns show what each candidate was worth, never used to choose. ± is the "
+            "standard error of the mean of the per-clip val losses; ≈ marks a candidate within one "
+            "standard error (the chosen model's) of the one chosen for its modality set: val cannot tell "
+            "these apart, and the choice among them rests on noise."
+        ),
+        "reference": (
+            "Standardised multinomial logistic regression (scikit-learn) on the same embeddings, "
+            "concatenated across the modality set's backbones, C chosen on val by log loss: a fusion "
+            "model earns its place only if it does about as well."
+        ),
         "curves": ("Per epoch on the val split; the dotted line marks the epoch kept by the selection rule."),
     }
 
@@ -126,39 +148,86 @@ def _sections(metrics: dict[str, Any]) -> list[tuple[str, str, Any, str]]:
     sections: list[tuple[str, str, Any, str]] = [
         ("table", "Provenance", (["Field", "Value"], provenance_rows(metrics)), ""),
         ("table", "Settings that differ from the paper's", differences_table(metrics), ""),
-        ("table", "Table I: per-class accuracy (%) of the fusion methods, audio+visual, measured / published",
-         table1(metrics), notes["table1"]),
+        (
+            "table",
+            "Table I: per-class accuracy (%) of the fusion methods, audio+visual, measured / published",
+            table1(metrics),
+            notes["table1"],
+        ),
         ("table2", "Table II: audio / visual / audio+visual for the best method", table2(metrics), notes["table2"]),
     ]
     if metrics.get("warnings"):
         sections.insert(0, ("table", "Warnings", (["Warning"], [[w] for w in metrics["warnings"]]), ""))
-    sections.append(("table", "Model selection: every candidate's val and " + metrics.get("split", "test")
-                     + " scores", selection_table(metrics), notes["selection"]))
+    sections.append(
+        (
+            "table",
+            "Model selection: every candidate's val and " + metrics.get("split", "test") + " scores",
+            selection_table(metrics),
+            notes["selection"],
+        )
+    )
     if metrics.get("reference"):
-        sections.append(("table", "Reference: logistic regression on the same embeddings", reference_table(metrics),
-                         notes["reference"]))
+        sections.append(
+            (
+                "table",
+                "Reference: logistic regression on the same embeddings",
+                reference_table(metrics),
+                notes["reference"],
+            )
+        )
     figures = _figure4(metrics)
     if figures:
-        sections.append(("figures", "Figure 4: confusion matrices of the best method",
-                         [(r["confusion_png"], f"{r['method']}, {r['modalities']}") for r in figures], ""))
-    sections.append(("table", "Calibration: log loss and expected calibration error before and after",
-                     calibration_table(metrics), notes["calibration"]))
+        sections.append(
+            (
+                "figures",
+                "Figure 4: confusion matrices of the best method",
+                [(r["confusion_png"], f"{r['method']}, {r['modalities']}") for r in figures],
+                "",
+            )
+        )
+    sections.append(
+        (
+            "table",
+            "Calibration: log loss and expected calibration error before and after",
+            calibration_table(metrics),
+            notes["calibration"],
+        )
+    )
     if metrics.get("figures", {}).get("reliability"):
-        sections.append(("figures", "Reliability diagrams (before and after temperature scaling)",
-                         [(name, name.removesuffix(".png")) for name in metrics["figures"]["reliability"]],
-                         ("Accuracy against confidence in bins of equal counts (n = rows per bin; bars: 95 % "
-                          "Wilson intervals); a calibrated model lies on the diagonal, "
-                          "an over-confident one below it.")))
+        sections.append(
+            (
+                "figures",
+                "Reliability diagrams (before and after temperature scaling)",
+                [(name, name.removesuffix(".png")) for name in metrics["figures"]["reliability"]],
+                (
+                    "Accuracy against confidence in bins of equal counts (n = rows per bin; bars: 95 % "
+                    "Wilson intervals); a calibrated model lies on the diagonal, "
+                    "an over-confident one below it."
+                ),
+            )
+        )
     if metrics.get("figures", {}).get("training_curves"):
-        sections.append(("figures", "Training curves: the five backbones and the best fusion model",
-                         [(metrics["figures"]["training_curves"], "training curves")], notes["curves"]))
+        sections.append(
+            (
+                "figures",
+                "Training curves: the five backbones and the best fusion model",
+                [(metrics["figures"]["training_curves"], "training curves")],
+                notes["curves"],
+            )
+        )
     if metrics.get("backbones"):
         sections.append(("table", "Backbones alone (calibrated softmax of fc10)", backbone_table(metrics), ""))
     sections.append(("table", "All results", all_results_table(metrics), ""))
     others = [r for r in metrics.get("results", []) if r not in figures]
     if others:
-        sections.append(("details", f"Other confusion matrices ({len(others)})",
-                         [(r["confusion_png"], f"{r['method']}, {r['modalities']}") for r in others], ""))
+        sections.append(
+            (
+                "details",
+                f"Other confusion matrices ({len(others)})",
+                [(r["confusion_png"], f"{r['method']}, {r['modalities']}") for r in others],
+                "",
+            )
+        )
     return sections
 
 
@@ -217,10 +286,12 @@ details summary { cursor: pointer; font-weight: 600; margin: 1em 0; }
 """
 
 
-def _html_table(header: list[str], rows: list[list[str]], *, published_from: int | None = None,
-                css: str = "") -> str:
-    out = [f"<table{f' class={css!r}' if css else ''}>",
-           "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead>", "<tbody>"]
+def _html_table(header: list[str], rows: list[list[str]], *, published_from: int | None = None, css: str = "") -> str:
+    out = [
+        f"<table{f' class={css!r}' if css else ''}>",
+        "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead>",
+        "<tbody>",
+    ]
     for n, row in enumerate(rows):
         cls = ' class="published"' if published_from is not None and n >= published_from else ""
         out.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>")
@@ -230,8 +301,10 @@ def _html_table(header: list[str], rows: list[list[str]], *, published_from: int
 
 def _img(report_dir: Path, name: str, alt: str, small: bool) -> str:
     data = base64.b64encode((report_dir / name).read_bytes()).decode("ascii")
-    return (f'<figure{" class=small" if small else ""}><img alt="{html.escape(alt)}" '
-            f'src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>')
+    return (
+        f'<figure{" class=small" if small else ""}><img alt="{html.escape(alt)}" '
+        f'src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+    )
 
 
 def _html(metrics: dict[str, Any], report_dir: Path) -> str:
@@ -253,11 +326,15 @@ def _html(metrics: dict[str, Any], report_dir: Path) -> str:
         elif kind == "figures":
             small = "confusion" in content[0][0]
             body += [_img(report_dir, name, alt, small) for name, alt in content]
-    body.append(f'<p class="note">{html.escape(_PUBLISHED_SENTENCE)}: the paper (Tables I and II) and the '
-                "DCASE 2021 Task 1B baseline; not comparable one-to-one with a run on other data.</p>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<title>avsc evaluation report</title>"
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    body.append(
+        f'<p class="note">{html.escape(_PUBLISHED_SENTENCE)}: the paper (Tables I and II) and the '
+        "DCASE 2021 Task 1B baseline; not comparable one-to-one with a run on other data.</p>"
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>avsc evaluation report</title>"
+        f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
 
 
 def _submissions(result: EvaluationResult, report_dir: Path) -> None:
@@ -274,13 +351,19 @@ def _figures(result: EvaluationResult, report_dir: Path) -> Figures:
     """Confusion matrices, reliability diagrams per modality set (and of the backbones) and the
     training curves; the names of the last two."""
     for r in result.results:
-        plot_confusion(np.asarray(r.confusion_matrix), report_dir / r.confusion_png,
-                       title=f"{r.method} {r.modalities} ({result.split}): "
-                             f"accuracy {100 * r.accuracy:.1f}%, log loss {r.log_loss:.3f}")
+        plot_confusion(
+            np.asarray(r.confusion_matrix),
+            report_dir / r.confusion_png,
+            title=f"{r.method} {r.modalities} ({result.split}): "
+            f"accuracy {100 * r.accuracy:.1f}%, log loss {r.log_loss:.3f}",
+        )
     reliability = []
     for group in (*MODALITY_SETS, "backbones"):
-        panels = [Reliability(rows.name, rows.y_true, rows.raw, rows.calibrated, rows.temperature)
-                  for rows in result.rows.values() if rows.group == group]
+        panels = [
+            Reliability(rows.name, rows.y_true, rows.raw, rows.calibrated, rows.temperature)
+            for rows in result.rows.values()
+            if rows.group == group
+        ]
         if panels:
             name = f"calibration-{group}.png"
             plot_reliability(panels, report_dir / name, title=f"{group} ({result.split} split)")
@@ -288,8 +371,9 @@ def _figures(result: EvaluationResult, report_dir: Path) -> Figures:
     curves = None
     if result.histories:
         curves = "training-curves.png"
-        plot_training_curves([Curves(h.name, [dict(e) for e in h.epochs], h.best_epoch) for h in result.histories],
-                             report_dir / curves)
+        plot_training_curves(
+            [Curves(h.name, [dict(e) for e in h.epochs], h.best_epoch) for h in result.histories], report_dir / curves
+        )
     return Figures(tuple(reliability), curves)
 
 
@@ -309,8 +393,9 @@ def render(result: EvaluationResult, report_dir: str | Path) -> EvaluationResult
     """
     missing = [r.name for r in result.results if r.name not in result.rows]
     if missing:
-        raise ValueError(f"no scored rows for {', '.join(missing)}: render the result of score(), "
-                         "not one read from metrics.json")
+        raise ValueError(
+            f"no scored rows for {', '.join(missing)}: render the result of score(), not one read from metrics.json"
+        )
     report_dir = Path(report_dir)
     _submissions(result, report_dir)
     drawn = dataclasses.replace(result, figures=_figures(result, report_dir))

@@ -69,8 +69,15 @@ def interval(ci: list[float] | tuple[float, float] | None) -> str:
     return f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}"
 
 
-def accuracy_cell(accuracy: float | None, correct: int | None, n: int | None, ci, published: float | None = None,
-                  *, with_published: bool = False) -> str:
+def accuracy_cell(
+    accuracy: float | None,
+    correct: int | None,
+    n: int | None,
+    ci,
+    published: float | None = None,
+    *,
+    with_published: bool = False,
+) -> str:
     """``62.5 / 87.9 (5/8, 30.6–86.3)``: measured / published (count, 95 % Wilson interval)."""
     text = pct(accuracy)
     if with_published:
@@ -107,17 +114,37 @@ def table1(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         row = [label]
         for m in methods:
             v = views[m]
-            row.append(accuracy_cell(v["per_class_accuracy"].get(label), v.get("per_class_correct", {}).get(label),
-                                     v.get("per_class_count", {}).get(label), v.get("per_class_ci", {}).get(label),
-                                     published[label][FUSION_METHODS.index(m)], with_published=True))
+            row.append(
+                accuracy_cell(
+                    v["per_class_accuracy"].get(label),
+                    v.get("per_class_correct", {}).get(label),
+                    v.get("per_class_count", {}).get(label),
+                    v.get("per_class_ci", {}).get(label),
+                    published[label][FUSION_METHODS.index(m)],
+                    with_published=True,
+                )
+            )
         rows.append(row)
-    rows.append(["Overall accuracy", *(accuracy_cell(views[m]["accuracy"], views[m].get("n_correct"),
-                                                     views[m]["n_clips"], views[m].get("accuracy_ci"),
-                                                     published["overall"][FUSION_METHODS.index(m)],
-                                                     with_published=True) for m in methods)])
+    rows.append(
+        [
+            "Overall accuracy",
+            *(
+                accuracy_cell(
+                    views[m]["accuracy"],
+                    views[m].get("n_correct"),
+                    views[m]["n_clips"],
+                    views[m].get("accuracy_ci"),
+                    published["overall"][FUSION_METHODS.index(m)],
+                    with_published=True,
+                )
+                for m in methods
+            ),
+        ]
+    )
     rows.append(["Log loss (calibrated)", *(f"{num(views[m]['log_loss'])} / {DASH}" for m in methods)])
-    rows.append(["Log loss (raw)", *(f"{num(views[m].get('uncalibrated', {}).get('log_loss'))} / {DASH}"
-                                     for m in methods)])
+    rows.append(
+        ["Log loss (raw)", *(f"{num(views[m].get('uncalibrated', {}).get('log_loss'))} / {DASH}" for m in methods)]
+    )
     rows.append(["ECE (calibrated)", *(f"{num(views[m].get('ece'))} / {DASH}" for m in methods)])
     return header, rows
 
@@ -131,26 +158,49 @@ def table2(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]], int]:
     best = metrics.get("best") or {}
     results = by_key(metrics)
     method = best.get("method", "")
-    header = ["System", "Source", "Acc. audio %", "Acc. visual %", "Acc. audio+visual %",
-              "Log loss audio", "Log loss visual", "Log loss audio+visual"]
+    header = [
+        "System",
+        "Source",
+        "Acc. audio %",
+        "Acc. visual %",
+        "Acc. audio+visual %",
+        "Log loss audio",
+        "Log loss visual",
+        "Log loss audio+visual",
+    ]
     measured = [results.get((method, m)) for m in MODALITY_COLUMNS]
     segmented = any(r and r.get("clip_level") for r in measured)
-    levels = [("rows", "1-s segments" if segmented else ""), ("clips", "whole clips, mean of segments")] \
-        if segmented else [("rows", "")]
+    levels = (
+        [("rows", "1-s segments" if segmented else ""), ("clips", "whole clips, mean of segments")]
+        if segmented
+        else [("rows", "")]
+    )
     rows = []
     for level, note in levels:
         views = [level_of(r, level) if r else None for r in measured]
         name = f"This run, {method}" if method else "This run"
-        rows.append([name + (f" ({note})" if note else ""), f"measured here, {metrics.get('split', 'test')} split",
-                     *(accuracy_cell(v["accuracy"], v.get("n_correct"), v["n_clips"], v.get("accuracy_ci"))
-                       if v else DASH for v in views),
-                     *(num(v["log_loss"]) if v else DASH for v in views)])
+        rows.append(
+            [
+                name + (f" ({note})" if note else ""),
+                f"measured here, {metrics.get('split', 'test')} split",
+                *(
+                    accuracy_cell(v["accuracy"], v.get("n_correct"), v["n_clips"], v.get("accuracy_ci")) if v else DASH
+                    for v in views
+                ),
+                *(num(v["log_loss"]) if v else DASH for v in views),
+            ]
+        )
     n_measured = len(rows)
     for name, source, *values in PUBLISHED["table2"]:
         accs, losses = values[:3], values[3:]
-        rows.append([name, f"{source} ({PUBLISHED_NOTE})",
-                     *(DASH if v is None else f"{v:.1f}" for v in accs),
-                     *(DASH if v is None else f"{v:.3f}" for v in losses)])
+        rows.append(
+            [
+                name,
+                f"{source} ({PUBLISHED_NOTE})",
+                *(DASH if v is None else f"{v:.1f}" for v in accs),
+                *(DASH if v is None else f"{v:.3f}" for v in losses),
+            ]
+        )
     return header, rows, n_measured
 
 
@@ -158,24 +208,46 @@ def calibration_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str
     """Per model: temperature, val log loss before → after, evaluated-split log loss and
     ECE before → after (accuracy is unchanged by calibration)."""
     split = metrics.get("split", "test")
-    header = ["Model", "Modalities", "T", "Val log loss raw → cal.", f"{split.capitalize()} log loss raw → cal.",
-              f"{split.capitalize()} ECE raw → cal."]
+    header = [
+        "Model",
+        "Modalities",
+        "T",
+        "Val log loss raw → cal.",
+        f"{split.capitalize()} log loss raw → cal.",
+        f"{split.capitalize()} ECE raw → cal.",
+    ]
     rows = []
     for r in metrics.get("results", []):
         raw = r.get("uncalibrated", {})
         cal = r.get("val_calibration") or {}
-        rows.append([r["method"], r["modalities"], _temperature_cell(r),
-                     f"{num(cal.get('before', {}).get('log_loss'))} → {num(cal.get('after', {}).get('log_loss'))}",
-                     f"{num(raw.get('log_loss'))} → {num(r['log_loss'])}",
-                     f"{num(raw.get('ece'))} → {num(r.get('ece'))}"])
+        rows.append(
+            [
+                r["method"],
+                r["modalities"],
+                _temperature_cell(r),
+                f"{num(cal.get('before', {}).get('log_loss'))} → {num(cal.get('after', {}).get('log_loss'))}",
+                f"{num(raw.get('log_loss'))} → {num(r['log_loss'])}",
+                f"{num(raw.get('ece'))} → {num(r.get('ece'))}",
+            ]
+        )
     for b in metrics.get("backbones", []):
         raw = b.get("uncalibrated", {})
         cal = b.get("val_calibration")  # present when the model folders were given
-        val = f"{num(cal.get('before', {}).get('log_loss'))} → {num(cal.get('after', {}).get('log_loss'))}" \
-            if cal else DASH
-        rows.append([b["backbone"], "backbone", _temperature_cell(b), val,
-                     f"{num(raw.get('log_loss'))} → {num(b['log_loss'])}",
-                     f"{num(raw.get('ece'))} → {num(b.get('ece'))}"])
+        val = (
+            f"{num(cal.get('before', {}).get('log_loss'))} → {num(cal.get('after', {}).get('log_loss'))}"
+            if cal
+            else DASH
+        )
+        rows.append(
+            [
+                b["backbone"],
+                "backbone",
+                _temperature_cell(b),
+                val,
+                f"{num(raw.get('log_loss'))} → {num(b['log_loss'])}",
+                f"{num(raw.get('ece'))} → {num(b.get('ece'))}",
+            ]
+        )
     return header, rows
 
 
@@ -205,10 +277,23 @@ def selection_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]
     split = metrics.get("split", "test").capitalize()
     best = metrics.get("best") or {}
     per = {m: (c["method"], m) for m, c in (metrics.get("best_per_modalities") or {}).items()}
-    header = ["Method", "Modalities", "Val accuracy %", "Val log loss (cross-validated) ± SE", "Best step / run",
-              f"{split} accuracy %", f"{split} log loss", "Chosen (≈: within 1 SE)"]
-    results = sorted(metrics.get("results", []), key=lambda r: (
-        r["modalities"] != "audio+visual", r.get("val_selection_log_loss") or r.get("val_log_loss") or 0.0))
+    header = [
+        "Method",
+        "Modalities",
+        "Val accuracy %",
+        "Val log loss (cross-validated) ± SE",
+        "Best step / run",
+        f"{split} accuracy %",
+        f"{split} log loss",
+        "Chosen (≈: within 1 SE)",
+    ]
+    results = sorted(
+        metrics.get("results", []),
+        key=lambda r: (
+            r["modalities"] != "audio+visual",
+            r.get("val_selection_log_loss") or r.get("val_log_loss") or 0.0,
+        ),
+    )
 
     def mark(r: dict[str, Any]) -> str:
         key = (r["method"], r["modalities"])
@@ -218,18 +303,33 @@ def selection_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]
             return f"✓ ({r['modalities']})"
         return "≈" if r.get("val_within_one_se") else ""
 
-    rows = [[r["method"], r["modalities"], pct(r.get("val_accuracy")), _selection_cell(r),
-             f"{r.get('best_step', DASH)} / {r.get('steps_run', DASH)}",
-             pct(r["accuracy"]), num(r["log_loss"]), mark(r)]
-            for r in results]
+    rows = [
+        [
+            r["method"],
+            r["modalities"],
+            pct(r.get("val_accuracy")),
+            _selection_cell(r),
+            f"{r.get('best_step', DASH)} / {r.get('steps_run', DASH)}",
+            pct(r["accuracy"]),
+            num(r["log_loss"]),
+            mark(r),
+        ]
+        for r in results
+    ]
     return header, rows
 
 
 def reference_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The logistic-regression reference beside the best fusion model of each modality set."""
     split = metrics.get("split", "test").capitalize()
-    header = ["Model", "Modalities", "Embedding", "Val log loss", f"{split} accuracy % (correct/rows, 95 % CI)",
-              f"{split} log loss"]
+    header = [
+        "Model",
+        "Modalities",
+        "Embedding",
+        "Val log loss",
+        f"{split} accuracy % (correct/rows, 95 % CI)",
+        f"{split} log loss",
+    ]
     rows = []
     per = metrics.get("best_per_modalities") or {}
     results = by_key(metrics)
@@ -237,41 +337,79 @@ def reference_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]
         chosen = per.get(modalities)
         if chosen and (chosen["method"], modalities) in results:
             r = results[(chosen["method"], modalities)]
-            rows.append([f"fusion {r['method']} (chosen on val)", modalities, "fc1024" if r["method"] in
-                         ("f1", "f2", "f3") else "fc10", num(r.get("val_selection_log_loss")),
-                         accuracy_cell(r["accuracy"], r.get("n_correct"), r["n_clips"], r.get("accuracy_ci")),
-                         num(r["log_loss"])])
-        rows.extend([f"logistic regression (C={ref['C']:.3g})", modalities, ref["level"], num(ref["val_log_loss"]),
-                     accuracy_cell(ref["accuracy"], ref.get("n_correct"), ref["n_clips"], ref.get("accuracy_ci")),
-                     num(ref["log_loss"])]
-                    for ref in metrics.get("reference", []) if ref["modalities"] == modalities)
+            rows.append(
+                [
+                    f"fusion {r['method']} (chosen on val)",
+                    modalities,
+                    "fc1024" if r["method"] in ("f1", "f2", "f3") else "fc10",
+                    num(r.get("val_selection_log_loss")),
+                    accuracy_cell(r["accuracy"], r.get("n_correct"), r["n_clips"], r.get("accuracy_ci")),
+                    num(r["log_loss"]),
+                ]
+            )
+        rows.extend(
+            [
+                f"logistic regression (C={ref['C']:.3g})",
+                modalities,
+                ref["level"],
+                num(ref["val_log_loss"]),
+                accuracy_cell(ref["accuracy"], ref.get("n_correct"), ref["n_clips"], ref.get("accuracy_ci")),
+                num(ref["log_loss"]),
+            ]
+            for ref in metrics.get("reference", [])
+            if ref["modalities"] == modalities
+        )
     return header, rows
 
 
 def backbone_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["Backbone", "Rows", "Accuracy % (correct/rows, 95 % CI)", "Log loss", "ECE"]
-    rows = [[b["backbone"], str(b.get("n_clips", "")),
-             accuracy_cell(b["accuracy"], b.get("n_correct"), b.get("n_clips"), b.get("accuracy_ci")),
-             num(b["log_loss"]), num(b.get("ece"))] for b in metrics.get("backbones", [])]
+    rows = [
+        [
+            b["backbone"],
+            str(b.get("n_clips", "")),
+            accuracy_cell(b["accuracy"], b.get("n_correct"), b.get("n_clips"), b.get("accuracy_ci")),
+            num(b["log_loss"]),
+            num(b.get("ece")),
+        ]
+        for b in metrics.get("backbones", [])
+    ]
     return header, rows
 
 
 def all_results_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Every method × modality set: evaluated-split and val scores (and clip level on segments)."""
     segmented = any(r.get("clip_level") for r in metrics.get("results", []))
-    header = ["Method", "Modalities", "Rows", "Accuracy % (correct/rows, 95 % CI)", "Log loss", "ECE",
-              "Val accuracy %", "Val log loss"]
+    header = [
+        "Method",
+        "Modalities",
+        "Rows",
+        "Accuracy % (correct/rows, 95 % CI)",
+        "Log loss",
+        "ECE",
+        "Val accuracy %",
+        "Val log loss",
+    ]
     if segmented:
         header += ["Clip accuracy % (mean of segments)", "Clip log loss"]
     rows = []
     for r in metrics.get("results", []):
-        row = [r["method"], r["modalities"], str(r["n_clips"]),
-               accuracy_cell(r["accuracy"], r.get("n_correct"), r["n_clips"], r.get("accuracy_ci")),
-               num(r["log_loss"]), num(r.get("ece")), pct(r.get("val_accuracy")), num(r.get("val_log_loss"))]
+        row = [
+            r["method"],
+            r["modalities"],
+            str(r["n_clips"]),
+            accuracy_cell(r["accuracy"], r.get("n_correct"), r["n_clips"], r.get("accuracy_ci")),
+            num(r["log_loss"]),
+            num(r.get("ece")),
+            pct(r.get("val_accuracy")),
+            num(r.get("val_log_loss")),
+        ]
         if segmented:
             c = r.get("clip_level") or {}
-            row += [accuracy_cell(c.get("accuracy"), c.get("n_correct"), c.get("n_clips"), c.get("accuracy_ci")),
-                    num(c.get("log_loss"))]
+            row += [
+                accuracy_cell(c.get("accuracy"), c.get("n_correct"), c.get("n_clips"), c.get("accuracy_ci")),
+                num(c.get("log_loss")),
+            ]
         rows.append(row)
     return header, rows
 
@@ -281,13 +419,17 @@ def provenance_rows(metrics: dict[str, Any]) -> list[list[str]]:
     prov = metrics.get("provenance") or {}
     data = prov.get("dataset") or {}
     synthetic = data.get("synthetic")
-    kind = {True: f"synthetic ({data.get('generator') or 'generated'}): numbers say nothing about real scenes",
-            False: "real recordings", None: "unknown (no manifest given)"}[synthetic]
+    kind = {
+        True: f"synthetic ({data.get('generator') or 'generated'}): numbers say nothing about real scenes",
+        False: "real recordings",
+        None: "unknown (no manifest given)",
+    }[synthetic]
     counts = data.get("clips_per_split") or {}
     count_text = ", ".join(f"{k} {v}" for k, v in counts.items()) or DASH
     if data.get("parent_clips_per_split"):
-        count_text += " segments, from " + ", ".join(f"{k} {v}" for k, v in data["parent_clips_per_split"].items()) \
-            + " clips"
+        count_text += (
+            " segments, from " + ", ".join(f"{k} {v}" for k, v in data["parent_clips_per_split"].items()) + " clips"
+        )
     hashes = prov.get("config_hashes") or {}
     hash_parts = []
     if hashes.get("features"):
@@ -332,18 +474,53 @@ def results_table(metrics: dict[str, Any]) -> str:
     from tabulate import tabulate
 
     best = metrics.get("best") or {}
-    header = ["method", "modalities", "rows", "acc %", "95% CI", "log loss", "raw log loss", "ECE",
-              "val acc %", "val log loss"]
+    header = [
+        "method",
+        "modalities",
+        "rows",
+        "acc %",
+        "95% CI",
+        "log loss",
+        "raw log loss",
+        "ECE",
+        "val acc %",
+        "val log loss",
+    ]
     rows = []
     for r in metrics.get("results", []):
         mark = "*" if (r["method"], r["modalities"]) == (best.get("method"), best.get("modalities")) else ""
-        rows.append([r["method"] + mark, r["modalities"], r["n_clips"], pct(r["accuracy"]),
-                     interval(r.get("accuracy_ci")), num(r["log_loss"]), num(r.get("uncalibrated", {}).get("log_loss")),
-                     num(r.get("ece")), pct(r.get("val_accuracy")), num(r.get("val_log_loss"))])
-    rows.extend([b["backbone"], "backbone", b.get("n_clips", ""), pct(b["accuracy"]), interval(b.get("accuracy_ci")),
-                 num(b["log_loss"]), num(b.get("uncalibrated", {}).get("log_loss")), num(b.get("ece")), "", ""]
-                for b in metrics.get("backbones", []))
+        rows.append(
+            [
+                r["method"] + mark,
+                r["modalities"],
+                r["n_clips"],
+                pct(r["accuracy"]),
+                interval(r.get("accuracy_ci")),
+                num(r["log_loss"]),
+                num(r.get("uncalibrated", {}).get("log_loss")),
+                num(r.get("ece")),
+                pct(r.get("val_accuracy")),
+                num(r.get("val_log_loss")),
+            ]
+        )
+    rows.extend(
+        [
+            b["backbone"],
+            "backbone",
+            b.get("n_clips", ""),
+            pct(b["accuracy"]),
+            interval(b.get("accuracy_ci")),
+            num(b["log_loss"]),
+            num(b.get("uncalibrated", {}).get("log_loss")),
+            num(b.get("ece")),
+            "",
+            "",
+        ]
+        for b in metrics.get("backbones", [])
+    )
     rule = (metrics.get("provenance") or {}).get("selection", {}).get("rule", "log_loss")
     table = tabulate(rows, headers=header, tablefmt="simple", disable_numparse=True)
-    return (f"{table}\n({metrics.get('split', 'test')} split; log loss after temperature scaling; "
-            f"* = best on val by {rule.replace('_', ' ')}, shown in Table II)")
+    return (
+        f"{table}\n({metrics.get('split', 'test')} split; log loss after temperature scaling; "
+        f"* = best on val by {rule.replace('_', ' ')}, shown in Table II)"
+    )

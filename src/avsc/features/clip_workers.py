@@ -27,8 +27,14 @@ from avsc.storage import locations
 log = logging.getLogger(__name__)
 
 # Native thread pools a worker must not multiply by the number of workers.
-_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+_THREAD_ENV = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
 # Imported by the fork server before it forks any worker. "__main__" first: otherwise every
 # worker re-runs the parent's main module (the ``avsc`` script, a test runner) on start.
 # The warm-up module imports the libraries and runs one clip's worth of every computation
@@ -37,8 +43,14 @@ _PRELOAD = ("__main__", "avsc.features.worker_warmup")
 WARMUP_ENV = "AVSC_WARMUP_FEATURES"  # the feature config (JSON) the fork server warms up with
 
 
-def process_clip(video: str | Path, config: FeatureConfig, *, decoder_threads: int = 0,
-                 offset_s: float = 0.0, wav: str | Path | None = None) -> dict:
+def process_clip(
+    video: str | Path,
+    config: FeatureConfig,
+    *,
+    decoder_threads: int = 0,
+    offset_s: float = 0.0,
+    wav: str | Path | None = None,
+) -> dict:
     """Demux, sample frames and compute the features of one clip.
 
     Args:
@@ -67,14 +79,20 @@ def process_clip(video: str | Path, config: FeatureConfig, *, decoder_threads: i
         audio = demux_audio(video, config.audio, offset_s=offset_s, info=info)
     if is_silent(audio):
         # Training on it would teach the audio backbones that silence is a scene.
-        span = f"{config.audio.clip_seconds:g} s from {offset_s:g} s" if offset_s else \
-            f"clip's {config.audio.clip_seconds:g} s"
-        raise MediaError(wav if wav is not None else video,
-                         f"the sound ({'the WAV' if wav is not None else f'audio track {info.audio_track}'}) "
-                         f"is digital silence over the {span} (peak below -90 dBFS)",
-                         "a clip without sound cannot train the audio models; it is left out")
-    frames = sample_frames(video, config.frames, seconds=config.audio.clip_seconds, offset_s=offset_s,
-                           info=info, threads=decoder_threads)
+        span = (
+            f"{config.audio.clip_seconds:g} s from {offset_s:g} s"
+            if offset_s
+            else f"clip's {config.audio.clip_seconds:g} s"
+        )
+        raise MediaError(
+            wav if wav is not None else video,
+            f"the sound ({'the WAV' if wav is not None else f'audio track {info.audio_track}'}) "
+            f"is digital silence over the {span} (peak below -90 dBFS)",
+            "a clip without sound cannot train the audio models; it is left out",
+        )
+    frames = sample_frames(
+        video, config.frames, seconds=config.audio.clip_seconds, offset_s=offset_s, info=info, threads=decoder_threads
+    )
     return compute_clip_features(audio, frames, config)
 
 
@@ -90,8 +108,7 @@ def _task(args: tuple):
     wav = rest[0] if rest else None
     source = rest[1] if len(rest) > 1 else None  # None: a hash of the encoded values
     try:
-        arrays = _process_clip_checked(video, config, decoder_threads=decoder_threads, offset_s=offset_s,
-                                       wav=wav)
+        arrays = _process_clip_checked(video, config, decoder_threads=decoder_threads, offset_s=offset_s, wav=wav)
         return clip_id, encode_clip(clip_id, label, split, arrays, specs, source=source), None
     except StoreError:
         raise  # the store, not the clip: the run stops (finished clips kept) and a re-run resumes
@@ -101,12 +118,25 @@ def _task(args: tuple):
         return clip_id, None, f"{video}: out of memory while processing it"
     except Exception as exc:  # a bad clip must not stop thousands of others (logged with its traceback)
         log.exception("unexpected error on %s", video)
-        return clip_id, None, (f"{video}: an unexpected error stopped its processing ({type(exc).__name__}: "
-                               f"{exc}); the clip is left out (the log has the traceback)")
+        return (
+            clip_id,
+            None,
+            (
+                f"{video}: an unexpected error stopped its processing ({type(exc).__name__}: "
+                f"{exc}); the clip is left out (the log has the traceback)"
+            ),
+        )
 
 
-def _process_clip_checked(video: str | Path, config: FeatureConfig, *, decoder_threads: int,
-                          offset_s: float, wav: str | Path | None = None, attempts: int = 2) -> dict:
+def _process_clip_checked(
+    video: str | Path,
+    config: FeatureConfig,
+    *,
+    decoder_threads: int,
+    offset_s: float,
+    wav: str | Path | None = None,
+    attempts: int = 2,
+) -> dict:
     """:func:`process_clip`, telling a fault of the object store from a bad clip.
 
     ffmpeg reports a store that is down, stalls or answers 5xx as a failure to read the
@@ -229,8 +259,9 @@ def warm_up(config: FeatureConfig | None = None, *, seconds: float = 1.0) -> flo
 
     began = time.perf_counter()
     config = config or FeatureConfig()
-    config = replace(config, audio=replace(config.audio, clip_seconds=min(seconds, config.audio.clip_seconds),
-                                           frames=None))
+    config = replace(
+        config, audio=replace(config.audio, clip_seconds=min(seconds, config.audio.clip_seconds), frames=None)
+    )
     shapes = feature_shapes(config)
     noise = np.random.default_rng(0).normal(0, 0.01, (config.audio.n_samples, config.audio.channels))
     frames = np.zeros(shapes["frames"], np.uint8)

@@ -52,8 +52,15 @@ class EncodedClip:
     digests: dict[str, str] = field(default_factory=dict)
 
 
-def encode_clip(clip_id: str, label: str, split: str, arrays: dict[str, np.ndarray],
-                specs: dict[str, FeatureSpec], *, source: str | None = None) -> EncodedClip:
+def encode_clip(
+    clip_id: str,
+    label: str,
+    split: str,
+    arrays: dict[str, np.ndarray],
+    specs: dict[str, FeatureSpec],
+    *,
+    source: str | None = None,
+) -> EncodedClip:
     """Encode the arrays of one clip for the store (every feature of ``specs`` is required).
 
     Args:
@@ -77,14 +84,15 @@ def part_schema(specs: dict[str, FeatureSpec]) -> Any:
     """The Arrow schema of a part: ids, then one column per feature with its spec as metadata."""
     import pyarrow as pa
 
-    fields = [pa.field("clip_id", pa.string(), nullable=False),
-              pa.field("label", pa.string(), nullable=False),
-              pa.field("split", pa.string(), nullable=False),
-              pa.field("source", pa.string(), nullable=False)]
+    fields = [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+    ]
     for name, spec in specs.items():
         kind = pa.list_(pa.binary()) if spec.encoding == "jpeg" else pa.binary(spec.nbytes)
-        fields.append(pa.field(name, kind, nullable=False,
-                               metadata={"avsc.spec": json.dumps(spec.to_json())}))
+        fields.append(pa.field(name, kind, nullable=False, metadata={"avsc.spec": json.dumps(spec.to_json())}))
     fields.extend(pa.field(name + DIGEST_SUFFIX, pa.string(), nullable=False) for name in specs)
     return pa.schema(fields, metadata={"avsc.format": STORE_FORMAT})
 
@@ -95,17 +103,27 @@ def write_part(location: str, clips: Sequence[EncodedClip], specs: dict[str, Fea
     import pyarrow.parquet as pq
 
     schema = part_schema(specs)
-    columns = {"clip_id": [c.clip_id for c in clips], "label": [c.label for c in clips],
-               "split": [c.split for c in clips], "source": [c.source for c in clips]}
+    columns = {
+        "clip_id": [c.clip_id for c in clips],
+        "label": [c.label for c in clips],
+        "split": [c.split for c in clips],
+        "source": [c.source for c in clips],
+    }
     for name in specs:
         columns[name] = [c.values[name] for c in clips]
     for name in specs:
         columns[name + DIGEST_SUFFIX] = [c.digests[name] for c in clips]
     table = pa.Table.from_pydict(columns, schema=schema)
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression=COMPRESSION, row_group_size=len(clips),
-                   use_dictionary=["label", "split"], write_statistics=["clip_id", "label", "split"],
-                   write_page_checksum=True)
+    pq.write_table(
+        table,
+        sink,
+        compression=COMPRESSION,
+        row_group_size=len(clips),
+        use_dictionary=["label", "split"],
+        write_statistics=["clip_id", "label", "split"],
+        write_page_checksum=True,
+    )
     locations.write_bytes(location, sink.getvalue().to_pybytes())
 
 
@@ -121,8 +139,15 @@ class PartWriter:
             written so far.
     """
 
-    def __init__(self, root: str | Path, specs: dict[str, FeatureSpec], shard: tuple[int, int],
-                 part_clips: int = PART_CLIPS, *, flush_seconds: float | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        specs: dict[str, FeatureSpec],
+        shard: tuple[int, int],
+        part_clips: int = PART_CLIPS,
+        *,
+        flush_seconds: float | None = None,
+    ):
         if part_clips < 1:
             raise ConfigError(f"part_clips must be at least 1, not {part_clips}")
         self.root, self.specs, self.shard, self.part_clips = str(root), specs, shard, part_clips
@@ -158,8 +183,16 @@ class PartWriter:
         relative = f"parts/{split}/{shard_name(self.shard)}-{self.run}-{self._seq:05d}.parquet"
         self._seq += 1
         write_part(locations.join(self.root, *relative.split("/")), clips, self.specs)
-        self.rows.extend({"clip_id": c.clip_id, "label": c.label, "split": c.split, "part": relative,
-                          "row": row, "source": c.source,
-                          **{name + DIGEST_SUFFIX: c.digests[name] for name in self.specs}}
-                         for row, c in enumerate(clips))
+        self.rows.extend(
+            {
+                "clip_id": c.clip_id,
+                "label": c.label,
+                "split": c.split,
+                "part": relative,
+                "row": row,
+                "source": c.source,
+                **{name + DIGEST_SUFFIX: c.digests[name] for name in self.specs},
+            }
+            for row, c in enumerate(clips)
+        )
         log.debug("wrote %s (%d clips)", relative, len(clips))

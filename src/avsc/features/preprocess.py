@@ -110,11 +110,12 @@ class PreprocessResult:
         first = "; ".join(f"{item['clip_id']}: {item['reason']}" for item in self.rejected[:reasons])
         more = f"; and {len(self.rejected) - reasons} more" if len(self.rejected) > reasons else ""
         summary = f"summary-{shard_name(self.shard)}.json"
-        raise DataError(self.out_dir or summary,
-                        f"all {len(self.rejected)} clips of shard {self.shard[0]}/{self.shard[1]} "
-                        f"were rejected: {first}{more}",
-                        f"every reason is in {summary}; fix or replace those files, or point "
-                        "the dataset root at where the media are now")
+        raise DataError(
+            self.out_dir or summary,
+            f"all {len(self.rejected)} clips of shard {self.shard[0]}/{self.shard[1]} were rejected: {first}{more}",
+            f"every reason is in {summary}; fix or replace those files, or point "
+            "the dataset root at where the media are now",
+        )
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -210,22 +211,33 @@ def preprocess(
     index_rows = _shard_index_rows(rows, sources, stored)
     index_path = write_index(out, shard, index_rows, lineage=frame.attrs["lineage"], features=list(specs))
     _remove_other_shardings(out, shard)
-    _write_shard_summary(out, shard, {
-        "clips_in_shard": len(rows),
-        "clips_with_features": len(index_rows),
-        "processed": processed,
-        "skipped_existing": skipped,
-        "rejected": rejected,
-        "shapes": shapes,
-        "config_hash": config_hash(config),
-        "lineage": json.loads(frame.attrs["lineage"].to_json()),
-        # Where each clip processed in this run took its sound: "wav" or "video" (the manifest's).
-        "audio_sources": {row["clip_id"]: audio_sources[row["clip_id"]] for row in writer.rows},
-    })
+    _write_shard_summary(
+        out,
+        shard,
+        {
+            "clips_in_shard": len(rows),
+            "clips_with_features": len(index_rows),
+            "processed": processed,
+            "skipped_existing": skipped,
+            "rejected": rejected,
+            "shapes": shapes,
+            "config_hash": config_hash(config),
+            "lineage": json.loads(frame.attrs["lineage"].to_json()),
+            # Where each clip processed in this run took its sound: "wav" or "video" (the manifest's).
+            "audio_sources": {row["clip_id"]: audio_sources[row["clip_id"]] for row in writer.rows},
+        },
+    )
     merge_summaries(out)
-    return PreprocessResult(processed=processed, skipped_existing=skipped, rejected=rejected,
-                            shapes=shapes, out_dir=out if locations.is_remote(out) else Path(out),
-                            shard=(shard[0], shard[1]), clips_in_shard=len(rows), index_path=index_path)
+    return PreprocessResult(
+        processed=processed,
+        skipped_existing=skipped,
+        rejected=rejected,
+        shapes=shapes,
+        out_dir=out if locations.is_remote(out) else Path(out),
+        shard=(shard[0], shard[1]),
+        clips_in_shard=len(rows),
+        index_path=index_path,
+    )
 
 
 def _check_workers(workers: int) -> None:
@@ -237,8 +249,11 @@ def _check_workers(workers: int) -> None:
 def _shard_index_rows(rows: Any, sources: list[str], stored: dict[str, Any]) -> list[dict[str, Any]]:
     """The index rows of the shard's clips that have features (``stored``: fingerprint ->
     part row), with the label and split of THIS manifest."""
-    return [dict(stored[source], clip_id=row.clip_id, label=row.label, split=row.split)
-            for row, source in zip(rows.itertuples(index=False), sources, strict=True) if source in stored]
+    return [
+        dict(stored[source], clip_id=row.clip_id, label=row.label, split=row.split)
+        for row, source in zip(rows.itertuples(index=False), sources, strict=True)
+        if source in stored
+    ]
 
 
 def _read_manifest(manifest: str | Path, dataset_root: str | Path | None, config: FeatureConfig) -> Any:
@@ -253,8 +268,9 @@ def _read_manifest(manifest: str | Path, dataset_root: str | Path | None, config
     return frame
 
 
-def _clips_to_process(rows: Any, sources: list[str], stored: dict[str, Any],
-                      shard: tuple[int, int]) -> list[tuple[Any, str]]:
+def _clips_to_process(
+    rows: Any, sources: list[str], stored: dict[str, Any], shard: tuple[int, int]
+) -> list[tuple[Any, str]]:
     """The manifest rows (with their fingerprints) no part holds yet, in a seeded random order.
 
     A clip is done when a part of any run of any shard holds its fingerprint (same id, source
@@ -263,13 +279,21 @@ def _clips_to_process(rows: Any, sources: list[str], stored: dict[str, Any],
     not 32 neighbours in clip-id order (one location's segments), which a training stream's
     shuffle buffer of a few parts could not mix.
     """
-    todo = [(row, source) for row, source in zip(rows.itertuples(index=False), sources, strict=True)
-            if source not in stored]
+    todo = [
+        (row, source) for row, source in zip(rows.itertuples(index=False), sources, strict=True) if source not in stored
+    ]
     return [todo[i] for i in np.random.default_rng([shard[0], shard[1]]).permutation(len(todo))]
 
 
-def _clip_tasks(todo: list[tuple[Any, str]], config: FeatureConfig, specs: dict[str, Any], workers: int, *,
-                shard: tuple[int, int], clips: int) -> list[tuple[Any, ...]]:
+def _clip_tasks(
+    todo: list[tuple[Any, str]],
+    config: FeatureConfig,
+    specs: dict[str, Any],
+    workers: int,
+    *,
+    shard: tuple[int, int],
+    clips: int,
+) -> list[tuple[Any, ...]]:
     """The pool tasks (:func:`avsc.features.clip_workers.run_tasks`) of the manifest rows in
     ``todo``, each with its fingerprint; ``clips`` is the number of clips in the shard."""
     from avsc.runtime import detect_limits
@@ -278,20 +302,40 @@ def _clip_tasks(todo: list[tuple[Any, str]], config: FeatureConfig, specs: dict[
     # default ("auto") starts one decoder thread per core it sees.
     limits = detect_limits()
     decoder_threads = max(1, limits.cpus // workers)
-    tasks = [(row.clip_id, row.label, row.split, row.video_path, config, specs, decoder_threads,
-              float(row.offset_s), row.audio_path if row.audio_source == "wav" else None, source)
-             for row, source in todo]
+    tasks = [
+        (
+            row.clip_id,
+            row.label,
+            row.split,
+            row.video_path,
+            config,
+            specs,
+            decoder_threads,
+            float(row.offset_s),
+            row.audio_path if row.audio_source == "wav" else None,
+            source,
+        )
+        for row, source in todo
+    ]
     wavs = sum(row.audio_source == "wav" for row, _ in todo)
-    log.info("sound: %d clip(s) from the dataset's WAVs, %d from the videos' own audio tracks",
-             wavs, len(todo) - wavs)
-    log.info("shard %d/%d: %d clips, %d already done, %d to process with %d worker(s), %d decoder "
-             "thread(s) each (%s)", shard[0], shard[1], clips, clips - len(todo), len(tasks), workers,
-             decoder_threads, limits.describe())
+    log.info("sound: %d clip(s) from the dataset's WAVs, %d from the videos' own audio tracks", wavs, len(todo) - wavs)
+    log.info(
+        "shard %d/%d: %d clips, %d already done, %d to process with %d worker(s), %d decoder thread(s) each (%s)",
+        shard[0],
+        shard[1],
+        clips,
+        clips - len(todo),
+        len(tasks),
+        workers,
+        decoder_threads,
+        limits.describe(),
+    )
     return tasks
 
 
-def _process_shard(tasks: list[tuple[Any, ...]], workers: int, writer: PartWriter, *, out: str,
-                   shard: tuple[int, int], progress: bool) -> tuple[int, list[dict[str, str]]]:
+def _process_shard(
+    tasks: list[tuple[Any, ...]], workers: int, writer: PartWriter, *, out: str, shard: tuple[int, int], progress: bool
+) -> tuple[int, list[dict[str, str]]]:
     """Run ``tasks``, writing each finished clip through ``writer``; returns how many were
     processed and the rejected clips (``{"clip_id", "reason"}``, sorted by clip id).
 
@@ -305,8 +349,9 @@ def _process_shard(tasks: list[tuple[Any, ...]], workers: int, writer: PartWrite
 
     rejected: list[dict[str, str]] = []
     processed = 0
-    bar = tqdm(total=len(tasks), desc=f"preprocess {shard[0]}/{shard[1]}", unit="clip",
-               disable=not progress or not tasks)
+    bar = tqdm(
+        total=len(tasks), desc=f"preprocess {shard[0]}/{shard[1]}", unit="clip", disable=not progress or not tasks
+    )
     try:
         with _sigterm_as_interrupt():
             for clip_id, encoded, reason in run_tasks(tasks, workers):
@@ -321,8 +366,10 @@ def _process_shard(tasks: list[tuple[Any, ...]], workers: int, writer: PartWrite
                 bar.update(1)
                 bar.set_postfix(rejected=len(rejected), refresh=False)
     except Terminated:
-        raise Preempted(f"{out}: shard {shard[0]}/{shard[1]} stopped by SIGTERM; its {processed} clip(s) "
-                        "finished in this run are written, re-run to resume") from None
+        raise Preempted(
+            f"{out}: shard {shard[0]}/{shard[1]} stopped by SIGTERM; its {processed} clip(s) "
+            "finished in this run are written, re-run to resume"
+        ) from None
     finally:
         bar.close()
         writer.flush()  # finished clips are kept even when the run is interrupted
@@ -352,8 +399,7 @@ def clip_fingerprints(rows) -> list[str]:
     for row in rows.itertuples(index=False):
         segment = None if row.segment_s is None or np.isnan(row.segment_s) else float(row.segment_s)
         sound = [row.audio, stats[row.audio_path]] if row.audio_source == "wav" else None
-        out.append(hash_value([row.clip_id, row.video, stats[row.video_path], float(row.offset_s), segment,
-                               sound]))
+        out.append(hash_value([row.clip_id, row.video, stats[row.video_path], float(row.offset_s), segment, sound]))
     return out
 
 

@@ -103,8 +103,10 @@ def check_config(config: FeatureConfig) -> None:
     else:
         top = a.cqt_fmin * 2.0 ** ((a.n_bins - 1) / a.cqt_bins_per_octave)
         if top >= nyquist:
-            problems.append(f"CQT's top bin would be {top:.0f} Hz, above Nyquist ({nyquist:g} Hz): "
-                            f"lower cqt_fmin or n_bins, or raise cqt_bins_per_octave")
+            problems.append(
+                f"CQT's top bin would be {top:.0f} Hz, above Nyquist ({nyquist:g} Hz): "
+                f"lower cqt_fmin or n_bins, or raise cqt_bins_per_octave"
+            )
     if a.log_floor <= 0:
         problems.append(f"features.audio.log_floor must be > 0, not {a.log_floor}")
     if f.fps <= 0 or f.size < 1:
@@ -141,8 +143,9 @@ def mel_filterbank(cfg: AudioConfig) -> np.ndarray:
     """[shape=(n_bins, stft_size // 2 + 1), float32] librosa mel filters, ``fmin`` to Nyquist."""
     import librosa
 
-    return librosa.filters.mel(sr=cfg.sample_rate, n_fft=stft_size(cfg), n_mels=cfg.n_bins,
-                               fmin=cfg.fmin, fmax=cfg.sample_rate / 2.0).astype(np.float32)
+    return librosa.filters.mel(
+        sr=cfg.sample_rate, n_fft=stft_size(cfg), n_mels=cfg.n_bins, fmin=cfg.fmin, fmax=cfg.sample_rate / 2.0
+    ).astype(np.float32)
 
 
 def gammatone_frequencies(cfg: AudioConfig) -> np.ndarray:
@@ -165,10 +168,11 @@ def gammatone_weights(cfg: AudioConfig) -> np.ndarray:
     from gammatone.fftweight import fft_weights
 
     n_fft = stft_size(cfg)
-    magnitude, _ = fft_weights(n_fft, cfg.sample_rate, cfg.n_bins, 1, cfg.gammatone_fmin,
-                               cfg.sample_rate / 2.0, n_fft // 2 + 1)
+    magnitude, _ = fft_weights(
+        n_fft, cfg.sample_rate, cfg.n_bins, 1, cfg.gammatone_fmin, cfg.sample_rate / 2.0, n_fft // 2 + 1
+    )
     window = librosa.filters.get_window("hann", cfg.win_length, fftbins=True)
-    scale = 2.0 / (n_fft * float(np.sum(window ** 2)))
+    scale = 2.0 / (n_fft * float(np.sum(window**2)))
     return (np.asarray(magnitude) ** 2 * scale).astype(np.float32)
 
 
@@ -204,7 +208,7 @@ def _channels_first(audio: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     n = cfg.n_samples
     if len(audio) != n:
         fitted = np.zeros((n, audio.shape[1]), dtype=np.float32)
-        fitted[:min(n, len(audio))] = audio[:n]
+        fitted[: min(n, len(audio))] = audio[:n]
         audio = fitted
     return np.ascontiguousarray(audio.T)
 
@@ -233,9 +237,10 @@ def power_stft(audio: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     import librosa
 
     y = _channels_first(audio, cfg)
-    spec = librosa.stft(y, n_fft=stft_size(cfg), hop_length=cfg.hop_length, win_length=cfg.win_length,
-                        window="hann", center=True)
-    return spec.real ** 2 + spec.imag ** 2
+    spec = librosa.stft(
+        y, n_fft=stft_size(cfg), hop_length=cfg.hop_length, win_length=cfg.win_length, window="hann", center=True
+    )
+    return spec.real**2 + spec.imag**2
 
 
 def compute_mel(audio: np.ndarray, cfg: AudioConfig) -> np.ndarray:
@@ -273,13 +278,18 @@ def compute_cqt(audio: np.ndarray, cfg: AudioConfig) -> np.ndarray:
         # Short clips: the lowest octaves run on a signal downsampled below one FFT length;
         # librosa zero-pads it, which is what we want.
         warnings.filterwarnings("ignore", message=r"n_fft=\d+ is too large", category=UserWarning)
-        spec = librosa.cqt(y, sr=cfg.sample_rate, hop_length=cfg.hop_length, fmin=cfg.cqt_fmin,
-                           n_bins=cfg.n_bins, bins_per_octave=cfg.cqt_bins_per_octave)
-    return _finish(spec.real ** 2 + spec.imag ** 2, cfg)
+        spec = librosa.cqt(
+            y,
+            sr=cfg.sample_rate,
+            hop_length=cfg.hop_length,
+            fmin=cfg.cqt_fmin,
+            n_bins=cfg.n_bins,
+            bins_per_octave=cfg.cqt_bins_per_octave,
+        )
+    return _finish(spec.real**2 + spec.imag**2, cfg)
 
 
-def compute_clip_features(audio: np.ndarray, frames: np.ndarray | None,
-                          config: FeatureConfig) -> dict[str, np.ndarray]:
+def compute_clip_features(audio: np.ndarray, frames: np.ndarray | None, config: FeatureConfig) -> dict[str, np.ndarray]:
     """Everything the store keeps for one clip.
 
     The STFT is computed once and shared by ``mel`` and ``gam``.

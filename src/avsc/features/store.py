@@ -84,6 +84,7 @@ from avsc.storage import locations
 
 log = logging.getLogger(__name__)
 
+
 def required_feature(backbone: str, specs: dict, source: str | os.PathLike = "<feature store>") -> str:
     """The feature ``backbone`` reads, checked to be in ``specs`` (or shapes).
 
@@ -99,8 +100,11 @@ def required_feature(backbone: str, specs: dict, source: str | os.PathLike = "<f
         raise DataError(source, f"unknown backbone {backbone!r}", f"choose one of {', '.join(BACKBONES)}")
     feature = BACKBONE_FEATURE[backbone]
     if feature not in specs:
-        raise DataError(source, f"feature store has no {feature!r} feature, needed by {backbone}",
-                        "re-run preprocess with that feature")
+        raise DataError(
+            source,
+            f"feature store has no {feature!r} feature, needed by {backbone}",
+            "re-run preprocess with that feature",
+        )
     return feature
 
 
@@ -121,18 +125,26 @@ def read_part(location: str, columns: Sequence[str]):
 
     try:
         with locations.open_input(location) as handle:
-            return pq.read_table(handle, columns=list(columns), use_threads=False, pre_buffer=True,
-                                 page_checksum_verification=True)
+            return pq.read_table(
+                handle, columns=list(columns), use_threads=False, pre_buffer=True, page_checksum_verification=True
+            )
     except FileNotFoundError:
-        raise DataError(location, "feature part listed in the index is missing",
-                        f"the store is incomplete: {REPREPROCESS} for its shard") from None
+        raise DataError(
+            location,
+            "feature part listed in the index is missing",
+            f"the store is incomplete: {REPREPROCESS} for its shard",
+        ) from None
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(location, f"unreadable feature part ({str(exc).splitlines()[0]})",
-                        "delete it and re-run preprocess for its shard") from None
+        raise DataError(
+            location,
+            f"unreadable feature part ({str(exc).splitlines()[0]})",
+            "delete it and re-run preprocess for its shard",
+        ) from None
 
 
-def read_part_feature(part: str | Part, spec: FeatureSpec, rows: Sequence[int] | np.ndarray | None = None,
-                      *, decode: bool = True) -> Any:
+def read_part_feature(
+    part: str | Part, spec: FeatureSpec, rows: Sequence[int] | np.ndarray | None = None, *, decode: bool = True
+) -> Any:
     """One feature of the clips of a part, in part order (or the given ``rows``), verified.
 
     Every value read is checked against the SHA-256 its part records, and, when ``part`` is a
@@ -169,18 +181,24 @@ def read_part_feature(part: str | Part, spec: FeatureSpec, rows: Sequence[int] |
     def check(number: int, row: int, value) -> None:
         digest = value_digest(value)
         if digest != recorded[row] or (expected_digests is not None and digest != expected_digests[number]):
-            raise DataError(location, f"clip {clip_ids[row]!r}: its {spec.name} bytes do not match their "
-                            "recorded SHA-256 (the part is corrupted or was replaced)",
-                            f"delete the part and {REPREPROCESS.replace('NEW_FOLDER', 'FEATURES')} to redo it")
+            raise DataError(
+                location,
+                f"clip {clip_ids[row]!r}: its {spec.name} bytes do not match their "
+                "recorded SHA-256 (the part is corrupted or was replaced)",
+                f"delete the part and {REPREPROCESS.replace('NEW_FOLDER', 'FEATURES')} to redo it",
+            )
 
     if spec.encoding == "raw":
         expected = spec.nbytes
         if column.type.byte_width != expected:
-            raise DataError(location, f"{spec.name} values are {column.type.byte_width} bytes, "
-                            f"store.json says {expected}", "the part belongs to another store")
-        buffer = memoryview(column.buffers()[1])[column.offset * expected:(column.offset + len(column)) * expected]
+            raise DataError(
+                location,
+                f"{spec.name} values are {column.type.byte_width} bytes, store.json says {expected}",
+                "the part belongs to another store",
+            )
+        buffer = memoryview(column.buffers()[1])[column.offset * expected : (column.offset + len(column)) * expected]
         for number, row in enumerate(selected):
-            check(number, row, buffer[row * expected:(row + 1) * expected])
+            check(number, row, buffer[row * expected : (row + 1) * expected])
         data = np.frombuffer(buffer, dtype=spec.dtype)
         array = data.reshape(len(column), *spec.shape)
         if rows is None or np.array_equal(rows, np.arange(len(column))):
@@ -197,12 +215,16 @@ def read_part_feature(part: str | Part, spec: FeatureSpec, rows: Sequence[int] |
         try:
             out.append(decode_feature(value, spec))
         except (OSError, ValueError, SyntaxError) as exc:
-            raise DataError(location, f"clip {clip_ids[row]!r}: a frame does not decode as JPEG ({exc})",
-                            "delete the part and re-run preprocess for its shard") from None
+            raise DataError(
+                location,
+                f"clip {clip_ids[row]!r}: a frame does not decode as JPEG ({exc})",
+                "delete the part and re-run preprocess for its shard",
+            ) from None
     return np.stack(out) if out else np.zeros((0, *spec.shape), np.uint8)
 
 
 # --------------------------------------------------------------------------- the store
+
 
 @dataclass(frozen=True)
 class Part:
@@ -274,25 +296,33 @@ class FeatureStore:
         for root in stores:
             this = meta if root == stores[0] else read_store_meta(root)
             if this["config_hash"] != meta["config_hash"]:
-                raise DataError(root, f"feature config {this['config_hash']} differs from "
-                                f"{meta['config_hash']} of {stores[0]}")
+                raise DataError(
+                    root, f"feature config {this['config_hash']} differs from {meta['config_hash']} of {stores[0]}"
+                )
             for shard_file in locations.list_files(locations.join(root, "index"), suffix=".parquet"):
                 part, lineage = _read_index(shard_file)
                 _check_same_manifest(lineages, shard_file, lineage)
                 part["part"] = [locations.join(root, *p.split("/")) for p in part["part"]]
                 frames.append(part)
         if not frames:
-            raise DataError(stores[0], "feature store has no indexed clips",
-                            "run `avsc preprocess` into it (every shard) first")
+            raise DataError(
+                stores[0], "feature store has no indexed clips", "run `avsc preprocess` into it (every shard) first"
+            )
         index = pd.concat(frames, ignore_index=True).drop_duplicates("clip_id", keep="last")
         index = index.sort_values(["part", "row"], kind="stable").reset_index(drop=True)
         specs = {name: FeatureSpec.from_json(name, spec) for name, spec in meta["features"].items()}
         lineage = next(iter(lineages.values()))
-        store_hash = hash_value([meta["config_hash"],
-                                 hash_rows(index.to_dict("records"), ("clip_id", "label", "split", "source"))])
-        return cls(roots=stores, config=feature_config_from_dict(meta["config"]),
-                   config_hash=meta["config_hash"], specs=specs, index=index,
-                   lineage=dataclasses.replace(lineage, store_hash=store_hash))
+        store_hash = hash_value(
+            [meta["config_hash"], hash_rows(index.to_dict("records"), ("clip_id", "label", "split", "source"))]
+        )
+        return cls(
+            roots=stores,
+            config=feature_config_from_dict(meta["config"]),
+            config_hash=meta["config_hash"],
+            specs=specs,
+            index=index,
+            lineage=dataclasses.replace(lineage, store_hash=store_hash),
+        )
 
     def clips(self, split: str | None = None) -> Any:
         """Index rows of one split (``train``, ``val``, ``test``) or of all clips, in store order."""
@@ -305,10 +335,17 @@ class FeatureStore:
         rows = self.clips(split)
         out = []
         for location, group in rows.groupby("part", sort=False):
-            out.append(Part(location=location, rows=group["row"].to_numpy(np.int64),
-                            clip_ids=tuple(group["clip_id"]), labels=tuple(group["label"]),
-                            digests={name: tuple(group[name + DIGEST_SUFFIX]) for name in self.specs
-                                     if name + DIGEST_SUFFIX in group}))
+            out.append(
+                Part(
+                    location=location,
+                    rows=group["row"].to_numpy(np.int64),
+                    clip_ids=tuple(group["clip_id"]),
+                    labels=tuple(group["label"]),
+                    digests={
+                        name: tuple(group[name + DIGEST_SUFFIX]) for name in self.specs if name + DIGEST_SUFFIX in group
+                    },
+                )
+            )
         return out
 
     def read_clip(self, clip_id: str, feature: str) -> np.ndarray:
@@ -323,8 +360,13 @@ class FeatureStore:
         if not len(found):
             raise DataError(self.roots[0], f"clip {clip_id!r} is not in the feature store")
         row = found.iloc[0]
-        part = Part(location=row["part"], rows=np.array([int(row["row"])]), clip_ids=(clip_id,),
-                    labels=(row["label"],), digests={feature: (row[feature + DIGEST_SUFFIX],)})
+        part = Part(
+            location=row["part"],
+            rows=np.array([int(row["row"])]),
+            clip_ids=(clip_id,),
+            labels=(row["label"],),
+            digests={feature: (row[feature + DIGEST_SUFFIX],)},
+        )
         return read_part_feature(part, self.specs[feature])[0]
 
     def spec_for(self, backbone: str) -> FeatureSpec:
@@ -357,12 +399,16 @@ def _read_index(location: str) -> tuple[Any, Lineage]:
         with locations.open_input(location) as handle:
             table = pq.read_table(handle, page_checksum_verification=True)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(location, f"unreadable store index ({str(exc).splitlines()[0]})",
-                        "re-run preprocess for that shard") from None
+        raise DataError(
+            location, f"unreadable store index ({str(exc).splitlines()[0]})", "re-run preprocess for that shard"
+        ) from None
     text = (table.schema.metadata or {}).get(b"avsc.lineage")
     if text is None or "source" not in table.column_names:
-        raise DataError(location, "store index without clip fingerprints or lineage (an older avsc)",
-                        "re-run preprocess for that shard")
+        raise DataError(
+            location,
+            "store index without clip fingerprints or lineage (an older avsc)",
+            "re-run preprocess for that shard",
+        )
     return table.to_pandas(), Lineage.from_json(text, source=location)
 
 
@@ -371,7 +417,10 @@ def _check_same_manifest(seen: dict[str, Lineage], location: str, lineage: Linea
     for other_location, other in seen.items():
         if other.manifest_hash != lineage.manifest_hash:
             differ = "; ".join(lineage.differences(other))
-            raise DataError(location, f"lists the clips of another manifest than {other_location} ({differ})",
-                            "re-run preprocess for every shard with the same manifest "
-                            "(or remove the index of a shard that no longer exists)")
+            raise DataError(
+                location,
+                f"lists the clips of another manifest than {other_location} ({differ})",
+                "re-run preprocess for every shard with the same manifest "
+                "(or remove the index of a shard that no longer exists)",
+            )
     seen[location] = lineage

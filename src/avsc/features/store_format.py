@@ -29,8 +29,10 @@ from avsc.errors import DataError
 from avsc.storage import locations
 
 STORE_FORMAT = "avsc-features/3"
-PREVIOUS_FORMATS = {"avsc-features/1": "one uncompressed .npz file per clip",
-                    "avsc-features/2": "parts without clip fingerprints or content digests"}
+PREVIOUS_FORMATS = {
+    "avsc-features/1": "one uncompressed .npz file per clip",
+    "avsc-features/2": "parts without clip fingerprints or content digests",
+}
 DIGEST_SUFFIX = "_sha256"  # a part's and an index's column of each feature's digests
 FEATURE_NAMES: tuple[str, ...] = ("mel", "gam", "cqt", "frames")
 SPECTROGRAM_DTYPE = "<f2"  # little-endian float16
@@ -81,8 +83,13 @@ class FeatureSpec:
     @classmethod
     def from_json(cls, name: str, data: Mapping[str, Any]) -> FeatureSpec:
         """The spec :meth:`to_json` wrote (a missing encoding is ``raw``)."""
-        return cls(name=name, shape=tuple(int(v) for v in data["shape"]), dtype=data["dtype"],
-                   encoding=data.get("encoding", "raw"), jpeg_quality=data.get("jpeg_quality"))
+        return cls(
+            name=name,
+            shape=tuple(int(v) for v in data["shape"]),
+            dtype=data["dtype"],
+            encoding=data.get("encoding", "raw"),
+            jpeg_quality=data.get("jpeg_quality"),
+        )
 
 
 def feature_specs(config: FeatureConfig, shapes: Mapping[str, Sequence[int]]) -> dict[str, FeatureSpec]:
@@ -91,8 +98,9 @@ def feature_specs(config: FeatureConfig, shapes: Mapping[str, Sequence[int]]) ->
     for name, shape in shapes.items():
         if name == "frames":
             jpeg = config.frames.encoding == "jpeg"
-            specs[name] = FeatureSpec(name, tuple(shape), "|u1", "jpeg" if jpeg else "raw",
-                                      config.frames.jpeg_quality if jpeg else None)
+            specs[name] = FeatureSpec(
+                name, tuple(shape), "|u1", "jpeg" if jpeg else "raw", config.frames.jpeg_quality if jpeg else None
+            )
         else:
             specs[name] = FeatureSpec(name, tuple(shape), SPECTROGRAM_DTYPE)
     return specs
@@ -100,13 +108,15 @@ def feature_specs(config: FeatureConfig, shapes: Mapping[str, Sequence[int]]) ->
 
 # --------------------------------------------------------------------------- values
 
+
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
     """One ``[shape=(H, W, 3), uint8]`` RGB frame as JPEG bytes (4:4:4, no chroma subsampling)."""
     from PIL import Image
 
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8), "RGB").save(
-        buffer, format="JPEG", quality=int(quality), subsampling=0)
+        buffer, format="JPEG", quality=int(quality), subsampling=0
+    )
     return buffer.getvalue()
 
 
@@ -168,21 +178,29 @@ def read_store_meta(root: str) -> dict[str, Any]:
     """
     meta_location = locations.join(root, META_FILE)
     if not locations.exists(meta_location):
-        raise DataError(root, f"not a feature store (no {META_FILE})",
-                        "run `avsc preprocess MANIFEST -o FEATURES` first")
+        raise DataError(
+            root, f"not a feature store (no {META_FILE})", "run `avsc preprocess MANIFEST -o FEATURES` first"
+        )
     try:
         meta = locations.read_json(meta_location)
     except ValueError as exc:
         raise DataError(meta_location, f"not valid JSON ({exc})", REPREPROCESS) from None
     found = meta.get("format")
     if found in PREVIOUS_FORMATS:
-        convert = (f", or convert it: python -c \"from avsc.features.store_writer "
-                   f"import convert_store; convert_store('{root}', 'NEW_FOLDER')\""
-                   if found == "avsc-features/1" else "")
-        raise DataError(root, f"feature store of the previous format {found} "
-                        f"({PREVIOUS_FORMATS[found]}), which this version no longer reads",
-                        f"{REPREPROCESS}{convert}")
+        convert = (
+            f', or convert it: python -c "from avsc.features.store_writer '
+            f"import convert_store; convert_store('{root}', 'NEW_FOLDER')\""
+            if found == "avsc-features/1"
+            else ""
+        )
+        raise DataError(
+            root,
+            f"feature store of the previous format {found} "
+            f"({PREVIOUS_FORMATS[found]}), which this version no longer reads",
+            f"{REPREPROCESS}{convert}",
+        )
     if found != STORE_FORMAT:
-        raise DataError(meta_location, f"unknown store format {found!r} (this version reads {STORE_FORMAT})",
-                        REPREPROCESS)
+        raise DataError(
+            meta_location, f"unknown store format {found!r} (this version reads {STORE_FORMAT})", REPREPROCESS
+        )
     return meta

@@ -60,8 +60,7 @@ def check_frame_encoding(config: FeatureConfig) -> None:
         raise ConfigError(f"features.frames.jpeg_quality must be in 1..100, not {frames.jpeg_quality}")
 
 
-def init_store(root: str | Path, config: FeatureConfig,
-               shapes: Mapping[str, Sequence[int]]) -> dict[str, FeatureSpec]:
+def init_store(root: str | Path, config: FeatureConfig, shapes: Mapping[str, Sequence[int]]) -> dict[str, FeatureSpec]:
     """Create (or check) a store at ``root`` (a folder or an ``s3://`` prefix) for ``config``.
 
     Returns:
@@ -79,18 +78,24 @@ def init_store(root: str | Path, config: FeatureConfig,
     if locations.exists(meta_location):
         existing = read_store_meta(root)
         if existing.get("config_hash") != digest:
-            raise DataError(root, f"feature store was made with config {existing.get('config_hash')}, "
-                            f"not {digest}", "use a new output folder or the same config")
+            raise DataError(
+                root,
+                f"feature store was made with config {existing.get('config_hash')}, not {digest}",
+                "use a new output folder or the same config",
+            )
         return specs
-    locations.write_json(meta_location, {
-        "format": STORE_FORMAT,
-        "config": to_dict(config),
-        "config_hash": digest,
-        "features": {name: spec.to_json() for name, spec in specs.items()},
-        "layout": "parts/<split>/<shard>-<run>-<seq>.parquet: one row a clip (clip_id, label, split, "
-                  "source, one column per feature and its <feature>_sha256); index/<shard>.parquet: "
-                  "clip_id, label, split, part, row, source, <feature>_sha256",
-    })
+    locations.write_json(
+        meta_location,
+        {
+            "format": STORE_FORMAT,
+            "config": to_dict(config),
+            "config_hash": digest,
+            "features": {name: spec.to_json() for name, spec in specs.items()},
+            "layout": "parts/<split>/<shard>-<run>-<seq>.parquet: one row a clip (clip_id, label, split, "
+            "source, one column per feature and its <feature>_sha256); index/<shard>.parquet: "
+            "clip_id, label, split, part, row, source, <feature>_sha256",
+        },
+    )
     return specs
 
 
@@ -102,8 +107,10 @@ def store_location(root: str | Path, config: FeatureConfig) -> str:
 
 def write_store_ref(folder: str | Path, store: str, config: FeatureConfig) -> None:
     """Make ``folder`` stand for ``store`` (see :data:`avsc.features.store_format.REF_FILE`)."""
-    locations.write_json(locations.join(str(folder), REF_FILE),
-                         {"uri": store, "config_hash": config_hash(config), "format": STORE_FORMAT})
+    locations.write_json(
+        locations.join(str(folder), REF_FILE),
+        {"uri": store, "config_hash": config_hash(config), "format": STORE_FORMAT},
+    )
 
 
 def scan_parts(root: str | Path, *, workers: int = 8) -> list[dict]:
@@ -122,15 +129,16 @@ def scan_parts(root: str | Path, *, workers: int = 8) -> list[dict]:
 
     def one(location: str) -> list[dict]:
         table = read_part(location, ["clip_id", "label", "split", "source", *digests])
-        relative = "parts/" + location[len(base):].lstrip("/\\").replace("\\", "/")
+        relative = "parts/" + location[len(base) :].lstrip("/\\").replace("\\", "/")
         return [dict(row, part=relative, row=i) for i, row in enumerate(table.to_pylist())]
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         return [row for rows in pool.map(one, files) for row in rows]
 
 
-def write_index(root: str | Path, shard: tuple[int, int], rows: list[dict], *, lineage: Lineage,
-                features: Sequence[str]) -> str:
+def write_index(
+    root: str | Path, shard: tuple[int, int], rows: list[dict], *, lineage: Lineage, features: Sequence[str]
+) -> str:
     """Record the clips of one shard: dicts with clip_id, label, split (the manifest's), part,
     row, source and each of ``features``' digest; ``lineage`` (of the manifest the labels and
     splits come from) goes into the file's metadata. Page checksums on."""
@@ -138,14 +146,18 @@ def write_index(root: str | Path, shard: tuple[int, int], rows: list[dict], *, l
     import pyarrow.parquet as pq
 
     digests = [name + DIGEST_SUFFIX for name in features]
-    schema = pa.schema([pa.field("clip_id", pa.string(), nullable=False),
-                        pa.field("label", pa.string(), nullable=False),
-                        pa.field("split", pa.string(), nullable=False),
-                        pa.field("part", pa.string(), nullable=False),
-                        pa.field("row", pa.int32(), nullable=False),
-                        pa.field("source", pa.string(), nullable=False),
-                        *(pa.field(name, pa.string(), nullable=False) for name in digests)],
-                       metadata={"avsc.lineage": lineage.to_json()})
+    schema = pa.schema(
+        [
+            pa.field("clip_id", pa.string(), nullable=False),
+            pa.field("label", pa.string(), nullable=False),
+            pa.field("split", pa.string(), nullable=False),
+            pa.field("part", pa.string(), nullable=False),
+            pa.field("row", pa.int32(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            *(pa.field(name, pa.string(), nullable=False) for name in digests),
+        ],
+        metadata={"avsc.lineage": lineage.to_json()},
+    )
     table = pa.Table.from_pylist([{k: r[k] for k in (*_INDEX_COLUMNS, *digests)} for r in rows], schema=schema)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, write_page_checksum=True)
@@ -197,14 +209,19 @@ def merge_summaries(root: str | Path) -> StoreSummary:
     except DataError as exc:
         log.info("%s: no single lineage yet (%s)", root, exc)
         lineage = None
-    summary = StoreSummary(processed=len(clip_ids),
-                           rejected=tuple(RejectedClip(key, rejected[key]) for key in sorted(rejected)),
-                           shapes=shapes, shards=tuple(shards), lineage=lineage)
+    summary = StoreSummary(
+        processed=len(clip_ids),
+        rejected=tuple(RejectedClip(key, rejected[key]) for key in sorted(rejected)),
+        shapes=shapes,
+        shards=tuple(shards),
+        lineage=lineage,
+    )
     summary.write(root)
     return summary
 
 
 # --------------------------------------------------------------------------- arrays in hand
+
 
 class StoreWriter:
     """Write clips given as arrays into a store; the shard's index is written on close.
@@ -215,9 +232,16 @@ class StoreWriter:
             writer.add("bus-lyon-1-1", "bus", "train", {"mel": mel})
     """
 
-    def __init__(self, root: str | Path, config: FeatureConfig, shapes: Mapping[str, Sequence[int]],
-                 *, shard: tuple[int, int] = (0, 1), part_clips: int = PART_CLIPS,
-                 lineage: Lineage | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        config: FeatureConfig,
+        shapes: Mapping[str, Sequence[int]],
+        *,
+        shard: tuple[int, int] = (0, 1),
+        part_clips: int = PART_CLIPS,
+        lineage: Lineage | None = None,
+    ):
         self.root = str(root)
         self.specs = init_store(self.root, config, shapes)
         self.shard = shard
@@ -231,8 +255,7 @@ class StoreWriter:
     def close(self) -> str:
         """Write pending parts and the shard's index; returns the index location."""
         self._parts.flush()
-        return write_index(self.root, self.shard, self._parts.rows, lineage=self.lineage,
-                           features=list(self.specs))
+        return write_index(self.root, self.shard, self._parts.rows, lineage=self.lineage, features=list(self.specs))
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -262,8 +285,9 @@ def convert_store(old_root: str | Path, new_root: str | Path, *, part_clips: int
     if meta.get("format") != "avsc-features/1":
         raise DataError(old, "not an avsc-features/1 store (no store.json of that format)")
     recorded = dict(meta["config"])
-    recorded["frames"] = {k: v for k, v in recorded.get("frames", {}).items()
-                          if k in ("fps", "size")}  # the old format had no encoding settings
+    recorded["frames"] = {
+        k: v for k, v in recorded.get("frames", {}).items() if k in ("fps", "size")
+    }  # the old format had no encoding settings
     config = feature_config_from_dict(recorded)
     shapes = {name: spec["shape"] for name, spec in meta["features"].items()}
     count = 0

@@ -23,5 +23,4 @@ _text = os.environ.get(WARMUP_ENV)
 try:
     warm_up(feature_config_from_dict(json.loads(_text)) if _text else None)
 except Exception as _exc:  # noqa: BLE001 -- a failed warm-up only costs each worker its own
-    logging.getLogger(__name__).warning("preprocessing warm-up failed (%s); workers warm up themselves",
-                                        _exc)
+    logging.getLogger(__name__).warning("preprocessing warm-up failed (%s); workers warm up themselves", _exc)

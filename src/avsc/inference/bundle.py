@@ -102,11 +102,13 @@ def _read_fusion_dir(fusion_dir: Path) -> FusionInfo:
     meta_path = fusion_dir / FusionInfo.FILE_NAME
     unknown = [b for b in meta.backbones if b not in BACKBONES]
     if unknown or not meta.backbones:
-        raise DataError(meta_path, f"unknown backbone(s) {unknown or '(none listed)'}; "
-                        f"expected some of {', '.join(BACKBONES)}")
+        raise DataError(
+            meta_path, f"unknown backbone(s) {unknown or '(none listed)'}; expected some of {', '.join(BACKBONES)}"
+        )
     if meta.level not in FUSION_LEVELS:
-        raise DataError(meta_path, f"unknown embedding level {meta.level!r}; "
-                        f"expected one of {', '.join(FUSION_LEVELS)}")
+        raise DataError(
+            meta_path, f"unknown embedding level {meta.level!r}; expected one of {', '.join(FUSION_LEVELS)}"
+        )
     if list(meta.labels) != list(LABELS):
         raise DataError(meta_path, f"label order {list(meta.labels)} differs from avsc's {list(LABELS)}")
     return meta
@@ -114,20 +116,39 @@ def _read_fusion_dir(fusion_dir: Path) -> FusionInfo:
 
 def _bundle_fusion(meta: FusionInfo, rel: str) -> BundleFusion:
     return BundleFusion(
-        method=meta.method, modalities=meta.modalities, level=meta.level, backbones=tuple(meta.backbones),
-        path=rel, config_hash=meta.config_hash, temperature=float(meta.calibration.temperature),
+        method=meta.method,
+        modalities=meta.modalities,
+        level=meta.level,
+        backbones=tuple(meta.backbones),
+        path=rel,
+        config_hash=meta.config_hash,
+        temperature=float(meta.calibration.temperature),
         calibration_method=meta.calibration.method,
-        val_scores={"accuracy": float(meta.val_metrics["accuracy"]), "log_loss": float(meta.val_metrics["log_loss"]),
-                    "selection_log_loss": float(meta.calibration.selection_log_loss or float("nan"))},
-        val_distance_quantiles=dict(meta.val_distance_quantiles))
+        val_scores={
+            "accuracy": float(meta.val_metrics["accuracy"]),
+            "log_loss": float(meta.val_metrics["log_loss"]),
+            "selection_log_loss": float(meta.calibration.selection_log_loss or float("nan")),
+        },
+        val_distance_quantiles=dict(meta.val_distance_quantiles),
+    )
 
 
-def _provenance(meta: FusionInfo, fusion_dir: Path, model_dirs: Mapping[str, Path],
-                configs: Mapping[str, ModelInfo], manifest: str | Path | None) -> BundleProvenance:
+def _provenance(
+    meta: FusionInfo,
+    fusion_dir: Path,
+    model_dirs: Mapping[str, Path],
+    configs: Mapping[str, ModelInfo],
+    manifest: str | Path | None,
+) -> BundleProvenance:
     from avsc.evaluation.provenance import collect_provenance
 
-    facts = collect_provenance(metas={fusion_dir: meta.to_dict()}, split="test", selection=meta.selection,
-                               manifest=manifest, models=dict(model_dirs))
+    facts = collect_provenance(
+        metas={fusion_dir: meta.to_dict()},
+        split="test",
+        selection=meta.selection,
+        manifest=manifest,
+        models=dict(model_dirs),
+    )
     dataset = facts["dataset"]
     lineages = [meta.lineage, *(c.lineage for c in configs.values())]
     lineage: Lineage | None = next((x for x in lineages if x is not None), None)
@@ -135,8 +156,11 @@ def _provenance(meta: FusionInfo, fusion_dir: Path, model_dirs: Mapping[str, Pat
         dataset=dataset.get("name") or (lineage.dataset if lineage else None),
         synthetic=dataset.get("synthetic"),
         clips_per_split={k: int(v) for k, v in dict(dataset.get("clips_per_split") or meta.clips_per_split).items()},
-        preset=facts["preset"], differences_from_paper=tuple(facts["differences_from_paper"]),
-        selection=dict(facts["selection"]), lineage=lineage)
+        preset=facts["preset"],
+        differences_from_paper=tuple(facts["differences_from_paper"]),
+        selection=dict(facts["selection"]),
+        lineage=lineage,
+    )
 
 
 # The fusion models a bundle holds: key in bundle.json -> (source folder, fusion.json, file in the bundle).
@@ -149,8 +173,10 @@ def _fusion_inputs(fusion_dir: Path, visual_fusion_dir: Path | None) -> _Fusions
     if visual_fusion_dir is not None:
         meta = _read_fusion_dir(visual_fusion_dir)
         if any(b not in VISUAL_BACKBONES for b in meta.backbones):
-            raise ConfigError(f"{visual_fusion_dir}: not a visual-only fusion model (it reads "
-                              f"{', '.join(meta.backbones)}); train one with `avsc fuse --modalities visual`")
+            raise ConfigError(
+                f"{visual_fusion_dir}: not a visual-only fusion model (it reads "
+                f"{', '.join(meta.backbones)}); train one with `avsc fuse --modalities visual`"
+            )
         fusions["visual_fusion"] = (visual_fusion_dir, meta, "fusion-visual.keras")
     return fusions
 
@@ -160,30 +186,42 @@ def _backbone_infos(needed: list[str], model_dirs: Mapping[str, Path], fusion_di
     configs: dict[str, ModelInfo] = {}
     for backbone in needed:
         if backbone not in model_dirs:
-            raise DataError(fusion_dir / "fusion.json", f"reads {backbone}, but no model of {backbone} was given",
-                            "give the models of every backbone the fusion model reads")
+            raise DataError(
+                fusion_dir / "fusion.json",
+                f"reads {backbone}, but no model of {backbone} was given",
+                "give the models of every backbone the fusion model reads",
+            )
         for name in ("model.keras", "config.json"):
             if not (model_dirs[backbone] / name).is_file():
-                raise DataError(model_dirs[backbone] / name, f"not found; the fusion model needs {backbone}",
-                                f"train it with `avsc train {backbone} ... -o {model_dirs[backbone]}`")
+                raise DataError(
+                    model_dirs[backbone] / name,
+                    f"not found; the fusion model needs {backbone}",
+                    f"train it with `avsc train {backbone} ... -o {model_dirs[backbone]}`",
+                )
         configs[backbone] = ModelInfo.read(model_dirs[backbone])
     return configs
 
 
-def _shared_feature_config(configs: Mapping[str, ModelInfo], needed: list[str],
-                           model_dirs: Mapping[str, Path]) -> tuple[FeatureConfig, str]:
+def _shared_feature_config(
+    configs: Mapping[str, ModelInfo], needed: list[str], model_dirs: Mapping[str, Path]
+) -> tuple[FeatureConfig, str]:
     """The one feature config (and its hash) every needed backbone was trained on."""
     hashes = {b: c.feature_config_hash for b, c in configs.items()}
     if len(set(hashes.values())) != 1 or None in hashes.values():
         listing = ", ".join(f"{b}: {h}" for b, h in hashes.items())
         odd = next((b for b in needed if hashes[b] != hashes[needed[0]] or hashes[b] is None), needed[0])
-        raise DataError(model_dirs[odd] / "config.json",
-                        f"backbones were trained on different feature configs ({listing})",
-                        "train all of them on the same feature store")
+        raise DataError(
+            model_dirs[odd] / "config.json",
+            f"backbones were trained on different feature configs ({listing})",
+            "train all of them on the same feature store",
+        )
     feature_config = feature_config_from_dict(dict(configs[needed[0]].features))
     if config_hash(feature_config) != hashes[needed[0]]:
-        raise DataError(model_dirs[needed[0]] / "config.json",
-                        "recorded feature config does not match its recorded hash", "retrain the backbone")
+        raise DataError(
+            model_dirs[needed[0]] / "config.json",
+            "recorded feature config does not match its recorded hash",
+            "retrain the backbone",
+        )
     return feature_config, hashes[needed[0]]
 
 
@@ -193,13 +231,22 @@ def _check_fusion_trained_on(fusions: _Fusions, model_dirs: Mapping[str, Path]) 
         recorded = {b: e["model_sha256"] for b, e in meta.embeddings.items() if e.get("model_sha256")}
         for backbone in meta.backbones:
             if backbone in recorded and recorded[backbone] != sha256_file(model_dirs[backbone] / "model.keras"):
-                raise DataError(model_dirs[backbone] / "model.keras",
-                                "differs from the model whose embeddings trained the fusion model",
-                                "bundle the backbones the fusion was trained with, or re-run embed and fuse")
+                raise DataError(
+                    model_dirs[backbone] / "model.keras",
+                    "differs from the model whose embeddings trained the fusion model",
+                    "bundle the backbones the fusion was trained with, or re-run embed and fuse",
+                )
 
 
-def _write_bundle(folder: Path, fusions: _Fusions, model_dirs: Mapping[str, Path], configs: Mapping[str, ModelInfo],
-                  feature_config: FeatureConfig, feature_hash: str, manifest: str | Path | None) -> None:
+def _write_bundle(
+    folder: Path,
+    fusions: _Fusions,
+    model_dirs: Mapping[str, Path],
+    configs: Mapping[str, ModelInfo],
+    feature_config: FeatureConfig,
+    feature_hash: str,
+    manifest: str | Path | None,
+) -> None:
     """Copy the models into ``folder`` and write its ``bundle.json``."""
     (folder / "backbones").mkdir(parents=True)
     sha256: dict[str, str] = {}
@@ -219,11 +266,16 @@ def _write_bundle(folder: Path, fusions: _Fusions, model_dirs: Mapping[str, Path
         shapes.update({k: tuple(v) for k, v in config.feature_shapes.items()})
     fusion_dir, fusion_meta, _ = fusions["fusion"]
     BundleInfo(
-        avsc_version=__version__, labels=tuple(LABELS), feature_config=to_dict(feature_config),
-        feature_config_hash=feature_hash, feature_shapes=shapes,
-        clip_seconds=feature_config.audio.clip_seconds, backbones=backbone_files,
+        avsc_version=__version__,
+        labels=tuple(LABELS),
+        feature_config=to_dict(feature_config),
+        feature_config_hash=feature_hash,
+        feature_shapes=shapes,
+        clip_seconds=feature_config.audio.clip_seconds,
+        backbones=backbone_files,
         train_config_hashes={b: c.config_hash for b, c in configs.items()},
-        fusion=entries["fusion"], visual_fusion=entries.get("visual_fusion"),
+        fusion=entries["fusion"],
+        visual_fusion=entries.get("visual_fusion"),
         provenance=_provenance(fusion_meta, fusion_dir, {b: model_dirs[b] for b in configs}, configs, manifest),
         sha256=sha256,
     ).write(folder)
@@ -272,8 +324,12 @@ def make_bundle(
 
     with contextlib.ExitStack() as stack:
         local = functools.partial(locations.local_inputs, stack)
-        model_dirs = backbone_paths(local(models), "{backbone}", what="models",
-                                    hint="give the folder holding one `avsc train` output per backbone")
+        model_dirs = backbone_paths(
+            local(models),
+            "{backbone}",
+            what="models",
+            hint="give the folder holding one `avsc train` output per backbone",
+        )
         visual, manifest = local(visual_fusion_dir), local(manifest)
         fusions = _fusion_inputs(Path(local(fusion_dir)), None if visual is None else Path(visual))
         needed = [b for b in BACKBONES if any(b in meta.backbones for _, meta, _ in fusions.values())]
@@ -284,10 +340,14 @@ def make_bundle(
             target: str | Path = str(out_dir)
         else:
             target = Path(out_dir)
-            if target.exists() and not (target / BUNDLE_FILE).is_file() and (
-                    not target.is_dir() or any(target.iterdir())):
-                raise DataError(target, "exists and is not a bundle; refusing to replace it",
-                                "choose a new or empty output folder")
+            if (
+                target.exists()
+                and not (target / BUNDLE_FILE).is_file()
+                and (not target.is_dir() or any(target.iterdir()))
+            ):
+                raise DataError(
+                    target, "exists and is not a bundle; refusing to replace it", "choose a new or empty output folder"
+                )
         with staged_output(target, kind="bundle", run_id=new_run_id(), replaces=BUNDLE_FILE) as folder:
             _write_bundle(folder, fusions, model_dirs, configs, feature_config, feature_hash, manifest)
     return target
@@ -308,8 +368,9 @@ def _checked_fusion(root: Path, data: BundleFusion, where: str) -> BundleFusion:
     if not temperature > 0:
         raise DataError(root / BUNDLE_FILE, f"{where}: temperature must be positive, got {temperature}", _REBUILD)
     if data.level not in FUSION_LEVELS or data.modalities not in MODALITY_SETS:
-        raise DataError(root / BUNDLE_FILE, f"{where}: unknown level {data.level!r} or modalities "
-                        f"{data.modalities!r}", _REBUILD)
+        raise DataError(
+            root / BUNDLE_FILE, f"{where}: unknown level {data.level!r} or modalities {data.modalities!r}", _REBUILD
+        )
     return data
 
 
@@ -354,8 +415,11 @@ def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Bundle:
     for entry in filter(None, (fusion, visual_fusion)):
         missing = [b for b in entry.backbones if b not in backbones]
         if missing:
-            raise DataError(meta_path, f"{PurePosixPath(entry.path).name} reads {', '.join(missing)}, which the "
-                            "bundle lacks", _REBUILD)
+            raise DataError(
+                meta_path,
+                f"{PurePosixPath(entry.path).name} reads {', '.join(missing)}, which the bundle lacks",
+                _REBUILD,
+            )
     listed = {root / rel for rel in sha256}
     fusion_files = [root / entry.path for entry in filter(None, (fusion, visual_fusion))]
     for path in [*backbones.values(), *fusion_files]:
@@ -366,8 +430,9 @@ def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Bundle:
         if not path.is_file():
             raise DataError(path, "missing from the bundle", _REBUILD)
         if verify and sha256_file(path) != digest:
-            raise DataError(path, "checksum mismatch: the file differs from the one bundled "
-                            "(corrupt or modified)", _REBUILD)
+            raise DataError(
+                path, "checksum mismatch: the file differs from the one bundled (corrupt or modified)", _REBUILD
+            )
     if list(labels) != list(LABELS):
         raise DataError(meta_path, f"label order {list(labels)} differs from avsc's {list(LABELS)}", _REBUILD)
     return Bundle(

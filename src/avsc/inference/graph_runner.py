@@ -38,5 +38,3 @@ class GraphRunner:
 
     def __call__(self, inputs: Any, training: bool = False) -> Any:
         return self._call(inputs)
-
-

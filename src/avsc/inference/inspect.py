@@ -72,8 +72,9 @@ class InspectResult:
     preprocess: str = ""
 
 
-def inspect_media(path: str | Path, out_dir: str | Path, config: FeatureConfig, *,
-                  progress: bool = False) -> InspectResult:
+def inspect_media(
+    path: str | Path, out_dir: str | Path, config: FeatureConfig, *, progress: bool = False
+) -> InspectResult:
     """Write the frames, sound, spectrograms and probed facts the networks get for a video.
 
     Args:
@@ -105,8 +106,9 @@ def inspect_media(path: str | Path, out_dir: str | Path, config: FeatureConfig, 
             return replace(inspect_media(path, local, config, progress=progress), out_dir=str(out_dir))
     path, out_dir = media_path(path), Path(out_dir)  # the video may be an s3:// URI, read in place
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / _MARKER).is_file())):
-        raise DataError(out_dir, "exists and is not an empty folder or an earlier `avsc inspect` output",
-                        "give a new folder")
+        raise DataError(
+            out_dir, "exists and is not an empty folder or an earlier `avsc inspect` output", "give a new folder"
+        )
     info = probe_media(path)
     clip = config.audio.clip_seconds
     offsets = window_offsets(info.duration_s, clip)
@@ -123,8 +125,10 @@ def inspect_media(path: str | Path, out_dir: str | Path, config: FeatureConfig, 
             if window["audio_error"] is not None and k == 0:
                 preprocess = f"rejected: {window['audio_error']}"
             if window["silent"]:
-                warnings.append(f"window at {offset:g} s: the sound is digital silence "
-                                "(prediction leaves it out; preprocessing rejects such a clip)")
+                warnings.append(
+                    f"window at {offset:g} s: the sound is digital silence "
+                    "(prediction leaves it out; preprocessing rejects such a clip)"
+                )
                 if k == 0:
                     preprocess = "rejected: the sound is digital silence"
             windows.append(window)
@@ -139,12 +143,14 @@ def inspect_media(path: str | Path, out_dir: str | Path, config: FeatureConfig, 
             "warnings": warnings,
         }
         write_json(tmp / _MARKER, facts)
-    return InspectResult(out_dir=out_dir, info=info.to_dict(), windows=windows, warnings=warnings,
-                         preprocess=preprocess)
+    return InspectResult(
+        out_dir=out_dir, info=info.to_dict(), windows=windows, warnings=warnings, preprocess=preprocess
+    )
 
 
-def _write_window(tmp: Path, k: int, offset: float, path: str | Path, info: MediaInfo,
-                  config: FeatureConfig) -> dict[str, Any]:
+def _write_window(
+    tmp: Path, k: int, offset: float, path: str | Path, info: MediaInfo, config: FeatureConfig
+) -> dict[str, Any]:
     """Write window ``k``'s frames, sound and spectrograms under ``tmp``; its entry of ``media.json``."""
     from avsc.media.decode import demux_audio, is_silent, sample_frames
 
@@ -156,8 +162,16 @@ def _write_window(tmp: Path, k: int, offset: float, path: str | Path, info: Medi
     names = [f"{folder}/frame-{i:03d}-t{t:.3f}s.png" for i, t in enumerate(times)]
     for name, frame in zip(names, frames, strict=True):
         _write_png(tmp / name, frame)
-    window: dict[str, Any] = {"offset_s": offset, "folder": folder, "frames": names, "frame_times_s": times,
-                              "audio": None, "silent": None, "spectrograms": {}, "audio_error": None}
+    window: dict[str, Any] = {
+        "offset_s": offset,
+        "folder": folder,
+        "frames": names,
+        "frame_times_s": times,
+        "audio": None,
+        "silent": None,
+        "spectrograms": {},
+        "audio_error": None,
+    }
     if info.has_audio:
         try:
             audio = demux_audio(path, config.audio, offset_s=offset, duration_s=clip, info=info)

@@ -63,14 +63,23 @@ from avsc.records import BundleFusion
 
 log = logging.getLogger(__name__)
 
+
 class Predictor:
     """The bundle's models, loaded once, applied to as many videos as needed.
 
     Use :meth:`load`; the constructor takes already-loaded models.
     """
 
-    def __init__(self, bundle: Bundle, embedding_models: dict[str, Any], fusion_models: dict[str, Any], *,
-                 allow_visual_only: bool = False, max_batch_windows: int = 8, graph: bool = True):
+    def __init__(
+        self,
+        bundle: Bundle,
+        embedding_models: dict[str, Any],
+        fusion_models: dict[str, Any],
+        *,
+        allow_visual_only: bool = False,
+        max_batch_windows: int = 8,
+        graph: bool = True,
+    ):
         self.bundle = bundle
         self.embedding_models = embedding_models
         self.fusion_models = fusion_models  # "fusion" and, if bundled, "visual_fusion"
@@ -88,8 +97,15 @@ class Predictor:
         self._runners = {b: GraphRunner(m) if graph else m for b, m in embedding_models.items()}
 
     @classmethod
-    def load(cls, bundle_dir: str | Path, *, allow_visual_only: bool = False, verify: bool = True,
-             max_batch_windows: int = 8, graph: bool = True) -> Predictor:
+    def load(
+        cls,
+        bundle_dir: str | Path,
+        *,
+        allow_visual_only: bool = False,
+        verify: bool = True,
+        max_batch_windows: int = 8,
+        graph: bool = True,
+    ) -> Predictor:
         """Verify a bundle and load its models (once, for every later prediction).
 
         Args:
@@ -109,6 +125,7 @@ class Predictor:
         import keras
 
         import avsc.models.backbones  # registers the backbones' custom layers
+
         _import_fusion_layers()
 
         from avsc.storage import locations
@@ -117,8 +134,11 @@ class Predictor:
             try:
                 return keras.models.load_model(path, compile=False)
             except Exception as exc:  # noqa: BLE001 -- Keras raises many kinds for an unreadable file
-                raise DataError(path, f"cannot load the model ({type(exc).__name__}: {exc})",
-                                "copy the bundle again, or rebuild it with `avsc bundle`") from None
+                raise DataError(
+                    path,
+                    f"cannot load the model ({type(exc).__name__}: {exc})",
+                    "copy the bundle again, or rebuild it with `avsc bundle`",
+                ) from None
 
         with locations.local_copy(bundle_dir) as local:  # an s3:// bundle is fetched once, then held in memory
             bundle = load_bundle(local, verify=verify)
@@ -127,11 +147,20 @@ class Predictor:
                 entries["visual_fusion"] = bundle.visual_fusion
             needed = {b for entry in entries.values() for b in entry.backbones}
             backbones = avsc.models.backbones
-            embedding_models = {b: backbones.depthwise_for_grouped(backbones.embedding_model(load_model(p)))
-                                for b, p in bundle.backbones.items() if b in needed}
+            embedding_models = {
+                b: backbones.depthwise_for_grouped(backbones.embedding_model(load_model(p)))
+                for b, p in bundle.backbones.items()
+                if b in needed
+            }
             fusion_models = {key: load_model(bundle.model_path(entry)) for key, entry in entries.items()}
-        return cls(bundle, embedding_models, fusion_models, allow_visual_only=allow_visual_only,
-                   max_batch_windows=max_batch_windows, graph=graph)
+        return cls(
+            bundle,
+            embedding_models,
+            fusion_models,
+            allow_visual_only=allow_visual_only,
+            max_batch_windows=max_batch_windows,
+            graph=graph,
+        )
 
     # --- the steps, each usable on its own --------------------------------------------
 
@@ -145,17 +174,22 @@ class Predictor:
         if self.allow_visual_only and visual is not None:
             return visual
         if self.allow_visual_only:
-            hint = ("this bundle has no visual-only fusion model; rebuild it with "
-                    "`avsc bundle ... --visual-fusion VISUAL_FUSION_DIR`")
+            hint = (
+                "this bundle has no visual-only fusion model; rebuild it with "
+                "`avsc bundle ... --visual-fusion VISUAL_FUSION_DIR`"
+            )
         elif visual is not None:
             hint = "use --allow-visual-only to classify it from its pictures alone"
         else:
-            hint = (f"the {main.modalities} fusion model needs sound; add a visual-only fusion model "
-                    "to the bundle (`avsc bundle --visual-fusion`) and use --allow-visual-only")
+            hint = (
+                f"the {main.modalities} fusion model needs sound; add a visual-only fusion model "
+                "to the bundle (`avsc bundle --visual-fusion`) and use --allow-visual-only"
+            )
         raise MediaError(path, problem, hint)
 
-    def window_features(self, path: str | Path, offsets: Iterable[float], entry: BundleFusion,
-                        info: MediaInfo | None = None) -> dict[str, np.ndarray]:
+    def window_features(
+        self, path: str | Path, offsets: Iterable[float], entry: BundleFusion, info: MediaInfo | None = None
+    ) -> dict[str, np.ndarray]:
         """Features of each window, stacked: feature name -> [shape=(n_windows, ...)].
 
         Only the features ``entry``'s backbones read are returned. ``info`` is the file's
@@ -176,8 +210,7 @@ class Predictor:
             for offset in offsets:
                 frames = None
                 if "frames" in features:
-                    frames = pool.submit(sample_frames, path, config.frames, seconds=clip, offset_s=offset,
-                                         info=info)
+                    frames = pool.submit(sample_frames, path, config.frames, seconds=clip, offset_s=offset, info=info)
                 computed: dict[str, np.ndarray] = {}
                 if needs_audio:
                     from avsc.features.spectrograms import compute_clip_features
@@ -192,13 +225,15 @@ class Predictor:
         for name, array in out.items():
             expected = self.bundle.feature_shapes.get(name)
             if expected is not None and tuple(array.shape[1:]) != tuple(expected):
-                raise DataError(self.bundle.root, f"{name} features of {path} have shape {array.shape[1:]}, "
-                                f"the bundled backbones expect {tuple(expected)}",
-                                "the feature code differs from the one the models were trained with")
+                raise DataError(
+                    self.bundle.root,
+                    f"{name} features of {path} have shape {array.shape[1:]}, "
+                    f"the bundled backbones expect {tuple(expected)}",
+                    "the feature code differs from the one the models were trained with",
+                )
         return out
 
-    def predict_features(self, features: dict[str, np.ndarray], entry: BundleFusion | None = None
-                         ) -> np.ndarray:
+    def predict_features(self, features: dict[str, np.ndarray], entry: BundleFusion | None = None) -> np.ndarray:
         """Class probabilities of a batch of windows.
 
         Args:
@@ -211,8 +246,9 @@ class Predictor:
         """
         return self._predict_windows(features, entry)[0]
 
-    def _predict_windows(self, features: dict[str, np.ndarray], entry: BundleFusion | None = None
-                         ) -> tuple[np.ndarray, np.ndarray]:
+    def _predict_windows(
+        self, features: dict[str, np.ndarray], entry: BundleFusion | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`predict_features` and each window's distance from the training data
         ([shape=(n,)], NaN for a fusion model without standardisation)."""
         from avsc.models.fusion import distance_score
@@ -243,8 +279,9 @@ class Predictor:
         if not locations.is_remote(str(path)):  # an s3:// video is decoded in place
             path = Path(path)
             if not path.is_file():
-                raise MediaError(path, "not found" if not path.exists() else "not a file",
-                                 "give the path of a video file")
+                raise MediaError(
+                    path, "not found" if not path.exists() else "not a file", "give the path of a video file"
+                )
         info = probe_media(path)
         warnings = list(info.warnings)
         offsets = window_offsets(info.duration_s, self.bundle.clip_seconds)
@@ -252,18 +289,23 @@ class Predictor:
         if any(b in AUDIO_BACKBONES for b in entry.backbones):
             silent = self._silent_windows(path, offsets, info)
             if len(silent) == len(offsets):
-                entry = self.choose_fusion(path, False, f"the sound (audio track {info.audio_track}) is "
-                                                        "digital silence throughout (peak below -90 dBFS)")
+                entry = self.choose_fusion(
+                    path,
+                    False,
+                    f"the sound (audio track {info.audio_track}) is digital silence throughout (peak below -90 dBFS)",
+                )
                 warnings.append("the sound is digital silence throughout: classified from the pictures alone")
             elif silent:
-                warnings.append(f"{len(silent)} of {len(offsets)} windows left out: their sound is digital "
-                                f"silence (at {', '.join(f'{o:g}' for o in silent)} s)")
+                warnings.append(
+                    f"{len(silent)} of {len(offsets)} windows left out: their sound is digital "
+                    f"silence (at {', '.join(f'{o:g}' for o in silent)} s)"
+                )
                 offsets = [o for o in offsets if o not in silent]
         for warning in warnings:
             log.warning("%s: %s", path, warning)
         parts, distances = [], []
         for start in range(0, len(offsets), self.max_batch_windows):
-            chunk = offsets[start:start + self.max_batch_windows]
+            chunk = offsets[start : start + self.max_batch_windows]
             probs, window_distances = self._predict_windows(self.window_features(path, chunk, entry, info), entry)
             parts.append(probs)
             distances.append(window_distances)
@@ -278,8 +320,10 @@ class Predictor:
                 log.warning("%s: %s", self.bundle.root, warning)
             self._provenance_logged = True
         if distance > threshold:
-            far = (f"far from the training data: distance {distance:.2f} is above the 99th percentile of the "
-                   f"val clips ({threshold:.2f}); the probabilities may not hold for this video")
+            far = (
+                f"far from the training data: distance {distance:.2f} is above the 99th percentile of the "
+                f"val clips ({threshold:.2f}); the probabilities may not hold for this video"
+            )
             log.warning("%s: %s", path, far)
             provenance.append(far)
         warnings += provenance
@@ -304,11 +348,19 @@ class Predictor:
         provenance = self.bundle.info.provenance
         name = provenance.dataset or "an unnamed dataset"
         if provenance.synthetic:
-            return [(f"the bundle was trained on synthetic data ({name}, made by `avsc demo-data`): its "
-                     "classes and probabilities say nothing about real scenes")]
+            return [
+                (
+                    f"the bundle was trained on synthetic data ({name}, made by `avsc demo-data`): its "
+                    "classes and probabilities say nothing about real scenes"
+                )
+            ]
         if provenance.synthetic is None:
-            return [("the bundle does not record whether it was trained on real recordings (it was made "
-                     "without the manifest); treat its probabilities with care")]
+            return [
+                (
+                    "the bundle does not record whether it was trained on real recordings (it was made "
+                    "without the manifest); treat its probabilities with care"
+                )
+            ]
         return []
 
     def _silent_windows(self, path: str | Path, offsets: list[float], info: MediaInfo) -> list[float]:
@@ -317,11 +369,13 @@ class Predictor:
         from avsc.media.decode import demux_audio, is_silent
 
         config, clip = self.bundle.feature_config, self.bundle.clip_seconds
-        return [o for o in offsets
-                if is_silent(demux_audio(path, config.audio, offset_s=o, duration_s=clip, info=info))]
+        return [
+            o for o in offsets if is_silent(demux_audio(path, config.audio, offset_s=o, duration_s=clip, info=info))
+        ]
 
-    def predict_files(self, paths: Iterable[str | Path], *, progress: bool = False
-                      ) -> Iterator[tuple[str, Prediction | str]]:
+    def predict_files(
+        self, paths: Iterable[str | Path], *, progress: bool = False
+    ) -> Iterator[tuple[str, Prediction | str]]:
         """Classify videos one after another, carrying on past bad files.
 
         Every per-file failure, expected or not, becomes that file's message and the
@@ -345,8 +399,13 @@ class Predictor:
                 yield path, f"{path}: out of memory while classifying it"
             except Exception as exc:  # one bad file never stops a batch
                 log.exception("unexpected error on %s", path)
-                yield path, (f"{path}: an unexpected error stopped its classification ({type(exc).__name__}: "
-                             f"{exc}); the log has the traceback")
+                yield (
+                    path,
+                    (
+                        f"{path}: an unexpected error stopped its classification ({type(exc).__name__}: "
+                        f"{exc}); the log has the traceback"
+                    ),
+                )
 
 
 def check_videos(paths: Iterable[str | Path]) -> dict[str, str]:

@@ -50,13 +50,20 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (what ``avsc predict --json`` prints, one object a line)."""
+
         def finite(value: float) -> float | None:
             return float(value) if np.isfinite(value) else None
 
-        return {"path": self.path, "label": self.label, "probabilities": self.probabilities,
-                "windows": self.windows, "window_offsets": list(self.window_offsets),
-                "modalities": self.modalities, "method": self.method, "warnings": list(self.warnings),
-                "distance": finite(self.distance), "distance_threshold": finite(self.distance_threshold),
-                "bundle": self.provenance}
-
-
+        return {
+            "path": self.path,
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "windows": self.windows,
+            "window_offsets": list(self.window_offsets),
+            "modalities": self.modalities,
+            "method": self.method,
+            "warnings": list(self.warnings),
+            "distance": finite(self.distance),
+            "distance_threshold": finite(self.distance_threshold),
+            "bundle": self.provenance,
+        }

@@ -35,5 +35,3 @@ def window_offsets(duration_s: float | None, clip_seconds: float) -> list[float]
     offsets = [float(i * clip_seconds) for i in range(n - 1)]
     offsets.append(max(0.0, duration_s - clip_seconds))
     return [round(float(o), 6) for o in offsets]
-
-

@@ -48,7 +48,7 @@ from avsc.media.probe import MediaInfo, check_media_file, probe_media
 
 # Peak amplitude below which a clip's sound counts as digital silence: one step of 16-bit
 # PCM (-90.3 dBFS). Nothing a microphone records stays under it; a muted or blank track does.
-SILENCE_PEAK = 2.0 ** -15
+SILENCE_PEAK = 2.0**-15
 # Seconds decoded before a window's start, so its first frame is the one shown at that
 # instant (a seek alone would start at the first frame AFTER it).
 _PRE_ROLL_S = 1.0
@@ -133,25 +133,30 @@ def demux_audio(
     if (end is not None and offset_s >= end) or (start is not None and start >= offset_s + duration_s):
         return out  # the window lies outside the track: a player plays silence there
     source = _input(path, offset_s, duration_s)
-    sound = (source[f"a:{info.audio_track}"]
-             .filter("aresample", **{"async": 1, "first_pts": 0})  # async: a Python keyword
-             .output("pipe:", format="f32le", acodec="pcm_f32le", ac=cfg.channels, ar=cfg.sample_rate,
-                     vn=None, sn=None, dn=None))
+    sound = (
+        source[f"a:{info.audio_track}"]
+        .filter("aresample", **{"async": 1, "first_pts": 0})  # async: a Python keyword
+        .output(
+            "pipe:", format="f32le", acodec="pcm_f32le", ac=cfg.channels, ar=cfg.sample_rate, vn=None, sn=None, dn=None
+        )
+    )
     args = _anchored(sound, source, start).global_args("-loglevel", "error").get_args()
     run = run_ffmpeg(path, args, what="audio", timeout_s=timeout_s)
     check_decoded_cleanly(path, run, "audio")
     raw = run.stdout
     samples = np.frombuffer(raw, dtype="<f4")
-    samples = samples[:len(samples) - len(samples) % cfg.channels].reshape(-1, cfg.channels)
+    samples = samples[: len(samples) - len(samples) % cfg.channels].reshape(-1, cfg.channels)
     if len(samples) == 0:
         where = f" between {offset_s:g} and {offset_s + duration_s:g} s" if offset_s else ""
         raise MediaError(path, f"no audio samples decoded from audio track {info.audio_track}{where}", HINT)
     finite = np.isfinite(samples)
     if not finite.all():
-        raise MediaError(path, f"the audio track holds non-finite samples (NaN or Inf: {int((~finite).sum())} "
-                               f"of {finite.size} decoded values)",
-                         "the track is damaged or badly written float PCM; re-export the sound, "
-                         "or remove the file from the list")
+        raise MediaError(
+            path,
+            f"the audio track holds non-finite samples (NaN or Inf: {int((~finite).sum())} "
+            f"of {finite.size} decoded values)",
+            "the track is damaged or badly written float PCM; re-export the sound, or remove the file from the list",
+        )
     keep = min(n, len(samples))
     out[:keep] = samples[:keep]
     return out
@@ -198,7 +203,7 @@ def read_wav(
     args = sound.global_args("-loglevel", "error").get_args()
     raw = run_ffmpeg(path, args, what="audio", timeout_s=timeout_s, hint=WAV_HINT).stdout
     samples = np.frombuffer(raw, dtype="<f4")
-    samples = samples[:len(samples) - len(samples) % cfg.channels].reshape(-1, cfg.channels)
+    samples = samples[: len(samples) - len(samples) % cfg.channels].reshape(-1, cfg.channels)
     if len(samples) == 0:
         raise MediaError(path, f"no audio samples decoded from {offset_s:g} s on", WAV_HINT)
     if not np.isfinite(samples).all():
@@ -210,8 +215,9 @@ def read_wav(
     return out
 
 
-def _frame_filters(picture: FilterableStream, cfg: FrameConfig, pre_roll_s: float, seconds: float,
-                   fixed_rate: bool) -> FilterableStream:
+def _frame_filters(
+    picture: FilterableStream, cfg: FrameConfig, pre_roll_s: float, seconds: float, fixed_rate: bool
+) -> FilterableStream:
     """The filter chain on ``picture``: move the window start to 0, pick frames, display geometry, scale, crop."""
     size = int(cfg.size)
     if fixed_rate:
@@ -228,14 +234,25 @@ def _frame_filters(picture: FilterableStream, cfg: FrameConfig, pre_roll_s: floa
         picture = picture.filter("fps", fps=f"{cfg.fps:g}", round="up", start_time=0)
     # dar = iw / ih * sar, after ffmpeg's automatic rotation: the displayed proportions.
     # (ffmpeg-python escapes the commas for the filter graph.)
-    picture = picture.filter("scale", w=f"max({size},ceil({size}*dar))", h=f"max({size},ceil({size}/dar))",
-                             flags="area")
+    picture = picture.filter(
+        "scale", w=f"max({size},ceil({size}*dar))", h=f"max({size},ceil({size}/dar))", flags="area"
+    )
     return picture.filter("setsar", 1).filter("crop", size, size)
 
 
-def _decode_frames(path: str | Path, info: MediaInfo, cfg: FrameConfig, *, offset_s: float, seconds: float,
-                   fixed_rate: bool, max_frames: int | None, reference_only: bool, threads: int,
-                   timeout_s: float) -> np.ndarray:
+def _decode_frames(
+    path: str | Path,
+    info: MediaInfo,
+    cfg: FrameConfig,
+    *,
+    offset_s: float,
+    seconds: float,
+    fixed_rate: bool,
+    max_frames: int | None,
+    reference_only: bool,
+    threads: int,
+    timeout_s: float,
+) -> np.ndarray:
     pre_roll = min(offset_s, max(_PRE_ROLL_S, 2.0 / info.fps if info.fps else 0.0))
     decoder: dict[str, str] = {}
     if reference_only:
@@ -244,15 +261,16 @@ def _decode_frames(path: str | Path, info: MediaInfo, cfg: FrameConfig, *, offse
         decoder["threads"] = str(int(threads))
     source = _input(path, offset_s - pre_roll, seconds + pre_roll, **decoder)
     limit = {"frames:v": max_frames} if max_frames else {}
-    frames = (_frame_filters(source[f"v:{info.video_stream}"], cfg, pre_roll, seconds, fixed_rate)
-              .output("pipe:", format="rawvideo", pix_fmt="rgb24", an=None, sn=None, dn=None, **limit))
+    frames = _frame_filters(source[f"v:{info.video_stream}"], cfg, pre_roll, seconds, fixed_rate).output(
+        "pipe:", format="rawvideo", pix_fmt="rgb24", an=None, sn=None, dn=None, **limit
+    )
     args = _anchored(frames, source, info.video_start_s).global_args("-loglevel", "error").get_args()
     run = run_ffmpeg(path, args, what="video", timeout_s=timeout_s)
     check_decoded_cleanly(path, run, "video")
     raw = run.stdout
     size = int(cfg.size)
     count = len(raw) // (size * size * 3)
-    return np.frombuffer(raw[:count * size * size * 3], dtype=np.uint8).reshape(count, size, size, 3)
+    return np.frombuffer(raw[: count * size * size * 3], dtype=np.uint8).reshape(count, size, size, 3)
 
 
 def sample_frames(
@@ -306,13 +324,22 @@ def sample_frames(
     end = info.video_end_s
     frames = np.zeros((0, cfg.size, cfg.size, 3), np.uint8)
     if end is None or offset_s < end:
-        frames = _decode_frames(path, info, cfg, offset_s=offset_s, seconds=seconds, fixed_rate=True,
-                                max_frames=n, **common)
+        frames = _decode_frames(
+            path, info, cfg, offset_s=offset_s, seconds=seconds, fixed_rate=True, max_frames=n, **common
+        )
     if len(frames) == 0 and end is not None and offset_s > 0:
         # The window starts after the picture ended: a player keeps showing its last frame.
         tail = max(_PRE_ROLL_S, 2.0 / info.fps if info.fps else 0.0)
-        frames = _decode_frames(path, info, cfg, offset_s=max(0.0, end - tail), seconds=tail + 1.0,
-                                fixed_rate=False, max_frames=None, **{**common, "reference_only": False})[-1:]
+        frames = _decode_frames(
+            path,
+            info,
+            cfg,
+            offset_s=max(0.0, end - tail),
+            seconds=tail + 1.0,
+            fixed_rate=False,
+            max_frames=None,
+            **{**common, "reference_only": False},
+        )[-1:]
     if len(frames) == 0:
         where = f" after {offset_s:g} s" if offset_s else ""
         raise MediaError(path, f"no video frame decoded{where} from video stream {info.video_stream}", HINT)

@@ -60,15 +60,23 @@ def write_clip(
         if width % 2 or height % 2:
             picture = picture.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")  # yuv420p needs even sides
         streams = [picture]
-        options = {"c:v": "libx264", "preset": "veryfast", "crf": str(crf), "pix_fmt": "yuv420p",
-                   "movflags": "+faststart"}
+        options = {
+            "c:v": "libx264",
+            "preset": "veryfast",
+            "crf": str(crf),
+            "pix_fmt": "yuv420p",
+            "movflags": "+faststart",
+        }
         if audio is not None:
             wav = Path(tmp) / "audio.wav"
             write_wav(wav, audio, sample_rate, sample_width=2)
             streams.append(ffmpeg.input(str(wav)).audio)
             options.update({"c:a": "aac", "b:a": "128k", "ar": str(sample_rate)})
-        cmd = (ffmpeg.output(*streams, local_file_argument(path), **options).global_args("-loglevel", "error")
-               .get_args(overwrite_output=True))
+        cmd = (
+            ffmpeg.output(*streams, local_file_argument(path), **options)
+            .global_args("-loglevel", "error")
+            .get_args(overwrite_output=True)
+        )
         try:
             run_ffmpeg(path, cmd, what="frames and sound to encode", input_bytes=frames.tobytes(), timeout_s=600.0)
         except MediaError as exc:

@@ -67,8 +67,7 @@ HARMLESS_DECODE_MESSAGES: tuple[str, ...] = (
 )
 
 # Signals whose exit statuses a shell wrapper (128 + N) passes on for a killed ffmpeg.
-_CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT,
-                  signal.SIGKILL)
+_CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT, signal.SIGKILL)
 _NO_GCONV = "/nonexistent-gconv"  # GCONV_PATH for the static build: no converters at all
 
 
@@ -169,14 +168,23 @@ def check_decoded_cleanly(path: str | Path, run: FFmpegRun, what: str, hint: str
     errors = decode_errors(run.report)
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise MediaError(path, f"ffmpeg reported {len(errors)} decode error(s) in its {what}: "
-                               f"{errors[0][:200]}{more}", hint)
+        raise MediaError(
+            path, f"ffmpeg reported {len(errors)} decode error(s) in its {what}: {errors[0][:200]}{more}", hint
+        )
 
 
 # ffmpeg's http protocol: reconnect on dropped connections and network errors, and give up
 # on a silent server after rw_timeout (microseconds) instead of hanging.
-_URL_OPTIONS = ("-reconnect", "1", "-reconnect_on_network_error", "1", "-reconnect_delay_max", "10",
-                "-rw_timeout", "60000000")
+_URL_OPTIONS = (
+    "-reconnect",
+    "1",
+    "-reconnect_on_network_error",
+    "1",
+    "-reconnect_delay_max",
+    "10",
+    "-rw_timeout",
+    "60000000",
+)
 
 
 def media_path(path: str | Path) -> Path | str:
@@ -228,9 +236,17 @@ def redact(report: str, urls: dict[str, str]) -> str:
     return re.sub(r"X-Amz-[A-Za-z-]+=[^&\s\"']+", "X-Amz-…", report) if urls else report
 
 
-def run_ffmpeg(path: str | Path, args: list[str], *, what: str = "streams", timeout_s: float = 300.0,
-               hint: str = HINT, check: bool = True, input_bytes: bytes | None = None,
-               exe: str | None = None) -> FFmpegRun:
+def run_ffmpeg(
+    path: str | Path,
+    args: list[str],
+    *,
+    what: str = "streams",
+    timeout_s: float = 300.0,
+    hint: str = HINT,
+    check: bool = True,
+    input_bytes: bytes | None = None,
+    exe: str | None = None,
+) -> FFmpegRun:
     """Run ffmpeg with ``args`` (everything after the binary) on ``path`` and check the outcome.
 
     Args:
@@ -257,13 +273,20 @@ def run_ffmpeg(path: str | Path, args: list[str], *, what: str = "streams", time
     args, urls = _ffmpeg_inputs(args)
     cmd = [exe, "-nostdin", "-hide_banner", *args]
     try:
-        proc = subprocess.run(cmd, input=input_bytes, stdin=subprocess.DEVNULL if input_bytes is None else None,
-                              capture_output=True, timeout=timeout_s, env=ffmpeg_env(exe))
+        proc = subprocess.run(
+            cmd,
+            input=input_bytes,
+            stdin=subprocess.DEVNULL if input_bytes is None else None,
+            capture_output=True,
+            timeout=timeout_s,
+            env=ffmpeg_env(exe),
+        )
     except subprocess.TimeoutExpired:
         raise MediaError(path, f"ffmpeg did not finish reading its {what} within {timeout_s:.0f} s", hint) from None
     except OSError as exc:
-        raise AvscError(f"cannot run ffmpeg {exe!r}: {exc.strerror or exc} "
-                        "(check AVSC_FFMPEG, or reinstall imageio-ffmpeg)") from None
+        raise AvscError(
+            f"cannot run ffmpeg {exe!r}: {exc.strerror or exc} (check AVSC_FFMPEG, or reinstall imageio-ffmpeg)"
+        ) from None
     report = redact(proc.stderr.decode("utf-8", errors="replace"), urls)
     crashed = signal_of(proc.returncode)
     if crashed:

@@ -32,7 +32,7 @@ _NAMED_LAYOUTS: dict[str, int] = {
     "binaural": 2,
 }
 _STREAM = re.compile(r"Stream #0:(\d+)(?:\[[^\]]*\])?(?:\([^)]*\))?: (\w+): (.*)$")
-_NOPTS = -(2 ** 63)
+_NOPTS = -(2**63)
 
 
 @dataclass(frozen=True)
@@ -166,26 +166,36 @@ def parse_report(report: str) -> Report:
         kind = match.group(2).lower()
         spec = match.group(3)
         counts[kind] = counts.get(kind, 0) + 1
-        stream = {"index": int(match.group(1)), "kind": kind, "type_index": counts[kind] - 1,
-                  "codec": spec.split()[0].rstrip(",") if spec.split() else "unknown",
-                  "default": "(default)" in spec, "attached_pic": "(attached pic)" in spec}
+        stream = {
+            "index": int(match.group(1)),
+            "kind": kind,
+            "type_index": counts[kind] - 1,
+            "codec": spec.split()[0].rstrip(",") if spec.split() else "unknown",
+            "default": "(default)" in spec,
+            "attached_pic": "(attached pic)" in spec,
+        }
         if kind == "video":
             size = re.search(r", (\d+)x(\d+)(?=[ ,\[]|$)", spec)
             sar = re.search(r"\[SAR (\d+:\d+) DAR \d+:\d+\]", spec)
             fps = re.search(r", ([\d.]+k?) fps", spec) or re.search(r", ([\d.]+k?) tbr", spec)
-            stream.update(width=int(size.group(1)) if size else None,
-                          height=int(size.group(2)) if size else None,
-                          sar=_ratio(sar.group(1)) if sar else 1.0,
-                          fps=_number(fps.group(1)) if fps else None)
+            stream.update(
+                width=int(size.group(1)) if size else None,
+                height=int(size.group(2)) if size else None,
+                sar=_ratio(sar.group(1)) if sar else 1.0,
+                fps=_number(fps.group(1)) if fps else None,
+            )
         elif kind == "audio":
             rate = re.search(r", (\d+) Hz", spec)
             layout = None
             if rate:
-                after = spec[rate.end():].lstrip(", ")
+                after = spec[rate.end() :].lstrip(", ")
                 found = re.match(r"(\d+ channels(?: \([^)]*\))?|[^,]+)", after)
                 layout = found.group(1).strip() if found else None
-            stream.update(sample_rate=int(rate.group(1)) if rate else None, layout=layout,
-                          channels=channels_of_layout(layout) if layout else None)
+            stream.update(
+                sample_rate=int(rate.group(1)) if rate else None,
+                layout=layout,
+                channels=channels_of_layout(layout) if layout else None,
+            )
         streams.append(stream)
     return Report(duration_s=duration, start_s=start, streams=tuple(StreamInfo(**s) for s in streams))
 

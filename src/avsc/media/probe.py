@@ -56,8 +56,7 @@ _LENGTH_SLACK_S = 0.5
 # A stream starting this much (seconds) after the other is reported as starting late.
 _LATE_START_S = 0.1
 
-__all__ = ["MediaInfo", "StreamInfo", "probe_media", "parse_ffmpeg_report", "check_media_file",
-           "channels_of_layout"]
+__all__ = ["MediaInfo", "StreamInfo", "probe_media", "parse_ffmpeg_report", "check_media_file", "channels_of_layout"]
 
 
 @dataclass(frozen=True)
@@ -148,8 +147,9 @@ def parse_ffmpeg_report(path: str | Path, report: str, packets: str | None = Non
     duration = max(ends) if ends else parsed.duration_s
     warnings = _track_warnings(videos, audios, video, audio) + _timeline_warnings(video, audio)
     if parsed.duration_s is not None and duration is not None and abs(parsed.duration_s - duration) > 1.0:
-        warnings.append(f"the header states {parsed.duration_s:.2f} s, the streams run {duration:.2f} s; "
-                        "using the streams' length")
+        warnings.append(
+            f"the header states {parsed.duration_s:.2f} s, the streams run {duration:.2f} s; using the streams' length"
+        )
     display = video.display_size or (None, None)
     return MediaInfo(
         path=str(path),
@@ -193,13 +193,16 @@ def _with_timing(streams: list[StreamInfo], packets: str) -> list[StreamInfo]:
     return [by_index.get(s.index, s) for s in streams]
 
 
-def _track_warnings(videos: list[StreamInfo], audios: list[StreamInfo], video: StreamInfo,
-                    audio: StreamInfo | None) -> list[str]:
+def _track_warnings(
+    videos: list[StreamInfo], audios: list[StreamInfo], video: StreamInfo, audio: StreamInfo | None
+) -> list[str]:
     """Which stream of several was chosen, and why."""
     warnings: list[str] = []
     if len(videos) > 1:
-        warnings.append(f"{len(videos)} video streams; using video stream {video.type_index}"
-                        f" ({'flagged default' if video.default else 'the first; none is flagged default'})")
+        warnings.append(
+            f"{len(videos)} video streams; using video stream {video.type_index}"
+            f" ({'flagged default' if video.default else 'the first; none is flagged default'})"
+        )
     if audio is not None and len(audios) > 1:
         chosen = "flagged default" if audio.default else "the first; none is flagged default"
         warnings.append(f"{len(audios)} audio tracks; using track {audio.type_index} ({audio.layout or '?'}, {chosen})")
@@ -216,13 +219,16 @@ def _timeline_warnings(video: StreamInfo, audio: StreamInfo | None) -> list[str]
     if abs(video_end - audio_end) > _LENGTH_SLACK_S:
         shorter = "sound" if audio_end < video_end else "picture"
         after = "silence" if shorter == "sound" else "its last frame"
-        warnings.append(f"picture ends at {video_end:.2f} s, sound at {audio_end:.2f} s: past its end the "
-                        f"{shorter} is {after}, as a player shows it")
+        warnings.append(
+            f"picture ends at {video_end:.2f} s, sound at {audio_end:.2f} s: past its end the "
+            f"{shorter} is {after}, as a player shows it"
+        )
     for name, start, other_start in (("sound", audio_start, video_start), ("picture", video_start, audio_start)):
         if start - other_start > _LATE_START_S:
             first = "picture" if name == "sound" else "sound"
-            warnings.append(f"the {name} starts at {start:.2f} s, later than the {first}: "
-                            "it is delayed to there, as a player does")
+            warnings.append(
+                f"the {name} starts at {start:.2f} s, later than the {first}: it is delayed to there, as a player does"
+            )
     return warnings
 
 
@@ -310,8 +316,12 @@ def probe_wav(path: str | Path) -> WavInfo:
             info = soundfile.info(str(path))
     except (RuntimeError, TypeError, ValueError) as exc:  # soundfile.LibsndfileError is a RuntimeError
         raise MediaError(path, f"not a readable audio file ({str(exc).strip()[:120]})", WAV_HINT) from None
-    return WavInfo(channels=int(info.channels), sample_rate=int(info.samplerate), frames=int(info.frames),
-                   subtype=str(info.subtype))
+    return WavInfo(
+        channels=int(info.channels),
+        sample_rate=int(info.samplerate),
+        frames=int(info.frames),
+        subtype=str(info.subtype),
+    )
 
 
 def check_media_file(path: Path | str, hint: str = HINT) -> None:

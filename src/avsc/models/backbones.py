@@ -63,7 +63,6 @@ class Deltas(layers.Layer):
 _BN_MOMENTUM = 0.9
 
 
-
 def _dense_block(x, *, dense_units: int, n_classes: int, dropout: float, l2: float):
     x = layers.Dense(dense_units, activation="relu", kernel_regularizer=l2_half(l2), name="fc1024")(x)
     if dropout:
@@ -73,8 +72,9 @@ def _dense_block(x, *, dense_units: int, n_classes: int, dropout: float, l2: flo
 
 
 def _conv_bn_relu(x, filters: int, kernel: int, l2: float, name: str):
-    x = layers.Conv2D(filters, kernel, padding="same", use_bias=False,
-                      kernel_regularizer=l2_half(l2), name=f"{name}_conv")(x)
+    x = layers.Conv2D(
+        filters, kernel, padding="same", use_bias=False, kernel_regularizer=l2_half(l2), name=f"{name}_conv"
+    )(x)
     x = layers.BatchNormalization(momentum=_BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
@@ -91,13 +91,15 @@ def _residual_inception_block(x, filters: int, l2: float, name: str):
     bp = layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x)
     bp = _conv_bn_relu(bp, filters - 3 * width, 1, l2, f"{name}_bp")
     y = layers.Concatenate(name=f"{name}_concat")([b1, b3, b5, bp])
-    y = layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                      kernel_regularizer=l2_half(l2), name=f"{name}_mix_conv")(y)
+    y = layers.Conv2D(
+        filters, 3, padding="same", use_bias=False, kernel_regularizer=l2_half(l2), name=f"{name}_mix_conv"
+    )(y)
     y = layers.BatchNormalization(momentum=_BN_MOMENTUM, name=f"{name}_mix_bn")(y)
     shortcut = x
     if x.shape[-1] != filters:
-        shortcut = layers.Conv2D(filters, 1, use_bias=False, kernel_regularizer=l2_half(l2),
-                                 name=f"{name}_proj_conv")(x)
+        shortcut = layers.Conv2D(filters, 1, use_bias=False, kernel_regularizer=l2_half(l2), name=f"{name}_proj_conv")(
+            x
+        )
         shortcut = layers.BatchNormalization(momentum=_BN_MOMENTUM, name=f"{name}_proj_bn")(shortcut)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.ReLU(name=f"{name}_out")(y)
@@ -139,7 +141,7 @@ def build_audio_backbone(
     # activation memory of every block by 4 (same parameters).
     x = layers.MaxPooling2D(2, padding="same", name="stem_pool")(x)
     for stage in range(stages):
-        filters = base_filters * 2 ** stage
+        filters = base_filters * 2**stage
         for block in range(blocks_per_stage):
             x = _residual_inception_block(x, filters, l2, f"stage{stage + 1}_block{block + 1}")
         if stage < stages - 1:
@@ -165,10 +167,12 @@ class _VisualSpec:
 def _visual_specs() -> dict[str, _VisualSpec]:
     return {
         "inception": _VisualSpec(
-            keras.applications.InceptionV3, 75,
-            lambda x: layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_to_unit")(x), {}),
-        "convnext": _VisualSpec(
-            keras.applications.ConvNeXtTiny, 32, None, {"include_preprocessing": True}),
+            keras.applications.InceptionV3,
+            75,
+            lambda x: layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_to_unit")(x),
+            {},
+        ),
+        "convnext": _VisualSpec(keras.applications.ConvNeXtTiny, 32, None, {"include_preprocessing": True}),
     }
 
 
@@ -209,13 +213,16 @@ def build_visual_backbone(
         base_weights = str(find_imagenet_weights(kind) or "imagenet")
     else:
         if not Path(weights).is_file():
-            raise ConfigError(f"{weights}: weights file not found (give an existing file, "
-                              "'imagenet' or 'none')")
+            raise ConfigError(f"{weights}: weights file not found (give an existing file, 'imagenet' or 'none')")
         base_weights = str(weights)
     with imagenet_download(kind) if base_weights == "imagenet" else contextlib.nullcontext():
-        base = spec.application(include_top=False, weights=base_weights,
-                                input_shape=(image_size, image_size, 3), pooling="avg",
-                                **spec.application_kwargs)
+        base = spec.application(
+            include_top=False,
+            weights=base_weights,
+            input_shape=(image_size, image_size, 3),
+            pooling="avg",
+            **spec.application_kwargs,
+        )
     if kind == "convnext":
         base = depthwise_for_grouped(base)
     if base_weights is None:
@@ -255,10 +262,15 @@ def depthwise_for_grouped(model):
     21 to 5 CPU seconds (8 when run op by op). Models without such layers come back
     unchanged; other layers are shared with ``model``, not copied.
     """
+
     def grouped_is_depthwise(layer) -> bool:
-        return (isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.DepthwiseConv2D)
-                and layer.groups > 1 and layer.groups == layer.filters
-                and layer.input.shape[-1] == layer.groups)
+        return (
+            isinstance(layer, keras.layers.Conv2D)
+            and not isinstance(layer, keras.layers.DepthwiseConv2D)
+            and layer.groups > 1
+            and layer.groups == layer.filters
+            and layer.input.shape[-1] == layer.groups
+        )
 
     def walk(m):
         for layer in m.layers:
@@ -273,9 +285,17 @@ def depthwise_for_grouped(model):
         if not grouped_is_depthwise(layer):
             return layer
         depthwise = keras.layers.DepthwiseConv2D(
-            layer.kernel_size, strides=layer.strides, padding=layer.padding, depth_multiplier=1,
-            data_format=layer.data_format, dilation_rate=layer.dilation_rate, activation=layer.activation,
-            use_bias=layer.use_bias, name=layer.name, dtype=layer.dtype_policy)
+            layer.kernel_size,
+            strides=layer.strides,
+            padding=layer.padding,
+            depth_multiplier=1,
+            data_format=layer.data_format,
+            dilation_rate=layer.dilation_rate,
+            activation=layer.activation,
+            use_bias=layer.use_bias,
+            name=layer.name,
+            dtype=layer.dtype_policy,
+        )
         depthwise.build(layer.input.shape)
         kernel, *rest = layer.get_weights()  # [kh, kw, 1, channels] -> [kh, kw, channels, 1]
         depthwise.set_weights([np.transpose(kernel, (0, 1, 3, 2)), *rest])
@@ -287,16 +307,28 @@ def depthwise_for_grouped(model):
 def _audio(backbone: str, shapes: dict[str, tuple[int, ...]], cfg: TrainConfig) -> keras.Model:
     n_bins, frames, channels = shapes[BACKBONE_FEATURE[backbone]]
     return build_audio_backbone(
-        (n_bins, frames, channels), base_filters=cfg.audio_base_filters,
-        stages=cfg.audio_stages, dense_units=cfg.dense_units, dropout=cfg.dropout, l2=cfg.l2,
-        name=backbone.replace("-", "_"))
+        (n_bins, frames, channels),
+        base_filters=cfg.audio_base_filters,
+        stages=cfg.audio_stages,
+        dense_units=cfg.dense_units,
+        dropout=cfg.dropout,
+        l2=cfg.l2,
+        name=backbone.replace("-", "_"),
+    )
 
 
 def _visual(kind: str) -> Callable[[str, dict, TrainConfig], keras.Model]:
     def build(backbone: str, shapes: dict[str, tuple[int, ...]], cfg: TrainConfig) -> keras.Model:
         return build_visual_backbone(
-            kind, image_size=cfg.image_size, weights=cfg.weights, dense_units=cfg.dense_units,
-            dropout=cfg.dropout, l2=cfg.l2, name=backbone.replace("-", "_"))
+            kind,
+            image_size=cfg.image_size,
+            weights=cfg.weights,
+            dense_units=cfg.dense_units,
+            dropout=cfg.dropout,
+            l2=cfg.l2,
+            name=backbone.replace("-", "_"),
+        )
+
     return build
 
 
@@ -317,8 +349,7 @@ def check_backbone(backbone: str) -> str:
     return backbone
 
 
-def build_backbone(backbone: str, feature_shapes: dict[str, tuple[int, ...]],
-                   train_cfg: TrainConfig) -> keras.Model:
+def build_backbone(backbone: str, feature_shapes: dict[str, tuple[int, ...]], train_cfg: TrainConfig) -> keras.Model:
     """Build one of the five backbones for the feature shapes of a store.
 
     Args:
@@ -335,5 +366,6 @@ def build_backbone(backbone: str, feature_shapes: dict[str, tuple[int, ...]],
 
 def embedding_model(model: keras.Model) -> keras.Model:
     """The same network with outputs ``[fc1024, fc10]`` (``fc10`` before softmax)."""
-    return keras.Model(model.input, [model.get_layer("fc1024").output, model.get_layer("fc10").output],
-                       name=f"{model.name}_embeddings")
+    return keras.Model(
+        model.input, [model.get_layer("fc1024").output, model.get_layer("fc10").output], name=f"{model.name}_embeddings"
+    )

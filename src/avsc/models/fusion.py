@@ -60,7 +60,6 @@ __all__ = [
 ]
 
 
-
 def _as_list(inputs) -> list:
     if isinstance(inputs, dict):
         raise TypeError("fusion layers take a list of embeddings, one per backbone")
@@ -84,8 +83,10 @@ class _FusionBase(keras.layers.Layer):
         return int(shapes[0][-1])
 
     def _input_weights(self, n: int, width: int) -> list:
-        return [self.add_weight(name=f"w{i + 1}", shape=(width,), initializer="ones",
-                                regularizer=l2_half(self.l2)) for i in range(n)]
+        return [
+            self.add_weight(name=f"w{i + 1}", shape=(width,), initializer="ones", regularizer=l2_half(self.l2))
+            for i in range(n)
+        ]
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "l2": self.l2}
@@ -157,8 +158,10 @@ class ModalityWeightedFusion(_GroupedFusion):
     def build(self, input_shape) -> None:
         width = self._check(input_shape)
         self.input_weights = self._input_weights(len(input_shape), width)
-        self.group_weights = [self.add_weight(name=f"w_{g}", shape=(width,), initializer="ones",
-                                              regularizer=l2_half(self.l2)) for g in self.group_names]
+        self.group_weights = [
+            self.add_weight(name=f"w_{g}", shape=(width,), initializer="ones", regularizer=l2_half(self.l2))
+            for g in self.group_names
+        ]
         self.bias = self.add_weight(name="b", shape=(width,), initializer="zeros")
 
     def call(self, inputs):
@@ -255,8 +258,7 @@ def standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), variance.astype(np.float32)
 
 
-def distance_score(inputs: Sequence[np.ndarray], standardize: Sequence[tuple[np.ndarray, np.ndarray]]
-                   ) -> np.ndarray:
+def distance_score(inputs: Sequence[np.ndarray], standardize: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """How far each row lies from the training data: the mean squared z-score of its inputs.
 
     ``mean over inputs and columns of ((x - mean) / sqrt(variance))^2`` with the train-split
@@ -271,8 +273,9 @@ def distance_score(inputs: Sequence[np.ndarray], standardize: Sequence[tuple[np.
     Returns:
         [shape=(n,)] float64.
     """
-    parts = [((np.asarray(x, np.float64) - m) ** 2 / v).mean(axis=1)
-             for x, (m, v) in zip(inputs, standardize, strict=True)]
+    parts = [
+        ((np.asarray(x, np.float64) - m) ** 2 / v).mean(axis=1) for x, (m, v) in zip(inputs, standardize, strict=True)
+    ]
     return np.mean(parts, axis=0)
 
 
@@ -286,14 +289,24 @@ def model_standardization(model: keras.Model) -> list[tuple[np.ndarray, np.ndarr
             layer = model.get_layer(f"standardize_{name}")
         except ValueError:
             return None
-        pairs.append((np.asarray(layer.input_mean, np.float64).reshape(-1),
-                      np.asarray(layer.input_variance, np.float64).reshape(-1)))
+        pairs.append(
+            (
+                np.asarray(layer.input_mean, np.float64).reshape(-1),
+                np.asarray(layer.input_variance, np.float64).reshape(-1),
+            )
+        )
     return pairs
 
 
-def build_fusion_model(method: str, backbones: Sequence[str], width: int, *,
-                       n_classes: int = len(LABELS), l2: float = 0.0,
-                       standardize: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> keras.Model:
+def build_fusion_model(
+    method: str,
+    backbones: Sequence[str],
+    width: int,
+    *,
+    n_classes: int = len(LABELS),
+    l2: float = 0.0,
+    standardize: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> keras.Model:
     """(Standardisation +) fusion layer + FC(10) + softmax, uncompiled.
 
     Args:
@@ -314,16 +327,21 @@ def build_fusion_model(method: str, backbones: Sequence[str], width: int, *,
     check_method(method)
     unknown = [b for b in backbones if b not in BACKBONES]
     if unknown or not backbones or len(set(backbones)) != len(backbones):
-        raise ConfigError(f"fusion backbones must be distinct names among {', '.join(BACKBONES)}, "
-                          f"got {', '.join(backbones) or 'none'}")
+        raise ConfigError(
+            f"fusion backbones must be distinct names among {', '.join(BACKBONES)}, "
+            f"got {', '.join(backbones) or 'none'}"
+        )
     inputs = [keras.Input(shape=(width,), name=b, dtype="float32") for b in backbones]
     x = inputs
     if standardize is not None:
         if len(standardize) != len(backbones):
-            raise ValueError(f"standardize holds {len(standardize)} (mean, variance) pairs for "
-                             f"{len(backbones)} backbones")
-        x = [keras.layers.Normalization(mean=mean, variance=variance, name=f"standardize_{b}")(t)
-             for t, b, (mean, variance) in zip(inputs, backbones, standardize, strict=True)]
+            raise ValueError(
+                f"standardize holds {len(standardize)} (mean, variance) pairs for {len(backbones)} backbones"
+            )
+        x = [
+            keras.layers.Normalization(mean=mean, variance=variance, name=f"standardize_{b}")(t)
+            for t, b, (mean, variance) in zip(inputs, backbones, standardize, strict=True)
+        ]
     x = fusion_layer(method, backbones, l2=l2)(x)
     x = keras.layers.Dense(n_classes, kernel_regularizer=l2_half(l2), name="fc10", dtype="float32")(x)
     outputs = keras.layers.Activation("softmax", name="probs", dtype="float32")(x)

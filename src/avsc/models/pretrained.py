@@ -56,10 +56,18 @@ class WeightsFile:
 
 # Visual backbone kind -> its weights file (keras/src/applications/{inception_v3,convnext}.py).
 IMAGENET_WEIGHTS: dict[str, WeightsFile] = {
-    "inception": WeightsFile("InceptionV3", "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                             "md5", "bcbd6486424b2319ff4ef7d526e38f63"),
-    "convnext": WeightsFile("ConvNeXtTiny", "convnext_tiny_notop.h5", "sha256",
-                            "d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1"),
+    "inception": WeightsFile(
+        "InceptionV3",
+        "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "md5",
+        "bcbd6486424b2319ff4ef7d526e38f63",
+    ),
+    "convnext": WeightsFile(
+        "ConvNeXtTiny",
+        "convnext_tiny_notop.h5",
+        "sha256",
+        "d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1",
+    ),
 }
 
 
@@ -76,8 +84,9 @@ def weights_dirs() -> list[Path]:
 
 def _weights_file(kind: str) -> WeightsFile:
     if kind not in IMAGENET_WEIGHTS:
-        raise ConfigError(f"no ImageNet weights for visual backbone kind {kind!r}; "
-                          f"choose one of {', '.join(IMAGENET_WEIGHTS)}")
+        raise ConfigError(
+            f"no ImageNet weights for visual backbone kind {kind!r}; choose one of {', '.join(IMAGENET_WEIGHTS)}"
+        )
     return IMAGENET_WEIGHTS[kind]
 
 
@@ -114,8 +123,15 @@ def imagenet_download(kind: str) -> Iterator[None]:
             f"could not download it ({exc}). Copy the file from a machine that has it into one of "
             f"those folders (set {WEIGHTS_DIR_ENV} to choose the folder; the avsc images bake "
             f"it into /opt/avsc/weights, see `make images WEIGHTS_DIR=...`), or train from "
-            f"random weights with train.weights=none") from exc
+            f"random weights with train.weights=none"
+        ) from exc
 
 
-__all__ = ["IMAGENET_WEIGHTS", "WEIGHTS_DIR_ENV", "WeightsFile", "find_imagenet_weights",
-           "imagenet_download", "weights_dirs"]
+__all__ = [
+    "IMAGENET_WEIGHTS",
+    "WEIGHTS_DIR_ENV",
+    "WeightsFile",
+    "find_imagenet_weights",
+    "imagenet_download",
+    "weights_dirs",
+]

@@ -27,6 +27,21 @@ from avsc.records.output_manifest import OutputFile, OutputManifest
 from avsc.records.predictions import Predictions
 from avsc.records.store_summary import RejectedClip, StoreSummary
 
-__all__ = ["Record", "RecordError", "Lineage", "Calibration", "ModelInfo", "FusionInfo", "BundleInfo", "BundleFusion",
-           "BundleProvenance", "OutputFile", "OutputManifest", "Predictions", "EvaluationResult",
-           "StoreSummary", "RejectedClip", "EmbeddingsInfo"]
+__all__ = [
+    "Record",
+    "RecordError",
+    "Lineage",
+    "Calibration",
+    "ModelInfo",
+    "FusionInfo",
+    "BundleInfo",
+    "BundleFusion",
+    "BundleProvenance",
+    "OutputFile",
+    "OutputManifest",
+    "Predictions",
+    "EvaluationResult",
+    "StoreSummary",
+    "RejectedClip",
+    "EmbeddingsInfo",
+]

@@ -71,8 +71,11 @@ def _build(cls: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}")
-    missing = sorted(name for name, f in fields.items() if name not in data
-                     and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    missing = sorted(
+        name
+        for name, f in fields.items()
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
     if missing:
         raise ValueError(f"{where}: missing field(s) {', '.join(missing)}")
     return cls(**{name: _decode(hints[name], data[name], f"{where}.{name}") for name in data})
@@ -116,11 +119,13 @@ class Record:
         if not isinstance(version, int) or isinstance(version, bool):
             raise RecordError(source, f"{cls.FORMAT} record without an integer version", hint)
         if version > cls.VERSION:
-            raise RecordError(source, f"{cls.FORMAT} version {version} is newer than this avsc reads "
-                                      f"({cls.VERSION})", "upgrade avsc")
+            raise RecordError(
+                source, f"{cls.FORMAT} version {version} is newer than this avsc reads ({cls.VERSION})", "upgrade avsc"
+            )
         if version < cls.VERSION:
-            raise RecordError(source, f"{cls.FORMAT} version {version} is older than this avsc reads "
-                                      f"({cls.VERSION})", hint)
+            raise RecordError(
+                source, f"{cls.FORMAT} version {version} is older than this avsc reads ({cls.VERSION})", hint
+            )
         body = {k: v for k, v in data.items() if k not in ("format", "version")}
         try:
             record: R = _build(cls, body, cls.FORMAT)

@@ -65,21 +65,29 @@ class EmbeddingsInfo(Record):
         return {self.METADATA_KEY: json.dumps(self.to_dict(), sort_keys=True)}
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[bytes, bytes] | Mapping[str, str] | None, *,
-                      source: str | os.PathLike[str]) -> EmbeddingsInfo:
+    def from_metadata(
+        cls, metadata: Mapping[bytes, bytes] | Mapping[str, str] | None, *, source: str | os.PathLike[str]
+    ) -> EmbeddingsInfo:
         """The record in a Parquet file's schema metadata (``source`` names the file).
 
         Raises:
             RecordError: no record (not an avsc embedding file, or one written by an older
                 avsc), not JSON, or a record of another format or version.
         """
-        plain = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-                 for k, v in (metadata or {}).items()}
+        plain = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in (metadata or {}).items()
+        }
         hint = f"run `{cls.WRITTEN_BY}` again"
         if cls.METADATA_KEY not in plain:
             older = "avsc.backbone" in plain
-            raise RecordError(source, "an embedding file written by an older avsc" if older
-                              else f"not an avsc embedding file (no {cls.METADATA_KEY} metadata)", hint)
+            raise RecordError(
+                source,
+                "an embedding file written by an older avsc"
+                if older
+                else f"not an avsc embedding file (no {cls.METADATA_KEY} metadata)",
+                hint,
+            )
         try:
             data = json.loads(plain[cls.METADATA_KEY])
         except json.JSONDecodeError as exc:

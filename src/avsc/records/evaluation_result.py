@@ -27,9 +27,24 @@ import numpy.typing as npt
 
 from avsc.records._base import Record
 
-__all__ = ["EvaluationResult", "ClassificationScores", "CalibratedScores", "Uncalibrated", "ValCalibration",
-           "ReliabilityBins", "FusionResult", "BackboneResult", "ReferenceResult", "Choice", "EvaluatedData",
-           "Provenance", "SelectionRule", "Figures", "ScoredRows", "TrainingHistory"]
+__all__ = [
+    "EvaluationResult",
+    "ClassificationScores",
+    "CalibratedScores",
+    "Uncalibrated",
+    "ValCalibration",
+    "ReliabilityBins",
+    "FusionResult",
+    "BackboneResult",
+    "ReferenceResult",
+    "Choice",
+    "EvaluatedData",
+    "Provenance",
+    "SelectionRule",
+    "Figures",
+    "ScoredRows",
+    "TrainingHistory",
+]
 
 # Fields kept in memory for rendering only: never written, empty when read back.
 _IN_MEMORY = {"written": False}
@@ -363,10 +378,12 @@ class EvaluationResult(Record):
     reference: tuple[ReferenceResult, ...] = ()
     warnings: tuple[str, ...] = ()
     figures: Figures | None = None
-    rows: Mapping[str, ScoredRows] = dataclasses.field(default_factory=dict, compare=False, repr=False,
-                                                       metadata=_IN_MEMORY)
-    histories: tuple[TrainingHistory, ...] = dataclasses.field(default=(), compare=False, repr=False,
-                                                               metadata=_IN_MEMORY)
+    rows: Mapping[str, ScoredRows] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False, metadata=_IN_MEMORY
+    )
+    histories: tuple[TrainingHistory, ...] = dataclasses.field(
+        default=(), compare=False, repr=False, metadata=_IN_MEMORY
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON of ``metrics.json``: ``rows`` and ``histories`` left out, and an optional
@@ -379,5 +396,4 @@ class EvaluationResult(Record):
         """The fusion result of ``choice`` (None when there is none)."""
         if choice is None:
             return None
-        return next((r for r in self.results if (r.method, r.modalities) == (choice.method, choice.modalities)),
-                    None)
+        return next((r for r in self.results if (r.method, r.modalities) == (choice.method, choice.modalities)), None)

@@ -63,6 +63,7 @@ class Lineage:
         """What differs in ``other`` (an earlier output's lineage) from this one, in words,
         e.g. ``["labels differ", "splits differ"]``; empty when they agree. A field that
         either side does not know (None) is not a difference."""
+
         def known(a: Any, b: Any) -> bool:
             return a is not None and b is not None and a != b
 
@@ -70,15 +71,20 @@ class Lineage:
         if known(self.dataset, other.dataset):
             out.append(f"dataset {other.dataset!r} there, {self.dataset!r} here")
         if known(self.manifest_hash, other.manifest_hash):
-            parts = [name for name in ("clips", "labels", "splits")
-                     if known(getattr(self, f"{name}_hash"), getattr(other, f"{name}_hash"))]
+            parts = [
+                name
+                for name in ("clips", "labels", "splits")
+                if known(getattr(self, f"{name}_hash"), getattr(other, f"{name}_hash"))
+            ]
             out.extend(f"{name} differ" for name in parts)
             if not parts:
                 out.append(f"manifest {other.manifest_hash} there, {self.manifest_hash} here")
         elif known(self.store_hash, other.store_hash):
             # Same manifest, other features: a source file changed, or other feature settings.
-            out.append(f"feature store {other.store_hash} there, {self.store_hash} here "
-                       "(a source file or the feature settings changed)")
+            out.append(
+                f"feature store {other.store_hash} there, {self.store_hash} here "
+                "(a source file or the feature settings changed)"
+            )
         return out
 
     def check_same(self, other: Lineage | None, *, source: str | os.PathLike[str], what: str, hint: str) -> None:

@@ -43,15 +43,22 @@ class Calibration:
     @classmethod
     def from_result(cls, result: Mapping[str, Any]) -> Calibration:
         """The record of a :func:`avsc.scoring.calibration.calibrate` result."""
+
         def number(key: str) -> float | None:
             value = result.get(key)
             return None if value is None or value != value else float(value)  # NaN: not run
 
         # A training state saved before these keys existed has only temperature, before, after.
-        return cls(temperature=float(result["temperature"]), before=dict(result["before"]),
-                   after=dict(result["after"]), method=result.get("method", "temperature"),
-                   fitted_temperature=number("fitted_temperature"), at_bound=bool(result.get("at_bound", False)),
-                   cv_log_loss=number("cv_log_loss"), selection_log_loss=number("selection_log_loss"))
+        return cls(
+            temperature=float(result["temperature"]),
+            before=dict(result["before"]),
+            after=dict(result["after"]),
+            method=result.get("method", "temperature"),
+            fitted_temperature=number("fitted_temperature"),
+            at_bound=bool(result.get("at_bound", False)),
+            cv_log_loss=number("cv_log_loss"),
+            selection_log_loss=number("selection_log_loss"),
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -87,11 +87,14 @@ class Predictions:
             object.__setattr__(self, "logits", np.asarray(self.logits, dtype=np.float64))
         n = len(self.clip_ids)
         if len(self.splits) != n or len(self.labels) != n or len(self.probs) != n:
-            raise ValueError(f"predictions: {n} clip ids but {len(self.splits)} splits, {len(self.labels)} labels "
-                             f"and {len(self.probs)} rows of probabilities")
+            raise ValueError(
+                f"predictions: {n} clip ids but {len(self.splits)} splits, {len(self.labels)} labels "
+                f"and {len(self.probs)} rows of probabilities"
+            )
         if self.logits is not None and np.shape(self.logits) != np.shape(self.probs):
-            raise ValueError(f"predictions: logits of shape {np.shape(self.logits)}, probabilities of shape "
-                             f"{np.shape(self.probs)}")
+            raise ValueError(
+                f"predictions: logits of shape {np.shape(self.logits)}, probabilities of shape {np.shape(self.probs)}"
+            )
 
     @property
     def predicted(self) -> list[str]:
@@ -101,14 +104,24 @@ class Predictions:
     def of_split(self, split: str) -> Predictions:
         """The rows of one split, in file order."""
         mask = np.asarray(self.splits) == split
-        return Predictions(self.clip_ids[mask], self.splits[mask], self.labels[mask], self.probs[mask],
-                           None if self.logits is None else self.logits[mask])
+        return Predictions(
+            self.clip_ids[mask],
+            self.splits[mask],
+            self.labels[mask],
+            self.probs[mask],
+            None if self.logits is None else self.logits[mask],
+        )
 
     def sorted_by_clip(self) -> Predictions:
         """The rows ordered by clip id (stable)."""
         order = np.argsort(self.clip_ids, kind="stable")
-        return Predictions(self.clip_ids[order], self.splits[order], self.labels[order], self.probs[order],
-                           None if self.logits is None else self.logits[order])
+        return Predictions(
+            self.clip_ids[order],
+            self.splits[order],
+            self.labels[order],
+            self.probs[order],
+            None if self.logits is None else self.logits[order],
+        )
 
     def _table(self) -> pa.Table:
         probs = np.ascontiguousarray(self.probs, dtype=np.float32)
@@ -160,14 +173,21 @@ class Predictions:
         if number is None:
             raise RecordError(path, f"{cls.FORMAT} file without an integer avsc.version", _HINT)
         if number > cls.VERSION:
-            raise RecordError(path, f"{cls.FORMAT} version {number} is newer than this avsc reads ({cls.VERSION})",
-                              "upgrade avsc")
+            raise RecordError(
+                path, f"{cls.FORMAT} version {number} is newer than this avsc reads ({cls.VERSION})", "upgrade avsc"
+            )
         if number < cls.VERSION:
-            raise RecordError(path, f"{cls.FORMAT} version {number} is older than this avsc reads ({cls.VERSION})",
-                              _HINT)
+            raise RecordError(
+                path, f"{cls.FORMAT} version {number} is older than this avsc reads ({cls.VERSION})", _HINT
+            )
         missing = [c for c in _COLUMNS if c not in table.column_names]
         if missing:
             raise RecordError(path, f"missing column(s) {', '.join(missing)}", _HINT)
         logits = _matrix(table, "logits") if "logits" in table.column_names else None
-        return cls(_strings(table, "clip_id"), _strings(table, "split"), _strings(table, "label"),
-                   _matrix(table, "probs"), logits)
+        return cls(
+            _strings(table, "clip_id"),
+            _strings(table, "split"),
+            _strings(table, "label"),
+            _matrix(table, "probs"),
+            logits,
+        )

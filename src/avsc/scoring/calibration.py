@@ -81,8 +81,7 @@ CV_FOLDS = 5
 MIN_CALIBRATION_ROWS = 10
 
 SELECTION_RULES: dict[str, str] = {
-    "log_loss": "lowest val log loss of the calibrated model, cross-validated on val "
-                "(ties: higher val accuracy)",
+    "log_loss": "lowest val log loss of the calibrated model, cross-validated on val (ties: higher val accuracy)",
     "accuracy": "highest val accuracy (ties: lower cross-validated val log loss)",
 }
 
@@ -105,8 +104,7 @@ def _nll(logits: np.ndarray, y_true: np.ndarray, temperature: float) -> float:
     return float(-log_probs[np.arange(len(y_true)), y_true].mean())
 
 
-def fit_temperature(logits: np.ndarray, y_true: np.ndarray, *,
-                    prior_sd: float | None = LOG_T_PRIOR_SD) -> float:
+def fit_temperature(logits: np.ndarray, y_true: np.ndarray, *, prior_sd: float | None = LOG_T_PRIOR_SD) -> float:
     """The temperature minimising the log loss of ``softmax(logits / T)`` on these rows.
 
     Minimises ``sum_i -log p_T(y_i | z_i) + (log T)^2 / (2 prior_sd^2)``: the summed log loss
@@ -132,10 +130,10 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray, *,
     low, high = (math.log(b) for b in TEMPERATURE_BOUNDS)
     if (logits.argmax(axis=1) == y_true).all():
         low = 0.0  # separable: never sharpen
-    penalty = 0.0 if prior_sd is None else 1.0 / (2.0 * prior_sd ** 2 * len(y_true))  # per row
+    penalty = 0.0 if prior_sd is None else 1.0 / (2.0 * prior_sd**2 * len(y_true))  # per row
 
     def objective(log_t: float) -> float:
-        return _nll(logits, y_true, math.exp(log_t)) + penalty * log_t ** 2
+        return _nll(logits, y_true, math.exp(log_t)) + penalty * log_t**2
 
     result = minimize_scalar(objective, bounds=(low, high), method="bounded", options={"xatol": 1e-5})
     # The bounded search never returns its end points exactly; a minimum there is the end point.
@@ -207,14 +205,18 @@ def calibrate(logits: np.ndarray, y_true: np.ndarray, *, folds: int = CV_FOLDS) 
     before = classification_metrics(y_true, raw_probs)
     after = classification_metrics(y_true, calibrated_probabilities(logits, temperature)) if use else before
     nan = float("nan")
-    return {"temperature": float(temperature), "method": "temperature" if use else "none",
-            "fitted_temperature": float(fitted), "at_bound": bool(use and at_bound(temperature)),
-            "metrics": after,
-            "before": {"log_loss": before["log_loss"], "ece": before["ece"]},
-            "after": {"log_loss": after["log_loss"], "ece": after["ece"]},
-            "cv_log_loss": float(cv_losses.mean()) if cv_losses is not None else nan,
-            "selection_log_loss": float(chosen.mean()) if n else nan,
-            "selection_log_loss_se": float(chosen.std(ddof=1) / math.sqrt(n)) if n > 1 else nan}
+    return {
+        "temperature": float(temperature),
+        "method": "temperature" if use else "none",
+        "fitted_temperature": float(fitted),
+        "at_bound": bool(use and at_bound(temperature)),
+        "metrics": after,
+        "before": {"log_loss": before["log_loss"], "ece": before["ece"]},
+        "after": {"log_loss": after["log_loss"], "ece": after["ece"]},
+        "cv_log_loss": float(cv_losses.mean()) if cv_losses is not None else nan,
+        "selection_log_loss": float(chosen.mean()) if n else nan,
+        "selection_log_loss_se": float(chosen.std(ddof=1) / math.sqrt(n)) if n > 1 else nan,
+    }
 
 
 def selection_key(accuracy: float, log_loss: float, rule: str) -> tuple[float, float]:

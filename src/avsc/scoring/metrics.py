@@ -93,12 +93,17 @@ def reliability_bins(y_true: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BI
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = np.bincount(index, weights=confidence, minlength=n_bins) / count
         accuracy = np.bincount(index, weights=correct.astype(float), minlength=n_bins) / count
-    return {"edges": edges.tolist(), "confidence": mean_conf.tolist(), "accuracy": accuracy.tolist(),
-            "count": count.astype(int).tolist()}
+    return {
+        "edges": edges.tolist(),
+        "confidence": mean_conf.tolist(),
+        "accuracy": accuracy.tolist(),
+        "count": count.astype(int).tolist(),
+    }
 
 
-def equal_count_reliability(y_true: np.ndarray, probs: np.ndarray, n_bins: int | None = None,
-                            min_count: int = 10) -> dict[str, list[Any]]:
+def equal_count_reliability(
+    y_true: np.ndarray, probs: np.ndarray, n_bins: int | None = None, min_count: int = 10
+) -> dict[str, list[Any]]:
     """Top-label reliability over bins holding (nearly) the same number of rows.
 
     Rows are sorted by confidence (their largest probability) and cut into ``n_bins``
@@ -153,8 +158,7 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: in
     return float(np.sum(np.where(count > 0, gap * count, 0.0)) / count.sum())
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray,
-                           labels: Sequence[str] = LABELS) -> dict[str, Any]:
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str] = LABELS) -> dict[str, Any]:
     """Accuracy, log loss, calibration error, per-class accuracy and confusion matrix.
 
     Args:
@@ -176,10 +180,20 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray,
     classes = np.arange(len(labels))
     nan = float("nan")
     if len(y_true) == 0:
-        return {"accuracy": nan, "accuracy_ci": [nan, nan], "n_correct": 0, "log_loss": nan, "ece": nan,
-                "per_class_accuracy": {}, "per_class_count": {}, "per_class_correct": {}, "per_class_ci": {},
-                "confusion_matrix": np.zeros((len(labels),) * 2, int).tolist(), "n_clips": 0,
-                "labels": list(labels)}
+        return {
+            "accuracy": nan,
+            "accuracy_ci": [nan, nan],
+            "n_correct": 0,
+            "log_loss": nan,
+            "ece": nan,
+            "per_class_accuracy": {},
+            "per_class_count": {},
+            "per_class_correct": {},
+            "per_class_ci": {},
+            "confusion_matrix": np.zeros((len(labels),) * 2, int).tolist(),
+            "n_clips": 0,
+            "labels": list(labels),
+        }
     y_pred = probs.argmax(axis=1)
     matrix = confusion_matrix(y_true, y_pred, labels=classes)
     counts = matrix.sum(axis=1)
@@ -212,6 +226,7 @@ def label_indices(labels: Sequence[str], where: str | Path) -> np.ndarray:
     """Class indices of label strings; DataError naming ``where`` for an unknown label."""
     unknown = sorted(set(labels) - set(LABEL_INDEX))
     if unknown:
-        raise DataError(where, f"unknown scene label(s) {', '.join(unknown)}",
-                        f"labels must be among {', '.join(LABELS)}")
+        raise DataError(
+            where, f"unknown scene label(s) {', '.join(unknown)}", f"labels must be among {', '.join(LABELS)}"
+        )
     return np.asarray([LABEL_INDEX[label] for label in labels], dtype=np.int64)

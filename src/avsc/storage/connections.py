@@ -38,12 +38,17 @@ def s3_filesystem(settings: S3Settings) -> pyarrow.fs.S3FileSystem:
     import pyarrow.fs as pafs
 
     return pafs.S3FileSystem(
-        access_key=settings.access_key, secret_key=settings.secret_key,
-        region=settings.region or "us-east-1", scheme="https" if settings.secure else "http",
+        access_key=settings.access_key,
+        secret_key=settings.secret_key,
+        region=settings.region or "us-east-1",
+        scheme="https" if settings.secure else "http",
         endpoint_override=settings.endpoint,
         retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=max(1, settings.retries)),
-        connect_timeout=settings.connect_timeout_s, request_timeout=settings.read_timeout_s,
-        allow_bucket_creation=False, allow_bucket_deletion=False)
+        connect_timeout=settings.connect_timeout_s,
+        request_timeout=settings.read_timeout_s,
+        allow_bucket_creation=False,
+        allow_bucket_deletion=False,
+    )
 
 
 def settings_or_env(settings: S3Settings | None) -> S3Settings:
@@ -74,11 +79,14 @@ def _remote_error(exc: BaseException, location: str, settings: S3Settings | None
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     url = settings_or_env(settings).url
     if "ACCESS_DENIED" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
-        return StoreError(f"{location}: access denied by {url}; check AVSC_S3_ACCESS_KEY and "
-                          f"AVSC_S3_SECRET_KEY (Secret avsc-s3) and the key's rights on the bucket")
+        return StoreError(
+            f"{location}: access denied by {url}; check AVSC_S3_ACCESS_KEY and "
+            f"AVSC_S3_SECRET_KEY (Secret avsc-s3) and the key's rights on the bucket"
+        )
     if "NETWORK_CONNECTION" in text or "Couldn't connect" in text or "curlCode" in text:
-        return StoreError(f"cannot reach the object store at {url} ({text}); check "
-                          f"AVSC_S3_ENDPOINT, AVSC_S3_SECURE and the network")
+        return StoreError(
+            f"cannot reach the object store at {url} ({text}); check AVSC_S3_ENDPOINT, AVSC_S3_SECURE and the network"
+        )
     return StoreError(f"{location}: {text} ({url})")
 
 

@@ -107,8 +107,9 @@ def backbone_paths(
         return {backbone: root / layout.format(backbone=backbone) for backbone in BACKBONES}
     unknown = sorted(set(source) - set(BACKBONES))
     if unknown:
-        raise ConfigError(f"{what}: unknown backbone(s) {', '.join(map(str, unknown))}; "
-                          f"expected some of {', '.join(BACKBONES)}")
+        raise ConfigError(
+            f"{what}: unknown backbone(s) {', '.join(map(str, unknown))}; expected some of {', '.join(BACKBONES)}"
+        )
     paths = {backbone: Path(source[backbone]) for backbone in BACKBONES if backbone in source}
     for backbone, path in paths.items():
         if not path.exists():

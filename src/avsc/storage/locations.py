@@ -49,9 +49,28 @@ from avsc.storage.s3 import S3Settings, is_remote, parse_uri
 
 log = logging.getLogger(__name__)
 
-__all__ = ["join", "is_remote", "name_of", "exists", "list_files", "file_stats", "read_bytes", "open_input",
-           "write_bytes", "read_json", "write_json", "copy", "remove", "local_copy", "local_folder", "output_folder",
-           "ffmpeg_input", "any_remote", "local_inputs", "read_parquet"]
+__all__ = [
+    "join",
+    "is_remote",
+    "name_of",
+    "exists",
+    "list_files",
+    "file_stats",
+    "read_bytes",
+    "open_input",
+    "write_bytes",
+    "read_json",
+    "write_json",
+    "copy",
+    "remove",
+    "local_copy",
+    "local_folder",
+    "output_folder",
+    "ffmpeg_input",
+    "any_remote",
+    "local_inputs",
+    "read_parquet",
+]
 
 
 def join(location: str | os.PathLike, *parts: str) -> str:
@@ -69,6 +88,7 @@ def name_of(location: str | os.PathLike) -> str:
 
 # ---------------------------------------------------------------- reading
 
+
 def exists(location: str | os.PathLike, *, settings: S3Settings | None = None) -> bool:
     """Whether a file (or object) exists at ``location``."""
     import pyarrow.fs as pafs
@@ -78,8 +98,7 @@ def exists(location: str | os.PathLike, *, settings: S3Settings | None = None) -
         return fs.get_file_info(path).type == pafs.FileType.File
 
 
-def list_files(location: str | os.PathLike, *, suffix: str = "",
-               settings: S3Settings | None = None) -> list[str]:
+def list_files(location: str | os.PathLike, *, suffix: str = "", settings: S3Settings | None = None) -> list[str]:
     """Every file below ``location`` (recursive) whose name ends with ``suffix``, sorted.
 
     Returns full locations of the same kind as ``location``; an absent folder lists nothing.
@@ -97,7 +116,7 @@ def list_files(location: str | os.PathLike, *, suffix: str = "",
             continue
         if info.base_name.startswith("."):
             continue
-        relative = info.path[len(path):].lstrip("/")
+        relative = info.path[len(path) :].lstrip("/")
         out.append(join(location, *relative.split("/")))
     return sorted(out)
 
@@ -175,6 +194,7 @@ def read_bytes(location: str | os.PathLike, *, settings: S3Settings | None = Non
         finally:
             response.close()
             response.release_conn()
+
     try:
         return session.call(fetch, key)
     except StoreError as exc:
@@ -194,8 +214,9 @@ def read_json(location: str | os.PathLike, *, settings: S3Settings | None = None
     return json.loads(read_bytes(location, settings=settings))
 
 
-def read_parquet(location: str | os.PathLike, *, what: str, hint: str, kind: str = "Parquet file",
-                 settings: S3Settings | None = None):
+def read_parquet(
+    location: str | os.PathLike, *, what: str, hint: str, kind: str = "Parquet file", settings: S3Settings | None = None
+):
     """The whole Parquet table at ``location`` (a file or ``s3://`` object), read through
     :func:`open_input`.
 
@@ -220,8 +241,8 @@ def read_parquet(location: str | os.PathLike, *, what: str, hint: str, kind: str
 
 # ---------------------------------------------------------------- writing
 
-def write_bytes(location: str | os.PathLike, data: bytes, *,
-                settings: S3Settings | None = None) -> None:
+
+def write_bytes(location: str | os.PathLike, data: bytes, *, settings: S3Settings | None = None) -> None:
     """Write ``data`` to ``location`` atomically (readers see all of it or nothing).
 
     A remote object is one PUT, or a multipart upload the client aborts if any part fails.
@@ -244,8 +265,7 @@ def write_json(location: str | os.PathLike, data: Any, *, settings: S3Settings |
     write_bytes(location, text.encode(), settings=settings)
 
 
-def copy(source: str | os.PathLike, target: str | os.PathLike, *,
-         settings: S3Settings | None = None) -> None:
+def copy(source: str | os.PathLike, target: str | os.PathLike, *, settings: S3Settings | None = None) -> None:
     """Copy a file from one location to another, atomically: a local copy, a server-side copy
     between two ``s3://`` objects, or a verified upload (:func:`avsc.storage.sync.push_file`)
     or download (:func:`avsc.storage.sync.pull_file`) between the two kinds.
@@ -289,9 +309,11 @@ def remove(location: str | os.PathLike, *, settings: S3Settings | None = None) -
 
 # ---------------------------------------------------------------- staged folders
 
+
 @contextlib.contextmanager
-def local_copy(location: str | os.PathLike, *, include: list[str] | None = None,
-               settings: S3Settings | None = None) -> Iterator[Path]:
+def local_copy(
+    location: str | os.PathLike, *, include: list[str] | None = None, settings: S3Settings | None = None
+) -> Iterator[Path]:
     """A local path holding what is at ``location``, for tools that read local files only
     (Keras models, a bundle, fusion outputs, a manifest): the one way avsc reads an ``s3://``
     input it cannot read in place.
@@ -326,8 +348,9 @@ def local_copy(location: str | os.PathLike, *, include: list[str] | None = None,
         yield Path(scratch)
 
 
-def local_folder(location: str | os.PathLike, *, include: list[str] | None = None,
-                 settings: S3Settings | None = None) -> contextlib.AbstractContextManager[Path]:
+def local_folder(
+    location: str | os.PathLike, *, include: list[str] | None = None, settings: S3Settings | None = None
+) -> contextlib.AbstractContextManager[Path]:
     """The :func:`local_copy` of a folder or an ``s3://`` prefix."""
     return local_copy(location, include=include, settings=settings)
 
@@ -350,8 +373,9 @@ def local_inputs(stack: contextlib.ExitStack, value: Any, *, settings: S3Setting
 
 
 @contextlib.contextmanager
-def output_folder(location: str | os.PathLike, *, pull_existing: bool = False,
-                  settings: S3Settings | None = None) -> Iterator[Path]:
+def output_folder(
+    location: str | os.PathLike, *, pull_existing: bool = False, settings: S3Settings | None = None
+) -> Iterator[Path]:
     """A local folder to write outputs into; pushed to ``location`` if the block succeeds.
 
     A local ``location`` is used as it is (created). For ``s3://`` a temporary folder is
@@ -373,8 +397,7 @@ def output_folder(location: str | os.PathLike, *, pull_existing: bool = False,
         sync.push_dir(scratch, location, settings=settings, progress=False)
 
 
-def ffmpeg_input(location: str | os.PathLike, *, expires_s: int = 6 * 3600,
-                 settings: S3Settings | None = None) -> str:
+def ffmpeg_input(location: str | os.PathLike, *, expires_s: int = 6 * 3600, settings: S3Settings | None = None) -> str:
     """What to give ffmpeg's ``-i`` for a media file: the local path, or a presigned URL.
 
     ffmpeg reads the URL with HTTP range requests (it seeks to an MP4's index and reads only
@@ -388,5 +411,6 @@ def ffmpeg_input(location: str | os.PathLike, *, expires_s: int = 6 * 3600,
 
     bucket, key = parse_uri(location)
     session = session_for(bucket, settings)
-    return session.call(lambda: session.client.presigned_get_object(
-        bucket, key, expires=timedelta(seconds=expires_s)), key)
+    return session.call(
+        lambda: session.client.presigned_get_object(bucket, key, expires=timedelta(seconds=expires_s)), key
+    )

@@ -17,8 +17,14 @@ from typing import Any
 
 from avsc.storage.s3 import S3Settings, Session, parse_uri
 
-__all__ = ["StoredObject", "list_objects", "objects_under", "IncompleteUpload", "list_incomplete_uploads",
-           "abort_incomplete_uploads"]
+__all__ = [
+    "StoredObject",
+    "list_objects",
+    "objects_under",
+    "IncompleteUpload",
+    "list_incomplete_uploads",
+    "abort_incomplete_uploads",
+]
 
 
 @dataclass(frozen=True)
@@ -46,9 +52,15 @@ def list_objects(uri: str, *, settings: S3Settings | None = None) -> list[Stored
 def objects_under(session: Session, prefix: str) -> list[StoredObject]:
     """Every object of ``session``'s bucket under ``prefix``, keys relative to it, sorted."""
     cut = len(prefix) + 1 if prefix else 0
-    objects = [StoredObject(key=obj.object_name[cut:], size=int(obj.size or 0),
-                            etag=(obj.etag or "").strip('"'), last_modified=obj.last_modified)
-               for obj in session.list(prefix)]
+    objects = [
+        StoredObject(
+            key=obj.object_name[cut:],
+            size=int(obj.size or 0),
+            etag=(obj.etag or "").strip('"'),
+            last_modified=obj.last_modified,
+        )
+        for obj in session.list(prefix)
+    ]
     return sorted(objects, key=lambda obj: obj.key)
 
 
@@ -82,20 +94,26 @@ def list_incomplete_uploads(uri: str, *, settings: S3Settings | None = None) -> 
         # builds and signs the request, which is all that is needed here.
         def page_at(key_marker: str | None = key_marker, upload_id_marker: str | None = upload_id_marker) -> Any:
             return session.client._list_multipart_uploads(
-                bucket, prefix=f"{prefix}/" if prefix else None, key_marker=key_marker,
-                upload_id_marker=upload_id_marker)
+                bucket,
+                prefix=f"{prefix}/" if prefix else None,
+                key_marker=key_marker,
+                upload_id_marker=upload_id_marker,
+            )
 
         page = session.call(page_at)
-        uploads += [IncompleteUpload(key=up.object_name, upload_id=up.upload_id or "",
-                                     initiated=up.initiated_time) for up in page.uploads]
+        uploads += [
+            IncompleteUpload(key=up.object_name, upload_id=up.upload_id or "", initiated=up.initiated_time)
+            for up in page.uploads
+        ]
         if not page.is_truncated or not page.uploads:
             break
         key_marker, upload_id_marker = page.uploads[-1].object_name, page.uploads[-1].upload_id
     return sorted(uploads, key=lambda up: (up.initiated is None, up.initiated or 0, up.key))
 
 
-def abort_incomplete_uploads(uri: str, *, older_than_s: float = 3600.0,
-                             settings: S3Settings | None = None) -> list[IncompleteUpload]:
+def abort_incomplete_uploads(
+    uri: str, *, older_than_s: float = 3600.0, settings: S3Settings | None = None
+) -> list[IncompleteUpload]:
     """Abort the incomplete multipart uploads under ``uri`` started more than ``older_than_s``
     seconds ago, freeing their parts; returns those aborted.
 
@@ -111,8 +129,7 @@ def abort_incomplete_uploads(uri: str, *, older_than_s: float = 3600.0,
     now = datetime.datetime.now(datetime.UTC)
     aborted = []
     for up in list_incomplete_uploads(uri, settings=settings):
-        if older_than_s > 0 and (up.initiated is None or
-                                 (now - up.initiated).total_seconds() < older_than_s):
+        if older_than_s > 0 and (up.initiated is None or (now - up.initiated).total_seconds() < older_than_s):
             continue
 
         def abort(up: IncompleteUpload = up) -> Any:

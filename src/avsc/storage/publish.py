@@ -64,8 +64,9 @@ def output_manifest(folder: Path, *, kind: str, run_id: str) -> OutputManifest:
 
 
 @contextlib.contextmanager
-def staged_output(target: str | os.PathLike[str], *, kind: str, run_id: str,
-                  replaces: str | None = None) -> Iterator[Path]:
+def staged_output(
+    target: str | os.PathLike[str], *, kind: str, run_id: str, replaces: str | None = None
+) -> Iterator[Path]:
     """A local staging folder that replaces ``target`` (a folder or ``s3://`` prefix) whole
     when the block succeeds; on an error or a kill ``target`` keeps what it held.
 
@@ -149,8 +150,12 @@ def _check_replaceable(target: str, kind: str, replaces: str | None) -> None:
     if not OutputManifest.exists_in(target):
         if replaces and locations.exists(locations.join(target, replaces)):
             return
-        raise DataError(target, f"holds files that no `avsc {kind}` run published (no "
-                                f"{OutputManifest.FILE_NAME}); refusing to mix them with this run's", hint)
+        raise DataError(
+            target,
+            f"holds files that no `avsc {kind}` run published (no "
+            f"{OutputManifest.FILE_NAME}); refusing to mix them with this run's",
+            hint,
+        )
     previous = OutputManifest.read(target)
     if previous.kind != kind:
         raise DataError(target, f"holds the output of `avsc {previous.kind}`, not of `avsc {kind}`", hint)
@@ -200,5 +205,5 @@ def _publish_remote(folder: Path, uri: str, manifest: OutputManifest) -> None:
     keep = set(manifest.files) | {OutputManifest.FILE_NAME}
     prefix = uri.rstrip("/") + "/"
     for location in locations.list_files(uri):
-        if location[len(prefix):] not in keep:
+        if location[len(prefix) :] not in keep:
             locations.remove(location)  # a file of an earlier run

@@ -37,23 +37,29 @@ log = logging.getLogger(__name__)
 
 SCHEME = "s3://"
 SHA256_META = "sha256"  # stored as the user metadata header x-amz-meta-sha256
-ENV_VARS = ("AVSC_S3_ENDPOINT", "AVSC_S3_ACCESS_KEY", "AVSC_S3_SECRET_KEY",
-            "AVSC_S3_REGION", "AVSC_S3_SECURE")
-_SETUP_HINT = ("set them from the Secret avsc-s3 in a cluster, or export them for local use; "
-               "see docs/objectstore.md")
+ENV_VARS = ("AVSC_S3_ENDPOINT", "AVSC_S3_ACCESS_KEY", "AVSC_S3_SECRET_KEY", "AVSC_S3_REGION", "AVSC_S3_SECURE")
+_SETUP_HINT = "set them from the Secret avsc-s3 in a cluster, or export them for local use; see docs/objectstore.md"
 # S3 error codes worth another try: the service is busy or hiccupped, not refusing.
-_TRANSIENT_CODES = frozenset({
-    "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "RequestTimeTooSkewed",
-    "OperationAborted", "XMinioServerNotInitialized", "XMinioStorageFull",
-})
-_CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch",
-                               "InvalidToken", "ExpiredToken"})
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "ServiceUnavailable",
+        "InternalError",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "OperationAborted",
+        "XMinioServerNotInitialized",
+        "XMinioStorageFull",
+    }
+)
+_CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"})
 _CHUNK = 1 << 20
 
 T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- locations and settings
+
 
 def is_remote(location: str | os.PathLike | None) -> bool:
     """True when ``location`` is an ``s3://`` URI rather than a local path."""
@@ -69,9 +75,8 @@ def parse_uri(uri: str) -> tuple[str, str]:
         StoreError: ``uri`` does not start with ``s3://`` or names no bucket.
     """
     if not is_remote(uri):
-        raise StoreError(f"{uri}: not an object-store location "
-                         f"(expected s3://bucket/prefix)")
-    bucket, _, prefix = uri[len(SCHEME):].partition("/")
+        raise StoreError(f"{uri}: not an object-store location (expected s3://bucket/prefix)")
+    bucket, _, prefix = uri[len(SCHEME) :].partition("/")
     if not bucket:
         raise StoreError(f"{uri}: no bucket name (expected s3://bucket/prefix)")
     prefix = "/".join(part for part in prefix.split("/") if part)
@@ -150,8 +155,7 @@ class S3Settings:
         env = os.environ if environ is None else environ
         missing = [name for name in ENV_VARS[:3] if not env.get(name, "").strip()]
         if missing:
-            raise StoreError(f"object store not configured: {', '.join(missing)} not set "
-                             f"({_SETUP_HINT})")
+            raise StoreError(f"object store not configured: {', '.join(missing)} not set ({_SETUP_HINT})")
         endpoint, scheme_secure = _split_endpoint(env["AVSC_S3_ENDPOINT"].strip())
         secure_text = env.get("AVSC_S3_SECURE", "").strip().lower()
         if secure_text:
@@ -160,13 +164,16 @@ class S3Settings:
             secure = secure_text in ("true", "1", "yes")
         else:
             secure = True if scheme_secure is None else scheme_secure
-        settings = cls(endpoint=endpoint,
-                       access_key=env["AVSC_S3_ACCESS_KEY"].strip(),
-                       secret_key=env["AVSC_S3_SECRET_KEY"].strip(),
-                       region=env.get("AVSC_S3_REGION", "").strip() or None,
-                       secure=secure)
+        settings = cls(
+            endpoint=endpoint,
+            access_key=env["AVSC_S3_ACCESS_KEY"].strip(),
+            secret_key=env["AVSC_S3_SECRET_KEY"].strip(),
+            region=env.get("AVSC_S3_REGION", "").strip() or None,
+            secure=secure,
+        )
         if overrides:
             import dataclasses
+
             settings = dataclasses.replace(settings, **overrides)
         return settings
 
@@ -176,12 +183,11 @@ def _split_endpoint(text: str) -> tuple[str, bool | None]:
     secure: bool | None = None
     for scheme, is_secure in (("https://", True), ("http://", False)):
         if text.lower().startswith(scheme):
-            text, secure = text[len(scheme):], is_secure
+            text, secure = text[len(scheme) :], is_secure
             break
     host = text.rstrip("/")
     if not host or "/" in host or "://" in host:
-        raise StoreError(f"AVSC_S3_ENDPOINT={text!r}: expected host[:port] or "
-                         f"http(s)://host[:port], without a path")
+        raise StoreError(f"AVSC_S3_ENDPOINT={text!r}: expected host[:port] or http(s)://host[:port], without a path")
     return host, secure
 
 
@@ -204,12 +210,18 @@ def make_client(settings: S3Settings | None = None) -> Minio:
         ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
         retries=urllib3.Retry(total=0, redirect=0, raise_on_status=False),
     )
-    return Minio(settings.endpoint, access_key=settings.access_key,
-                 secret_key=settings.secret_key, region=settings.region,
-                 secure=settings.secure, http_client=http)
+    return Minio(
+        settings.endpoint,
+        access_key=settings.access_key,
+        secret_key=settings.secret_key,
+        region=settings.region,
+        secure=settings.secure,
+        http_client=http,
+    )
 
 
 # ---------------------------------------------------------------- errors and retries
+
 
 def is_transient(exc: BaseException) -> bool:
     from minio.error import S3Error, ServerError
@@ -222,8 +234,7 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (Urllib3Error, ConnectionError, TimeoutError))
 
 
-def _store_error(exc: BaseException, settings: S3Settings, bucket: str,
-                 key: str | None = None) -> StoreError:
+def _store_error(exc: BaseException, settings: S3Settings, bucket: str, key: str | None = None) -> StoreError:
     """Turn a client or network exception into a one-line, actionable StoreError."""
     from minio.error import InvalidResponseError, S3Error, ServerError
     from urllib3.exceptions import HTTPError as Urllib3Error, MaxRetryError, SSLError
@@ -236,36 +247,46 @@ def _store_error(exc: BaseException, settings: S3Settings, bucket: str,
         if code in _CREDENTIAL_CODES:
             return StoreError(
                 f"{settings.url} rejected the credentials ({code}): check AVSC_S3_ACCESS_KEY "
-                f"and AVSC_S3_SECRET_KEY (Secret avsc-s3)")
+                f"and AVSC_S3_SECRET_KEY (Secret avsc-s3)"
+            )
         if code == "AccessDenied":
             return StoreError(
                 f"{where}: access denied by {settings.url} (AccessDenied): check that "
                 f"AVSC_S3_ACCESS_KEY/AVSC_S3_SECRET_KEY are right and the key may read and "
-                f"write bucket {bucket}")
+                f"write bucket {bucket}"
+            )
         if code == "NoSuchBucket":
             return StoreError(
                 f"bucket {bucket!r} does not exist at {settings.url}: create it first "
-                f"(e.g. `mc mb ALIAS/{bucket}` or `aws s3 mb s3://{bucket}`) or fix the URI")
+                f"(e.g. `mc mb ALIAS/{bucket}` or `aws s3 mb s3://{bucket}`) or fix the URI"
+            )
         if code in ("NoSuchKey", "NoSuchObject"):
             return StoreError(f"{where}: no such object at {settings.url}")
-        return StoreError(f"{where}: {code}: {exc.message or 'request failed'} "
-                          f"({settings.url})")
+        return StoreError(f"{where}: {code}: {exc.message or 'request failed'} ({settings.url})")
     if isinstance(exc, ServerError):
-        return StoreError(f"{where}: {settings.url} answered HTTP {exc.status_code} "
-                          f"after {settings.retries} attempts; try again later")
+        return StoreError(
+            f"{where}: {settings.url} answered HTTP {exc.status_code} "
+            f"after {settings.retries} attempts; try again later"
+        )
     if isinstance(exc, InvalidResponseError):
-        return StoreError(f"{settings.url} did not answer like an S3 service; check "
-                          f"AVSC_S3_ENDPOINT (host:port of the S3 API) and AVSC_S3_SECURE")
+        return StoreError(
+            f"{settings.url} did not answer like an S3 service; check "
+            f"AVSC_S3_ENDPOINT (host:port of the S3 API) and AVSC_S3_SECURE"
+        )
     if isinstance(exc, (Urllib3Error, ConnectionError, TimeoutError)):
         reason = exc.reason if isinstance(exc, MaxRetryError) and exc.reason else exc
         tls = isinstance(reason, SSLError) or "SSL" in type(reason).__name__
-        hint = ("TLS handshake failed: set AVSC_S3_SECURE=false for a plain-http endpoint"
-                if tls else "check AVSC_S3_ENDPOINT, AVSC_S3_SECURE and the network")
-        return StoreError(f"cannot reach the object store at {settings.url} after "
-                          f"{settings.retries} attempts ({type(reason).__name__}); {hint}")
+        hint = (
+            "TLS handshake failed: set AVSC_S3_SECURE=false for a plain-http endpoint"
+            if tls
+            else "check AVSC_S3_ENDPOINT, AVSC_S3_SECURE and the network"
+        )
+        return StoreError(
+            f"cannot reach the object store at {settings.url} after "
+            f"{settings.retries} attempts ({type(reason).__name__}); {hint}"
+        )
     if isinstance(exc, ValueError) and "bucket name" in str(exc):
-        return StoreError(f"{where}: {exc} (bucket names are 3-63 lowercase letters, digits, "
-                          f"dots and hyphens)")
+        return StoreError(f"{where}: {exc} (bucket names are 3-63 lowercase letters, digits, dots and hyphens)")
     return StoreError(f"{where}: {type(exc).__name__}: {exc}")
 
 
@@ -283,11 +304,9 @@ def _with_retries(call: Callable[[], T], settings: S3Settings, what: str) -> T:
         except Exception as exc:
             delay = settings.backoff_s * 2 ** (attempt - 1)
             spent = time.monotonic() - began
-            if attempt == attempts or not is_transient(exc) or \
-                    spent + delay > settings.retry_budget_s:
+            if attempt == attempts or not is_transient(exc) or spent + delay > settings.retry_budget_s:
                 raise
-            log.debug("%s: %s (attempt %d/%d), retrying in %.2fs", what, type(exc).__name__,
-                      attempt, attempts, delay)
+            log.debug("%s: %s (attempt %d/%d), retrying in %.2fs", what, type(exc).__name__, attempt, attempts, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
 
@@ -313,8 +332,10 @@ class Session:
         A listing (GET) is used rather than a HEAD: the service's XML error body tells wrong
         keys (InvalidAccessKeyId, SignatureDoesNotMatch) apart from denied access.
         """
-        listing = lambda: next(iter(self.client.list_objects(  # noqa: E731
-            self.bucket, prefix=prefix or None)), None)
+
+        def listing() -> object:
+            return next(iter(self.client.list_objects(self.bucket, prefix=prefix or None)), None)
+
         self.call(listing)
 
     def stat(self, key: str):
@@ -328,12 +349,12 @@ class Session:
                 if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
                     return None
                 raise
+
         return self.call(stat_or_none, key)
 
     def list(self, prefix: str) -> list:
-        listed = lambda: [obj for obj in self.client.list_objects(  # noqa: E731
-            self.bucket, prefix=f"{prefix}/" if prefix else None, recursive=True)
-            if not obj.is_dir]
+        def listed() -> list:
+            objects = self.client.list_objects(self.bucket, prefix=f"{prefix}/" if prefix else None, recursive=True)
+            return [obj for obj in objects if not obj.is_dir]
+
         return self.call(listed)
-
-

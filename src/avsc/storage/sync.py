@@ -62,6 +62,7 @@ class TransferResult:
     skipped: int = 0
     bytes: int = 0
 
+
 # ---------------------------------------------------------------- the transfer loop
 def _object_key(uri: str) -> tuple[str, str]:
     """``(bucket, key)`` of one object's ``uri``; a URI naming only a bucket is refused."""
@@ -71,8 +72,14 @@ def _object_key(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _transfer_all(tasks: Sequence[Callable[[], tuple[bool, int]]], *, workers: int, bar: Progress, done: str,
-                  write_error: Callable[[OSError], StoreError] | None = None) -> tuple[TransferResult, list[str]]:
+def _transfer_all(
+    tasks: Sequence[Callable[[], tuple[bool, int]]],
+    *,
+    workers: int,
+    bar: Progress,
+    done: str,
+    write_error: Callable[[OSError], StoreError] | None = None,
+) -> tuple[TransferResult, list[str]]:
     """Run ``tasks`` (each moves one object: ``(transferred?, bytes)``), ``workers`` at a time.
 
     A failure of the store stops the tasks not yet started (retrying them would only hammer
@@ -131,6 +138,7 @@ def _transfer_all(tasks: Sequence[Callable[[], tuple[bool, int]]], *, workers: i
 
 # ---------------------------------------------------------------- push
 
+
 def _local_files(local_dir: Path) -> list[tuple[Path, str]]:
     """Every regular file under ``local_dir`` with its key relative to it (POSIX separators)."""
     files = []
@@ -141,6 +149,7 @@ def _local_files(local_dir: Path) -> list[tuple[Path, str]]:
             if path.is_file():
                 files.append((path, path.relative_to(local_dir).as_posix()))
     return files
+
 
 def push_file(path: str | Path, uri: str, *, settings: S3Settings | None = None) -> TransferResult:
     """Upload one file to the object ``uri`` (``s3://bucket/key``) unless it is already there.
@@ -158,8 +167,9 @@ def push_file(path: str | Path, uri: str, *, settings: S3Settings | None = None)
     return TransferResult(transferred=int(uploaded), skipped=int(not uploaded), bytes=sent)
 
 
-def push_dir(local_dir: str | Path, uri: str, *, settings: S3Settings | None = None,
-             workers: int = 8, progress: bool = True) -> TransferResult:
+def push_dir(
+    local_dir: str | Path, uri: str, *, settings: S3Settings | None = None, workers: int = 8, progress: bool = True
+) -> TransferResult:
     """Upload every file under ``local_dir`` to ``uri`` (``s3://bucket/prefix``), in parallel.
 
     ``local_dir/a/b.wav`` becomes ``s3://bucket/prefix/a/b.wav``. Objects that already hold the
@@ -185,8 +195,10 @@ def push_dir(local_dir: str | Path, uri: str, *, settings: S3Settings | None = N
     session = Session(settings, bucket)
     session.check_bucket(prefix)
     bar = Progress(sum(path.stat().st_size for path, _ in files), f"push {uri}", enabled=progress)
-    tasks = [lambda path=path, relative=relative: upload(session, path, join_key(prefix, relative), bar)
-             for path, relative in files]
+    tasks = [
+        lambda path=path, relative=relative: upload(session, path, join_key(prefix, relative), bar)
+        for path, relative in files
+    ]
     result, left_out = _transfer_all(tasks, workers=workers, bar=bar, done="uploaded")
     if left_out:
         more = f" and {len(left_out) - 1} more" if len(left_out) > 1 else ""
@@ -197,15 +209,15 @@ def push_dir(local_dir: str | Path, uri: str, *, settings: S3Settings | None = N
 
 # ---------------------------------------------------------------- pull
 
+
 def _safe_target(local_dir: Path, relative: str, uri: str) -> Path:
     parts = PurePosixPath(relative).parts
     if not parts or relative.startswith("/") or any(part in ("..", ".") for part in parts):
-        raise StoreError(f"{uri}/{relative}: key does not map to a path inside {local_dir}; "
-                         f"refusing to write it")
+        raise StoreError(f"{uri}/{relative}: key does not map to a path inside {local_dir}; refusing to write it")
     return local_dir.joinpath(*parts)
 
-def pull_file(uri: str, path: str | Path, *,
-              settings: S3Settings | None = None) -> TransferResult:
+
+def pull_file(uri: str, path: str | Path, *, settings: S3Settings | None = None) -> TransferResult:
     """Download the object ``uri`` (``s3://bucket/key``) to ``path``, atomically.
 
     Raises:
@@ -216,15 +228,17 @@ def pull_file(uri: str, path: str | Path, *,
     session.check_bucket(key)
     stat = session.stat(key)
     if stat is None:
-        raise StoreError(f"{uri}: no such object at {session.settings.url}; check the key "
-                         f"(`avsc data ls s3://{session.bucket}/{key.rpartition('/')[0]}`)")
-    downloaded, received = download(session, key, Path(path), int(stat.size or 0),
-                                     Progress(0, "", enabled=False))
+        raise StoreError(
+            f"{uri}: no such object at {session.settings.url}; check the key "
+            f"(`avsc data ls s3://{session.bucket}/{key.rpartition('/')[0]}`)"
+        )
+    downloaded, received = download(session, key, Path(path), int(stat.size or 0), Progress(0, "", enabled=False))
     return TransferResult(transferred=int(downloaded), skipped=int(not downloaded), bytes=received)
 
 
-def _chosen(objects: list[StoredObject], include: Iterable[str] | None, uri: str,
-            session: Session) -> list[StoredObject]:
+def _chosen(
+    objects: list[StoredObject], include: Iterable[str] | None, uri: str, session: Session
+) -> list[StoredObject]:
     """The objects ``include`` names (keys relative to the prefix), or all of them.
 
     Raises:
@@ -232,8 +246,10 @@ def _chosen(objects: list[StoredObject], include: Iterable[str] | None, uri: str
     """
     if include is None:
         if not objects:
-            raise StoreError(f"{uri}: no objects under this prefix at {session.settings.url}; "
-                             f"check the URI (`avsc data ls s3://{session.bucket}`)")
+            raise StoreError(
+                f"{uri}: no objects under this prefix at {session.settings.url}; "
+                f"check the URI (`avsc data ls s3://{session.bucket}`)"
+            )
         return objects
     wanted = {"/".join(p for p in str(key).replace("\\", "/").split("/") if p) for key in include}
     missing = sorted(wanted - {obj.key for obj in objects})
@@ -243,9 +259,15 @@ def _chosen(objects: list[StoredObject], include: Iterable[str] | None, uri: str
     return [obj for obj in objects if obj.key in wanted]
 
 
-def pull_dir(uri: str, local_dir: str | Path, *, settings: S3Settings | None = None,
-             include: Iterable[str] | None = None, workers: int = 8,
-             progress: bool = True) -> TransferResult:
+def pull_dir(
+    uri: str,
+    local_dir: str | Path,
+    *,
+    settings: S3Settings | None = None,
+    include: Iterable[str] | None = None,
+    workers: int = 8,
+    progress: bool = True,
+) -> TransferResult:
     """Download every object under ``uri`` (``s3://bucket/prefix``) into ``local_dir``.
 
     ``s3://bucket/prefix/a/b.wav`` becomes ``local_dir/a/b.wav``. Each file is written to a
@@ -276,10 +298,16 @@ def pull_dir(uri: str, local_dir: str | Path, *, settings: S3Settings | None = N
     targets = [(obj, _safe_target(local_dir, obj.key, uri)) for obj in objects]
     local_dir.mkdir(parents=True, exist_ok=True)
     bar = Progress(sum(obj.size for obj in objects), f"pull {uri}", enabled=progress)
-    tasks = [lambda obj=obj, target=target: download(session, join_key(prefix, obj.key), target, obj.size, bar)
-             for obj, target in targets]
-    result, _ = _transfer_all(tasks, workers=workers, bar=bar, done="downloaded",
-                              write_error=lambda exc: StoreError(f"{local_dir}: cannot write "
-                                                                 f"({exc.strerror or exc})"))
+    tasks = [
+        lambda obj=obj, target=target: download(session, join_key(prefix, obj.key), target, obj.size, bar)
+        for obj, target in targets
+    ]
+    result, _ = _transfer_all(
+        tasks,
+        workers=workers,
+        bar=bar,
+        done="downloaded",
+        write_error=lambda exc: StoreError(f"{local_dir}: cannot write ({exc.strerror or exc})"),
+    )
     log.debug("pulled %s to %s: %s", uri, local_dir, result)
     return result

@@ -28,6 +28,7 @@ __all__ = ["Progress", "LocalFileError", "upload", "download"]
 
 # ---------------------------------------------------------------- comparing
 
+
 def _stored_sha256(stat) -> str | None:
     metadata = stat.metadata or {}
     value = metadata.get(f"x-amz-meta-{SHA256_META}") or metadata.get(f"X-Amz-Meta-{SHA256_META}")
@@ -73,6 +74,7 @@ class _HashingReader:
 
 # ---------------------------------------------------------------- progress
 
+
 class Progress:
     """A thread-safe tqdm byte counter (or nothing when disabled)."""
 
@@ -81,8 +83,8 @@ class Progress:
         self._lock = threading.Lock()
         if enabled:
             from tqdm import tqdm
-            self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True,
-                             unit_divisor=1024, dynamic_ncols=True)
+
+            self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, dynamic_ncols=True)
 
     def add(self, n: int) -> None:
         if self._bar is not None and n:
@@ -92,7 +94,6 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-
 
 
 class LocalFileError(StoreError):
@@ -105,8 +106,9 @@ def upload(session: Session, path: Path, key: str, progress: Progress) -> tuple[
         size = path.stat().st_size
         sha256 = file_digest(path)
     except OSError as exc:
-        raise LocalFileError(f"{path}: cannot read ({exc.strerror or exc}); "
-                              f"fix it and re-run to upload the rest") from exc
+        raise LocalFileError(
+            f"{path}: cannot read ({exc.strerror or exc}); fix it and re-run to upload the rest"
+        ) from exc
     if _same_content(session.stat(key), path, size, sha256):
         progress.add(size)
         return False, 0
@@ -118,11 +120,13 @@ def upload(session: Session, path: Path, key: str, progress: Progress) -> tuple[
             nonlocal sent
             sent += n
             progress.add(n)
+
         try:
             with open(path, "rb") as handle:
                 reader = _HashingReader(handle, path, size, sha256, counted)
-                session.client.put_object(session.bucket, key, cast(BinaryIO, reader), size,
-                                          metadata={SHA256_META: sha256})
+                session.client.put_object(
+                    session.bucket, key, cast(BinaryIO, reader), size, metadata={SHA256_META: sha256}
+                )
         except BaseException:
             progress.add(-sent)  # a retried attempt counts its bytes again
             raise
@@ -132,14 +136,15 @@ def upload(session: Session, path: Path, key: str, progress: Progress) -> tuple[
     except StoreError as exc:
         cause = exc.__cause__
         if isinstance(cause, OSError) and not is_transient(cause):
-            raise LocalFileError(f"{path}: not uploaded ({cause.strerror or cause}); "
-                                  f"re-run to retry it") from cause
+            raise LocalFileError(f"{path}: not uploaded ({cause.strerror or cause}); re-run to retry it") from cause
         raise
     stat = session.stat(key)
     if stat is None or stat.size != size or _stored_sha256(stat) != sha256:
         found = "missing" if stat is None else f"{stat.size} bytes"
-        raise StoreError(f"s3://{session.bucket}/{key}: stored object does not match {path} "
-                         f"after upload ({found}, expected {size} bytes); re-run the push")
+        raise StoreError(
+            f"s3://{session.bucket}/{key}: stored object does not match {path} "
+            f"after upload ({found}, expected {size} bytes); re-run the push"
+        )
     return True, size
 
 
@@ -158,14 +163,12 @@ class _Received:
         self._progress.add(length)
 
 
-def download(session: Session, key: str, target: Path, size: int,
-              progress: Progress) -> tuple[bool, int]:
+def download(session: Session, key: str, target: Path, size: int, progress: Progress) -> tuple[bool, int]:
     """Fetch one object into ``target`` unless it is already there: (downloaded?, bytes)."""
     if target.is_file() and target.stat().st_size == size:
         stat = session.stat(key)
         stored = _stored_sha256(stat) if stat is not None else None
-        if stat is not None and stat.size == size and (stored is None or
-                                                       stored == file_digest(target)):
+        if stat is not None and stat.size == size and (stored is None or stored == file_digest(target)):
             progress.add(size)
             return False, 0
 
@@ -175,17 +178,20 @@ def download(session: Session, key: str, target: Path, size: int,
             with atomic_path(target) as tmp:
                 part = tmp.with_name(tmp.name + ".part")
                 try:
-                    stat = session.client.fget_object(session.bucket, key, str(tmp),
-                                                      tmp_file_path=str(part), progress=received)
+                    stat = session.client.fget_object(
+                        session.bucket, key, str(tmp), tmp_file_path=str(part), progress=received
+                    )
                 finally:
                     part.unlink(missing_ok=True)  # left behind when the transfer breaks off
                 if received.bytes != size:
-                    raise StoreError(f"s3://{session.bucket}/{key}: received {received.bytes} of "
-                                     f"{size} bytes; re-run the pull")
+                    raise StoreError(
+                        f"s3://{session.bucket}/{key}: received {received.bytes} of {size} bytes; re-run the pull"
+                    )
                 expected = _stored_sha256(stat)
                 if expected and file_digest(tmp) != expected:
-                    raise StoreError(f"s3://{session.bucket}/{key}: content does not match its "
-                                     f"recorded SHA-256; re-upload it")
+                    raise StoreError(
+                        f"s3://{session.bucket}/{key}: content does not match its recorded SHA-256; re-upload it"
+                    )
             return received.bytes
         except BaseException:
             progress.add(-received.bytes)  # a retried attempt counts its bytes again

@@ -150,15 +150,28 @@ def train_backbone(
     from avsc.training.streams import store_errors
 
     with locations.output_folder(model_dir) as local_dir, store_errors():
-        result = _train_backbone(backbone, feature_dirs, local_dir, config=config,
-                                 checkpoints=Checkpoints(checkpoints), progress=progress,
-                                 every=(checkpoint_every_s, checkpoint_every_steps))
+        result = _train_backbone(
+            backbone,
+            feature_dirs,
+            local_dir,
+            config=config,
+            checkpoints=Checkpoints(checkpoints),
+            progress=progress,
+            every=(checkpoint_every_s, checkpoint_every_steps),
+        )
     return result if not locations.is_remote(str(model_dir)) else replace(result, model_dir=str(model_dir))
 
 
-def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: TrainConfig,
-                    checkpoints: Checkpoints, progress: bool,
-                    every: tuple[float, int | None] = (60.0, None)) -> TrainResult:
+def _train_backbone(
+    backbone: str,
+    feature_dirs,
+    model_dir: Path,
+    *,
+    config: TrainConfig,
+    checkpoints: Checkpoints,
+    progress: bool,
+    every: tuple[float, int | None] = (60.0, None),
+) -> TrainResult:
     from avsc.features.store import FeatureStore
     from avsc.models.backbones import check_backbone
     from avsc.runtime import describe_limits, limit_tensorflow_threads
@@ -177,53 +190,75 @@ def _train_backbone(backbone: str, feature_dirs, model_dir: Path, *, config: Tra
         start = loop.state.epoch
         with sigterm_flag() as stop:  # SIGTERM, while epochs run: save, then stop
             for epoch in range(start, config.epochs):
-                train_epoch(trainer, loop, store, backbone, config, epoch=epoch, stop=stop, progress=progress,
-                            every=every)
+                train_epoch(
+                    trainer, loop, store, backbone, config, epoch=epoch, stop=stop, progress=progress, every=every
+                )
         state = loop.state
         # The last epoch's weights are in memory; fetch the best epoch's only when it is another.
-        best = inner_model(trainer) if state.best_epoch == state.epoch else \
-            inner_model(checkpoints.load_model(str(state.best), compile=False))
+        best = (
+            inner_model(trainer)
+            if state.best_epoch == state.epoch
+            else inner_model(checkpoints.load_model(str(state.best), compile=False))
+        )
         save_keras_model(best, model_dir / "model.keras")
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
-    return _write_outputs(backbone, store, config, state, model_dir, mixed=mixed,
-                          epochs_run=config.epochs - start)
+    return _write_outputs(backbone, store, config, state, model_dir, mixed=mixed, epochs_run=config.epochs - start)
 
 
 def _check_inputs(backbone: str, store, config: TrainConfig) -> None:
     store.spec_for(backbone)
     for split in ("train", "val"):
         if not len(store.clips(split)):
-            raise DataError(store.roots[0], f"the {split} split of the feature store is empty",
-                            "training needs train clips and val clips (val selects the model)")
+            raise DataError(
+                store.roots[0],
+                f"the {split} split of the feature store is empty",
+                "training needs train clips and val clips (val selects the model)",
+            )
     if config.epochs < 1:
         raise ConfigError(f"train.epochs must be at least 1, got {config.epochs}")
     if config.selection not in SELECTION_RULES:
         raise ConfigError(f"train.selection must be one of {', '.join(SELECTION_RULES)}, got {config.selection!r}")
 
 
-def _write_outputs(backbone: str, store, config: TrainConfig, state: TrainingState, model_dir: Path, *,
-                   mixed: bool, epochs_run: int) -> TrainResult:
+def _write_outputs(
+    backbone: str, store, config: TrainConfig, state: TrainingState, model_dir: Path, *, mixed: bool, epochs_run: int
+) -> TrainResult:
     """Write ``history.json``, ``val_metrics.json`` and ``config.json`` beside ``model.keras``."""
     assert state.best_calibration is not None  # at least one epoch was scored
     calibration = dict(state.best_calibration, fitted_on="val")
     if calibration.get("at_bound"):
-        log.warning("%s: the val temperature sits at its search bound (T=%.2f): the model's val predictions "
-                    "are barely better than chance or val is too small to calibrate on", backbone,
-                    calibration["temperature"])
+        log.warning(
+            "%s: the val temperature sits at its search bound (T=%.2f): the model's val predictions "
+            "are barely better than chance or val is too small to calibrate on",
+            backbone,
+            calibration["temperature"],
+        )
     val_metrics = dict(calibration["metrics"], epoch=state.best_epoch, temperature=calibration["temperature"])
     history = [dict(entry) for entry in state.history]
     write_json(model_dir / "history.json", history)
     write_json(model_dir / "val_metrics.json", val_metrics)
     ModelInfo(
-        backbone=backbone, train=to_dict(config), config_hash=config_hash(config),
-        features=to_dict(store.config), feature_config_hash=store.config_hash,
-        feature_shapes={k: tuple(v) for k, v in store.shapes.items()}, labels=tuple(LABELS),
-        best_epoch=state.best_epoch, selection=config.selection,
+        backbone=backbone,
+        train=to_dict(config),
+        config_hash=config_hash(config),
+        features=to_dict(store.config),
+        feature_config_hash=store.config_hash,
+        feature_shapes={k: tuple(v) for k, v in store.shapes.items()},
+        labels=tuple(LABELS),
+        best_epoch=state.best_epoch,
+        selection=config.selection,
         calibration=Calibration.from_result(calibration),
-        mixed_precision=mixed, lineage=store.lineage,
+        mixed_precision=mixed,
+        lineage=store.lineage,
     ).write(model_dir)
-    return TrainResult(model_dir=model_dir, backbone=backbone, best_epoch=state.best_epoch,
-                       epochs_run=epochs_run, val_accuracy=val_metrics["accuracy"],
-                       val_log_loss_calibrated=val_metrics["log_loss"], history=history,
-                       temperature=calibration["temperature"])
+    return TrainResult(
+        model_dir=model_dir,
+        backbone=backbone,
+        best_epoch=state.best_epoch,
+        epochs_run=epochs_run,
+        val_accuracy=val_metrics["accuracy"],
+        val_log_loss_calibrated=val_metrics["log_loss"],
+        history=history,
+        temperature=calibration["temperature"],
+    )

@@ -39,8 +39,10 @@ def _resume_key(backbone: str, config: TrainConfig, store) -> dict[str, Any]:
     # stream (both give the same batches) must match to continue a run
     # (avsc.training.state.check_resume_key says what differs).
     train = {k: v for k, v in to_dict(config).items() if k not in ("epochs", "stream")}
-    return {"settings": {"backbone": backbone, "train": train, "features": to_dict(store.config)},
-            "lineage": dataclasses.asdict(store.lineage)}
+    return {
+        "settings": {"backbone": backbone, "train": train, "features": to_dict(store.config)},
+        "lineage": dataclasses.asdict(store.lineage),
+    }
 
 
 def _train_examples(store, backbone: str, config: TrainConfig) -> int:
@@ -57,8 +59,9 @@ def _logits_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.input, model.get_layer("fc10").output, name=f"{model.name}_logits")
 
 
-def _clip_logits(logits_model, store, backbone: str, split: str, batch_size: int,
-                 stream: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+def _clip_logits(
+    logits_model, store, backbone: str, split: str, batch_size: int, stream: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
     """[shape=(n_clips, 10)] logits of a split's clips (visual: mean over frames) and labels."""
     labels = label_indices(store, split)
     outputs = logits_model.predict(eval_stream(stream, store, backbone, split, batch_size=batch_size), verbose=0)
@@ -86,8 +89,9 @@ class EpochLoop(SelectionLoop):
         return super().checkpoint(checkpoints, improved)
 
 
-def start_or_resume(backbone: str, store, config: TrainConfig,
-                    checkpoints: Checkpoints) -> tuple[keras.Model, EpochLoop]:
+def start_or_resume(
+    backbone: str, store, config: TrainConfig, checkpoints: Checkpoints
+) -> tuple[keras.Model, EpochLoop]:
     """The training model (mixup first, compiled) and the selection loop: new, or as
     ``checkpoints`` left them (after an epoch, or within one).
 
@@ -112,23 +116,36 @@ def start_or_resume(backbone: str, store, config: TrainConfig,
     else:
         check_resume_key(state.resume_key, resume_key, location=checkpoints.location)
         if state.epoch > config.epochs:
-            raise ConfigError(f"{checkpoints.location}: checkpointed after epoch {state.epoch}, more than "
-                              f"train.epochs = {config.epochs}; give --epochs {state.epoch} or more "
-                              f"to finish this run, or another checkpoint location to train "
-                              f"{config.epochs} epoch(s) afresh")
+            raise ConfigError(
+                f"{checkpoints.location}: checkpointed after epoch {state.epoch}, more than "
+                f"train.epochs = {config.epochs}; give --epochs {state.epoch} or more "
+                f"to finish this run, or another checkpoint location to train "
+                f"{config.epochs} epoch(s) afresh"
+            )
         in_epoch = state.in_epoch
         trainer = checkpoints.load_model(in_epoch.model if in_epoch else str(state.last))
         restore_seed_states(trainer, in_epoch.seed_states if in_epoch else state.seed_states)
         if in_epoch:
-            log.info("%s: resuming in epoch %d of %d after step %d", backbone, in_epoch.epoch,
-                     config.epochs, in_epoch.step)
+            log.info(
+                "%s: resuming in epoch %d of %d after step %d", backbone, in_epoch.epoch, config.epochs, in_epoch.step
+            )
         else:
             log.info("%s: resuming after epoch %d of %d", backbone, state.epoch, config.epochs)
     return trainer, EpochLoop(state, trainer, selection=config.selection, checkpoints=checkpoints)
 
 
-def train_epoch(trainer: keras.Model, loop: EpochLoop, store, backbone: str, config: TrainConfig, *,
-                epoch: int, stop: threading.Event, progress: bool, every: tuple[float, int | None]) -> None:
+def train_epoch(
+    trainer: keras.Model,
+    loop: EpochLoop,
+    store,
+    backbone: str,
+    config: TrainConfig,
+    *,
+    epoch: int,
+    stop: threading.Event,
+    progress: bool,
+    every: tuple[float, int | None],
+) -> None:
     """Train epoch ``epoch`` (0-based), score it on val and checkpoint it.
 
     Raises:
@@ -137,29 +154,57 @@ def train_epoch(trainer: keras.Model, loop: EpochLoop, store, backbone: str, con
     began = time.perf_counter()
     ckpt = loop.checkpoints
     assert ckpt is not None  # Phase I always checkpoints
-    train = train_stream(config.stream, store, backbone, batch_size=config.batch_size,
-                         mixup_alpha=config.mixup_alpha, frames_per_clip=config.frames_per_clip,
-                         seed=config.seed * 100003 + epoch)
+    train = train_stream(
+        config.stream,
+        store,
+        backbone,
+        batch_size=config.batch_size,
+        mixup_alpha=config.mixup_alpha,
+        frames_per_clip=config.frames_per_clip,
+        seed=config.seed * 100003 + epoch,
+    )
     # A checkpoint within this epoch: skip the (same, seeded) batches trained on already.
     in_epoch = loop.state.in_epoch
     prior = in_epoch if in_epoch and in_epoch.epoch == epoch + 1 else None
     first_step = prior.step if prior else 0
-    steps = StepCheckpoints(ckpt, loop.state, epoch=epoch, first_step=first_step,
-                            examples=_train_examples(store, backbone, config), batch_size=config.batch_size,
-                            stop=stop, every_s=every[0], every_steps=every[1], prior=prior)
-    fit = trainer.fit(train.skip(first_step), epochs=1, shuffle=False, verbose=1 if progress else 0,
-                      callbacks=[steps])
+    steps = StepCheckpoints(
+        ckpt,
+        loop.state,
+        epoch=epoch,
+        first_step=first_step,
+        examples=_train_examples(store, backbone, config),
+        batch_size=config.batch_size,
+        stop=stop,
+        every_s=every[0],
+        every_steps=every[1],
+        prior=prior,
+    )
+    fit = trainer.fit(train.skip(first_step), epochs=1, shuffle=False, verbose=1 if progress else 0, callbacks=[steps])
     if steps.stopped_at is not None:
-        raise Preempted(f"stopped by SIGTERM in epoch {epoch + 1}, after step {steps.stopped_at}; "
-                        f"checkpoint saved in {ckpt.location}: run the same command again to resume")
+        raise Preempted(
+            f"stopped by SIGTERM in epoch {epoch + 1}, after step {steps.stopped_at}; "
+            f"checkpoint saved in {ckpt.location}: run the same command again to resume"
+        )
     logits, labels = _clip_logits(loop.logits_model, store, backbone, "val", config.batch_size, config.stream)
-    evaluation = loop.end_round(logits, labels, epoch=epoch + 1, began=began,
-                                loss=steps.epoch_loss(float(fit.history["loss"][-1])))
+    evaluation = loop.end_round(
+        logits, labels, epoch=epoch + 1, began=began, loss=steps.epoch_loss(float(fit.history["loss"][-1]))
+    )
     if stop.is_set():
-        raise Preempted(f"stopped by SIGTERM after epoch {epoch + 1}; checkpoint saved in "
-                        f"{ckpt.location}: run the same command again to resume")
+        raise Preempted(
+            f"stopped by SIGTERM after epoch {epoch + 1}; checkpoint saved in "
+            f"{ckpt.location}: run the same command again to resume"
+        )
     entry = evaluation.entry
-    log.info("%s epoch %d/%d: loss %.4f, val accuracy %.3f, val log loss %.4f (%.4f at T=%.2f)%s, %.1f s",
-             backbone, epoch + 1, config.epochs, entry["loss"], entry["val_accuracy"], entry["val_log_loss"],
-             entry["val_log_loss_calibrated"], entry["temperature"], " (best)" if evaluation.improved else "",
-             entry["seconds"])
+    log.info(
+        "%s epoch %d/%d: loss %.4f, val accuracy %.3f, val log loss %.4f (%.4f at T=%.2f)%s, %.1f s",
+        backbone,
+        epoch + 1,
+        config.epochs,
+        entry["loss"],
+        entry["val_accuracy"],
+        entry["val_log_loss"],
+        entry["val_log_loss_calibrated"],
+        entry["temperature"],
+        " (best)" if evaluation.improved else "",
+        entry["seconds"],
+    )

@@ -79,8 +79,10 @@ def checkpoint_location(root: str | os.PathLike, name: str, *identity: Any) -> s
             return to_dict(value)
         except TypeError:
             return value
-    digest = hashlib.sha256(json.dumps([plain(v) for v in identity], sort_keys=True,
-                                       default=str).encode()).hexdigest()[:12]
+
+    digest = hashlib.sha256(json.dumps([plain(v) for v in identity], sort_keys=True, default=str).encode()).hexdigest()[
+        :12
+    ]
     return locations.join(str(root), "checkpoints", f"{name}-{digest}")
 
 
@@ -112,8 +114,9 @@ class Checkpoints:
         try:
             return TrainingState.read_file(where)
         except RecordError as exc:
-            raise DataError(where, exc.problem, "use another checkpoint location, or delete these checkpoints "
-                                                "to start over") from None
+            raise DataError(
+                where, exc.problem, "use another checkpoint location, or delete these checkpoints to start over"
+            ) from None
 
     def write_state(self, state: TrainingState) -> None:
         """Commit ``state`` (write it after the files it names)."""
@@ -160,14 +163,18 @@ class Checkpoints:
         """Delete the files here, other than ``state.json``, that are not in ``keep``."""
         for location in locations.list_files(self.location):
             name = locations.name_of(location)
-            if name != STATE_FILE and name not in keep and "/" not in \
-                    location[len(self.location):].strip("/\\").replace("\\", "/"):
+            if (
+                name != STATE_FILE
+                and name not in keep
+                and "/" not in location[len(self.location) :].strip("/\\").replace("\\", "/")
+            ):
                 locations.remove(location)
 
     # ------------------------------------------------------------ a whole training state
 
-    def save_state(self, state: TrainingState, model, optimizer, rng: np.random.Generator,
-                   best_weights: list[np.ndarray] | None) -> TrainingState:
+    def save_state(
+        self, state: TrainingState, model, optimizer, rng: np.random.Generator, best_weights: list[np.ndarray] | None
+    ) -> TrainingState:
         """Checkpoint a trainer that keeps its model in memory between evaluations (Phase II).
 
         The weights, the optimizer's variables (Adam's moments and step) and ``best_weights``
@@ -184,8 +191,9 @@ class Checkpoints:
         self.prune(state.files())
         return state
 
-    def restore_state(self, resume_key: str, model, optimizer,
-                      rng: np.random.Generator) -> tuple[TrainingState, list[np.ndarray] | None] | None:
+    def restore_state(
+        self, resume_key: str, model, optimizer, rng: np.random.Generator
+    ) -> tuple[TrainingState, list[np.ndarray] | None] | None:
         """Load what :meth:`save_state` saved into the model, the optimizer (built) and the
         generator; return the state and the best weights (None when nothing was saved).
 
@@ -198,11 +206,15 @@ class Checkpoints:
         if state is None:
             return None
         if state.resume_key != resume_key:
-            raise ConfigError(f"{self.location}: holds the checkpoint of another run; use another "
-                              "checkpoint location, or delete it to start over")
+            raise ConfigError(
+                f"{self.location}: holds the checkpoint of another run; use another "
+                "checkpoint location, or delete it to start over"
+            )
         if state.last is None or state.rng is None:
-            raise ConfigError(f"{self.location}: holds the checkpoint of another kind of training; use "
-                              "another checkpoint location, or delete it to start over")
+            raise ConfigError(
+                f"{self.location}: holds the checkpoint of another kind of training; use "
+                "another checkpoint location, or delete it to start over"
+            )
         arrays = self.load_arrays(state.last)
         n_weights = len(model.get_weights())
         model.set_weights([arrays[f"w{i}"] for i in range(n_weights)])
@@ -234,6 +246,7 @@ class Checkpoints:
 
 # ---------------------------------------------------------------- within an epoch, and SIGTERM
 
+
 @contextlib.contextmanager
 def sigterm_flag() -> Iterator[threading.Event]:
     """An event that is set when the process receives SIGTERM while the block runs.
@@ -249,6 +262,7 @@ def sigterm_flag() -> Iterator[threading.Event]:
     def handler(signum, frame) -> None:
         log.warning("SIGTERM received: saving a checkpoint at the next step, then stopping")
         flag.set()
+
     with on_sigterm(handler):
         yield flag
 
@@ -297,9 +311,20 @@ class StepCheckpoints(keras.callbacks.Callback):
         prior: ``in_epoch`` of the checkpoint resumed from, or None.
     """
 
-    def __init__(self, ckpt: Checkpoints, state: TrainingState, *, epoch: int, first_step: int,
-                 examples: int, batch_size: int, stop: threading.Event, every_s: float = 60.0,
-                 every_steps: int | None = None, prior: InEpoch | None = None):
+    def __init__(
+        self,
+        ckpt: Checkpoints,
+        state: TrainingState,
+        *,
+        epoch: int,
+        first_step: int,
+        examples: int,
+        batch_size: int,
+        stop: threading.Event,
+        every_s: float = 60.0,
+        every_steps: int | None = None,
+        prior: InEpoch | None = None,
+    ):
         super().__init__()
         self.ckpt, self.state, self.epoch, self.first_step = ckpt, state, epoch, first_step
         self.examples, self.batch_size, self.stop = examples, batch_size, stop
@@ -313,8 +338,11 @@ class StepCheckpoints(keras.callbacks.Callback):
         step = self.first_step + batch + 1
         if step >= self.first_step + int(self.params.get("steps") or 0):
             return  # the end-of-epoch checkpoint comes next
-        due = (self.stop.is_set() or (self.every_steps and step % self.every_steps == 0)
-               or time.monotonic() - self._last >= self.every_s)
+        due = (
+            self.stop.is_set()
+            or (self.every_steps and step % self.every_steps == 0)
+            or time.monotonic() - self._last >= self.every_s
+        )
         if not due:
             return
         seen_now = (batch + 1) * self.batch_size
@@ -326,8 +354,12 @@ class StepCheckpoints(keras.callbacks.Callback):
     def save(self, step: int, loss_sum: float) -> None:
         name = f"step-{self.epoch + 1:04d}-{step:06d}.keras"
         self.ckpt.save_model(self.model, name)
-        state = dataclasses.replace(self.state, in_epoch=InEpoch(
-            epoch=self.epoch + 1, step=step, model=name, loss_sum=loss_sum, seed_states=seed_states(self.model)))
+        state = dataclasses.replace(
+            self.state,
+            in_epoch=InEpoch(
+                epoch=self.epoch + 1, step=step, model=name, loss_sum=loss_sum, seed_states=seed_states(self.model)
+            ),
+        )
         self.ckpt.write_state(state)
         self.ckpt.prune(state.files())
         self._last = time.monotonic()

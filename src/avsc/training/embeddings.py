@@ -84,9 +84,16 @@ def write_embeddings(
             pa.FixedSizeListArray.from_arrays(pa.array(fc10.reshape(-1)), fc10.shape[1]),
         ],
         schema=schema,
-    ).replace_schema_metadata(EmbeddingsInfo(
-        backbone=backbone, config_hash=config_hash, model_sha256=model_sha256, labels=tuple(LABELS),
-        lineage=lineage, temperature=float(temperature)).to_metadata())
+    ).replace_schema_metadata(
+        EmbeddingsInfo(
+            backbone=backbone,
+            config_hash=config_hash,
+            model_sha256=model_sha256,
+            labels=tuple(LABELS),
+            lineage=lineage,
+            temperature=float(temperature),
+        ).to_metadata()
+    )
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     locations.write_bytes(path, sink.getvalue().to_pybytes())
@@ -126,6 +133,7 @@ def read_embeddings(path: str | Path) -> BackboneEmbeddings:
     def matrix(name: str) -> np.ndarray:
         column = table.column(name).combine_chunks()
         return column.values.to_numpy(zero_copy_only=False).reshape(len(column), -1).astype(np.float32)
+
     return BackboneEmbeddings(
         info=info,
         clip_ids=np.asarray(table.column("clip_id").to_pylist()),
@@ -169,11 +177,13 @@ def embed_arrays(backbone: str, emb_model, batch: np.ndarray) -> tuple[np.ndarra
 
 def _run_in_chunks(emb_model, inputs: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
     # Bounded memory: a batch of clips can hold hundreds of full-size frames.
-    parts = [emb_model(inputs[i:i + chunk], training=False) for i in range(0, len(inputs), chunk)]
+    parts = [emb_model(inputs[i : i + chunk], training=False) for i in range(0, len(inputs), chunk)]
     if not parts:
         raise ValueError("no inputs to embed")
-    return (np.concatenate([np.asarray(p[0], np.float32) for p in parts]),
-            np.concatenate([np.asarray(p[1], np.float32) for p in parts]))
+    return (
+        np.concatenate([np.asarray(p[0], np.float32) for p in parts]),
+        np.concatenate([np.asarray(p[1], np.float32) for p in parts]),
+    )
 
 
 @dataclass(frozen=True)
@@ -204,13 +214,15 @@ def _load_backbone(model_dir: str | Path) -> tuple[ModelInfo, str, keras.Model]:
         model_path, config_path = local / "model.keras", local / "config.json"
         for needed in (model_path, config_path):
             if not needed.is_file():
-                raise DataError(locations.join(str(model_dir), needed.name), "not found",
-                                "give the output folder of `avsc train`")
+                raise DataError(
+                    locations.join(str(model_dir), needed.name), "not found", "give the output folder of `avsc train`"
+                )
         return ModelInfo.read(local), sha256_file(model_path), keras.models.load_model(model_path, compile=False)
 
 
-def _embed_store(emb_model: keras.Model, store, backbone: str, *, stream: str, batch_size: int,
-                 progress: bool) -> tuple[np.ndarray, np.ndarray]:
+def _embed_store(
+    emb_model: keras.Model, store, backbone: str, *, stream: str, batch_size: int, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """``fc1024`` and ``fc10`` [shape=(n_clips, width), float32] of every clip of ``store``, in
     store order (:meth:`avsc.features.store.FeatureStore.clips`)."""
     import keras
@@ -225,18 +237,25 @@ def _embed_store(emb_model: keras.Model, store, backbone: str, *, stream: str, b
     fc1024_parts, fc10_parts = [], []
     unit = "frame" if per_clip > 1 else "clip"
     # Other backends run the model eagerly, one op at a time; predict_on_batch compiles it (XLA).
-    run = (lambda x: emb_model(x, training=False)) if keras.backend.backend() == "tensorflow" \
+    run = (
+        (lambda x: emb_model(x, training=False))
+        if keras.backend.backend() == "tensorflow"
         else emb_model.predict_on_batch
-    with tqdm(total=len(rows) * per_clip, desc=f"embed {backbone}", unit=unit, disable=not progress) as bar, \
-            store_errors():
+    )
+    with (
+        tqdm(total=len(rows) * per_clip, desc=f"embed {backbone}", unit=unit, disable=not progress) as bar,
+        store_errors(),
+    ):
         for x in eval_stream(stream, store, backbone, None, batch_size=batch_size):
             fc1024, fc10 = run(x)
             fc1024_parts.append(np.asarray(fc1024, np.float32))
             fc10_parts.append(np.asarray(fc10, np.float32))
             bar.update(len(fc1024_parts[-1]))
     # A visual clip's embedding is the mean over its frames (as its prediction is).
-    return (clip_predictions(np.concatenate(fc1024_parts), len(rows)),
-            clip_predictions(np.concatenate(fc10_parts), len(rows)))
+    return (
+        clip_predictions(np.concatenate(fc1024_parts), len(rows)),
+        clip_predictions(np.concatenate(fc10_parts), len(rows)),
+    )
 
 
 def _check_store(store, meta: ModelInfo, model_dir: str | Path) -> Lineage:
@@ -248,11 +267,17 @@ def _check_store(store, meta: ModelInfo, model_dir: str | Path) -> Lineage:
     lineage = store.lineage
     assert lineage is not None  # FeatureStore.open refuses a store index without one
     if meta.feature_config_hash != store.config_hash:
-        raise DataError(store.roots[0], f"feature config {store.config_hash} differs from "
-                        f"{meta.feature_config_hash} the model was trained on",
-                        "embed the store the model was trained on")
-    lineage.check_same(meta.lineage, source=locations.join(str(model_dir), "config.json"), what="the model",
-                       hint="embed the store the model was trained on, or train the model on this one")
+        raise DataError(
+            store.roots[0],
+            f"feature config {store.config_hash} differs from {meta.feature_config_hash} the model was trained on",
+            "embed the store the model was trained on",
+        )
+    lineage.check_same(
+        meta.lineage,
+        source=locations.join(str(model_dir), "config.json"),
+        what="the model",
+        hint="embed the store the model was trained on, or train the model on this one",
+    )
     return lineage
 
 
@@ -295,12 +320,33 @@ def embed_clips(
     store = FeatureStore.open(feature_dirs)
     lineage = _check_store(store, meta, model_dir)
     rows = store.clips()
-    fc1024, fc10 = _embed_store(avsc.models.backbones.embedding_model(model), store, backbone, stream=stream,
-                                batch_size=batch_size, progress=progress)
+    fc1024, fc10 = _embed_store(
+        avsc.models.backbones.embedding_model(model),
+        store,
+        backbone,
+        stream=stream,
+        batch_size=batch_size,
+        progress=progress,
+    )
     order = np.argsort(rows["clip_id"].to_numpy(), kind="stable")
     path = write_embeddings(
-        out_path, clip_ids=list(rows["clip_id"].iloc[order]), splits=list(rows["split"].iloc[order]),
-        labels=list(rows["label"].iloc[order]), fc1024=fc1024[order], fc10=fc10[order], backbone=backbone,
-        config_hash=meta.config_hash, model_sha256=digest, temperature=meta.temperature, lineage=lineage)
-    return EmbedResult(path=path, backbone=backbone, n_clips=len(rows), config_hash=meta.config_hash,
-                       model_sha256=digest, lineage=lineage)
+        out_path,
+        clip_ids=list(rows["clip_id"].iloc[order]),
+        splits=list(rows["split"].iloc[order]),
+        labels=list(rows["label"].iloc[order]),
+        fc1024=fc1024[order],
+        fc10=fc10[order],
+        backbone=backbone,
+        config_hash=meta.config_hash,
+        model_sha256=digest,
+        temperature=meta.temperature,
+        lineage=lineage,
+    )
+    return EmbedResult(
+        path=path,
+        backbone=backbone,
+        n_clips=len(rows),
+        config_hash=meta.config_hash,
+        model_sha256=digest,
+        lineage=lineage,
+    )

@@ -132,39 +132,63 @@ def train_fusion(
 
     limit_tensorflow_threads()  # the pod's CPUs, before the first operation (a no-op after it)
     if locations.any_remote(embeddings, out_dir):
-        return _train_fusion_remote(embeddings, out_dir, method=method, modalities=modalities, config=config,
-                                    checkpoints=checkpoints, checkpoint_every_s=checkpoint_every_s,
-                                    progress=progress)
+        return _train_fusion_remote(
+            embeddings,
+            out_dir,
+            method=method,
+            modalities=modalities,
+            config=config,
+            checkpoints=checkpoints,
+            checkpoint_every_s=checkpoint_every_s,
+            progress=progress,
+        )
     spec = check_method(method)
     backbones = check_modalities(modalities)
     check_settings(config)
     data = load_fusion_data(embeddings, backbones)
     splits = fusion_splits(data, spec.level)
-    fitted = fit_fusion(method, tuple(backbones), splits, config, fc1024=spec.level == "fc1024",
-                        resume_key=_resume_key(data, method, modalities, config),
-                        checkpoints=Checkpoints(checkpoints) if checkpoints else None,
-                        every_s=checkpoint_every_s, progress=progress, desc=f"fuse {method} {modalities}")
+    fitted = fit_fusion(
+        method,
+        tuple(backbones),
+        splits,
+        config,
+        fc1024=spec.level == "fc1024",
+        resume_key=_resume_key(data, method, modalities, config),
+        checkpoints=Checkpoints(checkpoints) if checkpoints else None,
+        every_s=checkpoint_every_s,
+        progress=progress,
+        desc=f"fuse {method} {modalities}",
+    )
     return _write_outputs(fitted, data, splits, Path(out_dir), method=method, modalities=modalities, config=config)
 
 
 def _resume_key(data: FusionData, method: str, modalities: str, config: FusionConfig) -> str:
     # The data too: a checkpoint of embeddings of other data (even of the same models) never resumes.
-    return json.dumps({**fingerprint(data, method, modalities, config),
-                       "lineage": data.lineage.to_json() if data.lineage else None}, sort_keys=True)
+    return json.dumps(
+        {**fingerprint(data, method, modalities, config), "lineage": data.lineage.to_json() if data.lineage else None},
+        sort_keys=True,
+    )
 
 
 def _train_fusion_remote(embeddings: EmbeddingFiles, out_dir: str | Path, **kwargs: Any) -> FusionResult:
     """:func:`train_fusion` with ``s3://`` inputs or output: fetched, trained locally, published."""
     with contextlib.ExitStack() as stack:
         local_in = locations.local_inputs(stack, embeddings)
-        local_out = stack.enter_context(staged_output(out_dir, kind="fuse", run_id=new_run_id(),
-                                                      replaces=FUSION_FILE))
+        local_out = stack.enter_context(staged_output(out_dir, kind="fuse", run_id=new_run_id(), replaces=FUSION_FILE))
         result = train_fusion(local_in, local_out, **kwargs)
     return replace(result, out_dir=out_dir)
 
 
-def _write_outputs(fitted: FittedFusion, data: FusionData, splits: FusionSplits, out_dir: Path, *, method: str,
-                   modalities: str, config: FusionConfig) -> FusionResult:
+def _write_outputs(
+    fitted: FittedFusion,
+    data: FusionData,
+    splits: FusionSplits,
+    out_dir: Path,
+    *,
+    method: str,
+    modalities: str,
+    config: FusionConfig,
+) -> FusionResult:
     """Write the folder (model, predictions, history, fusion.json) and publish it whole."""
     spec = check_method(method)
     state = fitted.state
@@ -174,40 +198,78 @@ def _write_outputs(fitted: FittedFusion, data: FusionData, splits: FusionSplits,
     # Written into a staging folder and published whole, with outputs.json naming the run:
     # the folder holds one training's model, predictions and fusion.json, never a mix.
     published = contextlib.ExitStack()
-    final_dir, out_dir = out_dir, published.enter_context(
-        staged_output(out_dir, kind="fuse", run_id=new_run_id(), replaces=FUSION_FILE))
+    final_dir, out_dir = (
+        out_dir,
+        published.enter_context(staged_output(out_dir, kind="fuse", run_id=new_run_id(), replaces=FUSION_FILE)),
+    )
     save_keras_model(fitted.model, out_dir / "model.keras")
     logits = fusion_logits(fusion_logits_model(fitted.model), data.inputs(spec.level))
     temperature = chosen["temperature"]
-    Predictions(clip_ids=np.asarray(data.clip_ids, dtype=str), splits=np.asarray(data.splits, dtype=str),
-                labels=np.asarray(data.labels, dtype=str), probs=calibrated_probabilities(logits, temperature),
-                logits=logits).write(out_dir)
+    Predictions(
+        clip_ids=np.asarray(data.clip_ids, dtype=str),
+        splits=np.asarray(data.splits, dtype=str),
+        labels=np.asarray(data.labels, dtype=str),
+        probs=calibrated_probabilities(logits, temperature),
+        logits=logits,
+    ).write(out_dir)
     locations.write_json(str(out_dir / "history.json"), history)
     val_metrics = {k: v for k, v in chosen["metrics"].items() if k != "labels"}
     if chosen["at_bound"]:
-        log.warning("%s %s: the val temperature sits at its search bound (T=%.2f): its val predictions are "
-                    "barely better than chance, or val is too small to calibrate on", method, modalities,
-                    temperature)
-    info = _fusion_info(fitted, data, splits, method=method, modalities=modalities, config=config,
-                        val_metrics=val_metrics)
+        log.warning(
+            "%s %s: the val temperature sits at its search bound (T=%.2f): its val predictions are "
+            "barely better than chance, or val is too small to calibrate on",
+            method,
+            modalities,
+            temperature,
+        )
+    info = _fusion_info(
+        fitted, data, splits, method=method, modalities=modalities, config=config, val_metrics=val_metrics
+    )
     info.write(out_dir)
     published.close()  # publishes; after an error above only the hidden staging folder is removed
     out_dir = final_dir
     # The result is the caller's to report (the CLI prints it); the log keeps a trace.
-    log.debug("%s %s: best step %d of %d (%s), val accuracy %.4f, val log loss %.4f -> %.4f at T=%.2f, "
-              "%.1f s -> %s", method, modalities, info.best_step, info.steps_run, fitted.stopped,
-              val_metrics["accuracy"], chosen["before"]["log_loss"], val_metrics["log_loss"], temperature,
-              fitted.train_seconds, out_dir)
-    return FusionResult(out_dir=out_dir, method=method, modalities=modalities,
-                        val_accuracy=val_metrics["accuracy"], val_log_loss_calibrated=val_metrics["log_loss"],
-                        best_epoch=state.best_epoch, best_step=info.best_step,
-                        selection_log_loss=chosen["selection_log_loss"], backbones=tuple(data.backbones),
-                        level=spec.level, train_seconds=fitted.train_seconds, history=history,
-                        temperature=temperature)
+    log.debug(
+        "%s %s: best step %d of %d (%s), val accuracy %.4f, val log loss %.4f -> %.4f at T=%.2f, %.1f s -> %s",
+        method,
+        modalities,
+        info.best_step,
+        info.steps_run,
+        fitted.stopped,
+        val_metrics["accuracy"],
+        chosen["before"]["log_loss"],
+        val_metrics["log_loss"],
+        temperature,
+        fitted.train_seconds,
+        out_dir,
+    )
+    return FusionResult(
+        out_dir=out_dir,
+        method=method,
+        modalities=modalities,
+        val_accuracy=val_metrics["accuracy"],
+        val_log_loss_calibrated=val_metrics["log_loss"],
+        best_epoch=state.best_epoch,
+        best_step=info.best_step,
+        selection_log_loss=chosen["selection_log_loss"],
+        backbones=tuple(data.backbones),
+        level=spec.level,
+        train_seconds=fitted.train_seconds,
+        history=history,
+        temperature=temperature,
+    )
 
 
-def _fusion_info(fitted: FittedFusion, data: FusionData, splits: FusionSplits, *, method: str, modalities: str,
-                 config: FusionConfig, val_metrics: dict[str, Any]) -> FusionInfo:
+def _fusion_info(
+    fitted: FittedFusion,
+    data: FusionData,
+    splits: FusionSplits,
+    *,
+    method: str,
+    modalities: str,
+    config: FusionConfig,
+    val_metrics: dict[str, Any],
+) -> FusionInfo:
     spec = check_method(method)
     state = fitted.state
     assert state.best_calibration is not None
@@ -215,13 +277,24 @@ def _fusion_info(fitted: FittedFusion, data: FusionData, splits: FusionSplits, *
     return FusionInfo(
         val_distance_quantiles={f"{q:g}": float(np.quantile(val_distance, q)) for q in DISTANCE_QUANTILES},
         **fingerprint(data, method, modalities, config),
-        equation=spec.equation, level=spec.level, width=int(splits.x_train[0].shape[1]),
-        backbones=tuple(data.backbones), labels=tuple(LABELS), val_metrics=val_metrics,
-        best_epoch=state.best_epoch, best_step=state.best_step, epochs_run=state.epoch, steps_run=fitted.steps,
-        stopped=fitted.stopped, selection=config.selection,
-        calibration=Calibration.from_result(state.best_calibration), config=to_dict(config),
+        equation=spec.equation,
+        level=spec.level,
+        width=int(splits.x_train[0].shape[1]),
+        backbones=tuple(data.backbones),
+        labels=tuple(LABELS),
+        val_metrics=val_metrics,
+        best_epoch=state.best_epoch,
+        best_step=state.best_step,
+        epochs_run=state.epoch,
+        steps_run=fitted.steps,
+        stopped=fitted.stopped,
+        selection=config.selection,
+        calibration=Calibration.from_result(state.best_calibration),
+        config=to_dict(config),
         clips_per_split={s: int((data.splits == s).sum()) for s in sorted(set(data.splits))},
-        train_seconds=round(fitted.train_seconds, 3), lineage=data.lineage)
+        train_seconds=round(fitted.train_seconds, 3),
+        lineage=data.lineage,
+    )
 
 
 def train_all_fusions(
@@ -262,35 +335,60 @@ def train_all_fusions(
     with contextlib.ExitStack() as stack:
         local_embeddings = locations.local_inputs(stack, embeddings)
         local_root = stack.enter_context(locations.output_folder(out_root, pull_existing=True))
-        results = _train_all(local_embeddings, local_root, config=config, methods=methods,
-                             modality_sets=modality_sets, checkpoints=checkpoints, progress=progress)
+        results = _train_all(
+            local_embeddings,
+            local_root,
+            config=config,
+            methods=methods,
+            modality_sets=modality_sets,
+            checkpoints=checkpoints,
+            progress=progress,
+        )
     if locations.is_remote(str(out_root)):
         results = [replace(r, out_dir=locations.join(str(out_root), Path(r.out_dir).name)) for r in results]
     return results
 
 
-def _train_all(embeddings: EmbeddingFiles, out_root: Path, *, config: FusionConfig, methods: Sequence[str],
-               modality_sets: Sequence[str], checkpoints: str | Path | None,
-               progress: bool) -> list[FusionResult]:
+def _train_all(
+    embeddings: EmbeddingFiles,
+    out_root: Path,
+    *,
+    config: FusionConfig,
+    methods: Sequence[str],
+    modality_sets: Sequence[str],
+    checkpoints: str | Path | None,
+    progress: bool,
+) -> list[FusionResult]:
     results = []
     for modalities in modality_sets:
         data = None
         for method in methods:
             out_dir = out_root / f"{method}-{modalities}"
             ckpt = locations.join(str(checkpoints), out_dir.name) if checkpoints else None
-            if completed_info(out_dir) is None and ckpt and \
-                    Checkpoints(ckpt).fetch_folder("done", out_dir, FUSION_FILE):
+            if (
+                completed_info(out_dir) is None
+                and ckpt
+                and Checkpoints(ckpt).fetch_folder("done", out_dir, FUSION_FILE)
+            ):
                 log.info("%s: finished before, copied from %s", out_dir.name, ckpt)
             meta = completed_info(out_dir)
             if meta is not None:
                 if data is None:
                     data = load_fusion_data(embeddings, MODALITY_SETS[modalities])
-                results.append(reused_result(out_dir, meta, data, method=method, modalities=modalities,
-                                             config=config))
+                results.append(reused_result(out_dir, meta, data, method=method, modalities=modalities, config=config))
                 log.debug("%s %s: already complete, skipped (%s)", method, modalities, out_dir)
                 continue
-            results.append(train_fusion(embeddings, out_dir, method=method, modalities=modalities,
-                                        config=config, checkpoints=ckpt, progress=progress))
+            results.append(
+                train_fusion(
+                    embeddings,
+                    out_dir,
+                    method=method,
+                    modalities=modalities,
+                    config=config,
+                    checkpoints=ckpt,
+                    progress=progress,
+                )
+            )
             if ckpt:
                 Checkpoints(ckpt).keep_folder(out_dir, "done", last=FUSION_FILE)
     return results

@@ -71,8 +71,11 @@ def _read_one(path: Path, backbone: str) -> tuple[BackboneEmbeddings, np.ndarray
 
     emb = read_embeddings(path)
     if emb.info.backbone != backbone:
-        raise DataError(path, f"holds embeddings of {emb.info.backbone}, not {backbone}",
-                        "name each file <backbone>.parquet after the backbone that wrote it")
+        raise DataError(
+            path,
+            f"holds embeddings of {emb.info.backbone}, not {backbone}",
+            "name each file <backbone>.parquet after the backbone that wrote it",
+        )
     order = np.argsort(emb.clip_ids, kind="stable")
     ids = emb.clip_ids[order]
     if len(ids) == 0:
@@ -85,8 +88,13 @@ def _read_one(path: Path, backbone: str) -> tuple[BackboneEmbeddings, np.ndarray
     return emb, order
 
 
-def _check_rows_agree(loaded: dict[str, tuple[Path, BackboneEmbeddings, np.ndarray]], first_backbone: str,
-                      clip_ids: np.ndarray, splits: np.ndarray, labels: np.ndarray) -> None:
+def _check_rows_agree(
+    loaded: dict[str, tuple[Path, BackboneEmbeddings, np.ndarray]],
+    first_backbone: str,
+    clip_ids: np.ndarray,
+    splits: np.ndarray,
+    labels: np.ndarray,
+) -> None:
     """Raise :class:`~avsc.errors.DataError` naming the file whose clips, or whose clips'
     splits or labels, differ from ``first_backbone``'s (rows in clip-id order)."""
     first_path = loaded[first_backbone][0]
@@ -97,15 +105,21 @@ def _check_rows_agree(loaded: dict[str, tuple[Path, BackboneEmbeddings, np.ndarr
         if len(ids) != len(clip_ids) or not np.array_equal(ids, clip_ids):
             only_here = len(set(ids) - set(clip_ids))
             only_there = len(set(clip_ids) - set(ids))
-            raise DataError(path, f"its clips differ from {first_path.name}'s ({only_here} only here, "
-                            f"{only_there} only there)", "embed every backbone from the same feature store")
+            raise DataError(
+                path,
+                f"its clips differ from {first_path.name}'s ({only_here} only here, {only_there} only there)",
+                "embed every backbone from the same feature store",
+            )
         for name, mine, theirs in (("split", emb.splits[order], splits), ("label", emb.labels[order], labels)):
             bad = np.flatnonzero(mine != theirs)
             if len(bad):
                 clip = clip_ids[bad[0]]
-                raise DataError(path, f"clip {clip!r} has {name} {mine[bad[0]]!r} but {theirs[bad[0]]!r} in "
-                                f"{first_path.name} ({len(bad)} clips differ)",
-                                "embed every backbone from the same feature store")
+                raise DataError(
+                    path,
+                    f"clip {clip!r} has {name} {mine[bad[0]]!r} but {theirs[bad[0]]!r} in "
+                    f"{first_path.name} ({len(bad)} clips differ)",
+                    "embed every backbone from the same feature store",
+                )
 
 
 def load_fusion_data(embeddings: EmbeddingFiles, backbones: Sequence[str]) -> FusionData:
@@ -121,42 +135,52 @@ def load_fusion_data(embeddings: EmbeddingFiles, backbones: Sequence[str]) -> Fu
             files that disagree on clip ids, splits, labels or recorded config hash.
         ConfigError: a mapping key that is not a backbone.
     """
-    paths = backbone_paths(embeddings, "{backbone}.parquet", what="embeddings",
-                           hint="give the folder holding `avsc embed` outputs")
+    paths = backbone_paths(
+        embeddings, "{backbone}.parquet", what="embeddings", hint="give the folder holding `avsc embed` outputs"
+    )
     loaded: dict[str, tuple[Path, BackboneEmbeddings, np.ndarray]] = {}
     for backbone in backbones:
         path = paths.get(backbone)
         if path is None or not path.is_file():
-            raise DataError(path or backbone, f"embedding file of {backbone} is missing",
-                            f"run `avsc embed` for {backbone}, or fuse a modality set without it")
+            raise DataError(
+                path or backbone,
+                f"embedding file of {backbone} is missing",
+                f"run `avsc embed` for {backbone}, or fuse a modality set without it",
+            )
         emb, order = _read_one(path, backbone)
         loaded[backbone] = (path, emb, order)
 
     first_backbone = backbones[0]
     first_path, first, first_order = loaded[first_backbone]
-    clip_ids, splits, labels = (first.clip_ids[first_order], first.splits[first_order],
-                                first.labels[first_order])
+    clip_ids, splits, labels = (first.clip_ids[first_order], first.splits[first_order], first.labels[first_order])
     unknown = sorted(set(labels) - set(LABEL_INDEX))
     if unknown:
-        raise DataError(first_path, f"unknown scene label(s) {', '.join(unknown)}",
-                        f"labels must be among {', '.join(LABELS)}")
+        raise DataError(
+            first_path, f"unknown scene label(s) {', '.join(unknown)}", f"labels must be among {', '.join(LABELS)}"
+        )
     _check_rows_agree(loaded, first_backbone, clip_ids, splits, labels)
     recorded = {b: e.info.config_hash for b, (_, e, _) in loaded.items() if e.info.config_hash}
     if len(set(recorded.values())) > 1:
         # Backbones may legitimately be trained with their own settings (e.g. more epochs for
         # the visual ones); the clip, split and label checks above are what fusion needs.
-        log.warning("fusing backbones trained with different settings: %s",
-                    ", ".join(f"{b} {h}" for b, h in recorded.items()))
+        log.warning(
+            "fusing backbones trained with different settings: %s", ", ".join(f"{b} {h}" for b, h in recorded.items())
+        )
     lineage = first.info.lineage
     for path, emb, _ in loaded.values():
         differences = lineage.differences(emb.info.lineage)
         if differences:
-            raise DataError(path, f"its embeddings were made from other data than "
-                            f"{first_backbone}'s ({'; '.join(differences)})",
-                            "embed every backbone from the same feature store")
+            raise DataError(
+                path,
+                f"its embeddings were made from other data than {first_backbone}'s ({'; '.join(differences)})",
+                "embed every backbone from the same feature store",
+            )
     return FusionData(
         lineage=lineage,
-        backbones=tuple(backbones), clip_ids=clip_ids, splits=splits, labels=labels,
+        backbones=tuple(backbones),
+        clip_ids=clip_ids,
+        splits=splits,
+        labels=labels,
         fc1024={b: e.fc1024[o] for b, (_, e, o) in loaded.items()},
         fc10={b: e.fc10[o] for b, (_, e, o) in loaded.items()},
         model_sha256={b: e.info.model_sha256 for b, (_, e, _) in loaded.items()},

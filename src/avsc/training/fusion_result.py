@@ -58,21 +58,28 @@ class FusionResult:
 
 def fingerprint(data: FusionData, method: str, modalities: str, config: FusionConfig) -> dict[str, Any]:
     """What a fusion model is made of, as :class:`~avsc.records.FusionInfo` records it."""
-    return {"method": method, "modalities": modalities, "config_hash": config_hash(config),
-            "embeddings": {b: {"model_sha256": data.model_sha256[b], "config_hash": data.config_hash[b]}
-                           for b in data.backbones}}
+    return {
+        "method": method,
+        "modalities": modalities,
+        "config_hash": config_hash(config),
+        "embeddings": {
+            b: {"model_sha256": data.model_sha256[b], "config_hash": data.config_hash[b]} for b in data.backbones
+        },
+    }
 
 
 def completed_info(out_dir: Path) -> FusionInfo | None:
     """The record of a complete fusion folder (model, predictions, ``fusion.json``), else None."""
-    if not (FusionInfo.exists_in(out_dir) and (out_dir / "model.keras").is_file()
-            and (out_dir / PREDICTIONS_FILE).is_file()):
+    if not (
+        FusionInfo.exists_in(out_dir) and (out_dir / "model.keras").is_file() and (out_dir / PREDICTIONS_FILE).is_file()
+    ):
         return None
     return FusionInfo.read(out_dir)
 
 
-def reused_result(out_dir: Path, meta: FusionInfo, data: FusionData, *, method: str, modalities: str,
-                  config: FusionConfig) -> FusionResult:
+def reused_result(
+    out_dir: Path, meta: FusionInfo, data: FusionData, *, method: str, modalities: str, config: FusionConfig
+) -> FusionResult:
     """The result of the complete folder ``out_dir`` (its record ``meta``), to be reused.
 
     Raises:
@@ -83,15 +90,29 @@ def reused_result(out_dir: Path, meta: FusionInfo, data: FusionData, *, method: 
     found = {k: getattr(meta, k) for k in wanted}
     found["embeddings"] = {b: dict(v) for b, v in found["embeddings"].items()}
     if found != wanted:
-        raise ConfigError(f"{out_dir}: holds a fusion model made with other settings or embeddings "
-                          f"(config {meta.config_hash}, wanted {wanted['config_hash']}); "
-                          "use a new output folder, or delete this one to train it again")
+        raise ConfigError(
+            f"{out_dir}: holds a fusion model made with other settings or embeddings "
+            f"(config {meta.config_hash}, wanted {wanted['config_hash']}); "
+            "use a new output folder, or delete this one to train it again"
+        )
     if data.lineage is not None:
-        data.lineage.check_same(meta.lineage, source=out_dir / FUSION_FILE, what="the fusion model",
-                                hint="use a new output folder, or delete this one to train it again")
+        data.lineage.check_same(
+            meta.lineage,
+            source=out_dir / FUSION_FILE,
+            what="the fusion model",
+            hint="use a new output folder, or delete this one to train it again",
+        )
     return FusionResult(
-        out_dir=out_dir, method=method, modalities=modalities, val_accuracy=float(meta.val_metrics["accuracy"]),
-        val_log_loss_calibrated=float(meta.val_metrics["log_loss"]), best_epoch=meta.best_epoch,
-        best_step=meta.best_step, temperature=meta.calibration.temperature,
+        out_dir=out_dir,
+        method=method,
+        modalities=modalities,
+        val_accuracy=float(meta.val_metrics["accuracy"]),
+        val_log_loss_calibrated=float(meta.val_metrics["log_loss"]),
+        best_epoch=meta.best_epoch,
+        best_step=meta.best_step,
+        temperature=meta.calibration.temperature,
         selection_log_loss=float(meta.calibration.selection_log_loss or float("nan")),
-        backbones=meta.backbones, level=meta.level, skipped=True)
+        backbones=meta.backbones,
+        level=meta.level,
+        skipped=True,
+    )

@@ -40,8 +40,16 @@ from avsc.training.fusion_data import FusionData
 from avsc.training.selection_loop import SelectionLoop
 from avsc.training.state import TrainingState
 
-__all__ = ["FittedFusion", "FusionSplits", "check_settings", "fit_fusion", "fusion_logits", "fusion_splits",
-           "mixed_epochs", "schedule"]
+__all__ = [
+    "FittedFusion",
+    "FusionSplits",
+    "check_settings",
+    "fit_fusion",
+    "fusion_logits",
+    "fusion_splits",
+    "mixed_epochs",
+    "schedule",
+]
 
 
 @dataclass(frozen=True)
@@ -85,13 +93,18 @@ class FittedFusion:
 def fusion_logits(model: keras.Model, inputs: list[np.ndarray], chunk: int = 8192) -> np.ndarray:
     """The ``fc10`` output of ``model`` (a logits model) for every row, [shape=(n, 10)] float64."""
     n = len(inputs[0])
-    parts = [np.asarray(keras.ops.convert_to_numpy(model([x[i:i + chunk] for x in inputs], training=False)),
-                        dtype=np.float64) for i in range(0, n, chunk)]
+    parts = [
+        np.asarray(
+            keras.ops.convert_to_numpy(model([x[i : i + chunk] for x in inputs], training=False)), dtype=np.float64
+        )
+        for i in range(0, n, chunk)
+    ]
     return np.concatenate(parts) if parts else np.zeros((0, len(LABELS)))
 
 
-def mixed_epochs(rng: np.random.Generator, x: list[np.ndarray], y: np.ndarray, epochs: int,
-                 alpha: float) -> tuple[list[np.ndarray], np.ndarray]:
+def mixed_epochs(
+    rng: np.random.Generator, x: list[np.ndarray], y: np.ndarray, epochs: int, alpha: float
+) -> tuple[list[np.ndarray], np.ndarray]:
     """``epochs`` passes over the train rows, each shuffled and mixed, one after the other.
 
     Each pass draws a permutation (the order of the minibatches), a partner for every clip
@@ -148,21 +161,35 @@ def fusion_splits(data: FusionData, level: str) -> FusionSplits:
     masks = {s: data.splits == s for s in ("train", "val")}
     for split, mask in masks.items():
         if not mask.any():
-            raise DataError(data.paths[data.backbones[0]], f"the {split} split has no clips",
-                            "fusion needs train clips and val clips (val selects the model)")
+            raise DataError(
+                data.paths[data.backbones[0]],
+                f"the {split} split has no clips",
+                "fusion needs train clips and val clips (val selects the model)",
+            )
     y_index = np.asarray([LABEL_INDEX[label] for label in data.labels])
-    return FusionSplits(x_train=data.inputs(level, masks["train"]),
-                        y_train=np.eye(len(LABELS), dtype=np.float32)[y_index[masks["train"]]],
-                        x_val=data.inputs(level, masks["val"]), y_val=y_index[masks["val"]])
+    return FusionSplits(
+        x_train=data.inputs(level, masks["train"]),
+        y_train=np.eye(len(LABELS), dtype=np.float32)[y_index[masks["train"]]],
+        x_val=data.inputs(level, masks["val"]),
+        y_val=y_index[masks["val"]],
+    )
 
 
 class _RoundLoop(SelectionLoop):
     """Phase II's selection loop: the best weights are kept in memory, and a checkpoint is
     one ``.npz`` (weights, Adam's state, best weights) with the NumPy generator's state."""
 
-    def __init__(self, state: TrainingState, model: keras.Model, rng: np.random.Generator,
-                 best_weights: list[np.ndarray] | None, *, selection: str, checkpoints: Checkpoints | None,
-                 every_s: float):
+    def __init__(
+        self,
+        state: TrainingState,
+        model: keras.Model,
+        rng: np.random.Generator,
+        best_weights: list[np.ndarray] | None,
+        *,
+        selection: str,
+        checkpoints: Checkpoints | None,
+        every_s: float,
+    ):
         super().__init__(state, selection=selection, checkpoints=checkpoints, every_s=every_s)
         self.model, self.rng, self.best_weights = model, rng, best_weights
 
@@ -173,8 +200,9 @@ class _RoundLoop(SelectionLoop):
         return checkpoints.save_state(self.state, self.model, self.model.optimizer, self.rng, self.best_weights)
 
 
-def _train_round(model: keras.Model, rng: np.random.Generator, splits: FusionSplits, n_epochs: int,
-                 config: FusionConfig) -> tuple[float, int]:
+def _train_round(
+    model: keras.Model, rng: np.random.Generator, splits: FusionSplits, n_epochs: int, config: FusionConfig
+) -> tuple[float, int]:
     """Train ``n_epochs`` passes over train; return the mean loss and the steps run."""
     xs, ys = mixed_epochs(rng, splits.x_train, splits.y_train, n_epochs, config.mixup_alpha)
     short = -len(ys) % config.batch_size
@@ -182,18 +210,22 @@ def _train_round(model: keras.Model, rng: np.random.Generator, splits: FusionSpl
         xs, ys = [np.concatenate([x, x[:short]]) for x in xs], np.concatenate([ys, ys[:short]])
     # One train_on_batch per step: model.fit's per-call set-up costs more than the few
     # steps between two evaluations of these small models.
-    losses = [float(model.train_on_batch([x[i:i + config.batch_size] for x in xs], ys[i:i + config.batch_size]))
-              for i in range(0, len(ys), config.batch_size)]
+    losses = [
+        float(model.train_on_batch([x[i : i + config.batch_size] for x in xs], ys[i : i + config.batch_size]))
+        for i in range(0, len(ys), config.batch_size)
+    ]
     return float(np.mean(losses)), len(ys) // config.batch_size
 
 
-def _new_model(method: str, backbones: tuple[str, ...], splits: FusionSplits, config: FusionConfig, *,
-               fc1024: bool) -> tuple[keras.Model, list[tuple[np.ndarray, np.ndarray]]]:
+def _new_model(
+    method: str, backbones: tuple[str, ...], splits: FusionSplits, config: FusionConfig, *, fc1024: bool
+) -> tuple[keras.Model, list[tuple[np.ndarray, np.ndarray]]]:
     """The compiled fusion model (optimizer built) and its inputs' train statistics."""
     from avsc.models.losses import kl_divergence_loss
 
-    learning_rate = config.learning_rate_fc1024 if fc1024 and config.learning_rate_fc1024 is not None \
-        else config.learning_rate
+    learning_rate = (
+        config.learning_rate_fc1024 if fc1024 and config.learning_rate_fc1024 is not None else config.learning_rate
+    )
     standardize = [standardization(x) for x in splits.x_train]
     model = fusion_model(method, backbones, splits, config, standardize, fc1024=fc1024)
     optimizer = keras.optimizers.Adam(learning_rate)
@@ -202,16 +234,33 @@ def _new_model(method: str, backbones: tuple[str, ...], splits: FusionSplits, co
     return model, standardize
 
 
-def fusion_model(method: str, backbones: tuple[str, ...], splits: FusionSplits, config: FusionConfig,
-                 standardize: list[tuple[np.ndarray, np.ndarray]], *, fc1024: bool) -> keras.Model:
+def fusion_model(
+    method: str,
+    backbones: tuple[str, ...],
+    splits: FusionSplits,
+    config: FusionConfig,
+    standardize: list[tuple[np.ndarray, np.ndarray]],
+    *,
+    fc1024: bool,
+) -> keras.Model:
     """An uncompiled fusion model for these inputs (its L2 as ``config`` sets it for the level)."""
     l2 = config.l2_fc1024 if fc1024 and config.l2_fc1024 is not None else config.l2
     return build_fusion_model(method, backbones, splits.x_train[0].shape[1], l2=l2, standardize=standardize)
 
 
-def fit_fusion(method: str, backbones: tuple[str, ...], splits: FusionSplits, config: FusionConfig, *,
-               fc1024: bool, resume_key: str, checkpoints: Checkpoints | None, every_s: float,
-               progress: bool, desc: str) -> FittedFusion:
+def fit_fusion(
+    method: str,
+    backbones: tuple[str, ...],
+    splits: FusionSplits,
+    config: FusionConfig,
+    *,
+    fc1024: bool,
+    resume_key: str,
+    checkpoints: Checkpoints | None,
+    every_s: float,
+    progress: bool,
+    desc: str,
+) -> FittedFusion:
     """Train a fusion model in rounds, select on val, checkpoint; resume from ``checkpoints``.
 
     Raises:
@@ -227,8 +276,9 @@ def fit_fusion(method: str, backbones: tuple[str, ...], splits: FusionSplits, co
     _, per_round, max_epochs, patience = schedule(config, len(splits.y_train))
     restored = checkpoints.restore_state(resume_key, model, model.optimizer, rng) if checkpoints else None
     state, best_weights = restored or (TrainingState(resume_key=resume_key), None)
-    loop = _RoundLoop(state, model, rng, best_weights, selection=config.selection, checkpoints=checkpoints,
-                      every_s=every_s)
+    loop = _RoundLoop(
+        state, model, rng, best_weights, selection=config.selection, checkpoints=checkpoints, every_s=every_s
+    )
     epoch, steps = state.epoch, state.history[-1]["step"] if state.history else 0
     bar = tqdm(total=max_epochs, initial=epoch, desc=desc, unit="epoch", disable=not progress, file=sys.stderr)
     stopped = "max_steps" if config.epochs is None or max_epochs < config.epochs else "epochs"
@@ -240,14 +290,30 @@ def fit_fusion(method: str, backbones: tuple[str, ...], splits: FusionSplits, co
         n_epochs = min(per_round, max_epochs - epoch)
         loss, round_steps = _train_round(model, rng, splits, n_epochs, config)
         epoch, steps = epoch + n_epochs, steps + round_steps
-        evaluation = loop.end_round(fusion_logits(logits_model, splits.x_val), splits.y_val, epoch=epoch,
-                                    step=steps, loss=loss, began=round_began, last=epoch >= max_epochs)
+        evaluation = loop.end_round(
+            fusion_logits(logits_model, splits.x_val),
+            splits.y_val,
+            epoch=epoch,
+            step=steps,
+            loss=loss,
+            began=round_began,
+            last=epoch >= max_epochs,
+        )
         bar.update(n_epochs)
-        bar.set_postfix(val_acc=f"{evaluation.entry['val_accuracy']:.3f}",
-                        val_loss=f"{evaluation.entry['val_log_loss_selection']:.3f}", best=loop.state.best_epoch)
+        bar.set_postfix(
+            val_acc=f"{evaluation.entry['val_accuracy']:.3f}",
+            val_loss=f"{evaluation.entry['val_log_loss_selection']:.3f}",
+            best=loop.state.best_epoch,
+        )
     bar.close()
     assert loop.best_weights is not None  # every training scores val at least once
     final = fusion_model(method, backbones, splits, config, standardize, fc1024=fc1024)
     final.set_weights(loop.best_weights)
-    return FittedFusion(model=final, state=loop.state, steps=steps, stopped=stopped,
-                        train_seconds=time.perf_counter() - began, standardize=standardize)
+    return FittedFusion(
+        model=final,
+        state=loop.state,
+        steps=steps,
+        stopped=stopped,
+        train_seconds=time.perf_counter() - began,
+        standardize=standardize,
+    )

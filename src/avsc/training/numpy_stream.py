@@ -53,8 +53,9 @@ def stream_kind(setting: str) -> str:
         import importlib.util
 
         if importlib.util.find_spec("tensorflow") is None:
-            raise ConfigError("train.stream = tfdata needs TensorFlow (pip install 'avsc[cpu]'); "
-                              "use train.stream = numpy or auto")
+            raise ConfigError(
+                "train.stream = tfdata needs TensorFlow (pip install 'avsc[cpu]'); use train.stream = numpy or auto"
+            )
     return setting
 
 
@@ -84,8 +85,7 @@ class FeatureBatches(keras.utils.PyDataset):
 
     READ_AHEAD = 2  # groups read while the current one is batched
 
-    def __init__(self, plan: EpochPlan, batch_size: int, *, decode_threads: int | None = None,
-                 workers: int = 1):
+    def __init__(self, plan: EpochPlan, batch_size: int, *, decode_threads: int | None = None, workers: int = 1):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=4)
         if batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
@@ -97,8 +97,11 @@ class FeatureBatches(keras.utils.PyDataset):
         self._groups: dict[int, Future] = {}
         # Two groups read ahead, as the tf.data stream keeps two group reads in flight.
         self._readers = ThreadPoolExecutor(self.READ_AHEAD, thread_name_prefix="avsc-read")
-        self._decoders = ThreadPoolExecutor(decode_threads or _default_threads(), thread_name_prefix="avsc-jpeg") \
-            if plan.jpeg else None
+        self._decoders = (
+            ThreadPoolExecutor(decode_threads or _default_threads(), thread_name_prefix="avsc-jpeg")
+            if plan.jpeg
+            else None
+        )
 
     def __len__(self) -> int:
         return self.plan.n_batches(self.batch_size) - self._first
@@ -132,8 +135,10 @@ class FeatureBatches(keras.utils.PyDataset):
         number = first
         while number < len(self.plan.groups) and self._starts[number] < stop:
             x, y = self._group(number).result()
-            lo, hi = max(start, self._starts[number]) - self._starts[number], min(stop, self._starts[number + 1]) - \
-                self._starts[number]
+            lo, hi = (
+                max(start, self._starts[number]) - self._starts[number],
+                min(stop, self._starts[number + 1]) - self._starts[number],
+            )
             xs.append(x[lo:hi])
             ys.append(y[lo:hi])
             number += 1
@@ -167,10 +172,19 @@ class FeatureBatches(keras.utils.PyDataset):
             self.close()
 
 
-def train_batches(store: FeatureStore, backbone: str, *, batch_size: int, mixup_alpha: float = 0.4,
-                  frames_per_clip: int | None = None, seed: int = 0, shuffle_buffer: int = 2048,
-                  parallel_reads: int | None = None, decode_threads: int | None = None,
-                  workers: int = 1) -> FeatureBatches:
+def train_batches(
+    store: FeatureStore,
+    backbone: str,
+    *,
+    batch_size: int,
+    mixup_alpha: float = 0.4,
+    frames_per_clip: int | None = None,
+    seed: int = 0,
+    shuffle_buffer: int = 2048,
+    parallel_reads: int | None = None,
+    decode_threads: int | None = None,
+    workers: int = 1,
+) -> FeatureBatches:
     """One epoch of training batches ``((x, lam, perm), y)``: the batches of
     :func:`avsc.training.streams.train_dataset` with the same arguments, as NumPy arrays.
 
@@ -179,13 +193,21 @@ def train_batches(store: FeatureStore, backbone: str, *, batch_size: int, mixup_
     """
     from avsc.training.streams import PARALLEL_READS, train_plan
 
-    plan = train_plan(store, backbone, mixup_alpha=mixup_alpha, frames_per_clip=frames_per_clip, seed=seed,
-                      shuffle_buffer=shuffle_buffer, parallel_reads=parallel_reads or PARALLEL_READS)
+    plan = train_plan(
+        store,
+        backbone,
+        mixup_alpha=mixup_alpha,
+        frames_per_clip=frames_per_clip,
+        seed=seed,
+        shuffle_buffer=shuffle_buffer,
+        parallel_reads=parallel_reads or PARALLEL_READS,
+    )
     return FeatureBatches(plan, batch_size, decode_threads=decode_threads, workers=workers)
 
 
-def eval_batches(store: FeatureStore, backbone: str, split: str | None, *, batch_size: int,
-                 decode_threads: int | None = None) -> FeatureBatches:
+def eval_batches(
+    store: FeatureStore, backbone: str, split: str | None, *, batch_size: int, decode_threads: int | None = None
+) -> FeatureBatches:
     """Unshuffled inputs of a split in store order (``split=None``: every clip), as
     :func:`avsc.training.streams.eval_dataset` gives them: audio one clip an example, visual
     every frame of every clip, clip by clip.

@@ -50,17 +50,23 @@ def part_loader(parts: list[Part], spec: FeatureSpec, frames_per_clip: int | Non
             return np.ascontiguousarray(values), labels[number]
         n_frames = spec.shape[0]
         rng = np.random.default_rng([seed, number])
-        chosen = [np.arange(n_frames) if frames_per_clip is None or frames_per_clip >= n_frames
-                  else np.sort(rng.choice(n_frames, frames_per_clip, replace=False))
-                  for _ in range(len(part.rows))]
-        clip_labels = np.concatenate([np.full(len(c), y, np.int32)
-                                      for c, y in zip(chosen, labels[number], strict=True)]) \
-            if chosen else np.zeros(0, np.int32)
+        chosen = [
+            np.arange(n_frames)
+            if frames_per_clip is None or frames_per_clip >= n_frames
+            else np.sort(rng.choice(n_frames, frames_per_clip, replace=False))
+            for _ in range(len(part.rows))
+        ]
+        clip_labels = (
+            np.concatenate([np.full(len(c), y, np.int32) for c, y in zip(chosen, labels[number], strict=True)])
+            if chosen
+            else np.zeros(0, np.int32)
+        )
         if spec.encoding == "jpeg":
             jpegs = np.empty(sum(len(c) for c in chosen), dtype=object)
             jpegs[:] = [clip[i] for clip, picks in zip(values, chosen, strict=True) for i in picks]
             return jpegs, clip_labels
         return np.concatenate([clip[picks] for clip, picks in zip(values, chosen, strict=True)]), clip_labels
+
     return load
 
 
@@ -130,8 +136,9 @@ class EpochPlan:
         x = np.concatenate([x for x, _ in loaded]) if len(loaded) > 1 else loaded[0][0]
         y = np.concatenate([y for _, y in loaded]) if len(loaded) > 1 else loaded[0][1]
         if len(y) != self.group_sizes[group]:
-            raise RuntimeError(f"shuffle group {group} holds {len(y)} examples, the index says "
-                               f"{self.group_sizes[group]}")
+            raise RuntimeError(
+                f"shuffle group {group} holds {len(y)} examples, the index says {self.group_sizes[group]}"
+            )
         if not self.shuffle:
             return x, y
         order = np.random.default_rng([self.seed, _SHUFFLE, group]).permutation(len(y))
@@ -143,23 +150,37 @@ class EpochPlan:
         return lam, perm, soft_labels(labels, lam, perm)
 
 
-def epoch_plan(parts: list[Part], spec: FeatureSpec, *, train: bool, seed: int = 0,
-               frames_per_clip: int | None = None, shuffle_buffer: int = 2048,
-               mixup_alpha: float = 0.0, read_threads: int = 4) -> EpochPlan:
+def epoch_plan(
+    parts: list[Part],
+    spec: FeatureSpec,
+    *,
+    train: bool,
+    seed: int = 0,
+    frames_per_clip: int | None = None,
+    shuffle_buffer: int = 2048,
+    mixup_alpha: float = 0.0,
+    read_threads: int = 4,
+) -> EpochPlan:
     """The plan of a training epoch (``train``: parts in a seeded order, groups of about
     ``shuffle_buffer`` examples shuffled) or of an evaluation pass (store order, one part a
     group, no shuffle, every frame)."""
     visual = spec.name == "frames"
-    per_clip = 1 if not visual else \
-        spec.shape[0] if frames_per_clip is None else min(frames_per_clip, spec.shape[0])
+    per_clip = 1 if not visual else spec.shape[0] if frames_per_clip is None else min(frames_per_clip, spec.shape[0])
     sizes = [len(part.rows) * per_clip for part in parts]
     if not train:
         groups: list[tuple[int, ...]] = [(n,) for n in range(len(parts))]
     else:
         order = np.random.default_rng([seed, _ORDER]).permutation(len(parts))
         per_group = max(1, -(-shuffle_buffer // max([1, *sizes])))
-        groups = [tuple(int(n) for n in order[i:i + per_group]) for i in range(0, len(order), per_group)]
-    return EpochPlan(parts=tuple(parts), spec=spec, groups=tuple(groups),
-                     group_sizes=tuple(sum(sizes[n] for n in g) for g in groups), seed=seed,
-                     shuffle=train, frames_per_clip=frames_per_clip if visual else None,
-                     mixup_alpha=mixup_alpha if train else 0.0, read_threads=read_threads)
+        groups = [tuple(int(n) for n in order[i : i + per_group]) for i in range(0, len(order), per_group)]
+    return EpochPlan(
+        parts=tuple(parts),
+        spec=spec,
+        groups=tuple(groups),
+        group_sizes=tuple(sum(sizes[n] for n in g) for g in groups),
+        seed=seed,
+        shuffle=train,
+        frames_per_clip=frames_per_clip if visual else None,
+        mixup_alpha=mixup_alpha if train else 0.0,
+        read_threads=read_threads,
+    )

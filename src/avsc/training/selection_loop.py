@@ -42,8 +42,9 @@ from avsc.training.state import TrainingState
 __all__ = ["Evaluation", "SelectionLoop", "history_entry"]
 
 
-def history_entry(calibration: dict[str, Any], *, epoch: int, loss: float, seconds: float,
-                  step: int | None = None) -> dict[str, Any]:
+def history_entry(
+    calibration: dict[str, Any], *, epoch: int, loss: float, seconds: float, step: int | None = None
+) -> dict[str, Any]:
     """One history entry (``history.json``, ``state.json``) of a val evaluation.
 
     Args:
@@ -59,11 +60,18 @@ def history_entry(calibration: dict[str, Any], *, epoch: int, loss: float, secon
         (what selection compares), "calibration_method", "seconds"}``.
     """
     metrics = calibration["metrics"]
-    return {"epoch": epoch, **({} if step is None else {"step": step}), "loss": loss,
-            "val_accuracy": metrics["accuracy"], "val_log_loss": calibration["before"]["log_loss"],
-            "val_log_loss_calibrated": metrics["log_loss"], "temperature": calibration["temperature"],
-            "val_log_loss_selection": calibration["selection_log_loss"],
-            "calibration_method": calibration["method"], "seconds": seconds}
+    return {
+        "epoch": epoch,
+        **({} if step is None else {"step": step}),
+        "loss": loss,
+        "val_accuracy": metrics["accuracy"],
+        "val_log_loss": calibration["before"]["log_loss"],
+        "val_log_loss_calibrated": metrics["log_loss"],
+        "temperature": calibration["temperature"],
+        "val_log_loss_selection": calibration["selection_log_loss"],
+        "calibration_method": calibration["method"],
+        "seconds": seconds,
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,16 +102,26 @@ class SelectionLoop:
             is always written.
     """
 
-    def __init__(self, state: TrainingState, *, selection: str, checkpoints: Checkpoints | None = None,
-                 every_s: float = 0.0):
+    def __init__(
+        self, state: TrainingState, *, selection: str, checkpoints: Checkpoints | None = None, every_s: float = 0.0
+    ):
         self.state = state
         self.selection = selection
         self.checkpoints = checkpoints
         self.every_s = every_s
         self._saved_at = time.monotonic()
 
-    def end_round(self, logits: np.ndarray, labels: np.ndarray, *, epoch: int, loss: float, began: float,
-                  step: int | None = None, last: bool = False) -> Evaluation:
+    def end_round(
+        self,
+        logits: np.ndarray,
+        labels: np.ndarray,
+        *,
+        epoch: int,
+        loss: float,
+        began: float,
+        step: int | None = None,
+        last: bool = False,
+    ) -> Evaluation:
         """Record the evaluation after a round of training; checkpoint when one is due.
 
         Args:
@@ -116,15 +134,16 @@ class SelectionLoop:
             last: no round follows (a checkpoint is written whatever ``every_s`` says).
         """
         calibration = calibrate(np.asarray(logits, dtype=np.float64), labels)
-        entry = history_entry(calibration, epoch=epoch, loss=loss, step=step,
-                              seconds=round(time.perf_counter() - began, 3))
+        entry = history_entry(
+            calibration, epoch=epoch, loss=loss, step=step, seconds=round(time.perf_counter() - began, 3)
+        )
         key = selection_key(calibration["metrics"]["accuracy"], calibration["selection_log_loss"], self.selection)
         improved = self.state.best_key is None or key > tuple(self.state.best_key)
-        self.state = dataclasses.replace(self.state, epoch=epoch, history=(*self.state.history, entry),
-                                         in_epoch=None)
+        self.state = dataclasses.replace(self.state, epoch=epoch, history=(*self.state.history, entry), in_epoch=None)
         if improved:
-            self.state = dataclasses.replace(self.state, best_epoch=epoch, best_step=step or 0, best_key=key,
-                                             best_calibration=calibration)
+            self.state = dataclasses.replace(
+                self.state, best_epoch=epoch, best_step=step or 0, best_key=key, best_calibration=calibration
+            )
             self.keep_best()
         if self.checkpoints is not None and (last or time.monotonic() - self._saved_at >= self.every_s):
             self.state = self.checkpoint(self.checkpoints, improved)

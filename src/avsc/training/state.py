@@ -123,8 +123,13 @@ def check_resume_key(found: Any, expected: dict[str, Any], *, location: str, wha
     here = Lineage.from_json(expected["lineage"], source=location)
     here.check_same(Lineage.from_json(found["lineage"], source=location), source=location, what=what, hint=hint)
     mine, theirs = _flatten(expected["settings"]), _flatten(found["settings"])
-    differ = [f"{key} {theirs.get(key)!r} there, {mine.get(key)!r} here"
-              for key in sorted(set(mine) | set(theirs)) if mine.get(key) != theirs.get(key)]
+    differ = [
+        f"{key} {theirs.get(key)!r} there, {mine.get(key)!r} here"
+        for key in sorted(set(mine) | set(theirs))
+        if mine.get(key) != theirs.get(key)
+    ]
     if differ:
-        raise ConfigError(f"{location}: {what} of a run with other settings ({'; '.join(differ[:5])}"
-                          f"{'; ...' if len(differ) > 5 else ''}); {hint}")
+        raise ConfigError(
+            f"{location}: {what} of a run with other settings ({'; '.join(differ[:5])}"
+            f"{'; ...' if len(differ) > 5 else ''}); {hint}"
+        )

@@ -51,6 +51,7 @@ _RAISED_LOCK = threading.Lock()
 def _recording(fn):
     """``fn`` as tf.data calls it through ``tf.numpy_function``: a store error it raises is kept
     for :func:`store_errors` (TensorFlow passes on only its text, in a long error)."""
+
     def run(*args):
         try:
             return fn(*args)
@@ -58,6 +59,7 @@ def _recording(fn):
             with _RAISED_LOCK:
                 _RAISED.append(exc)
             raise
+
     return run
 
 
@@ -99,12 +101,22 @@ def label_indices(store: FeatureStore, split: str) -> np.ndarray:
 def _check_labels(store: FeatureStore, labels) -> None:
     unknown = sorted(set(labels) - set(LABEL_INDEX))
     if unknown:
-        raise DataError(store.roots[0], f"unknown scene label(s) {', '.join(unknown)} in the index",
-                        f"labels must be among {', '.join(LABELS)}")
+        raise DataError(
+            store.roots[0],
+            f"unknown scene label(s) {', '.join(unknown)} in the index",
+            f"labels must be among {', '.join(LABELS)}",
+        )
 
 
-def _parts_dataset(parts: list[Part], spec: FeatureSpec, order: np.ndarray, *,
-                   frames_per_clip: int | None, seed: int, parallel_reads: int):
+def _parts_dataset(
+    parts: list[Part],
+    spec: FeatureSpec,
+    order: np.ndarray,
+    *,
+    frames_per_clip: int | None,
+    seed: int,
+    parallel_reads: int,
+):
     """Examples ``(x, label)`` of ``parts`` read in ``order``, ``parallel_reads`` parts at a time."""
     import tensorflow as tf
 
@@ -148,6 +160,7 @@ def _decode_frames(spec: FeatureSpec):
             x = tf.io.decode_jpeg(x, channels=3, dct_method="INTEGER_ACCURATE")
             x.set_shape(size)
         return x, label
+
     return decode
 
 
@@ -186,8 +199,15 @@ def train_dataset(
     """
     import tensorflow as tf
 
-    plan = train_plan(store, backbone, mixup_alpha=mixup_alpha, frames_per_clip=frames_per_clip, seed=seed,
-                      shuffle_buffer=shuffle_buffer, parallel_reads=parallel_reads)
+    plan = train_plan(
+        store,
+        backbone,
+        mixup_alpha=mixup_alpha,
+        frames_per_clip=frames_per_clip,
+        seed=seed,
+        shuffle_buffer=shuffle_buffer,
+        parallel_reads=parallel_reads,
+    )
     spec = plan.spec
     jpeg = plan.jpeg
     if spec.name == "frames":
@@ -211,8 +231,16 @@ def train_dataset(
     return _within_cpu_limit(ds).prefetch(tf.data.AUTOTUNE)
 
 
-def train_plan(store: FeatureStore, backbone: str, *, mixup_alpha: float, frames_per_clip: int | None,
-               seed: int, shuffle_buffer: int, parallel_reads: int) -> EpochPlan:
+def train_plan(
+    store: FeatureStore,
+    backbone: str,
+    *,
+    mixup_alpha: float,
+    frames_per_clip: int | None,
+    seed: int,
+    shuffle_buffer: int,
+    parallel_reads: int,
+) -> EpochPlan:
     """The :class:`avsc.training.sampling.EpochPlan` of one training epoch (both streams use it).
 
     Raises:
@@ -224,9 +252,16 @@ def train_plan(store: FeatureStore, backbone: str, *, mixup_alpha: float, frames
         raise DataError(store.roots[0], "the train split is empty", "the store needs train clips")
     _check_labels(store, store.clips("train")["label"])
     visual = backbone in VISUAL_BACKBONES
-    return epoch_plan(parts, spec, train=True, seed=seed, frames_per_clip=frames_per_clip if visual else None,
-                      shuffle_buffer=shuffle_buffer if visual else min(shuffle_buffer, 256),
-                      mixup_alpha=mixup_alpha, read_threads=parallel_reads)
+    return epoch_plan(
+        parts,
+        spec,
+        train=True,
+        seed=seed,
+        frames_per_clip=frames_per_clip if visual else None,
+        shuffle_buffer=shuffle_buffer if visual else min(shuffle_buffer, 256),
+        mixup_alpha=mixup_alpha,
+        read_threads=parallel_reads,
+    )
 
 
 def _examples(parts: list[Part], spec: FeatureSpec, frames_per_clip: int | None) -> int:
@@ -251,17 +286,20 @@ def _batch_map(plan: EpochPlan):
 
     def fn(step, batch):
         x, label = batch
-        lam, perm, y = tf.numpy_function(plan.batch_labels, [step, label], [tf.float32, tf.int32, tf.float32],
-                                         stateful=False)
+        lam, perm, y = tf.numpy_function(
+            plan.batch_labels, [step, label], [tf.float32, tf.int32, tf.float32], stateful=False
+        )
         lam.set_shape([None])
         perm.set_shape([None])
         y.set_shape([None, len(LABELS)])
         return (x, lam, perm), y
+
     return fn
 
 
-def eval_dataset(store: FeatureStore, backbone: str, split: str | None, *, batch_size: int,
-                 parallel_reads: int = PARALLEL_READS):
+def eval_dataset(
+    store: FeatureStore, backbone: str, split: str | None, *, batch_size: int, parallel_reads: int = PARALLEL_READS
+):
     """Unshuffled inputs of a split in store order (``split=None``: every clip), as stored:
     float16 spectrograms or uint8 frames (a Keras model casts them to its input dtype).
 
@@ -276,12 +314,14 @@ def eval_dataset(store: FeatureStore, backbone: str, split: str | None, *, batch
 
     spec = store.spec_for(backbone)
     parts = store.parts(split)
-    ds = _parts_dataset(parts, spec, np.arange(len(parts)), frames_per_clip=None, seed=0,
-                        parallel_reads=parallel_reads)
+    ds = _parts_dataset(parts, spec, np.arange(len(parts)), frames_per_clip=None, seed=0, parallel_reads=parallel_reads)
     if backbone in VISUAL_BACKBONES:
         ds = ds.map(_decode_frames(spec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.map(lambda x, label: x).batch(batch_size).apply(
-        tf.data.experimental.assert_cardinality(-(-_examples(parts, spec, None) // batch_size)))
+    ds = (
+        ds.map(lambda x, label: x)
+        .batch(batch_size)
+        .apply(tf.data.experimental.assert_cardinality(-(-_examples(parts, spec, None) // batch_size)))
+    )
     return _within_cpu_limit(ds).prefetch(tf.data.AUTOTUNE)
 
 
