@@ -35,12 +35,13 @@ test-fast: $(STAMP) ## Run the fast unit tests only
 	$(PY) -m pytest -m "not slow and not e2e" -q
 
 .PHONY: check
-check: $(STAMP) ## Lint (ruff), formatting (ruff format --check), types (mypy) and the docstring examples
+check: $(STAMP) ## Lint (ruff), formatting (ruff format --check), types (mypy), the docstring examples and the import order
 	@status=0; \
 	$(VENV)/bin/ruff check --output-format concise . || status=1; \
 	$(VENV)/bin/ruff format --check --output-format concise . || status=1; \
 	$(VENV)/bin/mypy || status=1; \
 	$(PY) -m pytest --doctest-modules src/avsc -q || status=1; \
+	$(PY) scripts/import-graph.py || status=1; \
 	exit $$status
 
 .PHONY: demo
