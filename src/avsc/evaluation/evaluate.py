@@ -5,8 +5,9 @@
 :mod:`avsc.scoring.calibration`), scores the calibrated probabilities with
 :func:`avsc.scoring.metrics.classification_metrics` (log loss and ECE before calibration
 beside them; :mod:`avsc.evaluation.model_scores`), averages segment probabilities per clip on
-a segment run (:mod:`avsc.data.segments`), chooses the best model on val (:func:`best_result`)
-and returns an :class:`avsc.records.EvaluationResult`; it draws and writes nothing.
+a segment run (:mod:`avsc.data.segments`), chooses the best model on val
+(:mod:`avsc.evaluation.selection`) and returns an :class:`avsc.records.EvaluationResult`; it
+draws and writes nothing.
 
 :func:`evaluate` is :func:`score`, then :func:`avsc.evaluation.report.render` (one
 confusion-matrix PNG and one DCASE-style submission CSV per result, reliability diagrams,
@@ -16,17 +17,17 @@ training curves, ``report.html``, ``report.md``) and ``metrics.json``, published
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from avsc.config import FUSION_METHODS, MODALITY_SETS
-from avsc.errors import ConfigError, DataError
+from avsc.errors import DataError
 from avsc.evaluation.model_scores import score_backbones, score_fusion_folder
 from avsc.evaluation.provenance import check_lineage, collect_provenance
 from avsc.evaluation.reference import logistic_reference
+from avsc.evaluation.selection import best_result, mark_within_one_se, selection_rule
 from avsc.labels import LABELS
 from avsc.records import FusionInfo, ModelInfo, Predictions
 from avsc.records.evaluation_result import (
@@ -42,11 +43,10 @@ from avsc.records.evaluation_result import (
     SelectionRule,
     TrainingHistory,
 )
-from avsc.scoring.calibration import SELECTION_RULES, selection_key
 from avsc.storage.files import backbone_paths
 from avsc.storage.locations import read_json
 
-__all__ = ["find_fusion_dirs", "best_result", "score", "evaluate"]
+__all__ = ["find_fusion_dirs", "score", "evaluate"]
 
 log = logging.getLogger(__name__)
 
@@ -86,67 +86,6 @@ def find_fusion_dirs(paths: Sequence[str | Path]) -> list[Path]:
         found.extend(children)
     unique = list(dict.fromkeys(p.resolve() for p in found))
     return sorted(unique, key=lambda p: (_result_order(FusionInfo.read(p)), str(p)))
-
-
-def best_result(
-    results: Sequence[FusionResult], selection: str = "log_loss", modalities: str | None = None
-) -> FusionResult | None:
-    """The result the val split prefers under ``selection`` (see
-    :data:`avsc.scoring.calibration.SELECTION_RULES`); the evaluated split never decides.
-
-    Args:
-        results: the candidates, chosen on ``val_accuracy`` and their selection log loss
-            (the cross-validated val log loss of the calibrated model; ``val_log_loss`` where
-            that is not recorded).
-        modalities: only results of this modality set; None: audio+visual ones when there
-            are any, else all.
-
-    Returns:
-        The chosen result, or None when there is none. Ties go to the earlier method.
-    """
-    if modalities is None:
-        pool = [r for r in results if r.modalities == "audio+visual"] or list(results)
-    else:
-        pool = [r for r in results if r.modalities == modalities]
-    if not pool:
-        return None
-
-    def key(r: FusionResult) -> tuple[float, float, int]:
-        order = FUSION_METHODS.index(r.method) if r.method in FUSION_METHODS else len(FUSION_METHODS)
-        return (*selection_key(r.val_accuracy, r.selection_log_loss, selection), -order)
-
-    return max(pool, key=key)
-
-
-def _within_one_se(results: Sequence[FusionResult], chosen: Mapping[str, FusionResult]) -> list[FusionResult]:
-    """``results`` with ``val_within_one_se`` set: within one standard error (the chosen
-    model's) of the chosen model of their modality set, by selection log loss."""
-    out = []
-    for r in results:
-        best = chosen.get(r.modalities)
-        se = None if best is None else best.val_selection_log_loss_se
-        within = best is not None and (
-            r is best or (se is not None and abs(r.selection_log_loss - best.selection_log_loss) <= se)
-        )
-        out.append(dataclasses.replace(r, val_within_one_se=within))
-    return out
-
-
-def _selection(metas: Mapping[Path, FusionInfo], asked: str | None) -> str:
-    """The rule that picks the best model: as asked, else as the fusion models were trained."""
-    if asked is not None:
-        if asked not in SELECTION_RULES:
-            raise ConfigError(f"selection must be one of {', '.join(SELECTION_RULES)}, got {asked!r}")
-        return asked
-    recorded = {m.selection for m in metas.values()}
-    if len(recorded) == 1:
-        return recorded.pop()
-    if recorded:
-        log.warning(
-            "fusion models were selected by different rules (%s); choosing the best by log_loss",
-            ", ".join(sorted(recorded)),
-        )
-    return "log_loss"
 
 
 def _read_fusions(fusion_dirs: Sequence[str | Path]) -> dict[Path, FusionInfo]:
@@ -308,7 +247,7 @@ def _score(
     selection: str | None,
 ) -> EvaluationResult:
     metas = _read_fusions(fusion_dirs)
-    rule = _selection(metas, selection)
+    rule = selection_rule(metas, selection)
     model_dirs = (
         {}
         if models is None
@@ -321,7 +260,7 @@ def _score(
     lineage = check_lineage(metas=metas, manifest=manifest, models=model_dirs, embeddings=embeddings)
     results, rows, dataset = _score_fusions(metas, split)
     chosen = {m: r for m in MODALITY_SETS if (r := best_result(results, rule, m)) is not None}
-    results = _within_one_se(results, chosen)
+    results = mark_within_one_se(results, chosen)
     best = best_result(results, rule)
     backbones: list[BackboneResult] = []
     reference: tuple[ReferenceResult, ...] = ()

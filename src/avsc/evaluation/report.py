@@ -14,8 +14,9 @@ Both reports hold, in this order:
 7. backbones alone, all results, and the other confusion matrices (a collapsed section).
 
 ``report.html`` is one self-contained page (inline CSS, figures as base64 PNGs);
-``report.md`` links the PNGs beside it. Tables are laid out by :mod:`avsc.evaluation.tables`
-(Markdown and text with ``tabulate``).
+``report.md`` links the PNGs beside it. The sections and their order are
+:mod:`avsc.evaluation.report_sections`; the tables are laid out by :mod:`avsc.evaluation.tables`
+and :mod:`avsc.evaluation.paper_tables` (Markdown and text with ``tabulate``).
 """
 
 from __future__ import annotations
@@ -32,21 +33,9 @@ import numpy as np
 from avsc.config import MODALITY_SETS
 from avsc.data.segments import average_segments
 from avsc.evaluation.figures import Curves, Reliability, plot_confusion, plot_reliability, plot_training_curves
-from avsc.evaluation.tables import (
-    PUBLISHED,
-    PUBLISHED_NOTE,
-    all_results_table,
-    backbone_table,
-    by_key,
-    calibration_table,
-    differences_table,
-    provenance_rows,
-    reference_table,
-    results_table,
-    selection_table,
-    table1,
-    table2,
-)
+from avsc.evaluation.paper_tables import PUBLISHED, PUBLISHED_NOTE
+from avsc.evaluation.report_sections import report_sections
+from avsc.evaluation.tables import results_table
 from avsc.labels import LABELS
 from avsc.records.evaluation_result import EvaluationResult, Figures
 from avsc.storage.files import atomic_path
@@ -86,151 +75,6 @@ def write_submission_csv(path: str | Path, clip_ids: Sequence[str], probs: np.nd
     return Path(path)
 
 
-# --- Sections, shared by HTML and Markdown -------------------------------------------------------
-
-
-def _figure4(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    best = metrics.get("best") or {}
-    results = by_key(metrics)
-    return [
-        results[(best["method"], m)]
-        for m in ("audio", "visual", "audio+visual")
-        if best and (best["method"], m) in results
-    ]
-
-
-def _notes(metrics: dict[str, Any]) -> dict[str, str]:
-    split = metrics.get("split", "test")
-    synthetic = ((metrics.get("provenance") or {}).get("dataset") or {}).get("synthetic")
-    caution = (
-        " These numbers were measured on synthetic data: they check that the system runs end to "
-        "end and say nothing about real scenes; the published numbers beside them are for layout only."
-        if synthetic
-        else ""
-    )
-    return {
-        "table1": (
-            f"Each cell: measured on the {split} split / {PUBLISHED_NOTE} (correct/clips, 95 % Wilson "
-            "interval of the measured accuracy). Log loss and ECE after temperature scaling; the paper "
-            f"published accuracy only (—).{caution}"
-        ),
-        "table2": (
-            f"First rows: measured here (correct/clips, 95 % Wilson interval). Other rows: "
-            f"{PUBLISHED_NOTE}. — : not published.{caution}"
-        ),
-        "calibration": (
-            "One temperature T per model, fitted on the val split only (raw: T = 1) with a prior "
-            "towards 1, never below 1 when every val clip is right, and applied only when it lowers "
-            "the val log loss cross-validated over 5 folds of val ('(none)': it did not). "
-            "Calibration never changes a prediction's class, so accuracies are the same before and "
-            "after."
-        ),
-        "selection": (
-            "The model kept for each modality set is the one with the lowest val log loss of its "
-            "calibrated probabilities, cross-validated on val (ties: higher val accuracy); the "
-            f"{split} columns show what each candidate was worth, never used to choose. ± is the "
-            "standard error of the mean of the per-clip val losses; ≈ marks a candidate within one "
-            "standard error (the chosen model's) of the one chosen for its modality set: val cannot tell "
-            "these apart, and the choice among them rests on noise."
-        ),
-        "reference": (
-            "Standardised multinomial logistic regression (scikit-learn) on the same embeddings, "
-            "concatenated across the modality set's backbones, C chosen on val by log loss: a fusion "
-            "model earns its place only if it does about as well."
-        ),
-        "curves": ("Per epoch on the val split; the dotted line marks the epoch kept by the selection rule."),
-    }
-
-
-def _sections(metrics: dict[str, Any]) -> list[tuple[str, str, Any, str]]:
-    """(kind, title, content, note) in report order; kind is table, table2, figures or details."""
-    notes = _notes(metrics)
-    sections: list[tuple[str, str, Any, str]] = [
-        ("table", "Provenance", (["Field", "Value"], provenance_rows(metrics)), ""),
-        ("table", "Settings that differ from the paper's", differences_table(metrics), ""),
-        (
-            "table",
-            "Table I: per-class accuracy (%) of the fusion methods, audio+visual, measured / published",
-            table1(metrics),
-            notes["table1"],
-        ),
-        ("table2", "Table II: audio / visual / audio+visual for the best method", table2(metrics), notes["table2"]),
-    ]
-    if metrics.get("warnings"):
-        sections.insert(0, ("table", "Warnings", (["Warning"], [[w] for w in metrics["warnings"]]), ""))
-    sections.append(
-        (
-            "table",
-            "Model selection: every candidate's val and " + metrics.get("split", "test") + " scores",
-            selection_table(metrics),
-            notes["selection"],
-        )
-    )
-    if metrics.get("reference"):
-        sections.append(
-            (
-                "table",
-                "Reference: logistic regression on the same embeddings",
-                reference_table(metrics),
-                notes["reference"],
-            )
-        )
-    figures = _figure4(metrics)
-    if figures:
-        sections.append(
-            (
-                "figures",
-                "Figure 4: confusion matrices of the best method",
-                [(r["confusion_png"], f"{r['method']}, {r['modalities']}") for r in figures],
-                "",
-            )
-        )
-    sections.append(
-        (
-            "table",
-            "Calibration: log loss and expected calibration error before and after",
-            calibration_table(metrics),
-            notes["calibration"],
-        )
-    )
-    if metrics.get("figures", {}).get("reliability"):
-        sections.append(
-            (
-                "figures",
-                "Reliability diagrams (before and after temperature scaling)",
-                [(name, name.removesuffix(".png")) for name in metrics["figures"]["reliability"]],
-                (
-                    "Accuracy against confidence in bins of equal counts (n = rows per bin; bars: 95 % "
-                    "Wilson intervals); a calibrated model lies on the diagonal, "
-                    "an over-confident one below it."
-                ),
-            )
-        )
-    if metrics.get("figures", {}).get("training_curves"):
-        sections.append(
-            (
-                "figures",
-                "Training curves: the five backbones and the best fusion model",
-                [(metrics["figures"]["training_curves"], "training curves")],
-                notes["curves"],
-            )
-        )
-    if metrics.get("backbones"):
-        sections.append(("table", "Backbones alone (calibrated softmax of fc10)", backbone_table(metrics), ""))
-    sections.append(("table", "All results", all_results_table(metrics), ""))
-    others = [r for r in metrics.get("results", []) if r not in figures]
-    if others:
-        sections.append(
-            (
-                "details",
-                f"Other confusion matrices ({len(others)})",
-                [(r["confusion_png"], f"{r['method']}, {r['modalities']}") for r in others],
-                "",
-            )
-        )
-    return sections
-
-
 # --- Markdown -----------------------------------------------------------------------------
 
 
@@ -242,7 +86,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def _markdown(metrics: dict[str, Any], *, images: bool = True) -> str:
     parts = [f"# {TITLE}", ""]
-    for kind, title, content, note in _sections(metrics):
+    for kind, title, content, note in report_sections(metrics):
         if kind in ("figures", "details") and not images:
             continue
         if kind == "details":
@@ -309,7 +153,7 @@ def _img(report_dir: Path, name: str, alt: str, small: bool) -> str:
 
 def _html(metrics: dict[str, Any], report_dir: Path) -> str:
     body = [f"<h1>{html.escape(TITLE)}</h1>"]
-    for kind, title, content, note in _sections(metrics):
+    for kind, title, content, note in report_sections(metrics):
         if kind == "details":
             body.append(f"<details><summary>{html.escape(title)}</summary>")
             body += [_img(report_dir, name, alt, True) for name, alt in content]
