@@ -10,4 +10,5 @@
 - :mod:`avsc.features.clip_workers`: one clip's features, and the worker processes that
   compute them (forked from a fork server warmed by :mod:`avsc.features.worker_warmup`).
 - :mod:`avsc.features.preprocess`: a manifest shard -> the store.
+- :mod:`avsc.features.shards`: which clips a shard holds, their fingerprints, which are done.
 """
