@@ -5,7 +5,7 @@ on local disk with a warm page cache, one thread:
 
 - ``plain``: the ``mel`` column read with pyarrow, no checks (what avsc did before);
 - ``page checksums``: the same with Parquet page-checksum (CRC-32) verification;
-- ``avsc``: :func:`avsc.features.store.read_part_feature`, which also hashes every clip's value
+- ``avsc``: :func:`avsc.features.part_reader.read_part_feature`, which also hashes every clip's value
   (SHA-256) and compares it with the part's and the index's digests.
 
 Prints milliseconds per part, clips/s and MB/s for each (median of ``--repeats``).
@@ -28,7 +28,8 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     from avsc.config import FeatureConfig
-    from avsc.features.store import FeatureStore, read_part_feature
+    from avsc.features.part_reader import read_part_feature
+    from avsc.features.store import FeatureStore
     from avsc.features.store_writer import StoreWriter
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

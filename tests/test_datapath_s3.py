@@ -55,6 +55,7 @@ def test_ingest_and_preprocess_read_the_store_in_place(s3_env, demo, monkeypatch
     from avsc.data.ingest import ingest_dataset
     from avsc.data.manifest import read_manifest
     from avsc.features import preprocess as pp
+    from avsc.features.shards import shard_rows
     from avsc.features.store import FeatureStore
     from avsc.records import StoreSummary
 
@@ -75,7 +76,7 @@ def test_ingest_and_preprocess_read_the_store_in_place(s3_env, demo, monkeypatch
 
     opened.clear()
     store = s3_env.uri("runs/r1/features")
-    shard = pp.shard_rows(frame, (1, 2))
+    shard = shard_rows(frame, (1, 2))
     first = pp.preprocess(manifest, store, config=CONFIG, shard=(1, 2), progress=False, part_clips=2)
     assert first.processed == len(shard) and not first.rejected
     # This shard's media only, each read in place by range: its videos (frames) and, the

@@ -28,7 +28,7 @@ import avsc.storage.sync
 from avsc.config import BACKBONES, FUSION_METHODS, MODALITY_SETS
 from avsc.data.demo import make_demo_dataset
 from avsc.data.manifest import read_manifest
-from avsc.features.preprocess import shard_rows
+from avsc.features.shards import shard_rows
 from avsc.labels import LABELS
 from avsc.storage.sync import pull_dir, push_dir
 from components import ingest_dataset, preprocess_shard, publish_outputs, resolve_config

@@ -13,7 +13,8 @@ from avsc.cli import main
 from avsc.config import AudioConfig, FeatureConfig, FrameConfig
 from avsc.data.manifest import read_manifest, write_manifest
 from avsc.errors import ConfigError, DataError
-from avsc.features.preprocess import parse_shard, preprocess, shard_rows
+from avsc.features.preprocess import preprocess
+from avsc.features.shards import parse_shard, shard_rows
 from avsc.features.spectrograms import feature_shapes
 from avsc.features.store import FeatureStore
 from avsc.records import StoreSummary

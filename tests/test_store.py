@@ -11,7 +11,8 @@ import pytest
 
 from avsc.config import FeatureConfig, FrameConfig, load_config
 from avsc.errors import ConfigError, DataError
-from avsc.features.store import FeatureStore, read_part_feature, required_feature
+from avsc.features.part_reader import read_part_feature
+from avsc.features.store import FeatureStore, required_feature
 from avsc.features.store_format import decode_jpeg, encode_jpeg
 from avsc.features.store_writer import (
     StoreWriter,

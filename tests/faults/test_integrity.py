@@ -14,9 +14,10 @@ from avsc.cli import main
 from avsc.config import AudioConfig, FeatureConfig, FrameConfig
 from avsc.data.manifest import write_manifest
 from avsc.errors import DataError
+from avsc.features.part_reader import read_part_feature
 from avsc.features.part_writer import EncodedClip, write_part
 from avsc.features.preprocess import preprocess
-from avsc.features.store import FeatureStore, read_part_feature
+from avsc.features.store import FeatureStore
 from avsc.features.store_format import value_digest
 
 

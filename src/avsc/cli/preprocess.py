@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avsc.features.preprocess import parse_shard, preprocess
+    from avsc.features.preprocess import preprocess
+    from avsc.features.shards import parse_shard
 
     shard = parse_shard(args.shard)
     config = resolve_config(args)

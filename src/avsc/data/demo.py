@@ -151,8 +151,6 @@ def make_demo_dataset(
     Raises:
         ConfigError: impossible arguments (e.g. fewer than 3 locations per scene).
     """
-    from tqdm import tqdm
-
     if seconds <= 0 or width < 16 or height < 16 or fps <= 0 or sample_rate < 8000:
         raise ConfigError("demo dataset: seconds and fps must be > 0, width/height >= 16, sample_rate >= 8000")
     root = Path(out_dir)
@@ -174,17 +172,7 @@ def make_demo_dataset(
         params["video_audio"] = False
     stamp = root / ".avsc-demo.json"
     resumable = _prepare_folder(root, stamp, params)
-
-    def make_one(clip: _Clip) -> None:
-        _make_clip(root, clip, params, keep_existing=resumable)
-
-    if not workers:
-        from avsc.runtime import usable_cpus
-
-        workers = usable_cpus()  # the pod's or taskset's CPUs, not the node's
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(tqdm(pool.map(make_one, clips), total=len(clips), desc="demo clips", unit="clip", disable=not progress))
-
+    _make_clips(root, clips, params, keep_existing=resumable, workers=workers, progress=progress)
     _write_metadata(root, clips)
     _write_readme(root, params, clips)
     with atomic_path(stamp) as tmp:
@@ -206,6 +194,23 @@ def _prepare_folder(root: Path, stamp: Path, params: dict[str, Any]) -> bool:
         for stale in (root / folder).glob(leftovers):  # from a run that was killed
             stale.unlink(missing_ok=True)
     return resumable
+
+
+def _make_clips(
+    root: Path, clips: list[_Clip], params: dict[str, Any], *, keep_existing: bool, workers: int | None, progress: bool
+) -> None:
+    """Write every clip's WAV and video, ``workers`` clips at once (default: the usable CPUs)."""
+    from tqdm import tqdm
+
+    def make_one(clip: _Clip) -> None:
+        _make_clip(root, clip, params, keep_existing=keep_existing)
+
+    if not workers:
+        from avsc.runtime import usable_cpus
+
+        workers = usable_cpus()  # the pod's or taskset's CPUs, not the node's
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(tqdm(pool.map(make_one, clips), total=len(clips), desc="demo clips", unit="clip", disable=not progress))
 
 
 def _make_clip(root: Path, clip: _Clip, params: dict[str, Any], *, keep_existing: bool) -> None:

@@ -2,7 +2,8 @@
 
 Reads the TAU Urban Audio-Visual Scenes 2021 metadata wherever the archives put it,
 checks every clip (label, file name, video present and decodable, with sound), probes its
-media facts, and splits it three ways without leaking locations:
+media facts, and splits it three ways without leaking locations
+(:mod:`avsc.data.location_split`):
 
 - ``test``  = ``fold1_evaluate.csv`` (the paper reports accuracy on it);
 - ``val``   = about ``val_fraction`` of the *locations* of ``fold1_train.csv`` (at least one
@@ -29,8 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from avsc.data.dataset_description import describe_dataset
 from avsc.data.dataset_lists import (
     DatasetFiles,
@@ -40,6 +39,7 @@ from avsc.data.dataset_lists import (
     read_identifiers,
     read_list_rows,
 )
+from avsc.data.location_split import assign_val, check_locations_disjoint
 from avsc.data.manifest import MANIFEST_SCHEMA, SPLITS, write_manifest
 from avsc.data.segments import segment_offsets, segment_records
 from avsc.errors import ConfigError, DataError, MediaError
@@ -149,15 +149,9 @@ def ingest_dataset(
             f"no usable clip ({len(findings.rejected)} rejected; first: {first})",
             "check that the videos are extracted next to the metadata",
         )
-    wavs = sum(r["audio_source"] == "wav" for r in kept)
-    log.info(
-        "sound: %d clip(s) from the dataset's WAVs, %d from the videos' own audio tracks (data.audio_source = %s)",
-        wavs,
-        len(kept) - wavs,
-        audio_source,
-    )
-    _assign_val(kept, val_fraction, seed)
-    _check_locations_disjoint(kept, files.location(lists["evaluate"]))
+    _log_sound_sources(kept, audio_source)
+    assign_val(kept, val_fraction, seed)
+    check_locations_disjoint(kept, files.location(lists["evaluate"]))
     if segment_seconds is not None:  # after the split, so it stays by location and parent clip
         kept, too_short = segment_records(kept, segment_seconds)
         findings.rejected.extend(too_short)
@@ -331,23 +325,15 @@ def _probe_threads() -> int:
     return workers
 
 
-def _check_locations_disjoint(records: list[dict[str, Any]], evaluate_list: Path | str) -> None:
-    """Refuse a dataset whose train and test clips share a recording location.
-
-    Raises:
-        DataError: naming ``evaluate_list`` and the first shared locations.
-    """
-    train_locs = {r["location"] for r in records if r["split"] in ("train", "val")}
-    test_locs = {r["location"] for r in records if r["split"] == "test"}
-    shared = sorted(train_locs & test_locs)
-    if shared:
-        raise DataError(
-            evaluate_list,
-            f"location(s) {', '.join(shared[:10])}"
-            f"{' ...' if len(shared) > 10 else ''} appear in both fold1_train and "
-            "fold1_evaluate; test results would be inflated",
-            "use the official split lists, or remove those clips from one list",
-        )
+def _log_sound_sources(kept: list[dict[str, Any]], audio_source: str) -> None:
+    """Log how many clips take their sound from a WAV and how many from their video."""
+    wavs = sum(r["audio_source"] == "wav" for r in kept)
+    log.info(
+        "sound: %d clip(s) from the dataset's WAVs, %d from the videos' own audio tracks (data.audio_source = %s)",
+        wavs,
+        len(kept) - wavs,
+        audio_source,
+    )
 
 
 def _write_manifest_and_report(
@@ -401,32 +387,3 @@ def _beside(path: str | Path, suffix: str) -> str | Path:
         return path.with_name(f"{path.stem}{suffix}")
     head, _, name = str(path).rpartition("/")
     return f"{head}/{name.rsplit('.', 1)[0]}{suffix}"
-
-
-def _assign_val(records: list[dict], val_fraction: float, seed: int) -> None:
-    """Move about ``val_fraction`` of each scene's train locations (all their clips) to val.
-
-    A scene with a single train location keeps it for training. Locations are drawn in
-    sorted order with a seeded generator, so the split is the same for the same data.
-    """
-    if val_fraction <= 0:
-        return
-    rng = np.random.default_rng(seed)
-    by_label: dict[str, list[str]] = {}
-    for r in records:
-        if r["split"] == "train":
-            locs = by_label.setdefault(r["label"], [])
-            if r["location"] not in locs:
-                locs.append(r["location"])
-    chosen: set[str] = set()
-    for label in sorted(by_label):
-        locations = sorted(set(by_label[label]) - chosen)
-        if len(by_label[label]) < 2 or not locations:
-            continue
-        n_val = max(1, int(round(val_fraction * len(by_label[label]))))
-        n_val = min(n_val, len(by_label[label]) - 1, len(locations))
-        order = rng.permutation(len(locations))[:n_val]
-        chosen.update(locations[i] for i in order)
-    for r in records:
-        if r["split"] == "train" and r["location"] in chosen:
-            r["split"] = "val"

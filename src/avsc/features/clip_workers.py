@@ -101,7 +101,7 @@ def _task(args: tuple):
 
     ``args``: clip_id, label, split, video, config, specs, decoder threads, offset and,
     optionally, the WAV to read the sound from and the clip's fingerprint
-    (:func:`clip_fingerprints`)."""
+    (:func:`avsc.features.shards.clip_fingerprints`)."""
     from avsc.features.store_writer import encode_clip
 
     clip_id, label, split, video, config, specs, decoder_threads, offset_s, *rest = args

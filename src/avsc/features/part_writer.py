@@ -64,7 +64,7 @@ def encode_clip(
     """Encode the arrays of one clip for the store (every feature of ``specs`` is required).
 
     Args:
-        source: the clip's fingerprint (:func:`avsc.features.preprocess.clip_fingerprints`);
+        source: the clip's fingerprint (:func:`avsc.features.shards.clip_fingerprints`);
             default: a hash of the clip id and the encoded values (arrays with no file behind).
 
     Raises:

@@ -2,7 +2,7 @@
 
 ``preprocess`` takes shard ``i`` of ``n`` of a manifest (clips sorted by id, every n-th
 from position i: disjoint, together complete, the same on every machine), skips the clips
-the store already holds under the same fingerprint (:func:`clip_fingerprints`: id, video
+the store already holds under the same fingerprint (:mod:`avsc.features.shards`: id, video
 size and modification time, segment; a re-run resumes, a changed video is processed again;
 the store may be a folder or an ``s3://`` prefix), and processes the rest in a pool of
 worker processes, one clip per task:
@@ -55,14 +55,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from avsc.config import FeatureConfig, config_hash
 from avsc.errors import ConfigError, DataError, Preempted
 from avsc.features.clip_workers import run_tasks, start_worker_server
 from avsc.features.part_writer import PART_CLIPS, PartWriter
+from avsc.features.shards import check_shard, clip_fingerprints, clips_to_process, shard_index_rows, shard_rows
 from avsc.features.store_format import shard_name
-from avsc.features.store_writer import merge_summaries, write_index
+from avsc.features.store_writer import init_store, merge_summaries, scan_parts, write_index
+from avsc.records.lineage import Lineage
 from avsc.storage import locations
 
 log = logging.getLogger(__name__)
@@ -118,33 +118,6 @@ class PreprocessResult:
         )
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``.
-
-    Raises:
-        ConfigError: not of that form.
-    """
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise ConfigError(f"--shard must look like I/N (e.g. 0/4), not {text!r}") from None
-    check_shard((index, count))
-    return index, count
-
-
-def check_shard(shard: tuple[int, int]) -> None:
-    index, count = shard
-    if count < 1 or not 0 <= index < count:
-        raise ConfigError(f"shard {index}/{count}: need 0 <= I < N (shards are numbered from 0)")
-
-
-def shard_rows(manifest, shard: tuple[int, int]):
-    """Rows of shard ``(i, n)``: sorted by clip id, those at positions ``p`` with ``p % n == i``."""
-    index, count = shard
-    ordered = manifest.sort_values("clip_id", kind="stable").reset_index(drop=True)
-    return ordered.iloc[index::count].reset_index(drop=True)
-
-
 # --------------------------------------------------------------------------- a shard
 
 
@@ -185,50 +158,24 @@ def preprocess(
         DataError: unreadable manifest, or ``out_dir`` holds a store with another config.
         StoreError: the object store refused or could not be reached.
     """
-    from avsc.features.spectrograms import feature_shapes
-    from avsc.features.store_writer import init_store, scan_parts
-    from avsc.runtime import use_writable_caches
-
-    use_writable_caches()  # before librosa (numba) loads here or in the workers, who inherit it
-    check_shard(shard)
-    _check_workers(workers)
-    shapes = feature_shapes(config)
-    if workers > 1:
-        start_worker_server(config)  # its imports and warm-up overlap with the reads below
+    shapes = _start_run(config, shard, workers)
     frame = _read_manifest(manifest, dataset_root, config)
     out = str(out_dir)
     specs = init_store(out, config, shapes)
     rows = shard_rows(frame, shard)
     sources = clip_fingerprints(rows)
     stored = {row["source"]: row for row in scan_parts(out)}
-    todo = _clips_to_process(rows, sources, stored, shard)
+    todo = clips_to_process(rows, sources, stored, shard)
     skipped = len(rows) - len(todo)
     audio_sources = {row.clip_id: row.audio_source for row, _ in todo}
     tasks = _clip_tasks(todo, config, specs, workers, shard=shard, clips=len(rows))
     writer = PartWriter(out, specs, shard, part_clips, flush_seconds=flush_seconds)
     processed, rejected = _process_shard(tasks, workers, writer, out=out, shard=shard, progress=progress)
     stored.update((row["source"], row) for row in writer.rows)
-    index_rows = _shard_index_rows(rows, sources, stored)
+    index_rows = shard_index_rows(rows, sources, stored)
     index_path = write_index(out, shard, index_rows, lineage=frame.attrs["lineage"], features=list(specs))
     _remove_other_shardings(out, shard)
-    _write_shard_summary(
-        out,
-        shard,
-        {
-            "clips_in_shard": len(rows),
-            "clips_with_features": len(index_rows),
-            "processed": processed,
-            "skipped_existing": skipped,
-            "rejected": rejected,
-            "shapes": shapes,
-            "config_hash": config_hash(config),
-            "lineage": json.loads(frame.attrs["lineage"].to_json()),
-            # Where each clip processed in this run took its sound: "wav" or "video" (the manifest's).
-            "audio_sources": {row["clip_id"]: audio_sources[row["clip_id"]] for row in writer.rows},
-        },
-    )
-    merge_summaries(out)
-    return PreprocessResult(
+    result = PreprocessResult(
         processed=processed,
         skipped_existing=skipped,
         rejected=rejected,
@@ -238,22 +185,41 @@ def preprocess(
         clips_in_shard=len(rows),
         index_path=index_path,
     )
+    _write_shard_summary(
+        out,
+        result,
+        clips_with_features=len(index_rows),
+        config=config,
+        lineage=frame.attrs["lineage"],
+        audio_sources={row["clip_id"]: audio_sources[row["clip_id"]] for row in writer.rows},
+    )
+    merge_summaries(out)
+    return result
+
+
+def _start_run(config: FeatureConfig, shard: tuple[int, int], workers: int) -> dict[str, list[int]]:
+    """Check ``shard`` and ``workers``, then start what the run needs before it reads the
+    manifest; returns the feature shapes ``config`` gives (name -> one clip's shape).
+
+    Raises:
+        ConfigError: bad shard, worker count or feature settings.
+    """
+    from avsc.features.spectrograms import feature_shapes
+    from avsc.runtime import use_writable_caches
+
+    use_writable_caches()  # before librosa (numba) loads here or in the workers, who inherit it
+    check_shard(shard)
+    _check_workers(workers)
+    shapes = feature_shapes(config)
+    if workers > 1:
+        start_worker_server(config)  # its imports and warm-up overlap with the reads that follow
+    return shapes
 
 
 def _check_workers(workers: int) -> None:
     """Refuse a worker count below one (:class:`~avsc.errors.ConfigError`)."""
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, not {workers}")
-
-
-def _shard_index_rows(rows: Any, sources: list[str], stored: dict[str, Any]) -> list[dict[str, Any]]:
-    """The index rows of the shard's clips that have features (``stored``: fingerprint ->
-    part row), with the label and split of THIS manifest."""
-    return [
-        dict(stored[source], clip_id=row.clip_id, label=row.label, split=row.split)
-        for row, source in zip(rows.itertuples(index=False), sources, strict=True)
-        if source in stored
-    ]
 
 
 def _read_manifest(manifest: str | Path, dataset_root: str | Path | None, config: FeatureConfig) -> Any:
@@ -266,23 +232,6 @@ def _read_manifest(manifest: str | Path, dataset_root: str | Path | None, config
     segments = frame["segment_s"].dropna().unique()
     check_segment_length(float(segments[0]) if len(segments) else None, config.audio.clip_seconds, manifest)
     return frame
-
-
-def _clips_to_process(
-    rows: Any, sources: list[str], stored: dict[str, Any], shard: tuple[int, int]
-) -> list[tuple[Any, str]]:
-    """The manifest rows (with their fingerprints) no part holds yet, in a seeded random order.
-
-    A clip is done when a part of any run of any shard holds its fingerprint (same id, source
-    file, segment); its label and split are the manifest's whatever the part says (they go
-    into the index). In the random order each part holds clips of many scenes and locations,
-    not 32 neighbours in clip-id order (one location's segments), which a training stream's
-    shuffle buffer of a few parts could not mix.
-    """
-    todo = [
-        (row, source) for row, source in zip(rows.itertuples(index=False), sources, strict=True) if source not in stored
-    ]
-    return [todo[i] for i in np.random.default_rng([shard[0], shard[1]]).permutation(len(todo))]
 
 
 def _clip_tasks(
@@ -377,36 +326,35 @@ def _process_shard(
     return processed, rejected
 
 
-def clip_fingerprints(rows) -> list[str]:
-    """Each manifest row's fingerprint: what the clip is, so a changed source is processed again.
+def _write_shard_summary(
+    out: str,
+    result: PreprocessResult,
+    *,
+    clips_with_features: int,
+    config: FeatureConfig,
+    lineage: Lineage,
+    audio_sources: dict[str, str],
+) -> None:
+    """Write ``summary-shard-I-of-N.json``, which
+    :func:`avsc.features.store_writer.merge_summaries` reads: what the run did (``result``),
+    how many clips of the shard have features, the config hash and the manifest's lineage.
 
-    A hash of the clip id, its media path relative to the dataset root, its video's size and
-    modification time (local ``st_mtime``, or an object's Last-Modified on ``s3://``), its
-    segment offset and length, and, for a clip whose sound is its WAV (``audio_source`` =
-    ``wav``), the WAV's path, size and modification time; a missing file gets a fingerprint
-    no part holds. Labels and
-    splits are not part of it: they do not change the features (the index takes them from
-    the manifest).
-
-    Args:
-        rows: manifest rows as :func:`avsc.data.manifest.read_manifest` returns them.
+    ``audio_sources``: where each clip processed in this run took its sound, ``wav`` or
+    ``video`` (the manifest's).
     """
-    from avsc.records.lineage import hash_value
-
-    wavs = [row.audio_path for row in rows.itertuples(index=False) if row.audio_source == "wav"]
-    stats = locations.file_stats(list(rows["video_path"]) + wavs)
-    out = []
-    for row in rows.itertuples(index=False):
-        segment = None if row.segment_s is None or np.isnan(row.segment_s) else float(row.segment_s)
-        sound = [row.audio, stats[row.audio_path]] if row.audio_source == "wav" else None
-        out.append(hash_value([row.clip_id, row.video, stats[row.video_path], float(row.offset_s), segment, sound]))
-    return out
-
-
-def _write_shard_summary(out: str, shard: tuple[int, int], fields: dict[str, Any]) -> None:
-    """Write ``summary-shard-I-of-N.json``: the shard and ``fields`` (what its run did), which
-    :func:`avsc.features.store_writer.merge_summaries` reads."""
-    locations.write_json(locations.join(out, f"summary-{shard_name(shard)}.json"), {"shard": list(shard), **fields})
+    fields = {
+        "shard": list(result.shard),
+        "clips_in_shard": result.clips_in_shard,
+        "clips_with_features": clips_with_features,
+        "processed": result.processed,
+        "skipped_existing": result.skipped_existing,
+        "rejected": result.rejected,
+        "shapes": result.shapes,
+        "config_hash": config_hash(config),
+        "lineage": json.loads(lineage.to_json()),
+        "audio_sources": audio_sources,
+    }
+    locations.write_json(locations.join(out, f"summary-{shard_name(result.shard)}.json"), fields)
 
 
 def _remove_other_shardings(out: str, shard: tuple[int, int]) -> None:

@@ -120,7 +120,7 @@ def scan_parts(root: str | Path, *, workers: int = 8) -> list[dict]:
     Raises:
         DataError: a part that is not readable (naming it).
     """
-    from avsc.features.store import read_part
+    from avsc.features.part_reader import read_part
 
     root = str(root)
     base = locations.join(root, "parts")

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avsc.features.store import FeatureSpec, Part, read_part_feature
+from avsc.features.part_reader import Part, read_part_feature
+from avsc.features.store import FeatureSpec
 from avsc.labels import LABEL_INDEX, LABELS
 
 __all__ = ["EpochPlan", "part_loader", "mixup_draws", "epoch_plan"]

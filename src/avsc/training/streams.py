@@ -35,7 +35,8 @@ import numpy as np
 
 from avsc.config import VISUAL_BACKBONES
 from avsc.errors import AvscError, DataError
-from avsc.features.store import FeatureSpec, FeatureStore, Part
+from avsc.features.part_reader import Part
+from avsc.features.store import FeatureSpec, FeatureStore
 from avsc.labels import LABEL_INDEX, LABELS
 from avsc.training.mixup import mixup  # noqa: F401  (re-exported: the one mixup of Phase I)
 from avsc.training.sampling import EpochPlan, epoch_plan, part_loader
