@@ -4,15 +4,19 @@ Synthetic embeddings the size of the real development set (8,646 train clips of 
 1,000 are held out for val like ``avsc ingest`` would, plus 3,645 test clips; fc1024 of
 width 1024 and fc10 of width 10 for each of the five backbones) are written once; then
 each (method, modality set) runs :func:`avsc.training.fusion.train_fusion` in its own subprocess,
-so its peak RSS is its own. Default settings: the ``paper`` preset (100 epochs).
+so its peak RSS is its own. Default settings: the ``paper`` preset (batch 64, trained in
+optimizer steps until the val selection log loss has not improved for ``fusion.patience``
+steps, at most ``fusion.max_steps``).
 
 Prints one line per run (and a JSON summary with ``--json``): total seconds (reading the
-embeddings, training, saving, predicting every clip), training seconds, median seconds per
-epoch and the first epoch's (graph tracing included), peak RSS.
+embeddings, training, saving, predicting every clip), training seconds, the optimizer steps
+run and the kept one, why training stopped, milliseconds per step (training time over steps:
+the val evaluations and calibrations between rounds included), the first round's seconds
+(graph tracing included), peak RSS.
 
 Usage:
     python bench/fusion.py                                 # f1..f6, audio+visual, paper preset
-    python bench/fusion.py --method f4 --modalities audio --epochs 20
+    python bench/fusion.py --method f4 --modalities audio --max-steps 500
     python bench/fusion.py --device gpu
 """
 
@@ -71,31 +75,34 @@ def write_synthetic_embeddings(root: Path, seed: int = 0) -> Path:
     return root
 
 
-def run_one(embeddings: Path, method: str, modalities: str, preset: str, epochs: int | None) -> dict:
-    import numpy as np
-
+def run_one(embeddings: Path, method: str, modalities: str, preset: str, max_steps: int | None) -> dict:
     from avsc.config import load_config
     from avsc.training.fusion import train_fusion
 
-    config = load_config(preset=preset, overrides={"fusion": {"epochs": epochs}}).fusion
+    overrides = {"fusion": {"max_steps": max_steps}} if max_steps else None
+    config = load_config(preset=preset, overrides=overrides).fusion
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         result = train_fusion(
             embeddings, Path(out) / "fusion", method=method, modalities=modalities, config=config, progress=False
         )
+        info = json.loads((Path(out) / "fusion" / "fusion.json").read_text())
     total = time.perf_counter() - began
+    steps = int(info["steps_run"])
     return {
         "method": method,
         "modalities": modalities,
         "preset": preset,
-        "epochs": config.epochs,
+        "max_steps": config.max_steps,
         "batch_size": config.batch_size,
         "total_s": round(total, 2),
         "train_s": round(result.train_seconds, 2),
-        "epoch_s": round(float(np.median([h["seconds"] for h in result.history])), 4),
-        "first_epoch_s": round(result.history[0]["seconds"], 2),
+        "steps": steps,
+        "best_step": result.best_step,
+        "stopped": info["stopped"],
+        "ms_per_step": round(1000 * result.train_seconds / max(1, steps), 2),
+        "first_round_s": round(result.history[0]["seconds"], 2),
         "val_accuracy": round(result.val_accuracy, 4),
-        "best_epoch": result.best_epoch,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
     }
 
@@ -105,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", choices=METHODS, action="append")
     parser.add_argument("--modalities", choices=("audio+visual", "audio", "visual"), action="append")
     parser.add_argument("--preset", choices=("paper", "quick"), default="paper")
-    parser.add_argument("--epochs", type=int, help="default: the preset's (paper: 100)")
+    parser.add_argument("--max-steps", type=int, help="default: the preset's fusion.max_steps (4000)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--embeddings", type=Path, help="reuse synthetic embeddings written by an earlier run")
     parser.add_argument("--json", action="store_true", help="print a JSON summary at the end")
@@ -115,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
     if args.one:
         embeddings, method, modalities = args.one
-        print(json.dumps(run_one(Path(embeddings), method, modalities, args.preset, args.epochs)))
+        print(json.dumps(run_one(Path(embeddings), method, modalities, args.preset, args.max_steps)))
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                     "--device",
                     args.device,
                 ]
-                if args.epochs:
-                    command += ["--epochs", str(args.epochs)]
+                if args.max_steps:
+                    command += ["--max-steps", str(args.max_steps)]
                 done = subprocess.run(command, capture_output=True, text=True)
                 if done.returncode != 0:
                     print(f"{method} {modalities}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
@@ -153,10 +160,10 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(row)
                 print(
                     f"{method} {modalities:12s} {args.device}: {row['total_s']:7.1f} s total, "
-                    f"{row['train_s']:7.1f} s training ({row['epochs']} epochs, "
-                    f"{row['epoch_s']:.3f} s/epoch median, first "
-                    f"{row['first_epoch_s']:.1f} s, "
-                    f"batch {row['batch_size']}), val accuracy {row['val_accuracy']:.3f}, "
+                    f"{row['train_s']:7.1f} s training ({row['steps']} steps, kept {row['best_step']}, "
+                    f"stopped by {row['stopped']}, {row['ms_per_step']:.1f} ms/step, first round "
+                    f"{row['first_round_s']:.1f} s, batch {row['batch_size']}), "
+                    f"val accuracy {row['val_accuracy']:.3f}, "
                     f"peak RSS {row['peak_rss_mib']:.0f} MiB",
                     flush=True,
                 )
