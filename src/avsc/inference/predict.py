@@ -109,7 +109,7 @@ class Predictor:
         """Verify a bundle and load its models (once, for every later prediction).
 
         Args:
-            bundle_dir: a folder written by :func:`avsc.inference.bundle.make_bundle`, or an
+            bundle_dir: a folder written by :func:`avsc.inference.bundle_writer.make_bundle`, or an
                 ``s3://`` prefix holding one (fetched once into a temporary folder).
             allow_visual_only: classify videos without an audio track with the bundle's
                 visual-only fusion model (if it has one) instead of failing.
