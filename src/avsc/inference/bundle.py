@@ -80,6 +80,26 @@ class Bundle:
         """The ``.keras`` file of one of the bundle's fusion models."""
         return self.root / fusion.path
 
+    def provenance_warnings(self) -> list[str]:
+        """Warnings every prediction with this bundle carries: synthetic or unknown training data."""
+        provenance = self.info.provenance
+        name = provenance.dataset or "an unnamed dataset"
+        if provenance.synthetic:
+            return [
+                (
+                    f"the bundle was trained on synthetic data ({name}, made by `avsc demo-data`): its "
+                    "classes and probabilities say nothing about real scenes"
+                )
+            ]
+        if provenance.synthetic is None:
+            return [
+                (
+                    "the bundle does not record whether it was trained on real recordings (it was made "
+                    "without the manifest); treat its probabilities with care"
+                )
+            ]
+        return []
+
 
 def _bundle_file(root: Path, rel: Any, where: str) -> Path:
     """Resolve a path listed in bundle.json; it must stay inside the bundle."""
