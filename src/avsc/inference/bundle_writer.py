@@ -243,7 +243,7 @@ def make_bundle(
             (outputs of ``avsc train``) for every backbone the fusion model reads, or a
             mapping backbone -> its model folder (a pipeline step's artifacts). This and
             every other folder argument may be an ``s3://`` prefix (read through a
-            temporary local copy, :func:`avsc.storage.locations.local_copy`).
+            temporary local copy, :func:`avsc.storage.staging.local_copy`).
         fusion_dir: output of ``avsc fuse`` (``model.keras``, ``fusion.json``).
         out_dir: the bundle folder to write. Built beside it under a temporary name and
             published whole (:func:`avsc.storage.publish.staged_output`, with ``outputs.json``
@@ -266,11 +266,11 @@ def make_bundle(
             ``models`` mapping that is not a backbone.
     """
     from avsc.records.output_manifest import new_run_id
-    from avsc.storage import locations
+    from avsc.storage import locations, staging
     from avsc.storage.publish import staged_output
 
     with contextlib.ExitStack() as stack:
-        local = functools.partial(locations.local_inputs, stack)
+        local = functools.partial(staging.local_inputs, stack)
         model_dirs = backbone_paths(
             local(models),
             "{backbone}",

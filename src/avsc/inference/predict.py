@@ -128,7 +128,7 @@ class Predictor:
 
         _import_fusion_layers()
 
-        from avsc.storage import locations
+        from avsc.storage import staging
 
         def load_model(path: Path) -> Any:
             try:
@@ -140,7 +140,7 @@ class Predictor:
                     "copy the bundle again, or rebuild it with `avsc bundle`",
                 ) from None
 
-        with locations.local_copy(bundle_dir) as local:  # an s3:// bundle is fetched once, then held in memory
+        with staging.local_copy(bundle_dir) as local:  # an s3:// bundle is fetched once, then held in memory
             bundle = load_bundle(local, verify=verify)
             entries = {"fusion": bundle.fusion}
             if bundle.visual_fusion is not None:
