@@ -92,7 +92,7 @@ def make_random_bundle(preset: str, root: Path, method: str = "f4") -> Path:
     """Backbones (random weights) + an untrained fusion model, bundled as ``avsc bundle`` does."""
     from avsc.config import BACKBONES, config_hash, load_config, to_dict
     from avsc.features.spectrograms import feature_shapes
-    from avsc.inference.bundle import make_bundle
+    from avsc.inference.bundle_writer import make_bundle
     from avsc.labels import LABELS
     from avsc.models.backbones import build_backbone
     from avsc.models.fusion import build_fusion_model

@@ -6,9 +6,11 @@ inside the component bodies, so importing this package (and compiling the pipeli
 kfp only. The bodies run in the images of :mod:`components.images` on a cluster and in the
 current Python environment under ``kfp.local``; the helpers they share are in
 :mod:`components.artifacts`, the tasks' cluster settings in :mod:`components.cluster`.
-``pipeline.py``'s command line is :mod:`components.cli`; what a local run prints and logs,
-:mod:`components.progress`. The package installs with the library (the ``pipeline`` extra
-brings kfp).
+``pipeline.py``'s command line is :mod:`components.cli` (its pipeline settings' flags,
+:mod:`components.pipeline_settings`); what a local run prints and logs,
+:mod:`components.progress` (how it names steps and words their ends,
+:mod:`components.step_report`). The package installs with the library (the ``pipeline``
+extra brings kfp).
 """
 
 from components.config import resolve_config

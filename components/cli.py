@@ -10,15 +10,15 @@
 :func:`main` takes the pipeline's builder (``pipeline.build_pipeline``: a function of
 :class:`~components.cluster.ClusterOptions` returning the pipeline function), so this module
 holds no wiring and ``pipeline.py`` no command line.
+The flags of the pipeline's settings, and what they become, are in
+:mod:`components.pipeline_settings`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -26,10 +26,15 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from avsc.config import DEFAULT_PRESET, PRESETS
-from components.cluster import LOCAL_OPTIONS, REGISTRY_PATTERN, RESOURCES, STEPS, ClusterOptions
+from components.cluster import LOCAL_OPTIONS, STEPS, ClusterOptions
 from components.local_runner import add_runner_flags, local_runner
+from components.pipeline_settings import add_cluster_flags, add_run_flags, cluster_options, pipeline_arguments
+
+if TYPE_CHECKING:
+    from avsc.config import Config
+    from components.progress import RunProgress
 
 # What `run --local` publishes into its output folder (cleared before a run).
 PUBLISHED = (
@@ -58,138 +63,6 @@ def compile_pipeline(path: str | Path, build: Builder, options: ClusterOptions =
     return path
 
 
-def config_parameter(preset: str, config_file: str | None, settings: list[str] | None) -> str:
-    """The ``config`` pipeline parameter for ``--config FILE`` and ``--set`` flags.
-
-    Resolved here first (so a typo, or a segment length other than the clip length, fails
-    before anything is submitted) with the library's one resolution, then written as the
-    JSON object of the settings that differ from the preset; empty when none do.
-
-    Raises:
-        ConfigError: an unreadable file, an unknown setting or a wrong type (named); a
-            ``data.segment_seconds`` other than ``features.audio.clip_seconds``.
-    """
-    from avsc.config import load_config, preset_dict, to_dict
-    from avsc.data.segments import check_segment_setting
-
-    config = load_config(config_file, preset=preset, overrides=settings)
-    check_segment_setting(config)
-    resolved = to_dict(config)
-
-    def changed(base: dict, new: dict) -> dict:
-        out = {}
-        for key, value in new.items():
-            if isinstance(value, dict):
-                if inner := changed(base.get(key, {}), value):
-                    out[key] = inner
-            elif base.get(key) != value:
-                out[key] = value
-        return out
-
-    overrides = changed(preset_dict(preset), resolved)
-    return json.dumps(overrides, sort_keys=True) if overrides else ""
-
-
-def _options(args: argparse.Namespace) -> ClusterOptions:
-    selector = None
-    if args.node_selector:
-        key, sep, value = args.node_selector.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--node-selector must be LABEL=VALUE, got {args.node_selector!r}")
-        selector = (key, value)
-    if args.registry and not re.fullmatch(REGISTRY_PATTERN, args.registry.rstrip("/")):
-        raise SystemExit(f"--registry must look like host[:port][/path], got {args.registry!r}")
-    resources = args.resources or ("small" if args.no_gpu else "standard")
-    return ClusterOptions(
-        gpu=not args.no_gpu,
-        accelerator=args.accelerator,
-        node_selector=selector,
-        toleration=args.toleration or None,
-        secret=args.secret,
-        resources=resources,
-        registry=args.registry,
-    )
-
-
-def _cluster_flags(parser: argparse.ArgumentParser) -> None:
-    defaults = ClusterOptions()
-    group = parser.add_argument_group("cluster settings (compiled into the pipeline)")
-    group.add_argument(
-        "--no-gpu", action="store_true", help="no accelerator request, node selector or toleration (CPU-only clusters)"
-    )
-    group.add_argument(
-        "--accelerator",
-        default=defaults.accelerator,
-        help="accelerator resource each training/embedding task requests (default %(default)s)",
-    )
-    group.add_argument(
-        "--node-selector",
-        default="=".join(defaults.node_selector or ()),
-        metavar="LABEL=VALUE",
-        help="node label GPU tasks select (default %(default)s; empty for none)",
-    )
-    group.add_argument(
-        "--toleration",
-        default=defaults.toleration,
-        metavar="TAINT_KEY",
-        help="taint key GPU tasks tolerate (default %(default)s; empty for none)",
-    )
-    group.add_argument(
-        "--resources",
-        choices=sorted(RESOURCES),
-        help="CPU/memory requests and limits (default: small with --no-gpu, else standard)",
-    )
-    group.add_argument(
-        "--registry",
-        metavar="HOST[/PATH]",
-        help="take the avsc images from this registry (as pushed by `make push REGISTRY=...`; "
-        "default: the names in components/images.py)",
-    )
-    group.add_argument(
-        "--secret",
-        default=defaults.secret,
-        help="Kubernetes Secret with the object-store endpoint and keys (default %(default)s)",
-    )
-
-
-def _run_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("run settings (pipeline parameters)")
-    group.add_argument(
-        "--preset",
-        choices=PRESETS,
-        default=DEFAULT_PRESET,
-        help="settings to start from: paper or quick (CPU-sized) (default %(default)s)",
-    )
-    group.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings over the preset")
-    group.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        dest="settings",
-        help="one setting, applied last; repeatable (e.g. --set features.audio.frames=309)",
-    )
-    group.add_argument("--shards", type=int, default=4, help="preprocessing tasks (default %(default)s)")
-
-
-def pipeline_arguments(args: argparse.Namespace, dataset: str, output_uri: str) -> dict:
-    """The pipeline parameters a ``run`` or ``submit`` command line asks for.
-
-    Raises:
-        SystemExit: ``--shards`` below 1.
-        ConfigError: see :func:`config_parameter`.
-    """
-    if args.shards < 1:
-        raise SystemExit("--shards must be at least 1")
-    return {
-        "dataset": dataset,
-        "output_uri": output_uri,
-        "preset": args.preset,
-        "config": config_parameter(args.preset, args.config, args.settings),
-        "shard_count": args.shards,
-    }
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipeline.py", description="Compile, run locally or submit the avsc Kubeflow pipeline."
@@ -198,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = commands.add_parser("compile", help="compile the pipeline to a YAML package")
     comp.add_argument("-o", "--output", default="avsc_pipeline.yaml", help="default %(default)s")
-    _cluster_flags(comp)
+    add_cluster_flags(comp)
     comp.set_defaults(handler=_cmd_compile)
 
     run = commands.add_parser("run", help="run the whole pipeline here with kfp.local (no cluster)")
@@ -234,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show every step's full output (kfp's executor input, TensorFlow's log), not only its start and end",
     )
-    _run_flags(run)
+    add_run_flags(run)
     add_runner_flags(run)
     run.set_defaults(handler=_cmd_run)
 
@@ -252,14 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--no-cache", action="store_true", help="re-run every step (ignore cached results)")
     sub.add_argument("--wait", action="store_true", help="wait for the run; exit non-zero unless it succeeds")
     sub.add_argument("--timeout", type=int, default=86400, help="seconds to wait (default %(default)s)")
-    _run_flags(sub)
-    _cluster_flags(sub)
+    add_run_flags(sub)
+    add_cluster_flags(sub)
     sub.set_defaults(handler=_cmd_submit)
     return parser
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
-    path = compile_pipeline(args.output, args.build, _options(args))
+    path = compile_pipeline(args.output, args.build, cluster_options(args))
     print(f"compiled the pipeline to {path}")
     return 0
 
@@ -272,20 +145,22 @@ def local_step_count(shards: int) -> int:
     return 3 + shards + 2 * len(BACKBONES) + len(FUSION_METHODS) + 2
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+def _local_run_inputs(args: argparse.Namespace, output: Path) -> tuple[dict, Config]:
+    """The pipeline's arguments and the resolved settings of a local run into ``output``.
 
-    from kfp import local
+    Checks the settings and (unless ``--skip-memory-check``) this machine's memory before
+    any work, makes the demo dataset when no ``--dataset`` is given, and removes what an
+    earlier run published into ``output``.
 
+    Raises:
+        ConfigError: a wrong setting (named).
+        ResourceError: the run would not fit this machine's memory
+            (:func:`avsc.preflight.check_local_run`).
+    """
     from avsc.config import load_config
-    from avsc.evaluation.report import results_table
-    from avsc.preflight import check_local_run, step_needs
-    from avsc.storage.locations import read_json
+    from avsc.preflight import check_local_run
     from avsc.storage.s3 import is_remote
-    from components.progress import RunProgress, display_names, duration, quiet_steps
 
-    began = time.perf_counter()
-    output = Path(args.output).resolve()
     dataset = args.dataset
     if dataset is not None and not is_remote(dataset):
         dataset = str(Path(dataset).resolve())
@@ -302,6 +177,41 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for pattern in PUBLISHED:  # results of an earlier run must not pass for this one's
         for stale in output.glob(pattern):
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    return arguments, config
+
+
+def _run_progress(args: argparse.Namespace, names: dict[str, str], config: Config, logs: Path) -> RunProgress:
+    """The progress of a local run, announced: its steps (``names``: component name -> display
+    name), its logs, and the memory each step is estimated to need (for the message when one
+    is killed)."""
+    from avsc.preflight import step_needs
+    from components.progress import RunProgress
+
+    total = local_step_count(args.shards)
+    print(
+        f"pipeline.py run: {total} steps here, {args.parallel} training(s) at once; step logs in {logs} "
+        "(-v shows them); cluster settings (resources, GPUs, retries) apply only on a cluster",
+        flush=True,
+    )
+    needs = {
+        " ".join(filter(None, (STEPS[need.step].display_name, need.item))): need.bytes for need in step_needs(config)
+    }
+    return RunProgress(total=total, logs=logs, names=names, needs=needs, verbose=args.verbose)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from kfp import local
+
+    from avsc.evaluation.report import results_table
+    from avsc.storage.locations import read_json
+    from components.progress import quiet_steps
+    from components.step_report import display_names, duration
+
+    began = time.perf_counter()
+    output = Path(args.output).resolve()
+    arguments, config = _local_run_inputs(args, output)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # kfp.local warns for every task that its cluster settings (resources, display name) have no
@@ -312,18 +222,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     options = replace(LOCAL_OPTIONS, parallel_trainings=args.parallel)
     pipeline = args.build(options)
     logs = output / "logs" / time.strftime("%Y%m%d-%H%M%S")
-    total = local_step_count(args.shards)
-    print(
-        f"pipeline.py run: {total} steps here, {args.parallel} training(s) at once; step logs in {logs} "
-        "(-v shows them); cluster settings (resources, GPUs, retries) apply only on a cluster",
-        flush=True,
-    )
-    needs = {
-        " ".join(filter(None, (STEPS[need.step].display_name, need.item))): need.bytes for need in step_needs(config)
-    }
-    progress = RunProgress(
-        total=total, logs=logs, names=display_names(pipeline.pipeline_spec), needs=needs, verbose=args.verbose
-    )
+    progress = _run_progress(args, display_names(pipeline.pipeline_spec), config, logs)
     quiet = quiet_steps(progress) if args.runner == "subprocess" else contextlib.nullcontext()
     try:
         with (
@@ -372,7 +271,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     if args.namespace:
         client_kwargs["namespace"] = args.namespace
     with tempfile.TemporaryDirectory(prefix="avsc-pipeline-") as tmp:
-        package = compile_pipeline(Path(tmp) / "avsc_pipeline.yaml", args.build, _options(args))
+        package = compile_pipeline(Path(tmp) / "avsc_pipeline.yaml", args.build, cluster_options(args))
         client = kfp.Client(**client_kwargs)
         run = client.create_run_from_pipeline_package(
             str(package),
@@ -417,4 +316,4 @@ def main(argv: list[str] | None, build: Builder) -> int:
         return 130
 
 
-__all__ = ["PUBLISHED", "build_parser", "compile_pipeline", "config_parameter", "main", "pipeline_arguments"]
+__all__ = ["PUBLISHED", "build_parser", "compile_pipeline", "main"]

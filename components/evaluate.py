@@ -55,7 +55,7 @@ def evaluate_fusions(
 
     import avsc.evaluation.evaluate
     import avsc.evaluation.report
-    import avsc.inference.bundle
+    import avsc.inference.bundle_writer
 
     began = time.perf_counter()
     manifest_file = os.path.join(manifest.path, "manifest.parquet") if manifest is not None else None
@@ -73,7 +73,7 @@ def evaluate_fusions(
     by_key = {(r["method"], r["modalities"]): r for r in result["results"]}
     best = by_key[(result["best"]["method"], result["best"]["modalities"])]
     visual = by_key[(result["best_per_modalities"]["visual"]["method"], "visual")]
-    avsc.inference.bundle.make_bundle(
+    avsc.inference.bundle_writer.make_bundle(
         by_backbone(models),
         best["fusion_dir"],
         bundle.path,

@@ -437,15 +437,15 @@ def test_copy_uploads_and_downloads_between_a_folder_and_the_store(s3_env, datas
 
 
 def test_local_copy_is_the_path_itself_an_object_as_a_file_or_a_prefix_as_a_folder(s3_env, dataset):
-    from avsc.storage import locations
+    from avsc.storage import staging
 
     push_dir(dataset, s3_env.uri("ds"), progress=False)
-    with locations.local_copy(dataset) as same:
+    with staging.local_copy(dataset) as same:
         assert same == dataset
-    with locations.local_copy(s3_env.uri("ds/meta.csv")) as one:
+    with staging.local_copy(s3_env.uri("ds/meta.csv")) as one:
         assert one.name == "meta.csv" and one.read_bytes() == (dataset / "meta.csv").read_bytes()
-    with locations.local_copy(s3_env.uri("ds")) as folder:
+    with staging.local_copy(s3_env.uri("ds")) as folder:
         assert _tree(folder) == _tree(dataset)
-    with locations.local_copy(s3_env.uri("ds"), include=["audio/a.wav"]) as part:
+    with staging.local_copy(s3_env.uri("ds"), include=["audio/a.wav"]) as part:
         assert list(_tree(part)) == ["audio/a.wav"]
     assert not one.exists() and not folder.exists() and not part.exists()  # removed when the block ends

@@ -22,6 +22,7 @@ from components import (
     fuse_method,
     ingest_dataset,
     list_shards,
+    pipeline_settings,
     preprocess_shard,
     publish_outputs,
     resolve_config,
@@ -412,7 +413,7 @@ def test_submit_arguments_parse_into_pipeline_parameters(tmp_path):
     assert args.handler is cli._cmd_submit
     assert (args.host, args.wait, args.timeout, args.namespace) == ("http://localhost:8080", True, 600, "team")
     assert args.service_account == "avsc-pipeline-runner"
-    arguments = cli.pipeline_arguments(args, args.dataset, args.output_uri)
+    arguments = pipeline_settings.pipeline_arguments(args, args.dataset, args.output_uri)
     # --set wins over the file; batch_size 16 is the quick preset's own value, so not an override.
     assert json.loads(arguments.pop("config")) == {
         "train": {"epochs": 4},
@@ -425,15 +426,15 @@ def test_submit_arguments_parse_into_pipeline_parameters(tmp_path):
         "preset": "quick",
         "shard_count": 2,
     }
-    options = cli._options(args)
+    options = pipeline_settings.cluster_options(args)
     assert options.gpu is False and options.resources == "small" and options.secret == "avsc-s3"
 
 
 def test_run_defaults_to_the_default_preset_and_no_overrides():
     args = cli.build_parser().parse_args(["run", "--local"])
-    arguments = cli.pipeline_arguments(args, "data", "out")
+    arguments = pipeline_settings.pipeline_arguments(args, "data", "out")
     assert (arguments["preset"], arguments["config"]) == (DEFAULT_PRESET, "")
-    assert cli.config_parameter("quick", None, ["train.epochs=6"]) == ""  # the preset's own value
+    assert pipeline_settings.config_parameter("quick", None, ["train.epochs=6"]) == ""  # the preset's own value
 
 
 @pytest.mark.parametrize(
@@ -456,10 +457,10 @@ def test_bad_command_lines_are_refused(argv, capsys):
 def test_bad_values_are_refused_before_anything_runs(tmp_path, capsys):
     args = cli.build_parser().parse_args(["run", "--local", "--shards", "0"])
     with pytest.raises(SystemExit, match="--shards"):
-        cli.pipeline_arguments(args, "data", str(tmp_path))
+        pipeline_settings.pipeline_arguments(args, "data", str(tmp_path))
     args = cli.build_parser().parse_args(["compile", "--node-selector", "no-equals-sign"])
     with pytest.raises(SystemExit, match="LABEL=VALUE"):
-        cli._options(args)
+        pipeline_settings.cluster_options(args)
     for setting, message in (
         ("train.epochz=3", "unknown setting.*epochz"),
         ("train.epochs=ten", "train.epochs"),
@@ -469,7 +470,7 @@ def test_bad_values_are_refused_before_anything_runs(tmp_path, capsys):
     ):
         args = cli.build_parser().parse_args(["run", "--local", "--set", setting])
         with pytest.raises(ConfigError, match=message):
-            cli.pipeline_arguments(args, "data", str(tmp_path))
+            pipeline_settings.pipeline_arguments(args, "data", str(tmp_path))
     missing = tmp_path / "missing.toml"
     out = tmp_path / "out"
     assert pipeline.main(["run", "--local", "--config", str(missing), "--output", str(out)]) == 2

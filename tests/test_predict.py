@@ -31,7 +31,8 @@ from avsc.config import (
     config_hash,
 )
 from avsc.errors import ConfigError, DataError, MediaError
-from avsc.inference.bundle import BUNDLE_FILE, load_bundle, make_bundle
+from avsc.inference.bundle import BUNDLE_FILE, load_bundle
+from avsc.inference.bundle_writer import make_bundle
 from avsc.inference.predict import Predictor, check_videos
 from avsc.inference.windows import window_offsets
 from avsc.labels import LABELS

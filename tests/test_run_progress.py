@@ -12,7 +12,8 @@ import pytest
 from kfp import dsl, local
 from kfp.dsl import Dataset, Metrics, Output
 
-from components.progress import RunProgress, describe_exit, display_names, quiet_steps, step_label
+from components.progress import RunProgress, quiet_steps
+from components.step_report import describe_exit, display_names, step_label
 
 GB = 10**9
 
@@ -128,7 +129,7 @@ def test_iterations_are_told_apart_by_their_inputs():
 
 
 def test_a_failed_step_is_named_with_the_error_its_log_ends_with(tmp_path):
-    from components.progress import last_error
+    from components.step_report import last_error
 
     log = tmp_path / "03-ingest-dataset.log"
     log.write_text(

@@ -29,10 +29,8 @@ from .errors import (
 from .evaluation.evaluate import evaluate as evaluate
 from .features.preprocess import preprocess as preprocess
 from .features.store import FeatureStore as FeatureStore
-from .inference.bundle import (
-    load_bundle as load_bundle,
-    make_bundle as make_bundle,
-)
+from .inference.bundle import load_bundle as load_bundle
+from .inference.bundle_writer import make_bundle as make_bundle
 from .inference.inspect import inspect_media as inspect_media
 from .inference.predict import Predictor as Predictor
 from .labels import LABELS as LABELS

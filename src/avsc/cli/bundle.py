@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avsc.inference.bundle import load_bundle, make_bundle
+    from avsc.inference.bundle import load_bundle
+    from avsc.inference.bundle_writer import make_bundle
 
     out = make_bundle(
         args.models, args.fusion, args.output, visual_fusion_dir=args.visual_fusion, manifest=args.manifest

@@ -218,13 +218,13 @@ def score(
         result = score(["runs/fusion"])
         [(r.method, r.modalities, r.accuracy, r.log_loss) for r in result.results]
     """
-    from avsc.storage import locations
+    from avsc.storage import staging
 
     paths = [fusion_dirs] if isinstance(fusion_dirs, (str, Path)) else list(fusion_dirs)
     with contextlib.ExitStack() as stack:
-        if locations.any_remote(*paths, embeddings, models, manifest):  # small files: fetched
-            paths = [locations.local_inputs(stack, d) for d in paths]
-            embeddings, models, manifest = (locations.local_inputs(stack, v) for v in (embeddings, models, manifest))
+        if staging.any_remote(*paths, embeddings, models, manifest):  # small files: fetched
+            paths = [staging.local_inputs(stack, d) for d in paths]
+            embeddings, models, manifest = (staging.local_inputs(stack, v) for v in (embeddings, models, manifest))
         return _score(
             paths,
             split=split,

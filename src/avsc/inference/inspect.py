@@ -97,12 +97,12 @@ def inspect_media(
     from avsc.inference.windows import window_offsets
     from avsc.media.ffmpeg import media_path
     from avsc.media.probe import probe_media
-    from avsc.storage import locations
+    from avsc.storage import locations, staging
 
     if locations.is_remote(str(out_dir)):  # written locally, then uploaded
         from dataclasses import replace
 
-        with locations.output_folder(out_dir) as local:
+        with staging.output_folder(out_dir) as local:
             return replace(inspect_media(path, local, config, progress=progress), out_dir=str(out_dir))
     path, out_dir = media_path(path), Path(out_dir)  # the video may be an s3:// URI, read in place
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / _MARKER).is_file())):

@@ -13,7 +13,8 @@ of any length, resolution and channel layout:
    often report a few extra milliseconds of audio priming).
 2. Each window is decoded exactly as the training data was (:func:`avsc.media.decode.demux_audio`,
    :func:`avsc.media.decode.sample_frames`) and turned into the stored features
-   (:func:`avsc.features.spectrograms.compute_clip_features`).
+   (:func:`avsc.features.spectrograms.compute_clip_features`), by
+   :func:`avsc.inference.windows.decode_windows`.
 3. The windows of a video go through each backbone together (in batches of at most
    ``max_batch_windows``); each backbone gives its ``fc1024`` or ``fc10`` embedding (a
    visual backbone's is the mean over the window's frames), the fusion model turns them
@@ -46,7 +47,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ from avsc.errors import AvscError, DataError, MediaError
 from avsc.inference.bundle import Bundle, load_bundle
 from avsc.inference.graph_runner import GraphRunner
 from avsc.inference.prediction import Prediction
-from avsc.inference.windows import window_offsets
+from avsc.inference.windows import decode_windows, silent_windows, window_offsets
 from avsc.media.probe import MediaInfo
 from avsc.records import BundleFusion
 
@@ -109,7 +109,7 @@ class Predictor:
         """Verify a bundle and load its models (once, for every later prediction).
 
         Args:
-            bundle_dir: a folder written by :func:`avsc.inference.bundle.make_bundle`, or an
+            bundle_dir: a folder written by :func:`avsc.inference.bundle_writer.make_bundle`, or an
                 ``s3://`` prefix holding one (fetched once into a temporary folder).
             allow_visual_only: classify videos without an audio track with the bundle's
                 visual-only fusion model (if it has one) instead of failing.
@@ -128,7 +128,7 @@ class Predictor:
 
         _import_fusion_layers()
 
-        from avsc.storage import locations
+        from avsc.storage import staging
 
         def load_model(path: Path) -> Any:
             try:
@@ -140,7 +140,7 @@ class Predictor:
                     "copy the bundle again, or rebuild it with `avsc bundle`",
                 ) from None
 
-        with locations.local_copy(bundle_dir) as local:  # an s3:// bundle is fetched once, then held in memory
+        with staging.local_copy(bundle_dir) as local:  # an s3:// bundle is fetched once, then held in memory
             bundle = load_bundle(local, verify=verify)
             entries = {"fusion": bundle.fusion}
             if bundle.visual_fusion is not None:
@@ -195,33 +195,11 @@ class Predictor:
         Only the features ``entry``'s backbones read are returned. ``info`` is the file's
         probe (probed now if not given).
         """
-        from avsc.media.decode import demux_audio, sample_frames
         from avsc.media.probe import probe_media
 
         info = info or probe_media(path)
-
-        config = self.bundle.feature_config
-        clip = self.bundle.clip_seconds
         features = sorted({BACKBONE_FEATURE[b] for b in entry.backbones})
-        needs_audio = any(f != "frames" for f in features)
-        stacked: dict[str, list[np.ndarray]] = {f: [] for f in features}
-        # The video decode (an ffmpeg process) runs while this thread computes spectrograms.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            for offset in offsets:
-                frames = None
-                if "frames" in features:
-                    frames = pool.submit(sample_frames, path, config.frames, seconds=clip, offset_s=offset, info=info)
-                computed: dict[str, np.ndarray] = {}
-                if needs_audio:
-                    from avsc.features.spectrograms import compute_clip_features
-
-                    audio = demux_audio(path, config.audio, offset_s=offset, duration_s=clip, info=info)
-                    computed = compute_clip_features(audio, None, config)
-                if frames is not None:
-                    computed["frames"] = frames.result()
-                for name in features:
-                    stacked[name].append(np.asarray(computed[name]))
-        out = {name: np.stack(arrays) for name, arrays in stacked.items()}
+        out = decode_windows(path, offsets, features, self.bundle.feature_config, self.bundle.clip_seconds, info)
         for name, array in out.items():
             expected = self.bundle.feature_shapes.get(name)
             if expected is not None and tuple(array.shape[1:]) != tuple(expected):
@@ -287,7 +265,8 @@ class Predictor:
         offsets = window_offsets(info.duration_s, self.bundle.clip_seconds)
         entry = self.choose_fusion(path, info.has_audio)
         if any(b in AUDIO_BACKBONES for b in entry.backbones):
-            silent = self._silent_windows(path, offsets, info)
+            config, clip = self.bundle.feature_config, self.bundle.clip_seconds
+            silent = silent_windows(path, offsets, config.audio, clip, info)
             if len(silent) == len(offsets):
                 entry = self.choose_fusion(
                     path,
@@ -314,7 +293,7 @@ class Predictor:
         distance = float(np.concatenate(distances).mean())
         threshold = float(entry.val_distance_quantiles.get("0.99", np.nan))
         # The bundle's own warnings go into every result but into the log once.
-        provenance = self._provenance_warnings()
+        provenance = self.bundle.provenance_warnings()
         if not self._provenance_logged:
             for warning in provenance:
                 log.warning("%s: %s", self.bundle.root, warning)
@@ -342,36 +321,6 @@ class Predictor:
             distance_threshold=threshold,
             provenance=dataclasses.asdict(self.bundle.info.provenance),
         )
-
-    def _provenance_warnings(self) -> list[str]:
-        """Warnings every result of this bundle carries: synthetic or unknown training data."""
-        provenance = self.bundle.info.provenance
-        name = provenance.dataset or "an unnamed dataset"
-        if provenance.synthetic:
-            return [
-                (
-                    f"the bundle was trained on synthetic data ({name}, made by `avsc demo-data`): its "
-                    "classes and probabilities say nothing about real scenes"
-                )
-            ]
-        if provenance.synthetic is None:
-            return [
-                (
-                    "the bundle does not record whether it was trained on real recordings (it was made "
-                    "without the manifest); treat its probabilities with care"
-                )
-            ]
-        return []
-
-    def _silent_windows(self, path: str | Path, offsets: list[float], info: MediaInfo) -> list[float]:
-        """Offsets of the windows whose sound is digital silence (decoding the sound is ~1 %
-        of a window's cost, so it is decoded once more here rather than kept in memory)."""
-        from avsc.media.decode import demux_audio, is_silent
-
-        config, clip = self.bundle.feature_config, self.bundle.clip_seconds
-        return [
-            o for o in offsets if is_silent(demux_audio(path, config.audio, offset_s=o, duration_s=clip, info=info))
-        ]
 
     def predict_files(
         self, paths: Iterable[str | Path], *, progress: bool = False

@@ -7,5 +7,7 @@
   :mod:`avsc.storage.transfer`: one object's verified upload or download;
   :mod:`avsc.storage.objects`: what is under a prefix (``avsc data ls``), unfinished uploads.
 - :mod:`avsc.storage.locations`: one way to read and write a local path or an ``s3://`` URI
-  (ranged reads through pyarrow's S3 filesystem, atomic writes, presigned URLs for ffmpeg).
+  (ranged reads through pyarrow's S3 filesystem, atomic writes, presigned URLs for ffmpeg);
+  :mod:`avsc.storage.staging`: local copies of ``s3://`` inputs and outputs for tools that
+  read and write local files only.
 """

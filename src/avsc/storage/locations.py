@@ -12,11 +12,10 @@ goes through these functions, so each accepts both kinds of location:
   (:func:`avsc.storage.files.atomic_path`); an object is sent with the ``minio`` client as one
   PUT (or a multipart upload that is aborted on failure), so readers see the whole object
   or nothing;
+- ffmpeg reads a media object through a presigned URL (:func:`ffmpeg_input`), with range
+  requests too;
 - files and folders the library only knows how to use locally (a Keras model, a bundle, a
-  report) are staged: :func:`local_copy` gives a local copy of an input for the length of a
-  block, :func:`output_folder` pushes a local folder when the block succeeds
-  (:mod:`avsc.storage.sync`); an output folder that must replace the previous one whole goes
-  through :func:`avsc.storage.publish.staged_output`.
+  report) are staged through a local copy (:mod:`avsc.storage.staging`).
 
 Credentials come from ``AVSC_S3_*`` (:meth:`~avsc.storage.s3.S3Settings.from_env`), read when a
 remote location is first used, never at import; the clients are shared
@@ -31,14 +30,11 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
 import os
 import posixpath
-import tempfile
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +59,7 @@ __all__ = [
     "write_json",
     "copy",
     "remove",
-    "local_copy",
-    "local_folder",
-    "output_folder",
     "ffmpeg_input",
-    "any_remote",
-    "local_inputs",
     "read_parquet",
 ]
 
@@ -305,96 +296,6 @@ def remove(location: str | os.PathLike, *, settings: S3Settings | None = None) -
     bucket, key = parse_uri(location)
     session = session_for(bucket, settings)
     session.call(lambda: session.client.remove_object(bucket, key), key)
-
-
-# ---------------------------------------------------------------- staged folders
-
-
-@contextlib.contextmanager
-def local_copy(
-    location: str | os.PathLike, *, include: list[str] | None = None, settings: S3Settings | None = None
-) -> Iterator[Path]:
-    """A local path holding what is at ``location``, for tools that read local files only
-    (Keras models, a bundle, fusion outputs, a manifest): the one way avsc reads an ``s3://``
-    input it cannot read in place.
-
-    A local ``location`` is itself, nothing copied. An ``s3://`` object is downloaded into a
-    temporary file of the same name, an ``s3://`` prefix into a temporary folder (only the keys
-    of ``include``, relative to it, when given); both are verified
-    (:mod:`avsc.storage.sync`) and removed when the block ends.
-
-    Raises:
-        StoreError: nothing at ``location``, a key of ``include`` missing, or the object
-            store refused or could not be reached.
-
-    Example::
-
-        with local_copy("s3://avsc/runs/r1/bundle") as folder:
-            load_bundle(folder)
-    """
-    location = str(location)
-    if not is_remote(location):
-        yield Path(location)
-        return
-    with tempfile.TemporaryDirectory(prefix="avsc-in-") as scratch:
-        if include is None and exists(location, settings=settings):  # one object
-            local = Path(scratch) / name_of(location)
-            copy(location, local, settings=settings)
-            yield local
-            return
-        from avsc.storage import sync
-
-        sync.pull_dir(location, scratch, include=include, settings=settings, progress=False)
-        yield Path(scratch)
-
-
-def local_folder(
-    location: str | os.PathLike, *, include: list[str] | None = None, settings: S3Settings | None = None
-) -> contextlib.AbstractContextManager[Path]:
-    """The :func:`local_copy` of a folder or an ``s3://`` prefix."""
-    return local_copy(location, include=include, settings=settings)
-
-
-def any_remote(*values: Any) -> bool:
-    """Whether any of ``values`` (locations, or mappings of them) is an ``s3://`` URI."""
-    flat = [v for value in values for v in (value.values() if isinstance(value, Mapping) else [value])]
-    return any(is_remote(str(v)) for v in flat if v is not None)
-
-
-def local_inputs(stack: contextlib.ExitStack, value: Any, *, settings: S3Settings | None = None) -> Any:
-    """``value`` (a location, or a mapping name -> location) with each ``s3://`` entry replaced
-    by its :func:`local_copy`, which lives as long as ``stack``. Local entries (and None) are
-    passed through as they are."""
-    if isinstance(value, Mapping):
-        return {key: local_inputs(stack, v, settings=settings) for key, v in value.items()}
-    if value is None or not is_remote(str(value)):
-        return value
-    return stack.enter_context(local_copy(value, settings=settings))
-
-
-@contextlib.contextmanager
-def output_folder(
-    location: str | os.PathLike, *, pull_existing: bool = False, settings: S3Settings | None = None
-) -> Iterator[Path]:
-    """A local folder to write outputs into; pushed to ``location`` if the block succeeds.
-
-    A local ``location`` is used as it is (created). For ``s3://`` a temporary folder is
-    yielded (holding a copy of what is already there when ``pull_existing``, so work done
-    before can be found and skipped), and every file in it is uploaded (atomically per
-    object; unchanged ones are skipped) once the block returns.
-    """
-    location = str(location)
-    if not is_remote(location):
-        Path(location).mkdir(parents=True, exist_ok=True)
-        yield Path(location)
-        return
-    from avsc.storage import sync
-
-    with tempfile.TemporaryDirectory(prefix="avsc-out-") as scratch:
-        if pull_existing and list_files(location, settings=settings):
-            sync.pull_dir(location, scratch, settings=settings, progress=False)
-        yield Path(scratch)
-        sync.push_dir(scratch, location, settings=settings, progress=False)
 
 
 def ffmpeg_input(location: str | os.PathLike, *, expires_s: int = 6 * 3600, settings: S3Settings | None = None) -> str:

@@ -46,7 +46,7 @@ from avsc.labels import LABELS
 from avsc.models.saving import save_keras_model
 from avsc.records import Calibration, ModelInfo
 from avsc.scoring.calibration import SELECTION_RULES
-from avsc.storage import locations
+from avsc.storage import locations, staging
 from avsc.storage.locations import write_json
 from avsc.training.backbone_trainer import start_or_resume, train_epoch
 from avsc.training.checkpoints import Checkpoints, sigterm_flag
@@ -149,7 +149,7 @@ def train_backbone(
     checkpoints = str(checkpoints) if checkpoints else locations.join(str(model_dir), "checkpoints")
     from avsc.training.streams import store_errors
 
-    with locations.output_folder(model_dir) as local_dir, store_errors():
+    with staging.output_folder(model_dir) as local_dir, store_errors():
         result = _train_backbone(
             backbone,
             feature_dirs,

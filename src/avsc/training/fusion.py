@@ -55,7 +55,7 @@ from avsc.records import Calibration, FusionInfo
 from avsc.records.output_manifest import new_run_id
 from avsc.records.predictions import FUSION_FILE, Predictions
 from avsc.scoring.calibration import calibrated_probabilities
-from avsc.storage import locations
+from avsc.storage import locations, staging
 from avsc.storage.publish import staged_output
 from avsc.training.checkpoints import Checkpoints
 from avsc.training.fusion_data import EmbeddingFiles, FusionData, load_fusion_data
@@ -131,7 +131,7 @@ def train_fusion(
     from avsc.runtime import limit_tensorflow_threads
 
     limit_tensorflow_threads()  # the pod's CPUs, before the first operation (a no-op after it)
-    if locations.any_remote(embeddings, out_dir):
+    if staging.any_remote(embeddings, out_dir):
         return _train_fusion_remote(
             embeddings,
             out_dir,
@@ -173,7 +173,7 @@ def _resume_key(data: FusionData, method: str, modalities: str, config: FusionCo
 def _train_fusion_remote(embeddings: EmbeddingFiles, out_dir: str | Path, **kwargs: Any) -> FusionResult:
     """:func:`train_fusion` with ``s3://`` inputs or output: fetched, trained locally, published."""
     with contextlib.ExitStack() as stack:
-        local_in = locations.local_inputs(stack, embeddings)
+        local_in = staging.local_inputs(stack, embeddings)
         local_out = stack.enter_context(staged_output(out_dir, kind="fuse", run_id=new_run_id(), replaces=FUSION_FILE))
         result = train_fusion(local_in, local_out, **kwargs)
     return replace(result, out_dir=out_dir)
@@ -333,8 +333,8 @@ def train_all_fusions(
     for modalities in modality_sets:
         check_modalities(modalities)
     with contextlib.ExitStack() as stack:
-        local_embeddings = locations.local_inputs(stack, embeddings)
-        local_root = stack.enter_context(locations.output_folder(out_root, pull_existing=True))
+        local_embeddings = staging.local_inputs(stack, embeddings)
+        local_root = stack.enter_context(staging.output_folder(out_root, pull_existing=True))
         results = _train_all(
             local_embeddings,
             local_root,
