@@ -205,6 +205,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from kfp import local
 
     from avsc.evaluation.report import results_table
+    from avsc.records import EvaluationResult
     from avsc.storage.locations import read_json
     from components.progress import quiet_steps
     from components.step_report import display_names, duration
@@ -258,7 +259,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 1
     reused = f", {len(progress.reused)} of them reused from the cache" if progress.reused else ""
     print(f"pipeline.py run: {progress.started} steps done in {duration(time.perf_counter() - began)}{reused}")
-    print(results_table(read_json(metrics_path)))
+    print(results_table(EvaluationResult.from_dict(read_json(metrics_path))))
     print(f"outputs: {output / 'config.json'}, {metrics_path}, {output / 'report.html'}, {output / 'bundle'}")
     return 0
 

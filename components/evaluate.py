@@ -68,7 +68,7 @@ def evaluate_fusions(
     )
     shutil.copyfile(os.path.join(report.path, "report.html"), report_html.path)
     with open(summary.path, "w", encoding="utf-8") as handle:
-        handle.write(avsc.evaluation.report.summary_markdown(result))
+        handle.write(avsc.evaluation.report.summary_markdown(avsc.records.EvaluationResult.from_dict(result)))
     # Chosen on the val split (as the report's Table II), never on the test split.
     by_key = {(r["method"], r["modalities"]): r for r in result["results"]}
     best = by_key[(result["best"]["method"], result["best"]["modalities"])]

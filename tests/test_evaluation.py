@@ -19,7 +19,7 @@ from avsc.errors import ConfigError, DataError
 from avsc.evaluation.evaluate import evaluate
 from avsc.evaluation.report import results_table, write_submission_csv
 from avsc.labels import LABELS
-from avsc.records import Calibration
+from avsc.records import Calibration, EvaluationResult
 from avsc.records.predictions import Predictions
 from avsc.scoring.metrics import classification_metrics, softmax, wilson_interval
 from avsc.storage.locations import write_json
@@ -422,7 +422,7 @@ def test_clip_level_results_average_segment_probabilities(tmp_path, rng):
 
 def test_results_table_marks_best(evaluated):
     metrics, _ = evaluated
-    table = results_table(metrics)
+    table = results_table(EvaluationResult.from_dict(metrics))
     lines = table.splitlines()
     assert lines[0].split()[:2] == ["method", "modalities"]
     assert any(line.startswith("f5*") and "audio+visual" in line for line in lines)
@@ -523,7 +523,7 @@ def test_backbone_rows_carry_the_val_calibration_of_their_model_folder(fusion_ro
     rows = {b["backbone"]: b for b in metrics["backbones"]}
     assert rows["aud-mel"]["val_calibration"]["before"]["log_loss"] == 1.851
     assert "val_calibration" not in rows["vis-inc"]  # no model folder given for it
-    _, table = calibration_table(metrics)
+    _, table = calibration_table(EvaluationResult.from_dict(metrics))
     by_model = {row[0]: row for row in table}
     assert by_model["aud-mel"][3] == "1.851 → 1.843" and by_model["vis-inc"][3] == "—"
 
@@ -559,7 +559,7 @@ def test_logistic_reference_sits_beside_the_fusion_models(fusion_root, tmp_path)
 
     metrics = evaluate([fusion_root], tmp_path / "report", embeddings=emb)
     assert metrics["reference"] == logistic_reference(emb)
-    _, table = reference_table(metrics)
+    _, table = reference_table(EvaluationResult.from_dict(metrics))
     assert [row[0].split(" ")[0] for row in table[:2]] == ["fusion", "logistic"]
     text = (tmp_path / "report" / "report.md").read_text()
     assert "Reference: logistic regression on the same embeddings" in text
@@ -587,7 +587,7 @@ def test_model_selection_shows_standard_errors_and_what_val_cannot_tell_apart(fu
             expected = abs(r["val_selection_log_loss"] - 0.40) <= f5["val_selection_log_loss_se"]
             assert r["val_within_one_se"] == expected, method
     assert rows[("f4", "visual")]["val_within_one_se"]  # the only visual candidate: the chosen one
-    marks = {(row[0], row[1]): row[-1] for row in selection_table(metrics)[1]}
+    marks = {(row[0], row[1]): row[-1] for row in selection_table(EvaluationResult.from_dict(metrics))[1]}
     assert marks[("f5", "audio+visual")] == "✓" and marks[("f4", "visual")] == "✓ (visual)"
     assert {m for (m, s), mark in marks.items() if mark == "≈"} == {
         m for (m, s), r in rows.items() if s == "audio+visual" and r["val_within_one_se"] and m != "f5"

@@ -14,8 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from avsc.config import FUSION_METHODS
-from avsc.evaluation.tables import DASH, accuracy_cell, by_key, level_of, num
+from avsc.evaluation.tables import DASH, accuracy_cell, by_key, level_of, num, scores_cell
 from avsc.labels import LABELS
+from avsc.records.evaluation_result import EvaluationResult
 
 __all__ = ["PUBLISHED", "PUBLISHED_NOTE", "MODALITY_COLUMNS", "table1", "table2"]
 
@@ -50,11 +51,11 @@ PUBLISHED: dict[str, Any] = {
 MODALITY_COLUMNS = ("audio", "visual", "audio+visual")
 
 
-def table1(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def table1(result: EvaluationResult) -> tuple[list[str], list[list[str]]]:
     """Rows = classes, overall accuracy, log loss, ECE; columns = f1..f6 on audio+visual.
 
     Accuracy cells: measured / published (correct/clips, 95 % Wilson interval)."""
-    results = by_key(metrics)
+    results = by_key(result)
     methods = [m for m in FUSION_METHODS if (m, "audio+visual") in results]
     # The paper scores whole clips: on a segment run, the clip level (mean of segments).
     views = {m: level_of(results[(m, "audio+visual")], "clips") for m in methods}
@@ -67,10 +68,10 @@ def table1(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             v = views[m]
             row.append(
                 accuracy_cell(
-                    v["per_class_accuracy"].get(label),
-                    v.get("per_class_correct", {}).get(label),
-                    v.get("per_class_count", {}).get(label),
-                    v.get("per_class_ci", {}).get(label),
+                    v.per_class_accuracy.get(label),
+                    v.per_class_correct.get(label),
+                    v.per_class_count.get(label),
+                    v.per_class_ci.get(label),
                     published[label][FUSION_METHODS.index(m)],
                     with_published=True,
                 )
@@ -81,10 +82,10 @@ def table1(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             "Overall accuracy",
             *(
                 accuracy_cell(
-                    views[m]["accuracy"],
-                    views[m].get("n_correct"),
-                    views[m]["n_clips"],
-                    views[m].get("accuracy_ci"),
+                    views[m].accuracy,
+                    views[m].n_correct,
+                    views[m].n_clips,
+                    views[m].accuracy_ci,
                     published["overall"][FUSION_METHODS.index(m)],
                     with_published=True,
                 )
@@ -92,23 +93,20 @@ def table1(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             ),
         ]
     )
-    rows.append(["Log loss (calibrated)", *(f"{num(views[m]['log_loss'])} / {DASH}" for m in methods)])
-    rows.append(
-        ["Log loss (raw)", *(f"{num(views[m].get('uncalibrated', {}).get('log_loss'))} / {DASH}" for m in methods)]
-    )
-    rows.append(["ECE (calibrated)", *(f"{num(views[m].get('ece'))} / {DASH}" for m in methods)])
+    rows.append(["Log loss (calibrated)", *(f"{num(views[m].log_loss)} / {DASH}" for m in methods)])
+    rows.append(["Log loss (raw)", *(f"{num(views[m].uncalibrated.log_loss)} / {DASH}" for m in methods)])
+    rows.append(["ECE (calibrated)", *(f"{num(views[m].ece)} / {DASH}" for m in methods)])
     return header, rows
 
 
-def table2(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]], int]:
+def table2(result: EvaluationResult) -> tuple[list[str], list[list[str]], int]:
     """The best method's audio / visual / audio+visual scores beside published systems.
 
     Returns:
         ``(header, rows, n_measured)``: the first ``n_measured`` rows are this run's.
     """
-    best = metrics.get("best") or {}
-    results = by_key(metrics)
-    method = best.get("method", "")
+    results = by_key(result)
+    method = result.best.method if result.best else ""
     header = [
         "System",
         "Source",
@@ -120,7 +118,7 @@ def table2(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]], int]:
         "Log loss audio+visual",
     ]
     measured = [results.get((method, m)) for m in MODALITY_COLUMNS]
-    segmented = any(r and r.get("clip_level") for r in measured)
+    segmented = any(r is not None and r.clip_level is not None for r in measured)
     levels = (
         [("rows", "1-s segments" if segmented else ""), ("clips", "whole clips, mean of segments")]
         if segmented
@@ -133,12 +131,9 @@ def table2(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]], int]:
         rows.append(
             [
                 name + (f" ({note})" if note else ""),
-                f"measured here, {metrics.get('split', 'test')} split",
-                *(
-                    accuracy_cell(v["accuracy"], v.get("n_correct"), v["n_clips"], v.get("accuracy_ci")) if v else DASH
-                    for v in views
-                ),
-                *(num(v["log_loss"]) if v else DASH for v in views),
+                f"measured here, {result.split} split",
+                *(scores_cell(v) if v else DASH for v in views),
+                *(num(v.log_loss) if v else DASH for v in views),
             ]
         )
     n_measured = len(rows)

@@ -26,7 +26,6 @@ import dataclasses
 import html
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -84,9 +83,9 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return tabulate(rows, headers=header, tablefmt="github", disable_numparse=True)
 
 
-def _markdown(metrics: dict[str, Any], *, images: bool = True) -> str:
+def _markdown(result: EvaluationResult, *, images: bool = True) -> str:
     parts = [f"# {TITLE}", ""]
-    for kind, title, content, note in report_sections(metrics):
+    for kind, title, content, note in report_sections(result):
         if kind in ("figures", "details") and not images:
             continue
         if kind == "details":
@@ -105,9 +104,9 @@ def _markdown(metrics: dict[str, Any], *, images: bool = True) -> str:
     return "\n".join(parts)
 
 
-def summary_markdown(metrics: dict[str, Any]) -> str:
+def summary_markdown(result: EvaluationResult) -> str:
     """The report's text and tables without figures (e.g. a Kubeflow Markdown artifact)."""
-    return _markdown(metrics, images=False)
+    return _markdown(result, images=False)
 
 
 # --- HTML ---------------------------------------------------------------------------------
@@ -151,9 +150,9 @@ def _img(report_dir: Path, name: str, alt: str, small: bool) -> str:
     )
 
 
-def _html(metrics: dict[str, Any], report_dir: Path) -> str:
+def _html(result: EvaluationResult, report_dir: Path) -> str:
     body = [f"<h1>{html.escape(TITLE)}</h1>"]
-    for kind, title, content, note in report_sections(metrics):
+    for kind, title, content, note in report_sections(result):
         if kind == "details":
             body.append(f"<details><summary>{html.escape(title)}</summary>")
             body += [_img(report_dir, name, alt, True) for name, alt in content]
@@ -243,15 +242,15 @@ def render(result: EvaluationResult, report_dir: str | Path) -> EvaluationResult
     report_dir = Path(report_dir)
     _submissions(result, report_dir)
     drawn = dataclasses.replace(result, figures=_figures(result, report_dir))
-    write_report(drawn.to_dict(), report_dir)
+    write_report(drawn, report_dir)
     return drawn
 
 
-def write_report(metrics: dict[str, Any], report_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``report.html`` (self-contained) and ``report.md`` from evaluation metrics.
+def write_report(result: EvaluationResult, report_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``report.html`` (self-contained) and ``report.md`` from an evaluation's scores.
 
-    The PNGs the metrics name (``results[i]["confusion_png"]``, ``figures``) must already
-    be in ``report_dir``.
+    The PNGs the result names (``results[i].confusion_png``, ``figures``) must already be in
+    ``report_dir``.
 
     Returns:
         The paths of ``report.html`` and ``report.md``.
@@ -259,7 +258,7 @@ def write_report(metrics: dict[str, Any], report_dir: str | Path) -> tuple[Path,
     report_dir = Path(report_dir)
     html_path, md_path = report_dir / "report.html", report_dir / "report.md"
     with atomic_path(html_path) as tmp:
-        tmp.write_text(_html(metrics, report_dir), encoding="utf-8")
+        tmp.write_text(_html(result, report_dir), encoding="utf-8")
     with atomic_path(md_path) as tmp:
-        tmp.write_text(_markdown(metrics), encoding="utf-8")
+        tmp.write_text(_markdown(result), encoding="utf-8")
     return html_path, md_path

@@ -21,25 +21,24 @@ from avsc.evaluation.tables import (
     reference_table,
     selection_table,
 )
+from avsc.records.evaluation_result import EvaluationResult, FusionResult
 
 __all__ = ["Section", "report_sections"]
 
 Section = tuple[str, str, Any, str]
 
 
-def _figure4(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    best = metrics.get("best") or {}
-    results = by_key(metrics)
+def _figure4(result: EvaluationResult) -> list[FusionResult]:
+    best = result.best
+    results = by_key(result)
     return [
-        results[(best["method"], m)]
-        for m in ("audio", "visual", "audio+visual")
-        if best and (best["method"], m) in results
+        results[(best.method, m)] for m in ("audio", "visual", "audio+visual") if best and (best.method, m) in results
     ]
 
 
-def _notes(metrics: dict[str, Any]) -> dict[str, str]:
-    split = metrics.get("split", "test")
-    synthetic = ((metrics.get("provenance") or {}).get("dataset") or {}).get("synthetic")
+def _notes(result: EvaluationResult) -> dict[str, str]:
+    split = result.split
+    synthetic = result.provenance.dataset.get("synthetic") if result.provenance else None
     caution = (
         " These numbers were measured on synthetic data: they check that the system runs end to "
         "end and say nothing about real scenes; the published numbers beside them are for layout only."
@@ -80,45 +79,45 @@ def _notes(metrics: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def report_sections(metrics: dict[str, Any]) -> list[Section]:
-    """(kind, title, content, note) in report order, from ``metrics.json``'s content."""
-    notes = _notes(metrics)
-    best_figures = _figure4(metrics)
+def report_sections(result: EvaluationResult) -> list[Section]:
+    """(kind, title, content, note) in report order, from an evaluation's scores."""
+    notes = _notes(result)
+    best_figures = _figure4(result)
     return [
-        *_comparison_sections(metrics, notes),
-        *_figure_sections(metrics, notes, best_figures),
-        *_appendix_sections(metrics, best_figures),
+        *_comparison_sections(result, notes),
+        *_figure_sections(result, notes, best_figures),
+        *_appendix_sections(result, best_figures),
     ]
 
 
-def _comparison_sections(metrics: dict[str, Any], notes: dict[str, str]) -> list[Section]:
+def _comparison_sections(result: EvaluationResult, notes: dict[str, str]) -> list[Section]:
     """Warnings, provenance, Tables I and II, the model selection and the reference."""
     sections: list[Section] = []
-    if metrics.get("warnings"):
-        sections.append(("table", "Warnings", (["Warning"], [[w] for w in metrics["warnings"]]), ""))
+    if result.warnings:
+        sections.append(("table", "Warnings", (["Warning"], [[w] for w in result.warnings]), ""))
     sections += [
-        ("table", "Provenance", (["Field", "Value"], provenance_rows(metrics)), ""),
-        ("table", "Settings that differ from the paper's", differences_table(metrics), ""),
+        ("table", "Provenance", (["Field", "Value"], provenance_rows(result)), ""),
+        ("table", "Settings that differ from the paper's", differences_table(result), ""),
         (
             "table",
             "Table I: per-class accuracy (%) of the fusion methods, audio+visual, measured / published",
-            table1(metrics),
+            table1(result),
             notes["table1"],
         ),
-        ("table2", "Table II: audio / visual / audio+visual for the best method", table2(metrics), notes["table2"]),
+        ("table2", "Table II: audio / visual / audio+visual for the best method", table2(result), notes["table2"]),
         (
             "table",
-            "Model selection: every candidate's val and " + metrics.get("split", "test") + " scores",
-            selection_table(metrics),
+            "Model selection: every candidate's val and " + result.split + " scores",
+            selection_table(result),
             notes["selection"],
         ),
     ]
-    if metrics.get("reference"):
+    if result.reference:
         sections.append(
             (
                 "table",
                 "Reference: logistic regression on the same embeddings",
-                reference_table(metrics),
+                reference_table(result),
                 notes["reference"],
             )
         )
@@ -126,7 +125,7 @@ def _comparison_sections(metrics: dict[str, Any], notes: dict[str, str]) -> list
 
 
 def _figure_sections(
-    metrics: dict[str, Any], notes: dict[str, str], best_figures: list[dict[str, Any]]
+    result: EvaluationResult, notes: dict[str, str], best_figures: list[FusionResult]
 ) -> list[Section]:
     """Figure 4 (the best method's confusion matrices), calibration and training curves."""
     sections: list[Section] = []
@@ -135,7 +134,7 @@ def _figure_sections(
             (
                 "figures",
                 "Figure 4: confusion matrices of the best method",
-                [(r["confusion_png"], f"{r['method']}, {r['modalities']}") for r in best_figures],
+                [(r.confusion_png, f"{r.method}, {r.modalities}") for r in best_figures],
                 "",
             )
         )
@@ -143,16 +142,17 @@ def _figure_sections(
         (
             "table",
             "Calibration: log loss and expected calibration error before and after",
-            calibration_table(metrics),
+            calibration_table(result),
             notes["calibration"],
         )
     )
-    if metrics.get("figures", {}).get("reliability"):
+    figures = result.figures
+    if figures and figures.reliability:
         sections.append(
             (
                 "figures",
                 "Reliability diagrams (before and after temperature scaling)",
-                [(name, name.removesuffix(".png")) for name in metrics["figures"]["reliability"]],
+                [(name, name.removesuffix(".png")) for name in figures.reliability],
                 (
                     "Accuracy against confidence in bins of equal counts (n = rows per bin; bars: 95 % "
                     "Wilson intervals); a calibrated model lies on the diagonal, "
@@ -160,31 +160,32 @@ def _figure_sections(
                 ),
             )
         )
-    if metrics.get("figures", {}).get("training_curves"):
+    if figures and figures.training_curves:
         sections.append(
             (
                 "figures",
                 "Training curves: the five backbones and the best fusion model",
-                [(metrics["figures"]["training_curves"], "training curves")],
+                [(figures.training_curves, "training curves")],
                 notes["curves"],
             )
         )
     return sections
 
 
-def _appendix_sections(metrics: dict[str, Any], best_figures: list[dict[str, Any]]) -> list[Section]:
+def _appendix_sections(result: EvaluationResult, best_figures: list[FusionResult]) -> list[Section]:
     """Backbones alone, all results, and the other confusion matrices (collapsed)."""
     sections: list[Section] = []
-    if metrics.get("backbones"):
-        sections.append(("table", "Backbones alone (calibrated softmax of fc10)", backbone_table(metrics), ""))
-    sections.append(("table", "All results", all_results_table(metrics), ""))
-    others = [r for r in metrics.get("results", []) if r not in best_figures]
+    if result.backbones:
+        sections.append(("table", "Backbones alone (calibrated softmax of fc10)", backbone_table(result), ""))
+    sections.append(("table", "All results", all_results_table(result), ""))
+    shown = {r.name for r in best_figures}
+    others = [r for r in result.results if r.name not in shown]
     if others:
         sections.append(
             (
                 "details",
                 f"Other confusion matrices ({len(others)})",
-                [(r["confusion_png"], f"{r['method']}, {r['modalities']}") for r in others],
+                [(r.confusion_png, f"{r.method}, {r.modalities}") for r in others],
                 "",
             )
         )

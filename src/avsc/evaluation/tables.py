@@ -8,7 +8,16 @@ beside the published numbers, are :mod:`avsc.evaluation.paper_tables`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
+
+from avsc.records.evaluation_result import (
+    BackboneResult,
+    CalibratedScores,
+    ClassificationScores,
+    EvaluationResult,
+    FusionResult,
+)
 
 __all__ = ["results_table", "level_of", "by_key"]
 
@@ -38,7 +47,7 @@ def accuracy_cell(
     accuracy: float | None,
     correct: int | None,
     n: int | None,
-    ci,
+    ci: tuple[float, float] | None,
     published: float | None = None,
     *,
     with_published: bool = False,
@@ -52,22 +61,35 @@ def accuracy_cell(
     return text
 
 
-def by_key(metrics: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(r["method"], r["modalities"]): r for r in metrics.get("results", [])}
+def scores_cell(scores: ClassificationScores) -> str:
+    """:func:`accuracy_cell` of one model's scores (no published number)."""
+    return accuracy_cell(scores.accuracy, scores.n_correct, scores.n_clips, scores.accuracy_ci)
 
 
-def level_of(result: dict[str, Any], level: str) -> dict[str, Any]:
+def by_key(result: EvaluationResult) -> dict[tuple[str, str], FusionResult]:
+    return {(r.method, r.modalities): r for r in result.results}
+
+
+def level_of(result: FusionResult, level: str) -> CalibratedScores:
     """A result's scores at ``level``: ``rows`` (clips or segments as evaluated) or ``clips``
     (whole clips: the segment average when the run was on segments, else the rows)."""
-    if level == "clips" and result.get("clip_level"):
-        return result["clip_level"]
+    if level == "clips" and result.clip_level is not None:
+        return result.clip_level
     return result
 
 
-def calibration_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def _val_calibration_cell(row: FusionResult | BackboneResult) -> str:
+    """Val log loss raw → calibrated (``—`` for a backbone whose model folder was not given)."""
+    cal = row.val_calibration
+    if cal is None:
+        return DASH
+    return f"{num(cal.before.get('log_loss'))} → {num(cal.after.get('log_loss'))}"
+
+
+def calibration_table(result: EvaluationResult) -> tuple[list[str], list[list[str]]]:
     """Per model: temperature, val log loss before → after, evaluated-split log loss and
     ECE before → after (accuracy is unchanged by calibration)."""
-    split = metrics.get("split", "test")
+    split = result.split
     header = [
         "Model",
         "Modalities",
@@ -76,67 +98,50 @@ def calibration_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str
         f"{split.capitalize()} log loss raw → cal.",
         f"{split.capitalize()} ECE raw → cal.",
     ]
-    rows = []
-    for r in metrics.get("results", []):
-        raw = r.get("uncalibrated", {})
-        cal = r.get("val_calibration") or {}
-        rows.append(
-            [
-                r["method"],
-                r["modalities"],
-                _temperature_cell(r),
-                f"{num(cal.get('before', {}).get('log_loss'))} → {num(cal.get('after', {}).get('log_loss'))}",
-                f"{num(raw.get('log_loss'))} → {num(r['log_loss'])}",
-                f"{num(raw.get('ece'))} → {num(r.get('ece'))}",
-            ]
-        )
-    for b in metrics.get("backbones", []):
-        raw = b.get("uncalibrated", {})
-        cal = b.get("val_calibration")  # present when the model folders were given
-        val = (
-            f"{num(cal.get('before', {}).get('log_loss'))} → {num(cal.get('after', {}).get('log_loss'))}"
-            if cal
-            else DASH
-        )
-        rows.append(
-            [
-                b["backbone"],
-                "backbone",
-                _temperature_cell(b),
-                val,
-                f"{num(raw.get('log_loss'))} → {num(b['log_loss'])}",
-                f"{num(raw.get('ece'))} → {num(b.get('ece'))}",
-            ]
-        )
+    models: list[tuple[str, str, FusionResult | BackboneResult]] = [
+        *((r.method, r.modalities, r) for r in result.results),
+        *((b.backbone, "backbone", b) for b in result.backbones),
+    ]
+    rows = [
+        [
+            name,
+            modalities,
+            _temperature_cell(row),
+            _val_calibration_cell(row),
+            f"{num(row.uncalibrated.log_loss)} → {num(row.log_loss)}",
+            f"{num(row.uncalibrated.ece)} → {num(row.ece)}",
+        ]
+        for name, modalities, row in models
+    ]
     return header, rows
 
 
-def _temperature_cell(row: dict[str, Any]) -> str:
+def _temperature_cell(row: FusionResult | BackboneResult) -> str:
     """``T``, marked ``(none)`` when calibration did not pay on val and ``(at bound)``."""
-    cell = num(row.get("temperature"), 2)
-    if row.get("calibration_method") == "none":
+    cell = num(row.temperature, 2)
+    if row.calibration_method == "none":
         cell += " (none)"
-    if row.get("temperature_at_bound"):
+    if row.temperature_at_bound:
         cell += " (at bound!)"
     return cell
 
 
-def _selection_cell(result: dict[str, Any]) -> str:
+def _selection_cell(result: FusionResult) -> str:
     """``0.512 ± 0.081``: the selection log loss and its standard error over the val clips."""
-    value = num(result.get("val_selection_log_loss", result.get("val_log_loss")))
-    se = result.get("val_selection_log_loss_se")
+    value = num(result.val_selection_log_loss)
+    se = result.val_selection_log_loss_se
     return value if se is None or _missing(se) else f"{value} ± {num(se)}"
 
 
-def selection_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def selection_table(result: EvaluationResult) -> tuple[list[str], list[list[str]]]:
     """The candidates of the model selection, val (what chose) beside the evaluated split
     (what it would have been worth), best first by the selection log loss.
 
     The last column marks the model chosen for each modality set (``✓`` the overall best)
     and the candidates within one standard error of it (``≈``: val cannot tell them apart)."""
-    split = metrics.get("split", "test").capitalize()
-    best = metrics.get("best") or {}
-    per = {m: (c["method"], m) for m, c in (metrics.get("best_per_modalities") or {}).items()}
+    split = result.split.capitalize()
+    best = result.best
+    per = {m: (c.method, m) for m, c in result.best_per_modalities.items()}
     header = [
         "Method",
         "Modalities",
@@ -148,30 +153,27 @@ def selection_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]
         "Chosen (≈: within 1 SE)",
     ]
     results = sorted(
-        metrics.get("results", []),
-        key=lambda r: (
-            r["modalities"] != "audio+visual",
-            r.get("val_selection_log_loss") or r.get("val_log_loss") or 0.0,
-        ),
+        result.results,
+        key=lambda r: (r.modalities != "audio+visual", r.val_selection_log_loss or r.val_log_loss or 0.0),
     )
 
-    def mark(r: dict[str, Any]) -> str:
-        key = (r["method"], r["modalities"])
-        if key == (best.get("method"), best.get("modalities")):
+    def mark(r: FusionResult) -> str:
+        key = (r.method, r.modalities)
+        if best is not None and key == (best.method, best.modalities):
             return "✓"
-        if per.get(r["modalities"]) == key:
-            return f"✓ ({r['modalities']})"
-        return "≈" if r.get("val_within_one_se") else ""
+        if per.get(r.modalities) == key:
+            return f"✓ ({r.modalities})"
+        return "≈" if r.val_within_one_se else ""
 
     rows = [
         [
-            r["method"],
-            r["modalities"],
-            pct(r.get("val_accuracy")),
+            r.method,
+            r.modalities,
+            pct(r.val_accuracy),
             _selection_cell(r),
-            f"{r.get('best_step', DASH)} / {r.get('steps_run', DASH)}",
-            pct(r["accuracy"]),
-            num(r["log_loss"]),
+            f"{r.best_step} / {r.steps_run}",
+            pct(r.accuracy),
+            num(r.log_loss),
             mark(r),
         ]
         for r in results
@@ -179,9 +181,9 @@ def selection_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]
     return header, rows
 
 
-def reference_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def reference_table(result: EvaluationResult) -> tuple[list[str], list[list[str]]]:
     """The logistic-regression reference beside the best fusion model of each modality set."""
-    split = metrics.get("split", "test").capitalize()
+    split = result.split.capitalize()
     header = [
         "Model",
         "Modalities",
@@ -191,55 +193,52 @@ def reference_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]
         f"{split} log loss",
     ]
     rows = []
-    per = metrics.get("best_per_modalities") or {}
-    results = by_key(metrics)
+    results = by_key(result)
     for modalities in ("audio+visual", "audio", "visual"):
-        chosen = per.get(modalities)
-        if chosen and (chosen["method"], modalities) in results:
-            r = results[(chosen["method"], modalities)]
+        chosen = result.best_per_modalities.get(modalities)
+        if chosen and (chosen.method, modalities) in results:
+            r = results[(chosen.method, modalities)]
             rows.append(
                 [
-                    f"fusion {r['method']} (chosen on val)",
+                    f"fusion {r.method} (chosen on val)",
                     modalities,
-                    "fc1024" if r["method"] in ("f1", "f2", "f3") else "fc10",
-                    num(r.get("val_selection_log_loss")),
-                    accuracy_cell(r["accuracy"], r.get("n_correct"), r["n_clips"], r.get("accuracy_ci")),
-                    num(r["log_loss"]),
+                    "fc1024" if r.method in ("f1", "f2", "f3") else "fc10",
+                    num(r.val_selection_log_loss),
+                    scores_cell(r),
+                    num(r.log_loss),
                 ]
             )
         rows.extend(
             [
-                f"logistic regression (C={ref['C']:.3g})",
+                f"logistic regression (C={ref.C:.3g})",
                 modalities,
-                ref["level"],
-                num(ref["val_log_loss"]),
-                accuracy_cell(ref["accuracy"], ref.get("n_correct"), ref["n_clips"], ref.get("accuracy_ci")),
-                num(ref["log_loss"]),
+                ref.level,
+                num(ref.val_log_loss),
+                scores_cell(ref),
+                num(ref.log_loss),
             ]
-            for ref in metrics.get("reference", [])
-            if ref["modalities"] == modalities
+            for ref in result.reference
+            if ref.modalities == modalities
         )
     return header, rows
 
 
-def backbone_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def backbone_table(result: EvaluationResult) -> tuple[list[str], list[list[str]]]:
     header = ["Backbone", "Rows", "Accuracy % (correct/rows, 95 % CI)", "Log loss", "ECE"]
-    rows = [
-        [
-            b["backbone"],
-            str(b.get("n_clips", "")),
-            accuracy_cell(b["accuracy"], b.get("n_correct"), b.get("n_clips"), b.get("accuracy_ci")),
-            num(b["log_loss"]),
-            num(b.get("ece")),
-        ]
-        for b in metrics.get("backbones", [])
-    ]
+    rows = [[b.backbone, str(b.n_clips), scores_cell(b), num(b.log_loss), num(b.ece)] for b in result.backbones]
     return header, rows
 
 
-def all_results_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def _clip_cells(clip: CalibratedScores | None) -> list[str]:
+    """Whole-clip accuracy and log loss of a segment run's result (``—`` without them)."""
+    if clip is None:
+        return [pct(None), num(None)]
+    return [scores_cell(clip), num(clip.log_loss)]
+
+
+def all_results_table(result: EvaluationResult) -> tuple[list[str], list[list[str]]]:
     """Every method × modality set: evaluated-split and val scores (and clip level on segments)."""
-    segmented = any(r.get("clip_level") for r in metrics.get("results", []))
+    segmented = any(r.clip_level is not None for r in result.results)
     header = [
         "Method",
         "Modalities",
@@ -253,31 +252,40 @@ def all_results_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str
     if segmented:
         header += ["Clip accuracy % (mean of segments)", "Clip log loss"]
     rows = []
-    for r in metrics.get("results", []):
+    for r in result.results:
         row = [
-            r["method"],
-            r["modalities"],
-            str(r["n_clips"]),
-            accuracy_cell(r["accuracy"], r.get("n_correct"), r["n_clips"], r.get("accuracy_ci")),
-            num(r["log_loss"]),
-            num(r.get("ece")),
-            pct(r.get("val_accuracy")),
-            num(r.get("val_log_loss")),
+            r.method,
+            r.modalities,
+            str(r.n_clips),
+            scores_cell(r),
+            num(r.log_loss),
+            num(r.ece),
+            pct(r.val_accuracy),
+            num(r.val_log_loss),
         ]
         if segmented:
-            c = r.get("clip_level") or {}
-            row += [
-                accuracy_cell(c.get("accuracy"), c.get("n_correct"), c.get("n_clips"), c.get("accuracy_ci")),
-                num(c.get("log_loss")),
-            ]
+            row += _clip_cells(r.clip_level)
         rows.append(row)
     return header, rows
 
 
-def provenance_rows(metrics: dict[str, Any]) -> list[list[str]]:
-    """The provenance block as (field, value) rows."""
-    prov = metrics.get("provenance") or {}
-    data = prov.get("dataset") or {}
+def _hashes_text(hashes: Mapping[str, Any]) -> str:
+    """The config hashes (features, train per backbone, fusion) in one line."""
+    parts = []
+    if hashes.get("features"):
+        parts.append(f"features {hashes['features']}")
+    if hashes.get("train"):
+        parts.append("train " + ", ".join(f"{b} {h}" for b, h in hashes["train"].items()))
+    fusion_hashes = sorted(set((hashes.get("fusion") or {}).values()) - {None})
+    if fusion_hashes:
+        parts.append("fusion " + ", ".join(fusion_hashes))
+    return "; ".join(parts) or DASH
+
+
+def provenance_rows(result: EvaluationResult) -> list[list[str]]:
+    """The provenance block as (field, value) rows (``—`` where a hand-made result has none)."""
+    prov = result.provenance
+    data: Mapping[str, Any] = (prov.dataset if prov else None) or {}
     synthetic = data.get("synthetic")
     kind = {
         True: f"synthetic ({data.get('generator') or 'generated'}): numbers say nothing about real scenes",
@@ -290,42 +298,37 @@ def provenance_rows(metrics: dict[str, Any]) -> list[list[str]]:
         count_text += (
             " segments, from " + ", ".join(f"{k} {v}" for k, v in data["parent_clips_per_split"].items()) + " clips"
         )
-    hashes = prov.get("config_hashes") or {}
-    hash_parts = []
-    if hashes.get("features"):
-        hash_parts.append(f"features {hashes['features']}")
-    if hashes.get("train"):
-        hash_parts.append("train " + ", ".join(f"{b} {h}" for b, h in hashes["train"].items()))
-    fusion_hashes = sorted(set((hashes.get("fusion") or {}).values()) - {None})
-    if fusion_hashes:
-        hash_parts.append("fusion " + ", ".join(fusion_hashes))
-    differences = prov.get("differences_from_paper") or []
-    selection = prov.get("selection") or {}
+    differences = prov.differences_from_paper if prov else ()
+    rule = f"{prov.selection.rule}: {prov.selection.description}" if prov else f"{DASH}: "
+
+    def field(name: str) -> str:
+        return str(getattr(prov, name)) if prov else DASH
+
     return [
         ["Dataset", f"{data.get('name') or DASH} ({data.get('path') or 'path unknown'})"],
         ["Data", kind],
         ["Clips per split", count_text],
-        ["Evaluated split", str(prov.get("split", metrics.get("split", "test")))],
-        ["Protocol", str(prov.get("protocol", DASH))],
-        ["Preset", str(prov.get("preset", DASH))],
+        ["Evaluated split", str(prov.split if prov else result.split)],
+        ["Protocol", field("protocol")],
+        ["Preset", field("preset")],
         ["Settings that differ from the paper's", f"{len(differences)} (listed below)" if differences else "none"],
-        ["Config hashes", "; ".join(hash_parts) or DASH],
-        ["Selection rule (val split only)", f"{selection.get('rule', DASH)}: {selection.get('description', '')}"],
-        ["Calibration", str(prov.get("calibration", DASH))],
-        ["avsc version", str(prov.get("avsc_version", DASH))],
-        ["Created (UTC)", str(prov.get("created", DASH))],
-        ["Run id", str(prov.get("run_id", DASH))],
+        ["Config hashes", _hashes_text((prov.config_hashes if prov else None) or {})],
+        ["Selection rule (val split only)", rule],
+        ["Calibration", field("calibration")],
+        ["avsc version", field("avsc_version")],
+        ["Created (UTC)", field("created")],
+        ["Run id", field("run_id")],
     ]
 
 
-def differences_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def differences_table(result: EvaluationResult) -> tuple[list[str], list[list[str]]]:
     """Each recorded setting of this run that differs from the paper preset."""
-    differences = (metrics.get("provenance") or {}).get("differences_from_paper") or []
+    differences = result.provenance.differences_from_paper if result.provenance else ()
     rows = [[d["setting"], str(d["value"]), str(d.get("paper"))] for d in differences]
     return ["Setting", "This run", "Paper preset"], rows or [["(none)", "", ""]]
 
 
-def results_table(metrics: dict[str, Any]) -> str:
+def results_table(result: EvaluationResult) -> str:
     """A plain-text table (``tabulate``) of an evaluation, one row per model, the best marked ``*``.
 
     Columns: method, modalities, rows, accuracy % with its 95 % Wilson interval, log loss
@@ -333,7 +336,7 @@ def results_table(metrics: dict[str, Any]) -> str:
     """
     from tabulate import tabulate
 
-    best = metrics.get("best") or {}
+    best = result.best
     header = [
         "method",
         "modalities",
@@ -346,41 +349,41 @@ def results_table(metrics: dict[str, Any]) -> str:
         "val acc %",
         "val log loss",
     ]
-    rows = []
-    for r in metrics.get("results", []):
-        mark = "*" if (r["method"], r["modalities"]) == (best.get("method"), best.get("modalities")) else ""
+    rows: list[list[Any]] = []
+    for r in result.results:
+        mark = "*" if best is not None and (r.method, r.modalities) == (best.method, best.modalities) else ""
         rows.append(
             [
-                r["method"] + mark,
-                r["modalities"],
-                r["n_clips"],
-                pct(r["accuracy"]),
-                interval(r.get("accuracy_ci")),
-                num(r["log_loss"]),
-                num(r.get("uncalibrated", {}).get("log_loss")),
-                num(r.get("ece")),
-                pct(r.get("val_accuracy")),
-                num(r.get("val_log_loss")),
+                r.method + mark,
+                r.modalities,
+                r.n_clips,
+                pct(r.accuracy),
+                interval(r.accuracy_ci),
+                num(r.log_loss),
+                num(r.uncalibrated.log_loss),
+                num(r.ece),
+                pct(r.val_accuracy),
+                num(r.val_log_loss),
             ]
         )
     rows.extend(
         [
-            b["backbone"],
+            b.backbone,
             "backbone",
-            b.get("n_clips", ""),
-            pct(b["accuracy"]),
-            interval(b.get("accuracy_ci")),
-            num(b["log_loss"]),
-            num(b.get("uncalibrated", {}).get("log_loss")),
-            num(b.get("ece")),
+            b.n_clips,
+            pct(b.accuracy),
+            interval(b.accuracy_ci),
+            num(b.log_loss),
+            num(b.uncalibrated.log_loss),
+            num(b.ece),
             "",
             "",
         ]
-        for b in metrics.get("backbones", [])
+        for b in result.backbones
     )
-    rule = (metrics.get("provenance") or {}).get("selection", {}).get("rule", "log_loss")
+    rule = result.provenance.selection.rule if result.provenance else "log_loss"
     table = tabulate(rows, headers=header, tablefmt="simple", disable_numparse=True)
     return (
-        f"{table}\n({metrics.get('split', 'test')} split; log loss after temperature scaling; "
+        f"{table}\n({result.split} split; log loss after temperature scaling; "
         f"* = best on val by {rule.replace('_', ' ')}, shown in Table II)"
     )
