@@ -206,7 +206,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from avsc.evaluation.report import results_table
     from avsc.records import EvaluationResult
-    from avsc.storage.locations import read_json
     from components.progress import quiet_steps
     from components.step_report import display_names, duration
 
@@ -253,13 +252,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return 1
-    metrics_path = output / "metrics.json"
+    metrics_path = output / EvaluationResult.FILE_NAME
     if not metrics_path.is_file():
         print(f"pipeline.py run: error: the run published no {metrics_path}", file=sys.stderr)
         return 1
     reused = f", {len(progress.reused)} of them reused from the cache" if progress.reused else ""
     print(f"pipeline.py run: {progress.started} steps done in {duration(time.perf_counter() - began)}{reused}")
-    print(results_table(EvaluationResult.from_dict(read_json(metrics_path))))
+    print(results_table(EvaluationResult.read(output)))
     print(f"outputs: {output / 'config.json'}, {metrics_path}, {output / 'report.html'}, {output / 'bundle'}")
     return 0
 
