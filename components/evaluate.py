@@ -68,23 +68,23 @@ def evaluate_fusions(
     )
     shutil.copyfile(os.path.join(report.path, "report.html"), report_html.path)
     with open(summary.path, "w", encoding="utf-8") as handle:
-        handle.write(avsc.evaluation.report.summary_markdown(avsc.records.EvaluationResult.from_dict(result)))
+        handle.write(avsc.evaluation.report.summary_markdown(result))
     # Chosen on the val split (as the report's Table II), never on the test split.
-    by_key = {(r["method"], r["modalities"]): r for r in result["results"]}
-    best = by_key[(result["best"]["method"], result["best"]["modalities"])]
-    visual = by_key[(result["best_per_modalities"]["visual"]["method"], "visual")]
+    best = result.result(result.best)
+    visual = result.result(result.best_per_modalities.get("visual"))
+    assert best is not None and visual is not None  # every run trains f4 on each modality set
     avsc.inference.bundle_writer.make_bundle(
         by_backbone(models),
-        best["fusion_dir"],
+        best.fusion_dir,
         bundle.path,
-        visual_fusion_dir=visual["fusion_dir"],
+        visual_fusion_dir=visual.fusion_dir,
         manifest=manifest_file,
     )
-    bundle.metadata.update(method=best["method"], modalities=best["modalities"], accuracy=best["accuracy"])
-    values = {"best_accuracy": best["accuracy"], "best_log_loss": best["log_loss"]}
-    for r in result["results"]:  # calibrated test scores of every method x modality set
-        name = f"{r['method']}_{r['modalities'].replace('+', '_')}"
-        values.update({f"{name}_accuracy": r["accuracy"], f"{name}_log_loss": r["log_loss"]})
-    for b in result.get("backbones", []):
-        values.update({f"{b['backbone']}_accuracy": b["accuracy"], f"{b['backbone']}_log_loss": b["log_loss"]})
+    bundle.metadata.update(method=best.method, modalities=best.modalities, accuracy=best.accuracy)
+    values = {"best_accuracy": best.accuracy, "best_log_loss": best.log_loss}
+    for r in result.results:  # calibrated test scores of every method x modality set
+        name = f"{r.method}_{r.modalities.replace('+', '_')}"
+        values.update({f"{name}_accuracy": r.accuracy, f"{name}_log_loss": r.log_loss})
+    for b in result.backbones:
+        values.update({f"{b.backbone}_accuracy": b.accuracy, f"{b.backbone}_log_loss": b.log_loss})
     save_metrics(metrics, {**values, "seconds": round(time.perf_counter() - began, 3)})

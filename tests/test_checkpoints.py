@@ -145,10 +145,10 @@ def test_evaluate_reads_fusions_and_writes_its_report_on_the_store(s3_env, embed
         progress=False,
     )
     metrics = evaluate([s3_env.uri("fusion")], s3_env.uri("report"), embeddings=s3_env.uri("emb"))
-    assert [(r["method"], r["modalities"]) for r in metrics["results"]] == [("f4", "audio")]
+    assert [(r.method, r.modalities) for r in metrics.results] == [("f4", "audio")]
     keys = s3_env.keys("report/")
     assert {"report/metrics.json", "report/report.html"} <= set(keys)
-    assert locations.read_json(s3_env.uri("report/metrics.json"))["best"] == metrics["best"]
+    assert locations.read_json(s3_env.uri("report/metrics.json"))["best"] == metrics.to_dict()["best"]
 
 
 def test_a_state_of_an_older_avsc_is_refused_naming_it(tmp_path):

@@ -19,7 +19,8 @@ from avsc.errors import ConfigError, DataError
 from avsc.evaluation.evaluate import evaluate
 from avsc.evaluation.report import results_table, write_submission_csv
 from avsc.labels import LABELS
-from avsc.records import Calibration, EvaluationResult
+from avsc.records import Calibration
+from avsc.records.evaluation_result import Choice
 from avsc.records.predictions import Predictions
 from avsc.scoring.metrics import classification_metrics, softmax, wilson_interval
 from avsc.storage.locations import write_json
@@ -210,58 +211,58 @@ def evaluated(fusion_root):
 def test_evaluate_metrics_json_matches_predictions(fusion_root, evaluated):
     metrics, report = evaluated
     saved = json.loads((report / "metrics.json").read_text())
-    assert saved["results"] == json.loads(json.dumps(metrics["results"]))
-    assert [(r["method"], r["modalities"]) for r in metrics["results"]][:6] == [
+    assert saved["results"] == json.loads(json.dumps(metrics.to_dict()["results"]))
+    assert [(r.method, r.modalities) for r in metrics.results][:6] == [
         (m, "audio+visual") for m in ("f1", "f2", "f3", "f4", "f5", "f6")
     ]
-    assert len(metrics["results"]) == 8
+    assert len(metrics.results) == 8
     # Chosen on val by log loss (the rule the models were trained with), not on test.
-    assert metrics["best"] == {"method": "f5", "modalities": "audio+visual"}
-    assert metrics["best_per_modalities"]["visual"] == {"method": "f4", "modalities": "visual"}
-    assert metrics["provenance"]["selection"]["rule"] == "log_loss"
+    assert metrics.best == Choice("f5", "audio+visual")
+    assert metrics.best_per_modalities["visual"] == Choice("f4", "visual")
+    assert metrics.provenance.selection.rule == "log_loss"
 
     from avsc.records.predictions import Predictions
 
     preds = Predictions.read(fusion_root / "f2-audio+visual")
     test = preds.splits == "test"
     y = np.array([LABELS.index(lab) for lab in preds.labels[test]])
-    f2 = next(r for r in metrics["results"] if r["method"] == "f2")
-    assert f2["n_clips"] == 30 and f2["labels"] == list(LABELS)
+    f2 = next(r for r in metrics.results if r.method == "f2")
+    assert f2.n_clips == 30 and list(f2.labels) == list(LABELS)
     calibrated, raw = softmax(preds.logits[test] / 2.0), softmax(preds.logits[test])
-    assert f2["temperature"] == 2.0
-    assert f2["accuracy"] == pytest.approx((calibrated.argmax(1) == y).mean())
-    assert f2["n_correct"] == int(round(30 * f2["accuracy"]))
-    assert f2["log_loss"] == pytest.approx(log_loss(y, calibrated, labels=range(10)))
-    assert f2["uncalibrated"]["log_loss"] == pytest.approx(log_loss(y, raw, labels=range(10)))
-    assert np.asarray(f2["confusion_matrix"]).sum() == 30
-    assert set(f2["per_class_accuracy"]) == set(LABELS)
-    assert f2["per_class_count"] == dict.fromkeys(LABELS, 3)
-    assert "clip_level" not in f2
+    assert f2.temperature == 2.0
+    assert f2.accuracy == pytest.approx((calibrated.argmax(1) == y).mean())
+    assert f2.n_correct == int(round(30 * f2.accuracy))
+    assert f2.log_loss == pytest.approx(log_loss(y, calibrated, labels=range(10)))
+    assert f2.uncalibrated.log_loss == pytest.approx(log_loss(y, raw, labels=range(10)))
+    assert np.asarray(f2.confusion_matrix).sum() == 30
+    assert set(f2.per_class_accuracy) == set(LABELS)
+    assert f2.per_class_count == dict.fromkeys(LABELS, 3)
+    assert f2.clip_level is None and "clip_level" not in metrics.to_dict()["results"][1]
 
 
 def test_evaluate_selection_by_accuracy(fusion_root, tmp_path):
     metrics = evaluate([fusion_root], tmp_path / "report", selection="accuracy")
-    assert metrics["best"] == {"method": "f4", "modalities": "audio+visual"}
-    assert metrics["provenance"]["selection"]["rule"] == "accuracy"
+    assert metrics.best == Choice("f4", "audio+visual")
+    assert metrics.provenance.selection.rule == "accuracy"
     with pytest.raises(ConfigError, match="selection"):
         evaluate([fusion_root], tmp_path / "r2", selection="test_accuracy")
 
 
 def test_evaluate_writes_report_files(evaluated):
     metrics, report = evaluated
-    for r in metrics["results"]:
-        name = f"{r['method']}-{r['modalities']}"
+    for r in metrics.results:
+        name = f"{r.method}-{r.modalities}"
         png = report / f"confusion-{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         rows = list(csv.reader((report / f"submission-{name}.csv").read_text().splitlines(), delimiter="\t"))
-        assert len(rows) == 1 + r["n_clips"]
+        assert len(rows) == 1 + r.n_clips
         assert max(max(float(v) for v in row[2:]) for row in rows[1:]) < 0.9999  # calibrated, not raw
-    assert metrics["figures"]["reliability"] == [
+    assert list(metrics.figures.reliability) == [
         "calibration-audio+visual.png",
         "calibration-audio.png",
         "calibration-visual.png",
     ]
-    assert metrics["figures"]["training_curves"] == "training-curves.png"
+    assert metrics.figures.training_curves == "training-curves.png"
     html = (report / "report.html").read_text()
     assert "Table I" in html and "Table II" in html and "Figure 4" in html
     for label in LABELS:
@@ -283,14 +284,14 @@ def test_table_one_pairs_measured_and_published_with_counts_and_intervals(evalua
     md = (report / "report.md").read_text()
     table = md[md.index("## Table I") : md.index("## Table II")]
     assert table.count("| airport") == 1  # one Table I, not a measured and a published one
-    f1 = next(r for r in metrics["results"] if r["method"] == "f1")
-    k, n = f1["per_class_correct"]["airport"], f1["per_class_count"]["airport"]
+    f1 = next(r for r in metrics.results if r.method == "f1")
+    k, n = f1.per_class_correct["airport"], f1.per_class_count["airport"]
     low, high = wilson_interval(k, n)
     cell = f"{100 * k / n:.1f} / 87.9 ({k}/{n}, {100 * low:.1f}–{100 * high:.1f})"  # measured / published
     assert cell in table
-    overall = f"{100 * f1['accuracy']:.1f} / 94.1 ({f1['n_correct']}/30,"
+    overall = f"{100 * f1.accuracy:.1f} / 94.1 ({f1.n_correct}/30,"
     assert overall in table
-    assert f"{f1['log_loss']:.3f} / —" in table  # log loss next to accuracy
+    assert f"{f1.log_loss:.3f} / —" in table  # log loss next to accuracy
 
 
 def test_report_shows_the_provenance_block(fusion_root, tmp_path):
@@ -349,16 +350,16 @@ def test_report_shows_the_provenance_block(fusion_root, tmp_path):
             ],
         )
     metrics = evaluate([fusion_root], tmp_path / "report", models=models, manifest=manifest, run_id="run-42")
-    prov = metrics["provenance"]
-    assert prov["dataset"]["synthetic"] is True and prov["dataset"]["name"] == "demo"
-    assert list(prov["dataset"]["clips_per_split"].items()) == [("train", 5), ("val", 2), ("test", 3)]
-    assert prov["preset"] == "quick"  # every recorded setting is the quick preset's
-    differences = {d["setting"]: (d["value"], d["paper"]) for d in prov["differences_from_paper"]}
+    prov = metrics.provenance
+    assert prov.dataset["synthetic"] is True and prov.dataset["name"] == "demo"
+    assert list(prov.dataset["clips_per_split"].items()) == [("train", 5), ("val", 2), ("test", 3)]
+    assert prov.preset == "quick"  # every recorded setting is the quick preset's
+    differences = {d["setting"]: (d["value"], d["paper"]) for d in prov.differences_from_paper}
     assert differences["features.audio.clip_seconds"] == (4.0, 10.0)
     assert differences["train.epochs"] == (6, 60)
-    assert prov["config_hashes"]["train"]["aud-mel"] == "trainhash000"
-    assert prov["run_id"] == "run-42" and prov["avsc_version"]
-    assert prov["lineage"]["manifest_hash"] == lineage.manifest_hash and prov["lineage"]["dataset"] == "demo"
+    assert prov.config_hashes["train"]["aud-mel"] == "trainhash000"
+    assert prov.run_id == "run-42" and prov.avsc_version
+    assert prov.lineage["manifest_hash"] == lineage.manifest_hash and prov.lineage["dataset"] == "demo"
     from avsc import __version__
 
     for path in (tmp_path / "report" / "report.md", tmp_path / "report" / "report.html"):
@@ -378,7 +379,7 @@ def test_report_shows_the_provenance_block(fusion_root, tmp_path):
             "temperature scaling",
         ):
             assert expected in head, (path.name, expected)
-    assert metrics["figures"]["training_curves"] == "training-curves.png"  # five backbones + the best fusion
+    assert metrics.figures.training_curves == "training-curves.png"  # five backbones + the best fusion
     # A mapping backbone -> model folder (pipeline artifacts) gives the same provenance.
     mapped = evaluate(
         [fusion_root],
@@ -387,8 +388,8 @@ def test_report_shows_the_provenance_block(fusion_root, tmp_path):
         manifest=manifest,
         run_id="run-42",
     )
-    assert mapped["provenance"]["config_hashes"] == prov["config_hashes"]
-    assert mapped["provenance"]["differences_from_paper"] == prov["differences_from_paper"]
+    assert mapped.provenance.config_hashes == prov.config_hashes
+    assert mapped.provenance.differences_from_paper == prov.differences_from_paper
     with pytest.raises(ConfigError, match="unknown backbone"):
         evaluate([fusion_root], tmp_path / "report3", models={"aud-xyz": models / "aud-mel"})
 
@@ -397,8 +398,8 @@ def test_clip_level_results_average_segment_probabilities(tmp_path, rng):
     root = tmp_path / "fusion"
     _fusion_dir(root, "f4", "audio+visual", rng=rng, strength=1.5, val=(0.5, 1.0), segments=4)
     metrics = evaluate([root], tmp_path / "report")
-    result = metrics["results"][0]
-    assert result["n_clips"] == 10 * 3 * 4  # segments
+    result = metrics.results[0]
+    assert result.n_clips == 10 * 3 * 4  # segments
     from avsc.records.predictions import Predictions
 
     preds = Predictions.read(root / "f4-audio+visual")
@@ -409,46 +410,46 @@ def test_clip_level_results_average_segment_probabilities(tmp_path, rng):
     parents = sorted({c.rsplit("_s", 1)[0] for c in ids})
     clip_probs = np.array([probs[[c.rsplit("_s", 1)[0] == p for c in ids]].mean(axis=0) for p in parents])
     y = np.array([LABELS.index(p.split("-x-")[0]) for p in parents])
-    clip = result["clip_level"]
-    assert clip["n_clips"] == 30
-    assert clip["accuracy"] == pytest.approx((clip_probs.argmax(1) == y).mean())
-    assert clip["log_loss"] == pytest.approx(log_loss(y, clip_probs, labels=range(10)))
-    rows = (tmp_path / "report" / result["clip_submission_csv"]).read_text().splitlines()
+    clip = result.clip_level
+    assert clip.n_clips == 30
+    assert clip.accuracy == pytest.approx((clip_probs.argmax(1) == y).mean())
+    assert clip.log_loss == pytest.approx(log_loss(y, clip_probs, labels=range(10)))
+    rows = (tmp_path / "report" / result.clip_submission_csv).read_text().splitlines()
     assert len(rows) == 31 and rows[1].startswith(f"video/{parents[0]}.mp4\t")
-    assert "segments" in metrics["provenance"]["protocol"]
+    assert "segments" in metrics.provenance.protocol
     md = (tmp_path / "report" / "report.md").read_text()
     assert "whole clips, mean of segments" in md
 
 
 def test_results_table_marks_best(evaluated):
     metrics, _ = evaluated
-    table = results_table(EvaluationResult.from_dict(metrics))
+    table = results_table(metrics)
     lines = table.splitlines()
     assert lines[0].split()[:2] == ["method", "modalities"]
     assert any(line.startswith("f5*") and "audio+visual" in line for line in lines)
-    f1 = next(r for r in metrics["results"] if r["method"] == "f1")
-    assert f"{100 * f1['accuracy']:.1f}" in table and f"{f1['log_loss']:.3f}" in table
+    f1 = next(r for r in metrics.results if r.method == "f1")
+    assert f"{100 * f1.accuracy:.1f}" in table and f"{f1.log_loss:.3f}" in table
 
 
 def test_evaluate_backbone_rows(fusion_root, tmp_path):
     emb = make_embeddings(tmp_path / "emb", width=4, per_class={"train": 1, "val": 1, "test": 3})
     metrics = evaluate([fusion_root / "f1-audio+visual"], tmp_path / "report", embeddings=emb)
-    assert [b["backbone"] for b in metrics["backbones"]] == list(BACKBONES)
+    assert [b.backbone for b in metrics.backbones] == list(BACKBONES)
     from avsc.training.embeddings import read_embeddings
 
     e = read_embeddings(emb / "vis-inc.parquet")
     test = e.splits == "test"
     y = np.array([LABELS.index(lab) for lab in e.labels[test]])
-    row = next(b for b in metrics["backbones"] if b["backbone"] == "vis-inc")
-    assert row["accuracy"] == pytest.approx((e.fc10[test].argmax(1) == y).mean())
-    assert row["log_loss"] == pytest.approx(log_loss(y, softmax(e.fc10[test] / e.info.temperature), labels=range(10)))
+    row = next(b for b in metrics.backbones if b.backbone == "vis-inc")
+    assert row.accuracy == pytest.approx((e.fc10[test].argmax(1) == y).mean())
+    assert row.log_loss == pytest.approx(log_loss(y, softmax(e.fc10[test] / e.info.temperature), labels=range(10)))
     assert "vis-inc" in (tmp_path / "report" / "report.html").read_text()
-    assert "calibration-backbones.png" in metrics["figures"]["reliability"]
+    assert "calibration-backbones.png" in metrics.figures.reliability
     # The same rows from a mapping backbone -> file (pipeline artifacts), here two backbones.
     given = {b: emb / f"{b}.parquet" for b in ("vis-inc", "aud-mel")}
     mapped = evaluate([fusion_root / "f1-audio+visual"], tmp_path / "report2", embeddings=given)
-    assert [b["backbone"] for b in mapped["backbones"]] == ["aud-mel", "vis-inc"]
-    assert next(b for b in mapped["backbones"] if b["backbone"] == "vis-inc") == row
+    assert [b.backbone for b in mapped.backbones] == ["aud-mel", "vis-inc"]
+    assert next(b for b in mapped.backbones if b.backbone == "vis-inc") == row
 
 
 def test_evaluate_errors(fusion_root, tmp_path, rng):
@@ -520,10 +521,10 @@ def test_backbone_rows_carry_the_val_calibration_of_their_model_folder(fusion_ro
     metrics = evaluate(
         [fusion_root / "f1-audio+visual"], tmp_path / "report", embeddings=emb, models={"aud-mel": models / "aud-mel"}
     )
-    rows = {b["backbone"]: b for b in metrics["backbones"]}
-    assert rows["aud-mel"]["val_calibration"]["before"]["log_loss"] == 1.851
-    assert "val_calibration" not in rows["vis-inc"]  # no model folder given for it
-    _, table = calibration_table(EvaluationResult.from_dict(metrics))
+    rows = {b.backbone: b for b in metrics.backbones}
+    assert rows["aud-mel"].val_calibration.before["log_loss"] == 1.851
+    assert rows["vis-inc"].val_calibration is None  # no model folder given for it
+    _, table = calibration_table(metrics)
     by_model = {row[0]: row for row in table}
     assert by_model["aud-mel"][3] == "1.851 → 1.843" and by_model["vis-inc"][3] == "—"
 
@@ -558,8 +559,8 @@ def test_logistic_reference_sits_beside_the_fusion_models(fusion_root, tmp_path)
     assert rows[0]["val_log_loss"] == pytest.approx(min(losses))
 
     metrics = evaluate([fusion_root], tmp_path / "report", embeddings=emb)
-    assert metrics["reference"] == logistic_reference(emb)
-    _, table = reference_table(EvaluationResult.from_dict(metrics))
+    assert metrics.to_dict()["reference"] == logistic_reference(emb)
+    _, table = reference_table(metrics)
     assert [row[0].split(" ")[0] for row in table[:2]] == ["fusion", "logistic"]
     text = (tmp_path / "report" / "report.md").read_text()
     assert "Reference: logistic regression on the same embeddings" in text
@@ -571,7 +572,7 @@ def test_model_selection_shows_standard_errors_and_what_val_cannot_tell_apart(fu
     from avsc.scoring.calibration import calibrate, row_log_losses
 
     metrics, report = evaluated
-    rows = {(r["method"], r["modalities"]): r for r in metrics["results"]}
+    rows = {(r.method, r.modalities): r for r in metrics.results}
     # The standard error of the mean of the 30 per-clip val losses the model is chosen on.
     val = Predictions.read(fusion_root / "f5-audio+visual").of_split("val")
     y = np.array([LABELS.index(lab) for lab in val.labels])
@@ -580,22 +581,19 @@ def test_model_selection_shows_standard_errors_and_what_val_cannot_tell_apart(fu
         losses = row_log_losses(softmax(val.logits), y)
         assert chosen["selection_log_loss_se"] == pytest.approx(losses.std(ddof=1) / math.sqrt(30))
     f5 = rows[("f5", "audio+visual")]
-    assert f5["val_selection_log_loss_se"] == pytest.approx(chosen["selection_log_loss_se"])
+    assert f5.val_selection_log_loss_se == pytest.approx(chosen["selection_log_loss_se"])
     # Within one standard error of the chosen model of their modality set (f5: 0.40).
     for (method, modalities), r in rows.items():
         if modalities == "audio+visual":
-            expected = abs(r["val_selection_log_loss"] - 0.40) <= f5["val_selection_log_loss_se"]
-            assert r["val_within_one_se"] == expected, method
-    assert rows[("f4", "visual")]["val_within_one_se"]  # the only visual candidate: the chosen one
-    marks = {(row[0], row[1]): row[-1] for row in selection_table(EvaluationResult.from_dict(metrics))[1]}
+            expected = abs(r.val_selection_log_loss - 0.40) <= f5.val_selection_log_loss_se
+            assert r.val_within_one_se == expected, method
+    assert rows[("f4", "visual")].val_within_one_se  # the only visual candidate: the chosen one
+    marks = {(row[0], row[1]): row[-1] for row in selection_table(metrics)[1]}
     assert marks[("f5", "audio+visual")] == "✓" and marks[("f4", "visual")] == "✓ (visual)"
     assert {m for (m, s), mark in marks.items() if mark == "≈"} == {
-        m for (m, s), r in rows.items() if s == "audio+visual" and r["val_within_one_se"] and m != "f5"
+        m for (m, s), r in rows.items() if s == "audio+visual" and r.val_within_one_se and m != "f5"
     }
-    assert (
-        f"{f5['val_selection_log_loss']:.3f} ± {f5['val_selection_log_loss_se']:.3f}"
-        in (report / "report.md").read_text()
-    )
+    assert f"{f5.val_selection_log_loss:.3f} ± {f5.val_selection_log_loss_se:.3f}" in (report / "report.md").read_text()
 
 
 def test_score_draws_nothing_and_gives_the_scores_evaluate_writes(fusion_root, evaluated, tmp_path):
@@ -605,11 +603,11 @@ def test_score_draws_nothing_and_gives_the_scores_evaluate_writes(fusion_root, e
 
     metrics, report = evaluated
     before = sorted(p.relative_to(fusion_root) for p in fusion_root.rglob("*"))
-    result = score([fusion_root], run_id=metrics["provenance"]["run_id"])
+    result = score([fusion_root], run_id=metrics.provenance.run_id)
     assert isinstance(result, EvaluationResult) and result.figures is None
     assert sorted(p.relative_to(fusion_root) for p in fusion_root.rglob("*")) == before  # nothing written
     scored = result.to_dict()
-    assert scored["results"] == metrics["results"] and scored["best"] == metrics["best"]
+    assert scored["results"] == metrics.to_dict()["results"] and scored["best"] == metrics.to_dict()["best"]
     assert result.result(result.best).method == "f5"
     # metrics.json reads back as the record; without the rows behind it there is nothing to draw.
     back = EvaluationResult.read(report)

@@ -53,9 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from avsc.evaluation.evaluate import evaluate
     from avsc.evaluation.report import results_table
-    from avsc.records import EvaluationResult
 
-    metrics = evaluate(
+    result = evaluate(
         args.fusion_dirs,
         args.output,
         split=args.split,
@@ -65,6 +64,6 @@ def run(args: argparse.Namespace) -> int:
         selection=args.selection,
         run_id=args.run_id,
     )
-    print(results_table(EvaluationResult.from_dict(metrics)))
+    print(results_table(result))
     print(f"report: {os.path.join(args.output, 'report.html')}")
     return 0

@@ -308,7 +308,7 @@ def evaluate(
     manifest: str | Path | None = None,
     run_id: str | None = None,
     selection: str | None = None,
-) -> dict[str, Any]:
+) -> EvaluationResult:
     """Evaluate fusion models on one split with calibrated probabilities and write the report.
 
     Args:
@@ -336,9 +336,9 @@ def evaluate(
             (default: the rule the fusion models were trained with, ``fusion.selection``).
 
     Returns:
-        The content of ``metrics.json`` (:meth:`avsc.records.EvaluationResult.to_dict`; keys
-        in ``docs/fusion.md``). Scores are of calibrated probabilities (log loss and ECE raw
-        under ``uncalibrated``).
+        The scores written to ``metrics.json`` (:class:`avsc.records.EvaluationResult`, with
+        ``figures`` naming the figures drawn; its JSON keys in ``docs/fusion.md``). Scores are
+        of calibrated probabilities (log loss and ECE raw under ``uncalibrated``).
 
     Raises:
         DataError: a missing or unreadable fusion folder, a split without clips, two
@@ -352,9 +352,9 @@ def evaluate(
 
     Example::
 
-        metrics = evaluate(["runs/fusion"], "runs/report", embeddings="runs/embeddings",
-                           models="runs/models", manifest="runs/manifest.parquet")
-        metrics["best"], metrics["results"][0]["log_loss"]
+        result = evaluate(["runs/fusion"], "runs/report", embeddings="runs/embeddings",
+                          models="runs/models", manifest="runs/manifest.parquet")
+        result.best, result.results[0].log_loss
     """
     from avsc.evaluation.report import render
     from avsc.records.output_manifest import new_run_id
@@ -373,4 +373,4 @@ def evaluate(
         )
         drawn = render(result, staging)
         drawn.write(staging)
-    return drawn.to_dict()
+    return drawn
