@@ -138,7 +138,7 @@ def _backbone_infos(needed: list[str], model_dirs: Mapping[str, Path], fusion_di
                 f"reads {backbone}, but no model of {backbone} was given",
                 "give the models of every backbone the fusion model reads",
             )
-        for name in ("model.keras", "config.json"):
+        for name in ("model.keras", ModelInfo.FILE_NAME):
             if not (model_dirs[backbone] / name).is_file():
                 raise DataError(
                     model_dirs[backbone] / name,
@@ -158,14 +158,14 @@ def _shared_feature_config(
         listing = ", ".join(f"{b}: {h}" for b, h in hashes.items())
         odd = next((b for b in needed if hashes[b] != hashes[needed[0]] or hashes[b] is None), needed[0])
         raise DataError(
-            model_dirs[odd] / "config.json",
+            model_dirs[odd] / ModelInfo.FILE_NAME,
             f"backbones were trained on different feature configs ({listing})",
             "train all of them on the same feature store",
         )
     feature_config = feature_config_from_dict(dict(configs[needed[0]].features))
     if config_hash(feature_config) != hashes[needed[0]]:
         raise DataError(
-            model_dirs[needed[0]] / "config.json",
+            model_dirs[needed[0]] / ModelInfo.FILE_NAME,
             "recorded feature config does not match its recorded hash",
             "retrain the backbone",
         )

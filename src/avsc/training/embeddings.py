@@ -210,8 +210,8 @@ def _load_backbone(model_dir: str | Path) -> tuple[ModelInfo, str, keras.Model]:
     import avsc.models.backbones  # noqa: F401  (registers the custom layers)
     from avsc.storage.files import sha256_file
 
-    with staging.local_folder(model_dir, include=["model.keras", "config.json"]) as local:
-        model_path, config_path = local / "model.keras", local / "config.json"
+    with staging.local_folder(model_dir, include=["model.keras", ModelInfo.FILE_NAME]) as local:
+        model_path, config_path = local / "model.keras", local / ModelInfo.FILE_NAME
         for needed in (model_path, config_path):
             if not needed.is_file():
                 raise DataError(
@@ -274,7 +274,7 @@ def _check_store(store, meta: ModelInfo, model_dir: str | Path) -> Lineage:
         )
     lineage.check_same(
         meta.lineage,
-        source=locations.join(str(model_dir), "config.json"),
+        source=locations.join(str(model_dir), ModelInfo.FILE_NAME),
         what="the model",
         hint="embed the store the model was trained on, or train the model on this one",
     )
