@@ -210,7 +210,7 @@ def _load_backbone(model_dir: str | Path) -> tuple[ModelInfo, str, keras.Model]:
     import avsc.models.backbones  # noqa: F401  (registers the custom layers)
     from avsc.storage.files import sha256_file
 
-    with staging.local_folder(model_dir, include=["model.keras", "config.json"]) as local:
+    with staging.local_copy(model_dir, include=["model.keras", "config.json"]) as local:
         model_path, config_path = local / "model.keras", local / "config.json"
         for needed in (model_path, config_path):
             if not needed.is_file():
