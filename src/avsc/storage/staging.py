@@ -27,7 +27,7 @@ from typing import Any
 from avsc.storage.locations import copy, exists, list_files, name_of
 from avsc.storage.s3 import S3Settings, is_remote
 
-__all__ = ["any_remote", "local_copy", "local_folder", "local_inputs", "output_folder"]
+__all__ = ["any_remote", "local_copy", "local_inputs", "output_folder"]
 
 
 @contextlib.contextmanager
@@ -66,13 +66,6 @@ def local_copy(
 
         sync.pull_dir(location, scratch, include=include, settings=settings, progress=False)
         yield Path(scratch)
-
-
-def local_folder(
-    location: str | os.PathLike, *, include: list[str] | None = None, settings: S3Settings | None = None
-) -> contextlib.AbstractContextManager[Path]:
-    """The :func:`local_copy` of a folder or an ``s3://`` prefix."""
-    return local_copy(location, include=include, settings=settings)
 
 
 def any_remote(*values: Any) -> bool:

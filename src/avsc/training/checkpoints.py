@@ -54,7 +54,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from avsc.storage import locations
+from avsc.storage import locations, staging
 from avsc.training.state import InEpoch, TrainingState
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class Checkpoints:
         with tempfile.TemporaryDirectory(prefix="avsc-ckpt-") as scratch:
             local = Path(scratch) / name
             model.save(local)
-            locations.write_bytes(self._at(name), local.read_bytes())
+            locations.copy(local, self._at(name))  # a verified upload, streamed from disk
 
     def load_model(self, name: str, *, compile: bool = True):
         """Load the Keras model saved as ``name``."""
@@ -140,9 +140,7 @@ class Checkpoints:
 
         if not locations.is_remote(self.location):
             return keras.models.load_model(self._at(name), compile=compile)
-        with tempfile.TemporaryDirectory(prefix="avsc-ckpt-") as scratch:
-            local = Path(scratch) / name
-            local.write_bytes(locations.read_bytes(self._at(name)))
+        with staging.local_copy(self._at(name)) as local:
             return keras.models.load_model(local, compile=compile)
 
     def save_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> None:
@@ -232,7 +230,7 @@ class Checkpoints:
         written last, so its presence means the copy is whole."""
         files = sorted((p for p in Path(folder).iterdir() if p.is_file()), key=lambda p: p.name == last)
         for path in files:
-            locations.write_bytes(locations.join(self.location, name, path.name), path.read_bytes())
+            locations.copy(path, locations.join(self.location, name, path.name))
 
     def fetch_folder(self, name: str, folder: Path, last: str) -> bool:
         """Copy ``name/`` kept here into ``folder``; False when it is not there (whole)."""
@@ -240,7 +238,7 @@ class Checkpoints:
             return False
         Path(folder).mkdir(parents=True, exist_ok=True)
         for location in locations.list_files(locations.join(self.location, name)):
-            (Path(folder) / locations.name_of(location)).write_bytes(locations.read_bytes(location))
+            locations.copy(location, Path(folder) / locations.name_of(location))
         return True
 
 

@@ -210,7 +210,7 @@ def _load_backbone(model_dir: str | Path) -> tuple[ModelInfo, str, keras.Model]:
     import avsc.models.backbones  # noqa: F401  (registers the custom layers)
     from avsc.storage.files import sha256_file
 
-    with staging.local_folder(model_dir, include=["model.keras", ModelInfo.FILE_NAME]) as local:
+    with staging.local_copy(model_dir, include=["model.keras", ModelInfo.FILE_NAME]) as local:
         model_path, config_path = local / "model.keras", local / ModelInfo.FILE_NAME
         for needed in (model_path, config_path):
             if not needed.is_file():
