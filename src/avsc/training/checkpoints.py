@@ -138,9 +138,7 @@ class Checkpoints:
         """Load the Keras model saved as ``name``."""
         import keras
 
-        if not locations.is_remote(self.location):
-            return keras.models.load_model(self._at(name), compile=compile)
-        with staging.local_copy(self._at(name)) as local:
+        with staging.local_copy(self._at(name)) as local:  # a local path is used in place
             return keras.models.load_model(local, compile=compile)
 
     def save_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> None:
