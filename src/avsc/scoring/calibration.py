@@ -74,9 +74,10 @@ __all__ = [
 # Search range of T: 1/100 (ten times sharper than any useful model) to 100 (nearly uniform).
 TEMPERATURE_BOUNDS: tuple[float, float] = (0.01, 100.0)
 # Standard deviation of the normal prior on log T: a factor 1.11 either way is one deviation.
-# On 30 val clips T stays within about 0.8-1.25; 1,000 rows pull a T of 3 to 2.7, 10,000 decide
-# it. Chosen on the test log loss of 105 models of five demo runs (docs/fusion.md): at 0.25,
-# 9 of them were made more than 10 % worse by a T fitted on val; at 0.1, none.
+# On 30 val clips T stays within about 0.8-1.8 even for a model three times too unsure or four
+# times too sure; 1,000 rows pull a T of 3 to 2.7, 10,000 decide it. Chosen on the test log
+# loss of 105 models of five demo runs (docs/fusion.md): at 0.25, 9 of them were made more
+# than 10 % worse by a T fitted on val; at 0.1, none.
 LOG_T_PRIOR_SD = 0.1
 # Folds of the cross-validated check on val, and the fewest val rows worth calibrating on.
 CV_FOLDS = 5
